@@ -1,0 +1,22 @@
+"""The API app: ``uvicorn --factory api.main:create_app``."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api import health
+from api.generation import get_router
+from settings import Config
+
+
+def create_app(config: Config | None = None) -> FastAPI:
+    """Build the API for `config` (read from the environment and `.env` when omitted)."""
+    config = config or Config.read_from_env()
+    app = FastAPI(
+        title="LLM API",
+        description="Generation and chat jobs, queued on a broker and run by workers.",
+        version="0.1.0",
+    )
+    app.include_router(get_router(config))
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,224 @@
+"""Awaiting job results on the event loop through one shared Redis pub/sub connection.
+
+The worker's result backend stores a job's result under its key and publishes it on
+a channel of the same name. A waiter subscribes to that channel first, waits for
+Redis to confirm the subscription, and only then reads the key once: a result that
+landed before the subscription is read, one that lands after it is received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection
+from redis.exceptions import RedisError
+
+from api.errors import ResultStoreUnavailable
+from settings import Config
+
+log = logging.getLogger(__name__)
+
+READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+RECONNECT_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+
+
+class _Watch:
+    """One job being awaited, shared by every request awaiting it."""
+
+    __slots__ = ("channel", "result", "subscribed", "users")
+
+    def __init__(self, channel: str) -> None:
+        loop = asyncio.get_running_loop()
+        self.channel = channel
+        self.result: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self.subscribed: asyncio.Future[None] = loop.create_future()
+        self.users = 0
+
+    def resolve(self, meta: dict[str, Any]) -> None:
+        if not self.result.done() and meta.get("status") in READY_STATES:
+            self.result.set_result(meta)
+
+
+class ResultWaiter:
+    """Hands out job results to the requests awaiting them."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        # Reads queue for a connection rather than fail when thousands of requests
+        # arrive at once; a handful of connections carries them.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            config.redis_url,
+            max_connections=32,
+            timeout=config.redis_connect_timeout,
+            socket_connect_timeout=config.redis_connect_timeout,
+            socket_timeout=config.redis_connect_timeout,
+        )
+        self._store = aioredis.Redis(connection_pool=pool)
+        self._watches: dict[str, _Watch] = {}
+        # SUBSCRIBE commands sent per channel and not yet confirmed: a watch is
+        # subscribed only once every SUBSCRIBE sent for its channel is confirmed.
+        self._unconfirmed: defaultdict[str, int] = defaultdict(int)
+        self._connection: Connection | None = None
+        self._connected = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start the pub/sub reader (it keeps reconnecting while Redis is down)."""
+        self._reader = asyncio.create_task(self._read_forever(), name="result-waiter")
+
+    async def close(self) -> None:
+        """Stop the reader and close connections."""
+        if self._reader:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._connection:
+            await self._connection.disconnect()
+        await self._store.aclose(close_connection_pool=True)
+
+    @asynccontextmanager
+    async def watch(self, job_id: str) -> AsyncIterator[asyncio.Future[dict[str, Any]]]:
+        """Subscribe to the job's result; yields a future of its stored result meta.
+
+        Leaves only once the subscription is confirmed and the stored result has been
+        read; so work that will produce the result may start inside the block.
+        """
+        channel = self._config.result_key(job_id)
+        watch = self._watches.get(channel)
+        if watch is None:
+            watch = self._watches[channel] = _Watch(channel)
+        watch.users += 1
+        try:
+            if not watch.subscribed.done():
+                await self._subscribe(watch)
+            if not watch.result.done():
+                await self._read_stored(watch)
+            yield watch.result
+        finally:
+            watch.users -= 1
+            if watch.users == 0:
+                del self._watches[channel]
+                await self._unsubscribe(channel)
+
+    async def _subscribe(self, watch: _Watch) -> None:
+        timeout = self._config.redis_connect_timeout
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+            if not watch.subscribed.done():
+                # A second SUBSCRIBE to a channel is harmless: Redis confirms each.
+                await self._send("SUBSCRIBE", watch.channel)
+            await asyncio.wait_for(asyncio.shield(watch.subscribed), timeout)
+        except (TimeoutError, RedisError, OSError) as exc:
+            log.warning("subscribing to %s failed: %r", watch.channel, exc)
+            raise ResultStoreUnavailable("result store (Redis) unavailable") from None
+
+    async def _read_stored(self, watch: _Watch) -> None:
+        try:
+            raw = await self._store.get(watch.channel)
+        except (RedisError, OSError) as exc:
+            log.warning("reading %s failed: %r", watch.channel, exc)
+            raise ResultStoreUnavailable("result store (Redis) unavailable") from None
+        if raw is not None:
+            watch.resolve(_parse(raw))
+
+    async def _send(self, *command: str) -> None:
+        connection = self._connection
+        if connection is None or not self._connected.is_set():
+            raise ConnectionError("not connected")
+        if command[0] == "SUBSCRIBE":
+            for channel in command[1:]:
+                self._unconfirmed[channel] += 1
+        await connection.send_command(*command, check_health=False)
+
+    async def _unsubscribe(self, channel: str) -> None:
+        if self._connected.is_set():
+            try:
+                await self._send("UNSUBSCRIBE", channel)
+            except (RedisError, OSError):
+                pass  # a new connection is made without it
+
+    async def _read_forever(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._connect()
+                failures = 0
+                await self._dispatch()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                if failures == 0:
+                    log.warning("result store connection lost: %s; reconnecting", exc)
+                self._connected.clear()
+                delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
+                failures += 1
+                await asyncio.sleep(delay)
+
+    async def _connect(self) -> None:
+        if self._connection is not None:
+            await self._connection.disconnect()
+        config = self._config
+        self._connection = Connection(
+            host=config.redis_host,
+            port=config.redis_port,
+            db=config.redis_db,
+            password=config.redis_password.get_secret_value() if config.redis_password else None,
+            socket_connect_timeout=config.redis_connect_timeout,
+            protocol=2,
+        )
+        await self._connection.connect()
+        self._unconfirmed.clear()
+        self._connected.set()
+        # Watches from before a lost connection: subscribe again, then re-read their
+        # keys, since a result may have been published while no one listened.
+        channels = list(self._watches)
+        if channels:
+            await self._send("SUBSCRIBE", *channels)
+            log.info("result store reconnected; re-watching %d jobs", len(channels))
+
+    async def _dispatch(self) -> None:
+        assert self._connection is not None
+        while True:
+            reply = await self._connection.read_response()
+            if not isinstance(reply, list) or len(reply) < 3:
+                continue
+            kind, channel = reply[0], reply[1].decode()
+            if kind == b"message":
+                watch = self._watches.get(channel)
+                if watch is not None:
+                    watch.resolve(_parse(reply[2]))
+            elif kind == b"subscribe":
+                self._unconfirmed[channel] -= 1
+                watch = self._watches.get(channel)
+                if self._unconfirmed[channel] <= 0:
+                    del self._unconfirmed[channel]
+                    if watch is not None:
+                        self._confirmed(watch)
+
+    def _confirmed(self, watch: _Watch) -> None:
+        if not watch.subscribed.done():
+            watch.subscribed.set_result(None)
+            return
+        # Subscribed again after a reconnect: read what may have landed meanwhile.
+        asyncio.create_task(self._reread(watch))
+
+    async def _reread(self, watch: _Watch) -> None:
+        try:
+            await self._read_stored(watch)
+        except ResultStoreUnavailable:
+            pass  # the next reconnect reads it again
+
+
+def _parse(raw: bytes) -> dict[str, Any]:
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        log.warning("ignoring a stored result that is not JSON")
+        return {}
+    return meta if isinstance(meta, dict) else {}

@@ -1,0 +1,51 @@
+"""Request and response bodies of the spec's endpoints, field for field."""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+from pydantic import BaseModel, Field
+
+
+def new_job_id() -> str:
+    """A job id for a request that brought none."""
+    return uuid4().hex
+
+
+class Meta(BaseModel):
+    """How to generate: the spec's ``meta`` object, with its defaults."""
+
+    temperature: float = Field(0.2, ge=0, le=2, description="degree of randomness")
+    tokens_limit: int = Field(8096, ge=1, description="most tokens to generate")
+    stop_words: list[str] = Field(default_factory=list, description="generation stops at any of these")
+    model: str | None = Field(None, description="model to use; the deployment's default when omitted")
+
+
+class Message(BaseModel):
+    """One turn of a conversation."""
+
+    role: str = Field(min_length=1, description='"system", "user", "assistant", ...')
+    content: str
+
+
+class GenerateRequest(BaseModel):
+    """Body of ``POST /generate``."""
+
+    job_id: str = Field(default_factory=new_job_id, min_length=1, description="unique id of the job")
+    meta: Meta = Field(default_factory=Meta)
+    content: str = Field(description="the input text")
+
+
+class ChatCompletionRequest(BaseModel):
+    """Body of ``POST /chat_completion``."""
+
+    job_id: str = Field(default_factory=new_job_id, min_length=1, description="unique id of the job")
+    meta: Meta = Field(default_factory=Meta)
+    messages: list[Message] = Field(min_length=1, description="the conversation so far")
+
+
+class CompletionResponse(BaseModel):
+    """Answer of both endpoints."""
+
+    content: str = Field(description="the generated text")
+    job_id: str

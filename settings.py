@@ -1,0 +1,154 @@
+"""Every setting of the gateway, read from the environment and `.env` in one place."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import quote
+
+from kombu import Exchange, Queue
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+RESULT_KEY_PREFIX = "celery-task-meta-"
+
+
+class Config(BaseSettings):
+    """The spec's environment variables plus the few the gateway adds.
+
+    Variable names are the field names in upper case (``RABBIT_MQ_HOST`` for
+    ``rabbit_mq_host``). With ``RABBIT_MQ_HOST`` unset, the broker is the Redis
+    server of ``REDIS_HOST``.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # The spec's variables.
+    rabbit_mq_host: str | None = None
+    rabbit_mq_port: int = 5672
+    rabbit_mq_login: str = "guest"
+    rabbit_mq_password: SecretStr = SecretStr("guest")
+    rabbit_mq_vhost: str = "/"
+    queue_name: str = "llm-api-queue"
+    redis_host: str = "localhost"
+    redis_port: int = 6379
+    redis_db: int = 0
+    redis_password: SecretStr | None = None
+    redis_prefix: str = "llm-api"
+    inner_llm_url: str = "http://localhost:8670"
+
+    # Model server.
+    inner_llm_api_key: SecretStr | None = None
+    default_model: str = ""
+    llm_connect_timeout: float = Field(5.0, gt=0)
+    llm_timeout: float = Field(600.0, gt=0, description="seconds to wait for one model-server answer")
+    llm_max_retries: int = Field(3, ge=0)
+    llm_retry_backoff: float = Field(0.5, ge=0, description="first retry delay; doubles each attempt")
+
+    # Jobs.
+    wait_timeout: float = Field(600.0, gt=0, description="seconds a request waits for its job")
+    result_ttl: int = Field(86400, gt=0, description="seconds results are kept in Redis")
+    worker_concurrency: int = Field(64, ge=1)
+    broker_connect_timeout: float = Field(3.0, gt=0)
+    redis_connect_timeout: float = Field(3.0, gt=0)
+    publish_threads: int = Field(16, ge=1, description="threads the API publishes with")
+
+    @field_validator("inner_llm_url")
+    @classmethod
+    def _add_scheme(cls, url: str) -> str:
+        # The spec writes INNER_LLM_URL=localhost:8670, without a scheme.
+        url = url.strip().rstrip("/")
+        if "://" not in url:
+            url = "http://" + url
+        return url.removesuffix("/v1")
+
+    @classmethod
+    def read_from_env(cls, env_file: str | None = None) -> Config:
+        """Read the environment, then `.env` (or ``ENV_FILE``; empty means none) for what it lacks."""
+        if env_file is None:
+            env_file = os.environ.get("ENV_FILE", ".env")
+        return cls(_env_file=env_file or None)  # type: ignore[call-arg]
+
+    @property
+    def uses_rabbitmq(self) -> bool:
+        """Whether the broker is RabbitMQ (else the Redis server doubles as broker)."""
+        return bool(self.rabbit_mq_host)
+
+    @property
+    def redis_url(self) -> str:
+        """URL of the result store."""
+        auth = f":{quote(self.redis_password.get_secret_value(), safe='')}@" if self.redis_password else ""
+        return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    @property
+    def broker_url(self) -> str:
+        """URL of the broker: RabbitMQ when configured, otherwise Redis."""
+        if not self.uses_rabbitmq:
+            return self.redis_url
+        login = quote(self.rabbit_mq_login, safe="")
+        password = quote(self.rabbit_mq_password.get_secret_value(), safe="")
+        vhost = quote(self.rabbit_mq_vhost, safe="")
+        return f"amqp://{login}:{password}@{self.rabbit_mq_host}:{self.rabbit_mq_port}/{vhost}"
+
+    @property
+    def key_prefix(self) -> str:
+        """What every Redis key of this deployment starts with."""
+        return f"{self.redis_prefix}:"
+
+    def result_key(self, job_id: str) -> str:
+        """The Redis key (and pub/sub channel) a job's result is stored under."""
+        return f"{self.key_prefix}{RESULT_KEY_PREFIX}{job_id}"
+
+
+def celery_settings(config: Config) -> dict[str, Any]:
+    """Celery's lowercase settings for `config`, shared by the API and the workers."""
+    queue = config.queue_name
+    exchange = Exchange(queue, type="direct", durable=True)
+    if config.uses_rabbitmq:
+        # Publisher confirms: a publish returns only once RabbitMQ has the message.
+        broker_options: dict[str, Any] = {"confirm_publish": True}
+    else:
+        # A Redis broker hands an unacknowledged message out again after this long:
+        # it must outlast the longest job, retries included.
+        longest_job = config.llm_timeout * (config.llm_max_retries + 1) + 60
+        broker_options = {
+            "visibility_timeout": int(max(3600, longest_job * 2)),
+            "global_keyprefix": config.key_prefix,
+        }
+    return {
+        "broker_url": config.broker_url,
+        "broker_connection_timeout": config.broker_connect_timeout,
+        "broker_connection_retry_on_startup": True,
+        "broker_pool_limit": config.publish_threads,
+        "broker_transport_options": broker_options,
+        "result_backend": config.redis_url,
+        "result_backend_transport_options": {"global_keyprefix": config.key_prefix},
+        "redis_socket_connect_timeout": config.redis_connect_timeout,
+        "result_expires": config.result_ttl,
+        "result_extended": True,
+        "task_default_queue": queue,
+        "task_default_exchange": queue,
+        "task_default_routing_key": queue,
+        "task_queues": (Queue(queue, exchange, routing_key=queue, durable=True),),
+        "task_default_delivery_mode": "persistent",
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # Long jobs: acknowledge after the job, hand it back if the worker dies,
+        # and reserve no more than one message per free slot.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_track_started": True,
+        "task_publish_retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+        # A model server batches many requests; one worker keeps many calls in flight.
+        "worker_pool": "threads",
+        "worker_concurrency": config.worker_concurrency,
+        "worker_send_task_events": True,
+    }

@@ -1,0 +1,1 @@
+"""The worker side ("LLM-core"): Celery tasks that call the model server."""

@@ -1,0 +1,6 @@
+"""The workers' Celery app: ``celery -A tasks.app worker`` and ``celery -A tasks.app flower``."""
+
+from celery import Celery
+
+celery_app = Celery("llm", include=["tasks.llm"])
+celery_app.config_from_object("celeryconfig")

@@ -1,0 +1,319 @@
+"""Client of an OpenAI-compatible model server (vLLM, llama.cpp, Ollama, TGI).
+
+One `ModelClient` per worker process: its pooled httpx client is shared by all
+of the process's threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from settings import Config
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+MAX_RETRY_AFTER = 60.0
+
+
+class ModelServerError(Exception):
+    """The model server could not answer; the message says why."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message, status_code)
+        self.message = message
+        self.status_code = status_code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ModelServerUnavailable(ModelServerError):
+    """The model server could not be reached (refused, reset, DNS), even after retries."""
+
+
+class ModelServerFailed(ModelServerError):
+    """The model server answered with a server error or an unreadable answer, even after retries."""
+
+
+class ModelServerTimeout(ModelServerError):
+    """The model server did not answer in time, even after retries."""
+
+
+class ModelServerRejected(ModelServerError):
+    """The model server refused the request (unknown model, bad parameter); retrying cannot help."""
+
+
+class _Retryable(Exception):
+    def __init__(self, error: ModelServerError, retry_after: float | None = None) -> None:
+        self.error = error
+        self.retry_after = retry_after
+
+
+@dataclass
+class Completion:
+    """What a chat completion produced."""
+
+    content: str
+    model: str | None
+    finish_reason: str | None
+    usage: dict[str, Any] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form, as tasks return it."""
+        return {
+            "content": self.content,
+            "model": self.model,
+            "finish_reason": self.finish_reason,
+            "usage": self.usage,
+        }
+
+
+@dataclass
+class ChatRequest:
+    """One chat completion to ask for, in the spec's terms."""
+
+    messages: list[dict[str, str]]
+    temperature: float = 0.2
+    tokens_limit: int | None = 8096
+    stop_words: list[str] = field(default_factory=list)
+    model: str | None = None
+
+
+# How servers say that prompt + max_tokens exceed the context window.
+#   vLLM (old):  "This model's maximum context length is 2048 tokens. However, you requested
+#                 8200 tokens (104 in the messages, 8096 in the completion)."
+#   vLLM (new):  "... maximum context length is 2048 tokens and your request has 104 input tokens"
+#   TGI:         "`inputs` tokens + `max_new_tokens` must be <= 2048. Given: 104 `inputs` tokens ..."
+_CONTEXT_ERROR = re.compile(
+    r"maximum context length|context length|context window|max_total_tokens"
+    r"|`max_new_tokens` must be|max_tokens.{0,40}too large",
+    re.IGNORECASE,
+)
+_CONTEXT_SIZE = re.compile(r"(?:maximum context length is|must be <=)\s*(\d+)", re.IGNORECASE)
+_INPUT_TOKENS = re.compile(
+    r"(\d+) in the messages|has (\d+) input tokens|Given: (\d+) `inputs` tokens|(\d+) input tokens",
+    re.IGNORECASE,
+)
+_UNKNOWN_MODEL = re.compile(r"model.{0,80}(does not exist|not found|not exist|unknown)", re.IGNORECASE)
+
+
+def fitted_max_tokens(message: str) -> int | None:
+    """From a context-overflow error, the largest max_tokens that fits, if the message tells."""
+    size = _CONTEXT_SIZE.search(message)
+    used = _INPUT_TOKENS.search(message)
+    if not size or not used:
+        return None
+    room = int(size.group(1)) - int(next(g for g in used.groups() if g))
+    return room if room > 0 else None
+
+
+class ModelClient:
+    """Calls ``/v1/chat/completions`` with bounded retries of transient errors."""
+
+    def __init__(
+        self,
+        config: Config,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        headers = {}
+        if config.inner_llm_api_key:
+            headers["Authorization"] = f"Bearer {config.inner_llm_api_key.get_secret_value()}"
+        self._http = httpx.Client(
+            base_url=config.inner_llm_url,
+            headers=headers,
+            timeout=httpx.Timeout(config.llm_timeout, connect=config.llm_connect_timeout),
+            limits=httpx.Limits(
+                max_connections=config.worker_concurrency + 8,
+                max_keepalive_connections=config.worker_concurrency + 8,
+            ),
+            transport=transport,
+        )
+        self._url = config.inner_llm_url
+        self._default_model = config.default_model or None
+        self._max_retries = config.llm_max_retries
+        self._backoff = config.llm_retry_backoff
+        self._sleep = sleep
+        self._served: list[str] | None = None
+        self._served_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._http.close()
+
+    def chat(self, request: ChatRequest) -> Completion:
+        """Ask for one chat completion and return its first choice."""
+        body: dict[str, Any] = {
+            "messages": request.messages,
+            "temperature": request.temperature,
+            "stream": False,
+        }
+        model = request.model or self._default_model or self._first_served_model()
+        if model:
+            body["model"] = model
+        if request.tokens_limit is not None:
+            body["max_tokens"] = request.tokens_limit
+        stop = [word for word in request.stop_words if word]
+        if stop:
+            body["stop"] = stop
+        try:
+            data = self._send("/v1/chat/completions", body)
+        except ModelServerRejected as exc:
+            fitted = self._fit_to_context(exc, body)
+            if fitted is None:
+                raise self._explain_rejection(exc, model) from None
+            data = self._send("/v1/chat/completions", fitted)
+        return _parse_completion(data)
+
+    def served_models(self) -> list[str]:
+        """The model ids the server lists at ``/v1/models`` (empty if it lists none)."""
+        data = self._send("/v1/models", None)
+        items = data.get("data") if isinstance(data, dict) else None
+        return [str(item["id"]) for item in items or [] if isinstance(item, dict) and "id" in item]
+
+    def _first_served_model(self) -> str | None:
+        # vLLM needs a model name; with none configured, use the first the server serves.
+        with self._served_lock:
+            if self._served is None:
+                try:
+                    self._served = self.served_models()
+                except ModelServerError as exc:
+                    log.warning("could not list the model server's models: %s", exc)
+                    return None
+            return self._served[0] if self._served else None
+
+    def _fit_to_context(self, exc: ModelServerRejected, body: dict[str, Any]) -> dict[str, Any] | None:
+        # The spec's default tokens_limit (8096) exceeds many models' context: rather than
+        # refuse, ask again for what fits (or, if the server does not say, for its default,
+        # which is "the rest of the context" on vLLM, TGI and llama.cpp).
+        if "max_tokens" not in body or not _CONTEXT_ERROR.search(exc.message):
+            return None
+        fitted = dict(body)
+        room = fitted_max_tokens(exc.message)
+        if room is not None and room < body["max_tokens"]:
+            fitted["max_tokens"] = room
+        else:
+            del fitted["max_tokens"]
+        log.info(
+            "max_tokens %s exceeds the model's context; asking for %s",
+            body["max_tokens"],
+            fitted.get("max_tokens", "the server default"),
+        )
+        return fitted
+
+    def _explain_rejection(self, exc: ModelServerRejected, model: str | None) -> ModelServerRejected:
+        if exc.status_code != 404 and not _UNKNOWN_MODEL.search(exc.message):
+            return exc
+        try:
+            served = self.served_models()
+        except ModelServerError:
+            return exc
+        if not served or model in served:
+            return exc
+        return ModelServerRejected(
+            f"{exc.message} (model {model!r} is not served; the model server serves: {', '.join(served)})",
+            exc.status_code,
+        )
+
+    def _send(self, path: str, body: dict[str, Any] | None) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return self._request_once(path, body)
+            except _Retryable as retry:
+                if attempt >= self._max_retries:
+                    raise retry.error from None
+                delay = self._delay(attempt, retry.retry_after)
+                log.warning(
+                    "model server attempt %d failed (%s); retrying in %.2fs", attempt + 1, retry.error, delay
+                )
+                self._sleep(delay)
+                attempt += 1
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, MAX_RETRY_AFTER)
+        # Exponential backoff with full jitter, so retries of many jobs do not arrive together.
+        return random.uniform(0, self._backoff * 2**attempt)
+
+    def _request_once(self, path: str, body: dict[str, Any] | None) -> Any:
+        try:
+            if body is None:
+                response = self._http.get(path)
+            else:
+                response = self._http.post(path, json=body)
+        except httpx.TimeoutException as exc:
+            kind = "connect to" if isinstance(exc, httpx.ConnectTimeout) else "get an answer from"
+            raise _Retryable(
+                ModelServerTimeout(f"timed out trying to {kind} the model server at {self._url}")
+            ) from None
+        except httpx.TransportError as exc:
+            raise _Retryable(
+                ModelServerUnavailable(
+                    f"model server unreachable at {self._url}: {exc or type(exc).__name__}"
+                )
+            ) from None
+        if response.status_code >= 400:
+            detail = _error_message(response)
+            message = f"model server answered {response.status_code}: {detail}"
+            if response.status_code in RETRYABLE_STATUS:
+                raise _Retryable(ModelServerFailed(message, response.status_code), _retry_after(response))
+            if response.status_code in (401, 403):
+                # The worker's own credentials are wrong: the caller's request is not at fault.
+                raise ModelServerFailed(message, response.status_code)
+            raise ModelServerRejected(detail, response.status_code)
+        try:
+            return response.json()
+        except ValueError:
+            raise _Retryable(ModelServerFailed("model server sent an answer that is not JSON")) from None
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The error text of an OpenAI-style (or TGI, Ollama, plain text) error answer."""
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text.strip()[:2000] or response.reason_phrase
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict):
+            for key in ("message", "detail", "error"):
+                if isinstance(error.get(key), str):
+                    return error[key]
+        if isinstance(error, str):
+            return error
+        if isinstance(data.get("detail"), str):
+            return data["detail"]
+    return str(data)[:2000]
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _parse_completion(data: Any) -> Completion:
+    try:
+        choice = data["choices"][0]
+        message = choice["message"]
+    except (KeyError, IndexError, TypeError):
+        raise ModelServerFailed("model server sent an answer without choices[0].message") from None
+    return Completion(
+        content=message.get("content") or "",
+        model=data.get("model"),
+        finish_reason=choice.get("finish_reason"),
+        usage=data.get("usage"),
+    )

@@ -1,0 +1,179 @@
+"""A fake OpenAI-compatible model server whose latency and answers a test controls.
+
+It records every request it receives and the most requests it held at once. It
+answers "echo: <last message>" so each answer can be checked against its request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+
+@dataclass
+class Failure:
+    """An error answer the server gives instead of a completion."""
+
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class FakeModelServer:
+    """Serves ``/v1/chat/completions`` and ``/v1/models`` on 127.0.0.1 in a thread."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.reset()
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def reset(self) -> None:
+        """Forget what was received and return to instant echo answers."""
+        self.latency = 0.0
+        self.models = ["fake-model"]
+        self.strict_models = False  # like vLLM: 404 for a model it does not serve
+        self.context_size: int | None = None  # like vLLM: 400 when prompt + max_tokens exceed it
+        self.failures: list[Failure] = []  # answered in turn, before any completion
+        self.requests: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.peak_in_flight = 0
+
+    @property
+    def completions(self) -> list[dict[str, Any]]:
+        """Bodies of the chat completion requests received."""
+        return [r for r in self.requests if r.get("messages") is not None]
+
+    def start(self) -> FakeModelServer:
+        app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+            ]
+        )
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True, name="fake-model-server")
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("fake model server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.should_exit = True
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    async def _models(self, _: Request) -> Response:
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [{"id": m, "object": "model", "owned_by": "fake"} for m in self.models],
+            }
+        )
+
+    async def _chat(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append(body)
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            return self._answer(body)
+        finally:
+            self.in_flight -= 1
+
+    def _answer(self, body: dict[str, Any]) -> Response:
+        if self.failures:
+            failure = self.failures.pop(0)
+            return JSONResponse(failure.body, failure.status, headers=failure.headers)
+        model = body.get("model")
+        if self.strict_models and model not in self.models:
+            return _openai_error(404, f"The model `{model}` does not exist.", "NotFoundError")
+        prompt = body["messages"][-1]["content"]
+        prompt_tokens = sum(len(m["content"].split()) + 4 for m in body["messages"])
+        max_tokens = body.get("max_tokens")
+        if (
+            self.context_size is not None
+            and max_tokens is not None
+            and prompt_tokens + max_tokens > self.context_size
+        ):
+            return _openai_error(
+                400,
+                f"'max_tokens' or 'max_completion_tokens' is too large: {max_tokens}. This model's maximum"
+                f" context length is {self.context_size} tokens and your request has {prompt_tokens} input"
+                f" tokens ({max_tokens} > {self.context_size} - {prompt_tokens}).",
+                "BadRequestError",
+            )
+        content = f"echo: {prompt}"
+        finish = "stop"
+        for word in body.get("stop") or []:
+            if word in content:
+                content = content[: content.index(word)]
+        if max_tokens is not None and len(content.split()) > max_tokens:
+            content = " ".join(content.split()[:max_tokens])
+            finish = "length"
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{len(self.requests)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model or self.models[0],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": finish,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": len(content.split()),
+                    "total_tokens": prompt_tokens + len(content.split()),
+                },
+            }
+        )
+
+
+def _openai_error(status: int, message: str, kind: str) -> Response:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": status}}, status)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8670)
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args()
+    server = FakeModelServer(args.port)
+    server.latency = args.latency
+    server.start()
+    print(f"fake model server on {server.url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()

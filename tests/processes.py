@@ -1,0 +1,122 @@
+"""Starting and stopping the gateway's real processes (worker, API, Flower) for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Process:
+    """A child process whose output goes to a log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(5)
+
+
+@dataclass
+class Processes:
+    """Every process a test started, stopped together at the end."""
+
+    log_dir: Path
+    started: list[Process] = field(default_factory=list)
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> Process:
+        log = self.log_dir / f"{name}-{len(self.started)}.log"
+        with log.open("wb") as out:
+            popen = subprocess.Popen(
+                args,
+                cwd=ROOT,
+                env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        process = Process(name, popen, log)
+        self.started.append(process)
+        return process
+
+    def worker(self, env: dict[str, str], name: str = "worker", concurrency: int | None = None) -> Process:
+        args = [
+            str(VENV_BIN / "celery"),
+            "-A",
+            "tasks.app",
+            "worker",
+            "-l",
+            "info",
+            "-n",
+            f"{name}-{time.monotonic_ns()}@%h",
+        ]
+        if concurrency:
+            args += ["-c", str(concurrency)]
+        process = self.spawn(name, args, env)
+        wait_for_output(process, " ready.")
+        return process
+
+    def api(self, env: dict[str, str], port: int) -> Process:
+        args = [
+            str(VENV_BIN / "uvicorn"),
+            "--factory",
+            "api.main:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+        process = self.spawn("api", args, env)
+        wait_for_http(process, f"http://127.0.0.1:{port}/health")
+        return process
+
+    def stop_all(self) -> None:
+        for process in reversed(self.started):
+            process.stop()
+
+
+def wait_for_output(process: Process, text: str, timeout: float = 30) -> None:
+    """Wait until `text` appears in the process's output."""
+    deadline = time.monotonic() + timeout
+    while text not in process.output():
+        if process.popen.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{process.name} did not print {text!r}:\n{process.output()[-3000:]}")
+        time.sleep(0.05)
+
+
+def wait_for_http(process: Process, url: str, timeout: float = 30) -> None:
+    """Wait until `url` answers 200."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.popen.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{process.name} did not answer {url}:\n{process.output()[-3000:]}")
+        time.sleep(0.05)

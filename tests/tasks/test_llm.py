@@ -1,0 +1,224 @@
+"""The tasks called directly, with the model server replaced by httpx.MockTransport."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from settings import Config
+from tasks import llm
+from tasks.model_client import ModelClient, ModelServerRejected, ModelServerUnavailable
+
+pytestmark = pytest.mark.unit
+
+
+class Recorder:
+    """A model server in a function: records bodies, answers from a list then echoes."""
+
+    def __init__(self, *answers: httpx.Response | Exception) -> None:
+        self.answers = list(answers)
+        self.bodies: list[dict[str, Any]] = []
+        self.paths: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "served-a"}, {"id": "served-b"}]})
+        body = json.loads(request.content)
+        self.bodies.append(body)
+        if self.answers:
+            answer = self.answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+        return completion(f"echo: {body['messages'][-1]['content']}")
+
+
+def completion(content: str) -> httpx.Response:
+    return httpx.Response(
+        200,
+        json={
+            "model": "m",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+        },
+    )
+
+
+def error(status: int, message: str, **headers: str) -> httpx.Response:
+    return httpx.Response(
+        status, json={"error": {"message": message, "type": "E", "code": status}}, headers=headers
+    )
+
+
+@pytest.fixture
+def install() -> Iterator[Any]:
+    sleeps: list[float] = []
+
+    def _install(recorder: Recorder, **settings: Any) -> list[float]:
+        config = Config(_env_file=None, inner_llm_url="model:8000", llm_max_retries=2, **settings)  # type: ignore[call-arg]
+        llm.set_model_client(
+            ModelClient(config, transport=httpx.MockTransport(recorder), sleep=sleeps.append)
+        )
+        return sleeps
+
+    yield _install
+    llm.set_model_client(None)
+
+
+META = {"temperature": 0.5, "tokens_limit": 1000, "stop_words": ["stop"], "model": "gpt-model"}
+
+
+def test_generate_sends_content_as_one_user_message_with_meta_mapped(install: Any) -> None:
+    model = Recorder()
+    install(model)
+    result = llm.generate({"meta": META, "content": "What is AI?"})
+    assert result["content"] == "echo: What is AI?"
+    assert model.paths == ["/v1/chat/completions"]
+    assert model.bodies == [
+        {
+            "messages": [{"role": "user", "content": "What is AI?"}],
+            "temperature": 0.5,
+            "max_tokens": 1000,
+            "stop": ["stop"],
+            "model": "gpt-model",
+            "stream": False,
+        }
+    ]
+
+
+def test_chat_sends_messages_as_given(install: Any) -> None:
+    model = Recorder()
+    install(model)
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is AI?"},
+        {"role": "assistant", "content": "Artificial Intelligence is..."},
+    ]
+    result = llm.chat({"meta": META, "messages": messages})
+    assert model.bodies[0]["messages"] == messages
+    assert result == {
+        "content": "echo: Artificial Intelligence is...",
+        "model": "m",
+        "finish_reason": "stop",
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    }
+
+
+def test_no_model_uses_the_configured_default_then_the_first_served(install: Any) -> None:
+    model = Recorder()
+    install(model, default_model="my-default")
+    llm.generate({"meta": {}, "content": "x"})
+    assert model.bodies[-1]["model"] == "my-default"
+    install(model)
+    llm.generate({"meta": {"model": None}, "content": "x"})
+    assert model.bodies[-1]["model"] == "served-a"
+
+
+def test_empty_stop_words_are_not_sent(install: Any) -> None:
+    model = Recorder()
+    install(model)
+    llm.generate({"meta": {**META, "stop_words": ["", ""]}, "content": "x"})
+    assert "stop" not in model.bodies[0]
+
+
+def test_tokens_limit_beyond_the_context_is_fitted_to_it(install: Any) -> None:
+    vllm = (
+        "'max_tokens' or 'max_completion_tokens' is too large: 8096. This model's maximum context length"
+        " is 2048 tokens and your request has 104 input tokens (8096 > 2048 - 104)."
+    )
+    model = Recorder(error(400, vllm))
+    install(model)
+    assert llm.generate({"meta": {"tokens_limit": 8096}, "content": "x"})["content"] == "echo: x"
+    assert [b["max_tokens"] for b in model.bodies] == [8096, 2048 - 104]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "This model's maximum context length is 2048 tokens. However, you requested 8200 tokens"
+        " (104 in the messages, 8096 in the completion). Please reduce the length.",
+        "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 2048."
+        " Given: 104 `inputs` tokens and 8096 `max_new_tokens`",
+    ],
+    ids=["vllm-old", "tgi"],
+)
+def test_context_errors_of_other_servers_are_fitted_too(install: Any, message: str) -> None:
+    model = Recorder(httpx.Response(422, json={"error": message, "error_type": "validation"}))
+    install(model)
+    llm.generate({"meta": {"tokens_limit": 8096}, "content": "x"})
+    assert model.bodies[1]["max_tokens"] == 1944
+
+
+def test_context_error_without_numbers_asks_for_the_server_default(install: Any) -> None:
+    model = Recorder(error(400, "requested tokens exceed context window of the model"))
+    install(model)
+    llm.generate({"meta": {"tokens_limit": 8096}, "content": "x"})
+    assert "max_tokens" not in model.bodies[1]
+
+
+def test_unknown_model_error_names_the_served_models(install: Any) -> None:
+    model = Recorder(error(404, "The model `gpt-model` does not exist."))
+    install(model)
+    with pytest.raises(ModelServerRejected) as caught:
+        llm.generate({"meta": META, "content": "x"})
+    assert caught.value.status_code == 404
+    assert "served-a, served-b" in str(caught.value)
+    assert len(model.bodies) == 1
+
+
+def test_bad_request_fails_at_once(install: Any) -> None:
+    model = Recorder(error(400, "temperature must be positive"))
+    sleeps = install(model)
+    with pytest.raises(ModelServerRejected, match="temperature must be positive"):
+        llm.generate({"meta": META, "content": "x"})
+    assert len(model.bodies) == 1 and sleeps == []
+
+
+def test_server_errors_are_retried_with_backoff_then_succeed(install: Any) -> None:
+    model = Recorder(error(503, "loading"), error(500, "oops"))
+    sleeps = install(model)
+    assert llm.generate({"meta": META, "content": "x"})["content"] == "echo: x"
+    assert len(model.bodies) == 3 and len(sleeps) == 2
+
+
+def test_retry_after_is_honoured(install: Any) -> None:
+    model = Recorder(error(429, "slow down", **{"Retry-After": "7"}))
+    sleeps = install(model)
+    llm.generate({"meta": META, "content": "x"})
+    assert sleeps == [7.0]
+
+
+def test_unreachable_server_is_retried_a_bounded_number_of_times(install: Any) -> None:
+    refused = httpx.ConnectError("[Errno 111] Connection refused")
+    model = Recorder(refused, refused, refused, refused)
+    sleeps = install(model)
+    with pytest.raises(ModelServerUnavailable, match="unreachable at http://model:8000"):
+        llm.generate({"meta": META, "content": "x"})
+    assert len(model.bodies) == 3 and len(sleeps) == 2
+
+
+@pytest.mark.parametrize(
+    ("job", "fragment"),
+    [
+        ({"meta": {}}, "'content'"),
+        ({"meta": {}, "content": 3}, "'content'"),
+        ({"meta": {"temperature": "hot"}, "content": "x"}, "invalid 'meta'"),
+    ],
+)
+def test_malformed_generate_jobs_are_refused(install: Any, job: dict[str, Any], fragment: str) -> None:
+    install(Recorder())
+    with pytest.raises(llm.InvalidJob, match=fragment):
+        llm.generate(job)
+
+
+def test_malformed_chat_jobs_are_refused(install: Any) -> None:
+    install(Recorder())
+    with pytest.raises(llm.InvalidJob, match="'messages'"):
+        llm.chat({"meta": {}, "messages": [{"role": "user"}]})
