@@ -48,8 +48,7 @@ class JobRunner:
                 meta = await asyncio.wait_for(asyncio.shield(result), self._config.wait_timeout)
             except TimeoutError:
                 raise JobTimedOut(
-                    f"job {job_id} did not finish within {self._config.wait_timeout:g}s;"
-                    " it is still queued or running",
+                    f"job {job_id} did not finish within {self._config.wait_timeout:g}s; it is still queued or running",
                 ) from None
         return _outcome(job_id, meta)
 

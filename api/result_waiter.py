@@ -9,6 +9,7 @@ landed before the subscription is read, one that lands after it is received.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import defaultdict
@@ -68,6 +69,7 @@ class ResultWaiter:
         self._connection: Connection | None = None
         self._connected = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
+        self._rereads: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Start the pub/sub reader (it keeps reconnecting while Redis is down)."""
@@ -138,10 +140,9 @@ class ResultWaiter:
 
     async def _unsubscribe(self, channel: str) -> None:
         if self._connected.is_set():
-            try:
+            # On failure, the next connection is made without the channel anyway.
+            with contextlib.suppress(RedisError, OSError):
                 await self._send("UNSUBSCRIBE", channel)
-            except (RedisError, OSError):
-                pass  # a new connection is made without it
 
     async def _read_forever(self) -> None:
         failures = 0
@@ -206,13 +207,13 @@ class ResultWaiter:
             watch.subscribed.set_result(None)
             return
         # Subscribed again after a reconnect: read what may have landed meanwhile.
-        asyncio.create_task(self._reread(watch))
+        task = asyncio.create_task(self._reread(watch))
+        self._rereads.add(task)
+        task.add_done_callback(self._rereads.discard)
 
     async def _reread(self, watch: _Watch) -> None:
-        try:
+        with contextlib.suppress(ResultStoreUnavailable):  # the next reconnect reads it again
             await self._read_stored(watch)
-        except ResultStoreUnavailable:
-            pass  # the next reconnect reads it again
 
 
 def _parse(raw: bytes) -> dict[str, Any]:

@@ -74,9 +74,7 @@ def chat(job: dict[str, Any]) -> dict[str, Any]:
 
 def _is_message(message: Any) -> bool:
     return (
-        isinstance(message, dict)
-        and isinstance(message.get("role"), str)
-        and isinstance(message.get("content"), str)
+        isinstance(message, dict) and isinstance(message.get("role"), str) and isinstance(message.get("content"), str)
     )
 
 

@@ -234,9 +234,7 @@ class ModelClient:
                 if attempt >= self._max_retries:
                     raise retry.error from None
                 delay = self._delay(attempt, retry.retry_after)
-                log.warning(
-                    "model server attempt %d failed (%s); retrying in %.2fs", attempt + 1, retry.error, delay
-                )
+                log.warning("model server attempt %d failed (%s); retrying in %.2fs", attempt + 1, retry.error, delay)
                 self._sleep(delay)
                 attempt += 1
 
@@ -248,10 +246,7 @@ class ModelClient:
 
     def _request_once(self, path: str, body: dict[str, Any] | None) -> Any:
         try:
-            if body is None:
-                response = self._http.get(path)
-            else:
-                response = self._http.post(path, json=body)
+            response = self._http.get(path) if body is None else self._http.post(path, json=body)
         except httpx.TimeoutException as exc:
             kind = "connect to" if isinstance(exc, httpx.ConnectTimeout) else "get an answer from"
             raise _Retryable(
@@ -259,9 +254,7 @@ class ModelClient:
             ) from None
         except httpx.TransportError as exc:
             raise _Retryable(
-                ModelServerUnavailable(
-                    f"model server unreachable at {self._url}: {exc or type(exc).__name__}"
-                )
+                ModelServerUnavailable(f"model server unreachable at {self._url}: {exc or type(exc).__name__}")
             ) from None
         if response.status_code >= 400:
             detail = _error_message(response)

@@ -109,11 +109,7 @@ class FakeModelServer:
         prompt = body["messages"][-1]["content"]
         prompt_tokens = sum(len(m["content"].split()) + 4 for m in body["messages"])
         max_tokens = body.get("max_tokens")
-        if (
-            self.context_size is not None
-            and max_tokens is not None
-            and prompt_tokens + max_tokens > self.context_size
-        ):
+        if self.context_size is not None and max_tokens is not None and prompt_tokens + max_tokens > self.context_size:
             return _openai_error(
                 400,
                 f"'max_tokens' or 'max_completion_tokens' is too large: {max_tokens}. This model's maximum"

@@ -77,9 +77,7 @@ def test_inner_llm_url_forms(given: str, expected: str) -> None:
 
 
 def test_passwords_are_quoted_in_urls_and_hidden_in_repr() -> None:
-    config = Config(
-        _env_file=None, rabbit_mq_host="mq", rabbit_mq_password="p@ss/word", redis_password="s3cr:t"
-    )  # type: ignore[call-arg]
+    config = Config(_env_file=None, rabbit_mq_host="mq", rabbit_mq_password="p@ss/word", redis_password="s3cr:t")  # type: ignore[call-arg]
     assert config.broker_url == "amqp://guest:p%40ss%2Fword@mq:5672/%2F"
     assert config.redis_url == "redis://:s3cr%3At@localhost:6379/0"
     assert "p@ss" not in repr(config) and "s3cr" not in repr(config)

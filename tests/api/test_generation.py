@@ -112,9 +112,7 @@ def test_meta_defaults_are_the_specs(stack: Stack, fake: FakeModelServer) -> Non
     assert "stop" not in sent
 
 
-def test_default_tokens_limit_beyond_the_models_context_is_still_answered(
-    stack: Stack, fake: FakeModelServer
-) -> None:
+def test_default_tokens_limit_beyond_the_models_context_is_still_answered(stack: Stack, fake: FakeModelServer) -> None:
     fake.context_size = 2048
     answer = httpx.post(f"{stack.url}/generate", json={"content": "hello there"}, timeout=30)
     assert answer.status_code == 200, answer.text
@@ -124,10 +122,7 @@ def test_default_tokens_limit_beyond_the_models_context_is_still_answered(
 
 def test_results_are_stored_under_redis_prefix(stack: Stack, fake: FakeModelServer) -> None:
     job_id = "prefix-check-1"
-    assert (
-        httpx.post(f"{stack.url}/generate", json={"job_id": job_id, "content": "x"}, timeout=30).status_code
-        == 200
-    )
+    assert httpx.post(f"{stack.url}/generate", json={"job_id": job_id, "content": "x"}, timeout=30).status_code == 200
     store = redis.Redis(host="127.0.0.1", port=6379)
     keys = {k.decode() for k in store.scan_iter(match=f"*{job_id}*")}
     prefix = stack.env["REDIS_PREFIX"]
@@ -141,9 +136,7 @@ def test_results_are_stored_under_redis_prefix(stack: Stack, fake: FakeModelServ
     assert 0 < store.ttl(f"{prefix}:celery-task-meta-{job_id}") <= 86400
 
 
-def test_jobs_wait_in_the_durable_queue_named_queue_name(
-    make_stack: StackFactory, fake: FakeModelServer
-) -> None:
+def test_jobs_wait_in_the_durable_queue_named_queue_name(make_stack: StackFactory, fake: FakeModelServer) -> None:
     stack = make_stack(workers=0, WAIT_TIMEOUT="1")
     answer = httpx.post(f"{stack.url}/generate", json={"job_id": "queued-1", "content": "x"}, timeout=30)
     assert answer.status_code == 504
@@ -170,10 +163,9 @@ def test_many_waiting_requests_keep_the_model_server_busy_and_the_api_responsive
         limits = httpx.Limits(max_connections=300, max_keepalive_connections=300)
         async with httpx.AsyncClient(base_url=stack.url, timeout=60, limits=limits) as client:
             jobs = [
-                asyncio.create_task(client.post("/generate", json={"content": f"question {i}"}))
-                for i in range(200)
+                asyncio.create_task(client.post("/generate", json={"content": f"question {i}"})) for i in range(200)
             ]
-            while fake.in_flight < 32:
+            while fake.in_flight < 32:  # noqa: ASYNC110 - the fake server runs in another thread
                 await asyncio.sleep(0.01)
             health = await client.get("/health")
             in_flight_then = fake.in_flight
@@ -191,9 +183,7 @@ def test_many_waiting_requests_keep_the_model_server_busy_and_the_api_responsive
     assert in_flight_then >= 32 and finished_then == 0
 
 
-def test_the_specs_usage_snippet_serves_the_endpoints(
-    stack: Stack, fake: FakeModelServer, tmp_path: Path
-) -> None:
+def test_the_specs_usage_snippet_serves_the_endpoints(stack: Stack, fake: FakeModelServer, tmp_path: Path) -> None:
     (tmp_path / "spec_app.py").write_text(
         textwrap.dedent(
             """
@@ -212,9 +202,7 @@ def test_the_specs_usage_snippet_serves_the_endpoints(
     port = free_port()
     processes = Processes(tmp_path)
     env = {**stack.env, "PYTHONPATH": f"{tmp_path}:{ROOT}"}
-    process = processes.spawn(
-        "spec-app", [str(VENV_BIN / "uvicorn"), "spec_app:app", "--port", str(port)], env
-    )
+    process = processes.spawn("spec-app", [str(VENV_BIN / "uvicorn"), "spec_app:app", "--port", str(port)], env)
     try:
         from tests.processes import wait_for_http
 

@@ -43,18 +43,14 @@ def completion(content: str) -> httpx.Response:
         200,
         json={
             "model": "m",
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-            ],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
         },
     )
 
 
 def error(status: int, message: str, **headers: str) -> httpx.Response:
-    return httpx.Response(
-        status, json={"error": {"message": message, "type": "E", "code": status}}, headers=headers
-    )
+    return httpx.Response(status, json={"error": {"message": message, "type": "E", "code": status}}, headers=headers)
 
 
 @pytest.fixture
@@ -63,9 +59,7 @@ def install() -> Iterator[Any]:
 
     def _install(recorder: Recorder, **settings: Any) -> list[float]:
         config = Config(_env_file=None, inner_llm_url="model:8000", llm_max_retries=2, **settings)  # type: ignore[call-arg]
-        llm.set_model_client(
-            ModelClient(config, transport=httpx.MockTransport(recorder), sleep=sleeps.append)
-        )
+        llm.set_model_client(ModelClient(config, transport=httpx.MockTransport(recorder), sleep=sleeps.append))
         return sleeps
 
     yield _install

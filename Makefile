@@ -1,0 +1,45 @@
+# The two commands: `make run` starts the system, `make test` runs the tests.
+# Both create the virtualenv (.venv) from the pinned requirements when needed.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: test test-quick lint format api worker flower clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+## Run the whole test suite (needs RabbitMQ and Redis on 127.0.0.1; .ci/run starts them).
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Only the quick unit tests: no broker, Redis or worker.
+test-quick: $(STAMP)
+	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## The parts one by one, against the broker and Redis of .env / the environment.
+api: $(STAMP)
+	$(BIN)/uvicorn --factory api.main:create_app --host $${API_HOST:-127.0.0.1} --port $${API_PORT:-8000}
+
+worker: $(STAMP)
+	$(BIN)/celery -A tasks.app worker -l info
+
+flower: $(STAMP)
+	$(BIN)/celery -A tasks.app flower --address=$${FLOWER_HOST:-127.0.0.1} --port=$${FLOWER_PORT:-5555}
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,82 @@
+"""docker-compose.yml cannot run here (no Docker engine): it is checked by reading it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from settings import Config
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parent.parent
+GATEWAY = ("api", "worker", "flower")
+CONFIG_VARIABLES = {name.upper() for name in Config.model_fields}
+COMPOSE_ONLY = {"COMPOSE_PROFILES", "COMPOSE_INNER_LLM_URL", "VLLM_MODEL", "GGUF_DIR", "GGUF_FILE", "FLOWER_BASIC_AUTH"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def example_variables() -> set[str]:
+    text = (ROOT / ".env.example").read_text()
+    return set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, re.MULTILINE))
+
+
+def test_all_parts_are_services(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"rabbitmq", "redis", "vllm", "llamacpp", *GATEWAY}
+    assert "management" in compose["services"]["rabbitmq"]["image"]
+
+
+def test_api_worker_and_flower_share_one_image_and_run_their_commands(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert {services[name]["image"] for name in GATEWAY} == {"llm-api:latest"}
+    assert all(services[name]["build"] == "." for name in GATEWAY)
+    assert services["api"]["command"][:3] == ["uvicorn", "--factory", "api.main:create_app"]
+    assert services["worker"]["command"][:4] == ["celery", "-A", "tasks.app", "worker"]
+    assert services["flower"]["command"][:4] == ["celery", "-A", "tasks.app", "flower"]
+    assert "FLOWER_BASIC_AUTH" in services["flower"]["environment"]
+
+
+def test_gateway_variables_are_config_fields(compose: dict[str, Any]) -> None:
+    for name in GATEWAY:
+        variables = set(compose["services"][name]["environment"]) - {"ENV_FILE", "FLOWER_BASIC_AUTH"}
+        assert variables <= CONFIG_VARIABLES, variables - CONFIG_VARIABLES
+    # Every setting reaches the containers.
+    assert set(compose["services"]["worker"]["environment"]) >= CONFIG_VARIABLES - {"REDIS_PASSWORD"}
+
+
+def test_every_variable_compose_reads_is_in_env_example() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    used = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
+    assert used - example_variables() == set()
+
+
+def test_env_example_documents_every_setting() -> None:
+    assert example_variables() == CONFIG_VARIABLES | COMPOSE_ONLY
+
+
+def test_services_wait_for_healthy_dependencies(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("rabbitmq", "redis", "vllm", "llamacpp", "api"):
+        assert services[name]["healthcheck"]["test"], name
+    for name in GATEWAY:
+        depends = services[name]["depends_on"]
+        assert {"rabbitmq", "redis"} <= set(depends)
+        assert all(d["condition"] == "service_healthy" for d in depends.values())
+    assert {"vllm", "llamacpp"} <= set(services["worker"]["depends_on"])
+
+
+def test_ports_match_the_defaults(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert "8000:8000" in services["api"]["ports"]
+    assert "5555:5555" in services["flower"]["ports"]
+    assert "5672:5672" in services["rabbitmq"]["ports"]
+    assert "8670" in services["vllm"]["command"] and "8670" in services["llamacpp"]["command"]
+    assert services["api"]["environment"]["INNER_LLM_URL"].endswith(":8670}")

@@ -1,0 +1,46 @@
+"""Flower, on the same broker, shows the workers and each job with its name, arguments and result."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import StackFactory
+from tests.fake_model_server import FakeModelServer, free_port
+from tests.processes import VENV_BIN, wait_for_http
+
+pytestmark = pytest.mark.integration
+
+
+def test_flower_shows_workers_and_tasks(make_stack: StackFactory, fake: FakeModelServer) -> None:
+    stack = make_stack()
+    port = free_port()
+    flower = stack.processes.spawn(
+        "flower",
+        [str(VENV_BIN / "celery"), "-A", "tasks.app", "flower", f"--port={port}", "--address=127.0.0.1"],
+        {**stack.env, "FLOWER_BASIC_AUTH": "admin:secret-pass"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_for_http(flower, f"{base}/healthcheck")
+    auth = ("admin", "secret-pass")
+    assert httpx.get(f"{base}/api/workers", timeout=10).status_code == 401
+
+    deadline = time.monotonic() + 30
+    while not httpx.get(f"{base}/api/workers", auth=auth, timeout=10).json():
+        assert time.monotonic() < deadline, "Flower never saw the worker"
+        time.sleep(0.5)
+
+    answer = httpx.post(f"{stack.url}/generate", json={"job_id": "flower-1", "content": "watched"}, timeout=30)
+    assert answer.status_code == 200
+    while True:
+        task = httpx.get(f"{base}/api/task/info/flower-1", auth=auth, timeout=10)
+        if task.status_code == 200 and task.json().get("state") == "SUCCESS":
+            break
+        assert time.monotonic() < deadline, f"Flower never showed the task: {task.text}"
+        time.sleep(0.5)
+    info = task.json()
+    assert info["name"] == "llm.generate"
+    assert "watched" in info["args"]
+    assert "echo: watched" in info["result"]
