@@ -7,7 +7,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test test-quick lint format api worker flower clean
+## Start the whole system (API, worker, Flower; embedded Valkey and model server
+## for what .env does not configure). Ctrl-C stops it.
+run: $(STAMP)
+	$(BIN)/python -m local_stack.run
+
+.PHONY: run test test-quick lint format api worker flower clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

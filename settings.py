@@ -12,6 +12,22 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 RESULT_KEY_PREFIX = "celery-task-meta-"
 
+# Settings only the one-command local stack reads: not part of a deployment.
+LOCAL_STACK_SETTINGS = frozenset(
+    {
+        "api_host",
+        "api_port",
+        "flower_host",
+        "flower_port",
+        "embedded_redis_port",
+        "embedded_model_port",
+        "model_path",
+        "model_parallel",
+        "model_context",
+        "cache_dir",
+    }
+)
+
 
 class Config(BaseSettings):
     """The spec's environment variables plus the few the gateway adds.
@@ -52,6 +68,18 @@ class Config(BaseSettings):
     broker_connect_timeout: float = Field(3.0, gt=0)
     redis_connect_timeout: float = Field(3.0, gt=0)
     publish_threads: int = Field(16, ge=1, description="threads the API publishes with")
+
+    # The one-command local stack (`make run`); see local_stack/.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    flower_host: str = "127.0.0.1"
+    flower_port: int = 5555
+    embedded_redis_port: int = 6390
+    embedded_model_port: int = 8670
+    model_path: str = Field("", description="GGUF file the embedded model server serves; empty: SmolLM2-135M")
+    model_parallel: int = Field(8, ge=1, description="requests the embedded model server decodes at once")
+    model_context: int = Field(2048, ge=256, description="context tokens of each of those requests")
+    cache_dir: str = ".cache"
 
     @field_validator("inner_llm_url")
     @classmethod

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 RECONNECT_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+# A silent connection is tested with a PING this often; no answer in as long again
+# means it is dead (a half-open TCP connection never says so by itself).
+HEARTBEAT_INTERVAL = 5.0
 
 
 class _Watch:
@@ -50,8 +53,11 @@ class _Watch:
 class ResultWaiter:
     """Hands out job results to the requests awaiting them."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, heartbeat: float = HEARTBEAT_INTERVAL) -> None:
         self._config = config
+        self._heartbeat_interval = heartbeat
+        self.connects = 0  # connections made so far (1 unless Redis was lost)
+        self.client_name = f"{config.redis_prefix}-result-waiter"
         # Reads queue for a connection rather than fail when thousands of requests
         # arrive at once; a handful of connections carries them.
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -69,17 +75,21 @@ class ResultWaiter:
         self._connection: Connection | None = None
         self._connected = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._pong = asyncio.Event()
         self._rereads: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Start the pub/sub reader (it keeps reconnecting while Redis is down)."""
         self._reader = asyncio.create_task(self._read_forever(), name="result-waiter")
+        self._heartbeat = asyncio.create_task(self._beat_forever(), name="result-waiter-heartbeat")
 
     async def close(self) -> None:
         """Stop the reader and close connections."""
-        if self._reader:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        for task in (self._reader, self._heartbeat):
+            if task:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._connection:
             await self._connection.disconnect()
         await self._store.aclose(close_connection_pool=True)
@@ -161,6 +171,21 @@ class ResultWaiter:
                 failures += 1
                 await asyncio.sleep(delay)
 
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_interval)
+            connection = self._connection
+            if connection is None or not self._connected.is_set():
+                continue
+            self._pong.clear()
+            try:
+                await self._send("PING")
+                await asyncio.wait_for(self._pong.wait(), self._heartbeat_interval)
+            except (TimeoutError, RedisError, OSError):
+                log.warning("result store did not answer a ping; reconnecting")
+                # Closing the socket makes the reader's pending read fail, and it reconnects.
+                await connection.disconnect()
+
     async def _connect(self) -> None:
         if self._connection is not None:
             await self._connection.disconnect()
@@ -171,9 +196,12 @@ class ResultWaiter:
             db=config.redis_db,
             password=config.redis_password.get_secret_value() if config.redis_password else None,
             socket_connect_timeout=config.redis_connect_timeout,
+            socket_timeout=None,  # waits for messages for as long as it takes
+            client_name=self.client_name,  # shown by CLIENT LIST
             protocol=2,
         )
         await self._connection.connect()
+        self.connects += 1
         self._unconfirmed.clear()
         self._connected.set()
         # Watches from before a lost connection: subscribe again, then re-read their
@@ -187,6 +215,9 @@ class ResultWaiter:
         assert self._connection is not None
         while True:
             reply = await self._connection.read_response()
+            if reply == b"PONG" or (isinstance(reply, list) and reply[:1] == [b"pong"]):
+                self._pong.set()
+                continue
             if not isinstance(reply, list) or len(reply) < 3:
                 continue
             kind, channel = reply[0], reply[1].decode()

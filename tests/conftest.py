@@ -1,12 +1,17 @@
-"""Fixtures that start real things: the fake model server, workers, the API.
+"""Fixtures that start real things: the fake model server, brokers, workers, the API.
 
-RabbitMQ and Redis are this machine's own; each stack gets its own queue and
-Redis key prefix, so test runs never see each other, and both are deleted after.
+RabbitMQ and Redis are this machine's own where they run; the embedded Valkey
+(the run command's default broker and result store) is started for the tests.
+Integration tests run once per broker. Each stack gets its own queue and Redis
+key prefix, so test runs never see each other, and both are deleted after.
 """
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,15 +21,17 @@ import pytest
 import redis
 from kombu import Connection
 
+from local_stack.valkey import command as valkey_command
 from settings import Config
 from tests.fake_model_server import FakeModelServer, free_port
 from tests.processes import Processes
 
 RABBIT = ("127.0.0.1", 5672)
 REDIS = ("127.0.0.1", 6379)
+BROKERS = ["rabbitmq", "valkey"]
 
 
-def _reachable(address: tuple[str, int]) -> bool:
+def reachable(address: tuple[str, int]) -> bool:
     try:
         with socket.create_connection(address, timeout=1):
             return True
@@ -32,12 +39,62 @@ def _reachable(address: tuple[str, int]) -> bool:
         return False
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _start_valkey(data_dir: Path) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
+    port = free_port()
+    process = subprocess.Popen(valkey_command(port, data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            return process, ("127.0.0.1", port)
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("embedded Valkey did not start") from None
+            time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
-def services() -> None:
-    """RabbitMQ and Redis of this machine (started by .ci/run when down)."""
-    missing = [name for name, address in (("RabbitMQ", RABBIT), ("Redis", REDIS)) if not _reachable(address)]
-    if missing:
-        pytest.fail(f"{' and '.join(missing)} not running on 127.0.0.1 (start them, or run .ci/run)")
+def valkey_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """The embedded Valkey server of the run command, on a free port."""
+    process, address = _start_valkey(tmp_path_factory.mktemp("valkey"))
+    yield address
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_address(request: pytest.FixtureRequest) -> tuple[str, int]:
+    """This machine's Redis where it runs, else the embedded Valkey."""
+    if reachable(REDIS):
+        return REDIS
+    return request.getfixturevalue("valkey_address")
+
+
+@pytest.fixture(scope="session", params=BROKERS)
+def broker_env(request: pytest.FixtureRequest, redis_address: tuple[str, int]) -> dict[str, str]:
+    """The environment that selects one broker: RabbitMQ (+ Redis), or the embedded Valkey for both."""
+    if request.param == "rabbitmq":
+        if not reachable(RABBIT):
+            if os.environ.get("REQUIRE_RABBITMQ"):
+                pytest.fail("RabbitMQ is not running on 127.0.0.1:5672 (REQUIRE_RABBITMQ is set)")
+            pytest.skip("RabbitMQ is not running on 127.0.0.1:5672")
+        return {
+            "RABBIT_MQ_HOST": RABBIT[0],
+            "RABBIT_MQ_PORT": str(RABBIT[1]),
+            "RABBIT_MQ_LOGIN": "guest",
+            "RABBIT_MQ_PASSWORD": "guest",
+            "REDIS_HOST": redis_address[0],
+            "REDIS_PORT": str(redis_address[1]),
+        }
+    valkey = request.getfixturevalue("valkey_address")
+    return {"RABBIT_MQ_HOST": "", "REDIS_HOST": valkey[0], "REDIS_PORT": str(valkey[1])}
 
 
 @pytest.fixture(scope="session")
@@ -55,26 +112,20 @@ def fake(fake_server: FakeModelServer) -> Iterator[FakeModelServer]:
     fake_server.reset()
 
 
-def stack_env(fake_url: str, **overrides: str) -> dict[str, str]:
-    """Environment of a gateway on this machine's RabbitMQ and Redis, with its own queue and prefix."""
+def stack_env(broker_env: dict[str, str], fake_url: str, **overrides: str) -> dict[str, str]:
+    """Environment of a gateway with its own queue and key prefix."""
     run = uuid.uuid4().hex[:10]
-    env = {
+    return {
         "ENV_FILE": "",
-        "RABBIT_MQ_HOST": RABBIT[0],
-        "RABBIT_MQ_PORT": str(RABBIT[1]),
-        "RABBIT_MQ_LOGIN": "guest",
-        "RABBIT_MQ_PASSWORD": "guest",
+        **broker_env,
         "QUEUE_NAME": f"test-queue-{run}",
-        "REDIS_HOST": REDIS[0],
-        "REDIS_PORT": str(REDIS[1]),
         "REDIS_PREFIX": f"test-{run}",
         "INNER_LLM_URL": fake_url,
         "LLM_MAX_RETRIES": "2",
         "LLM_RETRY_BACKOFF": "0.05",
         "WAIT_TIMEOUT": "60",
+        **overrides,
     }
-    env.update(overrides)
-    return env
 
 
 @dataclass
@@ -87,7 +138,8 @@ class Stack:
 
     @property
     def config(self) -> Config:
-        return Config(_env_file=None, **{k.lower(): v for k, v in self.env.items() if k != "ENV_FILE"})  # type: ignore[call-arg]
+        values = {k.lower(): v for k, v in self.env.items() if k.lower() in Config.model_fields}
+        return Config(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 def _remove_traces(config: Config) -> None:
@@ -99,7 +151,7 @@ def _remove_traces(config: Config) -> None:
         except Exception:  # noqa: BLE001 - a broker a test made unreachable has nothing to clean
             pass
     try:
-        client = redis.Redis(host=REDIS[0], port=REDIS[1], socket_connect_timeout=2)
+        client = redis.Redis(host=config.redis_host, port=config.redis_port, socket_connect_timeout=2)
         keys = list(client.scan_iter(match=f"{config.redis_prefix}:*", count=1000))
         if keys:
             client.delete(*keys)
@@ -110,11 +162,13 @@ def _remove_traces(config: Config) -> None:
 StackFactory = Callable[..., Stack]
 
 
-def _stack_factory(tmp: Path, fake: FakeModelServer) -> tuple[StackFactory, Callable[[], None]]:
+def _stack_factory(
+    tmp: Path, fake: FakeModelServer, broker_env: dict[str, str]
+) -> tuple[StackFactory, Callable[[], None]]:
     made: list[Stack] = []
 
     def make(workers: int = 1, api: bool = True, concurrency: int | None = None, **overrides: str) -> Stack:
-        env = stack_env(fake.url, **overrides)
+        env = stack_env(broker_env, fake.url, **overrides)
         processes = Processes(tmp)
         stack = Stack(env, "", processes)
         made.append(stack)
@@ -135,18 +189,18 @@ def _stack_factory(tmp: Path, fake: FakeModelServer) -> tuple[StackFactory, Call
 
 
 @pytest.fixture
-def make_stack(services: None, fake_server: FakeModelServer, tmp_path: Path) -> Iterator[StackFactory]:
+def make_stack(fake_server: FakeModelServer, broker_env: dict[str, str], tmp_path: Path) -> Iterator[StackFactory]:
     """Start a gateway of its own for one test: ``make_stack(workers=0, WAIT_TIMEOUT="1")``."""
-    make, cleanup = _stack_factory(tmp_path, fake_server)
+    make, cleanup = _stack_factory(tmp_path, fake_server, broker_env)
     yield make
     cleanup()
 
 
 @pytest.fixture(scope="session")
 def shared_stack(
-    services: None, fake_server: FakeModelServer, tmp_path_factory: pytest.TempPathFactory
+    fake_server: FakeModelServer, broker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    make, cleanup = _stack_factory(tmp_path_factory.mktemp("stack"), fake_server)
+    make, cleanup = _stack_factory(tmp_path_factory.mktemp("stack"), fake_server, broker_env)
     yield make()
     cleanup()
 

@@ -123,7 +123,7 @@ def test_default_tokens_limit_beyond_the_models_context_is_still_answered(stack:
 def test_results_are_stored_under_redis_prefix(stack: Stack, fake: FakeModelServer) -> None:
     job_id = "prefix-check-1"
     assert httpx.post(f"{stack.url}/generate", json={"job_id": job_id, "content": "x"}, timeout=30).status_code == 200
-    store = redis.Redis(host="127.0.0.1", port=6379)
+    store = redis.Redis(host=stack.config.redis_host, port=stack.config.redis_port)
     keys = {k.decode() for k in store.scan_iter(match=f"*{job_id}*")}
     prefix = stack.env["REDIS_PREFIX"]
     assert keys == {f"{prefix}:celery-task-meta-{job_id}"}
@@ -142,15 +142,24 @@ def test_jobs_wait_in_the_durable_queue_named_queue_name(make_stack: StackFactor
     assert answer.status_code == 504
     assert "queued-1" in answer.json()["detail"]
     config = stack.config
-    with Connection(config.broker_url) as connection:
-        channel = connection.default_channel
-        # Declaring it durable again fails if the queue exists and is not durable.
-        _, waiting, _ = channel.queue_declare(config.queue_name, durable=True, auto_delete=False)
-        assert waiting == 1
-        message = channel.basic_get(config.queue_name, no_ack=True)
-    assert message.properties["delivery_mode"] == 2
-    assert message.headers["task"] == "llm.generate"
-    assert message.headers["id"] == "queued-1"
+    if config.uses_rabbitmq:
+        with Connection(config.broker_url) as connection:
+            channel = connection.default_channel
+            # Declaring it durable again fails if the queue exists and is not durable.
+            _, waiting, _ = channel.queue_declare(config.queue_name, durable=True, auto_delete=False)
+            assert waiting == 1
+            message = channel.basic_get(config.queue_name, no_ack=True)
+        properties, headers = message.properties, message.headers
+    else:
+        # Kombu's Redis transport: a list named after the queue, under the key prefix.
+        store = redis.Redis(host=config.redis_host, port=config.redis_port)
+        queue_key = f"{config.key_prefix}{config.queue_name}"
+        assert store.llen(queue_key) == 1
+        envelope = json.loads(store.lpop(queue_key) or b"{}")
+        properties, headers = envelope["properties"], envelope["headers"]
+    assert properties["delivery_mode"] == 2
+    assert headers["task"] == "llm.generate"
+    assert headers["id"] == "queued-1"
     assert fake.completions == []
 
 

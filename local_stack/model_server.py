@@ -1,0 +1,43 @@
+"""llama.cpp's OpenAI-compatible server, in process through xllamacpp (no compiler needed).
+
+Serves ``MODEL_PATH`` (or the default SmolLM2 model) on ``EMBEDDED_MODEL_PORT`` with
+``MODEL_PARALLEL`` slots decoded together (continuous batching).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+
+import xllamacpp
+
+from local_stack.model_file import MODEL_ALIAS, ensure_default_model
+from settings import Config
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = Config.read_from_env()
+    path = Path(config.model_path) if config.model_path else ensure_default_model(Path(config.cache_dir))
+    params = xllamacpp.CommonParams()
+    params.model.path = str(path)
+    params.model_alias = {MODEL_ALIAS if not config.model_path else path.stem}
+    params.n_parallel = config.model_parallel
+    params.n_ctx = config.model_parallel * config.model_context
+    params.cont_batching = True
+    params.port = config.embedded_model_port
+    params.hostnames = ["127.0.0.1"]
+    params.n_threads_http = config.model_parallel + 4
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    server = xllamacpp.Server(params)
+    print(f"model server serving {path.name} at {server.listening_address}", flush=True)
+    stop.wait()
+    del server  # joins llama.cpp's threads before the process exits
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Waits until every part answers, prints where to reach them, then stays up.
+
+Exits non-zero (and so stops the others) when a part does not come up in time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import httpx
+
+from settings import Config
+
+START_TIMEOUT = 180.0
+
+
+def wait_http(name: str, url: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    sys.exit(f"{name} did not answer {url} within {START_TIMEOUT:g}s")
+
+
+def wait_worker(deadline: float) -> None:
+    from tasks.app import celery_app
+
+    while time.monotonic() < deadline:
+        try:
+            if celery_app.control.ping(timeout=1.0):
+                return
+        except Exception:  # noqa: BLE001 - the broker may not be up yet
+            time.sleep(0.5)
+    sys.exit(f"no worker answered within {START_TIMEOUT:g}s")
+
+
+def main() -> None:
+    config = Config.read_from_env()
+    deadline = time.monotonic() + START_TIMEOUT
+    api = f"http://{config.api_host}:{config.api_port}"
+    flower = f"http://{config.flower_host}:{config.flower_port}"
+    if config.inner_llm_url.startswith(f"http://127.0.0.1:{config.embedded_model_port}"):
+        wait_http("model server", f"{config.inner_llm_url}/health", deadline)
+    wait_http("API", f"{api}/health", deadline)
+    wait_http("Flower", f"{flower}/healthcheck", deadline)
+    wait_worker(deadline)
+    print(
+        "\n"
+        "  llm-api is up\n"
+        f"  API     {api}\n"
+        f"  docs    {api}/docs\n"
+        f"  Flower  {flower}\n"
+        f"  model   {config.inner_llm_url}\n"
+        "\n"
+        f"  curl -X POST {api}/generate -H 'Content-Type: application/json' \\\n"
+        """       -d '{"content": "What is AI?", "meta": {"tokens_limit": 64}}'\n"""
+        "\n"
+        "  Ctrl-C stops everything.\n",
+        flush=True,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.pause()
+
+
+if __name__ == "__main__":
+    main()

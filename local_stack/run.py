@@ -1,0 +1,83 @@
+"""`make run`: start the API, a worker and Flower, plus embedded parts for what is not configured.
+
+The processes run under honcho (Procfile): their logs are prefixed with their
+name, and Ctrl-C stops all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from local_stack.model_file import ensure_default_model
+from settings import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Plan:
+    """Which Procfile processes to start, with which extra environment."""
+
+    processes: list[str] = field(default_factory=lambda: ["api", "worker", "flower"])
+    env: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def plan(config: Config) -> Plan:
+    """What to start: embedded Valkey and model server where nothing is configured."""
+    configured = config.model_fields_set
+    result = Plan()
+    if "redis_host" not in configured:
+        result.processes.insert(0, "valkey")
+        result.env |= {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(config.embedded_redis_port), "REDIS_DB": "0"}
+        result.notes.append(f"result store: embedded Valkey on 127.0.0.1:{config.embedded_redis_port}")
+    else:
+        result.notes.append(f"result store: Redis at {config.redis_host}:{config.redis_port}")
+    if not config.rabbit_mq_host:
+        result.env["RABBIT_MQ_HOST"] = ""
+        result.notes.append("broker: the result store (Redis protocol)")
+    else:
+        result.notes.append(f"broker: RabbitMQ at {config.rabbit_mq_host}:{config.rabbit_mq_port}")
+    if "inner_llm_url" not in configured:
+        result.processes.insert(0, "model")
+        url = f"http://127.0.0.1:{config.embedded_model_port}"
+        result.env["INNER_LLM_URL"] = url
+        model = config.model_path or "SmolLM2-135M-Instruct (default)"
+        result.notes.append(f"model server: embedded llama.cpp at {url} serving {model}")
+    else:
+        result.notes.append(f"model server: {config.inner_llm_url}")
+    result.env |= {
+        "API_HOST": config.api_host,
+        "API_PORT": str(config.api_port),
+        "FLOWER_HOST": config.flower_host,
+        "FLOWER_PORT": str(config.flower_port),
+        "PYTHONUNBUFFERED": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    result.processes.append("ready")
+    return result
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    os.chdir(ROOT)
+    config = Config.read_from_env()
+    steps = plan(config)
+    for note in steps.notes:
+        print(f"llm-api: {note}", flush=True)
+    if "model" in steps.processes and not config.model_path:
+        ensure_default_model(Path(config.cache_dir))
+    run_dir = Path(config.cache_dir) / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env_file = run_dir / "env"
+    env_file.write_text("".join(f"{key}={value!r}\n" for key, value in steps.env.items()))
+    honcho = str(Path(sys.executable).parent / "honcho")
+    os.execv(honcho, [honcho, "start", "--procfile", "Procfile", "--env", str(env_file), *steps.processes])
+
+
+if __name__ == "__main__":
+    main()

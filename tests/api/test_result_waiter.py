@@ -1,0 +1,134 @@
+"""The shared pub/sub waiter against the real Redis: no result is missed, even across reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from api.errors import ResultStoreUnavailable
+from api.result_waiter import ResultWaiter
+from settings import Config
+from tests.fake_model_server import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+def success(job_id: str, content: str) -> str:
+    return json.dumps({"status": "SUCCESS", "result": {"content": content}, "task_id": job_id})
+
+
+@pytest.fixture
+async def store(redis_address: tuple[str, int]) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis(host=redis_address[0], port=redis_address[1])
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def config(redis_address: tuple[str, int]) -> Config:
+    return Config(
+        _env_file=None,
+        redis_host=redis_address[0],
+        redis_port=redis_address[1],
+        redis_prefix=f"waiter-{uuid.uuid4().hex[:8]}",
+    )  # type: ignore[call-arg]
+
+
+async def publish(store: aioredis.Redis, config: Config, job_id: str, meta: str) -> None:
+    """As Celery's Redis backend does: store, then publish on the key's channel."""
+    key = config.result_key(job_id)
+    async with store.pipeline() as pipe:
+        await pipe.set(key, meta, ex=60).publish(key, meta).execute()
+
+
+async def test_result_published_after_subscribing_is_received(config: Config, store: aioredis.Redis) -> None:
+    waiter = ResultWaiter(config)
+    await waiter.start()
+    try:
+        async with waiter.watch("a") as result:
+            assert not result.done()
+            await publish(store, config, "a", success("a", "hello"))
+            meta = await asyncio.wait_for(result, 5)
+        assert meta["result"]["content"] == "hello"
+    finally:
+        await waiter.close()
+
+
+async def test_result_stored_before_watching_is_read(config: Config, store: aioredis.Redis) -> None:
+    await publish(store, config, "b", success("b", "early"))
+    waiter = ResultWaiter(config)
+    await waiter.start()
+    try:
+        async with waiter.watch("b") as result:
+            assert result.done() and result.result()["result"]["content"] == "early"
+    finally:
+        await waiter.close()
+
+
+async def test_progress_states_do_not_end_the_wait(config: Config, store: aioredis.Redis) -> None:
+    waiter = ResultWaiter(config)
+    await waiter.start()
+    try:
+        async with waiter.watch("c") as result:
+            await publish(store, config, "c", json.dumps({"status": "STARTED", "result": {}}))
+            await asyncio.sleep(0.1)
+            assert not result.done()
+            await publish(store, config, "c", success("c", "done"))
+            assert (await asyncio.wait_for(result, 5))["result"]["content"] == "done"
+    finally:
+        await waiter.close()
+
+
+async def test_many_waiters_of_many_jobs_each_get_their_own(config: Config, store: aioredis.Redis) -> None:
+    waiter = ResultWaiter(config)
+    await waiter.start()
+
+    async def wait_one(job_id: str) -> str:
+        async with waiter.watch(job_id) as result:
+            return (await asyncio.wait_for(result, 10))["result"]["content"]
+
+    try:
+        waits = [asyncio.create_task(wait_one(f"job-{i % 500}")) for i in range(1000)]
+        await asyncio.sleep(0.5)
+        for i in range(500):
+            await publish(store, config, f"job-{i}", success(str(i), f"answer {i}"))
+        answers = await asyncio.gather(*waits)
+        assert answers == [f"answer {i % 500}" for i in range(1000)]
+    finally:
+        await waiter.close()
+
+
+async def test_quiet_connection_stays_up_and_a_killed_one_is_replaced(config: Config, store: aioredis.Redis) -> None:
+    waiter = ResultWaiter(config, heartbeat=0.2)
+    await waiter.start()
+    try:
+        async with waiter.watch("d") as result:
+            await asyncio.sleep(1.0)  # several heartbeats with nothing published
+            assert waiter.connects == 1
+            clients = await store.client_list(_type="pubsub")
+            (mine,) = [c["id"] for c in clients if c["name"] == waiter.client_name]
+            await store.client_kill_filter(_id=mine)
+            # Published while the waiter has no subscription: found by the re-read.
+            await publish(store, config, "d", success("d", "after the outage"))
+            meta = await asyncio.wait_for(result, 10)
+        assert meta["result"]["content"] == "after the outage"
+        assert waiter.connects >= 2
+    finally:
+        await waiter.close()
+
+
+async def test_unreachable_redis_is_result_store_unavailable() -> None:
+    config = Config(_env_file=None, redis_host="127.0.0.1", redis_port=free_port(), redis_connect_timeout=0.5)  # type: ignore[call-arg]
+    waiter = ResultWaiter(config)
+    await waiter.start()
+    try:
+        with pytest.raises(ResultStoreUnavailable, match="result store"):
+            async with waiter.watch("e"):
+                pass
+    finally:
+        await waiter.close()
