@@ -1,0 +1,92 @@
+"""The whole system on a real language model: SmolLM2-135M in the embedded llama.cpp server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+
+from tests.conftest import Stack, StackFactory
+from tests.fake_model_server import free_port
+from tests.processes import ROOT, VENV_BIN, Process, Processes, wait_for_http
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama.cpp's server (xllamacpp) on a free port, serving the default SmolLM2 model."""
+    port = free_port()
+    processes = Processes(tmp_path_factory.mktemp("model"))
+    env = {"ENV_FILE": "", "EMBEDDED_MODEL_PORT": str(port), "MODEL_PARALLEL": "4", "CACHE_DIR": str(ROOT / ".cache")}
+    process: Process = processes.spawn("model", [str(VENV_BIN / "python"), "-m", "local_stack.model_server"], env)
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(process, f"{url}/health", timeout=300)  # the first run fetches the model
+    yield url
+    processes.stop_all()
+
+
+@pytest.fixture
+def real(make_stack: StackFactory, model_server: str) -> Stack:
+    return make_stack(INNER_LLM_URL=model_server, LLM_TIMEOUT="120")
+
+
+def stored_result(stack: Stack, job_id: str) -> dict:
+    config = stack.config
+    raw = redis.Redis(host=config.redis_host, port=config.redis_port).get(config.result_key(job_id))
+    return json.loads(raw or b"{}")["result"]
+
+
+def ask(stack: Stack, path: str, body: dict) -> str:
+    answer = httpx.post(f"{stack.url}{path}", json=body, timeout=180)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["content"]
+
+
+def test_generate_and_chat_answer_with_real_text(real: Stack) -> None:
+    text = ask(real, "/generate", {"content": "What is the capital of France?", "meta": {"tokens_limit": 40}})
+    assert text.strip() and any(c.isalpha() for c in text)
+    chat = ask(
+        real,
+        "/chat_completion",
+        {
+            "meta": {"tokens_limit": 40},
+            "messages": [
+                {"role": "system", "content": "You answer in one short sentence."},
+                {"role": "user", "content": "Name a colour."},
+            ],
+        },
+    )
+    assert chat.strip() and any(c.isalpha() for c in chat)
+
+
+def test_the_spec_defaults_are_answered(real: Stack) -> None:
+    # tokens_limit 8096 is more than each slot's context (2048): fitted, not refused.
+    assert ask(real, "/generate", {"content": "Say hello.", "meta": {"temperature": 0}}).strip()
+
+
+def test_tokens_limit_bounds_the_answer(real: Stack) -> None:
+    ask(
+        real,
+        "/generate",
+        {"job_id": "short-1", "content": "Tell me a long story about a dragon.", "meta": {"tokens_limit": 5}},
+    )
+    result = stored_result(real, "short-1")
+    assert result["usage"]["completion_tokens"] <= 5
+    assert result["finish_reason"] == "length"
+
+
+def test_temperature_zero_is_repeatable_and_a_stop_word_cuts(real: Stack) -> None:
+    body = {"content": "List the days of the week.", "meta": {"temperature": 0, "tokens_limit": 60}}
+    first = ask(real, "/generate", body)
+    assert ask(real, "/generate", body) == first
+    words = [w for w in first.split() if w.isalpha() and len(w) > 3]
+    assert len(words) >= 3, first
+    stop = words[len(words) // 2]
+    cut = ask(real, "/generate", {**body, "meta": {**body["meta"], "stop_words": [stop]}})
+    assert stop not in cut
+    assert len(cut) < len(first)
+    assert first.startswith(cut.rstrip())
