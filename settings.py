@@ -132,10 +132,8 @@ def celery_settings(config: Config) -> dict[str, Any]:
     """Celery's lowercase settings for `config`, shared by the API and the workers."""
     queue = config.queue_name
     exchange = Exchange(queue, type="direct", durable=True)
-    if config.uses_rabbitmq:
-        # Publisher confirms: a publish returns only once RabbitMQ has the message.
-        broker_options: dict[str, Any] = {"confirm_publish": True}
-    else:
+    broker_options: dict[str, Any] = {}
+    if not config.uses_rabbitmq:
         # A Redis broker hands an unacknowledged message out again after this long:
         # it must outlast the longest job, retries included.
         longest_job = config.llm_timeout * (config.llm_max_retries + 1) + 60

@@ -30,6 +30,11 @@ class JobQueue:
         # The API reads results itself (see result_waiter); without a backend,
         # send_task does not start Celery's own result consumer.
         self._celery.conf.result_backend = None
+        if config.uses_rabbitmq:
+            # Publisher confirms: a job is accepted only once RabbitMQ has it. Only here:
+            # in a threaded worker, confirms on the shared event connection let one
+            # thread read another's confirm, and both wait forever.
+            self._celery.conf.broker_transport_options = {"confirm_publish": True}
         self._executor = ThreadPoolExecutor(config.publish_threads, thread_name_prefix="publish")
         self._where = "RabbitMQ" if config.uses_rabbitmq else "Redis"
 

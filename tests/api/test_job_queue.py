@@ -1,0 +1,29 @@
+"""Publishing settings of the API's Celery app."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.job_queue import JobQueue
+from settings import Config
+
+pytestmark = pytest.mark.unit
+
+
+def test_api_publishes_with_confirms_on_rabbitmq() -> None:
+    queue = JobQueue(Config(_env_file=None, rabbit_mq_host="mq"))  # type: ignore[call-arg]
+    try:
+        assert queue._celery.conf.broker_transport_options == {"confirm_publish": True}
+        # No result backend: send_task must not start Celery's own result consumer.
+        assert queue._celery.conf.result_backend is None
+    finally:
+        queue.close()
+
+
+def test_api_on_a_redis_broker_keeps_the_visibility_timeout() -> None:
+    queue = JobQueue(Config(_env_file=None))  # type: ignore[call-arg]
+    try:
+        options = queue._celery.conf.broker_transport_options
+        assert "confirm_publish" not in options and options["visibility_timeout"] >= 3600
+    finally:
+        queue.close()
