@@ -28,8 +28,9 @@ from typing import Any
 import httpx
 
 from local_stack.valkey import command as valkey_command
+from settings import Config
 from tests.fake_model_server import free_port
-from tests.processes import Process, Processes, wait_for_http
+from tests.processes import Process, Processes, remove_traces, wait_for_http
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -124,6 +125,7 @@ def gateway(processes: Processes, broker: str, model_url: str, tmp: Path) -> Ite
     finally:
         api.stop()
         worker.stop()
+        remove_traces(Config(_env_file=None, **{k.lower(): v for k, v in env.items() if k != "ENV_FILE"}))  # type: ignore[call-arg]
         if valkey:
             valkey.terminate()
             valkey.wait(10)

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import pytest
 import redis
-from kombu import Connection
 
 from local_stack.valkey import command as valkey_command
 from settings import Config
 from tests.fake_model_server import FakeModelServer, free_port
-from tests.processes import Processes
+from tests.processes import Processes, remove_traces
 
 RABBIT = ("127.0.0.1", 5672)
 REDIS = ("127.0.0.1", 6379)
@@ -142,23 +141,6 @@ class Stack:
         return Config(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-def _remove_traces(config: Config) -> None:
-    """Delete the stack's queue and Redis keys."""
-    if config.uses_rabbitmq:
-        try:
-            with Connection(config.broker_url, connect_timeout=2) as connection:
-                connection.default_channel.queue_delete(config.queue_name)
-        except Exception:  # noqa: BLE001 - a broker a test made unreachable has nothing to clean
-            pass
-    try:
-        client = redis.Redis(host=config.redis_host, port=config.redis_port, socket_connect_timeout=2)
-        keys = list(client.scan_iter(match=f"{config.redis_prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    except redis.RedisError:
-        pass
-
-
 StackFactory = Callable[..., Stack]
 
 
@@ -183,7 +165,7 @@ def _stack_factory(
     def cleanup() -> None:
         for stack in made:
             stack.processes.stop_all()
-            _remove_traces(stack.config)
+            remove_traces(stack.config)
 
     return make, cleanup
 

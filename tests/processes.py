@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import redis
+from kombu import Connection
+
+from settings import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -120,3 +124,20 @@ def wait_for_http(process: Process, url: str, timeout: float = 30) -> None:
         if process.popen.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"{process.name} did not answer {url}:\n{process.output()[-3000:]}")
         time.sleep(0.05)
+
+
+def remove_traces(config: Config) -> None:
+    """Delete the stack's queue and Redis keys."""
+    if config.uses_rabbitmq:
+        try:
+            with Connection(config.broker_url, connect_timeout=2) as connection:
+                connection.default_channel.queue_delete(config.queue_name)
+        except Exception:  # noqa: BLE001 - a broker a test made unreachable has nothing to clean
+            pass
+    try:
+        client = redis.Redis(host=config.redis_host, port=config.redis_port, socket_connect_timeout=2)
+        keys = list(client.scan_iter(match=f"{config.redis_prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    except redis.RedisError:
+        pass
