@@ -27,10 +27,8 @@ from typing import Any
 
 import httpx
 
-from local_stack.valkey import command as valkey_command
-from settings import Config
 from tests.fake_model_server import free_port
-from tests.processes import Process, Processes, remove_traces, wait_for_http
+from tests.processes import Process, Processes, config_from_env, remove_traces, start_valkey, wait_for_http
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -111,10 +109,8 @@ def gateway(processes: Processes, broker: str, model_url: str, tmp: Path) -> Ite
             subprocess.run(["pgrep", "-x", "redis-server"], capture_output=True, text=True).stdout.split()[0]
         )
     else:
-        port = free_port()
-        valkey = subprocess.Popen(valkey_command(port, tmp / f"valkey-{run}"), stdout=subprocess.DEVNULL)
-        time.sleep(0.3)
-        env |= {"RABBIT_MQ_HOST": "", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(port)}
+        valkey, (host, port) = start_valkey(tmp / f"valkey-{run}")
+        env |= {"RABBIT_MQ_HOST": "", "REDIS_HOST": host, "REDIS_PORT": str(port)}
         pids["broker+redis"] = valkey.pid
     worker: Process = processes.worker(env)
     api_port = free_port()
@@ -125,7 +121,7 @@ def gateway(processes: Processes, broker: str, model_url: str, tmp: Path) -> Ite
     finally:
         api.stop()
         worker.stop()
-        remove_traces(Config(_env_file=None, **{k.lower(): v for k, v in env.items() if k != "ENV_FILE"}))  # type: ignore[call-arg]
+        remove_traces(config_from_env(env))
         if valkey:
             valkey.terminate()
             valkey.wait(10)

@@ -253,9 +253,8 @@ class ModelClient:
                 ModelServerTimeout(f"timed out trying to {kind} the model server at {self._url}")
             ) from None
         except httpx.TransportError as exc:
-            raise _Retryable(
-                ModelServerUnavailable(f"model server unreachable at {self._url}: {exc or type(exc).__name__}")
-            ) from None
+            reason = str(exc) or type(exc).__name__
+            raise _Retryable(ModelServerUnavailable(f"model server unreachable at {self._url}: {reason}")) from None
         if response.status_code >= 400:
             detail = _error_message(response)
             message = f"model server answered {response.status_code}: {detail}"

@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 
-from local_stack.valkey import command as valkey_command
 from settings import Config
 from tests.fake_model_server import FakeModelServer, free_port
-from tests.processes import Processes, remove_traces
+from tests.processes import Processes, config_from_env, remove_traces, start_valkey
 
 RABBIT = ("127.0.0.1", 5672)
 REDIS = ("127.0.0.1", 6379)
@@ -43,26 +39,10 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _start_valkey(data_dir: Path) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
-    port = free_port()
-    process = subprocess.Popen(valkey_command(port, data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    client = redis.Redis(host="127.0.0.1", port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            return process, ("127.0.0.1", port)
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError("embedded Valkey did not start") from None
-            time.sleep(0.05)
-
-
 @pytest.fixture(scope="session")
 def valkey_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """The embedded Valkey server of the run command, on a free port."""
-    process, address = _start_valkey(tmp_path_factory.mktemp("valkey"))
+    process, address = start_valkey(tmp_path_factory.mktemp("valkey"))
     yield address
     process.terminate()
     process.wait(10)
@@ -137,8 +117,7 @@ class Stack:
 
     @property
     def config(self) -> Config:
-        values = {k.lower(): v for k, v in self.env.items() if k.lower() in Config.model_fields}
-        return Config(_env_file=None, **values)  # type: ignore[call-arg]
+        return config_from_env(self.env)
 
 
 StackFactory = Callable[..., Stack]

@@ -14,7 +14,9 @@ import httpx
 import redis
 from kombu import Connection
 
+from local_stack.valkey import command as valkey_command
 from settings import Config
+from tests.fake_model_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -141,3 +143,26 @@ def remove_traces(config: Config) -> None:
             client.delete(*keys)
     except redis.RedisError:
         pass
+
+
+def config_from_env(env: dict[str, str]) -> Config:
+    """The Config a process started with `env` reads (no .env file)."""
+    values = {k.lower(): v for k, v in env.items() if k.lower() in Config.model_fields}
+    return Config(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def start_valkey(data_dir: Path) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
+    """The embedded Valkey of the run command on a free port, once it answers."""
+    port = free_port()
+    process = subprocess.Popen(valkey_command(port, data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            return process, ("127.0.0.1", port)
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError("embedded Valkey did not start") from None
+            time.sleep(0.05)

@@ -198,6 +198,13 @@ def test_unreachable_server_is_retried_a_bounded_number_of_times(install: Any) -
     assert len(model.bodies) == 3 and len(sleeps) == 2
 
 
+def test_a_connection_error_without_text_is_still_named(install: Any) -> None:
+    model = Recorder(httpx.ConnectError(""), httpx.ConnectError(""), httpx.ConnectError(""))
+    install(model)
+    with pytest.raises(ModelServerUnavailable, match=r"unreachable at http://model:8000: ConnectError$"):
+        llm.generate({"meta": META, "content": "x"})
+
+
 @pytest.mark.parametrize(
     ("job", "fragment"),
     [
