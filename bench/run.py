@@ -1,11 +1,15 @@
 """What the queue costs: the same load, direct to a fake model server and through the system.
 
-    python -m bench.run            # full run
-    python -m bench.run --quick    # a few seconds: the smoke run the tests use
+    python -m bench.run            # the full run, about 10 minutes
+    python -m bench.run --quick    # under a minute: the smoke run the tests use
 
-Writes bench/results/<timestamp>.json and .md (git ignores the folder). Each path is
-measured in the same run, on the same fake model server, so ratios hold even though
-absolute times move from run to run on a shared machine.
+Paths, measured in the same run and on the same fake model server, one after another:
+  direct    the load generator calls the model server itself (the physical limit)
+  rabbitmq  API -> RabbitMQ -> worker -> model server -> Redis -> API
+  valkey    the same on the embedded Valkey (broker and result store)
+  usual     FastAPI + Celery as tutorials write it (bench/usual_app.py)
+
+Writes bench/results/<time>.json, .md and .png (git ignores the folder).
 """
 
 from __future__ import annotations
@@ -15,178 +19,306 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from bench import loadgen, report
 from tests.fake_model_server import free_port
-from tests.processes import Process, Processes, config_from_env, remove_traces, start_valkey, wait_for_http
+from tests.processes import (
+    Processes,
+    config_from_env,
+    remove_traces,
+    start_valkey,
+    wait_for_http,
+    wait_for_output,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
+SYSTEMS = ("rabbitmq", "valkey", "usual")
+PATHS = ("direct", *SYSTEMS)
+SYSTEM_BODY = {"content": "hi", "meta": {"tokens_limit": 16, "model": "fake-model"}}
+DIRECT_BODY = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
+WORKER_SLOTS = {"rabbitmq": 64, "valkey": 64, "usual": os.cpu_count() or 1}
 
 
 @dataclass
-class Measurement:
-    path: str
-    scenario: str
-    concurrency: int
-    requests: int
-    ok: int
-    seconds: float
-    p50_ms: float
-    p99_ms: float
-    throughput: float
-    cpu_ms_per_job: dict[str, float]
+class Sizes:
+    """How much load each scenario sends."""
+
+    latency_requests: int = 400
+    throughput_seconds: float = 15
+    capacity_clients: int = 1000
+    capacity_model_seconds: float = 2.0
+    capacity_deadline: float = 90
+    scaling_clients: int = 256
+    scaling_model_seconds: float = 0.5
+    scaling_seconds: float = 15
+    sweep: tuple[int, ...] = (1, 8, 32, 64, 128, 256)
+    sweep_seconds: float = 5
+
+
+QUICK = Sizes(20, 2, 50, 0.2, 30, 32, 0.1, 2, (1, 8), 1)
+
+
+@dataclass
+class Target:
+    """Where to send load, and the processes whose CPU and memory count."""
+
+    url: str
+    body: dict[str, Any]
+    pids: dict[str, int] = field(default_factory=dict)
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far."""
-    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU of a process and its children (prefork workers) so far."""
+    total = 0.0
+    for each in [pid, *descendants(pid)]:
+        try:
+            fields = (Path("/proc") / str(each) / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+def descendants(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    found = [int(c) for c in children.read_text().split()] if children.exists() else []
+    return found + [d for c in found for d in descendants(c)]
 
 
-async def closed_loop(url: str, body: dict[str, Any], concurrency: int, total: int) -> tuple[list[float], int, float]:
-    """`concurrency` clients, each sending its next request when the last is answered."""
-    latencies: list[float] = []
-    ok = 0
-    sent = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+def peak_rss_mb(pid: int) -> float:
+    for line in (Path("/proc") / str(pid) / "status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
-        async def one_client() -> None:
-            nonlocal ok, sent
-            while sent < total:
-                sent += 1
-                started = time.perf_counter()
-                response = await client.post(url, json=body)
-                latencies.append(time.perf_counter() - started)
-                ok += response.status_code == 200
 
-        started = time.perf_counter()
-        await asyncio.gather(*(one_client() for _ in range(concurrency)))
-        return latencies, ok, time.perf_counter() - started
+def service_pid(pattern: str) -> int:
+    return int(subprocess.run(["pgrep", "-of", pattern], capture_output=True, text=True, check=True).stdout.split()[0])
 
 
 @contextmanager
-def fake_model_server(processes: Processes, latency: float) -> Iterator[str]:
+def fake_model(processes: Processes, latency: float) -> Iterator[str]:
     port = free_port()
     args = [str(BIN / "python"), "-m", "tests.fake_model_server", "--port", str(port), "--latency", str(latency)]
     process = processes.spawn("fake-model", args, {})
     url = f"http://127.0.0.1:{port}"
     wait_for_http(process, f"{url}/v1/models")
-    yield url
-    process.stop()
+    try:
+        yield url
+    finally:
+        process.stop()
 
 
 @contextmanager
-def gateway(processes: Processes, broker: str, model_url: str, tmp: Path) -> Iterator[tuple[str, dict[str, int]]]:
-    """API + one worker on `broker`; yields the API URL and the pids whose CPU is counted."""
+def system(processes: Processes, kind: str, model_url: str, workers: int = 1) -> Iterator[Target]:
+    """One API and `workers` workers of path `kind`, on their own queue and key prefix."""
     run = uuid.uuid4().hex[:8]
-    env = {"ENV_FILE": "", "QUEUE_NAME": f"bench-{run}", "REDIS_PREFIX": f"bench-{run}", "INNER_LLM_URL": model_url}
-    pids: dict[str, int] = {}
+    env = {
+        "ENV_FILE": "",
+        "QUEUE_NAME": f"bench-{run}",
+        "REDIS_PREFIX": f"bench-{run}",
+        "INNER_LLM_URL": model_url,
+        "WAIT_TIMEOUT": "600",
+    }
     valkey = None
-    if broker == "rabbitmq":
-        env |= {"RABBIT_MQ_HOST": "127.0.0.1", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": "6379"}
-        pids["broker"] = int(
-            subprocess.run(["pgrep", "-f", "beam.smp"], capture_output=True, text=True).stdout.split()[0]
-        )
-        pids["redis"] = int(
-            subprocess.run(["pgrep", "-x", "redis-server"], capture_output=True, text=True).stdout.split()[0]
-        )
-    else:
-        valkey, (host, port) = start_valkey(tmp / f"valkey-{run}")
+    target = Target("", SYSTEM_BODY)
+    if kind == "valkey":
+        valkey, (host, port) = start_valkey(processes.log_dir / f"valkey-{run}")
         env |= {"RABBIT_MQ_HOST": "", "REDIS_HOST": host, "REDIS_PORT": str(port)}
-        pids["broker+redis"] = valkey.pid
-    worker: Process = processes.worker(env)
-    api_port = free_port()
-    api = processes.api(env, api_port)
-    pids |= {"api": api.popen.pid, "worker": worker.popen.pid}
+        target.pids["valkey"] = valkey.pid
+    else:
+        env |= {"RABBIT_MQ_HOST": "127.0.0.1", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": "6379"}
+        target.pids |= {"rabbitmq": service_pid("beam.smp"), "redis": service_pid("redis-server")}
+    started = []
+    port = free_port()
+    if kind == "usual":
+        for index in range(workers):
+            args = [
+                str(BIN / "celery"),
+                "-A",
+                "bench.usual_app:celery",
+                "worker",
+                "-l",
+                "info",
+                "-n",
+                f"usual{index}-{run}@%h",
+            ]
+            worker = processes.spawn("usual-worker", args, env)
+            wait_for_output(worker, " ready.")
+            started.append(worker)
+        api = processes.spawn("usual-api", [str(BIN / "uvicorn"), "bench.usual_app:app", "--port", str(port)], env)
+        wait_for_http(api, f"http://127.0.0.1:{port}/openapi.json")
+    else:
+        started = [processes.worker(env, name=f"worker{index}") for index in range(workers)]
+        api = processes.api(env, port)
+    target.url = f"http://127.0.0.1:{port}/generate"
+    target.pids["api"] = api.popen.pid
+    for index, worker in enumerate(started):
+        target.pids[f"worker{index if workers > 1 else ''}"] = worker.popen.pid
     try:
-        yield f"http://127.0.0.1:{api_port}/generate", pids
+        yield target
     finally:
-        api.stop()
-        worker.stop()
+        for process in [api, *started]:
+            process.stop()
         remove_traces(config_from_env(env))
         if valkey:
             valkey.terminate()
             valkey.wait(10)
+            shutil.rmtree(processes.log_dir / f"valkey-{run}", ignore_errors=True)
 
 
-def measure(path: str, scenario: str, url: str, body: dict[str, Any], concurrency: int, total: int,
-            pids: dict[str, int]) -> Measurement:  # fmt: skip
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    latencies, ok, seconds = asyncio.run(closed_loop(url, body, concurrency, total))
-    cpu = {name: round((cpu_seconds(pid) - before[name]) * 1000 / total, 3) for name, pid in pids.items()}
-    return Measurement(
-        path, scenario, concurrency, total, ok, round(seconds, 3),
-        round(percentile(latencies, 0.5) * 1000, 2), round(percentile(latencies, 0.99) * 1000, 2),
-        round(total / seconds, 1), cpu,
-    )  # fmt: skip
+def direct(model_url: str, model_pid: int) -> Target:
+    return Target(f"{model_url}/v1/chat/completions", DIRECT_BODY, {"model": model_pid})
+
+
+def summary(path: str, scenario: str, outcome: loadgen.Outcome, **extra: Any) -> dict[str, Any]:
+    answered = [lat for lat, status in zip(outcome.latencies, outcome.statuses, strict=True) if status == 200]
+    return {
+        "path": path,
+        "scenario": scenario,
+        "requests": len(outcome.statuses),
+        "ok": outcome.ok,
+        "seconds": round(outcome.seconds, 3),
+        "p50_ms": round(report.percentile(answered, 0.50) * 1000, 2),
+        "p99_ms": round(report.percentile(answered, 0.99) * 1000, 2),
+        "throughput": round(outcome.ok / outcome.seconds, 1) if outcome.seconds else 0.0,
+        "latencies_ms": [round(lat * 1000, 3) for lat in answered],
+        **extra,
+    }
+
+
+def measured(target: Target, load: Any) -> tuple[loadgen.Outcome, dict[str, float]]:
+    """Run `load` against `target`; also the CPU seconds each of its processes spent."""
+    before = {name: cpu_seconds(pid) for name, pid in target.pids.items()}
+    outcome = asyncio.run(load)
+    return outcome, {name: cpu_seconds(pid) - before[name] for name, pid in target.pids.items()}
+
+
+def scenario_a(target: Target, path: str, sizes: Sizes) -> dict[str, Any]:
+    outcome, _ = measured(target, loadgen.closed_loop(target.url, target.body, 1, sizes.latency_requests))
+    return summary(path, "a", outcome)
+
+
+def scenario_b(target: Target, path: str, sizes: Sizes) -> dict[str, Any]:
+    load = loadgen.for_duration(target.url, target.body, 64, sizes.throughput_seconds)
+    outcome, cpu = measured(target, load)
+    per_job = {name: round(seconds * 1000 / max(outcome.ok, 1), 3) for name, seconds in cpu.items()}
+    return summary(path, "b", outcome, cpu_ms_per_job=per_job)
+
+
+def scenario_c(target: Target, path: str, sizes: Sizes, model_url: str) -> dict[str, Any]:
+    httpx.delete(f"{model_url}/stats")
+    load = loadgen.closed_loop(
+        target.url, target.body, sizes.capacity_clients, sizes.capacity_clients, sizes.capacity_deadline
+    )
+    outcome, _ = measured(target, load)
+    peak = httpx.get(f"{model_url}/stats").json()["peak_in_flight"]
+    extra: dict[str, Any] = {"model_peak_in_flight": peak}
+    if "api" in target.pids:
+        extra |= {"worker_slots": WORKER_SLOTS[path], "api_peak_rss_mb": round(peak_rss_mb(target.pids["api"]), 1)}
+    return summary(path, "c", outcome, **extra)
+
+
+def scenario_d(processes: Processes, path: str, model_url: str, sizes: Sizes) -> dict[str, Any]:
+    rates = {}
+    for workers in (1, 2):
+        with system(processes, path, model_url, workers) as target:
+            load = loadgen.for_duration(target.url, target.body, sizes.scaling_clients, sizes.scaling_seconds)
+            outcome, _ = measured(target, load)
+            rates[workers] = summary(path, "d", outcome)
+    result = rates[2]
+    result |= {
+        "throughput_1_worker": rates[1]["throughput"],
+        "throughput_2_workers": rates[2]["throughput"],
+        "scaling": round(rates[2]["throughput"] / max(rates[1]["throughput"], 0.1), 2),
+    }
+    return result
+
+
+def sweep(target: Target, path: str, sizes: Sizes) -> list[dict[str, Any]]:
+    rows = []
+    for clients in sizes.sweep:
+        outcome, _ = measured(target, loadgen.for_duration(target.url, target.body, clients, sizes.sweep_seconds))
+        row = summary(path, "sweep", outcome, clients=clients)
+        row.pop("latencies_ms")
+        rows.append(row)
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny request counts: a smoke run")
+    parser.add_argument("--quick", action="store_true", help="tiny loads: a smoke run")
+    parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset of " + ", ".join(PATHS))
     args = parser.parse_args()
-    n_latency, n_throughput = (20, 100) if args.quick else (300, 3000)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    processes = Processes(RESULTS)
-    results: list[Measurement] = []
-    direct_body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
-    system_body = {"content": "hi", "meta": {"tokens_limit": 16}}
+    sizes = QUICK if args.quick else Sizes()
+    paths = [p for p in args.paths.split(",") if p]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    logs = RESULTS / f"{stamp}-logs"  # each process's output, for when a path misbehaves
+    logs.mkdir(parents=True)
+    processes = Processes(logs)
+    rows: list[dict[str, Any]] = []
+    started = time.monotonic()
     try:
-        with fake_model_server(processes, latency=0.0) as model:
-            fake_pid = processes.started[-1].popen.pid
-            direct = f"{model}/v1/chat/completions"
-            results.append(measure("direct", "a: latency, c=1", direct, direct_body, 1, n_latency, {"model": fake_pid}))
-            results.append(
-                measure("direct", "b: throughput, c=64", direct, direct_body, 64, n_throughput, {"model": fake_pid})
-            )
-            for broker in ("rabbitmq", "valkey"):
-                with gateway(processes, broker, model, RESULTS) as (url, pids):
-                    measure(broker, "warm-up", url, system_body, 8, 50, pids)
-                    results.append(measure(broker, "a: latency, c=1", url, system_body, 1, n_latency, pids))
-                    results.append(measure(broker, "b: throughput, c=64", url, system_body, 64, n_throughput, pids))
+        with fake_model(processes, 0.0) as model:
+            model_pid = processes.started[-1].popen.pid
+            for path in paths:
+                print(f"bench: {path}: latency, throughput, sweep", flush=True)
+                if path == "direct":
+                    target = direct(model, model_pid)
+                    rows += [
+                        scenario_a(target, path, sizes),
+                        scenario_b(target, path, sizes),
+                        *sweep(target, path, sizes),
+                    ]
+                    continue
+                with system(processes, path, model) as target:
+                    asyncio.run(loadgen.closed_loop(target.url, target.body, 8, 50))  # warm up
+                    rows += [
+                        scenario_a(target, path, sizes),
+                        scenario_b(target, path, sizes),
+                        *sweep(target, path, sizes),
+                    ]
+        with fake_model(processes, sizes.capacity_model_seconds) as model:
+            model_pid = processes.started[-1].popen.pid
+            for path in paths:
+                print(f"bench: {path}: capacity", flush=True)
+                if path == "direct":
+                    rows.append(scenario_c(direct(model, model_pid), path, sizes, model))
+                    continue
+                with system(processes, path, model) as target:
+                    rows.append(scenario_c(target, path, sizes, model))
+        with fake_model(processes, sizes.scaling_model_seconds) as model:
+            for path in paths:
+                if path != "direct":
+                    print(f"bench: {path}: scaling", flush=True)
+                    rows.append(scenario_d(processes, path, model, sizes))
     finally:
         processes.stop_all()
-    write(results, args.quick)
-
-
-def write(results: list[Measurement], quick: bool) -> None:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    machine = f"{platform.node()} ({os.cpu_count()} cores, Python {platform.python_version()})"
-    direct = {m.scenario: m for m in results if m.path == "direct"}
-    lines = [
-        f"Benchmark of {time.strftime('%Y-%m-%d %H:%M')} on {machine}{' (quick)' if quick else ''}",
-        "",
-        "| path | scenario | ok | p50 ms | p99 ms | added p50 ms | jobs/s | ratio to direct | CPU ms/job |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for m in results:
-        base = direct[m.scenario]
-        cpu = ", ".join(f"{k} {v}" for k, v in m.cpu_ms_per_job.items())
-        lines.append(
-            f"| {m.path} | {m.scenario} | {m.ok}/{m.requests} | {m.p50_ms} | {m.p99_ms} | "
-            f"{m.p50_ms - base.p50_ms:.2f} | {m.throughput} | {m.throughput / base.throughput:.2f} | {cpu} |"
-        )
-    table = "\n".join(lines) + "\n"
-    (RESULTS / f"{stamp}.json").write_text(json.dumps([asdict(m) for m in results], indent=2))
+    machine = f"{platform.node()}, {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": machine,
+        "quick": args.quick,
+        "minutes": round((time.monotonic() - started) / 60, 1),
+    }
+    (RESULTS / f"{stamp}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    table = report.markdown(meta, rows)
     (RESULTS / f"{stamp}.md").write_text(table)
+    report.plot(rows, RESULTS / f"{stamp}.png")
     print(table)
 
 

@@ -60,6 +60,7 @@ class FakeModelServer:
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                Route("/stats", self._stats, methods=["GET", "DELETE"]),
             ]
         )
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
@@ -78,6 +79,15 @@ class FakeModelServer:
             self._server.should_exit = True
         if self._thread:
             self._thread.join(timeout=10)
+
+    async def _stats(self, request: Request) -> Response:
+        """What a benchmark in another process reads: requests so far, most held at once.
+        DELETE starts the count again."""
+        stats = {"requests": len(self.requests), "peak_in_flight": self.peak_in_flight}
+        if request.method == "DELETE":
+            self.requests.clear()
+            self.peak_in_flight = self.in_flight
+        return JSONResponse(stats)
 
     async def _models(self, _: Request) -> Response:
         return JSONResponse(

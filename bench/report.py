@@ -1,0 +1,150 @@
+"""The benchmark's report: Markdown tables with pass/fail lines for the targets, and a plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+SYSTEMS = ("rabbitmq", "valkey")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def _by(rows: list[dict[str, Any]], scenario: str) -> dict[str, dict[str, Any]]:
+    return {row["path"]: row for row in rows if row["scenario"] == scenario}
+
+
+def _ratio(value: float, base: float) -> str:
+    return f"{value / base:.2f}" if base else "-"
+
+
+def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """Tables per scenario, then one PASS/FAIL line per target and path."""
+    a, b, c, d = (_by(rows, s) for s in "abcd")
+    out = [f"Benchmark of {meta['date']} on {meta['machine']}{' (quick run)' if meta['quick'] else ''}", ""]
+    direct_a = a.get("direct", {})
+    out += [
+        "(a) latency at concurrency 1, 0 s model",
+        "",
+        "| path | p50 ms | p99 ms | added p50 ms | added p99 ms |",
+        "|---|---|---|---|---|",
+    ]
+    for path, row in a.items():
+        added = [row[k] - direct_a.get(k, 0) for k in ("p50_ms", "p99_ms")]
+        out.append(f"| {path} | {row['p50_ms']} | {row['p99_ms']} | {added[0]:.2f} | {added[1]:.2f} |")
+    direct_b = b.get("direct", {}).get("throughput", 0)
+    out += [
+        "",
+        "(b) throughput at concurrency 64, 0 s model; CPU per job of each process",
+        "",
+        "| path | jobs/s | ratio to direct | p50 ms | CPU ms/job, all | CPU ms/job by process |",
+        "|---|---|---|---|---|---|",
+    ]
+    for path, row in b.items():
+        cpu = row.get("cpu_ms_per_job", {})
+        parts = ", ".join(f"{name} {ms}" for name, ms in cpu.items())
+        out.append(
+            f"| {path} | {row['throughput']} | {_ratio(row['throughput'], direct_b)} | {row['p50_ms']} "
+            f"| {sum(cpu.values()):.2f} | {parts} |"
+        )
+    out += [
+        "",
+        "(c) capacity: every client sends one request at once, 2 s model",
+        "",
+        "| path | answered | p50 ms | p99 ms | model held at once | worker slots | API peak RSS MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for path, row in c.items():
+        out.append(
+            f"| {path} | {row['ok']}/{row['requests']} | {row['p50_ms']} | {row['p99_ms']} "
+            f"| {row['model_peak_in_flight']} | {row.get('worker_slots', '-')} | {row.get('api_peak_rss_mb', '-')} |"
+        )
+    out += [
+        "",
+        "(d) scaling: 1 and 2 worker processes, 0.5 s model, concurrency 256",
+        "",
+        "| path | jobs/s, 1 worker | jobs/s, 2 workers | ratio |",
+        "|---|---|---|---|",
+    ]
+    for path, row in d.items():
+        out.append(f"| {path} | {row['throughput_1_worker']} | {row['throughput_2_workers']} | {row['scaling']} |")
+    out += ["", "(e) time to first token: not measured yet (the system does not stream yet).", ""]
+    out += ["Targets", ""] + [f"- {line}" for line in targets(rows)]
+    return "\n".join(out) + "\n"
+
+
+def targets(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per target and path of this system: PASS or FAIL, with the figure."""
+    a, b, c, d = (_by(rows, s) for s in "abcd")
+    lines = []
+
+    def check(ok: bool, text: str) -> None:
+        lines.append(f"{'PASS' if ok else 'FAIL'} {text}")
+
+    for path in SYSTEMS:
+        if path in a and "direct" in a:
+            p50 = a[path]["p50_ms"] - a["direct"]["p50_ms"]
+            p99 = a[path]["p99_ms"] - a["direct"]["p99_ms"]
+            check(p50 <= 5, f"(a) {path}: added p50 {p50:.2f} ms (≤ 5)")
+            check(p99 <= 20, f"(a) {path}: added p99 {p99:.2f} ms (≤ 20)")
+        if path in b:
+            check(b[path]["throughput"] >= 400, f"(b) {path}: {b[path]['throughput']} jobs/s (≥ 400)")
+            cpu = sum(b[path]["cpu_ms_per_job"].values())
+            check(cpu <= 4, f"(b) {path}: {cpu:.2f} ms CPU per job, all processes (≤ 4)")
+        if path in c:
+            row = c[path]
+            check(row["ok"] == row["requests"], f"(c) {path}: {row['ok']} of {row['requests']} answered (all)")
+            held = row["model_peak_in_flight"] / row["worker_slots"]
+            check(held >= 0.9, f"(c) {path}: model held {held:.0%} of the worker slots at once (≥ 90%)")
+            check(row["api_peak_rss_mb"] < 250, f"(c) {path}: API peak RSS {row['api_peak_rss_mb']} MB (< 250)")
+        if path in d:
+            check(d[path]["scaling"] >= 1.8, f"(d) {path}: 2 workers give {d[path]['scaling']}x of 1 (≥ 1.8)")
+        if "usual" in b:
+            comparisons = [
+                ("a", "p50 latency", a, "p50_ms", False),
+                ("b", "throughput", b, "throughput", True),
+                ("c", "answered", c, "ok", True),
+                ("d", "throughput with 2 workers", d, "throughput_2_workers", True),
+            ]
+            for name, what, table, key, higher in comparisons:
+                if path in table and "usual" in table:
+                    mine, theirs = table[path][key], table["usual"][key]
+                    better = mine >= theirs if higher else mine <= theirs
+                    check(better, f"({name}) {path} vs usual, {what}: {mine} vs {theirs} ({_ratio(mine, theirs)}x)")
+    return lines
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Latency distribution per path (scenarios a and b) and throughput against concurrency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    for axis, scenario, title in (
+        (axes[0], "a", "(a) latency, concurrency 1"),
+        (axes[1], "b", "(b) latency, concurrency 64"),
+    ):
+        for name, row in _by(rows, scenario).items():
+            values = sorted(row["latencies_ms"])
+            if values:
+                axis.plot(values, [i / len(values) for i in range(len(values))], label=name)
+        axis.set(title=title, xlabel="latency (ms, log)", ylabel="share of requests answered", xscale="log")
+        axis.legend()
+    sweep: dict[str, list[tuple[int, float]]] = {}
+    for row in rows:
+        if row["scenario"] == "sweep":
+            sweep.setdefault(row["path"], []).append((row["clients"], row["throughput"]))
+    for name, points in sweep.items():
+        axes[2].plot(*zip(*sorted(points), strict=True), marker="o", label=name)
+    axes[2].set(
+        title="throughput against concurrency, 0 s model", xlabel="clients (log)", ylabel="answers/s", xscale="log"
+    )
+    axes[2].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
