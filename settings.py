@@ -127,6 +127,21 @@ class Config(BaseSettings):
         """The Redis key (and pub/sub channel) a job's result is stored under."""
         return f"{self.key_prefix}{RESULT_KEY_PREFIX}{job_id}"
 
+    def job_key(self, job_id: str) -> str:
+        """The Redis hash of a job's claim: fingerprint, task, accepted_at, started_at."""
+        return f"{self.key_prefix}job:{job_id}"
+
+    @property
+    def queued_key(self) -> str:
+        """The Redis sorted set of accepted jobs not yet started, by time accepted."""
+        return f"{self.key_prefix}queued"
+
+    @property
+    def job_ttl(self) -> int:
+        """Seconds a job's claim is kept: it must outlive the job, then its result."""
+        longest_job = self.llm_timeout * (self.llm_max_retries + 1) + self.wait_timeout
+        return int(self.result_ttl + longest_job)
+
 
 def celery_settings(config: Config) -> dict[str, Any]:
     """Celery's lowercase settings for `config`, shared by the API and the workers."""

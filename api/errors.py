@@ -40,6 +40,16 @@ class JobCancelled(ApiError):
     status_code = 409
 
 
+class JobConflict(ApiError):
+    """The job_id belongs to a job with another body."""
+
+    status_code = 409
+
+
+class JobNotFound(ApiError):
+    status_code = 404
+
+
 class JobFailed(ApiError):
     status_code = 500
 

@@ -1,4 +1,4 @@
-"""Running one job: watch for its result, queue it, await the answer."""
+"""Running one job: claim its id, watch for its result, queue it, await the answer."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from api.errors import JobCancelled, JobFailed, JobTimedOut, error_for_failure
+from api.errors import JobCancelled, JobConflict, JobFailed, JobTimedOut, error_for_failure
 from api.job_queue import JobQueue
-from api.result_waiter import ResultWaiter
+from api.job_store import JobStore
+from api.result_waiter import ResultWaiter, redis_client
 from settings import Config
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,10 @@ class JobRunner:
 
     def __init__(self, config: Config) -> None:
         self._config = config
+        self._redis = redis_client(config)
         self._queue = JobQueue(config)
-        self._waiter = ResultWaiter(config)
+        self._waiter = ResultWaiter(config, self._redis)
+        self.store = JobStore(config, self._redis)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[JobRunner]:
@@ -35,25 +38,48 @@ class JobRunner:
             yield self
         finally:
             await self._waiter.close()
+            await self._redis.aclose(close_connection_pool=True)
             self._queue.close()
 
-    async def run(self, task_name: str, job_id: str, job: dict[str, Any]) -> dict[str, Any]:
-        """Queue `job` as `task_name` and return the task's result, or raise the HTTP error."""
-        async with self._waiter.watch(job_id) as result:
-            # Subscribed before publishing: the result cannot be missed. A result
-            # already stored under this job_id is that job's answer: not run again.
-            if not result.done():
-                await self._queue.submit(task_name, job_id, job)
+    async def submit(self, task_name: str, job_id: str, job: dict[str, Any]) -> None:
+        """Queue the job unless its id is taken: by the same job (nothing to do) or another (409)."""
+        await self._claim_and_queue(task_name, job_id, job)
+
+    async def run(self, task_name: str, job_id: str, job: dict[str, Any], wait: float) -> dict[str, Any]:
+        """Queue the job (once per job_id) and return its result within `wait` seconds, or raise."""
+        async with self._waiter.watch(job_id, read_stored=False) as result:
+            # Subscribed before queuing, so the result cannot be missed; a job_id
+            # queued before (a retry, or a duplicate from another API process) is
+            # not queued again, and its result may already be stored.
+            if not await self._claim_and_queue(task_name, job_id, job):
+                await self._waiter.read_stored(job_id)
             try:
-                meta = await asyncio.wait_for(asyncio.shield(result), self._config.wait_timeout)
+                meta = await asyncio.wait_for(asyncio.shield(result), wait)
             except TimeoutError:
                 raise JobTimedOut(
-                    f"job {job_id} did not finish within {self._config.wait_timeout:g}s; it is still queued or running",
+                    f"job {job_id} did not finish within {wait:g}s; it is still queued or running:"
+                    f" its status and result are at /jobs/{job_id}",
+                    headers={"Location": f"/jobs/{job_id}"},
                 ) from None
-        return _outcome(job_id, meta)
+        return outcome(job_id, meta)
+
+    async def _claim_and_queue(self, task_name: str, job_id: str, job: dict[str, Any]) -> bool:
+        """True when this request claimed the job_id and queued the job."""
+        claim = await self.store.claim(job_id, task_name, job)
+        if not claim.same:
+            raise JobConflict(f"job_id {job_id!r} is already used by a job with another body")
+        if not claim.new:
+            return False
+        try:
+            await self._queue.submit(task_name, job_id, job)
+        except HTTPException:
+            await self.store.release(job_id)  # not queued: a retry with this job_id must queue it
+            raise
+        return True
 
 
-def _outcome(job_id: str, meta: dict[str, Any]) -> dict[str, Any]:
+def outcome(job_id: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """The result of a finished job, or the HTTP error it ended with."""
     status = meta.get("status")
     result = meta.get("result")
     if status == "SUCCESS" and isinstance(result, dict):

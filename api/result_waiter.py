@@ -50,24 +50,29 @@ class _Watch:
             self.result.set_result(meta)
 
 
+def redis_client(config: Config) -> aioredis.Redis:
+    """The API's Redis client for commands (the pub/sub connection is the waiter's own)."""
+    # Commands queue for a connection rather than fail when thousands of requests
+    # arrive at once; a handful of connections carries them.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        config.redis_url,
+        max_connections=32,
+        timeout=config.redis_connect_timeout,
+        socket_connect_timeout=config.redis_connect_timeout,
+        socket_timeout=config.redis_connect_timeout,
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
 class ResultWaiter:
     """Hands out job results to the requests awaiting them."""
 
-    def __init__(self, config: Config, heartbeat: float = HEARTBEAT_INTERVAL) -> None:
+    def __init__(self, config: Config, store: aioredis.Redis, heartbeat: float = HEARTBEAT_INTERVAL) -> None:
         self._config = config
+        self._store = store  # for reading stored results; owned by the caller
         self._heartbeat_interval = heartbeat
         self.connects = 0  # connections made so far (1 unless Redis was lost)
         self.client_name = f"{config.redis_prefix}-result-waiter"
-        # Reads queue for a connection rather than fail when thousands of requests
-        # arrive at once; a handful of connections carries them.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            config.redis_url,
-            max_connections=32,
-            timeout=config.redis_connect_timeout,
-            socket_connect_timeout=config.redis_connect_timeout,
-            socket_timeout=config.redis_connect_timeout,
-        )
-        self._store = aioredis.Redis(connection_pool=pool)
         self._watches: dict[str, _Watch] = {}
         # SUBSCRIBE commands sent per channel and not yet confirmed: a watch is
         # subscribed only once every SUBSCRIBE sent for its channel is confirmed.
@@ -92,14 +97,14 @@ class ResultWaiter:
                 await asyncio.gather(task, return_exceptions=True)
         if self._connection:
             await self._connection.disconnect()
-        await self._store.aclose(close_connection_pool=True)
 
     @asynccontextmanager
-    async def watch(self, job_id: str) -> AsyncIterator[asyncio.Future[dict[str, Any]]]:
+    async def watch(self, job_id: str, read_stored: bool = True) -> AsyncIterator[asyncio.Future[dict[str, Any]]]:
         """Subscribe to the job's result; yields a future of its stored result meta.
 
-        Leaves only once the subscription is confirmed and the stored result has been
-        read; so work that will produce the result may start inside the block.
+        Enters only once the subscription is confirmed (and, with `read_stored`, the
+        stored result has been read); so work that will produce the result may start
+        inside the block.
         """
         channel = self._config.result_key(job_id)
         watch = self._watches.get(channel)
@@ -109,7 +114,7 @@ class ResultWaiter:
         try:
             if not watch.subscribed.done():
                 await self._subscribe(watch)
-            if not watch.result.done():
+            if read_stored and not watch.result.done():
                 await self._read_stored(watch)
             yield watch.result
         finally:
@@ -117,6 +122,12 @@ class ResultWaiter:
             if watch.users == 0:
                 del self._watches[channel]
                 await self._unsubscribe(channel)
+
+    async def read_stored(self, job_id: str) -> None:
+        """Read the stored result of a job being watched (one that may have run already)."""
+        watch = self._watches.get(self._config.result_key(job_id))
+        if watch is not None and not watch.result.done():
+            await self._read_stored(watch)
 
     async def _subscribe(self, watch: _Watch) -> None:
         timeout = self._config.redis_connect_timeout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import uuid4
 
 from pydantic import BaseModel, Field
@@ -49,3 +50,32 @@ class CompletionResponse(BaseModel):
 
     content: str = Field(description="the generated text")
     job_id: str
+
+
+class JobAccepted(BaseModel):
+    """Answer of an asynchronous submission (202): where to collect the result."""
+
+    job_id: str
+    status: str = Field(description="queued, running, succeeded, failed or cancelled")
+    status_url: str
+
+
+class JobError(BaseModel):
+    """Why a job failed, and the status a waiting request got for it."""
+
+    type: str | None
+    message: str
+    status_code: int
+
+
+class JobStatus(BaseModel):
+    """``GET /jobs/{job_id}``."""
+
+    job_id: str
+    status: str = Field(description="queued, running, succeeded, failed or cancelled")
+    accepted_at: str | None = Field(description="ISO 8601, UTC")
+    started_at: str | None
+    finished_at: str | None
+    queue_position: int | None = Field(description="1 for the next to start; only while queued")
+    result: dict[str, Any] | None = Field(description="content, model, finish_reason, usage; once succeeded")
+    error: JobError | None

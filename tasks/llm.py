@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+import time
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init, worker_shutdown
+import redis
+from celery.signals import task_prerun, worker_init, worker_process_init, worker_shutdown
 
 from settings import Config
 from tasks.app import celery_app
@@ -49,6 +52,36 @@ def _open_client(**_: Any) -> None:
     # httpx logs every request at INFO: a line per job that Celery already logs.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     model_client()
+
+
+# One round trip: the job is running (GET /jobs/{id} reads it) and no longer queued.
+MARK_STARTED = """
+redis.call('HSET', KEYS[1], 'started_at', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[3])
+"""
+
+
+@functools.cache
+def _job_marks() -> tuple[Config, Any]:
+    config = Config.read_from_env()
+    client = redis.Redis.from_url(
+        config.redis_url,
+        socket_connect_timeout=config.redis_connect_timeout,
+        socket_timeout=config.redis_connect_timeout,
+    )
+    return config, client.register_script(MARK_STARTED)
+
+
+@task_prerun.connect
+def _mark_started(task_id: str, task: Any, **_: Any) -> None:
+    if task.name not in (GENERATE, CHAT):
+        return
+    config, mark = _job_marks()
+    try:
+        mark(keys=[config.job_key(task_id), config.queued_key], args=[repr(time.time()), config.job_ttl, task_id])
+    except (redis.RedisError, OSError) as exc:
+        log.warning("could not mark job %s started: %s (it runs all the same)", task_id, exc)
 
 
 @worker_shutdown.connect

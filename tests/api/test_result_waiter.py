@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from api.errors import ResultStoreUnavailable
-from api.result_waiter import ResultWaiter
+from api.result_waiter import ResultWaiter, redis_client
 from settings import Config
 from tests.fake_model_server import free_port
 
@@ -23,10 +23,11 @@ def success(job_id: str, content: str) -> str:
 
 
 @pytest.fixture
-async def store(redis_address: tuple[str, int]) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis(host=redis_address[0], port=redis_address[1])
+async def store(config: Config) -> AsyncIterator[aioredis.Redis]:
+    """The API's own Redis client, as JobRunner makes it."""
+    client = redis_client(config)
     yield client
-    await client.aclose()
+    await client.aclose(close_connection_pool=True)
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ async def publish(store: aioredis.Redis, config: Config, job_id: str, meta: str)
 
 
 async def test_result_published_after_subscribing_is_received(config: Config, store: aioredis.Redis) -> None:
-    waiter = ResultWaiter(config)
+    waiter = ResultWaiter(config, store)
     await waiter.start()
     try:
         async with waiter.watch("a") as result:
@@ -61,7 +62,7 @@ async def test_result_published_after_subscribing_is_received(config: Config, st
 
 async def test_result_stored_before_watching_is_read(config: Config, store: aioredis.Redis) -> None:
     await publish(store, config, "b", success("b", "early"))
-    waiter = ResultWaiter(config)
+    waiter = ResultWaiter(config, store)
     await waiter.start()
     try:
         async with waiter.watch("b") as result:
@@ -71,7 +72,7 @@ async def test_result_stored_before_watching_is_read(config: Config, store: aior
 
 
 async def test_progress_states_do_not_end_the_wait(config: Config, store: aioredis.Redis) -> None:
-    waiter = ResultWaiter(config)
+    waiter = ResultWaiter(config, store)
     await waiter.start()
     try:
         async with waiter.watch("c") as result:
@@ -85,7 +86,7 @@ async def test_progress_states_do_not_end_the_wait(config: Config, store: aiored
 
 
 async def test_many_waiters_of_many_jobs_each_get_their_own(config: Config, store: aioredis.Redis) -> None:
-    waiter = ResultWaiter(config)
+    waiter = ResultWaiter(config, store)
     await waiter.start()
 
     async def wait_one(job_id: str) -> str:
@@ -104,7 +105,7 @@ async def test_many_waiters_of_many_jobs_each_get_their_own(config: Config, stor
 
 
 async def test_quiet_connection_stays_up_and_a_killed_one_is_replaced(config: Config, store: aioredis.Redis) -> None:
-    waiter = ResultWaiter(config, heartbeat=0.2)
+    waiter = ResultWaiter(config, store, heartbeat=0.2)
     await waiter.start()
     try:
         async with waiter.watch("d") as result:
@@ -124,7 +125,8 @@ async def test_quiet_connection_stays_up_and_a_killed_one_is_replaced(config: Co
 
 async def test_unreachable_redis_is_result_store_unavailable() -> None:
     config = Config(_env_file=None, redis_host="127.0.0.1", redis_port=free_port(), redis_connect_timeout=0.5)  # type: ignore[call-arg]
-    waiter = ResultWaiter(config)
+    store = redis_client(config)
+    waiter = ResultWaiter(config, store)
     await waiter.start()
     try:
         with pytest.raises(ResultStoreUnavailable, match="result store"):
@@ -132,3 +134,4 @@ async def test_unreachable_redis_is_result_store_unavailable() -> None:
                 pass
     finally:
         await waiter.close()
+        await store.aclose(close_connection_pool=True)

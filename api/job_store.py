@@ -1,0 +1,121 @@
+"""Jobs in Redis: the atomic claim of a job_id, and a job's status.
+
+Keys (all under ``REDIS_PREFIX:``, all with a TTL):
+  job:{id}                 hash: fingerprint of the request, task, accepted_at, started_at
+  queued                   sorted set: accepted jobs not yet started, scored by accepted_at
+  celery-task-meta-{id}    the result, written by the worker (Celery's result backend)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from api.errors import ResultStoreUnavailable, error_for_failure
+from settings import Config
+
+# Claims job_id for this request unless it is claimed already; returns the
+# fingerprint of the request that claimed it first, or nil when this one did.
+CLAIM = """
+local existing = redis.call('HGET', KEYS[1], 'fingerprint')
+if existing then return existing end
+redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'task', ARGV[2], 'accepted_at', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return false
+"""
+
+STATES = {"SUCCESS": "succeeded", "FAILURE": "failed", "REVOKED": "cancelled"}
+
+
+def fingerprint(task_name: str, job: dict[str, Any]) -> str:
+    """What makes two requests the same job: the task and the body, canonically."""
+    canonical = json.dumps([task_name, job], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass
+class Claim:
+    """Outcome of claiming a job_id: new, the same job again, or another job's id."""
+
+    new: bool
+    same: bool
+
+
+def _iso(seconds: float | str | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(float(seconds), UTC).isoformat()
+
+
+class JobStore:
+    """Claims and reads jobs; shares the API's Redis client."""
+
+    def __init__(self, config: Config, store: aioredis.Redis) -> None:
+        self._config = config
+        self._store = store
+        self._claim = store.register_script(CLAIM)
+
+    async def claim(self, job_id: str, task_name: str, job: dict[str, Any]) -> Claim:
+        """Claim `job_id` for this request, atomically across API processes."""
+        mine = fingerprint(task_name, job)
+        keys = [self._config.job_key(job_id), self._config.queued_key]
+        args = [mine, task_name, repr(time.time()), self._config.job_ttl, job_id]
+        try:
+            first = await self._claim(keys=keys, args=args)
+        except (RedisError, OSError):
+            raise ResultStoreUnavailable("result store (Redis) unavailable") from None
+        if first is None:
+            return Claim(new=True, same=True)
+        return Claim(new=False, same=first.decode() == mine)
+
+    async def release(self, job_id: str) -> None:
+        """Forget a claim whose job could not be queued, so a retry can queue it."""
+        async with self._store.pipeline(transaction=False) as pipe:
+            pipe.delete(self._config.job_key(job_id)).zrem(self._config.queued_key, job_id)
+            with contextlib.suppress(RedisError, OSError):  # else it expires with its TTL
+                await pipe.execute()
+
+    async def status(self, job_id: str) -> dict[str, Any] | None:
+        """The job's status, or None when it is unknown or expired."""
+        config = self._config
+        try:
+            async with self._store.pipeline(transaction=False) as pipe:
+                pipe.hgetall(config.job_key(job_id)).get(config.result_key(job_id)).zrank(config.queued_key, job_id)
+                claim, raw_result, rank = await pipe.execute()
+        except (RedisError, OSError):
+            raise ResultStoreUnavailable("result store (Redis) unavailable") from None
+        if not claim and raw_result is None:
+            return None
+        fields = {k.decode(): v.decode() for k, v in claim.items()}
+        meta = json.loads(raw_result) if raw_result else {}
+        state = STATES.get(meta.get("status", ""))
+        answer: dict[str, Any] = {
+            "job_id": job_id,
+            "status": state or ("running" if "started_at" in fields else "queued"),
+            "accepted_at": _iso(fields.get("accepted_at")),
+            "started_at": _iso(fields.get("started_at")),
+            "finished_at": meta.get("date_done") if state else None,
+            "queue_position": rank + 1 if rank is not None and not state and "started_at" not in fields else None,
+            "result": meta.get("result") if state == "succeeded" else None,
+            "error": None,
+        }
+        if state == "failed":
+            failure = meta.get("result") or {}
+            args = failure.get("exc_message")
+            error = error_for_failure(str(failure.get("exc_type")), args if isinstance(args, list) else [args])
+            answer["error"] = {
+                "type": failure.get("exc_type"),
+                "message": error.detail,
+                "status_code": error.status_code,
+            }
+        return answer

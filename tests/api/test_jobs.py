@@ -1,0 +1,136 @@
+"""Jobs people can rely on: one job per job_id, status, asynchronous submission, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+import redis
+
+from tests.conftest import Stack, StackFactory
+from tests.fake_model_server import Failure, FakeModelServer, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def when(stamp: str) -> datetime:
+    moment = datetime.fromisoformat(stamp)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def poll(url: str, until: set[str], seconds: float = 20) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        status = httpx.get(url, timeout=10).json()
+        if status["status"] in until or time.monotonic() > deadline:
+            return status
+        time.sleep(0.05)
+
+
+def test_concurrent_duplicates_on_two_api_processes_run_once(make_stack: StackFactory, fake: FakeModelServer) -> None:
+    stack = make_stack()
+    second_port = free_port()
+    stack.processes.api(stack.env, second_port)
+    apis = [stack.url, f"http://127.0.0.1:{second_port}"]
+    fake.latency = 0.5
+    body = {"job_id": "twin-1", "content": "only once", "meta": {"temperature": 0}}
+
+    async def all_at_once() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(*(client.post(f"{apis[i % 2]}/generate", json=body) for i in range(50)))
+
+    answers = asyncio.run(all_at_once())
+    assert [a.status_code for a in answers] == [200] * 50
+    assert {a.json()["content"] for a in answers} == {"echo: only once"}
+    assert len(fake.completions) == 1
+    # Again after it finished: the stored answer, still one model call.
+    assert httpx.post(f"{apis[1]}/generate", json=body, timeout=30).json()["content"] == "echo: only once"
+    assert len(fake.completions) == 1
+    conflict = httpx.post(f"{apis[0]}/generate", json={**body, "content": "something else"}, timeout=30)
+    assert conflict.status_code == 409
+    assert "twin-1" in conflict.json()["detail"] and "another body" in conflict.json()["detail"]
+    assert len(fake.completions) == 1
+
+
+def test_queued_jobs_show_their_position_then_run_and_succeed(make_stack: StackFactory, fake: FakeModelServer) -> None:
+    stack = make_stack(workers=0)
+    fake.latency = 1.0
+    locations = []
+    for index in range(3):
+        answer = httpx.post(f"{stack.url}/generate?wait=0", json={"job_id": f"q-{index}", "content": f"n{index}"})
+        assert answer.status_code == 202
+        assert answer.json()["job_id"] == f"q-{index}"
+        assert answer.headers["location"] == answer.json()["status_url"]
+        assert answer.headers["location"].endswith(f"/jobs/q-{index}")
+        locations.append(answer.headers["location"])
+    statuses = [httpx.get(url).json() for url in locations]
+    assert [(s["status"], s["queue_position"]) for s in statuses] == [("queued", 1), ("queued", 2), ("queued", 3)]
+    assert fake.completions == []
+
+    stack.processes.worker(stack.env)
+    running = poll(locations[0], {"running", "succeeded"})
+    assert running["status"] == "running"
+    assert running["queue_position"] is None and running["result"] is None
+    done = poll(locations[0], {"succeeded", "failed"})
+    assert done["status"] == "succeeded"
+    assert done["result"]["content"] == "echo: n0"
+    assert when(done["accepted_at"]) <= when(done["started_at"]) <= when(done["finished_at"])
+
+
+def test_prefer_respond_async_answers_202(stack: Stack, fake: FakeModelServer) -> None:
+    answer = httpx.post(
+        f"{stack.url}/chat_completion",
+        json={"job_id": "prefer-1", "messages": [{"role": "user", "content": "later"}]},
+        headers={"Prefer": "respond-async"},
+    )
+    assert answer.status_code == 202
+    done = poll(answer.headers["location"], {"succeeded", "failed"})
+    assert done["result"]["content"] == "echo: later"
+
+
+def test_a_short_wait_gives_504_and_the_result_is_collected_later(stack: Stack, fake: FakeModelServer) -> None:
+    fake.latency = 1.5
+    answer = httpx.post(f"{stack.url}/generate?wait=0.2", json={"job_id": "slow-2", "content": "patience"}, timeout=30)
+    assert answer.status_code == 504
+    assert "slow-2" in answer.json()["detail"] and "/jobs/slow-2" in answer.json()["detail"]
+    assert answer.headers["location"] == "/jobs/slow-2"
+    done = poll(f"{stack.url}/jobs/slow-2", {"succeeded", "failed"})
+    assert done["result"]["content"] == "echo: patience"
+    # Asking again with the same job_id collects it without a second model call.
+    again = httpx.post(f"{stack.url}/generate", json={"job_id": "slow-2", "content": "patience"}, timeout=30)
+    assert again.json()["content"] == "echo: patience"
+    assert len(fake.completions) == 1
+
+
+def test_a_failed_jobs_status_carries_the_error(stack: Stack, fake: FakeModelServer) -> None:
+    fake.failures = [Failure(400, {"error": {"message": "top_k must be positive"}})]
+    assert httpx.post(f"{stack.url}/generate", json={"job_id": "bad-1", "content": "x"}, timeout=30).status_code == 400
+    status = httpx.get(f"{stack.url}/jobs/bad-1").json()
+    assert status["status"] == "failed"
+    assert status["error"] == {"type": "ModelServerRejected", "message": "top_k must be positive", "status_code": 400}
+    assert status["result"] is None and status["finished_at"]
+
+
+def test_unknown_job_is_404(stack: Stack) -> None:
+    answer = httpx.get(f"{stack.url}/jobs/never-seen")
+    assert answer.status_code == 404
+    assert "never-seen" in answer.json()["detail"]
+
+
+def test_jobs_expire_with_their_keys(make_stack: StackFactory, fake: FakeModelServer) -> None:
+    stack = make_stack(RESULT_TTL="1", LLM_TIMEOUT="1", LLM_MAX_RETRIES="0", WAIT_TIMEOUT="2")
+    assert (
+        httpx.post(f"{stack.url}/generate", json={"job_id": "brief-1", "content": "x"}, timeout=30).status_code == 200
+    )
+    assert httpx.get(f"{stack.url}/jobs/brief-1").json()["status"] == "succeeded"
+    config = stack.config
+    store = redis.Redis(host=config.redis_host, port=config.redis_port)
+    deadline = time.monotonic() + 20
+    while store.exists(config.job_key("brief-1"), config.result_key("brief-1"), config.queued_key):
+        assert time.monotonic() < deadline, "job keys outlived their TTL"
+        time.sleep(0.25)
+    assert httpx.get(f"{stack.url}/jobs/brief-1").status_code == 404
+    assert list(store.scan_iter(match=f"{config.key_prefix}*brief-1*")) == []
