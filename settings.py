@@ -137,6 +137,11 @@ class Config(BaseSettings):
         return f"{self.key_prefix}queued"
 
     @property
+    def cancel_channel(self) -> str:
+        """The Redis pub/sub channel cancellations are announced on (job ids)."""
+        return f"{self.key_prefix}cancel"
+
+    @property
     def job_ttl(self) -> int:
         """Seconds a job's claim is kept: it must outlive the job, then its result."""
         longest_job = self.llm_timeout * (self.llm_max_retries + 1) + self.wait_timeout

@@ -1,10 +1,10 @@
-"""``GET /jobs/{job_id}``: where a job is, and its result or error once it has one."""
+"""``GET /jobs/{job_id}`` (where a job is, its result or error) and ``DELETE /jobs/{job_id}``."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.errors import JobNotFound
+from api.errors import JobConflict, JobNotFound
 from api.jobs import JobRunner
 from api.schemas import JobStatus
 
@@ -19,6 +19,18 @@ def job_status_router(runner: JobRunner) -> APIRouter:
         status = await runner.store.status(job_id)
         if status is None:
             raise JobNotFound(f"no job {job_id!r}: never accepted, or its results have expired")
+        return JobStatus.model_validate(status)
+
+    @router.delete("/jobs/{job_id}", response_model=JobStatus, responses={404: {}, 409: {}})
+    async def cancel_job(job_id: str) -> JobStatus:
+        """Cancel the job: a queued job never reaches the model server, a running one is
+        stopped (its model-server connection closed). Requests waiting for it get 409."""
+        outcome = await runner.store.cancel(job_id)
+        status = await runner.store.status(job_id)
+        if outcome == "unknown" or status is None:
+            raise JobNotFound(f"no job {job_id!r}: never accepted, or its results have expired")
+        if status["status"] != "cancelled":
+            raise JobConflict(f"job {job_id!r} has already finished: {status['status']}")
         return JobStatus.model_validate(status)
 
     return router

@@ -1,9 +1,11 @@
 """Jobs in Redis: the atomic claim of a job_id, and a job's status.
 
 Keys (all under ``REDIS_PREFIX:``, all with a TTL):
-  job:{id}                 hash: fingerprint of the request, task, accepted_at, started_at
+  job:{id}                 hash: fingerprint of the request, task, accepted_at, started_at, cancelled_at
   queued                   sorted set: accepted jobs not yet started, scored by accepted_at
-  celery-task-meta-{id}    the result, written by the worker (Celery's result backend)
+  celery-task-meta-{id}    the result, written by the worker (Celery's result backend),
+                           or by DELETE /jobs/{id} for a cancelled job
+  cancel                   pub/sub channel: ids of cancelled jobs, for the workers
 """
 
 from __future__ import annotations
@@ -32,6 +34,22 @@ redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 return false
+"""
+
+# Cancels a job unless it has a result already: marks it, takes it out of the
+# queued set, stores and publishes its cancelled result (so waiting requests get
+# their answer at once), and names it on the cancel channel (so a worker running
+# it stops). Answers "unknown", "finished" or "cancelled".
+CANCEL = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 'finished' end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown' end
+redis.call('HSET', KEYS[1], 'cancelled_at', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5])
+redis.call('PUBLISH', KEYS[3], ARGV[4])
+redis.call('PUBLISH', KEYS[4], ARGV[3])
+return 'cancelled'
 """
 
 STATES = {"SUCCESS": "succeeded", "FAILURE": "failed", "REVOKED": "cancelled"}
@@ -64,6 +82,7 @@ class JobStore:
         self._config = config
         self._store = store
         self._claim = store.register_script(CLAIM)
+        self._cancel = store.register_script(CANCEL)
 
     async def claim(self, job_id: str, task_name: str, job: dict[str, Any]) -> Claim:
         """Claim `job_id` for this request, atomically across API processes."""
@@ -84,6 +103,27 @@ class JobStore:
             pipe.delete(self._config.job_key(job_id)).zrem(self._config.queued_key, job_id)
             with contextlib.suppress(RedisError, OSError):  # else it expires with its TTL
                 await pipe.execute()
+
+    async def cancel(self, job_id: str) -> str:
+        """Cancel the job: "cancelled", or "finished" (it has a result) or "unknown"."""
+        config = self._config
+        now = time.time()
+        # The cancelled result, in the format Celery's result backend writes.
+        meta = {
+            "status": "REVOKED",
+            "result": {"exc_type": "TaskRevokedError", "exc_message": ["cancelled"], "exc_module": "celery.exceptions"},
+            "traceback": None,
+            "children": [],
+            "date_done": datetime.fromtimestamp(now, UTC).isoformat(),
+            "task_id": job_id,
+        }
+        keys = [config.job_key(job_id), config.queued_key, config.result_key(job_id), config.cancel_channel]
+        args = [repr(now), config.job_ttl, job_id, json.dumps(meta), config.result_ttl]
+        try:
+            answer = await self._cancel(keys=keys, args=args)
+        except (RedisError, OSError):
+            raise ResultStoreUnavailable("result store (Redis) unavailable") from None
+        return answer.decode() if isinstance(answer, bytes) else str(answer)
 
     async def status(self, job_id: str) -> dict[str, Any] | None:
         """The job's status, or None when it is unknown or expired."""

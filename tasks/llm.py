@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
-import time
-from typing import Any
+from typing import Any, NoReturn
 
-import redis
-from celery.signals import task_prerun, worker_init, worker_process_init, worker_shutdown
+from celery import Task
+from celery.exceptions import Ignore
+from celery.signals import worker_init, worker_process_init, worker_shutdown
 
 from settings import Config
 from tasks.app import celery_app
-from tasks.model_client import ChatRequest, ModelClient
+from tasks.cancellation import CancelListener
+from tasks.model_client import Cancelled, ChatRequest, ModelClient
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,7 @@ CHAT = "llm.chat"
 
 _client: ModelClient | None = None
 _client_lock = threading.Lock()
+_listener: CancelListener | None = None
 
 
 class InvalidJob(ValueError):
@@ -35,6 +36,15 @@ def model_client() -> ModelClient:
         if _client is None:
             _client = ModelClient(Config.read_from_env())
         return _client
+
+
+def cancel_listener() -> CancelListener:
+    """This process's cancel listener, started on first use."""
+    global _listener
+    with _client_lock:
+        if _listener is None:
+            _listener = CancelListener(Config.read_from_env())
+        return _listener
 
 
 def set_model_client(client: ModelClient | None) -> None:
@@ -52,36 +62,7 @@ def _open_client(**_: Any) -> None:
     # httpx logs every request at INFO: a line per job that Celery already logs.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     model_client()
-
-
-# One round trip: the job is running (GET /jobs/{id} reads it) and no longer queued.
-MARK_STARTED = """
-redis.call('HSET', KEYS[1], 'started_at', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('ZREM', KEYS[2], ARGV[3])
-"""
-
-
-@functools.cache
-def _job_marks() -> tuple[Config, Any]:
-    config = Config.read_from_env()
-    client = redis.Redis.from_url(
-        config.redis_url,
-        socket_connect_timeout=config.redis_connect_timeout,
-        socket_timeout=config.redis_connect_timeout,
-    )
-    return config, client.register_script(MARK_STARTED)
-
-
-@task_prerun.connect
-def _mark_started(task_id: str, task: Any, **_: Any) -> None:
-    if task.name not in (GENERATE, CHAT):
-        return
-    config, mark = _job_marks()
-    try:
-        mark(keys=[config.job_key(task_id), config.queued_key], args=[repr(time.time()), config.job_ttl, task_id])
-    except (redis.RedisError, OSError) as exc:
-        log.warning("could not mark job %s started: %s (it runs all the same)", task_id, exc)
+    cancel_listener()
 
 
 @worker_shutdown.connect
@@ -89,22 +70,22 @@ def _close_client(**_: Any) -> None:
     set_model_client(None)
 
 
-@celery_app.task(name=GENERATE)
-def generate(job: dict[str, Any]) -> dict[str, Any]:
+@celery_app.task(name=GENERATE, bind=True)
+def generate(self: Task, job: dict[str, Any]) -> dict[str, Any]:
     """Complete ``job["content"]``, sent to the model as one user message."""
     content = job.get("content")
     if not isinstance(content, str):
         raise InvalidJob("a generate job needs 'content' (a string)")
-    return _complete([{"role": "user", "content": content}], job)
+    return _complete(self, [{"role": "user", "content": content}], job)
 
 
-@celery_app.task(name=CHAT)
-def chat(job: dict[str, Any]) -> dict[str, Any]:
+@celery_app.task(name=CHAT, bind=True)
+def chat(self: Task, job: dict[str, Any]) -> dict[str, Any]:
     """Continue the conversation in ``job["messages"]``."""
     messages = job.get("messages")
     if not isinstance(messages, list) or not messages or not all(_is_message(m) for m in messages):
         raise InvalidJob("a chat job needs 'messages': a non-empty list of {role, content} strings")
-    return _complete([{"role": m["role"], "content": m["content"]} for m in messages], job)
+    return _complete(self, [{"role": m["role"], "content": m["content"]} for m in messages], job)
 
 
 def _is_message(message: Any) -> bool:
@@ -113,7 +94,7 @@ def _is_message(message: Any) -> bool:
     )
 
 
-def _complete(messages: list[dict[str, str]], job: dict[str, Any]) -> dict[str, Any]:
+def _complete(task: Task, messages: list[dict[str, str]], job: dict[str, Any]) -> dict[str, Any]:
     meta = job.get("meta") or {}
     if not isinstance(meta, dict):
         raise InvalidJob("'meta' must be an object")
@@ -127,4 +108,25 @@ def _complete(messages: list[dict[str, str]], job: dict[str, Any]) -> dict[str, 
         )
     except (TypeError, ValueError) as exc:
         raise InvalidJob(f"invalid 'meta': {exc}") from None
-    return model_client().chat(request).as_dict()
+    job_id = task.request.id
+    if job_id is None:  # called directly, not by a worker
+        return model_client().chat(request).as_dict()
+    listener = cancel_listener()
+    with listener.running(job_id) as cancel:
+        # A cancelled job's answer (409 to its callers) was stored by DELETE /jobs/{id}:
+        # Ignore leaves it as it is, and acknowledges the message.
+        if not listener.start(job_id):
+            _report_cancelled(task, "before it started")
+        try:
+            completion = model_client().chat(request, cancel)
+        except Cancelled:
+            _report_cancelled(task, "while running")
+        if cancel.is_set():
+            _report_cancelled(task, "as it finished")
+        return completion.as_dict()
+
+
+def _report_cancelled(task: Task, when: str) -> NoReturn:
+    log.info("job %s cancelled %s", task.request.id, when)
+    task.send_event("task-revoked", terminated=when != "before it started", signum=None, expired=False)
+    raise Ignore

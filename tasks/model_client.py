@@ -6,12 +6,14 @@ of the process's threads.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +53,36 @@ class ModelServerTimeout(ModelServerError):
 
 class ModelServerRejected(ModelServerError):
     """The model server refused the request (unknown model, bad parameter); retrying cannot help."""
+
+
+class Cancelled(Exception):
+    """The job was cancelled: the model call was stopped and its connection closed."""
+
+
+class Cancel:
+    """Stops a model call from another thread: the call sees it between chunks, and
+    its connection is closed at once, so the model server stops generating."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._response: httpx.Response | None = None
+
+    def set(self) -> None:
+        with self._lock:
+            self._event.set()
+            response = self._response
+        if response is not None:
+            response.close()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def attach(self, response: httpx.Response | None) -> None:
+        with self._lock:
+            self._response = response
+        if response is not None and self._event.is_set():
+            response.close()
 
 
 class _Retryable(Exception):
@@ -151,12 +183,17 @@ class ModelClient:
         """Close the pooled connections."""
         self._http.close()
 
-    def chat(self, request: ChatRequest) -> Completion:
-        """Ask for one chat completion and return its first choice."""
+    def chat(self, request: ChatRequest, cancel: Cancel | None = None) -> Completion:
+        """Ask for one chat completion and return its first choice.
+
+        The answer is streamed, so that `cancel` can stop the call and the model server
+        sees its connection close (and stops generating) at once.
+        """
         body: dict[str, Any] = {
             "messages": request.messages,
             "temperature": request.temperature,
-            "stream": False,
+            "stream": True,
+            "stream_options": {"include_usage": True},
         }
         model = request.model or self._default_model or self._first_served_model()
         if model:
@@ -167,13 +204,12 @@ class ModelClient:
         if stop:
             body["stop"] = stop
         try:
-            data = self._send("/v1/chat/completions", body)
+            return self._send("/v1/chat/completions", body, cancel)
         except ModelServerRejected as exc:
             fitted = self._fit_to_context(exc, body)
             if fitted is None:
                 raise self._explain_rejection(exc, model) from None
-            data = self._send("/v1/chat/completions", fitted)
-        return _parse_completion(data)
+            return self._send("/v1/chat/completions", fitted, cancel)
 
     def served_models(self) -> list[str]:
         """The model ids the server lists at ``/v1/models`` (empty if it lists none)."""
@@ -225,13 +261,17 @@ class ModelClient:
             exc.status_code,
         )
 
-    def _send(self, path: str, body: dict[str, Any] | None) -> Any:
+    def _send(self, path: str, body: dict[str, Any] | None, cancel: Cancel | None = None) -> Any:
         attempt = 0
         while True:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled
             try:
-                return self._request_once(path, body)
+                if body is None:
+                    return self._get_json(path)
+                return self._stream_completion(path, body, cancel)
             except _Retryable as retry:
-                if attempt >= self._max_retries:
+                if attempt >= self._max_retries or (cancel is not None and cancel.is_set()):
                     raise retry.error from None
                 delay = self._delay(attempt, retry.retry_after)
                 log.warning("model server attempt %d failed (%s); retrying in %.2fs", attempt + 1, retry.error, delay)
@@ -244,9 +284,41 @@ class ModelClient:
         # Exponential backoff with full jitter, so retries of many jobs do not arrive together.
         return random.uniform(0, self._backoff * 2**attempt)
 
-    def _request_once(self, path: str, body: dict[str, Any] | None) -> Any:
+    def _get_json(self, path: str) -> Any:
+        with self._transport_errors():
+            response = self._http.get(path)
+        self._check_status(response)
         try:
-            response = self._http.get(path) if body is None else self._http.post(path, json=body)
+            return response.json()
+        except ValueError:
+            raise _Retryable(ModelServerFailed("model server sent an answer that is not JSON")) from None
+
+    def _stream_completion(self, path: str, body: dict[str, Any], cancel: Cancel | None) -> Completion:
+        try:
+            with self._transport_errors(), self._http.stream("POST", path, json=body) as response:
+                if cancel is not None:
+                    cancel.attach(response)
+                if response.status_code >= 400:
+                    response.read()
+                    self._check_status(response)
+                if "text/event-stream" not in response.headers.get("content-type", ""):
+                    # A server that ignores "stream" answers in one piece.
+                    response.read()
+                    return _parse_completion(_json_or_retry(response))
+                return _read_events(response, cancel)
+        except (_Retryable, ModelServerError, RuntimeError, ValueError, OSError):
+            # A connection closed by Cancel.set() fails in whichever way the read was at.
+            if cancel is not None and cancel.is_set():
+                raise Cancelled from None
+            raise
+        finally:
+            if cancel is not None:
+                cancel.attach(None)
+
+    @contextlib.contextmanager
+    def _transport_errors(self) -> Iterator[None]:
+        try:
+            yield
         except httpx.TimeoutException as exc:
             kind = "connect to" if isinstance(exc, httpx.ConnectTimeout) else "get an answer from"
             raise _Retryable(
@@ -255,19 +327,58 @@ class ModelClient:
         except httpx.TransportError as exc:
             reason = str(exc) or type(exc).__name__
             raise _Retryable(ModelServerUnavailable(f"model server unreachable at {self._url}: {reason}")) from None
-        if response.status_code >= 400:
-            detail = _error_message(response)
-            message = f"model server answered {response.status_code}: {detail}"
-            if response.status_code in RETRYABLE_STATUS:
-                raise _Retryable(ModelServerFailed(message, response.status_code), _retry_after(response))
-            if response.status_code in (401, 403):
-                # The worker's own credentials are wrong: the caller's request is not at fault.
-                raise ModelServerFailed(message, response.status_code)
-            raise ModelServerRejected(detail, response.status_code)
+
+    def _check_status(self, response: httpx.Response) -> None:
+        if response.status_code < 400:
+            return
+        detail = _error_message(response)
+        message = f"model server answered {response.status_code}: {detail}"
+        if response.status_code in RETRYABLE_STATUS:
+            raise _Retryable(ModelServerFailed(message, response.status_code), _retry_after(response))
+        if response.status_code in (401, 403):
+            # The worker's own credentials are wrong: the caller's request is not at fault.
+            raise ModelServerFailed(message, response.status_code)
+        raise ModelServerRejected(detail, response.status_code)
+
+
+def _json_or_retry(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise _Retryable(ModelServerFailed("model server sent an answer that is not JSON")) from None
+
+
+def _read_events(response: httpx.Response, cancel: Cancel | None) -> Completion:
+    """Join the server-sent chunks of a streamed chat completion (choice 0)."""
+    parts: list[str] = []
+    model = finish = None
+    usage = None
+    for line in response.iter_lines():
+        if cancel is not None and cancel.is_set():
+            raise Cancelled
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            break
         try:
-            return response.json()
+            chunk = json.loads(data)
         except ValueError:
-            raise _Retryable(ModelServerFailed("model server sent an answer that is not JSON")) from None
+            raise _Retryable(ModelServerFailed("model server sent a chunk that is not JSON")) from None
+        if "error" in chunk:
+            error = chunk["error"]
+            message = error.get("message") if isinstance(error, dict) else str(error)
+            raise _Retryable(ModelServerFailed(f"model server failed mid-answer: {message}"))
+        model = chunk.get("model") or model
+        usage = chunk.get("usage") or usage
+        for choice in chunk.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue
+            content = (choice.get("delta") or {}).get("content")
+            if content:
+                parts.append(content)
+            finish = choice.get("finish_reason") or finish
+    return Completion(content="".join(parts), model=model, finish_reason=finish, usage=usage)
 
 
 def _error_message(response: httpx.Response) -> str:

@@ -7,6 +7,7 @@ answers "echo: <last message>" so each answer can be checked against its request
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -16,7 +17,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 
@@ -46,6 +47,10 @@ class FakeModelServer:
         self.strict_models = False  # like vLLM: 404 for a model it does not serve
         self.context_size: int | None = None  # like vLLM: 400 when prompt + max_tokens exceed it
         self.failures: list[Failure] = []  # answered in turn, before any completion
+        self.chunk_delay = 0.0  # seconds between streamed chunks (the token rate)
+        self.extra_words = 0  # words added to each answer, to make it long
+        self.completed_streams = 0
+        self.disconnects = 0  # streams the client closed before the end
         self.requests: list[dict[str, Any]] = []
         self.in_flight = 0
         self.peak_in_flight = 0
@@ -102,14 +107,49 @@ class FakeModelServer:
         self.requests.append(body)
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        streaming = False
         try:
             if self.latency:
                 await asyncio.sleep(self.latency)
-            return self._answer(body)
+            answer = self._answer(body)
+            if isinstance(answer, Response):
+                return answer
+            streaming = bool(body.get("stream"))
+            if streaming:
+                return StreamingResponse(self._stream(body, *answer), media_type="text/event-stream")
+            return _whole(body.get("model") or self.models[0], *answer)
+        finally:
+            if not streaming:
+                self.in_flight -= 1
+
+    async def _stream(self, body: dict[str, Any], content: str, finish: str, usage: dict[str, int]) -> Any:
+        base = {
+            "id": f"chatcmpl-{len(self.requests)}",
+            "object": "chat.completion.chunk",
+            "model": body.get("model") or self.models[0],
+        }
+        words = content.split(" ")
+        deltas = [{"role": "assistant"}] + [{"content": w if i == 0 else " " + w} for i, w in enumerate(words)]
+        finished = False
+        try:
+            for delta in deltas:
+                yield _event({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+                if self.chunk_delay:
+                    await asyncio.sleep(self.chunk_delay)
+            yield _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+            if (body.get("stream_options") or {}).get("include_usage"):
+                yield _event({**base, "choices": [], "usage": usage})
+            yield "data: [DONE]\n\n"
+            finished = True
         finally:
             self.in_flight -= 1
+            if finished:
+                self.completed_streams += 1
+            else:
+                self.disconnects += 1
 
-    def _answer(self, body: dict[str, Any]) -> Response:
+    def _answer(self, body: dict[str, Any]) -> Response | tuple[str, str, dict[str, int]]:
+        """An error response, or the (content, finish_reason, usage) to send."""
         if self.failures:
             failure = self.failures.pop(0)
             return JSONResponse(failure.body, failure.status, headers=failure.headers)
@@ -135,26 +175,32 @@ class FakeModelServer:
         if max_tokens is not None and len(content.split()) > max_tokens:
             content = " ".join(content.split()[:max_tokens])
             finish = "length"
-        return JSONResponse(
-            {
-                "id": f"chatcmpl-{len(self.requests)}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model or self.models[0],
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": finish,
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": len(content.split()),
-                    "total_tokens": prompt_tokens + len(content.split()),
-                },
-            }
-        )
+        if self.extra_words:
+            content += " " + " ".join(f"word{i}" for i in range(self.extra_words))
+        completion_tokens = len(content.split())
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        return content, finish, usage
+
+
+def _event(chunk: dict[str, Any]) -> str:
+    return f"data: {json.dumps(chunk)}\n\n"
+
+
+def _whole(model: str, content: str, finish: str, usage: dict[str, int]) -> Response:
+    return JSONResponse(
+        {
+            "id": "chatcmpl-whole",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
+            "usage": usage,
+        }
+    )
 
 
 def _openai_error(status: int, message: str, kind: str) -> Response:

@@ -134,3 +134,57 @@ def test_jobs_expire_with_their_keys(make_stack: StackFactory, fake: FakeModelSe
         time.sleep(0.25)
     assert httpx.get(f"{stack.url}/jobs/brief-1").status_code == 404
     assert list(store.scan_iter(match=f"{config.key_prefix}*brief-1*")) == []
+
+
+def test_a_cancelled_queued_job_never_reaches_the_model_server(make_stack: StackFactory, fake: FakeModelServer) -> None:
+    stack = make_stack(workers=0)
+    for job_id in ("cancel-me", "keep-me"):
+        assert httpx.post(f"{stack.url}/generate?wait=0", json={"job_id": job_id, "content": job_id}).status_code == 202
+    cancelled = httpx.delete(f"{stack.url}/jobs/cancel-me")
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled" and cancelled.json()["finished_at"]
+    assert httpx.get(f"{stack.url}/jobs/keep-me").json()["queue_position"] == 1
+
+    stack.processes.worker(stack.env)
+    # keep-me was queued after cancel-me: once it is done, the worker has seen both.
+    assert poll(f"{stack.url}/jobs/keep-me", {"succeeded"})["status"] == "succeeded"
+    assert [c["messages"][0]["content"] for c in fake.completions] == ["keep-me"]
+    assert httpx.get(f"{stack.url}/jobs/cancel-me").json()["status"] == "cancelled"
+    # Asking for the cancelled job again answers that it was cancelled.
+    again = httpx.post(f"{stack.url}/generate", json={"job_id": "cancel-me", "content": "cancel-me"}, timeout=30)
+    assert again.status_code == 409 and "cancelled" in again.json()["detail"]
+
+
+def test_a_cancelled_running_job_stops_and_its_caller_is_answered(stack: Stack, fake: FakeModelServer) -> None:
+    fake.chunk_delay = 0.05
+    fake.extra_words = 400  # a 20 s answer
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response, int]:
+        async with httpx.AsyncClient(base_url=stack.url, timeout=60) as client:
+            waiting = asyncio.create_task(client.post("/generate", json={"job_id": "long-1", "content": "go on"}))
+            while fake.in_flight == 0:  # noqa: ASYNC110 - the fake server runs in another thread
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.3)  # a few chunks in
+            cancel = await client.delete("/jobs/long-1")
+            answer = await waiting
+            for _ in range(100):  # the model server sees the connection close
+                if fake.disconnects:
+                    break
+                await asyncio.sleep(0.05)
+            return cancel, answer, fake.disconnects
+
+    cancel, answer, disconnects = asyncio.run(scenario())
+    assert cancel.status_code == 200 and cancel.json()["status"] == "cancelled"
+    assert cancel.json()["started_at"] is not None
+    assert answer.status_code == 409 and "long-1 was cancelled" in answer.json()["detail"]
+    assert disconnects == 1 and fake.completed_streams == 0
+    time.sleep(0.5)  # the worker must not overwrite the cancelled result
+    assert httpx.get(f"{stack.url}/jobs/long-1").json()["status"] == "cancelled"
+
+
+def test_cancelling_a_finished_or_unknown_job(stack: Stack, fake: FakeModelServer) -> None:
+    assert httpx.post(f"{stack.url}/generate", json={"job_id": "done-1", "content": "x"}, timeout=30).status_code == 200
+    finished = httpx.delete(f"{stack.url}/jobs/done-1")
+    assert finished.status_code == 409 and "succeeded" in finished.json()["detail"]
+    assert httpx.get(f"{stack.url}/jobs/done-1").json()["status"] == "succeeded"
+    assert httpx.delete(f"{stack.url}/jobs/nobody").status_code == 404

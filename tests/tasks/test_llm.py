@@ -39,14 +39,19 @@ class Recorder:
 
 
 def completion(content: str) -> httpx.Response:
-    return httpx.Response(
-        200,
-        json={
-            "model": "m",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
-        },
+    """A streamed answer, as vLLM and llama.cpp send it: role, content pieces, finish, usage."""
+    words = content.split(" ")
+    pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
+    chunks = [{"model": "m", "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}]
+    chunks += [
+        {"model": "m", "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]} for p in pieces
+    ]
+    chunks.append({"model": "m", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    chunks.append(
+        {"model": "m", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
     )
+    body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+    return httpx.Response(200, content=body.encode(), headers={"content-type": "text/event-stream"})
 
 
 def error(status: int, message: str, **headers: str) -> httpx.Response:
@@ -82,7 +87,8 @@ def test_generate_sends_content_as_one_user_message_with_meta_mapped(install: An
             "max_tokens": 1000,
             "stop": ["stop"],
             "model": "gpt-model",
-            "stream": False,
+            "stream": True,
+            "stream_options": {"include_usage": True},
         }
     ]
 
@@ -103,6 +109,24 @@ def test_chat_sends_messages_as_given(install: Any) -> None:
         "finish_reason": "stop",
         "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
     }
+
+
+def test_a_server_that_answers_in_one_piece_is_understood(install: Any) -> None:
+    whole = {
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "all at once"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4},
+    }
+    install(Recorder(httpx.Response(200, json=whole)))
+    assert llm.generate({"meta": META, "content": "x"})["content"] == "all at once"
+
+
+def test_an_error_in_the_middle_of_the_stream_is_retried(install: Any) -> None:
+    broken = 'data: {"choices": [{"index": 0, "delta": {"content": "par"}}]}\n\ndata: {"error": {"message": "oom"}}\n\n'
+    model = Recorder(httpx.Response(200, content=broken.encode(), headers={"content-type": "text/event-stream"}))
+    install(model)
+    assert llm.generate({"meta": META, "content": "whole"})["content"] == "echo: whole"
+    assert len(model.bodies) == 2
 
 
 def test_no_model_uses_the_configured_default_then_the_first_served(install: Any) -> None:
