@@ -71,7 +71,11 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     ]
     for path, row in d.items():
         out.append(f"| {path} | {row['throughput_1_worker']} | {row['throughput_2_workers']} | {row['scaling']} |")
-    out += ["", "(e) time to first token: not measured yet (the system does not stream yet).", ""]
+    out += [
+        "",
+        "(e) time to first token: not measured yet (the system does not stream answers to its clients yet).",
+        "",
+    ]
     out += ["Targets", ""] + [f"- {line}" for line in targets(rows)]
     return "\n".join(out) + "\n"
 
