@@ -62,6 +62,15 @@ class Connection:
                 length = int(value)
         return status, await self._reader.readexactly(length)
 
+    async def status_of(self, body: bytes) -> int:
+        """The status of one request; 0 when it got no answer (the connection is then closed)."""
+        try:
+            status, _ = await self.post(body)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            self.close()
+            return 0
+        return status
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
@@ -88,12 +97,7 @@ async def closed_loop(url: str, body: dict[str, Any], clients: int, requests: in
             while remaining > 0:
                 remaining -= 1
                 started = time.perf_counter()
-                try:
-                    status, _ = await connection.post(payload)
-                except (OSError, asyncio.IncompleteReadError, ValueError):
-                    connection.close()
-                    status = 0
-                outcome.record(started, status)
+                outcome.record(started, await connection.status_of(payload))
         finally:
             connection.close()
 
@@ -121,11 +125,7 @@ async def for_duration(url: str, body: dict[str, Any], clients: int, seconds: fl
         try:
             while time.perf_counter() < stop_at:
                 started = time.perf_counter()
-                try:
-                    status, _ = await connection.post(payload)
-                except (OSError, asyncio.IncompleteReadError, ValueError):
-                    connection.close()
-                    status = 0
+                status = await connection.status_of(payload)
                 if time.perf_counter() <= stop_at:
                     outcome.record(started, status)
         finally:
@@ -146,12 +146,9 @@ async def open_loop(url: str, body: dict[str, Any], rate: float, seconds: float)
     async def one() -> None:
         connection = idle.pop() if idle else Connection(url)
         started = time.perf_counter()
-        try:
-            status, _ = await connection.post(payload)
+        status = await connection.status_of(payload)
+        if status:
             idle.append(connection)
-        except (OSError, asyncio.IncompleteReadError, ValueError):
-            connection.close()
-            status = 0
         outcome.record(started, status)
 
     started = time.perf_counter()
