@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from api.job_status import job_status_router
 from api.jobs import JobRunner
+from api.openai_compat import openai_router
 from api.schemas import ChatCompletionRequest, CompletionResponse, GenerateRequest, JobAccepted
 from settings import Config
 
@@ -75,4 +76,5 @@ def get_router(config: Config) -> APIRouter:
         return await answer(request, CHAT_TASK, body.job_id, body.model_dump(exclude={"job_id"}), wait, prefer)
 
     router.include_router(job_status_router(runner))
+    router.include_router(openai_router(runner, config))
     return router

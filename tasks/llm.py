@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 GENERATE = "llm.generate"
 CHAT = "llm.chat"
+MODELS = "llm.models"
+# OpenAI parameters passed to the model server as given, when a job brings them.
+SAMPLING = frozenset({"top_p", "seed", "n", "presence_penalty", "frequency_penalty"})
 
 _client: ModelClient | None = None
 _client_lock = threading.Lock()
@@ -105,6 +108,7 @@ def _complete(task: Task, messages: list[dict[str, str]], job: dict[str, Any]) -
             tokens_limit=None if meta.get("tokens_limit") is None else int(meta["tokens_limit"]),
             stop_words=[str(word) for word in meta.get("stop_words") or []],
             model=meta.get("model") or None,
+            sampling=_sampling(meta.get("sampling")),
         )
     except (TypeError, ValueError) as exc:
         raise InvalidJob(f"invalid 'meta': {exc}") from None
@@ -124,6 +128,20 @@ def _complete(task: Task, messages: list[dict[str, str]], job: dict[str, Any]) -
         if cancel.is_set():
             _report_cancelled(task, "as it finished")
         return completion.as_dict()
+
+
+def _sampling(given: Any) -> dict[str, Any]:
+    if not given:
+        return {}
+    if not isinstance(given, dict) or not set(given) <= SAMPLING:
+        raise ValueError(f"'sampling' takes only {', '.join(sorted(SAMPLING))}")
+    return {key: value for key, value in given.items() if value is not None}
+
+
+@celery_app.task(name=MODELS)
+def models(_job: dict[str, Any]) -> dict[str, Any]:
+    """The models the model server serves (its /v1/models); the job is empty."""
+    return {"models": model_client().served_models()}
 
 
 def _report_cancelled(task: Task, when: str) -> NoReturn:

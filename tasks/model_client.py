@@ -93,20 +93,24 @@ class _Retryable(Exception):
 
 @dataclass
 class Completion:
-    """What a chat completion produced."""
+    """What a chat completion produced: every choice (more than one with ``n``)."""
 
-    content: str
+    choices: list[dict[str, Any]]  # index, content, finish_reason
     model: str | None
-    finish_reason: str | None
     usage: dict[str, Any] | None
 
+    @property
+    def content(self) -> str:
+        return str(self.choices[0]["content"]) if self.choices else ""
+
     def as_dict(self) -> dict[str, Any]:
-        """JSON-able form, as tasks return it."""
+        """JSON-able form, as tasks return it: choice 0 first-class, as the spec's endpoints use it."""
         return {
             "content": self.content,
             "model": self.model,
-            "finish_reason": self.finish_reason,
+            "finish_reason": self.choices[0]["finish_reason"] if self.choices else None,
             "usage": self.usage,
+            "choices": self.choices,
         }
 
 
@@ -119,6 +123,7 @@ class ChatRequest:
     tokens_limit: int | None = 8096
     stop_words: list[str] = field(default_factory=list)
     model: str | None = None
+    sampling: dict[str, Any] = field(default_factory=dict)  # top_p, seed, n, penalties: passed as given
 
 
 # How servers say that prompt + max_tokens exceed the context window.
@@ -203,6 +208,7 @@ class ModelClient:
         stop = [word for word in request.stop_words if word]
         if stop:
             body["stop"] = stop
+        body.update(request.sampling)
         try:
             return self._send("/v1/chat/completions", body, cancel)
         except ModelServerRejected as exc:
@@ -349,9 +355,10 @@ def _json_or_retry(response: httpx.Response) -> Any:
 
 
 def _read_events(response: httpx.Response, cancel: Cancel | None) -> Completion:
-    """Join the server-sent chunks of a streamed chat completion (choice 0)."""
-    parts: list[str] = []
-    model = finish = None
+    """Join the server-sent chunks of a streamed chat completion, per choice."""
+    parts: dict[int, list[str]] = {}
+    finishes: dict[int, str | None] = {}
+    model = None
     usage = None
     for line in response.iter_lines():
         if cancel is not None and cancel.is_set():
@@ -372,13 +379,17 @@ def _read_events(response: httpx.Response, cancel: Cancel | None) -> Completion:
         model = chunk.get("model") or model
         usage = chunk.get("usage") or usage
         for choice in chunk.get("choices") or []:
-            if choice.get("index", 0) != 0:
-                continue
+            index = int(choice.get("index", 0))
             content = (choice.get("delta") or {}).get("content")
+            parts.setdefault(index, [])
             if content:
-                parts.append(content)
-            finish = choice.get("finish_reason") or finish
-    return Completion(content="".join(parts), model=model, finish_reason=finish, usage=usage)
+                parts[index].append(content)
+            finishes[index] = choice.get("finish_reason") or finishes.get(index)
+    choices = [
+        {"index": index, "content": "".join(parts[index]), "finish_reason": finishes.get(index)}
+        for index in sorted(parts)
+    ]
+    return Completion(choices=choices or [{"index": 0, "content": "", "finish_reason": None}], model=model, usage=usage)
 
 
 def _error_message(response: httpx.Response) -> str:
@@ -410,13 +421,16 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 def _parse_completion(data: Any) -> Completion:
     try:
-        choice = data["choices"][0]
-        message = choice["message"]
-    except (KeyError, IndexError, TypeError):
-        raise ModelServerFailed("model server sent an answer without choices[0].message") from None
-    return Completion(
-        content=message.get("content") or "",
-        model=data.get("model"),
-        finish_reason=choice.get("finish_reason"),
-        usage=data.get("usage"),
-    )
+        choices = [
+            {
+                "index": int(choice.get("index", i)),
+                "content": choice["message"].get("content") or "",
+                "finish_reason": choice.get("finish_reason"),
+            }
+            for i, choice in enumerate(data["choices"])
+        ]
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise ModelServerFailed("model server sent an answer without choices[].message") from None
+    if not choices:
+        raise ModelServerFailed("model server sent an answer without choices")
+    return Completion(choices=choices, model=data.get("model"), usage=data.get("usage"))

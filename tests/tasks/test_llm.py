@@ -108,7 +108,39 @@ def test_chat_sends_messages_as_given(install: Any) -> None:
         "model": "m",
         "finish_reason": "stop",
         "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+        "choices": [{"index": 0, "content": "echo: Artificial Intelligence is...", "finish_reason": "stop"}],
     }
+
+
+def test_sampling_parameters_are_passed_on_and_every_choice_is_kept(install: Any) -> None:
+    two = [
+        {"choices": [{"index": 0, "delta": {"content": "first"}}]},
+        {"choices": [{"index": 1, "delta": {"content": "second"}}]},
+        {
+            "choices": [
+                {"index": 0, "delta": {}, "finish_reason": "stop"},
+                {"index": 1, "delta": {}, "finish_reason": "length"},
+            ]
+        },
+    ]
+    stream = "".join(f"data: {json.dumps(c)}\n\n" for c in two) + "data: [DONE]\n\n"
+    model = Recorder(httpx.Response(200, content=stream.encode(), headers={"content-type": "text/event-stream"}))
+    install(model)
+    result = llm.chat(
+        {"meta": {"sampling": {"n": 2, "seed": 7, "top_p": 0.9}}, "messages": [{"role": "user", "content": "x"}]}
+    )
+    assert (model.bodies[0]["n"], model.bodies[0]["seed"], model.bodies[0]["top_p"]) == (2, 7, 0.9)
+    assert result["content"] == "first"
+    assert result["choices"] == [
+        {"index": 0, "content": "first", "finish_reason": "stop"},
+        {"index": 1, "content": "second", "finish_reason": "length"},
+    ]
+
+
+def test_unknown_sampling_parameters_are_refused(install: Any) -> None:
+    install(Recorder())
+    with pytest.raises(llm.InvalidJob, match="'sampling' takes only"):
+        llm.chat({"meta": {"sampling": {"logit_bias": {}}}, "messages": [{"role": "user", "content": "x"}]})
 
 
 def test_a_server_that_answers_in_one_piece_is_understood(install: Any) -> None:

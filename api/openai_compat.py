@@ -1,0 +1,154 @@
+"""OpenAI-compatible endpoints: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``.
+
+Each request is a job on the same queue and workers as ``/generate``; the
+``Idempotency-Key`` header plays the role of ``job_id``. Errors come in OpenAI's
+format (``{"error": {"message", "type", "param", "code"}}``) with the status codes
+the ``openai`` client maps to its exception classes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+from api.jobs import JobRunner
+from api.openai_schemas import ChatCompletionsRequest, CompletionsRequest, ErrorBody, ModelCard, ModelList
+from api.schemas import new_job_id
+from settings import Config
+
+CHAT_TASK = "llm.chat"
+GENERATE_TASK = "llm.generate"
+MODELS_TASK = "llm.models"
+MODELS_CACHE_SECONDS = 30
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    502: "model_server_error",
+    503: "service_unavailable_error",
+    504: "timeout_error",
+}
+
+IdempotencyKey = Annotated[str | None, Header(description="plays the role of job_id: one job per key")]
+
+
+def openai_error(
+    status: int, message: str, param: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
+    """An error in OpenAI's format."""
+    body = {"error": {"message": message, "type": ERROR_TYPES.get(status, "api_error"), "param": param, "code": status}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class OpenAIRoute(APIRoute):
+    """A route whose every error, validation included, is answered in OpenAI's format."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                first = exc.errors()[0]
+                param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
+                return openai_error(400, f"{param or 'body'}: {first.get('msg')}", param)
+            except HTTPException as exc:
+                return openai_error(exc.status_code, str(exc.detail), headers=exc.headers)
+
+        return route
+
+
+def _usage(result: dict[str, Any]) -> dict[str, Any]:
+    usage = result.get("usage") or {}
+    return {
+        "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+        "completion_tokens": int(usage.get("completion_tokens") or 0),
+        "total_tokens": int(usage.get("total_tokens") or 0),
+    }
+
+
+def _choices(result: dict[str, Any]) -> list[dict[str, Any]]:
+    default = {"index": 0, "content": result.get("content", ""), "finish_reason": result.get("finish_reason")}
+    return result.get("choices") or [default]
+
+
+def openai_router(runner: JobRunner, config: Config) -> APIRouter:
+    """The OpenAI-compatible endpoints of the gateway served by `runner`."""
+    router = APIRouter(prefix="/v1", route_class=OpenAIRoute, tags=["openai"], responses={400: {"model": ErrorBody}})
+
+    def refuse_stream(stream: bool) -> None:
+        if stream:
+            raise HTTPException(400, "stream: streaming answers are not available yet; send stream=false")
+
+    @router.post("/chat/completions")
+    async def chat_completions(body: ChatCompletionsRequest, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+        """OpenAI's chat completion, run as an ``llm.chat`` job."""
+        refuse_stream(body.stream)
+        job_id = idempotency_key or new_job_id()
+        job = {
+            "meta": body.meta(body.max_completion_tokens or body.max_tokens),
+            "messages": [message.model_dump() for message in body.messages],
+        }
+        result = await runner.run(CHAT_TASK, job_id, job, config.wait_timeout)
+        return {
+            "id": f"chatcmpl-{job_id}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": result.get("model") or body.model or "",
+            "choices": [
+                {
+                    "index": choice["index"],
+                    "message": {"role": "assistant", "content": choice["content"]},
+                    "finish_reason": choice["finish_reason"] or "stop",
+                    "logprobs": None,
+                }
+                for choice in _choices(result)
+            ],
+            "usage": _usage(result),
+        }
+
+    @router.post("/completions")
+    async def completions(body: CompletionsRequest, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+        """OpenAI's text completion, run as an ``llm.generate`` job (the prompt as one user message)."""
+        refuse_stream(body.stream)
+        job_id = idempotency_key or new_job_id()
+        job = {"meta": body.meta(body.max_tokens), "content": body.prompt}
+        result = await runner.run(GENERATE_TASK, job_id, job, config.wait_timeout)
+        return {
+            "id": f"cmpl-{job_id}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": result.get("model") or body.model or "",
+            "choices": [
+                {
+                    "index": choice["index"],
+                    "text": choice["content"],
+                    "finish_reason": choice["finish_reason"] or "stop",
+                    "logprobs": None,
+                }
+                for choice in _choices(result)
+            ],
+            "usage": _usage(result),
+        }
+
+    @router.get("/models", response_model=ModelList)
+    async def models() -> ModelList:
+        """The models the workers' model server serves (asked through the queue, kept 30 s)."""
+        window = int(time.time() // MODELS_CACHE_SECONDS)
+        wait = min(config.wait_timeout, 30.0)
+        result = await runner.run(MODELS_TASK, f"models-{window}", {}, wait)
+        return ModelList(data=[ModelCard(id=name) for name in result.get("models", [])])
+
+    return router

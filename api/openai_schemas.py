@@ -1,0 +1,80 @@
+"""OpenAI's request and response bodies, for the clients written against OpenAI's API."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class OpenAIMessage(BaseModel):
+    role: str = Field(min_length=1)
+    content: str
+
+
+class _Sampling(BaseModel):
+    model: str | None = Field(None, description="the model; the deployment's default when omitted")
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(1, ge=1, le=16)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    stream: bool = False
+    user: str | None = None
+
+    def meta(self, max_tokens: int | None) -> dict[str, Any]:
+        """The job's ``meta``, as the spec's endpoints send it, plus the sampling parameters."""
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        sampling = {
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "n": self.n if self.n != 1 else None,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+        }
+        return {
+            "temperature": self.temperature,
+            "tokens_limit": max_tokens,
+            "stop_words": stop,
+            "model": self.model,
+            "sampling": {k: v for k, v in sampling.items() if v is not None},
+        }
+
+
+class ChatCompletionsRequest(_Sampling):
+    """Body of ``POST /v1/chat/completions``."""
+
+    messages: list[OpenAIMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+
+class CompletionsRequest(_Sampling):
+    """Body of ``POST /v1/completions`` (one prompt, sent to the model as one user message)."""
+
+    prompt: str
+
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | int | None = None
+
+
+class ErrorBody(BaseModel):
+    error: OpenAIError
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "llm-api"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
