@@ -136,6 +136,10 @@ class Config(BaseSettings):
         """The Redis sorted set of accepted jobs not yet started, by time accepted."""
         return f"{self.key_prefix}queued"
 
+    def stream_key(self, job_id: str) -> str:
+        """The Redis stream a streamed job's answer is relayed through, piece by piece."""
+        return f"{self.key_prefix}stream:{job_id}"
+
     @property
     def cancel_channel(self) -> str:
         """The Redis pub/sub channel cancellations are announced on (job ids)."""

@@ -6,13 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.job_status import job_status_router
 from api.jobs import JobRunner
 from api.openai_compat import openai_router
 from api.schemas import ChatCompletionRequest, CompletionResponse, GenerateRequest, JobAccepted
+from api.streaming import open_stream, sse, stream_response
 from settings import Config
 
 GENERATE_TASK = "llm.generate"
@@ -32,6 +33,24 @@ Wait = Annotated[
     Query(ge=0, description="seconds to wait for the answer (at most WAIT_TIMEOUT); 0: answer 202 at once"),
 ]
 Prefer = Annotated[str | None, Header(description="`respond-async`: answer 202 at once")]
+Accept = Annotated[str | None, Header(description="`text/event-stream`: stream the answer")]
+
+
+def spec_stream(runner: JobRunner, job_id: str, events: Any) -> StreamingResponse:
+    """The spec endpoints' events: ``data: {"job_id", "content"}`` per piece, then
+    ``event: done`` with the whole answer, or ``event: error`` with its status."""
+
+    def render(event: dict[str, Any]) -> list[str]:
+        if "end" in event:
+            end = event["end"]
+            done = {"job_id": job_id, "content": end.get("content", ""), "finish_reason": end.get("finish_reason")}
+            return [sse(done, "done")]
+        return [sse({"job_id": job_id, "content": event["text"]})] if event["index"] == 0 else []
+
+    def render_error(exc: HTTPException) -> str:
+        return sse({"job_id": job_id, "status": exc.status_code, "detail": exc.detail}, "error")
+
+    return stream_response(runner, job_id, events, render, render_error)
 
 
 def get_router(config: Config) -> APIRouter:
@@ -50,8 +69,17 @@ def get_router(config: Config) -> APIRouter:
     router = APIRouter(lifespan=lifespan, responses=ERROR_RESPONSES)
 
     async def answer(
-        request: Request, task: str, job_id: str, job: dict[str, Any], wait: float | None, prefer: str | None
-    ) -> CompletionResponse | JSONResponse:
+        request: Request,
+        task: str,
+        body: GenerateRequest | ChatCompletionRequest,
+        wait: float | None,
+        prefer: str | None,
+        accept: str | None,
+    ) -> CompletionResponse | Response:
+        job_id = body.job_id
+        job = body.model_dump(exclude={"job_id", "stream"})
+        if body.stream or "text/event-stream" in (accept or ""):
+            return spec_stream(runner, job_id, await open_stream(runner, task, job_id, job))
         seconds = config.wait_timeout if wait is None else min(wait, config.wait_timeout)
         if seconds == 0 or "respond-async" in (prefer or "").lower():
             await runner.submit(task, job_id, job)
@@ -63,17 +91,17 @@ def get_router(config: Config) -> APIRouter:
 
     @router.post("/generate", response_model=CompletionResponse, tags=["generation"])
     async def generate(
-        request: Request, body: GenerateRequest, wait: Wait = None, prefer: Prefer = None
-    ) -> CompletionResponse | JSONResponse:
+        request: Request, body: GenerateRequest, wait: Wait = None, prefer: Prefer = None, accept: Accept = None
+    ) -> CompletionResponse | Response:
         """Generate one message from `content`."""
-        return await answer(request, GENERATE_TASK, body.job_id, body.model_dump(exclude={"job_id"}), wait, prefer)
+        return await answer(request, GENERATE_TASK, body, wait, prefer, accept)
 
     @router.post("/chat_completion", response_model=CompletionResponse, tags=["generation"])
     async def chat_completion(
-        request: Request, body: ChatCompletionRequest, wait: Wait = None, prefer: Prefer = None
-    ) -> CompletionResponse | JSONResponse:
+        request: Request, body: ChatCompletionRequest, wait: Wait = None, prefer: Prefer = None, accept: Accept = None
+    ) -> CompletionResponse | Response:
         """Continue the conversation in `messages`."""
-        return await answer(request, CHAT_TASK, body.job_id, body.model_dump(exclude={"job_id"}), wait, prefer)
+        return await answer(request, CHAT_TASK, body, wait, prefer, accept)
 
     router.include_router(job_status_router(runner))
     router.include_router(openai_router(runner, config))

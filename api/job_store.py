@@ -56,8 +56,12 @@ STATES = {"SUCCESS": "succeeded", "FAILURE": "failed", "REVOKED": "cancelled"}
 
 
 def fingerprint(task_name: str, job: dict[str, Any]) -> str:
-    """What makes two requests the same job: the task and the body, canonically."""
-    canonical = json.dumps([task_name, job], sort_keys=True, separators=(",", ":"))
+    """What makes two requests the same job: the task and the body, canonically.
+
+    Whether the answer is streamed is not part of it: a job asked for again may be
+    streamed or not, whichever way it first ran."""
+    same = {key: value for key, value in job.items() if key != "stream"}
+    canonical = json.dumps([task_name, same], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

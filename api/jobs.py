@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import redis.asyncio as aioredis
 from fastapi import HTTPException
+from redis.exceptions import RedisError
 
-from api.errors import JobCancelled, JobConflict, JobFailed, JobTimedOut, error_for_failure
+from api.errors import (
+    JobCancelled,
+    JobConflict,
+    JobFailed,
+    JobTimedOut,
+    ResultStoreUnavailable,
+    error_for_failure,
+)
 from api.job_queue import JobQueue
 from api.job_store import JobStore
 from api.result_waiter import ResultWaiter, redis_client
 from settings import Config
 
 log = logging.getLogger(__name__)
+
+STREAM_POLL_MS = 200  # how long one read of a job's stream waits for a new piece
 
 
 class JobRunner:
@@ -25,6 +37,10 @@ class JobRunner:
     def __init__(self, config: Config) -> None:
         self._config = config
         self._redis = redis_client(config)
+        # Stream readers block in XREAD: their own pool, so they never starve the others.
+        self._stream_reader = aioredis.Redis.from_url(
+            config.redis_url, max_connections=100_000, socket_connect_timeout=config.redis_connect_timeout
+        )
         self._queue = JobQueue(config)
         self._waiter = ResultWaiter(config, self._redis)
         self.store = JobStore(config, self._redis)
@@ -39,6 +55,7 @@ class JobRunner:
         finally:
             await self._waiter.close()
             await self._redis.aclose(close_connection_pool=True)
+            await self._stream_reader.aclose()
             self._queue.close()
 
     async def submit(self, task_name: str, job_id: str, job: dict[str, Any]) -> None:
@@ -62,6 +79,40 @@ class JobRunner:
                     headers={"Location": f"/jobs/{job_id}"},
                 ) from None
         return outcome(job_id, meta)
+
+    async def stream(self, task_name: str, job_id: str, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Queue the job (once per job_id) and yield its answer as it is produced.
+
+        Yields ``{"accepted": True}`` once the job is queued (errors before that are
+        raised as usual), then ``{"index", "text"}`` per piece, then ``{"end": result}``.
+        A job that fails raises its HTTP error from the iteration.
+        """
+        key = self._config.stream_key(job_id)
+        async with self._waiter.watch(job_id, read_stored=False) as result:
+            if not await self._claim_and_queue(task_name, job_id, {**job, "stream": True}):
+                await self._waiter.read_stored(job_id)
+            yield {"accepted": True}
+            last = "0-0"  # from the start: a late or returning reader misses nothing
+            while True:
+                try:
+                    entries = await self._stream_reader.xread({key: last}, block=STREAM_POLL_MS, count=256)
+                except (RedisError, OSError):
+                    raise ResultStoreUnavailable("result store (Redis) unavailable") from None
+                for _, items in entries:
+                    for entry_id, fields in items:
+                        last = entry_id
+                        if b"end" in fields:
+                            yield {"end": json.loads(fields[b"end"])}
+                            return
+                        yield {"index": int(fields[b"i"]), "text": fields[b"t"].decode()}
+                if not entries and result.done():
+                    # Finished without an end entry: it failed or was cancelled (raised
+                    # here), or it ran unstreamed (a job_id sent before without stream).
+                    answer = outcome(job_id, result.result())
+                    for choice in answer.get("choices") or [{"index": 0, "content": answer["content"]}]:
+                        yield {"index": choice["index"], "text": choice["content"]}
+                    yield {"end": answer}
+                    return
 
     async def _claim_and_queue(self, task_name: str, job_id: str, job: dict[str, Any]) -> bool:
         """True when this request claimed the job_id and queued the job."""

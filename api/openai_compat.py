@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute
 from api.jobs import JobRunner
 from api.openai_schemas import ChatCompletionsRequest, CompletionsRequest, ErrorBody, ModelCard, ModelList
 from api.schemas import new_job_id
+from api.streaming import open_stream, sse, stream_response
 from settings import Config
 
 CHAT_TASK = "llm.chat"
@@ -88,19 +89,60 @@ def openai_router(runner: JobRunner, config: Config) -> APIRouter:
     """The OpenAI-compatible endpoints of the gateway served by `runner`."""
     router = APIRouter(prefix="/v1", route_class=OpenAIRoute, tags=["openai"], responses={400: {"model": ErrorBody}})
 
-    def refuse_stream(stream: bool) -> None:
-        if stream:
-            raise HTTPException(400, "stream: streaming answers are not available yet; send stream=false")
+    async def streamed(task: str, job_id: str, job: dict[str, Any], body: Any, kind: str) -> Response:
+        """OpenAI's chunk format: one chunk per piece, the finish reasons, usage if asked, [DONE]."""
+        events = await open_stream(runner, task, job_id, job)
+        base = {"id": f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{job_id}", "created": int(time.time())}
+        base["object"] = "chat.completion.chunk" if kind == "chat" else "text_completion"
+        model = body.model or ""
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        started: set[int] = set()
 
-    @router.post("/chat/completions")
-    async def chat_completions(body: ChatCompletionsRequest, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
-        """OpenAI's chat completion, run as an ``llm.chat`` job."""
-        refuse_stream(body.stream)
+        def piece(index: int, text: str | None, finish: str | None) -> dict[str, Any]:
+            if kind != "chat":
+                return {"index": index, "text": text or "", "finish_reason": finish, "logprobs": None}
+            delta: dict[str, Any] = {} if text is None else {"content": text}
+            if text is not None and index not in started:
+                started.add(index)
+                delta["role"] = "assistant"
+            return {"index": index, "delta": delta, "finish_reason": finish}
+
+        def render(event: dict[str, Any]) -> list[str]:
+            if "end" not in event:
+                return [sse({**base, "model": model, "choices": [piece(event["index"], event["text"], None)]})]
+            end = event["end"]
+            final_model = end.get("model") or model
+            ends = [piece(c["index"], None, c["finish_reason"] or "stop") for c in _choices(end)]
+            out = [sse({**base, "model": final_model, "choices": ends})]
+            if include_usage:
+                out.append(sse({**base, "model": final_model, "choices": [], "usage": _usage(end)}))
+            return [*out, "data: [DONE]\n\n"]
+
+        def render_error(exc: HTTPException) -> str:
+            return sse(
+                {
+                    "error": {
+                        "message": str(exc.detail),
+                        "type": ERROR_TYPES.get(exc.status_code, "api_error"),
+                        "code": exc.status_code,
+                    }
+                }
+            )
+
+        return stream_response(runner, job_id, events, render, render_error)
+
+    @router.post("/chat/completions", response_model=None)
+    async def chat_completions(
+        body: ChatCompletionsRequest, idempotency_key: IdempotencyKey = None
+    ) -> dict[str, Any] | Response:
+        """OpenAI's chat completion, run as an ``llm.chat`` job; streamed with ``stream: true``."""
         job_id = idempotency_key or new_job_id()
         job = {
             "meta": body.meta(body.max_completion_tokens or body.max_tokens),
             "messages": [message.model_dump() for message in body.messages],
         }
+        if body.stream:
+            return await streamed(CHAT_TASK, job_id, job, body, "chat")
         result = await runner.run(CHAT_TASK, job_id, job, config.wait_timeout)
         return {
             "id": f"chatcmpl-{job_id}",
@@ -119,12 +161,15 @@ def openai_router(runner: JobRunner, config: Config) -> APIRouter:
             "usage": _usage(result),
         }
 
-    @router.post("/completions")
-    async def completions(body: CompletionsRequest, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
+    @router.post("/completions", response_model=None)
+    async def completions(
+        body: CompletionsRequest, idempotency_key: IdempotencyKey = None
+    ) -> dict[str, Any] | Response:
         """OpenAI's text completion, run as an ``llm.generate`` job (the prompt as one user message)."""
-        refuse_stream(body.stream)
         job_id = idempotency_key or new_job_id()
         job = {"meta": body.meta(body.max_tokens), "content": body.prompt}
+        if body.stream:
+            return await streamed(GENERATE_TASK, job_id, job, body, "completion")
         result = await runner.run(GENERATE_TASK, job_id, job, config.wait_timeout)
         return {
             "id": f"cmpl-{job_id}",

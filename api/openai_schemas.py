@@ -23,6 +23,7 @@ class _Sampling(BaseModel):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     stream: bool = False
+    stream_options: dict[str, Any] | None = None
     user: str | None = None
 
     def meta(self, max_tokens: int | None) -> dict[str, Any]:

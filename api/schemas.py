@@ -35,6 +35,7 @@ class GenerateRequest(BaseModel):
     job_id: str = Field(default_factory=new_job_id, min_length=1, description="unique id of the job")
     meta: Meta = Field(default_factory=Meta)
     content: str = Field(description="the input text")
+    stream: bool = Field(False, description="answer as server-sent events, piece by piece")
 
 
 class ChatCompletionRequest(BaseModel):
@@ -43,6 +44,7 @@ class ChatCompletionRequest(BaseModel):
     job_id: str = Field(default_factory=new_job_id, min_length=1, description="unique id of the job")
     meta: Meta = Field(default_factory=Meta)
     messages: list[Message] = Field(min_length=1, description="the conversation so far")
+    stream: bool = Field(False, description="answer as server-sent events, piece by piece")
 
 
 class CompletionResponse(BaseModel):

@@ -36,12 +36,12 @@ class CancelListener:
     """Knows the jobs running in this process, and stops those the cancel channel names."""
 
     def __init__(self, config: Config) -> None:
-        self._config = config
+        self.config = config
         self._running: dict[str, Cancel] = {}
         self._lock = threading.Lock()
         options = {"socket_connect_timeout": config.redis_connect_timeout}
-        self._commands = redis.Redis.from_url(config.redis_url, socket_timeout=config.redis_connect_timeout, **options)
-        self._mark = self._commands.register_script(MARK_STARTED)
+        self.commands = redis.Redis.from_url(config.redis_url, socket_timeout=config.redis_connect_timeout, **options)
+        self._mark = self.commands.register_script(MARK_STARTED)
         # The listening connection waits as long as it takes; redis-py pings it when idle.
         self._listening = redis.Redis.from_url(config.redis_url, health_check_interval=10, **options)
         self._thread = threading.Thread(target=self._listen_forever, name="cancel-listener", daemon=True)
@@ -61,7 +61,7 @@ class CancelListener:
 
     def start(self, job_id: str) -> bool:
         """Mark the job started; False when it was cancelled before it could start."""
-        config = self._config
+        config = self.config
         try:
             cancelled = self._mark(
                 keys=[config.job_key(job_id), config.queued_key], args=[repr(time.time()), config.job_ttl, job_id]
@@ -72,7 +72,7 @@ class CancelListener:
         return not cancelled
 
     def _listen_forever(self) -> None:
-        channel = self._config.cancel_channel
+        channel = self.config.cancel_channel
         while True:
             try:
                 pubsub = self._listening.pubsub(ignore_subscribe_messages=True)

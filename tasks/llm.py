@@ -14,6 +14,7 @@ from settings import Config
 from tasks.app import celery_app
 from tasks.cancellation import CancelListener
 from tasks.model_client import Cancelled, ChatRequest, ModelClient
+from tasks.relay import Relay
 
 log = logging.getLogger(__name__)
 
@@ -121,12 +122,17 @@ def _complete(task: Task, messages: list[dict[str, str]], job: dict[str, Any]) -
         # Ignore leaves it as it is, and acknowledges the message.
         if not listener.start(job_id):
             _report_cancelled(task, "before it started")
+        relay = None
+        if job.get("stream"):
+            relay = Relay(listener.commands, listener.config.stream_key(job_id), listener.config.result_ttl)
         try:
-            completion = model_client().chat(request, cancel)
+            completion = model_client().chat(request, cancel, relay.delta if relay else None)
         except Cancelled:
             _report_cancelled(task, "while running")
         if cancel.is_set():
             _report_cancelled(task, "as it finished")
+        if relay is not None:
+            relay.end(completion)
         return completion.as_dict()
 
 

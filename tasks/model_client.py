@@ -188,11 +188,14 @@ class ModelClient:
         """Close the pooled connections."""
         self._http.close()
 
-    def chat(self, request: ChatRequest, cancel: Cancel | None = None) -> Completion:
+    def chat(
+        self, request: ChatRequest, cancel: Cancel | None = None, on_delta: Callable[[int, str], None] | None = None
+    ) -> Completion:
         """Ask for one chat completion and return its first choice.
 
         The answer is streamed, so that `cancel` can stop the call and the model server
-        sees its connection close (and stops generating) at once.
+        sees its connection close (and stops generating) at once. `on_delta(index, text)`
+        receives each piece of the answer as it arrives.
         """
         body: dict[str, Any] = {
             "messages": request.messages,
@@ -210,12 +213,12 @@ class ModelClient:
             body["stop"] = stop
         body.update(request.sampling)
         try:
-            return self._send("/v1/chat/completions", body, cancel)
+            return self._send("/v1/chat/completions", body, cancel, on_delta)
         except ModelServerRejected as exc:
             fitted = self._fit_to_context(exc, body)
             if fitted is None:
                 raise self._explain_rejection(exc, model) from None
-            return self._send("/v1/chat/completions", fitted, cancel)
+            return self._send("/v1/chat/completions", fitted, cancel, on_delta)
 
     def served_models(self) -> list[str]:
         """The model ids the server lists at ``/v1/models`` (empty if it lists none)."""
@@ -267,17 +270,32 @@ class ModelClient:
             exc.status_code,
         )
 
-    def _send(self, path: str, body: dict[str, Any] | None, cancel: Cancel | None = None) -> Any:
+    def _send(
+        self,
+        path: str,
+        body: dict[str, Any] | None,
+        cancel: Cancel | None = None,
+        on_delta: Callable[[int, str], None] | None = None,
+    ) -> Any:
         attempt = 0
+        relayed = False
+
+        def relay(index: int, text: str) -> None:
+            nonlocal relayed
+            relayed = True
+            assert on_delta is not None
+            on_delta(index, text)
+
         while True:
             if cancel is not None and cancel.is_set():
                 raise Cancelled
             try:
                 if body is None:
                     return self._get_json(path)
-                return self._stream_completion(path, body, cancel)
+                return self._stream_completion(path, body, cancel, relay if on_delta else None)
             except _Retryable as retry:
-                if attempt >= self._max_retries or (cancel is not None and cancel.is_set()):
+                # Once pieces of the answer were passed on, a retry would send them twice.
+                if attempt >= self._max_retries or relayed or (cancel is not None and cancel.is_set()):
                     raise retry.error from None
                 delay = self._delay(attempt, retry.retry_after)
                 log.warning("model server attempt %d failed (%s); retrying in %.2fs", attempt + 1, retry.error, delay)
@@ -299,7 +317,9 @@ class ModelClient:
         except ValueError:
             raise _Retryable(ModelServerFailed("model server sent an answer that is not JSON")) from None
 
-    def _stream_completion(self, path: str, body: dict[str, Any], cancel: Cancel | None) -> Completion:
+    def _stream_completion(
+        self, path: str, body: dict[str, Any], cancel: Cancel | None, on_delta: Callable[[int, str], None] | None
+    ) -> Completion:
         try:
             with self._transport_errors(), self._http.stream("POST", path, json=body) as response:
                 if cancel is not None:
@@ -311,7 +331,7 @@ class ModelClient:
                     # A server that ignores "stream" answers in one piece.
                     response.read()
                     return _parse_completion(_json_or_retry(response))
-                return _read_events(response, cancel)
+                return _read_events(response, cancel, on_delta)
         except (_Retryable, ModelServerError, RuntimeError, ValueError, OSError):
             # A connection closed by Cancel.set() fails in whichever way the read was at.
             if cancel is not None and cancel.is_set():
@@ -354,7 +374,9 @@ def _json_or_retry(response: httpx.Response) -> Any:
         raise _Retryable(ModelServerFailed("model server sent an answer that is not JSON")) from None
 
 
-def _read_events(response: httpx.Response, cancel: Cancel | None) -> Completion:
+def _read_events(
+    response: httpx.Response, cancel: Cancel | None, on_delta: Callable[[int, str], None] | None = None
+) -> Completion:
     """Join the server-sent chunks of a streamed chat completion, per choice."""
     parts: dict[int, list[str]] = {}
     finishes: dict[int, str | None] = {}
@@ -384,6 +406,8 @@ def _read_events(response: httpx.Response, cancel: Cancel | None) -> Completion:
             parts.setdefault(index, [])
             if content:
                 parts[index].append(content)
+                if on_delta is not None:
+                    on_delta(index, content)
             finishes[index] = choice.get("finish_reason") or finishes.get(index)
     choices = [
         {"index": index, "content": "".join(parts[index]), "finish_reason": finishes.get(index)}

@@ -90,3 +90,25 @@ def test_temperature_zero_is_repeatable_and_a_stop_word_cuts(real: Stack) -> Non
     assert stop not in cut
     assert len(cut) < len(first)
     assert first.startswith(cut.rstrip())
+
+
+def test_openai_client_on_the_real_model_streamed_and_not(real: Stack) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{real.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    ask = {
+        "model": "smollm2-135m-instruct",
+        "messages": [{"role": "user", "content": "Name three colours."}],
+        "max_tokens": 24,
+        "temperature": 0,
+    }
+    whole = client.chat.completions.create(**ask)
+    assert whole.choices[0].message.content.strip()
+    assert whole.usage is not None and 0 < whole.usage.completion_tokens <= 24
+    pieces = [
+        chunk.choices[0].delta.content
+        for chunk in client.chat.completions.create(**ask, stream=True)
+        if chunk.choices and chunk.choices[0].delta.content
+    ]
+    assert len(pieces) > 3  # token by token, not in one piece
+    assert "".join(pieces) == whole.choices[0].message.content  # temperature 0: the same answer

@@ -1,0 +1,41 @@
+"""Relaying a streamed job's answer to the API, piece by piece, through a Redis stream.
+
+The stream ``{REDIS_PREFIX}:stream:{job_id}`` holds one entry per piece (``i``: the
+choice, ``t``: the text) and a last entry ``end`` (JSON: choices with their
+finish_reason, model, usage). A reader that connects late, or again, reads it from
+the start. It expires with the job's result.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from tasks.model_client import Completion
+
+
+class Relay:
+    """Writes the pieces of one job's answer as they arrive."""
+
+    def __init__(self, client: redis.Redis, key: str, ttl: int) -> None:
+        self._client = client
+        self._key = key
+        self._ttl = ttl
+        self._started = False
+
+    def delta(self, index: int, text: str) -> None:
+        self._add({"i": index, "t": text})
+
+    def end(self, completion: Completion) -> None:
+        self._add({"end": json.dumps(completion.as_dict())})
+
+    def _add(self, fields: dict[str, Any]) -> None:
+        if self._started:
+            self._client.xadd(self._key, fields)
+            return
+        with self._client.pipeline(transaction=False) as pipe:
+            pipe.xadd(self._key, fields).expire(self._key, self._ttl)
+            pipe.execute()
+        self._started = True

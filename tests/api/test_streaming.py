@@ -1,0 +1,90 @@
+"""Answers streamed through the queue: the worker relays pieces through Redis as the model server sends them."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import Stack
+from tests.fake_model_server import FakeModelServer
+
+pytestmark = pytest.mark.integration
+
+ASK = {"model": "fake-model", "messages": [{"role": "user", "content": "one two three four"}]}
+
+
+def client(stack: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key="not-needed", max_retries=0, timeout=30)
+
+
+def test_chunks_arrive_while_the_model_server_is_still_generating(stack: Stack, fake: FakeModelServer) -> None:
+    fake.chunk_delay = 0.2
+    pieces, streams_done_at_first = [], None
+    stream = client(stack).chat.completions.create(**ASK, stream=True, stream_options={"include_usage": True})
+    usage = None
+    for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.delta.content:
+                if streams_done_at_first is None:
+                    streams_done_at_first = fake.completed_streams
+                pieces.append(choice.delta.content)
+    assert "".join(pieces) == "echo: one two three four"
+    assert len(pieces) == 5  # one per word, as the model server sent them
+    assert streams_done_at_first == 0  # the first piece came before the model server finished
+    assert usage is not None and usage.completion_tokens == 5
+    assert len(fake.completions) == 1 and fake.completions[0]["stream"] is True
+
+
+def test_completions_stream_too(stack: Stack, fake: FakeModelServer) -> None:
+    stream = client(stack).completions.create(model="fake-model", prompt="a b c", stream=True)
+    assert "".join(chunk.choices[0].text for chunk in stream if chunk.choices) == "echo: a b c"
+
+
+def test_spec_endpoint_streams_with_accept_header(stack: Stack, fake: FakeModelServer) -> None:
+    body = {"job_id": "spec-stream-1", "content": "x y"}
+    with httpx.stream(
+        "POST", f"{stack.url}/generate", json=body, headers={"Accept": "text/event-stream"}, timeout=30
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        text = "".join(response.iter_text())
+    events = [block for block in text.strip().split("\n\n") if block]
+    pieces = [json.loads(e.removeprefix("data: "))["content"] for e in events if e.startswith("data: ")]
+    assert pieces == ["echo:", " x", " y"]
+    assert events[-1].startswith("event: done\n")
+    done = json.loads(events[-1].split("data: ", 1)[1])
+    assert done == {"job_id": "spec-stream-1", "content": "echo: x y", "finish_reason": "stop"}
+    # The same job asked for again, unstreamed: its stored answer, no second model call.
+    again = httpx.post(f"{stack.url}/generate", json=body, timeout=30)
+    assert again.json()["content"] == "echo: x y" and len(fake.completions) == 1
+
+
+def test_a_client_that_leaves_mid_stream_cancels_the_job(stack: Stack, fake: FakeModelServer) -> None:
+    fake.chunk_delay = 0.05
+    fake.extra_words = 400  # a 20 s answer
+    headers = {"Idempotency-Key": "leaver-1"}
+    stream = client(stack).chat.completions.create(**ASK, stream=True, extra_headers=headers)
+    received = 0
+    for chunk in stream:
+        received += sum(1 for c in chunk.choices if c.delta.content)
+        if received >= 3:
+            break
+    stream.close()
+    deadline = time.monotonic() + 10
+    while not fake.disconnects and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake.disconnects == 1 and fake.completed_streams == 0
+    status = httpx.get(f"{stack.url}/jobs/leaver-1").json()
+    assert status["status"] == "cancelled"
+
+
+def test_a_job_that_fails_ends_its_stream_with_an_error(stack: Stack, fake: FakeModelServer) -> None:
+    fake.strict_models = True
+    with pytest.raises(openai.APIError, match="does not exist"):
+        for _ in client(stack).chat.completions.create(**{**ASK, "model": "gpt-model"}, stream=True):
+            pass
