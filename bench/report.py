@@ -23,7 +23,7 @@ def _ratio(value: float, base: float) -> str:
 
 def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """Tables per scenario, then one PASS/FAIL line per target and path."""
-    a, b, c, d = (_by(rows, s) for s in "abcd")
+    a, b, c, d, e = (_by(rows, s) for s in "abcde")
     out = [f"Benchmark of {meta['date']} on {meta['machine']}{' (quick run)' if meta['quick'] else ''}", ""]
     direct_a = a.get("direct", {})
     out += [
@@ -71,18 +71,24 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     ]
     for path, row in d.items():
         out.append(f"| {path} | {row['throughput_1_worker']} | {row['throughput_2_workers']} | {row['scaling']} |")
+    direct_e = e.get("direct", {})
     out += [
         "",
-        "(e) time to first token: not measured yet (the system does not stream answers to its clients yet).",
+        "(e) time to first token, streamed, concurrency 1, 20 ms per token (the usual app does not stream)",
         "",
+        "| path | p50 ms | p99 ms | added p50 ms |",
+        "|---|---|---|---|",
     ]
+    for path, row in e.items():
+        out.append(f"| {path} | {row['p50_ms']} | {row['p99_ms']} | {row['p50_ms'] - direct_e.get('p50_ms', 0):.2f} |")
+    out.append("")
     out += ["Targets", ""] + [f"- {line}" for line in targets(rows)]
     return "\n".join(out) + "\n"
 
 
 def targets(rows: list[dict[str, Any]]) -> list[str]:
     """One line per target and path of this system: PASS or FAIL, with the figure."""
-    a, b, c, d = (_by(rows, s) for s in "abcd")
+    a, b, c, d, e = (_by(rows, s) for s in "abcde")
     lines = []
 
     def check(ok: bool, text: str) -> None:
@@ -104,6 +110,9 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
             held = row["model_peak_in_flight"] / row["worker_slots"]
             check(held >= 0.9, f"(c) {path}: model held {held:.0%} of the worker slots at once (≥ 90%)")
             check(row["api_peak_rss_mb"] < 250, f"(c) {path}: API peak RSS {row['api_peak_rss_mb']} MB (< 250)")
+        if path in e and "direct" in e:
+            added = e[path]["p50_ms"] - e["direct"]["p50_ms"]
+            check(added <= 10, f"(e) {path}: time to first token adds {added:.2f} ms at p50 (≤ 10)")
         if path in d:
             check(d[path]["scaling"] >= 1.8, f"(d) {path}: 2 workers give {d[path]['scaling']}x of 1 (≥ 1.8)")
         if "usual" in b:

@@ -67,9 +67,11 @@ class Sizes:
     scaling_seconds: float = 15
     sweep: tuple[int, ...] = (1, 8, 32, 64, 128, 256)
     sweep_seconds: float = 5
+    ttft_samples: int = 100
+    token_seconds: float = 0.02  # the fake model's time per streamed token in (e)
 
 
-QUICK = Sizes(20, 2, 50, 0.2, 30, 32, 0.1, 2, (1, 8), 1)
+QUICK = Sizes(20, 2, 50, 0.2, 30, 32, 0.1, 2, (1, 8), 1, 10)
 
 
 @dataclass
@@ -111,9 +113,10 @@ def service_pid(pattern: str) -> int:
 
 
 @contextmanager
-def fake_model(processes: Processes, latency: float) -> Iterator[str]:
+def fake_model(processes: Processes, latency: float, chunk_delay: float = 0.0) -> Iterator[str]:
     port = free_port()
     args = [str(BIN / "python"), "-m", "tests.fake_model_server", "--port", str(port), "--latency", str(latency)]
+    args += ["--chunk-delay", str(chunk_delay)]
     process = processes.spawn("fake-model", args, {})
     url = f"http://127.0.0.1:{port}"
     wait_for_http(process, f"{url}/v1/models")
@@ -249,6 +252,33 @@ def scenario_d(processes: Processes, path: str, model_url: str, sizes: Sizes) ->
     return result
 
 
+async def first_token_times(url: str, body: dict[str, Any], samples: int) -> loadgen.Outcome:
+    """Seconds from sending a streamed request to its first piece of content, one request at a time."""
+    outcome = loadgen.Outcome()
+    async with httpx.AsyncClient(timeout=60) as client:
+        for _ in range(samples):
+            started = time.perf_counter()
+            status = 0
+            async with client.stream("POST", url, json=body) as response:
+                async for line in response.aiter_lines():
+                    if line.startswith("data: {") and '"content"' in line:
+                        status = response.status_code
+                        outcome.record(started, status)
+                        break
+                if not status:
+                    outcome.record(started, 0)
+    outcome.seconds = sum(outcome.latencies)
+    return outcome
+
+
+def scenario_e(url: str, path: str, sizes: Sizes) -> dict[str, Any]:
+    body = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    outcome = asyncio.run(first_token_times(url, body, sizes.ttft_samples))
+    row = summary(path, "e", outcome)
+    row["throughput"] = 0.0  # not a throughput measure
+    return row
+
+
 def sweep(target: Target, path: str, sizes: Sizes) -> list[dict[str, Any]]:
     rows = []
     for clients in sizes.sweep:
@@ -306,6 +336,16 @@ def main() -> None:
                 if path != "direct":
                     print(f"bench: {path}: scaling", flush=True)
                     rows.append(scenario_d(processes, path, model, sizes))
+        with fake_model(processes, 0.0, sizes.token_seconds) as model:
+            for path in paths:
+                if path == "usual":
+                    continue  # it has no streaming
+                print(f"bench: {path}: time to first token", flush=True)
+                if path == "direct":
+                    rows.append(scenario_e(f"{model}/v1/chat/completions", path, sizes))
+                    continue
+                with system(processes, path, model) as target:
+                    rows.append(scenario_e(target.url.replace("/generate", "/v1/chat/completions"), path, sizes))
     finally:
         processes.stop_all()
     machine = f"{platform.node()}, {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"

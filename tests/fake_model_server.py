@@ -220,9 +220,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8670)
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
     args = parser.parse_args()
     server = FakeModelServer(args.port)
     server.latency = args.latency
+    server.chunk_delay = args.chunk_delay
     server.start()
     print(f"fake model server on {server.url}", flush=True)
     try:

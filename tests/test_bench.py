@@ -30,10 +30,11 @@ def test_quick_benchmark_answers_on_every_path_and_reports_every_scenario() -> N
         (p, s) for p in paths for s in "abc"
     }
     assert {r["path"] for r in rows if r["scenario"] == "d"} == set(paths[1:])
-    assert all(r["ok"] == r["requests"] > 0 for r in rows if r["scenario"] in "ac")
+    assert {r["path"] for r in rows if r["scenario"] == "e"} == set(paths[:3])  # the usual app cannot stream
+    assert all(r["ok"] == r["requests"] > 0 for r in rows if r["scenario"] in "ace")
     assert all(r["p99_ms"] >= r["p50_ms"] > 0 for r in rows)
     assert report.with_suffix(".png").stat().st_size > 10_000
     markdown = report.with_suffix(".md").read_text()
     # Every target of both brokers has its PASS/FAIL line, in the file and from the function.
-    assert len(targets(rows)) == 2 * (2 + 2 + 3 + 1 + 4)
+    assert len(targets(rows)) == 2 * (2 + 2 + 3 + 1 + 1 + 4)
     assert all(line in markdown for line in targets(rows))
