@@ -85,6 +85,23 @@ def _choices(result: dict[str, Any]) -> list[dict[str, Any]]:
     return result.get("choices") or [default]
 
 
+def _whole_answer(kind: str, job_id: str, result: dict[str, Any], model: str | None) -> dict[str, Any]:
+    """A finished job's answer as OpenAI's chat.completion or text_completion object."""
+
+    def choice(c: dict[str, Any]) -> dict[str, Any]:
+        said = {"message": {"role": "assistant", "content": c["content"]}} if kind == "chat" else {"text": c["content"]}
+        return {"index": c["index"], **said, "finish_reason": c["finish_reason"] or "stop", "logprobs": None}
+
+    return {
+        "id": f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{job_id}",
+        "object": "chat.completion" if kind == "chat" else "text_completion",
+        "created": int(time.time()),
+        "model": result.get("model") or model or "",
+        "choices": [choice(c) for c in _choices(result)],
+        "usage": _usage(result),
+    }
+
+
 def openai_router(runner: JobRunner, config: Config) -> APIRouter:
     """The OpenAI-compatible endpoints of the gateway served by `runner`."""
     router = APIRouter(prefix="/v1", route_class=OpenAIRoute, tags=["openai"], responses={400: {"model": ErrorBody}})
@@ -144,22 +161,7 @@ def openai_router(runner: JobRunner, config: Config) -> APIRouter:
         if body.stream:
             return await streamed(CHAT_TASK, job_id, job, body, "chat")
         result = await runner.run(CHAT_TASK, job_id, job, config.wait_timeout)
-        return {
-            "id": f"chatcmpl-{job_id}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": result.get("model") or body.model or "",
-            "choices": [
-                {
-                    "index": choice["index"],
-                    "message": {"role": "assistant", "content": choice["content"]},
-                    "finish_reason": choice["finish_reason"] or "stop",
-                    "logprobs": None,
-                }
-                for choice in _choices(result)
-            ],
-            "usage": _usage(result),
-        }
+        return _whole_answer("chat", job_id, result, body.model)
 
     @router.post("/completions", response_model=None)
     async def completions(
@@ -171,22 +173,7 @@ def openai_router(runner: JobRunner, config: Config) -> APIRouter:
         if body.stream:
             return await streamed(GENERATE_TASK, job_id, job, body, "completion")
         result = await runner.run(GENERATE_TASK, job_id, job, config.wait_timeout)
-        return {
-            "id": f"cmpl-{job_id}",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": result.get("model") or body.model or "",
-            "choices": [
-                {
-                    "index": choice["index"],
-                    "text": choice["content"],
-                    "finish_reason": choice["finish_reason"] or "stop",
-                    "logprobs": None,
-                }
-                for choice in _choices(result)
-            ],
-            "usage": _usage(result),
-        }
+        return _whole_answer("completion", job_id, result, body.model)
 
     @router.get("/models", response_model=ModelList)
     async def models() -> ModelList:
