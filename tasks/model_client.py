@@ -166,16 +166,20 @@ class ModelClient:
         headers = {}
         if config.inner_llm_api_key:
             headers["Authorization"] = f"Bearer {config.inner_llm_api_key.get_secret_value()}"
-        self._http = httpx.Client(
-            base_url=config.inner_llm_url,
-            headers=headers,
-            timeout=httpx.Timeout(config.llm_timeout, connect=config.llm_connect_timeout),
-            limits=httpx.Limits(
-                max_connections=config.worker_concurrency + 8,
-                max_keepalive_connections=config.worker_concurrency + 8,
-            ),
-            transport=transport,
-        )
+        self._client_options: dict[str, Any] = {
+            "base_url": config.inner_llm_url,
+            "headers": headers,
+            "timeout": httpx.Timeout(config.llm_timeout, connect=config.llm_connect_timeout),
+            "limits": httpx.Limits(max_connections=2, max_keepalive_connections=2),
+            "transport": transport,
+            # Made once: each client would otherwise load the CA bundle again (17 ms).
+            "verify": httpx.create_ssl_context(),
+        }
+        # One client (and connection) per worker thread: a pool shared by 64 threads
+        # costs more CPU in its lock and bookkeeping than the call itself (bench/).
+        self._local = threading.local()
+        self._clients: list[httpx.Client] = []
+        self._clients_lock = threading.Lock()
         self._url = config.inner_llm_url
         self._default_model = config.default_model or None
         self._max_retries = config.llm_max_retries
@@ -184,9 +188,21 @@ class ModelClient:
         self._served: list[str] | None = None
         self._served_lock = threading.Lock()
 
+    @property
+    def _http(self) -> httpx.Client:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = httpx.Client(**self._client_options)
+            with self._clients_lock:
+                self._clients.append(client)
+        return client
+
     def close(self) -> None:
-        """Close the pooled connections."""
-        self._http.close()
+        """Close every thread's connections."""
+        with self._clients_lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
 
     def chat(
         self, request: ChatRequest, cancel: Cancel | None = None, on_delta: Callable[[int, str], None] | None = None
@@ -382,14 +398,18 @@ def _read_events(
     finishes: dict[int, str | None] = {}
     model = None
     usage = None
+    done = False
     for line in response.iter_lines():
         if cancel is not None and cancel.is_set():
             raise Cancelled
-        if not line.startswith("data:"):
+        # After [DONE] the body is still read to its end: closing a response with
+        # unread body closes its connection, and the next job would pay for a new one.
+        if done or not line.startswith("data:"):
             continue
         data = line[5:].strip()
         if data == "[DONE]":
-            break
+            done = True
+            continue
         try:
             chunk = json.loads(data)
         except ValueError:

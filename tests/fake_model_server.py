@@ -52,6 +52,7 @@ class FakeModelServer:
         self.completed_streams = 0
         self.disconnects = 0  # streams the client closed before the end
         self.requests: list[dict[str, Any]] = []
+        self.clients: set[tuple[str, int]] = set()  # (host, port) of each connection seen
         self.in_flight = 0
         self.peak_in_flight = 0
 
@@ -105,6 +106,8 @@ class FakeModelServer:
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
         self.requests.append(body)
+        if request.client:
+            self.clients.add((request.client.host, request.client.port))
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         streaming = False
