@@ -171,7 +171,8 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_pool_limit": config.publish_threads,
         "broker_transport_options": broker_options,
-        "result_backend": config.redis_url,
+        # Celery's Redis backend, storing each job's result once (tasks/result_store.py).
+        "result_backend": f"tasks.result_store:ResultStore+{config.redis_url}",
         "result_backend_transport_options": {"global_keyprefix": config.key_prefix},
         "redis_socket_connect_timeout": config.redis_connect_timeout,
         "result_expires": config.result_ttl,

@@ -21,14 +21,17 @@ from tasks.model_client import Cancel
 
 log = logging.getLogger(__name__)
 
-# As a job starts: unless it was cancelled while queued (answers 1), it is running
-# (GET /jobs/{id} reads started_at) and no longer queued.
+# As a job starts: unless it was cancelled while queued (answers 'cancelled') or has
+# its result already (answers 'answered': its message was handed out again after the
+# worker running it died), it is running (GET /jobs/{id} reads started_at) and no
+# longer queued (answers 'start').
 MARK_STARTED = """
-if redis.call('HEXISTS', KEYS[1], 'cancelled_at') == 1 then return 1 end
+if redis.call('HEXISTS', KEYS[1], 'cancelled_at') == 1 then return 'cancelled' end
+if redis.call('EXISTS', KEYS[3]) == 1 then return 'answered' end
 redis.call('HSET', KEYS[1], 'started_at', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[3])
-return 0
+return 'start'
 """
 
 
@@ -59,17 +62,19 @@ class CancelListener:
             with self._lock:
                 self._running.pop(job_id, None)
 
-    def start(self, job_id: str) -> bool:
-        """Mark the job started; False when it was cancelled before it could start."""
+    def start(self, job_id: str) -> str:
+        """Mark the job started. Answers "start", or why it must not run: "cancelled"
+        (before it could start) or "answered" (its result is stored already)."""
         config = self.config
         try:
-            cancelled = self._mark(
-                keys=[config.job_key(job_id), config.queued_key], args=[repr(time.time()), config.job_ttl, job_id]
+            verdict = self._mark(
+                keys=[config.job_key(job_id), config.queued_key, config.result_key(job_id)],
+                args=[repr(time.time()), config.job_ttl, job_id],
             )
         except (redis.RedisError, OSError) as exc:
             log.warning("could not mark job %s started: %s (it runs all the same)", job_id, exc)
-            return True
-        return not cancelled
+            return "start"
+        return verdict.decode() if isinstance(verdict, bytes) else str(verdict)
 
     def _listen_forever(self) -> None:
         channel = self.config.cancel_channel

@@ -120,8 +120,14 @@ def _complete(task: Task, messages: list[dict[str, str]], job: dict[str, Any]) -
     with listener.running(job_id) as cancel:
         # A cancelled job's answer (409 to its callers) was stored by DELETE /jobs/{id}:
         # Ignore leaves it as it is, and acknowledges the message.
-        if not listener.start(job_id):
+        verdict = listener.start(job_id)
+        if verdict == "cancelled":
             _report_cancelled(task, "before it started")
+        if verdict == "answered":
+            # Run before, by a worker that died before acknowledging the message: the
+            # caller has its answer, and the model server is not asked again.
+            log.info("job %s already answered: not run again", job_id)
+            raise Ignore
         relay = None
         if job.get("stream"):
             relay = Relay(listener.commands, listener.config.stream_key(job_id), listener.config.result_ttl)

@@ -9,9 +9,14 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 import redis
+from celery import Celery
 
+from api.job_queue import JobQueue
+from settings import celery_settings
+from tasks.result_store import ResultStore
 from tests.conftest import Stack, StackFactory
 from tests.fake_model_server import Failure, FakeModelServer, free_port
+from tests.processes import wait_for_output
 
 pytestmark = pytest.mark.integration
 
@@ -188,3 +193,46 @@ def test_cancelling_a_finished_or_unknown_job(stack: Stack, fake: FakeModelServe
     assert finished.status_code == 409 and "succeeded" in finished.json()["detail"]
     assert httpx.get(f"{stack.url}/jobs/done-1").json()["status"] == "succeeded"
     assert httpx.delete(f"{stack.url}/jobs/nobody").status_code == 404
+
+
+def test_a_job_handed_out_again_after_its_answer_is_not_run_again(stack: Stack, fake: FakeModelServer) -> None:
+    # A worker that dies after storing the answer, before acknowledging the message,
+    # leaves the broker to hand the job out again. It must not run (nor store) twice.
+    answer = httpx.post(f"{stack.url}/generate", json={"job_id": "again-1", "content": "once"}, timeout=30)
+    assert answer.status_code == 200
+    queue = JobQueue(stack.config)
+    try:
+        job = {"content": "once", "meta": {"temperature": 0.2}}
+        asyncio.run(queue.submit("llm.generate", "again-1", job))
+    finally:
+        queue.close()
+    worker = stack.processes.started[0]
+    wait_for_output(worker, "job again-1 already answered: not run again")
+    assert len(fake.completions) == 1
+    status = httpx.get(f"{stack.url}/jobs/again-1", timeout=10).json()
+    assert status["status"] == "succeeded"
+    assert status["result"]["content"] == answer.json()["content"]
+
+
+def test_the_first_result_stored_for_a_job_stays(stack: Stack) -> None:
+    # What a second run of a job (or a worker finishing a job cancelled meanwhile)
+    # would store never replaces the result its callers were given.
+    app = Celery("results-test", set_as_current=False)
+    app.conf.update(celery_settings(stack.config))
+    backend = app.backend
+    assert isinstance(backend, ResultStore)
+    listener = redis.Redis(host=stack.config.redis_host, port=stack.config.redis_port).pubsub()
+    listener.subscribe(stack.config.result_key("once-1"))
+    backend.store_result("once-1", {"content": "first"}, "SUCCESS")
+    backend.store_result("once-1", {"content": "second"}, "SUCCESS")
+    backend.store_result("once-1", RuntimeError("late failure"), "FAILURE")
+    assert backend.get_task_meta("once-1")["result"] == {"content": "first"}
+    published = []
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        message = listener.get_message(ignore_subscribe_messages=True, timeout=0.2)
+        if message:
+            published.append(message["data"])
+    assert len(published) == 1 and b'"first"' in published[0]
+    listener.close()
+    app.close()

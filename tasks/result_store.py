@@ -1,0 +1,50 @@
+"""Celery's Redis result backend, with each job's result written once.
+
+Celery reads a result before writing one, and skips the write when the job already
+succeeded: two round trips, and a gap between them in which a job run twice (its
+message handed out again after a worker died) can overwrite the answer its caller
+was given. Here one script does both: the first result stored for a job (an answer,
+a failure, or the cancellation DELETE /jobs/{id} stores) is the one that stays.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import states
+from celery.backends.redis import RedisBackend
+from kombu.utils.encoding import bytes_to_str
+
+# Stores and publishes ARGV[1] under KEYS[1] for ARGV[2] seconds unless a result is
+# there already; answers 1 when it stored, 0 when it kept the earlier result.
+STORE_ONCE = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+class ResultStore(RedisBackend):
+    """Used through the ``result_backend`` URL ``tasks.result_store:ResultStore+redis://…``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._store_once = self.client.register_script(STORE_ONCE)
+
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
+        meta["task_id"] = bytes_to_str(task_id)
+        expires = self.failure_expires if state == states.FAILURE else self.expires
+        self.ensure(self._store, (self.get_key_for_task(task_id), self.encode(meta), expires))
+        return result
+
+    def _store(self, key: str, value: str, expires: int) -> int:
+        return self._store_once(keys=[key], args=[value, int(expires)])
