@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 from collections import defaultdict
@@ -19,7 +20,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.errors import ResultStoreUnavailable
 from settings import Config
@@ -60,6 +65,10 @@ def redis_client(config: Config) -> aioredis.Redis:
         timeout=config.redis_connect_timeout,
         socket_connect_timeout=config.redis_connect_timeout,
         socket_timeout=config.redis_connect_timeout,
+        # After a Redis restart the pooled connections are dead: a command that meets
+        # one is sent again on a new connection rather than failing.
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
     return aioredis.Redis(connection_pool=pool)
 
@@ -254,8 +263,15 @@ class ResultWaiter:
         task.add_done_callback(self._rereads.discard)
 
     async def _reread(self, watch: _Watch) -> None:
-        with contextlib.suppress(ResultStoreUnavailable):  # the next reconnect reads it again
-            await self._read_stored(watch)
+        # Until it is read: a result published while no one listened is only in its key.
+        for attempt in itertools.count():
+            if watch.result.done() or self._watches.get(watch.channel) is not watch:
+                return
+            try:
+                await self._read_stored(watch)
+                return
+            except ResultStoreUnavailable:
+                await asyncio.sleep(RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)])
 
 
 def _parse(raw: bytes) -> dict[str, Any]:
