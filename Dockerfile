@@ -15,4 +15,4 @@ RUN useradd --create-home --uid 1000 gateway
 USER gateway
 
 EXPOSE 8000 5555
-CMD ["uvicorn", "--factory", "api.main:create_app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["uvicorn", "--factory", "api.main:create_app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "30"]

@@ -38,7 +38,7 @@ format: $(STAMP)
 
 ## The parts one by one, against the broker and Redis of .env / the environment.
 api: $(STAMP)
-	$(BIN)/uvicorn --factory api.main:create_app --host $${API_HOST:-127.0.0.1} --port $${API_PORT:-8000}
+	$(BIN)/uvicorn --factory api.main:create_app --host $${API_HOST:-127.0.0.1} --port $${API_PORT:-8000} --timeout-graceful-shutdown 30
 
 worker: $(STAMP)
 	$(BIN)/celery -A tasks.app worker -l info

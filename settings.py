@@ -60,6 +60,9 @@ class Config(BaseSettings):
     llm_timeout: float = Field(600.0, gt=0, description="seconds to wait for one model-server answer")
     llm_max_retries: int = Field(3, ge=0)
     llm_retry_backoff: float = Field(0.5, ge=0, description="first retry delay; doubles each attempt")
+    llm_deadline: float = Field(
+        900.0, gt=0, description="seconds a job may spend on the model server, every attempt and wait included"
+    )
 
     # Jobs.
     wait_timeout: float = Field(600.0, gt=0, description="seconds a request waits for its job")
@@ -68,6 +71,13 @@ class Config(BaseSettings):
     broker_connect_timeout: float = Field(3.0, gt=0)
     redis_connect_timeout: float = Field(3.0, gt=0)
     publish_threads: int = Field(16, ge=1, description="threads the API publishes with")
+    job_lease: int = Field(
+        30, ge=3, description="seconds after its worker is gone that a job may be run by another worker"
+    )
+    worker_shutdown_grace: float = Field(
+        60.0, ge=0, description="seconds a stopping worker lets its jobs finish before handing them back"
+    )
+    dead_letter_max: int = Field(100000, ge=1, description="dead letters kept; the oldest go first (RabbitMQ)")
 
     # The one-command local stack (`make run`); see local_stack/.
     api_host: str = "127.0.0.1"
@@ -145,11 +155,24 @@ class Config(BaseSettings):
         """The Redis pub/sub channel cancellations are announced on (job ids)."""
         return f"{self.key_prefix}cancel"
 
+    def lease_key(self, job_id: str) -> str:
+        """The Redis key that exists while a live worker runs the job (renewed, with a TTL)."""
+        return f"{self.key_prefix}lease:{job_id}"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        """The queue failed and unprocessable jobs are kept in, to list and replay."""
+        return f"{self.queue_name}.dead"
+
+    @property
+    def longest_job(self) -> float:
+        """Seconds one run of a job can take at most: the model-server deadline, and some."""
+        return self.llm_deadline + 10
+
     @property
     def job_ttl(self) -> int:
         """Seconds a job's claim is kept: it must outlive the job, then its result."""
-        longest_job = self.llm_timeout * (self.llm_max_retries + 1) + self.wait_timeout
-        return int(self.result_ttl + longest_job)
+        return int(self.result_ttl + self.longest_job + self.wait_timeout)
 
 
 def celery_settings(config: Config) -> dict[str, Any]:
@@ -157,12 +180,22 @@ def celery_settings(config: Config) -> dict[str, Any]:
     queue = config.queue_name
     exchange = Exchange(queue, type="direct", durable=True)
     broker_options: dict[str, Any] = {}
-    if not config.uses_rabbitmq:
-        # A Redis broker hands an unacknowledged message out again after this long:
-        # it must outlast the longest job, retries included.
-        longest_job = config.llm_timeout * (config.llm_max_retries + 1) + 60
+    consumer_arguments = None
+    if config.uses_rabbitmq:
+        # RabbitMQ (3.12 and later) closes the channel of a consumer that holds a message
+        # longer than its consumer timeout (30 min by default), and hands the message out
+        # again: give this queue's consumers more than the longest job. Older servers
+        # ignore the argument; the job lease keeps a second run from starting there.
+        consumer_arguments = {"x-consumer-timeout": int(config.longest_job * 2 * 1000)}
+    else:
+        # A Redis broker hands an unacknowledged message out again once it is older than
+        # the visibility timeout. Workers renew the messages they hold (tasks/leases.py),
+        # so that is the job lease, not the length of the longest job: a dead worker's
+        # jobs run again within about a lease, a long job is never handed out twice.
         broker_options = {
-            "visibility_timeout": int(max(3600, longest_job * 2)),
+            "visibility_timeout": config.job_lease,
+            "unacked_restore_interval": max(1, config.job_lease // 3),
+            "unacked_restore_throttle": 1,
             "global_keyprefix": config.key_prefix,
         }
     return {
@@ -180,7 +213,9 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "task_default_queue": queue,
         "task_default_exchange": queue,
         "task_default_routing_key": queue,
-        "task_queues": (Queue(queue, exchange, routing_key=queue, durable=True),),
+        "task_queues": (
+            Queue(queue, exchange, routing_key=queue, durable=True, consumer_arguments=consumer_arguments),
+        ),
         "task_default_delivery_mode": "persistent",
         "task_serializer": "json",
         "result_serializer": "json",
@@ -191,6 +226,17 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # After a broker reconnect, Celery lowers the prefetch count while the jobs begun
+        # before it run, and is meant to raise it again as they finish; on RabbitMQ it
+        # stayed low and the worker stopped taking jobs (celery/celery#9512). Jobs begun
+        # before the reconnect finish and store their results (their second delivery
+        # finds the lease, then the result: tasks/running.py).
+        "worker_enable_prefetch_count_reduction": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        # A channel closed by the broker (RabbitMQ's consumer timeout on a server that
+        # ignores the consumer argument above) restarts the consumer instead of the
+        # worker dying with "Unrecoverable error: PreconditionFailed".
+        "broker_channel_error_retry": True,
         # No STARTED state in Redis: it cost each job a GET, a SET and a PUBLISH in the
         # worker (0.7 of 3.5 ms CPU, bench/) and a message to every waiting API.
         # Flower still shows the start, from the worker's task events.
@@ -205,4 +251,6 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "worker_pool": "threads",
         "worker_concurrency": config.worker_concurrency,
         "worker_send_task_events": True,
+        # Failed and unprocessable jobs go to the dead-letter queue (tasks/dead_letters.py).
+        "worker_consumer": "tasks.dead_letters:Consumer",
     }

@@ -2,5 +2,5 @@
 
 from celery import Celery
 
-celery_app = Celery("llm", include=["tasks.llm"])
+celery_app = Celery("llm", include=["tasks.llm", "tasks.dead_letters"])
 celery_app.config_from_object("celeryconfig")

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
+import time
 from typing import Any, NoReturn
 
 from celery import Task
 from celery.exceptions import Ignore
-from celery.signals import worker_init, worker_process_init, worker_shutdown
+from celery.signals import worker_init, worker_process_init, worker_shutdown, worker_shutting_down
+from celery.worker import state as worker_state
 
 from settings import Config
 from tasks.app import celery_app
-from tasks.cancellation import CancelListener
 from tasks.model_client import Cancelled, ChatRequest, ModelClient
 from tasks.relay import Relay
+from tasks.running import RunningJobs
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +30,7 @@ SAMPLING = frozenset({"top_p", "seed", "n", "presence_penalty", "frequency_penal
 
 _client: ModelClient | None = None
 _client_lock = threading.Lock()
-_listener: CancelListener | None = None
+_running: RunningJobs | None = None
 
 
 class InvalidJob(ValueError):
@@ -42,13 +46,26 @@ def model_client() -> ModelClient:
         return _client
 
 
-def cancel_listener() -> CancelListener:
-    """This process's cancel listener, started on first use."""
-    global _listener
+def running_jobs() -> RunningJobs:
+    """This process's record of its running jobs (leases, cancellation), made on first use."""
+    global _running
     with _client_lock:
-        if _listener is None:
-            _listener = CancelListener(Config.read_from_env())
-        return _listener
+        if _running is None:
+            _running = RunningJobs(Config.read_from_env(), _unacked_tags)
+        return _running
+
+
+def _unacked_tags() -> list[str]:
+    # The broker's delivery tags of the messages this worker holds (running or waiting
+    # for a slot): renewed on a Redis broker so they are not handed out again.
+    if not celery_app.conf.broker_url.startswith("redis"):
+        return []
+    tags = []
+    for request in list(worker_state.reserved_requests):
+        tag = getattr(request.message, "delivery_tag", None)
+        if tag:
+            tags.append(str(tag))
+    return tags
 
 
 def set_model_client(client: ModelClient | None) -> None:
@@ -66,12 +83,40 @@ def _open_client(**_: Any) -> None:
     # httpx logs every request at INFO: a line per job that Celery already logs.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     model_client()
-    cancel_listener()
+    running_jobs()
 
 
 @worker_shutdown.connect
 def _close_client(**_: Any) -> None:
     set_model_client(None)
+
+
+@worker_shutting_down.connect
+def _hand_back_after_grace(how: str = "", **_: Any) -> None:
+    # SIGTERM starts Celery's warm shutdown, which waits for running jobs however long
+    # they take. Give them WORKER_SHUTDOWN_GRACE seconds; then leave at once. The jobs'
+    # messages were never acknowledged, so the broker hands them to another worker
+    # (RabbitMQ as the connection closes, a Redis broker once the lease lapses), and
+    # that worker may start them at once (the leases are given up). Celery's own cold
+    # shutdown would close the model client under the running jobs, and store their
+    # failures as their answers.
+    if how != "Warm":
+        return
+    grace = Config.read_from_env().worker_shutdown_grace
+    threading.Thread(target=_stop_after, args=(grace,), name="shutdown-grace", daemon=True).start()
+
+
+def _stop_after(grace: float) -> None:
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if _running is None or _running.count == 0:
+            return
+        time.sleep(0.2)
+    assert _running is not None
+    log.warning("%d job(s) still running after %gs: handing them back to the queue", _running.count, grace)
+    _running.release()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 @celery_app.task(name=GENERATE, bind=True)
@@ -116,11 +161,14 @@ def _complete(task: Task, messages: list[dict[str, str]], job: dict[str, Any]) -
     job_id = task.request.id
     if job_id is None:  # called directly, not by a worker
         return model_client().chat(request).as_dict()
-    listener = cancel_listener()
-    with listener.running(job_id) as cancel:
+    jobs = running_jobs()
+    with jobs.running(job_id) as cancel:
+        verdict = jobs.start(job_id)
+        if verdict == "running":
+            # Handed out again while another worker still runs it: wait for that run.
+            verdict = jobs.wait_to_start(job_id)
         # A cancelled job's answer (409 to its callers) was stored by DELETE /jobs/{id}:
         # Ignore leaves it as it is, and acknowledges the message.
-        verdict = listener.start(job_id)
         if verdict == "cancelled":
             _report_cancelled(task, "before it started")
         if verdict == "answered":
@@ -130,7 +178,7 @@ def _complete(task: Task, messages: list[dict[str, str]], job: dict[str, Any]) -
             raise Ignore
         relay = None
         if job.get("stream"):
-            relay = Relay(listener.commands, listener.config.stream_key(job_id), listener.config.result_ttl)
+            relay = Relay(jobs.commands, jobs.config.stream_key(job_id), jobs.config.result_ttl)
         try:
             completion = model_client().chat(request, cancel, relay.delta if relay else None)
         except Cancelled:

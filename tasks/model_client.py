@@ -162,6 +162,7 @@ class ModelClient:
         config: Config,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         headers = {}
         if config.inner_llm_api_key:
@@ -184,7 +185,11 @@ class ModelClient:
         self._default_model = config.default_model or None
         self._max_retries = config.llm_max_retries
         self._backoff = config.llm_retry_backoff
+        self._deadline = config.llm_deadline
+        self._timeout = config.llm_timeout
+        self._connect_timeout = config.llm_connect_timeout
         self._sleep = sleep
+        self._clock = clock
         self._served: list[str] | None = None
         self._served_lock = threading.Lock()
 
@@ -295,6 +300,8 @@ class ModelClient:
     ) -> Any:
         attempt = 0
         relayed = False
+        started = self._clock()
+        give_up_at = started + self._deadline
 
         def relay(index: int, text: str) -> None:
             nonlocal relayed
@@ -307,16 +314,28 @@ class ModelClient:
                 raise Cancelled
             try:
                 if body is None:
-                    return self._get_json(path)
-                return self._stream_completion(path, body, cancel, relay if on_delta else None)
+                    return self._get_json(path, give_up_at)
+                return self._stream_completion(path, body, cancel, relay if on_delta else None, give_up_at)
             except _Retryable as retry:
-                # Once pieces of the answer were passed on, a retry would send them twice.
-                if attempt >= self._max_retries or relayed or (cancel is not None and cancel.is_set()):
-                    raise retry.error from None
                 delay = self._delay(attempt, retry.retry_after)
+                # Once pieces of the answer were passed on, a retry would send them twice.
+                last = attempt >= self._max_retries or self._clock() + delay >= give_up_at
+                if last or relayed or (cancel is not None and cancel.is_set()):
+                    error = retry.error
+                    spent = self._clock() - started
+                    raise type(error)(
+                        f"{error.message} (gave up after {attempt + 1} attempt{'s' if attempt else ''}"
+                        f" in {spent:.1f}s)",
+                        error.status_code,
+                    ) from None
                 log.warning("model server attempt %d failed (%s); retrying in %.2fs", attempt + 1, retry.error, delay)
                 self._sleep(delay)
                 attempt += 1
+
+    def _timeouts(self, give_up_at: float) -> httpx.Timeout:
+        """This attempt's timeouts: the configured ones, cut to what the deadline leaves."""
+        left = max(0.001, give_up_at - self._clock())
+        return httpx.Timeout(min(self._timeout, left), connect=min(self._connect_timeout, left))
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -324,9 +343,9 @@ class ModelClient:
         # Exponential backoff with full jitter, so retries of many jobs do not arrive together.
         return random.uniform(0, self._backoff * 2**attempt)
 
-    def _get_json(self, path: str) -> Any:
+    def _get_json(self, path: str, give_up_at: float) -> Any:
         with self._transport_errors():
-            response = self._http.get(path)
+            response = self._http.get(path, timeout=self._timeouts(give_up_at))
         self._check_status(response)
         try:
             return response.json()
@@ -334,10 +353,16 @@ class ModelClient:
             raise _Retryable(ModelServerFailed("model server sent an answer that is not JSON")) from None
 
     def _stream_completion(
-        self, path: str, body: dict[str, Any], cancel: Cancel | None, on_delta: Callable[[int, str], None] | None
+        self,
+        path: str,
+        body: dict[str, Any],
+        cancel: Cancel | None,
+        on_delta: Callable[[int, str], None] | None,
+        give_up_at: float,
     ) -> Completion:
+        timeout = self._timeouts(give_up_at)
         try:
-            with self._transport_errors(), self._http.stream("POST", path, json=body) as response:
+            with self._transport_errors(), self._http.stream("POST", path, json=body, timeout=timeout) as response:
                 if cancel is not None:
                     cancel.attach(response)
                 if response.status_code >= 400:
@@ -347,7 +372,7 @@ class ModelClient:
                     # A server that ignores "stream" answers in one piece.
                     response.read()
                     return _parse_completion(_json_or_retry(response))
-                return _read_events(response, cancel, on_delta)
+                return _read_events(response, cancel, on_delta, lambda: self._clock() >= give_up_at)
         except (_Retryable, ModelServerError, RuntimeError, ValueError, OSError):
             # A connection closed by Cancel.set() fails in whichever way the read was at.
             if cancel is not None and cancel.is_set():
@@ -391,7 +416,10 @@ def _json_or_retry(response: httpx.Response) -> Any:
 
 
 def _read_events(
-    response: httpx.Response, cancel: Cancel | None, on_delta: Callable[[int, str], None] | None = None
+    response: httpx.Response,
+    cancel: Cancel | None,
+    on_delta: Callable[[int, str], None] | None = None,
+    past_deadline: Callable[[], bool] = lambda: False,
 ) -> Completion:
     """Join the server-sent chunks of a streamed chat completion, per choice."""
     parts: dict[int, list[str]] = {}
@@ -402,6 +430,8 @@ def _read_events(
     for line in response.iter_lines():
         if cancel is not None and cancel.is_set():
             raise Cancelled
+        if past_deadline():
+            raise ModelServerTimeout("the model server's answer took longer than LLM_DEADLINE allows")
         # After [DONE] the body is still read to its end: closing a response with
         # unread body closes its connection, and the next job would pay for a new one.
         if done or not line.startswith("data:"):

@@ -1,18 +1,29 @@
-"""Cancelling running jobs: one listener per worker process on ``{REDIS_PREFIX}:cancel``.
+"""The jobs running in a worker process: starting them once, leases, cancellation.
 
-``DELETE /jobs/{id}`` marks the job cancelled in Redis, stores its cancelled result,
-and publishes its id on the cancel channel. A job checks the mark as it starts (a
-queued job never reaches the model server); a running job is stopped by this
-listener, which closes its connection to the model server.
+One `RunningJobs` per worker process. As a job starts it asks Redis whether it may
+run (`start`): not if it was cancelled while queued, nor if it has a result already
+(its message was handed out again after the worker that ran it died), nor while
+another live worker runs it (the message was handed out again while that worker
+still runs it: RabbitMQ's consumer timeout, a broker restart). A worker holds a
+*lease* (a Redis key with a TTL, `JOB_LEASE` seconds) on each job it runs, and a
+thread renews the leases every third of that; on a Redis broker the same thread
+renews the worker's unacknowledged messages, so they are handed out again only
+once their worker stops renewing them (it died).
+
+``DELETE /jobs/{id}`` marks the job cancelled, stores its cancelled result, and
+publishes its id on ``{REDIS_PREFIX}:cancel``; a listener thread stops the running
+job it names, by closing its connection to the model server.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import redis
 
@@ -21,13 +32,16 @@ from tasks.model_client import Cancel
 
 log = logging.getLogger(__name__)
 
-# As a job starts: unless it was cancelled while queued (answers 'cancelled') or has
-# its result already (answers 'answered': its message was handed out again after the
-# worker running it died), it is running (GET /jobs/{id} reads started_at) and no
-# longer queued (answers 'start').
+# As a job starts. KEYS: job hash, queued set, result, lease. ARGV: now, job TTL,
+# job id, lease seconds, this worker's name. Answers:
+#   'cancelled'  cancelled while it was queued
+#   'answered'   it has a result already
+#   'running'    another live worker holds its lease
+#   'start'      it may run: leased to this worker, marked started, no longer queued
 MARK_STARTED = """
 if redis.call('HEXISTS', KEYS[1], 'cancelled_at') == 1 then return 'cancelled' end
 if redis.call('EXISTS', KEYS[3]) == 1 then return 'answered' end
+if not redis.call('SET', KEYS[4], ARGV[5], 'NX', 'EX', ARGV[4]) then return 'running' end
 redis.call('HSET', KEYS[1], 'started_at', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[3])
@@ -35,24 +49,54 @@ return 'start'
 """
 
 
-class CancelListener:
-    """Knows the jobs running in this process, and stops those the cancel channel names."""
+class RunningJobs:
+    """Knows the jobs running in this process: leases them, and stops those cancelled."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, unacked_tags: Callable[[], list[str]] | None = None) -> None:
         self.config = config
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self._running: dict[str, Cancel] = {}
+        self._leased: set[str] = set()
         self._lock = threading.Lock()
+        self._unacked_tags = unacked_tags
         options = {"socket_connect_timeout": config.redis_connect_timeout}
         self.commands = redis.Redis.from_url(config.redis_url, socket_timeout=config.redis_connect_timeout, **options)
         self._mark = self.commands.register_script(MARK_STARTED)
         # The listening connection waits as long as it takes; redis-py pings it when idle.
         self._listening = redis.Redis.from_url(config.redis_url, health_check_interval=10, **options)
-        self._thread = threading.Thread(target=self._listen_forever, name="cancel-listener", daemon=True)
-        self._thread.start()
+        self._stopped = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._listen_forever, name="cancel-listener", daemon=True),
+            threading.Thread(target=self._renew_forever, name="lease-keeper", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def close(self) -> None:
+        self._stopped.set()
+
+    @property
+    def count(self) -> int:
+        """Jobs running (or waiting to start) in this process."""
+        with self._lock:
+            return len(self._running)
+
+    def release(self) -> None:
+        """Give up the leases of the jobs still running: the worker is stopping without
+        finishing them, and another worker may start them at once."""
+        with self._lock:
+            jobs, self._leased = list(self._leased), set()
+        if jobs:
+            with contextlib.suppress(redis.RedisError, OSError):  # else they expire
+                self.commands.delete(*(self.config.lease_key(job_id) for job_id in jobs))
 
     @contextlib.contextmanager
     def running(self, job_id: str) -> Iterator[Cancel]:
-        """While the block runs, a cancellation of `job_id` sets the yielded Cancel."""
+        """While the block runs, a cancellation of the job sets the yielded Cancel, and
+        once `start` leased the job to this worker, its lease is renewed.
+
+        The lease is left to expire after the block: the result is stored after the task
+        returns, and until then a second delivery of the job must wait for it."""
         cancel = Cancel()
         with self._lock:
             self._running[job_id] = cancel
@@ -61,34 +105,88 @@ class CancelListener:
         finally:
             with self._lock:
                 self._running.pop(job_id, None)
+                self._leased.discard(job_id)
 
     def start(self, job_id: str) -> str:
-        """Mark the job started. Answers "start", or why it must not run: "cancelled"
-        (before it could start) or "answered" (its result is stored already)."""
+        """Lease and mark the job started: "start"; or why it must not run now:
+        "cancelled", "answered" (its result is stored), "running" (elsewhere)."""
         config = self.config
         try:
             verdict = self._mark(
-                keys=[config.job_key(job_id), config.queued_key, config.result_key(job_id)],
-                args=[repr(time.time()), config.job_ttl, job_id],
+                keys=[config.job_key(job_id), config.queued_key, config.result_key(job_id), config.lease_key(job_id)],
+                args=[repr(time.time()), config.job_ttl, job_id, config.job_lease, self.worker],
             )
         except (redis.RedisError, OSError) as exc:
             log.warning("could not mark job %s started: %s (it runs all the same)", job_id, exc)
-            return "start"
-        return verdict.decode() if isinstance(verdict, bytes) else str(verdict)
+            verdict = "start"
+        verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
+        if verdict == "start":
+            with self._lock:
+                self._leased.add(job_id)
+        return verdict
+
+    def wait_to_start(self, job_id: str, poll: float = 1.0) -> str:
+        """For a job another worker runs: wait until it has a result or its lease
+        lapses (that worker died); then answer as `start` does."""
+        log.info("job %s is running elsewhere: waiting for its result, or for its lease to lapse", job_id)
+        while True:
+            verdict = self.start(job_id)
+            if verdict != "running":
+                return verdict
+            self._stopped.wait(poll)
+
+    def _renew_forever(self) -> None:
+        every = self.config.job_lease / 3
+        while not self._stopped.wait(every):
+            try:
+                self._renew()
+            except (redis.RedisError, OSError) as exc:
+                log.warning("could not renew job leases: %s", exc)
+
+    def _renew(self) -> None:
+        with self._lock:
+            jobs = list(self._leased)
+        tags = self._unacked_tags() if self._unacked_tags else []
+        if not jobs and not tags:
+            return
+        pipe = self.commands.pipeline(transaction=False)
+        for job_id in jobs:
+            pipe.set(self.config.lease_key(job_id), self.worker, ex=self.config.job_lease)
+        if tags:
+            # kombu's Redis transport hands a message out again once its score here is
+            # older than the visibility timeout; XX: only messages still unacknowledged.
+            now = time.time()
+            pipe.zadd(f"{self.config.key_prefix}unacked_index", {tag: now for tag in tags}, xx=True)
+        pipe.execute()
 
     def _listen_forever(self) -> None:
         channel = self.config.cancel_channel
-        while True:
+        while not self._stopped.is_set():
             try:
                 pubsub = self._listening.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(channel)
-                while True:
+                # Cancellations announced while this listener was not subscribed are
+                # found on the jobs' marks.
+                self._cancel_marked()
+                while not self._stopped.is_set():
                     message = pubsub.get_message(timeout=5.0)
                     if message and message["type"] == "message":
                         self._cancel(message["data"].decode())
             except (redis.RedisError, OSError) as exc:
                 log.warning("cancel listener lost Redis (%s); reconnecting", exc)
                 time.sleep(1)
+
+    def _cancel_marked(self) -> None:
+        with self._lock:
+            jobs = list(self._running)
+        if not jobs:
+            return
+        pipe = self.commands.pipeline(transaction=False)
+        for job_id in jobs:
+            pipe.hexists(self.config.job_key(job_id), "cancelled_at")
+        for job_id, cancelled in zip(jobs, pipe.execute(), strict=True):
+            if cancelled:
+                self._cancel(job_id)
 
     def _cancel(self, job_id: str) -> None:
         with self._lock:

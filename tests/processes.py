@@ -95,6 +95,8 @@ class Processes:
             "127.0.0.1",
             "--port",
             str(port),
+            "--timeout-graceful-shutdown",
+            "10",
         ]
         process = self.spawn("api", args, env)
         wait_for_http(process, f"http://127.0.0.1:{port}/health")
@@ -133,7 +135,10 @@ def remove_traces(config: Config) -> None:
     if config.uses_rabbitmq:
         try:
             with Connection(config.broker_url, connect_timeout=2) as connection:
-                connection.default_channel.queue_delete(config.queue_name)
+                channel = connection.default_channel
+                for name in (config.queue_name, config.dead_letter_queue):
+                    channel.queue_delete(name)
+                    channel.exchange_delete(name)
         except Exception:  # noqa: BLE001 - a broker a test made unreachable has nothing to clean
             pass
     try:
@@ -149,6 +154,40 @@ def config_from_env(env: dict[str, str]) -> Config:
     """The Config a process started with `env` reads (no .env file)."""
     values = {k.lower(): v for k, v in env.items() if k.lower() in Config.model_fields}
     return Config(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+class RedisServer:
+    """A Redis-compatible server on a fixed port that keeps its data on disk (append-only
+    file), so it can be stopped and started again as a deployment's would be."""
+
+    def __init__(self, binary: str, data_dir: Path, port: int | None = None) -> None:
+        self.binary = binary
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir)]
+        args += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        client = redis.Redis(host="127.0.0.1", port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return self
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    self.process.kill()
+                    raise RuntimeError(f"{self.binary} did not start") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Shut down as on SIGTERM: the data is written, clients see the connection close."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
 
 
 def start_valkey(data_dir: Path) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:

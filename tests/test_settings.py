@@ -83,12 +83,22 @@ def test_passwords_are_quoted_in_urls_and_hidden_in_repr() -> None:
     assert "p@ss" not in repr(config) and "s3cr" not in repr(config)
 
 
-def test_without_rabbitmq_the_broker_is_redis_with_a_long_visibility_timeout() -> None:
-    config = Config(_env_file=None, redis_host="cache", llm_timeout=1800)  # type: ignore[call-arg]
+def test_without_rabbitmq_the_broker_is_redis_and_held_messages_are_leased() -> None:
+    config = Config(_env_file=None, redis_host="cache", llm_deadline=1800, job_lease=20)  # type: ignore[call-arg]
     settings = celery_settings(config)
     assert settings["broker_url"] == "redis://cache:6379/0"
-    longest_job = 1800 * (config.llm_max_retries + 1)
-    assert settings["broker_transport_options"]["visibility_timeout"] > longest_job
+    # Workers renew the messages they hold (tasks/running.py): a message is handed out
+    # again a lease after its worker stopped renewing it, however long its job runs.
+    options = settings["broker_transport_options"]
+    assert options["visibility_timeout"] == 20
+    assert options["unacked_restore_interval"] * options["unacked_restore_throttle"] < 20
+    assert options["global_keyprefix"] == "llm-api:"
+
+
+def test_rabbitmq_consumers_may_hold_a_message_longer_than_the_longest_job() -> None:
+    config = Config(_env_file=None, rabbit_mq_host="mq", llm_deadline=3600)  # type: ignore[call-arg]
+    (queue,) = celery_settings(config)["task_queues"]
+    assert queue.consumer_arguments["x-consumer-timeout"] > 3600 * 1000
 
 
 def test_celery_settings_make_long_jobs_safe() -> None:
@@ -102,6 +112,8 @@ def test_celery_settings_make_long_jobs_safe() -> None:
     assert settings["broker_transport_options"] == {}  # confirms: see test_job_queue
     assert (settings["worker_pool"], settings["worker_concurrency"]) == ("threads", 80)
     assert settings["worker_send_task_events"]
+    assert settings["broker_channel_error_retry"]  # a consumer timeout does not kill the worker
+    assert not settings["worker_enable_prefetch_count_reduction"]
     assert settings["result_backend_transport_options"] == {"global_keyprefix": "llm-api:"}
 
 

@@ -20,10 +20,11 @@ def test_api_publishes_with_confirms_on_rabbitmq() -> None:
         queue.close()
 
 
-def test_api_on_a_redis_broker_keeps_the_visibility_timeout() -> None:
-    queue = JobQueue(Config(_env_file=None))  # type: ignore[call-arg]
+def test_api_on_a_redis_broker_keeps_the_workers_visibility_timeout() -> None:
+    config = Config(_env_file=None)  # type: ignore[call-arg]
+    queue = JobQueue(config)
     try:
         options = queue._celery.conf.broker_transport_options
-        assert "confirm_publish" not in options and options["visibility_timeout"] >= 3600
+        assert "confirm_publish" not in options and options["visibility_timeout"] == config.job_lease
     finally:
         queue.close()

@@ -126,7 +126,7 @@ def test_unknown_job_is_404(stack: Stack) -> None:
 
 
 def test_jobs_expire_with_their_keys(make_stack: StackFactory, fake: FakeModelServer) -> None:
-    stack = make_stack(RESULT_TTL="1", LLM_TIMEOUT="1", LLM_MAX_RETRIES="0", WAIT_TIMEOUT="2")
+    stack = make_stack(RESULT_TTL="1", LLM_DEADLINE="1", JOB_LEASE="3", WAIT_TIMEOUT="2")
     assert (
         httpx.post(f"{stack.url}/generate", json={"job_id": "brief-1", "content": "x"}, timeout=30).status_code == 200
     )

@@ -11,7 +11,7 @@ import pytest
 
 from settings import Config
 from tasks import llm
-from tasks.model_client import ModelClient, ModelServerRejected, ModelServerUnavailable
+from tasks.model_client import ModelClient, ModelServerFailed, ModelServerRejected, ModelServerUnavailable
 
 pytestmark = pytest.mark.unit
 
@@ -63,8 +63,12 @@ def install() -> Iterator[Any]:
     sleeps: list[float] = []
 
     def _install(recorder: Recorder, **settings: Any) -> list[float]:
-        config = Config(_env_file=None, inner_llm_url="model:8000", llm_max_retries=2, **settings)  # type: ignore[call-arg]
-        llm.set_model_client(ModelClient(config, transport=httpx.MockTransport(recorder), sleep=sleeps.append))
+        settings = {"llm_max_retries": 2, **settings}
+        config = Config(_env_file=None, inner_llm_url="model:8000", **settings)  # type: ignore[call-arg]
+        client = ModelClient(
+            config, transport=httpx.MockTransport(recorder), sleep=sleeps.append, clock=lambda: sum(sleeps)
+        )
+        llm.set_model_client(client)
         return sleeps
 
     yield _install
@@ -249,15 +253,24 @@ def test_unreachable_server_is_retried_a_bounded_number_of_times(install: Any) -
     refused = httpx.ConnectError("[Errno 111] Connection refused")
     model = Recorder(refused, refused, refused, refused)
     sleeps = install(model)
-    with pytest.raises(ModelServerUnavailable, match="unreachable at http://model:8000"):
+    with pytest.raises(ModelServerUnavailable, match=r"unreachable at http://model:8000.*gave up after 3 attempts"):
         llm.generate({"meta": META, "content": "x"})
     assert len(model.bodies) == 3 and len(sleeps) == 2
+
+
+def test_retries_stop_at_the_deadline(install: Any) -> None:
+    busy = error(503, "busy", **{"Retry-After": "0.6"})
+    model = Recorder(*[busy] * 10)
+    sleeps = install(model, llm_max_retries=10, llm_deadline=1.0)
+    with pytest.raises(ModelServerFailed, match=r"answered 503: busy \(gave up after 2 attempts in 0.6s\)"):
+        llm.generate({"meta": META, "content": "x"})
+    assert sleeps == [0.6]
 
 
 def test_a_connection_error_without_text_is_still_named(install: Any) -> None:
     model = Recorder(httpx.ConnectError(""), httpx.ConnectError(""), httpx.ConnectError(""))
     install(model)
-    with pytest.raises(ModelServerUnavailable, match=r"unreachable at http://model:8000: ConnectError$"):
+    with pytest.raises(ModelServerUnavailable, match=r"unreachable at http://model:8000: ConnectError \(gave up"):
         llm.generate({"meta": META, "content": "x"})
 
 

@@ -1,0 +1,258 @@
+"""Dead letters: jobs that failed, and messages no worker could process, kept to list and replay.
+
+A job that fails (the model server stayed down past its retries and deadline, a
+worker error) is answered with its error, and a copy of its task message goes to
+the queue ``{QUEUE_NAME}.dead``, with why and when in its headers. So do messages a
+worker cannot process (not JSON, no such task, malformed): they are acknowledged
+instead of looping, and kept. Jobs the model server refused as malformed (its 4xx
+answers) are the caller's to fix, and are not kept.
+
+    python -m tasks.dead_letters list [--limit N]
+    python -m tasks.dead_letters replay JOB_ID ... | --all
+    python -m tasks.dead_letters purge
+
+Replaying a job forgets its failure (result and lease), puts it back in the queue
+under the same job_id, and removes its dead letter; ``GET /jobs/{id}`` then shows
+it queued, and its new result when it has run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+from celery import Celery
+from celery.signals import task_failure
+from celery.worker.consumer import Consumer as CeleryConsumer
+from kombu import Connection, Exchange, Message, Queue
+
+from settings import Config, celery_settings
+
+log = logging.getLogger(__name__)
+
+REASON = "x-dead-reason"
+DEAD_AT = "x-dead-at"
+# The caller's own errors, answered 4xx: replaying them cannot succeed.
+NOT_KEPT = frozenset({"ModelServerRejected"})
+# Jobs the gateway makes for itself (GET /v1/models), asked again when needed.
+INTERNAL_TASKS = frozenset({"llm.models"})
+
+
+def dead_letter_queue(config: Config) -> Queue:
+    """The dead-letter queue: durable; on RabbitMQ it keeps the newest DEAD_LETTER_MAX."""
+    name = config.dead_letter_queue
+    arguments = {"x-max-length": config.dead_letter_max, "x-overflow": "drop-head"} if config.uses_rabbitmq else None
+    return Queue(
+        name, Exchange(name, type="direct", durable=True), routing_key=name, durable=True, queue_arguments=arguments
+    )
+
+
+def _publish(app: Celery, body: Any, headers: dict[str, Any], content_type: str, encoding: str, reason: str) -> None:
+    config = Config.read_from_env()
+    queue = dead_letter_queue(config)
+    headers = {**headers, REASON: reason[:2000], DEAD_AT: time.time()}
+    with app.producer_or_acquire() as producer:
+        producer.publish(
+            body,
+            exchange=queue.exchange,
+            routing_key=queue.routing_key,
+            declare=[queue],
+            headers=headers,
+            content_type=content_type,
+            content_encoding=encoding,
+            delivery_mode="persistent",
+            retry=True,
+            retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+        )
+
+
+def keep_message(app: Celery, message: Message, reason: str) -> None:
+    """Keep a message no worker could process, as it came."""
+    try:
+        _publish(
+            app,
+            message.body,
+            dict(message.headers or {}),
+            message.content_type or "application/data",
+            message.content_encoding or "binary",
+            reason,
+        )
+        log.error("message kept in the dead-letter queue: %s", reason)
+    except Exception:
+        log.exception("could not keep a message in the dead-letter queue (%s): it is lost", reason)
+
+
+class Consumer(CeleryConsumer):
+    """Celery's consumer, keeping what it cannot process instead of dropping it."""
+
+    def on_decode_error(self, message: Message, exc: Exception) -> None:
+        keep_message(self.app, message, f"could not decode the message: {exc}")
+        super().on_decode_error(message, exc)
+
+    def on_unknown_message(self, body: Any, message: Message) -> None:
+        keep_message(self.app, message, "not a task message")
+        super().on_unknown_message(body, message)
+
+    def on_unknown_task(self, body: Any, message: Message, exc: Exception) -> None:
+        keep_message(self.app, message, f"no such task: {exc}")
+        super().on_unknown_task(body, message, exc)
+
+    def on_invalid_task(self, body: Any, message: Message, exc: Exception) -> None:
+        keep_message(self.app, message, f"invalid task message: {exc}")
+        super().on_invalid_task(body, message, exc)
+
+
+@task_failure.connect
+def _keep_failed_job(
+    sender: Any = None,
+    task_id: str | None = None,
+    exception: BaseException | None = None,
+    args: Any = None,
+    kwargs: Any = None,
+    **_: Any,
+) -> None:
+    name = type(exception).__name__
+    if sender is None or task_id is None or name in NOT_KEPT or sender.name in INTERNAL_TASKS:
+        return
+    reason = f"{name}: {exception}"
+    try:
+        sender.app.send_task(
+            sender.name,
+            args=args,
+            kwargs=kwargs,
+            task_id=task_id,
+            queue=dead_letter_queue(Config.read_from_env()),
+            headers={REASON: reason[:2000], DEAD_AT: time.time()},
+            retry=True,
+        )
+        log.info("job %s failed (%s): kept in the dead-letter queue", task_id, reason)
+    except Exception:
+        log.exception("job %s failed and could not be kept in the dead-letter queue", task_id)
+
+
+# The command line.
+
+
+@contextmanager
+def _dead_messages(config: Config, limit: int | None) -> Iterator[tuple[Connection, list[Message]]]:
+    """Take up to `limit` dead letters without acknowledging them; those not acknowledged
+    or removed in the block go back to the queue."""
+    settings = celery_settings(config)
+    queue = dead_letter_queue(config)
+    with Connection(config.broker_url, transport_options=settings["broker_transport_options"]) as connection:
+        bound = queue(connection.default_channel)
+        bound.declare()
+        messages: list[Message] = []
+        while limit is None or len(messages) < limit:
+            message = bound.get(no_ack=False, accept=None)
+            if message is None:
+                break
+            messages.append(message)
+        try:
+            yield connection, messages
+        finally:
+            for message in messages:
+                if not message.acknowledged:
+                    message.requeue()
+
+
+def describe(message: Message) -> dict[str, Any]:
+    """What a dead letter says: job, task, why, when."""
+    headers = message.headers or {}
+    dead_at = headers.get(DEAD_AT)
+    return {
+        "job_id": headers.get("id"),
+        "task": headers.get("task"),
+        "reason": headers.get(REASON),
+        "dead_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(dead_at))) if dead_at else None,
+        "args": headers.get("argsrepr"),
+    }
+
+
+def list_dead(config: Config, limit: int | None = 100) -> list[dict[str, Any]]:
+    with _dead_messages(config, limit) as (_, messages):
+        return [describe(message) for message in messages]
+
+
+def replay(config: Config, job_ids: set[str] | None) -> list[str]:
+    """Put the dead jobs named (all when None) back in the queue; their ids."""
+    store = redis.Redis.from_url(config.redis_url, socket_connect_timeout=config.redis_connect_timeout)
+    main = celery_settings(config)["task_queues"][0]
+    replayed = []
+    with _dead_messages(config, None) as (connection, messages):
+        producer = connection.Producer()
+        for message in messages:
+            job_id = (message.headers or {}).get("id")
+            if not job_id or (job_ids is not None and job_id not in job_ids):
+                continue
+            # Forget the failure, or the worker would find the job answered.
+            now = time.time()
+            pipe = store.pipeline()
+            pipe.delete(config.result_key(job_id), config.lease_key(job_id))
+            pipe.hdel(config.job_key(job_id), "started_at")
+            pipe.hset(config.job_key(job_id), "accepted_at", repr(now))
+            pipe.expire(config.job_key(job_id), config.job_ttl)
+            pipe.zadd(config.queued_key, {job_id: now})
+            pipe.execute()
+            headers = {k: v for k, v in (message.headers or {}).items() if k not in (REASON, DEAD_AT)}
+            producer.publish(
+                message.body,
+                exchange=main.exchange,
+                routing_key=main.routing_key,
+                declare=[main],
+                headers=headers,
+                content_type=message.content_type,
+                content_encoding=message.content_encoding,
+                delivery_mode="persistent",
+            )
+            message.ack()
+            replayed.append(job_id)
+    store.close()
+    return replayed
+
+
+def purge(config: Config) -> int:
+    settings = celery_settings(config)
+    with Connection(config.broker_url, transport_options=settings["broker_transport_options"]) as connection:
+        bound = dead_letter_queue(config)(connection.default_channel)
+        bound.declare()
+        return int(bound.purge() or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tasks.dead_letters", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("list", help="show the dead letters, oldest first (one JSON object per line)")
+    listing.add_argument("--limit", type=int, default=100)
+    replaying = commands.add_parser("replay", help="put dead jobs back in the queue")
+    replaying.add_argument("job_ids", nargs="*")
+    replaying.add_argument("--all", action="store_true", help="every dead job")
+    commands.add_parser("purge", help="delete every dead letter")
+    args = parser.parse_args(argv)
+    config = Config.read_from_env()
+    if args.command == "list":
+        for entry in list_dead(config, args.limit):
+            print(json.dumps(entry))
+    elif args.command == "replay":
+        if not args.job_ids and not args.all:
+            parser.error("name the jobs to replay, or --all")
+        replayed = replay(config, None if args.all else set(args.job_ids))
+        print(f"replayed {len(replayed)} job(s): {' '.join(replayed)}")
+        missing = set(args.job_ids) - set(replayed)
+        if missing:
+            print(f"not in the dead-letter queue: {' '.join(sorted(missing))}", file=sys.stderr)
+            return 1
+    else:
+        print(f"purged {purge(config)} dead letter(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
