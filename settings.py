@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from kombu import Exchange, Queue
 from pydantic import Field, SecretStr, field_validator
@@ -79,11 +79,24 @@ class Config(BaseSettings):
     )
     dead_letter_max: int = Field(100000, ge=1, description="dead letters kept; the oldest go first (RabbitMQ)")
 
+    # Access and limits (api/guard.py).
+    api_keys: SecretStr | None = Field(None, description="comma-separated keys; when set, requests need one")
+    api_keys_file: str = Field("", description="file of API keys, one per line (# comments)")
+    rate_limit_per_minute: int = Field(0, ge=0, description="requests per key per minute; 0: no limit")
+    max_queued_jobs: int = Field(10000, ge=1, description="jobs waiting to start before new ones get 429")
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_prompt_chars: int = Field(200_000, ge=1, description="characters of content or of all messages")
+    max_messages: int = Field(500, ge=1)
+    max_stop_words: int = Field(16, ge=0)
+    max_stop_word_chars: int = Field(200, ge=1)
+    max_tokens_limit: int = Field(32768, ge=1, description="largest tokens_limit (max_tokens) accepted")
+
     # The one-command local stack (`make run`); see local_stack/.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     flower_host: str = "127.0.0.1"
     flower_port: int = 5555
+    flower_basic_auth: SecretStr | None = Field(None, description="user:password Flower asks for")
     embedded_redis_port: int = 6390
     embedded_model_port: int = 8670
     model_path: str = Field("", description="GGUF file the embedded model server serves; empty: SmolLM2-135M")
@@ -99,6 +112,16 @@ class Config(BaseSettings):
         if "://" not in url:
             url = "http://" + url
         return url.removesuffix("/v1")
+
+    @property
+    def inner_llm_url_shown(self) -> str:
+        """INNER_LLM_URL as messages and logs may show it: without user or password."""
+        parts = urlsplit(self.inner_llm_url)
+        if parts.username is None and parts.password is None:
+            return self.inner_llm_url
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit(parts._replace(netloc=netloc))
 
     @classmethod
     def read_from_env(cls, env_file: str | None = None) -> Config:

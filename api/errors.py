@@ -46,6 +46,12 @@ class JobConflict(ApiError):
     status_code = 409
 
 
+class QueueFull(ApiError):
+    """Too many jobs wait to start already (MAX_QUEUED_JOBS)."""
+
+    status_code = 429
+
+
 class JobNotFound(ApiError):
     status_code = 404
 

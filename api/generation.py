@@ -1,17 +1,17 @@
 """The spec's router: ``POST /generate`` and ``POST /chat_completion``, plus ``GET /jobs/{id}``."""
 
-from __future__ import annotations
-
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from api.guard import Guard, limited_route
 from api.job_status import job_status_router
 from api.jobs import JobRunner
 from api.openai_compat import openai_router
+from api.request_models import request_models
 from api.schemas import ChatCompletionRequest, CompletionResponse, GenerateRequest, JobAccepted
 from api.streaming import open_stream, sse, stream_response
 from settings import Config
@@ -21,12 +21,22 @@ CHAT_TASK = "llm.chat"
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": JobAccepted, "description": "Accepted without waiting (wait=0 or Prefer: respond-async)"},
+    400: {"description": "The model server rejected the request"},
+    401: {"description": "No API key, or not a valid one (when API keys are configured)"},
+    404: {"description": "Unknown model (the model server's answer)"},
     409: {"description": "The job was cancelled, or its job_id belongs to a job with another body"},
-    422: {"description": "The body is invalid, or the model server rejected the request"},
+    413: {"description": "The request body is larger than MAX_BODY_BYTES"},
+    422: {"description": "The body is invalid, exceeds a configured limit, or the model server rejected it"},
+    429: {
+        "description": "Too many jobs waiting (MAX_QUEUED_JOBS) or requests (RATE_LIMIT_PER_MINUTE); see Retry-After"
+    },
     502: {"description": "The model server is unreachable or failing"},
     503: {"description": "The broker or the result store is unavailable"},
     504: {"description": "The job did not finish within the wait (it goes on), or the model server timed out"},
 }
+
+# With "stream": true or Accept: text/event-stream, the answer is a stream of events.
+STREAMED: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
 
 Wait = Annotated[
     float | None,
@@ -60,13 +70,20 @@ def get_router(config: Config) -> APIRouter:
     FastAPI runs when the router is included in an app.
     """
     runner = JobRunner(config)
+    models = request_models(config)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with runner.running():
             yield
 
-    router = APIRouter(lifespan=lifespan, responses=ERROR_RESPONSES)
+    guard = Guard(config, runner.redis)
+    router = APIRouter(
+        lifespan=lifespan,
+        responses=ERROR_RESPONSES,
+        dependencies=[Depends(guard)],
+        route_class=limited_route(config),
+    )
 
     async def answer(
         request: Request,
@@ -89,20 +106,28 @@ def get_router(config: Config) -> APIRouter:
         result = await runner.run(task, job_id, job, seconds)
         return CompletionResponse(content=result["content"], job_id=job_id)
 
-    @router.post("/generate", response_model=CompletionResponse, tags=["generation"])
+    @router.post("/generate", response_model=CompletionResponse, tags=["generation"], responses=STREAMED)
     async def generate(
-        request: Request, body: GenerateRequest, wait: Wait = None, prefer: Prefer = None, accept: Accept = None
+        request: Request,
+        body: models.generate,
+        wait: Wait = None,
+        prefer: Prefer = None,
+        accept: Accept = None,  # type: ignore[name-defined]
     ) -> CompletionResponse | Response:
         """Generate one message from `content`."""
         return await answer(request, GENERATE_TASK, body, wait, prefer, accept)
 
-    @router.post("/chat_completion", response_model=CompletionResponse, tags=["generation"])
+    @router.post("/chat_completion", response_model=CompletionResponse, tags=["generation"], responses=STREAMED)
     async def chat_completion(
-        request: Request, body: ChatCompletionRequest, wait: Wait = None, prefer: Prefer = None, accept: Accept = None
+        request: Request,
+        body: models.chat,
+        wait: Wait = None,
+        prefer: Prefer = None,
+        accept: Accept = None,  # type: ignore[name-defined]
     ) -> CompletionResponse | Response:
         """Continue the conversation in `messages`."""
         return await answer(request, CHAT_TASK, body, wait, prefer, accept)
 
     router.include_router(job_status_router(runner))
-    router.include_router(openai_router(runner, config))
+    router.include_router(openai_router(runner, config, models))
     return router

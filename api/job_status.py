@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 
 from api.errors import JobConflict, JobNotFound
 from api.jobs import JobRunner
-from api.schemas import JobStatus
+from api.schemas import JOB_ID_PATTERN, JobStatus
+
+JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN)]
 
 
 def job_status_router(runner: JobRunner) -> APIRouter:
@@ -14,7 +18,7 @@ def job_status_router(runner: JobRunner) -> APIRouter:
     router = APIRouter(tags=["jobs"])
 
     @router.get("/jobs/{job_id}", response_model=JobStatus, name="job_status", responses={404: {}})
-    async def job_status(job_id: str) -> JobStatus:
+    async def job_status(job_id: JobId) -> JobStatus:
         """Status, timestamps, queue position, and the result or the error."""
         status = await runner.store.status(job_id)
         if status is None:
@@ -22,7 +26,7 @@ def job_status_router(runner: JobRunner) -> APIRouter:
         return JobStatus.model_validate(status)
 
     @router.delete("/jobs/{job_id}", response_model=JobStatus, responses={404: {}, 409: {}})
-    async def cancel_job(job_id: str) -> JobStatus:
+    async def cancel_job(job_id: JobId) -> JobStatus:
         """Cancel the job: a queued job never reaches the model server, a running one is
         stopped (its model-server connection closed). Requests waiting for it get 409."""
         outcome = await runner.store.cancel(job_id)

@@ -21,14 +21,19 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from api.errors import ResultStoreUnavailable, error_for_failure
+from api.errors import QueueFull, ResultStoreUnavailable, error_for_failure
 from settings import Config
 
 # Claims job_id for this request unless it is claimed already; returns the
-# fingerprint of the request that claimed it first, or nil when this one did.
+# fingerprint of the request that claimed it first, or nil when this one did; or
+# {'full', n} when n jobs wait to start already (ARGV[6], MAX_QUEUED_JOBS): the
+# claim is refused. Entries older than a claim's TTL are dropped from the count.
 CLAIM = """
 local existing = redis.call('HGET', KEYS[1], 'fingerprint')
 if existing then return existing end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[4]))
+local waiting = redis.call('ZCARD', KEYS[2])
+if waiting >= tonumber(ARGV[6]) then return {'full', waiting} end
 redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'task', ARGV[2], 'accepted_at', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
@@ -51,6 +56,8 @@ redis.call('PUBLISH', KEYS[3], ARGV[4])
 redis.call('PUBLISH', KEYS[4], ARGV[3])
 return 'cancelled'
 """
+
+QUEUE_FULL_RETRY_AFTER = 2  # seconds a refused client is asked to wait
 
 STATES = {"SUCCESS": "succeeded", "FAILURE": "failed", "REVOKED": "cancelled"}
 
@@ -92,11 +99,18 @@ class JobStore:
         """Claim `job_id` for this request, atomically across API processes."""
         mine = fingerprint(task_name, job)
         keys = [self._config.job_key(job_id), self._config.queued_key]
-        args = [mine, task_name, repr(time.time()), self._config.job_ttl, job_id]
+        config = self._config
+        args = [mine, task_name, repr(time.time()), config.job_ttl, job_id, config.max_queued_jobs]
         try:
             first = await self._claim(keys=keys, args=args)
         except (RedisError, OSError):
             raise ResultStoreUnavailable("result store (Redis) unavailable") from None
+        if isinstance(first, list):
+            raise QueueFull(
+                f"queue full: {first[1]} jobs waiting to start, at most {config.max_queued_jobs} (MAX_QUEUED_JOBS);"
+                f" try again in {QUEUE_FULL_RETRY_AFTER}s",
+                headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER)},
+            )
         if first is None:
             return Claim(new=True, same=True)
         return Claim(new=False, same=first.decode() == mine)

@@ -21,6 +21,7 @@ from api.errors import (
     ResultStoreUnavailable,
     error_for_failure,
 )
+from api.guard import check_job
 from api.job_queue import JobQueue
 from api.job_store import JobStore
 from api.result_waiter import ResultWaiter, redis_client
@@ -44,6 +45,11 @@ class JobRunner:
         self._queue = JobQueue(config)
         self._waiter = ResultWaiter(config, self._redis)
         self.store = JobStore(config, self._redis)
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The API's Redis client for commands."""
+        return self._redis
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[JobRunner]:
@@ -116,6 +122,7 @@ class JobRunner:
 
     async def _claim_and_queue(self, task_name: str, job_id: str, job: dict[str, Any]) -> bool:
         """True when this request claimed the job_id and queued the job."""
+        check_job(self._config, job)
         claim = await self.store.claim(job_id, task_name, job)
         if not claim.same:
             raise JobConflict(f"job_id {job_id!r} is already used by a job with another body")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 
 from api import health
@@ -12,6 +14,9 @@ from settings import Config
 def create_app(config: Config | None = None) -> FastAPI:
     """Build the API for `config` (read from the environment and `.env` when omitted)."""
     config = config or Config.read_from_env()
+    # The gateway's own messages (api.*), beside uvicorn's; an app that configured
+    # logging already keeps its configuration.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     app = FastAPI(
         title="LLM API",
         description="Generation and chat jobs, queued on a broker and run by workers.",

@@ -6,8 +6,6 @@ format (``{"error": {"message", "type", "param", "code"}}``) with the status cod
 the ``openai`` client maps to its exception classes.
 """
 
-from __future__ import annotations
-
 import time
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -16,10 +14,13 @@ from fastapi import APIRouter, Header, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.guard import limited_route
 from api.jobs import JobRunner
-from api.openai_schemas import ChatCompletionsRequest, CompletionsRequest, ErrorBody, ModelCard, ModelList
-from api.schemas import new_job_id
+from api.openai_schemas import ErrorBody, ModelCard, ModelList
+from api.request_models import RequestModels, request_models
+from api.schemas import JOB_ID_PATTERN, new_job_id
 from api.streaming import open_stream, sse, stream_response
 from settings import Config
 
@@ -41,7 +42,9 @@ ERROR_TYPES = {
     504: "timeout_error",
 }
 
-IdempotencyKey = Annotated[str | None, Header(description="plays the role of job_id: one job per key")]
+IdempotencyKey = Annotated[
+    str | None, Header(pattern=JOB_ID_PATTERN, description="plays the role of job_id: one job per key")
+]
 
 
 def openai_error(
@@ -65,7 +68,7 @@ class OpenAIRoute(APIRoute):
                 first = exc.errors()[0]
                 param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
                 return openai_error(400, f"{param or 'body'}: {first.get('msg')}", param)
-            except HTTPException as exc:
+            except StarletteHTTPException as exc:  # FastAPI's HTTPException, and Starlette's own
                 return openai_error(exc.status_code, str(exc.detail), headers=exc.headers)
 
         return route
@@ -102,9 +105,26 @@ def _whole_answer(kind: str, job_id: str, result: dict[str, Any], model: str | N
     }
 
 
-def openai_router(runner: JobRunner, config: Config) -> APIRouter:
+# The whole answer as JSON, or with "stream": true, chunks as server-sent events.
+OPENAI_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/event-stream": {},
+        }
+    }
+}
+
+
+def openai_router(runner: JobRunner, config: Config, models: RequestModels | None = None) -> APIRouter:
     """The OpenAI-compatible endpoints of the gateway served by `runner`."""
-    router = APIRouter(prefix="/v1", route_class=OpenAIRoute, tags=["openai"], responses={400: {"model": ErrorBody}})
+    models = models or request_models(config)
+    router = APIRouter(
+        prefix="/v1",
+        route_class=limited_route(config, OpenAIRoute),
+        tags=["openai"],
+        responses={400: {"model": ErrorBody}},
+    )
 
     async def streamed(task: str, job_id: str, job: dict[str, Any], body: Any, kind: str) -> Response:
         """OpenAI's chunk format: one chunk per piece, the finish reasons, usage if asked, [DONE]."""
@@ -148,9 +168,10 @@ def openai_router(runner: JobRunner, config: Config) -> APIRouter:
 
         return stream_response(runner, job_id, events, render, render_error)
 
-    @router.post("/chat/completions", response_model=None)
+    @router.post("/chat/completions", response_model=None, responses=OPENAI_ANSWERS)
     async def chat_completions(
-        body: ChatCompletionsRequest, idempotency_key: IdempotencyKey = None
+        body: models.openai_chat,
+        idempotency_key: IdempotencyKey = None,  # type: ignore[name-defined]
     ) -> dict[str, Any] | Response:
         """OpenAI's chat completion, run as an ``llm.chat`` job; streamed with ``stream: true``."""
         job_id = idempotency_key or new_job_id()
@@ -163,9 +184,10 @@ def openai_router(runner: JobRunner, config: Config) -> APIRouter:
         result = await runner.run(CHAT_TASK, job_id, job, config.wait_timeout)
         return _whole_answer("chat", job_id, result, body.model)
 
-    @router.post("/completions", response_model=None)
+    @router.post("/completions", response_model=None, responses=OPENAI_ANSWERS)
     async def completions(
-        body: CompletionsRequest, idempotency_key: IdempotencyKey = None
+        body: models.openai_completion,
+        idempotency_key: IdempotencyKey = None,  # type: ignore[name-defined]
     ) -> dict[str, Any] | Response:
         """OpenAI's text completion, run as an ``llm.generate`` job (the prompt as one user message)."""
         job_id = idempotency_key or new_job_id()

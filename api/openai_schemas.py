@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
+
+from api.schemas import MODEL_PATTERN, Body, Count, JsonInt, Role, integral
 
 
-class OpenAIMessage(BaseModel):
-    role: str = Field(min_length=1)
+class OpenAIMessage(Body):
+    role: Role
     content: str
 
 
-class _Sampling(BaseModel):
-    model: str | None = Field(None, description="the model; the deployment's default when omitted")
+class _Sampling(Body):
+    model: str | None = Field(
+        None, pattern=MODEL_PATTERN, description="the model; the deployment's default when omitted"
+    )
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: Count | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
-    n: int = Field(1, ge=1, le=16)
+    seed: JsonInt | None = None
+    n: Annotated[int, Field(ge=1, le=16), BeforeValidator(integral)] = 1
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     stream: bool = False
@@ -49,7 +53,7 @@ class ChatCompletionsRequest(_Sampling):
     """Body of ``POST /v1/chat/completions``."""
 
     messages: list[OpenAIMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: Count | None = None
 
 
 class CompletionsRequest(_Sampling):

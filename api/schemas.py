@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 from uuid import uuid4
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+# What a job_id and a model name may be made of (they end up in Redis keys, queue
+# messages and log lines).
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,255}$"
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+def integral(value: Any) -> Any:
+    # JSON has one number type: 8.0 is an integer to JSON Schema, and is taken as one.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+JsonInt = Annotated[int, BeforeValidator(integral)]
+# A count of at least 1 (the bound before the validator, or the schema shows "ge").
+Count = Annotated[int, Field(ge=1), BeforeValidator(integral)]
+
+
+class Body(BaseModel):
+    """A request body: values of the wrong type are refused, not converted ("stream": 0)."""
+
+    model_config = ConfigDict(strict=True)
 
 
 def new_job_id() -> str:
@@ -13,35 +35,45 @@ def new_job_id() -> str:
     return uuid4().hex
 
 
-class Meta(BaseModel):
+class Meta(Body):
     """How to generate: the spec's ``meta`` object, with its defaults."""
 
     temperature: float = Field(0.2, ge=0, le=2, description="degree of randomness")
-    tokens_limit: int = Field(8096, ge=1, description="most tokens to generate")
+    tokens_limit: Count = Field(8096, description="most tokens to generate")
     stop_words: list[str] = Field(default_factory=list, description="generation stops at any of these")
-    model: str | None = Field(None, description="model to use; the deployment's default when omitted")
+    model: str | None = Field(
+        None, pattern=MODEL_PATTERN, description="model to use; the deployment's default when omitted"
+    )
 
 
-class Message(BaseModel):
+class Message(Body):
     """One turn of a conversation."""
 
-    role: str = Field(min_length=1, description='"system", "user", "assistant", ...')
+    role: Role = Field(description='"system", "user", "assistant" or "tool"')
     content: str
 
 
-class GenerateRequest(BaseModel):
+class GenerateRequest(Body):
     """Body of ``POST /generate``."""
 
-    job_id: str = Field(default_factory=new_job_id, min_length=1, description="unique id of the job")
+    job_id: str = Field(
+        default_factory=new_job_id,
+        pattern=JOB_ID_PATTERN,
+        description="unique id of the job: up to 128 letters, digits and . _ : -",
+    )
     meta: Meta = Field(default_factory=Meta)
     content: str = Field(description="the input text")
     stream: bool = Field(False, description="answer as server-sent events, piece by piece")
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(Body):
     """Body of ``POST /chat_completion``."""
 
-    job_id: str = Field(default_factory=new_job_id, min_length=1, description="unique id of the job")
+    job_id: str = Field(
+        default_factory=new_job_id,
+        pattern=JOB_ID_PATTERN,
+        description="unique id of the job: up to 128 letters, digits and . _ : -",
+    )
     meta: Meta = Field(default_factory=Meta)
     messages: list[Message] = Field(min_length=1, description="the conversation so far")
     stream: bool = Field(False, description="answer as server-sent events, piece by piece")

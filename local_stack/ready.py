@@ -17,10 +17,10 @@ from settings import Config
 START_TIMEOUT = 180.0
 
 
-def wait_http(name: str, url: str, deadline: float) -> None:
+def wait_http(name: str, url: str, deadline: float, auth: tuple[str, str] | None = None) -> None:
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2, auth=auth).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -48,7 +48,11 @@ def main() -> None:
     if config.inner_llm_url.startswith(f"http://127.0.0.1:{config.embedded_model_port}"):
         wait_http("model server", f"{config.inner_llm_url}/health", deadline)
     wait_http("API", f"{api}/health", deadline)
-    wait_http("Flower", f"{flower}/healthcheck", deadline)
+    auth = None
+    if config.flower_basic_auth:
+        user, _, password = config.flower_basic_auth.get_secret_value().partition(":")
+        auth = (user, password)
+    wait_http("Flower", f"{flower}/healthcheck", deadline, auth)
     wait_worker(deadline)
     print(
         "\n"

@@ -24,13 +24,30 @@ class Plan:
 
     processes: list[str] = field(default_factory=lambda: ["api", "worker", "flower"])
     env: dict[str, str] = field(default_factory=dict)
+    secret_env: dict[str, str] = field(default_factory=dict)  # passed on, never written to disk
     notes: list[str] = field(default_factory=list)
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class Refused(SystemExit):
+    """A setting the run command will not start with."""
 
 
 def plan(config: Config) -> Plan:
     """What to start: embedded Valkey and model server where nothing is configured."""
     configured = config.model_fields_set
     result = Plan()
+    # Flower shows every job's arguments and result, and can stop workers.
+    if config.flower_basic_auth:
+        result.secret_env["FLOWER_BASIC_AUTH"] = config.flower_basic_auth.get_secret_value()
+        result.notes.append("Flower: basic auth (FLOWER_BASIC_AUTH)")
+    elif config.flower_host not in LOOPBACK:
+        raise Refused(
+            f"llm-api: Flower would listen on {config.flower_host} without a password: set"
+            " FLOWER_BASIC_AUTH=user:password, or FLOWER_HOST=127.0.0.1"
+        )
     if "redis_host" not in configured:
         result.processes.insert(0, "valkey")
         result.env |= {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(config.embedded_redis_port), "REDIS_DB": "0"}
@@ -75,6 +92,7 @@ def main() -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     env_file = run_dir / "env"
     env_file.write_text("".join(f"{key}={value!r}\n" for key, value in steps.env.items()))
+    os.environ.update(steps.secret_env)
     honcho = str(Path(sys.executable).parent / "honcho")
     os.execv(honcho, [honcho, "start", "--procfile", "Procfile", "--env", str(env_file), *steps.processes])
 

@@ -181,7 +181,7 @@ class ModelClient:
         self._local = threading.local()
         self._clients: list[httpx.Client] = []
         self._clients_lock = threading.Lock()
-        self._url = config.inner_llm_url
+        self._url = config.inner_llm_url_shown
         self._default_model = config.default_model or None
         self._max_retries = config.llm_max_retries
         self._backoff = config.llm_retry_backoff

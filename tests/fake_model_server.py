@@ -53,6 +53,7 @@ class FakeModelServer:
         self.disconnects = 0  # streams the client closed before the end
         self.requests: list[dict[str, Any]] = []
         self.clients: set[tuple[str, int]] = set()  # (host, port) of each connection seen
+        self.last_headers: dict[str, str] = {}  # of the last chat completion request
         self.in_flight = 0
         self.peak_in_flight = 0
 
@@ -108,6 +109,7 @@ class FakeModelServer:
         self.requests.append(body)
         if request.client:
             self.clients.add((request.client.host, request.client.port))
+        self.last_headers = dict(request.headers)
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         streaming = False

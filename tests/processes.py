@@ -142,7 +142,7 @@ def remove_traces(config: Config) -> None:
         except Exception:  # noqa: BLE001 - a broker a test made unreachable has nothing to clean
             pass
     try:
-        client = redis.Redis(host=config.redis_host, port=config.redis_port, socket_connect_timeout=2)
+        client = redis.Redis.from_url(config.redis_url, socket_connect_timeout=2)
         keys = list(client.scan_iter(match=f"{config.redis_prefix}:*", count=1000))
         if keys:
             client.delete(*keys)
@@ -160,18 +160,21 @@ class RedisServer:
     """A Redis-compatible server on a fixed port that keeps its data on disk (append-only
     file), so it can be stopped and started again as a deployment's would be."""
 
-    def __init__(self, binary: str, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, binary: str, data_dir: Path, port: int | None = None, password: str | None = None) -> None:
         self.binary = binary
         self.data_dir = data_dir
         self.port = port or free_port()
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir)]
         args += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+        if self.password:
+            args += ["--requirepass", self.password]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        client = redis.Redis(host="127.0.0.1", port=self.port)
+        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
         deadline = time.monotonic() + 10
         while True:
             try:

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = ("api", "worker", "flower")
 CONFIG_VARIABLES = {name.upper() for name in Config.model_fields}
 DEPLOYMENT_VARIABLES = CONFIG_VARIABLES - {name.upper() for name in LOCAL_STACK_SETTINGS}
-COMPOSE_ONLY = {"COMPOSE_PROFILES", "COMPOSE_INNER_LLM_URL", "VLLM_MODEL", "GGUF_DIR", "GGUF_FILE", "FLOWER_BASIC_AUTH"}
+COMPOSE_ONLY = {"COMPOSE_PROFILES", "COMPOSE_INNER_LLM_URL", "VLLM_MODEL", "GGUF_DIR", "GGUF_FILE"}
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +49,11 @@ def test_gateway_variables_are_config_fields(compose: dict[str, Any]) -> None:
     for name in GATEWAY:
         variables = set(compose["services"][name]["environment"]) - {"ENV_FILE", "FLOWER_BASIC_AUTH"}
         assert variables <= DEPLOYMENT_VARIABLES, variables - DEPLOYMENT_VARIABLES
-    # Every setting of a deployment reaches the containers.
-    assert set(compose["services"]["worker"]["environment"]) >= DEPLOYMENT_VARIABLES - {"REDIS_PASSWORD"}
+    # Every setting of a deployment reaches the containers (Flower's password only Flower's).
+    assert set(compose["services"]["worker"]["environment"]) >= DEPLOYMENT_VARIABLES - {
+        "REDIS_PASSWORD",
+        "FLOWER_BASIC_AUTH",
+    }
 
 
 def test_every_variable_compose_reads_is_in_env_example() -> None:

@@ -376,7 +376,7 @@ def test_a_job_longer_than_the_consumer_timeout_runs_once(
     make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str]
 ) -> None:
     if not broker_env["RABBIT_MQ_HOST"]:
-        pytest.skip("RabbitMQ only; a Redis broker's visibility timeout is renewed (see the worker-kill test)")
+        pytest.skip("RabbitMQ only: for a Redis broker, see the next test")
     found = _rabbitmqctl(
         "eval", "{application:get_env(rabbit, consumer_timeout), application:get_env(rabbit, channel_tick_interval)}."
     )
@@ -397,6 +397,23 @@ def test_a_job_longer_than_the_consumer_timeout_runs_once(
     assert answer.status_code == 200 and answer.json()["content"] == "echo: q long"
     assert len(fake.completions) == 1  # handed out again (this RabbitMQ ignores the consumer argument), not rerun
     assert worker.popen.poll() is None
+
+
+def test_a_job_longer_than_the_visibility_timeout_is_not_handed_out_again(
+    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str]
+) -> None:
+    if broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("Redis broker only")
+    # Visibility timeout 3 s, a 7 s job, a second worker waiting for work: the running
+    # worker renews the message it holds, so it is never handed out to the other.
+    stack = make_stack(workers=2, JOB_LEASE="3")
+    fake.latency = 7
+    answer = httpx.post(f"{stack.url}/generate", json={"content": "q long"}, timeout=60)
+    outputs = " ".join(process.output() for process in stack.processes.started)
+    print(f"\n[visibility timeout] status={answer.status_code} model_calls={len(fake.completions)}")
+    assert answer.status_code == 200 and answer.json()["content"] == "echo: q long"
+    assert len(fake.completions) == 1
+    assert "running elsewhere" not in outputs and outputs.count("received") == 1
 
 
 def _set_rabbit_env(**values: int) -> None:

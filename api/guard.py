@@ -1,0 +1,195 @@
+"""What stands between the network and the queue: API keys, rate limits, input limits.
+
+- API keys (``API_KEYS``, ``API_KEYS_FILE``): every route of the gateway's routers
+  needs ``Authorization: Bearer <key>``; keys are kept as SHA-256 digests and
+  compared in constant time, and never logged.
+- Rate limit (``RATE_LIMIT_PER_MINUTE``): requests per key (per client address when
+  no keys are configured) per minute, counted in Redis so it holds across API processes.
+- Limits on what a job may hold (``MAX_*``): checked on every job, whichever endpoint
+  it came through, before anything is queued.
+- Request bodies larger than ``MAX_BODY_BYTES``: 413, whether announced by
+  Content-Length or not, without reading more than the limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from redis.exceptions import RedisError
+
+from api.errors import ApiError, ResultStoreUnavailable
+from settings import Config
+
+log = logging.getLogger(__name__)
+
+
+class Unauthorized(ApiError):
+    status_code = 401
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class TooManyRequests(ApiError):
+    status_code = 429
+
+
+class BodyTooLarge(ApiError):
+    status_code = 413
+
+
+class LimitExceeded(ApiError):
+    """The job holds more than a configured limit allows."""
+
+    status_code = 422
+
+
+def load_keys(config: Config) -> list[bytes]:
+    """SHA-256 digests of the configured API keys (none: the API is open)."""
+    keys: list[str] = []
+    if config.api_keys:
+        keys += config.api_keys.get_secret_value().split(",")
+    if config.api_keys_file:
+        for line in Path(config.api_keys_file).read_text().splitlines():
+            keys.append(line.split("#", 1)[0])
+    return [_digest(key.strip()) for key in keys if key.strip()]
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+# Counts a request in its key's window; answers the count so far.
+COUNT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+
+
+class Guard:
+    """The gateway's routers depend on it: ``dependencies=[Depends(guard)]``."""
+
+    def __init__(self, config: Config, store: aioredis.Redis) -> None:
+        self._config = config
+        self._keys = load_keys(config)
+        self._count = store.register_script(COUNT)
+        if self._keys:
+            log.info("API keys: %d configured; requests without one get 401", len(self._keys))
+        else:
+            log.warning("no API keys configured (API_KEYS, API_KEYS_FILE): every endpoint is open to anyone")
+
+    async def __call__(self, request: Request) -> None:
+        who = self._authenticate(request)
+        if self._config.rate_limit_per_minute:
+            await self._limit_rate(who)
+
+    def _authenticate(self, request: Request) -> str:
+        if not self._keys:
+            return f"addr:{request.client.host if request.client else 'unknown'}"
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            raise Unauthorized("missing API key: send the header 'Authorization: Bearer <key>'")
+        digest = _digest(presented.strip())
+        # Every key is compared, in constant time: the answer takes as long for any key.
+        matched = False
+        for key in self._keys:
+            matched |= hmac.compare_digest(digest, key)
+        if not matched:
+            raise Unauthorized("invalid API key")
+        return f"key:{digest.hex()[:16]}"
+
+    async def _limit_rate(self, who: str) -> None:
+        now = time.time()
+        window = int(now // 60)
+        key = f"{self._config.key_prefix}rate:{who}:{window}"
+        try:
+            count = await self._count(keys=[key], args=[61])
+        except (RedisError, OSError):
+            raise ResultStoreUnavailable("result store (Redis) unavailable") from None
+        limit = self._config.rate_limit_per_minute
+        if count > limit:
+            retry = max(1, int((window + 1) * 60 - now) + 1)
+            raise TooManyRequests(
+                f"rate limit: {limit} requests per minute (RATE_LIMIT_PER_MINUTE); try again in {retry}s",
+                headers={"Retry-After": str(retry)},
+            )
+
+
+def check_job(config: Config, job: dict[str, Any]) -> None:
+    """Refuse a job that holds more than the configured limits allow (422, naming the limit)."""
+    texts = [job["content"]] if isinstance(job.get("content"), str) else []
+    messages = job.get("messages")
+    if isinstance(messages, list):
+        if len(messages) > config.max_messages:
+            raise LimitExceeded(f"messages: {len(messages)} messages; at most {config.max_messages} (MAX_MESSAGES)")
+        texts += [m["content"] for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str)]
+    chars = sum(len(text) for text in texts)
+    if chars > config.max_prompt_chars:
+        raise LimitExceeded(f"prompt: {chars} characters; at most {config.max_prompt_chars} (MAX_PROMPT_CHARS)")
+    meta = job.get("meta") or {}
+    stop_words = meta.get("stop_words") or []
+    if len(stop_words) > config.max_stop_words:
+        raise LimitExceeded(f"stop_words: {len(stop_words)} words; at most {config.max_stop_words} (MAX_STOP_WORDS)")
+    longest = max((len(word) for word in stop_words), default=0)
+    if longest > config.max_stop_word_chars:
+        raise LimitExceeded(
+            f"stop_words: a word of {longest} characters; at most {config.max_stop_word_chars} (MAX_STOP_WORD_CHARS)"
+        )
+    tokens = meta.get("tokens_limit")
+    if tokens is not None and tokens > config.max_tokens_limit:
+        raise LimitExceeded(f"tokens_limit: {tokens}; at most {config.max_tokens_limit} (MAX_TOKENS_LIMIT)")
+
+
+def limited_route(config: Config, base: type[APIRoute] = APIRoute) -> type[APIRoute]:
+    """A route class refusing bodies over MAX_BODY_BYTES with 413, before they are read whole."""
+    limit = config.max_body_bytes
+    message = f"request body larger than {limit} bytes (MAX_BODY_BYTES)"
+
+    class LimitedRoute(base):  # type: ignore[valid-type, misc]
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def route(request: Request) -> Response:
+                length = request.headers.get("content-length", "")
+                if length.isdigit() and int(length) > limit:
+                    return await _refuse(handler, request, message)
+                request._receive = _counting(request.receive, limit, message)
+                return await handler(request)
+
+            return route
+
+    return LimitedRoute
+
+
+async def _refuse(handler: Callable[[Request], Awaitable[Response]], request: Request, message: str) -> Response:
+    # Through the handler, so the route's own error format (OpenAI's on /v1) applies.
+    async def too_large() -> dict[str, Any]:
+        raise BodyTooLarge(message)
+
+    request._receive = too_large
+    return await handler(request)
+
+
+def _counting(receive: Callable[[], Awaitable[Any]], limit: int, message: str) -> Callable[[], Awaitable[Any]]:
+    received = 0
+
+    async def counted() -> Any:
+        nonlocal received
+        event = await receive()
+        if event.get("type") == "http.request":
+            received += len(event.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(message)
+        return event
+
+    return counted

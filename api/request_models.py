@@ -1,0 +1,86 @@
+"""The request bodies of one deployment: the base models, with its configured limits
+written into their OpenAPI schema (``maxLength``, ``maxItems``, ``maximum``).
+
+The limits are enforced by `api.guard.check_job`, whose messages name the setting;
+here they are documented, so that a client (or a fuzzer) reading the schema knows
+what will be refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field, create_model
+
+from api.openai_schemas import ChatCompletionsRequest, CompletionsRequest, OpenAIMessage
+from api.schemas import ChatCompletionRequest, Count, GenerateRequest, Message, Meta
+from settings import Config
+
+
+@dataclass(frozen=True)
+class RequestModels:
+    generate: type[GenerateRequest]
+    chat: type[ChatCompletionRequest]
+    openai_chat: type[ChatCompletionsRequest]
+    openai_completion: type[CompletionsRequest]
+
+
+def request_models(config: Config) -> RequestModels:
+    """The request bodies, documenting `config`'s limits."""
+    text = {"maxLength": config.max_prompt_chars}
+    words = {"maxItems": config.max_stop_words, "items": {"type": "string", "maxLength": config.max_stop_word_chars}}
+    tokens = {"maximum": config.max_tokens_limit}
+
+    def limited(base: type[BaseModel], **fields: tuple[Any, Any]) -> Any:
+        return create_model(base.__name__, __base__=base, __doc__=base.__doc__, **fields)  # type: ignore[call-overload]
+
+    def field(base: type[BaseModel], name: str, extra: dict[str, Any], **changes: Any) -> tuple[Any, Any]:
+        info = base.model_fields[name]
+        keep: dict[str, Any] = {"description": info.description}
+        if info.default_factory is not None:
+            keep["default_factory"] = info.default_factory
+        elif not info.is_required():
+            keep["default"] = info.default
+        return (changes.pop("annotation", info.annotation), Field(**keep, json_schema_extra=extra, **changes))
+
+    meta = limited(
+        Meta,
+        # The spec's default (8096), unless the deployment allows less.
+        tokens_limit=(
+            Count,
+            Field(
+                min(Meta.model_fields["tokens_limit"].default, config.max_tokens_limit),
+                description=Meta.model_fields["tokens_limit"].description,
+                json_schema_extra=tokens,
+            ),
+        ),
+        stop_words=field(Meta, "stop_words", words),
+    )
+    message = limited(Message, content=field(Message, "content", text))
+    generate = limited(
+        GenerateRequest,
+        meta=(meta, Field(default_factory=meta)),
+        content=field(GenerateRequest, "content", text),
+    )
+    chat = limited(
+        ChatCompletionRequest,
+        meta=(meta, Field(default_factory=meta)),
+        messages=field(ChatCompletionRequest, "messages", {"maxItems": config.max_messages},
+                       annotation=list[message], min_length=1),
+    )  # fmt: skip
+    openai_message = limited(OpenAIMessage, content=field(OpenAIMessage, "content", text))
+    sampling = {
+        "max_tokens": field(ChatCompletionsRequest, "max_tokens", tokens),
+        "stop": field(ChatCompletionsRequest, "stop", {"maxItems": config.max_stop_words,
+                                                       "maxLength": config.max_stop_word_chars}),
+    }  # fmt: skip
+    openai_chat = limited(
+        ChatCompletionsRequest,
+        **sampling,
+        max_completion_tokens=field(ChatCompletionsRequest, "max_completion_tokens", tokens),
+        messages=field(ChatCompletionsRequest, "messages", {"maxItems": config.max_messages},
+                       annotation=list[openai_message], min_length=1),
+    )  # fmt: skip
+    openai_completion = limited(CompletionsRequest, **sampling, prompt=field(CompletionsRequest, "prompt", text))
+    return RequestModels(generate, chat, openai_chat, openai_completion)

