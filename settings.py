@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from kombu import Exchange, Queue
@@ -53,7 +53,10 @@ class Config(BaseSettings):
     redis_prefix: str = "llm-api"
     inner_llm_url: str = "http://localhost:8670"
 
-    # Model server.
+    # Model server, or servers (registry.py).
+    models: str = Field("", description="the model registry as inline JSON (see MODELS_FILE)")
+    models_file: str = Field("", description="the model registry: a YAML or JSON file")
+    worker_models: str = Field("", description="models (of the registry) a worker runs; empty: all")
     inner_llm_api_key: SecretStr | None = None
     default_model: str = ""
     llm_connect_timeout: float = Field(5.0, gt=0)
@@ -78,6 +81,8 @@ class Config(BaseSettings):
         60.0, ge=0, description="seconds a stopping worker lets its jobs finish before handing them back"
     )
     dead_letter_max: int = Field(100000, ge=1, description="dead letters kept; the oldest go first (RabbitMQ)")
+
+    log_format: Literal["json", "text"] = Field("json", description="json: one JSON object per line (logs.py)")
 
     # Access and limits (api/guard.py).
     api_keys: SecretStr | None = Field(None, description="comma-separated keys; when set, requests need one")
@@ -200,8 +205,10 @@ class Config(BaseSettings):
 
 def celery_settings(config: Config) -> dict[str, Any]:
     """Celery's lowercase settings for `config`, shared by the API and the workers."""
-    queue = config.queue_name
-    exchange = Exchange(queue, type="direct", durable=True)
+    from registry import load_registry  # registry.py reads Config: imported here, not above
+
+    registry = load_registry(config)
+    queue = registry.default.queue
     broker_options: dict[str, Any] = {}
     consumer_arguments = None
     if config.uses_rabbitmq:
@@ -212,7 +219,7 @@ def celery_settings(config: Config) -> dict[str, Any]:
         consumer_arguments = {"x-consumer-timeout": int(config.longest_job * 2 * 1000)}
     else:
         # A Redis broker hands an unacknowledged message out again once it is older than
-        # the visibility timeout. Workers renew the messages they hold (tasks/leases.py),
+        # the visibility timeout. Workers renew the messages they hold (tasks/running.py),
         # so that is the job lease, not the length of the longest job: a dead worker's
         # jobs run again within about a lease, a long job is never handed out twice.
         broker_options = {
@@ -236,8 +243,17 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "task_default_queue": queue,
         "task_default_exchange": queue,
         "task_default_routing_key": queue,
-        "task_queues": (
-            Queue(queue, exchange, routing_key=queue, durable=True, consumer_arguments=consumer_arguments),
+        # The queues of the models this process serves: all of them for the API (it
+        # publishes to each), those of WORKER_MODELS for a worker started with it.
+        "task_queues": tuple(
+            Queue(
+                name,
+                Exchange(name, type="direct", durable=True),
+                routing_key=name,
+                durable=True,
+                consumer_arguments=consumer_arguments,
+            )
+            for name in registry.queues_for(config.worker_models)
         ),
         "task_default_delivery_mode": "persistent",
         "task_serializer": "json",

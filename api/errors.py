@@ -52,6 +52,12 @@ class QueueFull(ApiError):
     status_code = 429
 
 
+class ModelNotFound(ApiError):
+    """A model the registry does not list (nothing was queued)."""
+
+    status_code = 404
+
+
 class JobNotFound(ApiError):
     status_code = 404
 

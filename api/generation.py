@@ -5,9 +5,11 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.guard import Guard, limited_route
+from api.health import ready_route
 from api.job_status import job_status_router
 from api.jobs import JobRunner
 from api.openai_compat import openai_router
@@ -79,10 +81,9 @@ def get_router(config: Config) -> APIRouter:
 
     guard = Guard(config, runner.redis)
     router = APIRouter(
-        lifespan=lifespan,
         responses=ERROR_RESPONSES,
         dependencies=[Depends(guard)],
-        route_class=limited_route(config),
+        route_class=limited_route(config, metrics=runner.metrics),
     )
 
     async def answer(
@@ -128,6 +129,27 @@ def get_router(config: Config) -> APIRouter:
         """Continue the conversation in `messages`."""
         return await answer(request, CHAT_TASK, body, wait, prefer, accept)
 
+    @router.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    async def metrics() -> Response:
+        """Prometheus metrics of this API process, and the jobs waiting in each queue."""
+        waiting = await runner.waiting()
+        return Response(runner.metrics.render(waiting), media_type=CONTENT_TYPE_LATEST)
+
+    @router.get("/models", tags=["models"])
+    async def list_models() -> dict[str, Any]:
+        """The models this gateway serves: names, aliases, queue, and which is the default."""
+        registry = runner.registry
+        listed = [
+            {"name": m.name, "aliases": list(m.aliases), "queue": m.queue, "default": m is registry.default}
+            for m in registry.models
+        ]
+        return {"models": listed, "any_name": registry.passthrough}
+
     router.include_router(job_status_router(runner))
     router.include_router(openai_router(runner, config, models))
-    return router
+    # /ready answers probes without a key: outside the guarded router.
+    outer = APIRouter(lifespan=lifespan)
+    outer.add_api_route("/ready", ready_route(runner), methods=["GET"], tags=["health"],
+                        responses={503: {"description": "A part is not ready; each is named"}})  # fmt: skip
+    outer.include_router(router)
+    return outer

@@ -23,10 +23,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import ApiError, ResultStoreUnavailable
+from api.metrics import Metrics
 from settings import Config
 
 log = logging.getLogger(__name__)
@@ -150,23 +153,48 @@ def check_job(config: Config, job: dict[str, Any]) -> None:
         raise LimitExceeded(f"tokens_limit: {tokens}; at most {config.max_tokens_limit} (MAX_TOKENS_LIMIT)")
 
 
-def limited_route(config: Config, base: type[APIRoute] = APIRoute) -> type[APIRoute]:
-    """A route class refusing bodies over MAX_BODY_BYTES with 413, before they are read whole."""
+def limited_route(config: Config, base: type[APIRoute] = APIRoute, metrics: Metrics | None = None) -> type[APIRoute]:
+    """A route class refusing bodies over MAX_BODY_BYTES with 413, before they are read
+    whole; and counting each request in `metrics` by endpoint, status and error cause."""
     limit = config.max_body_bytes
     message = f"request body larger than {limit} bytes (MAX_BODY_BYTES)"
 
     class LimitedRoute(base):  # type: ignore[valid-type, misc]
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
+            endpoint = self.path_format
 
-            async def route(request: Request) -> Response:
+            async def limited(request: Request) -> Response:
                 length = request.headers.get("content-length", "")
                 if length.isdigit() and int(length) > limit:
                     return await _refuse(handler, request, message)
                 request._receive = _counting(request.receive, limit, message)
                 return await handler(request)
 
-            return route
+            if metrics is None:
+                return limited
+
+            async def counted(request: Request) -> Response:
+                started = time.perf_counter()
+                status, cause = 500, "InternalError"
+                try:
+                    response = await limited(request)
+                    status = response.status_code
+                    cause = getattr(request.state, "error_cause", None) or f"http_{status}"
+                    return response
+                except StarletteHTTPException as exc:
+                    status, cause = exc.status_code, type(exc).__name__
+                    raise
+                except RequestValidationError:
+                    status, cause = 422, "InvalidRequest"
+                    raise
+                finally:
+                    metrics.requests.labels(endpoint, request.method, str(status)).inc()
+                    metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - started)
+                    if status >= 400:
+                        metrics.errors.labels(cause).inc()
+
+            return counted
 
     return LimitedRoute
 

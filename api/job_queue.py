@@ -25,6 +25,7 @@ class JobQueue:
     """
 
     def __init__(self, config: Config) -> None:
+        self._config = config
         self._celery = Celery("llm-api", set_as_current=False)
         self._celery.conf.update(celery_settings(config))
         # The API reads results itself (see result_waiter); without a backend,
@@ -38,14 +39,53 @@ class JobQueue:
         self._executor = ThreadPoolExecutor(config.publish_threads, thread_name_prefix="publish")
         self._where = "RabbitMQ" if config.uses_rabbitmq else "Redis"
 
-    async def submit(self, task_name: str, job_id: str, job: dict[str, Any]) -> None:
-        """Queue `job` for the task `task_name` under the id `job_id`."""
-        send = partial(self._celery.send_task, task_name, args=(job,), task_id=job_id)
+    async def submit(self, task_name: str, job_id: str, job: dict[str, Any], queue: str | None = None) -> None:
+        """Queue `job` for the task `task_name` under the id `job_id` (in `queue`, or the default one)."""
+        send = partial(self._celery.send_task, task_name, args=(job,), task_id=job_id, queue=queue)
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, send)
         except (OperationalError, KombuError, OSError) as exc:
             log.warning("could not publish job %s: %s", job_id, exc)
             raise BrokerUnavailable(f"broker ({self._where}) unavailable: job not queued") from None
+
+    def depths(self, queues: list[str]) -> dict[str, int]:
+        """Messages waiting in each queue (-1 for a queue the broker could not count)."""
+        counts = {}
+        try:
+            with self._celery.connection_for_read() as connection:
+                connection.ensure_connection(max_retries=1)
+                channel = connection.channel()
+                try:
+                    for queue in queues:
+                        try:
+                            counts[queue] = channel.queue_declare(queue, passive=True).message_count
+                        except Exception:  # noqa: BLE001 - not declared yet (no worker ever ran), or gone
+                            counts[queue] = 0
+                            channel = connection.channel()  # a failed passive declare closes the channel
+                finally:
+                    channel.close()
+        except Exception as exc:  # noqa: BLE001 - the broker is down: the metric says unknown
+            log.warning("could not count queued jobs: %s", exc)
+            return dict.fromkeys(queues, -1)
+        return counts
+
+    def check(self) -> None:
+        """Raise unless a connection to the broker can be made now."""
+        with self._celery.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=self._config.broker_connect_timeout)
+
+    def consumers(self, timeout: float) -> dict[str, int]:
+        """Workers consuming each queue, as the workers answer (none in `timeout`: empty)."""
+        try:
+            replies = self._celery.control.inspect(timeout=timeout).active_queues() or {}
+        except Exception as exc:  # noqa: BLE001 - the broker is down: no worker can be reached
+            log.warning("could not ask the workers for their queues: %s", exc)
+            return {}
+        counts: dict[str, int] = {}
+        for queues in replies.values():
+            for queue in queues or []:
+                counts[queue["name"]] = counts.get(queue["name"], 0) + 1
+        return counts
 
     def warm_up(self) -> None:
         """Open a broker connection now, so the first request does not pay for it."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,13 +19,16 @@ from api.errors import (
     JobConflict,
     JobFailed,
     JobTimedOut,
+    ModelNotFound,
     ResultStoreUnavailable,
     error_for_failure,
 )
 from api.guard import check_job
 from api.job_queue import JobQueue
 from api.job_store import JobStore
+from api.metrics import Metrics
 from api.result_waiter import ResultWaiter, redis_client
+from registry import UnknownModel, load_registry
 from settings import Config
 
 log = logging.getLogger(__name__)
@@ -43,6 +47,8 @@ class JobRunner:
             config.redis_url, max_connections=100_000, socket_connect_timeout=config.redis_connect_timeout
         )
         self._queue = JobQueue(config)
+        self.registry = load_registry(config)
+        self.metrics = Metrics()
         self._waiter = ResultWaiter(config, self._redis)
         self.store = JobStore(config, self._redis)
 
@@ -70,6 +76,42 @@ class JobRunner:
 
     async def run(self, task_name: str, job_id: str, job: dict[str, Any], wait: float) -> dict[str, Any]:
         """Queue the job (once per job_id) and return its result within `wait` seconds, or raise."""
+        started = time.monotonic()
+        model = self.model_label(job)
+        self.metrics.in_flight.inc()
+        try:
+            answer = await self._run(task_name, job_id, job, wait)
+        except HTTPException as exc:
+            if (not isinstance(exc, JobTimedOut | JobConflict) and exc.status_code >= 500) or exc.status_code == 409:
+                self.metrics.observe_failure(model, type(exc).__name__)
+            raise
+        finally:
+            self.metrics.in_flight.dec()
+        self.metrics.observe_answer(model, answer, time.monotonic() - started)
+        return answer
+
+    def model_label(self, job: dict[str, Any]) -> str:
+        """The model a job is for, as metrics name it (the registry's name)."""
+        meta = job.get("meta")
+        requested = meta.get("model") if isinstance(meta, dict) else None
+        try:
+            return self.registry.route(requested).name if not self.registry.passthrough else requested or "default"
+        except UnknownModel:
+            return "unknown"
+
+    def check_broker(self) -> None:
+        """Raise unless the broker takes a connection now (blocking)."""
+        self._queue.check()
+
+    def workers_by_queue(self, timeout: float) -> dict[str, int]:
+        """How many workers consume each queue, by asking them (blocking)."""
+        return self._queue.consumers(timeout)
+
+    async def waiting(self) -> dict[str, int]:
+        """Jobs waiting in each model's queue, as the broker counts them (-1: unknown)."""
+        return await asyncio.get_running_loop().run_in_executor(None, self._queue.depths, self.registry.queues)
+
+    async def _run(self, task_name: str, job_id: str, job: dict[str, Any], wait: float) -> dict[str, Any]:
         async with self._waiter.watch(job_id, read_stored=False) as result:
             # Subscribed before queuing, so the result cannot be missed; a job_id
             # queued before (a retry, or a duplicate from another API process) is
@@ -120,16 +162,34 @@ class JobRunner:
                     yield {"end": answer}
                     return
 
+    def _route(self, job: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """The job as its model's workers take it, and its model's queue (404 for a
+        model the registry does not list)."""
+        meta = job.get("meta")
+        if not isinstance(meta, dict):  # the gateway's own jobs (llm.models)
+            return job, self.registry.default.queue
+        try:
+            model = self.registry.route(meta.get("model"))
+        except UnknownModel as exc:
+            raise ModelNotFound(str(exc)) from None
+        if self.registry.passthrough:
+            return job, model.queue
+        served = model.served_name or model.name
+        return {**job, "meta": {**meta, "model": served}, "route": model.name}, model.queue
+
     async def _claim_and_queue(self, task_name: str, job_id: str, job: dict[str, Any]) -> bool:
         """True when this request claimed the job_id and queued the job."""
         check_job(self._config, job)
+        job, queue = self._route(job)
         claim = await self.store.claim(job_id, task_name, job)
         if not claim.same:
             raise JobConflict(f"job_id {job_id!r} is already used by a job with another body")
         if not claim.new:
             return False
         try:
-            await self._queue.submit(task_name, job_id, job)
+            # When it was accepted, for its time in the queue (not part of its fingerprint).
+            await self._queue.submit(task_name, job_id, {**job, "accepted_at": time.time()}, queue)
+            log.info("job queued", extra={"job_id": job_id, "model": self.model_label(job), "queue": queue})
         except HTTPException:
             await self.store.release(job_id)  # not queued: a retry with this job_id must queue it
             raise

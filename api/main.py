@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from api import health
 from api.generation import get_router
+from logs import use_json
 from settings import Config
 
 
@@ -17,6 +18,9 @@ def create_app(config: Config | None = None) -> FastAPI:
     # The gateway's own messages (api.*), beside uvicorn's; an app that configured
     # logging already keeps its configuration.
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    if config.log_format == "json":
+        names = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
+        use_json(*(logging.getLogger(name) for name in names))
     app = FastAPI(
         title="LLM API",
         description="Generation and chat jobs, queued on a broker and run by workers.",

@@ -65,10 +65,12 @@ class OpenAIRoute(APIRoute):
             try:
                 return await handler(request)
             except RequestValidationError as exc:
+                request.state.error_cause = "InvalidRequest"
                 first = exc.errors()[0]
                 param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
                 return openai_error(400, f"{param or 'body'}: {first.get('msg')}", param)
             except StarletteHTTPException as exc:  # FastAPI's HTTPException, and Starlette's own
+                request.state.error_cause = type(exc).__name__
                 return openai_error(exc.status_code, str(exc.detail), headers=exc.headers)
 
         return route
@@ -121,7 +123,7 @@ def openai_router(runner: JobRunner, config: Config, models: RequestModels | Non
     models = models or request_models(config)
     router = APIRouter(
         prefix="/v1",
-        route_class=limited_route(config, OpenAIRoute),
+        route_class=limited_route(config, OpenAIRoute, runner.metrics),
         tags=["openai"],
         responses={400: {"model": ErrorBody}},
     )
@@ -199,7 +201,10 @@ def openai_router(runner: JobRunner, config: Config, models: RequestModels | Non
 
     @router.get("/models", response_model=ModelList)
     async def models() -> ModelList:
-        """The models the workers' model server serves (asked through the queue, kept 30 s)."""
+        """The models of the registry; with INNER_LLM_URL alone, those its model server
+        serves (asked through the queue, kept 30 s)."""
+        if not runner.registry.passthrough:
+            return ModelList(data=[ModelCard(id=name) for name in runner.registry.names()])
         window = int(time.time() // MODELS_CACHE_SECONDS)
         wait = min(config.wait_timeout, 30.0)
         result = await runner.run(MODELS_TASK, f"models-{window}", {}, wait)

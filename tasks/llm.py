@@ -11,9 +11,20 @@ from typing import Any, NoReturn
 
 from celery import Task
 from celery.exceptions import Ignore
-from celery.signals import worker_init, worker_process_init, worker_shutdown, worker_shutting_down
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_shutdown,
+    worker_shutting_down,
+)
 from celery.worker import state as worker_state
 
+from logs import current_job, use_json
+from registry import load_registry
 from settings import Config
 from tasks.app import celery_app
 from tasks.model_client import Cancelled, ChatRequest, ModelClient
@@ -29,6 +40,7 @@ MODELS = "llm.models"
 SAMPLING = frozenset({"top_p", "seed", "n", "presence_penalty", "frequency_penalty"})
 
 _client: ModelClient | None = None
+_routed: dict[str, ModelClient] = {}  # per model of the registry (MODELS, MODELS_FILE)
 _client_lock = threading.Lock()
 _running: RunningJobs | None = None
 
@@ -37,13 +49,23 @@ class InvalidJob(ValueError):
     """The job's payload is not what the API sends."""
 
 
-def model_client() -> ModelClient:
-    """This process's model-server client, made on first use from the environment."""
+def model_client(route: str | None = None) -> ModelClient:
+    """This process's client of the model server of `route` (a model of the registry;
+    INNER_LLM_URL's without one), made on first use from the environment."""
     global _client
     with _client_lock:
-        if _client is None:
-            _client = ModelClient(Config.read_from_env())
-        return _client
+        if route is None:
+            if _client is None:
+                _client = ModelClient(Config.read_from_env())
+            return _client
+        client = _routed.get(route)
+        if client is None:
+            config = Config.read_from_env()
+            model = load_registry(config).by_name(route)
+            served = model.served_name or model.name
+            update = {"inner_llm_url": model.url, "inner_llm_api_key": model.api_key, "default_model": served}
+            client = _routed[route] = ModelClient(config.model_copy(update=update))
+        return client
 
 
 def running_jobs() -> RunningJobs:
@@ -75,6 +97,9 @@ def set_model_client(client: ModelClient | None) -> None:
         if _client is not None and _client is not client:
             _client.close()
         _client = client
+        for routed in _routed.values():
+            routed.close()
+        _routed.clear()
 
 
 @worker_init.connect
@@ -84,6 +109,33 @@ def _open_client(**_: Any) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     model_client()
     running_jobs()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _json_logs(logger: logging.Logger | None = None, **_: Any) -> None:
+    if logger is not None and Config.read_from_env().log_format == "json":
+        use_json(logger)
+
+
+@task_prerun.connect
+def _job_context(task_id: str | None = None, task: Task | None = None, args: Any = None, **_: Any) -> None:
+    # Every line logged while the job runs names it, its model and its queue.
+    job = args[0] if args and isinstance(args[0], dict) else {}
+    meta = job.get("meta") if isinstance(job.get("meta"), dict) else {}
+    delivery = getattr(task.request, "delivery_info", None) if task is not None else None
+    current_job.set(
+        {
+            "job_id": task_id or "",
+            "model": str(job.get("route") or meta.get("model") or "default"),
+            "queue": str((delivery or {}).get("routing_key") or ""),
+        }
+    )
+
+
+@task_postrun.connect
+def _job_context_done(**_: Any) -> None:
+    current_job.set(None)
 
 
 @worker_shutdown.connect
@@ -158,9 +210,13 @@ def _complete(task: Task, messages: list[dict[str, str]], job: dict[str, Any]) -
         )
     except (TypeError, ValueError) as exc:
         raise InvalidJob(f"invalid 'meta': {exc}") from None
+    started = time.time()
+    route = job.get("route")
+    if route is not None and not isinstance(route, str):
+        raise InvalidJob("'route' must be a model name")
     job_id = task.request.id
     if job_id is None:  # called directly, not by a worker
-        return model_client().chat(request).as_dict()
+        return model_client(route).chat(request).as_dict()
     jobs = running_jobs()
     with jobs.running(job_id) as cancel:
         verdict = jobs.start(job_id)
@@ -180,14 +236,25 @@ def _complete(task: Task, messages: list[dict[str, str]], job: dict[str, Any]) -
         if job.get("stream"):
             relay = Relay(jobs.commands, jobs.config.stream_key(job_id), jobs.config.result_ttl)
         try:
-            completion = model_client().chat(request, cancel, relay.delta if relay else None)
+            completion = model_client(route).chat(request, cancel, relay.delta if relay else None)
         except Cancelled:
             _report_cancelled(task, "while running")
         if cancel.is_set():
             _report_cancelled(task, "as it finished")
         if relay is not None:
             relay.end(completion)
-        return completion.as_dict()
+        answer = completion.as_dict()
+        answer["timing"] = _timing(job, started)
+        return answer
+
+
+def _timing(job: dict[str, Any], started: float) -> dict[str, float]:
+    """Seconds the job waited in its queue (from the API's clock to this worker's), and ran."""
+    timing = {"run_seconds": round(time.time() - started, 4)}
+    accepted = job.get("accepted_at")
+    if isinstance(accepted, int | float):
+        timing["queued_seconds"] = round(max(0.0, started - accepted), 4)
+    return timing
 
 
 def _sampling(given: Any) -> dict[str, Any]:

@@ -17,7 +17,14 @@ ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = ("api", "worker", "flower")
 CONFIG_VARIABLES = {name.upper() for name in Config.model_fields}
 DEPLOYMENT_VARIABLES = CONFIG_VARIABLES - {name.upper() for name in LOCAL_STACK_SETTINGS}
-COMPOSE_ONLY = {"COMPOSE_PROFILES", "COMPOSE_INNER_LLM_URL", "VLLM_MODEL", "GGUF_DIR", "GGUF_FILE"}
+COMPOSE_ONLY = {
+    "COMPOSE_PROFILES",
+    "COMPOSE_INNER_LLM_URL",
+    "VLLM_MODEL",
+    "GGUF_DIR",
+    "GGUF_FILE",
+    "GRAFANA_ADMIN_PASSWORD",
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +38,21 @@ def example_variables() -> set[str]:
 
 
 def test_all_parts_are_services(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"rabbitmq", "redis", "vllm", "llamacpp", *GATEWAY}
+    assert set(compose["services"]) == {"rabbitmq", "redis", "vllm", "llamacpp", "prometheus", "grafana", *GATEWAY}
     assert "management" in compose["services"]["rabbitmq"]["image"]
+
+
+def test_the_monitoring_profile_scrapes_the_api_and_flower_and_shows_the_dashboard(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["prometheus"]["profiles"] == services["grafana"]["profiles"] == ["monitoring"]
+    mounted = [volume.split(":")[0] for volume in services["prometheus"]["volumes"] + services["grafana"]["volumes"]]
+    for path in mounted:
+        assert path.startswith("./deploy/")
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())["scrape_configs"]
+    assert {tuple(job["static_configs"][0]["targets"]) for job in scrape} == {("api:8000",), ("flower:5555",)}
+    provisioned = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/llm-api.yml").read_text())
+    assert provisioned["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    assert (ROOT / "deploy/grafana/dashboards/llm-api.json").exists()
 
 
 def test_api_worker_and_flower_share_one_image_and_run_their_commands(compose: dict[str, Any]) -> None:

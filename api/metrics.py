@@ -1,0 +1,88 @@
+"""What an operator watches, in Prometheus's format at ``GET /metrics``.
+
+Per API process: requests by endpoint and status, their latency; per model, jobs'
+end-to-end latency, time in queue, tokens generated; jobs this process awaits;
+errors by cause; and at each scrape, the jobs waiting in each model's queue (asked of
+the broker). The workers' own figures are Flower's ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+class Metrics:
+    """The API process's metrics, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "llm_api_requests", "HTTP requests answered, by endpoint, method and status",
+            ["endpoint", "method", "status"], registry=r,
+        )  # fmt: skip
+        self.request_seconds = Histogram(
+            "llm_api_request_seconds", "Seconds to answer a request, by endpoint", ["endpoint"],
+            buckets=SECONDS, registry=r,
+        )  # fmt: skip
+        self.job_seconds = Histogram(
+            "llm_api_job_seconds", "Seconds from a job's acceptance to its answer, by model", ["model"],
+            buckets=SECONDS, registry=r,
+        )  # fmt: skip
+        self.queue_seconds = Histogram(
+            "llm_api_queue_seconds", "Seconds a job waited in its queue before a worker started it, by model",
+            ["model"], buckets=SECONDS, registry=r,
+        )  # fmt: skip
+        self.tokens = Counter("llm_api_tokens", "Tokens generated, by model", ["model"], registry=r)
+        self.jobs = Counter(
+            "llm_api_jobs", "Job requests answered, by model and outcome (succeeded, or the error)",
+            ["model", "outcome"], registry=r,
+        )  # fmt: skip
+        self.errors = Counter("llm_api_errors", "Errors answered, by cause", ["cause"], registry=r)
+        self.in_flight = Gauge("llm_api_jobs_in_flight", "Jobs this API process is awaiting", registry=r)
+        self._waiting: dict[str, int] = {}
+        r.register(_Waiting(self._waiting))
+
+    def observe_answer(self, model: str, result: dict[str, Any], seconds: float | None) -> None:
+        """A job answered: its model, its result (usage, timing), seconds since accepted."""
+        self.jobs.labels(model, "succeeded").inc()
+        if seconds is not None:
+            self.job_seconds.labels(model).observe(seconds)
+        timing = result.get("timing") or {}
+        if isinstance(timing.get("queued_seconds"), int | float):
+            self.queue_seconds.labels(model).observe(max(0.0, timing["queued_seconds"]))
+        usage = result.get("usage") or {}
+        if isinstance(usage.get("completion_tokens"), int):
+            self.tokens.labels(model).inc(usage["completion_tokens"])
+
+    def observe_failure(self, model: str, cause: str) -> None:
+        """A job request answered with an error (counted by cause with every error, by the route)."""
+        self.jobs.labels(model, cause).inc()
+
+    def render(self, waiting: dict[str, int]) -> bytes:
+        """The text format, with `waiting` (jobs per queue) as read just before."""
+        self._waiting.clear()
+        self._waiting.update(waiting)
+        return generate_latest(self.registry)
+
+
+class _Waiting(Collector):
+    def __init__(self, waiting: dict[str, int]) -> None:
+        self._waiting = waiting
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily("llm_api_jobs_waiting", "Jobs waiting in each queue (the broker's count)",
+                                   labels=["queue"])  # fmt: skip
+        for queue, count in sorted(self._waiting.items()):
+            family.add_metric([queue], count)
+        yield family

@@ -1,0 +1,129 @@
+"""Several models behind one gateway: each job reaches its model's queue, workers and server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from registry import RegistryError, UnknownModel, load_registry
+from settings import Config
+from tests.conftest import StackFactory
+from tests.fake_model_server import FakeModelServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def second_server() -> Iterator[FakeModelServer]:
+    server = FakeModelServer().start()
+    server.models = ["large-model"]
+    yield server
+    server.stop()
+
+
+def registry_json(small: str, large: str) -> str:
+    return json.dumps(
+        {
+            "models": [
+                {"name": "small", "aliases": ["quick"], "url": small, "served_name": "fake-model"},
+                {"name": "large", "url": large, "served_name": "large-model"},
+            ],
+            "default": "small",
+        }
+    )
+
+
+def test_each_model_has_its_queue_workers_and_server(
+    make_stack: StackFactory, fake: FakeModelServer, second_server: FakeModelServer
+) -> None:
+    stack = make_stack(workers=0, MODELS=registry_json(fake.url, second_server.url))
+    small = stack.processes.worker({**stack.env, "WORKER_MODELS": "small"}, name="small-worker")
+    stack.processes.worker({**stack.env, "WORKER_MODELS": "large"}, name="large-worker")
+
+    def ask(model: str | None, content: str, **params: str) -> httpx.Response:
+        meta = {"model": model} if model else {}
+        return httpx.post(f"{stack.url}/generate", params=params, json={"content": content, "meta": meta}, timeout=30)
+
+    assert ask("small", "a").json()["content"] == "echo: a"
+    assert ask("quick", "b").json()["content"] == "echo: b"  # an alias
+    assert ask(None, "c").json()["content"] == "echo: c"  # the default
+    assert ask("large", "d").json()["content"] == "echo: d"
+    assert [b["messages"][-1]["content"] for b in fake.completions] == ["a", "b", "c"]
+    assert [b["model"] for b in fake.completions] == ["fake-model"] * 3  # the name its server knows
+    assert [(b["messages"][-1]["content"], b["model"]) for b in second_server.completions] == [("d", "large-model")]
+    # OpenAI's endpoint routes the same way.
+    chat = httpx.post(
+        f"{stack.url}/v1/chat/completions",
+        json={"model": "large", "messages": [{"role": "user", "content": "e"}]},
+        timeout=30,
+    )
+    assert chat.status_code == 200 and len(second_server.completions) == 2
+
+    unknown = ask("huge", "f")
+    assert unknown.status_code == 404
+    assert "'huge'" in unknown.json()["detail"] and "small, quick, large" in unknown.json()["detail"]
+    listed = httpx.get(f"{stack.url}/models", timeout=10).json()
+    assert [(m["name"], m["default"]) for m in listed["models"]] == [("small", True), ("large", False)]
+    cards = httpx.get(f"{stack.url}/v1/models", timeout=10).json()["data"]
+    assert [card["id"] for card in cards] == ["small", "quick", "large"]
+
+    # Without its worker, a model's jobs wait in its queue; the other model goes on.
+    small.stop()
+    waiting = ask("small", "g", wait="1")
+    assert waiting.status_code == 504
+    assert ask("large", "h").json()["content"] == "echo: h"
+    assert len(fake.completions) == 3
+    stack.processes.worker({**stack.env, "WORKER_MODELS": "small"}, name="small-again")
+    job_id = waiting.headers["location"].rsplit("/", 1)[-1]
+    collected = httpx.post(
+        f"{stack.url}/generate", json={"job_id": job_id, "content": "g", "meta": {"model": "small"}}, timeout=30
+    )
+    assert collected.json()["content"] == "echo: g"
+
+
+@pytest.mark.unit
+def test_a_registry_file_in_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "models:\n"
+        "  - name: small\n    url: gpu-a:8000\n    api_key_env: SMALL_KEY\n"
+        "  - name: large\n    url: http://gpu-b:8000/v1\n    queue: big-jobs\n"
+        "default: large\n"
+    )
+    config = Config(_env_file=None, models_file=str(path), queue_name="q")  # type: ignore[call-arg]
+    registry = load_registry(config)
+    assert [(m.name, m.url, m.queue) for m in registry.models] == [
+        ("small", "http://gpu-a:8000", "q.small"),
+        ("large", "http://gpu-b:8000", "big-jobs"),
+    ]
+    assert registry.route(None).name == "large" and not registry.passthrough
+    with pytest.raises(UnknownModel, match="small, large"):
+        registry.route("medium")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("models", "fragment"),
+    [
+        ("not json", "not JSON"),
+        ('{"models": []}', "non-empty list"),
+        ('{"models": [{"name": "a"}]}', "'name' and 'url'"),
+        ('{"models": [{"name": "a", "url": "x"}, {"name": "a", "url": "y"}]}', "listed twice"),
+        ('{"models": [{"name": "a", "url": "x", "queue": "bad queue"}]}', "queue"),
+        ('{"models": [{"name": "a", "url": "x"}], "default": "b"}', "default"),
+    ],
+)
+def test_a_wrong_registry_is_refused_saying_why(models: str, fragment: str) -> None:
+    with pytest.raises(RegistryError, match=fragment):
+        load_registry(Config(_env_file=None, models=models))  # type: ignore[call-arg]
+
+
+@pytest.mark.unit
+def test_inner_llm_url_alone_is_a_one_model_registry() -> None:
+    registry = load_registry(Config(_env_file=None, inner_llm_url="m:1", queue_name="q"))  # type: ignore[call-arg]
+    assert registry.passthrough and registry.route("anything").url == "http://m:1"
+    assert registry.queues == ["q"]

@@ -1,0 +1,109 @@
+"""What an operator watches: /metrics, /ready, and the committed Grafana dashboard."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import Stack, StackFactory
+from tests.fake_model_server import FakeModelServer
+from tests.processes import wait_for_output
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "llm-api.json"
+
+
+def samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def value(found: dict, name: str, **labels: str) -> float:
+    return found.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_count_a_known_batch(stack: Stack, fake: FakeModelServer) -> None:
+    before = samples(stack.url)
+    answers = [httpx.post(f"{stack.url}/generate", json={"content": f"m {i}"}, timeout=30) for i in range(5)]
+    assert [a.status_code for a in answers] == [200] * 5
+    assert httpx.post(f"{stack.url}/generate", json={"meta": {}}, timeout=30).status_code == 422
+    after = samples(stack.url)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("llm_api_requests_total", endpoint="/generate", method="POST", status="200") == 5
+    assert moved("llm_api_requests_total", endpoint="/generate", method="POST", status="422") == 1
+    assert moved("llm_api_errors_total", cause="InvalidRequest") == 1
+    assert moved("llm_api_jobs_total", model="default", outcome="succeeded") == 5
+    assert moved("llm_api_job_seconds_count", model="default") == 5
+    assert moved("llm_api_queue_seconds_count", model="default") == 5
+    # The fake model counts a word as a token: "echo: m N" is 3.
+    assert moved("llm_api_tokens_total", model="default") == 15
+    assert value(after, "llm_api_jobs_waiting", queue=stack.env["QUEUE_NAME"]) == 0
+    assert value(after, "llm_api_jobs_in_flight") == 0
+
+
+def test_ready_names_each_missing_part(make_stack: StackFactory, fake: FakeModelServer) -> None:
+    stack = make_stack(workers=0)
+    answer = httpx.get(f"{stack.url}/ready", timeout=20)
+    assert answer.status_code == 503
+    checks = answer.json()["checks"]
+    assert checks["broker"]["ok"] and checks["result_store"]["ok"] and checks["model_server:default"]["ok"]
+    assert not checks["workers:default"]["ok"] and "0 worker(s)" in checks["workers:default"]["detail"]
+    stack.processes.worker(stack.env)
+    ready = httpx.get(f"{stack.url}/ready", timeout=20)
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    fake.stop()
+    try:
+        down = httpx.get(f"{stack.url}/ready", timeout=20)
+    finally:
+        fake.start()
+    assert down.status_code == 503
+    assert not down.json()["checks"]["model_server:default"]["ok"]
+    assert [name for name, check in down.json()["checks"].items() if not check["ok"]] == ["model_server:default"]
+
+
+def test_every_metric_the_dashboard_queries_exists(stack: Stack, fake: FakeModelServer) -> None:
+    httpx.post(f"{stack.url}/generate", json={"content": "for the dashboard"}, timeout=30)
+    exposed = {name for name, _ in samples(stack.url)}
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    assert queries
+    used = {name for expr in queries for name in re.findall(r"\b(llm_api_[a-z_]+|flower_[a-z_]+)\b", expr)}
+    ours = {name for name in used if name.startswith("llm_api_")}
+    assert ours and ours <= exposed, ours - exposed
+
+
+def test_a_job_can_be_followed_through_the_logs_of_api_and_worker(stack: Stack, fake: FakeModelServer) -> None:
+    job_id = f"traced-{time.time_ns()}"
+    assert httpx.post(f"{stack.url}/generate", json={"job_id": job_id, "content": "x"}, timeout=30).status_code == 200
+    api = next(p for p in stack.processes.started if p.name == "api")
+    worker = next(p for p in stack.processes.started if p.name.startswith("worker"))
+    wait_for_output(worker, job_id)
+
+    def lines_about(output: str) -> list[dict]:
+        found = []
+        for line in output.splitlines():
+            if job_id in line:
+                found.append(json.loads(line[line.index("{") :]))  # every line about the job is JSON
+        return found
+
+    from_api, from_worker = lines_about(api.output()), lines_about(worker.output())
+    assert any(line["message"] == "job queued" for line in from_api)
+    assert {line["job_id"] for line in from_api + from_worker} == {job_id}
+    assert all(line["queue"] == stack.env["QUEUE_NAME"] and line["model"] == "default" for line in from_api)
+    succeeded = [line for line in from_worker if "succeeded" in line["message"]]
+    assert succeeded and succeeded[0]["model"] == "default" and succeeded[0]["queue"] == stack.env["QUEUE_NAME"]
