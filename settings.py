@@ -203,6 +203,15 @@ class Config(BaseSettings):
         return int(self.result_ttl + self.longest_job + self.wait_timeout)
 
 
+MAX_PRIORITY = 10  # job priorities are 0 to 9
+
+
+def priority_for(config: Config, priority: int) -> int:
+    """The broker's message priority for a job's (0 batch .. 9 most urgent): RabbitMQ
+    delivers higher numbers first, Kombu's Redis transport lower ones."""
+    return priority if config.uses_rabbitmq else MAX_PRIORITY - 1 - priority
+
+
 def celery_settings(config: Config) -> dict[str, Any]:
     """Celery's lowercase settings for `config`, shared by the API and the workers."""
     from registry import load_registry  # registry.py reads Config: imported here, not above
@@ -211,7 +220,10 @@ def celery_settings(config: Config) -> dict[str, Any]:
     queue = registry.default.queue
     broker_options: dict[str, Any] = {}
     consumer_arguments = None
+    queue_arguments = None
     if config.uses_rabbitmq:
+        # Priority queues: a waiting job of priority 9 starts before those of lower ones.
+        queue_arguments = {"x-max-priority": MAX_PRIORITY}
         # RabbitMQ (3.12 and later) closes the channel of a consumer that holds a message
         # longer than its consumer timeout (30 min by default), and hands the message out
         # again: give this queue's consumers more than the longest job. Older servers
@@ -227,6 +239,10 @@ def celery_settings(config: Config) -> dict[str, Any]:
             "unacked_restore_interval": max(1, config.job_lease // 3),
             "unacked_restore_throttle": 1,
             "global_keyprefix": config.key_prefix,
+            # A list per priority, read in order (on Redis, 0 is read first: see priority_for).
+            "priority_steps": list(range(MAX_PRIORITY)),
+            "queue_order_strategy": "priority",
+            "sep": ":",
         }
     return {
         "broker_url": config.broker_url,
@@ -251,6 +267,7 @@ def celery_settings(config: Config) -> dict[str, Any]:
                 Exchange(name, type="direct", durable=True),
                 routing_key=name,
                 durable=True,
+                queue_arguments=queue_arguments,
                 consumer_arguments=consumer_arguments,
             )
             for name in registry.queues_for(config.worker_models)

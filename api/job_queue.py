@@ -12,7 +12,7 @@ from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 
 from api.errors import BrokerUnavailable
-from settings import Config, celery_settings
+from settings import Config, celery_settings, priority_for
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,19 @@ class JobQueue:
         self._executor = ThreadPoolExecutor(config.publish_threads, thread_name_prefix="publish")
         self._where = "RabbitMQ" if config.uses_rabbitmq else "Redis"
 
-    async def submit(self, task_name: str, job_id: str, job: dict[str, Any], queue: str | None = None) -> None:
-        """Queue `job` for the task `task_name` under the id `job_id` (in `queue`, or the default one)."""
-        send = partial(self._celery.send_task, task_name, args=(job,), task_id=job_id, queue=queue)
+    async def submit(
+        self, task_name: str, job_id: str, job: dict[str, Any], queue: str | None = None, priority: int | None = None
+    ) -> None:
+        """Queue `job` for the task `task_name` under the id `job_id` (in `queue`, or the
+        default one), with `priority` (0 batch .. 9 most urgent)."""
+        send = partial(
+            self._celery.send_task,
+            task_name,
+            args=(job,),
+            task_id=job_id,
+            queue=queue,
+            priority=None if priority is None else priority_for(self._config, priority),
+        )
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, send)
         except (OperationalError, KombuError, OSError) as exc:

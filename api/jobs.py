@@ -188,7 +188,9 @@ class JobRunner:
             return False
         try:
             # When it was accepted, for its time in the queue (not part of its fingerprint).
-            await self._queue.submit(task_name, job_id, {**job, "accepted_at": time.time()}, queue)
+            meta = job.get("meta") if isinstance(job.get("meta"), dict) else {}
+            priority = meta.get("priority") if isinstance(meta.get("priority"), int) else None
+            await self._queue.submit(task_name, job_id, {**job, "accepted_at": time.time()}, queue, priority)
             log.info("job queued", extra={"job_id": job_id, "model": self.model_label(job), "queue": queue})
         except HTTPException:
             await self.store.release(job_id)  # not queued: a retry with this job_id must queue it

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field
 
-from api.schemas import MODEL_PATTERN, Body, Count, JsonInt, Role, integral
+from api.schemas import DEFAULT_PRIORITY, MODEL_PATTERN, Body, Count, JsonInt, Role, integral
 
 
 class OpenAIMessage(Body):
@@ -27,6 +27,9 @@ class _Sampling(Body):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     stream: bool = False
+    priority: Annotated[int, Field(ge=0, le=9), BeforeValidator(integral)] = Field(
+        DEFAULT_PRIORITY, description="not OpenAI's: 0 (batch) to 9 (most urgent), as meta.priority"
+    )
     stream_options: dict[str, Any] | None = None
     user: str | None = None
 
@@ -45,6 +48,7 @@ class _Sampling(Body):
             "tokens_limit": max_tokens,
             "stop_words": stop,
             "model": self.model,
+            "priority": self.priority,
             "sampling": {k: v for k, v in sampling.items() if v is not None},
         }
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,255}$"
 Role = Literal["system", "user", "assistant", "tool"]
+DEFAULT_PRIORITY = 5
 
 
 def integral(value: Any) -> Any:
@@ -43,6 +44,9 @@ class Meta(Body):
     stop_words: list[str] = Field(default_factory=list, description="generation stops at any of these")
     model: str | None = Field(
         None, pattern=MODEL_PATTERN, description="model to use; the deployment's default when omitted"
+    )
+    priority: Annotated[int, Field(ge=0, le=9), BeforeValidator(integral)] = Field(
+        DEFAULT_PRIORITY, description="0 (batch) to 9 (most urgent): waiting jobs of a model start in this order"
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,3 +129,27 @@ def test_inner_llm_url_alone_is_a_one_model_registry() -> None:
     registry = load_registry(Config(_env_file=None, inner_llm_url="m:1", queue_name="q"))  # type: ignore[call-arg]
     assert registry.passthrough and registry.route("anything").url == "http://m:1"
     assert registry.queues == ["q"]
+
+
+def test_urgent_jobs_overtake_a_backlog(make_stack: StackFactory, fake: FakeModelServer) -> None:
+    stack = make_stack(workers=0)
+    fake.latency = 0.01
+
+    async def submit(jobs: list[tuple[str, int]]) -> None:
+        async with httpx.AsyncClient(base_url=stack.url, timeout=30) as client:
+            for job_id, priority in jobs:
+                body = {"job_id": job_id, "content": job_id, "meta": {"priority": priority}}
+                assert (await client.post("/generate?wait=0", json=body)).status_code == 202
+
+    asyncio.run(submit([(f"batch-{i}", 0) for i in range(200)]))
+    asyncio.run(submit([(f"urgent-{i}", 9) for i in range(10)]))
+    stack.processes.worker(stack.env, concurrency=1)
+    deadline = time.monotonic() + 60
+    while len(fake.completions) < 210 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    order = [body["messages"][-1]["content"] for body in fake.completions]
+    assert len(order) == 210
+    urgent_at = [order.index(f"urgent-{i}") for i in range(10)]
+    print(f"\n[priorities] urgent jobs finished at positions {sorted(urgent_at)} of 210")
+    # A worker holds one job beyond the one it runs: at most those run first.
+    assert max(urgent_at) < 15, sorted(urgent_at)

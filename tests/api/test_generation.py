@@ -13,6 +13,8 @@ import pytest
 import redis
 from kombu import Connection
 
+from api.schemas import DEFAULT_PRIORITY
+from settings import priority_for
 from tests.conftest import Stack, StackFactory
 from tests.fake_model_server import FakeModelServer, free_port
 from tests.processes import ROOT, VENV_BIN, Processes
@@ -147,14 +149,16 @@ def test_jobs_wait_in_the_durable_queue_named_queue_name(make_stack: StackFactor
         with Connection(config.broker_url) as connection:
             channel = connection.default_channel
             # Declaring it durable again fails if the queue exists and is not durable.
-            _, waiting, _ = channel.queue_declare(config.queue_name, durable=True, auto_delete=False)
+            _, waiting, _ = channel.queue_declare(
+                config.queue_name, durable=True, auto_delete=False, arguments={"x-max-priority": 10}
+            )
             assert waiting == 1
             message = channel.basic_get(config.queue_name, no_ack=True)
         properties, headers = message.properties, message.headers
     else:
-        # Kombu's Redis transport: a list named after the queue, under the key prefix.
+        # Kombu's Redis transport: a list per priority named after the queue, under the key prefix.
         store = redis.Redis(host=config.redis_host, port=config.redis_port)
-        queue_key = f"{config.key_prefix}{config.queue_name}"
+        queue_key = f"{config.key_prefix}{config.queue_name}:{priority_for(config, DEFAULT_PRIORITY)}"
         assert store.llen(queue_key) == 1
         envelope = json.loads(store.lpop(queue_key) or b"{}")
         properties, headers = envelope["properties"], envelope["headers"]
