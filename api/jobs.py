@@ -180,6 +180,7 @@ class JobRunner:
     async def _claim_and_queue(self, task_name: str, job_id: str, job: dict[str, Any]) -> bool:
         """True when this request claimed the job_id and queued the job."""
         check_job(self._config, job)
+        model = self.model_label(job)
         job, queue = self._route(job)
         claim = await self.store.claim(job_id, task_name, job)
         if not claim.same:
@@ -191,7 +192,7 @@ class JobRunner:
             meta = job.get("meta") if isinstance(job.get("meta"), dict) else {}
             priority = meta.get("priority") if isinstance(meta.get("priority"), int) else None
             await self._queue.submit(task_name, job_id, {**job, "accepted_at": time.time()}, queue, priority)
-            log.info("job queued", extra={"job_id": job_id, "model": self.model_label(job), "queue": queue})
+            log.info("job queued", extra={"job_id": job_id, "model": model, "queue": queue})
         except HTTPException:
             await self.store.release(job_id)  # not queued: a retry with this job_id must queue it
             raise
