@@ -49,7 +49,11 @@ class JobRunner:
         self._queue = JobQueue(config)
         self.registry = load_registry(config)
         self.metrics = Metrics()
+        # Jobs this process published and awaits: (task, job, queue, priority).
+        self._published: dict[str, tuple[str, dict[str, Any], str, int | None]] = {}
         self._waiter = ResultWaiter(config, self._redis)
+        if not config.uses_rabbitmq:
+            self._waiter.on_reconnect = self._requeue_unstarted
         self.store = JobStore(config, self._redis)
 
     @property
@@ -82,13 +86,31 @@ class JobRunner:
         try:
             answer = await self._run(task_name, job_id, job, wait)
         except HTTPException as exc:
-            if (not isinstance(exc, JobTimedOut | JobConflict) and exc.status_code >= 500) or exc.status_code == 409:
-                self.metrics.observe_failure(model, type(exc).__name__)
+            self.metrics.observe_failure(model, type(exc).__name__)
             raise
         finally:
             self.metrics.in_flight.dec()
+            self._published.pop(job_id, None)
         self.metrics.observe_answer(model, answer, time.monotonic() - started)
         return answer
+
+    async def _requeue_unstarted(self) -> None:
+        """After the Redis server that is also the broker came back: publish again the
+        awaited jobs that have not started. A message the server handed to a worker as
+        it stopped never reaches the worker (Kombu's Redis transport pops it before the
+        worker has it); a second message of a job that did arrive is harmless (the
+        worker finds the job running or answered, tasks/running.py)."""
+        for job_id, (task_name, job, queue, priority) in list(self._published.items()):
+            try:
+                pipe = self._redis.pipeline(transaction=False)
+                pipe.hexists(self._config.job_key(job_id), "started_at").exists(self._config.result_key(job_id))
+                started, answered = await pipe.execute()
+                if started or answered:
+                    continue
+                await self._queue.submit(task_name, job_id, job, queue, priority)
+                log.warning("job queued again after the broker restarted", extra={"job_id": job_id, "queue": queue})
+            except (RedisError, OSError, HTTPException) as exc:
+                log.warning("could not queue job %s again: %s", job_id, exc)
 
     def model_label(self, job: dict[str, Any]) -> str:
         """The model a job is for, as metrics name it (the registry's name)."""
@@ -116,7 +138,7 @@ class JobRunner:
             # Subscribed before queuing, so the result cannot be missed; a job_id
             # queued before (a retry, or a duplicate from another API process) is
             # not queued again, and its result may already be stored.
-            if not await self._claim_and_queue(task_name, job_id, job):
+            if not await self._claim_and_queue(task_name, job_id, job, awaited=True):
                 await self._waiter.read_stored(job_id)
             try:
                 meta = await asyncio.wait_for(asyncio.shield(result), wait)
@@ -177,8 +199,9 @@ class JobRunner:
         served = model.served_name or model.name
         return {**job, "meta": {**meta, "model": served}, "route": model.name}, model.queue
 
-    async def _claim_and_queue(self, task_name: str, job_id: str, job: dict[str, Any]) -> bool:
-        """True when this request claimed the job_id and queued the job."""
+    async def _claim_and_queue(self, task_name: str, job_id: str, job: dict[str, Any], awaited: bool = False) -> bool:
+        """True when this request claimed the job_id and queued the job (and, when
+        `awaited`, remembers it until run() ends, to queue it again if need be)."""
         check_job(self._config, job)
         model = self.model_label(job)
         job, queue = self._route(job)
@@ -191,7 +214,10 @@ class JobRunner:
             # When it was accepted, for its time in the queue (not part of its fingerprint).
             meta = job.get("meta") if isinstance(job.get("meta"), dict) else {}
             priority = meta.get("priority") if isinstance(meta.get("priority"), int) else None
-            await self._queue.submit(task_name, job_id, {**job, "accepted_at": time.time()}, queue, priority)
+            sent = {**job, "accepted_at": time.time()}
+            await self._queue.submit(task_name, job_id, sent, queue, priority)
+            if awaited:
+                self._published[job_id] = (task_name, sent, queue, priority)
             log.info("job queued", extra={"job_id": job_id, "model": model, "queue": queue})
         except HTTPException:
             await self.store.release(job_id)  # not queued: a retry with this job_id must queue it

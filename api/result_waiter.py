@@ -14,7 +14,7 @@ import itertools
 import json
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -92,6 +92,8 @@ class ResultWaiter:
         self._heartbeat: asyncio.Task[None] | None = None
         self._pong = asyncio.Event()
         self._rereads: set[asyncio.Task[None]] = set()
+        # Called (as a task) each time the connection is made again after a loss.
+        self.on_reconnect: Callable[[], Awaitable[None]] | None = None
 
     async def start(self) -> None:
         """Start the pub/sub reader (it keeps reconnecting while Redis is down)."""
@@ -230,6 +232,10 @@ class ResultWaiter:
         if channels:
             await self._send("SUBSCRIBE", *channels)
             log.info("result store reconnected; re-watching %d jobs", len(channels))
+        if self.connects > 1 and self.on_reconnect is not None:
+            task = asyncio.create_task(self.on_reconnect())
+            self._rereads.add(task)  # type: ignore[arg-type]
+            task.add_done_callback(self._rereads.discard)  # type: ignore[arg-type]
 
     async def _dispatch(self) -> None:
         assert self._connection is not None
