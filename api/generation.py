@@ -83,7 +83,7 @@ def get_router(config: Config) -> APIRouter:
     router = APIRouter(
         responses=ERROR_RESPONSES,
         dependencies=[Depends(guard)],
-        route_class=limited_route(config, metrics=runner.metrics),
+        route_class=limited_route(config, runner.metrics),
     )
 
     async def answer(

@@ -153,7 +153,7 @@ def check_job(config: Config, job: dict[str, Any]) -> None:
         raise LimitExceeded(f"tokens_limit: {tokens}; at most {config.max_tokens_limit} (MAX_TOKENS_LIMIT)")
 
 
-def limited_route(config: Config, base: type[APIRoute] = APIRoute, metrics: Metrics | None = None) -> type[APIRoute]:
+def limited_route(config: Config, metrics: Metrics, base: type[APIRoute] = APIRoute) -> type[APIRoute]:
     """A route class refusing bodies over MAX_BODY_BYTES with 413, before they are read
     whole; and counting each request in `metrics` by endpoint, status and error cause."""
     limit = config.max_body_bytes
@@ -170,9 +170,6 @@ def limited_route(config: Config, base: type[APIRoute] = APIRoute, metrics: Metr
                     return await _refuse(handler, request, message)
                 request._receive = _counting(request.receive, limit, message)
                 return await handler(request)
-
-            if metrics is None:
-                return limited
 
             async def counted(request: Request) -> Response:
                 started = time.perf_counter()

@@ -123,7 +123,7 @@ def openai_router(runner: JobRunner, config: Config, models: RequestModels | Non
     models = models or request_models(config)
     router = APIRouter(
         prefix="/v1",
-        route_class=limited_route(config, OpenAIRoute, runner.metrics),
+        route_class=limited_route(config, runner.metrics, OpenAIRoute),
         tags=["openai"],
         responses={400: {"model": ErrorBody}},
     )
