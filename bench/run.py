@@ -2,6 +2,7 @@
 
     python -m bench.run            # the full run, about 10 minutes
     python -m bench.run --quick    # under a minute: the smoke run the tests use
+    python -m bench.run --paths direct,rabbitmq --scenarios b   # one scenario, some paths
 
 Paths, measured in the same run and on the same fake model server, one after another:
   direct    the load generator calls the model server itself (the physical limit)
@@ -48,6 +49,7 @@ RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
 SYSTEMS = ("rabbitmq", "valkey", "usual")
 PATHS = ("direct", *SYSTEMS)
+SCENARIOS = ("a", "b", "sweep", "c", "d", "e")
 SYSTEM_BODY = {"content": "hi", "meta": {"tokens_limit": 16, "model": "fake-model"}}
 DIRECT_BODY = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
 WORKER_SLOTS = {"rabbitmq": 64, "valkey": 64, "usual": os.cpu_count() or 1}
@@ -289,13 +291,46 @@ def sweep(target: Target, path: str, sizes: Sizes) -> list[dict[str, Any]]:
     return rows
 
 
+def _fast_model_scenarios(
+    processes: Processes, paths: list[str], scenarios: set[str], sizes: Sizes
+) -> list[dict[str, Any]]:
+    """(a), (b) and the sweep, on a model that answers at once."""
+    rows: list[dict[str, Any]] = []
+
+    def run(target: Target, path: str) -> None:
+        if "a" in scenarios:
+            rows.append(scenario_a(target, path, sizes))
+        if "b" in scenarios:
+            rows.append(scenario_b(target, path, sizes))
+        if "sweep" in scenarios:
+            rows.extend(sweep(target, path, sizes))
+
+    with fake_model(processes, 0.0) as model:
+        model_pid = processes.started[-1].popen.pid
+        for path in paths:
+            print(f"bench: {path}: {', '.join(s for s in ('a', 'b', 'sweep') if s in scenarios)}", flush=True)
+            if path == "direct":
+                run(direct(model, model_pid), path)
+                continue
+            with system(processes, path, model) as target:
+                asyncio.run(loadgen.closed_loop(target.url, target.body, 8, 50))  # warm up
+                run(target, path)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny loads: a smoke run")
     parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset of " + ", ".join(PATHS))
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help="comma-separated subset of " + ", ".join(SCENARIOS)
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else Sizes()
     paths = [p for p in args.paths.split(",") if p]
+    scenarios = {s for s in args.scenarios.split(",") if s}
+    if unknown := (set(paths) - set(PATHS)) | (scenarios - set(SCENARIOS)):
+        parser.error(f"unknown path or scenario: {', '.join(sorted(unknown))}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     logs = RESULTS / f"{stamp}-logs"  # each process's output, for when a path misbehaves
     logs.mkdir(parents=True)
@@ -303,49 +338,35 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     started = time.monotonic()
     try:
-        with fake_model(processes, 0.0) as model:
-            model_pid = processes.started[-1].popen.pid
-            for path in paths:
-                print(f"bench: {path}: latency, throughput, sweep", flush=True)
-                if path == "direct":
-                    target = direct(model, model_pid)
-                    rows += [
-                        scenario_a(target, path, sizes),
-                        scenario_b(target, path, sizes),
-                        *sweep(target, path, sizes),
-                    ]
-                    continue
-                with system(processes, path, model) as target:
-                    asyncio.run(loadgen.closed_loop(target.url, target.body, 8, 50))  # warm up
-                    rows += [
-                        scenario_a(target, path, sizes),
-                        scenario_b(target, path, sizes),
-                        *sweep(target, path, sizes),
-                    ]
-        with fake_model(processes, sizes.capacity_model_seconds) as model:
-            model_pid = processes.started[-1].popen.pid
-            for path in paths:
-                print(f"bench: {path}: capacity", flush=True)
-                if path == "direct":
-                    rows.append(scenario_c(direct(model, model_pid), path, sizes, model))
-                    continue
-                with system(processes, path, model) as target:
-                    rows.append(scenario_c(target, path, sizes, model))
-        with fake_model(processes, sizes.scaling_model_seconds) as model:
-            for path in paths:
-                if path != "direct":
-                    print(f"bench: {path}: scaling", flush=True)
-                    rows.append(scenario_d(processes, path, model, sizes))
-        with fake_model(processes, 0.0, sizes.token_seconds) as model:
-            for path in paths:
-                if path == "usual":
-                    continue  # it has no streaming
-                print(f"bench: {path}: time to first token", flush=True)
-                if path == "direct":
-                    rows.append(scenario_e(f"{model}/v1/chat/completions", path, sizes))
-                    continue
-                with system(processes, path, model) as target:
-                    rows.append(scenario_e(target.url.replace("/generate", "/v1/chat/completions"), path, sizes))
+        if scenarios & {"a", "b", "sweep"}:
+            rows += _fast_model_scenarios(processes, paths, scenarios, sizes)
+        if "c" in scenarios:
+            with fake_model(processes, sizes.capacity_model_seconds) as model:
+                model_pid = processes.started[-1].popen.pid
+                for path in paths:
+                    print(f"bench: {path}: capacity", flush=True)
+                    if path == "direct":
+                        rows.append(scenario_c(direct(model, model_pid), path, sizes, model))
+                        continue
+                    with system(processes, path, model) as target:
+                        rows.append(scenario_c(target, path, sizes, model))
+        if "d" in scenarios:
+            with fake_model(processes, sizes.scaling_model_seconds) as model:
+                for path in paths:
+                    if path != "direct":
+                        print(f"bench: {path}: scaling", flush=True)
+                        rows.append(scenario_d(processes, path, model, sizes))
+        if "e" in scenarios:
+            with fake_model(processes, 0.0, sizes.token_seconds) as model:
+                for path in paths:
+                    if path == "usual":
+                        continue  # it has no streaming
+                    print(f"bench: {path}: time to first token", flush=True)
+                    if path == "direct":
+                        rows.append(scenario_e(f"{model}/v1/chat/completions", path, sizes))
+                        continue
+                    with system(processes, path, model) as target:
+                        rows.append(scenario_e(target.url.replace("/generate", "/v1/chat/completions"), path, sizes))
     finally:
         processes.stop_all()
     machine = f"{platform.node()}, {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"
