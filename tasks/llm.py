@@ -105,8 +105,6 @@ def set_model_client(client: ModelClient | None) -> None:
 @worker_init.connect
 @worker_process_init.connect
 def _open_client(**_: Any) -> None:
-    # httpx logs every request at INFO: a line per job that Celery already logs.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     model_client()
     running_jobs()
 

@@ -1,4 +1,4 @@
-"""The tasks called directly, with the model server replaced by httpx.MockTransport."""
+"""The tasks called directly, with the model server replaced by a function (`Recorder`)."""
 
 from __future__ import annotations
 
@@ -12,30 +12,43 @@ import pytest
 from settings import Config
 from tasks import llm
 from tasks.model_client import ModelClient, ModelServerFailed, ModelServerRejected, ModelServerUnavailable
+from tasks.model_http import Reply
 
 pytestmark = pytest.mark.unit
 
 
 class Recorder:
-    """A model server in a function: records bodies, answers from a list then echoes."""
+    """A model server in a function: records bodies, answers from a list then echoes.
+
+    Answers are written as httpx.Response for brevity, and handed over as the
+    `Reply` the client reads."""
 
     def __init__(self, *answers: httpx.Response | Exception) -> None:
         self.answers = list(answers)
         self.bodies: list[dict[str, Any]] = []
         self.paths: list[str] = []
+        self.closed = False
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.paths.append(request.url.path)
-        if request.url.path == "/v1/models":
-            return httpx.Response(200, json={"data": [{"id": "served-a"}, {"id": "served-b"}]})
-        body = json.loads(request.content)
-        self.bodies.append(body)
+    def send(self, method: str, path: str, body: bytes | None, timeout: float, connect_timeout: float) -> Reply:
+        self.paths.append(path)
+        if path == "/v1/models":
+            return reply(httpx.Response(200, json={"data": [{"id": "served-a"}, {"id": "served-b"}]}))
+        assert method == "POST" and body is not None
+        request = json.loads(body)
+        self.bodies.append(request)
         if self.answers:
             answer = self.answers.pop(0)
             if isinstance(answer, Exception):
                 raise answer
-            return answer
-        return completion(f"echo: {body['messages'][-1]['content']}")
+            return reply(answer)
+        return reply(completion(f"echo: {request['messages'][-1]['content']}"))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def reply(response: httpx.Response) -> Reply:
+    return Reply.of(response.status_code, response.content, dict(response.headers), response.reason_phrase)
 
 
 def completion(content: str) -> httpx.Response:
@@ -65,9 +78,7 @@ def install() -> Iterator[Any]:
     def _install(recorder: Recorder, **settings: Any) -> list[float]:
         settings = {"llm_max_retries": 2, **settings}
         config = Config(_env_file=None, inner_llm_url="model:8000", **settings)  # type: ignore[call-arg]
-        client = ModelClient(
-            config, transport=httpx.MockTransport(recorder), sleep=sleeps.append, clock=lambda: sum(sleeps)
-        )
+        client = ModelClient(config, transport=recorder, sleep=sleeps.append, clock=lambda: sum(sleeps))
         llm.set_model_client(client)
         return sleeps
 
@@ -250,7 +261,7 @@ def test_retry_after_is_honoured(install: Any) -> None:
 
 
 def test_unreachable_server_is_retried_a_bounded_number_of_times(install: Any) -> None:
-    refused = httpx.ConnectError("[Errno 111] Connection refused")
+    refused = ConnectionRefusedError(111, "Connection refused")
     model = Recorder(refused, refused, refused, refused)
     sleeps = install(model)
     with pytest.raises(ModelServerUnavailable, match=r"unreachable at http://model:8000.*gave up after 3 attempts"):
@@ -268,9 +279,9 @@ def test_retries_stop_at_the_deadline(install: Any) -> None:
 
 
 def test_a_connection_error_without_text_is_still_named(install: Any) -> None:
-    model = Recorder(httpx.ConnectError(""), httpx.ConnectError(""), httpx.ConnectError(""))
+    model = Recorder(ConnectionResetError(), ConnectionResetError(), ConnectionResetError())
     install(model)
-    with pytest.raises(ModelServerUnavailable, match=r"unreachable at http://model:8000: ConnectError \(gave up"):
+    with pytest.raises(ModelServerUnavailable, match=r"model:8000: ConnectionResetError \(gave up"):
         llm.generate({"meta": META, "content": "x"})
 
 
