@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import socket
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -30,3 +33,61 @@ def test_a_thread_keeps_its_connection_to_the_model_server(fake: Any) -> None:
     assert answers == ["echo: hi"] * 5
     assert len(fake.completions) == 8
     assert len(fake.clients) == 4  # this thread's connection, and one per other thread
+
+
+class OneShotServer:
+    """An HTTP server that answers one request per connection, then closes it without
+    saying so (as a server does whose keep-alive timeout ran out), recording each
+    request's first line and headers."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with connection, connection.makefile("rb") as reader:
+                line = reader.readline().decode().strip()
+                headers = {}
+                while (header := reader.readline().decode().strip()) != "":
+                    name, _, value = header.partition(":")
+                    headers[name.lower()] = value.strip()
+                reader.read(int(headers.get("content-length", 0)))
+                self.requests.append((line, headers))
+                body = b'{"choices": [{"index": 0, "message": {"content": "once"}, "finish_reason": "stop"}]}'
+                connection.sendall(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    + f"content-length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                time.sleep(0.05)  # the client reads the answer before the connection goes
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
+    server = OneShotServer()
+    url = server.url.replace("http://", "http://user:p%40ss@") + "/llm"
+    client = ModelClient(Config(_env_file=None, inner_llm_url=url, llm_max_retries=0))  # type: ignore[call-arg]
+    request = ChatRequest(messages=[{"role": "user", "content": "hi"}], temperature=0.2, tokens_limit=8, model="m")
+    try:
+        answers = [client.chat(request).content for _ in range(3)]
+    finally:
+        client.close()
+        server.close()
+    # No retries allowed: each call after the first found its connection closed by the
+    # server, and was sent again on a new one without counting as an attempt.
+    assert answers == ["once"] * 3
+    assert server.connections == 3
+    # A server under a path, with credentials in its URL.
+    assert [line for line, _ in server.requests] == ["POST /llm/v1/chat/completions HTTP/1.1"] * 3
+    assert server.requests[0][1]["authorization"] == "Basic " + base64.b64encode(b"user:p@ss").decode()
