@@ -16,6 +16,9 @@ from typing import Any
 current_job: ContextVar[dict[str, str] | None] = ContextVar("current_job", default=None)
 
 JOB_FIELDS = ("job_id", "model", "queue")
+# Figures a line may carry as `extra` (the worker's "job done": seconds run and queued,
+# tokens produced, why the answer ended).
+DETAIL_FIELDS = ("seconds", "queued_seconds", "tokens", "finish_reason")
 
 
 class JsonFormatter(logging.Formatter):
@@ -32,6 +35,10 @@ class JsonFormatter(logging.Formatter):
         for field in JOB_FIELDS:
             value = getattr(record, field, None) or job.get(field)
             if value:
+                line[field] = value
+        for field in DETAIL_FIELDS:
+            value = getattr(record, field, None)
+            if value is not None:
                 line[field] = value
         # Celery's own lines about a task ("received", "succeeded") carry its id in args.
         if "job_id" not in line and isinstance(record.args, dict) and isinstance(record.args.get("id"), str):

@@ -111,9 +111,16 @@ def _open_client(**_: Any) -> None:
 
 @after_setup_logger.connect
 @after_setup_task_logger.connect
-def _json_logs(logger: logging.Logger | None = None, **_: Any) -> None:
+def _json_logs(logger: logging.Logger | None = None, loglevel: int | str | None = None, **_: Any) -> None:
     if logger is not None and Config.read_from_env().log_format == "json":
         use_json(logger)
+    # Celery logs two lines per job, "received" and "succeeded" (with the answer's text
+    # in it): a job's own "job done" line replaces them below DEBUG. Failures are still
+    # logged by Celery, at ERROR.
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, str) else loglevel
+    if not isinstance(level, int) or level > logging.DEBUG:
+        for name in ("celery.worker.strategy", "celery.app.trace"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @task_prerun.connect
@@ -242,7 +249,17 @@ def _complete(task: Task, messages: list[dict[str, str]], job: dict[str, Any]) -
         if relay is not None:
             relay.end(completion)
         answer = completion.as_dict()
-        answer["timing"] = _timing(job, started)
+        answer["timing"] = timing = _timing(job, started)
+        usage = completion.usage or {}
+        log.info(
+            "job done",
+            extra={
+                "seconds": timing["run_seconds"],
+                "queued_seconds": timing.get("queued_seconds"),
+                "tokens": usage.get("completion_tokens"),
+                "finish_reason": answer["finish_reason"],
+            },
+        )
         return answer
 
 

@@ -105,5 +105,9 @@ def test_a_job_can_be_followed_through_the_logs_of_api_and_worker(stack: Stack, 
     assert any(line["message"] == "job queued" for line in from_api)
     assert {line["job_id"] for line in from_api + from_worker} == {job_id}
     assert all(line["queue"] == stack.env["QUEUE_NAME"] and line["model"] == "default" for line in from_api)
-    succeeded = [line for line in from_worker if "succeeded" in line["message"]]
-    assert succeeded and succeeded[0]["model"] == "default" and succeeded[0]["queue"] == stack.env["QUEUE_NAME"]
+    (done,) = [line for line in from_worker if line["message"] == "job done"]
+    assert done["model"] == "default" and done["queue"] == stack.env["QUEUE_NAME"]
+    assert done["seconds"] >= 0 and done["queued_seconds"] >= 0 and done["tokens"] > 0
+    assert done["finish_reason"] == "stop"
+    # The answer's text stays out of the logs (Celery's "succeeded" line carried it).
+    assert not any("echo: x" in line["message"] for line in from_worker)
