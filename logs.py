@@ -16,9 +16,9 @@ from typing import Any
 current_job: ContextVar[dict[str, str] | None] = ContextVar("current_job", default=None)
 
 JOB_FIELDS = ("job_id", "model", "queue")
-# Figures a line may carry as `extra` (the worker's "job done": seconds run and queued,
-# tokens produced, why the answer ended).
-DETAIL_FIELDS = ("seconds", "queued_seconds", "tokens", "finish_reason")
+# Figures a line may carry as `extra`: the API's access line (status, seconds, client),
+# the worker's "job done" (seconds run and queued, tokens produced, why the answer ended).
+DETAIL_FIELDS = ("status", "seconds", "client", "queued_seconds", "tokens", "finish_reason")
 
 
 class JsonFormatter(logging.Formatter):

@@ -33,6 +33,7 @@ from api.metrics import Metrics
 from settings import Config
 
 log = logging.getLogger(__name__)
+access = logging.getLogger("api.access")
 
 
 class Unauthorized(ApiError):
@@ -186,14 +187,24 @@ def limited_route(config: Config, metrics: Metrics, base: type[APIRoute] = APIRo
                     status, cause = 422, "InvalidRequest"
                     raise
                 finally:
+                    seconds = time.perf_counter() - started
                     metrics.requests.labels(endpoint, request.method, str(status)).inc()
-                    metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - started)
+                    metrics.request_seconds.labels(endpoint).observe(seconds)
                     if status >= 400:
                         metrics.errors.labels(cause).inc()
+                    # The access line, with the job's id, model and queue (logs.current_job).
+                    access.info(
+                        "%s %s %d", request.method, request.url.path, status,
+                        extra={"status": status, "seconds": round(seconds, 4), "client": _client(request)},
+                    )  # fmt: skip
 
             return counted
 
     return LimitedRoute
+
+
+def _client(request: Request) -> str | None:
+    return f"{request.client.host}:{request.client.port}" if request.client else None
 
 
 async def _refuse(handler: Callable[[Request], Awaitable[Response]], request: Request, message: str) -> Response:

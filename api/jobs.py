@@ -28,6 +28,7 @@ from api.job_queue import JobQueue
 from api.job_store import JobStore
 from api.metrics import Metrics
 from api.result_waiter import ResultWaiter, redis_client
+from logs import current_job
 from registry import UnknownModel, load_registry
 from settings import Config
 
@@ -202,9 +203,11 @@ class JobRunner:
     async def _claim_and_queue(self, task_name: str, job_id: str, job: dict[str, Any], awaited: bool = False) -> bool:
         """True when this request claimed the job_id and queued the job (and, when
         `awaited`, remembers it until run() ends, to queue it again if need be)."""
+        current_job.set({"job_id": job_id})  # on each line logged about this request
         check_job(self._config, job)
         model = self.model_label(job)
         job, queue = self._route(job)
+        current_job.set({"job_id": job_id, "model": model, "queue": queue})
         claim = await self.store.claim(job_id, task_name, job)
         if not claim.same:
             raise JobConflict(f"job_id {job_id!r} is already used by a job with another body")
@@ -218,7 +221,7 @@ class JobRunner:
             await self._queue.submit(task_name, job_id, sent, queue, priority)
             if awaited:
                 self._published[job_id] = (task_name, sent, queue, priority)
-            log.info("job queued", extra={"job_id": job_id, "model": model, "queue": queue})
+            log.debug("job queued")
         except HTTPException:
             await self.store.release(job_id)  # not queued: a retry with this job_id must queue it
             raise

@@ -21,6 +21,9 @@ def create_app(config: Config | None = None) -> FastAPI:
     if config.log_format == "json":
         names = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
         use_json(*(logging.getLogger(name) for name in names))
+    # The API's own access line (api.access: with the job's id, model and queue, the
+    # time taken) replaces uvicorn's, which named neither; health probes are not logged.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     app = FastAPI(
         title="LLM API",
         description="Generation and chat jobs, queued on a broker and run by workers.",

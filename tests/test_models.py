@@ -66,8 +66,8 @@ def test_each_model_has_its_queue_workers_and_server(
     assert chat.status_code == 200 and len(second_server.completions) == 2
     # The API's log names the registry's model, not the name its server knows it by.
     api_log = next(p for p in stack.processes.started if p.name == "api").output()
-    queued = [json.loads(line[line.index("{") :]) for line in api_log.splitlines() if '"job queued"' in line]
-    assert [line["model"] for line in queued] == ["small", "small", "small", "large", "large"]
+    lines = [json.loads(line[line.index("{") :]) for line in api_log.splitlines() if '"api.access"' in line]
+    assert [line["model"] for line in lines] == ["small", "small", "small", "large", "large"]
 
     unknown = ask("huge", "f")
     assert unknown.status_code == 404

@@ -102,7 +102,9 @@ def test_a_job_can_be_followed_through_the_logs_of_api_and_worker(stack: Stack, 
         return found
 
     from_api, from_worker = lines_about(api.output()), lines_about(worker.output())
-    assert any(line["message"] == "job queued" for line in from_api)
+    (access,) = [line for line in from_api if line["logger"] == "api.access"]
+    assert access["message"] == "POST /generate 200" and access["status"] == 200 and access["seconds"] > 0
+    assert access["client"].startswith("127.0.0.1:")
     assert {line["job_id"] for line in from_api + from_worker} == {job_id}
     assert all(line["queue"] == stack.env["QUEUE_NAME"] and line["model"] == "default" for line in from_api)
     (done,) = [line for line in from_worker if line["message"] == "job done"]
