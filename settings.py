@@ -183,6 +183,10 @@ class Config(BaseSettings):
         """The Redis pub/sub channel cancellations are announced on (job ids)."""
         return f"{self.key_prefix}cancel"
 
+    def reply_channel(self, process: str) -> str:
+        """The Redis pub/sub channel one API process receives its jobs' results on."""
+        return f"{self.key_prefix}replies:{process}"
+
     def lease_key(self, job_id: str) -> str:
         """The Redis key that exists while a live worker runs the job (renewed, with a TTL)."""
         return f"{self.key_prefix}lease:{job_id}"

@@ -1,11 +1,13 @@
 """Jobs in Redis: the atomic claim of a job_id, and a job's status.
 
 Keys (all under ``REDIS_PREFIX:``, all with a TTL):
-  job:{id}                 hash: fingerprint of the request, task, accepted_at, started_at, cancelled_at
+  job:{id}                 hash: fingerprint of the request, task, accepted_at, started_at, cancelled_at,
+                           reply_to (the channel of the API process awaiting it)
   queued                   sorted set: accepted jobs not yet started, scored by accepted_at
   celery-task-meta-{id}    the result, written by the worker (Celery's result backend),
                            or by DELETE /jobs/{id} for a cancelled job
   cancel                   pub/sub channel: ids of cancelled jobs, for the workers
+  replies:{process}        pub/sub channel: results of the jobs an API process queued and awaits
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from settings import Config
 # fingerprint of the request that claimed it first, or nil when this one did; or
 # {'full', n} when n jobs wait to start already (ARGV[6], MAX_QUEUED_JOBS): the
 # claim is refused. Entries older than a claim's TTL are dropped from the count.
+# ARGV[7], when not empty, is the channel the job's result is also published on.
 CLAIM = """
 local existing = redis.call('HGET', KEYS[1], 'fingerprint')
 if existing then return existing end
@@ -35,6 +38,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[3]) - tonumber(ARG
 local waiting = redis.call('ZCARD', KEYS[2])
 if waiting >= tonumber(ARGV[6]) then return {'full', waiting} end
 redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'task', ARGV[2], 'accepted_at', ARGV[3])
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'reply_to', ARGV[7]) end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -42,8 +46,9 @@ return false
 """
 
 # Cancels a job unless it has a result already: marks it, takes it out of the
-# queued set, stores and publishes its cancelled result (so waiting requests get
-# their answer at once), and names it on the cancel channel (so a worker running
+# queued set, stores and publishes its cancelled result (on the job's channel and
+# its API process's: waiting requests get their answer at once), and names it on
+# the cancel channel (so a worker running
 # it stops). Answers "unknown", "finished" or "cancelled".
 CANCEL = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return 'finished' end
@@ -53,6 +58,8 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5])
 redis.call('PUBLISH', KEYS[3], ARGV[4])
+local reply_to = redis.call('HGET', KEYS[1], 'reply_to')
+if reply_to then redis.call('PUBLISH', reply_to, ARGV[4]) end
 redis.call('PUBLISH', KEYS[4], ARGV[3])
 return 'cancelled'
 """
@@ -95,12 +102,13 @@ class JobStore:
         self._claim = store.register_script(CLAIM)
         self._cancel = store.register_script(CANCEL)
 
-    async def claim(self, job_id: str, task_name: str, job: dict[str, Any]) -> Claim:
-        """Claim `job_id` for this request, atomically across API processes."""
+    async def claim(self, job_id: str, task_name: str, job: dict[str, Any], reply_to: str = "") -> Claim:
+        """Claim `job_id` for this request, atomically across API processes; its result
+        will be published on `reply_to` too, when given."""
         mine = fingerprint(task_name, job)
         keys = [self._config.job_key(job_id), self._config.queued_key]
         config = self._config
-        args = [mine, task_name, repr(time.time()), config.job_ttl, job_id, config.max_queued_jobs]
+        args = [mine, task_name, repr(time.time()), config.job_ttl, job_id, config.max_queued_jobs, reply_to]
         try:
             first = await self._claim(keys=keys, args=args)
         except (RedisError, OSError):

@@ -135,12 +135,12 @@ class JobRunner:
         return await asyncio.get_running_loop().run_in_executor(None, self._queue.depths, self.registry.queues)
 
     async def _run(self, task_name: str, job_id: str, job: dict[str, Any], wait: float) -> dict[str, Any]:
-        async with self._waiter.watch(job_id, read_stored=False) as result:
-            # Subscribed before queuing, so the result cannot be missed; a job_id
+        async with self._waiter.expect(job_id) as result:
+            # Listening before queuing, so the result cannot be missed; a job_id
             # queued before (a retry, or a duplicate from another API process) is
             # not queued again, and its result may already be stored.
             if not await self._claim_and_queue(task_name, job_id, job, awaited=True):
-                await self._waiter.read_stored(job_id)
+                await self._waiter.follow(job_id)
             try:
                 meta = await asyncio.wait_for(asyncio.shield(result), wait)
             except TimeoutError:
@@ -159,9 +159,9 @@ class JobRunner:
         A job that fails raises its HTTP error from the iteration.
         """
         key = self._config.stream_key(job_id)
-        async with self._waiter.watch(job_id, read_stored=False) as result:
-            if not await self._claim_and_queue(task_name, job_id, {**job, "stream": True}):
-                await self._waiter.read_stored(job_id)
+        async with self._waiter.expect(job_id) as result:
+            if not await self._claim_and_queue(task_name, job_id, {**job, "stream": True}, reply=True):
+                await self._waiter.follow(job_id)
             yield {"accepted": True}
             last = "0-0"  # from the start: a late or returning reader misses nothing
             while True:
@@ -200,15 +200,20 @@ class JobRunner:
         served = model.served_name or model.name
         return {**job, "meta": {**meta, "model": served}, "route": model.name}, model.queue
 
-    async def _claim_and_queue(self, task_name: str, job_id: str, job: dict[str, Any], awaited: bool = False) -> bool:
-        """True when this request claimed the job_id and queued the job (and, when
-        `awaited`, remembers it until run() ends, to queue it again if need be)."""
+    async def _claim_and_queue(
+        self, task_name: str, job_id: str, job: dict[str, Any], awaited: bool = False, reply: bool = False
+    ) -> bool:
+        """True when this request claimed the job_id and queued the job. With `reply`
+        (or `awaited`), its result is published on this process's channel; `awaited`
+        also remembers it until run() ends, to queue it again if need be."""
         current_job.set({"job_id": job_id})  # on each line logged about this request
         check_job(self._config, job)
         model = self.model_label(job)
         job, queue = self._route(job)
         current_job.set({"job_id": job_id, "model": model, "queue": queue})
-        claim = await self.store.claim(job_id, task_name, job)
+        # A job awaited here has its result published on this process's channel.
+        reply_to = self._waiter.reply_channel if awaited or reply else ""
+        claim = await self.store.claim(job_id, task_name, job, reply_to)
         if not claim.same:
             raise JobConflict(f"job_id {job_id!r} is already used by a job with another body")
         if not claim.new:

@@ -1,8 +1,11 @@
 """Awaiting job results on the event loop through one shared Redis pub/sub connection.
 
 The worker's result backend stores a job's result under its key and publishes it on
-a channel of the same name. A waiter subscribes to that channel first, waits for
-Redis to confirm the subscription, and only then reads the key once: a result that
+a channel of the same name, and on the channel of the API process that queued the
+job (its claim's `reply_to`). Each API process listens on its own channel from the
+start, so a job it queues itself costs no subscription (`expect`). A request for a
+job queued before, maybe by another process, `follow`s it: subscribes to the job's
+channel, waits for Redis to confirm, and only then reads the key once: a result that
 landed before the subscription is read, one that lands after it is received.
 """
 
@@ -13,6 +16,7 @@ import contextlib
 import itertools
 import json
 import logging
+import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -41,13 +45,14 @@ HEARTBEAT_INTERVAL = 5.0
 class _Watch:
     """One job being awaited, shared by every request awaiting it."""
 
-    __slots__ = ("channel", "result", "subscribed", "users")
+    __slots__ = ("channel", "following", "result", "subscribed", "users")
 
     def __init__(self, channel: str) -> None:
         loop = asyncio.get_running_loop()
         self.channel = channel
         self.result: asyncio.Future[dict[str, Any]] = loop.create_future()
         self.subscribed: asyncio.Future[None] = loop.create_future()
+        self.following = False  # subscribed to the job's own channel
         self.users = 0
 
     def resolve(self, meta: dict[str, Any]) -> None:
@@ -82,6 +87,9 @@ class ResultWaiter:
         self._heartbeat_interval = heartbeat
         self.connects = 0  # connections made so far (1 unless Redis was lost)
         self.client_name = f"{config.redis_prefix}-result-waiter"
+        # Results of the jobs this process queued are published here (job_store.CLAIM).
+        self.reply_channel = config.reply_channel(uuid.uuid4().hex)
+        self._replies = asyncio.Event()  # set while the reply channel's subscription holds
         self._watches: dict[str, _Watch] = {}
         # SUBSCRIBE commands sent per channel and not yet confirmed: a watch is
         # subscribed only once every SUBSCRIBE sent for its channel is confirmed.
@@ -110,12 +118,12 @@ class ResultWaiter:
             await self._connection.disconnect()
 
     @asynccontextmanager
-    async def watch(self, job_id: str, read_stored: bool = True) -> AsyncIterator[asyncio.Future[dict[str, Any]]]:
-        """Subscribe to the job's result; yields a future of its stored result meta.
+    async def expect(self, job_id: str) -> AsyncIterator[asyncio.Future[dict[str, Any]]]:
+        """Await the result of a job; yields a future of its stored result meta.
 
-        Enters only once the subscription is confirmed (and, with `read_stored`, the
-        stored result has been read); so work that will produce the result may start
-        inside the block.
+        Enters once this process's reply channel is subscribed: a job queued inside
+        the block with `reply_channel` as its claim's `reply_to` has its result
+        delivered. A job queued otherwise needs `follow` too.
         """
         channel = self._config.result_key(job_id)
         watch = self._watches.get(channel)
@@ -123,22 +131,40 @@ class ResultWaiter:
             watch = self._watches[channel] = _Watch(channel)
         watch.users += 1
         try:
-            if not watch.subscribed.done():
-                await self._subscribe(watch)
-            if read_stored and not watch.result.done():
-                await self._read_stored(watch)
+            await self._replies_ready()
             yield watch.result
         finally:
             watch.users -= 1
             if watch.users == 0:
                 del self._watches[channel]
-                await self._unsubscribe(channel)
+                if watch.following:
+                    await self._unsubscribe(channel)
 
-    async def read_stored(self, job_id: str) -> None:
-        """Read the stored result of a job being watched (one that may have run already)."""
-        watch = self._watches.get(self._config.result_key(job_id))
-        if watch is not None and not watch.result.done():
+    async def follow(self, job_id: str) -> None:
+        """For a job expected (inside `expect`) that another request queued: subscribe to
+        its channel, then read its stored result (it may have run already)."""
+        watch = self._watches[self._config.result_key(job_id)]
+        watch.following = True
+        if not watch.subscribed.done():
+            await self._subscribe(watch)
+        if not watch.result.done():
             await self._read_stored(watch)
+
+    @asynccontextmanager
+    async def watch(self, job_id: str) -> AsyncIterator[asyncio.Future[dict[str, Any]]]:
+        """`expect` and `follow`: await the result of any job, queued by anyone."""
+        async with self.expect(job_id) as result:
+            await self.follow(job_id)
+            yield result
+
+    async def _replies_ready(self) -> None:
+        if self._replies.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._replies.wait(), self._config.redis_connect_timeout)
+        except TimeoutError:
+            log.warning("no subscription to %s: the result store is not answering", self.reply_channel)
+            raise ResultStoreUnavailable("result store (Redis) unavailable") from None
 
     async def _subscribe(self, watch: _Watch) -> None:
         timeout = self._config.redis_connect_timeout
@@ -189,6 +215,7 @@ class ResultWaiter:
                 if failures == 0:
                     log.warning("result store connection lost: %s; reconnecting", exc)
                 self._connected.clear()
+                self._replies.clear()
                 delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
                 failures += 1
                 await asyncio.sleep(delay)
@@ -222,16 +249,18 @@ class ResultWaiter:
             client_name=self.client_name,  # shown by CLIENT LIST
             protocol=2,
         )
+        self._replies.clear()
         await self._connection.connect()
         self.connects += 1
         self._unconfirmed.clear()
         self._connected.set()
-        # Watches from before a lost connection: subscribe again, then re-read their
-        # keys, since a result may have been published while no one listened.
-        channels = list(self._watches)
-        if channels:
-            await self._send("SUBSCRIBE", *channels)
-            log.info("result store reconnected; re-watching %d jobs", len(channels))
+        # This process's reply channel; and the jobs followed from before a lost
+        # connection: subscribe again, then re-read every awaited job's key, since a
+        # result may have been published while no one listened.
+        channels = [self.reply_channel, *(channel for channel, watch in self._watches.items() if watch.following)]
+        await self._send("SUBSCRIBE", *channels)
+        if self._watches:
+            log.info("result store reconnected; re-watching %d jobs", len(self._watches))
         if self.connects > 1 and self.on_reconnect is not None:
             task = asyncio.create_task(self.on_reconnect())
             self._rereads.add(task)  # type: ignore[arg-type]
@@ -248,9 +277,21 @@ class ResultWaiter:
                 continue
             kind, channel = reply[0], reply[1].decode()
             if kind == b"message":
+                meta = _parse(reply[2])
+                if channel == self.reply_channel:
+                    task_id = meta.get("task_id")
+                    channel = self._config.result_key(task_id) if isinstance(task_id, str) else ""
                 watch = self._watches.get(channel)
                 if watch is not None:
-                    watch.resolve(_parse(reply[2]))
+                    watch.resolve(meta)
+            elif kind == b"subscribe" and channel == self.reply_channel:
+                self._unconfirmed.pop(channel, None)
+                self._replies.set()
+                if self.connects > 1:
+                    # Results published while the connection was down are only in their keys.
+                    for watch in list(self._watches.values()):
+                        if not watch.following:
+                            self._reread_later(watch)
             elif kind == b"subscribe":
                 self._unconfirmed[channel] -= 1
                 watch = self._watches.get(channel)
@@ -264,6 +305,9 @@ class ResultWaiter:
             watch.subscribed.set_result(None)
             return
         # Subscribed again after a reconnect: read what may have landed meanwhile.
+        self._reread_later(watch)
+
+    def _reread_later(self, watch: _Watch) -> None:
         task = asyncio.create_task(self._reread(watch))
         self._rereads.add(task)
         task.add_done_callback(self._rereads.discard)

@@ -15,11 +15,17 @@ from celery import states
 from celery.backends.redis import RedisBackend
 from kombu.utils.encoding import bytes_to_str
 
+from settings import Config
+
 # Stores and publishes ARGV[1] under KEYS[1] for ARGV[2] seconds unless a result is
-# there already; answers 1 when it stored, 0 when it kept the earlier result.
+# there already; answers 1 when it stored, 0 when it kept the earlier result. It is
+# published on the key's channel (requests that follow the job) and on the channel
+# of the API process that queued it and awaits it (`reply_to` of its claim, KEYS[2]).
 STORE_ONCE = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
 redis.call('PUBLISH', KEYS[1], ARGV[1])
+local reply_to = redis.call('HGET', KEYS[2], 'reply_to')
+if reply_to then redis.call('PUBLISH', reply_to, ARGV[1]) end
 return 1
 """
 
@@ -30,6 +36,7 @@ class ResultStore(RedisBackend):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._store_once = self.client.register_script(STORE_ONCE)
+        self._job_key = Config.read_from_env().job_key
 
     def _store_result(
         self,
@@ -43,8 +50,9 @@ class ResultStore(RedisBackend):
         meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
         meta["task_id"] = bytes_to_str(task_id)
         expires = self.failure_expires if state == states.FAILURE else self.expires
-        self.ensure(self._store, (self.get_key_for_task(task_id), self.encode(meta), expires))
+        job_key = self._job_key(bytes_to_str(task_id))
+        self.ensure(self._store, (self.get_key_for_task(task_id), job_key, self.encode(meta), expires))
         return result
 
-    def _store(self, key: str, value: str, expires: int) -> int:
-        return self._store_once(keys=[key], args=[value, int(expires)])
+    def _store(self, key: str, job_key: str, value: str, expires: int) -> int:
+        return self._store_once(keys=[key, job_key], args=[value, int(expires)])

@@ -11,8 +11,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from api.errors import ResultStoreUnavailable
+from api.job_store import JobStore
 from api.result_waiter import ResultWaiter, redis_client
 from settings import Config
+from tasks.result_store import STORE_ONCE
 from tests.fake_model_server import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -119,6 +121,39 @@ async def test_quiet_connection_stays_up_and_a_killed_one_is_replaced(config: Co
             meta = await asyncio.wait_for(result, 10)
         assert meta["result"]["content"] == "after the outage"
         assert waiter.connects >= 2
+    finally:
+        await waiter.close()
+
+
+async def store_as_the_worker_does(store: aioredis.Redis, config: Config, job_id: str, meta: str) -> None:
+    """The worker's result store script: the job's channel, and its claim's reply_to."""
+    keys = [config.result_key(job_id), config.job_key(job_id)]
+    await store.eval(STORE_ONCE, 2, *keys, meta, 60)
+
+
+async def test_a_job_queued_by_this_process_needs_no_subscription_of_its_own(
+    config: Config, store: aioredis.Redis
+) -> None:
+    waiter = ResultWaiter(config, store, heartbeat=0.2)
+    jobs = JobStore(config, store)
+    await waiter.start()
+    try:
+        async with waiter.expect("own-1") as first, waiter.expect("own-2") as second:
+            assert (await jobs.claim("own-1", "llm.generate", {"content": "x"}, waiter.reply_channel)).new
+            assert (await jobs.claim("own-2", "llm.generate", {"content": "y"}, waiter.reply_channel)).new
+            channels = [config.result_key("own-1"), config.result_key("own-2"), waiter.reply_channel]
+            subscribers = dict(await store.pubsub_numsub(*channels))
+            assert [subscribers[channel.encode()] for channel in channels] == [0, 0, 1]
+            await store_as_the_worker_does(store, config, "own-1", success("own-1", "one"))
+            assert (await asyncio.wait_for(first, 5))["result"]["content"] == "one"
+            assert not second.done()
+            # Lost connection: a result published meanwhile is read from its key.
+            clients = await store.client_list(_type="pubsub")
+            (mine,) = [c["id"] for c in clients if c["name"] == waiter.client_name]
+            await store.client_kill_filter(_id=mine)
+            await store_as_the_worker_does(store, config, "own-2", success("own-2", "two"))
+            assert (await asyncio.wait_for(second, 10))["result"]["content"] == "two"
+            assert waiter.connects >= 2
     finally:
         await waiter.close()
 
