@@ -26,7 +26,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,62 +128,89 @@ def fake_model(processes: Processes, latency: float, chunk_delay: float = 0.0) -
         process.stop()
 
 
-@contextmanager
-def system(processes: Processes, kind: str, model_url: str, workers: int = 1) -> Iterator[Target]:
-    """One API and `workers` workers of path `kind`, on their own queue and key prefix."""
-    run = uuid.uuid4().hex[:8]
-    env = {
-        "ENV_FILE": "",
-        "QUEUE_NAME": f"bench-{run}",
-        "REDIS_PREFIX": f"bench-{run}",
-        "INNER_LLM_URL": model_url,
-        "WAIT_TIMEOUT": "600",
-    }
-    valkey = None
-    target = Target("", SYSTEM_BODY)
-    if kind == "valkey":
-        valkey, (host, port) = start_valkey(processes.log_dir / f"valkey-{run}")
-        env |= {"RABBIT_MQ_HOST": "", "REDIS_HOST": host, "REDIS_PORT": str(port)}
-        target.pids["valkey"] = valkey.pid
-    else:
-        env |= {"RABBIT_MQ_HOST": "127.0.0.1", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": "6379"}
-        target.pids |= {"rabbitmq": service_pid("beam.smp"), "redis": service_pid("redis-server")}
-    started = []
-    port = free_port()
-    if kind == "usual":
-        for index in range(workers):
-            args = [
-                str(BIN / "celery"),
-                "-A",
-                "bench.usual_app:celery",
-                "worker",
-                "-l",
-                "info",
-                "-n",
-                f"usual{index}-{run}@%h",
-            ]
-            worker = processes.spawn("usual-worker", args, env)
+class System:
+    """One path's API and workers (path `kind`), on their own queue and key prefix;
+    kept for every scenario of a run."""
+
+    def __init__(self, processes: Processes, kind: str, model_url: str) -> None:
+        self.processes = processes
+        self.kind = kind
+        self.model_url = model_url
+        self.target = Target("", SYSTEM_BODY)
+        self._started: list[Any] = []
+        self._valkey: subprocess.Popen[bytes] | None = None
+        self._env: dict[str, str] = {}
+
+    def __enter__(self) -> System:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        run = uuid.uuid4().hex[:8]
+        self._run = run
+        env = self._env = {
+            "ENV_FILE": "",
+            "QUEUE_NAME": f"bench-{run}",
+            "REDIS_PREFIX": f"bench-{run}",
+            "INNER_LLM_URL": self.model_url,
+            "WAIT_TIMEOUT": "600",
+        }
+        self.target = target = Target("", SYSTEM_BODY)
+        if self.kind == "valkey":
+            self._valkey, (host, port) = start_valkey(self.processes.log_dir / f"valkey-{run}")
+            env |= {"RABBIT_MQ_HOST": "", "REDIS_HOST": host, "REDIS_PORT": str(port)}
+            target.pids["valkey"] = self._valkey.pid
+        else:
+            env |= {"RABBIT_MQ_HOST": "127.0.0.1", "REDIS_HOST": "127.0.0.1", "REDIS_PORT": "6379"}
+            target.pids |= {"rabbitmq": service_pid("beam.smp"), "redis": service_pid("redis-server")}
+        self.add_worker()
+        port = free_port()
+        if self.kind == "usual":
+            args = [str(BIN / "uvicorn"), "bench.usual_app:app", "--port", str(port)]
+            api = self.processes.spawn("usual-api", args, env)
+            wait_for_http(api, f"http://127.0.0.1:{port}/openapi.json")
+        else:
+            api = self.processes.api(env, port)
+        self._started.append(api)
+        target.url = f"http://127.0.0.1:{port}/generate"
+        target.pids["api"] = api.popen.pid
+
+    def add_worker(self) -> None:
+        """One more worker process on this system's queue."""
+        index = sum(1 for name in self.target.pids if name.startswith("worker"))
+        if self.kind == "usual":
+            args = [str(BIN / "celery"), "-A", "bench.usual_app:celery", "worker", "-l", "info"]
+            args += ["-n", f"usual{index}-{self._run}@%h"]
+            worker = self.processes.spawn("usual-worker", args, self._env)
             wait_for_output(worker, " ready.")
-            started.append(worker)
-        api = processes.spawn("usual-api", [str(BIN / "uvicorn"), "bench.usual_app:app", "--port", str(port)], env)
-        wait_for_http(api, f"http://127.0.0.1:{port}/openapi.json")
-    else:
-        started = [processes.worker(env, name=f"worker{index}") for index in range(workers)]
-        api = processes.api(env, port)
-    target.url = f"http://127.0.0.1:{port}/generate"
-    target.pids["api"] = api.popen.pid
-    for index, worker in enumerate(started):
-        target.pids[f"worker{index if workers > 1 else ''}"] = worker.popen.pid
-    try:
-        yield target
-    finally:
-        for process in [api, *started]:
+        else:
+            worker = self.processes.worker(self._env, name=f"worker{index}")
+        self._started.append(worker)
+        self.target.pids[f"worker{index or ''}"] = worker.popen.pid
+
+    def stop(self) -> None:
+        for process in self._started:
             process.stop()
-        remove_traces(config_from_env(env))
-        if valkey:
-            valkey.terminate()
-            valkey.wait(10)
-            shutil.rmtree(processes.log_dir / f"valkey-{run}", ignore_errors=True)
+        self._started = []
+        remove_traces(config_from_env(self._env))
+        if self._valkey:
+            self._valkey.terminate()
+            self._valkey.wait(10)
+            shutil.rmtree(self.processes.log_dir / f"valkey-{self._run}", ignore_errors=True)
+            self._valkey = None
+
+    def restart(self) -> None:
+        """Afresh, without the jobs still queued or running (a path that fell behind)."""
+        self.stop()
+        self.start()
+
+
+def set_model(model_url: str, latency: float, chunk_delay: float = 0.0) -> None:
+    """The fake model server's latency, and the delay between streamed chunks, from now on."""
+    httpx.put(f"{model_url}/settings", json={"latency": latency, "chunk_delay": chunk_delay}).raise_for_status()
 
 
 def direct(model_url: str, model_pid: int) -> Target:
@@ -238,13 +265,16 @@ def scenario_c(target: Target, path: str, sizes: Sizes, model_url: str) -> dict[
     return summary(path, "c", outcome, **extra)
 
 
-def scenario_d(processes: Processes, path: str, model_url: str, sizes: Sizes) -> dict[str, Any]:
+def scenario_d(system: System, path: str, sizes: Sizes) -> dict[str, Any]:
+    """Throughput with the system's one worker, then with a second one added."""
     rates = {}
     for workers in (1, 2):
-        with system(processes, path, model_url, workers) as target:
-            load = loadgen.for_duration(target.url, target.body, sizes.scaling_clients, sizes.scaling_seconds)
-            outcome, _ = measured(target, load)
-            rates[workers] = summary(path, "d", outcome)
+        if workers == 2:
+            system.add_worker()
+        target = system.target
+        load = loadgen.for_duration(target.url, target.body, sizes.scaling_clients, sizes.scaling_seconds)
+        outcome, _ = measured(target, load)
+        rates[workers] = summary(path, "d", outcome)
     result = rates[2]
     result |= {
         "throughput_1_worker": rates[1]["throughput"],
@@ -291,30 +321,55 @@ def sweep(target: Target, path: str, sizes: Sizes) -> list[dict[str, Any]]:
     return rows
 
 
-def _fast_model_scenarios(
-    processes: Processes, paths: list[str], scenarios: set[str], sizes: Sizes
+def run_scenarios(
+    stack: ExitStack,
+    processes: Processes,
+    model: str,
+    model_pid: int,
+    paths: list[str],
+    scenarios: set[str],
+    sizes: Sizes,
 ) -> list[dict[str, Any]]:
-    """(a), (b) and the sweep, on a model that answers at once."""
+    """Every scenario asked for, scenario by scenario, each on every path in turn.
+
+    One fake model server and one system per path serve every scenario: the model's
+    latency is set before each, and (d) adds a second worker to the same system."""
+    systems = {path: stack.enter_context(System(processes, path, model)) for path in paths if path != "direct"}
+
+    def target(path: str) -> Target:
+        return direct(model, model_pid) if path == "direct" else systems[path].target
+
+    for system in systems.values():
+        asyncio.run(loadgen.closed_loop(system.target.url, system.target.body, 8, 50))  # warm up
     rows: list[dict[str, Any]] = []
-
-    def run(target: Target, path: str) -> None:
+    for path in paths if scenarios & {"a", "b", "sweep"} else []:
+        print(f"bench: {path}: latency, throughput, sweep", flush=True)
         if "a" in scenarios:
-            rows.append(scenario_a(target, path, sizes))
+            rows.append(scenario_a(target(path), path, sizes))
         if "b" in scenarios:
-            rows.append(scenario_b(target, path, sizes))
+            rows.append(scenario_b(target(path), path, sizes))
         if "sweep" in scenarios:
-            rows.extend(sweep(target, path, sizes))
-
-    with fake_model(processes, 0.0) as model:
-        model_pid = processes.started[-1].popen.pid
+            rows.extend(sweep(target(path), path, sizes))
+    if "c" in scenarios:
+        set_model(model, sizes.capacity_model_seconds)
         for path in paths:
-            print(f"bench: {path}: {', '.join(s for s in ('a', 'b', 'sweep') if s in scenarios)}", flush=True)
-            if path == "direct":
-                run(direct(model, model_pid), path)
-                continue
-            with system(processes, path, model) as target:
-                asyncio.run(loadgen.closed_loop(target.url, target.body, 8, 50))  # warm up
-                run(target, path)
+            print(f"bench: {path}: capacity", flush=True)
+            row = scenario_c(target(path), path, sizes, model)
+            rows.append(row)
+            if row["ok"] < row["requests"] and path in systems:
+                systems[path].restart()  # its unanswered jobs would weigh on what follows
+    if "d" in scenarios:
+        set_model(model, sizes.scaling_model_seconds)
+        for path, system in systems.items():
+            print(f"bench: {path}: scaling", flush=True)
+            rows.append(scenario_d(system, path, sizes))
+    if "e" in scenarios:
+        set_model(model, 0.0, sizes.token_seconds)
+        for path in paths:
+            if path == "usual":
+                continue  # it has no streaming
+            print(f"bench: {path}: time to first token", flush=True)
+            rows.append(scenario_e(target(path).url.replace("/generate", "/v1/chat/completions"), path, sizes))
     return rows
 
 
@@ -335,38 +390,11 @@ def main() -> None:
     logs = RESULTS / f"{stamp}-logs"  # each process's output, for when a path misbehaves
     logs.mkdir(parents=True)
     processes = Processes(logs)
-    rows: list[dict[str, Any]] = []
     started = time.monotonic()
     try:
-        if scenarios & {"a", "b", "sweep"}:
-            rows += _fast_model_scenarios(processes, paths, scenarios, sizes)
-        if "c" in scenarios:
-            with fake_model(processes, sizes.capacity_model_seconds) as model:
-                model_pid = processes.started[-1].popen.pid
-                for path in paths:
-                    print(f"bench: {path}: capacity", flush=True)
-                    if path == "direct":
-                        rows.append(scenario_c(direct(model, model_pid), path, sizes, model))
-                        continue
-                    with system(processes, path, model) as target:
-                        rows.append(scenario_c(target, path, sizes, model))
-        if "d" in scenarios:
-            with fake_model(processes, sizes.scaling_model_seconds) as model:
-                for path in paths:
-                    if path != "direct":
-                        print(f"bench: {path}: scaling", flush=True)
-                        rows.append(scenario_d(processes, path, model, sizes))
-        if "e" in scenarios:
-            with fake_model(processes, 0.0, sizes.token_seconds) as model:
-                for path in paths:
-                    if path == "usual":
-                        continue  # it has no streaming
-                    print(f"bench: {path}: time to first token", flush=True)
-                    if path == "direct":
-                        rows.append(scenario_e(f"{model}/v1/chat/completions", path, sizes))
-                        continue
-                    with system(processes, path, model) as target:
-                        rows.append(scenario_e(target.url.replace("/generate", "/v1/chat/completions"), path, sizes))
+        with fake_model(processes, 0.0) as model, ExitStack() as stack:
+            model_pid = processes.started[-1].popen.pid
+            rows = run_scenarios(stack, processes, model, model_pid, paths, scenarios, sizes)
     finally:
         processes.stop_all()
     machine = f"{platform.node()}, {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}"

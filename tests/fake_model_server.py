@@ -68,6 +68,7 @@ class FakeModelServer:
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/stats", self._stats, methods=["GET", "DELETE"]),
+                Route("/settings", self._settings, methods=["PUT"]),
             ]
         )
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
@@ -95,6 +96,14 @@ class FakeModelServer:
             self.requests.clear()
             self.peak_in_flight = self.in_flight
         return JSONResponse(stats)
+
+    async def _settings(self, request: Request) -> Response:
+        """What a benchmark in another process changes between scenarios: the latency
+        and the delay between streamed chunks."""
+        settings = await request.json()
+        self.latency = float(settings.get("latency", self.latency))
+        self.chunk_delay = float(settings.get("chunk_delay", self.chunk_delay))
+        return JSONResponse({"latency": self.latency, "chunk_delay": self.chunk_delay})
 
     async def _models(self, _: Request) -> Response:
         return JSONResponse(
