@@ -114,8 +114,9 @@ async def closed_loop(url: str, body: dict[str, Any], clients: int, requests: in
     return outcome
 
 
-async def for_duration(url: str, body: dict[str, Any], clients: int, seconds: float) -> Outcome:
-    """A closed loop of `clients` that stops sending after `seconds`; only answers in that time count."""
+async def for_duration(url: str, body: dict[str, Any], clients: int, seconds: float, grace: float = 10) -> Outcome:
+    """A closed loop of `clients` that stops sending after `seconds`; only answers in that time count.
+    Requests still unanswered `grace` seconds later are abandoned (their connections closed)."""
     payload = encode(body)
     outcome = Outcome()
     stop_at = time.perf_counter() + seconds
@@ -132,7 +133,11 @@ async def for_duration(url: str, body: dict[str, Any], clients: int, seconds: fl
             connection.close()
 
     started = time.perf_counter()
-    await asyncio.wait_for(asyncio.gather(*(client() for _ in range(clients))), seconds + 120)
+    tasks = [asyncio.ensure_future(client()) for _ in range(clients)]
+    _, pending = await asyncio.wait(tasks, timeout=seconds + grace)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
     outcome.seconds = min(time.perf_counter() - started, seconds)
     return outcome
 

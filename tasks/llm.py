@@ -9,6 +9,7 @@ import threading
 import time
 from typing import Any, NoReturn
 
+import celery.app.trace
 from celery import Task
 from celery.exceptions import Ignore
 from celery.signals import (
@@ -43,6 +44,20 @@ _client: ModelClient | None = None
 _routed: dict[str, ModelClient] = {}  # per model of the registry (MODELS, MODELS_FILE)
 _client_lock = threading.Lock()
 _running: RunningJobs | None = None
+
+
+def result_repr(value: Any, maxlen: int | None = None, *_: Any, **__: Any) -> str:
+    """The text Celery makes of a job's result for its task events (Flower's "result"):
+    repr() cut to `maxlen`. Results are plain JSON values, whose repr is safe and made
+    in C; Celery's saferepr walks them in Python, at 0.09 ms a job (5 % of the worker's
+    CPU, bench/)."""
+    text = repr(value)
+    if maxlen is not None and len(text) > maxlen:
+        return text[: max(0, maxlen - 3)] + "..."
+    return text
+
+
+celery.app.trace.saferepr = result_repr  # used there only for the result's text
 
 
 class InvalidJob(ValueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -30,3 +31,13 @@ def test_open_loop_keeps_its_rate_whatever_the_answers(fake: FakeModelServer) ->
 def test_unanswered_requests_count_as_status_0() -> None:
     outcome = asyncio.run(loadgen.closed_loop(f"http://127.0.0.1:{free_port()}/x", BODY, clients=2, requests=4))
     assert outcome.statuses == [0, 0, 0, 0]
+
+
+def test_a_duration_run_abandons_requests_unanswered_after_its_grace(fake: FakeModelServer) -> None:
+    fake.latency = 2  # the server answers after the run's time and grace
+    url = f"{fake.url}/v1/chat/completions"
+    run = loadgen.for_duration(url, BODY, clients=3, seconds=0.2, grace=0.2)
+    outcome = asyncio.run(asyncio.wait_for(run, 1.5))  # returns without waiting for the answers
+    assert outcome.statuses == [] and len(fake.completions) == 3
+    while fake.in_flight:  # the server finishes before the next test
+        time.sleep(0.1)

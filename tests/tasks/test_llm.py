@@ -303,3 +303,12 @@ def test_malformed_chat_jobs_are_refused(install: Any) -> None:
     install(Recorder())
     with pytest.raises(llm.InvalidJob, match="'messages'"):
         llm.chat({"meta": {}, "messages": [{"role": "user"}]})
+
+
+def test_the_result_text_for_flower_is_its_repr_cut_to_celerys_limit() -> None:
+    from celery.app import trace
+
+    answer = {"content": "x" * 5000, "usage": {"total_tokens": 7}}
+    assert trace.saferepr is llm.result_repr
+    assert trace.saferepr(answer, 1024) == repr(answer)[:1021] + "..."
+    assert trace.saferepr({"content": "hi"}, 1024) == "{'content': 'hi'}"
