@@ -218,6 +218,7 @@ def priority_for(config: Config, priority: int) -> int:
 
 def celery_settings(config: Config) -> dict[str, Any]:
     """Celery's lowercase settings for `config`, shared by the API and the workers."""
+    import redis_broker  # imports Kombu's transports: only where Celery's settings are needed
     from registry import load_registry  # registry.py reads Config: imported here, not above
 
     registry = load_registry(config)
@@ -250,6 +251,8 @@ def celery_settings(config: Config) -> dict[str, Any]:
         }
     return {
         "broker_url": config.broker_url,
+        # On Redis, Kombu's transport with one client per channel (redis_broker.py).
+        "broker_transport": None if config.uses_rabbitmq else redis_broker.Transport,
         "broker_connection_timeout": config.broker_connect_timeout,
         "broker_connection_retry_on_startup": True,
         "broker_pool_limit": config.publish_threads,

@@ -87,6 +87,7 @@ def test_without_rabbitmq_the_broker_is_redis_and_held_messages_are_leased() -> 
     config = Config(_env_file=None, redis_host="cache", llm_deadline=1800, job_lease=20)  # type: ignore[call-arg]
     settings = celery_settings(config)
     assert settings["broker_url"] == "redis://cache:6379/0"
+    assert settings["broker_transport"].__module__ == "redis_broker"
     # Workers renew the messages they hold (tasks/running.py): a message is handed out
     # again a lease after its worker stopped renewing it, however long its job runs.
     options = settings["broker_transport_options"]
