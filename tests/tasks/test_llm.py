@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -312,3 +313,18 @@ def test_the_result_text_for_flower_is_its_repr_cut_to_celerys_limit() -> None:
     assert trace.saferepr is llm.result_repr
     assert trace.saferepr(answer, 1024) == repr(answer)[:1021] + "..."
     assert trace.saferepr({"content": "hi"}, 1024) == "{'content': 'hi'}"
+
+
+@pytest.mark.parametrize(("level", "celery_lines"), [(logging.INFO, False), ("INFO", False), (logging.DEBUG, True)])
+def test_celerys_per_job_lines_are_off_below_debug(level: int | str, celery_lines: bool) -> None:
+    names = ("celery.worker.strategy", "celery.app.trace")
+    before = {name: logging.getLogger(name).level for name in names}
+    try:
+        for name in names:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        llm._json_logs(logger=None, loglevel=level)
+        expected = logging.NOTSET if celery_lines else logging.WARNING  # NOTSET: the worker's level
+        assert [logging.getLogger(name).level for name in names] == [expected, expected]
+    finally:
+        for name, value in before.items():
+            logging.getLogger(name).setLevel(value)
