@@ -251,8 +251,10 @@ def celery_settings(config: Config) -> dict[str, Any]:
         }
     return {
         "broker_url": config.broker_url,
-        # On Redis, Kombu's transport with one client per channel (redis_broker.py).
-        "broker_transport": None if config.uses_rabbitmq else redis_broker.Transport,
+        # On Redis, Kombu's transport with one client per channel (redis_broker.py); by
+        # name, as settings travel as JSON (`celery inspect conf`, Flower). Imported
+        # above, it resolves whatever sys.path holds when the connection is made.
+        "broker_transport": None if config.uses_rabbitmq else f"{redis_broker.__name__}:Transport",
         "broker_connection_timeout": config.broker_connect_timeout,
         "broker_connection_retry_on_startup": True,
         "broker_pool_limit": config.publish_threads,

@@ -44,3 +44,6 @@ def test_flower_shows_workers_and_tasks(make_stack: StackFactory, fake: FakeMode
     assert info["name"] == "llm.generate"
     assert "watched" in info["args"]
     assert "echo: watched" in info["result"]
+    # Flower's questions to the workers (their settings, among others) were answered.
+    worker = next(p for p in stack.processes.started if p.name.startswith("worker"))
+    assert "Control command error" not in worker.output()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from pathlib import Path
 
@@ -87,7 +88,8 @@ def test_without_rabbitmq_the_broker_is_redis_and_held_messages_are_leased() -> 
     config = Config(_env_file=None, redis_host="cache", llm_deadline=1800, job_lease=20)  # type: ignore[call-arg]
     settings = celery_settings(config)
     assert settings["broker_url"] == "redis://cache:6379/0"
-    assert settings["broker_transport"].__module__ == "redis_broker"
+    assert settings["broker_transport"] == "redis_broker:Transport"
+    json.dumps(settings["broker_transport"])  # settings travel as JSON (celery inspect conf, Flower)
     # Workers renew the messages they hold (tasks/running.py): a message is handed out
     # again a lease after its worker stopped renewing it, however long its job runs.
     options = settings["broker_transport_options"]
