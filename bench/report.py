@@ -147,7 +147,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             if values:
                 axis.plot(values, [i / len(values) for i in range(len(values))], label=name)
         axis.set(title=title, xlabel="latency (ms, log)", ylabel="share of requests answered", xscale="log")
-        axis.legend()
+        if axis.get_legend_handles_labels()[0]:  # a run without this scenario leaves it empty
+            axis.legend()
     sweep: dict[str, list[tuple[int, float]]] = {}
     for row in rows:
         if row["scenario"] == "sweep":
@@ -157,7 +158,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     axes[2].set(
         title="throughput against concurrency, 0 s model", xlabel="clients (log)", ylabel="answers/s", xscale="log"
     )
-    axes[2].legend()
+    if axes[2].get_legend_handles_labels()[0]:
+        axes[2].legend()
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
