@@ -143,6 +143,8 @@ class HttpTransport:
             else:
                 connection = http.client.HTTPConnection(self._host, self._port)
             self._local.connection = connection
+        # Each time: after close() a thread's connection opens again on its next call,
+        # and must be closed by the next close() too.
         with self._lock:
             self._connections.add(connection)
         return connection
