@@ -35,12 +35,21 @@ log = logging.getLogger(__name__)
 # As a job starts. KEYS: job hash, queued set, result, lease. ARGV: now, job TTL,
 # job id, lease seconds, this worker's name. Answers:
 #   'cancelled'  cancelled while it was queued
-#   'answered'   it has a result already
+#   'answered'   it has a result already: published again, on the job's channel and
+#                its claim's reply_to, for a request that queued it anew (one whose
+#                first publish seemed to fail, yet reached the broker and ran)
 #   'running'    another live worker holds its lease
 #   'start'      it may run: leased to this worker, marked started, no longer queued
 MARK_STARTED = """
 if redis.call('HEXISTS', KEYS[1], 'cancelled_at') == 1 then return 'cancelled' end
-if redis.call('EXISTS', KEYS[3]) == 1 then return 'answered' end
+local result = redis.call('GET', KEYS[3])
+if result then
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  redis.call('PUBLISH', KEYS[3], result)
+  local reply_to = redis.call('HGET', KEYS[1], 'reply_to')
+  if reply_to then redis.call('PUBLISH', reply_to, result) end
+  return 'answered'
+end
 if not redis.call('SET', KEYS[4], ARGV[5], 'NX', 'EX', ARGV[4]) then return 'running' end
 redis.call('HSET', KEYS[1], 'started_at', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])

@@ -214,6 +214,21 @@ def test_a_job_handed_out_again_after_its_answer_is_not_run_again(stack: Stack, 
     assert status["result"]["content"] == answer.json()["content"]
 
 
+def test_a_job_refused_yet_run_is_answered_when_sent_again(stack: Stack, fake: FakeModelServer) -> None:
+    # A publish whose confirm never came (RabbitMQ stopped under it) is refused with
+    # 503 and its claim released, though the message reached the broker and ran. The
+    # same job sent again is queued anew: the worker finds the answer and announces it
+    # again, and the caller gets it instead of waiting out its wait.
+    first = httpx.post(f"{stack.url}/generate", json={"job_id": "ran-1", "content": "refused"}, timeout=30)
+    assert first.status_code == 200
+    store = redis.Redis(host=stack.config.redis_host, port=stack.config.redis_port)
+    store.delete(stack.config.job_key("ran-1"))  # as the API releases a claim it could not queue
+    again = httpx.post(f"{stack.url}/generate?wait=10", json={"job_id": "ran-1", "content": "refused"}, timeout=30)
+    assert again.status_code == 200 and again.json()["content"] == first.json()["content"]
+    assert len(fake.completions) == 1
+    assert store.zscore(stack.config.queued_key, "ran-1") is None  # not counted as waiting
+
+
 def test_the_first_result_stored_for_a_job_stays(stack: Stack) -> None:
     # What a second run of a job (or a worker finishing a job cancelled meanwhile)
     # would store never replaces the result its callers were given.
