@@ -142,7 +142,11 @@ class System:
         self._env: dict[str, str] = {}
 
     def __enter__(self) -> System:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # what did start (the Valkey server, a worker) does not outlive the run
+            raise
         return self
 
     def __exit__(self, *_: object) -> None:
