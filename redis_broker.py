@@ -21,8 +21,14 @@ class Channel(redis.Channel):  # type: ignore[misc]
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:
             return super()._create_client(asynchronous=True)
-        pool = self.pool
         client = self._shared_client
+        if self._pool is None and client is not None and getattr(self.connection, "client", None) is None:
+            # Closing after a lost connection (its unacknowledged messages are put back):
+            # the transport is detached, and Kombu could not make a pool (AttributeError,
+            # which stops the worker); the last client's pool reconnects, or fails with a
+            # connection error, which the consumer recovers from.
+            return client
+        pool = self.pool
         # A new pool (after a fork, or a reconnect) gets a new client.
         if client is None or client.connection_pool is not pool:
             client = self._shared_client = super()._create_client()
