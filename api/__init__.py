@@ -11,6 +11,6 @@ The spec's usage::
 """
 
 from api.generation import get_router
-from settings import Config
+from gateway.config import Config
 
 __all__ = ["Config", "get_router"]

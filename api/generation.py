@@ -16,7 +16,7 @@ from api.openai_compat import openai_router
 from api.request_models import request_models
 from api.schemas import ChatCompletionRequest, CompletionResponse, GenerateRequest, JobAccepted
 from api.streaming import open_stream, sse, stream_response
-from settings import Config
+from gateway.config import Config
 
 GENERATE_TASK = "llm.generate"
 CHAT_TASK = "llm.chat"

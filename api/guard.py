@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import ApiError, ResultStoreUnavailable
 from api.metrics import Metrics
-from settings import Config
+from gateway.config import Config
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("api.access")

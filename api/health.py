@@ -12,8 +12,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 if TYPE_CHECKING:
-    from api.jobs import JobRunner
     from registry import Model
+
+    from api.jobs import JobRunner
 
 router = APIRouter(tags=["health"])
 

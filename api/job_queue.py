@@ -13,7 +13,8 @@ from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 
 from api.errors import BrokerUnavailable
-from settings import Config, celery_settings, priority_for
+from gateway.celery_settings import celery_settings, priority_for
+from gateway.config import Config
 
 log = logging.getLogger(__name__)
 

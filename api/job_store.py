@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from api.errors import QueueFull, ResultStoreUnavailable, error_for_failure
-from settings import Config
+from gateway.config import Config
 
 # Claims job_id for this request unless it is claimed already; returns the
 # fingerprint of the request that claimed it first, or nil when this one did; or

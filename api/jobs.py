@@ -28,9 +28,9 @@ from api.job_queue import JobQueue
 from api.job_store import JobStore
 from api.metrics import Metrics
 from api.result_waiter import ResultWaiter, redis_client
-from logs import current_job
-from registry import UnknownModel, load_registry
-from settings import Config
+from gateway.config import Config
+from gateway.logs import current_job
+from gateway.registry import UnknownModel, load_registry
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from fastapi import FastAPI
 
 from api import health
 from api.generation import get_router
-from logs import use_json
-from settings import Config
+from gateway.config import Config
+from gateway.logs import use_json
 
 
 def create_app(config: Config | None = None) -> FastAPI:

@@ -22,7 +22,7 @@ from api.openai_schemas import ErrorBody, ModelCard, ModelList
 from api.request_models import RequestModels, request_models
 from api.schemas import JOB_ID_PATTERN, new_job_id
 from api.streaming import open_stream, sse, stream_response
-from settings import Config
+from gateway.config import Config
 
 CHAT_TASK = "llm.chat"
 GENERATE_TASK = "llm.generate"

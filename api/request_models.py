@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, create_model
 
 from api.openai_schemas import ChatCompletionsRequest, CompletionsRequest, OpenAIMessage
 from api.schemas import ChatCompletionRequest, Count, GenerateRequest, Message, Meta
-from settings import Config
+from gateway.config import Config
 
 
 @dataclass(frozen=True)

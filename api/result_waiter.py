@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.errors import ResultStoreUnavailable
-from settings import Config
+from gateway.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import httpx
 from celery import Celery
 from fastapi import FastAPI
 
-from settings import Config
+from gateway.config import Config
 
 config = Config.read_from_env()
 

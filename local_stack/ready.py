@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from settings import Config
+from gateway.config import Config
 
 START_TIMEOUT = 180.0
 

@@ -33,7 +33,8 @@ from celery.signals import task_failure
 from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu import Connection, Exchange, Message, Queue
 
-from settings import Config, celery_settings
+from gateway.celery_settings import celery_settings
+from gateway.config import Config
 
 log = logging.getLogger(__name__)
 

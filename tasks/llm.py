@@ -24,9 +24,9 @@ from celery.signals import (
 )
 from celery.worker import state as worker_state
 
-from logs import current_job, use_json
-from registry import load_registry
-from settings import Config
+from gateway.config import Config
+from gateway.logs import current_job, use_json
+from gateway.registry import load_registry
 from tasks.app import celery_app
 from tasks.model_client import Cancelled, ChatRequest, ModelClient
 from tasks.relay import Relay

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from settings import Config
+from gateway.config import Config
 from tasks.model_http import ConnectTimeout, HttpTransport, Reply, Transport
 
 log = logging.getLogger(__name__)

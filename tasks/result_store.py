@@ -15,7 +15,7 @@ from celery import states
 from celery.backends.redis import RedisBackend
 from kombu.utils.encoding import bytes_to_str
 
-from settings import Config
+from gateway.config import Config
 
 # Stores and publishes ARGV[1] under KEYS[1] for ARGV[2] seconds unless a result is
 # there already; answers 1 when it stored, 0 when it kept the earlier result. It is

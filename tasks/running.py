@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 
 import redis
 
-from settings import Config
+from gateway.config import Config
 from tasks.model_client import Cancel
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from settings import Config
+from gateway.config import Config
 from tests.fake_model_server import FakeModelServer, free_port
 from tests.processes import Processes, config_from_env, remove_traces, start_valkey
 

@@ -14,8 +14,8 @@ import httpx
 import redis
 from kombu import Connection
 
+from gateway.config import Config
 from local_stack.valkey import command as valkey_command
-from settings import Config
 from tests.fake_model_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,13 +55,16 @@ class Processes:
     log_dir: Path
     started: list[Process] = field(default_factory=list)
 
-    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> Process:
+    def spawn(
+        self, name: str, args: list[str], env: dict[str, str], cwd: Path = ROOT, env_only: bool = False
+    ) -> Process:
+        """Start `args` in `cwd` with the test's environment and `env` (`env` alone with `env_only`)."""
         log = self.log_dir / f"{name}-{len(self.started)}.log"
         with log.open("wb") as out:
             popen = subprocess.Popen(
                 args,
-                cwd=ROOT,
-                env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+                cwd=cwd,
+                env={**({} if env_only else os.environ), **env, "PYTHONUNBUFFERED": "1"},
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from settings import LOCAL_STACK_SETTINGS, Config
+from gateway.config import LOCAL_STACK_SETTINGS, Config
 
 pytestmark = pytest.mark.unit
 

@@ -32,7 +32,7 @@ import httpx
 import pytest
 from kombu import Connection
 
-from settings import celery_settings
+from gateway.celery_settings import celery_settings
 from tasks import dead_letters
 from tests.conftest import RABBIT, Stack, StackFactory, reachable
 from tests.fake_model_server import Failure, FakeModelServer

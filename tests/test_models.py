@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from registry import RegistryError, UnknownModel, load_registry
-from settings import Config
+from gateway.config import Config
+from gateway.registry import RegistryError, UnknownModel, load_registry
 from tests.conftest import StackFactory
 from tests.fake_model_server import FakeModelServer
 

@@ -20,7 +20,7 @@ from schemathesis.config import SchemathesisConfig
 
 from api.guard import Guard, check_job
 from api.main import create_app
-from settings import Config
+from gateway.config import Config
 from tests.conftest import Stack, StackFactory
 from tests.fake_model_server import FakeModelServer, free_port
 from tests.processes import RedisServer, remove_traces, wait_for_output

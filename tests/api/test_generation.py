@@ -14,7 +14,7 @@ import redis
 from kombu import Connection
 
 from api.schemas import DEFAULT_PRIORITY
-from settings import priority_for
+from gateway.celery_settings import priority_for
 from tests.conftest import Stack, StackFactory
 from tests.fake_model_server import FakeModelServer, free_port
 from tests.processes import ROOT, VENV_BIN, Processes

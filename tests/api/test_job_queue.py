@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from api.job_queue import JobQueue
-from settings import Config
+from gateway.config import Config
 
 pytestmark = pytest.mark.unit
 

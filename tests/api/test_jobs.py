@@ -12,7 +12,7 @@ import redis
 from celery import Celery
 
 from api.job_queue import JobQueue
-from settings import celery_settings
+from gateway.celery_settings import celery_settings
 from tasks.result_store import ResultStore
 from tests.conftest import Stack, StackFactory
 from tests.fake_model_server import Failure, FakeModelServer, free_port

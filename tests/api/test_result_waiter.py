@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from api.errors import ResultStoreUnavailable
 from api.job_store import JobStore
 from api.result_waiter import ResultWaiter, redis_client
-from settings import Config
+from gateway.config import Config
 from tasks.result_store import STORE_ONCE
 from tests.fake_model_server import free_port
 

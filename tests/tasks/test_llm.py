@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from settings import Config
+from gateway.config import Config
 from tasks import llm
 from tasks.model_client import ModelClient, ModelServerFailed, ModelServerRejected, ModelServerUnavailable
 from tasks.model_http import Reply

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from settings import Config
+from gateway.config import Config
 from tasks.model_client import ChatRequest, ModelClient
 
 pytestmark = pytest.mark.integration

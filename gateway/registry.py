@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 from pydantic import SecretStr
 
-from settings import Config
+from gateway.config import Config, model_server_url
 
 QUEUE_CHARS = re.compile(r"^[A-Za-z0-9._:-]+$")
 
@@ -150,7 +150,7 @@ def _parse(raw: Any, config: Config) -> Registry:
         key = entry.get("api_key")
         if not key and entry.get("api_key_env"):
             key = os.environ.get(str(entry["api_key_env"]))
-        url = Config(_env_file=None, inner_llm_url=str(entry["url"])).inner_llm_url  # type: ignore[call-arg]
+        url = model_server_url(str(entry["url"]))
         models.append(
             Model(
                 name=name,

@@ -1,0 +1,120 @@
+"""Celery's settings, the same for the API (which publishes) and the workers (which consume)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Exchange, Queue
+
+from gateway import redis_transport
+from gateway.config import Config
+from gateway.registry import load_registry
+
+MAX_PRIORITY = 10  # job priorities are 0 to 9
+
+
+def priority_for(config: Config, priority: int) -> int:
+    """The broker's message priority for a job's (0 batch .. 9 most urgent): RabbitMQ
+    delivers higher numbers first, Kombu's Redis transport lower ones."""
+    return priority if config.uses_rabbitmq else MAX_PRIORITY - 1 - priority
+
+
+def celery_settings(config: Config) -> dict[str, Any]:
+    """Celery's lowercase settings for `config`, shared by the API and the workers."""
+    registry = load_registry(config)
+    queue = registry.default.queue
+    broker_options: dict[str, Any] = {}
+    consumer_arguments = None
+    queue_arguments = None
+    if config.uses_rabbitmq:
+        # Priority queues: a waiting job of priority 9 starts before those of lower ones.
+        queue_arguments = {"x-max-priority": MAX_PRIORITY}
+        # RabbitMQ (3.12 and later) closes the channel of a consumer that holds a message
+        # longer than its consumer timeout (30 min by default), and hands the message out
+        # again: give this queue's consumers more than the longest job. Older servers
+        # ignore the argument; the job lease keeps a second run from starting there.
+        consumer_arguments = {"x-consumer-timeout": int(config.longest_job * 2 * 1000)}
+    else:
+        # A Redis broker hands an unacknowledged message out again once it is older than
+        # the visibility timeout. Workers renew the messages they hold (tasks/running.py),
+        # so that is the job lease, not the length of the longest job: a dead worker's
+        # jobs run again within about a lease, a long job is never handed out twice.
+        broker_options = {
+            "visibility_timeout": config.job_lease,
+            "unacked_restore_interval": max(1, config.job_lease // 3),
+            "unacked_restore_throttle": 1,
+            "global_keyprefix": config.key_prefix,
+            # A list per priority, read in order (on Redis, 0 is read first: see priority_for).
+            "priority_steps": list(range(MAX_PRIORITY)),
+            "queue_order_strategy": "priority",
+            "sep": ":",
+        }
+    return {
+        "broker_url": config.broker_url,
+        # On Redis, Kombu's transport with one client per channel (gateway/redis_transport.py);
+        # by name, as settings travel as JSON (`celery inspect conf`, Flower).
+        "broker_transport": None if config.uses_rabbitmq else f"{redis_transport.__name__}:Transport",
+        "broker_connection_timeout": config.broker_connect_timeout,
+        "broker_connection_retry_on_startup": True,
+        "broker_pool_limit": config.publish_threads,
+        "broker_transport_options": broker_options,
+        # Celery's Redis backend, storing each job's result once (tasks/result_store.py).
+        "result_backend": f"tasks.result_store:ResultStore+{config.redis_url}",
+        "result_backend_transport_options": {"global_keyprefix": config.key_prefix},
+        "redis_socket_connect_timeout": config.redis_connect_timeout,
+        "result_expires": config.result_ttl,
+        "result_extended": True,
+        "task_default_queue": queue,
+        "task_default_exchange": queue,
+        "task_default_routing_key": queue,
+        # The queues of the models this process serves: all of them for the API (it
+        # publishes to each), those of WORKER_MODELS for a worker started with it.
+        "task_queues": tuple(
+            Queue(
+                name,
+                Exchange(name, type="direct", durable=True),
+                routing_key=name,
+                durable=True,
+                queue_arguments=queue_arguments,
+                consumer_arguments=consumer_arguments,
+            )
+            for name in registry.queues_for(config.worker_models)
+        ),
+        "task_default_delivery_mode": "persistent",
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # Long jobs: acknowledge after the job, hand it back if the worker dies,
+        # and reserve no more than one message per free slot.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # After a broker reconnect, Celery lowers the prefetch count while the jobs begun
+        # before it run, and is meant to raise it again as they finish; on RabbitMQ it
+        # stayed low and the worker stopped taking jobs (celery/celery#9512). Jobs begun
+        # before the reconnect finish and store their results (their second delivery
+        # finds the lease, then the result: tasks/running.py).
+        "worker_enable_prefetch_count_reduction": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        # A channel closed by the broker (RabbitMQ's consumer timeout on a server that
+        # ignores the consumer argument above) restarts the consumer instead of the
+        # worker dying with "Unrecoverable error: PreconditionFailed".
+        "broker_channel_error_retry": True,
+        # No STARTED state in Redis: it cost each job a GET, a SET and a PUBLISH in the
+        # worker (0.7 of 3.5 ms CPU, bench/) and a message to every waiting API.
+        # Flower still shows the start, from the worker's task events.
+        "task_track_started": False,
+        "task_publish_retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+        # A model server batches many requests; one worker keeps many calls in flight.
+        "worker_pool": "threads",
+        "worker_concurrency": config.worker_concurrency,
+        "worker_send_task_events": True,
+        # Failed and unprocessable jobs go to the dead-letter queue (tasks/dead_letters.py).
+        "worker_consumer": "tasks.dead_letters:Consumer",
+    }
