@@ -10,7 +10,7 @@ The spec's usage::
     app.include_router(get_router(config))
 """
 
-from api.generation import get_router
+from api.main import get_router
 from gateway.config import Config
 
 __all__ = ["Config", "get_router"]

@@ -6,6 +6,8 @@ from typing import Any
 
 from fastapi import HTTPException
 
+from gateway.contract import failure_status
+
 
 class ApiError(HTTPException):
     """A failure with a fixed status; ``detail`` is the message the client reads."""
@@ -22,14 +24,6 @@ class BrokerUnavailable(ApiError):
 
 class ResultStoreUnavailable(ApiError):
     status_code = 503
-
-
-class ModelServerUnavailable(ApiError):
-    status_code = 502
-
-
-class ModelServerTimeout(ApiError):
-    status_code = 504
 
 
 class JobTimedOut(ApiError):
@@ -63,31 +57,21 @@ class JobNotFound(ApiError):
 
 
 class JobFailed(ApiError):
-    status_code = 500
+    """A job ended with a failure; its status is the contract's for that failure
+    (gateway/contract.py), its `cause` the failure's name (metrics count by it)."""
+
+    def __init__(self, message: str, status_code: int = 500, cause: str = "JobFailed") -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.cause = cause
 
 
-class ModelServerRejected(HTTPException):
-    """The model server refused the request; its status (4xx) and message are passed on."""
-
-    def __init__(self, message: str, status_code: int | None) -> None:
-        if status_code is None or not 400 <= status_code < 500:
-            status_code = 400
-        super().__init__(status_code, message)
-
-
-# Worker exception names (``exc_type`` in a failed job's stored result) and what
-# the caller gets for each. The API never imports worker code, so the names are
-# matched as strings; tests check them against the worker's classes.
-def error_for_failure(exc_type: str, exc_args: list[Any]) -> HTTPException:
+def error_for_failure(exc_type: str, exc_args: list[Any]) -> JobFailed:
     """The HTTP error for a job that failed on the worker with `exc_type(*exc_args)`."""
-    message = str(exc_args[0]) if exc_args else exc_type
-    status = exc_args[1] if len(exc_args) > 1 and isinstance(exc_args[1], int) else None
-    if exc_type in ("ModelServerUnavailable", "ModelServerFailed"):
-        return ModelServerUnavailable(message)
-    if exc_type == "ModelServerTimeout":
-        return ModelServerTimeout(message)
-    if exc_type == "ModelServerRejected":
-        return ModelServerRejected(message, status)
-    if exc_type == "InvalidJob":
-        return HTTPException(422, message)
-    return JobFailed(f"job failed: {exc_type}: {message}")
+    status, message = failure_status(exc_type, exc_args)
+    return JobFailed(message, status, exc_type)
+
+
+def cause(exc: Exception) -> str:
+    """What metrics and logs call an error: a failed job's failure, else its class."""
+    return getattr(exc, "cause", None) or type(exc).__name__

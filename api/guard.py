@@ -7,8 +7,8 @@
   no keys are configured) per minute, counted in Redis so it holds across API processes.
 - Limits on what a job may hold (``MAX_*``): checked on every job, whichever endpoint
   it came through, before anything is queued.
-- Request bodies larger than ``MAX_BODY_BYTES``: 413, whether announced by
-  Content-Length or not, without reading more than the limit.
+
+Bodies larger than ``MAX_BODY_BYTES`` are refused by every route (api/routing.py).
 """
 
 from __future__ import annotations
@@ -17,19 +17,14 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from fastapi import Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
+from fastapi import Request
 from redis.exceptions import RedisError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import ApiError, ResultStoreUnavailable
-from api.metrics import Metrics
 from gateway.config import Config
 
 log = logging.getLogger(__name__)
@@ -45,10 +40,6 @@ class Unauthorized(ApiError):
 
 class TooManyRequests(ApiError):
     status_code = 429
-
-
-class BodyTooLarge(ApiError):
-    status_code = 413
 
 
 class LimitExceeded(ApiError):
@@ -115,7 +106,7 @@ class Guard:
     async def _limit_rate(self, who: str) -> None:
         now = time.time()
         window = int(now // 60)
-        key = f"{self._config.key_prefix}rate:{who}:{window}"
+        key = self._config.keys.rate(who, window)
         try:
             count = await self._count(keys=[key], args=[61])
         except (RedisError, OSError):
@@ -152,80 +143,3 @@ def check_job(config: Config, job: dict[str, Any]) -> None:
     tokens = meta.get("tokens_limit")
     if tokens is not None and tokens > config.max_tokens_limit:
         raise LimitExceeded(f"tokens_limit: {tokens}; at most {config.max_tokens_limit} (MAX_TOKENS_LIMIT)")
-
-
-def limited_route(config: Config, metrics: Metrics, base: type[APIRoute] = APIRoute) -> type[APIRoute]:
-    """A route class refusing bodies over MAX_BODY_BYTES with 413, before they are read
-    whole; and counting each request in `metrics` by endpoint, status and error cause."""
-    limit = config.max_body_bytes
-    message = f"request body larger than {limit} bytes (MAX_BODY_BYTES)"
-
-    class LimitedRoute(base):  # type: ignore[valid-type, misc]
-        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-            handler = super().get_route_handler()
-            endpoint = self.path_format
-
-            async def limited(request: Request) -> Response:
-                length = request.headers.get("content-length", "")
-                if length.isdigit() and int(length) > limit:
-                    return await _refuse(handler, request, message)
-                request._receive = _counting(request.receive, limit, message)
-                return await handler(request)
-
-            async def counted(request: Request) -> Response:
-                started = time.perf_counter()
-                status, cause = 500, "InternalError"
-                try:
-                    response = await limited(request)
-                    status = response.status_code
-                    cause = getattr(request.state, "error_cause", None) or f"http_{status}"
-                    return response
-                except StarletteHTTPException as exc:
-                    status, cause = exc.status_code, type(exc).__name__
-                    raise
-                except RequestValidationError:
-                    status, cause = 422, "InvalidRequest"
-                    raise
-                finally:
-                    seconds = time.perf_counter() - started
-                    metrics.requests.labels(endpoint, request.method, str(status)).inc()
-                    metrics.request_seconds.labels(endpoint).observe(seconds)
-                    if status >= 400:
-                        metrics.errors.labels(cause).inc()
-                    # The access line, with the job's id, model and queue (logs.current_job).
-                    access.info(
-                        "%s %s %d", request.method, request.url.path, status,
-                        extra={"status": status, "seconds": round(seconds, 4), "client": _client(request)},
-                    )  # fmt: skip
-
-            return counted
-
-    return LimitedRoute
-
-
-def _client(request: Request) -> str | None:
-    return f"{request.client.host}:{request.client.port}" if request.client else None
-
-
-async def _refuse(handler: Callable[[Request], Awaitable[Response]], request: Request, message: str) -> Response:
-    # Through the handler, so the route's own error format (OpenAI's on /v1) applies.
-    async def too_large() -> dict[str, Any]:
-        raise BodyTooLarge(message)
-
-    request._receive = too_large
-    return await handler(request)
-
-
-def _counting(receive: Callable[[], Awaitable[Any]], limit: int, message: str) -> Callable[[], Awaitable[Any]]:
-    received = 0
-
-    async def counted() -> Any:
-        nonlocal received
-        event = await receive()
-        if event.get("type") == "http.request":
-            received += len(event.get("body", b""))
-            if received > limit:
-                raise BodyTooLarge(message)
-        return event
-
-    return counted

@@ -59,7 +59,7 @@ class JobQueue:
         default one), with `priority` (0 batch .. 9 most urgent)."""
         send = partial(
             self._celery.send_task,
-            task_name,
+            str(task_name),  # a contract.TaskName: its plain name on the wire
             args=(job,),
             argsrepr=args_repr(job),
             kwargsrepr="{}",

@@ -1,13 +1,7 @@
 """Jobs in Redis: the atomic claim of a job_id, and a job's status.
 
-Keys (all under ``REDIS_PREFIX:``, all with a TTL):
-  job:{id}                 hash: fingerprint of the request, task, accepted_at, started_at, cancelled_at,
-                           reply_to (the channel of the API process awaiting it)
-  queued                   sorted set: accepted jobs not yet started, scored by accepted_at
-  celery-task-meta-{id}    the result, written by the worker (Celery's result backend),
-                           or by DELETE /jobs/{id} for a cancelled job
-  cancel                   pub/sub channel: ids of cancelled jobs, for the workers
-  replies:{process}        pub/sub channel: results of the jobs an API process queued and awaits
+The keys and the scripts are the contract's (gateway/contract.py): a job's hash,
+the set of queued jobs, its result, the cancel channel, each API process's replies.
 """
 
 from __future__ import annotations
@@ -25,48 +19,9 @@ from redis.exceptions import RedisError
 
 from api.errors import QueueFull, ResultStoreUnavailable, error_for_failure
 from gateway.config import Config
-
-# Claims job_id for this request unless it is claimed already; returns the
-# fingerprint of the request that claimed it first, or nil when this one did; or
-# {'full', n} when n jobs wait to start already (ARGV[6], MAX_QUEUED_JOBS): the
-# claim is refused. Entries older than a claim's TTL are dropped from the count.
-# ARGV[7], when not empty, is the channel the job's result is also published on.
-CLAIM = """
-local existing = redis.call('HGET', KEYS[1], 'fingerprint')
-if existing then return existing end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[4]))
-local waiting = redis.call('ZCARD', KEYS[2])
-if waiting >= tonumber(ARGV[6]) then return {'full', waiting} end
-redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'task', ARGV[2], 'accepted_at', ARGV[3])
-if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'reply_to', ARGV[7]) end
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-return false
-"""
-
-# Cancels a job unless it has a result already: marks it, takes it out of the
-# queued set, stores and publishes its cancelled result (on the job's channel and
-# its API process's: waiting requests get their answer at once), and names it on
-# the cancel channel (so a worker running
-# it stops). Answers "unknown", "finished" or "cancelled".
-CANCEL = """
-if redis.call('EXISTS', KEYS[3]) == 1 then return 'finished' end
-if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown' end
-redis.call('HSET', KEYS[1], 'cancelled_at', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('ZREM', KEYS[2], ARGV[3])
-redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5])
-redis.call('PUBLISH', KEYS[3], ARGV[4])
-local reply_to = redis.call('HGET', KEYS[1], 'reply_to')
-if reply_to then redis.call('PUBLISH', reply_to, ARGV[4]) end
-redis.call('PUBLISH', KEYS[4], ARGV[3])
-return 'cancelled'
-"""
+from gateway.contract import CANCEL, CLAIM, STATUS_NAMES, JobField, cancelled_result
 
 QUEUE_FULL_RETRY_AFTER = 2  # seconds a refused client is asked to wait
-
-STATES = {"SUCCESS": "succeeded", "FAILURE": "failed", "REVOKED": "cancelled"}
 
 
 def fingerprint(task_name: str, job: dict[str, Any]) -> str:
@@ -106,7 +61,7 @@ class JobStore:
         """Claim `job_id` for this request, atomically across API processes; its result
         will be published on `reply_to` too, when given."""
         mine = fingerprint(task_name, job)
-        keys = [self._config.job_key(job_id), self._config.queued_key]
+        keys = [self._config.keys.job(job_id), self._config.keys.queued]
         config = self._config
         args = [mine, task_name, repr(time.time()), config.job_ttl, job_id, config.max_queued_jobs, reply_to]
         try:
@@ -126,7 +81,7 @@ class JobStore:
     async def release(self, job_id: str) -> None:
         """Forget a claim whose job could not be queued, so a retry can queue it."""
         async with self._store.pipeline(transaction=False) as pipe:
-            pipe.delete(self._config.job_key(job_id)).zrem(self._config.queued_key, job_id)
+            pipe.delete(self._config.keys.job(job_id)).zrem(self._config.keys.queued, job_id)
             with contextlib.suppress(RedisError, OSError):  # else it expires with its TTL
                 await pipe.execute()
 
@@ -134,17 +89,8 @@ class JobStore:
         """Cancel the job: "cancelled", or "finished" (it has a result) or "unknown"."""
         config = self._config
         now = time.time()
-        # The cancelled result, in the format Celery's result backend writes.
-        meta = {
-            "status": "REVOKED",
-            "result": {"exc_type": "TaskRevokedError", "exc_message": ["cancelled"], "exc_module": "celery.exceptions"},
-            "traceback": None,
-            "children": [],
-            "date_done": datetime.fromtimestamp(now, UTC).isoformat(),
-            "task_id": job_id,
-        }
-        keys = [config.job_key(job_id), config.queued_key, config.result_key(job_id), config.cancel_channel]
-        args = [repr(now), config.job_ttl, job_id, json.dumps(meta), config.result_ttl]
+        keys = [config.keys.job(job_id), config.keys.queued, config.keys.result(job_id), config.keys.cancel]
+        args = [repr(now), config.job_ttl, job_id, cancelled_result(job_id, now), config.result_ttl]
         try:
             answer = await self._cancel(keys=keys, args=args)
         except (RedisError, OSError):
@@ -156,7 +102,7 @@ class JobStore:
         config = self._config
         try:
             async with self._store.pipeline(transaction=False) as pipe:
-                pipe.hgetall(config.job_key(job_id)).get(config.result_key(job_id)).zrank(config.queued_key, job_id)
+                pipe.hgetall(config.keys.job(job_id)).get(config.keys.result(job_id)).zrank(config.keys.queued, job_id)
                 claim, raw_result, rank = await pipe.execute()
         except (RedisError, OSError):
             raise ResultStoreUnavailable("result store (Redis) unavailable") from None
@@ -164,12 +110,12 @@ class JobStore:
             return None
         fields = {k.decode(): v.decode() for k, v in claim.items()}
         meta = json.loads(raw_result) if raw_result else {}
-        state = STATES.get(meta.get("status", ""))
+        state = STATUS_NAMES.get(meta.get("status", ""))
         answer: dict[str, Any] = {
             "job_id": job_id,
-            "status": state or ("running" if "started_at" in fields else "queued"),
-            "accepted_at": _iso(fields.get("accepted_at")),
-            "started_at": _iso(fields.get("started_at")),
+            "status": state or ("running" if JobField.STARTED_AT in fields else "queued"),
+            "accepted_at": _iso(fields.get(JobField.ACCEPTED_AT)),
+            "started_at": _iso(fields.get(JobField.STARTED_AT)),
             "finished_at": meta.get("date_done") if state else None,
             "queue_position": rank + 1 if rank is not None and not state and "started_at" not in fields else None,
             "result": meta.get("result") if state == "succeeded" else None,

@@ -1,15 +1,45 @@
-"""The API app: ``uvicorn --factory api.main:create_app``."""
+"""The composition root of the API: `get_router(config)` builds the API process's parts
+and its routers, and `create_app` the app (``uvicorn --factory api.main:create_app``)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
-from api import health
-from api.generation import get_router
+from api.routes import jobs, models, operations
+from api.routes.openai import openai_router
+from api.routes.spec import ERROR_RESPONSES, spec_router
+from api.services import Services
 from gateway.config import Config
 from gateway.logs import use_json
+
+
+def get_router(config: Config) -> APIRouter:
+    """Every endpoint of the gateway, for `config`: the spec's, OpenAI's, jobs, models and
+    operations. It brings its own lifespan (connections to the broker and Redis), which
+    FastAPI runs when the router is included in an app (the spec's usage snippet)."""
+    parts = Services.build(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with parts.running():
+            app.state.llm_gateway = parts  # found there by the routes' dependencies (api/deps.py)
+            yield
+
+    # Every endpoint but the probes needs a key (when keys are configured) and is rate limited.
+    guarded = APIRouter(responses=ERROR_RESPONSES, dependencies=[Depends(parts.guard)])
+    guarded.include_router(spec_router(parts.models))
+    guarded.include_router(openai_router(parts.models))
+    guarded.include_router(jobs.router)
+    guarded.include_router(models.router)
+    guarded.include_router(operations.router)
+    outer = APIRouter(lifespan=lifespan)
+    outer.include_router(operations.probes)
+    outer.include_router(guarded)
+    return outer
 
 
 def create_app(config: Config | None = None) -> FastAPI:
@@ -30,5 +60,4 @@ def create_app(config: Config | None = None) -> FastAPI:
         version="0.1.0",
     )
     app.include_router(get_router(config))
-    app.include_router(health.router)
     return app

@@ -32,10 +32,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.errors import ResultStoreUnavailable
 from gateway.config import Config
+from gateway.contract import FINISHED
 
 log = logging.getLogger(__name__)
 
-READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 RECONNECT_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 # A silent connection is tested with a PING this often; no answer in as long again
 # means it is dead (a half-open TCP connection never says so by itself).
@@ -56,7 +56,7 @@ class _Watch:
         self.users = 0
 
     def resolve(self, meta: dict[str, Any]) -> None:
-        if not self.result.done() and meta.get("status") in READY_STATES:
+        if not self.result.done() and meta.get("status") in FINISHED:
             self.result.set_result(meta)
 
 
@@ -88,7 +88,7 @@ class ResultWaiter:
         self.connects = 0  # connections made so far (1 unless Redis was lost)
         self.client_name = f"{config.redis_prefix}-result-waiter"
         # Results of the jobs this process queued are published here (job_store.CLAIM).
-        self.reply_channel = config.reply_channel(uuid.uuid4().hex)
+        self.reply_channel = config.keys.replies(uuid.uuid4().hex)
         self._replies = asyncio.Event()  # set while the reply channel's subscription holds
         self._watches: dict[str, _Watch] = {}
         # SUBSCRIBE commands sent per channel and not yet confirmed: a watch is
@@ -125,7 +125,7 @@ class ResultWaiter:
         the block with `reply_channel` as its claim's `reply_to` has its result
         delivered. A job queued otherwise needs `follow` too.
         """
-        channel = self._config.result_key(job_id)
+        channel = self._config.keys.result(job_id)
         watch = self._watches.get(channel)
         if watch is None:
             watch = self._watches[channel] = _Watch(channel)
@@ -143,19 +143,12 @@ class ResultWaiter:
     async def follow(self, job_id: str) -> None:
         """For a job expected (inside `expect`) that another request queued: subscribe to
         its channel, then read its stored result (it may have run already)."""
-        watch = self._watches[self._config.result_key(job_id)]
+        watch = self._watches[self._config.keys.result(job_id)]
         watch.following = True
         if not watch.subscribed.done():
             await self._subscribe(watch)
         if not watch.result.done():
             await self._read_stored(watch)
-
-    @asynccontextmanager
-    async def watch(self, job_id: str) -> AsyncIterator[asyncio.Future[dict[str, Any]]]:
-        """`expect` and `follow`: await the result of any job, queued by anyone."""
-        async with self.expect(job_id) as result:
-            await self.follow(job_id)
-            yield result
 
     async def _replies_ready(self) -> None:
         if self._replies.is_set():
@@ -280,7 +273,7 @@ class ResultWaiter:
                 meta = _parse(reply[2])
                 if channel == self.reply_channel:
                     task_id = meta.get("task_id")
-                    channel = self._config.result_key(task_id) if isinstance(task_id, str) else ""
+                    channel = self._config.keys.result(task_id) if isinstance(task_id, str) else ""
                 watch = self._watches.get(channel)
                 if watch is not None:
                     watch.resolve(meta)

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import HTTPException
 from fastapi.responses import StreamingResponse
 
-from api.jobs import JobRunner
+from api.runner import JobRunner
 
 Render = Callable[[dict[str, Any]], Iterable[str]]
 
@@ -63,4 +63,4 @@ def stream_response(
 
 
 async def _abandon(runner: JobRunner, job_id: str) -> None:
-    await runner.store.cancel(job_id)
+    await runner.cancel(job_id)

@@ -1,4 +1,5 @@
-"""Celery's settings, the same for the API (which publishes) and the workers (which consume)."""
+"""Celery's settings, the same for the API (which publishes) and the workers (which
+consume). The workers' own classes (result backend, consumer) are added by celeryconfig.py."""
 
 from __future__ import annotations
 
@@ -58,8 +59,6 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_pool_limit": config.publish_threads,
         "broker_transport_options": broker_options,
-        # Celery's Redis backend, storing each job's result once (tasks/result_store.py).
-        "result_backend": f"tasks.result_store:ResultStore+{config.redis_url}",
         "result_backend_transport_options": {"global_keyprefix": config.key_prefix},
         "redis_socket_connect_timeout": config.redis_connect_timeout,
         "result_expires": config.result_ttl,
@@ -115,6 +114,4 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "worker_pool": "threads",
         "worker_concurrency": config.worker_concurrency,
         "worker_send_task_events": True,
-        # Failed and unprocessable jobs go to the dead-letter queue (tasks/dead_letters.py).
-        "worker_consumer": "tasks.dead_letters:Consumer",
     }

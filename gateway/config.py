@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-RESULT_KEY_PREFIX = "celery-task-meta-"
+from gateway.contract import Keys
 
 # Settings only the one-command local stack reads: not part of a deployment.
 LOCAL_STACK_SETTINGS = frozenset(
@@ -166,35 +167,10 @@ class Config(BaseSettings):
         """What every Redis key of this deployment starts with."""
         return f"{self.redis_prefix}:"
 
-    def result_key(self, job_id: str) -> str:
-        """The Redis key (and pub/sub channel) a job's result is stored under."""
-        return f"{self.key_prefix}{RESULT_KEY_PREFIX}{job_id}"
-
-    def job_key(self, job_id: str) -> str:
-        """The Redis hash of a job's claim: fingerprint, task, accepted_at, started_at."""
-        return f"{self.key_prefix}job:{job_id}"
-
-    @property
-    def queued_key(self) -> str:
-        """The Redis sorted set of accepted jobs not yet started, by time accepted."""
-        return f"{self.key_prefix}queued"
-
-    def stream_key(self, job_id: str) -> str:
-        """The Redis stream a streamed job's answer is relayed through, piece by piece."""
-        return f"{self.key_prefix}stream:{job_id}"
-
-    @property
-    def cancel_channel(self) -> str:
-        """The Redis pub/sub channel cancellations are announced on (job ids)."""
-        return f"{self.key_prefix}cancel"
-
-    def reply_channel(self, process: str) -> str:
-        """The Redis pub/sub channel one API process receives its jobs' results on."""
-        return f"{self.key_prefix}replies:{process}"
-
-    def lease_key(self, job_id: str) -> str:
-        """The Redis key that exists while a live worker runs the job (renewed, with a TTL)."""
-        return f"{self.key_prefix}lease:{job_id}"
+    @cached_property
+    def keys(self) -> Keys:
+        """This deployment's Redis keys and channels (the contract's layout)."""
+        return Keys(self.key_prefix)
 
     @property
     def dead_letter_queue(self) -> str:

@@ -2,5 +2,7 @@
 
 from celery import Celery
 
-celery_app = Celery("llm", include=["tasks.llm", "tasks.dead_letters"])
+# The task bodies, the worker's wiring (signals, logging, shutdown), and the
+# dead-letter queue's consumer and failure signal.
+celery_app = Celery("llm", include=["tasks.llm", "tasks.wiring", "tasks.dead_letters"])
 celery_app.config_from_object("celeryconfig")

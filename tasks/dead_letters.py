@@ -35,15 +35,13 @@ from kombu import Connection, Exchange, Message, Queue
 
 from gateway.celery_settings import celery_settings
 from gateway.config import Config
+from gateway.contract import INTERNAL_TASKS, JobField, is_kept
+from tasks.worker import current
 
 log = logging.getLogger(__name__)
 
 REASON = "x-dead-reason"
 DEAD_AT = "x-dead-at"
-# The caller's own errors, answered 4xx: replaying them cannot succeed.
-NOT_KEPT = frozenset({"ModelServerRejected"})
-# Jobs the gateway makes for itself (GET /v1/models), asked again when needed.
-INTERNAL_TASKS = frozenset({"llm.models"})
 
 
 def dead_letter_queue(config: Config) -> Queue:
@@ -56,8 +54,7 @@ def dead_letter_queue(config: Config) -> Queue:
 
 
 def _publish(app: Celery, body: Any, headers: dict[str, Any], content_type: str, encoding: str, reason: str) -> None:
-    config = Config.read_from_env()
-    queue = dead_letter_queue(config)
+    queue = dead_letter_queue(current().config)
     headers = {**headers, REASON: reason[:2000], DEAD_AT: time.time()}
     with app.producer_or_acquire() as producer:
         producer.publish(
@@ -120,7 +117,9 @@ def _keep_failed_job(
     **_: Any,
 ) -> None:
     name = type(exception).__name__
-    if sender is None or task_id is None or name in NOT_KEPT or sender.name in INTERNAL_TASKS:
+    # The caller's own errors (answered 4xx) cannot succeed when replayed; the gateway's
+    # own jobs (GET /v1/models) are asked again when needed.
+    if sender is None or task_id is None or not is_kept(name) or sender.name in INTERNAL_TASKS:
         return
     reason = f"{name}: {exception}"
     try:
@@ -129,7 +128,7 @@ def _keep_failed_job(
             args=args,
             kwargs=kwargs,
             task_id=task_id,
-            queue=dead_letter_queue(Config.read_from_env()),
+            queue=dead_letter_queue(current().config),
             headers={REASON: reason[:2000], DEAD_AT: time.time()},
             retry=True,
         )
@@ -196,11 +195,11 @@ def replay(config: Config, job_ids: set[str] | None) -> list[str]:
             # Forget the failure, or the worker would find the job answered.
             now = time.time()
             pipe = store.pipeline()
-            pipe.delete(config.result_key(job_id), config.lease_key(job_id))
-            pipe.hdel(config.job_key(job_id), "started_at")
-            pipe.hset(config.job_key(job_id), "accepted_at", repr(now))
-            pipe.expire(config.job_key(job_id), config.job_ttl)
-            pipe.zadd(config.queued_key, {job_id: now})
+            pipe.delete(config.keys.result(job_id), config.keys.lease(job_id))
+            pipe.hdel(config.keys.job(job_id), JobField.STARTED_AT)
+            pipe.hset(config.keys.job(job_id), JobField.ACCEPTED_AT, repr(now))
+            pipe.expire(config.keys.job(job_id), config.job_ttl)
+            pipe.zadd(config.keys.queued, {job_id: now})
             pipe.execute()
             headers = {k: v for k, v in (message.headers or {}).items() if k not in (REASON, DEAD_AT)}
             producer.publish(

@@ -21,40 +21,19 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from gateway.config import Config
+from gateway.contract import (
+    ModelServerError,
+    ModelServerFailed,
+    ModelServerRejected,
+    ModelServerTimeout,
+    ModelServerUnavailable,
+)
 from tasks.model_http import ConnectTimeout, HttpTransport, Reply, Transport
 
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 60.0
-
-
-class ModelServerError(Exception):
-    """The model server could not answer; the message says why."""
-
-    def __init__(self, message: str, status_code: int | None = None) -> None:
-        super().__init__(message, status_code)
-        self.message = message
-        self.status_code = status_code
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class ModelServerUnavailable(ModelServerError):
-    """The model server could not be reached (refused, reset, DNS), even after retries."""
-
-
-class ModelServerFailed(ModelServerError):
-    """The model server answered with a server error or an unreadable answer, even after retries."""
-
-
-class ModelServerTimeout(ModelServerError):
-    """The model server did not answer in time, even after retries."""
-
-
-class ModelServerRejected(ModelServerError):
-    """The model server refused the request (unknown model, bad parameter); retrying cannot help."""
 
 
 class Cancelled(Exception):

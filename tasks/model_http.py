@@ -52,11 +52,6 @@ class Reply:
         self._complete = False
         self._closed = False
 
-    @classmethod
-    def of(cls, status: int, body: bytes, headers: Mapping[str, str] | None = None, reason: str = "") -> Reply:
-        """A reply already in memory (a test's model server)."""
-        return cls(status, reason, headers or {}, io.BytesIO(body))
-
     def header(self, name: str) -> str:
         return self._headers.get(name.lower(), "")
 

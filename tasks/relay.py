@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from gateway.contract import STREAM_END, STREAM_INDEX, STREAM_TEXT
 from tasks.model_client import Completion
 
 
@@ -26,10 +27,10 @@ class Relay:
         self._started = False
 
     def delta(self, index: int, text: str) -> None:
-        self._add({"i": index, "t": text})
+        self._add({STREAM_INDEX: index, STREAM_TEXT: text})
 
     def end(self, completion: Completion) -> None:
-        self._add({"end": json.dumps(completion.as_dict())})
+        self._add({STREAM_END: json.dumps(completion.as_dict())})
 
     def _add(self, fields: dict[str, Any]) -> None:
         if self._started:

@@ -4,7 +4,8 @@ Celery reads a result before writing one, and skips the write when the job alrea
 succeeded: two round trips, and a gap between them in which a job run twice (its
 message handed out again after a worker died) can overwrite the answer its caller
 was given. Here one script does both: the first result stored for a job (an answer,
-a failure, or the cancellation DELETE /jobs/{id} stores) is the one that stays.
+a failure, or the cancellation DELETE /jobs/{id} stores) is the one that stays
+(the contract's STORE_ONCE script).
 """
 
 from __future__ import annotations
@@ -15,19 +16,7 @@ from celery import states
 from celery.backends.redis import RedisBackend
 from kombu.utils.encoding import bytes_to_str
 
-from gateway.config import Config
-
-# Stores and publishes ARGV[1] under KEYS[1] for ARGV[2] seconds unless a result is
-# there already; answers 1 when it stored, 0 when it kept the earlier result. It is
-# published on the key's channel (requests that follow the job) and on the channel
-# of the API process that queued it and awaits it (`reply_to` of its claim, KEYS[2]).
-STORE_ONCE = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
-redis.call('PUBLISH', KEYS[1], ARGV[1])
-local reply_to = redis.call('HGET', KEYS[2], 'reply_to')
-if reply_to then redis.call('PUBLISH', reply_to, ARGV[1]) end
-return 1
-"""
+from gateway.contract import STORE_ONCE, Keys
 
 
 class ResultStore(RedisBackend):
@@ -36,7 +25,9 @@ class ResultStore(RedisBackend):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._store_once = self.client.register_script(STORE_ONCE)
-        self._job_key = Config.read_from_env().job_key
+        # The prefix Celery's settings give every key (REDIS_PREFIX:), read from them
+        # rather than from the environment again.
+        self._keys = Keys(self.app.conf.result_backend_transport_options.get("global_keyprefix", ""))
 
     def _store_result(
         self,
@@ -50,7 +41,7 @@ class ResultStore(RedisBackend):
         meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
         meta["task_id"] = bytes_to_str(task_id)
         expires = self.failure_expires if state == states.FAILURE else self.expires
-        job_key = self._job_key(bytes_to_str(task_id))
+        job_key = self._keys.job(bytes_to_str(task_id))
         self.ensure(self._store, (self.get_key_for_task(task_id), job_key, self.encode(meta), expires))
         return result
 

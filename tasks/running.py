@@ -28,34 +28,10 @@ from collections.abc import Callable, Iterator
 import redis
 
 from gateway.config import Config
+from gateway.contract import MARK_STARTED, JobField
 from tasks.model_client import Cancel
 
 log = logging.getLogger(__name__)
-
-# As a job starts. KEYS: job hash, queued set, result, lease. ARGV: now, job TTL,
-# job id, lease seconds, this worker's name. Answers:
-#   'cancelled'  cancelled while it was queued
-#   'answered'   it has a result already: published again, on the job's channel and
-#                its claim's reply_to, for a request that queued it anew (one whose
-#                first publish seemed to fail, yet reached the broker and ran)
-#   'running'    another live worker holds its lease
-#   'start'      it may run: leased to this worker, marked started, no longer queued
-MARK_STARTED = """
-if redis.call('HEXISTS', KEYS[1], 'cancelled_at') == 1 then return 'cancelled' end
-local result = redis.call('GET', KEYS[3])
-if result then
-  redis.call('ZREM', KEYS[2], ARGV[3])
-  redis.call('PUBLISH', KEYS[3], result)
-  local reply_to = redis.call('HGET', KEYS[1], 'reply_to')
-  if reply_to then redis.call('PUBLISH', reply_to, result) end
-  return 'answered'
-end
-if not redis.call('SET', KEYS[4], ARGV[5], 'NX', 'EX', ARGV[4]) then return 'running' end
-redis.call('HSET', KEYS[1], 'started_at', ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-redis.call('ZREM', KEYS[2], ARGV[3])
-return 'start'
-"""
 
 
 class RunningJobs:
@@ -97,7 +73,7 @@ class RunningJobs:
             jobs, self._leased = list(self._leased), set()
         if jobs:
             with contextlib.suppress(redis.RedisError, OSError):  # else they expire
-                self.commands.delete(*(self.config.lease_key(job_id) for job_id in jobs))
+                self.commands.delete(*(self.config.keys.lease(job_id) for job_id in jobs))
 
     @contextlib.contextmanager
     def running(self, job_id: str) -> Iterator[Cancel]:
@@ -122,7 +98,12 @@ class RunningJobs:
         config = self.config
         try:
             verdict = self._mark(
-                keys=[config.job_key(job_id), config.queued_key, config.result_key(job_id), config.lease_key(job_id)],
+                keys=[
+                    config.keys.job(job_id),
+                    config.keys.queued,
+                    config.keys.result(job_id),
+                    config.keys.lease(job_id),
+                ],
                 args=[repr(time.time()), config.job_ttl, job_id, config.job_lease, self.worker],
             )
         except (redis.RedisError, OSError) as exc:
@@ -160,16 +141,16 @@ class RunningJobs:
             return
         pipe = self.commands.pipeline(transaction=False)
         for job_id in jobs:
-            pipe.set(self.config.lease_key(job_id), self.worker, ex=self.config.job_lease)
+            pipe.set(self.config.keys.lease(job_id), self.worker, ex=self.config.job_lease)
         if tags:
             # kombu's Redis transport hands a message out again once its score here is
             # older than the visibility timeout; XX: only messages still unacknowledged.
             now = time.time()
-            pipe.zadd(f"{self.config.key_prefix}unacked_index", {tag: now for tag in tags}, xx=True)
+            pipe.zadd(self.config.keys.unacked_index, {tag: now for tag in tags}, xx=True)
         pipe.execute()
 
     def _listen_forever(self) -> None:
-        channel = self.config.cancel_channel
+        channel = self.config.keys.cancel
         while not self._stopped.is_set():
             try:
                 pubsub = self._listening.pubsub(ignore_subscribe_messages=True)
@@ -192,7 +173,7 @@ class RunningJobs:
             return
         pipe = self.commands.pipeline(transaction=False)
         for job_id in jobs:
-            pipe.hexists(self.config.job_key(job_id), "cancelled_at")
+            pipe.hexists(self.config.keys.job(job_id), JobField.CANCELLED_AT)
         for job_id, cancelled in zip(jobs, pipe.execute(), strict=True):
             if cancelled:
                 self._cancel(job_id)

@@ -232,6 +232,7 @@ def test_the_image_answers_a_job_with_the_compose_commands(started: dict[str, An
     wait_for_http(flower, f"{flower_url}/healthcheck", timeout=60)
     auth = ("admin", "image-test")
     deadline = time.monotonic() + 30
-    while not httpx.get(f"{flower_url}/api/workers", auth=auth, timeout=10).json():
+    # refresh=1: Flower asks the workers again (it asked once as it started, maybe before the worker).
+    while not httpx.get(f"{flower_url}/api/workers?refresh=1", auth=auth, timeout=10).json():
         assert time.monotonic() < deadline, f"Flower never saw the worker:\n{flower.output()[-2000:]}"
         time.sleep(0.5)

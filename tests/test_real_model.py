@@ -36,7 +36,7 @@ def real(make_stack: StackFactory, model_server: str) -> Stack:
 
 def stored_result(stack: Stack, job_id: str) -> dict:
     config = stack.config
-    raw = redis.Redis(host=config.redis_host, port=config.redis_port).get(config.result_key(job_id))
+    raw = redis.Redis(host=config.redis_host, port=config.redis_port).get(config.keys.result(job_id))
     return json.loads(raw or b"{}")["result"]
 
 

@@ -7,30 +7,8 @@ import time
 import httpx
 import pytest
 
-from api.errors import error_for_failure
-from tasks import llm, model_client
 from tests.conftest import Stack, StackFactory
 from tests.fake_model_server import Failure, FakeModelServer, free_port
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize(
-    ("worker_error", "status"),
-    [
-        (model_client.ModelServerUnavailable("down"), 502),
-        (model_client.ModelServerFailed("500", 500), 502),
-        (model_client.ModelServerTimeout("slow"), 504),
-        (model_client.ModelServerRejected("no such model", 404), 404),
-        (model_client.ModelServerRejected("bad", 400), 400),
-        (llm.InvalidJob("bad job"), 422),
-        (RuntimeError("bug"), 500),
-    ],
-)
-def test_every_worker_error_maps_to_its_status(worker_error: Exception, status: int) -> None:
-    # As the result backend stores it: the class name and the exception's args.
-    error = error_for_failure(type(worker_error).__name__, list(worker_error.args))
-    assert error.status_code == status
-    assert str(worker_error.args[0]) in error.detail
 
 
 @pytest.mark.integration

@@ -12,7 +12,7 @@ import redis
 from celery import Celery
 
 from api.job_queue import JobQueue
-from gateway.celery_settings import celery_settings
+from tasks.celery_settings import worker_settings
 from tasks.result_store import ResultStore
 from tests.conftest import Stack, StackFactory
 from tests.fake_model_server import Failure, FakeModelServer, free_port
@@ -134,7 +134,7 @@ def test_jobs_expire_with_their_keys(make_stack: StackFactory, fake: FakeModelSe
     config = stack.config
     store = redis.Redis(host=config.redis_host, port=config.redis_port)
     deadline = time.monotonic() + 20
-    while store.exists(config.job_key("brief-1"), config.result_key("brief-1"), config.queued_key):
+    while store.exists(config.keys.job("brief-1"), config.keys.result("brief-1"), config.keys.queued):
         assert time.monotonic() < deadline, "job keys outlived their TTL"
         time.sleep(0.25)
     assert httpx.get(f"{stack.url}/jobs/brief-1").status_code == 404
@@ -222,22 +222,22 @@ def test_a_job_refused_yet_run_is_answered_when_sent_again(stack: Stack, fake: F
     first = httpx.post(f"{stack.url}/generate", json={"job_id": "ran-1", "content": "refused"}, timeout=30)
     assert first.status_code == 200
     store = redis.Redis(host=stack.config.redis_host, port=stack.config.redis_port)
-    store.delete(stack.config.job_key("ran-1"))  # as the API releases a claim it could not queue
+    store.delete(stack.config.keys.job("ran-1"))  # as the API releases a claim it could not queue
     again = httpx.post(f"{stack.url}/generate?wait=10", json={"job_id": "ran-1", "content": "refused"}, timeout=30)
     assert again.status_code == 200 and again.json()["content"] == first.json()["content"]
     assert len(fake.completions) == 1
-    assert store.zscore(stack.config.queued_key, "ran-1") is None  # not counted as waiting
+    assert store.zscore(stack.config.keys.queued, "ran-1") is None  # not counted as waiting
 
 
 def test_the_first_result_stored_for_a_job_stays(stack: Stack) -> None:
     # What a second run of a job (or a worker finishing a job cancelled meanwhile)
     # would store never replaces the result its callers were given.
     app = Celery("results-test", set_as_current=False)
-    app.conf.update(celery_settings(stack.config))
+    app.conf.update(worker_settings(stack.config))
     backend = app.backend
     assert isinstance(backend, ResultStore)
     listener = redis.Redis(host=stack.config.redis_host, port=stack.config.redis_port).pubsub()
-    listener.subscribe(stack.config.result_key("once-1"))
+    listener.subscribe(stack.config.keys.result("once-1"))
     backend.store_result("once-1", {"content": "first"}, "SUCCESS")
     backend.store_result("once-1", {"content": "second"}, "SUCCESS")
     backend.store_result("once-1", RuntimeError("late failure"), "FAILURE")

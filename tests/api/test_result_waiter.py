@@ -6,6 +6,8 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -14,7 +16,7 @@ from api.errors import ResultStoreUnavailable
 from api.job_store import JobStore
 from api.result_waiter import ResultWaiter, redis_client
 from gateway.config import Config
-from tasks.result_store import STORE_ONCE
+from gateway.contract import STORE_ONCE
 from tests.fake_model_server import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -26,7 +28,7 @@ def success(job_id: str, content: str) -> str:
 
 @pytest.fixture
 async def store(config: Config) -> AsyncIterator[aioredis.Redis]:
-    """The API's own Redis client, as JobRunner makes it."""
+    """The API's own Redis client, as api/services.py makes it."""
     client = redis_client(config)
     yield client
     await client.aclose(close_connection_pool=True)
@@ -44,7 +46,7 @@ def config(redis_address: tuple[str, int]) -> Config:
 
 async def publish(store: aioredis.Redis, config: Config, job_id: str, meta: str) -> None:
     """As Celery's Redis backend does: store, then publish on the key's channel."""
-    key = config.result_key(job_id)
+    key = config.keys.result(job_id)
     async with store.pipeline() as pipe:
         await pipe.set(key, meta, ex=60).publish(key, meta).execute()
 
@@ -53,7 +55,7 @@ async def test_result_published_after_subscribing_is_received(config: Config, st
     waiter = ResultWaiter(config, store)
     await waiter.start()
     try:
-        async with waiter.watch("a") as result:
+        async with watch(waiter, "a") as result:
             assert not result.done()
             await publish(store, config, "a", success("a", "hello"))
             meta = await asyncio.wait_for(result, 5)
@@ -67,7 +69,7 @@ async def test_result_stored_before_watching_is_read(config: Config, store: aior
     waiter = ResultWaiter(config, store)
     await waiter.start()
     try:
-        async with waiter.watch("b") as result:
+        async with watch(waiter, "b") as result:
             assert result.done() and result.result()["result"]["content"] == "early"
     finally:
         await waiter.close()
@@ -77,7 +79,7 @@ async def test_progress_states_do_not_end_the_wait(config: Config, store: aiored
     waiter = ResultWaiter(config, store)
     await waiter.start()
     try:
-        async with waiter.watch("c") as result:
+        async with watch(waiter, "c") as result:
             await publish(store, config, "c", json.dumps({"status": "STARTED", "result": {}}))
             await asyncio.sleep(0.1)
             assert not result.done()
@@ -92,7 +94,7 @@ async def test_many_waiters_of_many_jobs_each_get_their_own(config: Config, stor
     await waiter.start()
 
     async def wait_one(job_id: str) -> str:
-        async with waiter.watch(job_id) as result:
+        async with watch(waiter, job_id) as result:
             return (await asyncio.wait_for(result, 10))["result"]["content"]
 
     try:
@@ -110,7 +112,7 @@ async def test_quiet_connection_stays_up_and_a_killed_one_is_replaced(config: Co
     waiter = ResultWaiter(config, store, heartbeat=0.2)
     await waiter.start()
     try:
-        async with waiter.watch("d") as result:
+        async with watch(waiter, "d") as result:
             await asyncio.sleep(1.0)  # several heartbeats with nothing published
             assert waiter.connects == 1
             clients = await store.client_list(_type="pubsub")
@@ -127,7 +129,7 @@ async def test_quiet_connection_stays_up_and_a_killed_one_is_replaced(config: Co
 
 async def store_as_the_worker_does(store: aioredis.Redis, config: Config, job_id: str, meta: str) -> None:
     """The worker's result store script: the job's channel, and its claim's reply_to."""
-    keys = [config.result_key(job_id), config.job_key(job_id)]
+    keys = [config.keys.result(job_id), config.keys.job(job_id)]
     await store.eval(STORE_ONCE, 2, *keys, meta, 60)
 
 
@@ -141,7 +143,7 @@ async def test_a_job_queued_by_this_process_needs_no_subscription_of_its_own(
         async with waiter.expect("own-1") as first, waiter.expect("own-2") as second:
             assert (await jobs.claim("own-1", "llm.generate", {"content": "x"}, waiter.reply_channel)).new
             assert (await jobs.claim("own-2", "llm.generate", {"content": "y"}, waiter.reply_channel)).new
-            channels = [config.result_key("own-1"), config.result_key("own-2"), waiter.reply_channel]
+            channels = [config.keys.result("own-1"), config.keys.result("own-2"), waiter.reply_channel]
             subscribers = dict(await store.pubsub_numsub(*channels))
             assert [subscribers[channel.encode()] for channel in channels] == [0, 0, 1]
             await store_as_the_worker_does(store, config, "own-1", success("own-1", "one"))
@@ -165,8 +167,16 @@ async def test_unreachable_redis_is_result_store_unavailable() -> None:
     await waiter.start()
     try:
         with pytest.raises(ResultStoreUnavailable, match="result store"):
-            async with waiter.watch("e"):
+            async with watch(waiter, "e"):
                 pass
     finally:
         await waiter.close()
         await store.aclose(close_connection_pool=True)
+
+
+@asynccontextmanager
+async def watch(waiter: ResultWaiter, job_id: str) -> AsyncIterator[asyncio.Future[dict[str, Any]]]:
+    """Await any job's result, as a request for a job queued before does (api/runner.py)."""
+    async with waiter.expect(job_id) as result:
+        await waiter.follow(job_id)
+        yield result

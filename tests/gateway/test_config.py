@@ -54,7 +54,7 @@ def test_the_spec_env_file_works_as_written(clean_env: pytest.MonkeyPatch, tmp_p
     assert config.broker_url == "amqp://admin:admin@localhost:5672/%2F"
     assert config.redis_url == "redis://localhost:6379/0"
     assert config.queue_name == "llm-api-queue"
-    assert config.result_key("abc") == "llm-api:celery-task-meta-abc"
+    assert config.keys.result("abc") == "llm-api:celery-task-meta-abc"
 
 
 def test_environment_overrides_the_env_file(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -126,6 +126,10 @@ def test_celeryconfig_module_holds_only_lowercase_celery_keys(clean_env: pytest.
     clean_env.setenv("QUEUE_NAME", "by-module")
     sys.modules.pop("celeryconfig", None)
     module = importlib.import_module("celeryconfig")
-    keys = {k for k in vars(module) if not k.startswith("__")}
-    assert keys == set(celery_settings(Config.read_from_env()))
+    # Celery hides names starting with "_" from its settings (`celery inspect conf`).
+    keys = {k for k in vars(module) if not k.startswith("_")}
+    assert keys == {*celery_settings(Config.read_from_env()), "result_backend", "worker_consumer"}
     assert module.task_default_queue == "by-module"
+    # The worker's classes, named from the classes: importable as named.
+    assert module.result_backend.startswith("tasks.result_store:ResultStore+redis://")
+    assert module.worker_consumer == "tasks.dead_letters:Consumer"

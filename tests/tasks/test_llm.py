@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from gateway.config import Config
-from tasks import llm
+from tasks import llm, wiring, worker
 from tasks.model_client import ModelClient, ModelServerFailed, ModelServerRejected, ModelServerUnavailable
 from tasks.model_http import Reply
 
@@ -49,7 +50,8 @@ class Recorder:
 
 
 def reply(response: httpx.Response) -> Reply:
-    return Reply.of(response.status_code, response.content, dict(response.headers), response.reason_phrase)
+    # A reply already in memory, read as the client reads one from a socket.
+    return Reply(response.status_code, response.reason_phrase, dict(response.headers), io.BytesIO(response.content))
 
 
 def completion(content: str) -> httpx.Response:
@@ -80,11 +82,11 @@ def install() -> Iterator[Any]:
         settings = {"llm_max_retries": 2, **settings}
         config = Config(_env_file=None, inner_llm_url="model:8000", **settings)  # type: ignore[call-arg]
         client = ModelClient(config, transport=recorder, sleep=sleeps.append, clock=lambda: sum(sleeps))
-        llm.set_model_client(client)
+        worker.use(worker.Worker(config, client=client))
         return sleeps
 
     yield _install
-    llm.set_model_client(None)
+    worker.use(None)
 
 
 META = {"temperature": 0.5, "tokens_limit": 1000, "stop_words": ["stop"], "model": "gpt-model"}
@@ -310,7 +312,7 @@ def test_the_result_text_for_flower_is_its_repr_cut_to_celerys_limit() -> None:
     from celery.app import trace
 
     answer = {"content": "x" * 5000, "usage": {"total_tokens": 7}}
-    assert trace.saferepr is llm.result_repr
+    assert trace.saferepr is wiring.result_repr
     assert trace.saferepr(answer, 1024) == repr(answer)[:1021] + "..."
     assert trace.saferepr({"content": "hi"}, 1024) == "{'content': 'hi'}"
 
@@ -322,7 +324,7 @@ def test_celerys_per_job_lines_are_off_below_debug(level: int | str, celery_line
     try:
         for name in names:
             logging.getLogger(name).setLevel(logging.NOTSET)
-        llm._json_logs(logger=None, loglevel=level)
+        wiring._json_logs(logger=None, loglevel=level)
         expected = logging.NOTSET if celery_lines else logging.WARNING  # NOTSET: the worker's level
         assert [logging.getLogger(name).level for name in names] == [expected, expected]
     finally:

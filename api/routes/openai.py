@@ -7,26 +7,22 @@ the ``openai`` client maps to its exception classes.
 """
 
 import time
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.guard import limited_route
-from api.jobs import JobRunner
+from api.deps import ConfigDep, RegistryDep, RunnerDep
 from api.openai_schemas import ErrorBody, ModelCard, ModelList
-from api.request_models import RequestModels, request_models
+from api.request_models import RequestModels
+from api.routing import GatewayRoute
+from api.runner import JobRunner
 from api.schemas import JOB_ID_PATTERN, new_job_id
 from api.streaming import open_stream, sse, stream_response
-from gateway.config import Config
+from gateway.contract import TaskName
 
-CHAT_TASK = "llm.chat"
-GENERATE_TASK = "llm.generate"
-MODELS_TASK = "llm.models"
 MODELS_CACHE_SECONDS = 30
 
 ERROR_TYPES = {
@@ -55,25 +51,17 @@ def openai_error(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-class OpenAIRoute(APIRoute):
+class OpenAIRoute(GatewayRoute):
     """A route whose every error, validation included, is answered in OpenAI's format."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as exc:
-                request.state.error_cause = "InvalidRequest"
-                first = exc.errors()[0]
-                param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
-                return openai_error(400, f"{param or 'body'}: {first.get('msg')}", param)
-            except StarletteHTTPException as exc:  # FastAPI's HTTPException, and Starlette's own
-                request.state.error_cause = type(exc).__name__
-                return openai_error(exc.status_code, str(exc.detail), headers=exc.headers)
-
-        return route
+    def answer_error(self, request: Request, exc: Exception) -> Response | None:
+        if isinstance(exc, RequestValidationError):
+            first = exc.errors()[0]
+            param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
+            return openai_error(400, f"{param or 'body'}: {first.get('msg')}", param)
+        if isinstance(exc, StarletteHTTPException):  # FastAPI's HTTPException, and Starlette's own
+            return openai_error(exc.status_code, str(exc.detail), headers=exc.headers)
+        return None
 
 
 def _usage(result: dict[str, Any]) -> dict[str, Any]:
@@ -118,17 +106,18 @@ OPENAI_ANSWERS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def openai_router(runner: JobRunner, config: Config, models: RequestModels | None = None) -> APIRouter:
-    """The OpenAI-compatible endpoints of the gateway served by `runner`."""
-    models = models or request_models(config)
+def openai_router(models: RequestModels) -> APIRouter:
+    """The OpenAI-compatible endpoints, with the request bodies of `models`."""
     router = APIRouter(
         prefix="/v1",
-        route_class=limited_route(config, runner.metrics, OpenAIRoute),
+        route_class=OpenAIRoute,
         tags=["openai"],
         responses={400: {"model": ErrorBody}},
     )
 
-    async def streamed(task: str, job_id: str, job: dict[str, Any], body: Any, kind: str) -> Response:
+    async def streamed(
+        runner: JobRunner, task: str, job_id: str, job: dict[str, Any], body: Any, kind: str
+    ) -> Response:
         """OpenAI's chunk format: one chunk per piece, the finish reasons, usage if asked, [DONE]."""
         events = await open_stream(runner, task, job_id, job)
         base = {"id": f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{job_id}", "created": int(time.time())}
@@ -172,8 +161,10 @@ def openai_router(runner: JobRunner, config: Config, models: RequestModels | Non
 
     @router.post("/chat/completions", response_model=None, responses=OPENAI_ANSWERS)
     async def chat_completions(
-        body: models.openai_chat,
-        idempotency_key: IdempotencyKey = None,  # type: ignore[name-defined]
+        body: models.openai_chat,  # type: ignore[name-defined]
+        runner: RunnerDep,
+        config: ConfigDep,
+        idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any] | Response:
         """OpenAI's chat completion, run as an ``llm.chat`` job; streamed with ``stream: true``."""
         job_id = idempotency_key or new_job_id()
@@ -182,32 +173,34 @@ def openai_router(runner: JobRunner, config: Config, models: RequestModels | Non
             "messages": [message.model_dump() for message in body.messages],
         }
         if body.stream:
-            return await streamed(CHAT_TASK, job_id, job, body, "chat")
-        result = await runner.run(CHAT_TASK, job_id, job, config.wait_timeout)
+            return await streamed(runner, TaskName.CHAT, job_id, job, body, "chat")
+        result = await runner.run(TaskName.CHAT, job_id, job, config.wait_timeout)
         return _whole_answer("chat", job_id, result, body.model)
 
     @router.post("/completions", response_model=None, responses=OPENAI_ANSWERS)
     async def completions(
-        body: models.openai_completion,
-        idempotency_key: IdempotencyKey = None,  # type: ignore[name-defined]
+        body: models.openai_completion,  # type: ignore[name-defined]
+        runner: RunnerDep,
+        config: ConfigDep,
+        idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any] | Response:
         """OpenAI's text completion, run as an ``llm.generate`` job (the prompt as one user message)."""
         job_id = idempotency_key or new_job_id()
         job = {"meta": body.meta(body.max_tokens), "content": body.prompt}
         if body.stream:
-            return await streamed(GENERATE_TASK, job_id, job, body, "completion")
-        result = await runner.run(GENERATE_TASK, job_id, job, config.wait_timeout)
+            return await streamed(runner, TaskName.GENERATE, job_id, job, body, "completion")
+        result = await runner.run(TaskName.GENERATE, job_id, job, config.wait_timeout)
         return _whole_answer("completion", job_id, result, body.model)
 
-    @router.get("/models", response_model=ModelList)
-    async def models() -> ModelList:
+    @router.get("/models", response_model=ModelList, summary="Models", operation_id="models_v1_models_get")
+    async def served_models(runner: RunnerDep, registry: RegistryDep, config: ConfigDep) -> ModelList:
         """The models of the registry; with INNER_LLM_URL alone, those its model server
         serves (asked through the queue, kept 30 s)."""
-        if not runner.registry.passthrough:
-            return ModelList(data=[ModelCard(id=name) for name in runner.registry.names()])
+        if not registry.passthrough:
+            return ModelList(data=[ModelCard(id=name) for name in registry.names()])
         window = int(time.time() // MODELS_CACHE_SECONDS)
         wait = min(config.wait_timeout, 30.0)
-        result = await runner.run(MODELS_TASK, f"models-{window}", {}, wait)
+        result = await runner.run(TaskName.MODELS, f"models-{window}", {}, wait)
         return ModelList(data=[ModelCard(id=name) for name in result.get("models", [])])
 
     return router

@@ -7,7 +7,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -21,59 +20,62 @@ from api.errors import (
     JobTimedOut,
     ModelNotFound,
     ResultStoreUnavailable,
+    cause,
     error_for_failure,
 )
 from api.guard import check_job
 from api.job_queue import JobQueue
 from api.job_store import JobStore
 from api.metrics import Metrics
-from api.result_waiter import ResultWaiter, redis_client
+from api.result_waiter import ResultWaiter
 from gateway.config import Config
+from gateway.contract import STREAM_END, STREAM_INDEX, STREAM_TEXT, Job, JobField, State
 from gateway.logs import current_job
-from gateway.registry import UnknownModel, load_registry
+from gateway.registry import Registry, UnknownModel
 
 log = logging.getLogger(__name__)
 
+# A streamed answer's entries, as the worker writes them (the contract's).
+INDEX, TEXT, END = STREAM_INDEX.encode(), STREAM_TEXT.encode(), STREAM_END.encode()
 STREAM_POLL_MS = 200  # how long one read of a job's stream waits for a new piece
 
 
 class JobRunner:
     """Queues jobs and awaits their results; one per API process."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        registry: Registry,
+        queue: JobQueue,
+        store: JobStore,
+        waiter: ResultWaiter,
+        metrics: Metrics,
+        redis: aioredis.Redis,
+    ) -> None:
         self._config = config
-        self._redis = redis_client(config)
+        self._registry = registry
+        self._queue = queue
+        self._store = store
+        self._waiter = waiter
+        self._metrics = metrics
+        self._redis = redis
         # Stream readers block in XREAD: their own pool, so they never starve the others.
         self._stream_reader = aioredis.Redis.from_url(
             config.redis_url, max_connections=100_000, socket_connect_timeout=config.redis_connect_timeout
         )
-        self._queue = JobQueue(config)
-        self.registry = load_registry(config)
-        self.metrics = Metrics()
         # Jobs this process published and awaits: (task, job, queue, priority).
         self._published: dict[str, tuple[str, dict[str, Any], str, int | None]] = {}
-        self._waiter = ResultWaiter(config, self._redis)
         if not config.uses_rabbitmq:
-            self._waiter.on_reconnect = self._requeue_unstarted
-        self.store = JobStore(config, self._redis)
+            waiter.on_reconnect = self._requeue_unstarted
 
-    @property
-    def redis(self) -> aioredis.Redis:
-        """The API's Redis client for commands."""
-        return self._redis
+    async def cancel(self, job_id: str) -> str:
+        """Cancel the job (as DELETE /jobs/{id} does): "cancelled", "finished" or "unknown"."""
+        return await self._store.cancel(job_id)
 
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[JobRunner]:
-        """Lifespan: connect at start-up, disconnect at shut-down."""
-        await self._waiter.start()
-        await asyncio.get_running_loop().run_in_executor(None, self._queue.warm_up)
-        try:
-            yield self
-        finally:
-            await self._waiter.close()
-            await self._redis.aclose(close_connection_pool=True)
-            await self._stream_reader.aclose()
-            self._queue.close()
+    async def close(self) -> None:
+        """Close the stream readers' connections."""
+        await self._stream_reader.aclose()
 
     async def submit(self, task_name: str, job_id: str, job: dict[str, Any]) -> None:
         """Queue the job unless its id is taken: by the same job (nothing to do) or another (409)."""
@@ -83,16 +85,16 @@ class JobRunner:
         """Queue the job (once per job_id) and return its result within `wait` seconds, or raise."""
         started = time.monotonic()
         model = self.model_label(job)
-        self.metrics.in_flight.inc()
+        self._metrics.in_flight.inc()
         try:
             answer = await self._run(task_name, job_id, job, wait)
         except HTTPException as exc:
-            self.metrics.observe_failure(model, type(exc).__name__)
+            self._metrics.observe_failure(model, cause(exc))
             raise
         finally:
-            self.metrics.in_flight.dec()
+            self._metrics.in_flight.dec()
             self._published.pop(job_id, None)
-        self.metrics.observe_answer(model, answer, time.monotonic() - started)
+        self._metrics.observe_answer(model, answer, time.monotonic() - started)
         return answer
 
     async def _requeue_unstarted(self) -> None:
@@ -104,7 +106,9 @@ class JobRunner:
         for job_id, (task_name, job, queue, priority) in list(self._published.items()):
             try:
                 pipe = self._redis.pipeline(transaction=False)
-                pipe.hexists(self._config.job_key(job_id), "started_at").exists(self._config.result_key(job_id))
+                pipe.hexists(self._config.keys.job(job_id), JobField.STARTED_AT).exists(
+                    self._config.keys.result(job_id)
+                )
                 started, answered = await pipe.execute()
                 if started or answered:
                     continue
@@ -118,21 +122,9 @@ class JobRunner:
         meta = job.get("meta")
         requested = meta.get("model") if isinstance(meta, dict) else None
         try:
-            return self.registry.route(requested).name if not self.registry.passthrough else requested or "default"
+            return self._registry.route(requested).name if not self._registry.passthrough else requested or "default"
         except UnknownModel:
             return "unknown"
-
-    def check_broker(self) -> None:
-        """Raise unless the broker takes a connection now (blocking)."""
-        self._queue.check()
-
-    def workers_by_queue(self, timeout: float) -> dict[str, int]:
-        """How many workers consume each queue, by asking them (blocking)."""
-        return self._queue.consumers(timeout)
-
-    async def waiting(self) -> dict[str, int]:
-        """Jobs waiting in each model's queue, as the broker counts them (-1: unknown)."""
-        return await asyncio.get_running_loop().run_in_executor(None, self._queue.depths, self.registry.queues)
 
     async def _run(self, task_name: str, job_id: str, job: dict[str, Any], wait: float) -> dict[str, Any]:
         async with self._waiter.expect(job_id) as result:
@@ -158,7 +150,7 @@ class JobRunner:
         raised as usual), then ``{"index", "text"}`` per piece, then ``{"end": result}``.
         A job that fails raises its HTTP error from the iteration.
         """
-        key = self._config.stream_key(job_id)
+        key = self._config.keys.stream(job_id)
         async with self._waiter.expect(job_id) as result:
             if not await self._claim_and_queue(task_name, job_id, {**job, "stream": True}, reply=True):
                 await self._waiter.follow(job_id)
@@ -172,10 +164,10 @@ class JobRunner:
                 for _, items in entries:
                     for entry_id, fields in items:
                         last = entry_id
-                        if b"end" in fields:
-                            yield {"end": json.loads(fields[b"end"])}
+                        if END in fields:
+                            yield {"end": json.loads(fields[END])}
                             return
-                        yield {"index": int(fields[b"i"]), "text": fields[b"t"].decode()}
+                        yield {"index": int(fields[INDEX]), "text": fields[TEXT].decode()}
                 if not entries and result.done():
                     # Finished without an end entry: it failed or was cancelled (raised
                     # here), or it ran unstreamed (a job_id sent before without stream).
@@ -190,12 +182,12 @@ class JobRunner:
         model the registry does not list)."""
         meta = job.get("meta")
         if not isinstance(meta, dict):  # the gateway's own jobs (llm.models)
-            return job, self.registry.default.queue
+            return job, self._registry.default.queue
         try:
-            model = self.registry.route(meta.get("model"))
+            model = self._registry.route(meta.get("model"))
         except UnknownModel as exc:
             raise ModelNotFound(str(exc)) from None
-        if self.registry.passthrough:
+        if self._registry.passthrough:
             return job, model.queue
         served = model.served_name or model.name
         return {**job, "meta": {**meta, "model": served}, "route": model.name}, model.queue
@@ -211,9 +203,11 @@ class JobRunner:
         model = self.model_label(job)
         job, queue = self._route(job)
         current_job.set({"job_id": job_id, "model": model, "queue": queue})
+        # What the workers will parse: a job they would refuse is this process's bug (500).
+        Job.parse(job)
         # A job awaited here has its result published on this process's channel.
         reply_to = self._waiter.reply_channel if awaited or reply else ""
-        claim = await self.store.claim(job_id, task_name, job, reply_to)
+        claim = await self._store.claim(job_id, task_name, job, reply_to)
         if not claim.same:
             raise JobConflict(f"job_id {job_id!r} is already used by a job with another body")
         if not claim.new:
@@ -228,7 +222,7 @@ class JobRunner:
                 self._published[job_id] = (task_name, sent, queue, priority)
             log.debug("job queued")
         except HTTPException:
-            await self.store.release(job_id)  # not queued: a retry with this job_id must queue it
+            await self._store.release(job_id)  # not queued: a retry with this job_id must queue it
             raise
         return True
 
@@ -237,11 +231,11 @@ def outcome(job_id: str, meta: dict[str, Any]) -> dict[str, Any]:
     """The result of a finished job, or the HTTP error it ended with."""
     status = meta.get("status")
     result = meta.get("result")
-    if status == "SUCCESS" and isinstance(result, dict):
+    if status == State.SUCCESS and isinstance(result, dict):
         return result
-    if status == "REVOKED":
+    if status == State.REVOKED:
         raise JobCancelled(f"job {job_id} was cancelled")
-    if status == "FAILURE" and isinstance(result, dict):
+    if status == State.FAILURE and isinstance(result, dict):
         exc_type = str(result.get("exc_type", "Exception"))
         args = result.get("exc_message")
         error: HTTPException = error_for_failure(exc_type, args if isinstance(args, list) else [args])

@@ -1,0 +1,1 @@
+"""One router module per resource: the spec's endpoints, OpenAI's, jobs, models, operations."""

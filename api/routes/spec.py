@@ -1,0 +1,116 @@
+"""The spec's endpoints: ``POST /generate`` and ``POST /chat_completion``."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from api.deps import ConfigDep, RunnerDep
+from api.request_models import RequestModels
+from api.routing import GatewayRoute
+from api.runner import JobRunner
+from api.schemas import ChatCompletionRequest, CompletionResponse, GenerateRequest, JobAccepted
+from api.streaming import open_stream, sse, stream_response
+from gateway.config import Config
+from gateway.contract import TaskName
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": JobAccepted, "description": "Accepted without waiting (wait=0 or Prefer: respond-async)"},
+    400: {"description": "The model server rejected the request"},
+    401: {"description": "No API key, or not a valid one (when API keys are configured)"},
+    404: {"description": "Unknown model (the model server's answer)"},
+    409: {"description": "The job was cancelled, or its job_id belongs to a job with another body"},
+    413: {"description": "The request body is larger than MAX_BODY_BYTES"},
+    422: {"description": "The body is invalid, exceeds a configured limit, or the model server rejected it"},
+    429: {
+        "description": "Too many jobs waiting (MAX_QUEUED_JOBS) or requests (RATE_LIMIT_PER_MINUTE); see Retry-After"
+    },
+    502: {"description": "The model server is unreachable or failing"},
+    503: {"description": "The broker or the result store is unavailable"},
+    504: {"description": "The job did not finish within the wait (it goes on), or the model server timed out"},
+}
+
+# With "stream": true or Accept: text/event-stream, the answer is a stream of events.
+STREAMED: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
+
+Wait = Annotated[
+    float | None,
+    Query(ge=0, description="seconds to wait for the answer (at most WAIT_TIMEOUT); 0: answer 202 at once"),
+]
+Prefer = Annotated[str | None, Header(description="`respond-async`: answer 202 at once")]
+Accept = Annotated[str | None, Header(description="`text/event-stream`: stream the answer")]
+
+
+def spec_stream(runner: JobRunner, job_id: str, events: Any) -> StreamingResponse:
+    """The spec endpoints' events: ``data: {"job_id", "content"}`` per piece, then
+    ``event: done`` with the whole answer, or ``event: error`` with its status."""
+
+    def render(event: dict[str, Any]) -> list[str]:
+        if "end" in event:
+            end = event["end"]
+            done = {"job_id": job_id, "content": end.get("content", ""), "finish_reason": end.get("finish_reason")}
+            return [sse(done, "done")]
+        return [sse({"job_id": job_id, "content": event["text"]})] if event["index"] == 0 else []
+
+    def render_error(exc: HTTPException) -> str:
+        return sse({"job_id": job_id, "status": exc.status_code, "detail": exc.detail}, "error")
+
+    return stream_response(runner, job_id, events, render, render_error)
+
+
+async def answer(
+    request: Request,
+    runner: JobRunner,
+    config: Config,
+    task: TaskName,
+    body: GenerateRequest | ChatCompletionRequest,
+    wait: float | None,
+    prefer: str | None,
+    accept: str | None,
+) -> CompletionResponse | Response:
+    """Queue the job; answer with its result, its stream, or (not waiting) where to find it."""
+    job_id = body.job_id
+    job = body.model_dump(exclude={"job_id", "stream"})
+    if body.stream or "text/event-stream" in (accept or ""):
+        return spec_stream(runner, job_id, await open_stream(runner, task, job_id, job))
+    seconds = config.wait_timeout if wait is None else min(wait, config.wait_timeout)
+    if seconds == 0 or "respond-async" in (prefer or "").lower():
+        await runner.submit(task, job_id, job)
+        url = str(request.url_for("job_status", job_id=job_id))
+        accepted = JobAccepted(job_id=job_id, status="queued", status_url=url)
+        return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": url})
+    result = await runner.run(task, job_id, job, seconds)
+    return CompletionResponse(content=result["content"], job_id=job_id)
+
+
+def spec_router(models: RequestModels) -> APIRouter:
+    """The spec's endpoints, with the request bodies of `models` (the deployment's limits)."""
+    router = APIRouter(responses=ERROR_RESPONSES, route_class=GatewayRoute, tags=["generation"])
+
+    @router.post("/generate", response_model=CompletionResponse, responses=STREAMED)
+    async def generate(
+        request: Request,
+        body: models.generate,  # type: ignore[name-defined]
+        runner: RunnerDep,
+        config: ConfigDep,
+        wait: Wait = None,
+        prefer: Prefer = None,
+        accept: Accept = None,
+    ) -> CompletionResponse | Response:
+        """Generate one message from `content`."""
+        return await answer(request, runner, config, TaskName.GENERATE, body, wait, prefer, accept)
+
+    @router.post("/chat_completion", response_model=CompletionResponse, responses=STREAMED)
+    async def chat_completion(
+        request: Request,
+        body: models.chat,  # type: ignore[name-defined]
+        runner: RunnerDep,
+        config: ConfigDep,
+        wait: Wait = None,
+        prefer: Prefer = None,
+        accept: Accept = None,
+    ) -> CompletionResponse | Response:
+        """Continue the conversation in `messages`."""
+        return await answer(request, runner, config, TaskName.CHAT, body, wait, prefer, accept)
+
+    return router

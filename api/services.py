@@ -1,0 +1,63 @@
+"""The parts of one API process, built from its `Config` and started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from api.guard import Guard
+from api.job_queue import JobQueue
+from api.job_store import JobStore
+from api.metrics import Metrics
+from api.request_models import RequestModels, request_models
+from api.result_waiter import ResultWaiter, redis_client
+from api.runner import JobRunner
+from gateway.config import Config
+from gateway.registry import Registry, load_registry
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the routes are given (as FastAPI dependencies, api/deps.py)."""
+
+    config: Config
+    registry: Registry
+    metrics: Metrics
+    redis: aioredis.Redis  # the command client: job store, guard, readiness
+    queue: JobQueue  # publishing to the broker
+    store: JobStore  # jobs' claims and status in Redis
+    waiter: ResultWaiter  # results, through one pub/sub connection
+    runner: JobRunner  # claim, publish, await
+    guard: Guard  # keys and rate limit
+    models: RequestModels  # the request bodies, with the deployment's limits
+
+    @classmethod
+    def build(cls, config: Config) -> Services:
+        """Every part, unconnected: `running()` connects them."""
+        registry = load_registry(config)
+        metrics = Metrics()
+        redis = redis_client(config)
+        queue = JobQueue(config)
+        store = JobStore(config, redis)
+        waiter = ResultWaiter(config, redis)
+        runner = JobRunner(config, registry, queue, store, waiter, metrics, redis)
+        guard = Guard(config, redis)
+        return cls(config, registry, metrics, redis, queue, store, waiter, runner, guard, request_models(config))
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Services]:
+        """Connect at start-up (the broker's first connection made now, not by the first
+        request), disconnect at shut-down."""
+        await self.waiter.start()
+        await asyncio.get_running_loop().run_in_executor(None, self.queue.warm_up)
+        try:
+            yield self
+        finally:
+            await self.waiter.close()
+            await self.runner.close()
+            await self.redis.aclose(close_connection_pool=True)
+            self.queue.close()

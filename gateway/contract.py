@@ -1,0 +1,383 @@
+"""The contract between the API and the workers: everything both sides must agree on.
+
+- the task names the API sends and the workers register;
+- the job payload (`Job`), as the API builds it and the workers parse it;
+- the Redis key layout (`Keys`), the job hash's fields, and the Lua scripts that
+  move a job through its life (claim, start, store its result, cancel);
+- the failures a job can end with (`JobFailure` and its subclasses, raised by the
+  workers) and the HTTP status each is answered with;
+- the result formats: a stored result's states, the cancelled result, a streamed
+  answer's entries.
+
+The API never imports worker code, and the workers never import the API: both
+import this module, so a change of contract is a change of this file.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+# The tasks.
+
+
+class TaskName(StrEnum):
+    """The Celery task names: the API sends by name, the workers register these."""
+
+    GENERATE = "llm.generate"  # complete `content`
+    CHAT = "llm.chat"  # continue `messages`
+    MODELS = "llm.models"  # list the model server's models (the gateway's own job)
+
+
+# Jobs the gateway makes for itself: answered from the model server again when
+# needed, never kept as dead letters.
+INTERNAL_TASKS = frozenset({TaskName.MODELS})
+
+# The job payload.
+
+# OpenAI parameters passed to the model server as given, when a job brings them.
+SAMPLING = frozenset({"top_p", "seed", "n", "presence_penalty", "frequency_penalty"})
+
+
+class JobMeta(BaseModel):
+    """How to generate: the spec's ``meta``, plus what the OpenAI endpoints add."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    temperature: float = 0.2
+    tokens_limit: int | None = None  # None: the model server's own limit
+    stop_words: list[str] = []
+    model: str | None = None  # the name the model server serves it by
+    priority: int | None = None  # 0 (batch) .. 9 (most urgent)
+    sampling: dict[str, Any] = {}  # of SAMPLING only
+
+    @field_validator("sampling", mode="before")
+    @classmethod
+    def _only_known_sampling(cls, given: Any) -> Any:
+        if not given:
+            return {}
+        if not isinstance(given, dict) or not set(given) <= SAMPLING:
+            raise ValueError(f"'sampling' takes only {', '.join(sorted(SAMPLING))}")
+        return {key: value for key, value in given.items() if value is not None}
+
+
+class Message(BaseModel):
+    """One turn of a conversation, as the model server gets it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: str
+    content: str
+
+
+class Job(BaseModel):
+    """A job as it travels in the task message (its only argument).
+
+    Unknown fields are ignored, so a worker of the previous release takes the jobs of
+    a newer API during a rolling upgrade."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    meta: JobMeta = JobMeta()
+    content: str | None = None  # generate
+    messages: list[Message] | None = None  # chat
+    route: str | None = None  # the registry's name of the model (several models); None: INNER_LLM_URL's
+    stream: bool = False  # relay the answer piece by piece (`Keys.stream`)
+    accepted_at: float | None = None  # the API's clock when it queued the job (not part of its fingerprint)
+
+    @classmethod
+    def parse(cls, raw: Any) -> Job:
+        """The job in a task message; `InvalidJob` naming what is wrong."""
+        if not isinstance(raw, dict):
+            raise InvalidJob("a job is a JSON object")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field, *within = [str(part) for part in first["loc"]]
+            detail = f"{'.'.join(within)}: {first['msg']}" if within else first["msg"]
+            raise InvalidJob(f"invalid '{field}': {detail}") from None
+
+    def prompt(self, task: TaskName) -> list[dict[str, str]]:
+        """The messages to send the model server for `task`."""
+        if task == TaskName.GENERATE:
+            if self.content is None:
+                raise InvalidJob("a generate job needs 'content' (a string)")
+            return [{"role": "user", "content": self.content}]
+        if not self.messages:
+            raise InvalidJob("a chat job needs 'messages': a non-empty list of {role, content} strings")
+        return [{"role": m.role, "content": m.content} for m in self.messages]
+
+
+# The failures a job ends with. A worker raises them; Celery stores the class name
+# (``exc_type``) and the arguments (``exc_message``) as the job's result, and the API
+# answers each with its status.
+
+
+class JobFailure(Exception):
+    """A job that could not be answered; the message says why."""
+
+    status: ClassVar[int] = 500
+    kept: ClassVar[bool] = True  # kept as a dead letter, to replay
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message, status_code)
+        self.message = message
+        self.status_code = status_code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidJob(JobFailure):
+    """The job's payload is not what the contract says."""
+
+    status = 422
+
+
+class ModelServerError(JobFailure):
+    """The model server could not answer."""
+
+    status = 502
+
+
+class ModelServerUnavailable(ModelServerError):
+    """The model server could not be reached (refused, reset, DNS), even after retries."""
+
+
+class ModelServerFailed(ModelServerError):
+    """The model server answered with a server error or an unreadable answer, even after retries."""
+
+
+class ModelServerTimeout(ModelServerError):
+    """The model server did not answer in time, even after retries."""
+
+    status = 504
+
+
+class ModelServerRejected(ModelServerError):
+    """The model server refused the request (unknown model, bad parameter): its 4xx is
+    passed on, and retrying or replaying cannot help."""
+
+    status = 400
+    kept = False
+
+
+FAILURES: dict[str, type[JobFailure]] = {
+    cls.__name__: cls
+    for cls in (InvalidJob, ModelServerUnavailable, ModelServerFailed, ModelServerTimeout, ModelServerRejected)
+}
+
+
+def failure_status(exc_type: str, exc_args: list[Any]) -> tuple[int, str]:
+    """The HTTP status and message for a job that failed with `exc_type(*exc_args)`
+    (as Celery stores it); 500 for a failure the contract does not name."""
+    message = str(exc_args[0]) if exc_args else exc_type
+    failure = FAILURES.get(exc_type)
+    if failure is None:
+        return 500, f"job failed: {exc_type}: {message}"
+    passed_on = exc_args[1] if len(exc_args) > 1 else None
+    if failure is ModelServerRejected and isinstance(passed_on, int) and 400 <= passed_on < 500:
+        return passed_on, message
+    return failure.status, message
+
+
+def is_kept(exc_type: str) -> bool:
+    """Whether a job failed with `exc_type` is kept as a dead letter (not the caller's own error)."""
+    failure = FAILURES.get(exc_type)
+    return failure is None or failure.kept
+
+
+# Results, as stored under `Keys.result` (Celery's result backend format).
+
+
+class State(StrEnum):
+    """A stored result's ``status``."""
+
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    REVOKED = "REVOKED"  # cancelled
+
+
+FINISHED = frozenset(State)
+# What GET /jobs/{id} calls each.
+STATUS_NAMES = {State.SUCCESS: "succeeded", State.FAILURE: "failed", State.REVOKED: "cancelled"}
+
+
+def cancelled_result(job_id: str, now: float) -> str:
+    """The result DELETE /jobs/{id} stores for a cancelled job, as Celery would store it."""
+    meta = {
+        "status": State.REVOKED.value,
+        "result": {"exc_type": "TaskRevokedError", "exc_message": ["cancelled"], "exc_module": "celery.exceptions"},
+        "traceback": None,
+        "children": [],
+        "date_done": datetime.fromtimestamp(now, UTC).isoformat(),
+        "task_id": job_id,
+    }
+    return json.dumps(meta)
+
+
+# A streamed answer: one stream entry per piece, then one last entry.
+STREAM_INDEX = "i"  # the choice the piece belongs to
+STREAM_TEXT = "t"  # the piece's text
+STREAM_END = "end"  # JSON: the whole answer, as the task returns it
+
+
+# Redis.
+
+
+class JobField(StrEnum):
+    """The fields of a job's hash (`Keys.job`)."""
+
+    FINGERPRINT = "fingerprint"  # of the request that claimed the job_id
+    TASK = "task"
+    ACCEPTED_AT = "accepted_at"  # seconds since the epoch, as text
+    STARTED_AT = "started_at"  # set by the worker that starts it
+    CANCELLED_AT = "cancelled_at"
+    REPLY_TO = "reply_to"  # the channel of the API process awaiting it
+
+
+class Keys:
+    """Every Redis key and channel of one deployment, all under ``REDIS_PREFIX:``."""
+
+    RESULT_PREFIX = "celery-task-meta-"  # Celery's result backend's
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix  # with its trailing ':'
+
+    def result(self, job_id: str) -> str:
+        """A job's result (and the pub/sub channel it is published on)."""
+        return f"{self.prefix}{self.RESULT_PREFIX}{job_id}"
+
+    def job(self, job_id: str) -> str:
+        """The hash of a job's claim (`JobField`)."""
+        return f"{self.prefix}job:{job_id}"
+
+    @property
+    def queued(self) -> str:
+        """The sorted set of accepted jobs not yet started, by time accepted."""
+        return f"{self.prefix}queued"
+
+    def stream(self, job_id: str) -> str:
+        """The stream a streamed job's answer is relayed through, piece by piece."""
+        return f"{self.prefix}stream:{job_id}"
+
+    @property
+    def cancel(self) -> str:
+        """The pub/sub channel cancellations are announced on (job ids)."""
+        return f"{self.prefix}cancel"
+
+    def replies(self, process: str) -> str:
+        """The pub/sub channel one API process receives its jobs' results on."""
+        return f"{self.prefix}replies:{process}"
+
+    def lease(self, job_id: str) -> str:
+        """The key that exists while a live worker runs the job (renewed, with a TTL)."""
+        return f"{self.prefix}lease:{job_id}"
+
+    def rate(self, who: str, window: int) -> str:
+        """The count of one client's requests in one minute."""
+        return f"{self.prefix}rate:{who}:{window}"
+
+    @property
+    def unacked_index(self) -> str:
+        """Kombu's Redis transport's sorted set of unacknowledged messages (a Redis
+        broker only): workers renew their messages' scores in it."""
+        return f"{self.prefix}unacked_index"
+
+
+# The scripts. Each job moves through them: CLAIM (API) -> MARK_STARTED (worker) ->
+# STORE_ONCE (worker); or CANCEL (API) at any point before its result.
+
+# Publishes the result ARGV[1] on the job's channel (KEYS[1], requests that follow
+# the job) and on its claim's reply_to (KEYS[2], the API process that queued it).
+_PUBLISH_RESULT = """
+local function publish_result(result_key, job_key, result)
+  redis.call('PUBLISH', result_key, result)
+  local reply_to = redis.call('HGET', job_key, 'reply_to')
+  if reply_to then redis.call('PUBLISH', reply_to, result) end
+end
+"""
+
+# Claims job_id for this request unless it is claimed already; returns the
+# fingerprint of the request that claimed it first, or nil when this one did; or
+# {'full', n} when n jobs wait to start already (ARGV[6], MAX_QUEUED_JOBS): the
+# claim is refused. Entries older than a claim's TTL are dropped from the count.
+# ARGV[7], when not empty, is the channel the job's result is also published on.
+# KEYS: job hash, queued set. ARGV: fingerprint, task, now, job TTL, job id, max queued, reply_to.
+CLAIM = """
+local existing = redis.call('HGET', KEYS[1], 'fingerprint')
+if existing then return existing end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[4]))
+local waiting = redis.call('ZCARD', KEYS[2])
+if waiting >= tonumber(ARGV[6]) then return {'full', waiting} end
+redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'task', ARGV[2], 'accepted_at', ARGV[3])
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'reply_to', ARGV[7]) end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return false
+"""
+
+# As a job starts. KEYS: job hash, queued set, result, lease. ARGV: now, job TTL,
+# job id, lease seconds, this worker's name. Answers:
+#   'cancelled'  cancelled while it was queued
+#   'answered'   it has a result already: published again, for a request that
+#                queued it anew (one whose first publish seemed to fail, yet reached
+#                the broker and ran)
+#   'running'    another live worker holds its lease
+#   'start'      it may run: leased to this worker, marked started, no longer queued
+MARK_STARTED = (
+    _PUBLISH_RESULT
+    + """
+if redis.call('HEXISTS', KEYS[1], 'cancelled_at') == 1 then return 'cancelled' end
+local result = redis.call('GET', KEYS[3])
+if result then
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  publish_result(KEYS[3], KEYS[1], result)
+  return 'answered'
+end
+if not redis.call('SET', KEYS[4], ARGV[5], 'NX', 'EX', ARGV[4]) then return 'running' end
+redis.call('HSET', KEYS[1], 'started_at', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[3])
+return 'start'
+"""
+)
+
+# Stores and publishes the result ARGV[1] for ARGV[2] seconds unless a result is
+# stored already; answers 1 when it stored, 0 when it kept the earlier result.
+# KEYS: result, job hash.
+STORE_ONCE = (
+    _PUBLISH_RESULT
+    + """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
+publish_result(KEYS[1], KEYS[2], ARGV[1])
+return 1
+"""
+)
+
+# Cancels a job unless it has a result already: marks it, takes it out of the
+# queued set, stores and publishes its cancelled result (waiting requests get their
+# answer at once), and names it on the cancel channel (so a worker running it
+# stops). Answers "unknown", "finished" or "cancelled".
+# KEYS: job hash, queued set, result, cancel channel. ARGV: now, job TTL, job id,
+# the cancelled result, result TTL.
+CANCEL = (
+    _PUBLISH_RESULT
+    + """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 'finished' end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown' end
+redis.call('HSET', KEYS[1], 'cancelled_at', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5])
+publish_result(KEYS[3], KEYS[1], ARGV[4])
+redis.call('PUBLISH', KEYS[4], ARGV[3])
+return 'cancelled'
+"""
+)

@@ -1,0 +1,208 @@
+"""Both sides against the contract (gateway/contract.py): the task names the workers
+register, the jobs the API builds, the failures the workers raise and the statuses the
+API answers them with, and the scripts that move a job through its life."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from celery.backends.base import BaseBackend
+
+from api.errors import error_for_failure
+from api.job_store import fingerprint
+from api.openai_schemas import ChatCompletionsRequest, CompletionsRequest
+from api.schemas import ChatCompletionRequest, GenerateRequest
+from gateway import contract
+from gateway.contract import CANCEL, CLAIM, FAILURES, MARK_STARTED, STORE_ONCE, InvalidJob, Job, Keys, TaskName
+from tasks import dead_letters, llm, model_client
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.unit
+def test_the_workers_register_exactly_the_contracts_task_names() -> None:
+    registered = {name for name in llm.celery_app.tasks if not name.startswith("celery.")}
+    assert registered == set(TaskName)
+
+
+@pytest.mark.unit
+def test_every_failure_a_worker_raises_is_in_the_contract() -> None:
+    raised = {
+        obj
+        for module in (model_client, llm, dead_letters)
+        for obj in vars(module).values()
+        if isinstance(obj, type) and issubclass(obj, contract.JobFailure) and obj is not contract.JobFailure
+    }
+    assert {cls for cls in raised if cls is not contract.ModelServerError} <= set(FAILURES.values())
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("failure", "status"),
+    [
+        (contract.ModelServerUnavailable("down"), 502),
+        (contract.ModelServerFailed("answered 500", 500), 502),
+        (contract.ModelServerTimeout("slow"), 504),
+        (contract.ModelServerRejected("no such model", 404), 404),
+        (contract.ModelServerRejected("bad", None), 400),
+        (contract.InvalidJob("bad job"), 422),
+        (RuntimeError("bug"), 500),
+    ],
+)
+def test_a_failure_stored_by_celery_is_answered_with_the_contracts_status(failure: Exception, status: int) -> None:
+    # As Celery's result backend stores it (JSON): the class name, module and arguments.
+    backend = BaseBackend(app=Celery(set_as_current=False), serializer="json")
+    stored = json.loads(json.dumps(backend.prepare_exception(failure, "json")))
+    error = error_for_failure(stored["exc_type"], stored["exc_message"])
+    assert error.status_code == status
+    assert str(failure.args[0]) in error.detail
+    assert error.cause == type(failure).__name__
+
+
+@pytest.mark.unit
+def test_the_failures_a_caller_must_fix_are_not_kept_as_dead_letters() -> None:
+    assert not contract.is_kept("ModelServerRejected")
+    assert contract.is_kept("ModelServerUnavailable") and contract.is_kept("SomethingUnforeseen")
+
+
+def _api_jobs() -> list[tuple[TaskName, dict[str, Any]]]:
+    # As the API's endpoints build them (api/routes/spec.py, api/routes/openai.py).
+    spec_generate = GenerateRequest(content="hi", meta={"stop_words": ["x"], "priority": 9})
+    spec_chat = ChatCompletionRequest(messages=[{"role": "system", "content": "s"}, {"role": "user", "content": "u"}])
+    chat = ChatCompletionsRequest(messages=[{"role": "user", "content": "u"}], top_p=0.5, n=2, seed=3, stop="end")
+    completion = CompletionsRequest(prompt="p", max_tokens=5)
+    return [
+        (TaskName.GENERATE, spec_generate.model_dump(exclude={"job_id", "stream"})),
+        (TaskName.CHAT, spec_chat.model_dump(exclude={"job_id", "stream"})),
+        (TaskName.CHAT, {"meta": chat.meta(chat.max_tokens), "messages": [m.model_dump() for m in chat.messages]}),
+        (TaskName.GENERATE, {"meta": completion.meta(completion.max_tokens), "content": completion.prompt}),
+    ]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("task", "job"), _api_jobs())
+def test_every_job_the_api_builds_is_one_the_workers_take(task: TaskName, job: dict[str, Any]) -> None:
+    sent = json.loads(json.dumps({**job, "route": "small", "stream": True, "accepted_at": time.time()}))
+    parsed = Job.parse(sent)
+    assert parsed.prompt(task)[-1]["content"] in ("hi", "u", "p")
+    assert parsed.meta.temperature == job["meta"]["temperature"]
+    assert parsed.meta.sampling == {k: v for k, v in (job["meta"].get("sampling") or {}).items() if v is not None}
+    # When it was accepted and whether it streams are not what makes two jobs the same.
+    assert fingerprint(task, job) == fingerprint(task, {**job, "stream": True, "accepted_at": 1.0})
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("task", "job", "says"),
+    [
+        (TaskName.GENERATE, {"meta": {}}, "'content'"),
+        (TaskName.CHAT, {"meta": {}, "messages": []}, "'messages'"),
+        (TaskName.CHAT, {"messages": [{"role": "user"}]}, "invalid 'messages': 0.content"),
+        (TaskName.GENERATE, {"content": "x", "meta": {"sampling": {"top_k": 3}}}, "'sampling' takes only"),
+        (TaskName.GENERATE, {"content": "x", "meta": {"temperature": "hot"}}, "invalid 'meta': temperature"),
+    ],
+)
+def test_a_job_outside_the_contract_is_refused_naming_what_is_wrong(
+    task: TaskName, job: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(InvalidJob, match=says):
+        Job.parse(job).prompt(task)
+
+
+@pytest.fixture
+def keys_and_store(redis_address: tuple[str, int]) -> Iterator[tuple[Keys, redis.Redis]]:
+    keys = Keys(f"test-contract-{uuid.uuid4().hex[:8]}:")
+    store = redis.Redis(host=redis_address[0], port=redis_address[1])
+    yield keys, store
+    found = list(store.scan_iter(match=f"{keys.prefix}*"))
+    if found:
+        store.delete(*found)
+    store.close()
+
+
+@pytest.mark.integration
+def test_a_job_moves_through_the_scripts_and_its_first_result_reaches_its_caller(
+    keys_and_store: tuple[Keys, redis.Redis],
+) -> None:
+    keys, store = keys_and_store
+    claim, start, store_once, cancel = (store.register_script(s) for s in (CLAIM, MARK_STARTED, STORE_ONCE, CANCEL))
+    listener = store.pubsub(ignore_subscribe_messages=True)
+    reply_to = keys.replies("api-1")
+    listener.subscribe(reply_to)
+    job, now = "job-1", time.time()
+
+    assert (
+        claim(keys=[keys.job(job), keys.queued], args=["fp", TaskName.GENERATE, repr(now), 600, job, 10, reply_to])
+        is None
+    )
+    assert (
+        claim(keys=[keys.job(job), keys.queued], args=["other", TaskName.GENERATE, repr(now), 600, job, 10, ""])
+        == b"fp"
+    )
+    assert store.zscore(keys.queued, job) is not None
+
+    run = [keys.job(job), keys.queued, keys.result(job), keys.lease(job)]
+    assert start(keys=run, args=[repr(now), 600, job, 30, "worker-a"]) == b"start"
+    assert store.zscore(keys.queued, job) is None
+    assert start(keys=run, args=[repr(now), 600, job, 30, "worker-b"]) == b"running"
+
+    assert store_once(keys=[keys.result(job), keys.job(job)], args=['{"status": "SUCCESS"}', 60]) == 1
+    assert store_once(keys=[keys.result(job), keys.job(job)], args=['{"status": "FAILURE"}', 60]) == 0
+    assert json.loads(store.get(keys.result(job)))["status"] == "SUCCESS"
+    heard = _messages(listener, 1)
+    assert [json.loads(m)["status"] for m in heard] == ["SUCCESS"]
+
+    # Delivered again after its answer: not run, the answer published again.
+    assert start(keys=run, args=[repr(now), 600, job, 30, "worker-b"]) == b"answered"
+    assert _messages(listener, 1) == heard
+    # Too late to cancel.
+    cancelled = contract.cancelled_result(job, now)
+    args = [repr(now), 600, job, cancelled, 60]
+    assert cancel(keys=[keys.job(job), keys.queued, keys.result(job), keys.cancel], args=args) == b"finished"
+    listener.close()
+
+
+@pytest.mark.integration
+def test_a_cancelled_job_is_answered_cancelled_and_never_starts(keys_and_store: tuple[Keys, redis.Redis]) -> None:
+    keys, store = keys_and_store
+    claim, start, cancel = (store.register_script(s) for s in (CLAIM, MARK_STARTED, CANCEL))
+    listener = store.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(keys.replies("api-1"), keys.cancel)
+    job, now = "job-2", time.time()
+    claim(keys=[keys.job(job), keys.queued], args=["fp", TaskName.CHAT, repr(now), 600, job, 10, keys.replies("api-1")])
+
+    args = [repr(now), 600, job, contract.cancelled_result(job, now), 60]
+    assert cancel(keys=[keys.job(job), keys.queued, keys.result(job), keys.cancel], args=args) == b"cancelled"
+    reply, announced = _messages(listener, 2)
+    assert json.loads(reply)["status"] == contract.State.REVOKED and json.loads(reply)["task_id"] == job
+    assert announced == job.encode()
+    run = [keys.job(job), keys.queued, keys.result(job), keys.lease(job)]
+    assert start(keys=run, args=[repr(now), 600, job, 30, "worker-a"]) == b"cancelled"
+    listener.close()
+
+
+def _messages(listener: Any, count: int) -> list[bytes]:
+    got: list[bytes] = []
+    deadline = time.monotonic() + 5
+    while len(got) < count and time.monotonic() < deadline:
+        message = listener.get_message(timeout=0.5)
+        if message:
+            got.append(message["data"])
+    return got
+
+
+@pytest.mark.unit
+def test_the_api_imports_the_contract_and_no_worker_code() -> None:
+    probe = "import sys, api.main; print(sorted({m.split('.')[0] for m in sys.modules} & {'tasks', 'gateway'}))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "['gateway']"
