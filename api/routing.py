@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.deps import services
+from api.deps import services_of
 from api.errors import ApiError, cause
 
 access = logging.getLogger("api.access")
@@ -43,7 +43,7 @@ class GatewayRoute(APIRoute):
         answer_error = self.answer_error
 
         async def route(request: Request) -> Response:
-            parts = services(request)
+            parts = services_of(request)
             limit = parts.config.max_body_bytes
             started = time.perf_counter()
             status, why = 500, "InternalError"
