@@ -103,19 +103,76 @@ class JobRunner:
         it stopped never reaches the worker (Kombu's Redis transport pops it before the
         worker has it); a second message of a job that did arrive is harmless (the
         worker finds the job running or answered, tasks/running.py)."""
-        for job_id, (task_name, job, queue, priority) in list(self._published.items()):
+        try:
+            unstarted = await self._unstarted(list(self._published))
+        except (RedisError, OSError) as exc:
+            log.warning("could not find the jobs to queue again: %s", exc)
+            return
+        await self._publish_again(unstarted, "job queued again after the broker restarted")
+
+    async def find_lost(self) -> None:
+        """On a Redis broker, every `JOB_LEASE` seconds: publish again each awaited job
+        whose message is gone. Kombu's Redis transport pops a message from its queue,
+        then records it as unacknowledged: a worker killed between the two loses the
+        message. A job is lost when it has not started, has no result, its queue is
+        empty, and no worker holds its message; a message in transit to a live worker
+        at that moment makes a second one, which is harmless (tasks/running.py)."""
+        while True:
+            await asyncio.sleep(self._config.job_lease)
             try:
-                pipe = self._redis.pipeline(transaction=False)
-                pipe.hexists(self._config.keys.job(job_id), JobField.STARTED_AT).exists(
-                    self._config.keys.result(job_id)
-                )
-                started, answered = await pipe.execute()
-                if started or answered:
-                    continue
+                await self._requeue_lost()
+            except (RedisError, OSError) as exc:
+                log.warning("could not look for lost jobs: %s", exc)
+
+    async def _requeue_lost(self) -> None:
+        settled = time.time() - self._config.job_lease
+        old = [job_id for job_id, (_, job, _, _) in list(self._published.items()) if job["accepted_at"] < settled]
+        unstarted = await self._unstarted(old)
+        if not unstarted:
+            return
+        queues = sorted({self._published[job_id][2] for job_id in unstarted if job_id in self._published})
+        depths = await asyncio.get_running_loop().run_in_executor(None, self._queue.depths, queues)
+        held = await self._held_by_workers()
+        lost = [
+            job_id
+            for job_id in unstarted
+            if job_id in self._published and depths.get(self._published[job_id][2]) == 0 and job_id not in held
+        ]
+        await self._publish_again(lost, "job queued again: its message was lost between the broker and a worker")
+
+    async def _unstarted(self, job_ids: list[str]) -> list[str]:
+        """Those of `job_ids` that have neither started nor a result."""
+        if not job_ids:
+            return []
+        keys = self._config.keys
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hexists(keys.job(job_id), JobField.STARTED_AT).exists(keys.result(job_id))
+        flags = await pipe.execute()
+        return [job_id for job_id, started, answered in zip(job_ids, flags[::2], flags[1::2], strict=True)
+                if not started and not answered]  # fmt: skip
+
+    async def _held_by_workers(self) -> set[str]:
+        """The jobs whose messages workers hold (Kombu's unacknowledged messages)."""
+        held = set()
+        async for _, value in self._redis.hscan_iter(self._config.keys.unacked):
+            try:
+                held.add(json.loads(value)[0]["headers"]["id"])
+            except (ValueError, LookupError, TypeError):
+                continue
+        return held
+
+    async def _publish_again(self, job_ids: list[str], why: str) -> None:
+        for job_id in job_ids:
+            entry = self._published.get(job_id)
+            if entry is None:  # answered meanwhile
+                continue
+            task_name, job, queue, priority = entry
+            try:
                 await self._queue.submit(task_name, job_id, job, queue, priority)
-                log.warning("job queued again after the broker restarted", extra={"job_id": job_id, "queue": queue})
-            except (RedisError, OSError, HTTPException) as exc:
-                log.warning("could not queue job %s again: %s", job_id, exc)
+                log.warning(why, extra={"job_id": job_id, "queue": queue})
+            except HTTPException as exc:
+                log.warning("could not queue job %s again: %s", job_id, exc.detail)
 
     def model_label(self, job: dict[str, Any]) -> str:
         """The model a job is for, as metrics name it (the registry's name)."""
@@ -224,6 +281,7 @@ class JobRunner:
         except HTTPException:
             await self._store.release(job_id)  # not queued: a retry with this job_id must queue it
             raise
+        return True
         return True
 
 

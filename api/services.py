@@ -54,9 +54,14 @@ class Services:
         request), disconnect at shut-down."""
         await self.waiter.start()
         await asyncio.get_running_loop().run_in_executor(None, self.queue.warm_up)
+        # On a Redis broker, messages lost between the broker and a killed worker.
+        sweeper = None if self.config.uses_rabbitmq else asyncio.create_task(self.runner.find_lost())
         try:
             yield self
         finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                await asyncio.gather(sweeper, return_exceptions=True)
             await self.waiter.close()
             await self.runner.close()
             await self.redis.aclose(close_connection_pool=True)

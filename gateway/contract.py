@@ -284,6 +284,12 @@ class Keys:
         return f"{self.prefix}rate:{who}:{window}"
 
     @property
+    def unacked(self) -> str:
+        """Kombu's Redis transport's hash of unacknowledged messages, by delivery tag
+        (a Redis broker only): a message a worker holds, running or reserved."""
+        return f"{self.prefix}unacked"
+
+    @property
     def unacked_index(self) -> str:
         """Kombu's Redis transport's sorted set of unacknowledged messages (a Redis
         broker only): workers renew their messages' scores in it."""

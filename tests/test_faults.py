@@ -14,6 +14,7 @@ deployment's would be. Services are left running as they were found.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from kombu import Connection
 
 from gateway.celery_settings import celery_settings
@@ -416,6 +418,38 @@ def test_a_job_longer_than_the_visibility_timeout_is_not_handed_out_again(
     # A second delivery would have met the lease ("running elsewhere") or the answer.
     assert "running elsewhere" not in outputs and "already answered" not in outputs
     assert outputs.count('"job done"') == 1
+
+
+def test_a_message_lost_between_the_broker_and_a_killed_worker_is_queued_again(
+    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str]
+) -> None:
+    if broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("Redis broker only: RabbitMQ hands a dead consumer's messages out again")
+    # Kombu's Redis transport pops a message, then records it as unacknowledged: a worker
+    # killed between the two takes the message with it. Popped here by the test, as that
+    # worker would have; the API notices the job unstarted, its queue empty, and no
+    # worker holding it, and queues it again.
+    stack = make_stack(workers=0, JOB_LEASE="3")
+    config = stack.config
+    store = redis.Redis(host=config.redis_host, port=config.redis_port)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(
+            httpx.post, f"{stack.url}/generate", json={"job_id": "lost-1", "content": "in transit"}, timeout=60
+        )
+
+        def queued() -> list[bytes]:  # the queue's lists (one per priority) holding a message
+            found = store.scan_iter(f"{config.key_prefix}{config.queue_name}*")
+            return [key for key in found if store.type(key) == b"list" and store.llen(key)]
+
+        wait_until(lambda: bool(queued()), 10, "the job's message in its queue")
+        assert b'"lost-1"' in store.rpop(queued()[0])
+        stack.processes.worker(stack.env)
+        answer = waiting.result(60)
+    api_log = stack.processes.started[0].output()
+    print(f"\n[message lost in transit] status={answer.status_code} model_calls={len(fake.completions)}")
+    assert answer.status_code == 200 and answer.json()["content"] == "echo: in transit"
+    assert len(fake.completions) == 1
+    assert "its message was lost between the broker and a worker" in api_log
 
 
 def _set_rabbit_env(**values: int) -> None:

@@ -51,6 +51,13 @@ def test_kombus_redis_unacked_index_key_is_the_contracts() -> None:
     assert Keys("p:").unacked_index == "p:unacked_index"
 
 
+def test_kombus_redis_unacked_messages_are_where_the_api_looks() -> None:
+    assert kombu_redis.Channel.unacked_key == "unacked"
+    assert Keys("p:").unacked == "p:unacked"
+    # Each entry is the message as it came (its headers name the task id), exchange, routing key.
+    assert "dumps([message._raw, EX, RK])" in inspect.getsource(kombu_redis.QoS.append)
+
+
 def test_celery_worker_state_still_lists_reserved_requests() -> None:
     # A weak set of the worker's Request objects, running or waiting for a slot.
     assert hasattr(worker_state.reserved_requests, "__iter__")
