@@ -6,7 +6,6 @@ the set of queued jobs, its result, the cancel channel, each API process's repli
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
@@ -78,12 +77,16 @@ class JobStore:
             return Claim(new=True, same=True)
         return Claim(new=False, same=first.decode() == mine)
 
-    async def release(self, job_id: str) -> None:
-        """Forget a claim whose job could not be queued, so a retry can queue it."""
+    async def release(self, job_id: str) -> bool:
+        """Forget a claim whose job could not be queued, so a retry can queue it; False
+        when Redis could not be reached (the claim stays, until its TTL)."""
         async with self._store.pipeline(transaction=False) as pipe:
             pipe.delete(self._config.keys.job(job_id)).zrem(self._config.keys.queued, job_id)
-            with contextlib.suppress(RedisError, OSError):  # else it expires with its TTL
+            try:
                 await pipe.execute()
+            except (RedisError, OSError):
+                return False
+        return True
 
     async def cancel(self, job_id: str) -> str:
         """Cancel the job: "cancelled", or "finished" (it has a result) or "unknown"."""

@@ -66,6 +66,9 @@ class JobRunner:
         )
         # Jobs this process published and awaits: (task, job, queue, priority).
         self._published: dict[str, tuple[str, dict[str, Any], str, int | None]] = {}
+        # Jobs this process refused with 503 after their claim may have been made: a
+        # resend of one is queued again rather than left waiting for a job never queued.
+        self._maybe_unqueued = _RecentIds(10_000)
         if not config.uses_rabbitmq:
             waiter.on_reconnect = self._requeue_unstarted
 
@@ -264,11 +267,22 @@ class JobRunner:
         Job.parse(job)
         # A job awaited here has its result published on this process's channel.
         reply_to = self._waiter.reply_channel if awaited or reply else ""
-        claim = await self._store.claim(job_id, task_name, job, reply_to)
+        try:
+            claim = await self._store.claim(job_id, task_name, job, reply_to)
+        except ResultStoreUnavailable:
+            # Redis may have made the claim and lost its answer: the job may stand claimed
+            # without having been queued.
+            self._maybe_unqueued.add(job_id)
+            raise
         if not claim.same:
             raise JobConflict(f"job_id {job_id!r} is already used by a job with another body")
-        if not claim.new:
+        if not claim.new and job_id not in self._maybe_unqueued:
             return False
+        # Queued by this request; or claimed by a request of this process that was refused
+        # (503) and maybe never queued: queued now, and a second message of a job that was
+        # queued after all is harmless (tasks/running.py).
+        retaken = not claim.new
+        self._maybe_unqueued.discard(job_id)
         try:
             # When it was accepted, for its time in the queue (not part of its fingerprint).
             meta = job.get("meta") if isinstance(job.get("meta"), dict) else {}
@@ -279,10 +293,33 @@ class JobRunner:
                 self._published[job_id] = (task_name, sent, queue, priority)
             log.debug("job queued")
         except HTTPException:
-            await self._store.release(job_id)  # not queued: a retry with this job_id must queue it
+            # Not queued: a retry with this job_id must queue it.
+            if retaken or not await self._store.release(job_id):
+                self._maybe_unqueued.add(job_id)
             raise
+        # A job queued again under an earlier claim may have run: its result is followed.
+        return not retaken
         return True
-        return True
+
+
+class _RecentIds:
+    """A set of the most recent `size` ids added (the oldest forgotten first)."""
+
+    def __init__(self, size: int) -> None:
+        self._ids: dict[str, None] = {}
+        self._size = size
+
+    def add(self, job_id: str) -> None:
+        self._ids.pop(job_id, None)
+        self._ids[job_id] = None
+        if len(self._ids) > self._size:
+            del self._ids[next(iter(self._ids))]
+
+    def discard(self, job_id: str) -> None:
+        self._ids.pop(job_id, None)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._ids
 
 
 def outcome(job_id: str, meta: dict[str, Any]) -> dict[str, Any]:
