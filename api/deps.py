@@ -25,7 +25,8 @@ def services_of(request: Request) -> Services:
 
 
 # The dependencies are coroutines: FastAPI runs a plain function's dependency on its
-# thread pool, a thread hop per dependency per request (a third of the API's CPU per job).
+# thread pool, a thread hop per dependency per request (with them, the API spent 6.1
+# ms of CPU per job against 4.6 before; bench.compare).
 async def services(request: Request) -> Services:
     """The API's parts (a dependency)."""
     return services_of(request)
