@@ -129,18 +129,21 @@ class JobRunner:
 
     async def _requeue_lost(self) -> None:
         settled = time.time() - self._config.job_lease
-        old = [job_id for job_id, (_, job, _, _) in list(self._published.items()) if job["accepted_at"] < settled]
-        unstarted = await self._unstarted(old)
+        queue_of = {job_id: queue for job_id, (_, job, queue, _) in list(self._published.items())
+                    if job["accepted_at"] < settled}  # fmt: skip
+        unstarted = await self._unstarted(list(queue_of))
         if not unstarted:
             return
-        queues = sorted({self._published[job_id][2] for job_id in unstarted if job_id in self._published})
-        depths = await asyncio.get_running_loop().run_in_executor(None, self._queue.depths, queues)
+        depths = await asyncio.get_running_loop().run_in_executor(
+            None, self._queue.depths, sorted({queue_of[job_id] for job_id in unstarted})
+        )
+        # A job whose queue still holds messages may be one of them: only those of empty
+        # queues are looked for among the messages workers hold.
+        candidates = [job_id for job_id in unstarted if depths.get(queue_of[job_id]) == 0]
+        if not candidates:
+            return
         held = await self._held_by_workers()
-        lost = [
-            job_id
-            for job_id in unstarted
-            if job_id in self._published and depths.get(self._published[job_id][2]) == 0 and job_id not in held
-        ]
+        lost = [job_id for job_id in candidates if job_id not in held]
         await self._publish_again(lost, "job queued again: its message was lost between the broker and a worker")
 
     async def _unstarted(self, job_ids: list[str]) -> list[str]:
