@@ -7,6 +7,12 @@ start, so a job it queues itself costs no subscription (`expect`). A request for
 job queued before, maybe by another process, `follow`s it: subscribes to the job's
 channel, waits for Redis to confirm, and only then reads the key once: a result that
 landed before the subscription is read, one that lands after it is received.
+
+Pub/sub delivers at most once: a result published while this process's connection
+was down is read from its key when the connection is made again, and every job
+awaited longer than `REREAD_INTERVAL` has its key read again every as long, so a
+result whose message went nowhere (a Redis that lost the job's claim and its
+reply_to with its data, a worker of an older release) still reaches its waiter.
 """
 
 from __future__ import annotations
@@ -40,16 +46,20 @@ RECONNECT_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 # A silent connection is tested with a PING this often; no answer in as long again
 # means it is dead (a half-open TCP connection never says so by itself).
 HEARTBEAT_INTERVAL = 5.0
+# Results of jobs awaited longer than this are read from their keys this often.
+REREAD_INTERVAL = 10.0
+REREAD_BATCH = 500
 
 
 class _Watch:
     """One job being awaited, shared by every request awaiting it."""
 
-    __slots__ = ("channel", "following", "result", "subscribed", "users")
+    __slots__ = ("channel", "following", "result", "since", "subscribed", "users")
 
     def __init__(self, channel: str) -> None:
         loop = asyncio.get_running_loop()
         self.channel = channel
+        self.since = loop.time()
         self.result: asyncio.Future[dict[str, Any]] = loop.create_future()
         self.subscribed: asyncio.Future[None] = loop.create_future()
         self.following = False  # subscribed to the job's own channel
@@ -81,10 +91,18 @@ def redis_client(config: Config) -> aioredis.Redis:
 class ResultWaiter:
     """Hands out job results to the requests awaiting them."""
 
-    def __init__(self, config: Config, store: aioredis.Redis, heartbeat: float = HEARTBEAT_INTERVAL) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: aioredis.Redis,
+        heartbeat: float = HEARTBEAT_INTERVAL,
+        reread: float = REREAD_INTERVAL,
+    ) -> None:
         self._config = config
         self._store = store  # for reading stored results; owned by the caller
         self._heartbeat_interval = heartbeat
+        self._reread_interval = reread
+        self.rereads_resolved = 0  # results found by the periodic re-read, not received
         self.connects = 0  # connections made so far (1 unless Redis was lost)
         self.client_name = f"{config.redis_prefix}-result-waiter"
         # Results of the jobs this process queued are published here (job_store.CLAIM).
@@ -98,6 +116,7 @@ class ResultWaiter:
         self._connected = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._pong = asyncio.Event()
         self._rereads: set[asyncio.Task[None]] = set()
         # Called (as a task) each time the connection is made again after a loss.
@@ -107,10 +126,11 @@ class ResultWaiter:
         """Start the pub/sub reader (it keeps reconnecting while Redis is down)."""
         self._reader = asyncio.create_task(self._read_forever(), name="result-waiter")
         self._heartbeat = asyncio.create_task(self._beat_forever(), name="result-waiter-heartbeat")
+        self._sweeper = asyncio.create_task(self._reread_forever(), name="result-waiter-reread")
 
     async def close(self) -> None:
         """Stop the reader and close connections."""
-        for task in (self._reader, self._heartbeat):
+        for task in (self._reader, self._heartbeat, self._sweeper):
             if task:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -227,6 +247,32 @@ class ResultWaiter:
                 log.warning("result store did not answer a ping; reconnecting")
                 # Closing the socket makes the reader's pending read fail, and it reconnects.
                 await connection.disconnect()
+
+    async def _reread_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._reread_interval)
+            try:
+                await self.reread_overdue()
+            except (RedisError, OSError) as exc:
+                log.debug("could not re-read awaited results: %s", exc)
+
+    async def reread_overdue(self) -> int:
+        """Read the stored results of the jobs awaited longer than the re-read interval;
+        resolve those found. Returns how many were found."""
+        horizon = asyncio.get_running_loop().time() - self._reread_interval
+        overdue = [w for w in self._watches.values() if w.since <= horizon and not w.result.done()]
+        found = 0
+        for start in range(0, len(overdue), REREAD_BATCH):
+            batch = overdue[start : start + REREAD_BATCH]
+            values = await self._store.mget([watch.channel for watch in batch])
+            for watch, raw in zip(batch, values, strict=True):
+                if raw is not None and not watch.result.done():
+                    watch.resolve(_parse(raw))
+                    found += watch.result.done()
+        if found:
+            self.rereads_resolved += found
+            log.warning("%d awaited result(s) were stored but never received: read from their keys", found)
+        return found
 
     async def _connect(self) -> None:
         if self._connection is not None:

@@ -291,6 +291,8 @@ class JobRunner:
             meta = job.get("meta") if isinstance(job.get("meta"), dict) else {}
             priority = meta.get("priority") if isinstance(meta.get("priority"), int) else None
             sent = {**job, "accepted_at": time.time()}
+            if reply_to:
+                sent["reply_to"] = reply_to
             await self._queue.submit(task_name, job_id, sent, queue, priority)
             if awaited:
                 self._published[job_id] = (task_name, sent, queue, priority)
@@ -302,7 +304,6 @@ class JobRunner:
             raise
         # A job queued again under an earlier claim may have run: its result is followed.
         return not retaken
-        return True
 
 
 class _RecentIds:

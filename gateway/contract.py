@@ -88,6 +88,10 @@ class Job(BaseModel):
     route: str | None = None  # the registry's name of the model (several models); None: INNER_LLM_URL's
     stream: bool = False  # relay the answer piece by piece (`Keys.stream`)
     accepted_at: float | None = None  # the API's clock when it queued the job (not part of its fingerprint)
+    # The channel of the API process awaiting the job (`Keys.replies`), also kept in its
+    # claim; carried here too, so the result still reaches that process when Redis lost
+    # the claim (a restart without persistence). Not part of its fingerprint.
+    reply_to: str | None = None
 
     @classmethod
     def parse(cls, raw: Any) -> Job:
@@ -299,13 +303,16 @@ class Keys:
 # The scripts. Each job moves through them: CLAIM (API) -> MARK_STARTED (worker) ->
 # STORE_ONCE (worker); or CANCEL (API) at any point before its result.
 
-# Publishes the result ARGV[1] on the job's channel (KEYS[1], requests that follow
-# the job) and on its claim's reply_to (KEYS[2], the API process that queued it).
+# Publishes a result on the job's channel (requests that follow the job), on its
+# claim's reply_to (the API process that queued it) and on the reply_to its task
+# message carries (the same process, unless Redis lost the claim: then the message's
+# is the only one left).
 _PUBLISH_RESULT = """
-local function publish_result(result_key, job_key, result)
+local function publish_result(result_key, job_key, result, carried)
   redis.call('PUBLISH', result_key, result)
-  local reply_to = redis.call('HGET', job_key, 'reply_to')
-  if reply_to then redis.call('PUBLISH', reply_to, result) end
+  local claimed = redis.call('HGET', job_key, 'reply_to')
+  if claimed then redis.call('PUBLISH', claimed, result) end
+  if carried and carried ~= '' and carried ~= claimed then redis.call('PUBLISH', carried, result) end
 end
 """
 
@@ -330,7 +337,7 @@ return false
 """
 
 # As a job starts. KEYS: job hash, queued set, result, lease. ARGV: now, job TTL,
-# job id, lease seconds, this worker's name. Answers:
+# job id, lease seconds, this worker's name, the message's reply_to (or ''). Answers:
 #   'cancelled'  cancelled while it was queued
 #   'answered'   it has a result already: published again, for a request that
 #                queued it anew (one whose first publish seemed to fail, yet reached
@@ -344,7 +351,7 @@ if redis.call('HEXISTS', KEYS[1], 'cancelled_at') == 1 then return 'cancelled' e
 local result = redis.call('GET', KEYS[3])
 if result then
   redis.call('ZREM', KEYS[2], ARGV[3])
-  publish_result(KEYS[3], KEYS[1], result)
+  publish_result(KEYS[3], KEYS[1], result, ARGV[6])
   return 'answered'
 end
 if not redis.call('SET', KEYS[4], ARGV[5], 'NX', 'EX', ARGV[4]) then return 'running' end
@@ -357,12 +364,12 @@ return 'start'
 
 # Stores and publishes the result ARGV[1] for ARGV[2] seconds unless a result is
 # stored already; answers 1 when it stored, 0 when it kept the earlier result.
-# KEYS: result, job hash.
+# KEYS: result, job hash. ARGV: result, seconds, the message's reply_to (or '').
 STORE_ONCE = (
     _PUBLISH_RESULT
     + """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
-publish_result(KEYS[1], KEYS[2], ARGV[1])
+publish_result(KEYS[1], KEYS[2], ARGV[1], ARGV[3])
 return 1
 """
 )
@@ -382,7 +389,7 @@ redis.call('HSET', KEYS[1], 'cancelled_at', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5])
-publish_result(KEYS[3], KEYS[1], ARGV[4])
+publish_result(KEYS[3], KEYS[1], ARGV[4], '')
 redis.call('PUBLISH', KEYS[4], ARGV[3])
 return 'cancelled'
 """

@@ -14,6 +14,11 @@ answers) are the caller's to fix, and are not kept.
 Replaying a job forgets its failure (result and lease), puts it back in the queue
 under the same job_id, and removes its dead letter; ``GET /jobs/{id}`` then shows
 it queued, and its new result when it has run.
+
+A job answered (or cancelled) is never dead-lettered nor replayed: a worker cut off
+from the network fails a job that another worker answered meanwhile, and that late
+failure is dropped (the worker logs it); replay skips a dead job whose stored result
+is an answer or a cancellation, names it and why, and removes its dead letter.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -35,7 +41,7 @@ from kombu import Connection, Exchange, Message, Queue
 
 from gateway.celery_settings import celery_settings
 from gateway.config import Config
-from gateway.contract import INTERNAL_TASKS, JobField, is_kept
+from gateway.contract import INTERNAL_TASKS, JobField, State, is_kept
 from tasks.worker import current
 
 log = logging.getLogger(__name__)
@@ -122,19 +128,45 @@ def _keep_failed_job(
     if sender is None or task_id is None or not is_kept(name) or sender.name in INTERNAL_TASKS:
         return
     reason = f"{name}: {exception}"
+    config = current().config
+    try:
+        settled = settled_as(current().running.commands, config, task_id)
+    except (redis.RedisError, OSError) as exc:
+        # Kept: replay reads the result again before it runs anything.
+        settled = None
+        log.warning("job %s failed; its stored result could not be read (%s)", task_id, exc)
+    if settled is not None:
+        # Another run answered it (this worker was cut off, or too slow): the caller
+        # has that answer, and this failure was not stored over it.
+        log.warning("job %s failed here (%s), but another run %s it: failure dropped, not dead-lettered",
+                    task_id, reason, settled)  # fmt: skip
+        return
     try:
         sender.app.send_task(
             sender.name,
             args=args,
             kwargs=kwargs,
             task_id=task_id,
-            queue=dead_letter_queue(current().config),
+            queue=dead_letter_queue(config),
             headers={REASON: reason[:2000], DEAD_AT: time.time()},
             retry=True,
         )
         log.info("job %s failed (%s): kept in the dead-letter queue", task_id, reason)
     except Exception:
         log.exception("job %s failed and could not be kept in the dead-letter queue", task_id)
+
+
+def settled_as(store: redis.Redis, config: Config, job_id: str) -> str | None:
+    """ "answered" or "cancelled" when the job's stored result is an answer or a
+    cancellation (it must not run again); None when it has none, or a failure."""
+    raw = store.get(config.keys.result(job_id))
+    if raw is None:
+        return None
+    try:
+        status = json.loads(raw).get("status")
+    except (ValueError, AttributeError):
+        return None
+    return {State.SUCCESS: "answered", State.REVOKED: "cancelled"}.get(status)
 
 
 # The command line.
@@ -181,16 +213,30 @@ def list_dead(config: Config, limit: int | None = 100) -> list[dict[str, Any]]:
         return [describe(message) for message in messages]
 
 
-def replay(config: Config, job_ids: set[str] | None) -> list[str]:
-    """Put the dead jobs named (all when None) back in the queue; their ids."""
+@dataclass
+class Replayed:
+    """What a replay did: the jobs queued again, and those skipped with why."""
+
+    replayed: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def replay(config: Config, job_ids: set[str] | None) -> Replayed:
+    """Put the dead jobs named (all when None) back in the queue, but those answered
+    or cancelled since they failed: their dead letters are removed, nothing runs."""
     store = redis.Redis.from_url(config.redis_url, socket_connect_timeout=config.redis_connect_timeout)
     main = celery_settings(config)["task_queues"][0]
-    replayed = []
+    done = Replayed()
     with _dead_messages(config, None) as (connection, messages):
         producer = connection.Producer()
         for message in messages:
             job_id = (message.headers or {}).get("id")
             if not job_id or (job_ids is not None and job_id not in job_ids):
+                continue
+            settled = settled_as(store, config, job_id)
+            if settled is not None:
+                done.skipped[job_id] = f"{settled} since it failed: its result stays, its dead letter is removed"
+                message.ack()
                 continue
             # Forget the failure, or the worker would find the job answered.
             now = time.time()
@@ -213,9 +259,9 @@ def replay(config: Config, job_ids: set[str] | None) -> list[str]:
                 delivery_mode="persistent",
             )
             message.ack()
-            replayed.append(job_id)
+            done.replayed.append(job_id)
     store.close()
-    return replayed
+    return done
 
 
 def purge(config: Config) -> int:
@@ -243,9 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "replay":
         if not args.job_ids and not args.all:
             parser.error("name the jobs to replay, or --all")
-        replayed = replay(config, None if args.all else set(args.job_ids))
-        print(f"replayed {len(replayed)} job(s): {' '.join(replayed)}")
-        missing = set(args.job_ids) - set(replayed)
+        done = replay(config, None if args.all else set(args.job_ids))
+        print(f"replayed {len(done.replayed)} job(s): {' '.join(done.replayed)}")
+        for job_id, why in done.skipped.items():
+            print(f"skipped {job_id}: {why}")
+        missing = set(args.job_ids) - set(done.replayed) - set(done.skipped)
         if missing:
             print(f"not in the dead-letter queue: {' '.join(sorted(missing))}", file=sys.stderr)
             return 1

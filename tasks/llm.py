@@ -57,10 +57,11 @@ def _complete(task: Task, name: TaskName, raw: dict[str, Any]) -> dict[str, Any]
         return worker.client(job.route).chat(request).as_dict()
     jobs = worker.running
     with jobs.running(job_id) as cancel:
-        verdict = jobs.start(job_id)
+        reply_to = job.reply_to or ""
+        verdict = jobs.start(job_id, reply_to)
         if verdict == "running":
             # Handed out again while another worker still runs it: wait for that run.
-            verdict = jobs.wait_to_start(job_id)
+            verdict = jobs.wait_to_start(job_id, reply_to)
         # A cancelled job's answer (409 to its callers) was stored by DELETE /jobs/{id}:
         # Ignore leaves it as it is, and acknowledges the message.
         if verdict == "cancelled":

@@ -5,7 +5,8 @@ succeeded: two round trips, and a gap between them in which a job run twice (its
 message handed out again after a worker died) can overwrite the answer its caller
 was given. Here one script does both: the first result stored for a job (an answer,
 a failure, or the cancellation DELETE /jobs/{id} stores) is the one that stays
-(the contract's STORE_ONCE script).
+(the contract's STORE_ONCE script). The result is published on the channel of the
+API process awaiting it, named by the job's claim and by the job itself (`reply_to`).
 """
 
 from __future__ import annotations
@@ -42,8 +43,17 @@ class ResultStore(RedisBackend):
         meta["task_id"] = bytes_to_str(task_id)
         expires = self.failure_expires if state == states.FAILURE else self.expires
         job_key = self._keys.job(bytes_to_str(task_id))
-        self.ensure(self._store, (self.get_key_for_task(task_id), job_key, self.encode(meta), expires))
+        reply_to = reply_channel(request)
+        self.ensure(self._store, (self.get_key_for_task(task_id), job_key, self.encode(meta), expires, reply_to))
         return result
 
-    def _store(self, key: str, job_key: str, value: str, expires: int) -> int:
-        return self._store_once(keys=[key, job_key], args=[value, int(expires)])
+    def _store(self, key: str, job_key: str, value: str, expires: int, reply_to: str) -> int:
+        return self._store_once(keys=[key, job_key], args=[value, int(expires), reply_to])
+
+
+def reply_channel(request: Any) -> str:
+    """The reply channel the job in a task request carries, or ''."""
+    args = getattr(request, "args", None)
+    job = args[0] if isinstance(args, (list, tuple)) and args else None
+    reply_to = job.get("reply_to") if isinstance(job, dict) else None
+    return reply_to if isinstance(reply_to, str) else ""

@@ -92,9 +92,10 @@ class RunningJobs:
                 self._running.pop(job_id, None)
                 self._leased.discard(job_id)
 
-    def start(self, job_id: str) -> str:
+    def start(self, job_id: str, reply_to: str = "") -> str:
         """Lease and mark the job started: "start"; or why it must not run now:
-        "cancelled", "answered" (its result is stored), "running" (elsewhere)."""
+        "cancelled", "answered" (its result is stored, and published again, on
+        `reply_to` too), "running" (elsewhere)."""
         config = self.config
         try:
             verdict = self._mark(
@@ -104,7 +105,7 @@ class RunningJobs:
                     config.keys.result(job_id),
                     config.keys.lease(job_id),
                 ],
-                args=[repr(time.time()), config.job_ttl, job_id, config.job_lease, self.worker],
+                args=[repr(time.time()), config.job_ttl, job_id, config.job_lease, self.worker, reply_to],
             )
         except (redis.RedisError, OSError) as exc:
             log.warning("could not mark job %s started: %s (it runs all the same)", job_id, exc)
@@ -115,12 +116,12 @@ class RunningJobs:
                 self._leased.add(job_id)
         return verdict
 
-    def wait_to_start(self, job_id: str, poll: float = 1.0) -> str:
+    def wait_to_start(self, job_id: str, reply_to: str = "", poll: float = 1.0) -> str:
         """For a job another worker runs: wait until it has a result or its lease
         lapses (that worker died); then answer as `start` does."""
         log.info("job %s is running elsewhere: waiting for its result, or for its lease to lapse", job_id)
         while True:
-            verdict = self.start(job_id)
+            verdict = self.start(job_id, reply_to)
             if verdict != "running":
                 return verdict
             self._stopped.wait(poll)

@@ -35,6 +35,7 @@ import redis
 from kombu import Connection
 
 from gateway.celery_settings import celery_settings
+from gateway.contract import STORE_ONCE
 from tasks import dead_letters
 from tests.conftest import RABBIT, Stack, StackFactory, reachable
 from tests.fake_model_server import Failure, FakeModelServer
@@ -328,11 +329,56 @@ def test_jobs_failed_by_an_outage_are_dead_lettered_and_replayed(
     )
     assert run.returncode == 0, run.stderr
     assert "replayed 1 job(s): dead-0" in run.stdout
-    assert sorted(dead_letters.replay(config, None)) == sorted(ids("dead", 5)[1:])
+    assert sorted(dead_letters.replay(config, None).replayed) == sorted(ids("dead", 5)[1:])
     wait_until(lambda: all(_status(stack, job) == "succeeded" for job in ids("dead", 5)), 20, "replayed jobs to run")
     assert dead_letters.list_dead(config) == []
     resumed = httpx.post(f"{stack.url}/generate", json={"job_id": "dead-3", "content": "q dead-3"}, timeout=30)
     assert resumed.status_code == 200 and resumed.json()["content"] == "echo: q dead-3"
+
+
+def test_an_answered_job_is_never_dead_lettered_nor_replayed(
+    make_stack: StackFactory, fake: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = make_stack(workers=1, LLM_MAX_RETRIES="1")
+    config = stack.config
+    for name, value in stack.env.items():
+        monkeypatch.setenv(name, value)
+    store = redis.Redis.from_url(config.redis_url)
+    answered = httpx.post(f"{stack.url}/generate", json={"job_id": "twin", "content": "q twin"}, timeout=30)
+    assert answered.status_code == 200
+    other_run = store.get(config.keys.result("twin"))
+
+    # A worker fails a job that another run answered meanwhile (as a worker cut off
+    # from the network does): its failure is dropped, not dead-lettered.
+    fake.latency = 1.0
+    fake.failures = [Failure(500, {"error": "down"})] * 2
+    assert httpx.post(f"{stack.url}/generate?wait=0", json={"job_id": "late", "content": "q late"}).status_code == 202
+    wait_until(lambda: len(fake.completions) >= 2, 10, "the job to be running")
+    assert store.eval(STORE_ONCE, 2, config.keys.result("late"), config.keys.job("late"), other_run, 60, "") == 1
+    worker = stack.processes.started[0]
+    wait_until(lambda: "failure dropped, not dead-lettered" in worker.output(), 15, "the failure to be dropped")
+    assert "late" in worker.output().split("failure dropped")[0].rsplit("\n", 1)[-1]
+    assert dead_letters.list_dead(config) == []
+    assert httpx.get(f"{stack.url}/jobs/late", timeout=10).json()["status"] == "succeeded"
+
+    # A dead job answered since (a dead letter kept before the answer landed): replay
+    # names it, skips it, and leaves its answer.
+    fake.latency = 0
+    fake.failures = [Failure(500, {"error": "down"})] * 2
+    failed = httpx.post(f"{stack.url}/generate", json={"job_id": "stale", "content": "q stale"}, timeout=30)
+    assert failed.status_code == 502
+    wait_until(lambda: [e["job_id"] for e in dead_letters.list_dead(config)] == ["stale"], 10, "the dead letter")
+    store.set(config.keys.result("stale"), other_run, ex=60)
+    calls = len(fake.completions)
+    run = subprocess.run(
+        [sys.executable, "-m", "tasks.dead_letters", "replay", "--all"],
+        capture_output=True, text=True, env={**os.environ, **stack.env}, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "replayed 0 job(s)" in run.stdout and "skipped stale: answered since it failed" in run.stdout
+    assert dead_letters.list_dead(config) == []
+    time.sleep(1)  # a replayed job would have run by now
+    assert len(fake.completions) == calls and store.get(config.keys.result("stale")) == other_run
 
 
 def _status(stack: Stack, job: str) -> str:

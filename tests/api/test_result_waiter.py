@@ -160,6 +160,23 @@ async def test_a_job_queued_by_this_process_needs_no_subscription_of_its_own(
         await waiter.close()
 
 
+async def test_a_result_stored_but_never_published_is_read_once_the_job_is_overdue(
+    config: Config, store: aioredis.Redis
+) -> None:
+    waiter = ResultWaiter(config, store, reread=0.5)
+    await waiter.start()
+    try:
+        async with waiter.expect("quiet-1") as first, waiter.expect("quiet-2") as second:
+            # Stored as by a worker whose publish went nowhere (the claim lost with Redis's data).
+            await store.set(config.keys.result("quiet-1"), success("quiet-1", "found"), ex=60)
+            await asyncio.sleep(0.1)
+            assert not first.done()
+            assert (await asyncio.wait_for(first, 5))["result"]["content"] == "found"
+            assert not second.done() and waiter.rereads_resolved == 1
+    finally:
+        await waiter.close()
+
+
 async def test_unreachable_redis_is_result_store_unavailable() -> None:
     config = Config(_env_file=None, redis_host="127.0.0.1", redis_port=free_port(), redis_connect_timeout=0.5)  # type: ignore[call-arg]
     store = redis_client(config)

@@ -191,6 +191,37 @@ def test_a_cancelled_job_is_answered_cancelled_and_never_starts(keys_and_store: 
     listener.close()
 
 
+@pytest.mark.integration
+def test_the_reply_channel_the_job_carries_is_published_on_when_redis_lost_its_claim(
+    keys_and_store: tuple[Keys, redis.Redis],
+) -> None:
+    keys, store = keys_and_store
+    claim, start, store_once = (store.register_script(s) for s in (CLAIM, MARK_STARTED, STORE_ONCE))
+    reply_to = keys.replies("api-1")
+    listener = store.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(reply_to)
+    job, now = "job-3", time.time()
+    claim(keys=[keys.job(job), keys.queued], args=["fp", TaskName.GENERATE, repr(now), 600, job, 10, reply_to])
+    store.delete(keys.job(job), keys.queued)  # a Redis restart without persistence
+
+    run = [keys.job(job), keys.queued, keys.result(job), keys.lease(job)]
+    assert start(keys=run, args=[repr(now), 600, job, 30, "worker-a", reply_to]) == b"start"
+    assert store.hget(keys.job(job), "reply_to") is None
+    stored = store_once(keys=[keys.result(job), keys.job(job)], args=['{"status": "SUCCESS"}', 60, reply_to])
+    assert stored == 1
+    assert [json.loads(m)["status"] for m in _messages(listener, 2)] == ["SUCCESS"]  # once, on the carried channel
+    # A second delivery after the answer publishes it again, on the carried channel too.
+    assert start(keys=run, args=[repr(now), 600, job, 30, "worker-b", reply_to]) == b"answered"
+    assert len(_messages(listener, 1)) == 1
+
+    # With the claim kept, the channel named twice is published on once.
+    job = "job-4"
+    claim(keys=[keys.job(job), keys.queued], args=["fp", TaskName.GENERATE, repr(now), 600, job, 10, reply_to])
+    store_once(keys=[keys.result(job), keys.job(job)], args=['{"status": "SUCCESS"}', 60, reply_to])
+    assert len(_messages(listener, 2)) == 1
+    listener.close()
+
+
 def _messages(listener: Any, count: int) -> list[bytes]:
     got: list[bytes] = []
     deadline = time.monotonic() + 5
