@@ -56,6 +56,9 @@ def celery_settings(config: Config) -> dict[str, Any]:
         # by name, as settings travel as JSON (`celery inspect conf`, Flower).
         "broker_transport": None if config.uses_rabbitmq else f"{redis_transport.__name__}:Transport",
         "broker_connection_timeout": config.broker_connect_timeout,
+        # RabbitMQ hands a worker's unacknowledged jobs to another once it counts the
+        # worker gone: a dead host's or a cut-off one's, after this much silence.
+        "broker_heartbeat": config.broker_heartbeat,
         "broker_connection_retry_on_startup": True,
         "broker_pool_limit": config.publish_threads,
         "broker_transport_options": broker_options,

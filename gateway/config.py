@@ -82,6 +82,9 @@ class Config(BaseSettings):
     result_ttl: int = Field(86400, gt=0, description="seconds results are kept in Redis")
     worker_concurrency: int = Field(64, ge=1)
     broker_connect_timeout: float = Field(3.0, gt=0)
+    broker_heartbeat: int = Field(
+        60, ge=0, description="seconds of silence after which RabbitMQ and a worker count each other gone; 0: off"
+    )
     redis_connect_timeout: float = Field(3.0, gt=0)
     publish_threads: int = Field(16, ge=1, description="threads the API publishes with")
     job_lease: int = Field(

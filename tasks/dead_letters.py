@@ -129,12 +129,7 @@ def _keep_failed_job(
         return
     reason = f"{name}: {exception}"
     config = current().config
-    try:
-        settled = settled_as(current().running.commands, config, task_id)
-    except (redis.RedisError, OSError) as exc:
-        # Kept: replay reads the result again before it runs anything.
-        settled = None
-        log.warning("job %s failed; its stored result could not be read (%s)", task_id, exc)
+    settled = _settled_after_failure(config, task_id)
     if settled is not None:
         # Another run answered it (this worker was cut off, or too slow): the caller
         # has that answer, and this failure was not stored over it.
@@ -154,6 +149,22 @@ def _keep_failed_job(
         log.info("job %s failed (%s): kept in the dead-letter queue", task_id, reason)
     except Exception:
         log.exception("job %s failed and could not be kept in the dead-letter queue", task_id)
+
+
+def _settled_after_failure(config: Config, job_id: str) -> str | None:
+    """`settled_as`, read again on a new connection when Redis does not answer (a
+    worker back from a network cut holds connections that died meanwhile); None when
+    it cannot be read: the job is kept, and replay reads its result again."""
+    store = current().running.commands
+    for delay in (0.2, 1.0, 3.0, None):
+        try:
+            return settled_as(store, config, job_id)
+        except (redis.RedisError, OSError) as exc:
+            if delay is None:
+                log.warning("job %s failed; its stored result could not be read (%s): kept", job_id, exc)
+                return None
+            time.sleep(delay)
+    return None
 
 
 def settled_as(store: redis.Redis, config: Config, job_id: str) -> str | None:

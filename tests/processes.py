@@ -56,9 +56,16 @@ class Processes:
     started: list[Process] = field(default_factory=list)
 
     def spawn(
-        self, name: str, args: list[str], env: dict[str, str], cwd: Path = ROOT, env_only: bool = False
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        cwd: Path = ROOT,
+        env_only: bool = False,
+        group: int | None = None,
     ) -> Process:
-        """Start `args` in `cwd` with the test's environment and `env` (`env` alone with `env_only`)."""
+        """Start `args` in `cwd` with the test's environment and `env` (`env` alone with
+        `env_only`); in the group `group` alone when given (root only)."""
         log = self.log_dir / f"{name}-{len(self.started)}.log"
         with log.open("wb") as out:
             popen = subprocess.Popen(
@@ -67,12 +74,15 @@ class Processes:
                 env={**({} if env_only else os.environ), **env, "PYTHONUNBUFFERED": "1"},
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                **({"group": group, "extra_groups": []} if group is not None else {}),
             )
         process = Process(name, popen, log)
         self.started.append(process)
         return process
 
-    def worker(self, env: dict[str, str], name: str = "worker", concurrency: int | None = None) -> Process:
+    def worker(
+        self, env: dict[str, str], name: str = "worker", concurrency: int | None = None, group: int | None = None
+    ) -> Process:
         args = [
             str(VENV_BIN / "celery"),
             "-A",
@@ -85,7 +95,7 @@ class Processes:
         ]
         if concurrency:
             args += ["-c", str(concurrency)]
-        process = self.spawn(name, args, env)
+        process = self.spawn(name, args, env, group=group)
         wait_for_output(process, " ready.")
         return process
 

@@ -49,6 +49,7 @@ class Tally:
     """What the callers of a batch of jobs were told."""
 
     answers: dict[str, httpx.Response | Exception] = field(default_factory=dict)
+    finished: dict[str, float] = field(default_factory=dict)  # time.monotonic() of each answer
 
     def statuses(self) -> Counter[int | str]:
         return Counter(
@@ -101,6 +102,7 @@ async def _post_all(url: str, jobs: list[str], concurrency: int, tally: Tally) -
                     tally.answers[job] = await client.post("/generate", json={"job_id": job, "content": f"q {job}"})
                 except httpx.HTTPError as exc:
                     tally.answers[job] = exc
+                tally.finished[job] = time.monotonic()
 
         await asyncio.gather(*(one(job) for job in jobs))
 
@@ -600,3 +602,149 @@ def test_sigterm_lets_the_api_answer_requests_in_flight(make_stack: StackFactory
     assert api.popen.wait(15) in (0, -signal.SIGTERM)
     assert tally.statuses() == Counter({200: 10})
     assert all(_is_answer(a, job) for job, a in tally.answers.items())
+
+
+# 8. A worker cut off from the network (its process alive, every packet it sends lost).
+
+PARTITION_GROUP = 47151  # the cut-off worker runs in this group alone; iptables drops its packets
+PARTITION_TAG = "llm-gateway-test-partition"
+PARTITION_MARK = "0x4715"
+
+
+def _iptables(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["iptables", "-w", "5", *args], capture_output=True, text=True, check=False)
+
+
+def _require_iptables() -> None:
+    missing = None
+    if os.geteuid() != 0:
+        missing = "needs root"
+    elif shutil.which("iptables") is None:
+        missing = "needs iptables (apt-get install iptables; .ci/run installs it)"
+    elif _iptables("-S", "OUTPUT").returncode != 0:
+        missing = f"iptables does not work here: {_iptables('-S', 'OUTPUT').stderr.strip()}"
+    if missing:
+        if os.environ.get("REQUIRE_RABBITMQ"):  # set by .ci/run: CI must run every fault
+            pytest.fail(f"the partition test {missing}")
+        pytest.skip(f"the partition test {missing}")
+
+
+def _remove_partition_rules() -> None:
+    """Every rule this test adds, including those left by a run that was killed."""
+    for chain in ("OUTPUT", "INPUT"):
+        for line in _iptables("-S", chain).stdout.splitlines():
+            if PARTITION_TAG in line and line.startswith("-A "):
+                _iptables("-D", *line.split()[1:])
+
+
+@contextmanager
+def marked(group: int) -> Iterator[None]:
+    """Mark every connection the processes of `group` open, so that `cut_off` can
+    drop the packets coming to them as well as those they send."""
+    _remove_partition_rules()
+    owner = ["-m", "owner", "--gid-owner", str(group), "-m", "comment", "--comment", PARTITION_TAG]
+    added = _iptables("-A", "OUTPUT", *owner, "-j", "CONNMARK", "--set-mark", PARTITION_MARK)
+    assert added.returncode == 0, added.stderr
+    try:
+        yield
+    finally:
+        _remove_partition_rules()
+        left = _iptables("-S", "OUTPUT").stdout + _iptables("-S", "INPUT").stdout
+        assert PARTITION_TAG not in left
+
+
+@contextmanager
+def cut_off(group: int) -> Iterator[None]:
+    """Inside `marked(group)`: drop every packet the processes of `group` send or are
+    sent, until the block ends (their connections stay open, silent, as over a dead link)."""
+    tag = ["-m", "comment", "--comment", PARTITION_TAG, "-j", "DROP"]
+    rules = [
+        ["OUTPUT", "-m", "owner", "--gid-owner", str(group), *tag],
+        ["INPUT", "-m", "connmark", "--mark", PARTITION_MARK, *tag],
+    ]
+    try:
+        for rule in rules:
+            added = _iptables("-I", *rule)
+            assert added.returncode == 0, added.stderr
+        yield
+    finally:
+        for rule in rules:
+            _iptables("-D", *rule)
+
+
+def _jobs_running(stack: Stack, workers: int) -> int | None:
+    """Jobs the workers still hold (Celery's `inspect active`), or None until all answer."""
+    command = [sys.executable, "-m", "celery", "-A", "tasks.app", "inspect", "active", "--json", "-t", "3"]
+    run = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, **stack.env}, cwd=ROOT, check=False
+    )
+    try:
+        replies = json.loads(run.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+    return sum(len(jobs) for jobs in replies.values()) if len(replies) == workers else None
+
+
+def test_a_worker_cut_off_from_the_network_answers_each_job_once_and_dead_letters_none(
+    make_stack: StackFactory, fake: FakeModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _require_iptables()
+    with marked(PARTITION_GROUP):
+        _cut_off_worker(make_stack, fake, monkeypatch)
+
+
+def _cut_off_worker(make_stack: StackFactory, fake: FakeModelServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    heartbeat, cut_seconds = 10, 40  # cut for longer than RabbitMQ's heartbeat
+    stack = make_stack(
+        workers=1,
+        concurrency=8,
+        BROKER_HEARTBEAT=str(heartbeat),
+        JOB_LEASE="5",
+        LLM_TIMEOUT="5",
+        LLM_CONNECT_TIMEOUT="2",
+        LLM_MAX_RETRIES="3",
+        LLM_DEADLINE="12",
+        WAIT_TIMEOUT="120",
+    )
+    cut = stack.processes.worker(stack.env, name="cutoff", concurrency=8, group=PARTITION_GROUP)
+    for name, value in stack.env.items():
+        monkeypatch.setenv(name, value)
+    config = stack.config
+    fake.latency = 0.5
+    times: dict[str, float] = {}
+
+    def partition() -> None:
+        wait_until(lambda: len(fake.completions) >= 40, 30, "jobs to run on both workers")
+        with cut_off(PARTITION_GROUP):
+            times["cut"] = time.monotonic()
+            time.sleep(cut_seconds)
+        times["restored"] = time.monotonic()
+
+    jobs = ids("cut", 240)
+    tally = under_load(stack.url, jobs, 32, partition)
+    last = max(tally.finished.values())
+    # The cut-off worker settles the jobs it held once the link returns: wait for it.
+    wait_until(lambda: _jobs_running(stack, 2) == 0, 120, "both workers to be idle")
+    dropped = cut.output().count("failure dropped, not dead-lettered")
+    tally.report(
+        "worker cut off",
+        fake,
+        cut_s=cut_seconds,
+        last_answer_after_cut_s=round(last - times["cut"], 1),
+        late_failures_dropped=dropped,
+    )
+    tally.assert_all_answered(stack)
+    # The jobs the cut-off worker held were answered by the other one while the cut lasted.
+    late = [job for job, at in tally.finished.items() if at >= times["restored"]]
+    assert not late, f"{len(late)} jobs answered only once the link returned: {late[:5]}"
+    dead = {entry["job_id"] for entry in dead_letters.list_dead(config, None)}
+    assert not dead & set(jobs), f"answered jobs dead-lettered: {sorted(dead & set(jobs))[:5]}"
+
+    # Replay changes no answer and calls the model server for nothing.
+    store = redis.Redis.from_url(config.redis_url)
+    before = store.mget([config.keys.result(job) for job in jobs])
+    calls = len(fake.completions)
+    dead_letters.replay(config, None)
+    time.sleep(2)
+    assert store.mget([config.keys.result(job) for job in jobs]) == before
+    assert len(fake.completions) == calls
