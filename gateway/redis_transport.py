@@ -6,6 +6,11 @@ redis-py 8 than the command (it copies the table of response callbacks): on the
 Valkey broker it was a tenth of the worker's CPU per job (bench/). The clients all
 use the channel's one connection pool, so one client per channel is the same, made
 once. Celery's setting ``broker_transport`` names it (gateway.celery_settings).
+
+It also answers whether a queue exists by its length. Kombu asks Redis with EXISTS,
+which its key-prefixing client does not prefix (kombu 5.7): with ``global_keyprefix``
+set, as here, every queue looked missing, a passive declare failed, and the queue
+depths the API counts (metrics, the lost-job sweep) read 0 however many jobs waited.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ class Channel(redis.Channel):  # type: ignore[misc]
         if client is None or client.connection_pool is not pool:
             client = self._shared_client = super()._create_client()
         return client
+
+    def _has_queue(self, queue: str, **kwargs: Any) -> bool:
+        # Redis keeps no empty list: a queue exists while one of its lists holds a message.
+        return bool(self._size(queue))
 
 
 class Transport(redis.Transport):  # type: ignore[misc]

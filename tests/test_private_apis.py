@@ -46,6 +46,12 @@ def test_kombus_redis_channel_still_makes_clients_as_overridden() -> None:
     assert "self._create_client(" in source
 
 
+def test_kombus_redis_channel_still_checks_queues_as_overridden() -> None:
+    # queue_declare(passive=True) asks _has_queue; _size sums the queue's priority lists.
+    assert "passive and not self._has_queue(queue" in inspect.getsource(kombu_redis.Channel.queue_declare)
+    assert "llen" in inspect.getsource(kombu_redis.Channel._size)
+
+
 def test_kombus_redis_unacked_index_key_is_the_contracts() -> None:
     assert kombu_redis.Channel.unacked_index_key == "unacked_index"
     assert Keys("p:").unacked_index == "p:unacked_index"
