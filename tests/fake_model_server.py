@@ -48,6 +48,12 @@ class FakeModelServer:
         self.context_size: int | None = None  # like vLLM: 400 when prompt + max_tokens exceed it
         self.failures: list[Failure] = []  # answered in turn, before any completion
         self.chunk_delay = 0.0  # seconds between streamed chunks (the token rate)
+        # A pause of `stall` seconds after `stall_after` streamed chunks (a long prefill,
+        # a server busy with other requests): a client must close the connection to stop it.
+        self.stall_after: int | None = None
+        self.stall = 0.0
+        self.stalling = 0  # streams paused right now
+        self.disconnects_while_stalled = 0  # streams the client closed during their pause
         self.extra_words = 0  # words added to each answer, to make it long
         self.completed_streams = 0
         self.disconnects = 0  # streams the client closed before the end
@@ -146,10 +152,12 @@ class FakeModelServer:
         deltas = [{"role": "assistant"}] + [{"content": w if i == 0 else " " + w} for i, w in enumerate(words)]
         finished = False
         try:
-            for delta in deltas:
+            for sent, delta in enumerate(deltas, 1):
                 yield _event({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
                 if self.chunk_delay:
                     await asyncio.sleep(self.chunk_delay)
+                if sent == self.stall_after:
+                    await self._pause()
             yield _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
             if (body.get("stream_options") or {}).get("include_usage"):
                 yield _event({**base, "choices": [], "usage": usage})
@@ -161,6 +169,16 @@ class FakeModelServer:
                 self.completed_streams += 1
             else:
                 self.disconnects += 1
+
+    async def _pause(self) -> None:
+        self.stalling += 1
+        try:
+            await asyncio.sleep(self.stall)
+        except asyncio.CancelledError:  # the client closed the connection
+            self.disconnects_while_stalled += 1
+            raise
+        finally:
+            self.stalling -= 1
 
     def _answer(self, body: dict[str, Any]) -> Response | tuple[str, str, dict[str, int]]:
         """An error response, or the (content, finish_reason, usage) to send."""

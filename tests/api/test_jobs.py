@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import httpx
@@ -12,6 +13,7 @@ import redis
 from celery import Celery
 
 from api.job_queue import JobQueue
+from gateway import contract
 from tasks.celery_settings import worker_settings
 from tasks.result_store import ResultStore
 from tests.conftest import Stack, StackFactory
@@ -58,6 +60,10 @@ def test_concurrent_duplicates_on_two_api_processes_run_once(make_stack: StackFa
     assert conflict.status_code == 409
     assert "twin-1" in conflict.json()["detail"] and "another body" in conflict.json()["detail"]
     assert len(fake.completions) == 1
+    # Published once: the worker never met a second message of it (it would have
+    # waited for the first run, or found its answer, and said so).
+    worker = stack.processes.started[0].output()
+    assert "job twin-1 is running elsewhere" not in worker and "job twin-1 already answered" not in worker
 
 
 def test_queued_jobs_show_their_position_then_run_and_succeed(make_stack: StackFactory, fake: FakeModelServer) -> None:
@@ -74,6 +80,14 @@ def test_queued_jobs_show_their_position_then_run_and_succeed(make_stack: StackF
     statuses = [httpx.get(url).json() for url in locations]
     assert [(s["status"], s["queue_position"]) for s in statuses] == [("queued", 1), ("queued", 2), ("queued", 3)]
     assert fake.completions == []
+    # The same job sent again is the same job: answered 202, and not queued a second time.
+    again = httpx.post(f"{stack.url}/generate?wait=0", json={"job_id": "q-1", "content": "n1"})
+    assert again.status_code == 202 and again.headers["location"] == locations[1]
+    queue = JobQueue(stack.config)
+    try:
+        assert queue.depths([stack.config.queue_name]) == {stack.config.queue_name: 3}
+    finally:
+        queue.close()
 
     stack.processes.worker(stack.env)
     running = poll(locations[0], {"running", "succeeded"})
@@ -183,8 +197,48 @@ def test_a_cancelled_running_job_stops_and_its_caller_is_answered(stack: Stack, 
     assert cancel.json()["started_at"] is not None
     assert answer.status_code == 409 and "long-1 was cancelled" in answer.json()["detail"]
     assert disconnects == 1 and fake.completed_streams == 0
-    time.sleep(0.5)  # the worker must not overwrite the cancelled result
     assert httpx.get(f"{stack.url}/jobs/long-1").json()["status"] == "cancelled"
+
+
+def test_a_cancelled_job_stops_its_model_server_even_in_a_long_pause(stack: Stack, fake: FakeModelServer) -> None:
+    # A server that sends nothing for a long while (a long prompt's prefill): the
+    # worker, waiting for its next chunk, must close the connection at once, not once
+    # the next chunk comes (the server would go on generating until then).
+    fake.stall_after, fake.stall = 2, 30.0
+    answer = httpx.post(f"{stack.url}/generate?wait=0", json={"job_id": "pause-1", "content": "think"})
+    assert answer.status_code == 202
+    wait_until(lambda: fake.stalling == 1, 10, "the model server to pause")
+    cancel = httpx.delete(f"{stack.url}/jobs/pause-1")
+    assert cancel.status_code == 200 and cancel.json()["status"] == "cancelled"
+    # Seen by the server while it still pauses: the connection was closed, not left to the next chunk.
+    wait_until(lambda: fake.disconnects_while_stalled == 1, 10, "the model server to see the connection close")
+    assert fake.completed_streams == 0
+
+
+def test_a_late_answer_never_overwrites_a_cancellation(stack: Stack, fake: FakeModelServer) -> None:
+    # A cancellation the worker does not hear of in time (its listener reconnecting,
+    # or the cancel landing as the answer is stored): the worker stores its answer,
+    # and the cancellation, stored first, must stay.
+    fake.latency = 1.0
+    assert httpx.post(f"{stack.url}/generate?wait=0", json={"job_id": "unheard-1", "content": "x"}).status_code == 202
+    wait_until(lambda: fake.in_flight == 1, 10, "the job to run")
+    config = stack.config
+    store = redis.Redis(host=config.redis_host, port=config.redis_port)
+    now = time.time()
+    keys = [config.keys.job("unheard-1"), config.keys.queued, config.keys.result("unheard-1"), "nobody-listens"]
+    args = [repr(now), config.job_ttl, "unheard-1", contract.cancelled_result("unheard-1", now), 60]
+    assert store.eval(contract.CANCEL, 4, *keys, *args) == b"cancelled"
+    worker = stack.processes.started[0]
+    wait_until(lambda: '"job done", "job_id": "unheard-1"' in worker.output(), 10, "the worker to finish the job")
+    time.sleep(0.5)  # its answer is stored after the task returns
+    assert httpx.get(f"{stack.url}/jobs/unheard-1").json()["status"] == "cancelled"
+
+
+def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 def test_cancelling_a_finished_or_unknown_job(stack: Stack, fake: FakeModelServer) -> None:
