@@ -87,10 +87,12 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "result_serializer": "json",
         "accept_content": ["json"],
         "result_accept_content": ["json"],
-        # Long jobs: acknowledge after the job, hand it back if the worker dies,
-        # and reserve no more than one message per free slot.
+        # Long jobs: acknowledge after the job (a worker that dies has acknowledged
+        # nothing, and the broker hands its jobs out again), and reserve no more than
+        # one message per free slot. (`task_reject_on_worker_lost` is not set: it acts
+        # only when a prefork pool's child dies, and the pool is threads; Celery's
+        # `-P prefork` on the command line does not override `worker_pool`.)
         "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         # After a broker reconnect, Celery lowers the prefetch count while the jobs begun
         # before it run, and is meant to raise it again as they finish; on RabbitMQ it

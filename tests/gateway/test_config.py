@@ -110,7 +110,7 @@ def test_celery_settings_make_long_jobs_safe() -> None:
     settings = celery_settings(config)
     (queue,) = settings["task_queues"]
     assert (queue.name, queue.durable, settings["task_default_queue"]) == ("jobs", True, "jobs")
-    assert settings["task_acks_late"] and settings["task_reject_on_worker_lost"]
+    assert settings["task_acks_late"]
     assert settings["worker_prefetch_multiplier"] == 1
     assert settings["task_default_delivery_mode"] == "persistent"
     assert settings["broker_transport_options"] == {}  # confirms: see test_job_queue
