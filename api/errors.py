@@ -52,6 +52,18 @@ class ModelNotFound(ApiError):
     status_code = 404
 
 
+class QueueNotFound(ApiError):
+    """A queue_name no model is served from (nothing was queued)."""
+
+    status_code = 404
+
+
+class QueueMismatch(ApiError):
+    """A queue_name and a meta.model that name different models."""
+
+    status_code = 422
+
+
 class JobNotFound(ApiError):
     status_code = 404
 

@@ -19,6 +19,8 @@ from api.errors import (
     JobFailed,
     JobTimedOut,
     ModelNotFound,
+    QueueMismatch,
+    QueueNotFound,
     ResultStoreUnavailable,
     cause,
     error_for_failure,
@@ -31,7 +33,7 @@ from api.result_waiter import ResultWaiter
 from gateway.config import Config
 from gateway.contract import STREAM_END, STREAM_INDEX, STREAM_TEXT, Job, JobField, State
 from gateway.logs import current_job
-from gateway.registry import Registry, UnknownModel
+from gateway.registry import Registry, UnknownModel, UnknownQueue
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +181,29 @@ class JobRunner:
                 log.warning(why, extra={"job_id": job_id, "queue": queue})
             except HTTPException as exc:
                 log.warning("could not queue job %s again: %s", job_id, exc.detail)
+
+    def meta_for_queue(self, queue_name: str, meta: dict[str, Any]) -> dict[str, Any]:
+        """`meta` of a job sent with ``?queue_name=`` (ProtoLLM's SDK): naming the model
+        served from that queue. 404 for a queue no model is served from; 422 when
+        `meta.model` names a model of another queue."""
+        try:
+            model = self._registry.by_queue(queue_name, self._config.queue_name)
+        except UnknownQueue as exc:
+            raise QueueNotFound(str(exc)) from None
+        requested = meta.get("model")
+        if not requested:
+            named = not self._registry.passthrough and model is not self._registry.default
+            return {**meta, "model": model.name} if named else meta
+        try:
+            chosen = self._registry.route(requested)
+        except UnknownModel as exc:
+            raise ModelNotFound(str(exc)) from None
+        if chosen.queue != model.queue and chosen is not model:
+            raise QueueMismatch(
+                f"queue_name {queue_name!r} is model {model.name!r}'s queue, but meta.model asks for"
+                f" {requested!r} (queue {chosen.queue!r}); give one of them, or both naming the same model"
+            )
+        return meta
 
     def model_label(self, job: dict[str, Any]) -> str:
         """The model a job is for, as metrics name it (the registry's name)."""

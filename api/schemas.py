@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from uuid import uuid4
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 # What a job_id and a model name may be made of (they end up in Redis keys, queue
 # messages and log lines).
@@ -26,9 +26,19 @@ Count = Annotated[int, Field(ge=1), BeforeValidator(integral)]
 
 
 class Body(BaseModel):
-    """A request body: values of the wrong type are refused, not converted ("stream": 0)."""
+    """A request body: values of the wrong type are refused, not converted ("stream": 0).
+    A null for an optional field means its default, as ProtoLLM's clients send
+    (``"stop_words": null``, ``"priority": null``)."""
 
     model_config = ConfigDict(strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        defaulted = {name for name, info in cls.model_fields.items() if not info.is_required()}
+        return {key: value for key, value in data.items() if value is not None or key not in defaulted}
 
 
 def new_job_id() -> str:
@@ -57,6 +67,11 @@ class Message(Body):
     content: str
 
 
+TopPriority = Annotated[int | None, Field(ge=0, le=9), BeforeValidator(integral)]
+PRIORITY_DOC = "the job's priority, where ProtoLLM's clients put it; meta.priority wins when both are given"
+SOURCE_DOC = 'sent by ProtoLLM\'s clients ("local"); accepted, not used'
+
+
 class GenerateRequest(Body):
     """Body of ``POST /generate``."""
 
@@ -68,6 +83,8 @@ class GenerateRequest(Body):
     meta: Meta = Field(default_factory=Meta)
     content: str = Field(description="the input text")
     stream: bool = Field(False, description="answer as server-sent events, piece by piece")
+    priority: TopPriority = Field(None, description=PRIORITY_DOC)
+    source: str | None = Field(None, max_length=256, description=SOURCE_DOC)
 
 
 class ChatCompletionRequest(Body):
@@ -81,6 +98,8 @@ class ChatCompletionRequest(Body):
     meta: Meta = Field(default_factory=Meta)
     messages: list[Message] = Field(min_length=1, description="the conversation so far")
     stream: bool = Field(False, description="answer as server-sent events, piece by piece")
+    priority: TopPriority = Field(None, description=PRIORITY_DOC)
+    source: str | None = Field(None, max_length=256, description=SOURCE_DOC)
 
 
 class CompletionResponse(BaseModel):

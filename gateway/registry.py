@@ -51,6 +51,15 @@ class UnknownModel(LookupError):
         self.known = known
 
 
+class UnknownQueue(LookupError):
+    """A request named a queue no model of the registry is served from."""
+
+    def __init__(self, queue: str, known: list[str]) -> None:
+        super().__init__(f"no queue named {queue!r} here; the queues are: {', '.join(known)}")
+        self.queue = queue
+        self.known = known
+
+
 @dataclass(frozen=True)
 class Model:
     """One model: the names it is asked for by, its server, and its queue."""
@@ -94,6 +103,16 @@ class Registry:
     @property
     def queues(self) -> list[str]:
         return sorted({model.queue for model in self.models})
+
+    def by_queue(self, queue: str, default_queue: str) -> Model:
+        """The model served from `queue` (the first listed, when several share it), and
+        the default model for `default_queue` (QUEUE_NAME); UnknownQueue else."""
+        if queue == default_queue:
+            return self.default
+        for model in self.models:
+            if model.queue == queue:
+                return model
+        raise UnknownQueue(queue, sorted({default_queue, *self.queues}))
 
     def queues_for(self, names: str) -> list[str]:
         """The queues of the comma-separated model `names` (all models when empty)."""

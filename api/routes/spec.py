@@ -18,7 +18,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": JobAccepted, "description": "Accepted without waiting (wait=0 or Prefer: respond-async)"},
     400: {"description": "The model server rejected the request"},
     401: {"description": "No API key, or not a valid one (when API keys are configured)"},
-    404: {"description": "Unknown model (the model server's answer)"},
+    404: {"description": "Unknown model, or a queue_name no model is served from"},
     409: {"description": "The job was cancelled, or its job_id belongs to a job with another body"},
     413: {"description": "The request body is larger than MAX_BODY_BYTES"},
     422: {"description": "The body is invalid, exceeds a configured limit, or the model server rejected it"},
@@ -38,6 +38,14 @@ Wait = Annotated[
     Query(ge=0, description="seconds to wait for the answer (at most WAIT_TIMEOUT); 0: answer 202 at once"),
 ]
 Prefer = Annotated[str | None, Header(description="`respond-async`: answer 202 at once")]
+QueueName = Annotated[
+    str | None,
+    Query(
+        max_length=256,
+        description="the queue to send the job to (ProtoLLM's SDK): a model's queue, or QUEUE_NAME for the default"
+        " model; 404 names the known queues",
+    ),
+]
 Accept = Annotated[str | None, Header(description="`text/event-stream`: stream the answer")]
 
 
@@ -67,10 +75,15 @@ async def answer(
     wait: float | None,
     prefer: str | None,
     accept: str | None,
+    queue_name: str | None,
 ) -> CompletionResponse | Response:
     """Queue the job; answer with its result, its stream, or (not waiting) where to find it."""
     job_id = body.job_id
-    job = body.model_dump(exclude={"job_id", "stream"})
+    job = body.model_dump(exclude={"job_id", "stream", "priority", "source"})
+    if body.priority is not None and "priority" not in body.meta.model_fields_set:
+        job["meta"]["priority"] = body.priority
+    if queue_name is not None:
+        job["meta"] = runner.meta_for_queue(queue_name, job["meta"])
     if body.stream or "text/event-stream" in (accept or ""):
         return spec_stream(runner, job_id, await open_stream(runner, task, job_id, job))
     seconds = config.wait_timeout if wait is None else min(wait, config.wait_timeout)
@@ -96,9 +109,10 @@ def spec_router(models: RequestModels) -> APIRouter:
         wait: Wait = None,
         prefer: Prefer = None,
         accept: Accept = None,
+        queue_name: QueueName = None,
     ) -> CompletionResponse | Response:
         """Generate one message from `content`."""
-        return await answer(request, runner, config, TaskName.GENERATE, body, wait, prefer, accept)
+        return await answer(request, runner, config, TaskName.GENERATE, body, wait, prefer, accept, queue_name)
 
     @router.post("/chat_completion", response_model=CompletionResponse, responses=STREAMED)
     async def chat_completion(
@@ -109,8 +123,9 @@ def spec_router(models: RequestModels) -> APIRouter:
         wait: Wait = None,
         prefer: Prefer = None,
         accept: Accept = None,
+        queue_name: QueueName = None,
     ) -> CompletionResponse | Response:
         """Continue the conversation in `messages`."""
-        return await answer(request, runner, config, TaskName.CHAT, body, wait, prefer, accept)
+        return await answer(request, runner, config, TaskName.CHAT, body, wait, prefer, accept, queue_name)
 
     return router
