@@ -122,12 +122,20 @@ class Guard:
 
 def check_job(config: Config, job: dict[str, Any]) -> None:
     """Refuse a job that holds more than the configured limits allow (422, naming the limit)."""
-    texts = [job["content"]] if isinstance(job.get("content"), str) else []
-    messages = job.get("messages")
+    request = job.get("openai") if isinstance(job.get("openai"), dict) else job
+    prompt = request.get("prompt", job.get("content"))
+    texts = [prompt] if isinstance(prompt, str) else [p for p in prompt or [] if isinstance(p, str)]
+    messages = request.get("messages")
     if isinstance(messages, list):
         if len(messages) > config.max_messages:
             raise LimitExceeded(f"messages: {len(messages)} messages; at most {config.max_messages} (MAX_MESSAGES)")
-        texts += [m["content"] for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str)]
+        for message in messages:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):  # content parts: their text counts
+                parts = [part for part in content if isinstance(part, dict)]
+                texts += [part["text"] for part in parts if isinstance(part.get("text"), str)]
     chars = sum(len(text) for text in texts)
     if chars > config.max_prompt_chars:
         raise LimitExceeded(f"prompt: {chars} characters; at most {config.max_prompt_chars} (MAX_PROMPT_CHARS)")

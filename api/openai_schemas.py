@@ -4,17 +4,79 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from api.schemas import DEFAULT_PRIORITY, MODEL_PATTERN, Body, Count, JsonInt, Role, integral
+from api.schemas import DEFAULT_PRIORITY, MODEL_PATTERN, Body, Count, JsonInt, integral
+
+# Fields of a request the gateway does not know (a model server's own: vLLM's top_k,
+# min_p, guided_json, chat_template_kwargs, ...) are passed on as given, up to this many
+# (the body as a whole is bounded by MAX_BODY_BYTES).
+MAX_EXTRA_FIELDS = 64
 
 
-class OpenAIMessage(Body):
-    role: Role
-    content: str
+class _Message(Body):
+    """One message as OpenAI's API takes it, passed on to the model server as given
+    (fields the gateway does not know included)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    name: str | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """The message as the model server gets it: as given, without the fields left out."""
+        message = self.model_dump(exclude_none=True)
+        if getattr(self, "content", "") is None:
+            message["content"] = None  # an assistant's tool calls alone, as OpenAI's SDK sends them
+        return message
 
 
-class _Sampling(Body):
+Content = str | list[dict[str, Any]]  # text, or content parts (text, image_url, input_audio, ...)
+
+
+class TextMessage(_Message):
+    role: Literal["system", "developer", "user"]
+    content: Content
+
+
+class AssistantMessage(_Message):
+    role: Literal["assistant"]
+    content: Content | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class ToolMessage(_Message):
+    role: Literal["tool"]
+    content: Content
+    tool_call_id: str
+
+
+class FunctionMessage(_Message):
+    role: Literal["function"]  # OpenAI's older form of a tool's answer
+    content: str | None = None
+    name: str  # type: ignore[assignment]
+
+
+OpenAIMessage = Annotated[TextMessage | AssistantMessage | ToolMessage | FunctionMessage, Field(discriminator="role")]
+
+
+class _PassesOn(Body):
+    """A request whose fields the gateway does not map itself go to the model server as given."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> _PassesOn:
+        if len(self.model_extra or {}) > MAX_EXTRA_FIELDS:
+            raise ValueError(f"at most {MAX_EXTRA_FIELDS} fields beyond OpenAI's own")
+        return self
+
+    def passed_on(self, names: frozenset[str]) -> dict[str, Any]:
+        """The fields `names` given, and the fields the gateway does not know."""
+        given = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        return {**given, **(self.model_extra or {})}
+
+
+class _Sampling(_PassesOn):
     model: str | None = Field(
         None, pattern=MODEL_PATTERN, description="the model; the deployment's default when omitted"
     )
@@ -53,17 +115,39 @@ class _Sampling(Body):
         }
 
 
+# OpenAI's fields the gateway passes on as given (besides the unknown ones).
+CHAT_PASSED_ON = frozenset(
+    {"tools", "tool_choice", "parallel_tool_calls", "response_format", "logprobs", "top_logprobs", "logit_bias",
+     "user", "metadata"}
+)  # fmt: skip
+COMPLETION_PASSED_ON = frozenset({"prompt", "echo", "suffix", "logprobs", "best_of", "logit_bias", "user"})
+
+
 class ChatCompletionsRequest(_Sampling):
     """Body of ``POST /v1/chat/completions``."""
 
     messages: list[OpenAIMessage] = Field(min_length=1)
     max_completion_tokens: Count | None = None
+    tools: list[dict[str, Any]] | None = Field(None, max_length=128)
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = Field(None, description="json_object, json_schema, text")
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20), BeforeValidator(integral)] | None = None
+    logit_bias: dict[str, float] | None = None
+    metadata: dict[str, str] | None = None
 
 
 class CompletionsRequest(_Sampling):
-    """Body of ``POST /v1/completions`` (one prompt, sent to the model as one user message)."""
+    """Body of ``POST /v1/completions``: a raw completion (the model server's
+    /v1/completions, no chat template), for base models, infilling and evaluations."""
 
-    prompt: str
+    prompt: str | list[str] = Field(description="a prompt, or a list of prompts (choices per prompt, n each)")
+    echo: bool | None = None
+    suffix: str | None = None
+    logprobs: Annotated[int, Field(ge=0, le=20), BeforeValidator(integral)] | None = None
+    best_of: Annotated[int, Field(ge=1, le=16), BeforeValidator(integral)] | None = None
+    logit_bias: dict[str, float] | None = None
 
 
 class OpenAIError(BaseModel):

@@ -69,7 +69,6 @@ def request_models(config: Config) -> RequestModels:
         messages=field(ChatCompletionRequest, "messages", {"maxItems": config.max_messages},
                        annotation=list[message], min_length=1),
     )  # fmt: skip
-    openai_message = limited(OpenAIMessage, content=field(OpenAIMessage, "content", text))
     sampling = {
         "max_tokens": field(ChatCompletionsRequest, "max_tokens", tokens),
         "stop": field(ChatCompletionsRequest, "stop", {"maxItems": config.max_stop_words,
@@ -80,7 +79,8 @@ def request_models(config: Config) -> RequestModels:
         **sampling,
         max_completion_tokens=field(ChatCompletionsRequest, "max_completion_tokens", tokens),
         messages=field(ChatCompletionsRequest, "messages", {"maxItems": config.max_messages},
-                       annotation=list[openai_message], min_length=1),
+                       annotation=list[OpenAIMessage], min_length=1),
     )  # fmt: skip
-    openai_completion = limited(CompletionsRequest, **sampling, prompt=field(CompletionsRequest, "prompt", text))
+    # The prompt's length (its text, content parts included) is checked by guard.check_job.
+    openai_completion = limited(CompletionsRequest, **sampling)
     return RequestModels(generate, chat, openai_chat, openai_completion)

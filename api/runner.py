@@ -31,14 +31,14 @@ from api.job_store import JobStore
 from api.metrics import Metrics
 from api.result_waiter import ResultWaiter
 from gateway.config import Config
-from gateway.contract import STREAM_END, STREAM_INDEX, STREAM_TEXT, Job, JobField, State
+from gateway.contract import STREAM_END, STREAM_EXTRA, STREAM_INDEX, STREAM_TEXT, Job, JobField, State
 from gateway.logs import current_job
 from gateway.registry import Registry, UnknownModel, UnknownQueue
 
 log = logging.getLogger(__name__)
 
 # A streamed answer's entries, as the worker writes them (the contract's).
-INDEX, TEXT, END = STREAM_INDEX.encode(), STREAM_TEXT.encode(), STREAM_END.encode()
+INDEX, TEXT, END, EXTRA = (name.encode() for name in (STREAM_INDEX, STREAM_TEXT, STREAM_END, STREAM_EXTRA))
 STREAM_POLL_MS = 200  # how long one read of a job's stream waits for a new piece
 
 
@@ -255,7 +255,10 @@ class JobRunner:
                         if END in fields:
                             yield {"end": json.loads(fields[END])}
                             return
-                        yield {"index": int(fields[INDEX]), "text": fields[TEXT].decode()}
+                        piece = {"index": int(fields[INDEX]), "text": fields[TEXT].decode()}
+                        if EXTRA in fields:
+                            piece["extra"] = json.loads(fields[EXTRA])
+                        yield piece
                 if not entries and result.done():
                     # Finished without an end entry: it failed or was cancelled (raised
                     # here), or it ran unstreamed (a job_id sent before without stream).

@@ -25,12 +25,28 @@ JsonInt = Annotated[int, BeforeValidator(integral)]
 Count = Annotated[int, Field(ge=1), BeforeValidator(integral)]
 
 
+def _nullable_optionals(schema: dict[str, Any], _cls: Any = None) -> None:
+    """The schema says what `Body` accepts: null for any optional field."""
+    required = set(schema.get("required", ()))
+    for name, prop in (schema.get("properties") or {}).items():
+        if name in required:
+            continue
+        variants = prop.get("anyOf")
+        if variants is not None:
+            if not any(variant.get("type") == "null" for variant in variants):
+                variants.append({"type": "null"})
+            continue
+        kept = ("title", "description", "default", "examples")
+        moved = {key: prop.pop(key) for key in list(prop) if key not in kept}
+        prop["anyOf"] = [moved, {"type": "null"}]
+
+
 class Body(BaseModel):
     """A request body: values of the wrong type are refused, not converted ("stream": 0).
     A null for an optional field means its default, as ProtoLLM's clients send
-    (``"stop_words": null``, ``"priority": null``)."""
+    (``"stop_words": null``, ``"priority": null``), and as OpenAI's API takes it."""
 
-    model_config = ConfigDict(strict=True)
+    model_config = ConfigDict(strict=True, json_schema_extra=_nullable_optionals)
 
     @model_validator(mode="before")
     @classmethod

@@ -29,7 +29,8 @@ class TaskName(StrEnum):
     """The Celery task names: the API sends by name, the workers register these."""
 
     GENERATE = "llm.generate"  # complete `content`
-    CHAT = "llm.chat"  # continue `messages`
+    CHAT = "llm.chat"  # continue `messages` (or the OpenAI request in `openai`)
+    COMPLETE = "llm.complete"  # a raw completion of the OpenAI request in `openai` (no chat template)
     MODELS = "llm.models"  # list the model server's models (the gateway's own job)
 
 
@@ -92,6 +93,12 @@ class Job(BaseModel):
     # claim; carried here too, so the result still reaches that process when Redis lost
     # the claim (a restart without persistence). Not part of its fingerprint.
     reply_to: str | None = None
+    # An OpenAI request (/v1/chat/completions, /v1/completions) as the client sent it,
+    # passed to the model server as is: its messages (every role, content parts, tool
+    # calls) or prompt, and the fields the gateway does not map itself (tools,
+    # tool_choice, response_format, logprobs, the server's own extensions, ...). `meta`
+    # still gives the model, temperature, max_tokens, stop and the sampling parameters.
+    openai: dict[str, Any] | None = None
 
     @classmethod
     def parse(cls, raw: Any) -> Job:
@@ -106,8 +113,17 @@ class Job(BaseModel):
             detail = f"{'.'.join(within)}: {first['msg']}" if within else first["msg"]
             raise InvalidJob(f"invalid '{field}': {detail}") from None
 
-    def prompt(self, task: TaskName) -> list[dict[str, str]]:
-        """The messages to send the model server for `task`."""
+    def prompt(self, task: TaskName) -> list[dict[str, Any]]:
+        """The messages to send the model server for `task` (none for a raw completion)."""
+        if self.openai is not None:
+            messages = self.openai.get("messages")
+            if task == TaskName.COMPLETE:
+                if not isinstance(self.openai.get("prompt"), (str, list)):
+                    raise InvalidJob("a raw completion needs 'openai.prompt': a string or a list of strings")
+                return []
+            if not isinstance(messages, list) or not messages:
+                raise InvalidJob("an OpenAI chat job needs 'openai.messages': a non-empty list")
+            return messages
         if task == TaskName.GENERATE:
             if self.content is None:
                 raise InvalidJob("a generate job needs 'content' (a string)")
@@ -228,6 +244,7 @@ def cancelled_result(job_id: str, now: float) -> str:
 # A streamed answer: one stream entry per piece, then one last entry.
 STREAM_INDEX = "i"  # the choice the piece belongs to
 STREAM_TEXT = "t"  # the piece's text
+STREAM_EXTRA = "x"  # JSON, when the piece brought more: {"tool_calls": [...], "logprobs": {...}}
 STREAM_END = "end"  # JSON: the whole answer, as the task returns it
 
 

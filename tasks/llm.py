@@ -18,7 +18,7 @@ from tasks.worker import current
 
 log = logging.getLogger(__name__)
 
-__all__ = ["InvalidJob", "chat", "generate", "models"]
+__all__ = ["InvalidJob", "chat", "complete", "generate", "models"]
 
 
 @celery_app.task(name=TaskName.GENERATE.value, bind=True)
@@ -31,6 +31,12 @@ def generate(self: Task, job: dict[str, Any]) -> dict[str, Any]:
 def chat(self: Task, job: dict[str, Any]) -> dict[str, Any]:
     """Continue the conversation in ``job["messages"]``."""
     return _complete(self, TaskName.CHAT, job)
+
+
+@celery_app.task(name=TaskName.COMPLETE.value, bind=True)
+def complete(self: Task, job: dict[str, Any]) -> dict[str, Any]:
+    """A raw completion of ``job["openai"]["prompt"]`` (the model server's /v1/completions)."""
+    return _complete(self, TaskName.COMPLETE, job)
 
 
 @celery_app.task(name=TaskName.MODELS.value)
@@ -49,6 +55,8 @@ def _complete(task: Task, name: TaskName, raw: dict[str, Any]) -> dict[str, Any]
         stop_words=meta.stop_words,
         model=meta.model or None,
         sampling=meta.sampling,
+        extra={k: v for k, v in (job.openai or {}).items() if k != "messages"},
+        raw=name == TaskName.COMPLETE,
     )
     started = time.time()
     worker = current()

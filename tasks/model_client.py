@@ -33,6 +33,9 @@ from tasks.model_http import ConnectTimeout, HttpTransport, Reply, Transport
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# Called with each piece of a streamed answer: choice index, text, and what else the
+# piece brought (tool-call pieces, logprobs) or None.
+OnDelta = Callable[[int, str, "dict[str, Any] | None"], None]
 MAX_RETRY_AFTER = 60.0
 
 
@@ -76,7 +79,7 @@ class _Retryable(Exception):
 class Completion:
     """What a chat completion produced: every choice (more than one with ``n``)."""
 
-    choices: list[dict[str, Any]]  # index, content, finish_reason
+    choices: list[dict[str, Any]]  # index, content, finish_reason; tool_calls, logprobs when given
     model: str | None
     usage: dict[str, Any] | None
 
@@ -105,6 +108,14 @@ class ChatRequest:
     stop_words: list[str] = field(default_factory=list)
     model: str | None = None
     sampling: dict[str, Any] = field(default_factory=dict)  # top_p, seed, n, penalties: passed as given
+    # An OpenAI request's other fields (tools, response_format, logprobs, prompt, ...):
+    # passed as given, never over what the gateway sets itself (model, stream).
+    extra: dict[str, Any] = field(default_factory=dict)
+    raw: bool = False  # a raw completion (/v1/completions, `extra["prompt"]`), not a chat
+
+
+# What the gateway sets in every request to the model server itself.
+OWN_FIELDS = frozenset({"model", "stream", "stream_options", "messages"})
 
 
 # How servers say that prompt + max_tokens exceed the context window.
@@ -171,21 +182,17 @@ class ModelClient:
         """Close every thread's connection."""
         self._transport.close()
 
-    def chat(
-        self, request: ChatRequest, cancel: Cancel | None = None, on_delta: Callable[[int, str], None] | None = None
-    ) -> Completion:
+    def chat(self, request: ChatRequest, cancel: Cancel | None = None, on_delta: OnDelta | None = None) -> Completion:
         """Ask for one chat completion and return its first choice.
 
         The answer is streamed, so that `cancel` can stop the call and the model server
-        sees its connection close (and stops generating) at once. `on_delta(index, text)`
+        sees its connection close (and stops generating) at once. `on_delta(index, text, extra)`
         receives each piece of the answer as it arrives.
         """
-        body: dict[str, Any] = {
-            "messages": request.messages,
-            "temperature": request.temperature,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
+        body: dict[str, Any] = {k: v for k, v in request.extra.items() if k not in OWN_FIELDS}
+        if not request.raw:
+            body["messages"] = request.messages
+        body.update(temperature=request.temperature, stream=True, stream_options={"include_usage": True})
         model = request.model or self._default_model or self._first_served_model()
         if model:
             body["model"] = model
@@ -195,13 +202,14 @@ class ModelClient:
         if stop:
             body["stop"] = stop
         body.update(request.sampling)
+        path = "/v1/completions" if request.raw else "/v1/chat/completions"
         try:
-            return self._send("/v1/chat/completions", body, cancel, on_delta)
+            return self._send(path, body, cancel, on_delta)
         except ModelServerRejected as exc:
             fitted = self._fit_to_context(exc, body)
             if fitted is None:
                 raise self._explain_rejection(exc, model) from None
-            return self._send("/v1/chat/completions", fitted, cancel, on_delta)
+            return self._send(path, fitted, cancel, on_delta)
 
     def served_models(self) -> list[str]:
         """The model ids the server lists at ``/v1/models`` (empty if it lists none)."""
@@ -258,18 +266,18 @@ class ModelClient:
         path: str,
         body: dict[str, Any] | None,
         cancel: Cancel | None = None,
-        on_delta: Callable[[int, str], None] | None = None,
+        on_delta: OnDelta | None = None,
     ) -> Any:
         attempt = 0
         relayed = False
         started = self._clock()
         give_up_at = started + self._deadline
 
-        def relay(index: int, text: str) -> None:
+        def relay(index: int, text: str, extra: dict[str, Any] | None) -> None:
             nonlocal relayed
             relayed = True
             assert on_delta is not None
-            on_delta(index, text)
+            on_delta(index, text, extra)
 
         while True:
             if cancel is not None and cancel.is_set():
@@ -320,7 +328,7 @@ class ModelClient:
         path: str,
         body: dict[str, Any],
         cancel: Cancel | None,
-        on_delta: Callable[[int, str], None] | None,
+        on_delta: OnDelta | None,
         give_up_at: float,
     ) -> Completion:
         timeout, connect_timeout = self._timeouts(give_up_at)
@@ -383,12 +391,12 @@ def _json_or_retry(reply: Reply) -> Any:
 def _read_events(
     reply: Reply,
     cancel: Cancel | None,
-    on_delta: Callable[[int, str], None] | None = None,
+    on_delta: OnDelta | None = None,
     past_deadline: Callable[[], bool] = lambda: False,
 ) -> Completion:
-    """Join the server-sent chunks of a streamed chat completion, per choice."""
-    parts: dict[int, list[str]] = {}
-    finishes: dict[int, str | None] = {}
+    """Join the server-sent chunks of a streamed completion, per choice: the text, the
+    tool calls (their arguments arrive in pieces) and the logprobs."""
+    choices: dict[int, _Choice] = {}
     model = None
     usage = None
     done = False
@@ -409,26 +417,89 @@ def _read_events(
             chunk = json.loads(data)
         except ValueError:
             raise _Retryable(ModelServerFailed("model server sent a chunk that is not JSON")) from None
+        if not isinstance(chunk, dict):
+            continue  # llama.cpp opens a stream of several prompts with "data: null"
         if "error" in chunk:
             error = chunk["error"]
             message = error.get("message") if isinstance(error, dict) else str(error)
             raise _Retryable(ModelServerFailed(f"model server failed mid-answer: {message}"))
         model = chunk.get("model") or model
         usage = chunk.get("usage") or usage
-        for choice in chunk.get("choices") or []:
-            index = int(choice.get("index", 0))
-            content = (choice.get("delta") or {}).get("content")
-            parts.setdefault(index, [])
-            if content:
-                parts[index].append(content)
-                if on_delta is not None:
-                    on_delta(index, content)
-            finishes[index] = choice.get("finish_reason") or finishes.get(index)
-    choices = [
-        {"index": index, "content": "".join(parts[index]), "finish_reason": finishes.get(index)}
-        for index in sorted(parts)
-    ]
-    return Completion(choices=choices or [{"index": 0, "content": "", "finish_reason": None}], model=model, usage=usage)
+        for piece in chunk.get("choices") or []:
+            index = int(piece.get("index", 0))
+            choice = choices.get(index)
+            if choice is None:
+                choice = choices[index] = _Choice(index)
+            text, extra = choice.add(piece)
+            if on_delta is not None and (text or extra):
+                on_delta(index, text, extra)
+    joined = [choices[index].as_dict() for index in sorted(choices)]
+    return Completion(choices=joined or [{"index": 0, "content": "", "finish_reason": None}], model=model, usage=usage)
+
+
+class _Choice:
+    """One choice of a streamed answer, as its pieces arrive."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.parts: list[str] = []
+        self.finish_reason: str | None = None
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.logprobs: dict[str, Any] | None = None
+
+    def add(self, piece: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        """Take one chunk's piece of this choice; return its text and what else it
+        brought (tool-call pieces, logprobs), as a streaming client gets them."""
+        delta = piece.get("delta") or {}
+        text = delta.get("content") if "delta" in piece else piece.get("text")
+        text = text if isinstance(text, str) else ""
+        if text:
+            self.parts.append(text)
+        self.finish_reason = piece.get("finish_reason") or self.finish_reason
+        extra: dict[str, Any] = {}
+        calls = delta.get("tool_calls")
+        if isinstance(calls, list) and calls:
+            extra["tool_calls"] = calls
+            for call in calls:
+                self._add_call(call)
+        logprobs = piece.get("logprobs")
+        if isinstance(logprobs, dict) and logprobs:
+            extra["logprobs"] = logprobs
+            self._add_logprobs(logprobs)
+        return text, extra or None
+
+    def _add_call(self, call: dict[str, Any]) -> None:
+        at = int(call.get("index", len(self.tool_calls)))
+        blank = {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+        whole = self.tool_calls.setdefault(at, blank)
+        if call.get("id"):
+            whole["id"] = call["id"]
+        if call.get("type"):
+            whole["type"] = call["type"]
+        function = call.get("function") or {}
+        if function.get("name"):
+            whole["function"]["name"] = function["name"]
+        if isinstance(function.get("arguments"), str):
+            whole["function"]["arguments"] += function["arguments"]
+
+    def _add_logprobs(self, logprobs: dict[str, Any]) -> None:
+        # Chat: {"content": [...], "refusal": [...]}; completions: parallel lists.
+        if self.logprobs is None:
+            self.logprobs = {}
+        for key, value in logprobs.items():
+            if isinstance(value, list):
+                self.logprobs.setdefault(key, []).extend(value)
+            elif key not in self.logprobs:
+                self.logprobs[key] = value
+
+    def as_dict(self) -> dict[str, Any]:
+        whole: dict[str, Any] = {"index": self.index, "content": "".join(self.parts)}
+        whole["finish_reason"] = self.finish_reason
+        if self.tool_calls:
+            whole["tool_calls"] = [self.tool_calls[at] for at in sorted(self.tool_calls)]
+        if self.logprobs is not None:
+            whole["logprobs"] = self.logprobs
+        return whole
 
 
 def _error_message(reply: Reply) -> str:
@@ -460,15 +531,21 @@ def _retry_after(reply: Reply) -> float | None:
 
 
 def _parse_completion(data: Any) -> Completion:
+    """A whole answer (a server that ignored "stream"): chat or raw completion."""
     try:
-        choices = [
-            {
+        choices = []
+        for i, choice in enumerate(data["choices"]):
+            message = choice["message"] if "text" not in choice else {"content": choice["text"]}
+            whole = {
                 "index": int(choice.get("index", i)),
-                "content": choice["message"].get("content") or "",
+                "content": message.get("content") or "",
                 "finish_reason": choice.get("finish_reason"),
             }
-            for i, choice in enumerate(data["choices"])
-        ]
+            if message.get("tool_calls"):
+                whole["tool_calls"] = message["tool_calls"]
+            if choice.get("logprobs"):
+                whole["logprobs"] = choice["logprobs"]
+            choices.append(whole)
     except (KeyError, TypeError, AttributeError, ValueError):
         raise ModelServerFailed("model server sent an answer without choices[].message") from None
     if not choices:

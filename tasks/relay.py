@@ -1,7 +1,8 @@
 """Relaying a streamed job's answer to the API, piece by piece, through a Redis stream.
 
 The stream ``{REDIS_PREFIX}:stream:{job_id}`` holds one entry per piece (``i``: the
-choice, ``t``: the text) and a last entry ``end`` (JSON: choices with their
+choice, ``t``: the text, ``x``: JSON of the tool-call pieces and logprobs it brought,
+when it did) and a last entry ``end`` (JSON: choices with their
 finish_reason, model, usage). A reader that connects late, or again, reads it from
 the start. It expires with the job's result.
 """
@@ -13,7 +14,7 @@ from typing import Any
 
 import redis
 
-from gateway.contract import STREAM_END, STREAM_INDEX, STREAM_TEXT
+from gateway.contract import STREAM_END, STREAM_EXTRA, STREAM_INDEX, STREAM_TEXT
 from tasks.model_client import Completion
 
 
@@ -26,8 +27,11 @@ class Relay:
         self._ttl = ttl
         self._started = False
 
-    def delta(self, index: int, text: str) -> None:
-        self._add({STREAM_INDEX: index, STREAM_TEXT: text})
+    def delta(self, index: int, text: str, extra: dict[str, Any] | None = None) -> None:
+        fields: dict[str, Any] = {STREAM_INDEX: index, STREAM_TEXT: text}
+        if extra:
+            fields[STREAM_EXTRA] = json.dumps(extra)
+        self._add(fields)
 
     def end(self, completion: Completion) -> None:
         self._add({STREAM_END: json.dumps(completion.as_dict())})

@@ -2,6 +2,14 @@
 
 It records every request it receives and the most requests it held at once. It
 answers "echo: <last message>" so each answer can be checked against its request.
+
+Like vLLM and llama.cpp it also serves the rest of OpenAI's surface, in the same
+echoing way: with `tools` (and the last message not a tool's answer) it calls a tool,
+the first one or the one `tool_choice` names, with ``{"echo": <last message>}`` as
+arguments (streamed in pieces); with `response_format` json_object or json_schema it
+answers ``{"echo": <last message>}`` as JSON; with `logprobs` it gives a logprob per
+word; `/v1/completions` answers each prompt of a list `n` times (with `echo`, the
+prompt first), without a chat template.
 """
 
 from __future__ import annotations
@@ -68,10 +76,16 @@ class FakeModelServer:
         """Bodies of the chat completion requests received."""
         return [r for r in self.requests if r.get("messages") is not None]
 
+    @property
+    def raw_completions(self) -> list[dict[str, Any]]:
+        """Bodies of the (raw) completion requests received at /v1/completions."""
+        return [r for r in self.requests if r.get("prompt") is not None]
+
     def start(self) -> FakeModelServer:
         app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/completions", self._chat, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/stats", self._stats, methods=["GET", "DELETE"]),
                 Route("/settings", self._settings, methods=["PUT"]),
@@ -131,6 +145,16 @@ class FakeModelServer:
         try:
             if self.latency:
                 await asyncio.sleep(self.latency)
+            wider = ("prompt", "tools", "response_format", "logprobs")
+            if any(body.get(name) not in (None, [], False) for name in wider):
+                answer = self._answer(body)  # errors, context checks: as for any request
+                if isinstance(answer, Response):
+                    return answer
+                streaming = bool(body.get("stream"))
+                chunks, usage = _surface_chunks(body, self.models[0])
+                if streaming:
+                    return StreamingResponse(self._events(chunks), media_type="text/event-stream")
+                return JSONResponse(_joined(chunks, usage))
             answer = self._answer(body)
             if isinstance(answer, Response):
                 return answer
@@ -170,6 +194,22 @@ class FakeModelServer:
             else:
                 self.disconnects += 1
 
+    async def _events(self, chunks: list[dict[str, Any]]) -> Any:
+        finished = False
+        try:
+            for chunk in chunks:
+                yield _event(chunk)
+                if self.chunk_delay:
+                    await asyncio.sleep(self.chunk_delay)
+            yield "data: [DONE]\n\n"
+            finished = True
+        finally:
+            self.in_flight -= 1
+            if finished:
+                self.completed_streams += 1
+            else:
+                self.disconnects += 1
+
     async def _pause(self) -> None:
         self.stalling += 1
         try:
@@ -188,8 +228,10 @@ class FakeModelServer:
         model = body.get("model")
         if self.strict_models and model not in self.models:
             return _openai_error(404, f"The model `{model}` does not exist.", "NotFoundError")
-        prompt = body["messages"][-1]["content"]
-        prompt_tokens = sum(len(m["content"].split()) + 4 for m in body["messages"])
+        if body.get("prompt") is not None:
+            return "", "stop", {}
+        prompt = _text(body["messages"][-1]["content"])
+        prompt_tokens = sum(len(_text(m.get("content")).split()) + 4 for m in body["messages"])
         max_tokens = body.get("max_tokens")
         if self.context_size is not None and max_tokens is not None and prompt_tokens + max_tokens > self.context_size:
             return _openai_error(
@@ -216,6 +258,139 @@ class FakeModelServer:
             "total_tokens": prompt_tokens + completion_tokens,
         }
         return content, finish, usage
+
+
+def _text(content: Any) -> str:
+    """A message's text: its content, or its content parts' text joined."""
+    if isinstance(content, list):
+        return " ".join(part["text"] for part in content if isinstance(part, dict) and part.get("text"))
+    return content if isinstance(content, str) else ""
+
+
+def _logprobs_of(words: list[str]) -> list[dict[str, Any]]:
+    return [
+        {"token": word, "logprob": -0.25, "bytes": list(word.encode()),
+         "top_logprobs": [{"token": word, "logprob": -0.25, "bytes": list(word.encode())}]}
+        for word in words
+    ]  # fmt: skip
+
+
+def _surface_chunks(body: dict[str, Any], default_model: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The answer to a request using OpenAI's wider surface, as the chunks a stream
+    sends (joined by `_joined` for a whole answer)."""
+    model = body.get("model") or default_model
+    n = int(body.get("n") or 1)
+    raw = body.get("prompt") is not None
+    base = {"id": "cmpl-fake" if raw else "chatcmpl-fake", "created": int(time.time()), "model": model}
+    base["object"] = "text_completion" if raw else "chat.completion.chunk"
+    chunks: list[dict[str, Any]] = []
+    completion_tokens = 0
+    if raw:
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        for p, prompt in enumerate(prompts):
+            for j in range(n):
+                index = p * n + j
+                words = [*(prompt.split() if body.get("echo") else []), "echo:", *prompt.split()]
+                finish = "stop"
+                if body.get("max_tokens") is not None and len(words) > int(body["max_tokens"]):
+                    words, finish = words[: int(body["max_tokens"])], "length"
+                completion_tokens += len(words)
+                for i, word in enumerate(words):
+                    piece = word if i == 0 else f" {word}"
+                    logprobs = None
+                    if body.get("logprobs") is not None:
+                        logprobs = {"tokens": [piece], "token_logprobs": [-0.25], "top_logprobs": [{piece: -0.25}],
+                                    "text_offset": [len(" ".join(words[:i])) + (1 if i else 0)]}  # fmt: skip
+                    choice = {"index": index, "text": piece, "finish_reason": None, "logprobs": logprobs}
+                    chunks.append({**base, "choices": [choice]})
+                chunks.append({**base, "choices": [{"index": index, "text": "", "finish_reason": finish,
+                                                    "logprobs": None}]})  # fmt: skip
+        prompt_tokens = sum(len(prompt.split()) for prompt in prompts)
+    else:
+        last = body["messages"][-1]
+        prompt = _text(last.get("content"))
+        tools = body.get("tools") or []
+        choice_of = body.get("tool_choice")
+        calling = bool(tools) and last.get("role") != "tool" and choice_of != "none"
+        for index in range(n):
+            chunks.append({**base, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
+                                                "finish_reason": None}]})  # fmt: skip
+            if calling:
+                named = choice_of.get("function", {}).get("name") if isinstance(choice_of, dict) else None
+                name = named or tools[0]["function"]["name"]
+                arguments = json.dumps({"echo": prompt})
+                thirds = [arguments[: len(arguments) // 3], arguments[len(arguments) // 3 : 2 * len(arguments) // 3],
+                          arguments[2 * len(arguments) // 3 :]]  # fmt: skip
+                first = {"index": 0, "id": f"call_{index}", "type": "function",
+                         "function": {"name": name, "arguments": ""}}  # fmt: skip
+                pieces = [first, *({"index": 0, "function": {"arguments": part}} for part in thirds)]
+                for call in pieces:
+                    delta = {"tool_calls": [call]}
+                    chunks.append({**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]})
+                finish = "tool_calls"
+                completion_tokens += 10
+            else:
+                form = (body.get("response_format") or {}).get("type")
+                content = json.dumps({"echo": prompt}) if form in ("json_object", "json_schema") else f"echo: {prompt}"
+                words = content.split(" ")
+                if body.get("max_tokens") is not None and len(words) > int(body["max_tokens"]):
+                    words, finish = words[: int(body["max_tokens"])], "length"
+                else:
+                    finish = "stop"
+                completion_tokens += len(words)
+                for i, word in enumerate(words):
+                    piece = word if i == 0 else f" {word}"
+                    choice: dict[str, Any] = {"index": index, "delta": {"content": piece}, "finish_reason": None}
+                    if body.get("logprobs"):
+                        choice["logprobs"] = {"content": _logprobs_of([piece]), "refusal": None}
+                    chunks.append({**base, "choices": [choice]})
+            chunks.append({**base, "choices": [{"index": index, "delta": {}, "finish_reason": finish}]})
+        prompt_tokens = sum(len(_text(m.get("content")).split()) + 4 for m in body["messages"])
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+             "total_tokens": prompt_tokens + completion_tokens}  # fmt: skip
+    if (body.get("stream_options") or {}).get("include_usage"):
+        chunks.append({**base, "choices": [], "usage": usage})
+    return chunks, usage
+
+
+def _joined(chunks: list[dict[str, Any]], usage: dict[str, int]) -> dict[str, Any]:
+    """A whole answer made of a stream's chunks, as a server sends it without "stream"."""
+    raw = chunks[0]["object"] == "text_completion"
+    choices: dict[int, dict[str, Any]] = {}
+    for chunk in chunks:
+        for piece in chunk["choices"]:
+            whole = choices.setdefault(piece["index"], {"index": piece["index"], "content": "", "calls": {},
+                                                        "finish_reason": None, "logprobs": None})  # fmt: skip
+            delta = piece.get("delta") or {}
+            whole["content"] += (piece.get("text") if raw else delta.get("content")) or ""
+            for call in delta.get("tool_calls") or []:
+                at = whole["calls"].setdefault(call["index"], {"id": "", "type": "function",
+                                                               "function": {"name": "", "arguments": ""}})  # fmt: skip
+                at["id"] = call.get("id") or at["id"]
+                at["function"]["name"] = call.get("function", {}).get("name") or at["function"]["name"]
+                at["function"]["arguments"] += call.get("function", {}).get("arguments") or ""
+            if piece.get("logprobs"):
+                joined = whole["logprobs"] = whole["logprobs"] or {}
+                for key, value in piece["logprobs"].items():
+                    if isinstance(value, list):
+                        joined.setdefault(key, []).extend(value)
+                    else:
+                        joined.setdefault(key, value)
+            whole["finish_reason"] = piece.get("finish_reason") or whole["finish_reason"]
+    out = []
+    for index in sorted(choices):
+        c = choices[index]
+        if raw:
+            out.append({"index": index, "text": c["content"], "finish_reason": c["finish_reason"],
+                        "logprobs": c["logprobs"]})  # fmt: skip
+            continue
+        message: dict[str, Any] = {"role": "assistant", "content": c["content"] or None}
+        if c["calls"]:
+            message["tool_calls"] = [c["calls"][k] for k in sorted(c["calls"])]
+        out.append({"index": index, "message": message, "finish_reason": c["finish_reason"], "logprobs": c["logprobs"]})
+    kind = "text_completion" if raw else "chat.completion"
+    return {"id": chunks[0]["id"], "object": kind, "created": chunks[0]["created"], "model": chunks[0]["model"],
+            "choices": out, "usage": usage}  # fmt: skip
 
 
 def _event(chunk: dict[str, Any]) -> str:

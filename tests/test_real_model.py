@@ -112,3 +112,41 @@ def test_openai_client_on_the_real_model_streamed_and_not(real: Stack) -> None:
     ]
     assert len(pieces) > 3  # token by token, not in one piece
     assert "".join(pieces) == whole.choices[0].message.content  # temperature 0: the same answer
+
+
+def test_a_json_schema_is_enforced_by_the_real_model(real: Stack) -> None:
+    # llama.cpp turns the schema into a grammar: whatever the small model says, it is JSON
+    # of that shape. Through the queue: the response_format travels in the job.
+    import openai
+
+    client = openai.OpenAI(
+        base_url=f"{real.url}/v1", api_key="unused", max_retries=0, timeout=120, _strict_response_validation=True
+    )
+    schema = {
+        "type": "object",
+        "properties": {"colour": {"type": "string", "enum": ["red", "green", "blue"]}, "count": {"type": "integer"}},
+        "required": ["colour", "count"],
+        "additionalProperties": False,
+    }
+    answer = client.chat.completions.create(
+        model="smollm2-135m-instruct",
+        messages=[{"role": "user", "content": "Pick a colour and a number."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "pick", "schema": schema, "strict": True}},
+        max_tokens=40,
+        temperature=0,
+    )
+    picked = json.loads(answer.choices[0].message.content or "")
+    assert set(picked) == {"colour", "count"}
+    assert picked["colour"] in ("red", "green", "blue") and isinstance(picked["count"], int)
+
+
+def test_a_raw_completion_on_the_real_model(real: Stack) -> None:
+    # /v1/completions reaches llama.cpp's own: the prompt is continued, no chat template.
+    import openai
+
+    client = openai.OpenAI(base_url=f"{real.url}/v1", api_key="unused", max_retries=0, timeout=120)
+    answer = client.completions.create(
+        model="smollm2-135m-instruct", prompt=["1, 2, 3, 4,", "a, b, c, d,"], max_tokens=6, temperature=0
+    )
+    assert sorted(choice.index for choice in answer.choices) == [0, 1]
+    assert all(choice.text.strip() for choice in answer.choices)

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import ConfigDep, RegistryDep, RunnerDep
-from api.openai_schemas import ErrorBody, ModelCard, ModelList
+from api.openai_schemas import CHAT_PASSED_ON, COMPLETION_PASSED_ON, ErrorBody, ModelCard, ModelList
 from api.request_models import RequestModels
 from api.routing import GatewayRoute
 from api.runner import JobRunner
@@ -82,8 +82,16 @@ def _whole_answer(kind: str, job_id: str, result: dict[str, Any], model: str | N
     """A finished job's answer as OpenAI's chat.completion or text_completion object."""
 
     def choice(c: dict[str, Any]) -> dict[str, Any]:
-        said = {"message": {"role": "assistant", "content": c["content"]}} if kind == "chat" else {"text": c["content"]}
-        return {"index": c["index"], **said, "finish_reason": c["finish_reason"] or "stop", "logprobs": None}
+        if kind != "chat":
+            said: dict[str, Any] = {"text": c["content"]}
+        else:
+            calls = c.get("tool_calls")
+            message: dict[str, Any] = {"role": "assistant", "content": c["content"] or (None if calls else "")}
+            if calls:
+                message["tool_calls"] = calls
+            said = {"message": message}
+        finish = c["finish_reason"] or ("tool_calls" if c.get("tool_calls") else "stop")
+        return {"index": c["index"], **said, "finish_reason": finish, "logprobs": c.get("logprobs")}
 
     return {
         "id": f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{job_id}",
@@ -126,21 +134,33 @@ def openai_router(models: RequestModels) -> APIRouter:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
         started: set[int] = set()
 
-        def piece(index: int, text: str | None, finish: str | None) -> dict[str, Any]:
+        def piece(
+            index: int, text: str | None, finish: str | None, extra: dict[str, Any] | None = None
+        ) -> dict[str, Any]:
+            logprobs = (extra or {}).get("logprobs")
             if kind != "chat":
-                return {"index": index, "text": text or "", "finish_reason": finish, "logprobs": None}
-            delta: dict[str, Any] = {} if text is None else {"content": text}
-            if text is not None and index not in started:
+                return {"index": index, "text": text or "", "finish_reason": finish, "logprobs": logprobs}
+            delta: dict[str, Any] = {"content": text} if text else {}
+            if extra and extra.get("tool_calls"):
+                delta["tool_calls"] = extra["tool_calls"]
+            if delta and index not in started:
                 started.add(index)
-                delta["role"] = "assistant"
-            return {"index": index, "delta": delta, "finish_reason": finish}
+                delta = {"role": "assistant", **delta}
+            chunk = {"index": index, "delta": delta, "finish_reason": finish}
+            if logprobs is not None:
+                chunk["logprobs"] = logprobs
+            return chunk
 
         def render(event: dict[str, Any]) -> list[str]:
             if "end" not in event:
-                return [sse({**base, "model": model, "choices": [piece(event["index"], event["text"], None)]})]
+                chunk = piece(event["index"], event["text"], None, event.get("extra"))
+                return [sse({**base, "model": model, "choices": [chunk]})]
             end = event["end"]
             final_model = end.get("model") or model
-            ends = [piece(c["index"], None, c["finish_reason"] or "stop") for c in _choices(end)]
+            ends = [
+                piece(c["index"], None, c["finish_reason"] or ("tool_calls" if c.get("tool_calls") else "stop"))
+                for c in _choices(end)
+            ]
             out = [sse({**base, "model": final_model, "choices": ends})]
             if include_usage:
                 out.append(sse({**base, "model": final_model, "choices": [], "usage": _usage(end)}))
@@ -168,10 +188,8 @@ def openai_router(models: RequestModels) -> APIRouter:
     ) -> dict[str, Any] | Response:
         """OpenAI's chat completion, run as an ``llm.chat`` job; streamed with ``stream: true``."""
         job_id = idempotency_key or new_job_id()
-        job = {
-            "meta": body.meta(body.max_completion_tokens or body.max_tokens),
-            "messages": [message.model_dump() for message in body.messages],
-        }
+        request = {"messages": [message.wire() for message in body.messages], **body.passed_on(CHAT_PASSED_ON)}
+        job = {"meta": body.meta(body.max_completion_tokens or body.max_tokens), "openai": request}
         if body.stream:
             return await streamed(runner, TaskName.CHAT, job_id, job, body, "chat")
         result = await runner.run(TaskName.CHAT, job_id, job, config.wait_timeout)
@@ -184,12 +202,13 @@ def openai_router(models: RequestModels) -> APIRouter:
         config: ConfigDep,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any] | Response:
-        """OpenAI's text completion, run as an ``llm.generate`` job (the prompt as one user message)."""
+        """OpenAI's text completion, run as an ``llm.complete`` job: the model server's own
+        /v1/completions, with no chat template."""
         job_id = idempotency_key or new_job_id()
-        job = {"meta": body.meta(body.max_tokens), "content": body.prompt}
+        job = {"meta": body.meta(body.max_tokens), "openai": body.passed_on(COMPLETION_PASSED_ON)}
         if body.stream:
-            return await streamed(runner, TaskName.GENERATE, job_id, job, body, "completion")
-        result = await runner.run(TaskName.GENERATE, job_id, job, config.wait_timeout)
+            return await streamed(runner, TaskName.COMPLETE, job_id, job, body, "completion")
+        result = await runner.run(TaskName.COMPLETE, job_id, job, config.wait_timeout)
         return _whole_answer("completion", job_id, result, body.model)
 
     @router.get("/models", response_model=ModelList, summary="Models", operation_id="models_v1_models_get")

@@ -58,7 +58,7 @@ def spec_stream(runner: JobRunner, job_id: str, events: Any) -> StreamingRespons
             end = event["end"]
             done = {"job_id": job_id, "content": end.get("content", ""), "finish_reason": end.get("finish_reason")}
             return [sse(done, "done")]
-        return [sse({"job_id": job_id, "content": event["text"]})] if event["index"] == 0 else []
+        return [sse({"job_id": job_id, "content": event["text"]})] if event["index"] == 0 and event["text"] else []
 
     def render_error(exc: HTTPException) -> str:
         return sse({"job_id": job_id, "status": exc.status_code, "detail": exc.detail}, "error")

@@ -12,7 +12,10 @@ pytestmark = pytest.mark.integration
 
 
 def client(stack: Stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key="not-needed", max_retries=0, timeout=30)
+    # Strict: every answer must validate against the SDK's own types, field for field.
+    return openai.OpenAI(
+        base_url=f"{stack.url}/v1", api_key="not-needed", max_retries=0, timeout=30, _strict_response_validation=True
+    )
 
 
 def test_chat_completions_create(stack: Stack, fake: FakeModelServer) -> None:
@@ -42,11 +45,13 @@ def test_chat_completions_create(stack: Stack, fake: FakeModelServer) -> None:
     assert sent["messages"][0] == {"role": "system", "content": "Be brief."}
 
 
-def test_completions_create(stack: Stack, fake: FakeModelServer) -> None:
+def test_completions_create_is_a_raw_completion(stack: Stack, fake: FakeModelServer) -> None:
     answer = client(stack).completions.create(model="fake-model", prompt="Once upon a time", max_tokens=3)
     assert answer.choices[0].text == "echo: Once upon"
     assert answer.choices[0].finish_reason == "length"
-    assert fake.completions[0]["messages"] == [{"role": "user", "content": "Once upon a time"}]
+    # The model server's own /v1/completions: no chat template, no messages.
+    (sent,) = fake.raw_completions
+    assert sent["prompt"] == "Once upon a time" and "messages" not in sent and fake.completions == []
 
 
 def test_models_list_names_the_served_models(stack: Stack, fake: FakeModelServer) -> None:

@@ -330,3 +330,44 @@ def test_celerys_per_job_lines_are_off_below_debug(level: int | str, celery_line
     finally:
         for name, value in before.items():
             logging.getLogger(name).setLevel(value)
+
+
+def test_a_raw_completion_of_several_prompts_as_llama_cpp_streams_it(install: Any) -> None:
+    # llama.cpp opens such a stream with "data: null", and interleaves the prompts' pieces.
+    chunks = [
+        {"choices": [{"text": " c", "index": 1, "logprobs": None, "finish_reason": None}]},
+        {"choices": [{"text": " 4", "index": 0, "logprobs": None, "finish_reason": None}]},
+        {"choices": [{"text": "", "index": 1, "logprobs": None, "finish_reason": "length"}]},
+        {"choices": [{"text": ",", "index": 0, "logprobs": None, "finish_reason": None}]},
+        {"choices": [{"text": "", "index": 0, "logprobs": None, "finish_reason": "length"}]},
+    ]
+    body = "data: null\n\n" + "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+    recorder = Recorder(httpx.Response(200, content=body.encode(), headers={"content-type": "text/event-stream"}))
+    install(recorder)
+    answer = llm.complete({"meta": META, "openai": {"prompt": ["1, 2, 3,", "a, b,"], "echo": False}})
+    assert [(c["index"], c["content"], c["finish_reason"]) for c in answer["choices"]] == [
+        (0, " 4,", "length"),
+        (1, " c", "length"),
+    ]
+    assert recorder.paths == ["/v1/completions"]
+    assert recorder.bodies[0]["prompt"] == ["1, 2, 3,", "a, b,"] and "messages" not in recorder.bodies[0]
+
+
+def test_streamed_tool_calls_are_joined_piece_by_piece(install: Any) -> None:
+    calls = [
+        {"index": 0, "id": "call_a", "type": "function", "function": {"name": "f", "arguments": ""}},
+        {"index": 0, "function": {"arguments": '{"x": '}},
+        {"index": 1, "id": "call_b", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+        {"index": 0, "function": {"arguments": "1}"}},
+    ]
+    chunks = [{"choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]} for call in calls]
+    chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+    install(Recorder(httpx.Response(200, content=body.encode(), headers={"content-type": "text/event-stream"})))
+    job = {"meta": META, "openai": {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]}}
+    (choice,) = llm.chat(job)["choices"]
+    assert choice["finish_reason"] == "tool_calls" and choice["content"] == ""
+    assert choice["tool_calls"] == [
+        {"id": "call_a", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}},
+        {"id": "call_b", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+    ]
