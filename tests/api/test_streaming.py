@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from tests.conftest import Stack
-from tests.fake_model_server import FakeModelServer
+from tests.fake_model_server import Failure, FakeModelServer
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +88,30 @@ def test_a_job_that_fails_ends_its_stream_with_an_error(stack: Stack, fake: Fake
     with pytest.raises(openai.APIError, match="does not exist"):
         for _ in client(stack).chat.completions.create(**{**ASK, "model": "gpt-model"}, stream=True):
             pass
+
+
+def _events(stack: Stack, path: str, body: dict) -> list[str]:
+    with httpx.stream("POST", f"{stack.url}{path}", json=body, timeout=30) as answer:
+        assert answer.status_code == 200
+        return [line for line in answer.iter_lines() if line]
+
+
+def test_streams_end_on_the_wire_as_their_clients_expect(stack: Stack, fake: FakeModelServer) -> None:
+    # Read raw, not through a client that forgives a stream that just stops.
+    lines = _events(stack, "/v1/chat/completions", {**ASK, "stream": True})
+    assert lines[-1] == "data: [DONE]" and lines.count("data: [DONE]") == 1
+    lines = _events(stack, "/v1/completions", {"model": "fake-model", "prompt": "x", "stream": True})
+    assert lines[-1] == "data: [DONE]"
+    lines = _events(stack, "/generate", {"content": "x", "stream": True})
+    assert lines[-2] == "event: done" and json.loads(lines[-1].removeprefix("data: "))["finish_reason"] == "stop"
+
+
+def test_a_failed_stream_ends_with_an_error_event_on_the_wire(stack: Stack, fake: FakeModelServer) -> None:
+    fake.failures = [Failure(500, {"error": {"message": "CUDA out of memory"}})] * 6
+    lines = _events(stack, "/v1/chat/completions", {**ASK, "stream": True})
+    error = json.loads(lines[-1].removeprefix("data: "))["error"]
+    assert error["code"] == 502 and "CUDA out of memory" in error["message"] and error["type"]
+    assert "data: [DONE]" not in lines  # an error ends it, as OpenAI's streams end
+    lines = _events(stack, "/generate", {"content": "x", "stream": True})
+    assert lines[-2] == "event: error"
+    assert json.loads(lines[-1].removeprefix("data: "))["status"] == 502
