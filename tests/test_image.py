@@ -220,6 +220,9 @@ def test_the_image_answers_a_job_with_the_compose_commands(started: dict[str, An
     api, worker, flower = started["api"], started["worker"], started["flower"]
     wait_for_output(worker, " ready.", timeout=60)
     wait_for_http(api, f"http://127.0.0.1:{ports['api']}/health", timeout=60)
+    # The interactive docs' scripts are in the image (fastapi-offline's), not on a CDN.
+    script = httpx.get(f"http://127.0.0.1:{ports['api']}/docs-assets/swagger-ui-bundle.js", timeout=10)
+    assert script.status_code == 200 and len(script.content) > 100_000
     answer = httpx.post(
         f"http://127.0.0.1:{ports['api']}/generate", json={"job_id": f"image-{uuid.uuid4().hex}", "content": "built"},
         timeout=60,

@@ -113,3 +113,18 @@ def test_a_job_can_be_followed_through_the_logs_of_api_and_worker(stack: Stack, 
     assert done["finish_reason"] == "stop"
     # The answer's text stays out of the logs (Celery's "succeeded" line carried it).
     assert not any("echo: x" in line["message"] for line in from_worker)
+
+
+def test_the_interactive_docs_need_no_internet(stack: Stack) -> None:
+    # Swagger UI and ReDoc load their scripts from the API itself, not from a CDN: on a
+    # GPU box without internet, /docs and /redoc still work.
+    for page in ("/docs", "/redoc"):
+        html = httpx.get(f"{stack.url}{page}", timeout=10).text
+        assert "http://" not in html and "https://" not in html, page
+        assets = re.findall(r'(?:src|href)="(/[^"]+)"', html)
+        assert any(asset.endswith(".js") for asset in assets), page
+        for asset in assets:
+            answer = httpx.get(f"{stack.url}{asset}", timeout=10)
+            assert answer.status_code == 200 and len(answer.content) > 1000, asset
+    schema = httpx.get(f"{stack.url}/openapi.json", timeout=10).json()
+    assert "/generate" in schema["paths"] and "/docs" not in schema["paths"]

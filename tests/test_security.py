@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import subprocess
@@ -10,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -129,6 +131,23 @@ def test_each_limit_is_a_4xx_naming_it(make_stack: StackFactory, fake: FakeModel
         assert within.status_code == 200, within.text
     assert not wrong, "\n".join(wrong)
     assert len(fake.completions) == 1  # only the request within every limit reached the model
+
+
+@pytest.mark.parametrize("size", [2 * 1024 * 1024, 40 * 1024 * 1024])
+def test_a_client_that_writes_its_whole_body_first_reads_the_413(stack: Stack, size: int) -> None:
+    # Python's http.client (and requests, urllib) send the whole body before reading
+    # the answer: an answer sent over an unread body used to reach them as a reset.
+    address = urlsplit(stack.url)
+    body = json.dumps({"content": "x" * size}).encode()
+    for path in ("/generate", "/v1/chat/completions"):
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+        try:
+            connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+            answer = connection.getresponse()
+            text = answer.read().decode()
+        finally:
+            connection.close()
+        assert answer.status == 413 and "MAX_BODY_BYTES" in text, (path, answer.status, text[:200])
 
 
 @pytest.mark.unit
