@@ -51,10 +51,11 @@ class Body(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _null_is_default(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        defaulted = {name for name, info in cls.model_fields.items() if not info.is_required()}
-        return {key: value for key, value in data.items() if value is not None or key not in defaulted}
+        if not isinstance(data, dict) or not any(value is None for value in data.values()):
+            return data  # the usual case: nothing to drop
+        fields = cls.model_fields
+        return {key: value for key, value in data.items()
+                if value is not None or key not in fields or fields[key].is_required()}  # fmt: skip
 
 
 def new_job_id() -> str:
