@@ -188,11 +188,7 @@ class FakeModelServer:
             yield "data: [DONE]\n\n"
             finished = True
         finally:
-            self.in_flight -= 1
-            if finished:
-                self.completed_streams += 1
-            else:
-                self.disconnects += 1
+            self._stream_ended(finished)
 
     async def _events(self, chunks: list[dict[str, Any]]) -> Any:
         finished = False
@@ -204,11 +200,15 @@ class FakeModelServer:
             yield "data: [DONE]\n\n"
             finished = True
         finally:
-            self.in_flight -= 1
-            if finished:
-                self.completed_streams += 1
-            else:
-                self.disconnects += 1
+            self._stream_ended(finished)
+
+    def _stream_ended(self, finished: bool) -> None:
+        """Count a stream that ended: sent to its end, or closed by the client before."""
+        self.in_flight -= 1
+        if finished:
+            self.completed_streams += 1
+        else:
+            self.disconnects += 1
 
     async def _pause(self) -> None:
         self.stalling += 1
