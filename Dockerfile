@@ -15,6 +15,9 @@ RUN pip install --no-deps /src && pip check && rm -rf /src
 # Nothing of the source tree here: the processes import the installed package.
 WORKDIR /app
 RUN useradd --create-home --uid 1000 gateway
+# The file store (FILE_STORE_URL=/data in compose): a volume mounted here starts out
+# owned by the user the processes run as.
+RUN mkdir /data && chown gateway:gateway /data
 USER gateway
 
 EXPOSE 8000 5555

@@ -7,6 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from api.batches import Batches
+from api.files import Files
 from api.job_queue import JobQueue
 from api.job_store import JobStore
 from api.metrics import Metrics
@@ -56,6 +58,20 @@ async def _config(parts: Annotated[Services, Depends(services)]) -> Config:
     return parts.config
 
 
+async def _files(parts: Annotated[Services, Depends(services)]) -> Files:
+    return parts.files
+
+
+async def _batches(parts: Annotated[Services, Depends(services)]) -> Batches:
+    return parts.batches
+
+
+async def _owner(request: Request) -> str | None:
+    # Set by the guard: the key's name when keys are configured (it sees its own files
+    # and batches only), else None (every one).
+    return getattr(request.state, "owner", None)
+
+
 ServicesDep = Annotated[Services, Depends(services)]
 RunnerDep = Annotated[JobRunner, Depends(_runner)]
 StoreDep = Annotated[JobStore, Depends(_store)]
@@ -63,3 +79,6 @@ RegistryDep = Annotated[Registry, Depends(_registry)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]
 QueueDep = Annotated[JobQueue, Depends(_queue)]
 ConfigDep = Annotated[Config, Depends(_config)]
+FilesDep = Annotated[Files, Depends(_files)]
+BatchesDep = Annotated[Batches, Depends(_batches)]
+OwnerDep = Annotated[str | None, Depends(_owner)]

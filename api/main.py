@@ -6,14 +6,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from importlib.resources import files
+from importlib import resources
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from api.routes import jobs, models, operations
+from api.routes import batches, files, jobs, models, operations
 from api.routes.openai import openai_router
 from api.routes.spec import ERROR_RESPONSES, spec_router
 from api.services import Services
@@ -37,6 +37,8 @@ def get_router(config: Config) -> APIRouter:
     guarded = APIRouter(responses=ERROR_RESPONSES, dependencies=[Depends(parts.guard)])
     guarded.include_router(spec_router(parts.models))
     guarded.include_router(openai_router(parts.models))
+    guarded.include_router(files.router)
+    guarded.include_router(batches.router)
     guarded.include_router(jobs.router)
     guarded.include_router(models.router)
     guarded.include_router(operations.router)
@@ -76,7 +78,7 @@ DOCS_ASSETS = "/docs-assets"
 def add_docs(app: FastAPI) -> None:
     """/docs (Swagger UI) and /redoc with their scripts served by the API itself, not a
     CDN: the interactive docs work on a GPU box without internet."""
-    static = files("fastapi_offline") / "static"
+    static = resources.files("fastapi_offline") / "static"
     app.mount(DOCS_ASSETS, StaticFiles(directory=str(static)), name="docs-assets")
     title = app.title
 

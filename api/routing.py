@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import services_of
 from api.errors import ApiError, cause
+from gateway.config import Config
 
 access = logging.getLogger("api.access")
 
@@ -37,14 +38,19 @@ class GatewayRoute(APIRoute):
         """The response for an error the endpoint raised; None: FastAPI's own."""
         return None
 
+    def body_limit(self, config: Config) -> int:
+        """The largest body the endpoint reads, in bytes."""
+        return config.max_body_bytes
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         endpoint = self.path_format
         answer_error = self.answer_error
+        body_limit = self.body_limit
 
         async def route(request: Request) -> Response:
             parts = services_of(request)
-            limit = parts.config.max_body_bytes
+            limit = body_limit(parts.config)
             started = time.perf_counter()
             status, why = 500, "InternalError"
             try:
@@ -81,7 +87,7 @@ class GatewayRoute(APIRoute):
 
 
 def _message(limit: int) -> str:
-    return f"request body larger than {limit} bytes (MAX_BODY_BYTES)"
+    return f"request body larger than {limit} bytes (MAX_BODY_BYTES; BATCH_MAX_FILE_BYTES for files)"
 
 
 def _client(request: Request) -> str | None:

@@ -74,6 +74,11 @@ class JobRunner:
         if not config.uses_rabbitmq:
             waiter.on_reconnect = self._requeue_unstarted
 
+    @property
+    def process(self) -> str:
+        """This API process's name among all (its reply channel's)."""
+        return self._waiter.reply_channel
+
     async def cancel(self, job_id: str) -> str:
         """Cancel the job (as DELETE /jobs/{id} does): "cancelled", "finished" or "unknown"."""
         return await self._store.cancel(job_id)
@@ -86,13 +91,19 @@ class JobRunner:
         """Queue the job unless its id is taken: by the same job (nothing to do) or another (409)."""
         await self._claim_and_queue(task_name, job_id, job)
 
-    async def run(self, task_name: str, job_id: str, job: dict[str, Any], wait: float) -> dict[str, Any]:
-        """Queue the job (once per job_id) and return its result within `wait` seconds, or raise."""
+    async def run(
+        self, task_name: str, job_id: str, job: dict[str, Any], wait: float, resend: bool = False
+    ) -> dict[str, Any]:
+        """Queue the job (once per job_id) and return its result within `wait` seconds, or raise.
+
+        With `resend`, a job claimed before is queued again unless it has a result (a
+        batch's line driven again after the process that queued it died: its message may
+        never have been sent; a second message of a job is harmless, tasks/running.py)."""
         started = time.monotonic()
         model = self.model_label(job)
         self._metrics.in_flight.inc()
         try:
-            answer = await self._run(task_name, job_id, job, wait)
+            answer = await self._run(task_name, job_id, job, wait, resend)
         except HTTPException as exc:
             self._metrics.observe_failure(model, cause(exc))
             raise
@@ -214,11 +225,15 @@ class JobRunner:
         except UnknownModel:
             return "unknown"
 
-    async def _run(self, task_name: str, job_id: str, job: dict[str, Any], wait: float) -> dict[str, Any]:
+    async def _run(
+        self, task_name: str, job_id: str, job: dict[str, Any], wait: float, resend: bool = False
+    ) -> dict[str, Any]:
         async with self._waiter.expect(job_id) as result:
             # Listening before queuing, so the result cannot be missed; a job_id
             # queued before (a retry, or a duplicate from another API process) is
             # not queued again, and its result may already be stored.
+            if resend:
+                self._maybe_unqueued.add(job_id)
             if not await self._claim_and_queue(task_name, job_id, job, awaited=True):
                 await self._waiter.follow(job_id)
             try:

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from api.batch_keeper import BatchKeeper
+from api.batches import Batches
+from api.files import Files
 from api.guard import Guard
 from api.job_queue import JobQueue
 from api.job_store import JobStore
@@ -17,6 +20,7 @@ from api.request_models import RequestModels, request_models
 from api.result_waiter import ResultWaiter, redis_client
 from api.runner import JobRunner
 from gateway.config import Config
+from gateway.file_store import FileStore
 from gateway.registry import Registry, load_registry
 
 
@@ -34,6 +38,9 @@ class Services:
     runner: JobRunner  # claim, publish, await
     guard: Guard  # keys and rate limit
     models: RequestModels  # the request bodies, with the deployment's limits
+    files: Files  # files, in the file store
+    batches: Batches  # batches, in the file store
+    keeper: BatchKeeper  # drives the unfinished batches
 
     @classmethod
     def build(cls, config: Config) -> Services:
@@ -46,7 +53,14 @@ class Services:
         waiter = ResultWaiter(config, redis)
         runner = JobRunner(config, registry, queue, store, waiter, metrics, redis)
         guard = Guard(config, redis)
-        return cls(config, registry, metrics, redis, queue, store, waiter, runner, guard, request_models(config))
+        models = request_models(config)
+        files = Files(config, FileStore.from_config(config), registry, models)
+        batches = Batches(files)
+        keeper = BatchKeeper(config, batches, files, runner, redis, registry, models)
+        batches.woken = keeper.wake
+        return cls(
+            config, registry, metrics, redis, queue, store, waiter, runner, guard, models, files, batches, keeper
+        )
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Services]:
@@ -56,9 +70,12 @@ class Services:
         await asyncio.get_running_loop().run_in_executor(None, self.queue.warm_up)
         # On a Redis broker, messages lost between the broker and a killed worker.
         sweeper = None if self.config.uses_rabbitmq else asyncio.create_task(self.runner.find_lost())
+        keeper = asyncio.create_task(self.keeper.run_forever(), name="batch keeper")
         try:
             yield self
         finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
             if sweeper is not None:
                 sweeper.cancel()
                 await asyncio.gather(sweeper, return_exceptions=True)

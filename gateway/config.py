@@ -95,6 +95,21 @@ class Config(BaseSettings):
     )
     dead_letter_max: int = Field(100000, ge=1, description="dead letters kept; the oldest go first (RabbitMQ)")
 
+    # Files and batches (gateway/file_store.py, api/batches/).
+    file_store_url: str = Field(
+        "data", description="where files and batches are kept: a directory or s3://bucket/prefix"
+    )
+    file_store_s3_endpoint: str = Field("", description="an S3-compatible server's URL (MinIO, Ceph, ...); empty: AWS")
+    file_store_s3_region: str = ""
+    file_store_s3_key: str = ""
+    file_store_s3_secret: SecretStr | None = None
+    batch_max_file_bytes: int = Field(209_715_200, ge=1024, description="largest file POST /v1/files takes")
+    batch_max_lines: int = Field(50_000, ge=1, description="most requests one batch input file may hold")
+    batch_lines_in_flight: int = Field(
+        32, ge=1, description="lines of one model an API process has queued or running at once, over all batches"
+    )
+    batch_poll_seconds: float = Field(2.0, gt=0, description="how often batches are looked after")
+
     log_format: Literal["json", "text"] = Field("json", description="json: one JSON object per line (gateway/logs.py)")
 
     # Access and limits (api/guard.py).

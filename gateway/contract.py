@@ -75,6 +75,16 @@ class Message(BaseModel):
     content: str
 
 
+class BatchLine(BaseModel):
+    """Which line of which batch a job is (gateway/batch_files.py): its worker keeps
+    the line's answer or failure in the file store."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    line: int
+
+
 class Job(BaseModel):
     """A job as it travels in the task message (its only argument).
 
@@ -99,6 +109,7 @@ class Job(BaseModel):
     # tool_choice, response_format, logprobs, the server's own extensions, ...). `meta`
     # still gives the model, temperature, max_tokens, stop and the sampling parameters.
     openai: dict[str, Any] | None = None
+    batch: BatchLine | None = None  # a line of a batch (POST /v1/batches)
 
     @classmethod
     def parse(cls, raw: Any) -> Job:
@@ -303,6 +314,10 @@ class Keys:
     def rate(self, who: str, window: int) -> str:
         """The count of one client's requests in one minute."""
         return f"{self.prefix}rate:{who}:{window}"
+
+    def batch_lock(self, batch_id: str) -> str:
+        """Held (with a TTL, renewed) by the API process driving the batch."""
+        return f"{self.prefix}batch-lock:{batch_id}"
 
     @property
     def unacked(self) -> str:

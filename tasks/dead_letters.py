@@ -2,7 +2,8 @@
 
 A job that fails (the model server stayed down past its retries and deadline, a
 worker error) is answered with its error, and a copy of its task message goes to
-the queue ``{QUEUE_NAME}.dead``, with why and when in its headers. So do messages a
+the queue ``{QUEUE_NAME}.dead``, with why and when in its headers (but a batch's
+line: its failure is kept in its batch's error file). So do messages a
 worker cannot process (not JSON, no such task, malformed): they are acknowledged
 instead of looping, and kept. Jobs the model server refused as malformed (its 4xx
 answers) are the caller's to fix, and are not kept.
@@ -127,6 +128,9 @@ def _keep_failed_job(
     # own jobs (GET /v1/models) are asked again when needed.
     if sender is None or task_id is None or not is_kept(name) or sender.name in INTERNAL_TASKS:
         return
+    job = args[0] if isinstance(args, (list, tuple)) and args else None
+    if isinstance(job, dict) and job.get("batch"):
+        return  # a batch's line: its failure is in its batch's error file
     reason = f"{name}: {exception}"
     config = current().config
     settled = _settled_after_failure(config, task_id)

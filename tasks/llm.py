@@ -12,6 +12,7 @@ from celery.exceptions import Ignore
 
 from gateway.contract import InvalidJob, Job, TaskName
 from tasks.app import celery_app
+from tasks.batch_lines import LineStopped, run_line
 from tasks.model_client import Cancelled, ChatRequest
 from tasks.relay import Relay
 from tasks.worker import current
@@ -47,6 +48,15 @@ def models(_job: dict[str, Any]) -> dict[str, Any]:
 
 def _complete(task: Task, name: TaskName, raw: dict[str, Any]) -> dict[str, Any]:
     job = Job.parse(raw)
+    if job.batch is None or task.request.id is None:
+        return _run(task, name, job)
+    try:
+        return run_line(current().batch_lines, job.batch, lambda: _run(task, name, job))
+    except LineStopped as stopped:
+        _report_cancelled(task, f"before it started: its batch was {stopped}")
+
+
+def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
     meta = job.meta
     request = ChatRequest(
         messages=job.prompt(name),
@@ -115,5 +125,5 @@ def _timing(job: Job, started: float) -> dict[str, float]:
 
 def _report_cancelled(task: Task, when: str) -> NoReturn:
     log.info("job %s cancelled %s", task.request.id, when)
-    task.send_event("task-revoked", terminated=when != "before it started", signum=None, expired=False)
+    task.send_event("task-revoked", terminated=not when.startswith("before it started"), signum=None, expired=False)
     raise Ignore

@@ -10,7 +10,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from gateway.batch_files import BatchLines
 from gateway.config import Config
+from gateway.file_store import FileStore
 from gateway.registry import Registry, load_registry
 from tasks.model_client import ModelClient
 from tasks.running import RunningJobs
@@ -33,6 +35,7 @@ class Worker:
         # the leases on a Redis broker (set by the wiring before the first job).
         self.unacked_tags = unacked_tags
         self._running: RunningJobs | None = None
+        self._batch_lines: BatchLines | None = None
         self._lock = threading.Lock()
 
     def client(self, route: str | None = None) -> ModelClient:
@@ -50,6 +53,14 @@ class Worker:
                 update = {"inner_llm_url": model.url, "inner_llm_api_key": model.api_key, "default_model": served}
                 client = self._routed[route] = ModelClient(self.config.model_copy(update=update))
             return client
+
+    @property
+    def batch_lines(self) -> BatchLines:
+        """The records of batches' lines, in the file store (FILE_STORE_URL)."""
+        with self._lock:
+            if self._batch_lines is None:
+                self._batch_lines = BatchLines(FileStore.from_config(self.config))
+            return self._batch_lines
 
     @property
     def running(self) -> RunningJobs:

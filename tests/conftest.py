@@ -129,7 +129,9 @@ def _stack_factory(
     made: list[Stack] = []
 
     def make(workers: int = 1, api: bool = True, concurrency: int | None = None, **overrides: str) -> Stack:
-        env = stack_env(broker_env, fake.url, **overrides)
+        # Files and batches in a folder of the stack's own (API and workers share it).
+        files = str(tmp / f"files-{uuid.uuid4().hex[:8]}")
+        env = stack_env(broker_env, fake.url, **{"FILE_STORE_URL": files, **overrides})
         processes = Processes(tmp)
         stack = Stack(env, "", processes)
         made.append(stack)

@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import ConfigDep, RegistryDep, RunnerDep
-from api.openai_schemas import CHAT_PASSED_ON, COMPLETION_PASSED_ON, ErrorBody, ModelCard, ModelList
+from api.openai_jobs import ERROR_TYPES, chat_job, choices, completion_job, usage, whole_answer
+from api.openai_schemas import ErrorBody, ModelCard, ModelList
 from api.request_models import RequestModels
 from api.routing import GatewayRoute
 from api.runner import JobRunner
@@ -25,18 +26,6 @@ from gateway.contract import TaskName
 
 MODELS_CACHE_SECONDS = 30
 
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-    502: "model_server_error",
-    503: "service_unavailable_error",
-    504: "timeout_error",
-}
 
 IdempotencyKey = Annotated[
     str | None, Header(pattern=JOB_ID_PATTERN, description="plays the role of job_id: one job per key")
@@ -62,45 +51,6 @@ class OpenAIRoute(GatewayRoute):
         if isinstance(exc, StarletteHTTPException):  # FastAPI's HTTPException, and Starlette's own
             return openai_error(exc.status_code, str(exc.detail), headers=exc.headers)
         return None
-
-
-def _usage(result: dict[str, Any]) -> dict[str, Any]:
-    usage = result.get("usage") or {}
-    return {
-        "prompt_tokens": int(usage.get("prompt_tokens") or 0),
-        "completion_tokens": int(usage.get("completion_tokens") or 0),
-        "total_tokens": int(usage.get("total_tokens") or 0),
-    }
-
-
-def _choices(result: dict[str, Any]) -> list[dict[str, Any]]:
-    default = {"index": 0, "content": result.get("content", ""), "finish_reason": result.get("finish_reason")}
-    return result.get("choices") or [default]
-
-
-def _whole_answer(kind: str, job_id: str, result: dict[str, Any], model: str | None) -> dict[str, Any]:
-    """A finished job's answer as OpenAI's chat.completion or text_completion object."""
-
-    def choice(c: dict[str, Any]) -> dict[str, Any]:
-        if kind != "chat":
-            said: dict[str, Any] = {"text": c["content"]}
-        else:
-            calls = c.get("tool_calls")
-            message: dict[str, Any] = {"role": "assistant", "content": c["content"] or (None if calls else "")}
-            if calls:
-                message["tool_calls"] = calls
-            said = {"message": message}
-        finish = c["finish_reason"] or ("tool_calls" if c.get("tool_calls") else "stop")
-        return {"index": c["index"], **said, "finish_reason": finish, "logprobs": c.get("logprobs")}
-
-    return {
-        "id": f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{job_id}",
-        "object": "chat.completion" if kind == "chat" else "text_completion",
-        "created": int(time.time()),
-        "model": result.get("model") or model or "",
-        "choices": [choice(c) for c in _choices(result)],
-        "usage": _usage(result),
-    }
 
 
 # The whole answer as JSON, or with "stream": true, chunks as server-sent events.
@@ -159,11 +109,11 @@ def openai_router(models: RequestModels) -> APIRouter:
             final_model = end.get("model") or model
             ends = [
                 piece(c["index"], None, c["finish_reason"] or ("tool_calls" if c.get("tool_calls") else "stop"))
-                for c in _choices(end)
+                for c in choices(end)
             ]
             out = [sse({**base, "model": final_model, "choices": ends})]
             if include_usage:
-                out.append(sse({**base, "model": final_model, "choices": [], "usage": _usage(end)}))
+                out.append(sse({**base, "model": final_model, "choices": [], "usage": usage(end)}))
             return [*out, "data: [DONE]\n\n"]
 
         def render_error(exc: HTTPException) -> str:
@@ -188,12 +138,11 @@ def openai_router(models: RequestModels) -> APIRouter:
     ) -> dict[str, Any] | Response:
         """OpenAI's chat completion, run as an ``llm.chat`` job; streamed with ``stream: true``."""
         job_id = idempotency_key or new_job_id()
-        request = {"messages": [message.wire() for message in body.messages], **body.passed_on(CHAT_PASSED_ON)}
-        job = {"meta": body.meta(body.max_completion_tokens or body.max_tokens), "openai": request}
+        job = chat_job(body)
         if body.stream:
             return await streamed(runner, TaskName.CHAT, job_id, job, body, "chat")
         result = await runner.run(TaskName.CHAT, job_id, job, config.wait_timeout)
-        return _whole_answer("chat", job_id, result, body.model)
+        return whole_answer("chat", job_id, result, body.model)
 
     @router.post("/completions", response_model=None, responses=OPENAI_ANSWERS)
     async def completions(
@@ -205,11 +154,11 @@ def openai_router(models: RequestModels) -> APIRouter:
         """OpenAI's text completion, run as an ``llm.complete`` job: the model server's own
         /v1/completions, with no chat template."""
         job_id = idempotency_key or new_job_id()
-        job = {"meta": body.meta(body.max_tokens), "openai": body.passed_on(COMPLETION_PASSED_ON)}
+        job = completion_job(body)
         if body.stream:
             return await streamed(runner, TaskName.COMPLETE, job_id, job, body, "completion")
         result = await runner.run(TaskName.COMPLETE, job_id, job, config.wait_timeout)
-        return _whole_answer("completion", job_id, result, body.model)
+        return whole_answer("completion", job_id, result, body.model)
 
     @router.get("/models", response_model=ModelList, summary="Models", operation_id="models_v1_models_get")
     async def served_models(runner: RunnerDep, registry: RegistryDep, config: ConfigDep) -> ModelList:

@@ -1,0 +1,394 @@
+"""Driving batches: every API process looks after the unfinished batches (those in the
+file store's ``active/``), each driven by one process at a time (a Redis lock that
+lapses when its process dies, so another takes over).
+
+Driving a batch: its input file is read again, and its lines without a record
+(gateway/batch_files.py) are run as jobs through the job runner, as interactive
+requests are, at priority 0 and with a job id derived from the batch and the line's
+``custom_id``. At most ``BATCH_LINES_IN_FLIGHT`` lines of one model are queued or
+running at once per API process, over all its batches: interactive requests find
+free worker slots and a short queue, whatever the size of a batch. A line's worker
+writes its record before its result goes to Redis: a batch driven again (its
+process died, Redis lost everything) runs only the lines that have none, and
+those it queues again (a second message of a job is harmless).
+
+When every line has its record, or the batch is cancelled or expires, the batch
+is finalized: its output and error files written in OpenAI's format (a cancelled or
+expired batch's lines that never ran are in its error file), its object updated,
+its event sent (webhooks). Finalizing writes the same files again if it is
+interrupted and run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import HTTPException
+from redis.exceptions import RedisError
+
+from api.batch_input import InputLine, ReadInput, read_input
+from api.batches import UNFINISHED, Batches
+from api.errors import BrokerUnavailable, JobCancelled, JobTimedOut, QueueFull, ResultStoreUnavailable, cause
+from api.files import Files
+from api.openai_jobs import ERROR_TYPES, whole_answer
+from api.request_models import RequestModels
+from api.runner import JobRunner
+from gateway.batch_files import ERR, OK, active_marker, file_data, line_job_id, line_record
+from gateway.config import Config
+from gateway.contract import TaskName
+from gateway.registry import Registry
+
+log = logging.getLogger(__name__)
+
+# Holds the lock when it is this process's (or free); answers 1 when held.
+RENEW = """
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+Emit = Callable[[str, str], Any]  # (event type, batch id): a webhook event
+
+
+@dataclass
+class Progress:
+    """A batch's lines as the process driving it counts them (metrics, request_counts)."""
+
+    model: str
+    total: int
+    waiting: int = 0  # not yet queued by the keeper
+    running: int = 0  # queued or running
+    completed: int = 0
+    failed: int = 0
+    stop: str | None = None  # "cancelled", "expired"
+    in_flight: dict[int, str] = field(default_factory=dict)  # line -> job id
+
+
+class BatchKeeper:
+    """Looks after the unfinished batches (one per API process)."""
+
+    def __init__(
+        self,
+        config: Config,
+        batches: Batches,
+        files: Files,
+        runner: JobRunner,
+        redis: aioredis.Redis,
+        registry: Registry,
+        models: RequestModels,
+        emit: Emit | None = None,
+    ) -> None:
+        self._config = config
+        self._batches = batches
+        self._files = files
+        self._runner = runner
+        self._redis = redis
+        self._renew = redis.register_script(RENEW)
+        self._registry = registry
+        self._models = models
+        self._emit = emit
+        self._me = runner.process
+        self._driving: dict[str, asyncio.Task[None]] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._woken: asyncio.Event | None = None
+        self._nudge: asyncio.Event | None = None  # set (and replaced) when woken: batches' watchers look at once
+        self.progress: dict[str, Progress] = {}
+
+    def wake(self) -> None:
+        """Look after the batches now (one was created or cancelled here)."""
+        if self._woken is not None:
+            self._woken.set()
+        if self._nudge is not None:
+            nudged, self._nudge = self._nudge, asyncio.Event()
+            nudged.set()
+
+    async def run_forever(self) -> None:
+        """Every BATCH_POLL_SECONDS (or when woken): drive each unfinished batch no process drives."""
+        self._woken = asyncio.Event()
+        self._nudge = asyncio.Event()
+        try:
+            while True:
+                try:
+                    await self._look_after()
+                except (RedisError, OSError, HTTPException) as exc:
+                    log.warning("could not look after the batches: %s", getattr(exc, "detail", exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._woken.wait(), self._config.batch_poll_seconds)
+                self._woken.clear()
+        finally:
+            for task in self._driving.values():
+                task.cancel()
+            await asyncio.gather(*self._driving.values(), return_exceptions=True)
+
+    async def _look_after(self) -> None:
+        for batch_id in await self._batches.active():
+            driving = self._driving.get(batch_id)
+            if driving is not None and not driving.done():
+                continue
+            if not await self._hold(batch_id):
+                continue
+            self._driving[batch_id] = asyncio.create_task(self._drive(batch_id), name=f"batch {batch_id}")
+
+    async def _hold(self, batch_id: str) -> bool:
+        ttl = max(30, int(self._config.batch_poll_seconds * 5))
+        return bool(await self._renew(keys=[self._config.keys.batch_lock(batch_id)], args=[self._me, ttl]))
+
+    async def _drive(self, batch_id: str) -> None:
+        try:
+            batch = await self._batches.read(batch_id)
+            if batch is None or batch["status"] not in UNFINISHED:
+                await self._files.blocking(self._files.store.delete, active_marker(batch_id))
+                return
+            read = await self._input(batch)
+            if batch["status"] == "validating" and not await self._start(batch, read):
+                return
+            why = await self._run_lines(batch, read.lines)
+            await self._finalize(batch, read.lines, why)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Looked after again at the next poll (by this process or another).
+            log.exception("batch %s could not be driven now", batch_id)
+        finally:
+            self.progress.pop(batch_id, None)
+            with contextlib.suppress(RedisError, OSError):
+                await self._redis.delete(self._config.keys.batch_lock(batch_id))
+
+    async def _input(self, batch: dict[str, Any]) -> ReadInput:
+        def read() -> ReadInput:
+            try:
+                opened = self._files.store.open(file_data(batch["input_file_id"]))
+            except FileNotFoundError:
+                return ReadInput([], [(0, f"input file {batch['input_file_id']} was deleted")])
+            with opened:
+                return read_input(opened, self._config, self._registry, self._models)
+
+        return await self._files.blocking(read)
+
+    async def _start(self, batch: dict[str, Any], read: ReadInput) -> bool:
+        """From validating to in_progress; or failed, with what is wrong."""
+        problems = list(read.problems)
+        problems += [
+            (line.number, f"url {line.url} is not the batch's endpoint {batch['endpoint']}")
+            for line in read.lines
+            if line.url != batch["endpoint"]
+        ]
+        now = int(time.time())
+        if problems or read.too_many:
+            errors = [{"code": "invalid_request", "message": why, "param": None, "line": number or None}
+                      for number, why in problems[:1000]]  # fmt: skip
+            if read.too_many:
+                errors.insert(0, {"code": "too_many_requests", "message": read.refusal(self._config.batch_max_lines),
+                                  "param": None, "line": None})  # fmt: skip
+            batch.update(status="failed", failed_at=now, errors={"object": "list", "data": errors})
+            await self._batches.write(batch)
+            await self._files.blocking(self._files.store.delete, active_marker(batch["id"]))
+            await self._event("batch.failed", batch["id"])
+            return False
+        models = {line.model for line in read.lines}
+        batch.update(status="in_progress", in_progress_at=now, model=models.pop() if len(models) == 1 else None)
+        batch["request_counts"] = {"total": len(read.lines), "completed": 0, "failed": 0}
+        await self._batches.write(batch)
+        log.info("batch %s in progress: %d lines", batch["id"], len(read.lines), extra={"batch": batch["id"]})
+        return True
+
+    def _slot(self, line: InputLine) -> asyncio.Semaphore:
+        key = self._runner.model_label(line.job)
+        slots = self._slots.get(key)
+        if slots is None:
+            slots = self._slots[key] = asyncio.Semaphore(self._config.batch_lines_in_flight)
+        return slots
+
+    async def _run_lines(self, batch: dict[str, Any], lines: list[InputLine]) -> str | None:
+        """Run the lines without a record until each has one: None; or until the batch
+        is stopped: why ("cancelled", "expired")."""
+        batch_id = batch["id"]
+        models = {self._runner.model_label(line.job) for line in lines}
+        progress = self.progress[batch_id] = Progress(",".join(sorted(models)), len(lines))
+        while True:
+            done = await self._files.blocking(self._batches.lines.finished, batch_id)
+            progress.completed = sum(1 for outcome in done.values() if outcome == OK)
+            progress.failed = len(done) - progress.completed
+            pending = deque(line for line in lines if line.index not in done)
+            progress.waiting = len(pending)
+            if pending and not progress.stop:
+                progress.stop = await self._stopped(batch)
+            if not pending or progress.stop:
+                return progress.stop
+            watcher = asyncio.create_task(self._watch(batch, progress))
+            try:
+                runners = min(len(pending), self._config.batch_lines_in_flight)
+                await asyncio.gather(*(self._take_lines(batch, pending, progress) for _ in range(runners)))
+            finally:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+            await self._write_counts(batch, progress)
+
+    async def _take_lines(self, batch: dict[str, Any], pending: deque[InputLine], progress: Progress) -> None:
+        while pending and not progress.stop:
+            line = pending.popleft()
+            async with self._slot(line):
+                if progress.stop:
+                    return
+                progress.waiting -= 1
+                progress.running += 1
+                job_id = line_job_id(batch["id"], line.custom_id)
+                progress.in_flight[line.index] = job_id
+                try:
+                    outcome = await self._run_line(batch, line, job_id, progress)
+                finally:
+                    progress.in_flight.pop(line.index, None)
+                    progress.running -= 1
+            if outcome == OK:
+                progress.completed += 1
+            elif outcome == ERR:
+                progress.failed += 1
+
+    async def _run_line(self, batch: dict[str, Any], line: InputLine, job_id: str, progress: Progress) -> str | None:
+        """Run one line: OK, ERR, or None when its batch stopped first."""
+        job = {**line.job, "batch": {"id": batch["id"], "line": line.index}}
+        backoff = 0.5
+        resend = True  # the first time in this drive: it may have been queued by a process that died
+        while not progress.stop:
+            wait = max(1.0, batch["expires_at"] - time.time())
+            try:
+                await self._runner.run(line.task, job_id, job, wait, resend=resend)
+                return OK
+            except (JobCancelled, JobTimedOut):
+                return None  # stopped (cancelled, or its window passed: the watcher sees it)
+            except (BrokerUnavailable, ResultStoreUnavailable, QueueFull) as exc:
+                log.warning("batch %s line %d not queued now (%s): retried", batch["id"], line.index, exc.detail)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                resend = True
+            except HTTPException as exc:
+                # A failure: recorded by its worker; or refused here before any ran.
+                record = await self._files.blocking(self._batches.lines.read, batch["id"], line.index)
+                if record is None:
+                    await self._files.blocking(
+                        self._batches.lines.write_failure, batch["id"], line.index, cause(exc), str(exc.detail),
+                        exc.status_code,
+                    )  # fmt: skip
+                return ERR
+        return None
+
+    async def _watch(self, batch: dict[str, Any], progress: Progress) -> None:
+        """While lines run: their counts written to the batch's object, the lock kept,
+        and the batch stopped when it is cancelled or its window passes."""
+        written = (-1, -1)
+        while True:
+            if self._nudge is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._nudge.wait(), self._config.batch_poll_seconds)
+            else:
+                await asyncio.sleep(self._config.batch_poll_seconds)
+            with contextlib.suppress(RedisError, OSError):
+                await self._hold(batch["id"])
+            if not progress.stop:
+                progress.stop = await self._stopped(batch)
+            if progress.stop:
+                await self._cancel_in_flight(progress)
+            if (progress.completed, progress.failed) != written:
+                written = (progress.completed, progress.failed)
+                await self._write_counts(batch, progress)
+
+    async def _stopped(self, batch: dict[str, Any]) -> str | None:
+        why = await self._files.blocking(self._batches.lines.stopped, batch["id"])
+        if why is None and time.time() >= batch["expires_at"]:
+            why = "expired"
+            await self._files.blocking(self._batches.lines.stop, batch["id"], why, int(time.time()))
+        if why is not None:
+            log.info("batch %s %s: its lines not finished are stopped", batch["id"], why)
+        return why
+
+    async def _cancel_in_flight(self, progress: Progress) -> None:
+        for job_id in list(progress.in_flight.values()):
+            try:
+                await self._runner.cancel(job_id)
+            except HTTPException as exc:
+                log.warning("could not stop job %s now: %s", job_id, exc.detail)
+
+    async def _write_counts(self, batch: dict[str, Any], progress: Progress) -> None:
+        batch["request_counts"] = {"total": progress.total, "completed": progress.completed, "failed": progress.failed}
+        await self._batches.write(batch)
+
+    async def _finalize(self, batch: dict[str, Any], lines: list[InputLine], why: str | None) -> None:
+        batch_id = batch["id"]
+        now = int(time.time())
+        batch.update(status="finalizing", finalizing_at=now)
+        await self._batches.write(batch)
+        output, errors = await self._files.blocking(self._render, batch, lines, why)
+        owner = batch.get("owner")
+        if output:
+            found = await self._files.write(f"file-{batch_id}-output", f"{batch_id}_output.jsonl", output, owner)
+            batch["output_file_id"] = found["id"]
+        if errors:
+            found = await self._files.write(f"file-{batch_id}-errors", f"{batch_id}_error.jsonl", errors, owner)
+            batch["error_file_id"] = found["id"]
+        completed, failed = output.count(b"\n"), errors.count(b"\n")
+        batch["request_counts"] = {"total": len(lines), "completed": completed, "failed": failed}
+        status = {None: "completed", "cancelled": "cancelled", "expired": "expired"}[why]
+        batch.update(status=status, **{f"{status}_at": int(time.time())})
+        if why == "cancelled":
+            mark = await self._files.blocking(self._batches.lines.stop_mark, batch_id)
+            batch["cancelling_at"] = (mark or {}).get("at")
+        await self._batches.write(batch)
+        await self._files.blocking(self._files.store.delete, active_marker(batch_id))
+        log.info("batch %s %s: %d completed, %d failed", batch_id, status, completed, failed, extra={"batch": batch_id})
+        await self._event(f"batch.{status}", batch_id)
+
+    def _render(self, batch: dict[str, Any], lines: list[InputLine], why: str | None) -> tuple[bytes, bytes]:
+        """The output and error files' content, in the input's order."""
+        batch_id = batch["id"]
+        store = self._files.store
+        finished = self._batches.lines.finished(batch_id)
+        output, errors = [], []
+        for line in lines:
+            job_id = line_job_id(batch_id, line.custom_id)
+            head = {"id": f"batch_req_{hashlib.sha256(job_id.encode()).hexdigest()[:24]}", "custom_id": line.custom_id}
+            outcome = finished.get(line.index)
+            raw = store.get(line_record(batch_id, line.index, outcome)) if outcome else None
+            if raw is None:
+                code = f"batch_{why or 'expired'}"
+                message = {
+                    "batch_cancelled": "This request was not run: its batch was cancelled.",
+                    "batch_expired": "This request could not be executed before the completion window expired.",
+                }.get(code, "This request was not run.")
+                errors.append({**head, "response": None, "error": {"code": code, "message": message}})
+                continue
+            found = json.loads(raw)
+            if outcome == OK:
+                kind = "chat" if line.task == TaskName.CHAT else "completion"
+                body = whole_answer(kind, job_id, found, line.model)
+                response = {"status_code": 200, "request_id": job_id, "body": body}
+                output.append({**head, "response": response, "error": None})
+                continue
+            status = int(found.get("status") or 500)
+            error = {"message": found.get("message"), "type": ERROR_TYPES.get(status, "api_error"), "param": None,
+                     "code": status}  # fmt: skip
+            response = {"status_code": status, "request_id": job_id, "body": {"error": error}}
+            errors.append({**head, "response": response, "error": None})
+
+        def jsonl(records: list[dict[str, Any]]) -> bytes:
+            return b"".join(json.dumps(record).encode() + b"\n" for record in records)
+
+        return jsonl(output), jsonl(errors)
+
+    async def _event(self, kind: str, batch_id: str) -> None:
+        if self._emit is None:
+            return
+        try:
+            await self._emit(kind, batch_id)
+        except Exception:
+            log.exception("could not send the event %s of batch %s", kind, batch_id)

@@ -1,0 +1,138 @@
+"""Batches, as OpenAI's Batch API has them: created from an input file, run line by
+line as jobs (api/batch_keeper.py), finished with an output and an error file.
+
+A batch's object is kept in the file store (gateway/batch_files.py); only the
+process driving it writes it after it is created. Cancelling writes the batch's
+stop mark, which that process (and each worker, before it starts a line) reads: the
+batch shows ``cancelling`` until it is driven to ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from api.errors import ApiError
+from api.files import FileNotFound, Files, sortable_id
+from gateway.batch_files import ACTIVE, BatchLines, active_marker, batch_object
+
+STATUSES = ("validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled")
+UNFINISHED = frozenset({"validating", "in_progress", "finalizing"})
+WINDOWS = {"24h": 24 * 3600}
+PUBLIC = (
+    "id", "object", "endpoint", "errors", "input_file_id", "completion_window", "status", "output_file_id",
+    "error_file_id", "created_at", "in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at",
+    "expired_at", "cancelling_at", "cancelled_at", "request_counts", "metadata", "model", "usage",
+)  # fmt: skip
+
+
+class BatchNotFound(ApiError):
+    status_code = 404
+
+
+class BadBatch(ApiError):
+    status_code = 400
+
+
+class BatchConflict(ApiError):
+    status_code = 409
+
+
+def public(batch: dict[str, Any]) -> dict[str, Any]:
+    """A batch as clients see it (without its owner and what drives it)."""
+    return {name: batch.get(name) for name in PUBLIC}
+
+
+class Batches:
+    """The batches resource (one per API process)."""
+
+    def __init__(self, files: Files) -> None:
+        self._files = files
+        self._store = files.store
+        self.lines = BatchLines(files.store)
+        # Called when a batch is created or cancelled here: the keeper looks at once.
+        self.woken: Callable[[], None] | None = None
+
+    async def create(
+        self, input_file_id: str, endpoint: str, window: str, metadata: dict[str, str] | None, owner: str | None
+    ) -> dict[str, Any]:
+        """A new batch (``validating``): its lines are queued by the keeper."""
+        if window not in WINDOWS:
+            raise BadBatch(f"completion_window: must be one of {', '.join(WINDOWS)}")
+        if endpoint not in ("/v1/chat/completions", "/v1/completions"):
+            raise BadBatch("endpoint: batches run /v1/chat/completions or /v1/completions")
+        pairs = (metadata or {}).items()
+        if len(pairs) > 16 or any(len(k) > 64 or not isinstance(v, str) or len(v) > 512 for k, v in pairs):
+            raise BadBatch("metadata: at most 16 pairs, keys of at most 64 characters, string values of at most 512")
+        try:
+            source = await self._files.get(input_file_id, owner)
+        except FileNotFound:
+            raise BadBatch(f"input_file_id: no file {input_file_id!r}") from None
+        if source.get("purpose") != "batch":
+            raise BadBatch(f"input_file_id: file {input_file_id!r} is not a batch input file (purpose 'batch')")
+        now = int(time.time())
+        batch = {
+            "id": f"batch_{sortable_id()}", "object": "batch", "endpoint": endpoint, "errors": None,
+            "input_file_id": input_file_id, "completion_window": window, "status": "validating",
+            "output_file_id": None, "error_file_id": None, "created_at": now, "in_progress_at": None,
+            "expires_at": now + WINDOWS[window], "finalizing_at": None, "completed_at": None, "failed_at": None,
+            "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+            "request_counts": {"total": int(source.get("lines") or 0), "completed": 0, "failed": 0},
+            "metadata": metadata, "model": None, "usage": None, "owner": owner,
+        }  # fmt: skip
+        await self.write(batch)
+        await self._files.blocking(self._store.put, active_marker(batch["id"]), b"")
+        if self.woken is not None:
+            self.woken()
+        return batch
+
+    async def write(self, batch: dict[str, Any]) -> None:
+        await self._files.blocking(self._store.put, batch_object(batch["id"]), json.dumps(batch).encode())
+
+    async def read(self, batch_id: str) -> dict[str, Any] | None:
+        """The batch as stored (no stop mark applied), or None."""
+        if not batch_id.startswith("batch_") or not batch_id.replace("_", "").isalnum() or len(batch_id) > 100:
+            return None
+        raw = await self._files.blocking(self._store.get, batch_object(batch_id))
+        return json.loads(raw) if raw is not None else None
+
+    async def get(self, batch_id: str, owner: str | None) -> dict[str, Any]:
+        """The batch as it is now; 404 when there is none, or it is another key's."""
+        batch = await self.read(batch_id)
+        if batch is None or (owner is not None and batch.get("owner") != owner):
+            raise BatchNotFound(f"no batch {batch_id!r}")
+        if batch["status"] in UNFINISHED:
+            mark = await self._files.blocking(self.lines.stop_mark, batch_id)
+            if mark is not None and mark.get("why") == "cancelled":
+                batch = {**batch, "status": "cancelling", "cancelling_at": mark.get("at")}
+        return batch
+
+    async def list(self, owner: str | None) -> list[dict[str, Any]]:
+        """The key's batches (every batch, without keys), newest first."""
+        names = await self._files.blocking(self._store.names, "batches")
+        found = []
+        for batch_id in names:
+            batch = await self.read(batch_id)
+            if batch is not None and (owner is None or batch.get("owner") == owner):
+                found.append(batch)
+        found.sort(key=lambda b: b["id"], reverse=True)
+        return [await self.get(b["id"], owner) if b["status"] in UNFINISHED else b for b in found]
+
+    async def cancel(self, batch_id: str, owner: str | None) -> dict[str, Any]:
+        """Stop the batch: lines not started never start, running ones are stopped; 409
+        when it has finished already."""
+        batch = await self.get(batch_id, owner)
+        if batch["status"] == "cancelling":
+            return batch
+        if batch["status"] not in UNFINISHED:
+            raise BatchConflict(f"batch {batch_id!r} has already finished: {batch['status']}")
+        await self._files.blocking(self.lines.stop, batch_id, "cancelled", int(time.time()))
+        if self.woken is not None:
+            self.woken()
+        return await self.get(batch_id, owner)
+
+    async def active(self) -> list[str]:
+        """The batches not finished yet."""
+        return await self._files.blocking(self._store.names, ACTIVE)

@@ -1,0 +1,72 @@
+"""OpenAI's requests as jobs, and jobs' results as OpenAI's answers: what
+``/v1/chat/completions``, ``/v1/completions`` and batches' lines share."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from api.openai_schemas import CHAT_PASSED_ON, COMPLETION_PASSED_ON, ChatCompletionsRequest, CompletionsRequest
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    502: "model_server_error",
+    503: "service_unavailable_error",
+    504: "timeout_error",
+}
+
+
+def chat_job(body: ChatCompletionsRequest) -> dict[str, Any]:
+    """The ``llm.chat`` job of a chat completion request."""
+    request = {"messages": [message.wire() for message in body.messages], **body.passed_on(CHAT_PASSED_ON)}
+    return {"meta": body.meta(body.max_completion_tokens or body.max_tokens), "openai": request}
+
+
+def completion_job(body: CompletionsRequest) -> dict[str, Any]:
+    """The ``llm.complete`` job of a completion request."""
+    return {"meta": body.meta(body.max_tokens), "openai": body.passed_on(COMPLETION_PASSED_ON)}
+
+
+def usage(result: dict[str, Any]) -> dict[str, Any]:
+    usage = result.get("usage") or {}
+    return {
+        "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+        "completion_tokens": int(usage.get("completion_tokens") or 0),
+        "total_tokens": int(usage.get("total_tokens") or 0),
+    }
+
+
+def choices(result: dict[str, Any]) -> list[dict[str, Any]]:
+    default = {"index": 0, "content": result.get("content", ""), "finish_reason": result.get("finish_reason")}
+    return result.get("choices") or [default]
+
+
+def whole_answer(kind: str, job_id: str, result: dict[str, Any], model: str | None) -> dict[str, Any]:
+    """A finished job's answer as OpenAI's chat.completion or text_completion object."""
+
+    def choice(c: dict[str, Any]) -> dict[str, Any]:
+        if kind != "chat":
+            said: dict[str, Any] = {"text": c["content"]}
+        else:
+            calls = c.get("tool_calls")
+            message: dict[str, Any] = {"role": "assistant", "content": c["content"] or (None if calls else "")}
+            if calls:
+                message["tool_calls"] = calls
+            said = {"message": message}
+        finish = c["finish_reason"] or ("tool_calls" if c.get("tool_calls") else "stop")
+        return {"index": c["index"], **said, "finish_reason": finish, "logprobs": c.get("logprobs")}
+
+    return {
+        "id": f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{job_id}",
+        "object": "chat.completion" if kind == "chat" else "text_completion",
+        "created": int(time.time()),
+        "model": result.get("model") or model or "",
+        "choices": [choice(c) for c in choices(result)],
+        "usage": usage(result),
+    }

@@ -1,0 +1,62 @@
+"""OpenAI's Batch API: ``/v1/batches`` (create, list, retrieve, cancel). With API keys
+on, a key sees only its own batches."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.batches import public
+from api.deps import BatchesDep, OwnerDep
+from api.openai_schemas import ErrorBody
+from api.routes.files import listing, page
+from api.routes.openai import OpenAIRoute
+
+BatchId = Annotated[str, Path(pattern=r"^batch_[A-Za-z0-9]{1,100}$")]
+
+router = APIRouter(prefix="/v1", route_class=OpenAIRoute, tags=["batches"], responses={400: {"model": ErrorBody}})
+
+
+class CreateBatch(BaseModel):
+    """Body of ``POST /v1/batches``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input_file_id: str = Field(max_length=200)
+    endpoint: str = Field(description="/v1/chat/completions or /v1/completions")
+    completion_window: str = Field("24h", description="24h")
+    metadata: dict[str, str] | None = None
+
+
+@router.post("/batches")
+async def create_batch(body: CreateBatch, batches: BatchesDep, owner: OwnerDep) -> dict[str, Any]:
+    """Run every request of an uploaded file (purpose ``batch``) as a job, below interactive traffic."""
+    batch = await batches.create(body.input_file_id, body.endpoint, body.completion_window, body.metadata, owner)
+    return public(batch)
+
+
+@router.get("/batches")
+async def list_batches(
+    batches: BatchesDep,
+    owner: OwnerDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> dict[str, Any]:
+    """The batches (of the request's key), newest first."""
+    chosen, more = page(await batches.list(owner), after, limit)
+    return listing([public(b) for b in chosen], more)
+
+
+@router.get("/batches/{batch_id}", responses={404: {"model": ErrorBody}})
+async def get_batch(batch_id: BatchId, batches: BatchesDep, owner: OwnerDep) -> dict[str, Any]:
+    """The batch: its status, its lines' counts, its output and error files once finished."""
+    return public(await batches.get(batch_id, owner))
+
+
+@router.post("/batches/{batch_id}/cancel", responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}})
+async def cancel_batch(batch_id: BatchId, batches: BatchesDep, owner: OwnerDep) -> dict[str, Any]:
+    """Cancel the batch: lines not started never start, running ones are stopped; the
+    output file holds the lines that finished."""
+    return public(await batches.cancel(batch_id, owner))

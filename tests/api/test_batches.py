@@ -1,0 +1,206 @@
+"""OpenAI's Files and Batch API through the queue, as the official `openai` SDK calls
+them (strict response validation): upload, create, retrieve, list, cancel, and the
+output and error files in OpenAI's line format."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.api.test_openai import client
+from tests.conftest import Stack, StackFactory
+from tests.fake_model_server import FakeModelServer
+
+pytestmark = pytest.mark.integration
+
+FINISHED = {"completed", "failed", "expired", "cancelled"}
+
+
+def chat_line(custom_id: str, text: str, **body: Any) -> dict[str, Any]:
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "fake-model", "messages": [{"role": "user", "content": text}], **body},
+    }
+
+
+def jsonl(lines: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+
+
+def upload(sdk: openai.OpenAI, lines: list[dict[str, Any]] | bytes, name: str = "input.jsonl") -> str:
+    content = lines if isinstance(lines, bytes) else jsonl(lines)
+    return sdk.files.create(file=(name, io.BytesIO(content)), purpose="batch").id
+
+
+def wait_until_finished(sdk: openai.OpenAI, batch_id: str, timeout: float = 60) -> openai.types.Batch:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        batch = sdk.batches.retrieve(batch_id)
+        if batch.status in FINISHED:
+            return batch
+        time.sleep(0.2)
+    raise AssertionError(f"batch {batch_id} not finished in {timeout}s: {batch.status} {batch.request_counts}")
+
+
+def file_lines(sdk: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
+    if file_id is None:
+        return []
+    return [json.loads(line) for line in sdk.files.content(file_id).text.splitlines()]
+
+
+def test_a_batch_runs_every_line_once_and_answers_in_openais_format(stack: Stack, fake: FakeModelServer) -> None:
+    sdk = client(stack)
+    lines = [chat_line(f"req-{n}", f"question {n}", max_tokens=20) for n in range(12)]
+    file_id = upload(sdk, lines)
+    assert sdk.files.retrieve(file_id).purpose == "batch"
+    created = sdk.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h", metadata={"run": "eval-1"}
+    )
+    assert created.status == "validating" and created.metadata == {"run": "eval-1"}
+    batch = wait_until_finished(sdk, created.id)
+    assert batch.status == "completed", batch
+    assert batch.request_counts is not None
+    assert (batch.request_counts.total, batch.request_counts.completed, batch.request_counts.failed) == (12, 12, 0)
+    assert batch.in_progress_at and batch.finalizing_at and batch.completed_at and batch.error_file_id is None
+    output = file_lines(sdk, batch.output_file_id)
+    assert [line["custom_id"] for line in output] == [f"req-{n}" for n in range(12)]
+    for n, line in enumerate(output):
+        assert line["error"] is None and line["id"].startswith("batch_req_")
+        response = line["response"]
+        assert response["status_code"] == 200
+        body = openai.types.chat.ChatCompletion.model_validate(response["body"])
+        assert body.choices[0].message.content == f"echo: question {n}"
+    # Each line once on the model server, below interactive traffic.
+    assert sorted(sent["messages"][0]["content"] for sent in fake.completions) == sorted(
+        f"question {n}" for n in range(12)
+    )
+    assert {sent["max_tokens"] for sent in fake.completions} == {20}
+
+
+def test_a_failed_line_is_in_the_error_file_and_the_rest_in_the_output(stack: Stack, fake: FakeModelServer) -> None:
+    sdk = client(stack)
+    fake.strict_models = True  # like vLLM: 404 for a model it does not serve
+    lines = [chat_line("good", "fine"), {**chat_line("bad", "nope"), "body": {
+        "model": "no-such-model", "messages": [{"role": "user", "content": "nope"}]}}]  # fmt: skip
+    batch = sdk.batches.create(
+        input_file_id=upload(sdk, lines), endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    batch = wait_until_finished(sdk, batch.id)
+    assert batch.status == "completed" and batch.request_counts is not None
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (1, 1)
+    (good,) = file_lines(sdk, batch.output_file_id)
+    (bad,) = file_lines(sdk, batch.error_file_id)
+    assert good["custom_id"] == "good" and bad["custom_id"] == "bad"
+    assert bad["response"]["status_code"] == 404 and bad["error"] is None
+    assert "no-such-model" in bad["response"]["body"]["error"]["message"]
+
+
+def test_a_bad_input_file_is_refused_naming_each_line(stack: Stack) -> None:
+    sdk = client(stack)
+    good = chat_line("a", "x")
+    content = jsonl([good]) + b"{not json\n" + jsonl([
+        chat_line("a", "duplicate"),
+        {**chat_line("c", "x"), "url": "/v1/embeddings"},
+        {**chat_line("d", "x"), "method": "GET"},
+        {**chat_line("e", "x"), "body": {"model": "m", "messages": []}},
+        chat_line("f", "x", stream=True),
+    ])  # fmt: skip
+    with pytest.raises(openai.BadRequestError) as refused:
+        upload(sdk, content)
+    message = refused.value.message
+    assert "6 invalid line(s)" in message
+    for number, why in [(2, "not JSON"), (3, "custom_id 'a' is used by an earlier line"), (4, "url: must be one of"),
+                        (5, "method: must be 'POST'"), (6, "body.messages"), (7, "body.stream: a batch's requests are not streamed")]:  # fmt: skip
+        assert f"line {number}: {why}" in message, (number, message)
+    assert all(f.purpose != "batch" or f.bytes != len(content) for f in sdk.files.list())
+
+
+def test_files_are_listed_fetched_and_deleted(stack: Stack) -> None:
+    sdk = client(stack)
+    content = jsonl([chat_line("one", "1"), chat_line("two", "2")])
+    file_id = upload(sdk, content, "mine.jsonl")
+    found = sdk.files.retrieve(file_id)
+    assert (found.filename, found.bytes, found.status) == ("mine.jsonl", len(content), "processed")
+    assert file_id in [f.id for f in sdk.files.list(purpose="batch")]
+    assert sdk.files.content(file_id).content == content
+    deleted = sdk.files.delete(file_id)
+    assert deleted.deleted and deleted.id == file_id
+    with pytest.raises(openai.NotFoundError):
+        sdk.files.retrieve(file_id)
+
+
+def test_batches_are_listed_newest_first_with_pagination(stack: Stack) -> None:
+    sdk = client(stack)
+    file_id = upload(sdk, [chat_line("x", "y")])
+    made = [
+        sdk.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h").id
+        for _ in range(3)
+    ]
+    first = sdk.batches.list(limit=2)
+    assert [b.id for b in first.data] == made[::-1][:2] and first.has_more
+    rest = sdk.batches.list(limit=2, after=first.data[-1].id)
+    assert rest.data[0].id == made[0]
+    for batch_id in made:
+        wait_until_finished(sdk, batch_id)
+
+
+def test_a_cancelled_batch_runs_no_more_lines_and_keeps_those_finished(
+    make_stack: StackFactory, fake: FakeModelServer
+) -> None:
+    stack = make_stack(BATCH_LINES_IN_FLIGHT="2", BATCH_POLL_SECONDS="0.2")
+    sdk = client(stack)
+    fake.latency = 0.5
+    lines = [chat_line(f"req-{n}", f"q{n}") for n in range(40)]
+    batch = sdk.batches.create(input_file_id=upload(sdk, lines), endpoint="/v1/chat/completions",
+                               completion_window="24h")  # fmt: skip
+    deadline = time.monotonic() + 30
+    while len(fake.completions) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    cancelling = sdk.batches.cancel(batch.id)
+    assert cancelling.status in ("cancelling", "cancelled")
+    batch = wait_until_finished(sdk, batch.id)
+    assert batch.status == "cancelled" and batch.cancelled_at and batch.cancelling_at
+    asked = len(fake.completions)
+    output, errors = file_lines(sdk, batch.output_file_id), file_lines(sdk, batch.error_file_id)
+    assert sorted(line["custom_id"] for line in output + errors) == sorted(line["custom_id"] for line in lines)
+    assert 2 <= len(output) < 40 and len(output) <= asked <= len(output) + 2  # the running ones were stopped
+    assert {line["error"]["code"] for line in errors} == {"batch_cancelled"}
+    time.sleep(1.5)
+    assert len(fake.completions) == asked  # nothing more reached the model server
+    with pytest.raises(openai.ConflictError):
+        sdk.batches.cancel(batch.id)
+
+
+def test_with_keys_a_key_sees_only_its_own_files_and_batches(make_stack: StackFactory) -> None:
+    stack = make_stack(API_KEYS="key-of-a,key-of-b")
+
+    def as_key(key: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{stack.url}/v1", api_key=key, max_retries=0, _strict_response_validation=True)
+
+    a, b = as_key("key-of-a"), as_key("key-of-b")
+    file_id = upload(a, [chat_line("x", "y")])
+    batch = a.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert [f.id for f in b.files.list()] == [] and [x.id for x in b.batches.list()] == []
+    for call in (lambda: b.files.retrieve(file_id), lambda: b.files.content(file_id),
+                 lambda: b.batches.retrieve(batch.id), lambda: b.batches.cancel(batch.id)):  # fmt: skip
+        with pytest.raises(openai.NotFoundError):
+            call()
+    with pytest.raises(openai.BadRequestError):  # b cannot run a's file either
+        b.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert wait_until_finished(a, batch.id).status == "completed"
+    assert [f.id for f in a.files.list(purpose="batch")] == [file_id]
+
+
+def test_an_upload_over_the_size_limit_is_refused_with_413(make_stack: StackFactory) -> None:
+    stack = make_stack(workers=0, BATCH_MAX_FILE_BYTES="4096")
+    content = jsonl([chat_line(f"n{n}", "x" * 100) for n in range(60)])
+    answer = httpx.post(f"{stack.url}/v1/files", files={"file": ("big.jsonl", content)}, data={"purpose": "batch"})
+    assert answer.status_code == 413 and "BATCH_MAX_FILE_BYTES" in answer.json()["error"]["message"]
