@@ -148,6 +148,10 @@ class BatchKeeper:
         try:
             batch = await self._batches.read(batch_id)
             if batch is None or batch["status"] not in UNFINISHED:
+                # Finished, but its event may not have been queued (the broker was down,
+                # the process died): queued again (the same event id), then let go.
+                if batch is not None:
+                    await self._event(f"batch.{batch['status']}", batch_id)
                 await self._files.blocking(self._files.store.delete, active_marker(batch_id))
                 return
             read = await self._input(batch)
@@ -193,8 +197,8 @@ class BatchKeeper:
                                   "param": None, "line": None})  # fmt: skip
             batch.update(status="failed", failed_at=now, errors={"object": "list", "data": errors})
             await self._batches.write(batch)
-            await self._files.blocking(self._files.store.delete, active_marker(batch["id"]))
             await self._event("batch.failed", batch["id"])
+            await self._files.blocking(self._files.store.delete, active_marker(batch["id"]))
             return False
         models = {line.model for line in read.lines}
         batch.update(status="in_progress", in_progress_at=now, model=models.pop() if len(models) == 1 else None)
@@ -344,9 +348,9 @@ class BatchKeeper:
             mark = await self._files.blocking(self._batches.lines.stop_mark, batch_id)
             batch["cancelling_at"] = (mark or {}).get("at")
         await self._batches.write(batch)
-        await self._files.blocking(self._files.store.delete, active_marker(batch_id))
         log.info("batch %s %s: %d completed, %d failed", batch_id, status, completed, failed, extra={"batch": batch_id})
         await self._event(f"batch.{status}", batch_id)
+        await self._files.blocking(self._files.store.delete, active_marker(batch_id))
 
     def _render(self, batch: dict[str, Any], lines: list[InputLine], why: str | None) -> tuple[bytes, bytes]:
         """The output and error files' content, in the input's order."""
@@ -386,9 +390,7 @@ class BatchKeeper:
         return jsonl(output), jsonl(errors)
 
     async def _event(self, kind: str, batch_id: str) -> None:
-        if self._emit is None:
-            return
-        try:
+        """Queue the batch's event; raises when it could not (the batch stays active, and
+        its event is queued again at the next look)."""
+        if self._emit is not None:
             await self._emit(kind, batch_id)
-        except Exception:
-            log.exception("could not send the event %s of batch %s", kind, batch_id)

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.batches import Batches
+from api.events import Events
 from api.files import Files
 from api.job_queue import JobQueue
 from api.job_store import JobStore
@@ -66,6 +67,10 @@ async def _batches(parts: Annotated[Services, Depends(services)]) -> Batches:
     return parts.batches
 
 
+async def _events(parts: Annotated[Services, Depends(services)]) -> Events:
+    return parts.events
+
+
 async def _owner(request: Request) -> str | None:
     # Set by the guard: the key's name when keys are configured (it sees its own files
     # and batches only), else None (every one).
@@ -81,4 +86,5 @@ QueueDep = Annotated[JobQueue, Depends(_queue)]
 ConfigDep = Annotated[Config, Depends(_config)]
 FilesDep = Annotated[Files, Depends(_files)]
 BatchesDep = Annotated[Batches, Depends(_batches)]
+EventsDep = Annotated[Events, Depends(_events)]
 OwnerDep = Annotated[str | None, Depends(_owner)]

@@ -15,6 +15,7 @@ from kombu.exceptions import KombuError, OperationalError
 from api.errors import BrokerUnavailable
 from gateway.celery_settings import celery_settings, priority_for
 from gateway.config import Config
+from gateway.webhooks import Endpoint, emit
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,15 @@ class JobQueue:
         except (OperationalError, KombuError, OSError) as exc:
             log.warning("could not publish job %s: %s", job_id, exc)
             raise BrokerUnavailable(f"broker ({self._where}) unavailable: job not queued") from None
+
+    async def send_event(self, endpoints: list[Endpoint], kind: str, object_id: str) -> None:
+        """Queue the deliveries of one webhook event (gateway/webhooks.py)."""
+        send = partial(emit, self._celery, self._config, endpoints, kind, object_id)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, send)
+        except (OperationalError, KombuError, OSError) as exc:
+            log.warning("could not queue the webhook event %s of %s: %s", kind, object_id, exc)
+            raise BrokerUnavailable(f"broker ({self._where}) unavailable: webhook event not queued") from None
 
     def depths(self, queues: list[str]) -> dict[str, int]:
         """Messages waiting in each queue (-1 for a queue the broker could not count)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,8 @@ from api.errors import QueueFull, ResultStoreUnavailable, error_for_failure
 from gateway.config import Config
 from gateway.contract import CANCEL, CLAIM, STATUS_NAMES, JobField, cancelled_result
 
+log = logging.getLogger(__name__)
+
 QUEUE_FULL_RETRY_AFTER = 2  # seconds a refused client is asked to wait
 
 
@@ -28,7 +31,7 @@ def fingerprint(task_name: str, job: dict[str, Any]) -> str:
 
     Whether the answer is streamed is not part of it: a job asked for again may be
     streamed or not, whichever way it first ran."""
-    same = {key: value for key, value in job.items() if key not in ("stream", "accepted_at")}
+    same = {key: value for key, value in job.items() if key not in ("stream", "accepted_at", "notify")}
     canonical = json.dumps([task_name, same], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -87,6 +90,20 @@ class JobStore:
             except (RedisError, OSError):
                 return False
         return True
+
+    async def mark_notified(self, job_id: str) -> None:
+        """Remember that the job's end is sent to webhooks (its cancellation by the API)."""
+        try:
+            await self._store.hset(self._config.keys.job(job_id), JobField.NOTIFY, "1")
+        except (RedisError, OSError) as exc:
+            log.warning("could not mark job %s for webhooks: %s", job_id, exc)
+
+    async def notified(self, job_id: str) -> bool:
+        """Whether the job's end is sent to webhooks."""
+        try:
+            return bool(await self._store.hexists(self._config.keys.job(job_id), JobField.NOTIFY))
+        except (RedisError, OSError):
+            return False
 
     async def cancel(self, job_id: str) -> str:
         """Cancel the job: "cancelled", or "finished" (it has a result) or "unknown"."""

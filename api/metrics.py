@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -49,6 +49,10 @@ class Metrics:
         self.in_flight = Gauge("llm_api_jobs_in_flight", "Jobs this API process is awaiting", registry=r)
         self._waiting: dict[str, int] = {}
         r.register(_Waiting(self._waiting))
+        self._webhooks: dict[tuple[str, str], int] = {}
+        r.register(_Webhooks(self._webhooks))
+        self._batches: dict[tuple[str, str, str], int] = {}
+        r.register(_Batches(self._batches))
 
     def observe_answer(self, model: str, result: dict[str, Any], seconds: float | None) -> None:
         """A job answered: its model, its result (usage, timing), seconds since accepted."""
@@ -66,10 +70,18 @@ class Metrics:
         """A job request answered with an error (counted by cause with every error, by the route)."""
         self.jobs.labels(model, cause).inc()
 
-    def render(self, waiting: dict[str, int]) -> bytes:
-        """The text format, with `waiting` (jobs per queue) as read just before."""
-        self._waiting.clear()
-        self._waiting.update(waiting)
+    def render(
+        self,
+        waiting: dict[str, int],
+        webhooks: dict[tuple[str, str], int] | None = None,
+        batches: dict[tuple[str, str, str], int] | None = None,
+    ) -> bytes:
+        """The text format, with what was read just before: `waiting` (jobs per queue),
+        `webhooks` (deliveries per endpoint and outcome, over all workers), `batches`
+        (lines per batch, model and state, of the batches this process drives)."""
+        for mine, read in ((self._waiting, waiting), (self._webhooks, webhooks), (self._batches, batches)):
+            mine.clear()
+            mine.update(read or {})  # type: ignore[attr-defined]
         return generate_latest(self.registry)
 
 
@@ -82,4 +94,35 @@ class _Waiting(Collector):
                                    labels=["queue"])  # fmt: skip
         for queue, count in sorted(self._waiting.items()):
             family.add_metric([queue], count)
+        yield family
+
+
+class _Webhooks(Collector):
+    def __init__(self, counts: dict[tuple[str, str], int]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "llm_api_webhook_deliveries",
+            "Webhook delivery tries by endpoint and outcome (delivered, failed_try, gave_up), over all workers",
+            labels=["endpoint", "outcome"],
+        )
+        for (endpoint, outcome), count in sorted(self._counts.items()):
+            family.add_metric([endpoint, outcome], count)
+        yield family
+
+
+class _Batches(Collector):
+    def __init__(self, lines: dict[tuple[str, str, str], int]) -> None:
+        self._lines = lines
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "llm_api_batch_lines",
+            "Lines of the batches this API process drives, by batch, model and state"
+            " (waiting: not queued yet; running: queued or running; completed; failed)",
+            labels=["batch", "model", "state"],
+        )
+        for (batch, model, state), count in sorted(self._lines.items()):
+            family.add_metric([batch, model, state], count)
         yield family

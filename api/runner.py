@@ -71,6 +71,8 @@ class JobRunner:
         # Jobs this process refused with 503 after their claim may have been made: a
         # resend of one is queued again rather than left waiting for a job never queued.
         self._maybe_unqueued = _RecentIds(10_000)
+        # Whether jobs submitted without waiting have their end sent to webhooks.
+        self.notify_jobs = False
         if not config.uses_rabbitmq:
             waiter.on_reconnect = self._requeue_unstarted
 
@@ -87,9 +89,13 @@ class JobRunner:
         """Close the stream readers' connections."""
         await self._stream_reader.aclose()
 
-    async def submit(self, task_name: str, job_id: str, job: dict[str, Any]) -> None:
-        """Queue the job unless its id is taken: by the same job (nothing to do) or another (409)."""
-        await self._claim_and_queue(task_name, job_id, job)
+    async def submit(self, task_name: str, job_id: str, job: dict[str, Any], notify: bool = False) -> None:
+        """Queue the job unless its id is taken: by the same job (nothing to do) or another (409).
+        With `notify`, its end is sent to the webhooks that take jobs' events."""
+        if notify:
+            job = {**job, "notify": True}
+        if await self._claim_and_queue(task_name, job_id, job) and notify:
+            await self._store.mark_notified(job_id)
 
     async def run(
         self, task_name: str, job_id: str, job: dict[str, Any], wait: float, resend: bool = False

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from api.batch_keeper import BatchKeeper
 from api.batches import Batches
+from api.events import Events
 from api.files import Files
 from api.guard import Guard
 from api.job_queue import JobQueue
@@ -41,6 +42,7 @@ class Services:
     files: Files  # files, in the file store
     batches: Batches  # batches, in the file store
     keeper: BatchKeeper  # drives the unfinished batches
+    events: Events  # webhook events
 
     @classmethod
     def build(cls, config: Config) -> Services:
@@ -56,11 +58,14 @@ class Services:
         models = request_models(config)
         files = Files(config, FileStore.from_config(config), registry, models)
         batches = Batches(files)
-        keeper = BatchKeeper(config, batches, files, runner, redis, registry, models)
+        events = Events(config, queue)
+        runner.notify_jobs = events.for_jobs
+        keeper = BatchKeeper(config, batches, files, runner, redis, registry, models, events.emit)
         batches.woken = keeper.wake
         return cls(
-            config, registry, metrics, redis, queue, store, waiter, runner, guard, models, files, batches, keeper
-        )
+            config, registry, metrics, redis, queue, store, waiter, runner, guard, models, files, batches, keeper,
+            events,
+        )  # fmt: skip
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Services]:

@@ -34,7 +34,9 @@ def celery_settings(config: Config) -> dict[str, Any]:
         # longer than its consumer timeout (30 min by default), and hands the message out
         # again: give this queue's consumers more than the longest job. Older servers
         # ignore the argument; the job lease keeps a second run from starting there.
-        consumer_arguments = {"x-consumer-timeout": int(config.longest_job * 2 * 1000)}
+        # A webhook delivery waiting for its next try is held too (WEBHOOK_MAX_BACKOFF).
+        held = max(config.longest_job, config.webhook_max_backoff)
+        consumer_arguments = {"x-consumer-timeout": int(held * 2 * 1000)}
     else:
         # A Redis broker hands an unacknowledged message out again once it is older than
         # the visibility timeout. Workers renew the messages they hold (tasks/running.py),
@@ -70,7 +72,8 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "task_default_exchange": queue,
         "task_default_routing_key": queue,
         # The queues of the models this process serves: all of them for the API (it
-        # publishes to each), those of WORKER_MODELS for a worker started with it.
+        # publishes to each), those of WORKER_MODELS for a worker started with it; and
+        # the webhook deliveries' queue.
         "task_queues": tuple(
             Queue(
                 name,
@@ -80,7 +83,8 @@ def celery_settings(config: Config) -> dict[str, Any]:
                 queue_arguments=queue_arguments,
                 consumer_arguments=consumer_arguments,
             )
-            for name in registry.queues_for(config.worker_models)
+            # Webhook deliveries: on every worker, whatever its models.
+            for name in [*registry.queues_for(config.worker_models), config.webhook_queue]
         ),
         "task_default_delivery_mode": "persistent",
         "task_serializer": "json",

@@ -110,6 +110,14 @@ class Config(BaseSettings):
     )
     batch_poll_seconds: float = Field(2.0, gt=0, description="how often batches are looked after")
 
+    # Webhooks (gateway/webhooks.py, tasks/webhooks.py).
+    webhooks: SecretStr | None = Field(None, description="the webhook endpoints as inline JSON (see WEBHOOKS_FILE)")
+    webhooks_file: str = Field("", description="the webhook endpoints: a YAML or JSON file (url, secret, events)")
+    webhook_allow_private: bool = Field(False, description="allow webhook URLs of private and loopback addresses")
+    webhook_timeout: float = Field(10.0, gt=0, description="seconds one delivery may take, connecting included")
+    webhook_retry_hours: float = Field(72.0, gt=0, description="hours a delivery is retried before it gives up")
+    webhook_max_backoff: float = Field(600.0, gt=0, description="longest wait between two tries, in seconds")
+
     log_format: Literal["json", "text"] = Field("json", description="json: one JSON object per line (gateway/logs.py)")
 
     # Access and limits (api/guard.py).
@@ -194,6 +202,11 @@ class Config(BaseSettings):
     def dead_letter_queue(self) -> str:
         """The queue failed and unprocessable jobs are kept in, to list and replay."""
         return f"{self.queue_name}.dead"
+
+    @property
+    def webhook_queue(self) -> str:
+        """The queue webhook deliveries wait in (every worker takes from it)."""
+        return f"{self.queue_name}.webhooks"
 
     @property
     def longest_job(self) -> float:

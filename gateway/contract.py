@@ -32,11 +32,14 @@ class TaskName(StrEnum):
     CHAT = "llm.chat"  # continue `messages` (or the OpenAI request in `openai`)
     COMPLETE = "llm.complete"  # a raw completion of the OpenAI request in `openai` (no chat template)
     MODELS = "llm.models"  # list the model server's models (the gateway's own job)
+    WEBHOOK = "webhook.deliver"  # send one event to one webhook endpoint (retried with backoff)
 
 
 # Jobs the gateway makes for itself: answered from the model server again when
 # needed, never kept as dead letters.
 INTERNAL_TASKS = frozenset({TaskName.MODELS})
+# Tasks that are not jobs (no claim, no result anyone awaits).
+NOT_JOBS = frozenset({TaskName.WEBHOOK})
 
 # The job payload.
 
@@ -110,6 +113,9 @@ class Job(BaseModel):
     # still gives the model, temperature, max_tokens, stop and the sampling parameters.
     openai: dict[str, Any] | None = None
     batch: BatchLine | None = None  # a line of a batch (POST /v1/batches)
+    # Submitted without waiting, with webhooks for jobs configured: its worker sends
+    # job.succeeded or job.failed once its result is stored. Not part of its fingerprint.
+    notify: bool = False
 
     @classmethod
     def parse(cls, raw: Any) -> Job:
@@ -271,6 +277,7 @@ class JobField(StrEnum):
     STARTED_AT = "started_at"  # set by the worker that starts it
     CANCELLED_AT = "cancelled_at"
     REPLY_TO = "reply_to"  # the channel of the API process awaiting it
+    NOTIFY = "notify"  # set when its end is sent to webhooks (job.cancelled is sent by the API)
 
 
 class Keys:
@@ -318,6 +325,11 @@ class Keys:
     def batch_lock(self, batch_id: str) -> str:
         """Held (with a TTL, renewed) by the API process driving the batch."""
         return f"{self.prefix}batch-lock:{batch_id}"
+
+    @property
+    def webhook_counts(self) -> str:
+        """A hash of webhook deliveries by endpoint and outcome ("{name}|delivered", ...)."""
+        return f"{self.prefix}webhook-counts"
 
     @property
     def unacked(self) -> str:

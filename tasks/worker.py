@@ -14,6 +14,7 @@ from gateway.batch_files import BatchLines
 from gateway.config import Config
 from gateway.file_store import FileStore
 from gateway.registry import Registry, load_registry
+from gateway.webhooks import Endpoint, load_endpoints
 from tasks.model_client import ModelClient
 from tasks.running import RunningJobs
 
@@ -36,6 +37,8 @@ class Worker:
         self.unacked_tags = unacked_tags
         self._running: RunningJobs | None = None
         self._batch_lines: BatchLines | None = None
+        # The webhook endpoints, by name (WEBHOOKS, WEBHOOKS_FILE).
+        self.webhooks: dict[str, Endpoint] = {e.name: e for e in load_endpoints(config)}
         self._lock = threading.Lock()
 
     def client(self, route: str | None = None) -> ModelClient:

@@ -5,14 +5,17 @@ need no key: their router is outside the guarded one."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from redis.exceptions import RedisError
 
 from api.deps import MetricsDep, QueueDep, RegistryDep, ServicesDep
 from api.readiness import readiness
 
+log = logging.getLogger(__name__)
 probes = APIRouter(tags=["health"])
 router = APIRouter(tags=["operations"])
 
@@ -31,7 +34,20 @@ async def ready(parts: ServicesDep) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(metrics: MetricsDep, queue: QueueDep, registry: RegistryDep) -> Response:
-    """Prometheus metrics of this API process, and the jobs waiting in each queue."""
+async def metrics(parts: ServicesDep, metrics: MetricsDep, queue: QueueDep, registry: RegistryDep) -> Response:
+    """Prometheus metrics of this API process, the jobs waiting in each queue, the
+    webhook deliveries (all workers'), the lines of the batches this process drives."""
     waiting = await asyncio.get_running_loop().run_in_executor(None, queue.depths, registry.queues)
-    return Response(metrics.render(waiting), media_type=CONTENT_TYPE_LATEST)
+    webhooks: dict[tuple[str, str], int] = {}
+    try:
+        for field, count in (await parts.redis.hgetall(parts.config.keys.webhook_counts)).items():
+            endpoint, _, outcome = field.decode().rpartition("|")
+            webhooks[(endpoint, outcome)] = int(count)
+    except (RedisError, OSError, ValueError) as exc:
+        log.warning("could not read the webhook counts: %s", exc)
+    batches = {
+        (batch_id, progress.model, state): getattr(progress, state)
+        for batch_id, progress in list(parts.keeper.progress.items())
+        for state in ("waiting", "running", "completed", "failed")
+    }
+    return Response(metrics.render(waiting, webhooks, batches), media_type=CONTENT_TYPE_LATEST)

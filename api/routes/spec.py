@@ -88,7 +88,7 @@ async def answer(
         return spec_stream(runner, job_id, await open_stream(runner, task, job_id, job))
     seconds = config.wait_timeout if wait is None else min(wait, config.wait_timeout)
     if seconds == 0 or "respond-async" in (prefer or "").lower():
-        await runner.submit(task, job_id, job)
+        await runner.submit(task, job_id, job, notify=runner.notify_jobs)
         url = str(request.url_for("job_status", job_id=job_id))
         accepted = JobAccepted(job_id=job_id, status="queued", status_url=url)
         return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": url})

@@ -117,8 +117,14 @@ def test_a_bad_input_file_is_refused_naming_each_line(stack: Stack) -> None:
         upload(sdk, content)
     message = refused.value.message
     assert "6 invalid line(s)" in message
-    for number, why in [(2, "not JSON"), (3, "custom_id 'a' is used by an earlier line"), (4, "url: must be one of"),
-                        (5, "method: must be 'POST'"), (6, "body.messages"), (7, "body.stream: a batch's requests are not streamed")]:  # fmt: skip
+    for number, why in [
+        (2, "not JSON"),
+        (3, "custom_id 'a' is used by an earlier line"),
+        (4, "url: must be one of"),
+        (5, "method: must be 'POST'"),
+        (6, "body.messages"),
+        (7, "body.stream: a batch's requests are not streamed"),
+    ]:
         assert f"line {number}: {why}" in message, (number, message)
     assert all(f.purpose != "batch" or f.bytes != len(content) for f in sdk.files.list())
 

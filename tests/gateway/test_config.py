@@ -101,14 +101,17 @@ def test_without_rabbitmq_the_broker_is_redis_and_held_messages_are_leased() -> 
 
 def test_rabbitmq_consumers_may_hold_a_message_longer_than_the_longest_job() -> None:
     config = Config(_env_file=None, rabbit_mq_host="mq", llm_deadline=3600)  # type: ignore[call-arg]
-    (queue,) = celery_settings(config)["task_queues"]
+    queue, webhooks = celery_settings(config)["task_queues"]
     assert queue.consumer_arguments["x-consumer-timeout"] > 3600 * 1000
+    # A webhook delivery waiting for its next try is held by a worker (Celery's countdown).
+    assert webhooks.name == "llm-api-queue.webhooks"
+    assert webhooks.consumer_arguments["x-consumer-timeout"] > config.webhook_max_backoff * 1000
 
 
 def test_celery_settings_make_long_jobs_safe() -> None:
     config = Config(_env_file=None, rabbit_mq_host="mq", queue_name="jobs", worker_concurrency=80)  # type: ignore[call-arg]
     settings = celery_settings(config)
-    (queue,) = settings["task_queues"]
+    queue, _webhooks = settings["task_queues"]
     assert (queue.name, queue.durable, settings["task_default_queue"]) == ("jobs", True, "jobs")
     assert settings["task_acks_late"]
     assert settings["worker_prefetch_multiplier"] == 1
