@@ -20,7 +20,20 @@ from gateway.batch_files import ACTIVE, BatchLines, active_marker, batch_object
 
 STATUSES = ("validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled")
 UNFINISHED = frozenset({"validating", "in_progress", "finalizing"})
-WINDOWS = {"24h": 24 * 3600}
+MAX_WINDOW = 7 * 24 * 3600
+UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def window_seconds(window: str) -> int | None:
+    """The seconds a completion window gives: OpenAI's "24h", or (beyond OpenAI) any
+    "<n>s", "<n>m" or "<n>h" up to 168h; None when it is not one."""
+    number, unit = window[:-1], window[-1:]
+    if unit not in UNITS or not number.isdigit():
+        return None
+    seconds = int(number) * UNITS[unit]
+    return seconds if 0 < seconds <= MAX_WINDOW else None
+
+
 PUBLIC = (
     "id", "object", "endpoint", "errors", "input_file_id", "completion_window", "status", "output_file_id",
     "error_file_id", "created_at", "in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at",
@@ -59,8 +72,9 @@ class Batches:
         self, input_file_id: str, endpoint: str, window: str, metadata: dict[str, str] | None, owner: str | None
     ) -> dict[str, Any]:
         """A new batch (``validating``): its lines are queued by the keeper."""
-        if window not in WINDOWS:
-            raise BadBatch(f"completion_window: must be one of {', '.join(WINDOWS)}")
+        seconds = window_seconds(window)
+        if seconds is None:
+            raise BadBatch("completion_window: '24h' (or, beyond OpenAI, a duration such as '90m' up to '168h')")
         if endpoint not in ("/v1/chat/completions", "/v1/completions"):
             raise BadBatch("endpoint: batches run /v1/chat/completions or /v1/completions")
         pairs = (metadata or {}).items()
@@ -77,7 +91,7 @@ class Batches:
             "id": f"batch_{sortable_id()}", "object": "batch", "endpoint": endpoint, "errors": None,
             "input_file_id": input_file_id, "completion_window": window, "status": "validating",
             "output_file_id": None, "error_file_id": None, "created_at": now, "in_progress_at": None,
-            "expires_at": now + WINDOWS[window], "finalizing_at": None, "completed_at": None, "failed_at": None,
+            "expires_at": now + seconds, "finalizing_at": None, "completed_at": None, "failed_at": None,
             "expired_at": None, "cancelling_at": None, "cancelled_at": None,
             "request_counts": {"total": int(source.get("lines") or 0), "completed": 0, "failed": 0},
             "metadata": metadata, "model": None, "usage": None, "owner": owner,

@@ -210,3 +210,56 @@ def test_an_upload_over_the_size_limit_is_refused_with_413(make_stack: StackFact
     content = jsonl([chat_line(f"n{n}", "x" * 100) for n in range(60)])
     answer = httpx.post(f"{stack.url}/v1/files", files={"file": ("big.jsonl", content)}, data={"purpose": "batch"})
     assert answer.status_code == 413 and "BATCH_MAX_FILE_BYTES" in answer.json()["error"]["message"]
+
+
+def test_a_batch_past_its_window_expires_with_the_rest_in_its_error_file(
+    make_stack: StackFactory, fake: FakeModelServer
+) -> None:
+    stack = make_stack(BATCH_LINES_IN_FLIGHT="2", BATCH_POLL_SECONDS="0.2")
+    sdk = client(stack)
+    fake.latency = 0.3
+    lines = [chat_line(f"req-{n}", f"q{n}") for n in range(60)]
+    batch = sdk.batches.create(input_file_id=upload(sdk, lines), endpoint="/v1/chat/completions",
+                               completion_window="3s")  # fmt: skip
+    assert batch.expires_at == batch.created_at + 3
+    batch = wait_until_finished(sdk, batch.id)
+    assert batch.status == "expired" and batch.expired_at and batch.expired_at >= batch.expires_at
+    output, errors = file_lines(sdk, batch.output_file_id), file_lines(sdk, batch.error_file_id)
+    assert sorted(line["custom_id"] for line in output + errors) == sorted(line["custom_id"] for line in lines)
+    assert output and errors
+    assert {line["error"]["code"] for line in errors} == {"batch_expired"}
+    assert batch.request_counts is not None
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (len(output), len(errors))
+
+
+def test_a_batch_whose_lines_are_not_for_its_endpoint_fails_naming_them(stack: Stack, fake: FakeModelServer) -> None:
+    sdk = client(stack)
+    raw = {"custom_id": "raw", "method": "POST", "url": "/v1/completions", "body": {"model": "m", "prompt": "x"}}
+    batch = sdk.batches.create(input_file_id=upload(sdk, [chat_line("chat", "x"), raw]),
+                               endpoint="/v1/chat/completions", completion_window="24h")  # fmt: skip
+    batch = wait_until_finished(sdk, batch.id)
+    assert batch.status == "failed" and batch.failed_at and batch.errors and batch.errors.data
+    (error,) = batch.errors.data
+    assert error.line == 2 and "/v1/completions is not the batch's endpoint" in (error.message or "")
+    assert fake.requests == []  # nothing ran
+
+
+def test_a_raw_completion_batch_runs_on_v1_completions(stack: Stack, fake: FakeModelServer) -> None:
+    sdk = client(stack)
+    lines = [{"custom_id": f"p{n}", "method": "POST", "url": "/v1/completions",
+              "body": {"model": "fake-model", "prompt": f"Once {n}", "max_tokens": 5}} for n in range(3)]  # fmt: skip
+    batch = sdk.batches.create(input_file_id=upload(sdk, lines), endpoint="/v1/completions", completion_window="24h")
+    batch = wait_until_finished(sdk, batch.id)
+    assert batch.status == "completed"
+    for line in file_lines(sdk, batch.output_file_id):
+        body = openai.types.Completion.model_validate(line["response"]["body"])
+        assert body.object == "text_completion" and body.choices
+    assert sorted(sent["prompt"] for sent in fake.raw_completions) == ["Once 0", "Once 1", "Once 2"]
+
+
+def test_a_window_openai_does_not_take_is_refused(stack: Stack) -> None:
+    sdk = client(stack)
+    file_id = upload(sdk, [chat_line("a", "b")])
+    for window in ("forever", "0h", "200h"):
+        with pytest.raises(openai.BadRequestError, match="completion_window"):
+            sdk.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window=window)  # type: ignore[arg-type]
