@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -104,6 +105,8 @@ class BatchKeeper:
         self._woken: asyncio.Event | None = None
         self._nudge: asyncio.Event | None = None  # set (and replaced) when woken: batches' watchers look at once
         self.progress: dict[str, Progress] = {}
+        # Seconds a line's result is awaited before its record is looked for.
+        self._recheck = max(5.0, config.batch_poll_seconds * 10)
 
     def wake(self) -> None:
         """Look after the batches now (one was created or cancelled here)."""
@@ -141,7 +144,8 @@ class BatchKeeper:
             self._driving[batch_id] = asyncio.create_task(self._drive(batch_id), name=f"batch {batch_id}")
 
     async def _hold(self, batch_id: str) -> bool:
-        ttl = max(30, int(self._config.batch_poll_seconds * 5))
+        # Renewed every poll: a process that died lets go within five polls.
+        ttl = max(2, math.ceil(self._config.batch_poll_seconds * 5))
         return bool(await self._renew(keys=[self._config.keys.batch_lock(batch_id)], args=[self._me, ttl]))
 
     async def _drive(self, batch_id: str) -> None:
@@ -260,17 +264,31 @@ class BatchKeeper:
                 progress.failed += 1
 
     async def _run_line(self, batch: dict[str, Any], line: InputLine, job_id: str, progress: Progress) -> str | None:
-        """Run one line: OK, ERR, or None when its batch stopped first."""
+        """Run one line: OK, ERR, or None when its batch stopped first.
+
+        Its result is awaited a while at a time (`_recheck`): between two waits, its
+        record is looked for, and it is queued again when Redis has forgotten it (a
+        Redis that restarted empty loses the result a worker stored, and on a Redis
+        broker the message too); a second message of a line finds its record or its
+        lease, and is not sent to the model server again."""
         job = {**line.job, "batch": {"id": batch["id"], "line": line.index}}
         backoff = 0.5
         resend = True  # the first time in this drive: it may have been queued by a process that died
         while not progress.stop:
-            wait = max(1.0, batch["expires_at"] - time.time())
+            remaining = batch["expires_at"] - time.time()
+            if remaining <= 0:
+                return None  # its window passed: the watcher stops the batch
             try:
-                await self._runner.run(line.task, job_id, job, wait, resend=resend)
+                await self._runner.run(line.task, job_id, job, min(remaining, self._recheck), resend=resend,
+                                       count_timeout=False)  # fmt: skip
                 return OK
-            except (JobCancelled, JobTimedOut):
-                return None  # stopped (cancelled, or its window passed: the watcher sees it)
+            except JobCancelled:
+                return None
+            except JobTimedOut:
+                record = await self._files.blocking(self._batches.lines.read, batch["id"], line.index)
+                if record is not None:
+                    return OK if record.answer is not None else ERR
+                resend = False  # queued again only if its claim is gone
             except (BrokerUnavailable, ResultStoreUnavailable, QueueFull) as exc:
                 log.warning("batch %s line %d not queued now (%s): retried", batch["id"], line.index, exc.detail)
                 await asyncio.sleep(backoff)

@@ -98,20 +98,29 @@ class JobRunner:
             await self._store.mark_notified(job_id)
 
     async def run(
-        self, task_name: str, job_id: str, job: dict[str, Any], wait: float, resend: bool = False
+        self,
+        task_name: str,
+        job_id: str,
+        job: dict[str, Any],
+        wait: float,
+        resend: bool = False,
+        count_timeout: bool = True,
     ) -> dict[str, Any]:
         """Queue the job (once per job_id) and return its result within `wait` seconds, or raise.
 
         With `resend`, a job claimed before is queued again unless it has a result (a
         batch's line driven again after the process that queued it died: its message may
-        never have been sent; a second message of a job is harmless, tasks/running.py)."""
+        never have been sent; a second message of a job is harmless, tasks/running.py).
+        Without `count_timeout`, a wait that ends before the job is not counted in the
+        metrics as a failure (a batch's line, awaited a while at a time)."""
         started = time.monotonic()
         model = self.model_label(job)
         self._metrics.in_flight.inc()
         try:
             answer = await self._run(task_name, job_id, job, wait, resend)
         except HTTPException as exc:
-            self._metrics.observe_failure(model, cause(exc))
+            if count_timeout or not isinstance(exc, JobTimedOut):
+                self._metrics.observe_failure(model, cause(exc))
             raise
         finally:
             self._metrics.in_flight.dec()

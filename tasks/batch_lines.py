@@ -17,7 +17,7 @@ from typing import Any
 from celery.exceptions import TaskPredicate
 
 from gateway.batch_files import BatchLines
-from gateway.contract import FAILURES, BatchLine, JobFailure
+from gateway.contract import FAILURES, BatchLine, JobFailure, failure_status
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class LineStopped(Exception):
 
 def run_line(lines: BatchLines, line: BatchLine, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """The line's answer: its record's, or `run`'s (recorded first). Raises its failure
-    (recorded first, or as recorded), or LineStopped."""
+    (a JobFailure: recorded first, or as recorded), or LineStopped."""
     record = lines.read(line.id, line.line)
     if record is not None:
         log.info("batch %s line %d already finished: answered from its record", line.id, line.line)
@@ -45,10 +45,11 @@ def run_line(lines: BatchLines, line: BatchLine, run: Callable[[], dict[str, Any
     except TaskPredicate:  # cancelled, or answered already: no outcome of this run
         raise
     except JobFailure as exc:
-        lines.write_failure(line.id, line.line, type(exc).__name__, exc.message, exc.status_code or exc.status)
+        # The status an interactive request would have been answered with (the contract's).
+        status, message = failure_status(type(exc).__name__, [exc.message, exc.status_code])
+        lines.write_failure(line.id, line.line, type(exc).__name__, message, status)
         raise
-    except Exception as exc:
-        lines.write_failure(line.id, line.line, type(exc).__name__, str(exc), 500)
-        raise
+    # Anything else (a worker's own error) is not the line's outcome: it fails this run,
+    # and the API process driving the batch records it.
     lines.write_answer(line.id, line.line, answer)
     return answer

@@ -125,5 +125,9 @@ def _timing(job: Job, started: float) -> dict[str, float]:
 
 def _report_cancelled(task: Task, when: str) -> NoReturn:
     log.info("job %s cancelled %s", task.request.id, when)
-    task.send_event("task-revoked", terminated=not when.startswith("before it started"), signum=None, expired=False)
+    try:
+        # For Flower only: a broker that is down must not turn a cancellation into a failure.
+        task.send_event("task-revoked", terminated=not when.startswith("before it started"), signum=None, expired=False)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not report the cancellation of job %s to Flower: %s", task.request.id, exc)
     raise Ignore

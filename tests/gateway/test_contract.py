@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.unit
 def test_the_workers_register_exactly_the_contracts_task_names() -> None:
+    llm.celery_app.loader.import_default_modules()  # the app's `include`, as a worker imports them
     registered = {name for name in llm.celery_app.tasks if not name.startswith("celery.")}
     assert registered == set(TaskName)
 
