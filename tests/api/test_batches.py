@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +19,7 @@ import pytest
 from tests.api.test_openai import client
 from tests.conftest import Stack, StackFactory
 from tests.fake_model_server import FakeModelServer
+from tests.processes import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -263,3 +267,33 @@ def test_a_window_openai_does_not_take_is_refused(stack: Stack) -> None:
     for window in ("forever", "0h", "200h"):
         with pytest.raises(openai.BadRequestError, match="completion_window"):
             sdk.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window=window)  # type: ignore[arg-type]
+
+
+def test_the_batch_command_runs_a_file_end_to_end(stack: Stack, fake: FakeModelServer, tmp_path: Path) -> None:
+    requests = tmp_path / "eval.jsonl"
+    requests.write_bytes(jsonl([chat_line(f"c{n}", f"q{n}") for n in range(8)]))
+    fake.strict_models = True
+    bad = {**chat_line("bad", "x"), "body": {"model": "nope", "messages": [{"role": "user", "content": "x"}]}}
+    with requests.open("ab") as more:
+        more.write(jsonl([bad]))
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "batch", str(requests), "--url", stack.url, "--poll", "0.2"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr  # one line failed
+    assert "9/9  1 failed  completed" in done.stdout, done.stdout
+    output = [json.loads(line) for line in (tmp_path / "eval.output.jsonl").read_text().splitlines()]
+    errors = [json.loads(line) for line in (tmp_path / "eval.errors.jsonl").read_text().splitlines()]
+    assert sorted(line["custom_id"] for line in output) == sorted(f"c{n}" for n in range(8))
+    assert [line["custom_id"] for line in errors] == ["bad"]
+    assert "output: 8 lines" in done.stdout and "errors: 1 lines" in done.stdout
+
+
+def test_the_batch_command_names_the_bad_lines_of_a_file(stack: Stack, tmp_path: Path) -> None:
+    requests = tmp_path / "broken.jsonl"
+    requests.write_bytes(jsonl([chat_line("a", "x")]) + b"oops\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "batch", str(requests), "--url", stack.url],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode != 0 and "line 2: not JSON" in done.stderr, done.stderr
