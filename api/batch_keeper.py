@@ -6,8 +6,10 @@ Driving a batch: its input file is read again, and its lines without a record
 (gateway/batch_files.py) are run as jobs through the job runner, as interactive
 requests are, at priority 0 and with a job id derived from the batch and the line's
 ``custom_id``. At most ``BATCH_LINES_IN_FLIGHT`` lines of one model are queued or
-running at once per API process, over all its batches: interactive requests find
-free worker slots and a short queue, whatever the size of a batch. A line's worker
+running at once per API process, over all its batches, and at most
+``BATCH_LINES_BESIDE_INTERACTIVE`` while the process awaits interactive requests:
+those find free worker slots, a short queue and a worker whose CPU is not taken by
+batch lines (bench/ scenario f measures it). A line's worker
 writes its record before its result goes to Redis: a batch driven again (its
 process died, Redis lost everything) runs only the lines that have none, and
 those it queues again (a second message of a job is harmless).
@@ -59,6 +61,8 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
 
+YIELD_SECONDS = 0.005  # how often a line held back for interactive requests looks again
+
 Emit = Callable[[str, str], Any]  # (event type, batch id): a webhook event
 
 
@@ -105,6 +109,8 @@ class BatchKeeper:
         self._woken: asyncio.Event | None = None
         self._nudge: asyncio.Event | None = None  # set (and replaced) when woken: batches' watchers look at once
         self.progress: dict[str, Progress] = {}
+        self._lines_in_flight = 0  # over all batches and models
+        self._running_of: dict[str, int] = {}  # lines in flight per model
         # Seconds a line's result is awaited before its record is looked for.
         self._recheck = max(5.0, config.batch_poll_seconds * 10)
 
@@ -218,6 +224,19 @@ class BatchKeeper:
             slots = self._slots[key] = asyncio.Semaphore(self._config.batch_lines_in_flight)
         return slots
 
+    def _interactive(self) -> bool:
+        """Whether this process awaits jobs of its own clients (not batches' lines)."""
+        return self._runner.awaited > self._lines_in_flight
+
+    async def _make_way(self, model: str) -> None:
+        """While interactive requests are awaited, wait until fewer than
+        BATCH_LINES_BESIDE_INTERACTIVE lines of `model` are in flight: a batch holds few
+        worker slots (and little of the worker's CPU) beside them."""
+        beside = self._config.batch_lines_beside_interactive
+        # Polled: an event set by every interactive request would cost each of them.
+        while self._interactive() and self._running_of.get(model, 0) >= beside:  # noqa: ASYNC110
+            await asyncio.sleep(YIELD_SECONDS)
+
     async def _run_lines(self, batch: dict[str, Any], lines: list[InputLine]) -> str | None:
         """Run the lines without a record until each has one: None; or until the batch
         is stopped: why ("cancelled", "expired")."""
@@ -246,11 +265,15 @@ class BatchKeeper:
     async def _take_lines(self, batch: dict[str, Any], pending: deque[InputLine], progress: Progress) -> None:
         while pending and not progress.stop:
             line = pending.popleft()
+            model = self._runner.model_label(line.job)
             async with self._slot(line):
+                await self._make_way(model)
                 if progress.stop:
                     return
                 progress.waiting -= 1
                 progress.running += 1
+                self._lines_in_flight += 1
+                self._running_of[model] = self._running_of.get(model, 0) + 1
                 job_id = line_job_id(batch["id"], line.custom_id)
                 progress.in_flight[line.index] = job_id
                 try:
@@ -258,6 +281,8 @@ class BatchKeeper:
                 finally:
                     progress.in_flight.pop(line.index, None)
                     progress.running -= 1
+                    self._lines_in_flight -= 1
+                    self._running_of[model] -= 1
             if outcome == OK:
                 progress.completed += 1
             elif outcome == ERR:

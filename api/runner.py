@@ -73,6 +73,7 @@ class JobRunner:
         self._maybe_unqueued = _RecentIds(10_000)
         # Whether jobs submitted without waiting have their end sent to webhooks.
         self.notify_jobs = False
+        self.awaited = 0  # jobs run() awaits now (batches' lines included)
         if not config.uses_rabbitmq:
             waiter.on_reconnect = self._requeue_unstarted
 
@@ -116,6 +117,7 @@ class JobRunner:
         started = time.monotonic()
         model = self.model_label(job)
         self._metrics.in_flight.inc()
+        self.awaited += 1
         try:
             answer = await self._run(task_name, job_id, job, wait, resend)
         except HTTPException as exc:
@@ -124,6 +126,7 @@ class JobRunner:
             raise
         finally:
             self._metrics.in_flight.dec()
+            self.awaited -= 1
             self._published.pop(job_id, None)
         self._metrics.observe_answer(model, answer, time.monotonic() - started)
         return answer

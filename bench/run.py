@@ -10,6 +10,9 @@ Paths, measured in the same run and on the same fake model server, one after ano
   valkey    the same on the embedded Valkey (broker and result store)
   usual     FastAPI + Celery as tutorials write it (bench/usual_app.py)
 
+Scenarios: (a) latency, (b) throughput, sweep, (c) capacity, (d) scaling, (e) time to
+first token, (f) a 10,000-line batch beside interactive requests.
+
 Writes bench/results/<time>.json, .md and .png (git ignores the folder).
 """
 
@@ -49,7 +52,7 @@ RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
 SYSTEMS = ("rabbitmq", "valkey", "usual")
 PATHS = ("direct", *SYSTEMS)
-SCENARIOS = ("a", "b", "sweep", "c", "d", "e")
+SCENARIOS = ("a", "b", "sweep", "c", "d", "e", "f")
 SYSTEM_BODY = {"content": "hi", "meta": {"tokens_limit": 16, "model": "fake-model"}}
 DIRECT_BODY = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
 WORKER_SLOTS = {"rabbitmq": 64, "valkey": 64, "usual": os.cpu_count() or 1}
@@ -71,9 +74,11 @@ class Sizes:
     sweep_seconds: float = 5
     ttft_samples: int = 100
     token_seconds: float = 0.02  # the fake model's time per streamed token in (e)
+    batch_lines: int = 10_000  # (f): the batch's size
+    batch_interactive: int = 400  # (f): interactive requests at concurrency 4, alone and beside the batch
 
 
-QUICK = Sizes(20, 2, 50, 0.2, 30, 32, 0.1, 2, (1, 8), 1, 10)
+QUICK = Sizes(20, 2, 50, 0.2, 30, 32, 0.1, 2, (1, 8), 1, 10, batch_lines=200, batch_interactive=20)
 
 
 @dataclass
@@ -161,6 +166,7 @@ class System:
             "REDIS_PREFIX": f"bench-{run}",
             "INNER_LLM_URL": self.model_url,
             "WAIT_TIMEOUT": "600",
+            "FILE_STORE_URL": str(self.processes.log_dir / f"files-{run}"),
         }
         self.target = target = Target("", SYSTEM_BODY)
         if self.kind == "valkey":
@@ -315,6 +321,62 @@ def scenario_e(url: str, path: str, sizes: Sizes) -> dict[str, Any]:
     return row
 
 
+def run_batch(api: str, lines: int) -> tuple[str, float]:
+    """Upload and create a batch of `lines` chat lines; its id and when it was created."""
+    body = b"".join(
+        json.dumps({"custom_id": f"line-{n}", "method": "POST", "url": "/v1/chat/completions",
+                    "body": {**DIRECT_BODY, "messages": [{"role": "user", "content": f"line {n}"}]}}).encode() + b"\n"
+        for n in range(lines)
+    )  # fmt: skip
+    with httpx.Client(base_url=f"{api}/v1", timeout=120) as client:
+        uploaded = client.post("/files", files={"file": ("bench.jsonl", body)}, data={"purpose": "batch"})
+        uploaded.raise_for_status()
+        created = client.post(
+            "/batches",
+            json={
+                "input_file_id": uploaded.json()["id"],
+                "endpoint": "/v1/chat/completions",
+                "completion_window": "24h",
+            },
+        )
+        created.raise_for_status()
+        return created.json()["id"], time.monotonic()
+
+
+def scenario_f(target: Target, path: str, sizes: Sizes) -> dict[str, Any]:
+    """A batch of `batch_lines` lines on a 0 s model: its lines per second, and the
+    latency of interactive requests (concurrency 4) while it runs, against the same
+    alone just before and just after, in the same run."""
+    api = target.url.removesuffix("/generate")
+    interactive = loadgen.closed_loop(target.url, target.body, 4, sizes.batch_interactive)
+    before, _ = measured(target, interactive)
+    batch_id, created = run_batch(api, sizes.batch_lines)
+    beside, _ = measured(target, loadgen.closed_loop(target.url, target.body, 4, sizes.batch_interactive))
+    with httpx.Client(base_url=f"{api}/v1", timeout=30) as client:
+        deadline = time.monotonic() + 1800
+        while True:
+            batch = client.get(f"/batches/{batch_id}").json()
+            if batch["status"] in ("completed", "failed", "expired", "cancelled") or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    seconds = time.monotonic() - created
+    counts = batch.get("request_counts") or {}
+    after, _ = measured(target, loadgen.closed_loop(target.url, target.body, 4, sizes.batch_interactive))
+    alone = [*summary(path, "f", before)["latencies_ms"], *summary(path, "f", after)["latencies_ms"]]
+    row = summary(path, "f", beside)
+    alone_p50, alone_p99 = (round(report.percentile(alone, q), 2) for q in (0.5, 0.99))
+    return row | {
+        "batch_status": batch["status"],
+        "batch_lines": sizes.batch_lines,
+        "batch_completed": counts.get("completed"),
+        "batch_seconds": round(seconds, 1),
+        "batch_lines_per_s": round((counts.get("completed") or 0) / seconds, 1),
+        "alone_p50_ms": alone_p50,
+        "alone_p99_ms": alone_p99,
+        "batch_running_during_beside": beside.seconds < seconds,
+    }
+
+
 def sweep(target: Target, path: str, sizes: Sizes) -> list[dict[str, Any]]:
     rows = []
     for clients in sizes.sweep:
@@ -374,6 +436,13 @@ def run_scenarios(
                 continue  # it has no streaming
             print(f"bench: {path}: time to first token", flush=True)
             rows.append(scenario_e(target(path).url.replace("/generate", "/v1/chat/completions"), path, sizes))
+    if "f" in scenarios:
+        set_model(model, 0.0)
+        for path, system in systems.items():
+            if path == "usual":
+                continue  # it has no batches
+            print(f"bench: {path}: a batch beside interactive requests", flush=True)
+            rows.append(scenario_f(system.target, path, sizes))
     return rows
 
 

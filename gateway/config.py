@@ -108,6 +108,9 @@ class Config(BaseSettings):
     batch_lines_in_flight: int = Field(
         32, ge=1, description="lines of one model an API process has queued or running at once, over all batches"
     )
+    batch_lines_beside_interactive: int = Field(
+        4, ge=1, description="the same while the process awaits interactive requests: they keep their latency"
+    )
     batch_poll_seconds: float = Field(2.0, gt=0, description="how often batches are looked after")
 
     # Webhooks (gateway/webhooks.py, tasks/webhooks.py).
