@@ -150,3 +150,37 @@ def test_a_raw_completion_on_the_real_model(real: Stack) -> None:
     )
     assert sorted(choice.index for choice in answer.choices) == [0, 1]
     assert all(choice.text.strip() for choice in answer.choices)
+
+
+def test_a_batch_on_the_real_model(real: Stack) -> None:
+    # OpenAI's Batch API end to end on llama.cpp: every line answered by the model, in
+    # the input's order, with its usage; temperature 0 gives the interactive answer.
+    import io
+    import time
+
+    import openai
+
+    client = openai.OpenAI(
+        base_url=f"{real.url}/v1", api_key="unused", max_retries=0, timeout=120, _strict_response_validation=True
+    )
+    body = {"model": "smollm2-135m-instruct", "max_tokens": 12, "temperature": 0}
+    questions = ["Name a colour.", "What is 2 + 2?", "Say hello."]
+    lines = [
+        {"custom_id": f"q{n}", "method": "POST", "url": "/v1/chat/completions",
+         "body": {**body, "messages": [{"role": "user", "content": q}]}}
+        for n, q in enumerate(questions)
+    ]  # fmt: skip
+    content = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    upload = client.files.create(file=("q.jsonl", io.BytesIO(content)), purpose="batch")
+    batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="1h")
+    deadline = time.monotonic() + 180
+    while batch.status not in ("completed", "failed", "expired", "cancelled") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        batch = client.batches.retrieve(batch.id)
+    assert batch.status == "completed" and batch.output_file_id, batch
+    output = [json.loads(line) for line in client.files.content(batch.output_file_id).text.splitlines()]
+    assert [line["custom_id"] for line in output] == ["q0", "q1", "q2"]
+    answers = [openai.types.chat.ChatCompletion.model_validate(line["response"]["body"]) for line in output]
+    assert all(a.choices[0].message.content and a.usage and a.usage.completion_tokens > 0 for a in answers)
+    alone = client.chat.completions.create(**body, messages=[{"role": "user", "content": questions[1]}])
+    assert alone.choices[0].message.content == answers[1].choices[0].message.content

@@ -223,3 +223,15 @@ def test_a_delivery_that_gives_up_is_counted_and_kept_as_a_dead_letter(
         time.sleep(0.2)
     assert dead and "gave up after" in dead[0]["reason"], dead
     assert os.environ.get("WEBHOOKS") is None  # the test's endpoints never leak into the environment
+
+
+@pytest.mark.unit
+def test_a_misconfigured_endpoint_stops_the_api_and_the_worker() -> None:
+    from api.main import create_app
+    from tasks.worker import Worker
+
+    wrong = config(webhooks=json.dumps([{"url": "https://x/y", "secret": "not-a-whsec"}]))
+    with pytest.raises(WebhookConfigError):
+        create_app(wrong)
+    with pytest.raises(WebhookConfigError):
+        Worker(wrong)
