@@ -12,6 +12,7 @@ runs is what the image would hold.
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import re
 import shlex
@@ -126,8 +127,13 @@ def replay_dockerfile(root: Path) -> Image:
 def run_in_image(image: Image, words: list[str], inside: Any) -> None:
     """One command of a RUN line, in the image's Python and folders."""
     program, *arguments = words
-    if program == "useradd":
-        return  # a user of the image's own system: nothing to install
+    if program in ("useradd", "chown"):
+        return  # the image's own user, and what it owns: nothing to install
+    if program == "mkdir":
+        for word in arguments:
+            if not word.startswith("-"):
+                inside(word).mkdir(parents=True, exist_ok=True)
+        return
     mapped = [str(inside(word)) if word.startswith("/") else word for word in arguments]
     if program == "rm":
         for path in (word for word in mapped if not word.startswith("-")):
@@ -174,12 +180,14 @@ def started(image: Image, fake: FakeModelServer, redis_address: tuple[str, int])
         "COMPOSE_INNER_LLM_URL": fake.url,
         "FLOWER_BASIC_AUTH": "admin:image-test",
         "LOG_FORMAT": "json",
+        # The compose file's volume at /data: the image's own folder of that name.
+        "FILE_STORE_URL": str(image.root / "data"),
     }
     # The compose network's host names are this machine's services.
     hosts = {"RABBIT_MQ_HOST": RABBIT[0], "REDIS_HOST": redis_address[0], "REDIS_PORT": str(redis_address[1])}
     processes = Processes(image.root)
     ports = {"api": free_port(), "flower": free_port()}
-    started = {"ports": ports, "processes": processes}
+    started = {"ports": ports, "processes": processes, "data": image.root / "data"}
     for name in ("worker", "api", "flower"):
         service = compose["services"][name]
         command = [str(part) for part in service["command"]]
@@ -204,6 +212,7 @@ def started(image: Image, fake: FakeModelServer, redis_address: tuple[str, int])
 
 def test_the_image_holds_every_module_its_processes_import(image: Image) -> None:
     assert not (image.root / "src").exists(), "the build context is removed after installing it"
+    assert (image.root / "data").is_dir(), "the file store's folder (compose mounts its volume there)"
     # The processes start in WORKDIR, which holds no source: imports come from the package.
     assert not list(image.workdir.glob("*.py"))
     probe = "import api.main, tasks.app, tasks.llm, celeryconfig, gateway; print(tasks.app.__file__)"
@@ -230,6 +239,22 @@ def test_the_image_answers_a_job_with_the_compose_commands(started: dict[str, An
     assert answer.status_code == 200, answer.text
     assert answer.json()["content"] == "echo: built"
     assert fake.completions[-1]["messages"] == [{"role": "user", "content": "built"}]
+
+    # A batch, through the image's API and worker and the file store the volume holds.
+    api_url = f"http://127.0.0.1:{ports['api']}/v1"
+    line = {"custom_id": "img", "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "fake-model", "messages": [{"role": "user", "content": "in a batch"}]}}  # fmt: skip
+    uploaded = httpx.post(f"{api_url}/files", files={"file": ("b.jsonl", json.dumps(line).encode())},
+                          data={"purpose": "batch"}, timeout=30).json()  # fmt: skip
+    batch = httpx.post(f"{api_url}/batches", json={"input_file_id": uploaded["id"], "completion_window": "24h",
+                                                   "endpoint": "/v1/chat/completions"}, timeout=30).json()  # fmt: skip
+    deadline = time.monotonic() + 60
+    while batch["status"] not in ("completed", "failed", "expired", "cancelled"):
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.3)
+        batch = httpx.get(f"{api_url}/batches/{batch['id']}", timeout=10).json()
+    assert batch["status"] == "completed" and batch["request_counts"]["completed"] == 1
+    assert list((started["data"] / "batches" / batch["id"] / "lines").iterdir())
 
     flower_url = f"http://127.0.0.1:{ports['flower']}"
     wait_for_http(flower, f"{flower_url}/healthcheck", timeout=60)

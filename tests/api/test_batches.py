@@ -20,6 +20,7 @@ from tests.api.test_openai import client
 from tests.conftest import Stack, StackFactory
 from tests.fake_model_server import FakeModelServer
 from tests.processes import ROOT
+from tests.test_operations import samples, value
 
 pytestmark = pytest.mark.integration
 
@@ -297,3 +298,22 @@ def test_the_batch_command_names_the_bad_lines_of_a_file(stack: Stack, tmp_path:
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )  # fmt: skip
     assert done.returncode != 0 and "line 2: not JSON" in done.stderr, done.stderr
+
+
+def test_metrics_show_a_running_batchs_lines_by_state(make_stack: StackFactory, fake: FakeModelServer) -> None:
+    stack = make_stack(BATCH_LINES_IN_FLIGHT="3", BATCH_POLL_SECONDS="0.2")
+    sdk = client(stack)
+    fake.latency = 0.3
+    batch = sdk.batches.create(input_file_id=upload(sdk, [chat_line(f"m{n}", "x") for n in range(30)]),
+                               endpoint="/v1/chat/completions", completion_window="24h")  # fmt: skip
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (seen.get("running") and seen.get("completed")):
+        found = samples(stack.url)
+        seen = {state: value(found, "llm_api_batch_lines", batch=batch.id, model="fake-model", state=state)
+                for state in ("waiting", "running", "completed", "failed")}  # fmt: skip
+        time.sleep(0.1)
+    assert seen["running"] == 3 and seen["completed"] > 0 and seen["waiting"] > 0, seen
+    assert sum(seen.values()) == 30
+    assert wait_until_finished(sdk, batch.id).status == "completed"
+    assert not any(key[0] == "llm_api_batch_lines" for key in samples(stack.url))  # a finished batch leaves
