@@ -35,6 +35,7 @@ from tests.api.test_batches import chat_line, upload, wait_until_finished
 from tests.api.test_openai import client
 from tests.conftest import StackFactory
 from tests.fake_model_server import FakeModelServer
+from tests.test_faults import wait_until
 from tests.test_operations import samples, value
 from tests.webhook_receiver import Received, WebhookReceiver
 
@@ -200,6 +201,20 @@ def test_a_receiver_that_is_down_gets_the_event_with_the_same_id(
     assert {r.headers["webhook-id"] for r in tries} == {verified(delivered)["id"]}
     assert value(samples(stack.url), "llm_api_webhook_deliveries_total", endpoint=receiver.url,
                  outcome="failed_try") == 3  # fmt: skip
+
+
+@pytest.mark.integration
+def test_a_receiver_that_is_not_even_listening_gets_the_event_once_it_is_back(
+    make_stack: StackFactory, fake: FakeModelServer, receiver: WebhookReceiver
+) -> None:
+    stack = make_stack(**webhook_env(receiver, WEBHOOK_MAX_BACKOFF="0.5"))
+    receiver.stop()  # connections refused
+    assert httpx.post(f"{stack.url}/generate?wait=0", json={"job_id": "j-3", "content": "x"}).status_code == 202
+    wait_until(lambda: value(samples(stack.url), "llm_api_webhook_deliveries_total", endpoint=receiver.url,
+                             outcome="failed_try") >= 3, 30, "tries refused")  # fmt: skip
+    receiver.start()
+    (delivered,) = receiver.wait_for(1, "job.succeeded")
+    assert verified(delivered)["data"] == {"id": "j-3"}
 
 
 @pytest.mark.integration

@@ -210,11 +210,16 @@ def test_with_keys_a_key_sees_only_its_own_files_and_batches(make_stack: StackFa
     assert [f.id for f in a.files.list(purpose="batch")] == [file_id]
 
 
-def test_an_upload_over_the_size_limit_is_refused_with_413(make_stack: StackFactory) -> None:
-    stack = make_stack(workers=0, BATCH_MAX_FILE_BYTES="4096")
+def test_files_over_the_size_or_line_limits_are_refused(make_stack: StackFactory) -> None:
+    stack = make_stack(workers=0, BATCH_MAX_FILE_BYTES="4096", BATCH_MAX_LINES="5")
     content = jsonl([chat_line(f"n{n}", "x" * 100) for n in range(60)])
     answer = httpx.post(f"{stack.url}/v1/files", files={"file": ("big.jsonl", content)}, data={"purpose": "batch"})
     assert answer.status_code == 413 and "BATCH_MAX_FILE_BYTES" in answer.json()["error"]["message"]
+    with pytest.raises(openai.BadRequestError, match=r"more than 5 requests \(BATCH_MAX_LINES\)"):
+        upload(client(stack), [chat_line(f"n{n}", "x") for n in range(6)])
+    assert upload(client(stack), [chat_line(f"n{n}", "x") for n in range(5)]).startswith("file-")
+    with pytest.raises(openai.BadRequestError, match="purpose must be 'batch'"):
+        client(stack).files.create(file=("x.jsonl", io.BytesIO(jsonl([chat_line("a", "b")]))), purpose="fine-tune")
 
 
 def test_a_batch_past_its_window_expires_with_the_rest_in_its_error_file(
