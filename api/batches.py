@@ -123,16 +123,22 @@ class Batches:
                 batch = {**batch, "status": "cancelling", "cancelling_at": mark.get("at")}
         return batch
 
-    async def list(self, owner: str | None) -> list[dict[str, Any]]:
-        """The key's batches (every batch, without keys), newest first."""
-        names = await self._files.blocking(self._store.names, "batches")
-        found = []
+    async def page(self, owner: str | None, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """The key's batches (every batch, without keys), newest first: the `limit` after
+        the batch `after`, and whether more follow. Batch ids sort in the order they were
+        made, so only the batches of the page (and those of other keys among them) are read."""
+        names = sorted(await self._files.blocking(self._store.names, "batches"), reverse=True)
+        if after is not None:
+            names = [name for name in names if name < after]
+        found: list[dict[str, Any]] = []
         for batch_id in names:
             batch = await self.read(batch_id)
-            if batch is not None and (owner is None or batch.get("owner") == owner):
-                found.append(batch)
-        found.sort(key=lambda b: b["id"], reverse=True)
-        return [await self.get(b["id"], owner) if b["status"] in UNFINISHED else b for b in found]
+            if batch is None or (owner is not None and batch.get("owner") != owner):
+                continue
+            found.append(await self.get(batch_id, owner) if batch["status"] in UNFINISHED else batch)
+            if len(found) > limit:
+                break
+        return found[:limit], len(found) > limit
 
     async def cancel(self, batch_id: str, owner: str | None) -> dict[str, Any]:
         """Stop the batch: lines not started never start, running ones are stopped; 409

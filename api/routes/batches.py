@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.batches import public
 from api.deps import BatchesDep, OwnerDep
 from api.openai_schemas import ErrorBody
-from api.routes.files import listing, page
+from api.routes.files import listing
 from api.routes.openai import OpenAIRoute
 
 BatchId = Annotated[str, Path(pattern=r"^batch_[A-Za-z0-9]{1,100}$")]
@@ -45,7 +45,7 @@ async def list_batches(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict[str, Any]:
     """The batches (of the request's key), newest first."""
-    chosen, more = page(await batches.list(owner), after, limit)
+    chosen, more = await batches.page(owner, after, limit)
     return listing([public(b) for b in chosen], more)
 
 
