@@ -20,18 +20,17 @@ from gateway.batch_files import ACTIVE, BatchLines, active_marker, batch_object
 
 STATUSES = ("validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled")
 UNFINISHED = frozenset({"validating", "in_progress", "finalizing"})
-MAX_WINDOW = 7 * 24 * 3600
 UNITS = {"s": 1, "m": 60, "h": 3600}
 
 
 def window_seconds(window: str) -> int | None:
     """The seconds a completion window gives: OpenAI's "24h", or (beyond OpenAI) any
-    "<n>s", "<n>m" or "<n>h" up to 168h; None when it is not one."""
+    "<n>s", "<n>m" or "<n>h"; None when it is not one."""
     number, unit = window[:-1], window[-1:]
     if unit not in UNITS or not number.isdigit():
         return None
     seconds = int(number) * UNITS[unit]
-    return seconds if 0 < seconds <= MAX_WINDOW else None
+    return seconds if seconds > 0 else None
 
 
 PUBLIC = (
@@ -74,7 +73,7 @@ class Batches:
         """A new batch (``validating``): its lines are queued by the keeper."""
         seconds = window_seconds(window)
         if seconds is None:
-            raise BadBatch("completion_window: '24h' (or, beyond OpenAI, a duration such as '90m' up to '168h')")
+            raise BadBatch("completion_window: '24h' (or, beyond OpenAI, a duration such as '90m')")
         if endpoint not in ("/v1/chat/completions", "/v1/completions"):
             raise BadBatch("endpoint: batches run /v1/chat/completions or /v1/completions")
         pairs = (metadata or {}).items()
@@ -83,7 +82,7 @@ class Batches:
         try:
             source = await self._files.get(input_file_id, owner)
         except FileNotFound:
-            raise BadBatch(f"input_file_id: no file {input_file_id!r}") from None
+            raise FileNotFound(f"input_file_id: no file {input_file_id!r}") from None
         if source.get("purpose") != "batch":
             raise BadBatch(f"input_file_id: file {input_file_id!r} is not a batch input file (purpose 'batch')")
         now = int(time.time())

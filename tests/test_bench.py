@@ -31,10 +31,14 @@ def test_quick_benchmark_answers_on_every_path_and_reports_every_scenario() -> N
     }
     assert {r["path"] for r in rows if r["scenario"] == "d"} == set(paths[1:])
     assert {r["path"] for r in rows if r["scenario"] == "e"} == set(paths[:3])  # the usual app cannot stream
+    # The usual app has no batches; each broker's batch completed beside interactive requests.
+    batches = {r["path"]: r for r in rows if r["scenario"] == "f"}
+    assert set(batches) == {"rabbitmq", "valkey"}
+    assert all(r["batch_completed"] == r["batch_lines"] > 0 and r["ok"] == r["requests"] for r in batches.values())
     assert all(r["ok"] == r["requests"] > 0 for r in rows if r["scenario"] in "ace")
     assert all(r["p99_ms"] >= r["p50_ms"] > 0 for r in rows)
     assert report.with_suffix(".png").stat().st_size > 10_000
     markdown = report.with_suffix(".md").read_text()
     # Every target of both brokers has its PASS/FAIL line, in the file and from the function.
-    assert len(targets(rows)) == 2 * (2 + 2 + 3 + 1 + 1 + 4)
+    assert len(targets(rows)) == 2 * (2 + 2 + 3 + 1 + 1 + 4 + 2)
     assert all(line in markdown for line in targets(rows))

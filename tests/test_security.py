@@ -17,7 +17,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import allow_header_conformance
+from schemathesis.checks import allow_header_conformance, positive_data_acceptance
 from schemathesis.config import SchemathesisConfig
 
 from api.guard import Guard, check_job
@@ -290,5 +290,10 @@ def test_the_api_holds_to_its_schema(case: schemathesis.Case, fuzzed_stack: Stac
     if case.query and isinstance(case.query.get("wait"), int | float) and case.query["wait"] > 0:
         case.query["wait"] = 10
     # Allow-header conformance is left out: Starlette answers 405 with the methods of
-    # the first route matching the path (GET /jobs/{id}), not of all of them.
-    case.call_and_validate(base_url=fuzzed_stack.url, timeout=30, excluded_checks=[allow_header_conformance])
+    # the first route matching the path (GET /jobs/{id}), not of all of them. An uploaded
+    # file's lines are checked beyond what a schema can say (JSON lines of requests): a
+    # schema-valid upload may be refused (400 naming its lines), and that is not checked.
+    excluded = [allow_header_conformance]
+    if (case.method, case.path) == ("POST", "/v1/files"):
+        excluded.append(positive_data_acceptance)
+    case.call_and_validate(base_url=fuzzed_stack.url, timeout=30, excluded_checks=excluded)

@@ -3,10 +3,10 @@ on, a key sees only its own batches."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from api.batches import public
 from api.deps import BatchesDep, OwnerDep
@@ -19,15 +19,23 @@ BatchId = Annotated[str, Path(pattern=r"^batch_[A-Za-z0-9]{1,100}$")]
 router = APIRouter(prefix="/v1", route_class=OpenAIRoute, tags=["batches"], responses={400: {"model": ErrorBody}})
 
 
+MetadataKey = Annotated[str, StringConstraints(max_length=64)]
+MetadataValue = Annotated[str, StringConstraints(max_length=512)]
+
+
 class CreateBatch(BaseModel):
     """Body of ``POST /v1/batches``."""
 
     model_config = ConfigDict(extra="ignore")
 
-    input_file_id: str = Field(max_length=200)
-    endpoint: str = Field(description="/v1/chat/completions or /v1/completions")
-    completion_window: str = Field("24h", description="24h")
-    metadata: dict[str, str] | None = None
+    input_file_id: str = Field(max_length=200, description="a file uploaded with purpose 'batch'")
+    endpoint: Literal["/v1/chat/completions", "/v1/completions"]
+    completion_window: str = Field(
+        "24h",
+        pattern=r"^[1-9][0-9]{0,5}[smh]$",
+        description="'24h' as OpenAI; beyond OpenAI, any '<n>s', '<n>m' or '<n>h' (a nightly run: '8h')",
+    )
+    metadata: dict[MetadataKey, MetadataValue] | None = Field(None, max_length=16)
 
 
 @router.post("/batches")

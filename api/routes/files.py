@@ -51,7 +51,7 @@ async def upload_file(
     files: FilesDep,
     owner: OwnerDep,
     file: Annotated[UploadFile, File(description="a JSONL file of requests, one per line")],
-    purpose: Annotated[str, Form(description="'batch'")],
+    purpose: Annotated[Literal["batch"], Form(description="'batch': files uploaded here are batches' input files")],
 ) -> dict[str, Any]:
     """Upload a batch's input file: each line is checked, and a file with bad lines is
     refused (400) naming each line and what is wrong with it."""

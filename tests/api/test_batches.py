@@ -204,7 +204,7 @@ def test_with_keys_a_key_sees_only_its_own_files_and_batches(make_stack: StackFa
                  lambda: b.batches.retrieve(batch.id), lambda: b.batches.cancel(batch.id)):  # fmt: skip
         with pytest.raises(openai.NotFoundError):
             call()
-    with pytest.raises(openai.BadRequestError):  # b cannot run a's file either
+    with pytest.raises(openai.NotFoundError):  # b cannot run a's file either
         b.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
     assert wait_until_finished(a, batch.id).status == "completed"
     assert [f.id for f in a.files.list(purpose="batch")] == [file_id]
@@ -218,7 +218,7 @@ def test_files_over_the_size_or_line_limits_are_refused(make_stack: StackFactory
     with pytest.raises(openai.BadRequestError, match=r"more than 5 requests \(BATCH_MAX_LINES\)"):
         upload(client(stack), [chat_line(f"n{n}", "x") for n in range(6)])
     assert upload(client(stack), [chat_line(f"n{n}", "x") for n in range(5)]).startswith("file-")
-    with pytest.raises(openai.BadRequestError, match="purpose must be 'batch'"):
+    with pytest.raises(openai.BadRequestError, match="purpose"):
         client(stack).files.create(file=("x.jsonl", io.BytesIO(jsonl([chat_line("a", "b")]))), purpose="fine-tune")
 
 
@@ -270,7 +270,7 @@ def test_a_raw_completion_batch_runs_on_v1_completions(stack: Stack, fake: FakeM
 def test_a_window_openai_does_not_take_is_refused(stack: Stack) -> None:
     sdk = client(stack)
     file_id = upload(sdk, [chat_line("a", "b")])
-    for window in ("forever", "0h", "200h"):
+    for window in ("forever", "0h", "24d"):
         with pytest.raises(openai.BadRequestError, match="completion_window"):
             sdk.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window=window)  # type: ignore[arg-type]
 
