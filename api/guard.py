@@ -85,8 +85,9 @@ class Guard:
 
     async def __call__(self, request: Request) -> None:
         who = self._authenticate(request)
-        # Whose files and batches the request sees: its key's (every one, without keys).
-        request.state.owner = who if self._keys else None
+        if self._keys:
+            # Whose files and batches the request sees: its key's (every one, without keys).
+            request.state.owner = who
         if self._config.rate_limit_per_minute:
             await self._limit_rate(who)
 
