@@ -24,6 +24,7 @@ from celery.signals import (
 )
 from celery.worker import state as worker_state
 
+from gateway.contract import NOT_JOBS
 from gateway.logs import current_job, use_json
 from tasks.app import celery_app
 from tasks.worker import current, use
@@ -89,13 +90,10 @@ def _job_context(task_id: str | None = None, task: Task | None = None, args: Any
     job = args[0] if args and isinstance(args[0], dict) else {}
     meta = job.get("meta") if isinstance(job.get("meta"), dict) else {}
     delivery = getattr(task.request, "delivery_info", None) if task is not None else None
-    current_job.set(
-        {
-            "job_id": task_id or "",
-            "model": str(job.get("route") or meta.get("model") or "default"),
-            "queue": str((delivery or {}).get("routing_key") or ""),
-        }
-    )
+    context = {"job_id": task_id or "", "queue": str((delivery or {}).get("routing_key") or "")}
+    if task is None or task.name not in NOT_JOBS:  # a webhook delivery is for no model
+        context["model"] = str(job.get("route") or meta.get("model") or "default")
+    current_job.set(context)
 
 
 @task_postrun.connect
