@@ -63,6 +63,12 @@ return 1
 
 YIELD_SECONDS = 0.005  # how often a line held back for interactive requests looks again
 
+# Lets the lock go when it is this process's (another may hold it after a lapse).
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
 Emit = Callable[[str, str], Any]  # (event type, batch id): a webhook event
 
 
@@ -100,6 +106,7 @@ class BatchKeeper:
         self._runner = runner
         self._redis = redis
         self._renew = redis.register_script(RENEW)
+        self._release = redis.register_script(RELEASE)
         self._registry = registry
         self._models = models
         self._emit = emit
@@ -177,7 +184,7 @@ class BatchKeeper:
         finally:
             self.progress.pop(batch_id, None)
             with contextlib.suppress(RedisError, OSError):
-                await self._redis.delete(self._config.keys.batch_lock(batch_id))
+                await self._release(keys=[self._config.keys.batch_lock(batch_id)], args=[self._me])
 
     async def _input(self, batch: dict[str, Any]) -> ReadInput:
         def read() -> ReadInput:
@@ -297,7 +304,7 @@ class BatchKeeper:
         broker the message too); a second message of a line finds its record or its
         lease, and is not sent to the model server again."""
         job = {**line.job, "batch": {"id": batch["id"], "line": line.index}}
-        backoff = 0.5
+        backoff = 0.5  # the result store or broker unavailable: tried again after this, doubling
         resend = True  # the first time in this drive: it may have been queued by a process that died
         while not progress.stop:
             remaining = batch["expires_at"] - time.time()
@@ -313,7 +320,11 @@ class BatchKeeper:
                 record = await self._files.blocking(self._batches.lines.read, batch["id"], line.index)
                 if record is not None:
                     return OK if record.answer is not None else ERR
-                resend = False  # queued again only if its claim is gone
+                resend = False  # queued again only if its claim is gone, or its message
+                try:
+                    await self._runner.queue_again_if_lost(line.task, job_id, job)
+                except (HTTPException, RedisError, OSError) as exc:
+                    log.warning("could not look for batch %s line %d's message: %s", batch["id"], line.index, exc)
             except (BrokerUnavailable, ResultStoreUnavailable, QueueFull) as exc:
                 log.warning("batch %s line %d not queued now (%s): retried", batch["id"], line.index, exc.detail)
                 await asyncio.sleep(backoff)

@@ -177,6 +177,25 @@ class JobRunner:
         lost = [job_id for job_id in candidates if job_id not in held]
         await self._publish_again(lost, "job queued again: its message was lost between the broker and a worker")
 
+    async def queue_again_if_lost(self, task_name: str, job_id: str, job: dict[str, Any]) -> bool:
+        """For a job awaited again and again (a batch's line): on a Redis broker, queue it
+        again when its message is gone (as `find_lost` does for the jobs a request awaits):
+        it has not started, its queue is empty, and no worker holds its message. True
+        when it was queued again."""
+        if self._config.uses_rabbitmq or not await self._unstarted([job_id]):
+            return False
+        routed, queue = self._route(job)
+        depths = await asyncio.get_running_loop().run_in_executor(None, self._queue.depths, [queue])
+        if depths.get(queue) != 0 or job_id in await self._held_by_workers():
+            return False
+        meta = routed.get("meta") if isinstance(routed.get("meta"), dict) else {}
+        priority = meta.get("priority") if isinstance(meta.get("priority"), int) else None
+        sent = {**routed, "accepted_at": time.time(), "reply_to": self._waiter.reply_channel}
+        await self._queue.submit(task_name, job_id, sent, queue, priority)
+        log.warning("job queued again: its message was lost between the broker and a worker",
+                    extra={"job_id": job_id, "queue": queue})  # fmt: skip
+        return True
+
     async def _unstarted(self, job_ids: list[str]) -> list[str]:
         """Those of `job_ids` that have neither started nor a result."""
         if not job_ids:

@@ -55,6 +55,12 @@ def wait_until_finished(sdk: openai.OpenAI, batch_id: str, timeout: float = 60) 
     raise AssertionError(f"batch {batch_id} not finished in {timeout}s: {batch.status} {batch.request_counts}")
 
 
+def start(sdk: openai.OpenAI, lines: list[dict[str, Any]], window: str = "24h") -> openai.types.Batch:
+    """A chat batch of `lines`, created."""
+    return sdk.batches.create(input_file_id=upload(sdk, lines), endpoint="/v1/chat/completions",
+                              completion_window=window)  # type: ignore[arg-type]  # fmt: skip
+
+
 def file_lines(sdk: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
     if file_id is None:
         return []
@@ -95,10 +101,7 @@ def test_a_failed_line_is_in_the_error_file_and_the_rest_in_the_output(stack: St
     fake.strict_models = True  # like vLLM: 404 for a model it does not serve
     lines = [chat_line("good", "fine"), {**chat_line("bad", "nope"), "body": {
         "model": "no-such-model", "messages": [{"role": "user", "content": "nope"}]}}]  # fmt: skip
-    batch = sdk.batches.create(
-        input_file_id=upload(sdk, lines), endpoint="/v1/chat/completions", completion_window="24h"
-    )
-    batch = wait_until_finished(sdk, batch.id)
+    batch = wait_until_finished(sdk, start(sdk, lines).id)
     assert batch.status == "completed" and batch.request_counts is not None
     assert (batch.request_counts.completed, batch.request_counts.failed) == (1, 1)
     (good,) = file_lines(sdk, batch.output_file_id)
@@ -170,8 +173,7 @@ def test_a_cancelled_batch_runs_no_more_lines_and_keeps_those_finished(
     sdk = client(stack)
     fake.latency = 0.5
     lines = [chat_line(f"req-{n}", f"q{n}") for n in range(40)]
-    batch = sdk.batches.create(input_file_id=upload(sdk, lines), endpoint="/v1/chat/completions",
-                               completion_window="24h")  # fmt: skip
+    batch = start(sdk, lines)
     deadline = time.monotonic() + 30
     while len(fake.completions) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -229,8 +231,7 @@ def test_a_batch_past_its_window_expires_with_the_rest_in_its_error_file(
     sdk = client(stack)
     fake.latency = 0.3
     lines = [chat_line(f"req-{n}", f"q{n}") for n in range(60)]
-    batch = sdk.batches.create(input_file_id=upload(sdk, lines), endpoint="/v1/chat/completions",
-                               completion_window="3s")  # fmt: skip
+    batch = start(sdk, lines, "3s")
     assert batch.expires_at == batch.created_at + 3
     batch = wait_until_finished(sdk, batch.id)
     assert batch.status == "expired" and batch.expired_at and batch.expired_at >= batch.expires_at
@@ -309,8 +310,7 @@ def test_metrics_show_a_running_batchs_lines_by_state(make_stack: StackFactory, 
     stack = make_stack(BATCH_LINES_IN_FLIGHT="3", BATCH_POLL_SECONDS="0.2")
     sdk = client(stack)
     fake.latency = 0.3
-    batch = sdk.batches.create(input_file_id=upload(sdk, [chat_line(f"m{n}", "x") for n in range(30)]),
-                               endpoint="/v1/chat/completions", completion_window="24h")  # fmt: skip
+    batch = start(sdk, [chat_line(f"m{n}", "x") for n in range(30)])
     seen: dict[str, float] = {}
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not (seen.get("running") and seen.get("completed")):
