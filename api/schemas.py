@@ -7,12 +7,13 @@ from uuid import uuid4
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from gateway.contract import DEFAULT_PRIORITY
+
 # What a job_id and a model name may be made of (they end up in Redis keys, queue
 # messages and log lines).
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,255}$"
 Role = Literal["system", "user", "assistant", "tool"]
-DEFAULT_PRIORITY = 5
 
 
 def integral(value: Any) -> Any:

@@ -68,6 +68,9 @@ class Config(BaseSettings):
     models_file: str = Field("", description="the model registry: a YAML or JSON file")
     worker_models: str = Field("", description="models (of the registry) a worker runs; empty: all")
     inner_llm_api_key: SecretStr | None = None
+    inner_llm_priority_scheduling: bool = Field(
+        False, description="INNER_LLM_URL's server schedules by priority (vLLM --scheduling-policy priority)"
+    )
     default_model: str = ""
     llm_connect_timeout: float = Field(5.0, gt=0)
     llm_timeout: float = Field(600.0, gt=0, description="seconds to wait for one model-server answer")

@@ -43,6 +43,9 @@ NOT_JOBS = frozenset({TaskName.WEBHOOK})
 
 # The job payload.
 
+# A job's priority: 0 (batch) .. 9 (most urgent); DEFAULT_PRIORITY when it gives none.
+DEFAULT_PRIORITY = 5
+
 # OpenAI parameters passed to the model server as given, when a job brings them.
 SAMPLING = frozenset({"top_p", "seed", "n", "presence_penalty", "frequency_penalty"})
 

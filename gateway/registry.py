@@ -8,6 +8,7 @@ Set ``MODELS_FILE`` (YAML or JSON) or ``MODELS`` (the same, inline JSON):
         url: http://gpu-a:8000           # its OpenAI-compatible server
         api_key: ...                     # optional; or api_key_env: SMALL_KEY
         served_name: Qwen/Qwen2.5-1.5B-Instruct   # what that server calls it (default: name)
+        priority_scheduling: true        # vLLM --scheduling-policy priority: jobs' priorities passed on
         queue: llm-small                 # default: {QUEUE_NAME}.{name}
       - name: large
         url: http://gpu-b:8000
@@ -70,6 +71,9 @@ class Model:
     aliases: tuple[str, ...] = ()
     served_name: str | None = None
     api_key: SecretStr | None = field(default=None, repr=False)
+    # Its server schedules by a request's `priority` (vLLM's --scheduling-policy priority):
+    # each job's priority is passed on, so an urgent one overtakes inside the server too.
+    priority_scheduling: bool = False
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -143,6 +147,7 @@ def load_registry(config: Config) -> Registry:
             queue=config.queue_name,
             served_name=config.default_model or None,
             api_key=config.inner_llm_api_key,
+            priority_scheduling=config.inner_llm_priority_scheduling,
         )
         return Registry((single,), single, passthrough=True)
     return _parse(raw, config)
@@ -178,6 +183,7 @@ def _parse(raw: Any, config: Config) -> Registry:
                 aliases=aliases,
                 served_name=entry.get("served_name"),
                 api_key=SecretStr(str(key)) if key else None,
+                priority_scheduling=entry.get("priority_scheduling") is True,
             )
         )
     registry = Registry(tuple(models), models[0])

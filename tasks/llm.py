@@ -67,6 +67,7 @@ def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
         sampling=meta.sampling,
         extra={k: v for k, v in (job.openai or {}).items() if k != "messages"},
         raw=name == TaskName.COMPLETE,
+        priority=meta.priority,
     )
     started = time.time()
     worker = current()

@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 from gateway.config import Config
 from gateway.contract import (
+    DEFAULT_PRIORITY,
     ModelServerError,
     ModelServerFailed,
     ModelServerRejected,
@@ -112,6 +113,13 @@ class ChatRequest:
     # passed as given, never over what the gateway sets itself (model, stream).
     extra: dict[str, Any] = field(default_factory=dict)
     raw: bool = False  # a raw completion (/v1/completions, `extra["prompt"]`), not a chat
+    priority: int | None = None  # the job's: 0 (batch) .. 9 (most urgent); None: the default
+
+
+def server_priority(priority: int | None) -> int:
+    """vLLM's `priority` for a job's: vLLM serves lower numbers first (its default is 0),
+    the gateway higher ones (0 batch .. 9 most urgent), so 9 is 0 there and 0 is 9."""
+    return 9 - (DEFAULT_PRIORITY if priority is None else max(0, min(9, priority)))
 
 
 # What the gateway sets in every request to the model server itself.
@@ -168,6 +176,7 @@ class ModelClient:
         self._transport = transport or HttpTransport(config.inner_llm_url, headers)
         self._url = config.inner_llm_url_shown
         self._default_model = config.default_model or None
+        self._priority_scheduling = config.inner_llm_priority_scheduling
         self._max_retries = config.llm_max_retries
         self._backoff = config.llm_retry_backoff
         self._deadline = config.llm_deadline
@@ -202,6 +211,8 @@ class ModelClient:
         if stop:
             body["stop"] = stop
         body.update(request.sampling)
+        if self._priority_scheduling:
+            body["priority"] = server_priority(request.priority)
         path = "/v1/completions" if request.raw else "/v1/chat/completions"
         try:
             return self._send(path, body, cancel, on_delta)

@@ -53,7 +53,12 @@ class Worker:
             if client is None:
                 model = self.registry.by_name(route)
                 served = model.served_name or model.name
-                update = {"inner_llm_url": model.url, "inner_llm_api_key": model.api_key, "default_model": served}
+                update = {
+                    "inner_llm_url": model.url,
+                    "inner_llm_api_key": model.api_key,
+                    "default_model": served,
+                    "inner_llm_priority_scheduling": model.priority_scheduling,
+                }
                 client = self._routed[route] = ModelClient(self.config.model_copy(update=update))
             return client
 

@@ -157,3 +157,35 @@ def test_urgent_jobs_overtake_a_backlog(make_stack: StackFactory, fake: FakeMode
     print(f"\n[priorities] urgent jobs finished at positions {sorted(urgent_at)} of 210")
     # A worker holds one job beyond the one it runs: at most those run first.
     assert max(urgent_at) < 15, sorted(urgent_at)
+
+
+@pytest.mark.unit
+def test_a_jobs_priority_maps_to_vllms_where_lower_is_sooner() -> None:
+    from tasks.model_client import server_priority
+
+    assert [server_priority(p) for p in (9, 5, 0)] == [0, 4, 9]
+    assert server_priority(None) == server_priority(5)  # a job without one: the API's default
+
+
+@pytest.mark.integration
+def test_a_model_whose_server_schedules_by_priority_gets_each_jobs_priority(
+    make_stack: StackFactory, fake: FakeModelServer
+) -> None:
+    models = {
+        "models": [
+            {"name": "vllm", "url": fake.url, "served_name": "fake-model", "priority_scheduling": True},
+            {"name": "plain", "url": fake.url, "served_name": "fake-model", "queue": "plain-queue"},
+        ]
+    }
+    stack = make_stack(MODELS=json.dumps(models))
+    sent = [
+        ("urgent", {"content": "urgent", "meta": {"model": "vllm", "priority": 9}}),
+        ("usual", {"content": "usual", "meta": {"model": "vllm"}}),
+        ("batch", {"content": "batch", "meta": {"model": "vllm", "priority": 0}}),
+        ("plain", {"content": "plain", "meta": {"model": "plain", "priority": 9}}),
+    ]
+    for _, body in sent:
+        assert httpx.post(f"{stack.url}/generate", json=body, timeout=30).status_code == 200
+    received = {r["messages"][-1]["content"]: r for r in fake.completions}
+    assert [received[name].get("priority") for name in ("urgent", "usual", "batch")] == [0, 4, 9]
+    assert "priority" not in received["plain"]  # a server that does not schedule by it is not sent one
