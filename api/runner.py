@@ -188,10 +188,8 @@ class JobRunner:
         depths = await asyncio.get_running_loop().run_in_executor(None, self._queue.depths, [queue])
         if depths.get(queue) != 0 or job_id in await self._held_by_workers():
             return False
-        meta = routed.get("meta") if isinstance(routed.get("meta"), dict) else {}
-        priority = meta.get("priority") if isinstance(meta.get("priority"), int) else None
         sent = {**routed, "accepted_at": time.time(), "reply_to": self._waiter.reply_channel}
-        await self._queue.submit(task_name, job_id, sent, queue, priority)
+        await self._queue.submit(task_name, job_id, sent, queue, _priority(routed))
         log.warning("job queued again: its message was lost between the broker and a worker",
                     extra={"job_id": job_id, "queue": queue})  # fmt: skip
         return True
@@ -368,8 +366,7 @@ class JobRunner:
         self._maybe_unqueued.discard(job_id)
         try:
             # When it was accepted, for its time in the queue (not part of its fingerprint).
-            meta = job.get("meta") if isinstance(job.get("meta"), dict) else {}
-            priority = meta.get("priority") if isinstance(meta.get("priority"), int) else None
+            priority = _priority(job)
             sent = {**job, "accepted_at": time.time()}
             if reply_to:
                 sent["reply_to"] = reply_to
@@ -384,6 +381,13 @@ class JobRunner:
             raise
         # A job queued again under an earlier claim may have run: its result is followed.
         return not retaken
+
+
+def _priority(job: dict[str, Any]) -> int | None:
+    """The priority a job's ``meta`` gives (0 batch .. 9 most urgent), or None."""
+    meta = job.get("meta") if isinstance(job.get("meta"), dict) else {}
+    priority = meta.get("priority")
+    return priority if isinstance(priority, int) else None
 
 
 class _RecentIds:
