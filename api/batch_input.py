@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import HTTPException
 from pydantic import ValidationError
 
-from api.guard import check_job
+from api.guard import check_job, check_tokens
 from api.openai_jobs import chat_job, completion_job
 from api.request_models import RequestModels
 from gateway.config import Config
@@ -121,6 +121,7 @@ def _read_line(
     job = chat_job(request) if task == TaskName.CHAT else completion_job(request)  # type: ignore[arg-type]
     job["meta"]["priority"] = 0
     try:
+        check_tokens(config, getattr(request, "max_tokens", None), "max_tokens")
         check_job(config, job)
     except HTTPException as exc:
         raise _BadLine(f"body: {exc.detail}") from None

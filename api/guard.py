@@ -123,6 +123,14 @@ class Guard:
             )
 
 
+def check_tokens(config: Config, tokens: int | None, name: str) -> None:
+    """Refuse a count of tokens to generate over MAX_TOKENS_LIMIT (422, naming the field):
+    for a field the job's tokens_limit does not come from (``max_tokens`` beside
+    ``max_completion_tokens``, which a chat request's limit is taken from)."""
+    if tokens is not None and tokens > config.max_tokens_limit:
+        raise LimitExceeded(f"{name}: {tokens}; at most {config.max_tokens_limit} (MAX_TOKENS_LIMIT)")
+
+
 def check_job(config: Config, job: dict[str, Any]) -> None:
     """Refuse a job that holds more than the configured limits allow (422, naming the limit)."""
     request = job.get("openai") if isinstance(job.get("openai"), dict) else job

@@ -25,12 +25,37 @@ class _Message(Body):
     def wire(self) -> dict[str, Any]:
         """The message as the model server gets it: as given, without the fields left out."""
         message = self.model_dump(exclude_none=True)
+        if isinstance(getattr(self, "content", None), list):
+            message["content"] = [part.model_dump(exclude_unset=True) for part in self.content]  # type: ignore[attr-defined]
         if getattr(self, "content", "") is None:
             message["content"] = None  # an assistant's tool calls alone, as OpenAI's SDK sends them
         return message
 
 
-Content = str | list[dict[str, Any]]  # text, or content parts (text, image_url, input_audio, ...)
+class ContentPart(BaseModel):
+    """One part of a message's content (text, image_url, input_audio, file, ...): its
+    type named, a text part's text a string; the rest passed on as given."""
+
+    model_config = ConfigDict(
+        strict=True,
+        extra="allow",
+        json_schema_extra={
+            "if": {"properties": {"type": {"const": "text"}}},
+            "then": {"required": ["text"], "properties": {"text": {"type": "string"}}},
+        },
+    )
+
+    type: str = Field(min_length=1)
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _text_has_text(self) -> ContentPart:
+        if self.type == "text" and self.text is None:
+            raise ValueError("a text part needs its text")
+        return self
+
+
+Content = str | list[ContentPart]  # text, or content parts
 
 
 class TextMessage(_Message):
@@ -59,6 +84,75 @@ class FunctionMessage(_Message):
 OpenAIMessage = Annotated[TextMessage | AssistantMessage | ToolMessage | FunctionMessage, Field(discriminator="role")]
 
 
+class FunctionDefinition(BaseModel):
+    """A function a tool offers, as OpenAI's API takes it (fields beyond OpenAI's passed on)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(None, description="its arguments, as a JSON Schema")
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+    name: str = Field(min_length=1, max_length=64)
+
+
+class NamedToolChoice(BaseModel):
+    """``tool_choice`` naming the function to call."""
+
+    model_config = ConfigDict(strict=True)
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class _Format(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class TextFormat(_Format):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(_Format):
+    type: Literal["json_object"]
+
+
+class JsonSchema(_Format):
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class JsonSchemaFormat(_Format):
+    type: Literal["json_schema"]
+    json_schema: JsonSchema
+
+
+class StructuralTagFormat(_Format):
+    """vLLM's own kind: its fields passed on as given."""
+
+    type: Literal["structural_tag"]
+
+
+# ``response_format``: text, json_object, json_schema (its schema named), or vLLM's structural_tag.
+ResponseFormat = Annotated[
+    TextFormat | JsonObjectFormat | JsonSchemaFormat | StructuralTagFormat, Field(discriminator="type")
+]
+
+
 class _PassesOn(Body):
     """A request whose fields the gateway does not map itself go to the model server as given."""
 
@@ -72,8 +166,17 @@ class _PassesOn(Body):
 
     def passed_on(self, names: frozenset[str]) -> dict[str, Any]:
         """The fields `names` given, and the fields the gateway does not know."""
-        given = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        given = {name: _as_given(getattr(self, name)) for name in names if getattr(self, name) is not None}
         return {**given, **(self.model_extra or {})}
+
+
+def _as_given(value: Any) -> Any:
+    """A field's value as the client gave it (a checked part dumped back to what it was)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(by_alias=True, exclude_unset=True)
+    if isinstance(value, list):
+        return [_as_given(item) for item in value]
+    return value
 
 
 class _Sampling(_PassesOn):
@@ -128,10 +231,10 @@ class ChatCompletionsRequest(_Sampling):
 
     messages: list[OpenAIMessage] = Field(min_length=1)
     max_completion_tokens: Count | None = None
-    tools: list[dict[str, Any]] | None = Field(None, max_length=128)
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[Tool] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    response_format: dict[str, Any] | None = Field(None, description="json_object, json_schema, text")
+    response_format: ResponseFormat | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[int, Field(ge=0, le=20), BeforeValidator(integral)] | None = None
     logit_bias: dict[str, float] | None = None

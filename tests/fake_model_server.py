@@ -151,7 +151,11 @@ class FakeModelServer:
                 if isinstance(answer, Response):
                     return answer
                 streaming = bool(body.get("stream"))
-                chunks, usage = _surface_chunks(body, self.models[0])
+                try:
+                    chunks, usage = _surface_chunks(body, self.models[0])
+                except (KeyError, TypeError, AttributeError) as error:  # as vLLM refuses a malformed body
+                    return JSONResponse({"object": "error", "message": f"bad request: {error!r}",
+                                         "type": "BadRequestError", "code": 400}, status_code=400)  # fmt: skip
                 if streaming:
                     return StreamingResponse(self._events(chunks), media_type="text/event-stream")
                 return JSONResponse(_joined(chunks, usage))

@@ -100,6 +100,10 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("model characters", "/generate", {"content": "x", "meta": {"model": "bad model!"}}, 422, "model"),
     ("OpenAI: number of messages", "/v1/chat/completions", {"messages": [USER] * 4}, 422, "MAX_MESSAGES"),
     ("OpenAI: max_tokens", "/v1/chat/completions", {"messages": [USER], "max_tokens": 51}, 422, "MAX_TOKENS_LIMIT"),
+    ("OpenAI: max_tokens beside max_completion_tokens", "/v1/chat/completions",
+     {"messages": [USER], "max_completion_tokens": 5, "max_tokens": 51}, 422, "max_tokens: 51"),
+    ("OpenAI: a tool without its function", "/v1/chat/completions",
+     {"messages": [USER], "tools": [{"type": "function"}]}, 400, "tools.0.function"),
     ("OpenAI: role", "/v1/chat/completions", {"messages": [{"role": "wizard", "content": "x"}]}, 400, "role"),
     ("OpenAI: body size", "/v1/completions", {"prompt": "x" * 3000}, 413, "MAX_BODY_BYTES"),
 ]  # fmt: skip

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import ConfigDep, RegistryDep, RunnerDep
+from api.guard import check_tokens
 from api.openai_jobs import ERROR_TYPES, chat_job, choices, completion_job, usage, whole_answer
 from api.openai_schemas import ErrorBody, ModelCard, ModelList
 from api.request_models import RequestModels
@@ -138,6 +139,7 @@ def openai_router(models: RequestModels) -> APIRouter:
     ) -> dict[str, Any] | Response:
         """OpenAI's chat completion, run as an ``llm.chat`` job; streamed with ``stream: true``."""
         job_id = idempotency_key or new_job_id()
+        check_tokens(config, body.max_tokens, "max_tokens")
         job = chat_job(body)
         if body.stream:
             return await streamed(runner, TaskName.CHAT, job_id, job, body, "chat")

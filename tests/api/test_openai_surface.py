@@ -84,6 +84,29 @@ def test_an_agent_loop_sends_tool_results_back(stack: Stack, fake: FakeModelServ
     assert sent[3] == {"role": "tool", "tool_call_id": call.id, "content": "sunny, 24 C"}
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("tools", [{"name": "get_weather"}], "tools.0.type"),  # the function's fields without the wrapper
+        ("tools", [{"type": "function", "function": {"description": "no name"}}], "tools.0.function.name"),
+        ("tool_choice", "any", "tool_choice"),  # Anthropic's word, not OpenAI's
+        ("tool_choice", {"type": "function", "function": {}}, "tool_choice"),
+        ("response_format", {"type": "json_schema"}, "response_format"),
+        ("response_format", {"type": "yaml"}, "response_format"),
+        ("messages", [{"role": "user", "content": [{"type": "text", "text": 5}]}], "messages.0"),
+        ("messages", [{"role": "user", "content": [{"text": "no type"}]}], "messages.0"),
+    ],
+)
+def test_malformed_tools_formats_and_parts_are_refused_before_the_queue(
+    stack: Stack, fake: FakeModelServer, field: str, value: Any, named: str
+) -> None:
+    body: dict[str, Any] = {"model": "fake-model", "messages": [{"role": "user", "content": "x"}], field: value}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(stack).chat.completions.create(**body)
+    assert refused.value.status_code == 400 and named in str(refused.value.message)
+    assert fake.completions == []
+
+
 def test_content_parts_of_other_kinds_are_passed_on(stack: Stack, fake: FakeModelServer) -> None:
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
     parts = [{"type": "text", "text": "Describe"}, image]
