@@ -43,6 +43,7 @@ from api.batch_input import InputLine, ReadInput, read_input
 from api.batches import UNFINISHED, Batches
 from api.errors import BrokerUnavailable, JobCancelled, JobTimedOut, QueueFull, ResultStoreUnavailable, cause
 from api.files import Files
+from api.guard import current_tenant
 from api.openai_jobs import ERROR_TYPES, whole_answer
 from api.request_models import RequestModels
 from api.runner import JobRunner
@@ -50,6 +51,7 @@ from gateway.batch_files import ERR, OK, active_marker, file_data, line_job_id, 
 from gateway.config import Config
 from gateway.contract import TaskName
 from gateway.registry import Registry
+from gateway.tenants import DEFAULT_TENANT, Tenant
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +166,9 @@ class BatchKeeper:
     async def _drive(self, batch_id: str) -> None:
         try:
             batch = await self._batches.read(batch_id)
+            # Its lines are run for its tenant (their usage counted to it), without the
+            # tenant's quotas: a batch runs at its own pace, beneath interactive traffic.
+            current_tenant.set(Tenant(str((batch or {}).get("tenant") or DEFAULT_TENANT)))
             if batch is None or batch["status"] not in UNFINISHED:
                 # Finished, but its event may not have been queued (the broker was down,
                 # the process died): queued again (the same event id), then let go.

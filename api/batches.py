@@ -17,6 +17,7 @@ from typing import Any
 from api.errors import ApiError
 from api.files import FileNotFound, Files, sortable_id
 from gateway.batch_files import ACTIVE, BatchLines, active_marker, batch_object
+from gateway.tenants import DEFAULT_TENANT
 
 STATUSES = ("validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled")
 UNFINISHED = frozenset({"validating", "in_progress", "finalizing"})
@@ -68,9 +69,15 @@ class Batches:
         self.woken: Callable[[], None] | None = None
 
     async def create(
-        self, input_file_id: str, endpoint: str, window: str, metadata: dict[str, str] | None, owner: str | None
+        self,
+        input_file_id: str,
+        endpoint: str,
+        window: str,
+        metadata: dict[str, str] | None,
+        owner: str | None,
+        tenant: str = DEFAULT_TENANT,
     ) -> dict[str, Any]:
-        """A new batch (``validating``): its lines are queued by the keeper."""
+        """A new batch (``validating``): its lines are queued by the keeper, run for `tenant`."""
         seconds = window_seconds(window)
         if seconds is None:
             raise BadBatch("completion_window: '24h' (or, beyond OpenAI, a duration such as '90m')")
@@ -93,7 +100,7 @@ class Batches:
             "expires_at": now + seconds, "finalizing_at": None, "completed_at": None, "failed_at": None,
             "expired_at": None, "cancelling_at": None, "cancelled_at": None,
             "request_counts": {"total": int(source.get("lines") or 0), "completed": 0, "failed": 0},
-            "metadata": metadata, "model": None, "usage": None, "owner": owner,
+            "metadata": metadata, "model": None, "usage": None, "owner": owner, "tenant": tenant,
         }  # fmt: skip
         await self.write(batch)
         await self._files.blocking(self._store.put, active_marker(batch["id"]), b"")

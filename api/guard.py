@@ -2,9 +2,11 @@
 
 - API keys (``API_KEYS``, ``API_KEYS_FILE``): every route of the gateway's routers
   needs ``Authorization: Bearer <key>``; keys are kept as SHA-256 digests and
-  compared in constant time, and never logged.
-- Rate limit (``RATE_LIMIT_PER_MINUTE``): requests per key (per client address when
-  no keys are configured) per minute, counted in Redis so it holds across API processes.
+  compared in constant time, and never logged. Each key is a tenant's
+  (gateway/tenants.py); the request's tenant is ``current_tenant``.
+- Rate limit (a tenant's ``requests_per_minute``; ``RATE_LIMIT_PER_MINUTE`` the default
+  tenant's): requests per tenant (per client address when no keys are configured) per
+  minute, counted in Redis so it holds across API processes.
 - Limits on what a job may hold (``MAX_*``): checked on every job, whichever endpoint
   it came through, before anything is queued.
 
@@ -13,11 +15,10 @@ Bodies larger than ``MAX_BODY_BYTES`` are refused by every route (api/routing.py
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import time
-from pathlib import Path
+from contextvars import ContextVar
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -26,6 +27,8 @@ from redis.exceptions import RedisError
 
 from api.errors import ApiError, ResultStoreUnavailable
 from gateway.config import Config
+from gateway.logs import current_job
+from gateway.tenants import DEFAULT_TENANT, Tenant, Tenants, digest, load_tenants
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("api.access")
@@ -48,19 +51,20 @@ class LimitExceeded(ApiError):
     status_code = 422
 
 
-def load_keys(config: Config) -> list[bytes]:
-    """SHA-256 digests of the configured API keys (none: the API is open)."""
-    keys: list[str] = []
-    if config.api_keys:
-        keys += config.api_keys.get_secret_value().split(",")
-    if config.api_keys_file:
-        for line in Path(config.api_keys_file).read_text().splitlines():
-            keys.append(line.split("#", 1)[0])
-    return [_digest(key.strip()) for key in keys if key.strip()]
+def load_tenants_of(config: Config) -> Tenants:
+    """The tenants of the configured keys (none: the API is open, all of the default tenant)."""
+    keys = config.api_keys.get_secret_value() if config.api_keys else ""
+    return load_tenants(keys, config.api_keys_file, config.rate_limit_per_minute)
 
 
-def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
+# The tenant of the request being served (its jobs are run for it); a batch's lines
+# set their batch's. None outside a request: the default tenant, without quotas.
+current_tenant: ContextVar[Tenant | None] = ContextVar("current_tenant", default=None)
+
+
+def tenant_now() -> Tenant:
+    """The tenant the jobs started now are run for."""
+    return current_tenant.get() or Tenant(DEFAULT_TENANT)
 
 
 # Counts a request in its key's window; answers the count so far.
@@ -76,37 +80,47 @@ class Guard:
 
     def __init__(self, config: Config, store: aioredis.Redis) -> None:
         self._config = config
-        self._keys = load_keys(config)
+        self.tenants = load_tenants_of(config)
         self._count = store.register_script(COUNT)
-        if self._keys:
-            log.info("API keys: %d configured; requests without one get 401", len(self._keys))
+        if self.tenants.keyed:
+            named = sorted({tenant.name for tenant in self.tenants.by_digest.values()})
+            log.info(
+                "API keys: %d configured, of %d tenants (%s); requests without one get 401",
+                len(self.tenants.by_digest), len(named), ", ".join(named),
+            )  # fmt: skip
         else:
             log.warning("no API keys configured (API_KEYS, API_KEYS_FILE): every endpoint is open to anyone")
 
     async def __call__(self, request: Request) -> None:
-        who = self._authenticate(request)
-        if self._keys:
+        who, tenant = self._authenticate(request)
+        if self.tenants.keyed:
             # Whose files and batches the request sees: its key's (every one, without keys).
             request.state.owner = who
-        if self._config.rate_limit_per_minute:
-            await self._limit_rate(who)
+        request.state.tenant = tenant
+        current_tenant.set(tenant)
+        current_job.set({"tenant": tenant.name})
+        rpm = tenant.quotas.requests_per_minute
+        if rpm:
+            # Counted per tenant; without keys, per client address (all are the default tenant).
+            await self._limit_rate(f"tenant:{tenant.name}" if self.tenants.keyed else who, rpm, tenant)
 
-    def _authenticate(self, request: Request) -> str:
-        if not self._keys:
-            return f"addr:{request.client.host if request.client else 'unknown'}"
+    def _authenticate(self, request: Request) -> tuple[str, Tenant]:
+        if not self.tenants.keyed:
+            return f"addr:{request.client.host if request.client else 'unknown'}", self.tenants.get(DEFAULT_TENANT)
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             raise Unauthorized("missing API key: send the header 'Authorization: Bearer <key>'")
-        digest = _digest(presented.strip())
+        given = digest(presented.strip())
         # Every key is compared, in constant time: the answer takes as long for any key.
-        matched = False
-        for key in self._keys:
-            matched |= hmac.compare_digest(digest, key)
-        if not matched:
+        found: Tenant | None = None
+        for key, tenant in self.tenants.by_digest.items():
+            if hmac.compare_digest(given, key):
+                found = tenant
+        if found is None:
             raise Unauthorized("invalid API key")
-        return f"key:{digest.hex()[:16]}"
+        return f"key:{given.hex()[:16]}", found
 
-    async def _limit_rate(self, who: str) -> None:
+    async def _limit_rate(self, who: str, limit: int, tenant: Tenant) -> None:
         now = time.time()
         window = int(now // 60)
         key = self._config.keys.rate(who, window)
@@ -114,11 +128,12 @@ class Guard:
             count = await self._count(keys=[key], args=[61])
         except (RedisError, OSError):
             raise ResultStoreUnavailable("result store (Redis) unavailable") from None
-        limit = self._config.rate_limit_per_minute
         if count > limit:
             retry = max(1, int((window + 1) * 60 - now) + 1)
+            setting = "RATE_LIMIT_PER_MINUTE" if tenant.name == DEFAULT_TENANT else "quota requests_per_minute"
             raise TooManyRequests(
-                f"rate limit: {limit} requests per minute (RATE_LIMIT_PER_MINUTE); try again in {retry}s",
+                f"rate limit: tenant {tenant.name!r} may send {limit} requests per minute ({setting});"
+                f" try again in {retry}s",
                 headers={"Retry-After": str(retry)},
             )
 

@@ -31,7 +31,7 @@ def fingerprint(task_name: str, job: dict[str, Any]) -> str:
 
     Whether the answer is streamed is not part of it: a job asked for again may be
     streamed or not, whichever way it first ran."""
-    same = {key: value for key, value in job.items() if key not in ("stream", "accepted_at", "notify")}
+    same = {key: value for key, value in job.items() if key not in ("stream", "accepted_at", "notify", "tenant")}
     canonical = json.dumps([task_name, same], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -59,13 +59,15 @@ class JobStore:
         self._claim = store.register_script(CLAIM)
         self._cancel = store.register_script(CANCEL)
 
-    async def claim(self, job_id: str, task_name: str, job: dict[str, Any], reply_to: str = "") -> Claim:
+    async def claim(
+        self, job_id: str, task_name: str, job: dict[str, Any], reply_to: str = "", tenant: str = ""
+    ) -> Claim:
         """Claim `job_id` for this request, atomically across API processes; its result
-        will be published on `reply_to` too, when given."""
+        will be published on `reply_to` too, when given. `tenant` is whose job it is."""
         mine = fingerprint(task_name, job)
         keys = [self._config.keys.job(job_id), self._config.keys.queued]
         config = self._config
-        args = [mine, task_name, repr(time.time()), config.job_ttl, job_id, config.max_queued_jobs, reply_to]
+        args = [mine, task_name, repr(time.time()), config.job_ttl, job_id, config.max_queued_jobs, reply_to, tenant]
         try:
             first = await self._claim(keys=keys, args=args)
         except (RedisError, OSError):
@@ -133,6 +135,7 @@ class JobStore:
         state = STATUS_NAMES.get(meta.get("status", ""))
         answer: dict[str, Any] = {
             "job_id": job_id,
+            "tenant": fields.get(JobField.TENANT),
             "status": state or ("running" if JobField.STARTED_AT in fields else "queued"),
             "accepted_at": _iso(fields.get(JobField.ACCEPTED_AT)),
             "started_at": _iso(fields.get(JobField.STARTED_AT)),

@@ -13,7 +13,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from api.routes import batches, files, jobs, models, operations
+from api.routes import batches, files, jobs, models, operations, usage
 from api.routes.openai import openai_router
 from api.routes.spec import ERROR_RESPONSES, spec_router
 from api.services import Services
@@ -41,6 +41,7 @@ def get_router(config: Config) -> APIRouter:
     guarded.include_router(batches.router)
     guarded.include_router(jobs.router)
     guarded.include_router(models.router)
+    guarded.include_router(usage.router)
     guarded.include_router(operations.router)
     outer = APIRouter(lifespan=lifespan)
     outer.include_router(operations.probes)

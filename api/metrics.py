@@ -40,10 +40,15 @@ class Metrics:
             "llm_api_queue_seconds", "Seconds a job waited in its queue before a worker started it, by model",
             ["model"], buckets=SECONDS, registry=r,
         )  # fmt: skip
-        self.tokens = Counter("llm_api_tokens", "Tokens generated, by model", ["model"], registry=r)
+        self.tokens = Counter("llm_api_tokens", "Tokens generated, by model and tenant", ["model", "tenant"],
+                              registry=r)  # fmt: skip
         self.jobs = Counter(
-            "llm_api_jobs", "Job requests answered, by model and outcome (succeeded, or the error)",
-            ["model", "outcome"], registry=r,
+            "llm_api_jobs", "Job requests answered, by model, outcome (succeeded, or the error) and tenant",
+            ["model", "outcome", "tenant"], registry=r,
+        )  # fmt: skip
+        self.quota_refusals = Counter(
+            "llm_api_quota_refusals", "Requests refused for a tenant's quota (429), by tenant and quota",
+            ["tenant", "quota"], registry=r,
         )  # fmt: skip
         self.errors = Counter("llm_api_errors", "Errors answered, by cause", ["cause"], registry=r)
         self.in_flight = Gauge("llm_api_jobs_in_flight", "Jobs this API process is awaiting", registry=r)
@@ -54,9 +59,9 @@ class Metrics:
         self._batches: dict[tuple[str, str, str], int] = {}
         r.register(_Batches(self._batches))
 
-    def observe_answer(self, model: str, result: dict[str, Any], seconds: float | None) -> None:
-        """A job answered: its model, its result (usage, timing), seconds since accepted."""
-        self.jobs.labels(model, "succeeded").inc()
+    def observe_answer(self, model: str, tenant: str, result: dict[str, Any], seconds: float | None) -> None:
+        """A job answered: its model and tenant, its result (usage, timing), seconds since accepted."""
+        self.jobs.labels(model, "succeeded", tenant).inc()
         if seconds is not None:
             self.job_seconds.labels(model).observe(seconds)
         timing = result.get("timing") or {}
@@ -64,11 +69,11 @@ class Metrics:
             self.queue_seconds.labels(model).observe(max(0.0, timing["queued_seconds"]))
         usage = result.get("usage") or {}
         if isinstance(usage.get("completion_tokens"), int):
-            self.tokens.labels(model).inc(usage["completion_tokens"])
+            self.tokens.labels(model, tenant).inc(usage["completion_tokens"])
 
-    def observe_failure(self, model: str, cause: str) -> None:
+    def observe_failure(self, model: str, tenant: str, cause: str) -> None:
         """A job request answered with an error (counted by cause with every error, by the route)."""
-        self.jobs.labels(model, cause).inc()
+        self.jobs.labels(model, cause, tenant).inc()
 
     def render(
         self,

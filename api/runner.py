@@ -25,10 +25,11 @@ from api.errors import (
     cause,
     error_for_failure,
 )
-from api.guard import check_job
+from api.guard import check_job, tenant_now
 from api.job_queue import JobQueue
 from api.job_store import JobStore
 from api.metrics import Metrics
+from api.quotas import Quotas
 from api.result_waiter import ResultWaiter
 from gateway.config import Config
 from gateway.contract import STREAM_END, STREAM_EXTRA, STREAM_INDEX, STREAM_TEXT, Job, JobField, State
@@ -62,6 +63,7 @@ class JobRunner:
         self._waiter = waiter
         self._metrics = metrics
         self._redis = redis
+        self._quotas = Quotas(config, redis, metrics)
         # Stream readers block in XREAD: their own pool, so they never starve the others.
         self._stream_reader = aioredis.Redis.from_url(
             config.redis_url, max_connections=100_000, socket_connect_timeout=config.redis_connect_timeout
@@ -116,19 +118,20 @@ class JobRunner:
         metrics as a failure (a batch's line, awaited a while at a time)."""
         started = time.monotonic()
         model = self.model_label(job)
+        tenant = tenant_now().name
         self._metrics.in_flight.inc()
         self.awaited += 1
         try:
             answer = await self._run(task_name, job_id, job, wait, resend)
         except HTTPException as exc:
             if count_timeout or not isinstance(exc, JobTimedOut):
-                self._metrics.observe_failure(model, cause(exc))
+                self._metrics.observe_failure(model, tenant, cause(exc))
             raise
         finally:
             self._metrics.in_flight.dec()
             self.awaited -= 1
             self._published.pop(job_id, None)
-        self._metrics.observe_answer(model, answer, time.monotonic() - started)
+        self._metrics.observe_answer(model, tenant, answer, time.monotonic() - started)
         return answer
 
     async def _requeue_unstarted(self) -> None:
@@ -339,21 +342,27 @@ class JobRunner:
         """True when this request claimed the job_id and queued the job. With `reply`
         (or `awaited`), its result is published on this process's channel; `awaited`
         also remembers it until run() ends, to queue it again if need be."""
-        current_job.set({"job_id": job_id})  # on each line logged about this request
+        tenant = tenant_now()
+        current_job.set({"job_id": job_id, "tenant": tenant.name})  # on each line logged about this request
         check_job(self._config, job)
         model = self.model_label(job)
         job, queue = self._route(job)
-        current_job.set({"job_id": job_id, "model": model, "queue": queue})
+        job = {**job, "tenant": tenant.name}
+        current_job.set({"job_id": job_id, "model": model, "queue": queue, "tenant": tenant.name})
         # What the workers will parse: a job they would refuse is this process's bug (500).
         Job.parse(job)
         # A job awaited here has its result published on this process's channel.
         reply_to = self._waiter.reply_channel if awaited or reply else ""
+        await self._quotas.admit(tenant, job_id)
         try:
-            claim = await self._store.claim(job_id, task_name, job, reply_to)
+            claim = await self._store.claim(job_id, task_name, job, reply_to, tenant.name)
         except ResultStoreUnavailable:
             # Redis may have made the claim and lost its answer: the job may stand claimed
             # without having been queued.
             self._maybe_unqueued.add(job_id)
+            raise
+        except HTTPException:  # the queue is full
+            await self._quotas.release(tenant, job_id)
             raise
         if not claim.same:
             raise JobConflict(f"job_id {job_id!r} is already used by a job with another body")
@@ -378,6 +387,8 @@ class JobRunner:
             # Not queued: a retry with this job_id must queue it.
             if retaken or not await self._store.release(job_id):
                 self._maybe_unqueued.add(job_id)
+            else:
+                await self._quotas.release(tenant, job_id)
             raise
         # A job queued again under an earlier claim may have run: its result is followed.
         return not retaken

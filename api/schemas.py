@@ -131,6 +131,7 @@ class JobAccepted(BaseModel):
     """Answer of an asynchronous submission (202): where to collect the result."""
 
     job_id: str
+    tenant: str | None = Field(None, description="the tenant it is run for (API keys' tenants)")
     status: str = Field(description="queued, running, succeeded, failed or cancelled")
     status_url: str
 
@@ -147,6 +148,7 @@ class JobStatus(BaseModel):
     """``GET /jobs/{job_id}``."""
 
     job_id: str
+    tenant: str | None = Field(None, description="the tenant it is run for (API keys' tenants)")
     status: str = Field(description="queued, running, succeeded, failed or cancelled")
     accepted_at: str | None = Field(description="ISO 8601, UTC")
     started_at: str | None

@@ -67,6 +67,7 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "result_backend_transport_options": {"global_keyprefix": config.key_prefix},
         "redis_socket_connect_timeout": config.redis_connect_timeout,
         "result_expires": config.result_ttl,
+        "usage_days": config.usage_days,  # the result store's (tasks/result_store.py)
         "result_extended": True,
         "task_default_queue": queue,
         "task_default_exchange": queue,

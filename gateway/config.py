@@ -128,8 +128,13 @@ class Config(BaseSettings):
 
     # Access and limits (api/guard.py).
     api_keys: SecretStr | None = Field(None, description="comma-separated keys; when set, requests need one")
-    api_keys_file: str = Field("", description="file of API keys, one per line (# comments)")
-    rate_limit_per_minute: int = Field(0, ge=0, description="requests per key per minute; 0: no limit")
+    api_keys_file: str = Field(
+        "", description="file of API keys: one per line (# comments), or tenants in YAML or JSON (gateway/tenants.py)"
+    )
+    rate_limit_per_minute: int = Field(
+        0, ge=0, description="the default tenant's requests per minute (per address without keys); 0: no limit"
+    )
+    usage_days: int = Field(400, ge=1, description="days each day's usage (GET /usage) is kept in Redis")
     max_queued_jobs: int = Field(10000, ge=1, description="jobs waiting to start before new ones get 429")
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_prompt_chars: int = Field(200_000, ge=1, description="characters of content or of all messages")

@@ -119,6 +119,9 @@ class Job(BaseModel):
     # Submitted without waiting, with webhooks for jobs configured: its worker sends
     # job.succeeded or job.failed once its result is stored. Not part of its fingerprint.
     notify: bool = False
+    # The tenant it is run for (gateway/tenants.py): its usage and tokens are counted
+    # to it. Not part of its fingerprint.
+    tenant: str | None = None
 
     @classmethod
     def parse(cls, raw: Any) -> Job:
@@ -281,6 +284,7 @@ class JobField(StrEnum):
     CANCELLED_AT = "cancelled_at"
     REPLY_TO = "reply_to"  # the channel of the API process awaiting it
     NOTIFY = "notify"  # set when its end is sent to webhooks (job.cancelled is sent by the API)
+    TENANT = "tenant"  # the tenant it is run for
 
 
 class Keys:
@@ -325,6 +329,18 @@ class Keys:
         """The count of one client's requests in one minute."""
         return f"{self.prefix}rate:{who}:{window}"
 
+    def in_flight(self, tenant: str) -> str:
+        """A sorted set of a tenant's jobs accepted and maybe not answered (by time accepted)."""
+        return f"{self.prefix}in-flight:{tenant}"
+
+    def tokens(self, tenant: str, span: str, window: int) -> str:
+        """The tokens a tenant's jobs used in one minute (`span` "m") or UTC day ("d")."""
+        return f"{self.prefix}tokens:{tenant}:{span}{window}"
+
+    def usage(self, day: str) -> str:
+        """A hash of one UTC day's usage (YYYY-MM-DD): "{tenant}|{model}|{count}" -> n."""
+        return f"{self.prefix}usage:{day}"
+
     def batch_lock(self, batch_id: str) -> str:
         """Held (with a TTL, renewed) by the API process driving the batch."""
         return f"{self.prefix}batch-lock:{batch_id}"
@@ -368,7 +384,8 @@ end
 # {'full', n} when n jobs wait to start already (ARGV[6], MAX_QUEUED_JOBS): the
 # claim is refused. Entries older than a claim's TTL are dropped from the count.
 # ARGV[7], when not empty, is the channel the job's result is also published on.
-# KEYS: job hash, queued set. ARGV: fingerprint, task, now, job TTL, job id, max queued, reply_to.
+# ARGV[8], when given and not empty, is the tenant it is run for.
+# KEYS: job hash, queued set. ARGV: fingerprint, task, now, job TTL, job id, max queued, reply_to, tenant.
 CLAIM = """
 local existing = redis.call('HGET', KEYS[1], 'fingerprint')
 if existing then return existing end
@@ -377,6 +394,7 @@ local waiting = redis.call('ZCARD', KEYS[2])
 if waiting >= tonumber(ARGV[6]) then return {'full', waiting} end
 redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'task', ARGV[2], 'accepted_at', ARGV[3])
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'reply_to', ARGV[7]) end
+if ARGV[8] and ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'tenant', ARGV[8]) end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -420,6 +438,40 @@ publish_result(KEYS[1], KEYS[2], ARGV[1], ARGV[3])
 return 1
 """
 )
+
+# Admits a tenant's job under its quotas, before its claim: refused ({quota, n})
+# when the tokens its jobs used this minute or this UTC day reached a quota, or when
+# it has as many jobs in flight as it may. Its jobs in flight are a sorted set of
+# the ids admitted; one whose result is stored (answered, failed, cancelled), or older
+# than a job's TTL, is no longer in flight, and is dropped when the set is full (so
+# nothing need take a job out as it ends). A quota of 0 is none.
+# KEYS: in-flight set, tokens of the minute, tokens of the day.
+# ARGV: job id, now, jobs in flight, tokens per minute, tokens per day, the result
+#       keys' prefix (`Keys.result` of ''), job TTL.
+ADMIT = """
+local function over(key, quota)
+  local used = tonumber(redis.call('GET', key) or '0')
+  return quota > 0 and used >= quota, used
+end
+local full, used = over(KEYS[2], tonumber(ARGV[4]))
+if full then return {'tokens_per_minute', used} end
+full, used = over(KEYS[3], tonumber(ARGV[5]))
+if full then return {'tokens_per_day', used} end
+local limit = tonumber(ARGV[3])
+if limit == 0 or redis.call('ZSCORE', KEYS[1], ARGV[1]) then return false end
+local now = tonumber(ARGV[2])
+if redis.call('ZCARD', KEYS[1]) >= limit then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    if redis.call('EXISTS', ARGV[6] .. id) == 1 then redis.call('ZREM', KEYS[1], id) end
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[7]))
+  local count = redis.call('ZCARD', KEYS[1])
+  if count >= limit then return {'jobs_in_flight', count} end
+end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+return false
+"""
 
 # Cancels a job unless it has a result already: marks it, takes it out of the
 # queued set, stores and publishes its cancelled result (waiting requests get their

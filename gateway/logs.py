@@ -15,7 +15,7 @@ from typing import Any
 # Set while a worker thread runs a job (tasks/llm.py), read by every line it logs.
 current_job: ContextVar[dict[str, str] | None] = ContextVar("current_job", default=None)
 
-JOB_FIELDS = ("job_id", "model", "queue")
+JOB_FIELDS = ("job_id", "model", "queue", "tenant")
 # Figures a line may carry as `extra`: the API's access line (status, seconds, client),
 # the worker's "job done" (seconds run and queued, tokens produced, why the answer ended).
 DETAIL_FIELDS = ("status", "seconds", "client", "queued_seconds", "tokens", "finish_reason")

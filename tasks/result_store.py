@@ -11,6 +11,7 @@ API process awaiting it, named by the job's claim and by the job itself (`reply_
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from celery import states
@@ -18,6 +19,7 @@ from celery.backends.redis import RedisBackend
 from kombu.utils.encoding import bytes_to_str
 
 from gateway.contract import STORE_ONCE, Keys
+from gateway.tenants import DEFAULT_TENANT
 
 
 class ResultStore(RedisBackend):
@@ -28,7 +30,9 @@ class ResultStore(RedisBackend):
         self._store_once = self.client.register_script(STORE_ONCE)
         # The prefix Celery's settings give every key (REDIS_PREFIX:), read from them
         # rather than from the environment again.
-        self._keys = Keys(self.app.conf.result_backend_transport_options.get("global_keyprefix", ""))
+        options = self.app.conf.result_backend_transport_options
+        self._keys = Keys(options.get("global_keyprefix", ""))
+        self.usage_days = int(self.app.conf.get("usage_days") or 400)
 
     def _store_result(
         self,
@@ -44,16 +48,57 @@ class ResultStore(RedisBackend):
         expires = self.failure_expires if state == states.FAILURE else self.expires
         job_key = self._keys.job(bytes_to_str(task_id))
         reply_to = reply_channel(request)
-        self.ensure(self._store, (self.get_key_for_task(task_id), job_key, self.encode(meta), expires, reply_to))
+        stored = self.ensure(
+            self._store, (self.get_key_for_task(task_id), job_key, self.encode(meta), expires, reply_to)
+        )
+        if stored and state in (states.SUCCESS, states.FAILURE):
+            self.ensure(self._account, (job_of(request), state, result))
         return result
 
     def _store(self, key: str, job_key: str, value: str, expires: int, reply_to: str) -> int:
         return self._store_once(keys=[key, job_key], args=[value, int(expires), reply_to])
 
+    def _account(self, job: dict[str, Any], state: str, result: Any) -> None:
+        """Count a job's first result to its tenant: the job and its tokens, as the model
+        server reported them, in the day's usage (per tenant and model) and in the
+        tenant's tokens of the minute and of the day (its quotas, api/quotas.py)."""
+        if not job or "meta" not in job:  # not a model's job (a webhook delivery, llm.models)
+            return
+        tenant = job.get("tenant") if isinstance(job.get("tenant"), str) else DEFAULT_TENANT
+        meta = job["meta"] if isinstance(job["meta"], dict) else {}
+        model = str(job.get("route") or meta.get("model") or "default")
+        usage = result.get("usage") if state == states.SUCCESS and isinstance(result, dict) else None
+        prompt, completion = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
+        now = time.time()
+        day = time.strftime("%Y-%m-%d", time.gmtime(now))
+        field = f"{tenant}|{model}|"
+        pipe = self.client.pipeline(transaction=False)
+        usage_key = self._keys.usage(day)
+        pipe.hincrby(usage_key, field + ("jobs" if state == states.SUCCESS else "failed"), 1)
+        if prompt or completion:
+            pipe.hincrby(usage_key, field + "prompt_tokens", prompt)
+            pipe.hincrby(usage_key, field + "completion_tokens", completion)
+            minute = self._keys.tokens(tenant, "m", int(now // 60))
+            pipe.incrby(minute, prompt + completion).expire(minute, 120)
+            today = self._keys.tokens(tenant, "d", int(now // 86_400))
+            pipe.incrby(today, prompt + completion).expire(today, 2 * 86_400)
+        pipe.expire(usage_key, self.usage_days * 86_400)
+        pipe.execute()
+
+
+def _count(usage: Any, name: str) -> int:
+    value = usage.get(name) if isinstance(usage, dict) else None
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def job_of(request: Any) -> dict[str, Any]:
+    """The job in a task request, or {}."""
+    args = getattr(request, "args", None)
+    job = args[0] if isinstance(args, (list, tuple)) and args else None
+    return job if isinstance(job, dict) else {}
+
 
 def reply_channel(request: Any) -> str:
     """The reply channel the job in a task request carries, or ''."""
-    args = getattr(request, "args", None)
-    job = args[0] if isinstance(args, (list, tuple)) and args else None
-    reply_to = job.get("reply_to") if isinstance(job, dict) else None
+    reply_to = job_of(request).get("reply_to")
     return reply_to if isinstance(reply_to, str) else ""

@@ -86,13 +86,15 @@ def _json_logs(logger: logging.Logger | None = None, loglevel: int | str | None 
 
 @task_prerun.connect
 def _job_context(task_id: str | None = None, task: Task | None = None, args: Any = None, **_: Any) -> None:
-    # Every line logged while the job runs names it, its model and its queue.
+    # Every line logged while the job runs names it, its model, its queue and its tenant.
     job = args[0] if args and isinstance(args[0], dict) else {}
     meta = job.get("meta") if isinstance(job.get("meta"), dict) else {}
     delivery = getattr(task.request, "delivery_info", None) if task is not None else None
     context = {"job_id": task_id or "", "queue": str((delivery or {}).get("routing_key") or "")}
     if task is None or task.name not in NOT_JOBS:  # a webhook delivery is for no model
         context["model"] = str(job.get("route") or meta.get("model") or "default")
+        if isinstance(job.get("tenant"), str):
+            context["tenant"] = job["tenant"]
     current_job.set(context)
 
 

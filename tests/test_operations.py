@@ -47,11 +47,11 @@ def test_metrics_count_a_known_batch(stack: Stack, fake: FakeModelServer) -> Non
     assert moved("llm_api_requests_total", endpoint="/generate", method="POST", status="200") == 5
     assert moved("llm_api_requests_total", endpoint="/generate", method="POST", status="422") == 1
     assert moved("llm_api_errors_total", cause="InvalidRequest") == 1
-    assert moved("llm_api_jobs_total", model="default", outcome="succeeded") == 5
+    assert moved("llm_api_jobs_total", model="default", outcome="succeeded", tenant="default") == 5
     assert moved("llm_api_job_seconds_count", model="default") == 5
     assert moved("llm_api_queue_seconds_count", model="default") == 5
     # The fake model counts a word as a token: "echo: m N" is 3.
-    assert moved("llm_api_tokens_total", model="default") == 15
+    assert moved("llm_api_tokens_total", model="default", tenant="default") == 15
     assert value(after, "llm_api_jobs_waiting", queue=stack.env["QUEUE_NAME"]) == 0
     assert value(after, "llm_api_jobs_in_flight") == 0
 

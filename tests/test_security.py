@@ -181,8 +181,12 @@ def test_a_full_queue_answers_429_until_workers_catch_up(make_stack: StackFactor
     assert len(fake.completions) == 6
 
 
-def test_the_rate_limit_holds_across_api_processes(make_stack: StackFactory, fake: FakeModelServer) -> None:
-    stack = make_stack(API_KEYS="rate-key,other-key", RATE_LIMIT_PER_MINUTE="6")
+def test_the_rate_limit_holds_across_api_processes(
+    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path
+) -> None:
+    tenants = tmp_path / "tenants.yaml"
+    tenants.write_text("tenants:\n  - name: team-b\n    keys: [team-b-key]\n    quotas: {requests_per_minute: 2}\n")
+    stack = make_stack(API_KEYS="rate-key,other-key", RATE_LIMIT_PER_MINUTE="6", API_KEYS_FILE=str(tenants))
     second = free_port()
     stack.processes.api(stack.env, second)
     apis = [stack.url, f"http://127.0.0.1:{second}"]
@@ -194,9 +198,13 @@ def test_the_rate_limit_holds_across_api_processes(make_stack: StackFactory, fak
     limited = httpx.get(f"{apis[0]}/jobs/unknown", headers=key, timeout=10)
     assert limited.status_code == 429 and "RATE_LIMIT_PER_MINUTE" in limited.json()["detail"]
     assert 0 < int(limited.headers["retry-after"]) <= 61
-    # Another key has its own count.
-    other = httpx.get(f"{apis[1]}/jobs/unknown", headers={"Authorization": "Bearer other-key"}, timeout=10)
-    assert other.status_code == 404
+    # The count is the tenant's: another key of the default tenant shares it, another
+    # tenant has its own (its own quota).
+    same = httpx.get(f"{apis[1]}/jobs/unknown", headers={"Authorization": "Bearer other-key"}, timeout=10)
+    assert same.status_code == 429 and "tenant 'default'" in same.json()["detail"]
+    team_b = {"Authorization": "Bearer team-b-key"}
+    statuses = [httpx.get(f"{apis[i % 2]}/jobs/unknown", headers=team_b, timeout=10).status_code for i in range(3)]
+    assert statuses == [404, 404, 429]
 
 
 # Secrets.

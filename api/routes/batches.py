@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from api.batches import public
 from api.deps import BatchesDep, OwnerDep
+from api.guard import tenant_now
 from api.openai_schemas import ErrorBody
 from api.routes.files import listing
 from api.routes.openai import OpenAIRoute
@@ -41,7 +42,9 @@ class CreateBatch(BaseModel):
 @router.post("/batches")
 async def create_batch(body: CreateBatch, batches: BatchesDep, owner: OwnerDep) -> dict[str, Any]:
     """Run every request of an uploaded file (purpose ``batch``) as a job, below interactive traffic."""
-    batch = await batches.create(body.input_file_id, body.endpoint, body.completion_window, body.metadata, owner)
+    batch = await batches.create(
+        body.input_file_id, body.endpoint, body.completion_window, body.metadata, owner, tenant_now().name
+    )
     return public(batch)
 
 

@@ -1,0 +1,179 @@
+"""Tenants: who a request is for, what share of the workers it gets, and what it may spend.
+
+API keys belong to tenants. The keys file (``API_KEYS_FILE``) is either a list of keys,
+one per line (``#`` comments), all of the default tenant, or a YAML (or JSON) document::
+
+    tenants:
+      - name: research               # [a-z0-9_-], at most 64
+        weight: 3                    # its share of a model's workers when several wait
+        admin: false                 # an admin key sees every tenant's usage
+        keys: ["sk-research-1"]      # the keys themselves, or
+        key_digests: ["sha256:5e88…"]  # their SHA-256 (hex), so the file holds no secret
+        quotas:
+          requests_per_minute: 600
+          tokens_per_minute: 200000  # prompt and completion tokens, as the model server counted
+          tokens_per_day: 5000000    # a UTC day
+          jobs_in_flight: 100        # accepted and not yet answered
+
+Keys of ``API_KEYS`` belong to the tenant ``default`` (weight 1, ``RATE_LIMIT_PER_MINUTE``
+its requests per minute). A tenant is named on its jobs, log lines, metrics and job
+statuses; a key never is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_TENANT = "default"
+TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class Quotas(BaseModel):
+    """What a tenant may spend; None: no limit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    tokens_per_day: int | None = Field(None, ge=1)
+    jobs_in_flight: int | None = Field(None, ge=1, le=100_000)
+
+
+class _TenantEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=TENANT_PATTERN)
+    weight: float = Field(1.0, gt=0, le=1000)
+    admin: bool = False
+    keys: list[str] = Field(default_factory=list)
+    key_digests: list[str] = Field(default_factory=list)
+    quotas: Quotas = Quotas()
+
+    @field_validator("key_digests")
+    @classmethod
+    def _hex_digests(cls, digests: list[str]) -> list[str]:
+        for digest in digests:
+            if not re.fullmatch(r"(sha256:)?[0-9a-f]{64}", digest.strip().lower()):
+                raise ValueError("a key digest is the key's SHA-256 in hex (64 characters), 'sha256:' before it or not")
+        return digests
+
+
+class _TenantsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenants: list[_TenantEntry] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """One tenant: its name, weight, quotas, and whether it is an admin."""
+
+    name: str
+    weight: float = 1.0
+    admin: bool = False
+    quotas: Quotas = field(default_factory=Quotas)
+
+
+class BadTenants(ValueError):
+    """The keys file cannot be read as tenants: the API does not start."""
+
+
+def digest(key: str) -> bytes:
+    """The SHA-256 of a key, as keys are kept and compared."""
+    return hashlib.sha256(key.encode()).digest()
+
+
+@dataclass
+class Tenants:
+    """The configured tenants and their keys (as digests)."""
+
+    by_digest: dict[bytes, Tenant] = field(default_factory=dict)
+    named: dict[str, Tenant] = field(default_factory=dict)
+
+    @property
+    def keyed(self) -> bool:
+        """Whether requests need a key."""
+        return bool(self.by_digest)
+
+    def get(self, name: str) -> Tenant:
+        """The tenant of that name; the default tenant's settings for a name not configured."""
+        return self.named.get(name) or self.named.get(DEFAULT_TENANT) or Tenant(DEFAULT_TENANT)
+
+    def _add(self, tenant: Tenant, digests: list[bytes]) -> None:
+        if tenant.name in self.named and self.named[tenant.name] != tenant:
+            raise BadTenants(f"tenant {tenant.name!r} is declared twice")
+        self.named[tenant.name] = tenant
+        for key in digests:
+            if key in self.by_digest and self.by_digest[key].name != tenant.name:
+                raise BadTenants(f"a key of tenant {tenant.name!r} is also {self.by_digest[key].name!r}'s")
+            self.by_digest[key] = tenant
+
+
+def load_tenants(api_keys: str, keys_file: str, default_rpm: int = 0) -> Tenants:
+    """The tenants of ``API_KEYS`` (the default tenant) and of the keys file."""
+    tenants = Tenants()
+    default = Tenant(DEFAULT_TENANT, quotas=Quotas(requests_per_minute=default_rpm or None))
+    tenants.named[DEFAULT_TENANT] = default
+    plain = [key.strip() for key in api_keys.split(",") if key.strip()]
+    if keys_file:
+        text = Path(keys_file).read_text()
+        document = _document(text)
+        if document is None:
+            plain += [line.split("#", 1)[0].strip() for line in text.splitlines()]
+        else:
+            try:
+                entries = _TenantsFile.model_validate(document).tenants
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(part) for part in first["loc"])
+                raise BadTenants(f"{keys_file}: {where}: {first['msg']}") from None
+            for entry in entries:
+                quotas = entry.quotas
+                if entry.name == DEFAULT_TENANT and quotas.requests_per_minute is None and default_rpm:
+                    quotas = quotas.model_copy(update={"requests_per_minute": default_rpm})
+                tenant = Tenant(entry.name, entry.weight, entry.admin, quotas)
+                digests = [digest(key.strip()) for key in entry.keys if key.strip()]
+                digests += [bytes.fromhex(d.strip().lower().removeprefix("sha256:")) for d in entry.key_digests]
+                if not digests:
+                    raise BadTenants(f"{keys_file}: tenant {entry.name!r} has no keys")
+                if entry.name == DEFAULT_TENANT:
+                    tenants.named[DEFAULT_TENANT] = tenant
+                else:
+                    tenants._add(tenant, digests)
+                    continue
+                for key in digests:
+                    tenants.by_digest[key] = tenant
+    default = tenants.named[DEFAULT_TENANT]
+    for key in plain:
+        if key:
+            found = tenants.by_digest.get(digest(key))
+            if found is not None and found.name != DEFAULT_TENANT:
+                raise BadTenants(f"a key of API_KEYS is also tenant {found.name!r}'s")
+            tenants.by_digest[digest(key)] = default
+    return tenants
+
+
+def _document(text: str) -> dict[str, Any] | None:
+    """The keys file as a YAML or JSON document of tenants, or None for a list of keys."""
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        try:
+            found = json.loads(stripped)
+        except ValueError as exc:
+            raise BadTenants(f"keys file: not JSON: {exc}") from None
+        return found if isinstance(found, dict) else None
+    if not re.search(r"^tenants\s*:", text, re.MULTILINE):
+        return None
+    try:
+        found = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise BadTenants(f"keys file: not YAML: {exc}") from None
+    return found if isinstance(found, dict) else None

@@ -1,0 +1,89 @@
+"""The keys file read as tenants: YAML, JSON, or a plain list of keys."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.tenants import DEFAULT_TENANT, BadTenants, digest, load_tenants
+
+pytestmark = pytest.mark.unit
+
+TENANTS_YAML = """
+tenants:
+  - name: research
+    weight: 3
+    keys: ["key-r1", "key-r2"]
+    quotas: {{requests_per_minute: 10, tokens_per_minute: 1000, tokens_per_day: 50000, jobs_in_flight: 4}}
+  - name: product
+    key_digests: ["sha256:{}"]
+  - name: ops
+    admin: true
+    keys: ["key-ops"]
+""".format(hashlib.sha256(b"key-p1").hexdigest())
+
+
+def test_tenants_come_with_their_keys_weights_and_quotas(tmp_path: Path) -> None:
+    keys_file = tmp_path / "tenants.yaml"
+    keys_file.write_text(TENANTS_YAML)
+    tenants = load_tenants("env-key", str(keys_file), default_rpm=60)
+    research = tenants.by_digest[digest("key-r2")]
+    assert research.name == "research" and research.weight == 3 and not research.admin
+    assert research.quotas.tokens_per_minute == 1000 and research.quotas.jobs_in_flight == 4
+    # A key given by its digest alone: the file holds no secret.
+    assert tenants.by_digest[digest("key-p1")].name == "product"
+    assert tenants.by_digest[digest("key-ops")].admin
+    # API_KEYS are the default tenant's, with RATE_LIMIT_PER_MINUTE its requests per minute.
+    default = tenants.by_digest[digest("env-key")]
+    assert default.name == DEFAULT_TENANT and default.quotas.requests_per_minute == 60
+    assert tenants.keyed and digest("key-p2") not in tenants.by_digest
+
+
+def test_the_same_tenants_in_json(tmp_path: Path) -> None:
+    keys_file = tmp_path / "tenants.json"
+    keys_file.write_text(json.dumps({"tenants": [{"name": "a", "keys": ["ka"], "weight": 0.5}]}))
+    tenants = load_tenants("", str(keys_file))
+    assert tenants.by_digest[digest("ka")].weight == 0.5
+
+
+def test_a_plain_list_of_keys_is_the_default_tenant(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# one per line\nfile-key-1\n\nfile-key-2  # a comment\n")
+    tenants = load_tenants("", str(keys_file), default_rpm=5)
+    assert {tenants.by_digest[digest(k)].name for k in ("file-key-1", "file-key-2")} == {DEFAULT_TENANT}
+    assert len(tenants.by_digest) == 2
+
+
+def test_without_keys_no_request_needs_one() -> None:
+    tenants = load_tenants("", "")
+    assert not tenants.keyed and tenants.get("anyone").name == DEFAULT_TENANT
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("tenants:\n  - name: Bad Name\n    keys: [k]\n", "tenants.0.name"),
+        ("tenants:\n  - name: a\n", "has no keys"),
+        ("tenants:\n  - name: a\n    keys: [k]\n    weight: 0\n", "tenants.0.weight"),
+        ("tenants:\n  - name: a\n    keys: [k]\n    quotas: {tokens_per_hour: 5}\n", "tokens_per_hour"),
+        ("tenants:\n  - name: a\n    key_digests: [abc]\n", "SHA-256"),
+        ("tenants:\n  - name: a\n    keys: [k]\n  - name: b\n    keys: [k]\n", "also 'a'"),
+        ("tenants:\n  - name: a\n    keys: [k]\n  - name: a\n    keys: [j]\n    weight: 2\n", "declared twice"),
+        ("tenants: [oops", "not YAML"),
+    ],
+)
+def test_a_keys_file_that_is_wrong_says_where(tmp_path: Path, text: str, named: str) -> None:
+    keys_file = tmp_path / "tenants.yaml"
+    keys_file.write_text(text)
+    with pytest.raises(BadTenants, match=named):
+        load_tenants("", str(keys_file))
+
+
+def test_a_key_of_api_keys_cannot_be_another_tenants(tmp_path: Path) -> None:
+    keys_file = tmp_path / "tenants.yaml"
+    keys_file.write_text("tenants:\n  - name: a\n    keys: [shared]\n")
+    with pytest.raises(BadTenants, match="API_KEYS is also tenant 'a'"):
+        load_tenants("shared", str(keys_file))

@@ -1,0 +1,168 @@
+"""Tenants through the whole gateway: whose jobs, their quotas across API processes, their usage."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Stack, StackFactory
+from tests.fake_model_server import FakeModelServer, free_port
+
+pytestmark = pytest.mark.integration
+
+TENANTS = """
+tenants:
+  - name: research
+    weight: 3
+    keys: ["key-research"]
+    quotas: {requests_per_minute: 1000, tokens_per_minute: %(tpm)s, jobs_in_flight: %(in_flight)s}
+  - name: product
+    keys: ["key-product"]
+  - name: ops
+    admin: true
+    keys: ["key-ops"]
+"""
+
+
+def tenant_stack(make_stack: StackFactory, tmp_path: Path, tpm: int = 100_000, in_flight: int = 1000) -> Stack:
+    keys_file = tmp_path / "tenants.yaml"
+    keys_file.write_text(TENANTS % {"tpm": tpm, "in_flight": in_flight})
+    return make_stack(API_KEYS="key-default", API_KEYS_FILE=str(keys_file))
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_each_job_is_its_tenants_on_its_status_logs_and_metrics(
+    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path
+) -> None:
+    stack = tenant_stack(make_stack, tmp_path)
+    for key, job_id in (("key-research", "tenant-job-r"), ("key-default", "tenant-job-d")):
+        answer = httpx.post(f"{stack.url}/generate", json={"job_id": job_id, "content": "hi"}, headers=auth(key))
+        assert answer.status_code == 200 and answer.json()["content"] == "echo: hi"
+    status = httpx.get(f"{stack.url}/jobs/tenant-job-r", headers=auth("key-product"), timeout=10).json()
+    assert status["tenant"] == "research" and status["status"] == "succeeded"
+    default = httpx.get(f"{stack.url}/jobs/tenant-job-d", headers=auth("key-ops"), timeout=10).json()
+    assert default["tenant"] == "default"
+    # Every line about the job, in the API's log and the worker's, names the tenant; no key appears.
+    api, worker = stack.processes.started[-1].output(), stack.processes.started[0].output()
+    for log in (api, worker):
+        lines = [json.loads(line) for line in log.splitlines() if line.startswith("{") and "tenant-job-r" in line]
+        assert lines and all(line.get("tenant") == "research" for line in lines)
+        assert "key-research" not in log and "key-default" not in log
+    metrics = httpx.get(f"{stack.url}/metrics", headers=auth("key-ops"), timeout=10).text
+    assert 'llm_api_jobs_total{model="default",outcome="succeeded",tenant="research"} 1.0' in metrics
+
+
+def test_a_tenants_tokens_per_minute_are_counted_across_api_processes(
+    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path
+) -> None:
+    stack = tenant_stack(make_stack, tmp_path, tpm=8)
+    second = f"http://127.0.0.1:{free_port()}"
+    stack.processes.api(stack.env, int(second.rsplit(":", 1)[1]))
+    urls = (stack.url, second)
+    used = 0
+    refused = None
+    # Each answer's tokens (the fake counts words) go to the tenant's count for the
+    # minute, whichever API process took the request: the quota holds across them.
+    for n in range(10):
+        url = urls[n % 2]
+        answer = httpx.post(f"{url}/v1/chat/completions", headers=auth("key-research"),
+                            json={"messages": [{"role": "user", "content": "one two three"}]})  # fmt: skip
+        if answer.status_code == 429:
+            refused = answer
+            break
+        assert answer.status_code == 200
+        usage = answer.json()["usage"]
+        used += usage["prompt_tokens"] + usage["completion_tokens"]
+    assert refused is not None and used >= 8
+    error = refused.json()["error"]
+    assert error["type"] == "rate_limit_error" and "quota tokens_per_minute" in error["message"]
+    assert "'research'" in error["message"] and f"used {used} tokens" in error["message"]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 61
+    asked = len(fake.completions)
+    # The spec's endpoints answer the same refusal; nothing was queued for either.
+    spec = httpx.post(f"{second}/generate", json={"content": "x"}, headers=auth("key-research"))
+    assert spec.status_code == 429 and "tokens_per_minute" in spec.json()["detail"]
+    assert len(fake.completions) == asked
+    # Another tenant is not held back.
+    assert httpx.post(f"{second}/generate", json={"content": "x"}, headers=auth("key-product")).status_code == 200
+    assert len(fake.completions) == asked + 1
+    metrics = "".join(httpx.get(f"{url}/metrics", headers=auth("key-ops"), timeout=10).text for url in urls)
+    assert 'llm_api_quota_refusals_total{quota="tokens_per_minute",tenant="research"}' in metrics
+
+
+def test_jobs_in_flight_are_bounded_per_tenant_and_freed_as_they_end(
+    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path
+) -> None:
+    stack = tenant_stack(make_stack, tmp_path, in_flight=2)
+    fake.latency = 1.0
+    accepted = [
+        httpx.post(f"{stack.url}/generate?wait=0", json={"job_id": f"flight-{n}", "content": "x"},
+                   headers=auth("key-research"))
+        for n in range(2)
+    ]  # fmt: skip
+    assert [a.status_code for a in accepted] == [202, 202]
+    over = httpx.post(f"{stack.url}/generate?wait=0", json={"content": "y"}, headers=auth("key-research"))
+    assert over.status_code == 429 and "quota jobs_in_flight" in over.json()["detail"]
+    assert "2 jobs queued or running, at most 2" in over.json()["detail"] and over.headers["Retry-After"] == "1"
+    # The same job asked for again is not a new one in flight.
+    again = httpx.post(f"{stack.url}/generate?wait=0", json={"job_id": "flight-0", "content": "x"},
+                       headers=auth("key-research"))  # fmt: skip
+    assert again.status_code == 202
+    # Another tenant is not bounded by research's quota; a cancelled job frees its place.
+    assert (
+        httpx.post(f"{stack.url}/generate?wait=0", json={"content": "z"}, headers=auth("key-product")).status_code
+        == 202
+    )
+    assert httpx.delete(f"{stack.url}/jobs/flight-1", headers=auth("key-research")).status_code == 200
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        later = httpx.post(f"{stack.url}/generate?wait=0", json={"content": "w"}, headers=auth("key-research"))
+        if later.status_code == 202:
+            break
+        time.sleep(0.2)
+    assert later.status_code == 202
+
+
+def test_usage_per_tenant_model_and_day_with_an_admin_seeing_all(
+    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path
+) -> None:
+    stack = tenant_stack(make_stack, tmp_path)
+    for key, content in (("key-research", "a b"), ("key-research", "c d e"), ("key-product", "f")):
+        assert httpx.post(f"{stack.url}/generate", json={"content": content}, headers=auth(key)).status_code == 200
+    # A job submitted without waiting is counted too (by the worker, as it stores the answer).
+    job = httpx.post(f"{stack.url}/v1/chat/completions?wait=0", headers=auth("key-product"),
+                     json={"messages": [{"role": "user", "content": "g h"}]})  # fmt: skip
+    assert job.status_code in (200, 202)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        mine = httpx.get(f"{stack.url}/usage", headers=auth("key-product"), timeout=10).json()
+        if sum(row["jobs"] for row in mine["data"]) == 2:
+            break
+        time.sleep(0.2)
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    assert mine["end"] == today and [row["tenant"] for row in mine["data"]] == ["product"]
+    (row,) = mine["data"]
+    assert row["date"] == today and row["model"] == "default" and row["jobs"] == 2 and row["failed"] == 0
+    assert row["total_tokens"] == row["prompt_tokens"] + row["completion_tokens"] > 0
+    research = httpx.get(f"{stack.url}/usage", headers=auth("key-research"), timeout=10).json()["data"]
+    assert [(r["tenant"], r["jobs"]) for r in research] == [("research", 2)]
+    # research's answers were "echo: a b" and "echo: c d e": 3 + 4 completion tokens.
+    assert research[0]["completion_tokens"] == 7
+    everyone = httpx.get(f"{stack.url}/usage", headers=auth("key-ops"), timeout=10).json()["data"]
+    assert {r["tenant"]: r["jobs"] for r in everyone} == {"product": 2, "research": 2}
+    chosen = httpx.get(f"{stack.url}/usage?tenant=research", headers=auth("key-ops"), timeout=10).json()["data"]
+    assert [r["tenant"] for r in chosen] == ["research"]
+    forbidden = httpx.get(f"{stack.url}/usage?tenant=research", headers=auth("key-product"), timeout=10)
+    assert forbidden.status_code == 403 and "admin key" in forbidden.json()["detail"]
+    backwards = httpx.get(f"{stack.url}/usage?start=2026-02-02&end=2026-02-01", headers=auth("key-ops"))
+    assert backwards.status_code == 200 and backwards.json()["data"] == []
+    # A start before the days kept reads from the first day kept (USAGE_DAYS).
+    long_ago = httpx.get(f"{stack.url}/usage?start=2000-01-01", headers=auth("key-ops")).json()
+    assert long_ago["start"] > "2025-01-01" and {r["tenant"] for r in long_ago["data"]} == {"product", "research"}
