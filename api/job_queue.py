@@ -13,6 +13,7 @@ from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 
 from api.errors import BrokerUnavailable
+from api.fair_share import declared
 from gateway.celery_settings import celery_settings, priority_for
 from gateway.config import Config
 from gateway.webhooks import Endpoint, emit
@@ -38,10 +39,13 @@ class JobQueue:
     a small dedicated thread pool.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, tenant_queues: list[str] | None = None) -> None:
         self._config = config
         self._celery = Celery("llm-api", set_as_current=False)
         self._celery.conf.update(celery_settings(config))
+        # Tenants' queues of busy models (api/fair_share.py): declared as the models' are.
+        extra = [declared(name, config.uses_rabbitmq) for name in tenant_queues or []]
+        self._celery.conf.task_queues = (*self._celery.conf.task_queues, *extra)
         # The API reads results itself (see result_waiter); without a backend,
         # send_task does not start Celery's own result consumer.
         self._celery.conf.result_backend = None
@@ -52,6 +56,11 @@ class JobQueue:
             self._celery.conf.broker_transport_options = {"confirm_publish": True}
         self._executor = ThreadPoolExecutor(config.publish_threads, thread_name_prefix="publish")
         self._where = "RabbitMQ" if config.uses_rabbitmq else "Redis"
+
+    @property
+    def celery(self) -> Celery:
+        """The API's Celery app (its broker connections), for the fair-share dispatchers."""
+        return self._celery
 
     async def submit(
         self, task_name: str, job_id: str, job: dict[str, Any], queue: str | None = None, priority: int | None = None

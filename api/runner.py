@@ -25,6 +25,7 @@ from api.errors import (
     cause,
     error_for_failure,
 )
+from api.fair_share import FairShare
 from api.guard import check_job, tenant_now
 from api.job_queue import JobQueue
 from api.job_store import JobStore
@@ -55,6 +56,7 @@ class JobRunner:
         waiter: ResultWaiter,
         metrics: Metrics,
         redis: aioredis.Redis,
+        fair: FairShare | None = None,
     ) -> None:
         self._config = config
         self._registry = registry
@@ -64,6 +66,7 @@ class JobRunner:
         self._metrics = metrics
         self._redis = redis
         self._quotas = Quotas(config, redis, metrics)
+        self._fair = fair
         # Stream readers block in XREAD: their own pool, so they never starve the others.
         self._stream_reader = aioredis.Redis.from_url(
             config.redis_url, max_connections=100_000, socket_connect_timeout=config.redis_connect_timeout
@@ -168,12 +171,15 @@ class JobRunner:
         unstarted = await self._unstarted(list(queue_of))
         if not unstarted:
             return
-        depths = await asyncio.get_running_loop().run_in_executor(
-            None, self._queue.depths, sorted({queue_of[job_id] for job_id in unstarted})
-        )
+        # A job published to its tenant's queue (a busy model's) may have been moved to
+        # the model's: both are looked at.
+        model_of = self._fair.model_queue if self._fair is not None else (lambda queue: queue)
+        queues = sorted({q for job_id in unstarted for q in (queue_of[job_id], model_of(queue_of[job_id]))})
+        depths = await asyncio.get_running_loop().run_in_executor(None, self._queue.depths, queues)
         # A job whose queue still holds messages may be one of them: only those of empty
         # queues are looked for among the messages workers hold.
-        candidates = [job_id for job_id in unstarted if depths.get(queue_of[job_id]) == 0]
+        candidates = [job_id for job_id in unstarted
+                      if depths.get(queue_of[job_id]) == 0 and depths.get(model_of(queue_of[job_id])) == 0]  # fmt: skip
         if not candidates:
             return
         held = await self._held_by_workers()
@@ -379,6 +385,10 @@ class JobRunner:
             sent = {**job, "accepted_at": time.time()}
             if reply_to:
                 sent["reply_to"] = reply_to
+            # A busy model's jobs wait their tenant's turn (not a batch's lines: they are
+            # bounded, and below everything else already).
+            if self._fair is not None and "batch" not in job:
+                queue = self._fair.route(queue, tenant.name)
             await self._queue.submit(task_name, job_id, sent, queue, priority)
             if awaited:
                 self._published[job_id] = (task_name, sent, queue, priority)

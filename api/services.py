@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from api.batch_keeper import BatchKeeper
 from api.batches import Batches
 from api.events import Events
+from api.fair_share import FairShare
 from api.files import Files
 from api.guard import Guard
 from api.job_queue import JobQueue
@@ -43,6 +44,7 @@ class Services:
     batches: Batches  # batches, in the file store
     keeper: BatchKeeper  # drives the unfinished batches
     events: Events  # webhook events
+    fair: FairShare  # which models are contended; their dispatchers by tenant
 
     @classmethod
     def build(cls, config: Config) -> Services:
@@ -50,11 +52,12 @@ class Services:
         registry = load_registry(config)
         metrics = Metrics()
         redis = redis_client(config)
-        queue = JobQueue(config)
+        guard = Guard(config, redis)
+        fair = FairShare(config, guard.tenants, registry.queues, redis)
+        queue = JobQueue(config, fair.tenant_queues)
         store = JobStore(config, redis)
         waiter = ResultWaiter(config, redis)
-        runner = JobRunner(config, registry, queue, store, waiter, metrics, redis)
-        guard = Guard(config, redis)
+        runner = JobRunner(config, registry, queue, store, waiter, metrics, redis, fair)
         models = request_models(config)
         files = Files(config, FileStore.from_config(config), registry, models)
         batches = Batches(files)
@@ -64,7 +67,7 @@ class Services:
         batches.woken = keeper.wake
         return cls(
             config, registry, metrics, redis, queue, store, waiter, runner, guard, models, files, batches, keeper,
-            events,
+            events, fair,
         )  # fmt: skip
 
     @asynccontextmanager
@@ -76,11 +79,13 @@ class Services:
         # On a Redis broker, messages lost between the broker and a killed worker.
         sweeper = None if self.config.uses_rabbitmq else asyncio.create_task(self.runner.find_lost())
         keeper = asyncio.create_task(self.keeper.run_forever(), name="batch keeper")
+        fair = asyncio.create_task(self.fair.run(self.queue.celery), name="fair share")
         try:
             yield self
         finally:
             keeper.cancel()
-            await asyncio.gather(keeper, return_exceptions=True)
+            fair.cancel()
+            await asyncio.gather(keeper, fair, return_exceptions=True)
             if sweeper is not None:
                 sweeper.cancel()
                 await asyncio.gather(sweeper, return_exceptions=True)

@@ -34,10 +34,11 @@ class Outcome:
 class Connection:
     """One keep-alive connection sending JSON POSTs to one URL."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.path = parts.path or "/"
+        self._extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -48,7 +49,7 @@ class Connection:
         assert self._reader is not None
         head = (
             f"POST {self.path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
+            f"{self._extra}Content-Length: {len(body)}\r\n\r\n"
         ).encode()
         self._writer.write(head + body)
         status_line = await self._reader.readline()
@@ -81,7 +82,14 @@ def encode(body: dict[str, Any]) -> bytes:
     return json.dumps(body).encode()
 
 
-async def closed_loop(url: str, body: dict[str, Any], clients: int, requests: int, deadline: float = 600) -> Outcome:
+async def closed_loop(
+    url: str,
+    body: dict[str, Any],
+    clients: int,
+    requests: int,
+    deadline: float = 600,
+    headers: dict[str, str] | None = None,
+) -> Outcome:
     """`clients` clients, each sending its next request when its last is answered, `requests` in all.
 
     Requests not answered within `deadline` seconds count with status 0.
@@ -92,7 +100,7 @@ async def closed_loop(url: str, body: dict[str, Any], clients: int, requests: in
 
     async def client() -> None:
         nonlocal remaining
-        connection = Connection(url)
+        connection = Connection(url, headers)
         try:
             while remaining > 0:
                 remaining -= 1
@@ -114,7 +122,14 @@ async def closed_loop(url: str, body: dict[str, Any], clients: int, requests: in
     return outcome
 
 
-async def for_duration(url: str, body: dict[str, Any], clients: int, seconds: float, grace: float = 10) -> Outcome:
+async def for_duration(
+    url: str,
+    body: dict[str, Any],
+    clients: int,
+    seconds: float,
+    grace: float = 10,
+    headers: dict[str, str] | None = None,
+) -> Outcome:
     """A closed loop of `clients` that stops sending after `seconds`; only answers in that time count.
     Requests still unanswered `grace` seconds later are abandoned (their connections closed)."""
     payload = encode(body)
@@ -122,7 +137,7 @@ async def for_duration(url: str, body: dict[str, Any], clients: int, seconds: fl
     stop_at = time.perf_counter() + seconds
 
     async def client() -> None:
-        connection = Connection(url)
+        connection = Connection(url, headers)
         try:
             while time.perf_counter() < stop_at:
                 started = time.perf_counter()

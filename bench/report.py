@@ -98,6 +98,25 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                 f"| {row['alone_p99_ms']} / {row['p99_ms']} | {row['p50_ms'] - row['alone_p50_ms']:.2f} "
                 f"| {row['p99_ms'] - row['alone_p99_ms']:.2f} |"
             )
+    g = _by(rows, "g")
+    if g:
+        out += [
+            "",
+            "(g) noisy neighbour, 0.2 s model, 16 worker slots: the quiet tenant (concurrency 4) alone, beside a"
+            " flood (concurrency 256) with tenants' turns, and without (FAIR_SHARE=false); two flooding tenants of"
+            " weights 3 and 1",
+            "",
+            "| path | quiet p50 ms: alone / beside / beside, no turns | quiet p99 ms: alone / beside / beside, no turns"
+            " | p50 beside / alone | weight-3 tenant's share of jobs done (0.75) |",
+            "|---|---|---|---|---|",
+        ]
+        for path, row in g.items():
+            out.append(
+                f"| {path} | {row['alone_p50_ms']} / {row['p50_ms']} / {row.get('unfair_p50_ms', '-')} "
+                f"| {row['alone_p99_ms']} / {row['p99_ms']} / {row.get('unfair_p99_ms', '-')} "
+                f"| {_ratio(row['p50_ms'], row['alone_p50_ms'])} "
+                f"| {row['three_share']} ({row['three_ok']} and {row['one_ok']} jobs) |"
+            )
     out.append("")
     out += ["Targets", ""] + [f"- {line}" for line in targets(rows)]
     return "\n".join(out) + "\n"
@@ -105,7 +124,7 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
 
 def targets(rows: list[dict[str, Any]]) -> list[str]:
     """One line per target and path of this system: PASS or FAIL, with the figure."""
-    a, b, c, d, e, f = (_by(rows, s) for s in "abcdef")
+    a, b, c, d, e, f, g = (_by(rows, s) for s in "abcdefg")
     lines = []
 
     def check(ok: bool, text: str) -> None:
@@ -135,6 +154,12 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
             complete = row["batch_completed"] == row["batch_lines"] and row["batch_status"] == "completed"
             check(complete, f"(f) {path}: batch {row['batch_completed']} of {row['batch_lines']} lines completed (all)")
             check(row["batch_running_during_beside"], f"(f) {path}: interactive requests measured while the batch ran")
+        if path in g:
+            row = g[path]
+            ratio = row["p50_ms"] / row["alone_p50_ms"] if row["alone_p50_ms"] else float("inf")
+            check(ratio <= 1.5, f"(g) {path}: quiet tenant's p50 beside a flood {ratio:.2f}x alone (≤ 1.5)")
+            share = row["three_share"]
+            check(abs(share - 0.75) <= 0.075, f"(g) {path}: weight-3 tenant's share {share} (0.75 ± 10 %)")
         if path in d:
             check(d[path]["scaling"] >= 1.8, f"(d) {path}: 2 workers give {d[path]['scaling']}x of 1 (≥ 1.8)")
         if "usual" in b:

@@ -52,7 +52,7 @@ RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
 SYSTEMS = ("rabbitmq", "valkey", "usual")
 PATHS = ("direct", *SYSTEMS)
-SCENARIOS = ("a", "b", "sweep", "c", "d", "e", "f")
+SCENARIOS = ("a", "b", "sweep", "c", "d", "e", "f", "g")
 SYSTEM_BODY = {"content": "hi", "meta": {"tokens_limit": 16, "model": "fake-model"}}
 DIRECT_BODY = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
 WORKER_SLOTS = {"rabbitmq": 64, "valkey": 64, "usual": os.cpu_count() or 1}
@@ -76,9 +76,24 @@ class Sizes:
     token_seconds: float = 0.02  # the fake model's time per streamed token in (e)
     batch_lines: int = 10_000  # (f): the batch's size
     batch_interactive: int = 400  # (f): interactive requests at concurrency 4, alone and beside the batch
+    neighbour_model_seconds: float = 0.2  # (g): the model's time per job
+    neighbour_slots: int = 16  # (g): the worker's slots
+    neighbour_requests: int = 200  # (g): the quiet tenant's requests at concurrency 4, alone and beside the flood
+    neighbour_seconds: float = 30  # (g): how long the noisy tenant floods (concurrency 256)
+    share_seconds: float = 20  # (g): how long two tenants of weights 3 and 1 both flood
 
 
-QUICK = Sizes(20, 2, 50, 0.2, 30, 32, 0.1, 2, (1, 8), 1, 10, batch_lines=200, batch_interactive=20)
+QUICK = Sizes(
+    20, 2, 50, 0.2, 30, 32, 0.1, 2, (1, 8), 1, 10, batch_lines=200, batch_interactive=20,
+    neighbour_requests=8, neighbour_seconds=4, share_seconds=3,
+)  # fmt: skip
+NEIGHBOURS = """\
+tenants:
+  - {name: noisy, weight: 1, keys: [bench-noisy]}
+  - {name: quiet, weight: 1, keys: [bench-quiet]}
+  - {name: three, weight: 3, keys: [bench-three]}
+  - {name: one, weight: 1, keys: [bench-one]}
+"""
 
 
 @dataclass
@@ -137,10 +152,11 @@ class System:
     """One path's API and workers (path `kind`), on their own queue and key prefix;
     kept for every scenario of a run."""
 
-    def __init__(self, processes: Processes, kind: str, model_url: str) -> None:
+    def __init__(self, processes: Processes, kind: str, model_url: str, extra: dict[str, str] | None = None) -> None:
         self.processes = processes
         self.kind = kind
         self.model_url = model_url
+        self.extra = extra or {}
         self.target = Target("", SYSTEM_BODY)
         self._started: list[Any] = []
         self._valkey: subprocess.Popen[bytes] | None = None
@@ -167,6 +183,7 @@ class System:
             "INNER_LLM_URL": self.model_url,
             "WAIT_TIMEOUT": "600",
             "FILE_STORE_URL": str(self.processes.log_dir / f"files-{run}"),
+            **self.extra,
         }
         self.target = target = Target("", SYSTEM_BODY)
         if self.kind == "valkey":
@@ -377,6 +394,59 @@ def scenario_f(target: Target, path: str, sizes: Sizes) -> dict[str, Any]:
     }
 
 
+def scenario_g(processes: Processes, model: str, path: str, sizes: Sizes) -> dict[str, Any]:
+    """Noisy neighbour, on a 0.2 s model and one worker of `neighbour_slots` slots: the
+    quiet tenant's latency (concurrency 4) alone and while the noisy one floods
+    (concurrency 256), with tenants' turns and without (FAIR_SHARE=false); then two
+    tenants of weights 3 and 1, both flooding (concurrency 128 each): their shares of the
+    jobs done."""
+    keys = processes.log_dir / "tenants.yaml"
+    keys.write_text(NEIGHBOURS)
+    auth = {name: {"Authorization": f"Bearer bench-{name}"} for name in ("noisy", "quiet", "three", "one")}
+    env = {"API_KEYS_FILE": str(keys), "WORKER_CONCURRENCY": str(sizes.neighbour_slots)}
+
+    async def beside(url: str, body: dict[str, Any]) -> tuple[loadgen.Outcome, loadgen.Outcome]:
+        flood = asyncio.ensure_future(
+            loadgen.for_duration(url, body, 256, sizes.neighbour_seconds, headers=auth["noisy"])
+        )
+        await asyncio.sleep(min(2.0, sizes.neighbour_seconds / 4))  # its backlog is there
+        quiet = await loadgen.closed_loop(url, body, 4, sizes.neighbour_requests, headers=auth["quiet"])
+        return quiet, await flood
+
+    async def shares(url: str, body: dict[str, Any]) -> list[loadgen.Outcome]:
+        return list(await asyncio.gather(*(
+            loadgen.for_duration(url, body, 128, sizes.share_seconds, headers=auth[name]) for name in ("three", "one")
+        )))  # fmt: skip
+
+    set_model(model, sizes.neighbour_model_seconds)
+    row: dict[str, Any] = {}
+    for fair in ("true", "false"):
+        with System(processes, path, model, env | {"FAIR_SHARE": fair}) as system:
+            url, body = system.target.url, system.target.body
+            asyncio.run(loadgen.closed_loop(url, body, 8, 16, headers=auth["quiet"]))  # warm up
+            if fair == "true":
+                alone = asyncio.run(loadgen.closed_loop(url, body, 4, sizes.neighbour_requests, headers=auth["quiet"]))
+                quiet, flood = asyncio.run(beside(url, body))
+                three, one = asyncio.run(shares(url, body))
+                row = summary(path, "g", quiet) | {
+                    "alone_p50_ms": round(report.percentile([x * 1000 for x in alone.latencies], 0.5), 2),
+                    "alone_p99_ms": round(report.percentile([x * 1000 for x in alone.latencies], 0.99), 2),
+                    "alone_ok": alone.ok,
+                    "flood_ok": flood.ok,
+                    "three_ok": three.ok,
+                    "one_ok": one.ok,
+                    "three_share": round(three.ok / max(1, three.ok + one.ok), 3),
+                }
+            else:
+                unfair, _ = asyncio.run(beside(url, body))
+                latencies = [x * 1000 for x in unfair.latencies]
+                row |= {
+                    "unfair_p50_ms": round(report.percentile(latencies, 0.5), 2),
+                    "unfair_p99_ms": round(report.percentile(latencies, 0.99), 2),
+                }
+    return row
+
+
 def sweep(target: Target, path: str, sizes: Sizes) -> list[dict[str, Any]]:
     rows = []
     for clients in sizes.sweep:
@@ -443,6 +513,12 @@ def run_scenarios(
                 continue  # it has no batches
             print(f"bench: {path}: a batch beside interactive requests", flush=True)
             rows.append(scenario_f(system.target, path, sizes))
+    if "g" in scenarios:
+        for path in systems:
+            if path == "usual":
+                continue  # it has no tenants
+            print(f"bench: {path}: noisy neighbour", flush=True)
+            rows.append(scenario_g(processes, model, path, sizes))
     return rows
 
 

@@ -135,6 +135,10 @@ class Config(BaseSettings):
         0, ge=0, description="the default tenant's requests per minute (per address without keys); 0: no limit"
     )
     usage_days: int = Field(400, ge=1, description="days each day's usage (GET /usage) is kept in Redis")
+    fair_share: bool = Field(True, description="several tenants: a busy model's workers are shared by weight")
+    fair_share_ahead: int = Field(
+        4, ge=1, le=10_000, description="jobs kept waiting in a busy model's queue while tenants take turns"
+    )
     max_queued_jobs: int = Field(10000, ge=1, description="jobs waiting to start before new ones get 429")
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_prompt_chars: int = Field(200_000, ge=1, description="characters of content or of all messages")

@@ -341,6 +341,14 @@ class Keys:
         """A hash of one UTC day's usage (YYYY-MM-DD): "{tenant}|{model}|{count}" -> n."""
         return f"{self.prefix}usage:{day}"
 
+    def fair_lock(self, queue: str) -> str:
+        """Held (with a TTL, renewed) by the API process dispatching the queue's jobs by tenant."""
+        return f"{self.prefix}fair-lock:{queue}"
+
+    def contended(self, queue: str) -> str:
+        """Set (with a TTL, renewed) while the queue's jobs wait in their tenants' queues."""
+        return f"{self.prefix}fair:{queue}"
+
     def batch_lock(self, batch_id: str) -> str:
         """Held (with a TTL, renewed) by the API process driving the batch."""
         return f"{self.prefix}batch-lock:{batch_id}"

@@ -40,5 +40,10 @@ def test_quick_benchmark_answers_on_every_path_and_reports_every_scenario() -> N
     assert report.with_suffix(".png").stat().st_size > 10_000
     markdown = report.with_suffix(".md").read_text()
     # Every target of both brokers has its PASS/FAIL line, in the file and from the function.
-    assert len(targets(rows)) == 2 * (2 + 2 + 3 + 1 + 1 + 4 + 2)
+    # Each broker's noisy-neighbour run answered its tenants.
+    neighbours = {r["path"]: r for r in rows if r["scenario"] == "g"}
+    assert set(neighbours) == {"rabbitmq", "valkey"}
+    assert all(r["ok"] == r["requests"] and r["alone_ok"] > 0 and r["three_ok"] + r["one_ok"] > 0
+               for r in neighbours.values())  # fmt: skip
+    assert len(targets(rows)) == 2 * (2 + 2 + 3 + 1 + 1 + 4 + 2 + 2)
     assert all(line in markdown for line in targets(rows))

@@ -37,7 +37,8 @@ async def ready(parts: ServicesDep) -> JSONResponse:
 async def metrics(parts: ServicesDep, metrics: MetricsDep, queue: QueueDep, registry: RegistryDep) -> Response:
     """Prometheus metrics of this API process, the jobs waiting in each queue, the
     webhook deliveries (all workers'), the lines of the batches this process drives."""
-    waiting = await asyncio.get_running_loop().run_in_executor(None, queue.depths, registry.queues)
+    queues = [*registry.queues, *parts.fair.tenant_queues]
+    waiting = await asyncio.get_running_loop().run_in_executor(None, queue.depths, queues)
     webhooks: dict[tuple[str, str], int] = {}
     try:
         for field, count in (await parts.redis.hgetall(parts.config.keys.webhook_counts)).items():

@@ -1,0 +1,322 @@
+"""Fair sharing of a model's workers between tenants, by weight, across every API process.
+
+While a model's queue is short, jobs are published to it directly, as with one tenant.
+Once it holds ``FAIR_SHARE_AHEAD`` jobs or more (the workers are all busy and jobs
+wait), the model is *contended*: new jobs go to their tenant's own queue of that model
+(``{queue}.tenant.{name}``, durable, with the same priorities), and one dispatcher per
+model moves them into the model's queue, keeping it about ``FAIR_SHARE_AHEAD`` deep:
+
+- the next job moved is the one of highest priority among the tenants' next jobs, and
+  among those of that priority, the tenant's whose virtual time is least (start-time
+  fair queuing: a job moved adds 1/weight to its tenant's; a tenant that starts
+  waiting starts at the virtual time of the last job moved). Priority comes first; the
+  weights share each priority's turns.
+- A job is moved by publishing it to the model's queue (confirmed on RabbitMQ), then
+  acknowledging it in its tenant's queue: a dispatcher that dies between the two leaves
+  a second message of the job, which the workers answer once (tasks/running.py).
+- Each API process may be the dispatcher of a model: the one holding the model's
+  Redis lock (``fair-lock:{queue}``, renewed). A dead one's lock lapses within
+  `LOCK_SECONDS`, and another process takes over; the jobs it held go back to their
+  queues (RabbitMQ on the channel's close; the Redis broker after its visibility timeout).
+- The dispatcher says in Redis (``fair:{queue}``, with a TTL) while the model is
+  contended; every API process reads it every `WATCH_SECONDS`.
+
+The cost per job: nothing while the model is not contended. While it is, a job is
+published twice and read once more, and waits for the dispatcher's next round (every
+`ROUND_SECONDS`) besides the ``FAIR_SHARE_AHEAD`` jobs ahead of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis as sync_redis
+import redis.asyncio as aioredis
+from celery import Celery
+from kombu import Exchange, Queue
+from kombu.exceptions import ChannelError
+from redis.exceptions import RedisError
+
+from gateway.celery_settings import MAX_PRIORITY
+from gateway.config import Config
+from gateway.tenants import Tenants
+
+log = logging.getLogger(__name__)
+
+LOCK_SECONDS = 3.0  # a dispatcher's lock lapses this long after its process died
+WATCH_SECONDS = 0.02  # how often each API process reads which models are contended
+ROUND_SECONDS = 0.005  # between two rounds of a dispatcher of a contended model
+IDLE_SECONDS = 0.05  # between two looks at the queue of a model that is not contended
+CALM_SECONDS = 1.0  # a model is no longer contended once its tenants' queues were empty this long
+HOLD_SECONDS = 20.0  # a tenant's next job, read and not moved, goes back after this long
+
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+
+
+def tenant_queue(queue: str, tenant: str) -> str:
+    """The queue of one tenant's jobs of the model of `queue`, while it is contended."""
+    return f"{queue}.tenant.{tenant}"
+
+
+def declared(name: str, uses_rabbitmq: bool) -> Queue:
+    """A queue as the API and the dispatcher declare it: durable, with priorities."""
+    arguments = {"x-max-priority": MAX_PRIORITY} if uses_rabbitmq else None
+    return Queue(name, Exchange(name, type="direct", durable=True), routing_key=name, durable=True,
+                 queue_arguments=arguments)  # fmt: skip
+
+
+@dataclass
+class _Held:
+    """A tenant's next job, read from its queue and not yet moved."""
+
+    message: Any
+    priority: int
+    since: float = field(default_factory=time.monotonic)
+
+
+class FairShare:
+    """Which models are contended (and so where a job is published), and the dispatchers."""
+
+    def __init__(self, config: Config, tenants: Tenants, queues: list[str], redis: aioredis.Redis) -> None:
+        self._config = config
+        self._weights = {name: tenant.weight for name, tenant in tenants.named.items()}
+        # One tenant (or none configured): nothing to share.
+        self.enabled = config.fair_share and len(self._weights) > 1
+        self._queues = queues
+        self._redis = redis
+        self._renew = redis.register_script(RENEW)
+        # The dispatchers' threads' own connection.
+        self._sync = sync_redis.Redis.from_url(config.redis_url, socket_connect_timeout=config.redis_connect_timeout)
+        self._me = uuid.uuid4().hex
+        self._contended: set[str] = set()
+        self._leading: dict[str, threading.Event] = {queue: threading.Event() for queue in queues}
+        self._stopping = threading.Event()
+        self._model_of = {tenant_queue(q, t): q for q in queues for t in self._weights}
+
+    @property
+    def tenant_queues(self) -> list[str]:
+        """Every tenant's queue of every model (declared by the API, read by the dispatchers)."""
+        return sorted(self._model_of) if self.enabled else []
+
+    def route(self, queue: str, tenant: str) -> str:
+        """Where a job of `tenant` for the model of `queue` is published now."""
+        if queue in self._contended and tenant in self._weights:
+            return tenant_queue(queue, tenant)
+        return queue
+
+    def model_queue(self, queue: str) -> str:
+        """The model's queue of a tenant's queue (a model's queue itself otherwise)."""
+        return self._model_of.get(queue, queue)
+
+    async def run(self, celery: Celery) -> None:
+        """Until cancelled: watch which models are contended, and lead the dispatchers
+        of the models whose lock this process holds."""
+        if not self.enabled:
+            return
+        threads = [
+            threading.Thread(target=self._dispatch, args=(celery, queue), name=f"fair share {queue}", daemon=True)
+            for queue in self._queues
+        ]
+        for thread in threads:
+            thread.start()
+        last_lock = 0.0
+        try:
+            while True:
+                with contextlib.suppress(RedisError, OSError):
+                    flags = await self._redis.mget([self._config.keys.contended(q) for q in self._queues])
+                    self._contended = {q for q, flag in zip(self._queues, flags, strict=True) if flag}
+                if time.monotonic() - last_lock >= LOCK_SECONDS / 3:
+                    last_lock = time.monotonic()
+                    await self._hold_locks()
+                await asyncio.sleep(WATCH_SECONDS)
+        finally:
+            led = [queue for queue, event in self._leading.items() if event.is_set()]
+            self._stopping.set()
+            for event in self._leading.values():
+                event.clear()
+            for thread in threads:
+                await asyncio.get_running_loop().run_in_executor(None, thread.join, 5)
+            # Another process takes over at once, not once the locks lapse.
+            with contextlib.suppress(RedisError, OSError):
+                for queue in led:
+                    await self._redis.delete(self._config.keys.fair_lock(queue))
+            self._sync.close()
+
+    async def _hold_locks(self) -> None:
+        for queue, leading in self._leading.items():
+            try:
+                held = await self._renew(keys=[self._config.keys.fair_lock(queue)],
+                                         args=[self._me, int(LOCK_SECONDS * 1000)])  # fmt: skip
+            except (RedisError, OSError):
+                held = 0  # another process may hold it once Redis is back: let go
+            if held and not leading.is_set():
+                log.info("dispatching the jobs of queue %s fairly among tenants", queue)
+                leading.set()
+            elif not held and leading.is_set():
+                log.info("no longer the dispatcher of queue %s", queue)
+                leading.clear()
+
+    def _dispatch(self, celery: Celery, queue: str) -> None:
+        """The dispatcher of one model's queue, while this process leads it (a thread)."""
+        while not self._stopping.is_set():
+            if not self._leading[queue].wait(timeout=0.5):
+                continue
+            try:
+                _Dispatcher(self, celery, queue).run()
+            except Exception as exc:  # noqa: BLE001 - the broker went away: connect again
+                log.warning("fair-share dispatcher of %s stopped: %s; starting again", queue, exc)
+                self._stopping.wait(1.0)
+
+    def _set_contended(self, queue: str, contended: bool) -> None:
+        """Tell every API process (with the dispatchers' own client: this runs in a thread)."""
+        key = self._config.keys.contended(queue)
+        try:
+            if contended:
+                self._sync.set(key, b"1", px=int(LOCK_SECONDS * 1000))
+            else:
+                self._sync.delete(key)
+        except (RedisError, OSError) as exc:
+            log.warning("could not say whether queue %s is contended: %s", queue, exc)
+        if contended:
+            self._contended.add(queue)
+        else:
+            self._contended.discard(queue)
+
+
+class _Dispatcher:
+    """One connection's worth of dispatching: ends when the broker connection fails or
+    the lock is lost (the jobs held go back to their queues when the connection closes)."""
+
+    def __init__(self, share: FairShare, celery: Celery, queue: str) -> None:
+        self._share = share
+        self._celery = celery
+        self._queue = queue
+        config = share._config
+        self._rabbit = config.uses_rabbitmq
+        self._ahead = config.fair_share_ahead
+        # Well within a Redis broker's visibility timeout (the job lease).
+        self._hold = min(HOLD_SECONDS, config.job_lease / 3)
+        self._tenants = sorted(share._weights)
+        self._weights = share._weights
+        self._virtual = dict.fromkeys(self._tenants, 0.0)
+        self._now = 0.0  # the virtual time of the last job moved
+        self._held: dict[str, _Held] = {}
+        self._sources: dict[str, Any] = {}
+        self._contended = False
+        self._busy_at = 0.0  # when tenants' jobs last waited, or the model's queue was full
+
+    def run(self) -> None:
+        leading = self._share._leading[self._queue]
+        with self._celery.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1)
+            channel = connection.channel()
+            target = declared(self._queue, self._rabbit)
+            target(channel).declare()
+            self._sources = {
+                tenant: declared(tenant_queue(self._queue, tenant), self._rabbit)(channel) for tenant in self._tenants
+            }
+            for source in self._sources.values():
+                source.declare()
+            producer = connection.Producer(channel)
+            try:
+                while leading.is_set() and not self._share._stopping.is_set():
+                    moved = self._round(channel, producer, target)
+                    self._share._stopping.wait(ROUND_SECONDS if self._contended or moved else IDLE_SECONDS)
+            finally:
+                for held in self._held.values():
+                    with contextlib.suppress(Exception):
+                        held.message.reject(requeue=True)
+                self._held.clear()
+                if self._contended:
+                    self._share._set_contended(self._queue, False)
+
+    def _depth(self, channel: Any, queue: str) -> int:
+        try:
+            return int(channel.queue_declare(queue, passive=True).message_count)
+        except ChannelError:  # on Redis: a queue is a list, and an empty list is none
+            if self._rabbit:
+                raise
+            return 0
+
+    def _round(self, channel: Any, producer: Any, target: Queue) -> int:
+        depth = self._depth(channel, self._queue)
+        if not self._contended:
+            # Jobs left in tenants' queues (by a dispatcher that died, or published as the
+            # model stopped being contended) are moved as a contended model's are.
+            if depth < self._ahead and not any(self._depth(channel, source.name) for source in self._sources.values()):
+                return 0
+            self._contended = True
+            self._busy_at = time.monotonic()
+            log.info("queue %s is contended (%d jobs waiting): tenants' jobs now take turns by weight",
+                     self._queue, depth)  # fmt: skip
+        self._share._set_contended(self._queue, True)  # renewed each round while contended
+        self._read_heads(channel)
+        moved = 0
+        room = self._ahead - depth
+        while room > 0 and self._held:
+            tenant = min(self._held, key=lambda t: (-self._held[t].priority, self._virtual[t], t))
+            held = self._held.pop(tenant)
+            self._move(producer, target, held.message)
+            self._now = self._virtual[tenant]
+            self._virtual[tenant] += 1.0 / self._weights[tenant]
+            moved += 1
+            room -= 1
+            self._read_head(channel, tenant)
+        if self._held or depth + moved >= self._ahead:
+            self._busy_at = time.monotonic()
+        elif time.monotonic() - self._busy_at > CALM_SECONDS:
+            self._contended = False
+            self._share._set_contended(self._queue, False)
+            log.info("queue %s is no longer contended", self._queue)
+        return moved
+
+    def _read_heads(self, channel: Any) -> None:
+        now = time.monotonic()
+        for tenant in self._tenants:
+            held = self._held.get(tenant)
+            if held is not None and now - held.since > self._hold:
+                # Not held long (the broker would hand it out again): back to its queue.
+                held.message.reject(requeue=True)
+                del self._held[tenant]
+            if tenant not in self._held:
+                self._read_head(channel, tenant)
+
+    def _read_head(self, channel: Any, tenant: str) -> None:
+        message = self._sources[tenant].get(no_ack=False)
+        if message is None:
+            return
+        if tenant not in self._held and self._virtual[tenant] < self._now:
+            self._virtual[tenant] = self._now  # it starts waiting now, not where it left off
+        priority = int(message.properties.get("priority") or 0)
+        if not self._rabbit:  # Kombu's Redis transport reads lower numbers first
+            priority = MAX_PRIORITY - 1 - priority
+        self._held[tenant] = _Held(message, priority)
+
+    def _move(self, producer: Any, target: Queue, message: Any) -> None:
+        properties = {
+            name: message.properties[name]
+            for name in ("correlation_id", "reply_to", "priority", "expiration")
+            if message.properties.get(name) is not None
+        }
+        producer.publish(
+            message.body,
+            exchange=target.exchange,
+            routing_key=target.routing_key,
+            headers=message.headers,
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            delivery_mode=2,
+            retry=False,
+            **properties,
+        )
+        message.ack()

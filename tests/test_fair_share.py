@@ -1,0 +1,210 @@
+"""Tenants share a busy model's workers by weight, across API processes, priorities first."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from tests.conftest import Stack, StackFactory
+from tests.fake_model_server import FakeModelServer, free_port
+from tests.test_faults import rabbitmq_stopped
+
+pytestmark = pytest.mark.integration
+
+TENANTS = """
+tenants:
+  - name: heavy
+    weight: 3
+    keys: ["key-heavy"]
+  - name: light
+    weight: 1
+    keys: ["key-light"]
+"""
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def fair_stack(make_stack: StackFactory, tmp_path: Path, **overrides: str) -> Stack:
+    keys_file = tmp_path / "tenants.yaml"
+    keys_file.write_text(TENANTS)
+    return make_stack(concurrency=2, API_KEYS_FILE=str(keys_file), FAIR_SHARE_AHEAD="2", **overrides)
+
+
+def submit(url: str, key: str, job_id: str, priority: int = 5) -> None:
+    body = {"job_id": job_id, "content": job_id, "meta": {"priority": priority}}
+    answer = httpx.post(f"{url}/generate?wait=0", json=body, headers=auth(key), timeout=30)
+    assert answer.status_code == 202, answer.text
+
+
+def contended(stack: Stack) -> bool:
+    client = redis.Redis(port=int(stack.env.get("REDIS_PORT", "6379")))
+    try:
+        return bool(client.exists(f"{stack.env['REDIS_PREFIX']}:fair:{stack.env['QUEUE_NAME']}"))
+    finally:
+        client.close()
+
+
+def saturate(stack: Stack, fake: FakeModelServer) -> None:
+    """Keep the workers busy until the model counts as contended."""
+    deadline = time.monotonic() + 30
+    n = 0
+    while not contended(stack):
+        assert time.monotonic() < deadline, "the model never became contended"
+        for _ in range(6):
+            submit(stack.url, "key-heavy", f"warm-{n}")
+            n += 1
+        time.sleep(0.05)
+    time.sleep(0.2)  # every API process has read it (each reads every 20 ms)
+
+
+def wait_all(url: str, job_ids: list[str], key: str = "key-heavy", timeout: float = 120) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    statuses: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        statuses = {
+            job_id: httpx.get(f"{url}/jobs/{job_id}", headers=auth(key), timeout=10).json()["status"]
+            for job_id in job_ids
+            if statuses.get(job_id) != "succeeded"
+        } | {job_id: "succeeded" for job_id, status in statuses.items() if status == "succeeded"}
+        if all(status == "succeeded" for status in statuses.values()) and len(statuses) == len(job_ids):
+            return statuses
+        time.sleep(0.3)
+    return statuses
+
+
+def started(fake: FakeModelServer) -> list[str]:
+    """The jobs' contents, in the order the model server was asked."""
+    return [body["messages"][-1]["content"] for body in fake.completions]
+
+
+def test_a_light_tenants_job_does_not_wait_behind_a_heavy_ones_backlog(
+    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path
+) -> None:
+    fake.latency = 0.2
+    stack = fair_stack(make_stack, tmp_path)
+    saturate(stack, fake)
+    backlog = [f"heavy-{n}" for n in range(40)]
+    for job_id in backlog:
+        submit(stack.url, "key-heavy", job_id)
+    before = len(fake.completions)  # the jobs started before light's was sent
+    answer = httpx.post(f"{stack.url}/generate", json={"content": "light-1"}, headers=auth("key-light"), timeout=60)
+    assert answer.status_code == 200
+    order = started(fake)
+    # Without tenants' turns it would start after what is left of the 40 (at 2 slots of
+    # 0.2 s); it starts once the few jobs already in the model's queue have.
+    ahead = [job for job in order[before : order.index("light-1")] if job.startswith("heavy-")]
+    assert len(ahead) <= 4, ahead
+    assert set(wait_all(stack.url, backlog).values()) == {"succeeded"}
+    assert Counter(started(fake))["light-1"] == 1
+    assert all(Counter(started(fake))[job_id] == 1 for job_id in backlog)
+
+
+def test_backlogged_tenants_take_turns_by_weight_with_priority_first(
+    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path
+) -> None:
+    fake.latency = 0.2
+    stack = fair_stack(make_stack, tmp_path)
+    # A second API process: the jobs it takes wait their turn as the first one's do.
+    second = f"http://127.0.0.1:{free_port()}"
+    stack.processes.api(stack.env, int(second.rsplit(":", 1)[1]))
+    saturate(stack, fake)
+    heavy = [f"heavy-{n}" for n in range(30)]
+    light = [f"light-{n}" for n in range(30)]
+    for n in range(30):
+        submit(stack.url, "key-heavy", heavy[n])
+        submit(second, "key-light", light[n])
+    before = len(fake.completions)
+    submit(second, "key-light", "light-urgent", priority=9)
+    statuses = wait_all(stack.url, [*heavy, *light, "light-urgent"])
+    assert set(statuses.values()) == {"succeeded"}
+    order = [job for job in started(fake) if not job.startswith("warm-")]
+    assert sorted(order) == sorted([*heavy, *light, "light-urgent"])  # each once
+    # The urgent job overtakes both backlogs: only the few already queued start before it.
+    # It waits for light's one job already picked as light's next, and light's turn.
+    everything = started(fake)
+    assert everything.index("light-urgent") - before <= 7
+    # While both wait, heavy gets 3 turns for light's 1 (the urgent job took one of
+    # light's): of the 24 jobs started once the queue's head was passed, about 18 are heavy's.
+    window = order[4:28]
+    share = sum(job.startswith("heavy-") for job in window) / len(window)
+    assert 0.75 * 0.9 <= share <= 0.75 * 1.1, (share, window)
+    # Each tenant's own jobs keep their order.
+    assert [job for job in order if job.startswith("heavy-")] == heavy
+
+
+def test_one_tenant_alone_has_no_turns_to_take(make_stack: StackFactory, fake: FakeModelServer) -> None:
+    stack = make_stack(concurrency=2, FAIR_SHARE_AHEAD="2", API_KEYS="only-key")
+    fake.latency = 0.2
+    for n in range(8):
+        submit(stack.url, "only-key", f"solo-{n}")
+    time.sleep(0.5)
+    assert not contended(stack)
+    assert set(wait_all(stack.url, [f"solo-{n}" for n in range(8)], key="only-key").values()) == {"succeeded"}
+
+
+def _dispatcher(stack: Stack) -> Any:
+    """The API process dispatching the model's jobs (it says so in its log)."""
+    (leader,) = [p for p in stack.processes.started if "fairly among" in p.output()]
+    return leader
+
+
+@pytest.mark.fault
+def test_a_killed_dispatcher_is_replaced_and_every_job_runs_once(
+    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path
+) -> None:
+    fake.latency = 0.1
+    stack = fair_stack(make_stack, tmp_path)
+    second = f"http://127.0.0.1:{free_port()}"
+    stack.processes.api(stack.env, int(second.rsplit(":", 1)[1]))
+    saturate(stack, fake)
+    jobs = [f"heavy-{n}" for n in range(40)] + [f"light-{n}" for n in range(20)]
+    for job_id in jobs:
+        submit(second, "key-heavy" if job_id.startswith("heavy") else "key-light", job_id)
+    leader = _dispatcher(stack)
+    survivor = second if leader is stack.processes.started[1] else stack.url
+    # Killed while it holds the tenants' next jobs and moves others: those go back to
+    # their queues, and the other API process takes over once the lock lapses.
+    wait_until_some_ran(fake, 10)
+    leader.stop(signal.SIGKILL)
+    statuses = wait_all(survivor, jobs)
+    assert set(statuses.values()) == {"succeeded"}, Counter(statuses.values())
+    runs = Counter(started(fake))
+    assert all(runs[job_id] == 1 for job_id in jobs), {job_id: runs[job_id] for job_id in jobs if runs[job_id] != 1}
+    assert any("fairly among" in p.output() for p in stack.processes.started[1:] if p is not leader)
+
+
+@pytest.mark.fault
+def test_rabbitmq_restarted_while_tenants_wait_loses_no_job(
+    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path, broker_env: dict[str, str]
+) -> None:
+    if not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("RabbitMQ only")
+    fake.latency = 0.1
+    stack = fair_stack(make_stack, tmp_path)
+    saturate(stack, fake)
+    jobs = [f"heavy-{n}" for n in range(30)] + [f"light-{n}" for n in range(15)]
+    for job_id in jobs:
+        submit(stack.url, "key-heavy" if job_id.startswith("heavy") else "key-light", job_id)
+    wait_until_some_ran(fake, 5)
+    with rabbitmq_stopped():
+        time.sleep(1)
+    statuses = wait_all(stack.url, jobs, timeout=180)
+    assert set(statuses.values()) == {"succeeded"}, Counter(statuses.values())
+    runs = Counter(started(fake))
+    assert all(runs[job_id] == 1 for job_id in jobs)
+
+
+def wait_until_some_ran(fake: FakeModelServer, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while sum(not job.startswith("warm-") for job in started(fake)) < count:
+        assert time.monotonic() < deadline, "no job ran"
+        time.sleep(0.05)
