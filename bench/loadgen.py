@@ -129,8 +129,10 @@ async def for_duration(
     seconds: float,
     grace: float = 10,
     headers: dict[str, str] | None = None,
+    every_sent: bool = False,
 ) -> Outcome:
-    """A closed loop of `clients` that stops sending after `seconds`; only answers in that time count.
+    """A closed loop of `clients` that stops sending after `seconds`; only answers in that time count
+    (with `every_sent`, the answers to every request sent in that time, however late).
     Requests still unanswered `grace` seconds later are abandoned (their connections closed)."""
     payload = encode(body)
     outcome = Outcome()
@@ -142,7 +144,7 @@ async def for_duration(
             while time.perf_counter() < stop_at:
                 started = time.perf_counter()
                 status = await connection.status_of(payload)
-                if time.perf_counter() <= stop_at:
+                if every_sent or time.perf_counter() <= stop_at:
                     outcome.record(started, status)
         finally:
             connection.close()

@@ -78,8 +78,8 @@ class Sizes:
     batch_interactive: int = 400  # (f): interactive requests at concurrency 4, alone and beside the batch
     neighbour_model_seconds: float = 0.2  # (g): the model's time per job
     neighbour_slots: int = 16  # (g): the worker's slots
-    neighbour_requests: int = 200  # (g): the quiet tenant's requests at concurrency 4, alone and beside the flood
-    neighbour_seconds: float = 30  # (g): how long the noisy tenant floods (concurrency 256)
+    neighbour_requests: int = 200  # (g): the quiet tenant's requests at concurrency 4, alone
+    neighbour_seconds: float = 30  # (g): how long the noisy tenant floods (concurrency 256), the quiet one beside
     share_seconds: float = 20  # (g): how long two tenants of weights 3 and 1 both flood
 
 
@@ -409,8 +409,13 @@ def scenario_g(processes: Processes, model: str, path: str, sizes: Sizes) -> dic
         flood = asyncio.ensure_future(
             loadgen.for_duration(url, body, 256, sizes.neighbour_seconds, headers=auth["noisy"])
         )
-        await asyncio.sleep(min(2.0, sizes.neighbour_seconds / 4))  # its backlog is there
-        quiet = await loadgen.closed_loop(url, body, 4, sizes.neighbour_requests, headers=auth["quiet"])
+        # The quiet tenant's requests start once the flood's backlog is there, and stop
+        # before the flood does: all of them are sent beside it.
+        margin = min(2.0, sizes.neighbour_seconds / 4)
+        await asyncio.sleep(margin)
+        quiet = await loadgen.for_duration(
+            url, body, 4, sizes.neighbour_seconds - 2 * margin, grace=60, headers=auth["quiet"], every_sent=True
+        )
         return quiet, await flood
 
     async def shares(url: str, body: dict[str, Any]) -> list[loadgen.Outcome]:
