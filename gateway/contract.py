@@ -437,12 +437,32 @@ return 'start'
 
 # Stores and publishes the result ARGV[1] for ARGV[2] seconds unless a result is
 # stored already; answers 1 when it stored, 0 when it kept the earlier result.
-# KEYS: result, job hash. ARGV: result, seconds, the message's reply_to (or '').
+# The result stored is counted to its tenant (in the same call: a job's first
+# result once, and no round trip more): KEYS[3..5] and ARGV[4..8] when given.
+# KEYS: result, job hash; the day's usage, the tenant's tokens of the minute and of
+# the day. ARGV: result, seconds, the message's reply_to (or ''); the usage fields'
+# prefix ("{tenant}|{model}|"), the count ("jobs" or "failed"), prompt tokens,
+# completion tokens, seconds the usage is kept.
 STORE_ONCE = (
     _PUBLISH_RESULT
     + """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
 publish_result(KEYS[1], KEYS[2], ARGV[1], ARGV[3])
+if #KEYS >= 5 then
+  local prompt, completion = tonumber(ARGV[6]), tonumber(ARGV[7])
+  redis.call('HINCRBY', KEYS[3], ARGV[4] .. ARGV[5], 1)
+  if prompt + completion > 0 then
+    redis.call('HINCRBY', KEYS[3], ARGV[4] .. 'prompt_tokens', prompt)
+    redis.call('HINCRBY', KEYS[3], ARGV[4] .. 'completion_tokens', completion)
+    if redis.call('INCRBY', KEYS[4], prompt + completion) == prompt + completion then
+      redis.call('EXPIRE', KEYS[4], 120)
+    end
+    if redis.call('INCRBY', KEYS[5], prompt + completion) == prompt + completion then
+      redis.call('EXPIRE', KEYS[5], 172800)
+    end
+  end
+  if redis.call('TTL', KEYS[3]) < 0 then redis.call('EXPIRE', KEYS[3], ARGV[8]) end
+end
 return 1
 """
 )

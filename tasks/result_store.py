@@ -48,42 +48,37 @@ class ResultStore(RedisBackend):
         expires = self.failure_expires if state == states.FAILURE else self.expires
         job_key = self._keys.job(bytes_to_str(task_id))
         reply_to = reply_channel(request)
-        stored = self.ensure(
-            self._store, (self.get_key_for_task(task_id), job_key, self.encode(meta), expires, reply_to)
-        )
-        if stored and state in (states.SUCCESS, states.FAILURE):
-            self.ensure(self._account, (job_of(request), state, result))
+        keys = [self.get_key_for_task(task_id), job_key]
+        args: list[Any] = [self.encode(meta), int(expires), reply_to]
+        if state in (states.SUCCESS, states.FAILURE):
+            self._account(job_of(request), state, result, keys, args)
+        self.ensure(self._store, (keys, args))
         return result
 
-    def _store(self, key: str, job_key: str, value: str, expires: int, reply_to: str) -> int:
-        return self._store_once(keys=[key, job_key], args=[value, int(expires), reply_to])
+    def _store(self, keys: list[str], args: list[Any]) -> int:
+        return self._store_once(keys=keys, args=args)
 
-    def _account(self, job: dict[str, Any], state: str, result: Any) -> None:
-        """Count a job's first result to its tenant: the job and its tokens, as the model
-        server reported them, in the day's usage (per tenant and model) and in the
-        tenant's tokens of the minute and of the day (its quotas, api/quotas.py)."""
+    def _account(self, job: dict[str, Any], state: str, result: Any, keys: list[str], args: list[Any]) -> None:
+        """Count a job's result to its tenant, as STORE_ONCE stores it (the first only):
+        the job and its tokens, as the model server reported them, in the day's usage
+        (per tenant and model) and in the tenant's tokens of the minute and of the day
+        (its quotas, api/quotas.py)."""
         if not job or "meta" not in job:  # not a model's job (a webhook delivery, llm.models)
             return
         tenant = job.get("tenant") if isinstance(job.get("tenant"), str) else DEFAULT_TENANT
         meta = job["meta"] if isinstance(job["meta"], dict) else {}
         model = str(job.get("route") or meta.get("model") or "default")
         usage = result.get("usage") if state == states.SUCCESS and isinstance(result, dict) else None
-        prompt, completion = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
         now = time.time()
-        day = time.strftime("%Y-%m-%d", time.gmtime(now))
-        field = f"{tenant}|{model}|"
-        pipe = self.client.pipeline(transaction=False)
-        usage_key = self._keys.usage(day)
-        pipe.hincrby(usage_key, field + ("jobs" if state == states.SUCCESS else "failed"), 1)
-        if prompt or completion:
-            pipe.hincrby(usage_key, field + "prompt_tokens", prompt)
-            pipe.hincrby(usage_key, field + "completion_tokens", completion)
-            minute = self._keys.tokens(tenant, "m", int(now // 60))
-            pipe.incrby(minute, prompt + completion).expire(minute, 120)
-            today = self._keys.tokens(tenant, "d", int(now // 86_400))
-            pipe.incrby(today, prompt + completion).expire(today, 2 * 86_400)
-        pipe.expire(usage_key, self.usage_days * 86_400)
-        pipe.execute()
+        keys += [
+            self._keys.usage(time.strftime("%Y-%m-%d", time.gmtime(now))),
+            self._keys.tokens(tenant, "m", int(now // 60)),
+            self._keys.tokens(tenant, "d", int(now // 86_400)),
+        ]
+        args += [
+            f"{tenant}|{model}|", "jobs" if state == states.SUCCESS else "failed",
+            _count(usage, "prompt_tokens"), _count(usage, "completion_tokens"), self.usage_days * 86_400,
+        ]  # fmt: skip
 
 
 def _count(usage: Any, name: str) -> int:

@@ -223,6 +223,22 @@ def test_the_reply_channel_the_job_carries_is_published_on_when_redis_lost_its_c
     listener.close()
 
 
+@pytest.mark.integration
+def test_a_job_stored_twice_is_counted_to_its_tenant_once(keys_and_store: tuple[Keys, redis.Redis]) -> None:
+    keys, store = keys_and_store
+    store_once = store.register_script(STORE_ONCE)
+    job = "job-usage"
+    counts = [keys.usage("2026-12-01"), keys.tokens("team-a", "m", 1), keys.tokens("team-a", "d", 2)]
+    given = ["team-a|m1|", "jobs", 7, 3, 3600]
+    for run in ("first", "second"):  # run twice (redelivered): the second result is not stored
+        stored = store_once(keys=[keys.result(job), keys.job(job), *counts], args=[run, 60, "", *given])
+        assert stored == (1 if run == "first" else 0)
+    usage = {k.decode(): int(v) for k, v in store.hgetall(counts[0]).items()}
+    assert usage == {"team-a|m1|jobs": 1, "team-a|m1|prompt_tokens": 7, "team-a|m1|completion_tokens": 3}
+    assert [int(store.get(key)) for key in counts[1:]] == [10, 10]
+    assert 0 < store.ttl(counts[1]) <= 120 and 0 < store.ttl(counts[0]) <= 3600
+
+
 def _messages(listener: Any, count: int) -> list[bytes]:
     got: list[bytes] = []
     deadline = time.monotonic() + 5
