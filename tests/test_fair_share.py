@@ -214,7 +214,7 @@ def test_a_killed_worker_and_a_restarted_redis_while_tenants_wait_lose_no_job(
 ) -> None:
     server = RedisServer(_redis_binary(broker_env), tmp_path / "redis").start()
     try:
-        fake.latency = 0.1
+        fake.latency = 0.3
         keys_file = tmp_path / "tenants.yaml"
         keys_file.write_text(TENANTS)
         stack = make_stack(workers=2, concurrency=2, API_KEYS_FILE=str(keys_file), FAIR_SHARE_AHEAD="2",
