@@ -33,12 +33,13 @@ class Metrics:
             buckets=SECONDS, registry=r,
         )  # fmt: skip
         self.job_seconds = Histogram(
-            "llm_api_job_seconds", "Seconds from a job's acceptance to its answer, by model", ["model"],
-            buckets=SECONDS, registry=r,
+            "llm_api_job_seconds", "Seconds from a job's acceptance to its answer, by model and tenant",
+            ["model", "tenant"], buckets=SECONDS, registry=r,
         )  # fmt: skip
         self.queue_seconds = Histogram(
-            "llm_api_queue_seconds", "Seconds a job waited in its queue before a worker started it, by model",
-            ["model"], buckets=SECONDS, registry=r,
+            "llm_api_queue_seconds",
+            "Seconds a job waited (in its queue, and its tenant's) before a worker started it, by model and tenant",
+            ["model", "tenant"], buckets=SECONDS, registry=r,
         )  # fmt: skip
         self.tokens = Counter("llm_api_tokens", "Tokens generated, by model and tenant", ["model", "tenant"],
                               registry=r)  # fmt: skip
@@ -63,10 +64,10 @@ class Metrics:
         """A job answered: its model and tenant, its result (usage, timing), seconds since accepted."""
         self.jobs.labels(model, "succeeded", tenant).inc()
         if seconds is not None:
-            self.job_seconds.labels(model).observe(seconds)
+            self.job_seconds.labels(model, tenant).observe(seconds)
         timing = result.get("timing") or {}
         if isinstance(timing.get("queued_seconds"), int | float):
-            self.queue_seconds.labels(model).observe(max(0.0, timing["queued_seconds"]))
+            self.queue_seconds.labels(model, tenant).observe(max(0.0, timing["queued_seconds"]))
         usage = result.get("usage") or {}
         if isinstance(usage.get("completion_tokens"), int):
             self.tokens.labels(model, tenant).inc(usage["completion_tokens"])

@@ -18,6 +18,7 @@ from api.guard import Guard
 from api.job_queue import JobQueue
 from api.job_store import JobStore
 from api.metrics import Metrics
+from api.quotas import Quotas
 from api.request_models import RequestModels, request_models
 from api.result_waiter import ResultWaiter, redis_client
 from api.runner import JobRunner
@@ -53,6 +54,10 @@ class Services:
         metrics = Metrics()
         redis = redis_client(config)
         guard = Guard(config, redis)
+        for tenant in guard.tenants.named.values():  # each tenant's refusals, from 0
+            if Quotas.applies(tenant):
+                for quota in ("tokens_per_minute", "tokens_per_day", "jobs_in_flight"):
+                    metrics.quota_refusals.labels(tenant.name, quota)
         fair = FairShare(config, guard.tenants, registry.queues, redis)
         queue = JobQueue(config, fair.tenant_queues)
         store = JobStore(config, redis)

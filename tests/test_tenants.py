@@ -19,7 +19,8 @@ tenants:
   - name: research
     weight: 3
     keys: ["key-research"]
-    quotas: {requests_per_minute: 1000, tokens_per_minute: %(tpm)s, jobs_in_flight: %(in_flight)s}
+    quotas: {requests_per_minute: 1000, tokens_per_minute: %(tpm)s, tokens_per_day: %(tpd)s,
+             jobs_in_flight: %(in_flight)s}
   - name: product
     keys: ["key-product"]
   - name: ops
@@ -28,9 +29,11 @@ tenants:
 """
 
 
-def tenant_stack(make_stack: StackFactory, tmp_path: Path, tpm: int = 100_000, in_flight: int = 1000) -> Stack:
+def tenant_stack(
+    make_stack: StackFactory, tmp_path: Path, tpm: int = 100_000, in_flight: int = 1000, tpd: int = 10_000_000
+) -> Stack:
     keys_file = tmp_path / "tenants.yaml"
-    keys_file.write_text(TENANTS % {"tpm": tpm, "in_flight": in_flight})
+    keys_file.write_text(TENANTS % {"tpm": tpm, "in_flight": in_flight, "tpd": tpd})
     return make_stack(API_KEYS="key-default", API_KEYS_FILE=str(keys_file))
 
 
@@ -166,3 +169,20 @@ def test_usage_per_tenant_model_and_day_with_an_admin_seeing_all(
     # A start before the days kept reads from the first day kept (USAGE_DAYS).
     long_ago = httpx.get(f"{stack.url}/usage?start=2000-01-01", headers=auth("key-ops")).json()
     assert long_ago["start"] > "2025-01-01" and {r["tenant"] for r in long_ago["data"]} == {"product", "research"}
+
+
+def test_a_tenants_tokens_per_day_end_with_the_utc_day(
+    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path
+) -> None:
+    stack = tenant_stack(make_stack, tmp_path, tpd=5)
+    body = {"messages": [{"role": "user", "content": "one two three"}]}
+    first = httpx.post(f"{stack.url}/v1/chat/completions", json=body, headers=auth("key-research"), timeout=30)
+    assert first.status_code == 200 and first.json()["usage"]["total_tokens"] >= 5
+    refused = httpx.post(f"{stack.url}/v1/chat/completions", json=body, headers=auth("key-research"), timeout=30)
+    assert refused.status_code == 429
+    message = refused.json()["error"]["message"]
+    assert "quota tokens_per_day" in message and "this UTC day" in message
+    # Retry-After points at the next UTC midnight.
+    now = time.time()
+    assert abs(int(refused.headers["Retry-After"]) - (86_400 - now % 86_400)) <= 5
+    assert len(fake.completions) == 1
