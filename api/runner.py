@@ -359,7 +359,10 @@ class JobRunner:
         Job.parse(job)
         # A job awaited here has its result published on this process's channel.
         reply_to = self._waiter.reply_channel if awaited or reply else ""
-        await self._quotas.admit(tenant, job_id)
+        # A model's job counts to its tenant's quotas; the gateway's own (llm.models) does not.
+        for_model = isinstance(job.get("meta"), dict)
+        if for_model:
+            await self._quotas.admit(tenant, job_id)
         try:
             claim = await self._store.claim(job_id, task_name, job, reply_to, tenant.name)
         except ResultStoreUnavailable:
@@ -387,7 +390,7 @@ class JobRunner:
                 sent["reply_to"] = reply_to
             # A busy model's jobs wait their tenant's turn (not a batch's lines: they are
             # bounded, and below everything else already).
-            if self._fair is not None and "batch" not in job:
+            if self._fair is not None and for_model and "batch" not in job:
                 queue = self._fair.route(queue, tenant.name)
             await self._queue.submit(task_name, job_id, sent, queue, priority)
             if awaited:

@@ -96,6 +96,9 @@ def test_a_tenants_tokens_per_minute_are_counted_across_api_processes(
     # Another tenant is not held back.
     assert httpx.post(f"{second}/generate", json={"content": "x"}, headers=auth("key-product")).status_code == 200
     assert len(fake.completions) == asked + 1
+    # The gateway's own jobs are not the tenant's: it can still list the models.
+    models = httpx.get(f"{stack.url}/v1/models", headers=auth("key-research"), timeout=30)
+    assert models.status_code == 200 and models.json()["data"]
     metrics = "".join(httpx.get(f"{url}/metrics", headers=auth("key-ops"), timeout=10).text for url in urls)
     assert 'llm_api_quota_refusals_total{quota="tokens_per_minute",tenant="research"}' in metrics
 
