@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+# The gateway's own part of an answer's time is small: finer buckets.
+OVERHEAD_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
@@ -51,6 +53,21 @@ class Metrics:
             "llm_api_quota_refusals", "Requests refused for a tenant's quota (429), by tenant and quota",
             ["tenant", "quota"], registry=r,
         )  # fmt: skip
+        self.overhead_seconds = Histogram(
+            "llm_api_gateway_overhead_seconds",
+            "Seconds of a job request's time that were neither waiting in the queue nor the model server's"
+            " (its Server-Timing 'gateway'), by model",
+            ["model"], buckets=OVERHEAD_SECONDS, registry=r,
+        )  # fmt: skip
+        self.model_seconds = Histogram(
+            "llm_api_model_seconds", "Seconds a job's call to the model server took (Server-Timing 'model'), by model",
+            ["model"], buckets=SECONDS, registry=r,
+        )  # fmt: skip
+        self.first_token_seconds = Histogram(
+            "llm_api_time_to_first_token_seconds",
+            "Seconds from a job's call to the model server to the first piece of its answer, by model",
+            ["model"], buckets=SECONDS, registry=r,
+        )  # fmt: skip
         self.errors = Counter("llm_api_errors", "Errors answered, by cause", ["cause"], registry=r)
         self.in_flight = Gauge("llm_api_jobs_in_flight", "Jobs this API process is awaiting", registry=r)
         self._waiting: dict[str, int] = {}
@@ -71,6 +88,14 @@ class Metrics:
         usage = result.get("usage") or {}
         if isinstance(usage.get("completion_tokens"), int):
             self.tokens.labels(model, tenant).inc(usage["completion_tokens"])
+
+    def observe_cost(self, model: str, parts: dict[str, float]) -> None:
+        """A job request answered, its time in parts (api/server_timing.py)."""
+        self.overhead_seconds.labels(model).observe(parts["gateway"])
+        if "model" in parts:
+            self.model_seconds.labels(model).observe(parts["model"])
+        if "ttft" in parts:
+            self.first_token_seconds.labels(model).observe(parts["ttft"])
 
     def observe_failure(self, model: str, tenant: str, cause: str) -> None:
         """A job request answered with an error (counted by cause with every error, by the route)."""

@@ -15,9 +15,11 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api import server_timing
 from api.deps import services_of
 from api.errors import ApiError, cause
 from gateway.config import Config
@@ -51,8 +53,10 @@ class GatewayRoute(APIRoute):
         async def route(request: Request) -> Response:
             parts = services_of(request)
             limit = body_limit(parts.config)
-            started = time.perf_counter()
+            timing = server_timing.start()
+            started = timing.started
             status, why = 500, "InternalError"
+            streamed = False
             try:
                 try:
                     # The same request with a body that cannot grow past the limit: the
@@ -70,9 +74,14 @@ class GatewayRoute(APIRoute):
                 else:
                     why = f"http_{response.status_code}"
                 status = response.status_code
+                # What the gateway cost this answer (a stream's: counted as it ends).
+                streamed = isinstance(response, StreamingResponse)
+                response.headers["Server-Timing"] = timing.header(time.perf_counter(), streamed)
                 return response
             finally:
                 seconds = time.perf_counter() - started
+                if not streamed:
+                    timing.observe(parts.metrics, started + seconds)
                 parts.metrics.requests.labels(endpoint, request.method, str(status)).inc()
                 parts.metrics.request_seconds.labels(endpoint).observe(seconds)
                 if status >= 400:

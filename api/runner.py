@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from fastapi import HTTPException
 from redis.exceptions import RedisError
 
+from api import server_timing
 from api.errors import (
     JobCancelled,
     JobConflict,
@@ -135,6 +136,7 @@ class JobRunner:
             self.awaited -= 1
             self._published.pop(job_id, None)
         self._metrics.observe_answer(model, tenant, answer, time.monotonic() - started)
+        server_timing.answered(model, answer.get("timing"))
         return answer
 
     async def _requeue_unstarted(self) -> None:
@@ -312,7 +314,9 @@ class JobRunner:
                     for entry_id, fields in items:
                         last = entry_id
                         if END in fields:
-                            yield {"end": json.loads(fields[END])}
+                            answer = json.loads(fields[END])
+                            self._stream_ended(job, answer)
+                            yield {"end": answer}
                             return
                         piece = {"index": int(fields[INDEX]), "text": fields[TEXT].decode()}
                         if EXTRA in fields:
@@ -324,8 +328,16 @@ class JobRunner:
                     answer = outcome(job_id, result.result())
                     for choice in answer.get("choices") or [{"index": 0, "content": answer["content"]}]:
                         yield {"index": choice["index"], "text": choice["content"]}
+                    self._stream_ended(job, answer)
                     yield {"end": answer}
                     return
+
+    def _stream_ended(self, job: dict[str, Any], answer: dict[str, Any]) -> None:
+        # A stream's parts are counted as it ends: its headers left before they were known.
+        timing = server_timing.current.get()
+        if timing is not None:
+            timing.answered(self.model_label(job), answer.get("timing"))
+            timing.observe(self._metrics, time.perf_counter())
 
     def _route(self, job: dict[str, Any]) -> tuple[dict[str, Any], str]:
         """The job as its model's workers take it, and its model's queue (404 for a

@@ -93,16 +93,21 @@ def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
         relay = None
         if job.stream:
             relay = Relay(jobs.commands, worker.config.keys.stream(job_id), worker.config.result_ttl)
+        asked = time.monotonic()
         try:
             completion = worker.client(job.route).chat(request, cancel, relay.delta if relay else None)
         except Cancelled:
             _report_cancelled(task, "while running")
+        answered = time.monotonic()
         if cancel.is_set():
             _report_cancelled(task, "as it finished")
-        if relay is not None:
-            relay.end(completion)
         answer = completion.as_dict()
         answer["timing"] = timing = _timing(job, started)
+        timing["model_seconds"] = round(answered - asked, 4)
+        if completion.first_piece_at is not None:
+            timing["first_token_seconds"] = round(completion.first_piece_at - asked, 4)
+        if relay is not None:
+            relay.end(answer)
         usage = completion.usage or {}
         log.info(
             "job done",
@@ -117,7 +122,8 @@ def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
 
 
 def _timing(job: Job, started: float) -> dict[str, float]:
-    """Seconds the job waited in its queue (from the API's clock to this worker's), and ran."""
+    """Seconds the job waited in its queue (from the API's clock to this worker's), and
+    ran; the caller adds the seconds the model server took, and to its first token."""
     timing = {"run_seconds": round(time.time() - started, 4)}
     if job.accepted_at is not None:
         timing["queued_seconds"] = round(max(0.0, started - job.accepted_at), 4)

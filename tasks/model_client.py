@@ -83,6 +83,8 @@ class Completion:
     choices: list[dict[str, Any]]  # index, content, finish_reason; tool_calls, logprobs when given
     model: str | None
     usage: dict[str, Any] | None
+    # When (time.monotonic()) the first piece of the answer arrived: its time to first token.
+    first_piece_at: float | None = None
 
     @property
     def content(self) -> str:
@@ -411,6 +413,7 @@ def _read_events(
     model = None
     usage = None
     done = False
+    first_piece_at = None
     for raw in reply.lines():
         if cancel is not None and cancel.is_set():
             raise Cancelled
@@ -442,10 +445,18 @@ def _read_events(
             if choice is None:
                 choice = choices[index] = _Choice(index)
             text, extra = choice.add(piece)
-            if on_delta is not None and (text or extra):
-                on_delta(index, text, extra)
+            if text or extra:
+                if first_piece_at is None:
+                    first_piece_at = time.monotonic()
+                if on_delta is not None:
+                    on_delta(index, text, extra)
     joined = [choices[index].as_dict() for index in sorted(choices)]
-    return Completion(choices=joined or [{"index": 0, "content": "", "finish_reason": None}], model=model, usage=usage)
+    return Completion(
+        choices=joined or [{"index": 0, "content": "", "finish_reason": None}],
+        model=model,
+        usage=usage,
+        first_piece_at=first_piece_at,
+    )
 
 
 class _Choice:

@@ -15,7 +15,6 @@ from typing import Any
 import redis
 
 from gateway.contract import STREAM_END, STREAM_EXTRA, STREAM_INDEX, STREAM_TEXT
-from tasks.model_client import Completion
 
 
 class Relay:
@@ -33,8 +32,9 @@ class Relay:
             fields[STREAM_EXTRA] = json.dumps(extra)
         self._add(fields)
 
-    def end(self, completion: Completion) -> None:
-        self._add({STREAM_END: json.dumps(completion.as_dict())})
+    def end(self, answer: dict[str, Any]) -> None:
+        """The answer whole (as the task returns it, with its timing): the stream's last entry."""
+        self._add({STREAM_END: json.dumps(answer)})
 
     def _add(self, fields: dict[str, Any]) -> None:
         if self._started:

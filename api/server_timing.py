@@ -1,0 +1,105 @@
+"""What the gateway costs on each answer: the ``Server-Timing`` header and its histograms.
+
+A job's answer is timed in three parts, in milliseconds:
+
+- ``queue``: from the API accepting the job to a worker starting it (the worker's
+  clock against the API's);
+- ``model``: the worker's call to the model server, retries included;
+- ``gateway``: the rest of the request's time: reading and checking the request,
+  publishing, the worker's own work, storing the result, hearing of it, answering.
+
+``total`` is the request's whole time in the API, and ``ttft`` the model server's time
+to the first piece of the answer. A streamed answer's headers leave before its answer
+exists: they carry ``accept`` (the time to queue the job and start the stream) only;
+its parts are counted in the histograms when the stream ends, as every answer's are.
+
+An answer that is not this request's own run (a job_id answered before) says
+``total`` and ``gateway`` only: its queue and model times were another request's.
+"""
+
+from __future__ import annotations
+
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from api.metrics import Metrics
+
+
+@dataclass
+class Timing:
+    """One request's times, filled in as its job is answered."""
+
+    started: float  # time.perf_counter() as the request arrived
+    model: str | None = None  # the model label of the job answered
+    queue: float | None = None
+    model_seconds: float | None = None
+    first_token: float | None = None
+    observed: bool = False
+
+    def answered(self, model: str, timing: Any) -> None:
+        """The job's answer arrived, with the worker's `timing` (tasks/llm.py)."""
+        self.model = model
+        if not isinstance(timing, dict):
+            return
+        self.queue = _seconds(timing.get("queued_seconds"))
+        self.model_seconds = _seconds(timing.get("model_seconds"))
+        self.first_token = _seconds(timing.get("first_token_seconds"))
+
+    def parts(self, now: float) -> dict[str, float]:
+        """Seconds by part: queue, model, gateway and total (queue and model only when
+        they are this request's: they fit in its time)."""
+        total = max(0.0, now - self.started)
+        parts = {"total": total}
+        known = (self.queue or 0.0) + (self.model_seconds or 0.0)
+        if self.model is not None and known <= total:
+            if self.queue is not None:
+                parts["queue"] = self.queue
+            if self.model_seconds is not None:
+                parts["model"] = self.model_seconds
+            if self.first_token is not None:
+                parts["ttft"] = self.first_token
+        parts["gateway"] = total - parts.get("queue", 0.0) - parts.get("model", 0.0)
+        return parts
+
+    def header(self, now: float, streamed: bool = False) -> str:
+        """The ``Server-Timing`` value (streamed: the time to accept only)."""
+        if streamed:
+            return _entry("accept", now - self.started)
+        return ", ".join(_entry(name, seconds) for name, seconds in self.parts(now).items())
+
+    def observe(self, metrics: Metrics, now: float) -> None:
+        """Count the answer's parts in the histograms, once (a job's answers only)."""
+        if self.observed or self.model is None:
+            return
+        self.observed = True
+        parts = self.parts(now)
+        metrics.observe_cost(self.model, parts)
+
+
+def _entry(name: str, seconds: float) -> str:
+    return f"{name};dur={seconds * 1000:.1f}"
+
+
+def _seconds(value: Any) -> float | None:
+    return max(0.0, float(value)) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+# The timing of the request being answered (set by the route, api/routing.py; filled
+# in by the job runner). A mutable holder: a stream's task sees the same one.
+current: ContextVar[Timing | None] = ContextVar("server_timing", default=None)
+
+
+def start() -> Timing:
+    """A new request's timing, made current."""
+    timing = Timing(time.perf_counter())
+    current.set(timing)
+    return timing
+
+
+def answered(model: str, timing: Any) -> None:
+    """The current request's job answered (nothing outside a request)."""
+    holder = current.get()
+    if holder is not None:
+        holder.answered(model, timing)
