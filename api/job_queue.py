@@ -63,10 +63,17 @@ class JobQueue:
         return self._celery
 
     async def submit(
-        self, task_name: str, job_id: str, job: dict[str, Any], queue: str | None = None, priority: int | None = None
+        self,
+        task_name: str,
+        job_id: str,
+        job: dict[str, Any],
+        queue: str | None = None,
+        priority: int | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """Queue `job` for the task `task_name` under the id `job_id` (in `queue`, or the
-        default one), with `priority` (0 batch .. 9 most urgent)."""
+        default one), with `priority` (0 batch .. 9 most urgent) and the message `headers`
+        (its trace's context: gateway/tracing.py)."""
         send = partial(
             self._celery.send_task,
             str(task_name),  # a contract.TaskName: its plain name on the wire
@@ -76,6 +83,7 @@ class JobQueue:
             task_id=job_id,
             queue=queue,
             priority=None if priority is None else priority_for(self._config, priority),
+            headers=headers or None,
         )
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, send)

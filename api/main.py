@@ -17,6 +17,7 @@ from api.routes import batches, files, jobs, models, operations, usage
 from api.routes.openai import openai_router
 from api.routes.spec import ERROR_RESPONSES, spec_router
 from api.services import Services
+from gateway import tracing
 from gateway.config import Config
 from gateway.logs import use_json
 
@@ -67,9 +68,20 @@ def create_app(config: Config | None = None) -> FastAPI:
         version="0.1.0",
         docs_url=None,
         redoc_url=None,
+        # Traced by OpenTelemetry's FastAPI instrumentation below, when tracing is on;
+        # FastAPI's own would trace each dependency too.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.include_router(get_router(config))
     add_docs(app)
+    if tracing.enabled():
+        # Each request's server span (a client's traceparent continued); probes and
+        # scrapes are not traced, nor each ASGI message of a request.
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app, excluded_urls="/health,/ready,/metrics,/scaling", exclude_spans=["receive", "send"]
+        )
     return app
 
 

@@ -33,6 +33,7 @@ from api.job_store import JobStore
 from api.metrics import Metrics
 from api.quotas import Quotas
 from api.result_waiter import ResultWaiter
+from gateway import tracing
 from gateway.config import Config
 from gateway.contract import STREAM_END, STREAM_EXTRA, STREAM_INDEX, STREAM_TEXT, Job, JobField, State
 from gateway.logs import current_job
@@ -72,8 +73,8 @@ class JobRunner:
         self._stream_reader = aioredis.Redis.from_url(
             config.redis_url, max_connections=100_000, socket_connect_timeout=config.redis_connect_timeout
         )
-        # Jobs this process published and awaits: (task, job, queue, priority).
-        self._published: dict[str, tuple[str, dict[str, Any], str, int | None]] = {}
+        # Jobs this process published and awaits: (task, job, queue, priority, headers).
+        self._published: dict[str, tuple[str, dict[str, Any], str, int | None, dict[str, str]]] = {}
         # Jobs this process refused with 503 after their claim may have been made: a
         # resend of one is queued again rather than left waiting for a job never queued.
         self._maybe_unqueued = _RecentIds(10_000)
@@ -168,7 +169,7 @@ class JobRunner:
 
     async def _requeue_lost(self) -> None:
         settled = time.time() - self._config.job_lease
-        queue_of = {job_id: queue for job_id, (_, job, queue, _) in list(self._published.items())
+        queue_of = {job_id: queue for job_id, (_, job, queue, _, _) in list(self._published.items())
                     if job["accepted_at"] < settled}  # fmt: skip
         unstarted = await self._unstarted(list(queue_of))
         if not unstarted:
@@ -232,9 +233,9 @@ class JobRunner:
             entry = self._published.get(job_id)
             if entry is None:  # answered meanwhile
                 continue
-            task_name, job, queue, priority = entry
+            task_name, job, queue, priority, headers = entry
             try:
-                await self._queue.submit(task_name, job_id, job, queue, priority)
+                await self._queue.submit(task_name, job_id, job, queue, priority, headers)
                 log.warning(why, extra={"job_id": job_id, "queue": queue})
             except HTTPException as exc:
                 log.warning("could not queue job %s again: %s", job_id, exc.detail)
@@ -283,7 +284,8 @@ class JobRunner:
             if not await self._claim_and_queue(task_name, job_id, job, awaited=True):
                 await self._waiter.follow(job_id)
             try:
-                meta = await asyncio.wait_for(asyncio.shield(result), wait)
+                with tracing.span("await result", attributes={"llm.job_id": job_id}):
+                    meta = await asyncio.wait_for(asyncio.shield(result), wait)
             except TimeoutError:
                 raise JobTimedOut(
                     f"job {job_id} did not finish within {wait:g}s; it is still queued or running:"
@@ -304,33 +306,39 @@ class JobRunner:
             if not await self._claim_and_queue(task_name, job_id, {**job, "stream": True}, reply=True):
                 await self._waiter.follow(job_id)
             yield {"accepted": True}
-            last = "0-0"  # from the start: a late or returning reader misses nothing
-            while True:
-                try:
-                    entries = await self._stream_reader.xread({key: last}, block=STREAM_POLL_MS, count=256)
-                except (RedisError, OSError):
-                    raise ResultStoreUnavailable("result store (Redis) unavailable") from None
-                for _, items in entries:
-                    for entry_id, fields in items:
-                        last = entry_id
-                        if END in fields:
-                            answer = json.loads(fields[END])
-                            self._stream_ended(job, answer)
-                            yield {"end": answer}
-                            return
-                        piece = {"index": int(fields[INDEX]), "text": fields[TEXT].decode()}
-                        if EXTRA in fields:
-                            piece["extra"] = json.loads(fields[EXTRA])
-                        yield piece
-                if not entries and result.done():
-                    # Finished without an end entry: it failed or was cancelled (raised
-                    # here), or it ran unstreamed (a job_id sent before without stream).
-                    answer = outcome(job_id, result.result())
-                    for choice in answer.get("choices") or [{"index": 0, "content": answer["content"]}]:
-                        yield {"index": choice["index"], "text": choice["content"]}
-                    self._stream_ended(job, answer)
-                    yield {"end": answer}
-                    return
+            # Not the current span: the stream is read in another task than the one that began it.
+            awaiting = tracing.start("await stream", {"llm.job_id": job_id})
+            try:
+                last = "0-0"  # from the start: a late or returning reader misses nothing
+                while True:
+                    try:
+                        entries = await self._stream_reader.xread({key: last}, block=STREAM_POLL_MS, count=256)
+                    except (RedisError, OSError):
+                        raise ResultStoreUnavailable("result store (Redis) unavailable") from None
+                    for _, items in entries:
+                        for entry_id, fields in items:
+                            last = entry_id
+                            if END in fields:
+                                answer = json.loads(fields[END])
+                                self._stream_ended(job, answer)
+                                yield {"end": answer}
+                                return
+                            piece = {"index": int(fields[INDEX]), "text": fields[TEXT].decode()}
+                            if EXTRA in fields:
+                                piece["extra"] = json.loads(fields[EXTRA])
+                            yield piece
+                    if not entries and result.done():
+                        # Finished without an end entry: it failed or was cancelled (raised
+                        # here), or it ran unstreamed (a job_id sent before without stream).
+                        answer = outcome(job_id, result.result())
+                        for choice in answer.get("choices") or [{"index": 0, "content": answer["content"]}]:
+                            yield {"index": choice["index"], "text": choice["content"]}
+                        self._stream_ended(job, answer)
+                        yield {"end": answer}
+                        return
+            finally:
+                if awaiting is not None:
+                    awaiting.end()
 
     def _stream_ended(self, job: dict[str, Any], answer: dict[str, Any]) -> None:
         # A stream's parts are counted as it ends: its headers left before they were known.
@@ -404,9 +412,13 @@ class JobRunner:
             # bounded, and below everything else already).
             if self._fair is not None and for_model and "batch" not in job:
                 queue = self._fair.route(queue, tenant.name)
-            await self._queue.submit(task_name, job_id, sent, queue, priority)
+            tracing.annotate(job_id=job_id, model=model, tenant=tenant.name)
+            with tracing.span(f"publish {queue}", tracing.PRODUCER, _span_attributes(job_id, model, queue)):
+                # The trace's context travels in the message's headers: a redelivered job joins it.
+                headers = tracing.inject()
+                await self._queue.submit(task_name, job_id, sent, queue, priority, headers)
             if awaited:
-                self._published[job_id] = (task_name, sent, queue, priority)
+                self._published[job_id] = (task_name, sent, queue, priority, headers)
             log.debug("job queued")
         except HTTPException:
             # Not queued: a retry with this job_id must queue it.
@@ -417,6 +429,11 @@ class JobRunner:
             raise
         # A job queued again under an earlier claim may have run: its result is followed.
         return not retaken
+
+
+def _span_attributes(job_id: str, model: str, queue: str) -> dict[str, str]:
+    return {"llm.job_id": job_id, "llm.model": model, "messaging.destination.name": queue,
+            "messaging.system": "celery"}  # fmt: skip
 
 
 def _priority(job: dict[str, Any]) -> int | None:

@@ -22,6 +22,7 @@ from api.quotas import Quotas
 from api.request_models import RequestModels, request_models
 from api.result_waiter import ResultWaiter, redis_client
 from api.runner import JobRunner
+from gateway import tracing
 from gateway.config import Config
 from gateway.file_store import FileStore
 from gateway.registry import Registry, load_registry
@@ -51,6 +52,7 @@ class Services:
     def build(cls, config: Config) -> Services:
         """Every part, unconnected: `running()` connects them."""
         registry = load_registry(config)
+        tracing.setup(config, "llm-api")
         metrics = Metrics()
         redis = redis_client(config)
         guard = Guard(config, redis)
@@ -98,3 +100,4 @@ class Services:
             await self.runner.close()
             await self.redis.aclose(close_connection_pool=True)
             self.queue.close()
+            tracing.shutdown()

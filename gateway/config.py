@@ -126,6 +126,16 @@ class Config(BaseSettings):
 
     log_format: Literal["json", "text"] = Field("json", description="json: one JSON object per line (gateway/logs.py)")
 
+    # Tracing (gateway/tracing.py): OpenTelemetry's own variables. Set, spans go over
+    # OTLP/HTTP; the SDK reads its other OTEL_* variables from the environment itself.
+    otel_exporter_otlp_endpoint: str = Field("", description="OTLP/HTTP collector (http://host:4318): traces on")
+    otel_exporter_otlp_traces_endpoint: str = Field("", description="the traces' own OTLP/HTTP URL (.../v1/traces)")
+    otel_service_name: str = Field("", description="the service name on spans (default llm-api, llm-worker)")
+    otel_sdk_disabled: bool = Field(False, description="true: no tracing, whatever the endpoint")
+    worker_report_seconds: float = Field(
+        2.0, gt=0, description="how often each worker reports its slots and busy slots (GET /scaling)"
+    )
+
     # Access and limits (api/guard.py).
     api_keys: SecretStr | None = Field(None, description="comma-separated keys; when set, requests need one")
     api_keys_file: str = Field(

@@ -12,6 +12,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway import tracing
+
 # Set while a worker thread runs a job (tasks/llm.py), read by every line it logs.
 current_job: ContextVar[dict[str, str] | None] = ContextVar("current_job", default=None)
 
@@ -40,6 +42,10 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, field, None)
             if value is not None:
                 line[field] = value
+        # The trace the line belongs to, when tracing is on (gateway/tracing.py).
+        ids = tracing.log_ids()
+        if ids is not None:
+            line["trace_id"], line["span_id"] = ids
         # Celery's own lines about a task ("received", "succeeded") carry its id in args.
         if "job_id" not in line and isinstance(record.args, dict) and isinstance(record.args.get("id"), str):
             line["job_id"] = record.args["id"]

@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 from celery import Task
 from celery.exceptions import Ignore
 
+from gateway import tracing
 from gateway.contract import InvalidJob, Job, TaskName
 from tasks.app import celery_app
 from tasks.batch_lines import LineStopped, run_line
@@ -90,6 +91,8 @@ def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
             # caller has its answer, and the model server is not asked again.
             log.info("job %s already answered: not run again", job_id)
             raise Ignore
+        if tracing.enabled():
+            _trace_start(task, job, started)
         relay = None
         if job.stream:
             relay = Relay(jobs.commands, worker.config.keys.stream(job_id), worker.config.result_ttl)
@@ -119,6 +122,14 @@ def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
             },
         )
         return answer
+
+
+def _trace_start(task: Task, job: Job, started: float) -> None:
+    # The time the job waited, as a span of its trace (the publish span's child, as the run is).
+    model = job.route or job.meta.model or "default"
+    if job.accepted_at is not None:
+        tracing.record("queue wait", job.accepted_at, started, task.request, {"llm.job_id": task.request.id})
+    tracing.annotate(job_id=task.request.id, model=model, tenant=job.tenant)
 
 
 def _timing(job: Job, started: float) -> dict[str, float]:

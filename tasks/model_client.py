@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from gateway import tracing
 from gateway.config import Config
 from gateway.contract import (
     DEFAULT_PRIORITY,
@@ -347,8 +348,10 @@ class ModelClient:
         timeout, connect_timeout = self._timeouts(give_up_at)
         data = json.dumps(body).encode()
         try:
-            with self._transport_errors():
-                reply = self._transport.send("POST", path, data, timeout, connect_timeout)
+            # Each attempt a span, its context sent on: the model server's own spans join the trace.
+            traced = self._span_attributes(body) if tracing.enabled() else None
+            with self._transport_errors(), tracing.span(f"POST {path}", tracing.CLIENT, traced):
+                reply = self._transport.send("POST", path, data, timeout, connect_timeout, tracing.inject())
                 try:
                     if cancel is not None:
                         cancel.attach(reply)
@@ -356,7 +359,10 @@ class ModelClient:
                     if "text/event-stream" not in reply.header("content-type"):
                         # A server that ignores "stream" answers in one piece.
                         return _parse_completion(_json_or_retry(reply))
-                    return _read_events(reply, cancel, on_delta, lambda: self._clock() >= give_up_at)
+                    completion = _read_events(reply, cancel, on_delta, lambda: self._clock() >= give_up_at)
+                    if completion.first_piece_at is not None:
+                        tracing.event("first token", completion.first_piece_at)
+                    return completion
                 finally:
                     reply.close()
         except (_Retryable, ModelServerError, RuntimeError, ValueError, OSError):
@@ -367,6 +373,10 @@ class ModelClient:
         finally:
             if cancel is not None:
                 cancel.attach(None)
+
+    def _span_attributes(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"server.address": self._url, "gen_ai.request.model": str(body.get("model") or ""),
+                "gen_ai.request.max_tokens": int(body.get("max_tokens") or 0)}  # fmt: skip
 
     @contextlib.contextmanager
     def _transport_errors(self) -> Iterator[None]:

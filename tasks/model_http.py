@@ -79,7 +79,15 @@ class Reply:
 class Transport(Protocol):
     """Sends one request and returns its reply (the model server, or a test's stand-in)."""
 
-    def send(self, method: str, path: str, body: bytes | None, timeout: float, connect_timeout: float) -> Reply: ...
+    def send(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        timeout: float,
+        connect_timeout: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply: ...
 
     def close(self) -> None: ...
 
@@ -101,8 +109,18 @@ class HttpTransport:
         self._lock = threading.Lock()
         self._connections: set[http.client.HTTPConnection] = set()
 
-    def send(self, method: str, path: str, body: bytes | None, timeout: float, connect_timeout: float) -> Reply:
+    def send(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        timeout: float,
+        connect_timeout: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply:
+        """One request; `headers` beside the transport's own (a trace's ``traceparent``)."""
         connection = self._connection()
+        sent = {**self._headers, **headers} if headers else self._headers
         for _ in range(2):
             reused = connection.sock is not None
             if not reused:
@@ -110,7 +128,7 @@ class HttpTransport:
             assert connection.sock is not None
             connection.sock.settimeout(timeout)
             try:
-                connection.request(method, self._prefix + path, body=body, headers=self._headers)
+                connection.request(method, self._prefix + path, body=body, headers=sent)
                 response = connection.getresponse()
             except _STALE:
                 connection.close()

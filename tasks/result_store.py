@@ -18,6 +18,7 @@ from celery import states
 from celery.backends.redis import RedisBackend
 from kombu.utils.encoding import bytes_to_str
 
+from gateway import tracing
 from gateway.contract import STORE_ONCE, Keys
 from gateway.tenants import DEFAULT_TENANT
 
@@ -52,7 +53,8 @@ class ResultStore(RedisBackend):
         args: list[Any] = [self.encode(meta), int(expires), reply_to]
         if state in (states.SUCCESS, states.FAILURE):
             self._account(job_of(request), state, result, keys, args)
-        self.ensure(self._store, (keys, args))
+        with tracing.span("store result", attributes={"llm.job_id": meta["task_id"], "llm.state": state}):
+            self.ensure(self._store, (keys, args))
         return result
 
     def _store(self, keys: list[str], args: list[Any]) -> int:

@@ -24,6 +24,7 @@ from celery.signals import (
 )
 from celery.worker import state as worker_state
 
+from gateway import tracing
 from gateway.contract import NOT_JOBS
 from gateway.logs import current_job, use_json
 from tasks.app import celery_app
@@ -66,6 +67,12 @@ def _start(**_: Any) -> None:
     # by the first job.
     worker = current()
     worker.unacked_tags = _unacked_tags
+    if tracing.setup(worker.config, "llm-worker"):
+        # Each task's run a span, continuing the trace its message's headers carry.
+        from opentelemetry.instrumentation.celery import CeleryInstrumentor
+
+        if not CeleryInstrumentor().is_instrumented_by_opentelemetry:
+            CeleryInstrumentor().instrument()
     worker.client()
     _ = worker.running
 
@@ -106,6 +113,7 @@ def _job_context_done(**_: Any) -> None:
 @worker_shutdown.connect
 def _close(**_: Any) -> None:
     use(None)
+    tracing.shutdown()
 
 
 @worker_shutting_down.connect

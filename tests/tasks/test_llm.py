@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -31,7 +31,15 @@ class Recorder:
         self.paths: list[str] = []
         self.closed = False
 
-    def send(self, method: str, path: str, body: bytes | None, timeout: float, connect_timeout: float) -> Reply:
+    def send(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        timeout: float,
+        connect_timeout: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply:
         self.paths.append(path)
         if path == "/v1/models":
             return reply(httpx.Response(200, json={"data": [{"id": "served-a"}, {"id": "served-b"}]}))
