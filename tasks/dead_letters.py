@@ -147,12 +147,18 @@ def _keep_failed_job(
             kwargs=kwargs,
             task_id=task_id,
             queue=dead_letter_queue(config),
-            headers={REASON: reason[:2000], DEAD_AT: time.time()},
+            # Its trace's context kept: replayed, it runs in the trace it failed in.
+            headers={**_trace_of(sender.request), REASON: reason[:2000], DEAD_AT: time.time()},
             retry=True,
         )
         log.info("job %s failed (%s): kept in the dead-letter queue", task_id, reason)
     except Exception:
         log.exception("job %s failed and could not be kept in the dead-letter queue", task_id)
+
+
+def _trace_of(request: Any) -> dict[str, str]:
+    """The W3C trace headers the job's message carried (gateway/tracing.py)."""
+    return {key: value for key in ("traceparent", "tracestate") if isinstance(value := getattr(request, key, None), str)}
 
 
 def _settled_after_failure(config: Config, job_id: str) -> str | None:

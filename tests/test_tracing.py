@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -18,6 +19,7 @@ import httpx
 import openai
 import pytest
 
+from tasks import dead_letters
 from tests.conftest import Stack, StackFactory
 from tests.fake_model_server import FakeModelServer
 from tests.otlp_collector import Collector, Span
@@ -140,3 +142,66 @@ def test_with_tracing_off_nothing_is_sent_and_nothing_is_instrumented(stack: Sta
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "ProxyTracerProvider []"
+
+
+def _await_job(stack: Stack, job_id: str, status: str = "succeeded", seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if httpx.get(f"{stack.url}/jobs/{job_id}", timeout=10).json().get("status") == status:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} not {status} within {seconds}s")
+
+
+@pytest.mark.fault
+def test_a_job_run_again_after_its_worker_died_stays_in_its_trace(
+    make_stack: StackFactory, collector: Collector, fake: FakeModelServer
+) -> None:
+    stack = make_stack(
+        workers=1, JOB_LEASE="3", OTEL_EXPORTER_OTLP_ENDPOINT=collector.url, OTEL_BSP_SCHEDULE_DELAY="100"
+    )
+    trace_id, caller = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    fake.latency = 30  # the first run never ends: its worker is killed during it
+    headers = {"traceparent": f"00-{trace_id}-{caller}-01", "Prefer": "respond-async"}
+    accepted = httpx.post(f"{stack.url}/generate", json={"job_id": "rerun", "content": "x"}, headers=headers,
+                          timeout=30)  # fmt: skip
+    assert accepted.status_code == 202
+    deadline = time.monotonic() + 20
+    while fake.in_flight < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fake.in_flight == 1
+    stack.processes.started[0].kill()
+    fake.latency = 0
+    stack.processes.worker(stack.env, name="replacement")
+    _await_job(stack, "rerun")
+    spans = collector.wait_for(trace_id, "run/llm.generate", "store result")
+    publish = named(spans, "publish " + stack.env["QUEUE_NAME"])
+    # The killed run's spans died with it; the second run continues the same trace.
+    assert named(spans, "run/llm.generate").parent_id == publish.span_id
+    assert len(fake.completions) == 2
+
+
+@pytest.mark.fault
+def test_a_dead_letter_replayed_runs_in_the_trace_it_failed_in(
+    make_stack: StackFactory, collector: Collector, fake: FakeModelServer
+) -> None:
+    stack = make_stack(workers=1, LLM_MAX_RETRIES="0", OTEL_EXPORTER_OTLP_ENDPOINT=collector.url,
+                       OTEL_BSP_SCHEDULE_DELAY="100")  # fmt: skip
+    trace_id, caller = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    fake.stop()
+    try:
+        failed = httpx.post(f"{stack.url}/generate", json={"job_id": "replayed", "content": "x"},
+                            headers={"traceparent": f"00-{trace_id}-{caller}-01"}, timeout=30)  # fmt: skip
+    finally:
+        fake.start()
+    assert failed.status_code == 502
+    config = stack.config
+    deadline = time.monotonic() + 20
+    while not dead_letters.list_dead(config) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert dead_letters.replay(config, {"replayed"}).replayed == ["replayed"]
+    _await_job(stack, "replayed")
+    spans = collector.wait_for(trace_id, "run/llm.generate", "store result")
+    runs = [span for span in spans if span.name == "run/llm.generate"]
+    assert len(runs) == 2  # the failed run and the replay, one trace
+    assert {run.parent_id for run in runs} <= {span.span_id for span in spans}  # no orphan
