@@ -158,7 +158,8 @@ def _keep_failed_job(
 
 def _trace_of(request: Any) -> dict[str, str]:
     """The W3C trace headers the job's message carried (gateway/tracing.py)."""
-    return {key: value for key in ("traceparent", "tracestate") if isinstance(value := getattr(request, key, None), str)}
+    found = {key: getattr(request, key, None) for key in ("traceparent", "tracestate")}
+    return {key: value for key, value in found.items() if isinstance(value, str)}
 
 
 def _settled_after_failure(config: Config, job_id: str) -> str | None:
