@@ -60,14 +60,25 @@ class JobStore:
         self._cancel = store.register_script(CANCEL)
 
     async def claim(
-        self, job_id: str, task_name: str, job: dict[str, Any], reply_to: str = "", tenant: str = ""
+        self, job_id: str, task_name: str, job: dict[str, Any], reply_to: str = "", tenant: str = "", queue: str = ""
     ) -> Claim:
         """Claim `job_id` for this request, atomically across API processes; its result
-        will be published on `reply_to` too, when given. `tenant` is whose job it is."""
+        will be published on `reply_to` too, when given. `tenant` is whose job it is,
+        `queue` its model's."""
         mine = fingerprint(task_name, job)
         keys = [self._config.keys.job(job_id), self._config.keys.queued]
         config = self._config
-        args = [mine, task_name, repr(time.time()), config.job_ttl, job_id, config.max_queued_jobs, reply_to, tenant]
+        args = [
+            mine,
+            task_name,
+            repr(time.time()),
+            config.job_ttl,
+            job_id,
+            config.max_queued_jobs,
+            reply_to,
+            tenant,
+            queue,
+        ]
         try:
             first = await self._claim(keys=keys, args=args)
         except (RedisError, OSError):

@@ -76,6 +76,8 @@ class Metrics:
         r.register(_Webhooks(self._webhooks))
         self._batches: dict[tuple[str, str, str], int] = {}
         r.register(_Batches(self._batches))
+        self._scaling: dict[str, dict[str, Any]] = {}
+        r.register(_Scaling(self._scaling))
 
     def observe_answer(self, model: str, tenant: str, result: dict[str, Any], seconds: float | None) -> None:
         """A job answered: its model and tenant, its result (usage, timing), seconds since accepted."""
@@ -106,11 +108,15 @@ class Metrics:
         waiting: dict[str, int],
         webhooks: dict[tuple[str, str], int] | None = None,
         batches: dict[tuple[str, str, str], int] | None = None,
+        scaling: dict[str, dict[str, Any]] | None = None,
     ) -> bytes:
         """The text format, with what was read just before: `waiting` (jobs per queue),
         `webhooks` (deliveries per endpoint and outcome, over all workers), `batches`
-        (lines per batch, model and state, of the batches this process drives)."""
-        for mine, read in ((self._waiting, waiting), (self._webhooks, webhooks), (self._batches, batches)):
+        (lines per batch, model and state, of the batches this process drives), `scaling`
+        (each model's signals, api/scaling.py)."""
+        read_now = ((self._waiting, waiting), (self._webhooks, webhooks), (self._batches, batches),
+                    (self._scaling, scaling))  # fmt: skip
+        for mine, read in read_now:
             mine.clear()
             mine.update(read or {})  # type: ignore[attr-defined]
         return generate_latest(self.registry)
@@ -157,3 +163,27 @@ class _Batches(Collector):
         for (batch, model, state), count in sorted(self._lines.items()):
             family.add_metric([batch, model, state], count)
         yield family
+
+
+# The scaling signals (api/scaling.py): gauge name, its field, its help.
+SCALING_GAUGES = (
+    ("llm_api_model_jobs_waiting", "waiting", "Jobs of the model not started: queued, or held by a worker for a slot"),
+    ("llm_api_model_oldest_waiting_seconds", "oldest_waiting_seconds", "Seconds its oldest job not started has waited"),
+    ("llm_api_model_jobs_running", "running", "The model's jobs running on workers"),
+    ("llm_api_model_worker_slots", "slots", "Pool slots of the workers consuming the model's queue"),
+    ("llm_api_model_worker_slots_busy", "busy_slots", "Those slots executing a task"),
+    ("llm_api_model_workers", "workers", "Worker processes consuming the model's queue"),
+    ("llm_api_model_demand", "demand", "Slots the model needs now: jobs waiting plus slots busy"),
+)  # fmt: skip
+
+
+class _Scaling(Collector):
+    def __init__(self, signals: dict[str, dict[str, Any]]) -> None:
+        self._signals = signals
+
+    def collect(self) -> Iterable[Metric]:
+        for name, field, description in SCALING_GAUGES:
+            family = GaugeMetricFamily(name, f"{description}, by model (GET /scaling)", labels=["model"])
+            for model, signals in sorted(self._signals.items()):
+                family.add_metric([model], signals[field])
+            yield family

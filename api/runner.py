@@ -384,7 +384,7 @@ class JobRunner:
         if for_model:
             await self._quotas.admit(tenant, job_id)
         try:
-            claim = await self._store.claim(job_id, task_name, job, reply_to, tenant.name)
+            claim = await self._store.claim(job_id, task_name, job, reply_to, tenant.name, queue)
         except ResultStoreUnavailable:
             # Redis may have made the claim and lost its answer: the job may stand claimed
             # without having been queued.

@@ -22,6 +22,7 @@ from api.quotas import Quotas
 from api.request_models import RequestModels, request_models
 from api.result_waiter import ResultWaiter, redis_client
 from api.runner import JobRunner
+from api.scaling import Scaling
 from gateway import tracing
 from gateway.config import Config
 from gateway.file_store import FileStore
@@ -47,6 +48,7 @@ class Services:
     keeper: BatchKeeper  # drives the unfinished batches
     events: Events  # webhook events
     fair: FairShare  # which models are contended; their dispatchers by tenant
+    scaling: Scaling  # the signals to scale workers on
 
     @classmethod
     def build(cls, config: Config) -> Services:
@@ -74,7 +76,7 @@ class Services:
         batches.woken = keeper.wake
         return cls(
             config, registry, metrics, redis, queue, store, waiter, runner, guard, models, files, batches, keeper,
-            events, fair,
+            events, fair, Scaling(config, registry, queue, fair, redis),
         )  # fmt: skip
 
     @asynccontextmanager

@@ -285,6 +285,7 @@ class JobField(StrEnum):
     REPLY_TO = "reply_to"  # the channel of the API process awaiting it
     NOTIFY = "notify"  # set when its end is sent to webhooks (job.cancelled is sent by the API)
     TENANT = "tenant"  # the tenant it is run for
+    QUEUE = "queue"  # its model's queue (the age of the oldest job waiting for a model, GET /scaling)
 
 
 class Keys:
@@ -354,6 +355,12 @@ class Keys:
         return f"{self.prefix}batch-lock:{batch_id}"
 
     @property
+    def capacity(self) -> str:
+        """A hash of each worker's slots, by "{queue}|{worker}" (tasks/capacity.py): JSON
+        of its slots, busy slots, jobs running and messages held, and when it said so."""
+        return f"{self.prefix}capacity"
+
+    @property
     def webhook_counts(self) -> str:
         """A hash of webhook deliveries by endpoint and outcome ("{name}|delivered", ...)."""
         return f"{self.prefix}webhook-counts"
@@ -392,8 +399,8 @@ end
 # {'full', n} when n jobs wait to start already (ARGV[6], MAX_QUEUED_JOBS): the
 # claim is refused. Entries older than a claim's TTL are dropped from the count.
 # ARGV[7], when not empty, is the channel the job's result is also published on.
-# ARGV[8], when given and not empty, is the tenant it is run for.
-# KEYS: job hash, queued set. ARGV: fingerprint, task, now, job TTL, job id, max queued, reply_to, tenant.
+# ARGV[8], when given and not empty, is the tenant it is run for; ARGV[9] its model's queue.
+# KEYS: job hash, queued set. ARGV: fingerprint, task, now, job TTL, job id, max queued, reply_to, tenant, queue.
 CLAIM = """
 local existing = redis.call('HGET', KEYS[1], 'fingerprint')
 if existing then return existing end
@@ -403,6 +410,7 @@ if waiting >= tonumber(ARGV[6]) then return {'full', waiting} end
 redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'task', ARGV[2], 'accepted_at', ARGV[3])
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'reply_to', ARGV[7]) end
 if ARGV[8] and ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'tenant', ARGV[8]) end
+if ARGV[9] and ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'queue', ARGV[9]) end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[4])

@@ -19,6 +19,7 @@ from celery.signals import (
     task_prerun,
     worker_init,
     worker_process_init,
+    worker_ready,
     worker_shutdown,
     worker_shutting_down,
 )
@@ -75,6 +76,22 @@ def _start(**_: Any) -> None:
             CeleryInstrumentor().instrument()
     worker.client()
     _ = worker.running
+
+
+@worker_ready.connect
+def _report_capacity(sender: Any = None, **_: Any) -> None:
+    # The pool's size and the queues consumed, known once the consumer is ready; the
+    # scaling signals (GET /scaling) are made of every worker's reports.
+    pool = getattr(sender, "pool", None)
+    consumer = getattr(sender, "task_consumer", None)
+    if pool is None or consumer is None:
+        return
+    queues = [queue.name for queue in consumer.queues]
+    current().report_capacity(
+        int(pool.num_processes),
+        queues,
+        lambda: (len(worker_state.active_requests), len(worker_state.reserved_requests)),
+    )
 
 
 @after_setup_logger.connect

@@ -15,6 +15,7 @@ from gateway.config import Config
 from gateway.file_store import FileStore
 from gateway.registry import Registry, load_registry
 from gateway.webhooks import Endpoint, load_endpoints
+from tasks.capacity import CapacityReporter, Load
 from tasks.model_client import ModelClient
 from tasks.running import RunningJobs
 
@@ -39,6 +40,7 @@ class Worker:
         self._batch_lines: BatchLines | None = None
         # The webhook endpoints, by name (WEBHOOKS, WEBHOOKS_FILE).
         self.webhooks: dict[str, Endpoint] = {e.name: e for e in load_endpoints(config)}
+        self._reporter: CapacityReporter | None = None
         self._lock = threading.Lock()
 
     def client(self, route: str | None = None) -> ModelClient:
@@ -83,6 +85,21 @@ class Worker:
         """Jobs running in this process (0 before any started)."""
         return self._running.count if self._running is not None else 0
 
+    def report_capacity(self, slots: int, queues: list[str], load: Callable[[], tuple[int, int]]) -> None:
+        """Report this process's `slots` for `queues` from now on, with its load: `load()`
+        gives the slots busy and the messages held (tasks/capacity.py)."""
+
+        def measured() -> Load:
+            busy, held = load()
+            return Load(busy=busy, running=self.running_count, held=held)
+
+        reporter = CapacityReporter(self.config, self.running.commands, self.running.worker, slots, queues, measured)
+        with self._lock:
+            previous, self._reporter = self._reporter, reporter
+        if previous is not None:
+            previous.stop()
+        reporter.start()
+
     def release(self) -> None:
         """Give up the leases of the jobs still running (the process is leaving)."""
         if self._running is not None:
@@ -94,6 +111,9 @@ class Worker:
             clients = [self._default, *self._routed.values()]
             self._default, self._routed = None, {}
             running, self._running = self._running, None
+            reporter, self._reporter = self._reporter, None
+        if reporter is not None:
+            reporter.stop()
         for client in clients:
             if client is not None:
                 client.close()

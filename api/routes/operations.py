@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, HTTPException, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
@@ -51,4 +53,18 @@ async def metrics(parts: ServicesDep, metrics: MetricsDep, queue: QueueDep, regi
         for batch_id, progress in list(parts.keeper.progress.items())
         for state in ("waiting", "running", "completed", "failed")
     }
-    return Response(metrics.render(waiting, webhooks, batches), media_type=CONTENT_TYPE_LATEST)
+    try:
+        scaling = {model: signals.as_dict() for model, signals in (await parts.scaling.read(waiting)).items()}
+    except HTTPException as exc:  # a part is down: the gauges are left out, the rest is scraped
+        log.warning("could not read the scaling signals: %s", exc.detail)
+        scaling = {}
+    return Response(metrics.render(waiting, webhooks, batches, scaling), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/scaling", responses={503: {"description": "The broker or the result store is unavailable; named"}})
+async def scaling(parts: ServicesDep) -> dict[str, Any]:
+    """Per model, the signals to scale its workers on (api/scaling.py): jobs waiting, the
+    oldest one's age, jobs running, worker slots and busy slots, and the demand."""
+    signals = await parts.scaling.read()
+    return {"object": "scaling", "at": round(time.time(), 3),
+            "models": {model: each.as_dict() for model, each in signals.items()}}  # fmt: skip

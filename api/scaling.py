@@ -1,0 +1,168 @@
+"""The signals to scale workers on, per model: ``GET /scaling`` (JSON, for KEDA's
+metrics-api scaler) and the ``llm_api_model_*`` gauges of ``/metrics`` (for its
+Prometheus scaler, or an HPA through an adapter).
+
+Per model (its queue's figures; models sharing a queue share them):
+
+- ``waiting``: jobs not started: in the broker's queues (the model's and its
+  tenants', api/fair_share.py) and held by workers waiting for a slot;
+- ``oldest_waiting_seconds``: how long the oldest of them has waited (0 when none);
+- ``running``: its jobs running on a worker now;
+- ``slots`` and ``busy_slots``: the workers' pool slots, and those executing a task;
+- ``workers``: the worker processes consuming its queue;
+- ``demand``: ``waiting + busy_slots``, the slots the model needs now.
+
+Queue length alone scales too late for long generations: a running job has left
+the queue, so a queue of 0 says nothing of 64 slots busy for minutes. ``demand``
+counts both, and divided by one worker's slots is the number of workers wanted.
+
+Workers report their slots to Redis every ``WORKER_REPORT_SECONDS`` (tasks/capacity.py);
+a report three intervals old is a dead worker's, and is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from api.errors import BrokerUnavailable, ResultStoreUnavailable
+from api.fair_share import FairShare
+from api.job_queue import JobQueue
+from gateway.config import Config
+from gateway.contract import JobField
+from gateway.registry import Registry
+
+PAGE = 200  # claims read at a time when looking for the oldest job waiting for each queue
+
+
+@dataclass(frozen=True)
+class Signals:
+    """One model's signals."""
+
+    queue: str
+    waiting: int
+    oldest_waiting_seconds: float
+    running: int
+    slots: int
+    busy_slots: int
+    workers: int
+
+    @property
+    def demand(self) -> int:
+        return self.waiting + self.busy_slots
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "demand": self.demand}
+
+
+@dataclass
+class _Capacity:
+    slots: int = 0
+    busy: int = 0
+    running: int = 0
+    held: int = 0
+    workers: int = 0
+
+
+class Scaling:
+    """Reads the signals of every model of the registry."""
+
+    def __init__(
+        self, config: Config, registry: Registry, queue: JobQueue, fair: FairShare, redis: aioredis.Redis
+    ) -> None:
+        self._config = config
+        self._registry = registry
+        self._queue = queue
+        self._fair = fair
+        self._redis = redis
+
+    async def read(self, depths: dict[str, int] | None = None) -> dict[str, Signals]:
+        """The signals by model name; `depths` (messages per queue) when read already.
+        BrokerUnavailable or ResultStoreUnavailable when a part cannot be asked."""
+        queues = self._registry.queues
+        if depths is None:
+            asked = [*queues, *self._fair.tenant_queues]
+            depths = await asyncio.get_running_loop().run_in_executor(None, self._queue.depths, asked)
+        if any(depths.get(queue, 0) < 0 for queue in queues):
+            where = "RabbitMQ" if self._config.uses_rabbitmq else "Redis"
+            raise BrokerUnavailable(f"broker ({where}) unavailable: the jobs waiting cannot be counted")
+        queued = dict.fromkeys(queues, 0)
+        for name, count in depths.items():
+            model_queue = self._fair.model_queue(name)
+            if model_queue in queued and count > 0:
+                queued[model_queue] += count
+        try:
+            capacity = await self._capacity()
+            waiting = {queue: queued[queue] + max(0, capacity[queue].held - capacity[queue].busy) for queue in queues}
+            oldest = await self._oldest([queue for queue in queues if waiting[queue] > 0])
+        except (RedisError, OSError):
+            raise ResultStoreUnavailable("result store (Redis) unavailable: worker slots cannot be read") from None
+        now = time.time()
+        signals = {}
+        for model in self._registry.models:
+            queue, held = model.queue, capacity[model.queue]
+            signals[model.name] = Signals(
+                queue=queue,
+                waiting=waiting[queue],
+                oldest_waiting_seconds=round(max(0.0, now - oldest[queue]), 3) if queue in oldest else 0.0,
+                running=held.running,
+                slots=held.slots,
+                busy_slots=held.busy,
+                workers=held.workers,
+            )
+        return signals
+
+    async def _capacity(self) -> dict[str, _Capacity]:
+        """The workers' reports summed by queue; stale reports (dead workers') removed."""
+        key = self._config.keys.capacity
+        by_queue = {queue: _Capacity() for queue in self._registry.queues}
+        stale = []
+        now = time.time()
+        for field, raw in (await self._redis.hgetall(key)).items():
+            name = field.decode()
+            try:
+                report = json.loads(raw)
+                fresh = now - float(report["at"]) <= 3 * float(report["every"])
+            except (ValueError, KeyError, TypeError):
+                fresh = False
+            if not fresh:
+                stale.append(name)
+                continue
+            queue = name.rpartition("|")[0]
+            if queue in by_queue:
+                total = by_queue[queue]
+                total.workers += 1
+                total.slots += int(report["slots"])
+                total.busy += int(report["busy"])
+                total.running += int(report["running"])
+                total.held += int(report["held"])
+        if stale:
+            await self._redis.hdel(key, *stale)
+        return by_queue
+
+    async def _oldest(self, queues: list[str]) -> dict[str, float]:
+        """When the oldest job not started of each of `queues` was accepted, read from
+        the oldest claims up until each queue's is found."""
+        wanted, found = set(queues), {}
+        keys = self._config.keys
+        start = 0
+        while wanted and start < self._config.max_queued_jobs:
+            page = await self._redis.zrange(keys.queued, start, start + PAGE - 1, withscores=True)
+            if not page:
+                break
+            pipe = self._redis.pipeline(transaction=False)
+            for job_id, _ in page:
+                pipe.hget(keys.job(job_id.decode()), JobField.QUEUE)
+            for (_, accepted), queue in zip(page, await pipe.execute(), strict=True):
+                name = queue.decode() if queue else None
+                if name in wanted:
+                    found[name] = accepted
+                    wanted.discard(name)
+            start += PAGE
+        return found
