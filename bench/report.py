@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-SYSTEMS = ("rabbitmq", "valkey")
+SYSTEMS = ("rabbitmq", "valkey")  # the targets' (the traced path's cost is reported beside rabbitmq's)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -118,6 +118,14 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
                 f"| {row['three_share']} ({row['three_ok']} and {row['one_ok']} jobs) |"
             )
     out.append("")
+    if "traced" in b and "rabbitmq" in b:
+        on, off = b["traced"], b["rabbitmq"]
+        cpu_on, cpu_off = (sum(row["cpu_ms_per_job"].values()) for row in (on, off))
+        out += [
+            f"Tracing on (traced against rabbitmq, (b)): {cpu_on - cpu_off:+.2f} ms CPU per job"
+            f" ({cpu_off:.2f} -> {cpu_on:.2f}), throughput {_ratio(on['throughput'], off['throughput'])}x",
+            "",
+        ]
     out += ["Targets", ""] + [f"- {line}" for line in targets(rows)]
     return "\n".join(out) + "\n"
 

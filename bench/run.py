@@ -8,6 +8,8 @@ Paths, measured in the same run and on the same fake model server, one after ano
   direct    the load generator calls the model server itself (the physical limit)
   rabbitmq  API -> RabbitMQ -> worker -> model server -> Redis -> API
   valkey    the same on the embedded Valkey (broker and result store)
+  traced    rabbitmq with OpenTelemetry tracing on, every span sent over OTLP/HTTP to a
+            sink that drops them (what tracing costs the gateway's own processes)
   usual     FastAPI + Celery as tutorials write it (bench/usual_app.py)
 
 Scenarios: (a) latency, (b) throughput, sweep, (c) capacity, (d) scaling, (e) time to
@@ -38,6 +40,7 @@ import httpx
 
 from bench import loadgen, report
 from tests.fake_model_server import free_port
+from tests.otlp_collector import Collector
 from tests.processes import (
     Processes,
     config_from_env,
@@ -50,12 +53,13 @@ from tests.processes import (
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
-SYSTEMS = ("rabbitmq", "valkey", "usual")
+SYSTEMS = ("rabbitmq", "valkey", "usual", "traced")
 PATHS = ("direct", *SYSTEMS)
+DEFAULT_PATHS = ("direct", "rabbitmq", "valkey", "usual")  # "traced" when asked for
 SCENARIOS = ("a", "b", "sweep", "c", "d", "e", "f", "g")
 SYSTEM_BODY = {"content": "hi", "meta": {"tokens_limit": 16, "model": "fake-model"}}
 DIRECT_BODY = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
-WORKER_SLOTS = {"rabbitmq": 64, "valkey": 64, "usual": os.cpu_count() or 1}
+WORKER_SLOTS = {"rabbitmq": 64, "valkey": 64, "usual": os.cpu_count() or 1, "traced": 64}
 
 
 @dataclass
@@ -160,6 +164,7 @@ class System:
         self.target = Target("", SYSTEM_BODY)
         self._started: list[Any] = []
         self._valkey: subprocess.Popen[bytes] | None = None
+        self._sink: Collector | None = None  # the traced path's OTLP sink
         self._env: dict[str, str] = {}
 
     def __enter__(self) -> System:
@@ -186,6 +191,9 @@ class System:
             **self.extra,
         }
         self.target = target = Target("", SYSTEM_BODY)
+        if self.kind == "traced":
+            self._sink = Collector(keep=False)
+            env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": self._sink.url}
         if self.kind == "valkey":
             self._valkey, (host, port) = start_valkey(self.processes.log_dir / f"valkey-{run}")
             env |= {"RABBIT_MQ_HOST": "", "REDIS_HOST": host, "REDIS_PORT": str(port)}
@@ -222,6 +230,10 @@ class System:
         for process in self._started:
             process.stop()
         self._started = []
+        if self._sink is not None:
+            print(f"bench: traced: {self._sink.requests} OTLP exports, {self._sink.bytes / 1e6:.1f} MB", flush=True)
+            self._sink.stop()
+            self._sink = None
         remove_traces(config_from_env(self._env))
         if self._valkey:
             self._valkey.terminate()
@@ -530,7 +542,9 @@ def run_scenarios(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny loads: a smoke run")
-    parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset of " + ", ".join(PATHS))
+    parser.add_argument(
+        "--paths", default=",".join(DEFAULT_PATHS), help="comma-separated subset of " + ", ".join(PATHS)
+    )
     parser.add_argument(
         "--scenarios", default=",".join(SCENARIOS), help="comma-separated subset of " + ", ".join(SCENARIOS)
     )

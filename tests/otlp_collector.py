@@ -36,11 +36,13 @@ class Span:
 
 
 class Collector:
-    """Receives spans at ``{url}/v1/traces``."""
+    """Receives spans at ``{url}/v1/traces``; with `keep` False it only counts them
+    (the benchmark's sink: a real collector's work is on another host)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: bool = True) -> None:
         self.spans: list[Span] = []
         self.requests = 0
+        self.bytes = 0
         self._lock = threading.Lock()
         collector = self
 
@@ -56,9 +58,14 @@ class Collector:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                collector._keep(request)
+                if keep:
+                    request = ExportTraceServiceRequest()
+                    request.ParseFromString(body)
+                    collector._keep(request)
+                else:
+                    with collector._lock:
+                        collector.requests += 1
+                        collector.bytes += len(body)
                 answer = ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
