@@ -184,3 +184,35 @@ def test_a_batch_on_the_real_model(real: Stack) -> None:
     assert all(a.choices[0].message.content and a.usage and a.usage.completion_tokens > 0 for a in answers)
     alone = client.chat.completions.create(**body, messages=[{"role": "user", "content": questions[1]}])
     assert alone.choices[0].message.content == answers[1].choices[0].message.content
+
+
+def test_a_traced_job_on_the_real_model_says_where_its_time_went(make_stack: StackFactory, model_server: str) -> None:
+    import openai
+
+    from tests.otlp_collector import Collector
+
+    collector = Collector()
+    try:
+        stack = make_stack(INNER_LLM_URL=model_server, LLM_TIMEOUT="120", WORKER_REPORT_SECONDS="0.5",
+                           OTEL_EXPORTER_OTLP_ENDPOINT=collector.url, OTEL_BSP_SCHEDULE_DELAY="100")  # fmt: skip
+        trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+        client = openai.OpenAI(
+            base_url=f"{stack.url}/v1", api_key="unused", max_retries=0, timeout=120, _strict_response_validation=True,
+            default_headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+        )  # fmt: skip
+        raw = client.chat.completions.with_raw_response.create(
+            model="smollm2-135m-instruct", messages=[{"role": "user", "content": "Count to ten."}], max_tokens=32
+        )
+        assert raw.parse().choices[0].message.content.strip()
+        timing = {entry.split(";dur=")[0].strip(): float(entry.split(";dur=")[1])
+                  for entry in raw.headers["server-timing"].split(",")}  # fmt: skip
+        # A real model: it takes its time to the first token, and more to the end.
+        assert 0 < timing["ttft"] < timing["model"] < timing["total"]
+        spans = collector.wait_for(trace_id, "run/llm.chat", "POST /v1/chat/completions", "store result")
+        call = next(s for s in spans if s.service == "llm-worker" and s.name == "POST /v1/chat/completions")
+        assert call.events == ["first token"] and call.attributes["gen_ai.request.model"]
+        # The worker's slots as it reports them (4 with the test's workers), none busy now.
+        scaling = httpx.get(f"{stack.url}/scaling", timeout=10).json()["models"]["default"]
+        assert scaling["workers"] == 1 and scaling["slots"] > 0 and scaling["waiting"] == 0
+    finally:
+        collector.stop()
