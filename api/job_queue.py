@@ -55,7 +55,7 @@ class JobQueue:
             # thread read another's confirm, and both wait forever.
             self._celery.conf.broker_transport_options = {"confirm_publish": True}
         self._executor = ThreadPoolExecutor(config.publish_threads, thread_name_prefix="publish")
-        self._where = "RabbitMQ" if config.uses_rabbitmq else "Redis"
+        self._where = config.broker_name
 
     @property
     def celery(self) -> Celery:

@@ -90,8 +90,8 @@ class Scaling:
             asked = [*queues, *self._fair.tenant_queues]
             depths = await asyncio.get_running_loop().run_in_executor(None, self._queue.depths, asked)
         if any(depths.get(queue, 0) < 0 for queue in queues):
-            where = "RabbitMQ" if self._config.uses_rabbitmq else "Redis"
-            raise BrokerUnavailable(f"broker ({where}) unavailable: the jobs waiting cannot be counted")
+            broker = self._config.broker_name
+            raise BrokerUnavailable(f"broker ({broker}) unavailable: the jobs waiting cannot be counted")
         queued = dict.fromkeys(queues, 0)
         for name, count in depths.items():
             model_queue = self._fair.model_queue(name)

@@ -198,6 +198,11 @@ class Config(BaseSettings):
         return bool(self.rabbit_mq_host)
 
     @property
+    def broker_name(self) -> str:
+        """The broker as errors name it: "RabbitMQ" or "Redis"."""
+        return "RabbitMQ" if self.uses_rabbitmq else "Redis"
+
+    @property
     def redis_url(self) -> str:
         """URL of the result store."""
         auth = f":{quote(self.redis_password.get_secret_value(), safe='')}@" if self.redis_password else ""

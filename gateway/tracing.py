@@ -174,13 +174,16 @@ def log_ids() -> tuple[str, str] | None:
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
 
+def headers_of(request: Any) -> dict[str, str]:
+    """The W3C trace headers a Celery request's message carried (its headers are its attributes)."""
+    found = {key: getattr(request, key, None) for key in ("traceparent", "tracestate")}
+    return {key: value for key, value in found.items() if isinstance(value, str)}
+
+
 def _extract(carrier: Mapping[str, str] | Any) -> Any:
     from opentelemetry import propagate
 
-    if not isinstance(carrier, Mapping):  # a Celery request: the message's headers are its attributes
-        carrier = {key: str(value) for key in ("traceparent", "tracestate")
-                   if isinstance(value := getattr(carrier, key, None), str)}  # fmt: skip
-    return propagate.extract(carrier)
+    return propagate.extract(carrier if isinstance(carrier, Mapping) else headers_of(carrier))
 
 
 def _kind(kind: str) -> Any:

@@ -40,6 +40,7 @@ from celery.signals import task_failure
 from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu import Connection, Exchange, Message, Queue
 
+from gateway import tracing
 from gateway.celery_settings import celery_settings
 from gateway.config import Config
 from gateway.contract import INTERNAL_TASKS, JobField, State, is_kept
@@ -148,18 +149,12 @@ def _keep_failed_job(
             task_id=task_id,
             queue=dead_letter_queue(config),
             # Its trace's context kept: replayed, it runs in the trace it failed in.
-            headers={**_trace_of(sender.request), REASON: reason[:2000], DEAD_AT: time.time()},
+            headers={**tracing.headers_of(sender.request), REASON: reason[:2000], DEAD_AT: time.time()},
             retry=True,
         )
         log.info("job %s failed (%s): kept in the dead-letter queue", task_id, reason)
     except Exception:
         log.exception("job %s failed and could not be kept in the dead-letter queue", task_id)
-
-
-def _trace_of(request: Any) -> dict[str, str]:
-    """The W3C trace headers the job's message carried (gateway/tracing.py)."""
-    found = {key: getattr(request, key, None) for key in ("traceparent", "tracestate")}
-    return {key: value for key, value in found.items() if isinstance(value, str)}
 
 
 def _settled_after_failure(config: Config, job_id: str) -> str | None:
