@@ -37,15 +37,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis as sync_redis
 import redis.asyncio as aioredis
 from celery import Celery
-from kombu import Exchange, Queue
 from kombu.exceptions import ChannelError
 from redis.exceptions import RedisError
 
-from gateway.celery_settings import MAX_PRIORITY
+from gateway import redis_clients
 from gateway.config import Config
+from gateway.queues import MAX_PRIORITY, band_queue, bands, declared
 from gateway.tenants import Tenants
 
 log = logging.getLogger(__name__)
@@ -66,13 +65,6 @@ return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 def tenant_queue(queue: str, tenant: str) -> str:
     """The queue of one tenant's jobs of the model of `queue`, while it is contended."""
     return f"{queue}.tenant.{tenant}"
-
-
-def declared(name: str, uses_rabbitmq: bool) -> Queue:
-    """A queue as the API and the dispatcher declare it: durable, with priorities."""
-    arguments = {"x-max-priority": MAX_PRIORITY} if uses_rabbitmq else None
-    return Queue(name, Exchange(name, type="direct", durable=True), routing_key=name, durable=True,
-                 queue_arguments=arguments)  # fmt: skip
 
 
 @dataclass
@@ -96,7 +88,7 @@ class FairShare:
         self._redis = redis
         self._renew = redis.register_script(RENEW)
         # The dispatchers' threads' own connection.
-        self._sync = sync_redis.Redis.from_url(config.redis_url, socket_connect_timeout=config.redis_connect_timeout)
+        self._sync = redis_clients.sync_client(config, socket_connect_timeout=config.redis_connect_timeout)
         self._me = uuid.uuid4().hex
         self._contended: set[str] = set()
         self._leading: dict[str, threading.Event] = {queue: threading.Event() for queue in queues}
@@ -217,20 +209,21 @@ class _Dispatcher:
 
     def run(self) -> None:
         leading = self._share._leading[self._queue]
+        config = self._share._config
         with self._celery.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1)
             channel = connection.channel()
-            target = declared(self._queue, self._rabbit)
-            target(channel).declare()
+            for band in bands(config, self._queue):
+                declared(band, config)(channel).declare()
             self._sources = {
-                tenant: declared(tenant_queue(self._queue, tenant), self._rabbit)(channel) for tenant in self._tenants
+                tenant: declared(tenant_queue(self._queue, tenant), config)(channel) for tenant in self._tenants
             }
             for source in self._sources.values():
                 source.declare()
             producer = connection.Producer(channel)
             try:
                 while leading.is_set() and not self._share._stopping.is_set():
-                    moved = self._round(channel, producer, target)
+                    moved = self._round(channel, producer)
                     self._share._stopping.wait(ROUND_SECONDS if self._contended or moved else IDLE_SECONDS)
             finally:
                 for held in self._held.values():
@@ -248,8 +241,8 @@ class _Dispatcher:
                 raise
             return 0
 
-    def _round(self, channel: Any, producer: Any, target: Queue) -> int:
-        depth = self._depth(channel, self._queue)
+    def _round(self, channel: Any, producer: Any) -> int:
+        depth = sum(self._depth(channel, band) for band in bands(self._share._config, self._queue))
         if not self._contended:
             # Jobs left in tenants' queues (by a dispatcher that died, or published as the
             # model stopped being contended) are moved as a contended model's are.
@@ -266,7 +259,7 @@ class _Dispatcher:
         while room > 0 and self._held:
             tenant = min(self._held, key=lambda t: (-self._held[t].priority, self._virtual[t], t))
             held = self._held.pop(tenant)
-            self._move(producer, target, held.message)
+            self._move(producer, held)
             self._now = self._virtual[tenant]
             self._virtual[tenant] += 1.0 / self._weights[tenant]
             moved += 1
@@ -302,7 +295,10 @@ class _Dispatcher:
             priority = MAX_PRIORITY - 1 - priority
         self._held[tenant] = _Held(message, priority)
 
-    def _move(self, producer: Any, target: Queue, message: Any) -> None:
+    def _move(self, producer: Any, held: _Held) -> None:
+        message = held.message
+        # The model's queue; with quorum queues, the job's priority band of it.
+        target = declared(band_queue(self._share._config, self._queue, held.priority), self._share._config)
         properties = {
             name: message.properties[name]
             for name in ("correlation_id", "reply_to", "priority", "expiration")

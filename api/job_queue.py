@@ -13,9 +13,9 @@ from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 
 from api.errors import BrokerUnavailable
-from api.fair_share import declared
 from gateway.celery_settings import celery_settings, priority_for
 from gateway.config import Config
+from gateway.queues import band_queue, bands, declared
 from gateway.webhooks import Endpoint, emit
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class JobQueue:
         self._celery = Celery("llm-api", set_as_current=False)
         self._celery.conf.update(celery_settings(config))
         # Tenants' queues of busy models (api/fair_share.py): declared as the models' are.
-        extra = [declared(name, config.uses_rabbitmq) for name in tenant_queues or []]
+        extra = [declared(name, config) for name in tenant_queues or []]
         self._celery.conf.task_queues = (*self._celery.conf.task_queues, *extra)
         # The API reads results itself (see result_waiter); without a backend,
         # send_task does not start Celery's own result consumer.
@@ -74,6 +74,8 @@ class JobQueue:
         """Queue `job` for the task `task_name` under the id `job_id` (in `queue`, or the
         default one), with `priority` (0 batch .. 9 most urgent) and the message `headers`
         (its trace's context: gateway/tracing.py)."""
+        if self._config.quorum_queues:  # the job's priority band of its queue
+            queue = band_queue(self._config, queue or self._celery.conf.task_default_queue, priority)
         send = partial(
             self._celery.send_task,
             str(task_name),  # a contract.TaskName: its plain name on the wire
@@ -101,7 +103,12 @@ class JobQueue:
             raise BrokerUnavailable(f"broker ({self._where}) unavailable: webhook event not queued") from None
 
     def depths(self, queues: list[str]) -> dict[str, int]:
-        """Messages waiting in each queue (-1 for a queue the broker could not count)."""
+        """Messages waiting in each queue, all its priority bands' (-1 for a queue the
+        broker could not count)."""
+        counted = self._count([band for queue in queues for band in bands(self._config, queue)])
+        return {queue: _total([counted[band] for band in bands(self._config, queue)]) for queue in queues}
+
+    def _count(self, queues: list[str]) -> dict[str, int]:
         counts = {}
         try:
             with self._celery.connection_for_read() as connection:
@@ -151,3 +158,7 @@ class JobQueue:
         """Stop the publishing threads and close broker connections."""
         self._executor.shutdown(wait=True)
         self._celery.close()
+
+
+def _total(counts: list[int]) -> int:
+    return -1 if -1 in counts else sum(counts)

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from api.errors import QueueFull, ResultStoreUnavailable, error_for_failure
+from gateway import redis_clients
 from gateway.config import Config
 from gateway.contract import CANCEL, CLAIM, STATUS_NAMES, JobField, cancelled_result
 
@@ -80,7 +81,7 @@ class JobStore:
             queue,
         ]
         try:
-            first = await self._claim(keys=keys, args=args)
+            first = await self._claim_replicated(keys, args)
         except (RedisError, OSError):
             raise ResultStoreUnavailable("result store (Redis) unavailable") from None
         if isinstance(first, list):
@@ -92,6 +93,17 @@ class JobStore:
         if first is None:
             return Claim(new=True, same=True)
         return Claim(new=False, same=first.decode() == mine)
+
+    async def _claim_replicated(self, keys: list[str], args: list[Any]) -> Any:
+        """CLAIM; with Sentinels, on the replicas too before the job counts as accepted."""
+        if not self._config.sentinels:
+            return await self._claim(keys=keys, args=args)
+        async with self._store.pipeline(transaction=False) as pipe:
+            await self._claim(keys=keys, args=args, client=pipe)
+            redis_clients.wait_for_replicas(pipe, self._config)
+            first, acks = await pipe.execute()
+        redis_clients.check_replicas(acks, self._config)
+        return first
 
     async def release(self, job_id: str) -> bool:
         """Forget a claim whose job could not be queued, so a retry can queue it; False

@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.errors import ResultStoreUnavailable
+from gateway import redis_clients
 from gateway.config import Config
 from gateway.contract import FINISHED
 
@@ -74,8 +75,8 @@ def redis_client(config: Config) -> aioredis.Redis:
     """The API's Redis client for commands (the pub/sub connection is the waiter's own)."""
     # Commands queue for a connection rather than fail when thousands of requests
     # arrive at once; a handful of connections carries them.
-    pool = aioredis.BlockingConnectionPool.from_url(
-        config.redis_url,
+    return redis_clients.async_client(
+        config,
         max_connections=32,
         timeout=config.redis_connect_timeout,
         socket_connect_timeout=config.redis_connect_timeout,
@@ -85,7 +86,6 @@ def redis_client(config: Config) -> aioredis.Redis:
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
-    return aioredis.Redis(connection_pool=pool)
 
 
 class ResultWaiter:
@@ -278,9 +278,11 @@ class ResultWaiter:
         if self._connection is not None:
             await self._connection.disconnect()
         config = self._config
+        # The master now (with Sentinels, the one they name: after a failover, the new one).
+        host, port = await redis_clients.master_address(config)
         self._connection = Connection(
-            host=config.redis_host,
-            port=config.redis_port,
+            host=host,
+            port=port,
             db=config.redis_db,
             password=config.redis_password.get_secret_value() if config.redis_password else None,
             socket_connect_timeout=config.redis_connect_timeout,

@@ -33,7 +33,7 @@ from api.job_store import JobStore
 from api.metrics import Metrics
 from api.quotas import Quotas
 from api.result_waiter import ResultWaiter
-from gateway import tracing
+from gateway import redis_clients, tracing
 from gateway.config import Config
 from gateway.contract import STREAM_END, STREAM_EXTRA, STREAM_INDEX, STREAM_TEXT, Job, JobField, State
 from gateway.logs import current_job
@@ -70,9 +70,7 @@ class JobRunner:
         self._quotas = Quotas(config, redis, metrics)
         self._fair = fair
         # Stream readers block in XREAD: their own pool, so they never starve the others.
-        self._stream_reader = aioredis.Redis.from_url(
-            config.redis_url, max_connections=100_000, socket_connect_timeout=config.redis_connect_timeout
-        )
+        self._stream_reader = redis_clients.async_client(config, socket_connect_timeout=config.redis_connect_timeout)
         # Jobs this process published and awaits: (task, job, queue, priority, headers).
         self._published: dict[str, tuple[str, dict[str, Any], str, int | None, dict[str, str]]] = {}
         # Jobs this process refused with 503 after their claim may have been made: a

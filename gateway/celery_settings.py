@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from kombu import Exchange, Queue
-
 from gateway import redis_transport
 from gateway.config import Config
+from gateway.queues import MAX_PRIORITY, bands, declared
 from gateway.registry import load_registry
 
-MAX_PRIORITY = 10  # job priorities are 0 to 9
+__all__ = ["MAX_PRIORITY", "celery_settings", "priority_for"]
 
 
 def priority_for(config: Config, priority: int) -> int:
@@ -26,10 +25,8 @@ def celery_settings(config: Config) -> dict[str, Any]:
     queue = registry.default.queue
     broker_options: dict[str, Any] = {}
     consumer_arguments = None
-    queue_arguments = None
     if config.uses_rabbitmq:
-        # Priority queues: a waiting job of priority 9 starts before those of lower ones.
-        queue_arguments = {"x-max-priority": MAX_PRIORITY}
+        # Priority queues, or quorum queues in priority bands (gateway/queues.py).
         # RabbitMQ (3.12 and later) closes the channel of a consumer that holds a message
         # longer than its consumer timeout (30 min by default), and hands the message out
         # again: give this queue's consumers more than the longest job. Older servers
@@ -76,16 +73,12 @@ def celery_settings(config: Config) -> dict[str, Any]:
         # publishes to each), those of WORKER_MODELS for a worker started with it; and
         # the webhook deliveries' queue.
         "task_queues": tuple(
-            Queue(
-                name,
-                Exchange(name, type="direct", durable=True),
-                routing_key=name,
-                durable=True,
-                queue_arguments=queue_arguments,
-                consumer_arguments=consumer_arguments,
-            )
+            declared(name, config, consumer_arguments)
             # Webhook deliveries: on every worker, whatever its models.
-            for name in [*registry.queues_for(config.worker_models), config.webhook_queue]
+            for name in [
+                *(band for queue in registry.queues_for(config.worker_models) for band in bands(config, queue)),
+                config.webhook_queue,
+            ]
         ),
         "task_default_delivery_mode": "persistent",
         "task_serializer": "json",
@@ -98,7 +91,11 @@ def celery_settings(config: Config) -> dict[str, Any]:
         # only when a prefork pool's child dies, and the pool is threads; Celery's
         # `-P prefork` on the command line does not override `worker_pool`.)
         "task_acks_late": True,
-        "worker_prefetch_multiplier": 1,
+        # With quorum queues (no channel-wide prefetch: each band's consumer has its own),
+        # a worker holds one more job of each band per slot, so the job that takes a
+        # freed slot is the most urgent waiting, not the one that came first: the next
+        # message of the band just finished arrives only after its acknowledgement.
+        "worker_prefetch_multiplier": 2 if config.quorum_queues else 1,
         # After a broker reconnect, Celery lowers the prefetch count while the jobs begun
         # before it run, and is meant to raise it again as they finish; on RabbitMQ it
         # stayed low and the worker stopped taking jobs (celery/celery#9512). Jobs begun

@@ -7,7 +7,7 @@ from functools import cached_property
 from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.contract import Keys
@@ -27,6 +27,14 @@ LOCAL_STACK_SETTINGS = frozenset(
         "cache_dir",
     }
 )
+
+
+def _host_port(item: str, default_port: int) -> tuple[str, int]:
+    host, _, port = item.strip().rpartition(":") if ":" in item else (item.strip(), "", "")
+    try:
+        return host.strip("[]"), int(port) if port else default_port
+    except ValueError:
+        raise ValueError(f"not host:port: {item.strip()!r}") from None
 
 
 def model_server_url(url: str) -> str:
@@ -97,6 +105,20 @@ class Config(BaseSettings):
         60.0, ge=0, description="seconds a stopping worker lets its jobs finish before handing them back"
     )
     dead_letter_max: int = Field(100000, ge=1, description="dead letters kept; the oldest go first (RabbitMQ)")
+
+    # Clusters (docs/clustering.md). RABBIT_MQ_HOST may name several nodes (comma-separated,
+    # each host or host:port): the API and the workers fail over between them.
+    rabbit_mq_queue_type: Literal["classic", "quorum"] = Field(
+        "classic", description="classic: one node's priority queues; quorum: replicated (Raft), priority bands"
+    )
+    redis_sentinels: str = Field(
+        "", description="Redis Sentinels (comma-separated host:port): the result store is their master"
+    )
+    redis_sentinel_master: str = Field("mymaster", description="the name the Sentinels monitor the master by")
+    redis_sentinel_password: SecretStr | None = Field(None, description="the Sentinels' own password, if any")
+    redis_replica_acks: int = Field(
+        1, ge=0, description="with Sentinels: replicas that must hold a claim or a result before it counts (WAIT)"
+    )
 
     # Files and batches (gateway/file_store.py, api/batches/).
     file_store_url: str = Field(
@@ -170,6 +192,15 @@ class Config(BaseSettings):
     model_context: int = Field(2048, ge=256, description="context tokens of each of those requests")
     cache_dir: str = ".cache"
 
+    @model_validator(mode="after")
+    def _check_cluster(self) -> Config:
+        self.rabbit_mq_nodes, self.sentinels  # noqa: B018 - each says which address is malformed
+        if self.sentinels and not self.uses_rabbitmq:
+            raise ValueError("REDIS_SENTINELS needs RABBIT_MQ_HOST: the Redis broker does not follow a Sentinel master")
+        if self.rabbit_mq_queue_type == "quorum" and not self.uses_rabbitmq:
+            raise ValueError("RABBIT_MQ_QUEUE_TYPE=quorum needs RABBIT_MQ_HOST (quorum queues are RabbitMQ's)")
+        return self
+
     @field_validator("inner_llm_url")
     @classmethod
     def _add_scheme(cls, url: str) -> str:
@@ -198,6 +229,22 @@ class Config(BaseSettings):
         return bool(self.rabbit_mq_host)
 
     @property
+    def rabbit_mq_nodes(self) -> list[tuple[str, int]]:
+        """The RabbitMQ nodes of RABBIT_MQ_HOST (one, or a cluster's), each with its port."""
+        hosts = (self.rabbit_mq_host or "").split(",")
+        return [_host_port(item, self.rabbit_mq_port) for item in hosts if item.strip()]
+
+    @property
+    def quorum_queues(self) -> bool:
+        """Whether the broker's queues are RabbitMQ quorum queues (replicated, no priorities)."""
+        return self.uses_rabbitmq and self.rabbit_mq_queue_type == "quorum"
+
+    @property
+    def sentinels(self) -> list[tuple[str, int]]:
+        """The Redis Sentinels of REDIS_SENTINELS (none: REDIS_HOST is the result store)."""
+        return [_host_port(item, 26379) for item in self.redis_sentinels.split(",") if item.strip()]
+
+    @property
     def broker_name(self) -> str:
         """The broker as errors name it: "RabbitMQ" or "Redis"."""
         return "RabbitMQ" if self.uses_rabbitmq else "Redis"
@@ -216,7 +263,8 @@ class Config(BaseSettings):
         login = quote(self.rabbit_mq_login, safe="")
         password = quote(self.rabbit_mq_password.get_secret_value(), safe="")
         vhost = quote(self.rabbit_mq_vhost, safe="")
-        return f"amqp://{login}:{password}@{self.rabbit_mq_host}:{self.rabbit_mq_port}/{vhost}"
+        # Several nodes: Kombu's failover URL, tried in turn (Celery's round-robin).
+        return ";".join(f"amqp://{login}:{password}@{host}:{port}/{vhost}" for host, port in self.rabbit_mq_nodes)
 
     @property
     def key_prefix(self) -> str:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway import redis_clients
 from gateway.celery_settings import celery_settings
 from gateway.config import Config
+from tasks.band_pool import BandPool
 from tasks.dead_letters import Consumer
-from tasks.result_store import ResultStore
+from tasks.result_store import ResultStore, SentinelResultStore
 
 
 def _name(cls: type) -> str:
@@ -17,10 +19,23 @@ def _name(cls: type) -> str:
 
 def worker_settings(config: Config) -> dict[str, Any]:
     """Celery's settings for a worker (and Flower) of `config`."""
+    settings = celery_settings(config)
+    backend = SentinelResultStore if config.sentinels else ResultStore
+    if config.sentinels:
+        settings["result_backend_transport_options"] = {
+            **settings["result_backend_transport_options"],
+            "master_name": config.redis_sentinel_master,
+            "sentinel_kwargs": redis_clients.sentinel_kwargs(config),
+        }
+        # Replicas that must hold a result before its job's message is acknowledged.
+        settings["redis_replica_acks"] = config.redis_replica_acks
+    if config.quorum_queues:
+        # A worker holds jobs of several priority bands: it starts the most urgent first.
+        settings["worker_pool"] = _name(BandPool)
     return {
-        **celery_settings(config),
-        # Celery's Redis backend, storing each job's result once.
-        "result_backend": f"{_name(ResultStore)}+{config.redis_url}",
+        **settings,
+        # Celery's Redis backend (on the Sentinels' master), storing each job's result once.
+        "result_backend": f"{_name(backend)}+{redis_clients.result_backend_url(config)}",
         # Failed and unprocessable jobs go to the dead-letter queue.
         "worker_consumer": _name(Consumer),
     }

@@ -40,10 +40,11 @@ from celery.signals import task_failure
 from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu import Connection, Exchange, Message, Queue
 
-from gateway import tracing
+from gateway import redis_clients, tracing
 from gateway.celery_settings import celery_settings
 from gateway.config import Config
 from gateway.contract import INTERNAL_TASKS, JobField, State, is_kept
+from gateway.queues import queue_arguments
 from tasks.worker import current
 
 log = logging.getLogger(__name__)
@@ -55,16 +56,34 @@ DEAD_AT = "x-dead-at"
 def dead_letter_queue(config: Config) -> Queue:
     """The dead-letter queue: durable; on RabbitMQ it keeps the newest DEAD_LETTER_MAX."""
     name = config.dead_letter_queue
-    arguments = {"x-max-length": config.dead_letter_max, "x-overflow": "drop-head"} if config.uses_rabbitmq else None
+    arguments = None
+    if config.uses_rabbitmq:
+        arguments = {**(queue_arguments(config, priorities=False) or {}),
+                     "x-max-length": config.dead_letter_max, "x-overflow": "drop-head"}  # fmt: skip
     return Queue(
         name, Exchange(name, type="direct", durable=True), routing_key=name, durable=True, queue_arguments=arguments
     )
 
 
+@contextmanager
+def _confirmed(config: Config) -> Iterator[Connection | None]:
+    """With quorum queues, a connection of its own publishing with confirms: a dead letter
+    is on a majority of the cluster's nodes before the job's message is acknowledged.
+    (Not the worker's shared one: confirms there let one thread read another's.)
+    Otherwise None: the worker's own connections."""
+    if not config.quorum_queues:
+        yield None
+        return
+    with Connection(config.broker_url, transport_options={"confirm_publish": True}) as connection:
+        dead_letter_queue(config)(connection.default_channel).declare()
+        yield connection
+
+
 def _publish(app: Celery, body: Any, headers: dict[str, Any], content_type: str, encoding: str, reason: str) -> None:
-    queue = dead_letter_queue(current().config)
+    config = current().config
+    queue = dead_letter_queue(config)
     headers = {**headers, REASON: reason[:2000], DEAD_AT: time.time()}
-    with app.producer_or_acquire() as producer:
+    with _confirmed(config) as connection, app.producer_or_acquire(connection and connection.Producer()) as producer:
         producer.publish(
             body,
             exchange=queue.exchange,
@@ -142,19 +161,27 @@ def _keep_failed_job(
                     task_id, reason, settled)  # fmt: skip
         return
     try:
-        sender.app.send_task(
-            sender.name,
-            args=args,
-            kwargs=kwargs,
-            task_id=task_id,
-            queue=dead_letter_queue(config),
-            # Its trace's context kept: replayed, it runs in the trace it failed in.
-            headers={**tracing.headers_of(sender.request), REASON: reason[:2000], DEAD_AT: time.time()},
-            retry=True,
-        )
+        with _confirmed(config) as connection:
+            _send_dead(sender, task_id, args, kwargs, config, connection, reason)
         log.info("job %s failed (%s): kept in the dead-letter queue", task_id, reason)
     except Exception:
         log.exception("job %s failed and could not be kept in the dead-letter queue", task_id)
+
+
+def _send_dead(
+    sender: Any, task_id: str, args: Any, kwargs: Any, config: Config, connection: Connection | None, reason: str
+) -> None:
+    sender.app.send_task(
+        sender.name,
+        args=args,
+        kwargs=kwargs,
+        task_id=task_id,
+        queue=dead_letter_queue(config),
+        # Its trace's context kept: replayed, it runs in the trace it failed in.
+        headers={**tracing.headers_of(sender.request), REASON: reason[:2000], DEAD_AT: time.time()},
+        retry=True,
+        connection=connection,
+    )
 
 
 def _settled_after_failure(config: Config, job_id: str) -> str | None:
@@ -241,8 +268,10 @@ class Replayed:
 def replay(config: Config, job_ids: set[str] | None) -> Replayed:
     """Put the dead jobs named (all when None) back in the queue, but those answered
     or cancelled since they failed: their dead letters are removed, nothing runs."""
-    store = redis.Redis.from_url(config.redis_url, socket_connect_timeout=config.redis_connect_timeout)
-    main = celery_settings(config)["task_queues"][0]
+    store = redis_clients.sync_client(config, socket_connect_timeout=config.redis_connect_timeout)
+    settings = celery_settings(config)
+    # The default model's queue (with quorum queues, its default priority's band).
+    main = next(queue for queue in settings["task_queues"] if queue.name == settings["task_default_queue"])
     done = Replayed()
     with _dead_messages(config, None) as (connection, messages):
         producer = connection.Producer()

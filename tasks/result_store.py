@@ -11,16 +11,19 @@ API process awaiting it, named by the job's claim and by the job itself (`reply_
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from celery import states
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, SentinelBackend
 from kombu.utils.encoding import bytes_to_str
 
-from gateway import tracing
+from gateway import redis_clients, tracing
 from gateway.contract import STORE_ONCE, Keys
 from gateway.tenants import DEFAULT_TENANT
+
+log = logging.getLogger(__name__)
 
 
 class ResultStore(RedisBackend):
@@ -34,6 +37,7 @@ class ResultStore(RedisBackend):
         options = self.app.conf.result_backend_transport_options
         self._keys = Keys(options.get("global_keyprefix", ""))
         self.usage_days = int(self.app.conf.get("usage_days") or 400)
+        self._replica_acks = int(self.app.conf.get("redis_replica_acks") or 0)
 
     def _store_result(
         self,
@@ -58,7 +62,18 @@ class ResultStore(RedisBackend):
         return result
 
     def _store(self, keys: list[str], args: list[Any]) -> int:
-        return self._store_once(keys=keys, args=args)
+        if not self._replica_acks:
+            return self._store_once(keys=keys, args=args)
+        # With Sentinels: the result is on a replica before the job's message is
+        # acknowledged. A master that dies first fails this call, and Celery's retry
+        # stores the result again on the new master (STORE_ONCE: the first one stays).
+        with self.client.pipeline(transaction=False) as pipe:
+            self._store_once(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", self._replica_acks, redis_clients.WAIT_MS)
+            stored, acks = pipe.execute()
+        if int(acks) < self._replica_acks:
+            log.warning("result of a job on %s of %s replicas: a failover now may lose it", acks, self._replica_acks)
+        return stored
 
     def _account(self, job: dict[str, Any], state: str, result: Any, keys: list[str], args: list[Any]) -> None:
         """Count a job's result to its tenant, as STORE_ONCE stores it (the first only):
@@ -99,3 +114,7 @@ def reply_channel(request: Any) -> str:
     """The reply channel the job in a task request carries, or ''."""
     reply_to = job_of(request).get("reply_to")
     return reply_to if isinstance(reply_to, str) else ""
+
+
+class SentinelResultStore(ResultStore, SentinelBackend):
+    """The same, on the master that Redis Sentinels name (``…SentinelResultStore+sentinel://…``)."""

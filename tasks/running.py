@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 
 import redis
 
+from gateway import redis_clients
 from gateway.config import Config
 from gateway.contract import MARK_STARTED, JobField
 from tasks.model_client import Cancel
@@ -45,10 +46,10 @@ class RunningJobs:
         self._lock = threading.Lock()
         self._unacked_tags = unacked_tags
         options = {"socket_connect_timeout": config.redis_connect_timeout}
-        self.commands = redis.Redis.from_url(config.redis_url, socket_timeout=config.redis_connect_timeout, **options)
+        self.commands = redis_clients.sync_client(config, socket_timeout=config.redis_connect_timeout, **options)
         self._mark = self.commands.register_script(MARK_STARTED)
         # The listening connection waits as long as it takes; redis-py pings it when idle.
-        self._listening = redis.Redis.from_url(config.redis_url, health_check_interval=10, **options)
+        self._listening = redis_clients.sync_client(config, health_check_interval=10, **options)
         self._stopped = threading.Event()
         self._threads = [
             threading.Thread(target=self._listen_forever, name="cancel-listener", daemon=True),

@@ -14,7 +14,9 @@ import httpx
 import redis
 from kombu import Connection
 
+from gateway import redis_clients
 from gateway.config import Config
+from gateway.queues import bands
 from local_stack.valkey import command as valkey_command
 from tests.fake_model_server import free_port
 
@@ -149,13 +151,14 @@ def remove_traces(config: Config) -> None:
         try:
             with Connection(config.broker_url, connect_timeout=2) as connection:
                 channel = connection.default_channel
-                for name in (config.queue_name, config.dead_letter_queue):
+                # The model's queue (with quorum queues, each priority band's), the dead letters'.
+                for name in (*bands(config, config.queue_name), config.dead_letter_queue, config.webhook_queue):
                     channel.queue_delete(name)
                     channel.exchange_delete(name)
         except Exception:  # noqa: BLE001 - a broker a test made unreachable has nothing to clean
             pass
     try:
-        client = redis.Redis.from_url(config.redis_url, socket_connect_timeout=2)
+        client = redis_clients.sync_client(config, socket_connect_timeout=2)
         keys = list(client.scan_iter(match=f"{config.redis_prefix}:*", count=1000))
         if keys:
             client.delete(*keys)
