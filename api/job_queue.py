@@ -87,11 +87,18 @@ class JobQueue:
             priority=None if priority is None else priority_for(self._config, priority),
             headers=headers or None,
         )
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, send)
-        except (OperationalError, KombuError, OSError) as exc:
-            log.warning("could not publish job %s: %s", job_id, exc)
-            raise BrokerUnavailable(f"broker ({self._where}) unavailable: job not queued") from None
+        # A cluster's node lost while it held the publish (its confirm unsent): once more,
+        # through another node. Should the first have landed after all, the job is run
+        # and answered once all the same (tasks/running.py).
+        tries = 2 if len(self._config.rabbit_mq_nodes) > 1 else 1
+        for left in range(tries - 1, -1, -1):
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._executor, send)
+                return
+            except (OperationalError, KombuError, OSError) as exc:
+                log.warning("could not publish job %s: %r%s", job_id, exc, "; trying again" if left else "")
+                if not left:
+                    raise BrokerUnavailable(f"broker ({self._where}) unavailable: job not queued") from None
 
     async def send_event(self, endpoints: list[Endpoint], kind: str, object_id: str) -> None:
         """Queue the deliveries of one webhook event (gateway/webhooks.py)."""

@@ -112,7 +112,8 @@ def celery_settings(config: Config) -> dict[str, Any]:
         # Flower still shows the start, from the worker's task events.
         "task_track_started": False,
         "task_publish_retry_policy": {
-            "max_retries": 2,
+            # Each try after a lost connection connects to the next node of a cluster.
+            "max_retries": 1 + max(2, len(config.rabbit_mq_nodes)),
             "interval_start": 0,
             "interval_step": 0.2,
             "interval_max": 0.5,

@@ -39,7 +39,10 @@ def declared(name: str, config: Config, consumer_arguments: dict[str, Any] | Non
     """A queue of jobs as declared: durable, with its direct exchange of the same name."""
     return Queue(
         name,
-        Exchange(name, type="direct", durable=True),
+        # With quorum queues, a topic exchange (matching the queue's name only): Celery's
+        # native delayed delivery, which quorum queues need for a countdown (a webhook
+        # delivery's next try), routes only through topic exchanges.
+        Exchange(name, type="topic" if config.quorum_queues else "direct", durable=True),
         routing_key=name,
         durable=True,
         queue_arguments=queue_arguments(config),

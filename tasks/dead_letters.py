@@ -117,6 +117,13 @@ def keep_message(app: Celery, message: Message, reason: str) -> None:
 class Consumer(CeleryConsumer):
     """Celery's consumer, keeping what it cannot process instead of dropping it."""
 
+    class Blueprint(CeleryConsumer.Blueprint):
+        # Delayed delivery set up through one node of a cluster, not each (tasks/delayed_delivery.py).
+        default_steps = [
+            "tasks.delayed_delivery:ClusterDelayedDelivery" if step.endswith(":DelayedDelivery") else step
+            for step in CeleryConsumer.Blueprint.default_steps
+        ]
+
     def on_decode_error(self, message: Message, exc: Exception) -> None:
         keep_message(self.app, message, f"could not decode the message: {exc}")
         super().on_decode_error(message, exc)

@@ -19,6 +19,9 @@ from tasks import dead_letters
 from tests.conftest import Stack, StackFactory
 from tests.fake_model_server import FakeModelServer
 from tests.test_faults import Tally, _post_all, _status, ids, wait_until
+from tests.test_webhooks import receiver as receiver
+from tests.test_webhooks import webhook_env
+from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +120,19 @@ def test_quorum_queues_answer_streams_and_every_priority(quorum: StackFactory, f
     ) as streamed:
         text = "".join(streamed.iter_text())
     assert streamed.status_code == 200 and "data: [DONE]" in text
+
+
+def test_quorum_queues_retry_a_webhook_delivery_through_rabbitmqs_delayed_delivery(
+    quorum: StackFactory, fake: FakeModelServer, receiver: WebhookReceiver
+) -> None:
+    # Tries 1.5 s apart at most: the later ones wait in RabbitMQ's delayed-delivery
+    # queues (whole seconds), not in the worker.
+    receiver.answers = [503, 502, 500]
+    stack = quorum(**webhook_env(receiver, WEBHOOK_MAX_BACKOFF="1.5"))
+    assert httpx.post(f"{stack.url}/generate?wait=0", json={"job_id": "j-1", "content": "x"}).status_code == 202
+    receiver.wait_for(1, "job.succeeded")
+    tries = [r for r in receiver.received if b'"j-1"' in r.body]
+    assert [r.status for r in tries] == [503, 502, 500, 200]
+    assert len({r.headers["webhook-id"] for r in tries}) == 1
+    worker_log = "".join(process.output() for process in stack.processes.started if process.name.startswith("worker"))
+    assert "direct exchange" not in worker_log and "delayed delivery not set up" not in worker_log
