@@ -24,6 +24,7 @@ COMPOSE_ONLY = {
     "GGUF_DIR",
     "GGUF_FILE",
     "GRAFANA_ADMIN_PASSWORD",
+    "RABBITMQ_ERLANG_COOKIE",
 }
 
 
@@ -76,8 +77,9 @@ def test_gateway_variables_are_config_fields(compose: dict[str, Any]) -> None:
     }
 
 
-def test_every_variable_compose_reads_is_in_env_example() -> None:
-    text = (ROOT / "docker-compose.yml").read_text()
+@pytest.mark.parametrize("name", ["docker-compose.yml", "docker-compose.cluster.yml"])
+def test_every_variable_compose_reads_is_in_env_example(name: str) -> None:
+    text = (ROOT / name).read_text()
     used = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
     assert used - example_variables() == set()
 
@@ -104,3 +106,56 @@ def test_ports_match_the_defaults(compose: dict[str, Any]) -> None:
     assert "5672:5672" in services["rabbitmq"]["ports"]
     assert "8670" in services["vllm"]["command"] and "8670" in services["llamacpp"]["command"]
     assert services["api"]["environment"]["INNER_LLM_URL"].endswith(":8670}")
+
+
+def _interpolated(value: str) -> str:
+    """A compose value with ``${VAR:-default}`` as its default and ``${VAR:?...}`` set."""
+    value = re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", value)
+    return re.sub(r"\$\{[A-Z0-9_]+:\?[^}]*\}", "set", value)
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`docker compose -f base -f override`'s services: mappings merged, the rest replaced."""
+    services = {name: dict(service) for name, service in base["services"].items()}
+    for name, service in override["services"].items():
+        merged = services.setdefault(name, {})
+        for key, value in service.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+    return services
+
+
+def test_the_cluster_file_gives_the_gateway_every_rabbitmq_node_and_the_sentinels(compose: dict[str, Any]) -> None:
+    cluster = yaml.safe_load((ROOT / "docker-compose.cluster.yml").read_text())
+    services = _merged(compose, cluster)
+    declared_nodes = re.findall(r"nodes\.\d+ = rabbit@(\S+)", (ROOT / "deploy/cluster/rabbitmq.conf").read_text())
+    assert declared_nodes == ["rabbitmq", "rabbitmq-2", "rabbitmq-3"]
+    for name in GATEWAY:
+        env = {key: _interpolated(str(value)) for key, value in services[name]["environment"].items()}
+        env.pop("ENV_FILE")
+        config = Config(_env_file=None, **{k.lower(): v for k, v in env.items() if k.lower() in Config.model_fields})
+        # Every node, each a service whose hostname is its node's host; quorum queues;
+        # the Sentinels, each a service on Sentinel's port, watching the master's service.
+        assert [host for host, _ in config.rabbit_mq_nodes] == declared_nodes
+        for host in declared_nodes:
+            assert services[host]["hostname"] == host and "20-cluster.conf" in " ".join(services[host]["volumes"])
+        assert config.quorum_queues
+        assert [port for _, port in config.sentinels] == [26379] * 3
+        for host, _ in config.sentinels:
+            command = " ".join(services[host]["command"])
+            assert "--sentinel" in command and f"monitor {config.redis_sentinel_master} redis 6379 2" in _interpolated(
+                command
+            )
+        depends = services[name]["depends_on"]
+        assert {*declared_nodes, *(host for host, _ in config.sentinels), "redis"} <= set(depends)
+    assert "--replicaof" in services["redis-replica"]["command"]
+    volumes = {**compose["volumes"], **cluster["volumes"]}
+    for service in services.values():
+        for volume in service.get("volumes", []):
+            source = _interpolated(volume).split(":")[0]
+            assert source.startswith("./") or source in volumes, source
+            # The project's own files (./models and ./deploy/secrets are the user's).
+            if source.startswith("./deploy/") and "secrets" not in source:
+                assert (ROOT / source).exists(), source
