@@ -130,3 +130,23 @@ def test_the_scaler_reads_a_number_off_a_real_api(stack: Stack) -> None:
     assert answer.status_code == 200
     value = gjson(answer.json(), trigger["metadata"]["valueLocation"])
     assert isinstance(value, int) and value >= 0
+
+
+@pytest.mark.unit
+def test_the_cluster_overlay_points_the_gateway_at_every_node_and_the_sentinels() -> None:
+    overlay = yaml.safe_load((K8S / "cluster" / "kustomization.yaml").read_text())
+    assert overlay["resources"] == ["../"]
+    (patch,) = overlay["patches"]
+    assert patch["target"] == {"kind": "ConfigMap", "name": "llm-api-config"}
+    data = dict(kind("ConfigMap")["llm-api-config"]["data"])
+    for op in yaml.safe_load(patch["patch"]):  # JSON patch, as kustomize applies it
+        key = op["path"].removeprefix("/data/")
+        assert op["op"] in {"add", "replace", "remove"} and (op["op"] == "add") != (key in data), op
+        if op["op"] == "remove":
+            del data[key]
+        else:
+            data[key] = op["value"]
+    config = Config(_env_file=None, **{key.lower(): value for key, value in data.items()})  # type: ignore[arg-type]
+    assert len(config.rabbit_mq_nodes) == 3 and len({host for host, _ in config.rabbit_mq_nodes}) == 3
+    assert config.quorum_queues and config.broker_url.count("amqp://") == 3
+    assert [port for _, port in config.sentinels] == [26379] * 3 and config.redis_replica_acks == 1
