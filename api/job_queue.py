@@ -56,6 +56,8 @@ class JobQueue:
             self._celery.conf.broker_transport_options = {"confirm_publish": True}
         self._executor = ThreadPoolExecutor(config.publish_threads, thread_name_prefix="publish")
         self._where = config.broker_name
+        self._tries = 2 if len(config.rabbit_mq_nodes) > 1 else 1  # publishing a job
+        self._bands = config.quorum_queues
 
     @property
     def celery(self) -> Celery:
@@ -74,7 +76,7 @@ class JobQueue:
         """Queue `job` for the task `task_name` under the id `job_id` (in `queue`, or the
         default one), with `priority` (0 batch .. 9 most urgent) and the message `headers`
         (its trace's context: gateway/tracing.py)."""
-        if self._config.quorum_queues:  # the job's priority band of its queue
+        if self._bands:  # the job's priority band of its queue
             queue = band_queue(self._config, queue or self._celery.conf.task_default_queue, priority)
         send = partial(
             self._celery.send_task,
@@ -90,8 +92,7 @@ class JobQueue:
         # A cluster's node lost while it held the publish (its confirm unsent): once more,
         # through another node. Should the first have landed after all, the job is run
         # and answered once all the same (tasks/running.py).
-        tries = 2 if len(self._config.rabbit_mq_nodes) > 1 else 1
-        for left in range(tries - 1, -1, -1):
+        for left in range(self._tries - 1, -1, -1):
             try:
                 await asyncio.get_running_loop().run_in_executor(self._executor, send)
                 return

@@ -59,6 +59,7 @@ class JobStore:
         self._store = store
         self._claim = store.register_script(CLAIM)
         self._cancel = store.register_script(CANCEL)
+        self._replicated = bool(config.sentinels and config.redis_replica_acks)
 
     async def claim(
         self, job_id: str, task_name: str, job: dict[str, Any], reply_to: str = "", tenant: str = "", queue: str = ""
@@ -96,7 +97,7 @@ class JobStore:
 
     async def _claim_replicated(self, keys: list[str], args: list[Any]) -> Any:
         """CLAIM; with Sentinels, on the replicas too before the job counts as accepted."""
-        if not self._config.sentinels:
+        if not self._replicated:
             return await self._claim(keys=keys, args=args)
         async with self._store.pipeline(transaction=False) as pipe:
             await self._claim(keys=keys, args=args, client=pipe)

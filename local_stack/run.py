@@ -48,7 +48,10 @@ def plan(config: Config) -> Plan:
             f"llm-api: Flower would listen on {config.flower_host} without a password: set"
             " FLOWER_BASIC_AUTH=user:password, or FLOWER_HOST=127.0.0.1"
         )
-    if "redis_host" not in configured:
+    if config.sentinels:
+        sentinels = ", ".join(f"{host}:{port}" for host, port in config.sentinels)
+        result.notes.append(f"result store: Redis master {config.redis_sentinel_master!r} of the Sentinels {sentinels}")
+    elif "redis_host" not in configured:
         result.processes.insert(0, "valkey")
         result.env |= {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(config.embedded_redis_port), "REDIS_DB": "0"}
         result.notes.append(f"result store: embedded Valkey on 127.0.0.1:{config.embedded_redis_port}")
@@ -58,7 +61,8 @@ def plan(config: Config) -> Plan:
         result.env["RABBIT_MQ_HOST"] = ""
         result.notes.append("broker: the result store (Redis protocol)")
     else:
-        result.notes.append(f"broker: RabbitMQ at {config.rabbit_mq_host}:{config.rabbit_mq_port}")
+        nodes = ", ".join(f"{host}:{port}" for host, port in config.rabbit_mq_nodes)
+        result.notes.append(f"broker: RabbitMQ at {nodes}")
     if "inner_llm_url" not in configured:
         result.processes.insert(0, "model")
         url = f"http://127.0.0.1:{config.embedded_model_port}"

@@ -25,8 +25,6 @@ log = logging.getLogger(__name__)
 class ClusterDelayedDelivery(DelayedDelivery):
     """The consumer's delayed-delivery step (tasks/dead_letters.py's Consumer)."""
 
-    name = "DelayedDelivery"
-
     def start(self, c: Any) -> None:
         app = c.app
         self._validate_configuration(app)

@@ -24,3 +24,10 @@ def test_flowers_password_is_passed_on_but_not_written_with_the_rest() -> None:
 def test_flower_on_localhost_may_go_without() -> None:
     steps = plan(Config(_env_file=None))  # type: ignore[call-arg]
     assert "flower" in steps.processes and steps.secret_env == {}
+
+
+def test_a_clustered_broker_and_store_are_used_as_they_are_not_replaced_by_valkey() -> None:
+    steps = plan(Config(_env_file=None, rabbit_mq_host="r1,r2:5673", redis_sentinels="s1,s2"))  # type: ignore[call-arg]
+    assert "valkey" not in steps.processes and "REDIS_HOST" not in steps.env
+    assert "broker: RabbitMQ at r1:5672, r2:5673" in steps.notes
+    assert "result store: Redis master 'mymaster' of the Sentinels s1:26379, s2:26379" in steps.notes

