@@ -3,7 +3,8 @@
 While a model's queue is short, jobs are published to it directly, as with one tenant.
 Once it holds ``FAIR_SHARE_AHEAD`` jobs or more (the workers are all busy and jobs
 wait), the model is *contended*: new jobs go to their tenant's own queue of that model
-(``{queue}.tenant.{name}``, durable, with the same priorities), and one dispatcher per
+(``{queue}.tenant.{name}``, durable, with the same priorities: on quorum queues, the
+same three priority bands, gateway/queues.py), and one dispatcher per
 model moves them into the model's queue, keeping it about ``FAIR_SHARE_AHEAD`` deep:
 
 - the next job moved is the one of highest priority among the tenants' next jobs, and
@@ -215,11 +216,14 @@ class _Dispatcher:
             channel = connection.channel()
             for band in bands(config, self._queue):
                 declared(band, config)(channel).declare()
+            # Each tenant's queue; on quorum queues, its bands, highest first.
             self._sources = {
-                tenant: declared(tenant_queue(self._queue, tenant), config)(channel) for tenant in self._tenants
+                tenant: [declared(band, config)(channel) for band in bands(config, tenant_queue(self._queue, tenant))]
+                for tenant in self._tenants
             }
-            for source in self._sources.values():
-                source.declare()
+            for sources in self._sources.values():
+                for source in sources:
+                    source.declare()
             producer = connection.Producer(channel)
             try:
                 while leading.is_set() and not self._share._stopping.is_set():
@@ -246,7 +250,8 @@ class _Dispatcher:
         if not self._contended:
             # Jobs left in tenants' queues (by a dispatcher that died, or published as the
             # model stopped being contended) are moved as a contended model's are.
-            if depth < self._ahead and not any(self._depth(channel, source.name) for source in self._sources.values()):
+            waiting = (self._depth(channel, source.name) for sources in self._sources.values() for source in sources)
+            if depth < self._ahead and not any(waiting):
                 return 0
             self._contended = True
             self._busy_at = time.monotonic()
@@ -285,7 +290,8 @@ class _Dispatcher:
                 self._read_head(channel, tenant)
 
     def _read_head(self, channel: Any, tenant: str) -> None:
-        message = self._sources[tenant].get(no_ack=False)
+        # The tenant's next job: of its queue, or of its highest band holding one.
+        message = next(filter(None, (source.get(no_ack=False) for source in self._sources[tenant])), None)
         if message is None:
             return
         if tenant not in self._held and self._virtual[tenant] < self._now:

@@ -43,8 +43,9 @@ class JobQueue:
         self._config = config
         self._celery = Celery("llm-api", set_as_current=False)
         self._celery.conf.update(celery_settings(config))
-        # Tenants' queues of busy models (api/fair_share.py): declared as the models' are.
-        extra = [declared(name, config) for name in tenant_queues or []]
+        # Tenants' queues of busy models (api/fair_share.py): declared as the models' are,
+        # with their priority bands on quorum queues.
+        extra = [declared(band, config) for name in tenant_queues or [] for band in bands(config, name)]
         self._celery.conf.task_queues = (*self._celery.conf.task_queues, *extra)
         # The API reads results itself (see result_waiter); without a backend,
         # send_task does not start Celery's own result consumer.

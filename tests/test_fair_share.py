@@ -113,11 +113,16 @@ def test_a_light_tenants_job_does_not_wait_behind_a_heavy_ones_backlog(
     assert all(Counter(started(fake))[job_id] == 1 for job_id in backlog)
 
 
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
 def test_backlogged_tenants_take_turns_by_weight_with_priority_first(
-    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path
+    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path, broker_env: dict[str, str], queue_type: str
 ) -> None:
+    if queue_type == "quorum" and not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("quorum queues are RabbitMQ's")
     fake.latency = 0.2
-    stack = fair_stack(make_stack, tmp_path)
+    # Quorum queues: the tenants' queues and the model's bands are quorum queues, and
+    # the dispatcher moves a job into its priority's band.
+    stack = fair_stack(make_stack, tmp_path, RABBIT_MQ_QUEUE_TYPE=queue_type)
     # A second API process: the jobs it takes wait their turn as the first one's do.
     second = f"http://127.0.0.1:{free_port()}"
     stack.processes.api(stack.env, int(second.rsplit(":", 1)[1]))

@@ -54,7 +54,7 @@ async def _submit(url: str, jobs: list[tuple[str, int]]) -> None:
 
 
 def test_quorum_queues_start_waiting_jobs_most_urgent_first(quorum: StackFactory, fake: FakeModelServer) -> None:
-    stack = quorum(workers=0)
+    stack = quorum(workers=0, MAX_QUEUED_JOBS="28")
     config = stack.config
     # Batch work (priority 0), the default (5), then urgent jobs (9), all waiting.
     asyncio.run(_submit(stack.url, [*((f"low-{i}", 0) for i in range(20)), *((f"mid-{i}", 5) for i in range(5))]))
@@ -67,6 +67,9 @@ def test_quorum_queues_start_waiting_jobs_most_urgent_first(quorum: StackFactory
     finally:
         queue.close()
     assert httpx.get(f"{stack.url}/jobs/low-0", timeout=10).json()["queue_position"] == 1
+    # The bound counts the jobs of every band.
+    refused = httpx.post(f"{stack.url}/generate?wait=0", json={"job_id": "one-more", "content": "x"}, timeout=10)
+    assert refused.status_code == 429 and "MAX_QUEUED_JOBS" in refused.json()["detail"], refused.text
 
     # Jobs of a model's length, not instant ones: the worker receives the band's next
     # job one acknowledgement after it started the last.
