@@ -57,7 +57,7 @@ class JobQueue:
             self._celery.conf.broker_transport_options = {"confirm_publish": True}
         self._executor = ThreadPoolExecutor(config.publish_threads, thread_name_prefix="publish")
         self._where = config.broker_name
-        self._tries = 2 if len(config.rabbit_mq_nodes) > 1 else 1  # publishing a job
+        self._tries = max(1, len(config.rabbit_mq_nodes))  # publishing a job: once through each node at most
         self._bands = config.quorum_queues
 
     @property
@@ -90,8 +90,8 @@ class JobQueue:
             priority=None if priority is None else priority_for(self._config, priority),
             headers=headers or None,
         )
-        # A cluster's node lost while it held the publish (its confirm unsent): once more,
-        # through another node. Should the first have landed after all, the job is run
+        # A cluster's node lost while it held the publish (its confirm unsent): again,
+        # through the next node (each of the pool's connections to the dead node fails once). Should the first have landed after all, the job is run
         # and answered once all the same (tasks/running.py).
         for left in range(self._tries - 1, -1, -1):
             try:
