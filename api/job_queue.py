@@ -91,8 +91,9 @@ class JobQueue:
             headers=headers or None,
         )
         # A cluster's node lost while it held the publish (its confirm unsent): again,
-        # through the next node (each of the pool's connections to the dead node fails once). Should the first have landed after all, the job is run
-        # and answered once all the same (tasks/running.py).
+        # through the next node (each of the pool's connections to the dead node fails
+        # once). Should an earlier try have landed after all, the job is run and
+        # answered once all the same (tasks/running.py).
         for left in range(self._tries - 1, -1, -1):
             try:
                 await asyncio.get_running_loop().run_in_executor(self._executor, send)
