@@ -26,6 +26,7 @@ from gateway.config import Config
 from tests.conftest import Stack, StackFactory
 from tests.fake_model_server import FakeModelServer, free_port
 from tests.processes import RedisServer, remove_traces, wait_for_output
+from tests.test_faults import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -178,6 +179,12 @@ def test_a_full_queue_answers_429_until_workers_catch_up(make_stack: StackFactor
     stack.processes.worker(stack.env)
     accepted = httpx.post(f"{stack.url}/generate", json={"job_id": "full-5", "content": "x"}, timeout=30)
     assert accepted.status_code == 200
+
+    # The five queued jobs run beside it, and may end after it: each once, when all are done.
+    def done(job_id: str) -> bool:
+        return httpx.get(f"{stack.url}/jobs/{job_id}", timeout=10).json()["status"] == "succeeded"
+
+    wait_until(lambda: all(done(f"full-{i}") for i in range(5)), 30, "the queued jobs to run")
     assert len(fake.completions) == 6
 
 
