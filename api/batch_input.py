@@ -1,7 +1,8 @@
 """A batch's input file, read line by line as OpenAI reads it: each line a JSON object
 ``{"custom_id", "method": "POST", "url", "body"}``, its ``custom_id`` unique, its
 ``url`` an endpoint batches run, its ``body`` a request that endpoint takes (within
-the deployment's limits, for a model it serves). A file with bad lines is refused
+the deployment's limits, for a model it serves: no larger than ``MAX_BODY_BYTES``, read
+as strictly as an interactive body, api/json_body.py). A file with bad lines is refused
 whole, naming each line and what is wrong with it, before anything is queued.
 
 Unlike OpenAI, one file may name several models: each line runs on its model's queue.
@@ -9,7 +10,6 @@ Unlike OpenAI, one file may name several models: each line runs on its model's q
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +18,7 @@ from fastapi import HTTPException
 from pydantic import ValidationError
 
 from api.guard import check_job, check_tokens
+from api.json_body import InvalidJson, loads
 from api.openai_jobs import chat_job, completion_job
 from api.request_models import RequestModels
 from gateway.config import Config
@@ -86,8 +87,12 @@ class _BadLine(Exception):
 def _read_line(
     raw: bytes, number: int, index: int, config: Config, registry: Registry, models: RequestModels, seen: set[str]
 ) -> InputLine:
+    if len(raw.rstrip(b"\r\n")) > config.max_body_bytes:
+        raise _BadLine(f"{len(raw)} bytes; a request is at most {config.max_body_bytes} bytes (MAX_BODY_BYTES)")
     try:
-        given = json.loads(raw)
+        given = loads(raw, config.max_json_depth, where="")
+    except InvalidJson as exc:
+        raise _BadLine(str(exc.detail)) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise _BadLine(f"not JSON ({exc})") from None
     if not isinstance(given, dict):

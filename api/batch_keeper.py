@@ -287,7 +287,7 @@ class BatchKeeper:
                 self._lines_in_flight += 1
                 self._running_of[model] = self._running_of.get(model, 0) + 1
                 job_id = line_job_id(batch["id"], line.custom_id)
-                progress.in_flight[line.index] = job_id
+                progress.in_flight[line.index] = self._runner.key_of(job_id)
                 try:
                     outcome = await self._run_line(batch, line, job_id, progress)
                 finally:
@@ -319,8 +319,12 @@ class BatchKeeper:
                 await self._runner.run(line.task, job_id, job, min(remaining, self._recheck), resend=resend,
                                        count_timeout=False)  # fmt: skip
                 return OK
-            except JobCancelled:
-                return None
+            except JobCancelled as exc:
+                if progress.stop:
+                    return None  # stopped with its batch: in the error file as the batch's
+                # Cancelled on its own (DELETE /jobs/{id}): it ends as cancelled, and the
+                # batch goes on (it is never queued again).
+                return await self._failed(batch, line, exc)
             except JobTimedOut:
                 record = await self._files.blocking(self._batches.lines.read, batch["id"], line.index)
                 if record is not None:
@@ -337,14 +341,18 @@ class BatchKeeper:
                 resend = True
             except HTTPException as exc:
                 # A failure: recorded by its worker; or refused here before any ran.
-                record = await self._files.blocking(self._batches.lines.read, batch["id"], line.index)
-                if record is None:
-                    await self._files.blocking(
-                        self._batches.lines.write_failure, batch["id"], line.index, cause(exc), str(exc.detail),
-                        exc.status_code,
-                    )  # fmt: skip
-                return ERR
+                return await self._failed(batch, line, exc)
         return None
+
+    async def _failed(self, batch: dict[str, Any], line: InputLine, exc: HTTPException) -> str:
+        """A line that ended with `exc`: its failure recorded unless its worker did: ERR."""
+        record = await self._files.blocking(self._batches.lines.read, batch["id"], line.index)
+        if record is None:
+            await self._files.blocking(
+                self._batches.lines.write_failure, batch["id"], line.index, cause(exc), str(exc.detail),
+                exc.status_code,
+            )  # fmt: skip
+        return ERR
 
     async def _watch(self, batch: dict[str, Any], progress: Progress) -> None:
         """While lines run: their counts written to the batch's object, the lock kept,
@@ -376,11 +384,11 @@ class BatchKeeper:
         return why
 
     async def _cancel_in_flight(self, progress: Progress) -> None:
-        for job_id in list(progress.in_flight.values()):
+        for key in list(progress.in_flight.values()):
             try:
-                await self._runner.cancel(job_id)
+                await self._runner.cancel(key)
             except HTTPException as exc:
-                log.warning("could not stop job %s now: %s", job_id, exc.detail)
+                log.warning("could not stop job %s now: %s", key, exc.detail)
 
     async def _write_counts(self, batch: dict[str, Any], progress: Progress) -> None:
         batch["request_counts"] = {"total": progress.total, "completed": progress.completed, "failed": progress.failed}

@@ -17,7 +17,7 @@ from typing import Any
 from api.errors import ApiError
 from api.files import FileNotFound, Files, sortable_id
 from gateway.batch_files import ACTIVE, BatchLines, active_marker, batch_object
-from gateway.tenants import DEFAULT_TENANT
+from gateway.tenants import DEFAULT_TENANT, Owner
 
 STATUSES = ("validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled")
 UNFINISHED = frozenset({"validating", "in_progress", "finalizing"})
@@ -74,7 +74,7 @@ class Batches:
         endpoint: str,
         window: str,
         metadata: dict[str, str] | None,
-        owner: str | None,
+        owner: Owner,
         tenant: str = DEFAULT_TENANT,
     ) -> dict[str, Any]:
         """A new batch (``validating``): its lines are queued by the keeper, run for `tenant`."""
@@ -100,7 +100,7 @@ class Batches:
             "expires_at": now + seconds, "finalizing_at": None, "completed_at": None, "failed_at": None,
             "expired_at": None, "cancelling_at": None, "cancelled_at": None,
             "request_counts": {"total": int(source.get("lines") or 0), "completed": 0, "failed": 0},
-            "metadata": metadata, "model": None, "usage": None, "owner": owner, "tenant": tenant,
+            "metadata": metadata, "model": None, "usage": None, "owner": owner.name, "tenant": tenant,
         }  # fmt: skip
         await self.write(batch)
         await self._files.blocking(self._store.put, active_marker(batch["id"]), b"")
@@ -118,10 +118,10 @@ class Batches:
         raw = await self._files.blocking(self._store.get, batch_object(batch_id))
         return json.loads(raw) if raw is not None else None
 
-    async def get(self, batch_id: str, owner: str | None) -> dict[str, Any]:
-        """The batch as it is now; 404 when there is none, or it is another key's."""
+    async def get(self, batch_id: str, owner: Owner) -> dict[str, Any]:
+        """The batch as it is now; 404 when there is none, or it is another tenant's."""
         batch = await self.read(batch_id)
-        if batch is None or (owner is not None and batch.get("owner") != owner):
+        if batch is None or not owner.sees(batch.get("owner")):
             raise BatchNotFound(f"no batch {batch_id!r}")
         if batch["status"] in UNFINISHED:
             mark = await self._files.blocking(self.lines.stop_mark, batch_id)
@@ -129,7 +129,7 @@ class Batches:
                 batch = {**batch, "status": "cancelling", "cancelling_at": mark.get("at")}
         return batch
 
-    async def page(self, owner: str | None, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    async def page(self, owner: Owner, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
         """The key's batches (every batch, without keys), newest first: the `limit` after
         the batch `after`, and whether more follow. Batch ids sort in the order they were
         made, so only the batches of the page (and those of other keys among them) are read."""
@@ -139,14 +139,14 @@ class Batches:
         found: list[dict[str, Any]] = []
         for batch_id in names:
             batch = await self.read(batch_id)
-            if batch is None or (owner is not None and batch.get("owner") != owner):
+            if batch is None or not owner.sees(batch.get("owner")):
                 continue
             found.append(await self.get(batch_id, owner) if batch["status"] in UNFINISHED else batch)
             if len(found) > limit:
                 break
         return found[:limit], len(found) > limit
 
-    async def cancel(self, batch_id: str, owner: str | None) -> dict[str, Any]:
+    async def cancel(self, batch_id: str, owner: Owner) -> dict[str, Any]:
         """Stop the batch: lines not started never start, running ones are stopped; 409
         when it has finished already."""
         batch = await self.get(batch_id, owner)

@@ -17,6 +17,7 @@ from api.runner import JobRunner
 from api.services import Services
 from gateway.config import Config
 from gateway.registry import Registry
+from gateway.tenants import DEFAULT_TENANT, EVERYONE, Owner, Tenant
 
 
 def services_of(request: Request) -> Services:
@@ -71,10 +72,14 @@ async def _events(parts: Annotated[Services, Depends(services)]) -> Events:
     return parts.events
 
 
-async def _owner(request: Request) -> str | None:
-    # Set by the guard: the key's name when keys are configured (it sees its own files
-    # and batches only), else None (every one).
-    return getattr(request.state, "owner", None)
+async def _owner(request: Request) -> Owner:
+    # Set by the guard: whose files and batches the request sees.
+    return getattr(request.state, "owner", EVERYONE)
+
+
+async def _tenant(request: Request) -> Tenant:
+    # Set by the guard: the tenant of the request's key (the default tenant without keys).
+    return getattr(request.state, "tenant", None) or Tenant(DEFAULT_TENANT)
 
 
 ServicesDep = Annotated[Services, Depends(services)]
@@ -87,4 +92,5 @@ ConfigDep = Annotated[Config, Depends(_config)]
 FilesDep = Annotated[Files, Depends(_files)]
 BatchesDep = Annotated[Batches, Depends(_batches)]
 EventsDep = Annotated[Events, Depends(_events)]
-OwnerDep = Annotated[str | None, Depends(_owner)]
+OwnerDep = Annotated[Owner, Depends(_owner)]
+TenantDep = Annotated[Tenant, Depends(_tenant)]

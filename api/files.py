@@ -22,6 +22,7 @@ from gateway.batch_files import file_data, file_object
 from gateway.config import Config
 from gateway.file_store import FileStore
 from gateway.registry import Registry
+from gateway.tenants import Owner
 
 T = TypeVar("T")
 PUBLIC = ("id", "object", "bytes", "created_at", "filename", "purpose", "status", "expires_at", "status_details")
@@ -66,7 +67,7 @@ class Files:
                 raise
             raise FileStoreUnavailable(f"file store unavailable ({self._config.file_store_url}): {exc}") from None
 
-    async def create(self, upload: IO[bytes], filename: str, purpose: str, owner: str | None) -> dict[str, Any]:
+    async def create(self, upload: IO[bytes], filename: str, purpose: str, owner: Owner) -> dict[str, Any]:
         """Keep an uploaded batch input file, checked line by line first (400 naming each bad line)."""
         if purpose != "batch":
             raise BadFile("purpose: files uploaded here are batches' input files: purpose must be 'batch'")
@@ -81,7 +82,7 @@ class Files:
         found = {
             "id": file_id, "object": "file", "bytes": size, "created_at": int(time.time()),
             "filename": filename or "input.jsonl", "purpose": purpose, "status": "processed",
-            "expires_at": None, "status_details": None, "owner": owner, "lines": len(read.lines),
+            "expires_at": None, "status_details": None, "owner": owner.name, "lines": len(read.lines),
         }  # fmt: skip
         upload.seek(0)
         await self.blocking(self.store.put_stream, file_data(file_id), upload)
@@ -99,7 +100,7 @@ class Files:
         await self.blocking(self.store.put, file_object(file_id), json.dumps(found).encode())
         return found
 
-    async def get(self, file_id: str, owner: str | None) -> dict[str, Any]:
+    async def get(self, file_id: str, owner: Owner) -> dict[str, Any]:
         """The file's object; 404 when there is none, or it is another key's."""
         raw = await self.blocking(self.store.get, file_object(file_id)) if _valid_id(file_id) else None
         found = json.loads(raw) if raw is not None else None
@@ -107,7 +108,7 @@ class Files:
             raise FileNotFound(f"no file {file_id!r}")
         return found
 
-    async def content(self, file_id: str, owner: str | None) -> Iterator[bytes]:
+    async def content(self, file_id: str, owner: Owner) -> Iterator[bytes]:
         """The file's content, piece by piece."""
         await self.get(file_id, owner)
         try:
@@ -116,7 +117,7 @@ class Files:
             raise FileNotFound(f"no file {file_id!r}") from None
         return _chunks(opened)
 
-    async def list(self, owner: str | None, purpose: str | None) -> list[dict[str, Any]]:
+    async def list(self, owner: Owner, purpose: str | None) -> list[dict[str, Any]]:
         """The key's files (every file, without keys), newest first."""
         found = await self.blocking(self._all)
         mine = [f for f in found if _visible(f, owner) and (purpose is None or f.get("purpose") == purpose)]
@@ -131,7 +132,7 @@ class Files:
                     found.append(json.loads(raw))
         return found
 
-    async def delete(self, file_id: str, owner: str | None) -> dict[str, Any]:
+    async def delete(self, file_id: str, owner: Owner) -> dict[str, Any]:
         """Remove the file: OpenAI's deletion object."""
         await self.get(file_id, owner)
         await self.blocking(self.store.delete, file_data(file_id))
@@ -149,8 +150,8 @@ def _valid_id(file_id: str) -> bool:
     return file_id.startswith("file-") and all(c.isalnum() or c in "-_" for c in file_id) and len(file_id) < 100
 
 
-def _visible(found: dict[str, Any], owner: str | None) -> bool:
-    return owner is None or found.get("owner") == owner
+def _visible(found: dict[str, Any], owner: Owner) -> bool:
+    return owner.sees(found.get("owner"))
 
 
 def _size(upload: IO[bytes]) -> int:

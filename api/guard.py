@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from api.errors import ApiError, ResultStoreUnavailable
 from gateway.config import Config
 from gateway.logs import current_job
-from gateway.tenants import DEFAULT_TENANT, Tenant, Tenants, digest, load_tenants
+from gateway.tenants import DEFAULT_TENANT, EVERYONE, Owner, Tenant, Tenants, digest, load_tenants
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("api.access")
@@ -43,6 +43,10 @@ class Unauthorized(ApiError):
 
 class TooManyRequests(ApiError):
     status_code = 429
+
+
+class Forbidden(ApiError):
+    status_code = 403
 
 
 class LimitExceeded(ApiError):
@@ -82,6 +86,15 @@ class Guard:
         self._config = config
         self.tenants = load_tenants_of(config)
         self._count = store.register_script(COUNT)
+        # Whose files and batches each tenant's keys see: the tenant's, and what its keys
+        # owned before tenants owned them (``key:`` and the digest's first 16 hex digits).
+        legacy: dict[str, set[str]] = {}
+        for key, tenant in self.tenants.by_digest.items():
+            legacy.setdefault(tenant.name, set()).add(f"key:{key.hex()[:16]}")
+        self._owners = {
+            name: Owner(f"tenant:{name}", frozenset(legacy.get(name, ())), tenant.admin)
+            for name, tenant in self.tenants.named.items()
+        }  # fmt: skip
         if self.tenants.keyed:
             named = sorted({tenant.name for tenant in self.tenants.by_digest.values()})
             log.info(
@@ -92,10 +105,12 @@ class Guard:
             log.warning("no API keys configured (API_KEYS, API_KEYS_FILE): every endpoint is open to anyone")
 
     async def __call__(self, request: Request) -> None:
+        if getattr(request.state, "guarded", False):
+            return  # checked already, before its body was read (api/routing.py)
+        request.state.guarded = True
         who, tenant = self._authenticate(request)
-        if self.tenants.keyed:
-            # Whose files and batches the request sees: its key's (every one, without keys).
-            request.state.owner = who
+        # Whose files and batches the request sees: its tenant's (every one, without keys).
+        request.state.owner = self._owners[tenant.name] if self.tenants.keyed else EVERYONE
         request.state.tenant = tenant
         current_tenant.set(tenant)
         current_job.set({"tenant": tenant.name})
@@ -103,6 +118,22 @@ class Guard:
         if rpm:
             # Counted per tenant; without keys, per client address (all are the default tenant).
             await self._limit_rate(f"tenant:{tenant.name}" if self.tenants.keyed else who, rpm, tenant)
+
+    async def operator(self, request: Request) -> None:
+        """The operators' endpoints (/metrics, /scaling): with API keys, an admin key or
+        ``METRICS_TOKEN`` (403 to a tenant's key); without, open unless METRICS_TOKEN is set."""
+        token = self._config.metrics_token.get_secret_value() if self._config.metrics_token else ""
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        presented = presented.strip() if scheme.lower() == "bearer" else ""
+        if token and presented and hmac.compare_digest(digest(presented), digest(token)):
+            return
+        if not self.tenants.keyed:
+            if token:
+                raise Unauthorized("this endpoint needs METRICS_TOKEN: send 'Authorization: Bearer <token>'")
+            return
+        _, tenant = self._authenticate(request)
+        if not tenant.admin:
+            raise Forbidden("an operators' endpoint: it answers admin keys and METRICS_TOKEN, not a tenant's key")
 
     def _authenticate(self, request: Request) -> tuple[str, Tenant]:
         if not self.tenants.keyed:

@@ -43,10 +43,13 @@ def get_router(config: Config) -> APIRouter:
     guarded.include_router(jobs.router)
     guarded.include_router(models.router)
     guarded.include_router(usage.router)
-    guarded.include_router(operations.router)
+    # What operators read (every tenant's figures): admin keys and METRICS_TOKEN only.
+    operators = APIRouter(responses=ERROR_RESPONSES, dependencies=[Depends(parts.guard.operator)])
+    operators.include_router(operations.router)
     outer = APIRouter(lifespan=lifespan)
     outer.include_router(operations.probes)
     outer.include_router(guarded)
+    outer.include_router(operators)
     return outer
 
 

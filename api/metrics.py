@@ -69,12 +69,18 @@ class Metrics:
             ["model"], buckets=SECONDS, registry=r,
         )  # fmt: skip
         self.errors = Counter("llm_api_errors", "Errors answered, by cause", ["cause"], registry=r)
+        self.requeues = Counter(
+            "llm_api_jobs_requeued",
+            "Jobs queued again under the same id (lost messages, a refused publish retried), by reason and"
+            " whether the ceiling refused it",
+            ["reason", "refused"], registry=r,
+        )  # fmt: skip
         self.in_flight = Gauge("llm_api_jobs_in_flight", "Jobs this API process is awaiting", registry=r)
         self._waiting: dict[str, int] = {}
         r.register(_Waiting(self._waiting))
         self._webhooks: dict[tuple[str, str], int] = {}
         r.register(_Webhooks(self._webhooks))
-        self._batches: dict[tuple[str, str, str], int] = {}
+        self._batches: dict[tuple[str, str], int] = {}
         r.register(_Batches(self._batches))
         self._scaling: dict[str, dict[str, Any]] = {}
         r.register(_Scaling(self._scaling))
@@ -107,12 +113,12 @@ class Metrics:
         self,
         waiting: dict[str, int],
         webhooks: dict[tuple[str, str], int] | None = None,
-        batches: dict[tuple[str, str, str], int] | None = None,
+        batches: dict[tuple[str, str], int] | None = None,
         scaling: dict[str, dict[str, Any]] | None = None,
     ) -> bytes:
         """The text format, with what was read just before: `waiting` (jobs per queue),
         `webhooks` (deliveries per endpoint and outcome, over all workers), `batches`
-        (lines per batch, model and state, of the batches this process drives), `scaling`
+        (lines per model and state, of the batches this process drives), `scaling`
         (each model's signals, api/scaling.py)."""
         read_now = ((self._waiting, waiting), (self._webhooks, webhooks), (self._batches, batches),
                     (self._scaling, scaling))  # fmt: skip
@@ -150,18 +156,18 @@ class _Webhooks(Collector):
 
 
 class _Batches(Collector):
-    def __init__(self, lines: dict[tuple[str, str, str], int]) -> None:
+    def __init__(self, lines: dict[tuple[str, str], int]) -> None:
         self._lines = lines
 
     def collect(self) -> Iterable[Metric]:
         family = GaugeMetricFamily(
             "llm_api_batch_lines",
-            "Lines of the batches this API process drives, by batch, model and state"
+            "Lines of the batches this API process drives, by model and state"
             " (waiting: not queued yet; running: queued or running; completed; failed)",
-            labels=["batch", "model", "state"],
+            labels=["model", "state"],
         )
-        for (batch, model, state), count in sorted(self._lines.items()):
-            family.add_metric([batch, model, state], count)
+        for (model, state), count in sorted(self._lines.items()):
+            family.add_metric([model, state], count)
         yield family
 
 

@@ -1,6 +1,15 @@
-"""The route class of every gateway endpoint: bodies over ``MAX_BODY_BYTES`` refused
-with 413 before they are read whole; each request counted in the metrics by endpoint,
-status and cause, and logged on one access line with its job's id, model and queue.
+"""The route class of every gateway endpoint:
+
+- the API key checked on the headers, before a byte of the body is read (an upload
+  without a valid key is not read, nor spooled to disk);
+- bodies over ``MAX_BODY_BYTES`` refused with 413 before they are read whole;
+- a JSON body read strictly (api/json_body.py: no NaN, no lone surrogate, nesting
+  within ``MAX_JSON_DEPTH``);
+- an answer given before the body was read whole (401, 413) is sent once the rest of
+  the body is read and dropped (at most DRAIN_BYTES, DRAIN_SECONDS): a client that
+  sends ``Connection: close`` (Python's urllib) reads it instead of a reset connection;
+- each request counted in the metrics by endpoint, status and cause, and logged on one
+  access line with its job's id, model and queue.
 
 A route whose errors have a format of their own (OpenAI's, on ``/v1``) overrides
 `GatewayRoute.answer_error`; its requests are counted with the status it answers.
@@ -8,6 +17,7 @@ A route whose errors have a format of their own (OpenAI's, on ``/v1``) overrides
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -22,11 +32,30 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api import server_timing
 from api.deps import services_of
 from api.errors import ApiError, cause
+from api.json_body import loads
 from gateway.config import Config
 
 access = logging.getLogger("api.access")
 
 Receive = Callable[[], Awaitable[Any]]
+
+# The most of a refused body read (and dropped) before its answer is sent, in bytes and
+# seconds, and the longest silence waited for more; past any, the connection is closed
+# after the answer.
+DRAIN_BYTES = 64 * 1024 * 1024
+DRAIN_SECONDS = 10.0
+DRAIN_IDLE_SECONDS = 1.0
+
+
+class GatewayRequest(Request):
+    """A request whose JSON body is read strictly (api/json_body.py)."""
+
+    max_depth = 64
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = loads(await self.body(), self.max_depth)
+        return self._json
 
 
 class BodyTooLarge(ApiError):
@@ -57,14 +86,23 @@ class GatewayRoute(APIRoute):
             started = timing.started
             status, why = 500, "InternalError"
             streamed = False
+            body = _Body(request.receive, limit)
             try:
                 try:
+                    # Every gateway endpoint is guarded: the key is checked before the body
+                    # is read (the guarded router's dependency then returns at once).
+                    await parts.guard(request)
                     # The same request with a body that cannot grow past the limit: the
                     # handler reads it through this receive (Starlette's public constructor).
                     length = request.headers.get("content-length", "")
-                    receive = _too_large(limit) if length.isdigit() and int(length) > limit else request.receive
-                    response = await handler(Request(request.scope, _counting(receive, limit)))
+                    if length.isdigit() and int(length) > limit:
+                        body.refuse()
+                    reading = GatewayRequest(request.scope, body.receive)
+                    reading.max_depth = parts.config.max_json_depth
+                    response = await handler(reading)
                 except (StarletteHTTPException, RequestValidationError) as exc:
+                    if not body.ended:
+                        await body.drain()
                     why = "InvalidRequest" if isinstance(exc, RequestValidationError) else cause(exc)
                     status = exc.status_code if isinstance(exc, StarletteHTTPException) else 422
                     answered = answer_error(request, exc)
@@ -103,24 +141,44 @@ def _client(request: Request) -> str | None:
     return f"{request.client.host}:{request.client.port}" if request.client else None
 
 
-def _too_large(limit: int) -> Receive:
-    # Announced larger than the limit by its Content-Length: refused before a byte is read.
-    async def refuse() -> Any:
-        raise BodyTooLarge(_message(limit))
+class _Body:
+    """A request's body as the handler reads it: never past `limit` bytes (413), and
+    whether it was read to its end."""
 
-    return refuse
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self._receive = receive
+        self._limit = limit
+        self._received = 0
+        self._refused = False
+        self.ended = False
 
+    def refuse(self) -> None:
+        """Announced larger than the limit by its Content-Length: refused before a byte is read."""
+        self._refused = True
 
-def _counting(receive: Receive, limit: int) -> Receive:
-    received = 0
-
-    async def counted() -> Any:
-        nonlocal received
-        event = await receive()
+    async def receive(self) -> Any:
+        if self._refused:
+            raise BodyTooLarge(_message(self._limit))
+        event = await self._receive()
         if event.get("type") == "http.request":
-            received += len(event.get("body", b""))
-            if received > limit:
-                raise BodyTooLarge(_message(limit))
+            self._received += len(event.get("body", b""))
+            self.ended = not event.get("more_body", False)
+            if self._received > self._limit:
+                raise BodyTooLarge(_message(self._limit))
+        else:  # http.disconnect
+            self.ended = True
         return event
 
-    return counted
+    async def drain(self) -> None:
+        """Read and drop the rest of the body (at most DRAIN_BYTES, for DRAIN_SECONDS), so
+        that the answer reaches a client still sending it rather than a reset."""
+        dropped = 0
+        try:
+            async with asyncio.timeout(DRAIN_SECONDS):
+                while not self.ended and dropped < DRAIN_BYTES:
+                    async with asyncio.timeout(DRAIN_IDLE_SECONDS):
+                        event = await self._receive()
+                    dropped += len(event.get("body", b""))
+                    self.ended = event.get("type") != "http.request" or not event.get("more_body", False)
+        except TimeoutError:
+            pass

@@ -38,6 +38,7 @@ from gateway.config import Config
 from gateway.contract import STREAM_END, STREAM_EXTRA, STREAM_INDEX, STREAM_TEXT, Job, JobField, State
 from gateway.logs import current_job
 from gateway.registry import Registry, UnknownModel, UnknownQueue
+from gateway.tenants import job_key
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ class JobRunner:
         # Jobs this process refused with 503 after their claim may have been made: a
         # resend of one is queued again rather than left waiting for a job never queued.
         self._maybe_unqueued = _RecentIds(10_000)
+        # Every queuing again of a job under its id passes here: bounded per job.
+        self._requeues = Requeues(metrics)
         # Whether jobs submitted without waiting have their end sent to webhooks.
         self.notify_jobs = False
         self.awaited = 0  # jobs run() awaits now (batches' lines included)
@@ -87,21 +90,28 @@ class JobRunner:
         """This API process's name among all (its reply channel's)."""
         return self._waiter.reply_channel
 
-    async def cancel(self, job_id: str) -> str:
-        """Cancel the job (as DELETE /jobs/{id} does): "cancelled", "finished" or "unknown"."""
-        return await self._store.cancel(job_id)
+    def key_of(self, job_id: str) -> str:
+        """The id in Redis and on the broker of the job `job_id` of the tenant served now."""
+        return job_key(tenant_now().name, job_id)
+
+    async def cancel(self, key: str) -> str:
+        """Cancel the job of that key (`key_of`), as DELETE /jobs/{id} does: "cancelled",
+        "finished" or "unknown"."""
+        return await self._store.cancel(key)
 
     async def close(self) -> None:
         """Close the stream readers' connections."""
         await self._stream_reader.aclose()
 
     async def submit(self, task_name: str, job_id: str, job: dict[str, Any], notify: bool = False) -> None:
-        """Queue the job unless its id is taken: by the same job (nothing to do) or another (409).
-        With `notify`, its end is sent to the webhooks that take jobs' events."""
+        """Queue the job unless its id is taken (by the tenant): by the same job (nothing
+        to do) or another (409). With `notify`, its end is sent to the webhooks that take
+        jobs' events."""
         if notify:
             job = {**job, "notify": True}
-        if await self._claim_and_queue(task_name, job_id, job) and notify:
-            await self._store.mark_notified(job_id)
+        key = self.key_of(job_id)
+        if await self._claim_and_queue(task_name, key, job) and notify:
+            await self._store.mark_notified(key)
 
     async def run(
         self,
@@ -122,10 +132,11 @@ class JobRunner:
         started = time.monotonic()
         model = self.model_label(job)
         tenant = tenant_now().name
+        key = job_key(tenant, job_id)
         self._metrics.in_flight.inc()
         self.awaited += 1
         try:
-            answer = await self._run(task_name, job_id, job, wait, resend)
+            answer = await self._run(task_name, key, job_id, job, wait, resend)
         except HTTPException as exc:
             if count_timeout or not isinstance(exc, JobTimedOut):
                 self._metrics.observe_failure(model, tenant, cause(exc))
@@ -133,7 +144,7 @@ class JobRunner:
         finally:
             self._metrics.in_flight.dec()
             self.awaited -= 1
-            self._published.pop(job_id, None)
+            self._published.pop(key, None)
         self._metrics.observe_answer(model, tenant, answer, time.monotonic() - started)
         server_timing.answered(model, answer.get("timing"))
         return answer
@@ -192,16 +203,20 @@ class JobRunner:
         again when its message is gone (as `find_lost` does for the jobs a request awaits):
         it has not started, its queue is empty, and no worker holds its message. True
         when it was queued again."""
-        if self._config.uses_rabbitmq or not await self._unstarted([job_id]):
+        key = self.key_of(job_id)
+        if self._config.uses_rabbitmq or not await self._unstarted([key]):
             return False
         routed, queue = self._route(job)
         depths = await asyncio.get_running_loop().run_in_executor(None, self._queue.depths, [queue])
-        if depths.get(queue) != 0 or job_id in await self._held_by_workers():
+        if depths.get(queue) != 0 or key in await self._held_by_workers():
             return False
-        sent = {**routed, "accepted_at": time.time(), "reply_to": self._waiter.reply_channel}
-        await self._queue.submit(task_name, job_id, sent, queue, _priority(routed))
+        if not self._requeues.allow(key, "lost"):
+            return False
+        sent = {**routed, "tenant": tenant_now().name, "accepted_at": time.time(),
+                "reply_to": self._waiter.reply_channel}  # fmt: skip
+        await self._queue.submit(task_name, key, sent, queue, _priority(routed))
         log.warning("job queued again: its message was lost between the broker and a worker",
-                    extra={"job_id": job_id, "queue": queue})  # fmt: skip
+                    extra={"job_id": key, "queue": queue})  # fmt: skip
         return True
 
     async def _unstarted(self, job_ids: list[str]) -> list[str]:
@@ -232,6 +247,8 @@ class JobRunner:
             if entry is None:  # answered meanwhile
                 continue
             task_name, job, queue, priority, headers = entry
+            if not self._requeues.allow(job_id, "broker"):
+                continue
             try:
                 await self._queue.submit(task_name, job_id, job, queue, priority, headers)
                 log.warning(why, extra={"job_id": job_id, "queue": queue})
@@ -262,27 +279,29 @@ class JobRunner:
         return meta
 
     def model_label(self, job: dict[str, Any]) -> str:
-        """The model a job is for, as metrics name it (the registry's name)."""
+        """The model a job is for, as metrics name it: the registry's name (one model
+        server without a registry: its name, whatever name a request gives), or
+        "unknown". Never a name a client made up: every name is a series more."""
         meta = job.get("meta")
         requested = meta.get("model") if isinstance(meta, dict) else None
         try:
-            return self._registry.route(requested).name if not self._registry.passthrough else requested or "default"
+            return self._registry.route(requested).name
         except UnknownModel:
             return "unknown"
 
     async def _run(
-        self, task_name: str, job_id: str, job: dict[str, Any], wait: float, resend: bool = False
+        self, task_name: str, key: str, job_id: str, job: dict[str, Any], wait: float, resend: bool = False
     ) -> dict[str, Any]:
-        async with self._waiter.expect(job_id) as result:
+        async with self._waiter.expect(key) as result:
             # Listening before queuing, so the result cannot be missed; a job_id
             # queued before (a retry, or a duplicate from another API process) is
             # not queued again, and its result may already be stored.
             if resend:
-                self._maybe_unqueued.add(job_id)
-            if not await self._claim_and_queue(task_name, job_id, job, awaited=True):
-                await self._waiter.follow(job_id)
+                self._maybe_unqueued.add(key)
+            if not await self._claim_and_queue(task_name, key, job, awaited=True):
+                await self._waiter.follow(key)
             try:
-                with tracing.span("await result", attributes={"llm.job_id": job_id}):
+                with tracing.span("await result", attributes={"llm.job_id": key}):
                     meta = await asyncio.wait_for(asyncio.shield(result), wait)
             except TimeoutError:
                 raise JobTimedOut(
@@ -299,18 +318,19 @@ class JobRunner:
         raised as usual), then ``{"index", "text"}`` per piece, then ``{"end": result}``.
         A job that fails raises its HTTP error from the iteration.
         """
-        key = self._config.keys.stream(job_id)
-        async with self._waiter.expect(job_id) as result:
-            if not await self._claim_and_queue(task_name, job_id, {**job, "stream": True}, reply=True):
-                await self._waiter.follow(job_id)
+        key = self.key_of(job_id)
+        stream_key = self._config.keys.stream(key)
+        async with self._waiter.expect(key) as result:
+            if not await self._claim_and_queue(task_name, key, {**job, "stream": True}, reply=True):
+                await self._waiter.follow(key)
             yield {"accepted": True}
             # Not the current span: the stream is read in another task than the one that began it.
-            awaiting = tracing.start("await stream", {"llm.job_id": job_id})
+            awaiting = tracing.start("await stream", {"llm.job_id": key})
             try:
                 last = "0-0"  # from the start: a late or returning reader misses nothing
                 while True:
                     try:
-                        entries = await self._stream_reader.xread({key: last}, block=STREAM_POLL_MS, count=256)
+                        entries = await self._stream_reader.xread({stream_key: last}, block=STREAM_POLL_MS, count=256)
                     except (RedisError, OSError):
                         raise ResultStoreUnavailable("result store (Redis) unavailable") from None
                     for _, items in entries:
@@ -369,8 +389,11 @@ class JobRunner:
         tenant = tenant_now()
         current_job.set({"job_id": job_id, "tenant": tenant.name})  # on each line logged about this request
         check_job(self._config, job)
-        model = self.model_label(job)
         job, queue = self._route(job)
+        # Its model as logs and spans name it, as the worker does: the registry's name, or
+        # without a registry the name the request gave (not a metric label: any name).
+        meta = job.get("meta") if isinstance(job.get("meta"), dict) else {}
+        model = job.get("route") or meta.get("model") or self._registry.default.name
         job = {**job, "tenant": tenant.name}
         current_job.set({"job_id": job_id, "model": model, "queue": queue, "tenant": tenant.name})
         # What the workers will parse: a job they would refuse is this process's bug (500).
@@ -400,6 +423,8 @@ class JobRunner:
         # queued after all is harmless (tasks/running.py).
         retaken = not claim.new
         self._maybe_unqueued.discard(job_id)
+        if retaken and not self._requeues.allow(job_id, "resent"):
+            return False
         try:
             # When it was accepted, for its time in the queue (not part of its fingerprint).
             priority = _priority(job)
@@ -439,6 +464,36 @@ def _priority(job: dict[str, Any]) -> int | None:
     meta = job.get("meta") if isinstance(job.get("meta"), dict) else {}
     priority = meta.get("priority")
     return priority if isinstance(priority, int) else None
+
+
+# How often one API process queues one job again under its id: each time is a message
+# more on its model's queue, so a loop that kept doing it would flood the queue.
+MAX_REQUEUES = 10
+
+
+class Requeues:
+    """Counts each job queued again under its id, and refuses past MAX_REQUEUES (logged
+    and counted: ``llm_api_jobs_requeued{reason, refused}``)."""
+
+    def __init__(self, metrics: Metrics, size: int = 10_000) -> None:
+        self._metrics = metrics
+        self._counts: dict[str, int] = {}
+        self._size = size
+
+    def allow(self, key: str, reason: str) -> bool:
+        """Whether the job of `key` may be queued again now (counted when it may)."""
+        count = self._counts.pop(key, 0) + 1
+        self._counts[key] = count
+        if len(self._counts) > self._size:
+            del self._counts[next(iter(self._counts))]
+        refused = count > MAX_REQUEUES
+        self._metrics.requeues.labels(reason, "true" if refused else "false").inc()
+        if refused:
+            log.error(
+                "job not queued again: queued again %d times already by this process (at most %d)",
+                count - 1, MAX_REQUEUES, extra={"job_id": key, "reason": reason},
+            )  # fmt: skip
+        return not refused
 
 
 class _RecentIds:

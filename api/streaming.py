@@ -41,6 +41,7 @@ def stream_response(
     render_error: Callable[[HTTPException], str],
 ) -> StreamingResponse:
     """The events as an SSE response; the job is cancelled if the client leaves before the end."""
+    key = runner.key_of(job_id)  # the tenant's job, named now: the body is sent in another task
 
     async def body() -> AsyncIterator[str]:
         finished = False
@@ -54,7 +55,7 @@ def stream_response(
             yield render_error(exc)
         finally:
             if not finished:
-                task = asyncio.create_task(_abandon(runner, job_id))
+                task = asyncio.create_task(_abandon(runner, key))
                 _abandoned.add(task)
                 task.add_done_callback(_abandoned.discard)
 
@@ -62,5 +63,5 @@ def stream_response(
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
 
-async def _abandon(runner: JobRunner, job_id: str) -> None:
-    await runner.cancel(job_id)
+async def _abandon(runner: JobRunner, key: str) -> None:
+    await runner.cancel(key)

@@ -173,6 +173,17 @@ class Config(BaseSettings):
     )
     max_queued_jobs: int = Field(10000, ge=1, description="jobs waiting to start before new ones get 429")
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_json_depth: int = Field(
+        64, ge=4, le=256, description="deepest nesting of arrays and objects a request body or batch line may have"
+    )
+    public_base_url: str = Field(
+        "",
+        description="the API's address as clients reach it (https://llm.example.com): in Location headers;"
+        " empty: relative locations",
+    )
+    metrics_token: SecretStr | None = Field(
+        None, description="a bearer token for /metrics and /scaling alone (Prometheus, KEDA); admin keys work too"
+    )
     max_prompt_chars: int = Field(200_000, ge=1, description="characters of content or of all messages")
     max_messages: int = Field(500, ge=1)
     max_stop_words: int = Field(16, ge=0)
@@ -200,6 +211,15 @@ class Config(BaseSettings):
         if self.rabbit_mq_queue_type == "quorum" and not self.uses_rabbitmq:
             raise ValueError("RABBIT_MQ_QUEUE_TYPE=quorum needs RABBIT_MQ_HOST (quorum queues are RabbitMQ's)")
         return self
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _public_url(cls, url: str) -> str:
+        url = url.strip().rstrip("/")
+        parts = urlsplit(url)
+        if url and (parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password):
+            raise ValueError("PUBLIC_BASE_URL: an http(s) address without user or password (https://llm.example.com)")
+        return url
 
     @field_validator("inner_llm_url")
     @classmethod

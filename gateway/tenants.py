@@ -34,6 +34,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 DEFAULT_TENANT = "default"
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# Between a tenant's name and its job's id in the id the job has in Redis and on the
+# broker (its Celery task id). A client's job_id cannot hold it (JOB_ID_PATTERN), so no
+# job_id of one tenant names another's job.
+JOB_KEY_SEPARATOR = "~"
+
+
+def job_key(tenant: str, job_id: str) -> str:
+    """The id a tenant's job has in Redis and on the broker (its Celery task id): the
+    default tenant's jobs keep their job_id (a deployment without tenants, and Python
+    clients sending tasks themselves, see no change); another tenant's is
+    ``<tenant>~<job_id>``, so the same job_id from two tenants names two jobs."""
+    return job_id if tenant == DEFAULT_TENANT else f"{tenant}{JOB_KEY_SEPARATOR}{job_id}"
+
+
+def job_id_of(key: str) -> str:
+    """The job_id its client gave a job, from the job's key (`job_key`)."""
+    return key.rpartition(JOB_KEY_SEPARATOR)[2]
 
 
 class Quotas(BaseModel):
@@ -80,6 +97,23 @@ class Tenant:
     weight: float = 1.0
     admin: bool = False
     quotas: Quotas = field(default_factory=Quotas)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Whose files and batches a request sees: its tenant's (with API keys on)."""
+
+    name: str | None  # written on what the request creates (None: no keys configured)
+    # What its tenant's files and batches were owned as before tenants owned them: its keys'.
+    also: frozenset[str] = frozenset()
+    every: bool = False  # an admin key, or no keys: every tenant's
+
+    def sees(self, found: Any) -> bool:
+        """Whether a file or batch owned as `found` is the request's to see."""
+        return self.every or (found is not None and (found == self.name or found in self.also))
+
+
+EVERYONE = Owner(None, every=True)
 
 
 class BadTenants(ValueError):

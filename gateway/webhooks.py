@@ -94,6 +94,10 @@ def _endpoint(entry: Any, n: int, source: str, allow_private: bool) -> Endpoint:
     url, secret = entry.get("url"), entry.get("secret")
     if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
         raise WebhookConfigError(f"{where}: url must be an http(s) URL")
+    if urlsplit(url).username is not None or urlsplit(url).password is not None:
+        # They would be shown wherever the endpoint is named (metrics, logs, dead
+        # letters), and are never sent: a receiver checks the signature instead.
+        raise WebhookConfigError(f"{where}: url holds a user or password (user:password@); remove them")
     host = urlsplit(url).hostname or ""
     try:
         literal = ipaddress.ip_address(host)
@@ -137,9 +141,33 @@ def signed_headers(endpoint: Endpoint, event_id: str, body: bytes, now: float | 
     return {"webhook-id": event_id, "webhook-timestamp": timestamp, "webhook-signature": f"v1,{signature}"}
 
 
+# IPv6 prefixes whose addresses carry an IPv4 address a gateway or host may forward to:
+# NAT64 (RFC 6052's well-known 64:ff9b::/96, and the local-use 64:ff9b:1::/48) in the
+# last 32 bits, and 6to4 (2002::/16) in bits 16-48.
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+_SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
+# IPv4-compatible addresses (::a.b.c.d, deprecated, still routed by some stacks) and
+# SIIT's IPv4-translated ones (::ffff:0:a.b.c.d, RFC 2765).
+_COMPATIBLE = (ipaddress.IPv6Network("::/96"), ipaddress.IPv6Network("::ffff:0:0:0/96"))
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, compatible, NAT64, 6to4), or None."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if any(address in network for network in (*_NAT64, *_COMPATIBLE)) and int(address) > 1:  # not :: or ::1
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def _public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        carried = embedded_ipv4(address)
+        if carried is not None:
+            # Judged by the IPv4 address it reaches: 64:ff9b::a9fe:a9fe is 169.254.169.254.
+            return carried.is_global and not carried.is_multicast
     return address.is_global and not address.is_multicast
 
 

@@ -48,10 +48,12 @@ def test_each_job_is_its_tenants_on_its_status_logs_and_metrics(
     for key, job_id in (("key-research", "tenant-job-r"), ("key-default", "tenant-job-d")):
         answer = httpx.post(f"{stack.url}/generate", json={"job_id": job_id, "content": "hi"}, headers=auth(key))
         assert answer.status_code == 200 and answer.json()["content"] == "echo: hi"
-    status = httpx.get(f"{stack.url}/jobs/tenant-job-r", headers=auth("key-product"), timeout=10).json()
+    status = httpx.get(f"{stack.url}/jobs/tenant-job-r", headers=auth("key-research"), timeout=10).json()
     assert status["tenant"] == "research" and status["status"] == "succeeded"
-    default = httpx.get(f"{stack.url}/jobs/tenant-job-d", headers=auth("key-ops"), timeout=10).json()
-    assert default["tenant"] == "default"
+    # Another tenant's job is one it does not have; an admin names whose it reads.
+    assert httpx.get(f"{stack.url}/jobs/tenant-job-r", headers=auth("key-product"), timeout=10).status_code == 404
+    default = httpx.get(f"{stack.url}/jobs/tenant-job-d?tenant=default", headers=auth("key-ops"), timeout=10).json()
+    assert default["tenant"] == "default" and default["job_id"] == "tenant-job-d"
     # Every line about the job, in the API's log and the worker's, names the tenant; no key appears.
     api, worker = stack.processes.started[-1].output(), stack.processes.started[0].output()
     for log in (api, worker):

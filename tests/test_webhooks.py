@@ -6,6 +6,7 @@ up visibly, and never sent where they must not go."""
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
 import re
@@ -98,6 +99,14 @@ def test_an_events_id_is_the_same_for_the_same_event() -> None:
         ({"url": "https://x/y", "secret": SECRET, "events": ["batch.done"]}, "unknown events"),
         ({"url": "http://127.0.0.1:9/y", "secret": SECRET}, "private or loopback"),
         ({"url": "http://[::1]/y", "secret": SECRET}, "private or loopback"),
+        # A password in the URL would be shown wherever the endpoint is named, and is never sent.
+        ({"url": "https://user:hunter2@hooks.example.com/y", "secret": SECRET}, "user or password"),
+        ({"url": "https://token@hooks.example.com/y", "secret": SECRET}, "user or password"),
+        # IPv6 forms carrying a private IPv4 address are judged by it.
+        ({"url": "http://[64:ff9b::a9fe:a9fe]/y", "secret": SECRET}, "private or loopback"),
+        ({"url": "http://[::ffff:0:7f00:1]/y", "secret": SECRET}, "private or loopback"),
+        ({"url": "http://[2002:7f00:1::]/y", "secret": SECRET}, "private or loopback"),
+        ({"url": "http://[::7f00:1]/y", "secret": SECRET}, "private or loopback"),
     ],
 )
 def test_a_misconfigured_endpoint_stops_the_start(entry: dict[str, Any], why: str) -> None:
@@ -115,12 +124,23 @@ def test_a_misconfigured_endpoint_stops_the_start(entry: dict[str, Any], why: st
         "http://169.254.169.254/latest/meta-data",
         "http://[::1]/x",
         "http://192.168.0.7/x",
+        "http://[64:ff9b::a9fe:a9fe]/x",  # NAT64 of 169.254.169.254
+        "http://[::ffff:0:7f00:1]/x",  # IPv4-translated 127.0.0.1
+        "http://[::ffff:10.1.2.3]/x",  # IPv4-mapped
+        "http://[2002:c0a8:7::]/x",  # 6to4 of 192.168.0.7
+        "http://[::7f00:1]/x",  # IPv4-compatible 127.0.0.1
     ],
 )
 def test_private_and_loopback_addresses_are_refused(url: str) -> None:
     with pytest.raises(UnsafeUrl, match="WEBHOOK_ALLOW_PRIVATE"):
         resolve(url, allow_private=False)
     assert resolve(url, allow_private=True)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("address", ["64:ff9b::808:808", "2002:808:808::", "::ffff:8.8.8.8", "2606:4700::1111"])
+def test_ipv6_forms_of_a_public_address_are_allowed(address: str) -> None:
+    assert ipaddress.ip_address(resolve(f"http://[{address}]/x", allow_private=False)) == ipaddress.ip_address(address)
 
 
 @pytest.mark.unit

@@ -1,46 +1,74 @@
 """The jobs resource: ``GET /jobs/{job_id}`` (where a job is, its result or error) and
-``DELETE /jobs/{job_id}`` (cancel it)."""
+``DELETE /jobs/{job_id}`` (cancel it).
+
+A job_id names a job of the request's tenant: another tenant's job of the same id is
+another job, and is answered as one that does not exist. An admin key reads and
+cancels any tenant's with ``?tenant=``."""
 
 from __future__ import annotations
 
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException, Path, Query
 
-from api.deps import EventsDep, StoreDep
+from api.deps import EventsDep, StoreDep, TenantDep
 from api.errors import JobConflict, JobNotFound
 from api.schemas import JOB_ID_PATTERN, JobStatus
+from gateway.tenants import TENANT_PATTERN, Tenant, job_key
 
 JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN)]
+Whose = Annotated[
+    str | None,
+    Query(
+        alias="tenant", pattern=TENANT_PATTERN, description="whose job (admin keys): another tenant's; the key's own"
+    ),
+]
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["jobs"])
 
 
+def _not_found(job_id: str) -> JobNotFound:
+    return JobNotFound(f"no job {job_id!r}: never accepted, or its results have expired")
+
+
+def _key(job_id: str, mine: Tenant, whose: str | None) -> str:
+    """The job's key: of the key's tenant, or of `whose` for an admin key (any other
+    key naming another tenant finds nothing, as for an unknown id)."""
+    if whose is None or whose == mine.name:
+        return job_key(mine.name, job_id)
+    if not mine.admin:
+        raise _not_found(job_id)
+    return job_key(whose, job_id)
+
+
 @router.get("/jobs/{job_id}", response_model=JobStatus, name="job_status", responses={404: {}})
-async def job_status(job_id: JobId, store: StoreDep) -> JobStatus:
+async def job_status(job_id: JobId, store: StoreDep, tenant: TenantDep, whose: Whose = None) -> JobStatus:
     """Status, timestamps, queue position, and the result or the error."""
-    status = await store.status(job_id)
+    status = await store.status(_key(job_id, tenant, whose))
     if status is None:
-        raise JobNotFound(f"no job {job_id!r}: never accepted, or its results have expired")
-    return JobStatus.model_validate(status)
+        raise _not_found(job_id)
+    return JobStatus.model_validate({**status, "job_id": job_id})
 
 
 @router.delete("/jobs/{job_id}", response_model=JobStatus, responses={404: {}, 409: {}})
-async def cancel_job(job_id: JobId, store: StoreDep, events: EventsDep) -> JobStatus:
+async def cancel_job(
+    job_id: JobId, store: StoreDep, events: EventsDep, tenant: TenantDep, whose: Whose = None
+) -> JobStatus:
     """Cancel the job: a queued job never reaches the model server, a running one is
     stopped (its model-server connection closed). Requests waiting for it get 409; a job
     submitted without waiting has its ``job.cancelled`` event sent to webhooks."""
-    outcome = await store.cancel(job_id)
-    if outcome == "cancelled" and events.for_jobs and await store.notified(job_id):
+    key = _key(job_id, tenant, whose)
+    outcome = await store.cancel(key)
+    if outcome == "cancelled" and events.for_jobs and await store.notified(key):
         try:
-            await events.emit("job.cancelled", job_id)
+            await events.emit("job.cancelled", key)
         except HTTPException as exc:  # the job is cancelled all the same
-            log.warning("job %s cancelled, but its webhook event was not queued: %s", job_id, exc.detail)
-    status = await store.status(job_id)
+            log.warning("job %s cancelled, but its webhook event was not queued: %s", key, exc.detail)
+    status = await store.status(key)
     if outcome == "unknown" or status is None:
-        raise JobNotFound(f"no job {job_id!r}: never accepted, or its results have expired")
+        raise _not_found(job_id)
     if status["status"] != "cancelled":
         raise JobConflict(f"job {job_id!r} has already finished: {status['status']}")
-    return JobStatus.model_validate(status)
+    return JobStatus.model_validate({**status, "job_id": job_id})

@@ -48,11 +48,11 @@ async def metrics(parts: ServicesDep, metrics: MetricsDep, queue: QueueDep, regi
             webhooks[(endpoint, outcome)] = int(count)
     except (RedisError, OSError, ValueError) as exc:
         log.warning("could not read the webhook counts: %s", exc)
-    batches = {
-        (batch_id, progress.model, state): getattr(progress, state)
-        for batch_id, progress in list(parts.keeper.progress.items())
-        for state in ("waiting", "running", "completed", "failed")
-    }
+    # By model and state, not by batch: a batch id is no label (one series per batch ever run).
+    batches: dict[tuple[str, str], int] = {}
+    for progress in list(parts.keeper.progress.values()):
+        for state in ("waiting", "running", "completed", "failed"):
+            batches[(progress.model, state)] = batches.get((progress.model, state), 0) + getattr(progress, state)
     try:
         scaling = {model: signals.as_dict() for model, signals in (await parts.scaling.read(waiting)).items()}
     except HTTPException as exc:  # a part is down: the gauges are left out, the rest is scraped

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.deps import ConfigDep, RunnerDep
+from api.guard import tenant_now
 from api.request_models import RequestModels
 from api.routing import GatewayRoute
 from api.runner import JobRunner
@@ -89,8 +90,9 @@ async def answer(
     seconds = config.wait_timeout if wait is None else min(wait, config.wait_timeout)
     if seconds == 0 or "respond-async" in (prefer or "").lower():
         await runner.submit(task, job_id, job, notify=runner.notify_jobs)
-        url = str(request.url_for("job_status", job_id=job_id))
-        accepted = JobAccepted(job_id=job_id, status="queued", status_url=url)
+        # Not from the request's Host header, which the client chose.
+        url = f"{config.public_base_url}/jobs/{job_id}"
+        accepted = JobAccepted(job_id=job_id, tenant=tenant_now().name, status="queued", status_url=url)
         return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": url})
     result = await runner.run(task, job_id, job, seconds)
     return CompletionResponse(content=result["content"], job_id=job_id)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 
 from api.deps import ConfigDep, ServicesDep
 from api.errors import ApiError
+from api.guard import Forbidden
 from api.usage import usage
 from gateway.tenants import TENANT_PATTERN, Tenant
 
@@ -24,10 +25,6 @@ def _day(name: str, given: str | None) -> date | None:
         return date.fromisoformat(given) if given is not None else None
     except ValueError:
         raise BadDay(f"{name}: {given!r} is not a day (YYYY-MM-DD)") from None
-
-
-class Forbidden(ApiError):
-    status_code = 403
 
 
 @router.get("/usage")
@@ -53,9 +50,11 @@ async def get_usage(
     tenant's (or `tenant`'s); a range with no day (start after end) has nothing."""
     mine: Tenant = request.state.tenant
     last = _day("end", end) or datetime.now(UTC).date()
-    first = _day("start", start) or last - timedelta(days=6)
     # Days before those kept hold nothing: not read. A start after the end is no day.
-    first = max(first, last - timedelta(days=config.usage_days - 1))
+    if (last - date.min).days < config.usage_days:
+        raise BadDay(f"end: {end!r} is earlier than any day usage is kept for")
+    kept = last - timedelta(days=config.usage_days - 1)
+    first = max(_day("start", start) or last - timedelta(days=min(6, config.usage_days - 1)), kept)
     everyone = mine.admin or not parts.guard.tenants.keyed
     if tenant is not None and tenant != mine.name and not everyone:
         raise Forbidden(f"tenant {mine.name!r} sees its own usage only; another tenant's needs an admin key")

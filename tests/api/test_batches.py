@@ -192,8 +192,12 @@ def test_a_cancelled_batch_runs_no_more_lines_and_keeps_those_finished(
         sdk.batches.cancel(batch.id)
 
 
-def test_with_keys_a_key_sees_only_its_own_files_and_batches(make_stack: StackFactory) -> None:
-    stack = make_stack(API_KEYS="key-of-a,key-of-b")
+def test_with_keys_a_tenant_sees_only_its_own_files_and_batches(make_stack: StackFactory, tmp_path: Path) -> None:
+    tenants = tmp_path / "tenants.yaml"
+    tenants.write_text(
+        "tenants:\n  - name: a\n    keys: [key-of-a, other-key-of-a]\n  - name: b\n    keys: [key-of-b]\n"
+    )
+    stack = make_stack(API_KEYS_FILE=str(tenants))
 
     def as_key(key: str) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{stack.url}/v1", api_key=key, max_retries=0, _strict_response_validation=True)
@@ -210,6 +214,8 @@ def test_with_keys_a_key_sees_only_its_own_files_and_batches(make_stack: StackFa
         b.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
     assert wait_until_finished(a, batch.id).status == "completed"
     assert [f.id for f in a.files.list(purpose="batch")] == [file_id]
+    # Another key of the same tenant sees them: they are the tenant's, not the key's.
+    assert as_key("other-key-of-a").batches.retrieve(batch.id).status == "completed"
 
 
 def test_files_over_the_size_or_line_limits_are_refused(make_stack: StackFactory) -> None:
@@ -315,7 +321,7 @@ def test_metrics_show_a_running_batchs_lines_by_state(make_stack: StackFactory, 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not (seen.get("running") and seen.get("completed")):
         found = samples(stack.url)
-        seen = {state: value(found, "llm_api_batch_lines", batch=batch.id, model="fake-model", state=state)
+        seen = {state: value(found, "llm_api_batch_lines", model="default", state=state)
                 for state in ("waiting", "running", "completed", "failed")}  # fmt: skip
         time.sleep(0.1)
     assert seen["running"] == 3 and seen["completed"] > 0 and seen["waiting"] > 0, seen

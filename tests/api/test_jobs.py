@@ -74,15 +74,16 @@ def test_queued_jobs_show_their_position_then_run_and_succeed(make_stack: StackF
         answer = httpx.post(f"{stack.url}/generate?wait=0", json={"job_id": f"q-{index}", "content": f"n{index}"})
         assert answer.status_code == 202
         assert answer.json()["job_id"] == f"q-{index}"
-        assert answer.headers["location"] == answer.json()["status_url"]
-        assert answer.headers["location"].endswith(f"/jobs/q-{index}")
-        locations.append(answer.headers["location"])
+        assert answer.json()["tenant"] == "default"
+        # Relative (PUBLIC_BASE_URL unset): never the Host header the client sent.
+        assert answer.headers["location"] == answer.json()["status_url"] == f"/jobs/q-{index}"
+        locations.append(f"{stack.url}{answer.headers['location']}")
     statuses = [httpx.get(url).json() for url in locations]
     assert [(s["status"], s["queue_position"]) for s in statuses] == [("queued", 1), ("queued", 2), ("queued", 3)]
     assert fake.completions == []
     # The same job sent again is the same job: answered 202, and not queued a second time.
     again = httpx.post(f"{stack.url}/generate?wait=0", json={"job_id": "q-1", "content": "n1"})
-    assert again.status_code == 202 and again.headers["location"] == locations[1]
+    assert again.status_code == 202 and f"{stack.url}{again.headers['location']}" == locations[1]
     queue = JobQueue(stack.config)
     try:
         assert queue.depths([stack.config.queue_name]) == {stack.config.queue_name: 3}
@@ -106,7 +107,7 @@ def test_prefer_respond_async_answers_202(stack: Stack, fake: FakeModelServer) -
         headers={"Prefer": "respond-async"},
     )
     assert answer.status_code == 202
-    done = poll(answer.headers["location"], {"succeeded", "failed"})
+    done = poll(f"{stack.url}{answer.headers['location']}", {"succeeded", "failed"})
     assert done["result"]["content"] == "echo: later"
 
 

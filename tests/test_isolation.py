@@ -1,0 +1,350 @@
+"""Walls between tenants: a key reaches only its own jobs, batch lines, files, batches and
+figures; another tenant's id is answered exactly as an id that does not exist; operators'
+endpoints answer operators only; a batch line cancelled on its own ends as cancelled."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import socket
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from api.job_queue import JobQueue
+from api.main import create_app
+from gateway.batch_files import line_job_id
+from gateway.config import Config
+from tests.api.test_batches import chat_line, file_lines, jsonl, wait_until_finished
+from tests.conftest import Stack, StackFactory
+from tests.fake_model_server import FakeModelServer
+from tests.test_faults import wait_until
+
+pytestmark = pytest.mark.integration
+
+TENANTS = """
+tenants:
+  - name: alpha
+    keys: ["alpha-key"]
+  - name: beta
+    keys: ["beta-key"]
+  - name: ops
+    admin: true
+    keys: ["ops-key"]
+"""
+TOKEN = "scrape-token-1"
+
+
+def walled_stack(make_stack: StackFactory, tmp_path: Path, **env: str) -> Stack:
+    keys_file = tmp_path / "tenants.yaml"
+    keys_file.write_text(TENANTS)
+    return make_stack(API_KEYS_FILE=str(keys_file), METRICS_TOKEN=TOKEN, **env)
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def sdk(stack: Stack, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{stack.url}/v1", api_key=key, max_retries=0, timeout=30,
+                         _strict_response_validation=True)  # fmt: skip
+
+
+def _answer(response: httpx.Response, *ids: str) -> tuple[int, str]:
+    """An answer as a client compares it: its status and body, the ids asked for made alike."""
+    text = response.text
+    for given in ids:
+        text = text.replace(given, "<id>")
+    return response.status_code, text
+
+
+# Every route of the app that takes an id: found from the app itself (its OpenAPI
+# document lists every route of every included router), so that a route added later is
+# covered, or this test says which id it needs.
+ROUTES = sorted(
+    (method.upper(), path)
+    for path, operations in create_app(Config(_env_file=None)).openapi()["paths"].items()  # type: ignore[call-arg]
+    if "{" in path
+    for method in operations
+)
+
+
+def test_another_tenants_ids_answer_as_unknown_ones_on_every_route(
+    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path, broker_env: dict[str, str]
+) -> None:
+    stack = walled_stack(make_stack, tmp_path, BATCH_POLL_SECONDS="0.2")
+    alpha, beta = auth("alpha-key"), auth("beta-key")
+    url = stack.url
+    # alpha's resources: a job, a batch's line (a job too), input and output files, a batch.
+    job = httpx.post(f"{url}/generate", json={"job_id": "iso-job", "content": "alpha's"}, headers=alpha, timeout=30)
+    assert job.status_code == 200 and job.json()["content"] == "echo: alpha's"
+    client = sdk(stack, "alpha-key")
+    input_id = client.files.create(file=("in.jsonl", io.BytesIO(jsonl([chat_line("line-0", "x")]))),
+                                   purpose="batch").id  # fmt: skip
+    batch = wait_until_finished(client, client.batches.create(input_file_id=input_id, endpoint="/v1/chat/completions",
+                                                               completion_window="24h").id)  # fmt: skip
+    assert batch.status == "completed" and batch.output_file_id
+    mine = {
+        "job_id": ["iso-job", line_job_id(batch.id, "line-0")],
+        "file_id": [input_id, batch.output_file_id],
+        "batch_id": [batch.id],
+    }
+    unknown = {"job_id": "iso-none", "file_id": "file-000none", "batch_id": "batch_000none"}
+    covered = set()
+    for method, path in ROUTES:
+        (param,) = re.findall(r"{(\w+)}", path)
+        assert param in mine, f"{method} {path}: no id of alpha's for {{{param}}}: add one to this test"
+        for given in mine[param]:
+            before = httpx.get(f"{url}{path.replace('{' + param + '}', given).removesuffix('/cancel')}",
+                               headers=alpha, timeout=30)  # fmt: skip
+            missing = httpx.request(method, f"{url}{path.replace('{' + param + '}', unknown[param])}", headers=beta)
+            theirs = httpx.request(method, f"{url}{path.replace('{' + param + '}', given)}", headers=beta)
+            assert missing.status_code == 404, (method, path, missing.text)
+            assert _answer(theirs, given) == _answer(missing, unknown[param]), (method, path, given)
+            after = httpx.get(f"{url}{path.replace('{' + param + '}', given).removesuffix('/cancel')}",
+                              headers=alpha, timeout=30)  # fmt: skip
+            assert after.status_code == 200 and _answer(after) == _answer(before), (method, path, given)
+            covered.add((method, path))
+    assert covered == set(ROUTES) and len(ROUTES) >= 7  # jobs (2), files (3), batches (2)
+    # The lists: beta's are its own (empty), alpha's hold alpha's.
+    assert httpx.get(f"{url}/v1/files", headers=beta).json()["data"] == []
+    assert httpx.get(f"{url}/v1/batches", headers=beta).json()["data"] == []
+    assert input_id in {f["id"] for f in httpx.get(f"{url}/v1/files", headers=alpha).json()["data"]}
+    # Usage: naming alpha is answered as naming a tenant that does not exist.
+    theirs = httpx.get(f"{url}/usage?tenant=alpha", headers=beta)
+    assert _answer(theirs, "alpha") == _answer(httpx.get(f"{url}/usage?tenant=nobody", headers=beta), "nobody")
+    assert theirs.status_code == 403
+    # An admin reads any tenant's, naming it; without a key, nothing.
+    admin = httpx.get(f"{url}/jobs/iso-job?tenant=alpha", headers=auth("ops-key")).json()
+    assert admin["tenant"] == "alpha" and admin["result"]["content"] == "echo: alpha's"
+    assert httpx.get(f"{url}/jobs/iso-job?tenant=alpha", headers=beta).status_code == 404
+    assert httpx.get(f"{url}/jobs/iso-job").status_code == 401
+    assert {b["id"] for b in httpx.get(f"{url}/v1/batches", headers=auth("ops-key")).json()["data"]} >= {batch.id}
+
+
+def test_the_same_job_id_from_two_tenants_is_two_jobs(
+    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path
+) -> None:
+    stack = walled_stack(make_stack, tmp_path)
+    url = stack.url
+    fake.latency = 0.5
+    # beta takes the id first, without waiting; alpha's job of the same id is its own.
+    taken = httpx.post(f"{url}/generate?wait=0", json={"job_id": "same-id", "content": "beta's"},
+                       headers=auth("beta-key"))  # fmt: skip
+    assert taken.status_code == 202 and taken.json()["tenant"] == "beta"
+    own = httpx.post(f"{url}/generate", json={"job_id": "same-id", "content": "alpha's"}, headers=auth("alpha-key"),
+                     timeout=30)  # fmt: skip
+    assert own.status_code == 200 and own.json() == {"content": "echo: alpha's", "job_id": "same-id"}
+    # beta joins a stream of that id, and leaves before its end: only beta's job is cancelled.
+    fake.latency = 0.0
+    fake.chunk_delay = 0.3
+    with httpx.stream("POST", f"{url}/generate", json={"job_id": "stream-id", "content": "one two three four"},
+                      headers=auth("alpha-key"), timeout=30) as alphas:  # fmt: skip
+        with httpx.stream("POST", f"{url}/generate", json={"job_id": "stream-id", "content": "other", "stream": True},
+                          headers=auth("beta-key"), timeout=30) as betas:  # fmt: skip
+            next(betas.iter_lines())
+        alphas.read()
+    assert alphas.status_code == 200 and alphas.json()["content"] == "echo: one two three four"
+    for key, content in (("alpha-key", "echo: one two three four"), ("beta-key", None)):
+        status = httpx.get(f"{url}/jobs/stream-id", headers=auth(key)).json()
+        assert (status["result"] or {}).get("content") == content, status
+    wait_until(lambda: httpx.get(f"{url}/jobs/stream-id", headers=auth("beta-key")).json()["status"] == "cancelled",
+               30, "beta's stream to be cancelled")  # fmt: skip
+    betas_job = httpx.get(f"{url}/jobs/same-id", headers=auth("beta-key")).json()
+    wait_until(lambda: httpx.get(f"{url}/jobs/same-id", headers=auth("beta-key")).json()["status"] == "succeeded",
+               30, "beta's job")  # fmt: skip
+    betas_job = httpx.get(f"{url}/jobs/same-id", headers=auth("beta-key")).json()
+    assert betas_job["tenant"] == "beta" and betas_job["result"]["content"] == "echo: beta's"
+
+
+def test_operators_endpoints_answer_admin_keys_and_the_scrape_token_only(
+    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path
+) -> None:
+    stack = walled_stack(make_stack, tmp_path)
+    for path in ("/metrics", "/scaling"):
+        assert httpx.get(f"{stack.url}{path}", headers=auth("ops-key")).status_code == 200
+        assert httpx.get(f"{stack.url}{path}", headers=auth(TOKEN)).status_code == 200
+        tenant = httpx.get(f"{stack.url}{path}", headers=auth("beta-key"))
+        assert tenant.status_code == 403 and "admin keys and METRICS_TOKEN" in tenant.json()["detail"]
+        assert httpx.get(f"{stack.url}{path}").status_code == 401
+        assert httpx.get(f"{stack.url}{path}", headers=auth("wrong")).status_code == 401
+    # The token is for those alone: it is no tenant's key.
+    assert httpx.post(f"{stack.url}/generate", json={"content": "x"}, headers=auth(TOKEN)).status_code == 401
+
+
+def test_a_batch_line_cancelled_on_its_own_ends_as_cancelled_and_the_batch_completes(
+    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path
+) -> None:
+    stack = walled_stack(make_stack, tmp_path, BATCH_POLL_SECONDS="0.2", BATCH_LINES_IN_FLIGHT="2")
+    fake.latency = 0.5
+    client = sdk(stack, "alpha-key")
+    lines = [chat_line(f"line-{n}", f"q{n}") for n in range(6)]
+    input_id = client.files.create(file=("in.jsonl", io.BytesIO(jsonl(lines))), purpose="batch").id
+    batch = client.batches.create(input_file_id=input_id, endpoint="/v1/chat/completions", completion_window="24h")
+    line = line_job_id(batch.id, "line-1")
+    wait_until(lambda: httpx.get(f"{stack.url}/jobs/{line}", headers=auth("alpha-key")).status_code == 200, 30,
+               "the line to be queued")  # fmt: skip
+    # Another tenant cannot touch it; its owner cancels it.
+    assert httpx.delete(f"{stack.url}/jobs/{line}", headers=auth("beta-key")).status_code == 404
+    cancelled = httpx.delete(f"{stack.url}/jobs/{line}", headers=auth("alpha-key"))
+    assert cancelled.status_code in (200, 409), cancelled.text  # 409: it had finished already
+    # Another tenant's interactive job is answered meanwhile.
+    other = httpx.post(f"{stack.url}/generate", json={"content": "beside"}, headers=auth("beta-key"), timeout=30)
+    assert other.status_code == 200
+    done = wait_until_finished(client, batch.id)
+    assert done.status == "completed", done
+    output, errors = file_lines(client, done.output_file_id), file_lines(client, done.error_file_id)
+    ids = sorted(record["custom_id"] for record in output + errors)
+    assert ids == sorted(f"line-{n}" for n in range(6))  # every line once
+    if cancelled.status_code == 200:
+        (error,) = errors
+        assert error["custom_id"] == "line-1" and error["response"]["status_code"] == 409
+        assert "cancelled" in error["response"]["body"]["error"]["message"]
+    # Nothing left queued: the line was not queued again and again.
+    queue = JobQueue(stack.config)
+    try:
+        assert queue.depths([stack.config.queue_name]) == {stack.config.queue_name: 0}
+    finally:
+        queue.close()
+    assert len(fake.completions) <= 7  # 6 lines and the interactive job, none twice over
+
+
+# No input gets a 5xx: each a 4xx naming the field, before anything is queued.
+
+EVIL_BODIES: list[tuple[str, str, bytes, int, str]] = [
+    ("NaN temperature", "/generate", b'{"content": "x", "meta": {"temperature": NaN}}', 422, "meta.temperature"),
+    ("Infinity temperature", "/generate", b'{"content": "x", "meta": {"temperature": Infinity}}', 422,
+     "meta.temperature"),
+    ("1e309 temperature", "/generate", b'{"content": "x", "meta": {"temperature": 1e309}}', 422, "meta.temperature"),
+    ("1e309 tokens_limit", "/generate", b'{"content": "x", "meta": {"tokens_limit": 1e309}}', 422,
+     "meta.tokens_limit"),
+    ("a huge integer", "/generate", b'{"content": "x", "meta": {"tokens_limit": 1' + b"0" * 400 + b"}}", 422,
+     "tokens_limit"),
+    ("a lone surrogate in content", "/generate", b'{"content": "a\\udfffb"}', 422, "content"),
+    ("a lone surrogate in a message", "/chat_completion",
+     b'{"messages": [{"role": "user", "content": "\\ud800"}]}', 422, "messages.0.content"),
+    ("a lone surrogate in job_id", "/generate", b'{"job_id": "\\udfff", "content": "x"}', 422, "job_id"),
+    ("a lone surrogate in a key", "/generate", b'{"content": "x", "\\udfff": 1}', 422, "a key"),
+    ("OpenAI: NaN temperature", "/v1/chat/completions",
+     b'{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}', 422, "temperature"),
+    ("OpenAI: a lone surrogate in metadata", "/v1/chat/completions",
+     b'{"messages": [{"role": "user", "content": "x"}], "metadata": {"k": "\\udc00"}}', 422, "metadata.k"),
+    ("OpenAI: nesting 1,000 deep", "/v1/chat/completions",
+     b'{"messages": [{"role": "user", "content": "x"}], "response_format": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+     422, "MAX_JSON_DEPTH"),
+    ("nesting 100 deep", "/generate", b'{"content": "x", "extra": ' + b"[" * 100 + b"]" * 100 + b"}", 422,
+     "MAX_JSON_DEPTH"),
+    ("a lone surrogate in batch metadata", "/v1/batches",
+     b'{"input_file_id": "file-x", "endpoint": "/v1/completions", "metadata": {"k": "\\udfff"}}', 422,
+     "metadata.k"),
+]  # fmt: skip
+
+
+def test_values_json_carries_but_text_cannot_are_4xx_naming_the_field(
+    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str]
+) -> None:
+    if not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("once is enough: bodies are read before any broker is asked")
+    stack = make_stack()
+    wrong = []
+    with httpx.Client(base_url=stack.url, timeout=30) as client:
+        for name, path, body, status, field in EVIL_BODIES:
+            answer = client.post(path, content=body, headers={"content-type": "application/json"})
+            if answer.status_code != status or field not in answer.text:
+                wrong.append(f"{name}: {answer.status_code} {answer.text[:300]}")
+        for query, status in (("end=0001-01-01", 422), ("start=0001-01-01", 200), ("end=9999-12-31", 200)):
+            answer = client.get(f"/usage?{query}")
+            if answer.status_code != status:
+                wrong.append(f"/usage?{query}: {answer.status_code} {answer.text[:300]}")
+        # The job with an id asked for before is still readable.
+        assert client.post("/generate", json={"job_id": "after-evil", "content": "fine"}).status_code == 200
+        assert client.get("/jobs/after-evil").json()["result"]["content"] == "echo: fine"
+    assert not wrong, "\n".join(wrong)
+    assert len(fake.completions) == 1  # only the fine one reached the model
+
+
+def test_a_batch_file_with_lines_the_gateway_cannot_carry_is_refused_naming_them(
+    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str]
+) -> None:
+    if not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("once is enough: files are read before any broker is asked")
+    stack = make_stack(MAX_BODY_BYTES="4096")
+    good = json.dumps(chat_line("good", "x")).encode()
+    bad = [
+        good.replace(b'"good"', b'"\\udfff"'),  # a lone surrogate in custom_id
+        good.replace(b'"x"', b'"' + b"y" * 5000 + b'"').replace(b'"good"', b'"big"'),  # over MAX_BODY_BYTES
+        good.replace(b'"good"', b'"deep"').replace(b'"x"}]', b'"x", "extra": ' + b"[" * 200 + b"]" * 200 + b"}]"),
+        good.replace(b'"good"', b'"nan"').replace(b'"messages"', b'"temperature": NaN, "messages"'),
+    ]
+    content = b"\n".join([good, *bad]) + b"\n"
+    answer = httpx.post(f"{stack.url}/v1/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch"})
+    assert answer.status_code == 400, answer.text
+    message = answer.json()["error"]["message"]
+    assert "4 invalid line(s)" in message
+    for number, why in ((2, "custom_id: holds a lone UTF-16 surrogate"), (3, "MAX_BODY_BYTES"),
+                        (4, "MAX_JSON_DEPTH"), (5, "temperature: NaN is not a finite number")):  # fmt: skip
+        assert f"line {number}: " in message and why in message, (number, why, message)
+    assert fake.completions == []
+
+
+# Early answers: read by clients that send their whole body first, on a connection they close.
+
+
+@pytest.mark.parametrize("client", ["urllib", "requests"])
+def test_a_413_reaches_a_client_that_sends_connection_close(stack: Stack, client: str) -> None:
+    body = json.dumps({"content": "x" * (5 * 1024 * 1024)}).encode()
+    if client == "urllib":
+        import urllib.error
+        import urllib.request
+
+        sent = urllib.request.Request(f"{stack.url}/generate", data=body, headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(sent, timeout=30)
+        status, text = refused.value.code, refused.value.read().decode()
+    else:
+        import requests
+
+        answer = requests.post(f"{stack.url}/generate", data=body, timeout=30,
+                               headers={"Content-Type": "application/json", "Connection": "close"})  # fmt: skip
+        status, text = answer.status_code, answer.text
+    assert status == 413 and "MAX_BODY_BYTES" in text
+
+
+def test_an_upload_without_a_key_is_refused_on_its_headers(
+    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path, broker_env: dict[str, str]
+) -> None:
+    if not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("once is enough: no broker is asked")
+    stack = walled_stack(make_stack, tmp_path)
+    host, port = stack.url.removeprefix("http://").split(":")
+    # 150 MB announced, 1 MB sent: the answer comes without the rest (it used to be read
+    # in full, and spooled to disk, before the key was looked at).
+    boundary = "b0undary"
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="in.jsonl"\r\n\r\n'.encode()
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(
+            f"POST /v1/files HTTP/1.1\r\nHost: {host}\r\nContent-Length: {150 * 1024 * 1024}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n".encode()
+            + head
+            + b"x" * (1024 * 1024)
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+
+
+def test_model_names_a_client_makes_up_add_no_metric_series(stack: Stack, fake: FakeModelServer) -> None:
+    # No registry: every name goes to the one model server, and is counted as its.
+    for n in range(30):
+        body = {"content": "x", "meta": {"model": f"made-up-{n}"}}
+        assert httpx.post(f"{stack.url}/generate", json=body, timeout=30).status_code == 200
+    metrics = httpx.get(f"{stack.url}/metrics", timeout=10).text
+    assert "made-up" not in metrics
+    assert re.search(r'llm_api_jobs_total\{model="default",outcome="succeeded",tenant="default"\} [1-9]', metrics)
