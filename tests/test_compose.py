@@ -51,6 +51,12 @@ def test_the_monitoring_profile_scrapes_the_api_and_flower_and_shows_the_dashboa
         assert path.startswith("./deploy/")
     scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())["scrape_configs"]
     assert {tuple(job["static_configs"][0]["targets"]) for job in scrape} == {("api:8000",), ("flower:5555",)}
+    # /metrics answers admin keys and METRICS_TOKEN: Prometheus sends the token, from the
+    # secrets folder it mounts; the API is given it.
+    (api_job,) = [job for job in scrape if job["job_name"] == "llm-api"]
+    secrets = next(v.split(":")[1] for v in services["prometheus"]["volumes"] if v.startswith("./deploy/secrets:"))
+    assert api_job["authorization"]["credentials_file"].startswith(secrets + "/")
+    assert "METRICS_TOKEN" in services["api"]["environment"]
     provisioned = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/llm-api.yml").read_text())
     assert provisioned["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
     assert (ROOT / "deploy/grafana/dashboards/llm-api.json").exists()

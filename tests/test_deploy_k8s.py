@@ -120,6 +120,10 @@ def test_the_probes_and_the_scaler_ask_for_paths_the_api_serves() -> None:
     assert trigger["metadata"]["valueLocation"].split(".")[-1] in Signals(*[0] * 7).as_dict()
     auth = kind("TriggerAuthentication")[trigger["authenticationRef"]["name"]]
     assert trigger["metadata"]["authMode"] == "bearer" and auth["spec"]["secretTargetRef"][0]["parameter"] == "token"
+    # KEDA's token is the API's METRICS_TOKEN (/scaling answers admin keys and it, not a tenant's key).
+    secret = auth["spec"]["secretTargetRef"][0]
+    given = {env["name"]: env.get("valueFrom", {}).get("secretKeyRef") for env in api.get("env", [])}
+    assert given["METRICS_TOKEN"] == {"name": secret["name"], "key": secret["key"]}
 
 
 @pytest.mark.integration
