@@ -35,7 +35,16 @@ from api.quotas import Quotas
 from api.result_waiter import ResultWaiter
 from gateway import redis_clients, tracing
 from gateway.config import Config
-from gateway.contract import STREAM_END, STREAM_EXTRA, STREAM_INDEX, STREAM_TEXT, Job, JobField, State
+from gateway.contract import (
+    INTERNAL_TASKS,
+    STREAM_END,
+    STREAM_EXTRA,
+    STREAM_INDEX,
+    STREAM_TEXT,
+    Job,
+    JobField,
+    State,
+)
 from gateway.logs import current_job
 from gateway.registry import Registry, UnknownModel, UnknownQueue
 from gateway.tenants import job_key
@@ -132,7 +141,8 @@ class JobRunner:
         started = time.monotonic()
         model = self.model_label(job)
         tenant = tenant_now().name
-        key = job_key(tenant, job_id)
+        # The gateway's own jobs (llm.models) are no tenant's: one answers every tenant.
+        key = job_id if task_name in INTERNAL_TASKS else job_key(tenant, job_id)
         self._metrics.in_flight.inc()
         self.awaited += 1
         try:

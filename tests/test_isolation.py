@@ -127,10 +127,18 @@ def test_another_tenants_ids_answer_as_unknown_ones_on_every_route(
     assert {b["id"] for b in httpx.get(f"{url}/v1/batches", headers=auth("ops-key")).json()["data"]} >= {batch.id}
 
 
+def queue_type(name: str, broker_env: dict[str, str]) -> dict[str, str]:
+    """The setting for queues of type `name` (quorum queues are RabbitMQ's: skipped on Valkey)."""
+    if name == "quorum" and not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("quorum queues are RabbitMQ's")
+    return {"RABBIT_MQ_QUEUE_TYPE": name} if broker_env["RABBIT_MQ_HOST"] else {}
+
+
+@pytest.mark.parametrize("queues", ["classic", "quorum"])
 def test_the_same_job_id_from_two_tenants_is_two_jobs(
-    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path
+    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path, broker_env: dict[str, str], queues: str
 ) -> None:
-    stack = walled_stack(make_stack, tmp_path)
+    stack = walled_stack(make_stack, tmp_path, **queue_type(queues, broker_env))
     url = stack.url
     fake.latency = 0.5
     # beta takes the id first, without waiting; alpha's job of the same id is its own.
@@ -177,10 +185,12 @@ def test_operators_endpoints_answer_admin_keys_and_the_scrape_token_only(
     assert httpx.post(f"{stack.url}/generate", json={"content": "x"}, headers=auth(TOKEN)).status_code == 401
 
 
+@pytest.mark.parametrize("queues", ["classic", "quorum"])
 def test_a_batch_line_cancelled_on_its_own_ends_as_cancelled_and_the_batch_completes(
-    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path
+    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path, broker_env: dict[str, str], queues: str
 ) -> None:
-    stack = walled_stack(make_stack, tmp_path, BATCH_POLL_SECONDS="0.2", BATCH_LINES_IN_FLIGHT="2")
+    stack = walled_stack(make_stack, tmp_path, BATCH_POLL_SECONDS="0.2", BATCH_LINES_IN_FLIGHT="2",
+                         **queue_type(queues, broker_env))  # fmt: skip
     fake.latency = 0.5
     client = sdk(stack, "alpha-key")
     lines = [chat_line(f"line-{n}", f"q{n}") for n in range(6)]
