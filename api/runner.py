@@ -317,7 +317,7 @@ class JobRunner:
                 raise JobTimedOut(
                     f"job {job_id} did not finish within {wait:g}s; it is still queued or running:"
                     f" its status and result are at /jobs/{job_id}",
-                    headers={"Location": f"/jobs/{job_id}"},
+                    headers={"Location": f"{self._config.public_base_url}/jobs/{job_id}"},
                 ) from None
         return outcome(job_id, meta)
 

@@ -484,3 +484,16 @@ def test_no_input_gets_a_5xx(fuzz_target: Stack, fake: FakeModelServer) -> None:
     fine = httpx.post(f"{stack.url}/generate", json={"content": "still here"}, headers=auth("alpha-key"), timeout=30)
     assert fine.status_code == 200 and fine.json()["content"] == "echo: still here"
     assert len(seen) >= 100
+
+
+def test_a_202s_location_is_the_configured_address_never_the_clients_host(
+    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str]
+) -> None:
+    if not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("once is enough: no broker decides it")
+    stack = make_stack(PUBLIC_BASE_URL="https://llm.example.com/")
+    answer = httpx.post(f"{stack.url}/generate?wait=0", json={"job_id": "where-1", "content": "x"},
+                        headers={"Host": "evil.example.net"})  # fmt: skip
+    assert answer.status_code == 202
+    assert answer.headers["location"] == answer.json()["status_url"] == "https://llm.example.com/jobs/where-1"
+    assert answer.json()["tenant"] == "default"

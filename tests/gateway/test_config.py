@@ -136,3 +136,13 @@ def test_celeryconfig_module_holds_only_lowercase_celery_keys(clean_env: pytest.
     # The worker's classes, named from the classes: importable as named.
     assert module.result_backend.startswith("tasks.result_store:ResultStore+redis://")
     assert module.worker_consumer == "tasks.dead_letters:Consumer"
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("url", ["ftp://x", "llm.example.com", "https://user:pw@llm.example.com", "https://"])
+def test_public_base_url_is_an_http_address_without_credentials(url: str) -> None:
+    with pytest.raises(ValueError, match="PUBLIC_BASE_URL"):
+        Config(_env_file=None, public_base_url=url)  # type: ignore[call-arg]
+    assert Config(_env_file=None, public_base_url="https://llm.example.com/").public_base_url == (  # type: ignore[call-arg]
+        "https://llm.example.com"
+    )
