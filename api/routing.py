@@ -101,7 +101,9 @@ class GatewayRoute(APIRoute):
                     reading.max_depth = parts.config.max_json_depth
                     response = await handler(reading)
                 except (StarletteHTTPException, RequestValidationError) as exc:
-                    if not body.ended:
+                    # A client waiting for "100 Continue" has sent nothing yet: answered at once.
+                    waiting = not body.asked and "100-continue" in request.headers.get("expect", "").lower()
+                    if not body.ended and not waiting:
                         await body.drain()
                     why = "InvalidRequest" if isinstance(exc, RequestValidationError) else cause(exc)
                     status = exc.status_code if isinstance(exc, StarletteHTTPException) else 422
@@ -150,6 +152,7 @@ class _Body:
         self._limit = limit
         self._received = 0
         self._refused = False
+        self.asked = False  # whether the body was asked for (a "100 Continue" then went out)
         self.ended = False
 
     def refuse(self) -> None:
@@ -159,6 +162,7 @@ class _Body:
     async def receive(self) -> Any:
         if self._refused:
             raise BodyTooLarge(_message(self._limit))
+        self.asked = True
         event = await self._receive()
         if event.get("type") == "http.request":
             self._received += len(event.get("body", b""))

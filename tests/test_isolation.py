@@ -350,6 +350,15 @@ def test_an_upload_without_a_key_is_refused_on_its_headers(
                 break
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    # A client that waits for "100 Continue" (curl, for large bodies) gets the 401 instead,
+    # and sends none of its body.
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(
+            f"POST /v1/files HTTP/1.1\r\nHost: {host}\r\nContent-Length: {150 * 1024 * 1024}\r\n"
+            f"Expect: 100-continue\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n\r\n".encode()
+        )
+        first = conn.recv(65536)
+    assert first.startswith(b"HTTP/1.1 401"), first[:200]
 
 
 def test_model_names_a_client_makes_up_add_no_metric_series(stack: Stack, fake: FakeModelServer) -> None:
