@@ -21,6 +21,7 @@ from api.errors import QueueFull, ResultStoreUnavailable, error_for_failure
 from gateway import redis_clients
 from gateway.config import Config
 from gateway.contract import CANCEL, CLAIM, STATUS_NAMES, JobField, cancelled_result
+from gateway.tenants import tenant_of
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,8 @@ class JobStore:
         state = STATUS_NAMES.get(meta.get("status", ""))
         answer: dict[str, Any] = {
             "job_id": job_id,
-            "tenant": fields.get(JobField.TENANT),
+            # A job sent from Python, without the API's claim: whose its key says.
+            "tenant": fields.get(JobField.TENANT) or tenant_of(job_id),
             "status": state or ("running" if JobField.STARTED_AT in fields else "queued"),
             "accepted_at": _iso(fields.get(JobField.ACCEPTED_AT)),
             "started_at": _iso(fields.get(JobField.STARTED_AT)),

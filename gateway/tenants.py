@@ -48,9 +48,10 @@ def job_key(tenant: str, job_id: str) -> str:
     return job_id if tenant == DEFAULT_TENANT else f"{tenant}{JOB_KEY_SEPARATOR}{job_id}"
 
 
-def job_id_of(key: str) -> str:
-    """The job_id its client gave a job, from the job's key (`job_key`)."""
-    return key.rpartition(JOB_KEY_SEPARATOR)[2]
+def tenant_of(key: str) -> str:
+    """Whose job a job's key (`job_key`) names."""
+    tenant, separator, _ = key.partition(JOB_KEY_SEPARATOR)
+    return tenant if separator else DEFAULT_TENANT
 
 
 class Quotas(BaseModel):

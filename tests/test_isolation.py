@@ -506,3 +506,30 @@ def test_a_202s_location_is_the_configured_address_never_the_clients_host(
     assert answer.status_code == 202
     assert answer.headers["location"] == answer.json()["status_url"] == "https://llm.example.com/jobs/where-1"
     assert answer.json()["tenant"] == "default"
+
+
+def test_a_job_sent_from_python_is_read_back_there_and_through_its_tenants_api(
+    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path
+) -> None:
+    from celery import Celery
+
+    from tasks.celery_settings import worker_settings
+
+    stack = walled_stack(make_stack, tmp_path)
+    python = Celery("python-client")
+    python.config_from_object(worker_settings(stack.config))
+    try:
+        # The default tenant's job keeps its id; another tenant's is <tenant>~<job_id>.
+        for task_id, job in (
+            ("py-1", {"content": "from python"}),
+            ("alpha~py-2", {"content": "alpha's, from python", "tenant": "alpha"}),
+        ):
+            python.send_task("llm.generate", args=[job], task_id=task_id, queue=stack.config.queue_name)
+            assert python.AsyncResult(task_id).get(timeout=30)["content"] == f"echo: {job['content']}"
+    finally:
+        python.close()
+    theirs = httpx.get(f"{stack.url}/jobs/py-2", headers=auth("alpha-key")).json()
+    assert theirs["job_id"] == "py-2" and theirs["tenant"] == "alpha" and theirs["status"] == "succeeded"
+    assert httpx.get(f"{stack.url}/jobs/py-2", headers=auth("beta-key")).status_code == 404
+    default = httpx.get(f"{stack.url}/jobs/py-1?tenant=default", headers=auth("ops-key")).json()
+    assert default["result"]["content"] == "echo: from python"

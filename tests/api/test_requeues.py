@@ -8,7 +8,7 @@ import pytest
 
 from api.metrics import Metrics
 from api.runner import MAX_REQUEUES, Requeues
-from gateway.tenants import EVERYONE, Owner, job_id_of, job_key
+from gateway.tenants import EVERYONE, Owner, job_key, tenant_of
 
 pytestmark = pytest.mark.unit
 
@@ -42,7 +42,7 @@ def test_the_counts_forget_the_oldest_jobs_first() -> None:
 def test_a_tenants_job_key_cannot_be_named_by_another_tenants_job_id() -> None:
     assert job_key("default", "report-17") == "report-17"  # no tenants: ids as they were
     assert job_key("research", "report-17") == "research~report-17"
-    assert job_id_of(job_key("research", "report-17")) == job_id_of("report-17") == "report-17"
+    assert tenant_of(job_key("research", "report-17")) == "research" and tenant_of("report-17") == "default"
 
 
 def test_a_tenant_sees_its_own_files_and_those_its_keys_made_before() -> None:
