@@ -141,8 +141,7 @@ class BatchKeeper:
                     await self._look_after()
                 except (RedisError, OSError, HTTPException) as exc:
                     log.warning("could not look after the batches: %s", getattr(exc, "detail", exc))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._woken.wait(), self._config.batch_poll_seconds)
+                await _wait(self._woken, self._config.batch_poll_seconds)
                 self._woken.clear()
         finally:
             for task in self._driving.values():
@@ -316,9 +315,9 @@ class BatchKeeper:
             if remaining <= 0:
                 return None  # its window passed: the watcher stops the batch
             try:
-                await self._runner.run(line.task, job_id, job, min(remaining, self._recheck), resend=resend,
-                                       count_timeout=False)  # fmt: skip
-                return OK
+                answer = await self._runner.run(line.task, job_id, job, min(remaining, self._recheck),
+                                                resend=resend, count_timeout=False)  # fmt: skip
+                return await self._answered(batch, line, answer)
             except JobCancelled as exc:
                 if progress.stop:
                     return None  # stopped with its batch: in the error file as the batch's
@@ -344,6 +343,17 @@ class BatchKeeper:
                 return await self._failed(batch, line, exc)
         return None
 
+    async def _answered(self, batch: dict[str, Any], line: InputLine, answer: dict[str, Any]) -> str:
+        """A line answered: OK. Its worker recorded the answer before storing it; were the
+        record missing, the line would be run again and again (each run answered at once
+        from Redis): it is recorded here from the answer."""
+        lines = self._batches.lines
+        if await self._files.blocking(lines.read, batch["id"], line.index) is None:
+            log.warning("batch %s line %d answered without its record: recorded from its answer", batch["id"],
+                        line.index, extra={"batch": batch["id"]})  # fmt: skip
+            await self._files.blocking(lines.write_answer, batch["id"], line.index, answer)
+        return OK
+
     async def _failed(self, batch: dict[str, Any], line: InputLine, exc: HTTPException) -> str:
         """A line that ended with `exc`: its failure recorded unless its worker did: ERR."""
         record = await self._files.blocking(self._batches.lines.read, batch["id"], line.index)
@@ -360,8 +370,7 @@ class BatchKeeper:
         written = (-1, -1)
         while True:
             if self._nudge is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._nudge.wait(), self._config.batch_poll_seconds)
+                await _wait(self._nudge, self._config.batch_poll_seconds)
             else:
                 await asyncio.sleep(self._config.batch_poll_seconds)
             with contextlib.suppress(RedisError, OSError):
@@ -461,3 +470,12 @@ class BatchKeeper:
         its event is queued again at the next look)."""
         if self._emit is not None:
             await self._emit(kind, batch_id)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Until `event` is set, for `seconds` at most. Not asyncio.wait_for: on Python 3.11 it
+    swallows a cancellation that comes as the event is set (the watcher of a batch
+    cancelled just as the keeper was woken went on for ever, and its batch with it)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()

@@ -242,7 +242,10 @@ class ResultWaiter:
             self._pong.clear()
             try:
                 await self._send("PING")
-                await asyncio.wait_for(self._pong.wait(), self._heartbeat_interval)
+                # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that comes
+                # as the pong does, and this loop would outlive the waiter's close.
+                async with asyncio.timeout(self._heartbeat_interval):
+                    await self._pong.wait()
             except (TimeoutError, RedisError, OSError):
                 log.warning("result store did not answer a ping; reconnecting")
                 # Closing the socket makes the reader's pending read fail, and it reconnects.
