@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from typing import Any
 
 from api.errors import ApiError
@@ -41,30 +42,42 @@ class _NotFinite:
         self.text = text
 
 
+class _Reading(threading.local):
+    odd = False  # whether the document being read (in this thread) holds a non-finite number
+
+
+_reading = _Reading()
+
+
+def _not_finite(text: str) -> Any:
+    _reading.odd = True
+    return _NotFinite(text)
+
+
+def _number(text: str) -> Any:
+    value = float(text)
+    return value if math.isfinite(value) else _not_finite(text)
+
+
+# One decoder for every document (json.loads makes one per call).
+_DECODER = json.JSONDecoder(parse_constant=_not_finite, parse_float=_number)
+
+
 def loads(raw: bytes | str, max_depth: int, where: str = "body") -> Any:
     """The document in `raw`; `InvalidJson` naming the field (under `where`) that holds a
     non-finite number or a lone surrogate, or that nests deeper than `max_depth`.
     Malformed JSON raises `json.JSONDecodeError`, as `json.loads`."""
-    odd = False
-
-    def not_finite(text: str) -> Any:
-        nonlocal odd
-        odd = True
-        return _NotFinite(text)
-
-    def number(text: str) -> Any:
-        value = float(text)
-        return value if math.isfinite(value) else not_finite(text)
-
+    text = raw.decode(json.detect_encoding(raw), "surrogatepass") if isinstance(raw, bytes) else raw
+    _reading.odd = False
     try:
-        found = json.loads(raw, parse_constant=not_finite, parse_float=number)
+        found = _DECODER.decode(text)
     except RecursionError:
         named = where or "the document"
         raise InvalidJson(f"{named}: nested deeper than {max_depth} levels (MAX_JSON_DEPTH)") from None
     data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
     # More brackets than levels allowed: the nesting may be too deep.
     deep = data.count(b"[") + data.count(b"{") > max_depth
-    if odd or deep or _SURROGATE_ESCAPE.search(data):
+    if _reading.odd or deep or _SURROGATE_ESCAPE.search(data):
         problem = _problem(found, max_depth, where)
         if problem is not None:
             raise InvalidJson(problem)
