@@ -224,6 +224,15 @@ def test_a_batch_line_cancelled_on_its_own_ends_as_cancelled_and_the_batch_compl
     assert len(fake.completions) <= 7  # 6 lines and the interactive job, none twice over
 
 
+@pytest.fixture
+def make_once(make_stack: StackFactory, broker_env: dict[str, str]) -> StackFactory:
+    """`make_stack` for what is decided before any broker is asked (input read, keys
+    checked): run on RabbitMQ alone, once being enough."""
+    if not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("once is enough: decided before any broker is asked")
+    return make_stack
+
+
 # No input gets a 5xx: each a 4xx naming the field, before anything is queued.
 
 EVIL_BODIES: list[tuple[str, str, bytes, int, str]] = [
@@ -256,11 +265,9 @@ EVIL_BODIES: list[tuple[str, str, bytes, int, str]] = [
 
 
 def test_values_json_carries_but_text_cannot_are_4xx_naming_the_field(
-    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str]
+    make_once: StackFactory, fake: FakeModelServer
 ) -> None:
-    if not broker_env["RABBIT_MQ_HOST"]:
-        pytest.skip("once is enough: bodies are read before any broker is asked")
-    stack = make_stack()
+    stack = make_once()
     wrong = []
     with httpx.Client(base_url=stack.url, timeout=30) as client:
         for name, path, body, status, field in EVIL_BODIES:
@@ -279,11 +286,9 @@ def test_values_json_carries_but_text_cannot_are_4xx_naming_the_field(
 
 
 def test_a_batch_file_with_lines_the_gateway_cannot_carry_is_refused_naming_them(
-    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str]
+    make_once: StackFactory, fake: FakeModelServer
 ) -> None:
-    if not broker_env["RABBIT_MQ_HOST"]:
-        pytest.skip("once is enough: files are read before any broker is asked")
-    stack = make_stack(MAX_BODY_BYTES="4096")
+    stack = make_once(MAX_BODY_BYTES="4096")
     good = json.dumps(chat_line("good", "x")).encode()
     bad = [
         good.replace(b'"good"', b'"\\udfff"'),  # a lone surrogate in custom_id
@@ -326,11 +331,9 @@ def test_a_413_reaches_a_client_that_sends_connection_close(stack: Stack, client
 
 
 def test_an_upload_without_a_key_is_refused_on_its_headers(
-    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path, broker_env: dict[str, str]
+    make_once: StackFactory, fake: FakeModelServer, tmp_path: Path
 ) -> None:
-    if not broker_env["RABBIT_MQ_HOST"]:
-        pytest.skip("once is enough: no broker is asked")
-    stack = walled_stack(make_stack, tmp_path)
+    stack = walled_stack(make_once, tmp_path)
     host, port = stack.url.removeprefix("http://").split(":")
     # 150 MB announced, 1 MB sent: the answer comes without the rest (it used to be read
     # in full, and spooled to disk, before the key was looked at).
@@ -443,10 +446,8 @@ def _put(document: Any, path: tuple[Any, ...], value: Any) -> Any:
 
 
 @pytest.fixture
-def fuzz_target(make_stack: StackFactory, broker_env: dict[str, str], tmp_path: Path) -> Stack:
-    if not broker_env["RABBIT_MQ_HOST"]:
-        pytest.skip("once is enough: the API reads its input the same on either broker")
-    return walled_stack(make_stack, tmp_path, WAIT_TIMEOUT="5")
+def fuzz_target(make_once: StackFactory, tmp_path: Path) -> Stack:
+    return walled_stack(make_once, tmp_path, WAIT_TIMEOUT="5")
 
 
 def test_no_input_gets_a_5xx(fuzz_target: Stack, fake: FakeModelServer) -> None:
@@ -496,11 +497,9 @@ def test_no_input_gets_a_5xx(fuzz_target: Stack, fake: FakeModelServer) -> None:
 
 
 def test_a_202s_location_is_the_configured_address_never_the_clients_host(
-    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str]
+    make_once: StackFactory, fake: FakeModelServer
 ) -> None:
-    if not broker_env["RABBIT_MQ_HOST"]:
-        pytest.skip("once is enough: no broker decides it")
-    stack = make_stack(PUBLIC_BASE_URL="https://llm.example.com/")
+    stack = make_once(PUBLIC_BASE_URL="https://llm.example.com/")
     answer = httpx.post(f"{stack.url}/generate?wait=0", json={"job_id": "where-1", "content": "x"},
                         headers={"Host": "evil.example.net"})  # fmt: skip
     assert answer.status_code == 202
