@@ -133,9 +133,13 @@ def test_backlogged_tenants_take_turns_by_weight_with_priority_first(
     saturate(stack, fake)
     heavy = [f"heavy-{n}" for n in range(30)]
     light = [f"light-{n}" for n in range(30)]
+    # The workers held while both backlogs are built: on a slow machine the dispatcher
+    # would otherwise take turns while each tenant has one job waiting, one for one.
+    fake.latency = 3.0
     for n in range(30):
         submit(stack.url, "key-heavy", heavy[n])
         submit(second, "key-light", light[n])
+    fake.latency = 0.2
     before = len(fake.completions)
     submit(second, "key-light", "light-urgent", priority=9)
     statuses = wait_all(stack.url, [*heavy, *light, "light-urgent"])
