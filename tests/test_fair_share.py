@@ -155,8 +155,11 @@ def test_backlogged_tenants_take_turns_by_weight_with_priority_first(
     window = order[4:28]
     share = sum(job.startswith("heavy-") for job in window) / len(window)
     assert 0.75 * 0.9 <= share <= 0.75 * 1.1, (share, window)
-    # Each tenant's own jobs keep their order.
-    assert [job for job in order if job.startswith("heavy-")] == heavy
+    # Each tenant's own jobs keep their order: taken one after the other by the worker's
+    # two slots, two neighbours may reach the model server either way round, no further.
+    heavy_order = [job for job in order if job.startswith("heavy-")]
+    assert sorted(heavy_order) == sorted(heavy)
+    assert all(abs(heavy_order.index(job) - n) <= 1 for n, job in enumerate(heavy)), heavy_order
 
 
 def test_one_tenant_alone_has_no_turns_to_take(make_stack: StackFactory, fake: FakeModelServer) -> None:
