@@ -109,6 +109,13 @@ def test_another_tenants_ids_answer_as_unknown_ones_on_every_route(
             after = httpx.get(f"{url}{path.replace('{' + param + '}', given).removesuffix('/cancel')}",
                               headers=alpha, timeout=30)  # fmt: skip
             assert after.status_code == 200 and _answer(after) == _answer(before), (method, path, given)
+            # No key: 401; an admin reads it (a job naming its tenant), as alpha does.
+            url_of = f"{url}{path.replace('{' + param + '}', given)}"
+            assert httpx.request(method, url_of).status_code == 401, (method, path)
+            if method == "GET":
+                whose = {"tenant": "alpha"} if param == "job_id" else None
+                admin_read = httpx.get(url_of, params=whose, headers=auth("ops-key"))
+                assert _answer(admin_read) == _answer(before), (path, given)
             covered.add((method, path))
     assert covered == set(ROUTES) and len(ROUTES) >= 7  # jobs (2), files (3), batches (2)
     # The lists: beta's are its own (empty), alpha's hold alpha's.

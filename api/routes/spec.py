@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.deps import ConfigDep, RunnerDep
@@ -68,7 +68,6 @@ def spec_stream(runner: JobRunner, job_id: str, events: Any) -> StreamingRespons
 
 
 async def answer(
-    request: Request,
     runner: JobRunner,
     config: Config,
     task: TaskName,
@@ -104,7 +103,6 @@ def spec_router(models: RequestModels) -> APIRouter:
 
     @router.post("/generate", response_model=CompletionResponse, responses=STREAMED)
     async def generate(
-        request: Request,
         body: models.generate,  # type: ignore[name-defined]
         runner: RunnerDep,
         config: ConfigDep,
@@ -114,11 +112,10 @@ def spec_router(models: RequestModels) -> APIRouter:
         queue_name: QueueName = None,
     ) -> CompletionResponse | Response:
         """Generate one message from `content`."""
-        return await answer(request, runner, config, TaskName.GENERATE, body, wait, prefer, accept, queue_name)
+        return await answer(runner, config, TaskName.GENERATE, body, wait, prefer, accept, queue_name)
 
     @router.post("/chat_completion", response_model=CompletionResponse, responses=STREAMED)
     async def chat_completion(
-        request: Request,
         body: models.chat,  # type: ignore[name-defined]
         runner: RunnerDep,
         config: ConfigDep,
@@ -128,6 +125,6 @@ def spec_router(models: RequestModels) -> APIRouter:
         queue_name: QueueName = None,
     ) -> CompletionResponse | Response:
         """Continue the conversation in `messages`."""
-        return await answer(request, runner, config, TaskName.CHAT, body, wait, prefer, accept, queue_name)
+        return await answer(runner, config, TaskName.CHAT, body, wait, prefer, accept, queue_name)
 
     return router
