@@ -178,6 +178,7 @@ def rabbitmq_stopped() -> Iterator[None]:
         wait_until(lambda: reachable(RABBIT), 60, "RabbitMQ to accept connections")
 
 
+@pytest.mark.alone
 def test_rabbitmq_restart_loses_no_accepted_job(
     make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str]
 ) -> None:
@@ -283,15 +284,17 @@ def test_a_redis_that_comes_back_empty_leaves_no_request_waiting(
 
         def restart_empty() -> None:
             wait_until(lambda: len(fake.completions) >= 40, 30, "jobs to run")
+            redis.Redis(port=server.port).set("test-marker", "before the restart")
             server.stop()
             time.sleep(2)
             server.start()
-            emptied["keys"] = redis.Redis(port=server.port).dbsize()
+            # Counting its keys raced the API and workers, which write again at once.
+            emptied["marker"] = redis.Redis(port=server.port).get("test-marker")
 
         tally = under_load(stack.url, ids("empty", 400), 128, restart_empty)
         refused = {job for job, a in tally.answers.items() if _refused_by_store(a)}
         tally.report("Redis back empty", fake, refused_during_outage=len(refused))
-        assert emptied["keys"] < 5  # it did come back empty
+        assert emptied["marker"] is None  # it did come back empty
         Tally({j: a for j, a in tally.answers.items() if j not in refused}).assert_all_answered(stack, stored=False)
         assert len(refused) < 200
     finally:
@@ -462,6 +465,7 @@ def test_messages_no_worker_can_process_are_dead_lettered(make_stack: StackFacto
 # 5. A job longer than RabbitMQ's consumer timeout.
 
 
+@pytest.mark.alone
 def test_a_job_longer_than_the_consumer_timeout_runs_once(
     make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str]
 ) -> None:
@@ -683,6 +687,7 @@ def _jobs_running(stack: Stack, workers: int) -> int | None:
     return sum(len(jobs) for jobs in replies.values()) if len(replies) == workers else None
 
 
+@pytest.mark.alone
 def test_a_worker_cut_off_from_the_network_answers_each_job_once_and_dead_letters_none(
     make_stack: StackFactory, fake: FakeModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -312,7 +312,9 @@ def test_the_api_holds_to_its_schema(case: schemathesis.Case, fuzzed_stack: Stac
     # the first route matching the path (GET /jobs/{id}), not of all of them. An uploaded
     # file's lines are checked beyond what a schema can say (JSON lines of requests): a
     # schema-valid upload may be refused (400 naming its lines), and that is not checked.
+    # Likewise `/usage` refuses (422, naming the field) a day earlier than usage is kept
+    # for, a bound that moves with the date and that no schema can state.
     excluded = [allow_header_conformance]
-    if (case.method, case.path) == ("POST", "/v1/files"):
+    if (case.method, case.path) in {("POST", "/v1/files"), ("GET", "/usage")}:
         excluded.append(positive_data_acceptance)
     case.call_and_validate(base_url=fuzzed_stack.url, timeout=30, excluded_checks=excluded)

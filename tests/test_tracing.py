@@ -202,8 +202,15 @@ def test_a_dead_letter_replayed_runs_in_the_trace_it_failed_in(
     assert dead_letters.replay(config, {"replayed"}).replayed == ["replayed"]
     _await_job(stack, "replayed")
     spans = collector.wait_for(trace_id, "run/llm.generate", "store result")
-    deadline = time.monotonic() + 20  # the two runs' spans may arrive in separate exports
-    while len([s for s in spans if s.name == "run/llm.generate"]) < 2 and time.monotonic() < deadline:
+
+    # The two runs' spans, and the API's they hang from, arrive in separate exports of
+    # separate processes: wait for both runs and their parents.
+    def whole(spans: list[Span]) -> bool:
+        runs = [span for span in spans if span.name == "run/llm.generate"]
+        return len(runs) >= 2 and {run.parent_id for run in runs} <= {span.span_id for span in spans}
+
+    deadline = time.monotonic() + 20
+    while not whole(spans) and time.monotonic() < deadline:
         time.sleep(0.1)
         spans = collector.trace(trace_id)
     runs = [span for span in spans if span.name == "run/llm.generate"]
