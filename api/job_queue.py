@@ -57,7 +57,10 @@ class JobQueue:
             self._celery.conf.broker_transport_options = {"confirm_publish": True}
         self._executor = ThreadPoolExecutor(config.publish_threads, thread_name_prefix="publish")
         self._where = config.broker_name
-        self._tries = max(1, len(config.rabbit_mq_nodes))  # publishing a job: once through each node at most
+        # Publishing a job: once through each node of a cluster, and twice at least: with one
+        # node, a job sent just after RabbitMQ came back was refused (1 of 30) when Kombu's
+        # own retries of a pooled connection gave up; a second try starts afresh.
+        self._tries = max(2, len(config.rabbit_mq_nodes))
         self._bands = config.quorum_queues
 
     @property
