@@ -81,6 +81,7 @@ def test_a_batch_completes_across_a_killed_worker(make_stack: StackFactory, fake
     assert sum(asked.values()) - LINES <= 8 and max(asked.values()) <= 2
 
 
+@pytest.mark.alone
 def test_a_batch_completes_across_a_rabbitmq_restart(
     make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str]
 ) -> None:
@@ -117,6 +118,7 @@ def test_a_batch_completes_across_a_redis_that_comes_back_empty(
         server.stop()
 
 
+@pytest.mark.alone
 def test_a_cancel_during_a_broker_outage_still_stops_the_batch(
     make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str]
 ) -> None:

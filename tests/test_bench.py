@@ -12,7 +12,7 @@ from bench.report import targets
 from tests.conftest import reachable
 from tests.processes import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.alone]  # it loads the whole machine for minutes
 
 
 def test_quick_benchmark_answers_on_every_path_and_reports_every_scenario() -> None:

@@ -25,7 +25,7 @@ from tests.conftest import REDIS, Stack, _stack_factory, reachable
 from tests.fake_model_server import FakeModelServer
 from tests.test_faults import Tally, _post_all, _refused_by_broker, _refused_by_store, ids, under_load, wait_until
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.fault, pytest.mark.alone]  # three RabbitMQ nodes and Sentinels load the whole machine
 
 JOBS = 300
 CONCURRENCY = 32
