@@ -174,8 +174,8 @@ class ModelClient:
         elif url.username is not None:
             user = f"{unquote(url.username)}:{unquote(url.password or '')}"
             headers["Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
-        # http.client on a keep-alive connection per thread: a fifth of httpx's CPU per
-        # call (0.19 against 0.94 ms, bench/), which was a quarter of the worker's.
+        # http.client on a keep-alive connection per thread: a fraction of httpx's CPU per
+        # call, which was a large part of the worker's (figures: docs/benchmark.md).
         self._transport = transport or HttpTransport(config.inner_llm_url, headers)
         self._url = config.inner_llm_url_shown
         self._default_model = config.default_model or None

@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 def result_repr(value: Any, maxlen: int | None = None, *_: Any, **__: Any) -> str:
     """The text Celery makes of a job's result for its task events (Flower's "result"):
     repr() cut to `maxlen`. Results are plain JSON values, whose repr is safe and made
-    in C; Celery's saferepr walks them in Python, at 0.09 ms a job (5 % of the worker's
-    CPU, bench/). Replaces `celery.app.trace.saferepr` (docs/private-apis.md)."""
+    in C; Celery's saferepr walks them in Python, a cost per job that docs/benchmark.md
+    measures. Replaces `celery.app.trace.saferepr` (docs/private-apis.md)."""
     text = repr(value)
     if maxlen is not None and len(text) > maxlen:
         return text[: max(0, maxlen - 3)] + "..."

@@ -1,1 +1,2 @@
-"""One router module per resource: the spec's endpoints, OpenAI's, jobs, models, operations."""
+"""One router module per resource: the spec's endpoints, OpenAI's, jobs, files, batches,
+usage, models, operations."""
