@@ -7,13 +7,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from api.batches import Batches
-from api.events import Events
-from api.files import Files
-from api.job_queue import JobQueue
-from api.job_store import JobStore
-from api.metrics import Metrics
-from api.runner import JobRunner
+from api.batches.events import Events
+from api.batches.files import Files
+from api.batches.store import Batches
+from api.jobs.queue import JobQueue
+from api.jobs.runner import JobRunner
+from api.jobs.store import JobStore
+from api.observability.metrics import Metrics
 from api.services import Services
 from gateway.config import Config
 from gateway.registry import Registry
@@ -29,8 +29,8 @@ def services_of(request: Request) -> Services:
 
 
 # The dependencies are coroutines: FastAPI runs a plain function's dependency on its
-# thread pool, a thread hop per dependency per request (with them, the API spent 6.1
-# ms of CPU per job against 4.6 before; bench.compare).
+# thread pool, a thread hop per dependency per request, which cost the API measurably
+# more CPU per job (docs/benchmark.md).
 async def services(request: Request) -> Services:
     """The API's parts (a dependency)."""
     return services_of(request)

@@ -9,20 +9,20 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from api.batch_keeper import BatchKeeper
-from api.batches import Batches
-from api.events import Events
-from api.fair_share import FairShare
-from api.files import Files
-from api.guard import Guard
-from api.job_queue import JobQueue
-from api.job_store import JobStore
-from api.metrics import Metrics
-from api.quotas import Quotas
-from api.request_models import RequestModels, request_models
-from api.result_waiter import ResultWaiter, redis_client
-from api.runner import JobRunner
-from api.scaling import Scaling
+from api.batches.events import Events
+from api.batches.files import Files
+from api.batches.keeper import BatchKeeper
+from api.batches.store import Batches
+from api.jobs.queue import JobQueue
+from api.jobs.result_waiter import ResultWaiter, redis_client
+from api.jobs.runner import JobRunner
+from api.jobs.store import JobStore
+from api.observability.metrics import Metrics
+from api.observability.scaling import Scaling
+from api.schemas.limits import RequestModels, request_models
+from api.tenancy.fair_share import FairShare
+from api.tenancy.guard import Guard
+from api.tenancy.quotas import Quotas
 from gateway import tracing
 from gateway.config import Config
 from gateway.file_store import FileStore

@@ -39,9 +39,9 @@ from typing import Any
 import httpx
 
 from bench import loadgen, report
-from tests.fake_model_server import free_port
-from tests.otlp_collector import Collector
-from tests.processes import (
+from testing.fake_model_server import free_port
+from testing.otlp_collector import Collector
+from testing.processes import (
     Processes,
     config_from_env,
     remove_traces,
@@ -143,7 +143,7 @@ def service_pid(pattern: str) -> int:
 @contextmanager
 def fake_model(processes: Processes, latency: float, chunk_delay: float = 0.0) -> Iterator[str]:
     port = free_port()
-    args = [str(BIN / "python"), "-m", "tests.fake_model_server", "--port", str(port), "--latency", str(latency)]
+    args = [str(BIN / "python"), "-m", "testing.fake_model_server", "--port", str(port), "--latency", str(latency)]
     args += ["--chunk-delay", str(chunk_delay)]
     process = processes.spawn("fake-model", args, {})
     url = f"http://127.0.0.1:{port}"

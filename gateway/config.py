@@ -154,11 +154,13 @@ class Config(BaseSettings):
     otel_exporter_otlp_traces_endpoint: str = Field("", description="the traces' own OTLP/HTTP URL (.../v1/traces)")
     otel_service_name: str = Field("", description="the service name on spans (default llm-api, llm-worker)")
     otel_sdk_disabled: bool = Field(False, description="true: no tracing, whatever the endpoint")
+
+    # Scaling signals (tasks/capacity.py, api/observability/scaling.py).
     worker_report_seconds: float = Field(
         2.0, gt=0, description="how often each worker reports its slots and busy slots (GET /scaling)"
     )
 
-    # Access and limits (api/guard.py).
+    # Access and limits (api/tenancy/guard.py).
     api_keys: SecretStr | None = Field(None, description="comma-separated keys; when set, requests need one")
     api_keys_file: str = Field(
         "", description="file of API keys: one per line (# comments), or tenants in YAML or JSON (gateway/tenants.py)"

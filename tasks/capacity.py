@@ -5,7 +5,7 @@ Every ``WORKER_REPORT_SECONDS`` a worker writes, for each queue it consumes, its
 jobs) and the messages it holds (prefetched: running or waiting for a slot), under
 ``{REDIS_PREFIX}:capacity`` field ``{queue}|{worker}`` (gateway/contract.py). A worker
 that stops removes its fields; one that dies is dropped by the API once its report is
-three intervals old (api/scaling.py).
+three intervals old (api/observability/scaling.py).
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ class ResultStore(RedisBackend):
         """Count a job's result to its tenant, as STORE_ONCE stores it (the first only):
         the job and its tokens, as the model server reported them, in the day's usage
         (per tenant and model) and in the tenant's tokens of the minute and of the day
-        (its quotas, api/quotas.py)."""
+        (its quotas, api/tenancy/quotas.py)."""
         if not job or "meta" not in job:  # not a model's job (a webhook delivery, llm.models)
             return
         tenant = job.get("tenant") if isinstance(job.get("tenant"), str) else DEFAULT_TENANT

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from gateway.config import Config
-from tests.fake_model_server import FakeModelServer, free_port
-from tests.processes import Processes, config_from_env, remove_traces, start_valkey
+from testing.fake_model_server import FakeModelServer, free_port
+from testing.processes import Processes, config_from_env, remove_traces, start_valkey
 
 RABBIT = ("127.0.0.1", 5672)
 REDIS = ("127.0.0.1", 6379)

@@ -18,11 +18,11 @@ import openai
 import pytest
 import redis
 
+from testing.fake_model_server import FakeModelServer, free_port
+from testing.processes import RedisServer
 from tests.api.test_batches import chat_line, file_lines, jsonl, wait_until_finished
 from tests.api.test_openai import client
 from tests.conftest import Stack, StackFactory
-from tests.fake_model_server import FakeModelServer, free_port
-from tests.processes import RedisServer
 from tests.test_faults import _redis_binary, rabbitmq_stopped, wait_until
 
 pytestmark = pytest.mark.fault

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from bench.report import targets
+from testing.processes import ROOT
 from tests.conftest import reachable
-from tests.processes import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.alone]  # it loads the whole machine for minutes
 

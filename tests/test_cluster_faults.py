@@ -7,7 +7,7 @@ Every job the API accepted is answered once, with its own answer; a job refused
 while the fault lasted is refused with a 503 naming the broker or the result store,
 and answered when sent again. Each test prints how long the fault stalled the
 answers (pytest -s shows it). Each starts its own cluster on free ports and data
-folders of its own (tests/clusters.py), and stops it after.
+folders of its own (testing/clusters.py), and stops it after.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.clusters import RabbitCluster, SentinelRedis, rabbitmq_available
+from testing.clusters import RabbitCluster, SentinelRedis, rabbitmq_available
+from testing.fake_model_server import FakeModelServer
 from tests.conftest import REDIS, Stack, _stack_factory, reachable
-from tests.fake_model_server import FakeModelServer
 from tests.test_faults import Tally, _post_all, _refused_by_broker, _refused_by_store, ids, under_load, wait_until
 
 pytestmark = [pytest.mark.fault, pytest.mark.alone]  # three RabbitMQ nodes and Sentinels load the whole machine

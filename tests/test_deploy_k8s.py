@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from api.main import create_app
-from api.scaling import Signals
+from api.observability.scaling import Signals
 from gateway.config import Config
 from tests.conftest import Stack
 from tests.test_compose import DEPLOYMENT_VARIABLES

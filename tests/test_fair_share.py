@@ -12,9 +12,9 @@ import httpx
 import pytest
 import redis
 
+from testing.fake_model_server import FakeModelServer, free_port
+from testing.processes import RedisServer
 from tests.conftest import Stack, StackFactory
-from tests.fake_model_server import FakeModelServer, free_port
-from tests.processes import RedisServer
 from tests.test_faults import _redis_binary, rabbitmq_stopped
 
 pytestmark = pytest.mark.integration

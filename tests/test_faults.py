@@ -37,9 +37,9 @@ from kombu import Connection
 from gateway.celery_settings import celery_settings
 from gateway.contract import STORE_ONCE
 from tasks import dead_letters
+from testing.fake_model_server import Failure, FakeModelServer
+from testing.processes import ROOT, Process, RedisServer
 from tests.conftest import RABBIT, Stack, StackFactory, reachable
-from tests.fake_model_server import Failure, FakeModelServer
-from tests.processes import ROOT, Process, RedisServer
 
 pytestmark = pytest.mark.fault
 

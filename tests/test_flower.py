@@ -7,9 +7,9 @@ import time
 import httpx
 import pytest
 
+from testing.fake_model_server import FakeModelServer, free_port
+from testing.processes import VENV_BIN, wait_for_http
 from tests.conftest import StackFactory
-from tests.fake_model_server import FakeModelServer, free_port
-from tests.processes import VENV_BIN, wait_for_http
 
 pytestmark = pytest.mark.integration
 

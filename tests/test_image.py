@@ -30,9 +30,9 @@ import httpx
 import pytest
 import yaml
 
+from testing.fake_model_server import FakeModelServer, free_port
+from testing.processes import Processes, config_from_env, remove_traces, wait_for_http, wait_for_output
 from tests.conftest import RABBIT, reachable
-from tests.fake_model_server import FakeModelServer, free_port
-from tests.processes import Processes, config_from_env, remove_traces, wait_for_http, wait_for_output
 
 pytestmark = pytest.mark.integration
 

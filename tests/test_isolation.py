@@ -16,13 +16,13 @@ import httpx
 import openai
 import pytest
 
-from api.job_queue import JobQueue
+from api.jobs.queue import JobQueue
 from api.main import create_app
 from gateway.batch_files import line_job_id
 from gateway.config import Config
+from testing.fake_model_server import FakeModelServer
 from tests.api.test_batches import chat_line, file_lines, jsonl, wait_until_finished
 from tests.conftest import Stack, StackFactory
-from tests.fake_model_server import FakeModelServer
 from tests.test_faults import wait_until
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from bench import loadgen
-from tests.fake_model_server import FakeModelServer, free_port
+from testing.fake_model_server import FakeModelServer, free_port
 
 pytestmark = pytest.mark.integration  # a real server on a real port, but no broker
 

@@ -13,8 +13,8 @@ import pytest
 
 from gateway.config import Config
 from gateway.registry import RegistryError, UnknownModel, load_registry
+from testing.fake_model_server import FakeModelServer
 from tests.conftest import StackFactory
-from tests.fake_model_server import FakeModelServer
 
 pytestmark = pytest.mark.integration
 

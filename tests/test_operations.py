@@ -11,9 +11,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from testing.fake_model_server import FakeModelServer
+from testing.processes import wait_for_output
 from tests.conftest import Stack, StackFactory
-from tests.fake_model_server import FakeModelServer
-from tests.processes import wait_for_output
 
 pytestmark = pytest.mark.integration
 

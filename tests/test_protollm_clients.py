@@ -26,8 +26,8 @@ from typing import Any
 import httpx
 import pytest
 
+from testing.fake_model_server import FakeModelServer
 from tests.conftest import Stack, StackFactory
-from tests.fake_model_server import FakeModelServer
 from tests.test_models import registry_json
 
 pytestmark = pytest.mark.integration

@@ -13,15 +13,15 @@ from collections import Counter
 import httpx
 import pytest
 
-from api.job_queue import JobQueue
+from api.jobs.queue import JobQueue
 from gateway.queues import bands
 from tasks import dead_letters
+from testing.fake_model_server import FakeModelServer
+from testing.webhook_receiver import WebhookReceiver
 from tests.conftest import Stack, StackFactory
-from tests.fake_model_server import FakeModelServer
 from tests.test_faults import Tally, _post_all, _status, ids, wait_until
 from tests.test_webhooks import receiver as receiver
 from tests.test_webhooks import webhook_env
-from tests.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,9 @@ import httpx
 import pytest
 import redis
 
+from testing.fake_model_server import free_port
+from testing.processes import ROOT, VENV_BIN, Process, Processes, wait_for_http
 from tests.conftest import Stack, StackFactory
-from tests.fake_model_server import free_port
-from tests.processes import ROOT, VENV_BIN, Process, Processes, wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -189,7 +189,7 @@ def test_a_batch_on_the_real_model(real: Stack) -> None:
 def test_a_traced_job_on_the_real_model_says_where_its_time_went(make_stack: StackFactory, model_server: str) -> None:
     import openai
 
-    from tests.otlp_collector import Collector
+    from testing.otlp_collector import Collector
 
     collector = Collector()
     try:

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fake_model_server import free_port
-from tests.processes import ROOT
+from testing.fake_model_server import free_port
+from testing.processes import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -11,12 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
-from api.errors import BrokerUnavailable
-from api.scaling import Scaling
+from api.http.errors import BrokerUnavailable
+from api.observability.scaling import Scaling
 from gateway.config import Config
 from gateway.registry import load_registry
+from testing.fake_model_server import FakeModelServer
 from tests.conftest import Stack, StackFactory
-from tests.fake_model_server import FakeModelServer
 
 
 def signals(stack: Stack) -> dict[str, Any]:

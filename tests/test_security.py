@@ -20,12 +20,12 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import allow_header_conformance, positive_data_acceptance
 from schemathesis.config import SchemathesisConfig
 
-from api.guard import Guard, check_job
 from api.main import create_app
+from api.tenancy.guard import Guard, check_job
 from gateway.config import Config
+from testing.fake_model_server import FakeModelServer, free_port
+from testing.processes import RedisServer, remove_traces, wait_for_output
 from tests.conftest import Stack, StackFactory
-from tests.fake_model_server import FakeModelServer, free_port
-from tests.processes import RedisServer, remove_traces, wait_for_output
 from tests.test_faults import wait_until
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from testing.fake_model_server import FakeModelServer, free_port
 from tests.conftest import Stack, StackFactory
-from tests.fake_model_server import FakeModelServer, free_port
 
 pytestmark = pytest.mark.integration
 

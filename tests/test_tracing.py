@@ -1,6 +1,6 @@
 """One trace per job, across real API and worker processes, sent over OTLP to a collector.
 
-The collector is a test's (tests/otlp_collector.py, speaking OTLP/HTTP as the
+The collector is a test's (testing/otlp_collector.py, speaking OTLP/HTTP as the
 OpenTelemetry Collector does); the client's trace is continued from its
 ``traceparent``, and the model server is sent the trace's context.
 """
@@ -20,10 +20,10 @@ import openai
 import pytest
 
 from tasks import dead_letters
+from testing.fake_model_server import FakeModelServer
+from testing.otlp_collector import Collector, Span
+from testing.processes import wait_for_output
 from tests.conftest import Stack, StackFactory
-from tests.fake_model_server import FakeModelServer
-from tests.otlp_collector import Collector, Span
-from tests.processes import wait_for_output
 
 pytestmark = pytest.mark.integration
 

@@ -32,13 +32,13 @@ from gateway.webhooks import (
 )
 from tasks import dead_letters
 from tasks.webhooks import DeliveryFailed, send
+from testing.fake_model_server import FakeModelServer
+from testing.webhook_receiver import Received, WebhookReceiver
 from tests.api.test_batches import chat_line, upload, wait_until_finished
 from tests.api.test_openai import client
 from tests.conftest import StackFactory
-from tests.fake_model_server import FakeModelServer
 from tests.test_faults import wait_until
 from tests.test_operations import samples, value
-from tests.webhook_receiver import Received, WebhookReceiver
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 

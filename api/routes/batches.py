@@ -8,12 +8,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from api.batches import public
+from api.batches.store import public
 from api.deps import BatchesDep, OwnerDep
-from api.guard import tenant_now
-from api.openai_schemas import ErrorBody
 from api.routes.files import listing
 from api.routes.openai import OpenAIRoute
+from api.schemas.openai import ErrorBody
+from api.tenancy.guard import tenant_now
 
 BatchId = Annotated[str, Path(pattern=r"^batch_[A-Za-z0-9]{1,100}$")]
 

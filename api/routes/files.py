@@ -8,10 +8,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
+from api.batches.files import public
 from api.deps import FilesDep, OwnerDep
-from api.files import public
-from api.openai_schemas import ErrorBody
 from api.routes.openai import OpenAIRoute
+from api.schemas.openai import ErrorBody
 from gateway.config import Config
 
 FileId = Annotated[str, Path(pattern=r"^file-[A-Za-z0-9_-]{1,100}$")]

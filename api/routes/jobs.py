@@ -13,8 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query
 
 from api.deps import EventsDep, StoreDep, TenantDep
-from api.errors import JobConflict, JobNotFound
-from api.schemas import JOB_ID_PATTERN, JobStatus
+from api.http.errors import JobConflict, JobNotFound
+from api.schemas.native import JOB_ID_PATTERN, JobStatus
 from gateway.tenants import TENANT_PATTERN, Tenant, job_key
 
 JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN)]

@@ -15,14 +15,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import ConfigDep, RegistryDep, RunnerDep
-from api.guard import check_tokens
-from api.openai_jobs import ERROR_TYPES, chat_job, choices, completion_job, usage, whole_answer
-from api.openai_schemas import ErrorBody, ModelCard, ModelList
-from api.request_models import RequestModels
-from api.routing import GatewayRoute
-from api.runner import JobRunner
-from api.schemas import JOB_ID_PATTERN, new_job_id
-from api.streaming import open_stream, sse, stream_response
+from api.http.route_class import GatewayRoute
+from api.http.sse import open_stream, sse, stream_response
+from api.jobs.openai import ERROR_TYPES, chat_job, choices, completion_job, usage, whole_answer
+from api.jobs.runner import JobRunner
+from api.schemas.limits import RequestModels
+from api.schemas.native import JOB_ID_PATTERN, new_job_id
+from api.schemas.openai import ErrorBody, ModelCard, ModelList
+from api.tenancy.guard import check_tokens
 from gateway.contract import TaskName
 
 MODELS_CACHE_SECONDS = 30

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
 from api.deps import MetricsDep, QueueDep, RegistryDep, ServicesDep
-from api.readiness import readiness
+from api.observability.readiness import readiness
 
 log = logging.getLogger(__name__)
 probes = APIRouter(tags=["health"])
@@ -63,7 +63,7 @@ async def metrics(parts: ServicesDep, metrics: MetricsDep, queue: QueueDep, regi
 
 @router.get("/scaling", responses={503: {"description": "The broker or the result store is unavailable; named"}})
 async def scaling(parts: ServicesDep) -> dict[str, Any]:
-    """Per model, the signals to scale its workers on (api/scaling.py): jobs waiting, the
+    """Per model, the signals to scale its workers on (api/observability/scaling.py): jobs waiting, the
     oldest one's age, jobs running, worker slots and busy slots, and the demand."""
     signals = await parts.scaling.read()
     return {"object": "scaling", "at": round(time.time(), 3),

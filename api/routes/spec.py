@@ -6,12 +6,12 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.deps import ConfigDep, RunnerDep
-from api.guard import tenant_now
-from api.request_models import RequestModels
-from api.routing import GatewayRoute
-from api.runner import JobRunner
-from api.schemas import ChatCompletionRequest, CompletionResponse, GenerateRequest, JobAccepted
-from api.streaming import open_stream, sse, stream_response
+from api.http.route_class import GatewayRoute
+from api.http.sse import open_stream, sse, stream_response
+from api.jobs.runner import JobRunner
+from api.schemas.limits import RequestModels
+from api.schemas.native import ChatCompletionRequest, CompletionResponse, GenerateRequest, JobAccepted
+from api.tenancy.guard import tenant_now
 from gateway.config import Config
 from gateway.contract import TaskName
 

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from api.deps import ConfigDep, ServicesDep
-from api.errors import ApiError
-from api.guard import Forbidden
-from api.usage import usage
+from api.http.errors import ApiError
+from api.tenancy.guard import Forbidden
+from api.tenancy.usage import usage
 from gateway.tenants import TENANT_PATTERN, Tenant
 
 router = APIRouter(tags=["usage"])

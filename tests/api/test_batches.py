@@ -16,10 +16,10 @@ import httpx
 import openai
 import pytest
 
+from testing.fake_model_server import FakeModelServer
+from testing.processes import ROOT
 from tests.api.test_openai import client
 from tests.conftest import Stack, StackFactory
-from tests.fake_model_server import FakeModelServer
-from tests.processes import ROOT
 from tests.test_operations import samples, value
 
 pytestmark = pytest.mark.integration

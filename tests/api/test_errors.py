@@ -7,8 +7,8 @@ import time
 import httpx
 import pytest
 
+from testing.fake_model_server import Failure, FakeModelServer, free_port
 from tests.conftest import Stack, StackFactory
-from tests.fake_model_server import Failure, FakeModelServer, free_port
 
 
 @pytest.mark.integration

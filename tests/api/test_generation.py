@@ -13,11 +13,11 @@ import pytest
 import redis
 from kombu import Connection
 
-from api.schemas import DEFAULT_PRIORITY
+from api.schemas.native import DEFAULT_PRIORITY
 from gateway.celery_settings import priority_for
+from testing.fake_model_server import FakeModelServer, free_port
+from testing.processes import ROOT, VENV_BIN, Processes
 from tests.conftest import Stack, StackFactory
-from tests.fake_model_server import FakeModelServer, free_port
-from tests.processes import ROOT, VENV_BIN, Processes
 
 pytestmark = pytest.mark.integration
 
@@ -218,7 +218,7 @@ def test_the_specs_usage_snippet_serves_the_endpoints(stack: Stack, fake: FakeMo
     env = {**stack.env, "PYTHONPATH": f"{tmp_path}:{ROOT}"}
     process = processes.spawn("spec-app", [str(VENV_BIN / "uvicorn"), "spec_app:app", "--port", str(port)], env)
     try:
-        from tests.processes import wait_for_http
+        from testing.processes import wait_for_http
 
         wait_for_http(process, f"http://127.0.0.1:{port}/openapi.json")
         answer = httpx.post(f"http://127.0.0.1:{port}/generate", json={"content": "snippet"}, timeout=30)

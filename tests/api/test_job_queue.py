@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.job_queue import JobQueue
+from api.jobs.queue import JobQueue
 from gateway.config import Config
 
 pytestmark = pytest.mark.unit

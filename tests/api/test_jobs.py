@@ -12,13 +12,13 @@ import pytest
 import redis
 from celery import Celery
 
-from api.job_queue import JobQueue
+from api.jobs.queue import JobQueue
 from gateway import contract
 from tasks.celery_settings import worker_settings
 from tasks.result_store import ResultStore
+from testing.fake_model_server import Failure, FakeModelServer, free_port
+from testing.processes import wait_for_output
 from tests.conftest import Stack, StackFactory
-from tests.fake_model_server import Failure, FakeModelServer, free_port
-from tests.processes import wait_for_output
 
 pytestmark = pytest.mark.integration
 

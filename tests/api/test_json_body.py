@@ -1,4 +1,4 @@
-"""Reading JSON the gateway can carry (api/json_body.py): each value it cannot, named."""
+"""Reading JSON the gateway can carry (api/http/json_body.py): each value it cannot, named."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from api.json_body import InvalidJson, loads
+from api.http.json_body import InvalidJson, loads
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from api.batch_keeper import _wait
+from api.batches.keeper import _wait
 
 pytestmark = pytest.mark.unit
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import openai
 import pytest
 
+from testing.fake_model_server import FakeModelServer
 from tests.conftest import Stack
-from tests.fake_model_server import FakeModelServer
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +91,7 @@ def test_errors_raise_the_openai_exception_classes(
 
 
 def test_model_server_down_is_a_502_in_openai_format(stack: Stack, fake: FakeModelServer) -> None:
-    from tests.fake_model_server import Failure
+    from testing.fake_model_server import Failure
 
     fake.failures = [Failure(500, {"error": {"message": "CUDA out of memory"}})] * 3
     with pytest.raises(openai.InternalServerError) as caught:

@@ -15,8 +15,8 @@ import pytest
 from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from testing.fake_model_server import FakeModelServer
 from tests.conftest import Stack
-from tests.fake_model_server import FakeModelServer
 
 pytestmark = pytest.mark.integration
 

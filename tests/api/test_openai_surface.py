@@ -12,9 +12,9 @@ import httpx
 import openai
 import pytest
 
+from testing.fake_model_server import FakeModelServer
 from tests.api.test_openai import client
 from tests.conftest import Stack
-from tests.fake_model_server import FakeModelServer
 
 pytestmark = pytest.mark.integration
 

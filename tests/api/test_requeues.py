@@ -1,4 +1,4 @@
-"""No code path queues a job again without bound (api/runner.py: `Requeues`)."""
+"""No code path queues a job again without bound (api/jobs/runner.py: `Requeues`)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from api.metrics import Metrics
-from api.runner import MAX_REQUEUES, Requeues
+from api.jobs.runner import MAX_REQUEUES, Requeues
+from api.observability.metrics import Metrics
 from gateway.tenants import EVERYONE, Owner, job_key, tenant_of
 
 pytestmark = pytest.mark.unit

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from api.errors import ResultStoreUnavailable
-from api.job_store import JobStore
-from api.result_waiter import ResultWaiter, redis_client
+from api.http.errors import ResultStoreUnavailable
+from api.jobs.result_waiter import ResultWaiter, redis_client
+from api.jobs.store import JobStore
 from gateway.config import Config
 from gateway.contract import STORE_ONCE
-from tests.fake_model_server import free_port
+from testing.fake_model_server import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -193,7 +193,7 @@ async def test_unreachable_redis_is_result_store_unavailable() -> None:
 
 @asynccontextmanager
 async def watch(waiter: ResultWaiter, job_id: str) -> AsyncIterator[asyncio.Future[dict[str, Any]]]:
-    """Await any job's result, as a request for a job queued before does (api/runner.py)."""
+    """Await any job's result, as a request for a job queued before does (api/jobs/runner.py)."""
     async with waiter.expect(job_id) as result:
         await waiter.follow(job_id)
         yield result

@@ -8,10 +8,10 @@ import httpx
 import openai
 import pytest
 
-from api.metrics import Metrics
-from api.server_timing import Timing
+from api.observability.metrics import Metrics
+from api.observability.server_timing import Timing
+from testing.fake_model_server import FakeModelServer
 from tests.conftest import Stack
-from tests.fake_model_server import FakeModelServer
 
 
 def parse(header: str) -> dict[str, float]:

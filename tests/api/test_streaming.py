@@ -9,8 +9,8 @@ import httpx
 import openai
 import pytest
 
+from testing.fake_model_server import Failure, FakeModelServer
 from tests.conftest import Stack
-from tests.fake_model_server import Failure, FakeModelServer
 
 pytestmark = pytest.mark.integration
 

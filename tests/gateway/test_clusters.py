@@ -11,7 +11,7 @@ import pytest
 from celery.concurrency.thread import TaskPool
 from pydantic import ValidationError
 
-from api.job_queue import JobQueue
+from api.jobs.queue import JobQueue
 from gateway import redis_clients
 from gateway.celery_settings import celery_settings
 from gateway.config import Config

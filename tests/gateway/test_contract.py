@@ -18,10 +18,10 @@ import redis
 from celery import Celery
 from celery.backends.base import BaseBackend
 
-from api.errors import error_for_failure
-from api.job_store import fingerprint
-from api.openai_schemas import ChatCompletionsRequest, CompletionsRequest
-from api.schemas import ChatCompletionRequest, GenerateRequest
+from api.http.errors import error_for_failure
+from api.jobs.store import fingerprint
+from api.schemas.native import ChatCompletionRequest, GenerateRequest
+from api.schemas.openai import ChatCompletionsRequest, CompletionsRequest
 from gateway import contract
 from gateway.contract import CANCEL, CLAIM, FAILURES, MARK_STARTED, STORE_ONCE, InvalidJob, Job, Keys, TaskName
 from tasks import dead_letters, llm, model_client

@@ -15,10 +15,10 @@ from moto.server import ThreadedMotoServer
 
 from gateway.config import Config
 from gateway.file_store import FileStore
+from testing.fake_model_server import FakeModelServer, free_port
 from tests.api.test_batches import chat_line, file_lines, jsonl, wait_until_finished
 from tests.api.test_openai import client
 from tests.conftest import StackFactory
-from tests.fake_model_server import FakeModelServer, free_port
 from tests.test_faults import wait_until
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import IO, Any, TypeVar
 
-from api.batch_input import read_input
-from api.errors import ApiError
-from api.request_models import RequestModels
+from api.batches.input import read_input
+from api.http.errors import ApiError
+from api.schemas.limits import RequestModels
 from gateway.batch_files import file_data, file_object
 from gateway.config import Config
 from gateway.file_store import FileStore

@@ -1,7 +1,7 @@
 """The request bodies of one deployment: the base models, with its configured limits
 written into their OpenAPI schema (``maxLength``, ``maxItems``, ``maximum``).
 
-The limits are enforced by `api.guard.check_job`, whose messages name the setting;
+The limits are enforced by `api.tenancy.guard.check_job`, whose messages name the setting;
 here they are documented, so that a client (or a fuzzer) reading the schema knows
 what will be refused.
 """
@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, create_model
 
-from api.openai_schemas import ChatCompletionsRequest, CompletionsRequest, OpenAIMessage
-from api.schemas import ChatCompletionRequest, Count, GenerateRequest, Message, Meta
+from api.schemas.native import ChatCompletionRequest, Count, GenerateRequest, Message, Meta
+from api.schemas.openai import ChatCompletionsRequest, CompletionsRequest, OpenAIMessage
 from gateway.config import Config
 
 

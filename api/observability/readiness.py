@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 
-from api.job_queue import JobQueue
+from api.jobs.queue import JobQueue
 from gateway.registry import Model, Registry
 
 READY_TIMEOUT = 2.0  # seconds each check may take

@@ -98,7 +98,7 @@ class Metrics:
             self.tokens.labels(model, tenant).inc(usage["completion_tokens"])
 
     def observe_cost(self, model: str, parts: dict[str, float]) -> None:
-        """A job request answered, its time in parts (api/server_timing.py)."""
+        """A job request answered, its time in parts (api/observability/server_timing.py)."""
         self.overhead_seconds.labels(model).observe(parts["gateway"])
         if "model" in parts:
             self.model_seconds.labels(model).observe(parts["model"])
@@ -119,7 +119,7 @@ class Metrics:
         """The text format, with what was read just before: `waiting` (jobs per queue),
         `webhooks` (deliveries per endpoint and outcome, over all workers), `batches`
         (lines per model and state, of the batches this process drives), `scaling`
-        (each model's signals, api/scaling.py)."""
+        (each model's signals, api/observability/scaling.py)."""
         read_now = ((self._waiting, waiting), (self._webhooks, webhooks), (self._batches, batches),
                     (self._scaling, scaling))  # fmt: skip
         for mine, read in read_now:
@@ -171,7 +171,7 @@ class _Batches(Collector):
         yield family
 
 
-# The scaling signals (api/scaling.py): gauge name, its field, its help.
+# The scaling signals (api/observability/scaling.py): gauge name, its field, its help.
 SCALING_GAUGES = (
     ("llm_api_model_jobs_waiting", "waiting", "Jobs of the model not started: queued, or held by a worker for a slot"),
     ("llm_api_model_oldest_waiting_seconds", "oldest_waiting_seconds", "Seconds its oldest job not started has waited"),

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import HTTPException
 from fastapi.responses import StreamingResponse
 
-from api.runner import JobRunner
+from api.jobs.runner import JobRunner
 
 Render = Callable[[dict[str, Any]], Iterable[str]]
 

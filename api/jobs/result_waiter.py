@@ -36,7 +36,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from api.errors import ResultStoreUnavailable
+from api.http.errors import ResultStoreUnavailable
 from gateway import redis_clients
 from gateway.config import Config
 from gateway.contract import FINISHED
@@ -105,7 +105,8 @@ class ResultWaiter:
         self.rereads_resolved = 0  # results found by the periodic re-read, not received
         self.connects = 0  # connections made so far (1 unless Redis was lost)
         self.client_name = f"{config.redis_prefix}-result-waiter"
-        # Results of the jobs this process queued are published here (job_store.CLAIM).
+        # Results of the jobs this process queued are published here (the claim records
+        # it: contract.CLAIM, run by api/jobs/store.py).
         self.reply_channel = config.keys.replies(uuid.uuid4().hex)
         self._replies = asyncio.Event()  # set while the reply channel's subscription holds
         self._watches: dict[str, _Watch] = {}

@@ -15,9 +15,9 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from api.errors import ResultStoreUnavailable
-from api.guard import TooManyRequests
-from api.metrics import Metrics
+from api.http.errors import ResultStoreUnavailable
+from api.observability.metrics import Metrics
+from api.tenancy.guard import TooManyRequests
 from gateway.config import Config
 from gateway.contract import ADMIT
 from gateway.tenants import Tenant

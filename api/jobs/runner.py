@@ -13,8 +13,7 @@ import redis.asyncio as aioredis
 from fastapi import HTTPException
 from redis.exceptions import RedisError
 
-from api import server_timing
-from api.errors import (
+from api.http.errors import (
     JobCancelled,
     JobConflict,
     JobFailed,
@@ -26,13 +25,14 @@ from api.errors import (
     cause,
     error_for_failure,
 )
-from api.fair_share import FairShare
-from api.guard import check_job, tenant_now
-from api.job_queue import JobQueue
-from api.job_store import JobStore
-from api.metrics import Metrics
-from api.quotas import Quotas
-from api.result_waiter import ResultWaiter
+from api.jobs.queue import JobQueue
+from api.jobs.result_waiter import ResultWaiter
+from api.jobs.store import JobStore
+from api.observability import server_timing
+from api.observability.metrics import Metrics
+from api.tenancy.fair_share import FairShare
+from api.tenancy.guard import check_job, tenant_now
+from api.tenancy.quotas import Quotas
 from gateway import redis_clients, tracing
 from gateway.config import Config
 from gateway.contract import (

@@ -1,5 +1,5 @@
 """Batches, as OpenAI's Batch API has them: created from an input file, run line by
-line as jobs (api/batch_keeper.py), finished with an output and an error file.
+line as jobs (api/batches/keeper.py), finished with an output and an error file.
 
 A batch's object is kept in the file store (gateway/batch_files.py); only the
 process driving it writes it after it is created. Cancelling writes the batch's
@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from api.errors import ApiError
-from api.files import FileNotFound, Files, sortable_id
+from api.batches.files import FileNotFound, Files, sortable_id
+from api.http.errors import ApiError
 from gateway.batch_files import ACTIVE, BatchLines, active_marker, batch_object
 from gateway.tenants import DEFAULT_TENANT, Owner
 

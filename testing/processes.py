@@ -18,7 +18,7 @@ from gateway import redis_clients
 from gateway.config import Config
 from gateway.queues import bands
 from local_stack.valkey import command as valkey_command
-from tests.fake_model_server import free_port
+from testing.fake_model_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent

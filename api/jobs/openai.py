@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from api.openai_schemas import CHAT_PASSED_ON, COMPLETION_PASSED_ON, ChatCompletionsRequest, CompletionsRequest
+from api.schemas.openai import CHAT_PASSED_ON, COMPLETION_PASSED_ON, ChatCompletionsRequest, CompletionsRequest
 
 ERROR_TYPES = {
     400: "invalid_request_error",

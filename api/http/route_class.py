@@ -3,7 +3,7 @@
 - the API key checked on the headers, before a byte of the body is read (an upload
   without a valid key is not read, nor spooled to disk);
 - bodies over ``MAX_BODY_BYTES`` refused with 413 before they are read whole;
-- a JSON body read strictly (api/json_body.py: no NaN, no lone surrogate, nesting
+- a JSON body read strictly (api/http/json_body.py: no NaN, no lone surrogate, nesting
   within ``MAX_JSON_DEPTH``);
 - an answer given before the body was read whole (401, 413) is sent once the rest of
   the body is read and dropped (at most DRAIN_BYTES, DRAIN_SECONDS): a client that
@@ -29,10 +29,10 @@ from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api import server_timing
 from api.deps import services_of
-from api.errors import ApiError, cause
-from api.json_body import loads
+from api.http.errors import ApiError, cause
+from api.http.json_body import loads
+from api.observability import server_timing
 from gateway.config import Config
 
 access = logging.getLogger("api.access")
@@ -48,7 +48,7 @@ DRAIN_IDLE_SECONDS = 1.0
 
 
 class GatewayRequest(Request):
-    """A request whose JSON body is read strictly (api/json_body.py)."""
+    """A request whose JSON body is read strictly (api/http/json_body.py)."""
 
     max_depth = 64
 

@@ -5,8 +5,8 @@ to infinity (``1e309``), lone UTF-16 surrogates (``"\\udfff"``, text no encoder
 writes), and nesting as deep as the stack allows. Each would fail later, as a 500 or a
 job that never runs (a key that cannot be encoded, a message that cannot be sent, a
 validator that recurses too deep), so each is refused here with 422 naming the field:
-for request bodies (api/routing.py) and for every line of a batch's input file
-(api/batch_input.py) alike.
+for request bodies (api/http/route_class.py) and for every line of a batch's input file
+(api/batches/input.py) alike.
 
 The usual body pays two scans of its bytes in C and a call per float; the walk over
 the document runs only when one of them found something to look at.
@@ -20,7 +20,7 @@ import re
 import threading
 from typing import Any
 
-from api.errors import ApiError
+from api.http.errors import ApiError
 
 # A surrogate (U+D800..U+DFFF) written as an escape; a pair of them is one character,
 # which the walk lets through.

@@ -10,7 +10,7 @@
 - Limits on what a job may hold (``MAX_*``): checked on every job, whichever endpoint
   it came through, before anything is queued.
 
-Bodies larger than ``MAX_BODY_BYTES`` are refused by every route (api/routing.py).
+Bodies larger than ``MAX_BODY_BYTES`` are refused by every route (api/http/route_class.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from fastapi import Request
 from redis.exceptions import RedisError
 
-from api.errors import ApiError, ResultStoreUnavailable
+from api.http.errors import ApiError, ResultStoreUnavailable
 from gateway.config import Config
 from gateway.logs import current_job
 from gateway.tenants import DEFAULT_TENANT, EVERYONE, Owner, Tenant, Tenants, digest, load_tenants
@@ -106,7 +106,7 @@ class Guard:
 
     async def __call__(self, request: Request) -> None:
         if getattr(request.state, "guarded", False):
-            return  # checked already, before its body was read (api/routing.py)
+            return  # checked already, before its body was read (api/http/route_class.py)
         request.state.guarded = True
         who, tenant = self._authenticate(request)
         # Whose files and batches the request sees: its tenant's (every one, without keys).

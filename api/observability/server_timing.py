@@ -24,7 +24,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from api.metrics import Metrics
+from api.observability.metrics import Metrics
 
 
 @dataclass
@@ -86,7 +86,7 @@ def _seconds(value: Any) -> float | None:
     return max(0.0, float(value)) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-# The timing of the request being answered (set by the route, api/routing.py; filled
+# The timing of the request being answered (set by the route, api/http/route_class.py; filled
 # in by the job runner). A mutable holder: a stream's task sees the same one.
 current: ContextVar[Timing | None] = ContextVar("server_timing", default=None)
 

@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 
-from api.errors import BrokerUnavailable
+from api.http.errors import BrokerUnavailable
 from gateway.celery_settings import celery_settings, priority_for
 from gateway.config import Config
 from gateway.queues import band_queue, bands, declared
@@ -25,7 +25,7 @@ ARGS_REPR_CHARS = 1024  # as much of a job as Flower shows as its arguments (Cel
 
 def args_repr(job: dict[str, Any]) -> str:
     """The job as Flower shows its arguments: JSON, cut to ARGS_REPR_CHARS. Celery's
-    own (a pure-Python repr) was 3 % of the API's CPU per job."""
+    own (a pure-Python repr) cost a share of the API's CPU per job (docs/benchmark.md)."""
     text = json.dumps(job, ensure_ascii=False)
     if len(text) > ARGS_REPR_CHARS:
         text = text[: ARGS_REPR_CHARS - 3] + "..."
@@ -43,7 +43,7 @@ class JobQueue:
         self._config = config
         self._celery = Celery("llm-api", set_as_current=False)
         self._celery.conf.update(celery_settings(config))
-        # Tenants' queues of busy models (api/fair_share.py): declared as the models' are,
+        # Tenants' queues of busy models (api/tenancy/fair_share.py): declared as the models' are,
         # with their priority bands on quorum queues.
         extra = [declared(band, config) for name in tenant_queues or [] for band in bands(config, name)]
         self._celery.conf.task_queues = (*self._celery.conf.task_queues, *extra)

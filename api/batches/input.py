@@ -2,7 +2,7 @@
 ``{"custom_id", "method": "POST", "url", "body"}``, its ``custom_id`` unique, its
 ``url`` an endpoint batches run, its ``body`` a request that endpoint takes (within
 the deployment's limits, for a model it serves: no larger than ``MAX_BODY_BYTES``, read
-as strictly as an interactive body, api/json_body.py). A file with bad lines is refused
+as strictly as an interactive body, api/http/json_body.py). A file with bad lines is refused
 whole, naming each line and what is wrong with it, before anything is queued.
 
 Unlike OpenAI, one file may name several models: each line runs on its model's queue.
@@ -17,10 +17,10 @@ from typing import Any
 from fastapi import HTTPException
 from pydantic import ValidationError
 
-from api.guard import check_job, check_tokens
-from api.json_body import InvalidJson, loads
-from api.openai_jobs import chat_job, completion_job
-from api.request_models import RequestModels
+from api.http.json_body import InvalidJson, loads
+from api.jobs.openai import chat_job, completion_job
+from api.schemas.limits import RequestModels
+from api.tenancy.guard import check_job, check_tokens
 from gateway.config import Config
 from gateway.contract import TaskName
 from gateway.registry import Registry, UnknownModel

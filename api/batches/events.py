@@ -4,7 +4,7 @@ queued on the broker as deliveries (gateway/webhooks.py, tasks/webhooks.py)."""
 
 from __future__ import annotations
 
-from api.job_queue import JobQueue
+from api.jobs.queue import JobQueue
 from gateway.config import Config
 from gateway.webhooks import JOB_EVENTS, load_endpoints
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from api.schemas import DEFAULT_PRIORITY, MODEL_PATTERN, Body, Count, JsonInt, integral
+from api.schemas.native import DEFAULT_PRIORITY, MODEL_PATTERN, Body, Count, JsonInt, integral
 
 # Fields of a request the gateway does not know (a model server's own: vLLM's top_k,
 # min_p, guided_json, chat_template_kwargs, ...) are passed on as given, up to this many

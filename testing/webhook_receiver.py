@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.fake_model_server import free_port
+from testing.fake_model_server import free_port
 
 
 @dataclass(frozen=True)

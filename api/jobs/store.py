@@ -17,7 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from api.errors import QueueFull, ResultStoreUnavailable, error_for_failure
+from api.http.errors import QueueFull, ResultStoreUnavailable, error_for_failure
 from gateway import redis_clients
 from gateway.config import Config
 from gateway.contract import CANCEL, CLAIM, STATUS_NAMES, JobField, cancelled_result

@@ -39,14 +39,14 @@ import redis.asyncio as aioredis
 from fastapi import HTTPException
 from redis.exceptions import RedisError
 
-from api.batch_input import InputLine, ReadInput, read_input
-from api.batches import UNFINISHED, Batches
-from api.errors import BrokerUnavailable, JobCancelled, JobTimedOut, QueueFull, ResultStoreUnavailable, cause
-from api.files import Files
-from api.guard import current_tenant
-from api.openai_jobs import ERROR_TYPES, whole_answer
-from api.request_models import RequestModels
-from api.runner import JobRunner
+from api.batches.files import Files
+from api.batches.input import InputLine, ReadInput, read_input
+from api.batches.store import UNFINISHED, Batches
+from api.http.errors import BrokerUnavailable, JobCancelled, JobTimedOut, QueueFull, ResultStoreUnavailable, cause
+from api.jobs.openai import ERROR_TYPES, whole_answer
+from api.jobs.runner import JobRunner
+from api.schemas.limits import RequestModels
+from api.tenancy.guard import current_tenant
 from gateway.batch_files import ERR, OK, active_marker, file_data, line_job_id, line_record
 from gateway.config import Config
 from gateway.contract import TaskName

@@ -5,7 +5,7 @@ Prometheus scaler, or an HPA through an adapter).
 Per model (its queue's figures; models sharing a queue share them):
 
 - ``waiting``: jobs not started: in the broker's queues (the model's and its
-  tenants', api/fair_share.py) and held by workers waiting for a slot;
+  tenants', api/tenancy/fair_share.py) and held by workers waiting for a slot;
 - ``oldest_waiting_seconds``: how long the oldest of them has waited (0 when none);
 - ``running``: its jobs running on a worker now;
 - ``slots`` and ``busy_slots``: the workers' pool slots, and those executing a task;
@@ -31,9 +31,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from api.errors import BrokerUnavailable, ResultStoreUnavailable
-from api.fair_share import FairShare
-from api.job_queue import JobQueue
+from api.http.errors import BrokerUnavailable, ResultStoreUnavailable
+from api.jobs.queue import JobQueue
+from api.tenancy.fair_share import FairShare
 from gateway.config import Config
 from gateway.contract import JobField
 from gateway.registry import Registry

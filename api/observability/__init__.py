@@ -1,0 +1,1 @@
+"""What operators watch: Prometheus metrics, Server-Timing, scaling signals, readiness."""
