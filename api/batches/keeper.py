@@ -50,26 +50,14 @@ from api.tenancy.guard import current_tenant
 from gateway.batch_files import ERR, OK, active_marker, file_data, line_job_id, line_record
 from gateway.config import Config
 from gateway.contract import TaskName
+from gateway.contract.scripts import BATCH_LOCK_RELEASE, BATCH_LOCK_RENEW
 from gateway.registry import Registry
 from gateway.tenants import DEFAULT_TENANT, Tenant
 
 log = logging.getLogger(__name__)
 
-# Holds the lock when it is this process's (or free); answers 1 when held.
-RENEW = """
-local owner = redis.call('GET', KEYS[1])
-if owner and owner ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return 1
-"""
-
 YIELD_SECONDS = 0.005  # how often a line held back for interactive requests looks again
 
-# Lets the lock go when it is this process's (another may hold it after a lapse).
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
-"""
 
 Emit = Callable[[str, str], Any]  # (event type, batch id): a webhook event
 
@@ -107,8 +95,8 @@ class BatchKeeper:
         self._files = files
         self._runner = runner
         self._redis = redis
-        self._renew = redis.register_script(RENEW)
-        self._release = redis.register_script(RELEASE)
+        self._renew = redis.register_script(BATCH_LOCK_RENEW)
+        self._release = redis.register_script(BATCH_LOCK_RELEASE)
         self._registry = registry
         self._models = models
         self._emit = emit

@@ -70,7 +70,7 @@ class JobNotFound(ApiError):
 
 class JobFailed(ApiError):
     """A job ended with a failure; its status is the contract's for that failure
-    (gateway/contract.py), its `cause` the failure's name (metrics count by it)."""
+    (gateway/contract/), its `cause` the failure's name (metrics count by it)."""
 
     def __init__(self, message: str, status_code: int = 500, cause: str = "JobFailed") -> None:
         super().__init__(message)

@@ -1,6 +1,6 @@
 """Jobs in Redis: the atomic claim of a job_id, and a job's status.
 
-The keys and the scripts are the contract's (gateway/contract.py): a job's hash,
+The keys and the scripts are the contract's (gateway/contract/): a job's hash,
 the set of queued jobs, its result, the cancel channel, each API process's replies.
 """
 

@@ -45,6 +45,7 @@ from redis.exceptions import RedisError
 
 from gateway import redis_clients
 from gateway.config import Config
+from gateway.contract.scripts import FAIR_LOCK_RENEW
 from gateway.queues import MAX_PRIORITY, band_queue, bands, declared
 from gateway.tenants import Tenants
 
@@ -56,11 +57,6 @@ ROUND_SECONDS = 0.005  # between two rounds of a dispatcher of a contended model
 IDLE_SECONDS = 0.05  # between two looks at the queue of a model that is not contended
 CALM_SECONDS = 1.0  # a model is no longer contended once its tenants' queues were empty this long
 HOLD_SECONDS = 20.0  # a tenant's next job, read and not moved, goes back after this long
-
-RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
-"""
 
 
 def tenant_queue(queue: str, tenant: str) -> str:
@@ -87,7 +83,7 @@ class FairShare:
         self.enabled = config.fair_share and len(self._weights) > 1
         self._queues = queues
         self._redis = redis
-        self._renew = redis.register_script(RENEW)
+        self._renew = redis.register_script(FAIR_LOCK_RENEW)
         # The dispatchers' threads' own connection.
         self._sync = redis_clients.sync_client(config, socket_connect_timeout=config.redis_connect_timeout)
         self._me = uuid.uuid4().hex

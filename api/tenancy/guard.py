@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from api.http.errors import ApiError, ResultStoreUnavailable
 from gateway.config import Config
+from gateway.contract.scripts import RATE_COUNT
 from gateway.logs import current_job
 from gateway.tenants import DEFAULT_TENANT, EVERYONE, Owner, Tenant, Tenants, digest, load_tenants
 
@@ -71,21 +72,13 @@ def tenant_now() -> Tenant:
     return current_tenant.get() or Tenant(DEFAULT_TENANT)
 
 
-# Counts a request in its key's window; answers the count so far.
-COUNT = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n
-"""
-
-
 class Guard:
     """The gateway's routers depend on it: ``dependencies=[Depends(guard)]``."""
 
     def __init__(self, config: Config, store: aioredis.Redis) -> None:
         self._config = config
         self.tenants = load_tenants_of(config)
-        self._count = store.register_script(COUNT)
+        self._count = store.register_script(RATE_COUNT)
         # Whose files and batches each tenant's keys see: the tenant's, and what its keys
         # owned before tenants owned them (``key:`` and the digest's first 16 hex digits).
         legacy: dict[str, set[str]] = {}

@@ -1,4 +1,4 @@
-"""Both sides against the contract (gateway/contract.py): the task names the workers
+"""Both sides against the contract (gateway/contract/): the task names the workers
 register, the jobs the API builds, the failures the workers raise and the statuses the
 API answers them with, and the scripts that move a job through its life."""
 

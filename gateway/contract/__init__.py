@@ -1,0 +1,284 @@
+"""The contract between the API and the workers: everything both sides must agree on.
+
+- the task names the API sends and the workers register;
+- the job payload (`Job`), as the API builds it and the workers parse it;
+- the Redis key layout (`Keys`), the job hash's fields, and the Lua scripts that
+  move a job through its life (claim, start, store its result, cancel);
+- the failures a job can end with (`JobFailure` and its subclasses, raised by the
+  workers) and the HTTP status each is answered with;
+- the result formats: a stored result's states, the cancelled result, a streamed
+  answer's entries.
+
+The API never imports worker code, and the workers never import the API: both
+import this package, so a change of contract is a change here. The key layout is in
+`keys.py`, and every Lua script that runs on those keys (the job's, the tenants'
+quotas and rate limits, the fair-share and batch locks) beside it in `scripts.py`;
+both are named from this package as well.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+# The tasks.
+
+
+class TaskName(StrEnum):
+    """The Celery task names: the API sends by name, the workers register these."""
+
+    GENERATE = "llm.generate"  # complete `content`
+    CHAT = "llm.chat"  # continue `messages` (or the OpenAI request in `openai`)
+    COMPLETE = "llm.complete"  # a raw completion of the OpenAI request in `openai` (no chat template)
+    MODELS = "llm.models"  # list the model server's models (the gateway's own job)
+    WEBHOOK = "webhook.deliver"  # send one event to one webhook endpoint (retried with backoff)
+
+
+# Jobs the gateway makes for itself: answered from the model server again when
+# needed, never kept as dead letters.
+INTERNAL_TASKS = frozenset({TaskName.MODELS})
+# Tasks that are not jobs (no claim, no result anyone awaits).
+NOT_JOBS = frozenset({TaskName.WEBHOOK})
+
+# The job payload.
+
+# A job's priority: 0 (batch) .. 9 (most urgent); DEFAULT_PRIORITY when it gives none.
+DEFAULT_PRIORITY = 5
+
+# OpenAI parameters passed to the model server as given, when a job brings them.
+SAMPLING = frozenset({"top_p", "seed", "n", "presence_penalty", "frequency_penalty"})
+
+
+class JobMeta(BaseModel):
+    """How to generate: the spec's ``meta``, plus what the OpenAI endpoints add."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    temperature: float = 0.2
+    tokens_limit: int | None = None  # None: the model server's own limit
+    stop_words: list[str] = []
+    model: str | None = None  # the name the model server serves it by
+    priority: int | None = None  # 0 (batch) .. 9 (most urgent)
+    sampling: dict[str, Any] = {}  # of SAMPLING only
+
+    @field_validator("sampling", mode="before")
+    @classmethod
+    def _only_known_sampling(cls, given: Any) -> Any:
+        if not given:
+            return {}
+        if not isinstance(given, dict) or not set(given) <= SAMPLING:
+            raise ValueError(f"'sampling' takes only {', '.join(sorted(SAMPLING))}")
+        return {key: value for key, value in given.items() if value is not None}
+
+
+class Message(BaseModel):
+    """One turn of a conversation, as the model server gets it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: str
+    content: str
+
+
+class BatchLine(BaseModel):
+    """Which line of which batch a job is (gateway/batch_files.py): its worker keeps
+    the line's answer or failure in the file store."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    line: int
+
+
+class Job(BaseModel):
+    """A job as it travels in the task message (its only argument).
+
+    Unknown fields are ignored, so a worker of the previous release takes the jobs of
+    a newer API during a rolling upgrade."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    meta: JobMeta = JobMeta()
+    content: str | None = None  # generate
+    messages: list[Message] | None = None  # chat
+    route: str | None = None  # the registry's name of the model (several models); None: INNER_LLM_URL's
+    stream: bool = False  # relay the answer piece by piece (`Keys.stream`)
+    accepted_at: float | None = None  # the API's clock when it queued the job (not part of its fingerprint)
+    # The channel of the API process awaiting the job (`Keys.replies`), also kept in its
+    # claim; carried here too, so the result still reaches that process when Redis lost
+    # the claim (a restart without persistence). Not part of its fingerprint.
+    reply_to: str | None = None
+    # An OpenAI request (/v1/chat/completions, /v1/completions) as the client sent it,
+    # passed to the model server as is: its messages (every role, content parts, tool
+    # calls) or prompt, and the fields the gateway does not map itself (tools,
+    # tool_choice, response_format, logprobs, the server's own extensions, ...). `meta`
+    # still gives the model, temperature, max_tokens, stop and the sampling parameters.
+    openai: dict[str, Any] | None = None
+    batch: BatchLine | None = None  # a line of a batch (POST /v1/batches)
+    # Submitted without waiting, with webhooks for jobs configured: its worker sends
+    # job.succeeded or job.failed once its result is stored. Not part of its fingerprint.
+    notify: bool = False
+    # The tenant it is run for (gateway/tenants.py): its usage and tokens are counted
+    # to it. Not part of its fingerprint.
+    tenant: str | None = None
+
+    @classmethod
+    def parse(cls, raw: Any) -> Job:
+        """The job in a task message; `InvalidJob` naming what is wrong."""
+        if not isinstance(raw, dict):
+            raise InvalidJob("a job is a JSON object")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field, *within = [str(part) for part in first["loc"]]
+            detail = f"{'.'.join(within)}: {first['msg']}" if within else first["msg"]
+            raise InvalidJob(f"invalid '{field}': {detail}") from None
+
+    def prompt(self, task: TaskName) -> list[dict[str, Any]]:
+        """The messages to send the model server for `task` (none for a raw completion)."""
+        if self.openai is not None:
+            messages = self.openai.get("messages")
+            if task == TaskName.COMPLETE:
+                if not isinstance(self.openai.get("prompt"), (str, list)):
+                    raise InvalidJob("a raw completion needs 'openai.prompt': a string or a list of strings")
+                return []
+            if not isinstance(messages, list) or not messages:
+                raise InvalidJob("an OpenAI chat job needs 'openai.messages': a non-empty list")
+            return messages
+        if task == TaskName.GENERATE:
+            if self.content is None:
+                raise InvalidJob("a generate job needs 'content' (a string)")
+            return [{"role": "user", "content": self.content}]
+        if not self.messages:
+            raise InvalidJob("a chat job needs 'messages': a non-empty list of {role, content} strings")
+        return [{"role": m.role, "content": m.content} for m in self.messages]
+
+
+# The failures a job ends with. A worker raises them; Celery stores the class name
+# (``exc_type``) and the arguments (``exc_message``) as the job's result, and the API
+# answers each with its status.
+
+
+class JobFailure(Exception):
+    """A job that could not be answered; the message says why."""
+
+    status: ClassVar[int] = 500
+    kept: ClassVar[bool] = True  # kept as a dead letter, to replay
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message, status_code)
+        self.message = message
+        self.status_code = status_code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidJob(JobFailure):
+    """The job's payload is not what the contract says."""
+
+    status = 422
+
+
+class ModelServerError(JobFailure):
+    """The model server could not answer."""
+
+    status = 502
+
+
+class ModelServerUnavailable(ModelServerError):
+    """The model server could not be reached (refused, reset, DNS), even after retries."""
+
+
+class ModelServerFailed(ModelServerError):
+    """The model server answered with a server error or an unreadable answer, even after retries."""
+
+
+class ModelServerTimeout(ModelServerError):
+    """The model server did not answer in time, even after retries."""
+
+    status = 504
+
+
+class ModelServerRejected(ModelServerError):
+    """The model server refused the request (unknown model, bad parameter): its 4xx is
+    passed on, and retrying or replaying cannot help."""
+
+    status = 400
+    kept = False
+
+
+FAILURES: dict[str, type[JobFailure]] = {
+    cls.__name__: cls
+    for cls in (InvalidJob, ModelServerUnavailable, ModelServerFailed, ModelServerTimeout, ModelServerRejected)
+}
+
+
+def failure_status(exc_type: str, exc_args: list[Any]) -> tuple[int, str]:
+    """The HTTP status and message for a job that failed with `exc_type(*exc_args)`
+    (as Celery stores it); 500 for a failure the contract does not name."""
+    message = str(exc_args[0]) if exc_args else exc_type
+    failure = FAILURES.get(exc_type)
+    if failure is None:
+        return 500, f"job failed: {exc_type}: {message}"
+    passed_on = exc_args[1] if len(exc_args) > 1 else None
+    if failure is ModelServerRejected and isinstance(passed_on, int) and 400 <= passed_on < 500:
+        return passed_on, message
+    return failure.status, message
+
+
+def is_kept(exc_type: str) -> bool:
+    """Whether a job failed with `exc_type` is kept as a dead letter (not the caller's own error)."""
+    failure = FAILURES.get(exc_type)
+    return failure is None or failure.kept
+
+
+# Results, as stored under `Keys.result` (Celery's result backend format).
+
+
+class State(StrEnum):
+    """A stored result's ``status``."""
+
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    REVOKED = "REVOKED"  # cancelled
+
+
+FINISHED = frozenset(State)
+# What GET /jobs/{id} calls each.
+STATUS_NAMES = {State.SUCCESS: "succeeded", State.FAILURE: "failed", State.REVOKED: "cancelled"}
+
+
+def cancelled_result(job_id: str, now: float) -> str:
+    """The result DELETE /jobs/{id} stores for a cancelled job, as Celery would store it."""
+    meta = {
+        "status": State.REVOKED.value,
+        "result": {"exc_type": "TaskRevokedError", "exc_message": ["cancelled"], "exc_module": "celery.exceptions"},
+        "traceback": None,
+        "children": [],
+        "date_done": datetime.fromtimestamp(now, UTC).isoformat(),
+        "task_id": job_id,
+    }
+    return json.dumps(meta)
+
+
+# A streamed answer: one stream entry per piece, then one last entry.
+STREAM_INDEX = "i"  # the choice the piece belongs to
+STREAM_TEXT = "t"  # the piece's text
+STREAM_EXTRA = "x"  # JSON, when the piece brought more: {"tool_calls": [...], "logprobs": {...}}
+STREAM_END = "end"  # JSON: the whole answer, as the task returns it
+
+
+# The key layout and the scripts on it, named from the package as well.
+from gateway.contract.keys import JobField as JobField  # noqa: E402
+from gateway.contract.keys import Keys as Keys  # noqa: E402
+from gateway.contract.scripts import ADMIT as ADMIT  # noqa: E402
+from gateway.contract.scripts import CANCEL as CANCEL  # noqa: E402
+from gateway.contract.scripts import CLAIM as CLAIM  # noqa: E402
+from gateway.contract.scripts import MARK_STARTED as MARK_STARTED  # noqa: E402
+from gateway.contract.scripts import STORE_ONCE as STORE_ONCE  # noqa: E402

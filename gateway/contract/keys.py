@@ -1,0 +1,109 @@
+"""The Redis key layout of one deployment (`Keys`) and the fields of a job's hash."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobField(StrEnum):
+    """The fields of a job's hash (`Keys.job`)."""
+
+    FINGERPRINT = "fingerprint"  # of the request that claimed the job_id
+    TASK = "task"
+    ACCEPTED_AT = "accepted_at"  # seconds since the epoch, as text
+    STARTED_AT = "started_at"  # set by the worker that starts it
+    CANCELLED_AT = "cancelled_at"
+    REPLY_TO = "reply_to"  # the channel of the API process awaiting it
+    NOTIFY = "notify"  # set when its end is sent to webhooks (job.cancelled is sent by the API)
+    TENANT = "tenant"  # the tenant it is run for
+    QUEUE = "queue"  # its model's queue (the age of the oldest job waiting for a model, GET /scaling)
+
+
+class Keys:
+    """Every Redis key and channel of one deployment, all under ``REDIS_PREFIX:``."""
+
+    RESULT_PREFIX = "celery-task-meta-"  # Celery's result backend's
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix  # with its trailing ':'
+
+    def result(self, job_id: str) -> str:
+        """A job's result (and the pub/sub channel it is published on)."""
+        return f"{self.prefix}{self.RESULT_PREFIX}{job_id}"
+
+    def job(self, job_id: str) -> str:
+        """The hash of a job's claim (`JobField`)."""
+        return f"{self.prefix}job:{job_id}"
+
+    @property
+    def queued(self) -> str:
+        """The sorted set of accepted jobs not yet started, by time accepted."""
+        return f"{self.prefix}queued"
+
+    def stream(self, job_id: str) -> str:
+        """The stream a streamed job's answer is relayed through, piece by piece."""
+        return f"{self.prefix}stream:{job_id}"
+
+    @property
+    def cancel(self) -> str:
+        """The pub/sub channel cancellations are announced on (job ids)."""
+        return f"{self.prefix}cancel"
+
+    def replies(self, process: str) -> str:
+        """The pub/sub channel one API process receives its jobs' results on."""
+        return f"{self.prefix}replies:{process}"
+
+    def lease(self, job_id: str) -> str:
+        """The key that exists while a live worker runs the job (renewed, with a TTL)."""
+        return f"{self.prefix}lease:{job_id}"
+
+    def rate(self, who: str, window: int) -> str:
+        """The count of one client's requests in one minute."""
+        return f"{self.prefix}rate:{who}:{window}"
+
+    def in_flight(self, tenant: str) -> str:
+        """A sorted set of a tenant's jobs accepted and maybe not answered (by time accepted)."""
+        return f"{self.prefix}in-flight:{tenant}"
+
+    def tokens(self, tenant: str, span: str, window: int) -> str:
+        """The tokens a tenant's jobs used in one minute (`span` "m") or UTC day ("d")."""
+        return f"{self.prefix}tokens:{tenant}:{span}{window}"
+
+    def usage(self, day: str) -> str:
+        """A hash of one UTC day's usage (YYYY-MM-DD): "{tenant}|{model}|{count}" -> n."""
+        return f"{self.prefix}usage:{day}"
+
+    def fair_lock(self, queue: str) -> str:
+        """Held (with a TTL, renewed) by the API process dispatching the queue's jobs by tenant."""
+        return f"{self.prefix}fair-lock:{queue}"
+
+    def contended(self, queue: str) -> str:
+        """Set (with a TTL, renewed) while the queue's jobs wait in their tenants' queues."""
+        return f"{self.prefix}fair:{queue}"
+
+    def batch_lock(self, batch_id: str) -> str:
+        """Held (with a TTL, renewed) by the API process driving the batch."""
+        return f"{self.prefix}batch-lock:{batch_id}"
+
+    @property
+    def capacity(self) -> str:
+        """A hash of each worker's slots, by "{queue}|{worker}" (tasks/capacity.py): JSON
+        of its slots, busy slots, jobs running and messages held, and when it said so."""
+        return f"{self.prefix}capacity"
+
+    @property
+    def webhook_counts(self) -> str:
+        """A hash of webhook deliveries by endpoint and outcome ("{name}|delivered", ...)."""
+        return f"{self.prefix}webhook-counts"
+
+    @property
+    def unacked(self) -> str:
+        """Kombu's Redis transport's hash of unacknowledged messages, by delivery tag
+        (a Redis broker only): a message a worker holds, running or reserved."""
+        return f"{self.prefix}unacked"
+
+    @property
+    def unacked_index(self) -> str:
+        """Kombu's Redis transport's sorted set of unacknowledged messages (a Redis
+        broker only): workers renew their messages' scores in it."""
+        return f"{self.prefix}unacked_index"
