@@ -46,7 +46,6 @@ from api.http.errors import BrokerUnavailable, JobCancelled, JobTimedOut, QueueF
 from api.jobs.openai import ERROR_TYPES, whole_answer
 from api.jobs.runner import JobRunner
 from api.schemas.limits import RequestModels
-from api.tenancy.guard import current_tenant
 from gateway.batch_files import ERR, OK, active_marker, file_data, line_job_id, line_record
 from gateway.config import Config
 from gateway.contract import TaskName
@@ -153,9 +152,6 @@ class BatchKeeper:
     async def _drive(self, batch_id: str) -> None:
         try:
             batch = await self._batches.read(batch_id)
-            # Its lines are run for its tenant (their usage counted to it), without the
-            # tenant's quotas: a batch runs at its own pace, beneath interactive traffic.
-            current_tenant.set(Tenant(str((batch or {}).get("tenant") or DEFAULT_TENANT)))
             if batch is None or batch["status"] not in UNFINISHED:
                 # Finished, but its event may not have been queued (the broker was down,
                 # the process died): queued again (the same event id), then let go.
@@ -274,7 +270,7 @@ class BatchKeeper:
                 self._lines_in_flight += 1
                 self._running_of[model] = self._running_of.get(model, 0) + 1
                 job_id = line_job_id(batch["id"], line.custom_id)
-                progress.in_flight[line.index] = self._runner.key_of(job_id)
+                progress.in_flight[line.index] = self._runner.key_of(tenant_of(batch), job_id)
                 try:
                     outcome = await self._run_line(batch, line, job_id, progress)
                 finally:
@@ -296,6 +292,7 @@ class BatchKeeper:
         broker the message too); a second message of a line finds its record or its
         lease, and is not sent to the model server again."""
         job = {**line.job, "batch": {"id": batch["id"], "line": line.index}}
+        tenant = tenant_of(batch)
         backoff = 0.5  # the result store or broker unavailable: tried again after this, doubling
         resend = True  # the first time in this drive: it may have been queued by a process that died
         while not progress.stop:
@@ -304,7 +301,7 @@ class BatchKeeper:
                 return None  # its window passed: the watcher stops the batch
             try:
                 answer = await self._runner.run(line.task, job_id, job, min(remaining, self._recheck),
-                                                resend=resend, count_timeout=False)  # fmt: skip
+                                                tenant=tenant, resend=resend, count_timeout=False)  # fmt: skip
                 return await self._answered(batch, line, answer)
             except JobCancelled as exc:
                 if progress.stop:
@@ -318,7 +315,7 @@ class BatchKeeper:
                     return OK if record.answer is not None else ERR
                 resend = False  # queued again only if its claim is gone, or its message
                 try:
-                    await self._runner.queue_again_if_lost(line.task, job_id, job)
+                    await self._runner.queue_again_if_lost(line.task, job_id, job, tenant=tenant)
                 except (HTTPException, RedisError, OSError) as exc:
                     log.warning("could not look for batch %s line %d's message: %s", batch["id"], line.index, exc)
             except (BrokerUnavailable, ResultStoreUnavailable, QueueFull) as exc:
@@ -467,3 +464,9 @@ async def _wait(event: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
             await event.wait()
+
+
+def tenant_of(batch: dict[str, Any]) -> Tenant:
+    """The tenant a batch's lines are run for (their usage counted to it), without the
+    tenant's quotas: a batch runs at its own pace, beneath interactive traffic."""
+    return Tenant(str(batch.get("tenant") or DEFAULT_TENANT))

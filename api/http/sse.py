@@ -14,6 +14,7 @@ from fastapi import HTTPException
 from fastapi.responses import StreamingResponse
 
 from api.jobs.runner import JobRunner
+from gateway.tenants import Tenant
 
 Render = Callable[[dict[str, Any]], Iterable[str]]
 
@@ -26,22 +27,27 @@ def sse(data: Any, event: str | None = None) -> str:
     return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-async def open_stream(runner: JobRunner, task: str, job_id: str, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-    """Queue the job for streaming; errors up to its acceptance raise as HTTP errors, before any byte is sent."""
-    events = runner.stream(task, job_id, job)
+async def open_stream(
+    runner: JobRunner, task: str, job_id: str, job: dict[str, Any], tenant: Tenant
+) -> AsyncIterator[dict[str, Any]]:
+    """Queue `tenant`'s job for streaming; errors up to its acceptance raise as HTTP
+    errors, before any byte is sent."""
+    events = runner.stream(task, job_id, job, tenant=tenant)
     await anext(events)
     return events
 
 
 def stream_response(
     runner: JobRunner,
+    tenant: Tenant,
     job_id: str,
     events: AsyncIterator[dict[str, Any]],
     render: Render,
     render_error: Callable[[HTTPException], str],
 ) -> StreamingResponse:
-    """The events as an SSE response; the job is cancelled if the client leaves before the end."""
-    key = runner.key_of(job_id)  # the tenant's job, named now: the body is sent in another task
+    """The events of `tenant`'s job as an SSE response; the job is cancelled if the client
+    leaves before the end."""
+    key = runner.key_of(tenant, job_id)
 
     async def body() -> AsyncIterator[str]:
         finished = False

@@ -31,7 +31,7 @@ from api.jobs.store import JobStore
 from api.observability import server_timing
 from api.observability.metrics import Metrics
 from api.tenancy.fair_share import FairShare
-from api.tenancy.guard import check_job, tenant_now
+from api.tenancy.guard import check_job
 from api.tenancy.quotas import Quotas
 from gateway import redis_clients, tracing
 from gateway.config import Config
@@ -47,7 +47,7 @@ from gateway.contract import (
 )
 from gateway.logs import current_job
 from gateway.registry import Registry, UnknownModel, UnknownQueue
-from gateway.tenants import job_key
+from gateway.tenants import Tenant, job_key
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,9 @@ class JobRunner:
         """This API process's name among all (its reply channel's)."""
         return self._waiter.reply_channel
 
-    def key_of(self, job_id: str) -> str:
-        """The id in Redis and on the broker of the job `job_id` of the tenant served now."""
-        return job_key(tenant_now().name, job_id)
+    def key_of(self, tenant: Tenant, job_id: str) -> str:
+        """The id in Redis and on the broker of the job `job_id` of `tenant`."""
+        return job_key(tenant.name, job_id)
 
     async def cancel(self, key: str) -> str:
         """Cancel the job of that key (`key_of`), as DELETE /jobs/{id} does: "cancelled",
@@ -112,14 +112,16 @@ class JobRunner:
         """Close the stream readers' connections."""
         await self._stream_reader.aclose()
 
-    async def submit(self, task_name: str, job_id: str, job: dict[str, Any], notify: bool = False) -> None:
+    async def submit(
+        self, task_name: str, job_id: str, job: dict[str, Any], *, tenant: Tenant, notify: bool = False
+    ) -> None:
         """Queue the job unless its id is taken (by the tenant): by the same job (nothing
         to do) or another (409). With `notify`, its end is sent to the webhooks that take
         jobs' events."""
         if notify:
             job = {**job, "notify": True}
-        key = self.key_of(job_id)
-        if await self._claim_and_queue(task_name, key, job) and notify:
+        key = self.key_of(tenant, job_id)
+        if await self._claim_and_queue(task_name, key, job, tenant) and notify:
             await self._store.mark_notified(key)
 
     async def run(
@@ -128,6 +130,8 @@ class JobRunner:
         job_id: str,
         job: dict[str, Any],
         wait: float,
+        *,
+        tenant: Tenant,
         resend: bool = False,
         count_timeout: bool = True,
     ) -> dict[str, Any]:
@@ -140,13 +144,12 @@ class JobRunner:
         metrics as a failure (a batch's line, awaited a while at a time)."""
         started = time.monotonic()
         model = self.model_label(job)
-        tenant = tenant_now().name
         # The gateway's own jobs (llm.models) are no tenant's: one answers every tenant.
-        key = job_id if task_name in INTERNAL_TASKS else job_key(tenant, job_id)
+        key = job_id if task_name in INTERNAL_TASKS else self.key_of(tenant, job_id)
         self._metrics.in_flight.inc()
         self.awaited += 1
         try:
-            answer = await self._run(task_name, key, job_id, job, wait, resend)
+            answer = await self._run(task_name, key, job_id, job, wait, tenant, resend)
         except HTTPException as exc:
             if count_timeout or not isinstance(exc, JobTimedOut):
                 self._metrics.observe_failure(model, tenant, cause(exc))
@@ -208,12 +211,12 @@ class JobRunner:
         lost = [job_id for job_id in candidates if job_id not in held]
         await self._publish_again(lost, "job queued again: its message was lost between the broker and a worker")
 
-    async def queue_again_if_lost(self, task_name: str, job_id: str, job: dict[str, Any]) -> bool:
+    async def queue_again_if_lost(self, task_name: str, job_id: str, job: dict[str, Any], *, tenant: Tenant) -> bool:
         """For a job awaited again and again (a batch's line): on a Redis broker, queue it
         again when its message is gone (as `find_lost` does for the jobs a request awaits):
         it has not started, its queue is empty, and no worker holds its message. True
         when it was queued again."""
-        key = self.key_of(job_id)
+        key = self.key_of(tenant, job_id)
         if self._config.uses_rabbitmq or not await self._unstarted([key]):
             return False
         routed, queue = self._route(job)
@@ -222,7 +225,7 @@ class JobRunner:
             return False
         if not self._requeues.allow(key, "lost"):
             return False
-        sent = {**routed, "tenant": tenant_now().name, "accepted_at": time.time(),
+        sent = {**routed, "tenant": tenant.name, "accepted_at": time.time(),
                 "reply_to": self._waiter.reply_channel}  # fmt: skip
         await self._queue.submit(task_name, key, sent, queue, _priority(routed))
         log.warning("job queued again: its message was lost between the broker and a worker",
@@ -300,7 +303,14 @@ class JobRunner:
             return "unknown"
 
     async def _run(
-        self, task_name: str, key: str, job_id: str, job: dict[str, Any], wait: float, resend: bool = False
+        self,
+        task_name: str,
+        key: str,
+        job_id: str,
+        job: dict[str, Any],
+        wait: float,
+        tenant: Tenant,
+        resend: bool = False,
     ) -> dict[str, Any]:
         async with self._waiter.expect(key) as result:
             # Listening before queuing, so the result cannot be missed; a job_id
@@ -308,7 +318,7 @@ class JobRunner:
             # not queued again, and its result may already be stored.
             if resend:
                 self._maybe_unqueued.add(key)
-            if not await self._claim_and_queue(task_name, key, job, awaited=True):
+            if not await self._claim_and_queue(task_name, key, job, tenant, awaited=True):
                 await self._waiter.follow(key)
             try:
                 with tracing.span("await result", attributes={"llm.job_id": key}):
@@ -321,17 +331,19 @@ class JobRunner:
                 ) from None
         return outcome(job_id, meta)
 
-    async def stream(self, task_name: str, job_id: str, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self, task_name: str, job_id: str, job: dict[str, Any], *, tenant: Tenant
+    ) -> AsyncIterator[dict[str, Any]]:
         """Queue the job (once per job_id) and yield its answer as it is produced.
 
         Yields ``{"accepted": True}`` once the job is queued (errors before that are
         raised as usual), then ``{"index", "text"}`` per piece, then ``{"end": result}``.
         A job that fails raises its HTTP error from the iteration.
         """
-        key = self.key_of(job_id)
+        key = self.key_of(tenant, job_id)
         stream_key = self._config.keys.stream(key)
         async with self._waiter.expect(key) as result:
-            if not await self._claim_and_queue(task_name, key, {**job, "stream": True}, reply=True):
+            if not await self._claim_and_queue(task_name, key, {**job, "stream": True}, tenant, reply=True):
                 await self._waiter.follow(key)
             yield {"accepted": True}
             # Not the current span: the stream is read in another task than the one that began it.
@@ -391,12 +403,17 @@ class JobRunner:
         return {**job, "meta": {**meta, "model": served}, "route": model.name}, model.queue
 
     async def _claim_and_queue(
-        self, task_name: str, job_id: str, job: dict[str, Any], awaited: bool = False, reply: bool = False
+        self,
+        task_name: str,
+        job_id: str,
+        job: dict[str, Any],
+        tenant: Tenant,
+        awaited: bool = False,
+        reply: bool = False,
     ) -> bool:
         """True when this request claimed the job_id and queued the job. With `reply`
         (or `awaited`), its result is published on this process's channel; `awaited`
         also remembers it until run() ends, to queue it again if need be."""
-        tenant = tenant_now()
         current_job.set({"job_id": job_id, "tenant": tenant.name})  # on each line logged about this request
         check_job(self._config, job)
         job, queue = self._route(job)

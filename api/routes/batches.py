@@ -9,11 +9,10 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from api.batches.store import public
-from api.deps import BatchesDep, OwnerDep
+from api.deps import BatchesDep, OwnerDep, TenantDep
 from api.routes.files import listing
 from api.routes.openai import OpenAIRoute
 from api.schemas.openai import ErrorBody
-from api.tenancy.guard import tenant_now
 
 BatchId = Annotated[str, Path(pattern=r"^batch_[A-Za-z0-9]{1,100}$")]
 
@@ -40,10 +39,10 @@ class CreateBatch(BaseModel):
 
 
 @router.post("/batches")
-async def create_batch(body: CreateBatch, batches: BatchesDep, owner: OwnerDep) -> dict[str, Any]:
+async def create_batch(body: CreateBatch, batches: BatchesDep, owner: OwnerDep, tenant: TenantDep) -> dict[str, Any]:
     """Run every request of an uploaded file (purpose ``batch``) as a job, below interactive traffic."""
     batch = await batches.create(
-        body.input_file_id, body.endpoint, body.completion_window, body.metadata, owner, tenant_now().name
+        body.input_file_id, body.endpoint, body.completion_window, body.metadata, owner, tenant.name
     )
     return public(batch)
 

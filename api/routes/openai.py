@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.deps import ConfigDep, RegistryDep, RunnerDep
+from api.deps import ConfigDep, RegistryDep, RunnerDep, TenantDep
 from api.http.route_class import GatewayRoute
 from api.http.sse import open_stream, sse, stream_response
 from api.jobs.openai import ERROR_TYPES, chat_job, choices, completion_job, usage, whole_answer
@@ -24,6 +24,7 @@ from api.schemas.native import JOB_ID_PATTERN, new_job_id
 from api.schemas.openai import ErrorBody, ModelCard, ModelList
 from api.tenancy.guard import check_tokens
 from gateway.contract import TaskName
+from gateway.tenants import Tenant
 
 MODELS_CACHE_SECONDS = 30
 
@@ -75,10 +76,10 @@ def openai_router(models: RequestModels) -> APIRouter:
     )
 
     async def streamed(
-        runner: JobRunner, task: str, job_id: str, job: dict[str, Any], body: Any, kind: str
+        runner: JobRunner, tenant: Tenant, task: str, job_id: str, job: dict[str, Any], body: Any, kind: str
     ) -> Response:
         """OpenAI's chunk format: one chunk per piece, the finish reasons, usage if asked, [DONE]."""
-        events = await open_stream(runner, task, job_id, job)
+        events = await open_stream(runner, task, job_id, job, tenant)
         base = {"id": f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{job_id}", "created": int(time.time())}
         base["object"] = "chat.completion.chunk" if kind == "chat" else "text_completion"
         model = body.model or ""
@@ -128,13 +129,14 @@ def openai_router(models: RequestModels) -> APIRouter:
                 }
             )
 
-        return stream_response(runner, job_id, events, render, render_error)
+        return stream_response(runner, tenant, job_id, events, render, render_error)
 
     @router.post("/chat/completions", response_model=None, responses=OPENAI_ANSWERS)
     async def chat_completions(
         body: models.openai_chat,  # type: ignore[name-defined]
         runner: RunnerDep,
         config: ConfigDep,
+        tenant: TenantDep,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any] | Response:
         """OpenAI's chat completion, run as an ``llm.chat`` job; streamed with ``stream: true``."""
@@ -142,8 +144,8 @@ def openai_router(models: RequestModels) -> APIRouter:
         check_tokens(config, body.max_tokens, "max_tokens")
         job = chat_job(body)
         if body.stream:
-            return await streamed(runner, TaskName.CHAT, job_id, job, body, "chat")
-        result = await runner.run(TaskName.CHAT, job_id, job, config.wait_timeout)
+            return await streamed(runner, tenant, TaskName.CHAT, job_id, job, body, "chat")
+        result = await runner.run(TaskName.CHAT, job_id, job, config.wait_timeout, tenant=tenant)
         return whole_answer("chat", job_id, result, body.model)
 
     @router.post("/completions", response_model=None, responses=OPENAI_ANSWERS)
@@ -151,6 +153,7 @@ def openai_router(models: RequestModels) -> APIRouter:
         body: models.openai_completion,  # type: ignore[name-defined]
         runner: RunnerDep,
         config: ConfigDep,
+        tenant: TenantDep,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any] | Response:
         """OpenAI's text completion, run as an ``llm.complete`` job: the model server's own
@@ -158,19 +161,21 @@ def openai_router(models: RequestModels) -> APIRouter:
         job_id = idempotency_key or new_job_id()
         job = completion_job(body)
         if body.stream:
-            return await streamed(runner, TaskName.COMPLETE, job_id, job, body, "completion")
-        result = await runner.run(TaskName.COMPLETE, job_id, job, config.wait_timeout)
+            return await streamed(runner, tenant, TaskName.COMPLETE, job_id, job, body, "completion")
+        result = await runner.run(TaskName.COMPLETE, job_id, job, config.wait_timeout, tenant=tenant)
         return whole_answer("completion", job_id, result, body.model)
 
     @router.get("/models", response_model=ModelList, summary="Models", operation_id="models_v1_models_get")
-    async def served_models(runner: RunnerDep, registry: RegistryDep, config: ConfigDep) -> ModelList:
+    async def served_models(
+        runner: RunnerDep, registry: RegistryDep, config: ConfigDep, tenant: TenantDep
+    ) -> ModelList:
         """The models of the registry; with INNER_LLM_URL alone, those its model server
         serves (asked through the queue, kept 30 s)."""
         if not registry.passthrough:
             return ModelList(data=[ModelCard(id=name) for name in registry.names()])
         window = int(time.time() // MODELS_CACHE_SECONDS)
         wait = min(config.wait_timeout, 30.0)
-        result = await runner.run(TaskName.MODELS, f"models-{window}", {}, wait)
+        result = await runner.run(TaskName.MODELS, f"models-{window}", {}, wait, tenant=tenant)
         return ModelList(data=[ModelCard(id=name) for name in result.get("models", [])])
 
     return router

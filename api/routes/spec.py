@@ -5,15 +5,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import ConfigDep, RunnerDep
+from api.deps import ConfigDep, RunnerDep, TenantDep
 from api.http.route_class import GatewayRoute
 from api.http.sse import open_stream, sse, stream_response
 from api.jobs.runner import JobRunner
 from api.schemas.limits import RequestModels
 from api.schemas.native import ChatCompletionRequest, CompletionResponse, GenerateRequest, JobAccepted
-from api.tenancy.guard import tenant_now
 from gateway.config import Config
 from gateway.contract import TaskName
+from gateway.tenants import Tenant
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": JobAccepted, "description": "Accepted without waiting (wait=0 or Prefer: respond-async)"},
@@ -50,7 +50,7 @@ QueueName = Annotated[
 Accept = Annotated[str | None, Header(description="`text/event-stream`: stream the answer")]
 
 
-def spec_stream(runner: JobRunner, job_id: str, events: Any) -> StreamingResponse:
+def spec_stream(runner: JobRunner, tenant: Tenant, job_id: str, events: Any) -> StreamingResponse:
     """The spec endpoints' events: ``data: {"job_id", "content"}`` per piece, then
     ``event: done`` with the whole answer, or ``event: error`` with its status."""
 
@@ -64,12 +64,13 @@ def spec_stream(runner: JobRunner, job_id: str, events: Any) -> StreamingRespons
     def render_error(exc: HTTPException) -> str:
         return sse({"job_id": job_id, "status": exc.status_code, "detail": exc.detail}, "error")
 
-    return stream_response(runner, job_id, events, render, render_error)
+    return stream_response(runner, tenant, job_id, events, render, render_error)
 
 
 async def answer(
     runner: JobRunner,
     config: Config,
+    tenant: Tenant,
     task: TaskName,
     body: GenerateRequest | ChatCompletionRequest,
     wait: float | None,
@@ -77,7 +78,7 @@ async def answer(
     accept: str | None,
     queue_name: str | None,
 ) -> CompletionResponse | Response:
-    """Queue the job; answer with its result, its stream, or (not waiting) where to find it."""
+    """Queue `tenant`'s job; answer with its result, its stream, or (not waiting) where to find it."""
     job_id = body.job_id
     job = body.model_dump(exclude={"job_id", "stream", "priority", "source"})
     if body.priority is not None and "priority" not in body.meta.model_fields_set:
@@ -85,15 +86,15 @@ async def answer(
     if queue_name is not None:
         job["meta"] = runner.meta_for_queue(queue_name, job["meta"])
     if body.stream or "text/event-stream" in (accept or ""):
-        return spec_stream(runner, job_id, await open_stream(runner, task, job_id, job))
+        return spec_stream(runner, tenant, job_id, await open_stream(runner, task, job_id, job, tenant))
     seconds = config.wait_timeout if wait is None else min(wait, config.wait_timeout)
     if seconds == 0 or "respond-async" in (prefer or "").lower():
-        await runner.submit(task, job_id, job, notify=runner.notify_jobs)
+        await runner.submit(task, job_id, job, tenant=tenant, notify=runner.notify_jobs)
         # Not from the request's Host header, which the client chose.
         url = f"{config.public_base_url}/jobs/{job_id}"
-        accepted = JobAccepted(job_id=job_id, tenant=tenant_now().name, status="queued", status_url=url)
+        accepted = JobAccepted(job_id=job_id, tenant=tenant.name, status="queued", status_url=url)
         return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": url})
-    result = await runner.run(task, job_id, job, seconds)
+    result = await runner.run(task, job_id, job, seconds, tenant=tenant)
     return CompletionResponse(content=result["content"], job_id=job_id)
 
 
@@ -106,25 +107,27 @@ def spec_router(models: RequestModels) -> APIRouter:
         body: models.generate,  # type: ignore[name-defined]
         runner: RunnerDep,
         config: ConfigDep,
+        tenant: TenantDep,
         wait: Wait = None,
         prefer: Prefer = None,
         accept: Accept = None,
         queue_name: QueueName = None,
     ) -> CompletionResponse | Response:
         """Generate one message from `content`."""
-        return await answer(runner, config, TaskName.GENERATE, body, wait, prefer, accept, queue_name)
+        return await answer(runner, config, tenant, TaskName.GENERATE, body, wait, prefer, accept, queue_name)
 
     @router.post("/chat_completion", response_model=CompletionResponse, responses=STREAMED)
     async def chat_completion(
         body: models.chat,  # type: ignore[name-defined]
         runner: RunnerDep,
         config: ConfigDep,
+        tenant: TenantDep,
         wait: Wait = None,
         prefer: Prefer = None,
         accept: Accept = None,
         queue_name: QueueName = None,
     ) -> CompletionResponse | Response:
         """Continue the conversation in `messages`."""
-        return await answer(runner, config, TaskName.CHAT, body, wait, prefer, accept, queue_name)
+        return await answer(runner, config, tenant, TaskName.CHAT, body, wait, prefer, accept, queue_name)
 
     return router

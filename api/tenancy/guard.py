@@ -3,7 +3,8 @@
 - API keys (``API_KEYS``, ``API_KEYS_FILE``): every route of the gateway's routers
   needs ``Authorization: Bearer <key>``; keys are kept as SHA-256 digests and
   compared in constant time, and never logged. Each key is a tenant's
-  (gateway/tenants.py); the request's tenant is ``current_tenant``.
+  (gateway/tenants.py); the request's tenant is put on ``request.state.tenant``, and
+  the routes hand it to the job runner as an argument (api/deps.py: ``TenantDep``).
 - Rate limit (a tenant's ``requests_per_minute``; ``RATE_LIMIT_PER_MINUTE`` the default
   tenant's): requests per tenant (per client address when no keys are configured) per
   minute, counted in Redis so it holds across API processes.
@@ -18,7 +19,6 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from contextvars import ContextVar
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -62,16 +62,6 @@ def load_tenants_of(config: Config) -> Tenants:
     return load_tenants(keys, config.api_keys_file, config.rate_limit_per_minute)
 
 
-# The tenant of the request being served (its jobs are run for it); a batch's lines
-# set their batch's. None outside a request: the default tenant, without quotas.
-current_tenant: ContextVar[Tenant | None] = ContextVar("current_tenant", default=None)
-
-
-def tenant_now() -> Tenant:
-    """The tenant the jobs started now are run for."""
-    return current_tenant.get() or Tenant(DEFAULT_TENANT)
-
-
 class Guard:
     """The gateway's routers depend on it: ``dependencies=[Depends(guard)]``."""
 
@@ -105,7 +95,6 @@ class Guard:
         # Whose files and batches the request sees: its tenant's (every one, without keys).
         request.state.owner = self._owners[tenant.name] if self.tenants.keyed else EVERYONE
         request.state.tenant = tenant
-        current_tenant.set(tenant)
         current_job.set({"tenant": tenant.name})
         rpm = tenant.quotas.requests_per_minute
         if rpm:
