@@ -66,12 +66,11 @@ class Services:
         queue = JobQueue(config, fair.tenant_queues)
         store = JobStore(config, redis)
         waiter = ResultWaiter(config, redis)
-        runner = JobRunner(config, registry, queue, store, waiter, metrics, redis, fair)
+        events = Events(config, queue)
+        runner = JobRunner(config, registry, queue, store, waiter, metrics, redis, fair, events.for_jobs)
         models = request_models(config)
         files = Files(config, FileStore.from_config(config), registry, models)
         batches = Batches(files)
-        events = Events(config, queue)
-        runner.notify_jobs = events.for_jobs
         keeper = BatchKeeper(config, batches, files, runner, redis, registry, models, events.emit)
         batches.woken = keeper.wake
         return cls(

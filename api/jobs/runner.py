@@ -69,7 +69,10 @@ class JobRunner:
         metrics: Metrics,
         redis: aioredis.Redis,
         fair: FairShare | None = None,
+        notify_jobs: bool = False,
     ) -> None:
+        """With `notify_jobs`, the end of a job submitted without waiting is sent to the
+        webhooks that take jobs' events."""
         self._config = config
         self._registry = registry
         self._queue = queue
@@ -88,8 +91,7 @@ class JobRunner:
         self._maybe_unqueued = _RecentIds(10_000)
         # Every queuing again of a job under its id passes here: bounded per job.
         self._requeues = Requeues(metrics)
-        # Whether jobs submitted without waiting have their end sent to webhooks.
-        self.notify_jobs = False
+        self._notify_jobs = notify_jobs
         self.awaited = 0  # jobs run() awaits now (batches' lines included)
         if not config.uses_rabbitmq:
             waiter.on_reconnect = self._requeue_unstarted
@@ -112,12 +114,11 @@ class JobRunner:
         """Close the stream readers' connections."""
         await self._stream_reader.aclose()
 
-    async def submit(
-        self, task_name: str, job_id: str, job: dict[str, Any], *, tenant: Tenant, notify: bool = False
-    ) -> None:
+    async def submit(self, task_name: str, job_id: str, job: dict[str, Any], *, tenant: Tenant) -> None:
         """Queue the job unless its id is taken (by the tenant): by the same job (nothing
-        to do) or another (409). With `notify`, its end is sent to the webhooks that take
-        jobs' events."""
+        to do) or another (409). Its end is sent to the webhooks that take jobs' events,
+        when there are any."""
+        notify = self._notify_jobs
         if notify:
             job = {**job, "notify": True}
         key = self.key_of(tenant, job_id)

@@ -89,7 +89,7 @@ async def answer(
         return spec_stream(runner, tenant, job_id, await open_stream(runner, task, job_id, job, tenant))
     seconds = config.wait_timeout if wait is None else min(wait, config.wait_timeout)
     if seconds == 0 or "respond-async" in (prefer or "").lower():
-        await runner.submit(task, job_id, job, tenant=tenant, notify=runner.notify_jobs)
+        await runner.submit(task, job_id, job, tenant=tenant)
         # Not from the request's Host header, which the client chose.
         url = f"{config.public_base_url}/jobs/{job_id}"
         accepted = JobAccepted(job_id=job_id, tenant=tenant.name, status="queued", status_url=url)
