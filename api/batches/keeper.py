@@ -270,7 +270,7 @@ class BatchKeeper:
                 self._lines_in_flight += 1
                 self._running_of[model] = self._running_of.get(model, 0) + 1
                 job_id = line_job_id(batch["id"], line.custom_id)
-                progress.in_flight[line.index] = self._runner.key_of(tenant_of(batch), job_id)
+                progress.in_flight[line.index] = self._runner.key_of(batch_tenant(batch), job_id)
                 try:
                     outcome = await self._run_line(batch, line, job_id, progress)
                 finally:
@@ -292,7 +292,7 @@ class BatchKeeper:
         broker the message too); a second message of a line finds its record or its
         lease, and is not sent to the model server again."""
         job = {**line.job, "batch": {"id": batch["id"], "line": line.index}}
-        tenant = tenant_of(batch)
+        tenant = batch_tenant(batch)
         backoff = 0.5  # the result store or broker unavailable: tried again after this, doubling
         resend = True  # the first time in this drive: it may have been queued by a process that died
         while not progress.stop:
@@ -466,7 +466,7 @@ async def _wait(event: asyncio.Event, seconds: float) -> None:
             await event.wait()
 
 
-def tenant_of(batch: dict[str, Any]) -> Tenant:
+def batch_tenant(batch: dict[str, Any]) -> Tenant:
     """The tenant a batch's lines are run for (their usage counted to it), without the
     tenant's quotas: a batch runs at its own pace, beneath interactive traffic."""
     return Tenant(str(batch.get("tenant") or DEFAULT_TENANT))
