@@ -153,13 +153,13 @@ class JobRunner:
             answer = await self._run(task_name, key, job_id, job, wait, tenant, resend)
         except HTTPException as exc:
             if count_timeout or not isinstance(exc, JobTimedOut):
-                self._metrics.observe_failure(model, tenant, cause(exc))
+                self._metrics.observe_failure(model, tenant.name, cause(exc))
             raise
         finally:
             self._metrics.in_flight.dec()
             self.awaited -= 1
             self._published.pop(key, None)
-        self._metrics.observe_answer(model, tenant, answer, time.monotonic() - started)
+        self._metrics.observe_answer(model, tenant.name, answer, time.monotonic() - started)
         server_timing.answered(model, answer.get("timing"))
         return answer
 
