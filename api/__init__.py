@@ -11,6 +11,6 @@ The spec's usage::
 """
 
 from api.main import get_router
-from gateway.config import Config
+from shared.config import Config
 
 __all__ = ["Config", "get_router"]

@@ -15,9 +15,9 @@ from api.jobs.runner import JobRunner
 from api.jobs.store import JobStore
 from api.observability.metrics import Metrics
 from api.services import Services
-from gateway.config import Config
-from gateway.registry import Registry
-from gateway.tenants import DEFAULT_TENANT, EVERYONE, Owner, Tenant
+from shared.config import Config
+from shared.registry import Registry
+from shared.tenants import DEFAULT_TENANT, EVERYONE, Owner, Tenant
 
 
 def services_of(request: Request) -> Services:

@@ -17,9 +17,9 @@ from api.routes import batches, files, jobs, models, operations, usage
 from api.routes.openai import openai_router
 from api.routes.spec import ERROR_RESPONSES, spec_router
 from api.services import Services
-from gateway import tracing
-from gateway.config import Config
-from gateway.logs import use_json
+from shared.config import Config
+from shared.telemetry import tracing
+from shared.telemetry.logs import use_json
 
 
 def get_router(config: Config) -> APIRouter:

@@ -23,10 +23,10 @@ from api.schemas.limits import RequestModels, request_models
 from api.tenancy.fair_share import FairShare
 from api.tenancy.guard import Guard
 from api.tenancy.quotas import Quotas
-from gateway import tracing
-from gateway.config import Config
-from gateway.file_store import FileStore
-from gateway.registry import Registry, load_registry
+from shared.config import Config
+from shared.registry import Registry, load_registry
+from shared.storage.file_store import FileStore
+from shared.telemetry import tracing
 
 
 @dataclass(frozen=True)

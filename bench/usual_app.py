@@ -16,7 +16,7 @@ import httpx
 from celery import Celery
 from fastapi import FastAPI
 
-from gateway.config import Config
+from shared.config import Config
 
 config = Config.read_from_env()
 

@@ -44,6 +44,6 @@ def ensure_default_model(cache_dir: Path) -> Path:
 
 
 if __name__ == "__main__":
-    from gateway.config import Config
+    from shared.config import Config
 
     print(ensure_default_model(Path(Config.read_from_env().cache_dir)))

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import xllamacpp
 
-from gateway.config import Config
 from local_stack.model_file import MODEL_ALIAS, ensure_default_model
+from shared.config import Config
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from gateway.config import Config
+from shared.config import Config
 
 START_TIMEOUT = 180.0
 

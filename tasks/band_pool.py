@@ -1,6 +1,6 @@
 """Celery's thread pool, starting the jobs a worker holds most urgent first.
 
-With quorum queues (gateway/queues.py) a model's jobs wait in three queues, one per
+With quorum queues (shared/broker/queues.py) a model's jobs wait in three queues, one per
 priority band, and a worker consumes all three: RabbitMQ lets each of its consumers
 hold up to WORKER_CONCURRENCY unacknowledged messages (quorum queues have no
 channel-wide prefetch), so a busy worker may hold more jobs than it has threads.

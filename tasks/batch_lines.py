@@ -1,6 +1,6 @@
 """Running a batch's line: its outcome kept in the file store before anything else.
 
-A line's record (gateway/batch_files.py) is written as soon as the model server has
+A line's record (shared/storage/batch_files.py) is written as soon as the model server has
 answered (or the line has failed), before the result goes to Redis and the message
 is acknowledged. A line delivered again (its worker died after writing, Redis lost
 its result, its batch was driven again after an API restart) finds its record and
@@ -16,8 +16,8 @@ from typing import Any
 
 from celery.exceptions import TaskPredicate
 
-from gateway.batch_files import BatchLines
-from gateway.contract import FAILURES, BatchLine, JobFailure, failure_status
+from shared.contract import FAILURES, BatchLine, JobFailure, failure_status
+from shared.storage.batch_files import BatchLines
 
 log = logging.getLogger(__name__)
 

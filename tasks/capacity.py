@@ -3,7 +3,7 @@
 Every ``WORKER_REPORT_SECONDS`` a worker writes, for each queue it consumes, its slots
 (the pool's size), its busy slots (tasks executing), its jobs running (leased model
 jobs) and the messages it holds (prefetched: running or waiting for a slot), under
-``{REDIS_PREFIX}:capacity`` field ``{queue}|{worker}`` (gateway/contract/keys.py). A worker
+``{REDIS_PREFIX}:capacity`` field ``{queue}|{worker}`` (shared/contract/keys.py). A worker
 that stops removes its fields; one that dies is dropped by the API once its report is
 three intervals old (api/observability/scaling.py).
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import redis
 
-from gateway.config import Config
+from shared.config import Config
 
 log = logging.getLogger(__name__)
 

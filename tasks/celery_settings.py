@@ -1,13 +1,13 @@
-"""The workers' Celery settings: those the API shares (gateway/celery_settings.py) and
+"""The workers' Celery settings: those the API shares (shared/broker/settings.py) and
 the worker's own classes, named from the classes themselves."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway import redis_clients
-from gateway.celery_settings import celery_settings
-from gateway.config import Config
+from shared.broker.settings import celery_settings
+from shared.config import Config
+from shared.storage import redis_clients
 from tasks.band_pool import BandPool
 from tasks.dead_letters import Consumer
 from tasks.result_store import ResultStore, SentinelResultStore

@@ -40,11 +40,12 @@ from celery.signals import task_failure
 from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu import Connection, Exchange, Message, Queue
 
-from gateway import redis_clients, tracing
-from gateway.celery_settings import celery_settings
-from gateway.config import Config
-from gateway.contract import INTERNAL_TASKS, JobField, State, is_kept
-from gateway.queues import queue_arguments
+from shared.broker.queues import queue_arguments
+from shared.broker.settings import celery_settings
+from shared.config import Config
+from shared.contract import INTERNAL_TASKS, JobField, State, is_kept
+from shared.storage import redis_clients
+from shared.telemetry import tracing
 from tasks.worker import current
 
 log = logging.getLogger(__name__)

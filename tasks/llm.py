@@ -10,8 +10,8 @@ from typing import Any, NoReturn
 from celery import Task
 from celery.exceptions import Ignore
 
-from gateway import tracing
-from gateway.contract import InvalidJob, Job, TaskName
+from shared.contract import InvalidJob, Job, TaskName
+from shared.telemetry import tracing
 from tasks.app import celery_app
 from tasks.batch_lines import LineStopped, run_line
 from tasks.model_client import Cancelled, ChatRequest

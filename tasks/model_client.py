@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from gateway import tracing
-from gateway.config import Config
-from gateway.contract import (
+from shared.config import Config
+from shared.contract import (
     DEFAULT_PRIORITY,
     ModelServerError,
     ModelServerFailed,
@@ -30,6 +29,7 @@ from gateway.contract import (
     ModelServerTimeout,
     ModelServerUnavailable,
 )
+from shared.telemetry import tracing
 from tasks.model_http import ConnectTimeout, HttpTransport, Reply, Transport
 
 log = logging.getLogger(__name__)

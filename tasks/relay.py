@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from gateway.contract import STREAM_END, STREAM_EXTRA, STREAM_INDEX, STREAM_TEXT
+from shared.contract import STREAM_END, STREAM_EXTRA, STREAM_INDEX, STREAM_TEXT
 
 
 class Relay:

@@ -19,9 +19,10 @@ from celery import states
 from celery.backends.redis import RedisBackend, SentinelBackend
 from kombu.utils.encoding import bytes_to_str
 
-from gateway import redis_clients, tracing
-from gateway.contract import STORE_ONCE, Keys
-from gateway.tenants import DEFAULT_TENANT
+from shared.contract import STORE_ONCE, Keys
+from shared.storage import redis_clients
+from shared.telemetry import tracing
+from shared.tenants import DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterator
 
 import redis
 
-from gateway import redis_clients
-from gateway.config import Config
-from gateway.contract import MARK_STARTED, JobField
+from shared.config import Config
+from shared.contract import MARK_STARTED, JobField
+from shared.storage import redis_clients
 from tasks.model_client import Cancel
 
 log = logging.getLogger(__name__)

@@ -29,9 +29,9 @@ import httpx
 from celery import Task
 from celery.signals import task_postrun
 
-from gateway.config import Config
-from gateway.contract import TaskName
-from gateway.webhooks import JOB_EVENTS, Endpoint, UnsafeUrl, dumps, emit, resolve, signed_headers
+from shared.config import Config
+from shared.contract import TaskName
+from shared.webhooks import JOB_EVENTS, Endpoint, UnsafeUrl, dumps, emit, resolve, signed_headers
 from tasks.app import celery_app
 from tasks.worker import current
 

@@ -25,9 +25,9 @@ from celery.signals import (
 )
 from celery.worker import state as worker_state
 
-from gateway import tracing
-from gateway.contract import NOT_JOBS
-from gateway.logs import current_job, use_json
+from shared.contract import NOT_JOBS
+from shared.telemetry import tracing
+from shared.telemetry.logs import current_job, use_json
 from tasks.app import celery_app
 from tasks.worker import current, use
 

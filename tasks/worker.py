@@ -10,11 +10,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from gateway.batch_files import BatchLines
-from gateway.config import Config
-from gateway.file_store import FileStore
-from gateway.registry import Registry, load_registry
-from gateway.webhooks import Endpoint, load_endpoints
+from shared.config import Config
+from shared.registry import Registry, load_registry
+from shared.storage.batch_files import BatchLines
+from shared.storage.file_store import FileStore
+from shared.webhooks import Endpoint, load_endpoints
 from tasks.capacity import CapacityReporter, Load
 from tasks.model_client import ModelClient
 from tasks.running import RunningJobs

@@ -14,10 +14,10 @@ import httpx
 import redis
 from kombu import Connection
 
-from gateway import redis_clients
-from gateway.config import Config
-from gateway.queues import bands
 from local_stack.valkey import command as valkey_command
+from shared.broker.queues import bands
+from shared.config import Config
+from shared.storage import redis_clients
 from testing.fake_model_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Config
+from shared.config import Config
 from testing.fake_model_server import FakeModelServer, free_port
 from testing.processes import Processes, config_from_env, remove_traces, start_valkey
 

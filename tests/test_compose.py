@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config import LOCAL_STACK_SETTINGS, Config
+from shared.config import LOCAL_STACK_SETTINGS, Config
 
 pytestmark = pytest.mark.unit
 

@@ -14,7 +14,7 @@ import yaml
 
 from api.main import create_app
 from api.observability.scaling import Signals
-from gateway.config import Config
+from shared.config import Config
 from tests.conftest import Stack
 from tests.test_compose import DEPLOYMENT_VARIABLES
 

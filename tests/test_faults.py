@@ -34,8 +34,8 @@ import pytest
 import redis
 from kombu import Connection
 
-from gateway.celery_settings import celery_settings
-from gateway.contract import STORE_ONCE
+from shared.broker.settings import celery_settings
+from shared.contract import STORE_ONCE
 from tasks import dead_letters
 from testing.fake_model_server import Failure, FakeModelServer
 from testing.processes import ROOT, Process, RedisServer

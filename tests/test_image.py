@@ -215,7 +215,7 @@ def test_the_image_holds_every_module_its_processes_import(image: Image) -> None
     assert (image.root / "data").is_dir(), "the file store's folder (compose mounts its volume there)"
     # The processes start in WORKDIR, which holds no source: imports come from the package.
     assert not list(image.workdir.glob("*.py"))
-    probe = "import api.main, tasks.app, tasks.llm, celeryconfig, gateway; print(tasks.app.__file__)"
+    probe = "import api.main, tasks.app, tasks.llm, celeryconfig, shared; print(tasks.app.__file__)"
     out = subprocess.run(
         [str(image.bin / "python"), "-c", probe], cwd=image.workdir, env={"PATH": "/usr/bin:/bin"},
         capture_output=True, text=True,

@@ -18,8 +18,8 @@ import pytest
 
 from api.jobs.queue import JobQueue
 from api.main import create_app
-from gateway.batch_files import line_job_id
-from gateway.config import Config
+from shared.config import Config
+from shared.storage.batch_files import line_job_id
 from testing.fake_model_server import FakeModelServer
 from tests.api.test_batches import chat_line, file_lines, jsonl, wait_until_finished
 from tests.conftest import Stack, StackFactory

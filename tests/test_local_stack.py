@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import Config
 from local_stack.run import Refused, plan
+from shared.config import Config
 
 pytestmark = pytest.mark.unit
 

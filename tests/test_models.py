@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.config import Config
-from gateway.registry import RegistryError, UnknownModel, load_registry
+from shared.config import Config
+from shared.registry import RegistryError, UnknownModel, load_registry
 from testing.fake_model_server import FakeModelServer
 from tests.conftest import StackFactory
 

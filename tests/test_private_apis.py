@@ -15,7 +15,7 @@ from celery.worker.consumer import Consumer
 from kombu.message import Message
 from kombu.transport import redis as kombu_redis
 
-from gateway.contract import Keys
+from shared.contract import Keys
 from tasks import wiring
 from tasks.dead_letters import Consumer as DeadLetterConsumer
 from tasks.result_store import ResultStore
@@ -135,7 +135,7 @@ def test_a_blocking_sentinel_pool_still_blocks_and_follows_the_master() -> None:
     import redis.asyncio as aioredis
     from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedConnection
 
-    from gateway.redis_clients import _BlockingSentinelPool
+    from shared.storage.redis_clients import _BlockingSentinelPool
 
     mro = _BlockingSentinelPool.__mro__
     assert mro.index(SentinelConnectionPool) < mro.index(aioredis.BlockingConnectionPool)

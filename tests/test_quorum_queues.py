@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from api.jobs.queue import JobQueue
-from gateway.queues import bands
+from shared.broker.queues import bands
 from tasks import dead_letters
 from testing.fake_model_server import FakeModelServer
 from testing.webhook_receiver import WebhookReceiver

@@ -13,8 +13,8 @@ import pytest
 
 from api.http.errors import BrokerUnavailable
 from api.observability.scaling import Scaling
-from gateway.config import Config
-from gateway.registry import load_registry
+from shared.config import Config
+from shared.registry import load_registry
 from testing.fake_model_server import FakeModelServer
 from tests.conftest import Stack, StackFactory
 

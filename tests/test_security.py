@@ -22,7 +22,7 @@ from schemathesis.config import SchemathesisConfig
 
 from api.main import create_app
 from api.tenancy.guard import Guard, check_job
-from gateway.config import Config
+from shared.config import Config
 from testing.fake_model_server import FakeModelServer, free_port
 from testing.processes import RedisServer, remove_traces, wait_for_output
 from tests.conftest import Stack, StackFactory

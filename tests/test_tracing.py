@@ -134,7 +134,7 @@ def test_with_tracing_off_nothing_is_sent_and_nothing_is_instrumented(stack: Sta
     # A whole API and worker built without an endpoint load no instrumentation and set
     # no tracer provider (FastAPI and redis-py import OpenTelemetry's API and SDK themselves).
     script = (
-        "import sys; from api.main import create_app; from gateway.config import Config; "
+        "import sys; from api.main import create_app; from shared.config import Config; "
         "create_app(Config(_env_file=None)); import tasks.llm, tasks.wiring; "
         "from opentelemetry import trace; print(type(trace.get_tracer_provider()).__name__, "
         "sorted(m for m in sys.modules if m.startswith('opentelemetry.instrumentation')))"

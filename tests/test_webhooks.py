@@ -19,8 +19,8 @@ import openai
 import pytest
 import standardwebhooks
 
-from gateway.config import Config
-from gateway.webhooks import (
+from shared.config import Config
+from shared.webhooks import (
     Endpoint,
     UnsafeUrl,
     WebhookConfigError,

@@ -1,12 +1,12 @@
 """The events the API sends to webhooks: a batch's end (batch.completed, .failed,
 .cancelled, .expired) and an asynchronous job's cancellation (job.cancelled). Each is
-queued on the broker as deliveries (gateway/webhooks.py, tasks/webhooks.py)."""
+queued on the broker as deliveries (shared/webhooks.py, tasks/webhooks.py)."""
 
 from __future__ import annotations
 
 from api.jobs.queue import JobQueue
-from gateway.config import Config
-from gateway.webhooks import JOB_EVENTS, load_endpoints
+from shared.config import Config
+from shared.webhooks import JOB_EVENTS, load_endpoints
 
 
 class Events:

@@ -3,7 +3,7 @@ line by line) and their output and error files (written when a batch finishes).
 
 Each file belongs to the API key that uploaded it (to its batch's key, for output):
 with keys configured, a key sees only its own files. Objects live in the file store
-(gateway/file_store.py); every call here runs off the event loop.
+(shared/storage/file_store.py); every call here runs off the event loop.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from typing import IO, Any, TypeVar
 from api.batches.input import read_input
 from api.http.errors import ApiError
 from api.schemas.limits import RequestModels
-from gateway.batch_files import file_data, file_object
-from gateway.config import Config
-from gateway.file_store import FileStore
-from gateway.registry import Registry
-from gateway.tenants import Owner
+from shared.config import Config
+from shared.registry import Registry
+from shared.storage.batch_files import file_data, file_object
+from shared.storage.file_store import FileStore
+from shared.tenants import Owner
 
 T = TypeVar("T")
 PUBLIC = ("id", "object", "bytes", "created_at", "filename", "purpose", "status", "expires_at", "status_details")

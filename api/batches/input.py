@@ -21,9 +21,9 @@ from api.http.json_body import InvalidJson, loads
 from api.jobs.openai import chat_job, completion_job
 from api.schemas.limits import RequestModels
 from api.tenancy.guard import check_job, check_tokens
-from gateway.config import Config
-from gateway.contract import TaskName
-from gateway.registry import Registry, UnknownModel
+from shared.config import Config
+from shared.contract import TaskName
+from shared.registry import Registry, UnknownModel
 
 ENDPOINTS = {"/v1/chat/completions": TaskName.CHAT, "/v1/completions": TaskName.COMPLETE}
 MAX_CUSTOM_ID = 512

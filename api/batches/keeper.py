@@ -3,7 +3,7 @@ file store's ``active/``), each driven by one process at a time (a Redis lock th
 lapses when its process dies, so another takes over).
 
 Driving a batch: its input file is read again, and its lines without a record
-(gateway/batch_files.py) are run as jobs through the job runner, as interactive
+(shared/storage/batch_files.py) are run as jobs through the job runner, as interactive
 requests are, at priority 0 and with a job id derived from the batch and the line's
 ``custom_id``. At most ``BATCH_LINES_IN_FLIGHT`` lines of one model are queued or
 running at once per API process, over all its batches, and at most
@@ -46,12 +46,12 @@ from api.http.errors import BrokerUnavailable, JobCancelled, JobTimedOut, QueueF
 from api.jobs.openai import ERROR_TYPES, whole_answer
 from api.jobs.runner import JobRunner
 from api.schemas.limits import RequestModels
-from gateway.batch_files import ERR, OK, active_marker, file_data, line_job_id, line_record
-from gateway.config import Config
-from gateway.contract import TaskName
-from gateway.contract.scripts import BATCH_LOCK_RELEASE, BATCH_LOCK_RENEW
-from gateway.registry import Registry
-from gateway.tenants import DEFAULT_TENANT, Tenant
+from shared.config import Config
+from shared.contract import TaskName
+from shared.contract.scripts import BATCH_LOCK_RELEASE, BATCH_LOCK_RENEW
+from shared.registry import Registry
+from shared.storage.batch_files import ERR, OK, active_marker, file_data, line_job_id, line_record
+from shared.tenants import DEFAULT_TENANT, Tenant
 
 log = logging.getLogger(__name__)
 

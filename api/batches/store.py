@@ -1,7 +1,7 @@
 """Batches, as OpenAI's Batch API has them: created from an input file, run line by
 line as jobs (api/batches/keeper.py), finished with an output and an error file.
 
-A batch's object is kept in the file store (gateway/batch_files.py); only the
+A batch's object is kept in the file store (shared/storage/batch_files.py); only the
 process driving it writes it after it is created. Cancelling writes the batch's
 stop mark, which that process (and each worker, before it starts a line) reads: the
 batch shows ``cancelling`` until it is driven to ``cancelled``.
@@ -16,8 +16,8 @@ from typing import Any
 
 from api.batches.files import FileNotFound, Files, sortable_id
 from api.http.errors import ApiError
-from gateway.batch_files import ACTIVE, BatchLines, active_marker, batch_object
-from gateway.tenants import DEFAULT_TENANT, Owner
+from shared.storage.batch_files import ACTIVE, BatchLines, active_marker, batch_object
+from shared.tenants import DEFAULT_TENANT, Owner
 
 STATUSES = ("validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled")
 UNFINISHED = frozenset({"validating", "in_progress", "finalizing"})

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from gateway.contract import failure_status
+from shared.contract import failure_status
 
 
 class ApiError(HTTPException):
@@ -70,7 +70,7 @@ class JobNotFound(ApiError):
 
 class JobFailed(ApiError):
     """A job ended with a failure; its status is the contract's for that failure
-    (gateway/contract/), its `cause` the failure's name (metrics count by it)."""
+    (shared/contract/), its `cause` the failure's name (metrics count by it)."""
 
     def __init__(self, message: str, status_code: int = 500, cause: str = "JobFailed") -> None:
         super().__init__(message)

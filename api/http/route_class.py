@@ -33,7 +33,7 @@ from api.deps import services_of
 from api.http.errors import ApiError, cause
 from api.http.json_body import loads
 from api.observability import server_timing
-from gateway.config import Config
+from shared.config import Config
 
 access = logging.getLogger("api.access")
 
@@ -126,7 +126,7 @@ class GatewayRoute(APIRoute):
                 parts.metrics.request_seconds.labels(endpoint).observe(seconds)
                 if status >= 400:
                     parts.metrics.errors.labels(why).inc()
-                # The access line, with the job's id, model and queue (gateway.logs.current_job).
+                # The access line, with the job's id, model and queue (shared.telemetry.logs.current_job).
                 access.info(
                     "%s %s %d", request.method, request.url.path, status,
                     extra={"status": status, "seconds": round(seconds, 4), "client": _client(request)},

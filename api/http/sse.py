@@ -14,7 +14,7 @@ from fastapi import HTTPException
 from fastapi.responses import StreamingResponse
 
 from api.jobs.runner import JobRunner
-from gateway.tenants import Tenant
+from shared.tenants import Tenant
 
 Render = Callable[[dict[str, Any]], Iterable[str]]
 

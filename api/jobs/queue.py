@@ -13,10 +13,10 @@ from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 
 from api.http.errors import BrokerUnavailable
-from gateway.celery_settings import celery_settings, priority_for
-from gateway.config import Config
-from gateway.queues import band_queue, bands, declared
-from gateway.webhooks import Endpoint, emit
+from shared.broker.queues import band_queue, bands, declared
+from shared.broker.settings import celery_settings, priority_for
+from shared.config import Config
+from shared.webhooks import Endpoint, emit
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class JobQueue:
     ) -> None:
         """Queue `job` for the task `task_name` under the id `job_id` (in `queue`, or the
         default one), with `priority` (0 batch .. 9 most urgent) and the message `headers`
-        (its trace's context: gateway/tracing.py)."""
+        (its trace's context: shared/telemetry/tracing.py)."""
         if self._bands:  # the job's priority band of its queue
             queue = band_queue(self._config, queue or self._celery.conf.task_default_queue, priority)
         send = partial(
@@ -107,7 +107,7 @@ class JobQueue:
                     raise BrokerUnavailable(f"broker ({self._where}) unavailable: job not queued") from None
 
     async def send_event(self, endpoints: list[Endpoint], kind: str, object_id: str) -> None:
-        """Queue the deliveries of one webhook event (gateway/webhooks.py)."""
+        """Queue the deliveries of one webhook event (shared/webhooks.py)."""
         send = partial(emit, self._celery, self._config, endpoints, kind, object_id)
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, send)

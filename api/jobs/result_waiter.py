@@ -37,9 +37,9 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.http.errors import ResultStoreUnavailable
-from gateway import redis_clients
-from gateway.config import Config
-from gateway.contract import FINISHED
+from shared.config import Config
+from shared.contract import FINISHED
+from shared.storage import redis_clients
 
 log = logging.getLogger(__name__)
 

@@ -33,9 +33,8 @@ from api.observability.metrics import Metrics
 from api.tenancy.fair_share import FairShare
 from api.tenancy.guard import check_job
 from api.tenancy.quotas import Quotas
-from gateway import redis_clients, tracing
-from gateway.config import Config
-from gateway.contract import (
+from shared.config import Config
+from shared.contract import (
     INTERNAL_TASKS,
     STREAM_END,
     STREAM_EXTRA,
@@ -45,9 +44,11 @@ from gateway.contract import (
     JobField,
     State,
 )
-from gateway.logs import current_job
-from gateway.registry import Registry, UnknownModel, UnknownQueue
-from gateway.tenants import Tenant, job_key
+from shared.registry import Registry, UnknownModel, UnknownQueue
+from shared.storage import redis_clients
+from shared.telemetry import tracing
+from shared.telemetry.logs import current_job
+from shared.tenants import Tenant, job_key
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Jobs in Redis: the atomic claim of a job_id, and a job's status.
 
-The keys and the scripts are the contract's (gateway/contract/): a job's hash,
+The keys and the scripts are the contract's (shared/contract/): a job's hash,
 the set of queued jobs, its result, the cancel channel, each API process's replies.
 """
 
@@ -18,10 +18,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from api.http.errors import QueueFull, ResultStoreUnavailable, error_for_failure
-from gateway import redis_clients
-from gateway.config import Config
-from gateway.contract import CANCEL, CLAIM, STATUS_NAMES, JobField, cancelled_result
-from gateway.tenants import tenant_of
+from shared.config import Config
+from shared.contract import CANCEL, CLAIM, STATUS_NAMES, JobField, cancelled_result
+from shared.storage import redis_clients
+from shared.tenants import tenant_of
 
 log = logging.getLogger(__name__)
 

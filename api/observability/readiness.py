@@ -10,7 +10,7 @@ import httpx
 import redis.asyncio as aioredis
 
 from api.jobs.queue import JobQueue
-from gateway.registry import Model, Registry
+from shared.registry import Model, Registry
 
 READY_TIMEOUT = 2.0  # seconds each check may take
 

@@ -34,9 +34,9 @@ from redis.exceptions import RedisError
 from api.http.errors import BrokerUnavailable, ResultStoreUnavailable
 from api.jobs.queue import JobQueue
 from api.tenancy.fair_share import FairShare
-from gateway.config import Config
-from gateway.contract import JobField
-from gateway.registry import Registry
+from shared.config import Config
+from shared.contract import JobField
+from shared.registry import Registry
 
 PAGE = 200  # claims read at a time when looking for the oldest job waiting for each queue
 

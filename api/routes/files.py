@@ -12,7 +12,7 @@ from api.batches.files import public
 from api.deps import FilesDep, OwnerDep
 from api.routes.openai import OpenAIRoute
 from api.schemas.openai import ErrorBody
-from gateway.config import Config
+from shared.config import Config
 
 FileId = Annotated[str, Path(pattern=r"^file-[A-Za-z0-9_-]{1,100}$")]
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from api.deps import EventsDep, StoreDep, TenantDep
 from api.http.errors import JobConflict, JobNotFound
 from api.schemas.native import JOB_ID_PATTERN, JobStatus
-from gateway.tenants import TENANT_PATTERN, Tenant, job_key
+from shared.tenants import TENANT_PATTERN, Tenant, job_key
 
 JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN)]
 Whose = Annotated[

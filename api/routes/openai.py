@@ -23,8 +23,8 @@ from api.schemas.limits import RequestModels
 from api.schemas.native import JOB_ID_PATTERN, new_job_id
 from api.schemas.openai import ErrorBody, ModelCard, ModelList
 from api.tenancy.guard import check_tokens
-from gateway.contract import TaskName
-from gateway.tenants import Tenant
+from shared.contract import TaskName
+from shared.tenants import Tenant
 
 MODELS_CACHE_SECONDS = 30
 

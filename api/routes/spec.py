@@ -11,9 +11,9 @@ from api.http.sse import open_stream, sse, stream_response
 from api.jobs.runner import JobRunner
 from api.schemas.limits import RequestModels
 from api.schemas.native import ChatCompletionRequest, CompletionResponse, GenerateRequest, JobAccepted
-from gateway.config import Config
-from gateway.contract import TaskName
-from gateway.tenants import Tenant
+from shared.config import Config
+from shared.contract import TaskName
+from shared.tenants import Tenant
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": JobAccepted, "description": "Accepted without waiting (wait=0 or Prefer: respond-async)"},

@@ -11,7 +11,7 @@ from api.deps import ConfigDep, ServicesDep
 from api.http.errors import ApiError
 from api.tenancy.guard import Forbidden
 from api.tenancy.usage import usage
-from gateway.tenants import TENANT_PATTERN, Tenant
+from shared.tenants import TENANT_PATTERN, Tenant
 
 router = APIRouter(tags=["usage"])
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, create_model
 
 from api.schemas.native import ChatCompletionRequest, Count, GenerateRequest, Message, Meta
 from api.schemas.openai import ChatCompletionsRequest, CompletionsRequest, OpenAIMessage
-from gateway.config import Config
+from shared.config import Config
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from uuid import uuid4
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from gateway.contract import DEFAULT_PRIORITY
+from shared.contract import DEFAULT_PRIORITY
 
 # What a job_id and a model name may be made of (they end up in Redis keys, queue
 # messages and log lines).

@@ -4,7 +4,7 @@ While a model's queue is short, jobs are published to it directly, as with one t
 Once it holds ``FAIR_SHARE_AHEAD`` jobs or more (the workers are all busy and jobs
 wait), the model is *contended*: new jobs go to their tenant's own queue of that model
 (``{queue}.tenant.{name}``, durable, with the same priorities: on quorum queues, the
-same three priority bands, gateway/queues.py), and one dispatcher per
+same three priority bands, shared/broker/queues.py), and one dispatcher per
 model moves them into the model's queue, keeping it about ``FAIR_SHARE_AHEAD`` deep:
 
 - the next job moved is the one of highest priority among the tenants' next jobs, and
@@ -43,11 +43,11 @@ from celery import Celery
 from kombu.exceptions import ChannelError
 from redis.exceptions import RedisError
 
-from gateway import redis_clients
-from gateway.config import Config
-from gateway.contract.scripts import FAIR_LOCK_RENEW
-from gateway.queues import MAX_PRIORITY, band_queue, bands, declared
-from gateway.tenants import Tenants
+from shared.broker.queues import MAX_PRIORITY, band_queue, bands, declared
+from shared.config import Config
+from shared.contract.scripts import FAIR_LOCK_RENEW
+from shared.storage import redis_clients
+from shared.tenants import Tenants
 
 log = logging.getLogger(__name__)
 

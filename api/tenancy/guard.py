@@ -3,7 +3,7 @@
 - API keys (``API_KEYS``, ``API_KEYS_FILE``): every route of the gateway's routers
   needs ``Authorization: Bearer <key>``; keys are kept as SHA-256 digests and
   compared in constant time, and never logged. Each key is a tenant's
-  (gateway/tenants.py); the request's tenant is put on ``request.state.tenant``, and
+  (shared/tenants.py); the request's tenant is put on ``request.state.tenant``, and
   the routes hand it to the job runner as an argument (api/deps.py: ``TenantDep``).
 - Rate limit (a tenant's ``requests_per_minute``; ``RATE_LIMIT_PER_MINUTE`` the default
   tenant's): requests per tenant (per client address when no keys are configured) per
@@ -26,10 +26,10 @@ from fastapi import Request
 from redis.exceptions import RedisError
 
 from api.http.errors import ApiError, ResultStoreUnavailable
-from gateway.config import Config
-from gateway.contract.scripts import RATE_COUNT
-from gateway.logs import current_job
-from gateway.tenants import DEFAULT_TENANT, EVERYONE, Owner, Tenant, Tenants, digest, load_tenants
+from shared.config import Config
+from shared.contract.scripts import RATE_COUNT
+from shared.telemetry.logs import current_job
+from shared.tenants import DEFAULT_TENANT, EVERYONE, Owner, Tenant, Tenants, digest, load_tenants
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("api.access")

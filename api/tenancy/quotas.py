@@ -18,9 +18,9 @@ from redis.exceptions import RedisError
 from api.http.errors import ResultStoreUnavailable
 from api.observability.metrics import Metrics
 from api.tenancy.guard import TooManyRequests
-from gateway.config import Config
-from gateway.contract import ADMIT
-from gateway.tenants import Tenant
+from shared.config import Config
+from shared.contract import ADMIT
+from shared.tenants import Tenant
 
 DAY = 86_400
 

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from api.http.errors import ResultStoreUnavailable
-from gateway.config import Config
+from shared.config import Config
 
 COUNTS = ("jobs", "failed", "prompt_tokens", "completion_tokens")
 

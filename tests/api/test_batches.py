@@ -290,7 +290,7 @@ def test_the_batch_command_runs_a_file_end_to_end(stack: Stack, fake: FakeModelS
     with requests.open("ab") as more:
         more.write(jsonl([bad]))
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "batch", str(requests), "--url", stack.url, "--poll", "0.2"],
+        [sys.executable, "-m", "clients.batch", str(requests), "--url", stack.url, "--poll", "0.2"],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr  # one line failed
@@ -306,7 +306,7 @@ def test_the_batch_command_names_the_bad_lines_of_a_file(stack: Stack, tmp_path:
     requests = tmp_path / "broken.jsonl"
     requests.write_bytes(jsonl([chat_line("a", "x")]) + b"oops\n")
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "batch", str(requests), "--url", stack.url],
+        [sys.executable, "-m", "clients.batch", str(requests), "--url", stack.url],
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )  # fmt: skip
     assert done.returncode != 0 and "line 2: not JSON" in done.stderr, done.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from api.jobs.queue import JobQueue
-from gateway.config import Config
+from shared.config import Config
 
 pytestmark = pytest.mark.unit
 

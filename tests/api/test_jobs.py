@@ -13,7 +13,7 @@ import redis
 from celery import Celery
 
 from api.jobs.queue import JobQueue
-from gateway import contract
+from shared import contract
 from tasks.celery_settings import worker_settings
 from tasks.result_store import ResultStore
 from testing.fake_model_server import Failure, FakeModelServer, free_port

@@ -8,7 +8,7 @@ import pytest
 
 from api.jobs.runner import MAX_REQUEUES, Requeues
 from api.observability.metrics import Metrics
-from gateway.tenants import EVERYONE, Owner, job_key, tenant_of
+from shared.tenants import EVERYONE, Owner, job_key, tenant_of
 
 pytestmark = pytest.mark.unit
 

@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 from api.http.errors import ResultStoreUnavailable
 from api.jobs.result_waiter import ResultWaiter, redis_client
 from api.jobs.store import JobStore
-from gateway.config import Config
-from gateway.contract import STORE_ONCE
+from shared.config import Config
+from shared.contract import STORE_ONCE
 from testing.fake_model_server import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

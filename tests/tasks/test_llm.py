@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.config import Config
+from shared.config import Config
 from tasks import llm, wiring, worker
 from tasks.model_client import ModelClient, ModelServerFailed, ModelServerRejected, ModelServerUnavailable
 from tasks.model_http import Reply

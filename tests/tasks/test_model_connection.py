@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import Config
+from shared.config import Config
 from tasks.model_client import ChatRequest, ModelClient
 
 pytestmark = pytest.mark.integration

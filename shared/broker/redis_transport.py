@@ -5,7 +5,7 @@ loop: each publish, acknowledgement and task event. Making a client costs more i
 redis-py 8 than the command (it copies the table of response callbacks): on the
 Valkey broker it was a tenth of the worker's CPU per job (bench/). The clients all
 use the channel's one connection pool, so one client per channel is the same, made
-once. Celery's setting ``broker_transport`` names it (gateway.celery_settings).
+once. Celery's setting ``broker_transport`` names it (shared.broker.settings).
 
 It also answers whether a queue exists by its length. Kombu asks Redis with EXISTS,
 which its key-prefixing client does not prefix (kombu 5.7): with ``global_keyprefix``

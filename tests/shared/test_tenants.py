@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.tenants import DEFAULT_TENANT, BadTenants, digest, load_tenants
+from shared.tenants import DEFAULT_TENANT, BadTenants, digest, load_tenants
 
 pytestmark = pytest.mark.unit
 

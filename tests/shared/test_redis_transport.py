@@ -1,12 +1,12 @@
-"""The Redis broker's transport (gateway/redis_transport.py) against the real Redis."""
+"""The Redis broker's transport (shared/broker/redis_transport.py) against the real Redis."""
 
 from __future__ import annotations
 
 import pytest
 from celery import Celery
 
-from gateway.celery_settings import celery_settings
-from gateway.config import Config
+from shared.broker.settings import celery_settings
+from shared.config import Config
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +18,7 @@ def test_the_redis_broker_makes_one_client_per_channel(redis_address: tuple[str,
     app.conf.update(celery_settings(config))
     with app.connection_for_write() as connection:
         channel = connection.default_channel
-        assert type(connection.transport).__module__ == "gateway.redis_transport"
+        assert type(connection.transport).__module__ == "shared.broker.redis_transport"
         with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
             assert first is second and first.ping()
         channel._disconnect_pools()  # as after a fork: a new pool, and a client of it

@@ -1,4 +1,4 @@
-"""Both sides against the contract (gateway/contract/): the task names the workers
+"""Both sides against the contract (shared/contract/): the task names the workers
 register, the jobs the API builds, the failures the workers raise and the statuses the
 API answers them with, and the scripts that move a job through its life."""
 
@@ -22,8 +22,8 @@ from api.http.errors import error_for_failure
 from api.jobs.store import fingerprint
 from api.schemas.native import ChatCompletionRequest, GenerateRequest
 from api.schemas.openai import ChatCompletionsRequest, CompletionsRequest
-from gateway import contract
-from gateway.contract import CANCEL, CLAIM, FAILURES, MARK_STARTED, STORE_ONCE, InvalidJob, Job, Keys, TaskName
+from shared import contract
+from shared.contract import CANCEL, CLAIM, FAILURES, MARK_STARTED, STORE_ONCE, InvalidJob, Job, Keys, TaskName
 from tasks import dead_letters, llm, model_client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -251,6 +251,6 @@ def _messages(listener: Any, count: int) -> list[bytes]:
 
 @pytest.mark.unit
 def test_the_api_imports_the_contract_and_no_worker_code() -> None:
-    probe = "import sys, api.main; print(sorted({m.split('.')[0] for m in sys.modules} & {'tasks', 'gateway'}))"
+    probe = "import sys, api.main; print(sorted({m.split('.')[0] for m in sys.modules} & {'tasks', 'shared'}))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.strip() == "['gateway']"
+    assert out.stdout.strip() == "['shared']"

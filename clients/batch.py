@@ -1,8 +1,8 @@
-"""The gateway from the command line.
+"""A batch from the command line.
 
-    python -m gateway.cli batch requests.jsonl [--url URL] [--key KEY] [--endpoint /v1/completions]
+    python -m clients.batch requests.jsonl [--url URL] [--key KEY] [--endpoint /v1/completions]
 
-``batch`` runs a JSONL file of requests (OpenAI's batch input format) end to end:
+It runs a JSONL file of requests (OpenAI's batch input format) end to end:
 uploads it, creates the batch, shows its progress live (lines completed and failed),
 and downloads its output and errors beside the input (``requests.output.jsonl``,
 ``requests.errors.jsonl``). Ctrl-C cancels the batch; the lines that finished are
@@ -120,15 +120,13 @@ def run_batch(gateway: Gateway, path: Path, endpoint: str, window: str, poll: fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gateway.cli", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    batch = commands.add_parser("batch", help="run a JSONL file of requests as a batch, end to end")
-    batch.add_argument("input", type=Path, help="requests, one JSON object per line (OpenAI's batch input)")
-    batch.add_argument("--url", default=os.environ.get("LLM_API_URL", "http://127.0.0.1:8000"))
-    batch.add_argument("--key", default=os.environ.get("LLM_API_KEY"), help="API key (default: LLM_API_KEY)")
-    batch.add_argument("--endpoint", default=None, help="default: the url of the file's first request")
-    batch.add_argument("--window", default="24h", help="completion window (default 24h)")
-    batch.add_argument("--poll", type=float, default=1.0, help="seconds between progress updates")
+    parser = argparse.ArgumentParser(prog="python -m clients.batch", description=__doc__.split("\n\n")[0])
+    parser.add_argument("input", type=Path, help="requests, one JSON object per line (OpenAI's batch input)")
+    parser.add_argument("--url", default=os.environ.get("LLM_API_URL", "http://127.0.0.1:8000"))
+    parser.add_argument("--key", default=os.environ.get("LLM_API_KEY"), help="API key (default: LLM_API_KEY)")
+    parser.add_argument("--endpoint", default=None, help="default: the url of the file's first request")
+    parser.add_argument("--window", default="24h", help="completion window (default 24h)")
+    parser.add_argument("--poll", type=float, default=1.0, help="seconds between progress updates")
     args = parser.parse_args(argv)
     endpoint = args.endpoint
     if endpoint is None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway import redis_transport
-from gateway.config import Config
-from gateway.queues import MAX_PRIORITY, bands, declared
-from gateway.registry import load_registry
+from shared.broker import redis_transport
+from shared.broker.queues import MAX_PRIORITY, bands, declared
+from shared.config import Config
+from shared.registry import load_registry
 
 __all__ = ["MAX_PRIORITY", "celery_settings", "priority_for"]
 
@@ -27,7 +27,7 @@ def celery_settings(config: Config) -> dict[str, Any]:
     broker_options: dict[str, Any] = {}
     consumer_arguments = None
     if config.uses_rabbitmq:
-        # Priority queues, or quorum queues in priority bands (gateway/queues.py).
+        # Priority queues, or quorum queues in priority bands (shared/broker/queues.py).
         # RabbitMQ (3.12 and later) closes the channel of a consumer that holds a message
         # longer than its consumer timeout (30 min by default), and hands the message out
         # again: give this queue's consumers more than the longest job. Older servers
@@ -52,7 +52,7 @@ def celery_settings(config: Config) -> dict[str, Any]:
         }
     return {
         "broker_url": config.broker_url,
-        # On Redis, Kombu's transport with one client per channel (gateway/redis_transport.py);
+        # On Redis, Kombu's transport with one client per channel (shared/broker/redis_transport.py);
         # by name, as settings travel as JSON (`celery inspect conf`, Flower).
         "broker_transport": None if config.uses_rabbitmq else f"{redis_transport.__name__}:Transport",
         "broker_connection_timeout": config.broker_connect_timeout,

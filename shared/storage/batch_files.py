@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.file_store import FileStore
+from shared.storage.file_store import FileStore
 
 OK, ERR = "ok", "err"
 

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 from pydantic import SecretStr
 
-from gateway.config import Config, model_server_url
+from shared.config import Config, model_server_url
 
 QUEUE_CHARS = re.compile(r"^[A-Za-z0-9._:-]+$")
 

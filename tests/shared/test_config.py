@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.celery_settings import celery_settings
-from gateway.config import Config
+from shared.broker.settings import celery_settings
+from shared.config import Config
 
 pytestmark = pytest.mark.unit
 
@@ -89,7 +89,7 @@ def test_without_rabbitmq_the_broker_is_redis_and_held_messages_are_leased() -> 
     config = Config(_env_file=None, redis_host="cache", llm_deadline=1800, job_lease=20)  # type: ignore[call-arg]
     settings = celery_settings(config)
     assert settings["broker_url"] == "redis://cache:6379/0"
-    assert settings["broker_transport"] == "gateway.redis_transport:Transport"
+    assert settings["broker_transport"] == "shared.broker.redis_transport:Transport"
     json.dumps(settings["broker_transport"])  # settings travel as JSON (celery inspect conf, Flower)
     # Workers renew the messages they hold (tasks/running.py): a message is handed out
     # again a lease after its worker stopped renewing it, however long its job runs.

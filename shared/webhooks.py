@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from gateway.config import Config
+from shared.config import Config
 
 BATCH_EVENTS = ("batch.completed", "batch.failed", "batch.cancelled", "batch.expired")
 # Jobs submitted without waiting (wait=0, Prefer: respond-async).

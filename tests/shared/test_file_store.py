@@ -13,8 +13,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from gateway.config import Config
-from gateway.file_store import FileStore
+from shared.config import Config
+from shared.storage.file_store import FileStore
 from testing.fake_model_server import FakeModelServer, free_port
 from tests.api.test_batches import chat_line, file_lines, jsonl, wait_until_finished
 from tests.api.test_openai import client

@@ -85,7 +85,7 @@ class Message(BaseModel):
 
 
 class BatchLine(BaseModel):
-    """Which line of which batch a job is (gateway/batch_files.py): its worker keeps
+    """Which line of which batch a job is (shared/storage/batch_files.py): its worker keeps
     the line's answer or failure in the file store."""
 
     model_config = ConfigDict(extra="ignore")
@@ -122,7 +122,7 @@ class Job(BaseModel):
     # Submitted without waiting, with webhooks for jobs configured: its worker sends
     # job.succeeded or job.failed once its result is stored. Not part of its fingerprint.
     notify: bool = False
-    # The tenant it is run for (gateway/tenants.py): its usage and tokens are counted
+    # The tenant it is run for (shared/tenants.py): its usage and tokens are counted
     # to it. Not part of its fingerprint.
     tenant: str | None = None
 
@@ -275,10 +275,10 @@ STREAM_END = "end"  # JSON: the whole answer, as the task returns it
 
 
 # The key layout and the scripts on it, named from the package as well.
-from gateway.contract.keys import JobField as JobField  # noqa: E402
-from gateway.contract.keys import Keys as Keys  # noqa: E402
-from gateway.contract.scripts import ADMIT as ADMIT  # noqa: E402
-from gateway.contract.scripts import CANCEL as CANCEL  # noqa: E402
-from gateway.contract.scripts import CLAIM as CLAIM  # noqa: E402
-from gateway.contract.scripts import MARK_STARTED as MARK_STARTED  # noqa: E402
-from gateway.contract.scripts import STORE_ONCE as STORE_ONCE  # noqa: E402
+from shared.contract.keys import JobField as JobField  # noqa: E402
+from shared.contract.keys import Keys as Keys  # noqa: E402
+from shared.contract.scripts import ADMIT as ADMIT  # noqa: E402
+from shared.contract.scripts import CANCEL as CANCEL  # noqa: E402
+from shared.contract.scripts import CLAIM as CLAIM  # noqa: E402
+from shared.contract.scripts import MARK_STARTED as MARK_STARTED  # noqa: E402
+from shared.contract.scripts import STORE_ONCE as STORE_ONCE  # noqa: E402

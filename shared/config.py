@@ -10,7 +10,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from gateway.contract import Keys
+from shared.contract import Keys
 
 # Settings only the one-command local stack reads: not part of a deployment.
 LOCAL_STACK_SETTINGS = frozenset(
@@ -71,7 +71,7 @@ class Config(BaseSettings):
     redis_prefix: str = "llm-api"
     inner_llm_url: str = "http://localhost:8670"
 
-    # Model server, or servers (gateway/registry.py).
+    # Model server, or servers (shared/registry.py).
     models: str = Field("", description="the model registry as inline JSON (see MODELS_FILE)")
     models_file: str = Field("", description="the model registry: a YAML or JSON file")
     worker_models: str = Field("", description="models (of the registry) a worker runs; empty: all")
@@ -120,7 +120,7 @@ class Config(BaseSettings):
         1, ge=0, description="with Sentinels: replicas that must hold a claim or a result before it counts (WAIT)"
     )
 
-    # Files and batches (gateway/file_store.py, api/batches/).
+    # Files and batches (shared/storage/file_store.py, api/batches/).
     file_store_url: str = Field(
         "data", description="where files and batches are kept: a directory or s3://bucket/prefix"
     )
@@ -138,7 +138,7 @@ class Config(BaseSettings):
     )
     batch_poll_seconds: float = Field(2.0, gt=0, description="how often batches are looked after")
 
-    # Webhooks (gateway/webhooks.py, tasks/webhooks.py).
+    # Webhooks (shared/webhooks.py, tasks/webhooks.py).
     webhooks: SecretStr | None = Field(None, description="the webhook endpoints as inline JSON (see WEBHOOKS_FILE)")
     webhooks_file: str = Field("", description="the webhook endpoints: a YAML or JSON file (url, secret, events)")
     webhook_allow_private: bool = Field(False, description="allow webhook URLs of private and loopback addresses")
@@ -146,9 +146,11 @@ class Config(BaseSettings):
     webhook_retry_hours: float = Field(72.0, gt=0, description="hours a delivery is retried before it gives up")
     webhook_max_backoff: float = Field(600.0, gt=0, description="longest wait between two tries, in seconds")
 
-    log_format: Literal["json", "text"] = Field("json", description="json: one JSON object per line (gateway/logs.py)")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json: one JSON object per line (shared/telemetry/logs.py)"
+    )
 
-    # Tracing (gateway/tracing.py): OpenTelemetry's own variables. Set, spans go over
+    # Tracing (shared/telemetry/tracing.py): OpenTelemetry's own variables. Set, spans go over
     # OTLP/HTTP; the SDK reads its other OTEL_* variables from the environment itself.
     otel_exporter_otlp_endpoint: str = Field("", description="OTLP/HTTP collector (http://host:4318): traces on")
     otel_exporter_otlp_traces_endpoint: str = Field("", description="the traces' own OTLP/HTTP URL (.../v1/traces)")
@@ -163,7 +165,7 @@ class Config(BaseSettings):
     # Access and limits (api/tenancy/guard.py).
     api_keys: SecretStr | None = Field(None, description="comma-separated keys; when set, requests need one")
     api_keys_file: str = Field(
-        "", description="file of API keys: one per line (# comments), or tenants in YAML or JSON (gateway/tenants.py)"
+        "", description="file of API keys: one per line (# comments), or tenants in YAML or JSON (shared/tenants.py)"
     )
     rate_limit_per_minute: int = Field(
         0, ge=0, description="the default tenant's requests per minute (per address without keys); 0: no limit"

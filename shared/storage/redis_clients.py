@@ -24,7 +24,7 @@ from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelPool
 from redis.sentinel import Sentinel
 
-from gateway.config import Config
+from shared.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from celery.concurrency.thread import TaskPool
 from pydantic import ValidationError
 
 from api.jobs.queue import JobQueue
-from gateway import redis_clients
-from gateway.celery_settings import celery_settings
-from gateway.config import Config
-from gateway.queues import band_queue, bands, model_queue
+from shared.broker.queues import band_queue, bands, model_queue
+from shared.broker.settings import celery_settings
+from shared.config import Config
+from shared.storage import redis_clients
 from tasks.band_pool import BandPool
 from tasks.celery_settings import worker_settings
 

@@ -10,7 +10,7 @@
   they hold highest priority first (tasks/band_pool.py).
 
 On the Redis broker (no RABBIT_MQ_HOST) a queue is a list per priority (Kombu's
-``priority_steps``): see gateway/celery_settings.py.
+``priority_steps``): see shared/broker/settings.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
-from gateway.config import Config
+from shared.config import Config
 
 MAX_PRIORITY = 10  # job priorities are 0 to 9
 HIGH, LOW = ".high", ".low"

@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway import tracing
+from shared.telemetry import tracing
 
 # Set while a worker thread runs a job (tasks/llm.py), read by every line it logs.
 current_job: ContextVar[dict[str, str] | None] = ContextVar("current_job", default=None)
@@ -42,7 +42,7 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, field, None)
             if value is not None:
                 line[field] = value
-        # The trace the line belongs to, when tracing is on (gateway/tracing.py).
+        # The trace the line belongs to, when tracing is on (shared/telemetry/tracing.py).
         ids = tracing.log_ids()
         if ids is not None:
             line["trace_id"], line["span_id"] = ids

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
 
-    from gateway.config import Config
+    from shared.config import Config
 
 log = logging.getLogger(__name__)
 

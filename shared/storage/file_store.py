@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 import fsspec
 
-from gateway.config import Config
+from shared.config import Config
 
 
 class FileStore:

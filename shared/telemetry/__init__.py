@@ -1,0 +1,1 @@
+"""Traces (OpenTelemetry) and logs (JSON lines with the job's context)."""
