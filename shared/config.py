@@ -138,7 +138,7 @@ class Config(BaseSettings):
     )
     batch_poll_seconds: float = Field(2.0, gt=0, description="how often batches are looked after")
 
-    # Webhooks (shared/webhooks.py, tasks/webhooks.py).
+    # Webhooks (shared/webhooks.py, tasks/webhook_delivery.py).
     webhooks: SecretStr | None = Field(None, description="the webhook endpoints as inline JSON (see WEBHOOKS_FILE)")
     webhooks_file: str = Field("", description="the webhook endpoints: a YAML or JSON file (url, secret, events)")
     webhook_allow_private: bool = Field(False, description="allow webhook URLs of private and loopback addresses")

@@ -12,7 +12,7 @@ Events are OpenAI's (``{"object": "event", "id", "type", "created_at", "data": {
 and signed as the Standard Webhooks specification says (``webhook-id``,
 ``webhook-timestamp``, ``webhook-signature: v1,<base64 HMAC-SHA256>``), so OpenAI's
 SDK (``client.webhooks.unwrap``) and the ``standardwebhooks`` library verify them.
-Each delivery is a task on the broker (tasks/webhooks.py); an event's id (its
+Each delivery is a task on the broker (tasks/webhook_delivery.py); an event's id (its
 ``webhook-id``) is the same on every try, and for the same event sent twice.
 """
 

@@ -39,14 +39,14 @@ class CapacityReporter:
     def __init__(
         self,
         config: Config,
-        commands: redis.Redis,
+        redis_client: redis.Redis,
         worker: str,
         slots: int,
         queues: list[str],
         load: Callable[[], Load],
     ) -> None:
         self._config = config
-        self._commands = commands
+        self._redis = redis_client
         self._fields = [f"{queue}|{worker}" for queue in queues]
         self._slots = slots
         self._load = load
@@ -61,7 +61,7 @@ class CapacityReporter:
         """Stop reporting, and take this process's fields away (it takes no more jobs)."""
         self._stopped.set()
         try:
-            self._commands.hdel(self._config.keys.capacity, *self._fields)
+            self._redis.hdel(self._config.keys.capacity, *self._fields)
         except (redis.RedisError, OSError) as exc:
             log.warning("could not withdraw this worker's capacity: %s", exc)
 
@@ -70,7 +70,7 @@ class CapacityReporter:
         every = self._config.worker_report_seconds
         value = json.dumps({"slots": self._slots, "busy": load.busy, "running": load.running, "held": load.held,
                             "at": time.time(), "every": every})  # fmt: skip
-        self._commands.hset(self._config.keys.capacity, mapping=dict.fromkeys(self._fields, value))
+        self._redis.hset(self._config.keys.capacity, mapping=dict.fromkeys(self._fields, value))
 
     def _report_forever(self) -> None:
         while not self._stopped.is_set():

@@ -119,9 +119,9 @@ class Consumer(CeleryConsumer):
     """Celery's consumer, keeping what it cannot process instead of dropping it."""
 
     class Blueprint(CeleryConsumer.Blueprint):
-        # Delayed delivery set up through one node of a cluster, not each (tasks/delayed_delivery.py).
+        # Delayed delivery set up through one node of a cluster, not each (tasks/broker/delayed_delivery.py).
         default_steps = [
-            "tasks.delayed_delivery:ClusterDelayedDelivery" if step.endswith(":DelayedDelivery") else step
+            "tasks.broker.delayed_delivery:ClusterDelayedDelivery" if step.endswith(":DelayedDelivery") else step
             for step in CeleryConsumer.Blueprint.default_steps
         ]
 
@@ -196,7 +196,7 @@ def _settled_after_failure(config: Config, job_id: str) -> str | None:
     """`settled_as`, read again on a new connection when Redis does not answer (a
     worker back from a network cut holds connections that died meanwhile); None when
     it cannot be read: the job is kept, and replay reads its result again."""
-    store = current().running.commands
+    store = current().running.redis
     for delay in (0.2, 1.0, 3.0, None):
         try:
             return settled_as(store, config, job_id)

@@ -14,7 +14,7 @@ from shared.contract import InvalidJob, Job, TaskName
 from shared.telemetry import tracing
 from tasks.app import celery_app
 from tasks.batch_lines import LineStopped, run_line
-from tasks.model_client import Cancelled, ChatRequest
+from tasks.model import Cancelled, ChatRequest
 from tasks.relay import Relay
 from tasks.worker import current
 
@@ -95,7 +95,7 @@ def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
             _trace_start(task, job, started)
         relay = None
         if job.stream:
-            relay = Relay(jobs.commands, worker.config.keys.stream(job_id), worker.config.result_ttl)
+            relay = Relay(jobs.redis, worker.config.keys.stream(job_id), worker.config.result_ttl)
         asked = time.monotonic()
         try:
             completion = worker.client(job.route).chat(request, cancel, relay.delta if relay else None)

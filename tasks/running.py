@@ -30,7 +30,7 @@ import redis
 from shared.config import Config
 from shared.contract import MARK_STARTED, JobField
 from shared.storage import redis_clients
-from tasks.model_client import Cancel
+from tasks.model import Cancel
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ class RunningJobs:
         self._lock = threading.Lock()
         self._unacked_tags = unacked_tags
         options = {"socket_connect_timeout": config.redis_connect_timeout}
-        self.commands = redis_clients.sync_client(config, socket_timeout=config.redis_connect_timeout, **options)
-        self._mark = self.commands.register_script(MARK_STARTED)
+        self.redis = redis_clients.sync_client(config, socket_timeout=config.redis_connect_timeout, **options)
+        self._mark = self.redis.register_script(MARK_STARTED)
         # The listening connection waits as long as it takes; redis-py pings it when idle.
         self._listening = redis_clients.sync_client(config, health_check_interval=10, **options)
         self._stopped = threading.Event()
@@ -74,7 +74,7 @@ class RunningJobs:
             jobs, self._leased = list(self._leased), set()
         if jobs:
             with contextlib.suppress(redis.RedisError, OSError):  # else they expire
-                self.commands.delete(*(self.config.keys.lease(job_id) for job_id in jobs))
+                self.redis.delete(*(self.config.keys.lease(job_id) for job_id in jobs))
 
     @contextlib.contextmanager
     def running(self, job_id: str) -> Iterator[Cancel]:
@@ -141,7 +141,7 @@ class RunningJobs:
         tags = self._unacked_tags() if self._unacked_tags else []
         if not jobs and not tags:
             return
-        pipe = self.commands.pipeline(transaction=False)
+        pipe = self.redis.pipeline(transaction=False)
         for job_id in jobs:
             pipe.set(self.config.keys.lease(job_id), self.worker, ex=self.config.job_lease)
         if tags:
@@ -173,7 +173,7 @@ class RunningJobs:
             jobs = list(self._running)
         if not jobs:
             return
-        pipe = self.commands.pipeline(transaction=False)
+        pipe = self.redis.pipeline(transaction=False)
         for job_id in jobs:
             pipe.hexists(self.config.keys.job(job_id), JobField.CANCELLED_AT)
         for job_id, cancelled in zip(jobs, pipe.execute(), strict=True):

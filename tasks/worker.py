@@ -16,7 +16,7 @@ from shared.storage.batch_files import BatchLines
 from shared.storage.file_store import FileStore
 from shared.webhooks import Endpoint, load_endpoints
 from tasks.capacity import CapacityReporter, Load
-from tasks.model_client import ModelClient
+from tasks.model import ModelClient
 from tasks.running import RunningJobs
 
 
@@ -93,7 +93,7 @@ class Worker:
             busy, held = load()
             return Load(busy=busy, running=self.running_count, held=held)
 
-        reporter = CapacityReporter(self.config, self.running.commands, self.running.worker, slots, queues, measured)
+        reporter = CapacityReporter(self.config, self.running.redis, self.running.worker, slots, queues, measured)
         with self._lock:
             previous, self._reporter = self._reporter, reporter
         if previous is not None:

@@ -519,7 +519,7 @@ def test_a_job_sent_from_python_is_read_back_there_and_through_its_tenants_api(
 ) -> None:
     from celery import Celery
 
-    from tasks.celery_settings import worker_settings
+    from tasks.settings import worker_settings
 
     stack = walled_stack(make_stack, tmp_path)
     python = Celery("python-client")

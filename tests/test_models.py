@@ -161,7 +161,7 @@ def test_urgent_jobs_overtake_a_backlog(make_stack: StackFactory, fake: FakeMode
 
 @pytest.mark.unit
 def test_a_jobs_priority_maps_to_vllms_where_lower_is_sooner() -> None:
-    from tasks.model_client import server_priority
+    from tasks.model.protocol import server_priority
 
     assert [server_priority(p) for p in (9, 5, 0)] == [0, 4, 9]
     assert server_priority(None) == server_priority(5)  # a job without one: the API's default

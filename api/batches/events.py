@@ -1,6 +1,6 @@
 """The events the API sends to webhooks: a batch's end (batch.completed, .failed,
 .cancelled, .expired) and an asynchronous job's cancellation (job.cancelled). Each is
-queued on the broker as deliveries (shared/webhooks.py, tasks/webhooks.py)."""
+queued on the broker as deliveries (shared/webhooks.py, tasks/webhook_delivery.py)."""
 
 from __future__ import annotations
 

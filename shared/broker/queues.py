@@ -7,7 +7,7 @@
   RabbitMQ 3.10 they have no priorities, so each model has three *bands*, each its own
   queue: ``{queue}.high`` (priorities 7-9), ``{queue}`` (4-6, the default 5 among them)
   and ``{queue}.low`` (0-3, batches). Workers consume all three, and start the jobs
-  they hold highest priority first (tasks/band_pool.py).
+  they hold highest priority first (tasks/broker/band_pool.py).
 
 On the Redis broker (no RABBIT_MQ_HOST) a queue is a list per priority (Kombu's
 ``priority_steps``): see shared/broker/settings.py.

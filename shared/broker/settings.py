@@ -1,6 +1,6 @@
 """Celery's settings, the same for the API (which publishes) and the workers (which
 consume). The workers' own classes (result backend, consumer, pool) are added by
-tasks/celery_settings.py, which celeryconfig.py reads."""
+tasks/settings.py, which celeryconfig.py reads."""
 
 from __future__ import annotations
 

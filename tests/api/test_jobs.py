@@ -14,8 +14,8 @@ from celery import Celery
 
 from api.jobs.queue import JobQueue
 from shared import contract
-from tasks.celery_settings import worker_settings
 from tasks.result_store import ResultStore
+from tasks.settings import worker_settings
 from testing.fake_model_server import Failure, FakeModelServer, free_port
 from testing.processes import wait_for_output
 from tests.conftest import Stack, StackFactory

@@ -16,8 +16,8 @@ from shared.broker.queues import band_queue, bands, model_queue
 from shared.broker.settings import celery_settings
 from shared.config import Config
 from shared.storage import redis_clients
-from tasks.band_pool import BandPool
-from tasks.celery_settings import worker_settings
+from tasks.broker.band_pool import BandPool
+from tasks.settings import worker_settings
 
 pytestmark = pytest.mark.unit
 
@@ -77,7 +77,7 @@ def test_quorum_queues_come_in_three_priority_bands() -> None:
         # RabbitMQ 3.10 refuses x-max-priority on a quorum queue.
         assert queue.queue_arguments == {"x-queue-type": "quorum"}
         assert queue.exchange.type == "topic" and queue.routing_key == queue.name
-    assert settings["worker_pool"] == "tasks.band_pool:BandPool"
+    assert settings["worker_pool"] == "tasks.broker.band_pool:BandPool"
     assert settings["worker_prefetch_multiplier"] == 2
     # Classic queues: one queue per model, as before.
     assert bands(config(rabbit_mq_host="r"), "q") == ["q"] and band_queue(config(rabbit_mq_host="r"), "q", 9) == "q"

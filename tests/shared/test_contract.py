@@ -24,7 +24,8 @@ from api.schemas.native import ChatCompletionRequest, GenerateRequest
 from api.schemas.openai import ChatCompletionsRequest, CompletionsRequest
 from shared import contract
 from shared.contract import CANCEL, CLAIM, FAILURES, MARK_STARTED, STORE_ONCE, InvalidJob, Job, Keys, TaskName
-from tasks import dead_letters, llm, model_client
+from tasks import dead_letters, llm
+from tasks.model import client, protocol, stream
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,7 +41,7 @@ def test_the_workers_register_exactly_the_contracts_task_names() -> None:
 def test_every_failure_a_worker_raises_is_in_the_contract() -> None:
     raised = {
         obj
-        for module in (model_client, llm, dead_letters)
+        for module in (client, protocol, stream, llm, dead_letters)
         for obj in vars(module).values()
         if isinstance(obj, type) and issubclass(obj, contract.JobFailure) and obj is not contract.JobFailure
     }

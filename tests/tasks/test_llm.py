@@ -12,9 +12,10 @@ import httpx
 import pytest
 
 from shared.config import Config
+from shared.contract import ModelServerFailed, ModelServerRejected, ModelServerUnavailable
 from tasks import llm, wiring, worker
-from tasks.model_client import ModelClient, ModelServerFailed, ModelServerRejected, ModelServerUnavailable
-from tasks.model_http import Reply
+from tasks.model import ModelClient
+from tasks.model.http import Reply
 
 pytestmark = pytest.mark.unit
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shared.config import Config
-from tasks.model_client import ChatRequest, ModelClient
+from tasks.model import ChatRequest, ModelClient
 
 pytestmark = pytest.mark.integration
 

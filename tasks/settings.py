@@ -8,7 +8,7 @@ from typing import Any
 from shared.broker.settings import celery_settings
 from shared.config import Config
 from shared.storage import redis_clients
-from tasks.band_pool import BandPool
+from tasks.broker.band_pool import BandPool
 from tasks.dead_letters import Consumer
 from tasks.result_store import ResultStore, SentinelResultStore
 

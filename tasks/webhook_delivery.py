@@ -122,7 +122,7 @@ def send(config: Config, endpoint: Endpoint, found: dict[str, Any]) -> int:
 
 def _count(config: Config, endpoint: Endpoint, outcome: str) -> None:
     try:
-        current().running.commands.hincrby(config.keys.webhook_counts, f"{endpoint.name}|{outcome}", 1)
+        current().running.redis.hincrby(config.keys.webhook_counts, f"{endpoint.name}|{outcome}", 1)
     except Exception as exc:  # noqa: BLE001 - a count lost is not worth a delivery
         log.warning("could not count a webhook delivery: %s", exc)
 

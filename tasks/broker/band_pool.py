@@ -30,7 +30,7 @@ def priority_of(args: tuple[Any, ...] | None) -> int:
 
 
 class BandPool(TaskPool):
-    """Used through ``worker_pool = "tasks.band_pool:BandPool"`` (tasks/celery_settings.py)."""
+    """Used through ``worker_pool = "tasks.broker.band_pool:BandPool"`` (tasks/settings.py)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
