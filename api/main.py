@@ -8,14 +8,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from api.routes import batches, files, jobs, models, operations, usage
-from api.routes.openai import openai_router
-from api.routes.spec import ERROR_RESPONSES, spec_router
+from api.http.route_class import Access, Edge, GatewayRoute
+from api.routes.batches import batches_router
+from api.routes.files import FilesRoute, files_router
+from api.routes.jobs import jobs_router
+from api.routes.models import models_router
+from api.routes.openai import OpenAIJobs, OpenAIRoute, openai_router
+from api.routes.operations import operators_router, probes_router
+from api.routes.spec import ERROR_RESPONSES, SpecJobs, spec_router
+from api.routes.usage import usage_router
 from api.services import Services
 from shared.config import Config
 from shared.telemetry import tracing
@@ -23,33 +29,36 @@ from shared.telemetry.logs import use_json
 
 
 def get_router(config: Config) -> APIRouter:
-    """Every endpoint of the gateway, for `config`: the spec's, OpenAI's, jobs, models and
-    operations. It brings its own lifespan (connections to the broker and Redis), which
-    FastAPI runs when the router is included in an app (the spec's usage snippet)."""
+    """Every endpoint of the gateway, for `config`: the spec's, OpenAI's, jobs, files,
+    batches, usage, models and operations, each router given the parts it uses. It
+    brings its own lifespan (connections to the broker and Redis), which FastAPI runs
+    when the router is included in an app (the spec's usage snippet)."""
     parts = Services.build(config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with parts.running():
-            app.state.llm_gateway = parts  # found there by the routes' dependencies (api/deps.py)
             yield
 
-    # Every endpoint but the probes needs a key (when keys are configured) and is rate limited.
-    guarded = APIRouter(responses=ERROR_RESPONSES, dependencies=[Depends(parts.guard)])
-    guarded.include_router(spec_router(parts.models))
-    guarded.include_router(openai_router(parts.models))
-    guarded.include_router(files.router)
-    guarded.include_router(batches.router)
-    guarded.include_router(jobs.router)
-    guarded.include_router(models.router)
-    guarded.include_router(usage.router)
-    # What operators read (every tenant's figures): admin keys and METRICS_TOKEN only.
-    operators = APIRouter(responses=ERROR_RESPONSES, dependencies=[Depends(parts.guard.operator)])
-    operators.include_router(operations.router)
+    edge = Edge(config, parts.guard, parts.metrics)
+    # Every endpoint but the probes needs a key (when keys are configured) and is rate
+    # limited; the operators' (every tenant's figures) an admin key or METRICS_TOKEN.
+    native, openai = GatewayRoute.at(edge), OpenAIRoute.at(edge)
+    spec = SpecJobs(config, parts.routing, parts.runner)
     outer = APIRouter(lifespan=lifespan)
-    outer.include_router(operations.probes)
-    outer.include_router(guarded)
-    outer.include_router(operators)
+    outer.include_router(probes_router(parts.redis, parts.queue, parts.registry))
+    routers = [
+        spec_router(parts.models, spec, native),
+        openai_router(parts.models, OpenAIJobs(config, parts.routing, parts.runner), parts.registry, config, openai),
+        files_router(parts.files, FilesRoute.at(edge)),
+        batches_router(parts.batches, openai),
+        jobs_router(parts.store, parts.events, native),
+        models_router(parts.registry, native),
+        usage_router(config, parts.guard.tenants, parts.redis, native),
+        operators_router(parts.scrape, parts.scaling, GatewayRoute.at(edge, Access.OPERATOR)),
+    ]
+    for router in routers:
+        outer.include_router(router, responses=ERROR_RESPONSES)
     return outer
 
 

@@ -1,4 +1,5 @@
-"""The parts of one API process, built from its `Config` and started and stopped together."""
+"""The parts of one API process, built from its `Config`, each given what it needs
+through its constructor, and started and stopped together."""
 
 from __future__ import annotations
 
@@ -9,46 +10,57 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from api.batches.events import Events
+from api.batches.doorbell import Doorbell
 from api.batches.files import Files
 from api.batches.keeper import BatchKeeper
 from api.batches.store import Batches
+from api.jobs.admission import Admission
 from api.jobs.queue import JobQueue
-from api.jobs.result_waiter import ResultWaiter, redis_client
+from api.jobs.recovery import LostJobs
+from api.jobs.requeues import Published, Requeues
+from api.jobs.result_waiter import ResultWaiter
+from api.jobs.route import JobRouting
 from api.jobs.runner import JobRunner
 from api.jobs.store import JobStore
+from api.jobs.webhook_events import WebhookEvents
 from api.observability.metrics import Metrics
 from api.observability.scaling import Scaling
+from api.observability.scrape import Scrape
 from api.schemas.limits import RequestModels, request_models
 from api.tenancy.fair_share import FairShare
 from api.tenancy.guard import Guard
 from api.tenancy.quotas import Quotas
 from shared.config import Config
 from shared.registry import Registry, load_registry
+from shared.storage import redis_clients
 from shared.storage.file_store import FileStore
 from shared.telemetry import tracing
 
 
 @dataclass(frozen=True)
 class Services:
-    """What the routes are given (as FastAPI dependencies, api/deps.py)."""
+    """Every part of one API process; the routers are given the ones they use (api/main.py)."""
 
     config: Config
     registry: Registry
     metrics: Metrics
-    redis: aioredis.Redis  # the command client: job store, guard, readiness
+    redis: aioredis.Redis  # the command client: job store, guard, quotas, readiness
+    stream_reader: aioredis.Redis  # blocking reads of answers' streams, on a pool of their own
     queue: JobQueue  # publishing to the broker
-    store: JobStore  # jobs' claims and status in Redis
+    store: JobStore  # jobs' claims, status and cancel in Redis
     waiter: ResultWaiter  # results, through one pub/sub connection
-    runner: JobRunner  # claim, publish, await
-    guard: Guard  # keys and rate limit
+    routing: JobRouting  # a job's model and queue
+    runner: JobRunner  # admit, publish, await
+    lost: LostJobs  # jobs a Redis broker lost, queued again
+    guard: Guard  # keys and rate limits
     models: RequestModels  # the request bodies, with the deployment's limits
     files: Files  # files, in the file store
     batches: Batches  # batches, in the file store
     keeper: BatchKeeper  # drives the unfinished batches
-    events: Events  # webhook events
+    events: WebhookEvents  # webhook events the API sends
     fair: FairShare  # which models are contended; their dispatchers by tenant
     scaling: Scaling  # the signals to scale workers on
+    scrape: Scrape  # what /metrics reads
 
     @classmethod
     def build(cls, config: Config) -> Services:
@@ -56,7 +68,8 @@ class Services:
         registry = load_registry(config)
         tracing.setup(config, "llm-api")
         metrics = Metrics()
-        redis = redis_client(config)
+        redis = redis_clients.api_client(config)
+        stream_reader = redis_clients.async_client(config, socket_connect_timeout=config.redis_connect_timeout)
         guard = Guard(config, redis)
         for tenant in guard.tenants.named.values():  # each tenant's refusals, from 0
             if Quotas.applies(tenant):
@@ -66,16 +79,28 @@ class Services:
         queue = JobQueue(config, fair.tenant_queues)
         store = JobStore(config, redis)
         waiter = ResultWaiter(config, redis)
-        events = Events(config, queue)
-        runner = JobRunner(config, registry, queue, store, waiter, metrics, redis, fair, events.for_jobs)
+        events = WebhookEvents(config, queue)
+        routing = JobRouting(config, registry)
+        admission = Admission(config, store, Quotas(config, redis, metrics))
+        published, requeues = Published(), Requeues(metrics)
+        runner = JobRunner(
+            config, admission, store, queue, waiter, fair, metrics, published, requeues, stream_reader,
+            events.for_jobs,
+        )  # fmt: skip
+        lost = LostJobs(config, redis, queue, waiter, published, requeues, fair)
         models = request_models(config)
         files = Files(config, FileStore.from_config(config), registry, models)
-        batches = Batches(files)
-        keeper = BatchKeeper(config, batches, files, runner, redis, registry, models, events.emit)
-        batches.woken = keeper.wake
+        doorbell = Doorbell()
+        batches = Batches(files, doorbell)
+        keeper = BatchKeeper(
+            config, batches, files, runner, routing, lost, redis, registry, models, doorbell, events.emit
+        )  # fmt: skip
+        scaling = Scaling(config, registry, queue, fair, redis)
+        scrape = Scrape(config, metrics, queue, [*registry.queues, *fair.tenant_queues], redis, scaling,
+                        keeper.line_counts)  # fmt: skip
         return cls(
-            config, registry, metrics, redis, queue, store, waiter, runner, guard, models, files, batches, keeper,
-            events, fair, Scaling(config, registry, queue, fair, redis),
+            config, registry, metrics, redis, stream_reader, queue, store, waiter, routing, runner, lost, guard,
+            models, files, batches, keeper, events, fair, scaling, scrape,
         )  # fmt: skip
 
     @asynccontextmanager
@@ -84,21 +109,19 @@ class Services:
         request), disconnect at shut-down."""
         await self.waiter.start()
         await asyncio.get_running_loop().run_in_executor(None, self.queue.warm_up)
-        # On a Redis broker, messages lost between the broker and a killed worker.
-        sweeper = None if self.config.uses_rabbitmq else asyncio.create_task(self.runner.find_lost())
-        keeper = asyncio.create_task(self.keeper.run_forever(), name="batch keeper")
-        fair = asyncio.create_task(self.fair.run(self.queue.celery), name="fair share")
+        tasks = [
+            asyncio.create_task(self.lost.run(), name="lost jobs"),  # on a Redis broker
+            asyncio.create_task(self.keeper.run_forever(), name="batch keeper"),
+            asyncio.create_task(self.fair.run(self.queue.celery), name="fair share"),
+        ]
         try:
             yield self
         finally:
-            keeper.cancel()
-            fair.cancel()
-            await asyncio.gather(keeper, fair, return_exceptions=True)
-            if sweeper is not None:
-                sweeper.cancel()
-                await asyncio.gather(sweeper, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self.waiter.close()
-            await self.runner.close()
+            await self.stream_reader.aclose()
             await self.redis.aclose(close_connection_pool=True)
             self.queue.close()
             tracing.shutdown()

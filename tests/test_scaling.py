@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from api.http.errors import BrokerUnavailable
+from api.errors import BrokerUnavailable
 from api.observability.scaling import Scaling
 from shared.config import Config
 from shared.registry import load_registry

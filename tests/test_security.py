@@ -21,7 +21,8 @@ from schemathesis.checks import allow_header_conformance, positive_data_acceptan
 from schemathesis.config import SchemathesisConfig
 
 from api.main import create_app
-from api.tenancy.guard import Guard, check_job
+from api.jobs.admission import check_job
+from api.tenancy.guard import Guard
 from shared.config import Config
 from testing.fake_model_server import FakeModelServer, free_port
 from testing.processes import RedisServer, remove_traces, wait_for_output

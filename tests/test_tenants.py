@@ -54,12 +54,17 @@ def test_each_job_is_its_tenants_on_its_status_logs_and_metrics(
     assert httpx.get(f"{stack.url}/jobs/tenant-job-r", headers=auth("key-product"), timeout=10).status_code == 404
     default = httpx.get(f"{stack.url}/jobs/tenant-job-d?tenant=default", headers=auth("key-ops"), timeout=10).json()
     assert default["tenant"] == "default" and default["job_id"] == "tenant-job-d"
-    # Every line about the job, in the API's log and the worker's, names the tenant; no key appears.
+    # Every line about the job (its key: research~tenant-job-r), in the API's log and the
+    # worker's, names the tenant; each access line names the tenant that asked; no key appears.
     api, worker = stack.processes.started[-1].output(), stack.processes.started[0].output()
     for log in (api, worker):
-        lines = [json.loads(line) for line in log.splitlines() if line.startswith("{") and "tenant-job-r" in line]
+        logged = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+        lines = [line for line in logged if line.get("job_id") == "research~tenant-job-r"]
         assert lines and all(line.get("tenant") == "research" for line in lines)
         assert "key-research" not in log and "key-default" not in log
+    access = [json.loads(line) for line in api.splitlines() if line.startswith('{"') and '"api.access"' in line]
+    asked = {line["message"]: line.get("tenant") for line in access}
+    assert asked["GET /jobs/tenant-job-r 200"] == "research" and asked["GET /jobs/tenant-job-r 404"] == "product"
     metrics = httpx.get(f"{stack.url}/metrics", headers=auth("key-ops"), timeout=10).text
     assert 'llm_api_jobs_total{model="default",outcome="succeeded",tenant="research"} 1.0' in metrics
 

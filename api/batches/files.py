@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any, TypeVar
 
 from api.batches.input import read_input
-from api.http.errors import ApiError
+from api.errors import BadRequest, FileNotFound, FileStoreUnavailable, FileTooLarge
 from api.schemas.limits import RequestModels
 from shared.config import Config
 from shared.registry import Registry
@@ -26,22 +26,6 @@ from shared.tenants import Owner
 
 T = TypeVar("T")
 PUBLIC = ("id", "object", "bytes", "created_at", "filename", "purpose", "status", "expires_at", "status_details")
-
-
-class FileNotFound(ApiError):
-    status_code = 404
-
-
-class BadFile(ApiError):
-    status_code = 400
-
-
-class FileTooLarge(ApiError):
-    status_code = 413
-
-
-class FileStoreUnavailable(ApiError):
-    status_code = 503
 
 
 def public(found: dict[str, Any]) -> dict[str, Any]:
@@ -70,14 +54,14 @@ class Files:
     async def create(self, upload: IO[bytes], filename: str, purpose: str, owner: Owner) -> dict[str, Any]:
         """Keep an uploaded batch input file, checked line by line first (400 naming each bad line)."""
         if purpose != "batch":
-            raise BadFile("purpose: files uploaded here are batches' input files: purpose must be 'batch'")
+            raise BadRequest("purpose: files uploaded here are batches' input files: purpose must be 'batch'")
         size = await self.blocking(_size, upload)
         if size > self._config.batch_max_file_bytes:
             limit = self._config.batch_max_file_bytes
             raise FileTooLarge(f"file of {size} bytes; at most {limit} (BATCH_MAX_FILE_BYTES)")
         read = await self.blocking(read_input, _lines(upload), self._config, self._registry, self._models)
         if read.problems or read.too_many:
-            raise BadFile(read.refusal(self._config.batch_max_lines))
+            raise BadRequest(read.refusal(self._config.batch_max_lines))
         file_id = f"file-{sortable_id()}"
         found = {
             "id": file_id, "object": "file", "bytes": size, "created_at": int(time.time()),

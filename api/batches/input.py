@@ -2,7 +2,7 @@
 ``{"custom_id", "method": "POST", "url", "body"}``, its ``custom_id`` unique, its
 ``url`` an endpoint batches run, its ``body`` a request that endpoint takes (within
 the deployment's limits, for a model it serves: no larger than ``MAX_BODY_BYTES``, read
-as strictly as an interactive body, api/http/json_body.py). A file with bad lines is refused
+as strictly as an interactive body, api/schemas/json_body.py). A file with bad lines is refused
 whole, naming each line and what is wrong with it, before anything is queued.
 
 Unlike OpenAI, one file may name several models: each line runs on its model's queue.
@@ -14,13 +14,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import HTTPException
 from pydantic import ValidationError
 
-from api.http.json_body import InvalidJson, loads
+from api.errors import InvalidJson, LimitExceeded
+from api.jobs.admission import check_job, check_tokens
 from api.jobs.openai import chat_job, completion_job
+from api.schemas.json_body import loads
 from api.schemas.limits import RequestModels
-from api.tenancy.guard import check_job, check_tokens
 from shared.config import Config
 from shared.contract import TaskName
 from shared.registry import Registry, UnknownModel
@@ -92,7 +92,7 @@ def _read_line(
     try:
         given = loads(raw, config.max_json_depth, where="")
     except InvalidJson as exc:
-        raise _BadLine(str(exc.detail)) from None
+        raise _BadLine(str(exc)) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise _BadLine(f"not JSON ({exc})") from None
     if not isinstance(given, dict):
@@ -128,8 +128,8 @@ def _read_line(
     try:
         check_tokens(config, getattr(request, "max_tokens", None), "max_tokens")
         check_job(config, job)
-    except HTTPException as exc:
-        raise _BadLine(f"body: {exc.detail}") from None
+    except LimitExceeded as exc:
+        raise _BadLine(f"body: {exc}") from None
     model = job["meta"].get("model")
     if not registry.passthrough:
         try:

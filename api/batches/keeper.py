@@ -25,38 +25,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import math
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from fastapi import HTTPException
 from redis.exceptions import RedisError
 
+from api.batches.doorbell import Doorbell
 from api.batches.files import Files
 from api.batches.input import InputLine, ReadInput, read_input
+from api.batches.output import render_output
+from api.batches.scheduling import LineScheduler
 from api.batches.store import UNFINISHED, Batches
-from api.http.errors import BrokerUnavailable, JobCancelled, JobTimedOut, QueueFull, ResultStoreUnavailable, cause
-from api.jobs.openai import ERROR_TYPES, whole_answer
+from api.errors import GatewayError, JobCancelled, JobTimedOut, TooManyRequests, Unavailable, cause
+from api.http.statuses import status_of
+from api.jobs.recovery import LostJobs
+from api.jobs.route import JobRoute, JobRouting
 from api.jobs.runner import JobRunner
 from api.schemas.limits import RequestModels
 from shared.config import Config
-from shared.contract import TaskName
 from shared.contract.scripts import BATCH_LOCK_RELEASE, BATCH_LOCK_RENEW
 from shared.registry import Registry
-from shared.storage.batch_files import ERR, OK, active_marker, file_data, line_job_id, line_record
+from shared.storage.batch_files import ERR, OK, active_marker, file_data, line_job_id
 from shared.tenants import DEFAULT_TENANT, Tenant
 
 log = logging.getLogger(__name__)
-
-YIELD_SECONDS = 0.005  # how often a line held back for interactive requests looks again
-
 
 Emit = Callable[[str, str], Any]  # (event type, batch id): a webhook event
 
@@ -84,52 +83,56 @@ class BatchKeeper:
         batches: Batches,
         files: Files,
         runner: JobRunner,
+        routing: JobRouting,
+        lost: LostJobs,
         redis: aioredis.Redis,
         registry: Registry,
         models: RequestModels,
+        doorbell: Doorbell,
         emit: Emit | None = None,
     ) -> None:
+        """`doorbell` rings when a batch is created or cancelled here; `emit` queues a
+        batch's webhook event."""
         self._config = config
         self._batches = batches
         self._files = files
         self._runner = runner
+        self._routing = routing
+        self._lost = lost
         self._redis = redis
         self._renew = redis.register_script(BATCH_LOCK_RENEW)
         self._release = redis.register_script(BATCH_LOCK_RELEASE)
         self._registry = registry
         self._models = models
+        self._doorbell = doorbell
         self._emit = emit
-        self._me = runner.process
+        self._me = uuid.uuid4().hex  # this process, as the batches' locks name it
         self._driving: dict[str, asyncio.Task[None]] = {}
-        self._slots: dict[str, asyncio.Semaphore] = {}
-        self._woken: asyncio.Event | None = None
-        self._nudge: asyncio.Event | None = None  # set (and replaced) when woken: batches' watchers look at once
+        self._scheduler = LineScheduler(
+            config.batch_lines_in_flight, config.batch_lines_beside_interactive, lambda: runner.awaiting
+        )
         self.progress: dict[str, Progress] = {}
-        self._lines_in_flight = 0  # over all batches and models
-        self._running_of: dict[str, int] = {}  # lines in flight per model
         # Seconds a line's result is awaited before its record is looked for.
         self._recheck = max(5.0, config.batch_poll_seconds * 10)
 
-    def wake(self) -> None:
-        """Look after the batches now (one was created or cancelled here)."""
-        if self._woken is not None:
-            self._woken.set()
-        if self._nudge is not None:
-            nudged, self._nudge = self._nudge, asyncio.Event()
-            nudged.set()
+    def line_counts(self) -> dict[tuple[str, str], int]:
+        """The lines of the batches this process drives, by model and state (not by
+        batch: a batch id is no metric label, it would make one series per batch ever run)."""
+        counts: dict[tuple[str, str], int] = {}
+        for progress in list(self.progress.values()):
+            for state in ("waiting", "running", "completed", "failed"):
+                counts[(progress.model, state)] = counts.get((progress.model, state), 0) + getattr(progress, state)
+        return counts
 
     async def run_forever(self) -> None:
-        """Every BATCH_POLL_SECONDS (or when woken): drive each unfinished batch no process drives."""
-        self._woken = asyncio.Event()
-        self._nudge = asyncio.Event()
+        """Every BATCH_POLL_SECONDS (or when rung): drive each unfinished batch no process drives."""
         try:
             while True:
                 try:
                     await self._look_after()
-                except (RedisError, OSError, HTTPException) as exc:
-                    log.warning("could not look after the batches: %s", getattr(exc, "detail", exc))
-                await _wait(self._woken, self._config.batch_poll_seconds)
-                self._woken.clear()
+                except (RedisError, OSError, GatewayError) as exc:
+                    log.warning("could not look after the batches: %s", exc)
+                await self._doorbell.rung(self._config.batch_poll_seconds)
         finally:
             for task in self._driving.values():
                 task.cancel()
@@ -212,31 +215,11 @@ class BatchKeeper:
         log.info("batch %s in progress: %d lines", batch["id"], len(read.lines), extra={"batch": batch["id"]})
         return True
 
-    def _slot(self, line: InputLine) -> asyncio.Semaphore:
-        key = self._runner.model_label(line.job)
-        slots = self._slots.get(key)
-        if slots is None:
-            slots = self._slots[key] = asyncio.Semaphore(self._config.batch_lines_in_flight)
-        return slots
-
-    def _interactive(self) -> bool:
-        """Whether this process awaits jobs of its own clients (not batches' lines)."""
-        return self._runner.awaited > self._lines_in_flight
-
-    async def _make_way(self, model: str) -> None:
-        """While interactive requests are awaited, wait until fewer than
-        BATCH_LINES_BESIDE_INTERACTIVE lines of `model` are in flight: a batch holds few
-        worker slots (and little of the worker's CPU) beside them."""
-        beside = self._config.batch_lines_beside_interactive
-        # Polled: an event set by every interactive request would cost each of them.
-        while self._interactive() and self._running_of.get(model, 0) >= beside:  # noqa: ASYNC110
-            await asyncio.sleep(YIELD_SECONDS)
-
     async def _run_lines(self, batch: dict[str, Any], lines: list[InputLine]) -> str | None:
         """Run the lines without a record until each has one: None; or until the batch
         is stopped: why ("cancelled", "expired")."""
         batch_id = batch["id"]
-        models = {self._runner.model_label(line.job) for line in lines}
+        models = {self._routing.label(line.job) for line in lines}
         progress = self.progress[batch_id] = Progress(",".join(sorted(models)), len(lines))
         while True:
             done = await self._files.blocking(self._batches.lines.finished, batch_id)
@@ -258,32 +241,36 @@ class BatchKeeper:
             await self._write_counts(batch, progress)
 
     async def _take_lines(self, batch: dict[str, Any], pending: deque[InputLine], progress: Progress) -> None:
+        tenant = batch_tenant(batch)
         while pending and not progress.stop:
             line = pending.popleft()
-            model = self._runner.model_label(line.job)
-            async with self._slot(line):
-                await self._make_way(model)
-                if progress.stop:
-                    return
+            job_id = line_job_id(batch["id"], line.custom_id)
+            job = {**line.job, "batch": {"id": batch["id"], "line": line.index}}
+            try:
+                route, job = self._routing.route(line.task, job_id, job, tenant)
+            except GatewayError as exc:  # its model is no longer served
                 progress.waiting -= 1
-                progress.running += 1
-                self._lines_in_flight += 1
-                self._running_of[model] = self._running_of.get(model, 0) + 1
-                job_id = line_job_id(batch["id"], line.custom_id)
-                progress.in_flight[line.index] = self._runner.key_of(batch_tenant(batch), job_id)
-                try:
-                    outcome = await self._run_line(batch, line, job_id, progress)
-                finally:
-                    progress.in_flight.pop(line.index, None)
-                    progress.running -= 1
-                    self._lines_in_flight -= 1
-                    self._running_of[model] -= 1
+                outcome: str | None = await self._failed(batch, line, exc)
+            else:
+                async with self._scheduler.slot(route.label):
+                    if progress.stop:
+                        return
+                    progress.waiting -= 1
+                    progress.running += 1
+                    progress.in_flight[line.index] = route.key
+                    try:
+                        outcome = await self._run_line(batch, line, route, job, progress)
+                    finally:
+                        progress.in_flight.pop(line.index, None)
+                        progress.running -= 1
             if outcome == OK:
                 progress.completed += 1
             elif outcome == ERR:
                 progress.failed += 1
 
-    async def _run_line(self, batch: dict[str, Any], line: InputLine, job_id: str, progress: Progress) -> str | None:
+    async def _run_line(
+        self, batch: dict[str, Any], line: InputLine, route: JobRoute, job: dict[str, Any], progress: Progress
+    ) -> str | None:
         """Run one line: OK, ERR, or None when its batch stopped first.
 
         Its result is awaited a while at a time (`_recheck`): between two waits, its
@@ -291,8 +278,6 @@ class BatchKeeper:
         Redis that restarted empty loses the result a worker stored, and on a Redis
         broker the message too); a second message of a line finds its record or its
         lease, and is not sent to the model server again."""
-        job = {**line.job, "batch": {"id": batch["id"], "line": line.index}}
-        tenant = batch_tenant(batch)
         backoff = 0.5  # the result store or broker unavailable: tried again after this, doubling
         resend = True  # the first time in this drive: it may have been queued by a process that died
         while not progress.stop:
@@ -300,8 +285,8 @@ class BatchKeeper:
             if remaining <= 0:
                 return None  # its window passed: the watcher stops the batch
             try:
-                answer = await self._runner.run(line.task, job_id, job, min(remaining, self._recheck),
-                                                tenant=tenant, resend=resend, count_timeout=False)  # fmt: skip
+                answer = await self._runner.run(route, job, min(remaining, self._recheck), resend=resend,
+                                                count_timeout=False)  # fmt: skip
                 return await self._answered(batch, line, answer)
             except JobCancelled as exc:
                 if progress.stop:
@@ -315,15 +300,15 @@ class BatchKeeper:
                     return OK if record.answer is not None else ERR
                 resend = False  # queued again only if its claim is gone, or its message
                 try:
-                    await self._runner.queue_again_if_lost(line.task, job_id, job, tenant=tenant)
-                except (HTTPException, RedisError, OSError) as exc:
+                    await self._lost.queue_again_if_lost(route, job, self._runner.reply_channel)
+                except (GatewayError, RedisError, OSError) as exc:
                     log.warning("could not look for batch %s line %d's message: %s", batch["id"], line.index, exc)
-            except (BrokerUnavailable, ResultStoreUnavailable, QueueFull) as exc:
-                log.warning("batch %s line %d not queued now (%s): retried", batch["id"], line.index, exc.detail)
+            except (Unavailable, TooManyRequests) as exc:
+                log.warning("batch %s line %d not queued now (%s): retried", batch["id"], line.index, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 resend = True
-            except HTTPException as exc:
+            except GatewayError as exc:
                 # A failure: recorded by its worker; or refused here before any ran.
                 return await self._failed(batch, line, exc)
         return None
@@ -339,14 +324,13 @@ class BatchKeeper:
             await self._files.blocking(lines.write_answer, batch["id"], line.index, answer)
         return OK
 
-    async def _failed(self, batch: dict[str, Any], line: InputLine, exc: HTTPException) -> str:
+    async def _failed(self, batch: dict[str, Any], line: InputLine, exc: GatewayError) -> str:
         """A line that ended with `exc`: its failure recorded unless its worker did: ERR."""
         record = await self._files.blocking(self._batches.lines.read, batch["id"], line.index)
         if record is None:
             await self._files.blocking(
-                self._batches.lines.write_failure, batch["id"], line.index, cause(exc), str(exc.detail),
-                exc.status_code,
-            )  # fmt: skip
+                self._batches.lines.write_failure, batch["id"], line.index, cause(exc), exc.message, status_of(exc)
+            )
         return ERR
 
     async def _watch(self, batch: dict[str, Any], progress: Progress) -> None:
@@ -354,10 +338,7 @@ class BatchKeeper:
         and the batch stopped when it is cancelled or its window passes."""
         written = (-1, -1)
         while True:
-            if self._nudge is not None:
-                await _wait(self._nudge, self._config.batch_poll_seconds)
-            else:
-                await asyncio.sleep(self._config.batch_poll_seconds)
+            await self._doorbell.wait(self._config.batch_poll_seconds)
             with contextlib.suppress(RedisError, OSError):
                 await self._hold(batch["id"])
             if not progress.stop:
@@ -381,8 +362,8 @@ class BatchKeeper:
         for key in list(progress.in_flight.values()):
             try:
                 await self._runner.cancel(key)
-            except HTTPException as exc:
-                log.warning("could not stop job %s now: %s", key, exc.detail)
+            except GatewayError as exc:
+                log.warning("could not stop job %s now: %s", key, exc)
 
     async def _write_counts(self, batch: dict[str, Any], progress: Progress) -> None:
         batch["request_counts"] = {"total": progress.total, "completed": progress.completed, "failed": progress.failed}
@@ -393,7 +374,8 @@ class BatchKeeper:
         now = int(time.time())
         batch.update(status="finalizing", finalizing_at=now)
         await self._batches.write(batch)
-        output, errors = await self._files.blocking(self._render, batch, lines, why)
+        finished = await self._files.blocking(self._batches.lines.finished, batch_id)
+        output, errors = await self._files.blocking(render_output, self._files.store, batch_id, lines, finished, why)
         owner = batch.get("owner")
         if output:
             found = await self._files.write(f"file-{batch_id}-output", f"{batch_id}_output.jsonl", output, owner)
@@ -413,57 +395,11 @@ class BatchKeeper:
         await self._event(f"batch.{status}", batch_id)
         await self._files.blocking(self._files.store.delete, active_marker(batch_id))
 
-    def _render(self, batch: dict[str, Any], lines: list[InputLine], why: str | None) -> tuple[bytes, bytes]:
-        """The output and error files' content, in the input's order."""
-        batch_id = batch["id"]
-        store = self._files.store
-        finished = self._batches.lines.finished(batch_id)
-        output, errors = [], []
-        for line in lines:
-            job_id = line_job_id(batch_id, line.custom_id)
-            head = {"id": f"batch_req_{hashlib.sha256(job_id.encode()).hexdigest()[:24]}", "custom_id": line.custom_id}
-            outcome = finished.get(line.index)
-            raw = store.get(line_record(batch_id, line.index, outcome)) if outcome else None
-            if raw is None:
-                code = f"batch_{why or 'expired'}"
-                message = {
-                    "batch_cancelled": "This request was not run: its batch was cancelled.",
-                    "batch_expired": "This request could not be executed before the completion window expired.",
-                }.get(code, "This request was not run.")
-                errors.append({**head, "response": None, "error": {"code": code, "message": message}})
-                continue
-            found = json.loads(raw)
-            if outcome == OK:
-                kind = "chat" if line.task == TaskName.CHAT else "completion"
-                body = whole_answer(kind, job_id, found, line.model)
-                response = {"status_code": 200, "request_id": job_id, "body": body}
-                output.append({**head, "response": response, "error": None})
-                continue
-            status = int(found.get("status") or 500)
-            error = {"message": found.get("message"), "type": ERROR_TYPES.get(status, "api_error"), "param": None,
-                     "code": status}  # fmt: skip
-            response = {"status_code": status, "request_id": job_id, "body": {"error": error}}
-            errors.append({**head, "response": response, "error": None})
-
-        def jsonl(records: list[dict[str, Any]]) -> bytes:
-            return b"".join(json.dumps(record).encode() + b"\n" for record in records)
-
-        return jsonl(output), jsonl(errors)
-
     async def _event(self, kind: str, batch_id: str) -> None:
         """Queue the batch's event; raises when it could not (the batch stays active, and
         its event is queued again at the next look)."""
         if self._emit is not None:
             await self._emit(kind, batch_id)
-
-
-async def _wait(event: asyncio.Event, seconds: float) -> None:
-    """Until `event` is set, for `seconds` at most. Not asyncio.wait_for: on Python 3.11 it
-    swallows a cancellation that comes as the event is set (the watcher of a batch
-    cancelled just as the keeper was woken went on for ever, and its batch with it)."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await event.wait()
 
 
 def batch_tenant(batch: dict[str, Any]) -> Tenant:

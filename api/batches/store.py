@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
-from api.batches.files import FileNotFound, Files, sortable_id
-from api.http.errors import ApiError
+from api.batches.doorbell import Doorbell
+from api.batches.files import Files, sortable_id
+from api.errors import BadRequest, BatchConflict, BatchNotFound, FileNotFound
 from shared.storage.batch_files import ACTIVE, BatchLines, active_marker, batch_object
 from shared.tenants import DEFAULT_TENANT, Owner
 
@@ -41,18 +41,6 @@ PUBLIC = (
 )  # fmt: skip
 
 
-class BatchNotFound(ApiError):
-    status_code = 404
-
-
-class BadBatch(ApiError):
-    status_code = 400
-
-
-class BatchConflict(ApiError):
-    status_code = 409
-
-
 def public(batch: dict[str, Any]) -> dict[str, Any]:
     """A batch as clients see it (without its owner and what drives it)."""
     return {name: batch.get(name) for name in PUBLIC}
@@ -61,12 +49,12 @@ def public(batch: dict[str, Any]) -> dict[str, Any]:
 class Batches:
     """The batches resource (one per API process)."""
 
-    def __init__(self, files: Files) -> None:
+    def __init__(self, files: Files, doorbell: Doorbell) -> None:
+        """`doorbell` is rung when a batch is created or cancelled here: the keeper looks at once."""
         self._files = files
         self._store = files.store
         self.lines = BatchLines(files.store)
-        # Called when a batch is created or cancelled here: the keeper looks at once.
-        self.woken: Callable[[], None] | None = None
+        self._doorbell = doorbell
 
     async def create(
         self,
@@ -80,18 +68,18 @@ class Batches:
         """A new batch (``validating``): its lines are queued by the keeper, run for `tenant`."""
         seconds = window_seconds(window)
         if seconds is None:
-            raise BadBatch("completion_window: '24h' (or, beyond OpenAI, a duration such as '90m')")
+            raise BadRequest("completion_window: '24h' (or, beyond OpenAI, a duration such as '90m')")
         if endpoint not in ("/v1/chat/completions", "/v1/completions"):
-            raise BadBatch("endpoint: batches run /v1/chat/completions or /v1/completions")
+            raise BadRequest("endpoint: batches run /v1/chat/completions or /v1/completions")
         pairs = (metadata or {}).items()
         if len(pairs) > 16 or any(len(k) > 64 or not isinstance(v, str) or len(v) > 512 for k, v in pairs):
-            raise BadBatch("metadata: at most 16 pairs, keys of at most 64 characters, string values of at most 512")
+            raise BadRequest("metadata: at most 16 pairs, keys of at most 64 characters, string values of at most 512")
         try:
             source = await self._files.get(input_file_id, owner)
         except FileNotFound:
             raise FileNotFound(f"input_file_id: no file {input_file_id!r}") from None
         if source.get("purpose") != "batch":
-            raise BadBatch(f"input_file_id: file {input_file_id!r} is not a batch input file (purpose 'batch')")
+            raise BadRequest(f"input_file_id: file {input_file_id!r} is not a batch input file (purpose 'batch')")
         now = int(time.time())
         batch = {
             "id": f"batch_{sortable_id()}", "object": "batch", "endpoint": endpoint, "errors": None,
@@ -104,8 +92,7 @@ class Batches:
         }  # fmt: skip
         await self.write(batch)
         await self._files.blocking(self._store.put, active_marker(batch["id"]), b"")
-        if self.woken is not None:
-            self.woken()
+        self._doorbell.ring()
         return batch
 
     async def write(self, batch: dict[str, Any]) -> None:
@@ -155,8 +142,7 @@ class Batches:
         if batch["status"] not in UNFINISHED:
             raise BatchConflict(f"batch {batch_id!r} has already finished: {batch['status']}")
         await self._files.blocking(self.lines.stop, batch_id, "cancelled", int(time.time()))
-        if self.woken is not None:
-            self.woken()
+        self._doorbell.ring()
         return await self.get(batch_id, owner)
 
     async def active(self) -> list[str]:

@@ -3,8 +3,9 @@
 - the API key checked on the headers, before a byte of the body is read (an upload
   without a valid key is not read, nor spooled to disk);
 - bodies over ``MAX_BODY_BYTES`` refused with 413 before they are read whole;
-- a JSON body read strictly (api/http/json_body.py: no NaN, no lone surrogate, nesting
-  within ``MAX_JSON_DEPTH``);
+- a JSON body read strictly (api/schemas/json_body.py: no NaN, no lone surrogate,
+  nesting within ``MAX_JSON_DEPTH``);
+- every error answered from the one table of statuses (api/http/statuses.py);
 - an answer given before the body was read whole (401, 413) is sent once the rest of
   the body is read and dropped (at most DRAIN_BYTES, DRAIN_SECONDS): a client that
   sends ``Connection: close`` (Python's urllib) reads it instead of a reset connection;
@@ -12,28 +13,36 @@
   access line with its job's id, model and queue.
 
 A route whose errors have a format of their own (OpenAI's, on ``/v1``) overrides
-`GatewayRoute.answer_error`; its requests are counted with the status it answers.
+`GatewayRoute.answer_error`; its requests are counted with the status it answers. The
+request's tenant (and whose files and batches it sees) is put on ``request.state`` for
+the routes' dependencies (api/deps.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from fastapi import Request, Response
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.deps import services_of
-from api.http.errors import ApiError, cause
-from api.http.json_body import loads
+from api.errors import BodyTooLarge, GatewayError
+from api.http.statuses import Refusal, refusal
 from api.observability import server_timing
+from api.observability.metrics import Metrics
+from api.schemas.json_body import loads
+from api.tenancy.guard import Guard
 from shared.config import Config
+from shared.telemetry.logs import current_job
 
 access = logging.getLogger("api.access")
 
@@ -46,9 +55,27 @@ DRAIN_BYTES = 64 * 1024 * 1024
 DRAIN_SECONDS = 10.0
 DRAIN_IDLE_SECONDS = 1.0
 
+Refused = GatewayError | StarletteHTTPException | RequestValidationError
+
+
+class Access(enum.Enum):
+    """Who may call an endpoint."""
+
+    TENANT = "tenant"  # a tenant's key (anyone, when no keys are configured)
+    OPERATOR = "operator"  # an admin key, or METRICS_TOKEN
+
+
+@dataclass(frozen=True)
+class Edge:
+    """What every endpoint needs at the edge: the settings, the guard, the metrics."""
+
+    config: Config
+    guard: Guard
+    metrics: Metrics
+
 
 class GatewayRequest(Request):
-    """A request whose JSON body is read strictly (api/http/json_body.py)."""
+    """A request whose JSON body is read strictly (api/schemas/json_body.py)."""
 
     max_depth = 64
 
@@ -58,16 +85,24 @@ class GatewayRequest(Request):
         return self._json
 
 
-class BodyTooLarge(ApiError):
-    status_code = 413
-
-
 class GatewayRoute(APIRoute):
-    """Limits, counts and logs each request of the endpoint."""
+    """Guards, limits, counts and logs each request of the endpoint, and answers its
+    errors (the one handler of api/http/statuses.py's table). A router takes the class
+    made for its API's parts and its callers: ``route_class=GatewayRoute.at(edge)``."""
 
-    def answer_error(self, request: Request, exc: Exception) -> Response | None:
-        """The response for an error the endpoint raised; None: FastAPI's own."""
-        return None
+    edge: ClassVar[Edge]
+    access: ClassVar[Access] = Access.TENANT
+
+    @classmethod
+    def at(cls, edge: Edge, access: Access = Access.TENANT) -> type[GatewayRoute]:
+        """This route class for the API of `edge`, for callers of `access`."""
+        return type(cls.__name__, (cls,), {"edge": edge, "access": access})
+
+    def answer_error(self, request: Request, refused: Refusal, exc: Refused) -> Response:
+        """The response for an error: FastAPI's own format (``{"detail": ...}``)."""
+        if isinstance(exc, RequestValidationError):
+            return JSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+        return JSONResponse({"detail": refused.message}, status_code=refused.status, headers=refused.headers)
 
     def body_limit(self, config: Config) -> int:
         """The largest body the endpoint reads, in bytes."""
@@ -76,12 +111,12 @@ class GatewayRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         endpoint = self.path_format
+        edge, allowed = self.edge, self.access
+        config, metrics, guard = edge.config, edge.metrics, edge.guard
+        limit = self.body_limit(config)
         answer_error = self.answer_error
-        body_limit = self.body_limit
 
         async def route(request: Request) -> Response:
-            parts = services_of(request)
-            limit = body_limit(parts.config)
             timing = server_timing.start()
             started = timing.started
             status, why = 500, "InternalError"
@@ -89,28 +124,32 @@ class GatewayRoute(APIRoute):
             body = _Body(request.receive, limit)
             try:
                 try:
-                    # Every gateway endpoint is guarded: the key is checked before the body
-                    # is read (the guarded router's dependency then returns at once).
-                    await parts.guard(request)
+                    # The key is checked before a byte of the body is read.
+                    if allowed is Access.TENANT:
+                        tenant = await guard.admit(request)
+                        request.state.tenant = tenant
+                        request.state.owner = guard.owner(tenant)
+                        current_job.set({"tenant": tenant.name})  # the access line names it
+                    elif allowed is Access.OPERATOR:
+                        await guard.operator(request)
                     # The same request with a body that cannot grow past the limit: the
                     # handler reads it through this receive (Starlette's public constructor).
                     length = request.headers.get("content-length", "")
                     if length.isdigit() and int(length) > limit:
                         body.refuse()
                     reading = GatewayRequest(request.scope, body.receive)
-                    reading.max_depth = parts.config.max_json_depth
+                    reading.max_depth = config.max_json_depth
                     response = await handler(reading)
-                except (StarletteHTTPException, RequestValidationError) as exc:
+                except (GatewayError, StarletteHTTPException, RequestValidationError) as caught:
+                    # FastAPI wraps what reading the body raised (an InvalidJson) in a 400 of its own.
+                    exc = caught.__cause__ if isinstance(caught.__cause__, GatewayError) else caught
                     # A client waiting for "100 Continue" has sent nothing yet: answered at once.
                     waiting = not body.asked and "100-continue" in request.headers.get("expect", "").lower()
                     if not body.ended and not waiting:
                         await body.drain()
-                    why = "InvalidRequest" if isinstance(exc, RequestValidationError) else cause(exc)
-                    status = exc.status_code if isinstance(exc, StarletteHTTPException) else 422
-                    answered = answer_error(request, exc)
-                    if answered is None:
-                        raise
-                    response = answered
+                    refused = refusal(exc)
+                    why = refused.cause
+                    response = answer_error(request, refused, exc)
                 else:
                     why = f"http_{response.status_code}"
                 status = response.status_code
@@ -121,11 +160,11 @@ class GatewayRoute(APIRoute):
             finally:
                 seconds = time.perf_counter() - started
                 if not streamed:
-                    timing.observe(parts.metrics, started + seconds)
-                parts.metrics.requests.labels(endpoint, request.method, str(status)).inc()
-                parts.metrics.request_seconds.labels(endpoint).observe(seconds)
+                    timing.observe(metrics, started + seconds)
+                metrics.requests.labels(endpoint, request.method, str(status)).inc()
+                metrics.request_seconds.labels(endpoint).observe(seconds)
                 if status >= 400:
-                    parts.metrics.errors.labels(why).inc()
+                    metrics.errors.labels(why).inc()
                 # The access line, with the job's id, model and queue (shared.telemetry.logs.current_job).
                 access.info(
                     "%s %s %d", request.method, request.url.path, status,

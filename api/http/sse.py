@@ -10,11 +10,12 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
-from fastapi import HTTPException
 from fastapi.responses import StreamingResponse
 
+from api.errors import GatewayError
+from api.http.statuses import Refusal, refusal
+from api.jobs.route import JobRoute
 from api.jobs.runner import JobRunner
-from shared.tenants import Tenant
 
 Render = Callable[[dict[str, Any]], Iterable[str]]
 
@@ -27,27 +28,24 @@ def sse(data: Any, event: str | None = None) -> str:
     return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-async def open_stream(
-    runner: JobRunner, task: str, job_id: str, job: dict[str, Any], tenant: Tenant
-) -> AsyncIterator[dict[str, Any]]:
-    """Queue `tenant`'s job for streaming; errors up to its acceptance raise as HTTP
-    errors, before any byte is sent."""
-    events = runner.stream(task, job_id, job, tenant=tenant)
+async def open_stream(runner: JobRunner, route: JobRoute, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    """Queue the job for streaming; errors up to its acceptance are raised, before any
+    byte is sent (and answered as any error is)."""
+    events = runner.stream(route, job)
     await anext(events)
     return events
 
 
 def stream_response(
     runner: JobRunner,
-    tenant: Tenant,
-    job_id: str,
+    route: JobRoute,
     events: AsyncIterator[dict[str, Any]],
     render: Render,
-    render_error: Callable[[HTTPException], str],
+    render_error: Callable[[Refusal], str],
 ) -> StreamingResponse:
-    """The events of `tenant`'s job as an SSE response; the job is cancelled if the client
-    leaves before the end."""
-    key = runner.key_of(tenant, job_id)
+    """The events of the job as an SSE response; the job is cancelled if the client
+    leaves before the end. A failure after the first byte is one last event."""
+    key = route.key
 
     async def body() -> AsyncIterator[str]:
         finished = False
@@ -56,16 +54,16 @@ def stream_response(
                 for text in render(event):
                     yield text
             finished = True
-        except HTTPException as exc:
+        except GatewayError as exc:
             finished = True
-            yield render_error(exc)
+            yield render_error(refusal(exc))
         finally:
             if not finished:
                 task = asyncio.create_task(_abandon(runner, key))
                 _abandoned.add(task)
                 task.add_done_callback(_abandoned.discard)
 
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Job-Id": job_id}
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Job-Id": route.job_id}
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 
-from api.http.errors import BrokerUnavailable
+from api.errors import BrokerUnavailable
 from shared.broker.queues import band_queue, bands, declared
 from shared.broker.settings import celery_settings, priority_for
 from shared.config import Config

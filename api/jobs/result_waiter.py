@@ -24,19 +24,15 @@ import json
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from api.http.errors import ResultStoreUnavailable
+from api.errors import ResultStoreUnavailable
 from shared.config import Config
 from shared.contract import FINISHED
 from shared.storage import redis_clients
@@ -71,23 +67,6 @@ class _Watch:
             self.result.set_result(meta)
 
 
-def redis_client(config: Config) -> aioredis.Redis:
-    """The API's Redis client for commands (the pub/sub connection is the waiter's own)."""
-    # Commands queue for a connection rather than fail when thousands of requests
-    # arrive at once; a handful of connections carries them.
-    return redis_clients.async_client(
-        config,
-        max_connections=32,
-        timeout=config.redis_connect_timeout,
-        socket_connect_timeout=config.redis_connect_timeout,
-        socket_timeout=config.redis_connect_timeout,
-        # After a Redis restart the pooled connections are dead: a command that meets
-        # one is sent again on a new connection rather than failing.
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-    )
-
-
 class ResultWaiter:
     """Hands out job results to the requests awaiting them."""
 
@@ -120,8 +99,12 @@ class ResultWaiter:
         self._sweeper: asyncio.Task[None] | None = None
         self._pong = asyncio.Event()
         self._rereads: set[asyncio.Task[None]] = set()
-        # Called (as a task) each time the connection is made again after a loss.
-        self.on_reconnect: Callable[[], Awaitable[None]] | None = None
+        self._reconnected = asyncio.Event()  # set (and replaced) each time the connection is made again
+
+    async def reconnected(self) -> None:
+        """Return when the connection to Redis is next made again, after a loss (the
+        server came back: what it had not delivered may be lost, api/jobs/recovery.py)."""
+        await self._reconnected.wait()
 
     async def start(self) -> None:
         """Start the pub/sub reader (it keeps reconnecting while Redis is down)."""
@@ -306,10 +289,9 @@ class ResultWaiter:
         await self._send("SUBSCRIBE", *channels)
         if self._watches:
             log.info("result store reconnected; re-watching %d jobs", len(self._watches))
-        if self.connects > 1 and self.on_reconnect is not None:
-            task = asyncio.create_task(self.on_reconnect())
-            self._rereads.add(task)  # type: ignore[arg-type]
-            task.add_done_callback(self._rereads.discard)  # type: ignore[arg-type]
+        if self.connects > 1:
+            reconnected, self._reconnected = self._reconnected, asyncio.Event()
+            reconnected.set()
 
     async def _dispatch(self) -> None:
         assert self._connection is not None

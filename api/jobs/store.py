@@ -17,9 +17,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from api.http.errors import QueueFull, ResultStoreUnavailable, error_for_failure
+from api.errors import QueueFull, ResultStoreUnavailable
 from shared.config import Config
-from shared.contract import CANCEL, CLAIM, STATUS_NAMES, JobField, cancelled_result
+from shared.contract import CANCEL, CLAIM, STATUS_NAMES, JobField, cancelled_result, failure_status
 from shared.storage import redis_clients
 from shared.tenants import tenant_of
 
@@ -90,7 +90,7 @@ class JobStore:
             raise QueueFull(
                 f"queue full: {first[1]} jobs waiting to start, at most {config.max_queued_jobs} (MAX_QUEUED_JOBS);"
                 f" try again in {QUEUE_FULL_RETRY_AFTER}s",
-                headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER)},
+                retry_after=QUEUE_FULL_RETRY_AFTER,
             )
         if first is None:
             return Claim(new=True, same=True)
@@ -173,10 +173,6 @@ class JobStore:
         if state == "failed":
             failure = meta.get("result") or {}
             args = failure.get("exc_message")
-            error = error_for_failure(str(failure.get("exc_type")), args if isinstance(args, list) else [args])
-            answer["error"] = {
-                "type": failure.get("exc_type"),
-                "message": error.detail,
-                "status_code": error.status_code,
-            }
+            status, message = failure_status(str(failure.get("exc_type")), args if isinstance(args, list) else [args])
+            answer["error"] = {"type": failure.get("exc_type"), "message": message, "status_code": status}
         return answer

@@ -31,7 +31,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from api.http.errors import BrokerUnavailable, ResultStoreUnavailable
+from api.errors import BrokerUnavailable, ResultStoreUnavailable
 from api.jobs.queue import JobQueue
 from api.tenancy.fair_share import FairShare
 from shared.config import Config

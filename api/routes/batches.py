@@ -8,16 +8,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from api.batches.store import public
-from api.deps import BatchesDep, OwnerDep, TenantDep
+from api.batches.store import Batches, public
+from api.deps import OwnerDep, TenantDep
 from api.routes.files import listing
 from api.routes.openai import OpenAIRoute
 from api.schemas.openai import ErrorBody
 
 BatchId = Annotated[str, Path(pattern=r"^batch_[A-Za-z0-9]{1,100}$")]
-
-router = APIRouter(prefix="/v1", route_class=OpenAIRoute, tags=["batches"], responses={400: {"model": ErrorBody}})
-
 
 MetadataKey = Annotated[str, StringConstraints(max_length=64)]
 MetadataValue = Annotated[str, StringConstraints(max_length=512)]
@@ -38,35 +35,37 @@ class CreateBatch(BaseModel):
     metadata: dict[MetadataKey, MetadataValue] | None = Field(None, max_length=16)
 
 
-@router.post("/batches")
-async def create_batch(body: CreateBatch, batches: BatchesDep, owner: OwnerDep, tenant: TenantDep) -> dict[str, Any]:
-    """Run every request of an uploaded file (purpose ``batch``) as a job, below interactive traffic."""
-    batch = await batches.create(
-        body.input_file_id, body.endpoint, body.completion_window, body.metadata, owner, tenant.name
-    )
-    return public(batch)
+def batches_router(batches: Batches, route_class: type[OpenAIRoute]) -> APIRouter:
+    """OpenAI's Batch API over the batches resource."""
+    router = APIRouter(prefix="/v1", route_class=route_class, tags=["batches"], responses={400: {"model": ErrorBody}})
 
+    @router.post("/batches")
+    async def create_batch(body: CreateBatch, owner: OwnerDep, tenant: TenantDep) -> dict[str, Any]:
+        """Run every request of an uploaded file (purpose ``batch``) as a job, below interactive traffic."""
+        batch = await batches.create(
+            body.input_file_id, body.endpoint, body.completion_window, body.metadata, owner, tenant.name
+        )
+        return public(batch)
 
-@router.get("/batches")
-async def list_batches(
-    batches: BatchesDep,
-    owner: OwnerDep,
-    after: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-) -> dict[str, Any]:
-    """The batches (of the request's key), newest first."""
-    chosen, more = await batches.page(owner, after, limit)
-    return listing([public(b) for b in chosen], more)
+    @router.get("/batches")
+    async def list_batches(
+        owner: OwnerDep,
+        after: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> dict[str, Any]:
+        """The batches (of the request's key), newest first."""
+        chosen, more = await batches.page(owner, after, limit)
+        return listing([public(b) for b in chosen], more)
 
+    @router.get("/batches/{batch_id}", responses={404: {"model": ErrorBody}})
+    async def get_batch(batch_id: BatchId, owner: OwnerDep) -> dict[str, Any]:
+        """The batch: its status, its lines' counts, its output and error files once finished."""
+        return public(await batches.get(batch_id, owner))
 
-@router.get("/batches/{batch_id}", responses={404: {"model": ErrorBody}})
-async def get_batch(batch_id: BatchId, batches: BatchesDep, owner: OwnerDep) -> dict[str, Any]:
-    """The batch: its status, its lines' counts, its output and error files once finished."""
-    return public(await batches.get(batch_id, owner))
+    @router.post("/batches/{batch_id}/cancel", responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}})
+    async def cancel_batch(batch_id: BatchId, owner: OwnerDep) -> dict[str, Any]:
+        """Cancel the batch: lines not started never start, running ones are stopped; the
+        output file holds the lines that finished."""
+        return public(await batches.cancel(batch_id, owner))
 
-
-@router.post("/batches/{batch_id}/cancel", responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}})
-async def cancel_batch(batch_id: BatchId, batches: BatchesDep, owner: OwnerDep) -> dict[str, Any]:
-    """Cancel the batch: lines not started never start, running ones are stopped; the
-    output file holds the lines that finished."""
-    return public(await batches.cancel(batch_id, owner))
+    return router

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
-from api.batches.files import public
-from api.deps import FilesDep, OwnerDep
+from api.batches.files import Files, public
+from api.deps import OwnerDep
 from api.routes.openai import OpenAIRoute
 from api.schemas.openai import ErrorBody
 from shared.config import Config
@@ -22,9 +22,6 @@ class FilesRoute(OpenAIRoute):
 
     def body_limit(self, config: Config) -> int:
         return max(config.max_body_bytes, config.batch_max_file_bytes + 65536)
-
-
-router = APIRouter(prefix="/v1", route_class=FilesRoute, tags=["files"], responses={400: {"model": ErrorBody}})
 
 
 def listing(found: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
@@ -46,48 +43,48 @@ def page(found: list[dict[str, Any]], after: str | None, limit: int) -> tuple[li
     return found[:limit], len(found) > limit
 
 
-@router.post("/files")
-async def upload_file(
-    files: FilesDep,
-    owner: OwnerDep,
-    file: Annotated[UploadFile, File(description="a JSONL file of requests, one per line")],
-    purpose: Annotated[Literal["batch"], Form(description="'batch': files uploaded here are batches' input files")],
-) -> dict[str, Any]:
-    """Upload a batch's input file: each line is checked, and a file with bad lines is
-    refused (400) naming each line and what is wrong with it."""
-    return public(await files.create(file.file, file.filename or "", purpose, owner))
+def files_router(files: Files, route_class: type[FilesRoute]) -> APIRouter:
+    """OpenAI's Files API over the file store."""
+    router = APIRouter(prefix="/v1", route_class=route_class, tags=["files"], responses={400: {"model": ErrorBody}})
 
+    @router.post("/files")
+    async def upload_file(
+        owner: OwnerDep,
+        file: Annotated[UploadFile, File(description="a JSONL file of requests, one per line")],
+        purpose: Annotated[Literal["batch"], Form(description="'batch': files uploaded here are batches' input files")],
+    ) -> dict[str, Any]:
+        """Upload a batch's input file: each line is checked, and a file with bad lines is
+        refused (400) naming each line and what is wrong with it."""
+        return public(await files.create(file.file, file.filename or "", purpose, owner))
 
-@router.get("/files")
-async def list_files(
-    files: FilesDep,
-    owner: OwnerDep,
-    purpose: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
-    after: str | None = None,
-    order: Literal["asc", "desc"] = "desc",
-) -> dict[str, Any]:
-    """The files (of the request's key), newest first."""
-    found = await files.list(owner, purpose)
-    if order == "asc":
-        found.reverse()
-    chosen, more = page(found, after, limit)
-    return listing([public(f) for f in chosen], more)
+    @router.get("/files")
+    async def list_files(
+        owner: OwnerDep,
+        purpose: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 10000,
+        after: str | None = None,
+        order: Literal["asc", "desc"] = "desc",
+    ) -> dict[str, Any]:
+        """The files (of the request's key), newest first."""
+        found = await files.list(owner, purpose)
+        if order == "asc":
+            found.reverse()
+        chosen, more = page(found, after, limit)
+        return listing([public(f) for f in chosen], more)
 
+    @router.get("/files/{file_id}", responses={404: {"model": ErrorBody}})
+    async def get_file(file_id: FileId, owner: OwnerDep) -> dict[str, Any]:
+        """The file's object."""
+        return public(await files.get(file_id, owner))
 
-@router.get("/files/{file_id}", responses={404: {"model": ErrorBody}})
-async def get_file(file_id: FileId, files: FilesDep, owner: OwnerDep) -> dict[str, Any]:
-    """The file's object."""
-    return public(await files.get(file_id, owner))
+    @router.get("/files/{file_id}/content", response_class=StreamingResponse, responses={404: {"model": ErrorBody}})
+    async def file_content(file_id: FileId, owner: OwnerDep) -> StreamingResponse:
+        """The file's content (JSONL)."""
+        return StreamingResponse(await files.content(file_id, owner), media_type="application/octet-stream")
 
+    @router.delete("/files/{file_id}", responses={404: {"model": ErrorBody}})
+    async def delete_file(file_id: FileId, owner: OwnerDep) -> dict[str, Any]:
+        """Remove the file."""
+        return await files.delete(file_id, owner)
 
-@router.get("/files/{file_id}/content", response_class=StreamingResponse, responses={404: {"model": ErrorBody}})
-async def file_content(file_id: FileId, files: FilesDep, owner: OwnerDep) -> StreamingResponse:
-    """The file's content (JSONL)."""
-    return StreamingResponse(await files.content(file_id, owner), media_type="application/octet-stream")
-
-
-@router.delete("/files/{file_id}", responses={404: {"model": ErrorBody}})
-async def delete_file(file_id: FileId, files: FilesDep, owner: OwnerDep) -> dict[str, Any]:
-    """Remove the file."""
-    return await files.delete(file_id, owner)
+    return router

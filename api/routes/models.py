@@ -5,17 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from fastapi.routing import APIRoute
 
-from api.deps import RegistryDep
-
-router = APIRouter(tags=["models"])
+from shared.registry import Registry
 
 
-@router.get("/models")
-async def list_models(registry: RegistryDep) -> dict[str, Any]:
-    """The models this gateway serves: names, aliases, queue, and which is the default."""
-    listed = [
-        {"name": m.name, "aliases": list(m.aliases), "queue": m.queue, "default": m is registry.default}
-        for m in registry.models
-    ]
-    return {"models": listed, "any_name": registry.passthrough}
+def models_router(registry: Registry, route_class: type[APIRoute]) -> APIRouter:
+    """The models of `registry`."""
+    router = APIRouter(tags=["models"], route_class=route_class)
+
+    @router.get("/models")
+    async def list_models() -> dict[str, Any]:
+        """The models this gateway serves: names, aliases, queue, and which is the default."""
+        listed = [
+            {"name": m.name, "aliases": list(m.aliases), "queue": m.queue, "default": m is registry.default}
+            for m in registry.models
+        ]
+        return {"models": listed, "any_name": registry.passthrough}
+
+    return router

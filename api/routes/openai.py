@@ -9,21 +9,24 @@ the ``openai`` client maps to its exception classes.
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.deps import ConfigDep, RegistryDep, RunnerDep, TenantDep
-from api.http.route_class import GatewayRoute
+from api.deps import TenantDep
+from api.http.route_class import GatewayRoute, Refused
 from api.http.sse import open_stream, sse, stream_response
+from api.http.statuses import Refusal
+from api.jobs.admission import check_tokens
 from api.jobs.openai import ERROR_TYPES, chat_job, choices, completion_job, usage, whole_answer
+from api.jobs.route import JobRoute, JobRouting
 from api.jobs.runner import JobRunner
 from api.schemas.limits import RequestModels
 from api.schemas.native import JOB_ID_PATTERN, new_job_id
 from api.schemas.openai import ErrorBody, ModelCard, ModelList
-from api.tenancy.guard import check_tokens
+from shared.config import Config
 from shared.contract import TaskName
+from shared.registry import Registry
 from shared.tenants import Tenant
 
 MODELS_CACHE_SECONDS = 30
@@ -34,25 +37,20 @@ IdempotencyKey = Annotated[
 ]
 
 
-def openai_error(
-    status: int, message: str, param: str | None = None, headers: dict[str, str] | None = None
-) -> Response:
+def openai_error(refused: Refusal) -> dict[str, Any]:
     """An error in OpenAI's format."""
-    body = {"error": {"message": message, "type": ERROR_TYPES.get(status, "api_error"), "param": param, "code": status}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    kind = ERROR_TYPES.get(refused.status, "api_error")
+    return {"error": {"message": refused.message, "type": kind, "param": refused.param, "code": refused.status}}
 
 
 class OpenAIRoute(GatewayRoute):
-    """A route whose every error, validation included, is answered in OpenAI's format."""
+    """A route whose every error is answered in OpenAI's format; a body that does not
+    validate is a 400, as OpenAI answers it (the ``openai`` SDK's BadRequestError)."""
 
-    def answer_error(self, request: Request, exc: Exception) -> Response | None:
-        if isinstance(exc, RequestValidationError):
-            first = exc.errors()[0]
-            param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
-            return openai_error(400, f"{param or 'body'}: {first.get('msg')}", param)
-        if isinstance(exc, StarletteHTTPException):  # FastAPI's HTTPException, and Starlette's own
-            return openai_error(exc.status_code, str(exc.detail), headers=exc.headers)
-        return None
+    def answer_error(self, request: Request, refused: Refusal, exc: Refused) -> Response:
+        status = 400 if isinstance(exc, RequestValidationError) else refused.status
+        refused = Refusal(status, refused.message, refused.cause, refused.headers, refused.param)
+        return JSONResponse(openai_error(refused), status_code=status, headers=refused.headers)
 
 
 # The whole answer as JSON, or with "stream": true, chunks as server-sent events.
@@ -66,21 +64,38 @@ OPENAI_ANSWERS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def openai_router(models: RequestModels) -> APIRouter:
-    """The OpenAI-compatible endpoints, with the request bodies of `models`."""
-    router = APIRouter(
-        prefix="/v1",
-        route_class=OpenAIRoute,
-        tags=["openai"],
-        responses={400: {"model": ErrorBody}},
-    )
+class OpenAIJobs:
+    """The OpenAI endpoints' work: a request made a job, routed, and answered in OpenAI's
+    objects, whole or as chunks."""
 
-    async def streamed(
-        runner: JobRunner, tenant: Tenant, task: str, job_id: str, job: dict[str, Any], body: Any, kind: str
-    ) -> Response:
+    def __init__(self, config: Config, routing: JobRouting, runner: JobRunner) -> None:
+        self._config = config
+        self._routing = routing
+        self._runner = runner
+
+    async def answer(self, tenant: Tenant, task: TaskName, job_id: str, job: dict[str, Any], body: Any) -> Any:
+        """The answer to `body`, run as `job`: OpenAI's whole object, or its chunks."""
+        kind = "chat" if task == TaskName.CHAT else "completion"
+        route, job = self._routing.route(task, job_id, job, tenant)
+        if body.stream:
+            return await self._streamed(route, job, body, kind)
+        result = await self._runner.run(route, job, self._config.wait_timeout)
+        return whole_answer(kind, job_id, result, body.model)
+
+    async def served_models(self, registry: Registry, tenant: Tenant) -> list[str]:
+        """The models of the registry; with INNER_LLM_URL alone, those its model server
+        serves (asked through the queue, kept 30 s)."""
+        if not registry.passthrough:
+            return registry.names()
+        window = int(time.time() // MODELS_CACHE_SECONDS)
+        route, job = self._routing.route(TaskName.MODELS, f"models-{window}", {}, tenant)
+        result = await self._runner.run(route, job, min(self._config.wait_timeout, 30.0))
+        return [str(name) for name in result.get("models", [])]
+
+    async def _streamed(self, route: JobRoute, job: dict[str, Any], body: Any, kind: str) -> Response:
         """OpenAI's chunk format: one chunk per piece, the finish reasons, usage if asked, [DONE]."""
-        events = await open_stream(runner, task, job_id, job, tenant)
-        base = {"id": f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{job_id}", "created": int(time.time())}
+        events = await open_stream(self._runner, route, job)
+        base = {"id": f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{route.job_id}", "created": int(time.time())}
         base["object"] = "chat.completion.chunk" if kind == "chat" else "text_completion"
         model = body.model or ""
         include_usage = bool((body.stream_options or {}).get("include_usage"))
@@ -118,64 +133,45 @@ def openai_router(models: RequestModels) -> APIRouter:
                 out.append(sse({**base, "model": final_model, "choices": [], "usage": usage(end)}))
             return [*out, "data: [DONE]\n\n"]
 
-        def render_error(exc: HTTPException) -> str:
-            return sse(
-                {
-                    "error": {
-                        "message": str(exc.detail),
-                        "type": ERROR_TYPES.get(exc.status_code, "api_error"),
-                        "code": exc.status_code,
-                    }
-                }
-            )
+        def render_error(refused: Refusal) -> str:
+            error = openai_error(refused)
+            del error["error"]["param"]
+            return sse(error)
 
-        return stream_response(runner, tenant, job_id, events, render, render_error)
+        return stream_response(self._runner, route, events, render, render_error)
+
+
+def openai_router(
+    models: RequestModels, jobs: OpenAIJobs, registry: Registry, config: Config, route_class: type[OpenAIRoute]
+) -> APIRouter:
+    """The OpenAI-compatible endpoints, with the request bodies of `models`."""
+    router = APIRouter(prefix="/v1", route_class=route_class, tags=["openai"], responses={400: {"model": ErrorBody}})
 
     @router.post("/chat/completions", response_model=None, responses=OPENAI_ANSWERS)
     async def chat_completions(
         body: models.openai_chat,  # type: ignore[name-defined]
-        runner: RunnerDep,
-        config: ConfigDep,
         tenant: TenantDep,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any] | Response:
         """OpenAI's chat completion, run as an ``llm.chat`` job; streamed with ``stream: true``."""
-        job_id = idempotency_key or new_job_id()
         check_tokens(config, body.max_tokens, "max_tokens")
-        job = chat_job(body)
-        if body.stream:
-            return await streamed(runner, tenant, TaskName.CHAT, job_id, job, body, "chat")
-        result = await runner.run(TaskName.CHAT, job_id, job, config.wait_timeout, tenant=tenant)
-        return whole_answer("chat", job_id, result, body.model)
+        return await jobs.answer(tenant, TaskName.CHAT, idempotency_key or new_job_id(), chat_job(body), body)
 
     @router.post("/completions", response_model=None, responses=OPENAI_ANSWERS)
     async def completions(
         body: models.openai_completion,  # type: ignore[name-defined]
-        runner: RunnerDep,
-        config: ConfigDep,
         tenant: TenantDep,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any] | Response:
         """OpenAI's text completion, run as an ``llm.complete`` job: the model server's own
         /v1/completions, with no chat template."""
-        job_id = idempotency_key or new_job_id()
         job = completion_job(body)
-        if body.stream:
-            return await streamed(runner, tenant, TaskName.COMPLETE, job_id, job, body, "completion")
-        result = await runner.run(TaskName.COMPLETE, job_id, job, config.wait_timeout, tenant=tenant)
-        return whole_answer("completion", job_id, result, body.model)
+        return await jobs.answer(tenant, TaskName.COMPLETE, idempotency_key or new_job_id(), job, body)
 
     @router.get("/models", response_model=ModelList, summary="Models", operation_id="models_v1_models_get")
-    async def served_models(
-        runner: RunnerDep, registry: RegistryDep, config: ConfigDep, tenant: TenantDep
-    ) -> ModelList:
+    async def served_models(tenant: TenantDep) -> ModelList:
         """The models of the registry; with INNER_LLM_URL alone, those its model server
         serves (asked through the queue, kept 30 s)."""
-        if not registry.passthrough:
-            return ModelList(data=[ModelCard(id=name) for name in registry.names()])
-        window = int(time.time() // MODELS_CACHE_SECONDS)
-        wait = min(config.wait_timeout, 30.0)
-        result = await runner.run(TaskName.MODELS, f"models-{window}", {}, wait, tenant=tenant)
-        return ModelList(data=[ModelCard(id=name) for name in result.get("models", [])])
+        return ModelList(data=[ModelCard(id=name) for name in await jobs.served_models(registry, tenant)])
 
     return router

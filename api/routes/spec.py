@@ -2,12 +2,14 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
 
-from api.deps import ConfigDep, RunnerDep, TenantDep
-from api.http.route_class import GatewayRoute
+from api.deps import TenantDep
 from api.http.sse import open_stream, sse, stream_response
+from api.http.statuses import Refusal
+from api.jobs.route import JobRoute, JobRouting
 from api.jobs.runner import JobRunner
 from api.schemas.limits import RequestModels
 from api.schemas.native import ChatCompletionRequest, CompletionResponse, GenerateRequest, JobAccepted
@@ -50,9 +52,10 @@ QueueName = Annotated[
 Accept = Annotated[str | None, Header(description="`text/event-stream`: stream the answer")]
 
 
-def spec_stream(runner: JobRunner, tenant: Tenant, job_id: str, events: Any) -> StreamingResponse:
+def spec_stream(runner: JobRunner, route: JobRoute, events: Any) -> StreamingResponse:
     """The spec endpoints' events: ``data: {"job_id", "content"}`` per piece, then
     ``event: done`` with the whole answer, or ``event: error`` with its status."""
+    job_id = route.job_id
 
     def render(event: dict[str, Any]) -> list[str]:
         if "end" in event:
@@ -61,52 +64,59 @@ def spec_stream(runner: JobRunner, tenant: Tenant, job_id: str, events: Any) -> 
             return [sse(done, "done")]
         return [sse({"job_id": job_id, "content": event["text"]})] if event["index"] == 0 and event["text"] else []
 
-    def render_error(exc: HTTPException) -> str:
-        return sse({"job_id": job_id, "status": exc.status_code, "detail": exc.detail}, "error")
+    def render_error(refused: Refusal) -> str:
+        return sse({"job_id": job_id, "status": refused.status, "detail": refused.message}, "error")
 
-    return stream_response(runner, tenant, job_id, events, render, render_error)
-
-
-async def answer(
-    runner: JobRunner,
-    config: Config,
-    tenant: Tenant,
-    task: TaskName,
-    body: GenerateRequest | ChatCompletionRequest,
-    wait: float | None,
-    prefer: str | None,
-    accept: str | None,
-    queue_name: str | None,
-) -> CompletionResponse | Response:
-    """Queue `tenant`'s job; answer with its result, its stream, or (not waiting) where to find it."""
-    job_id = body.job_id
-    job = body.model_dump(exclude={"job_id", "stream", "priority", "source"})
-    if body.priority is not None and "priority" not in body.meta.model_fields_set:
-        job["meta"]["priority"] = body.priority
-    if queue_name is not None:
-        job["meta"] = runner.meta_for_queue(queue_name, job["meta"])
-    if body.stream or "text/event-stream" in (accept or ""):
-        return spec_stream(runner, tenant, job_id, await open_stream(runner, task, job_id, job, tenant))
-    seconds = config.wait_timeout if wait is None else min(wait, config.wait_timeout)
-    if seconds == 0 or "respond-async" in (prefer or "").lower():
-        await runner.submit(task, job_id, job, tenant=tenant)
-        # Not from the request's Host header, which the client chose.
-        url = f"{config.public_base_url}/jobs/{job_id}"
-        accepted = JobAccepted(job_id=job_id, tenant=tenant.name, status="queued", status_url=url)
-        return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": url})
-    result = await runner.run(task, job_id, job, seconds, tenant=tenant)
-    return CompletionResponse(content=result["content"], job_id=job_id)
+    return stream_response(runner, route, events, render, render_error)
 
 
-def spec_router(models: RequestModels) -> APIRouter:
+class SpecJobs:
+    """The spec's endpoints' work: a body made a job, routed, and answered (whole,
+    streamed, or accepted without waiting)."""
+
+    def __init__(self, config: Config, routing: JobRouting, runner: JobRunner) -> None:
+        self._config = config
+        self._routing = routing
+        self._runner = runner
+
+    async def answer(
+        self,
+        tenant: Tenant,
+        task: TaskName,
+        body: GenerateRequest | ChatCompletionRequest,
+        wait: float | None,
+        prefer: str | None,
+        accept: str | None,
+        queue_name: str | None,
+    ) -> CompletionResponse | Response:
+        """Queue `tenant`'s job; answer with its result, its stream, or (not waiting) where to find it."""
+        config, runner = self._config, self._runner
+        job = body.model_dump(exclude={"job_id", "stream", "priority", "source"})
+        if body.priority is not None and "priority" not in body.meta.model_fields_set:
+            job["meta"]["priority"] = body.priority
+        if queue_name is not None:
+            job["meta"] = self._routing.meta_for_queue(queue_name, job["meta"])
+        route, job = self._routing.route(task, body.job_id, job, tenant)
+        if body.stream or "text/event-stream" in (accept or ""):
+            return spec_stream(runner, route, await open_stream(runner, route, job))
+        seconds = config.wait_timeout if wait is None else min(wait, config.wait_timeout)
+        if seconds == 0 or "respond-async" in (prefer or "").lower():
+            await runner.submit(route, job)
+            # Not from the request's Host header, which the client chose.
+            url = f"{config.public_base_url}/jobs/{route.job_id}"
+            accepted = JobAccepted(job_id=route.job_id, tenant=tenant.name, status="queued", status_url=url)
+            return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": url})
+        result = await runner.run(route, job, seconds)
+        return CompletionResponse(content=result["content"], job_id=route.job_id)
+
+
+def spec_router(models: RequestModels, jobs: SpecJobs, route_class: type[APIRoute]) -> APIRouter:
     """The spec's endpoints, with the request bodies of `models` (the deployment's limits)."""
-    router = APIRouter(responses=ERROR_RESPONSES, route_class=GatewayRoute, tags=["generation"])
+    router = APIRouter(responses=ERROR_RESPONSES, route_class=route_class, tags=["generation"])
 
     @router.post("/generate", response_model=CompletionResponse, responses=STREAMED)
     async def generate(
         body: models.generate,  # type: ignore[name-defined]
-        runner: RunnerDep,
-        config: ConfigDep,
         tenant: TenantDep,
         wait: Wait = None,
         prefer: Prefer = None,
@@ -114,13 +124,11 @@ def spec_router(models: RequestModels) -> APIRouter:
         queue_name: QueueName = None,
     ) -> CompletionResponse | Response:
         """Generate one message from `content`."""
-        return await answer(runner, config, tenant, TaskName.GENERATE, body, wait, prefer, accept, queue_name)
+        return await jobs.answer(tenant, TaskName.GENERATE, body, wait, prefer, accept, queue_name)
 
     @router.post("/chat_completion", response_model=CompletionResponse, responses=STREAMED)
     async def chat_completion(
         body: models.chat,  # type: ignore[name-defined]
-        runner: RunnerDep,
-        config: ConfigDep,
         tenant: TenantDep,
         wait: Wait = None,
         prefer: Prefer = None,
@@ -128,6 +136,6 @@ def spec_router(models: RequestModels) -> APIRouter:
         queue_name: QueueName = None,
     ) -> CompletionResponse | Response:
         """Continue the conversation in `messages`."""
-        return await answer(runner, config, tenant, TaskName.CHAT, body, wait, prefer, accept, queue_name)
+        return await jobs.answer(tenant, TaskName.CHAT, body, wait, prefer, accept, queue_name)
 
     return router

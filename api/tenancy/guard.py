@@ -1,17 +1,15 @@
-"""What stands between the network and the queue: API keys, rate limits, input limits.
+"""Who is asking, and whether they may: API keys and rate limits.
 
-- API keys (``API_KEYS``, ``API_KEYS_FILE``): every route of the gateway's routers
-  needs ``Authorization: Bearer <key>``; keys are kept as SHA-256 digests and
-  compared in constant time, and never logged. Each key is a tenant's
-  (shared/tenants.py); the request's tenant is put on ``request.state.tenant``, and
-  the routes hand it to the job runner as an argument (api/deps.py: ``TenantDep``).
+- API keys (``API_KEYS``, ``API_KEYS_FILE``): every endpoint but the probes needs
+  ``Authorization: Bearer <key>``; keys are kept as SHA-256 digests and compared in
+  constant time, and never logged. Each key is a tenant's (shared/tenants.py). The
+  route class (api/http/route_class.py) asks the guard on the request's headers, before
+  its body is read, and puts the tenant on the request for the routes, which hand it
+  on as an argument.
 - Rate limit (a tenant's ``requests_per_minute``; ``RATE_LIMIT_PER_MINUTE`` the default
   tenant's): requests per tenant (per client address when no keys are configured) per
   minute, counted in Redis so it holds across API processes.
-- Limits on what a job may hold (``MAX_*``): checked on every job, whichever endpoint
-  it came through, before anything is queued.
-
-Bodies larger than ``MAX_BODY_BYTES`` are refused by every route (api/http/route_class.py).
+- Operators' endpoints (``/metrics``, ``/scaling``): admin keys and ``METRICS_TOKEN``.
 """
 
 from __future__ import annotations
@@ -19,41 +17,18 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from typing import Any
 
 import redis.asyncio as aioredis
 from fastapi import Request
 from redis.exceptions import RedisError
 
-from api.http.errors import ApiError, ResultStoreUnavailable
+from api.errors import Forbidden, ResultStoreUnavailable, TooManyRequests, Unauthorized
 from shared.config import Config
 from shared.contract.scripts import RATE_COUNT
-from shared.telemetry.logs import current_job
 from shared.tenants import DEFAULT_TENANT, EVERYONE, Owner, Tenant, Tenants, digest, load_tenants
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("api.access")
-
-
-class Unauthorized(ApiError):
-    status_code = 401
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
-
-
-class TooManyRequests(ApiError):
-    status_code = 429
-
-
-class Forbidden(ApiError):
-    status_code = 403
-
-
-class LimitExceeded(ApiError):
-    """The job holds more than a configured limit allows."""
-
-    status_code = 422
 
 
 def load_tenants_of(config: Config) -> Tenants:
@@ -87,19 +62,18 @@ class Guard:
         else:
             log.warning("no API keys configured (API_KEYS, API_KEYS_FILE): every endpoint is open to anyone")
 
-    async def __call__(self, request: Request) -> None:
-        if getattr(request.state, "guarded", False):
-            return  # checked already, before its body was read (api/http/route_class.py)
-        request.state.guarded = True
+    async def admit(self, request: Request) -> Tenant:
+        """The tenant of the request's key, within its rate limit (401, 429 otherwise)."""
         who, tenant = self._authenticate(request)
-        # Whose files and batches the request sees: its tenant's (every one, without keys).
-        request.state.owner = self._owners[tenant.name] if self.tenants.keyed else EVERYONE
-        request.state.tenant = tenant
-        current_job.set({"tenant": tenant.name})
         rpm = tenant.quotas.requests_per_minute
         if rpm:
             # Counted per tenant; without keys, per client address (all are the default tenant).
             await self._limit_rate(f"tenant:{tenant.name}" if self.tenants.keyed else who, rpm, tenant)
+        return tenant
+
+    def owner(self, tenant: Tenant) -> Owner:
+        """Whose files and batches `tenant`'s requests see: its own (every one, without keys)."""
+        return self._owners[tenant.name] if self.tenants.keyed else EVERYONE
 
     async def operator(self, request: Request) -> None:
         """The operators' endpoints (/metrics, /scaling): with API keys, an admin key or
@@ -147,46 +121,5 @@ class Guard:
             raise TooManyRequests(
                 f"rate limit: tenant {tenant.name!r} may send {limit} requests per minute ({setting});"
                 f" try again in {retry}s",
-                headers={"Retry-After": str(retry)},
+                retry_after=retry,
             )
-
-
-def check_tokens(config: Config, tokens: int | None, name: str) -> None:
-    """Refuse a count of tokens to generate over MAX_TOKENS_LIMIT (422, naming the field):
-    for a field the job's tokens_limit does not come from (``max_tokens`` beside
-    ``max_completion_tokens``, which a chat request's limit is taken from)."""
-    if tokens is not None and tokens > config.max_tokens_limit:
-        raise LimitExceeded(f"{name}: {tokens}; at most {config.max_tokens_limit} (MAX_TOKENS_LIMIT)")
-
-
-def check_job(config: Config, job: dict[str, Any]) -> None:
-    """Refuse a job that holds more than the configured limits allow (422, naming the limit)."""
-    request = job.get("openai") if isinstance(job.get("openai"), dict) else job
-    prompt = request.get("prompt", job.get("content"))
-    texts = [prompt] if isinstance(prompt, str) else [p for p in prompt or [] if isinstance(p, str)]
-    messages = request.get("messages")
-    if isinstance(messages, list):
-        if len(messages) > config.max_messages:
-            raise LimitExceeded(f"messages: {len(messages)} messages; at most {config.max_messages} (MAX_MESSAGES)")
-        for message in messages:
-            content = message.get("content") if isinstance(message, dict) else None
-            if isinstance(content, str):
-                texts.append(content)
-            elif isinstance(content, list):  # content parts: their text counts
-                parts = [part for part in content if isinstance(part, dict)]
-                texts += [part["text"] for part in parts if isinstance(part.get("text"), str)]
-    chars = sum(len(text) for text in texts)
-    if chars > config.max_prompt_chars:
-        raise LimitExceeded(f"prompt: {chars} characters; at most {config.max_prompt_chars} (MAX_PROMPT_CHARS)")
-    meta = job.get("meta") or {}
-    stop_words = meta.get("stop_words") or []
-    if len(stop_words) > config.max_stop_words:
-        raise LimitExceeded(f"stop_words: {len(stop_words)} words; at most {config.max_stop_words} (MAX_STOP_WORDS)")
-    longest = max((len(word) for word in stop_words), default=0)
-    if longest > config.max_stop_word_chars:
-        raise LimitExceeded(
-            f"stop_words: a word of {longest} characters; at most {config.max_stop_word_chars} (MAX_STOP_WORD_CHARS)"
-        )
-    tokens = meta.get("tokens_limit")
-    if tokens is not None and tokens > config.max_tokens_limit:
-        raise LimitExceeded(f"tokens_limit: {tokens}; at most {config.max_tokens_limit} (MAX_TOKENS_LIMIT)")

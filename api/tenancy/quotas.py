@@ -15,9 +15,8 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from api.http.errors import ResultStoreUnavailable
+from api.errors import ResultStoreUnavailable, TooManyRequests
 from api.observability.metrics import Metrics
-from api.tenancy.guard import TooManyRequests
 from shared.config import Config
 from shared.contract import ADMIT
 from shared.tenants import Tenant
@@ -66,7 +65,7 @@ class Quotas:
             raise TooManyRequests(
                 f"quota jobs_in_flight: tenant {tenant.name!r} has {used} jobs queued or running, at most"
                 f" {quotas.jobs_in_flight}; try again when one has finished",
-                headers={"Retry-After": "1"},
+                retry_after=1,
             )
         span, window = (60, "minute") if quota == "tokens_per_minute" else (DAY, "UTC day")
         retry = max(1, int((now // span + 1) * span - now) + 1)
@@ -74,7 +73,7 @@ class Quotas:
         raise TooManyRequests(
             f"quota {quota}: tenant {tenant.name!r} has used {used} tokens this {window}, at most {limit};"
             f" try again in {retry}s",
-            headers={"Retry-After": str(retry)},
+            retry_after=retry,
         )
 
     async def release(self, tenant: Tenant, job_id: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from api.http.errors import ResultStoreUnavailable
+from api.errors import ResultStoreUnavailable
 from shared.config import Config
 
 COUNTS = ("jobs", "failed", "prompt_tokens", "completion_tokens")

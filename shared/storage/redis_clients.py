@@ -20,8 +20,12 @@ from urllib.parse import quote
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelPool
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.sentinel import Sentinel
 
 from shared.config import Config
@@ -106,3 +110,20 @@ def result_backend_url(config: Config) -> str:
     password = config.redis_password.get_secret_value() if config.redis_password else ""
     auth = f":{quote(password, safe='')}@" if password else ""
     return ";".join(f"sentinel://{auth}{host}:{port}/{config.redis_db}" for host, port in config.sentinels)
+
+
+def api_client(config: Config) -> aioredis.Redis:
+    """The API's Redis client for commands (the pub/sub connection is the waiter's own)."""
+    # Commands queue for a connection rather than fail when thousands of requests
+    # arrive at once; a handful of connections carries them.
+    return async_client(
+        config,
+        max_connections=32,
+        timeout=config.redis_connect_timeout,
+        socket_connect_timeout=config.redis_connect_timeout,
+        socket_timeout=config.redis_connect_timeout,
+        # After a Redis restart the pooled connections are dead: a command that meets
+        # one is sent again on a new connection rather than failing.
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )

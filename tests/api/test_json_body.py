@@ -1,4 +1,4 @@
-"""Reading JSON the gateway can carry (api/http/json_body.py): each value it cannot, named."""
+"""Reading JSON the gateway can carry (api/schemas/json_body.py): each value it cannot, named."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from api.http.json_body import InvalidJson, loads
+from api.errors import InvalidJson
+from api.http.statuses import status_of
+from api.schemas.json_body import loads
 
 pytestmark = pytest.mark.unit
 
@@ -27,7 +29,7 @@ pytestmark = pytest.mark.unit
 def test_what_text_or_a_double_cannot_hold_is_named(raw: bytes, named: str) -> None:
     with pytest.raises(InvalidJson) as refused:
         loads(raw, 64)
-    assert refused.value.status_code == 422 and named in refused.value.detail
+    assert status_of(refused.value) == 422 and named in refused.value.message
 
 
 def test_what_the_gateway_carries_reads_as_json_does() -> None:
@@ -49,4 +51,4 @@ def test_malformed_json_is_json_s_own_error() -> None:
 def test_a_batch_line_names_its_fields_from_the_top() -> None:
     with pytest.raises(InvalidJson) as refused:
         loads(b'{"custom_id": "\\udfff"}', 64, where="")
-    assert refused.value.detail.startswith("custom_id: holds a lone")
+    assert refused.value.message.startswith("custom_id: holds a lone")

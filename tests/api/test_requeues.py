@@ -1,4 +1,4 @@
-"""No code path queues a job again without bound (api/jobs/runner.py: `Requeues`)."""
+"""No code path queues a job again without bound (api/jobs/requeues.py: `Requeues`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from api.jobs.runner import MAX_REQUEUES, Requeues
+from api.jobs.requeues import MAX_REQUEUES, Requeues
 from api.observability.metrics import Metrics
 from shared.tenants import EVERYONE, Owner, job_key, tenant_of
 

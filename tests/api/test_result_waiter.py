@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from api.http.errors import ResultStoreUnavailable
-from api.jobs.result_waiter import ResultWaiter, redis_client
+from api.errors import ResultStoreUnavailable
+from api.jobs.result_waiter import ResultWaiter
 from api.jobs.store import JobStore
 from shared.config import Config
 from shared.contract import STORE_ONCE
+from shared.storage.redis_clients import api_client
 from testing.fake_model_server import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -29,7 +30,7 @@ def success(job_id: str, content: str) -> str:
 @pytest.fixture
 async def store(config: Config) -> AsyncIterator[aioredis.Redis]:
     """The API's own Redis client, as api/services.py makes it."""
-    client = redis_client(config)
+    client = api_client(config)
     yield client
     await client.aclose(close_connection_pool=True)
 
@@ -179,7 +180,7 @@ async def test_a_result_stored_but_never_published_is_read_once_the_job_is_overd
 
 async def test_unreachable_redis_is_result_store_unavailable() -> None:
     config = Config(_env_file=None, redis_host="127.0.0.1", redis_port=free_port(), redis_connect_timeout=0.5)  # type: ignore[call-arg]
-    store = redis_client(config)
+    store = api_client(config)
     waiter = ResultWaiter(config, store)
     await waiter.start()
     try:

@@ -18,7 +18,8 @@ import redis
 from celery import Celery
 from celery.backends.base import BaseBackend
 
-from api.http.errors import error_for_failure
+from api.errors import job_failure
+from api.http.statuses import status_of
 from api.jobs.store import fingerprint
 from api.schemas.native import ChatCompletionRequest, GenerateRequest
 from api.schemas.openai import ChatCompletionsRequest, CompletionsRequest
@@ -65,9 +66,9 @@ def test_a_failure_stored_by_celery_is_answered_with_the_contracts_status(failur
     # As Celery's result backend stores it (JSON): the class name, module and arguments.
     backend = BaseBackend(app=Celery(set_as_current=False), serializer="json")
     stored = json.loads(json.dumps(backend.prepare_exception(failure, "json")))
-    error = error_for_failure(stored["exc_type"], stored["exc_message"])
-    assert error.status_code == status
-    assert str(failure.args[0]) in error.detail
+    error = job_failure(stored["exc_type"], stored["exc_message"])
+    assert status_of(error) == status
+    assert str(failure.args[0]) in error.message
     assert error.cause == type(failure).__name__
 
 

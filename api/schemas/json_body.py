@@ -20,17 +20,11 @@ import re
 import threading
 from typing import Any
 
-from api.http.errors import ApiError
+from api.errors import InvalidJson
 
 # A surrogate (U+D800..U+DFFF) written as an escape; a pair of them is one character,
 # which the walk lets through.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
-
-
-class InvalidJson(ApiError):
-    """A JSON document with a value the gateway cannot carry; the message names its field."""
-
-    status_code = 422
 
 
 class _NotFinite:

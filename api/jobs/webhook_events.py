@@ -9,7 +9,7 @@ from shared.config import Config
 from shared.webhooks import JOB_EVENTS, load_endpoints
 
 
-class Events:
+class WebhookEvents:
     """The webhook endpoints this API process sends events to."""
 
     def __init__(self, config: Config, queue: JobQueue) -> None:

@@ -1,0 +1,83 @@
+"""The one table of HTTP statuses: each failure of api/errors.py, and each error FastAPI
+or Starlette raise themselves (validation, routing), as the status, message and
+headers a client is answered with. The route class (api/http/route_class.py) answers
+with it; so do streams that fail midway (api/http/sse.py) and a batch's error file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.errors import (
+    BadRequest,
+    BodyTooLarge,
+    Conflict,
+    Forbidden,
+    GatewayError,
+    InvalidInput,
+    JobFailed,
+    JobTimedOut,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+    cause,
+)
+
+# By family: a class not listed takes its nearest listed base's status.
+STATUSES: dict[type[GatewayError], int] = {
+    BadRequest: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    BodyTooLarge: 413,
+    InvalidInput: 422,
+    TooManyRequests: 429,
+    Unavailable: 503,
+    JobTimedOut: 504,
+}
+
+
+def status_of(exc: GatewayError) -> int:
+    """The status `exc` is answered with (a failed job's: the contract's for its failure)."""
+    if isinstance(exc, JobFailed):
+        return exc.status
+    for kind in type(exc).__mro__:
+        status = STATUSES.get(kind)
+        if status is not None:
+            return status
+    return 500
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An error as the client is answered: status, message, headers; what metrics call it
+    (`cause`), and the field at fault when known (`param`)."""
+
+    status: int
+    message: str
+    cause: str
+    headers: dict[str, str] = field(default_factory=dict)
+    param: str | None = None
+
+
+def refusal(exc: GatewayError | StarletteHTTPException | RequestValidationError) -> Refusal:
+    """How `exc` is answered."""
+    if isinstance(exc, RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
+        return Refusal(422, f"{param or 'body'}: {first.get('msg')}", "InvalidRequest", param=param)
+    if isinstance(exc, StarletteHTTPException):
+        return Refusal(exc.status_code, str(exc.detail), cause(exc), dict(exc.headers or {}))
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
+    if exc.location is not None:
+        headers["Location"] = exc.location
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    return Refusal(status_of(exc), exc.message, cause(exc), headers)

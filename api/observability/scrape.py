@@ -1,0 +1,64 @@
+"""What a scrape of ``GET /metrics`` reads at that moment, beside the counters the API
+keeps itself: the jobs waiting in each queue (asked of the broker), the webhook
+deliveries (all workers', from Redis), the lines of the batches this process drives,
+and each model's scaling signals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from api.errors import GatewayError
+from api.jobs.queue import JobQueue
+from api.observability.metrics import Metrics
+from api.observability.scaling import Scaling
+from shared.config import Config
+
+log = logging.getLogger(__name__)
+
+LineCounts = Callable[[], dict[tuple[str, str], int]]  # (model, state): lines
+
+
+class Scrape:
+    """Renders /metrics (one per API process)."""
+
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics,
+        queue: JobQueue,
+        queues: list[str],
+        redis: aioredis.Redis,
+        scaling: Scaling,
+        batch_lines: LineCounts,
+    ) -> None:
+        """`queues` are those whose depth is shown (every model's, and tenants' of busy
+        models); `batch_lines()` counts the lines of the batches this process drives."""
+        self._config = config
+        self._metrics = metrics
+        self._queue = queue
+        self._queues = queues
+        self._redis = redis
+        self._scaling = scaling
+        self._batch_lines = batch_lines
+
+    async def render(self) -> bytes:
+        """The text format, read now."""
+        waiting = await asyncio.get_running_loop().run_in_executor(None, self._queue.depths, self._queues)
+        webhooks: dict[tuple[str, str], int] = {}
+        try:
+            for name, count in (await self._redis.hgetall(self._config.keys.webhook_counts)).items():
+                endpoint, _, outcome = name.decode().rpartition("|")
+                webhooks[(endpoint, outcome)] = int(count)
+        except (RedisError, OSError, ValueError) as exc:
+            log.warning("could not read the webhook counts: %s", exc)
+        try:
+            scaling = {model: signals.as_dict() for model, signals in (await self._scaling.read(waiting)).items()}
+        except GatewayError as exc:  # a part is down: the gauges are left out, the rest is scraped
+            log.warning("could not read the scaling signals: %s", exc)
+            scaling = {}
+        return self._metrics.render(waiting, webhooks, self._batch_lines(), scaling)
