@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import allow_header_conformance, positive_data_acceptance
 from schemathesis.config import SchemathesisConfig
 
-from api.main import create_app
 from api.jobs.admission import check_job
+from api.main import create_app
 from api.tenancy.guard import Guard
 from shared.config import Config
 from testing.fake_model_server import FakeModelServer, free_port

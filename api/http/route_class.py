@@ -125,13 +125,14 @@ class GatewayRoute(APIRoute):
             try:
                 try:
                     # The key is checked before a byte of the body is read.
+                    authorization = request.headers.get("authorization", "")
                     if allowed is Access.TENANT:
-                        tenant = await guard.admit(request)
+                        tenant = await guard.admit(authorization, request.client.host if request.client else "")
                         request.state.tenant = tenant
                         request.state.owner = guard.owner(tenant)
                         current_job.set({"tenant": tenant.name})  # the access line names it
                     elif allowed is Access.OPERATOR:
-                        await guard.operator(request)
+                        await guard.operator(authorization)
                     # The same request with a body that cannot grow past the limit: the
                     # handler reads it through this receive (Starlette's public constructor).
                     length = request.headers.get("content-length", "")

@@ -73,6 +73,32 @@ class _Held:
     since: float = field(default_factory=time.monotonic)
 
 
+class Turns:
+    """Whose job goes next among the tenants' next jobs: the most urgent first, and among
+    those of that priority, the tenant's whose virtual time is least (start-time fair
+    queuing). A job moved adds 1/weight to its tenant's virtual time; a tenant that starts
+    waiting starts at the virtual time of the last job moved, not where it left off (an
+    idle tenant gets no burst of turns it saved up)."""
+
+    def __init__(self, weights: dict[str, float]) -> None:
+        self._weights = weights
+        self._virtual = dict.fromkeys(weights, 0.0)
+        self._now = 0.0  # the virtual time of the last job moved
+
+    def waits(self, tenant: str) -> None:
+        """`tenant` has a job waiting again (it had none)."""
+        if self._virtual[tenant] < self._now:
+            self._virtual[tenant] = self._now
+
+    def next(self, heads: dict[str, int]) -> str:
+        """The tenant whose next job goes now, of `heads` (each waiting tenant's next
+        job's priority); its turn is counted."""
+        tenant = min(heads, key=lambda t: (-heads[t], self._virtual[t], t))
+        self._now = self._virtual[tenant]
+        self._virtual[tenant] += 1.0 / self._weights[tenant]
+        return tenant
+
+
 class FairShare:
     """Which models are contended (and so where a job is published), and the dispatchers."""
 
@@ -196,9 +222,7 @@ class _Dispatcher:
         # Well within a Redis broker's visibility timeout (the job lease).
         self._hold = min(HOLD_SECONDS, config.job_lease / 3)
         self._tenants = sorted(share._weights)
-        self._weights = share._weights
-        self._virtual = dict.fromkeys(self._tenants, 0.0)
-        self._now = 0.0  # the virtual time of the last job moved
+        self._turns = Turns(share._weights)
         self._held: dict[str, _Held] = {}
         self._sources: dict[str, Any] = {}
         self._contended = False
@@ -258,11 +282,8 @@ class _Dispatcher:
         moved = 0
         room = self._ahead - depth
         while room > 0 and self._held:
-            tenant = min(self._held, key=lambda t: (-self._held[t].priority, self._virtual[t], t))
-            held = self._held.pop(tenant)
-            self._move(producer, held)
-            self._now = self._virtual[tenant]
-            self._virtual[tenant] += 1.0 / self._weights[tenant]
+            tenant = self._turns.next({name: held.priority for name, held in self._held.items()})
+            self._move(producer, self._held.pop(tenant))
             moved += 1
             room -= 1
             self._read_head(channel, tenant)
@@ -290,8 +311,8 @@ class _Dispatcher:
         message = next(filter(None, (source.get(no_ack=False) for source in self._sources[tenant])), None)
         if message is None:
             return
-        if tenant not in self._held and self._virtual[tenant] < self._now:
-            self._virtual[tenant] = self._now  # it starts waiting now, not where it left off
+        if tenant not in self._held:
+            self._turns.waits(tenant)
         priority = int(message.properties.get("priority") or 0)
         if not self._rabbit:  # Kombu's Redis transport reads lower numbers first
             priority = MAX_PRIORITY - 1 - priority

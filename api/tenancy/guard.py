@@ -19,7 +19,6 @@ import logging
 import time
 
 import redis.asyncio as aioredis
-from fastapi import Request
 from redis.exceptions import RedisError
 
 from api.errors import Forbidden, ResultStoreUnavailable, TooManyRequests, Unauthorized
@@ -62,9 +61,10 @@ class Guard:
         else:
             log.warning("no API keys configured (API_KEYS, API_KEYS_FILE): every endpoint is open to anyone")
 
-    async def admit(self, request: Request) -> Tenant:
-        """The tenant of the request's key, within its rate limit (401, 429 otherwise)."""
-        who, tenant = self._authenticate(request)
+    async def admit(self, authorization: str, client: str) -> Tenant:
+        """The tenant of the key a request presents (its ``Authorization`` header), within
+        its rate limit (401, 429 otherwise); `client` is its address."""
+        who, tenant = self._authenticate(authorization, client)
         rpm = tenant.quotas.requests_per_minute
         if rpm:
             # Counted per tenant; without keys, per client address (all are the default tenant).
@@ -75,11 +75,11 @@ class Guard:
         """Whose files and batches `tenant`'s requests see: its own (every one, without keys)."""
         return self._owners[tenant.name] if self.tenants.keyed else EVERYONE
 
-    async def operator(self, request: Request) -> None:
+    async def operator(self, authorization: str) -> None:
         """The operators' endpoints (/metrics, /scaling): with API keys, an admin key or
         ``METRICS_TOKEN`` (403 to a tenant's key); without, open unless METRICS_TOKEN is set."""
         token = self._config.metrics_token.get_secret_value() if self._config.metrics_token else ""
-        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        scheme, _, presented = authorization.partition(" ")
         presented = presented.strip() if scheme.lower() == "bearer" else ""
         if token and presented and hmac.compare_digest(digest(presented), digest(token)):
             return
@@ -87,14 +87,14 @@ class Guard:
             if token:
                 raise Unauthorized("this endpoint needs METRICS_TOKEN: send 'Authorization: Bearer <token>'")
             return
-        _, tenant = self._authenticate(request)
+        _, tenant = self._authenticate(authorization, "")
         if not tenant.admin:
             raise Forbidden("an operators' endpoint: it answers admin keys and METRICS_TOKEN, not a tenant's key")
 
-    def _authenticate(self, request: Request) -> tuple[str, Tenant]:
+    def _authenticate(self, authorization: str, client: str) -> tuple[str, Tenant]:
         if not self.tenants.keyed:
-            return f"addr:{request.client.host if request.client else 'unknown'}", self.tenants.get(DEFAULT_TENANT)
-        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+            return f"addr:{client or 'unknown'}", self.tenants.get(DEFAULT_TENANT)
+        scheme, _, presented = authorization.partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             raise Unauthorized("missing API key: send the header 'Authorization: Bearer <key>'")
         given = digest(presented.strip())
