@@ -44,6 +44,6 @@ def ensure_default_model(cache_dir: Path) -> Path:
 
 
 if __name__ == "__main__":
-    from shared.config import Config
+    from local_stack.settings import LocalStack
 
-    print(ensure_default_model(Path(Config.read_from_env().cache_dir)))
+    print(ensure_default_model(Path(LocalStack.read_from_env().cache_dir)))

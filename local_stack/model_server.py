@@ -14,22 +14,22 @@ from pathlib import Path
 import xllamacpp
 
 from local_stack.model_file import MODEL_ALIAS, ensure_default_model
-from shared.config import Config
+from local_stack.settings import LocalStack
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config = Config.read_from_env()
-    path = Path(config.model_path) if config.model_path else ensure_default_model(Path(config.cache_dir))
+    local = LocalStack.read_from_env()
+    path = Path(local.model_path) if local.model_path else ensure_default_model(Path(local.cache_dir))
     params = xllamacpp.CommonParams()
     params.model.path = str(path)
-    params.model_alias = {MODEL_ALIAS if not config.model_path else path.stem}
-    params.n_parallel = config.model_parallel
-    params.n_ctx = config.model_parallel * config.model_context
+    params.model_alias = {MODEL_ALIAS if not local.model_path else path.stem}
+    params.n_parallel = local.model_parallel
+    params.n_ctx = local.model_parallel * local.model_context
     params.cont_batching = True
-    params.port = config.embedded_model_port
+    params.port = local.embedded_model_port
     params.hostnames = ["127.0.0.1"]
-    params.n_threads_http = config.model_parallel + 4
+    params.n_threads_http = local.model_parallel + 4
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -12,6 +12,7 @@ import time
 
 import httpx
 
+from local_stack.settings import LocalStack
 from shared.config import Config
 
 START_TIMEOUT = 180.0
@@ -41,16 +42,16 @@ def wait_worker(deadline: float) -> None:
 
 
 def main() -> None:
-    config = Config.read_from_env()
+    config, local = Config.read_from_env(), LocalStack.read_from_env()
     deadline = time.monotonic() + START_TIMEOUT
-    api = f"http://{config.api_host}:{config.api_port}"
-    flower = f"http://{config.flower_host}:{config.flower_port}"
-    if config.inner_llm_url.startswith(f"http://127.0.0.1:{config.embedded_model_port}"):
+    api = f"http://{local.api_host}:{local.api_port}"
+    flower = f"http://{local.flower_host}:{local.flower_port}"
+    if config.inner_llm_url.startswith(f"http://127.0.0.1:{local.embedded_model_port}"):
         wait_http("model server", f"{config.inner_llm_url}/health", deadline)
     wait_http("API", f"{api}/health", deadline)
     auth = None
-    if config.flower_basic_auth:
-        user, _, password = config.flower_basic_auth.get_secret_value().partition(":")
+    if local.flower_basic_auth:
+        user, _, password = local.flower_basic_auth.get_secret_value().partition(":")
         auth = (user, password)
     wait_http("Flower", f"{flower}/healthcheck", deadline, auth)
     wait_worker(deadline)

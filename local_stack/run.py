@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from local_stack.model_file import ensure_default_model
+from local_stack.settings import LocalStack
 from shared.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,17 +36,17 @@ class Refused(SystemExit):
     """A setting the run command will not start with."""
 
 
-def plan(config: Config) -> Plan:
+def plan(config: Config, local: LocalStack) -> Plan:
     """What to start: embedded Valkey and model server where nothing is configured."""
     configured = config.model_fields_set
     result = Plan()
     # Flower shows every job's arguments and result, and can stop workers.
-    if config.flower_basic_auth:
-        result.secret_env["FLOWER_BASIC_AUTH"] = config.flower_basic_auth.get_secret_value()
+    if local.flower_basic_auth:
+        result.secret_env["FLOWER_BASIC_AUTH"] = local.flower_basic_auth.get_secret_value()
         result.notes.append("Flower: basic auth (FLOWER_BASIC_AUTH)")
-    elif config.flower_host not in LOOPBACK:
+    elif local.flower_host not in LOOPBACK:
         raise Refused(
-            f"llm-api: Flower would listen on {config.flower_host} without a password: set"
+            f"llm-api: Flower would listen on {local.flower_host} without a password: set"
             " FLOWER_BASIC_AUTH=user:password, or FLOWER_HOST=127.0.0.1"
         )
     if config.sentinels:
@@ -53,8 +54,8 @@ def plan(config: Config) -> Plan:
         result.notes.append(f"result store: Redis master {config.redis_sentinel_master!r} of the Sentinels {sentinels}")
     elif "redis_host" not in configured:
         result.processes.insert(0, "valkey")
-        result.env |= {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(config.embedded_redis_port), "REDIS_DB": "0"}
-        result.notes.append(f"result store: embedded Valkey on 127.0.0.1:{config.embedded_redis_port}")
+        result.env |= {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(local.embedded_redis_port), "REDIS_DB": "0"}
+        result.notes.append(f"result store: embedded Valkey on 127.0.0.1:{local.embedded_redis_port}")
     else:
         result.notes.append(f"result store: Redis at {config.redis_host}:{config.redis_port}")
     if not config.rabbit_mq_host:
@@ -65,17 +66,17 @@ def plan(config: Config) -> Plan:
         result.notes.append(f"broker: RabbitMQ at {nodes}")
     if "inner_llm_url" not in configured:
         result.processes.insert(0, "model")
-        url = f"http://127.0.0.1:{config.embedded_model_port}"
+        url = f"http://127.0.0.1:{local.embedded_model_port}"
         result.env["INNER_LLM_URL"] = url
-        model = config.model_path or "SmolLM2-135M-Instruct (default)"
+        model = local.model_path or "SmolLM2-135M-Instruct (default)"
         result.notes.append(f"model server: embedded llama.cpp at {url} serving {model}")
     else:
         result.notes.append(f"model server: {config.inner_llm_url}")
     result.env |= {
-        "API_HOST": config.api_host,
-        "API_PORT": str(config.api_port),
-        "FLOWER_HOST": config.flower_host,
-        "FLOWER_PORT": str(config.flower_port),
+        "API_HOST": local.api_host,
+        "API_PORT": str(local.api_port),
+        "FLOWER_HOST": local.flower_host,
+        "FLOWER_PORT": str(local.flower_port),
         "PYTHONUNBUFFERED": "1",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
@@ -86,13 +87,13 @@ def plan(config: Config) -> Plan:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.chdir(ROOT)
-    config = Config.read_from_env()
-    steps = plan(config)
+    config, local = Config.read_from_env(), LocalStack.read_from_env()
+    steps = plan(config, local)
     for note in steps.notes:
         print(f"llm-api: {note}", flush=True)
-    if "model" in steps.processes and not config.model_path:
-        ensure_default_model(Path(config.cache_dir))
-    run_dir = Path(config.cache_dir) / "run"
+    if "model" in steps.processes and not local.model_path:
+        ensure_default_model(Path(local.cache_dir))
+    run_dir = Path(local.cache_dir) / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     env_file = run_dir / "env"
     env_file.write_text("".join(f"{key}={value!r}\n" for key, value in steps.env.items()))

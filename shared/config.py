@@ -12,22 +12,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.contract import Keys
 
-# Settings only the one-command local stack reads: not part of a deployment.
-LOCAL_STACK_SETTINGS = frozenset(
-    {
-        "api_host",
-        "api_port",
-        "flower_host",
-        "flower_port",
-        "embedded_redis_port",
-        "embedded_model_port",
-        "model_path",
-        "model_parallel",
-        "model_context",
-        "cache_dir",
-    }
-)
-
 
 def _host_port(item: str, default_port: int) -> tuple[str, int]:
     host, _, port = item.strip().rpartition(":") if ":" in item else (item.strip(), "", "")
@@ -193,19 +177,6 @@ class Config(BaseSettings):
     max_stop_words: int = Field(16, ge=0)
     max_stop_word_chars: int = Field(200, ge=1)
     max_tokens_limit: int = Field(32768, ge=1, description="largest tokens_limit (max_tokens) accepted")
-
-    # The one-command local stack (`make run`); see local_stack/.
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
-    flower_host: str = "127.0.0.1"
-    flower_port: int = 5555
-    flower_basic_auth: SecretStr | None = Field(None, description="user:password Flower asks for")
-    embedded_redis_port: int = 6390
-    embedded_model_port: int = 8670
-    model_path: str = Field("", description="GGUF file the embedded model server serves; empty: SmolLM2-135M")
-    model_parallel: int = Field(8, ge=1, description="requests the embedded model server decodes at once")
-    model_context: int = Field(2048, ge=256, description="context tokens of each of those requests")
-    cache_dir: str = ".cache"
 
     @model_validator(mode="after")
     def _check_cluster(self) -> Config:

@@ -9,14 +9,15 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.config import LOCAL_STACK_SETTINGS, Config
+from local_stack.settings import LocalStack
+from shared.config import Config
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = ("api", "worker", "flower")
-CONFIG_VARIABLES = {name.upper() for name in Config.model_fields}
-DEPLOYMENT_VARIABLES = CONFIG_VARIABLES - {name.upper() for name in LOCAL_STACK_SETTINGS}
+DEPLOYMENT_VARIABLES = {name.upper() for name in Config.model_fields}
+CONFIG_VARIABLES = DEPLOYMENT_VARIABLES | {name.upper() for name in LocalStack.model_fields}
 COMPOSE_ONLY = {
     "COMPOSE_PROFILES",
     "COMPOSE_INNER_LLM_URL",

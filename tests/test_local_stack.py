@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from local_stack.run import Refused, plan
+from local_stack.settings import LocalStack
 from shared.config import Config
 
 pytestmark = pytest.mark.unit
@@ -12,22 +13,26 @@ pytestmark = pytest.mark.unit
 
 def test_flower_on_the_network_needs_a_password() -> None:
     with pytest.raises(Refused, match="FLOWER_BASIC_AUTH"):
-        plan(Config(_env_file=None, flower_host="0.0.0.0"))  # type: ignore[call-arg]
+        plan(Config(_env_file=None), LocalStack(_env_file=None, flower_host="0.0.0.0"))  # type: ignore[call-arg]
 
 
 def test_flowers_password_is_passed_on_but_not_written_with_the_rest() -> None:
-    steps = plan(Config(_env_file=None, flower_host="0.0.0.0", flower_basic_auth="ops:s3cret"))  # type: ignore[call-arg]
+    steps = plan(
+        Config(_env_file=None), LocalStack(_env_file=None, flower_host="0.0.0.0", flower_basic_auth="ops:s3cret")
+    )  # type: ignore[call-arg]
     assert steps.secret_env == {"FLOWER_BASIC_AUTH": "ops:s3cret"}
     assert "s3cret" not in repr(steps.env) and "s3cret" not in " ".join(steps.notes)
 
 
 def test_flower_on_localhost_may_go_without() -> None:
-    steps = plan(Config(_env_file=None))  # type: ignore[call-arg]
+    steps = plan(Config(_env_file=None), LocalStack(_env_file=None))  # type: ignore[call-arg]
     assert "flower" in steps.processes and steps.secret_env == {}
 
 
 def test_a_clustered_broker_and_store_are_used_as_they_are_not_replaced_by_valkey() -> None:
-    steps = plan(Config(_env_file=None, rabbit_mq_host="r1,r2:5673", redis_sentinels="s1,s2"))  # type: ignore[call-arg]
+    steps = plan(
+        Config(_env_file=None, rabbit_mq_host="r1,r2:5673", redis_sentinels="s1,s2"), LocalStack(_env_file=None)
+    )  # type: ignore[call-arg]
     assert "valkey" not in steps.processes and "REDIS_HOST" not in steps.env
     assert "broker: RabbitMQ at r1:5672, r2:5673" in steps.notes
     assert "result store: Redis master 'mymaster' of the Sentinels s1:26379, s2:26379" in steps.notes
