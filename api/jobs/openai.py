@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from api.schemas.openai import CHAT_PASSED_ON, COMPLETION_PASSED_ON, ChatCompletionsRequest, CompletionsRequest
+from api.schemas.openai import CHAT_PASSED_ON, COMPLETION_PASSED_ON, OpenAIChatRequest, OpenAICompletionRequest
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -22,13 +22,13 @@ ERROR_TYPES = {
 }
 
 
-def chat_job(body: ChatCompletionsRequest) -> dict[str, Any]:
+def chat_job(body: OpenAIChatRequest) -> dict[str, Any]:
     """The ``llm.chat`` job of a chat completion request."""
     request = {"messages": [message.wire() for message in body.messages], **body.passed_on(CHAT_PASSED_ON)}
     return {"meta": body.meta(body.max_completion_tokens or body.max_tokens), "openai": request}
 
 
-def completion_job(body: CompletionsRequest) -> dict[str, Any]:
+def completion_job(body: OpenAICompletionRequest) -> dict[str, Any]:
     """The ``llm.complete`` job of a completion request."""
     return {"meta": body.meta(body.max_tokens), "openai": body.passed_on(COMPLETION_PASSED_ON)}
 

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, Field, create_model
 
 from api.schemas.native import ChatCompletionRequest, Count, GenerateRequest, Message, Meta
-from api.schemas.openai import ChatCompletionsRequest, CompletionsRequest, OpenAIMessage
+from api.schemas.openai import OpenAIChatRequest, OpenAICompletionRequest, OpenAIMessage
 from shared.config import Config
 
 
@@ -22,8 +22,8 @@ from shared.config import Config
 class RequestModels:
     generate: type[GenerateRequest]
     chat: type[ChatCompletionRequest]
-    openai_chat: type[ChatCompletionsRequest]
-    openai_completion: type[CompletionsRequest]
+    openai_chat: type[OpenAIChatRequest]
+    openai_completion: type[OpenAICompletionRequest]
 
 
 def request_models(config: Config) -> RequestModels:
@@ -70,17 +70,17 @@ def request_models(config: Config) -> RequestModels:
                        annotation=list[message], min_length=1),
     )  # fmt: skip
     sampling = {
-        "max_tokens": field(ChatCompletionsRequest, "max_tokens", tokens),
-        "stop": field(ChatCompletionsRequest, "stop", {"maxItems": config.max_stop_words,
+        "max_tokens": field(OpenAIChatRequest, "max_tokens", tokens),
+        "stop": field(OpenAIChatRequest, "stop", {"maxItems": config.max_stop_words,
                                                        "maxLength": config.max_stop_word_chars}),
     }  # fmt: skip
     openai_chat = limited(
-        ChatCompletionsRequest,
+        OpenAIChatRequest,
         **sampling,
-        max_completion_tokens=field(ChatCompletionsRequest, "max_completion_tokens", tokens),
-        messages=field(ChatCompletionsRequest, "messages", {"maxItems": config.max_messages},
+        max_completion_tokens=field(OpenAIChatRequest, "max_completion_tokens", tokens),
+        messages=field(OpenAIChatRequest, "messages", {"maxItems": config.max_messages},
                        annotation=list[OpenAIMessage], min_length=1),
     )  # fmt: skip
     # The prompt's length (its text, content parts included) is checked by guard.check_job.
-    openai_completion = limited(CompletionsRequest, **sampling)
+    openai_completion = limited(OpenAICompletionRequest, **sampling)
     return RequestModels(generate, chat, openai_chat, openai_completion)

@@ -226,7 +226,7 @@ CHAT_PASSED_ON = frozenset(
 COMPLETION_PASSED_ON = frozenset({"prompt", "echo", "suffix", "logprobs", "best_of", "logit_bias", "user"})
 
 
-class ChatCompletionsRequest(_Sampling):
+class OpenAIChatRequest(_Sampling):
     """Body of ``POST /v1/chat/completions``."""
 
     messages: list[OpenAIMessage] = Field(min_length=1)
@@ -241,7 +241,7 @@ class ChatCompletionsRequest(_Sampling):
     metadata: dict[str, str] | None = None
 
 
-class CompletionsRequest(_Sampling):
+class OpenAICompletionRequest(_Sampling):
     """Body of ``POST /v1/completions``: a raw completion (the model server's
     /v1/completions, no chat template), for base models, infilling and evaluations."""
 

@@ -109,7 +109,7 @@ def celery_settings(config: Config) -> dict[str, Any]:
         # worker dying with "Unrecoverable error: PreconditionFailed".
         "broker_channel_error_retry": True,
         # No STARTED state in Redis: it cost each job a GET, a SET and a PUBLISH in the
-        # worker (0.7 of 3.5 ms CPU, bench/) and a message to every waiting API.
+        # worker, and a message to every waiting API.
         # Flower still shows the start, from the worker's task events.
         "task_track_started": False,
         "task_publish_retry_policy": {

@@ -22,7 +22,7 @@ from api.errors import job_failure
 from api.http.statuses import status_of
 from api.jobs.store import fingerprint
 from api.schemas.native import ChatCompletionRequest, GenerateRequest
-from api.schemas.openai import ChatCompletionsRequest, CompletionsRequest
+from api.schemas.openai import OpenAIChatRequest, OpenAICompletionRequest
 from shared import contract
 from shared.contract import CANCEL, CLAIM, FAILURES, MARK_STARTED, STORE_ONCE, InvalidJob, Job, Keys, TaskName
 from tasks import dead_letters, llm
@@ -82,8 +82,8 @@ def _api_jobs() -> list[tuple[TaskName, dict[str, Any]]]:
     # As the API's endpoints build them (api/routes/spec.py, api/routes/openai.py).
     spec_generate = GenerateRequest(content="hi", meta={"stop_words": ["x"], "priority": 9})
     spec_chat = ChatCompletionRequest(messages=[{"role": "system", "content": "s"}, {"role": "user", "content": "u"}])
-    chat = ChatCompletionsRequest(messages=[{"role": "user", "content": "u"}], top_p=0.5, n=2, seed=3, stop="end")
-    completion = CompletionsRequest(prompt="p", max_tokens=5)
+    chat = OpenAIChatRequest(messages=[{"role": "user", "content": "u"}], top_p=0.5, n=2, seed=3, stop="end")
+    completion = OpenAICompletionRequest(prompt="p", max_tokens=5)
     return [
         (TaskName.GENERATE, spec_generate.model_dump(exclude={"job_id", "stream"})),
         (TaskName.CHAT, spec_chat.model_dump(exclude={"job_id", "stream"})),
