@@ -1,5 +1,5 @@
 """A 3-node RabbitMQ cluster and a Redis with a replica and three Sentinels, on this
-machine, for the fault tests of the clustered setup (tests/test_cluster_faults.py).
+machine, for the fault tests of the clustered setup (tests/faults/test_cluster_faults.py).
 
 Each node is a process of its own, with its own node name, ports and data folder
 under the test's temporary folder, and its own Erlang cookie (so the machine's own

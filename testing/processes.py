@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,20 @@ from shared.storage import redis_clients
 from testing.fake_model_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+# This machine's RabbitMQ and Redis, where they run.
+RABBIT = ("127.0.0.1", 5672)
+REDIS = ("127.0.0.1", 6379)
+
+
+def reachable(address: tuple[str, int]) -> bool:
+    """Whether something accepts TCP connections at `address` now."""
+    try:
+        with socket.create_connection(address, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 VENV_BIN = Path(sys.executable).parent
 
 

@@ -9,7 +9,6 @@ key prefix, so test runs never see each other, and both are deleted after.
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,19 +18,9 @@ import pytest
 
 from shared.config import Config
 from testing.fake_model_server import FakeModelServer, free_port
-from testing.processes import Processes, config_from_env, remove_traces, start_valkey
+from testing.processes import RABBIT, REDIS, Processes, config_from_env, reachable, remove_traces, start_valkey
 
-RABBIT = ("127.0.0.1", 5672)
-REDIS = ("127.0.0.1", 6379)
 BROKERS = ["rabbitmq", "valkey"]
-
-
-def reachable(address: tuple[str, int]) -> bool:
-    try:
-        with socket.create_connection(address, timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture

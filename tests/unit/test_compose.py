@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,10 +10,10 @@ import yaml
 
 from local_stack.settings import LocalStack
 from shared.config import Config
+from testing.processes import ROOT
 
 pytestmark = pytest.mark.unit
 
-ROOT = Path(__file__).resolve().parent.parent
 GATEWAY = ("api", "worker", "flower")
 DEPLOYMENT_VARIABLES = {name.upper() for name in Config.model_fields}
 CONFIG_VARIABLES = DEPLOYMENT_VARIABLES | {name.upper() for name in LocalStack.model_fields}

@@ -13,9 +13,9 @@ import pytest
 import redis
 
 from testing.fake_model_server import FakeModelServer, free_port
+from testing.load import rabbitmq_stopped, redis_binary
 from testing.processes import RedisServer
 from tests.conftest import Stack, StackFactory
-from tests.test_faults import _redis_binary, rabbitmq_stopped
 
 pytestmark = pytest.mark.integration
 
@@ -237,7 +237,7 @@ def test_rabbitmq_restarted_while_tenants_wait_loses_no_job(
 def test_a_killed_worker_and_a_restarted_redis_while_tenants_wait_lose_no_job(
     make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path, broker_env: dict[str, str]
 ) -> None:
-    server = RedisServer(_redis_binary(broker_env), tmp_path / "redis").start()
+    server = RedisServer(redis_binary(broker_env), tmp_path / "redis").start()
     try:
         fake.latency = 0.3
         keys_file = tmp_path / "tenants.yaml"

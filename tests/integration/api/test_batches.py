@@ -17,54 +17,18 @@ import openai
 import pytest
 
 from testing.fake_model_server import FakeModelServer
+from testing.metrics import samples, value
+from testing.openai_sdk import chat_line, client, file_lines, jsonl, upload, wait_until_finished
 from testing.processes import ROOT
-from tests.api.test_openai import client
 from tests.conftest import Stack, StackFactory
-from tests.test_operations import samples, value
 
 pytestmark = pytest.mark.integration
-
-FINISHED = {"completed", "failed", "expired", "cancelled"}
-
-
-def chat_line(custom_id: str, text: str, **body: Any) -> dict[str, Any]:
-    return {
-        "custom_id": custom_id,
-        "method": "POST",
-        "url": "/v1/chat/completions",
-        "body": {"model": "fake-model", "messages": [{"role": "user", "content": text}], **body},
-    }
-
-
-def jsonl(lines: list[dict[str, Any]]) -> bytes:
-    return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
-
-
-def upload(sdk: openai.OpenAI, lines: list[dict[str, Any]] | bytes, name: str = "input.jsonl") -> str:
-    content = lines if isinstance(lines, bytes) else jsonl(lines)
-    return sdk.files.create(file=(name, io.BytesIO(content)), purpose="batch").id
-
-
-def wait_until_finished(sdk: openai.OpenAI, batch_id: str, timeout: float = 60) -> openai.types.Batch:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        batch = sdk.batches.retrieve(batch_id)
-        if batch.status in FINISHED:
-            return batch
-        time.sleep(0.2)
-    raise AssertionError(f"batch {batch_id} not finished in {timeout}s: {batch.status} {batch.request_counts}")
 
 
 def start(sdk: openai.OpenAI, lines: list[dict[str, Any]], window: str = "24h") -> openai.types.Batch:
     """A chat batch of `lines`, created."""
     return sdk.batches.create(input_file_id=upload(sdk, lines), endpoint="/v1/chat/completions",
                               completion_window=window)  # type: ignore[arg-type]  # fmt: skip
-
-
-def file_lines(sdk: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
-    if file_id is None:
-        return []
-    return [json.loads(line) for line in sdk.files.content(file_id).text.splitlines()]
 
 
 def test_a_batch_runs_every_line_once_and_answers_in_openais_format(stack: Stack, fake: FakeModelServer) -> None:

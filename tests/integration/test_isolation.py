@@ -21,9 +21,9 @@ from api.main import create_app
 from shared.config import Config
 from shared.storage.batch_files import line_job_id
 from testing.fake_model_server import FakeModelServer
-from tests.api.test_batches import chat_line, file_lines, jsonl, wait_until_finished
+from testing.load import wait_until
+from testing.openai_sdk import chat_line, file_lines, jsonl, wait_until_finished
 from tests.conftest import Stack, StackFactory
-from tests.test_faults import wait_until
 
 pytestmark = pytest.mark.integration
 

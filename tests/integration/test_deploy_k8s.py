@@ -5,7 +5,6 @@ evaluated against a real API's GET /scaling."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,10 +14,10 @@ import yaml
 from api.main import create_app
 from api.observability.scaling import Signals
 from shared.config import Config
+from testing.processes import ROOT
 from tests.conftest import Stack
-from tests.test_compose import DEPLOYMENT_VARIABLES
+from tests.unit.test_compose import DEPLOYMENT_VARIABLES
 
-ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
 CONTAINERS = {"llm-api": "api", "llm-worker-default": "worker", "llm-flower": "flower"}  # Deployment: compose service
 

@@ -6,16 +6,10 @@ import openai
 import pytest
 
 from testing.fake_model_server import FakeModelServer
+from testing.openai_sdk import client
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.integration
-
-
-def client(stack: Stack) -> openai.OpenAI:
-    # Strict: every answer must validate against the SDK's own types, field for field.
-    return openai.OpenAI(
-        base_url=f"{stack.url}/v1", api_key="not-needed", max_retries=0, timeout=30, _strict_response_validation=True
-    )
 
 
 def test_chat_completions_create(stack: Stack, fake: FakeModelServer) -> None:

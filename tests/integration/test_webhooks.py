@@ -33,12 +33,11 @@ from shared.webhooks import (
 from tasks import dead_letters
 from tasks.webhook_delivery import DeliveryFailed, send
 from testing.fake_model_server import FakeModelServer
+from testing.load import wait_until
+from testing.metrics import samples, value
+from testing.openai_sdk import chat_line, client, upload, wait_until_finished
 from testing.webhook_receiver import Received, WebhookReceiver
-from tests.api.test_batches import chat_line, upload, wait_until_finished
-from tests.api.test_openai import client
 from tests.conftest import StackFactory
-from tests.test_faults import wait_until
-from tests.test_operations import samples, value
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 

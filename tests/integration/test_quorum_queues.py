@@ -2,7 +2,7 @@
 node too): what relies on classic priority queues keeps working on quorum queues:
 priorities (as bands), dead letters, queue depth and position.
 
-The failovers of a 3-node cluster are tests/test_cluster_faults.py's."""
+The failovers of a 3-node cluster are tests/faults/test_cluster_faults.py's."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from api.jobs.queue import JobQueue
 from shared.broker.queues import bands
 from tasks import dead_letters
 from testing.fake_model_server import FakeModelServer
+from testing.load import Tally, ids, job_status, post_all, wait_until
 from testing.webhook_receiver import WebhookReceiver
 from tests.conftest import Stack, StackFactory
-from tests.test_faults import Tally, _post_all, _status, ids, wait_until
-from tests.test_webhooks import receiver as receiver
-from tests.test_webhooks import webhook_env
+from tests.integration.test_webhooks import receiver as receiver
+from tests.integration.test_webhooks import webhook_env
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +95,7 @@ def test_quorum_queues_keep_and_replay_dead_letters(
     fake.stop()
     try:
         failed = Tally()
-        asyncio.run(_post_all(stack.url, ids("qdead", 4), 4, failed))
+        asyncio.run(post_all(stack.url, ids("qdead", 4), 4, failed))
     finally:
         fake.start()
     assert failed.statuses() == Counter({502: 4})
@@ -103,7 +103,9 @@ def test_quorum_queues_keep_and_replay_dead_letters(
     assert _queue_types([config.dead_letter_queue]) == {config.dead_letter_queue: "quorum"}
     wait_until(lambda: len(dead_letters.list_dead(config)) == 4, 15, "4 dead letters")
     assert sorted(dead_letters.replay(config, None).replayed) == ids("qdead", 4)
-    wait_until(lambda: all(_status(stack, job) == "succeeded" for job in ids("qdead", 4)), 30, "replayed jobs to run")
+    wait_until(
+        lambda: all(job_status(stack, job) == "succeeded" for job in ids("qdead", 4)), 30, "replayed jobs to run"
+    )
     assert dead_letters.list_dead(config) == []
 
 

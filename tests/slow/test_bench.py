@@ -9,8 +9,7 @@ import sys
 import pytest
 
 from bench.report import targets
-from testing.processes import ROOT
-from tests.conftest import reachable
+from testing.processes import ROOT, reachable
 
 pytestmark = [pytest.mark.slow, pytest.mark.alone]  # it loads the whole machine for minutes
 

@@ -22,8 +22,9 @@ import pytest
 
 from testing.clusters import RabbitCluster, SentinelRedis, rabbitmq_available
 from testing.fake_model_server import FakeModelServer
-from tests.conftest import REDIS, Stack, _stack_factory, reachable
-from tests.test_faults import Tally, _post_all, _refused_by_broker, _refused_by_store, ids, under_load, wait_until
+from testing.load import Tally, ids, post_all, refused_by_broker, refused_by_store, under_load, wait_until
+from testing.processes import REDIS, reachable
+from tests.conftest import Stack, _stack_factory
 
 pytestmark = [pytest.mark.fault, pytest.mark.alone]  # three RabbitMQ nodes and Sentinels load the whole machine
 
@@ -68,7 +69,7 @@ def _check(stack: Stack, tally: Tally, refused: set[str]) -> None:
     Tally(accepted).assert_all_answered(stack)
     # What was refused is answered when sent again; and new jobs are.
     again = Tally()
-    asyncio.run(_post_all(stack.url, [*sorted(refused), *ids("after", 30)], 10, again))
+    asyncio.run(post_all(stack.url, [*sorted(refused), *ids("after", 30)], 10, again))
     again.assert_all_answered(stack)
 
 
@@ -95,7 +96,7 @@ def test_killing_the_node_that_leads_the_job_queue_loses_no_accepted_job(
             killed["new_leader_after"] = time.monotonic() - killed["at"]  # type: ignore[operator]
 
         tally = under_load(stack.url, ids("qq", JOBS), CONCURRENCY, kill_leader)
-        refused = {job for job, answer in tally.answers.items() if _refused_by_broker(answer)}
+        refused = {job for job, answer in tally.answers.items() if refused_by_broker(answer)}
         stall = _stall(tally, killed["at"])  # type: ignore[arg-type]
         tally.report("quorum queue leader killed", fake, killed=killed["node"], refused=len(refused),
                      new_leader_s=f"{killed['new_leader_after']:.2f}", stall_s=f"{stall:.2f}")  # fmt: skip
@@ -127,7 +128,7 @@ def test_killing_the_redis_master_loses_no_accepted_job_and_leaves_no_waiter(
             killed["promoted_after"] = time.monotonic() - killed["at"]
 
         tally = under_load(stack.url, ids("sent", JOBS), CONCURRENCY, kill_master)
-        refused = {job for job, answer in tally.answers.items() if _refused_by_store(answer)}
+        refused = {job for job, answer in tally.answers.items() if refused_by_store(answer)}
         stall = _stall(tally, killed["at"])
         tally.report("Redis master killed", fake, refused=len(refused),
                      promoted_s=f"{killed['promoted_after']:.2f}", stall_s=f"{stall:.2f}")  # fmt: skip

@@ -16,10 +16,9 @@ from moto.server import ThreadedMotoServer
 from shared.config import Config
 from shared.storage.file_store import FileStore
 from testing.fake_model_server import FakeModelServer, free_port
-from tests.api.test_batches import chat_line, file_lines, jsonl, wait_until_finished
-from tests.api.test_openai import client
+from testing.load import wait_until
+from testing.openai_sdk import chat_line, client, file_lines, jsonl, wait_until_finished
 from tests.conftest import StackFactory
-from tests.test_faults import wait_until
 
 pytestmark = pytest.mark.integration
 

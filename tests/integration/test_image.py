@@ -31,12 +31,18 @@ import pytest
 import yaml
 
 from testing.fake_model_server import FakeModelServer, free_port
-from testing.processes import Processes, config_from_env, remove_traces, wait_for_http, wait_for_output
-from tests.conftest import RABBIT, reachable
+from testing.processes import (
+    RABBIT,
+    ROOT,
+    Processes,
+    config_from_env,
+    reachable,
+    remove_traces,
+    wait_for_http,
+    wait_for_output,
+)
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -120,7 +126,9 @@ def replay_dockerfile(root: Path) -> Image:
         elif instruction in ("FROM", "EXPOSE", "USER", "CMD", "LABEL", "ARG"):
             continue
         else:
-            raise AssertionError(f"the Dockerfile's {instruction} is not replayed here: teach tests/test_image.py")
+            raise AssertionError(
+                f"the Dockerfile's {instruction} is not replayed here: teach tests/integration/test_image.py"
+            )
     return image
 
 
@@ -139,7 +147,7 @@ def run_in_image(image: Image, words: list[str], inside: Any) -> None:
         for path in (word for word in mapped if not word.startswith("-")):
             shutil.rmtree(path, ignore_errors=True)
         return
-    assert program == "pip", f"the Dockerfile runs {program!r}, which tests/test_image.py does not replay"
+    assert program == "pip", f"the Dockerfile runs {program!r}, which tests/integration/test_image.py does not replay"
     env = {**os.environ, **image.env, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     env.pop("PYTHONPATH", None)
     subprocess.run([str(image.bin / "python"), "-m", "pip", *mapped], cwd=image.workdir, env=env, check=True)

@@ -10,7 +10,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +26,7 @@ from shared import contract
 from shared.contract import CANCEL, CLAIM, FAILURES, MARK_STARTED, STORE_ONCE, InvalidJob, Job, Keys, TaskName
 from tasks import dead_letters, llm
 from tasks.model import client, protocol, stream
-
-ROOT = Path(__file__).resolve().parents[2]
+from testing.processes import ROOT
 
 
 @pytest.mark.unit

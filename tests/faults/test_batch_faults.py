@@ -19,11 +19,10 @@ import pytest
 import redis
 
 from testing.fake_model_server import FakeModelServer, free_port
+from testing.load import rabbitmq_stopped, redis_binary, wait_until
+from testing.openai_sdk import chat_line, client, file_lines, jsonl, wait_until_finished
 from testing.processes import RedisServer
-from tests.api.test_batches import chat_line, file_lines, jsonl, wait_until_finished
-from tests.api.test_openai import client
 from tests.conftest import Stack, StackFactory
-from tests.test_faults import _redis_binary, rabbitmq_stopped, wait_until
 
 pytestmark = pytest.mark.fault
 
@@ -101,7 +100,7 @@ def test_a_batch_completes_across_a_rabbitmq_restart(
 def test_a_batch_completes_across_a_redis_that_comes_back_empty(
     make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str], tmp_path: Path
 ) -> None:
-    server = RedisServer(_redis_binary(broker_env), tmp_path / "redis", persist=False).start()
+    server = RedisServer(redis_binary(broker_env), tmp_path / "redis", persist=False).start()
     try:
         stack = make_stack(workers=1, concurrency=16, REDIS_HOST="127.0.0.1", REDIS_PORT=str(server.port), **BATCH_ENV)
         fake.latency = 0.1

@@ -27,12 +27,13 @@ import httpx
 import pytest
 
 from testing.fake_model_server import FakeModelServer
+from testing.processes import ROOT
 from tests.conftest import Stack, StackFactory
-from tests.test_models import registry_json
+from tests.integration.test_models import registry_json
 
 pytestmark = pytest.mark.integration
 
-FIXTURES = Path(__file__).parent / "fixtures" / "protollm"
+FIXTURES = ROOT / "tests" / "fixtures" / "protollm"
 RECORDED = {path.stem: json.loads(path.read_text()) for path in sorted(FIXTURES.glob("*.json"))}
 
 
