@@ -27,12 +27,12 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 ## Run the whole test suite (needs RabbitMQ and Redis on 127.0.0.1; .ci/run starts them):
 ## the tests that share nothing in TEST_WORKERS processes at once, then those marked
-## `alone` (they stop the machine's RabbitMQ, cut a worker off with iptables, or load
+## `alone` (they stop the machine's RabbitMQ, change its settings, or load
 ## the whole machine) one by one. MARKERS narrows both halves (MARKERS="fault");
 ## PYTEST_ARGS goes to both. A half that selects nothing (exit 5) is no failure.
 test: $(STAMP)
 	@status=0; \
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "$(SELECTED)not alone" $(PYTEST_ARGS) || status=$$?; \
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "$(SELECTED)not alone" $(PYTEST_ARGS) || status=$$?; \
 	[ $$status -eq 5 ] && status=0; \
 	$(BIN)/python -m pytest -m "$(SELECTED)alone" $(PYTEST_ARGS) || { s=$$?; [ $$s -eq 5 ] || status=$$s; }; \
 	exit $$status
@@ -54,7 +54,7 @@ api: $(STAMP)
 	$(BIN)/uvicorn --factory api.main:create_app --host $${API_HOST:-127.0.0.1} --port $${API_PORT:-8000} --timeout-graceful-shutdown 30
 
 worker: $(STAMP)
-	$(BIN)/celery -A tasks.app worker -l info
+	$(BIN)/celery -A tasks.app worker -l info --without-mingle
 
 flower: $(STAMP)
 	$(BIN)/celery -A tasks.app flower --address=$${FLOWER_HOST:-127.0.0.1} --port=$${FLOWER_PORT:-5555}

@@ -25,11 +25,12 @@ from celery.signals import (
 )
 from celery.worker import state as worker_state
 
+from shared.config import Config
 from shared.contract import NOT_JOBS
 from shared.telemetry import tracing
 from shared.telemetry.logs import current_job, use_json
 from tasks.app import celery_app
-from tasks.worker import current, use
+from tasks.worker import Worker, current, use
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,8 @@ def _unacked_tags() -> list[str]:
 def _start(**_: Any) -> None:
     # The process's state, from its Config read once; its connections opened now, not
     # by the first job.
-    worker = current()
-    worker.unacked_tags = _unacked_tags
+    worker = Worker(Config.read_from_env(), unacked_tags=_unacked_tags)
+    use(worker)
     if tracing.setup(worker.config, "llm-worker"):
         # Each task's run a span, continuing the trace its message's headers carry.
         from opentelemetry.instrumentation.celery import CeleryInstrumentor

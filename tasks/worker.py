@@ -34,7 +34,7 @@ class Worker:
         self._default = client  # INNER_LLM_URL's, or a test's
         self._routed: dict[str, ModelClient] = {}  # per model of the registry (MODELS, MODELS_FILE)
         # The broker's delivery tags of the messages this process holds, renewed with
-        # the leases on a Redis broker (set by the wiring before the first job).
+        # the leases on a Redis broker (the wiring's reading of Celery's worker state).
         self.unacked_tags = unacked_tags
         self._running: RunningJobs | None = None
         self._batch_lines: BatchLines | None = None

@@ -15,10 +15,13 @@ import httpx
 import redis
 from kombu import Connection
 
+from api.tenancy.fair_share import tenant_queue
 from local_stack.valkey import command as valkey_command
 from shared.broker.queues import bands
 from shared.config import Config
+from shared.registry import load_registry
 from shared.storage import redis_clients
+from shared.tenants import load_tenants
 from testing.fake_model_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,8 +101,15 @@ class Processes:
         return process
 
     def worker(
-        self, env: dict[str, str], name: str = "worker", concurrency: int | None = None, group: int | None = None
+        self,
+        env: dict[str, str],
+        name: str = "worker",
+        concurrency: int | None = None,
+        group: int | None = None,
+        wait: bool = True,
     ) -> Process:
+        """A worker as compose starts one (without mingle), named `name`; returned once it
+        is ready, or at once without `wait` (then `ready(process)` waits)."""
         args = [
             str(VENV_BIN / "celery"),
             "-A",
@@ -107,16 +117,18 @@ class Processes:
             "worker",
             "-l",
             "info",
+            "--without-mingle",
             "-n",
             f"{name}-{time.monotonic_ns()}@%h",
         ]
         if concurrency:
             args += ["-c", str(concurrency)]
         process = self.spawn(name, args, env, group=group)
-        wait_for_output(process, " ready.")
+        if wait:
+            wait_for_output(process, WORKER_READY)
         return process
 
-    def api(self, env: dict[str, str], port: int) -> Process:
+    def api(self, env: dict[str, str], port: int, wait: bool = True) -> Process:
         args = [
             str(VENV_BIN / "uvicorn"),
             "--factory",
@@ -129,12 +141,25 @@ class Processes:
             "10",
         ]
         process = self.spawn("api", args, env)
-        wait_for_http(process, f"http://127.0.0.1:{port}/health")
+        if wait:
+            wait_for_http(process, f"http://127.0.0.1:{port}/health")
         return process
 
-    def stop_all(self) -> None:
-        for process in reversed(self.started):
-            process.stop()
+    def stop_all(self, timeout: float = 15) -> None:
+        """Stop every process: all asked at once (SIGTERM), then each awaited (killed
+        past `timeout`)."""
+        running = [process for process in reversed(self.started) if process.popen.poll() is None]
+        for process in running:
+            process.popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in running:
+            try:
+                process.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+WORKER_READY = " ready."
 
 
 def wait_for_output(process: Process, text: str, timeout: float = 30) -> None:
@@ -160,14 +185,30 @@ def wait_for_http(process: Process, url: str, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
+def stack_queues(config: Config) -> list[str]:
+    """Every queue a stack of `config` may declare: each model's (with quorum queues,
+    each priority band), each tenant's queue of each model (fair sharing), the dead
+    letters' and the webhooks'."""
+    models = [config.queue_name]
+    tenants: list[str] = []
+    try:
+        models = load_registry(config).queues
+        keys = config.api_keys.get_secret_value() if config.api_keys else ""
+        tenants = list(load_tenants(keys, config.api_keys_file).named)
+    except Exception:  # noqa: BLE001 - a test of a bad registry or keys file: its queue alone
+        pass
+    named = [*models, *(tenant_queue(queue, tenant) for queue in models for tenant in tenants)]
+    return [*(band for name in named for band in bands(config, name)), config.dead_letter_queue, config.webhook_queue]
+
+
 def remove_traces(config: Config) -> None:
-    """Delete the stack's queue and Redis keys."""
+    """Delete the stack's queues and Redis keys (left behind, quorum queues hold RabbitMQ's
+    file handles: a few hundred of them and it accepts no more connections)."""
     if config.uses_rabbitmq:
         try:
             with Connection(config.broker_url, connect_timeout=2) as connection:
                 channel = connection.default_channel
-                # The model's queue (with quorum queues, each priority band's), the dead letters'.
-                for name in (*bands(config, config.queue_name), config.dead_letter_queue, config.webhook_queue):
+                for name in stack_queues(config):
                     channel.queue_delete(name)
                     channel.exchange_delete(name)
         except Exception:  # noqa: BLE001 - a broker a test made unreachable has nothing to clean

@@ -18,7 +18,18 @@ import pytest
 
 from shared.config import Config
 from testing.fake_model_server import FakeModelServer, free_port
-from testing.processes import RABBIT, REDIS, Processes, config_from_env, reachable, remove_traces, start_valkey
+from testing.processes import (
+    RABBIT,
+    REDIS,
+    WORKER_READY,
+    Processes,
+    config_from_env,
+    reachable,
+    remove_traces,
+    start_valkey,
+    wait_for_http,
+    wait_for_output,
+)
 
 BROKERS = ["rabbitmq", "valkey"]
 
@@ -124,12 +135,18 @@ def _stack_factory(
         processes = Processes(tmp)
         stack = Stack(env, "", processes)
         made.append(stack)
-        for index in range(workers):
-            processes.worker(env, name=f"worker{index}", concurrency=concurrency)
+        # Started together, then awaited: none waits for another to be ready.
+        started = [
+            processes.worker(env, name=f"worker{n}", concurrency=concurrency, wait=False) for n in range(workers)
+        ]
         if api:
             port = free_port()
-            processes.api(env, port)
             stack.url = f"http://127.0.0.1:{port}"
+            server = processes.api(env, port, wait=False)
+        for worker in started:
+            wait_for_output(worker, WORKER_READY)
+        if api:
+            wait_for_http(server, f"{stack.url}/health")
         return stack
 
     def cleanup() -> None:
