@@ -32,6 +32,7 @@ from api.tenancy.guard import Guard
 from api.tenancy.quotas import Quotas
 from shared.config import Config
 from shared.registry import Registry, load_registry
+from shared.stopping import stop
 from shared.storage import redis_clients
 from shared.storage.file_store import FileStore
 from shared.telemetry import tracing
@@ -117,9 +118,7 @@ class Services:
         try:
             yield self
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await stop(tasks)
             await self.waiter.close()
             await self.stream_reader.aclose()
             await self.redis.aclose(close_connection_pool=True)

@@ -52,6 +52,7 @@ from api.schemas.limits import RequestModels
 from shared.config import Config
 from shared.contract.scripts import BATCH_LOCK_RELEASE, BATCH_LOCK_RENEW
 from shared.registry import Registry
+from shared.stopping import stop
 from shared.storage.batch_files import ERR, OK, active_marker, file_data, line_job_id
 from shared.tenants import DEFAULT_TENANT, Tenant
 
@@ -134,9 +135,7 @@ class BatchKeeper:
                     log.warning("could not look after the batches: %s", exc)
                 await self._doorbell.rung(self._config.batch_poll_seconds)
         finally:
-            for task in self._driving.values():
-                task.cancel()
-            await asyncio.gather(*self._driving.values(), return_exceptions=True)
+            await stop(self._driving.values())
 
     async def _look_after(self) -> None:
         for batch_id in await self._batches.active():
@@ -236,8 +235,7 @@ class BatchKeeper:
                 runners = min(len(pending), self._config.batch_lines_in_flight)
                 await asyncio.gather(*(self._take_lines(batch, pending, progress) for _ in range(runners)))
             finally:
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
+                await stop([watcher])
             await self._write_counts(batch, progress)
 
     async def _take_lines(self, batch: dict[str, Any], pending: deque[InputLine], progress: Progress) -> None:

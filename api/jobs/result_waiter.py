@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 from api.errors import ResultStoreUnavailable
 from shared.config import Config
 from shared.contract import FINISHED
+from shared.stopping import stop
 from shared.storage import redis_clients
 
 log = logging.getLogger(__name__)
@@ -114,10 +115,7 @@ class ResultWaiter:
 
     async def close(self) -> None:
         """Stop the reader and close connections."""
-        for task in (self._reader, self._heartbeat, self._sweeper):
-            if task:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        await stop((self._reader, self._heartbeat, self._sweeper))
         if self._connection:
             await self._connection.disconnect()
 

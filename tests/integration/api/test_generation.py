@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import textwrap
+import uuid
 from pathlib import Path
 
 import httpx
@@ -121,7 +122,7 @@ def test_default_tokens_limit_beyond_the_models_context_is_still_answered(stack:
 
 
 def test_results_are_stored_under_redis_prefix(stack: Stack, fake: FakeModelServer) -> None:
-    job_id = "prefix-check-1"
+    job_id = f"prefix-check-{uuid.uuid4().hex}"  # no other run's keys hold it
     assert httpx.post(f"{stack.url}/generate", json={"job_id": job_id, "content": "x"}, timeout=30).status_code == 200
     store = redis.Redis(host=stack.config.redis_host, port=stack.config.redis_port)
     keys = {k.decode() for k in store.scan_iter(match=f"*{job_id}*")}
