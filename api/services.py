@@ -27,12 +27,12 @@ from api.observability.metrics import Metrics
 from api.observability.scaling import Scaling
 from api.observability.scrape import Scrape
 from api.schemas.limits import RequestModels, request_models
+from api.stopping import stop
 from api.tenancy.fair_share import FairShare
 from api.tenancy.guard import Guard
 from api.tenancy.quotas import Quotas
 from shared.config import Config
 from shared.registry import Registry, load_registry
-from shared.stopping import stop
 from shared.storage import redis_clients
 from shared.storage.file_store import FileStore
 from shared.telemetry import tracing

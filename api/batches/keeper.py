@@ -49,10 +49,10 @@ from api.jobs.recovery import LostJobs
 from api.jobs.route import JobRoute, JobRouting
 from api.jobs.runner import JobRunner
 from api.schemas.limits import RequestModels
+from api.stopping import stop
 from shared.config import Config
 from shared.contract.scripts import BATCH_LOCK_RELEASE, BATCH_LOCK_RENEW
 from shared.registry import Registry
-from shared.stopping import stop
 from shared.storage.batch_files import ERR, OK, active_marker, file_data, line_job_id
 from shared.tenants import DEFAULT_TENANT, Tenant
 

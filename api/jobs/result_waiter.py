@@ -33,9 +33,9 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError
 
 from api.errors import ResultStoreUnavailable
+from api.stopping import stop
 from shared.config import Config
 from shared.contract import FINISHED
-from shared.stopping import stop
 from shared.storage import redis_clients
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 redis-py's asyncio client (8.1) sometimes returns a command's answer to a task that was
 cancelled while the command ran: the cancellation is lost, and a loop of Redis commands
-goes on as if nothing had asked it to stop (tests/unit/test_private_apis.py shows it).
+goes on as if nothing had asked it to stop (tests/integration/api/test_stopping.py stops such loops).
 A loop stopped by one `cancel()` then never ends, nor does whoever awaits it: a batch's
 watcher kept its batch in progress for ever, a shutdown waited for its loops. `stop`
 asks again until each task has ended.

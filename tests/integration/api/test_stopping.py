@@ -1,4 +1,4 @@
-"""A loop of Redis commands stops when it is stopped (shared/stopping.py), though the
+"""A loop of Redis commands stops when it is stopped (api/stopping.py), though the
 asyncio client may swallow a cancellation that comes while a command runs."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import random
 import pytest
 import redis.asyncio as aioredis
 
-from shared.stopping import stop
+from api.stopping import stop
 from testing.processes import REDIS
 
 pytestmark = pytest.mark.integration
