@@ -21,6 +21,16 @@ def _host_port(item: str, default_port: int) -> tuple[str, int]:
         raise ValueError(f"not host:port: {item.strip()!r}") from None
 
 
+def url_shown(url: str) -> str:
+    """A URL as messages and logs may show it: without user or password."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def model_server_url(url: str) -> str:
     """A model server's base URL as the gateway uses it: with a scheme, without ``/v1``.
 
@@ -63,7 +73,20 @@ class Config(BaseSettings):
     inner_llm_priority_scheduling: bool = Field(
         False, description="INNER_LLM_URL's server schedules by priority (vLLM --scheduling-policy priority)"
     )
+    inner_llm_slots: int = Field(
+        16, ge=1, le=4096, description="calls each server of INNER_LLM_URL takes at once (with several servers)"
+    )
     default_model: str = ""
+    # Models with several servers (docs/servers.md).
+    server_failures: int = Field(
+        3, ge=1, description="failures in a row after which a server takes no new jobs until a probe answers"
+    )
+    server_probe_backoff: float = Field(1.0, gt=0, description="seconds to a failed server's first probe; doubles")
+    server_probe_max: float = Field(30.0, gt=0, description="most seconds between a failed server's probes")
+    prefix_affinity_chars: int = Field(
+        1000, ge=1, description="a prompt's prefix this long or longer is sent back to the server that last had it"
+    )
+    prefix_affinity_ttl: int = Field(600, ge=1, description="seconds a prefix is remembered with its server")
     llm_connect_timeout: float = Field(5.0, gt=0)
     llm_timeout: float = Field(600.0, gt=0, description="seconds to wait for one model-server answer")
     llm_max_retries: int = Field(3, ge=0)
@@ -199,17 +222,20 @@ class Config(BaseSettings):
     @field_validator("inner_llm_url")
     @classmethod
     def _add_scheme(cls, url: str) -> str:
-        return model_server_url(url)
+        urls = [model_server_url(part) for part in url.split(",") if part.strip()]
+        if not urls:
+            raise ValueError("INNER_LLM_URL: no model server named")
+        return ",".join(urls)
+
+    @property
+    def inner_llm_urls(self) -> list[str]:
+        """The servers of INNER_LLM_URL (one, or several comma-separated)."""
+        return self.inner_llm_url.split(",")
 
     @property
     def inner_llm_url_shown(self) -> str:
         """INNER_LLM_URL as messages and logs may show it: without user or password."""
-        parts = urlsplit(self.inner_llm_url)
-        if parts.username is None and parts.password is None:
-            return self.inner_llm_url
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        return urlunsplit(parts._replace(netloc=netloc))
+        return ",".join(url_shown(url) for url in self.inner_llm_urls)
 
     @classmethod
     def read_from_env(cls, env_file: str | None = None) -> Config:

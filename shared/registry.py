@@ -11,11 +11,23 @@ Set ``MODELS_FILE`` (YAML or JSON) or ``MODELS`` (the same, inline JSON):
         priority_scheduling: true        # vLLM --scheduling-policy priority: jobs' priorities passed on
         queue: llm-small                 # default: {QUEUE_NAME}.{name}
       - name: large
-        url: http://gpu-b:8000
+        servers:                         # several servers of one model (docs/servers.md)
+          - url: http://gpu-b:8000
+            slots: 16                    # calls it takes at once (default 16)
+            labels: {gpu: h100}
+          - url: http://gpu-c:8000
+            slots: 4
+            api_key_env: GPU_C_KEY       # a server's own key (default: the model's)
+        fallbacks: [small]               # run on these when no server of large answers
+        fallback_after: 10               # seconds without a healthy server before that
+        queue_fallback_after: 30         # opt-in: also when a job waited this long for a slot
+        prefix_affinity: true            # a shared prompt prefix goes back to its server
     default: small                       # for requests that name no model (default: the first)
 
 Without either, ``INNER_LLM_URL`` alone is a one-model registry: every job goes to
 ``QUEUE_NAME``, and the model a request names is passed to that server as it is.
+``INNER_LLM_URL`` may name several servers of that model, comma-separated, each with
+``INNER_LLM_SLOTS`` slots.
 API and workers read the same registry: the API routes each job to its model's
 queue, or refuses an unknown model (404) before anything is queued; a worker
 consumes the queues of the models it is started for (``WORKER_MODELS``), and calls
@@ -30,6 +42,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import SecretStr
@@ -61,12 +74,26 @@ class UnknownQueue(LookupError):
         self.known = known
 
 
+DEFAULT_SLOTS = 16
+
+
+@dataclass(frozen=True)
+class Server:
+    """One server of a model: where it is, how many calls it takes at once, its key."""
+
+    name: str  # unique within its model: "host:port" unless the registry names it
+    url: str
+    slots: int = DEFAULT_SLOTS
+    api_key: SecretStr | None = field(default=None, repr=False)
+    labels: tuple[tuple[str, str], ...] = ()
+
+
 @dataclass(frozen=True)
 class Model:
-    """One model: the names it is asked for by, its server, and its queue."""
+    """One model: the names it is asked for by, its servers, and its queue."""
 
     name: str
-    url: str
+    url: str  # its first server's
     queue: str
     aliases: tuple[str, ...] = ()
     served_name: str | None = None
@@ -74,10 +101,44 @@ class Model:
     # Its server schedules by a request's `priority` (vLLM's --scheduling-policy priority):
     # each job's priority is passed on, so an urgent one overtakes inside the server too.
     priority_scheduling: bool = False
+    # Its servers; one made of `url` and `api_key` when the registry lists none.
+    servers: tuple[Server, ...] = ()
+    # Models to run a job on, in turn, when this one has had no healthy server for
+    # `fallback_after` seconds or (when set) the job waited `queue_fallback_after` seconds.
+    fallbacks: tuple[str, ...] = ()
+    fallback_after: float = 10.0
+    queue_fallback_after: float | None = None
+    prefix_affinity: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.servers:
+            server = Server(server_name(self.url), self.url, DEFAULT_SLOTS, self.api_key)
+            object.__setattr__(self, "servers", (server,))
 
     @property
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
+
+    @property
+    def pooled(self) -> bool:
+        """Its jobs take a slot of one of its servers (tasks/model/servers.py): it has
+        several servers, or fallbacks that a server's health decides."""
+        return len(self.servers) > 1 or bool(self.fallbacks)
+
+    def server(self, name: str) -> Server:
+        for server in self.servers:
+            if server.name == name:
+                return server
+        raise KeyError(name)
+
+
+def server_name(url: str) -> str:
+    """A server's name from its URL: host:port (never a user or password), and its path if any."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    path = parts.path.rstrip("/")
+    return f"{host}:{port}{path}"
 
 
 @dataclass(frozen=True)
@@ -141,16 +202,79 @@ def load_registry(config: Config) -> Registry:
         except ValueError as exc:
             raise RegistryError(f"MODELS is not JSON: {exc}") from None
     if raw is None:
+        urls = config.inner_llm_urls
+        servers = tuple(Server(server_name(url), url, config.inner_llm_slots, config.inner_llm_api_key) for url in urls)
+        if len({server.name for server in servers}) < len(servers):
+            raise RegistryError("INNER_LLM_URL names one server twice")
         single = Model(
             name=config.default_model or "default",
-            url=config.inner_llm_url,
+            url=urls[0],
             queue=config.queue_name,
             served_name=config.default_model or None,
             api_key=config.inner_llm_api_key,
             priority_scheduling=config.inner_llm_priority_scheduling,
+            servers=servers,
         )
         return Registry((single,), single, passthrough=True)
     return _parse(raw, config)
+
+
+def _key(entry: dict[str, Any]) -> SecretStr | None:
+    key = entry.get("api_key")
+    if not key and entry.get("api_key_env"):
+        key = os.environ.get(str(entry["api_key_env"]))
+    return SecretStr(str(key)) if key else None
+
+
+def _servers(entry: dict[str, Any], where: str, model_key: SecretStr | None) -> tuple[Server, ...]:
+    listed = entry.get("servers")
+    if listed is None:
+        url = model_server_url(str(entry["url"]))
+        return (Server(server_name(url), url, _slots(entry, where), model_key),)
+    if not isinstance(listed, list) or not listed:
+        raise RegistryError(f"{where}: 'servers' needs a non-empty list")
+    servers = []
+    for index, item in enumerate(listed):
+        at = f"{where}.servers[{index}]"
+        if isinstance(item, str):
+            item = {"url": item}
+        if not isinstance(item, dict) or not item.get("url"):
+            raise RegistryError(f"{at} needs 'url'")
+        url = model_server_url(str(item["url"]))
+        labels = item.get("labels") or {}
+        if not isinstance(labels, dict):
+            raise RegistryError(f"{at}: 'labels' needs a mapping")
+        name = str(item.get("name") or server_name(url))
+        if not QUEUE_CHARS.match(name.replace("/", ".")):
+            raise RegistryError(f"{at}: name {name!r} may hold only letters, digits and . _ : - /")
+        servers.append(
+            Server(
+                name,
+                url,
+                _slots(item, at),
+                _key(item) or model_key,
+                tuple(sorted((str(k), str(v)) for k, v in labels.items())),
+            )
+        )
+    if len({server.name for server in servers}) < len(servers):
+        raise RegistryError(f"{where}: two servers with one name (give each a 'name')")
+    return tuple(servers)
+
+
+def _slots(entry: dict[str, Any], where: str) -> int:
+    slots = entry.get("slots", DEFAULT_SLOTS)
+    if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= 4096:
+        raise RegistryError(f"{where}: 'slots' needs a whole number from 1 to 4096")
+    return slots
+
+
+def _seconds(entry: dict[str, Any], name: str, where: str, default: float | None) -> float | None:
+    value = entry.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 86400:
+        raise RegistryError(f"{where}: '{name}' needs seconds from 0 to 86400")
+    return float(value)
 
 
 def _parse(raw: Any, config: Config) -> Registry:
@@ -160,8 +284,10 @@ def _parse(raw: Any, config: Config) -> Registry:
     models = []
     seen: set[str] = set()
     for index, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry.get("url"):
-            raise RegistryError(f"models[{index}] needs 'name' and 'url'")
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise RegistryError(f"models[{index}] needs 'name' and 'url' (or 'servers')")
+        if not entry.get("url") and not entry.get("servers"):
+            raise RegistryError(f"models[{index}] needs 'name' and 'url' (or 'servers')")
         name = entry["name"]
         aliases = tuple(str(alias) for alias in entry.get("aliases") or ())
         for each in (name, *aliases):
@@ -171,22 +297,33 @@ def _parse(raw: Any, config: Config) -> Registry:
         queue = str(entry.get("queue") or f"{config.queue_name}.{name}")
         if not QUEUE_CHARS.match(queue):
             raise RegistryError(f"models[{index}]: queue {queue!r} may hold only letters, digits and . _ : -")
-        key = entry.get("api_key")
-        if not key and entry.get("api_key_env"):
-            key = os.environ.get(str(entry["api_key_env"]))
-        url = model_server_url(str(entry["url"]))
+        where = f"models[{index}]"
+        key = _key(entry)
+        servers = _servers(entry, where, key)
+        fallbacks = entry.get("fallbacks") or []
+        if not isinstance(fallbacks, list) or not all(isinstance(f, str) for f in fallbacks):
+            raise RegistryError(f"{where}: 'fallbacks' needs a list of model names")
         models.append(
             Model(
                 name=name,
-                url=url,
+                url=servers[0].url,
                 queue=queue,
                 aliases=aliases,
                 served_name=entry.get("served_name"),
-                api_key=SecretStr(str(key)) if key else None,
+                api_key=key,
                 priority_scheduling=entry.get("priority_scheduling") is True,
+                servers=servers,
+                fallbacks=tuple(fallbacks),
+                fallback_after=_seconds(entry, "fallback_after", where, 10.0) or 0.0,
+                queue_fallback_after=_seconds(entry, "queue_fallback_after", where, None),
+                prefix_affinity=entry.get("prefix_affinity", True) is not False,
             )
         )
     registry = Registry(tuple(models), models[0])
+    for model in models:
+        for fallback in model.fallbacks:
+            if fallback not in registry.names() or registry.route(fallback) is model:
+                raise RegistryError(f"model {model.name!r}: fallback {fallback!r} is not another model of the registry")
     default = raw.get("default") if isinstance(raw, dict) else None
     if default:
         try:

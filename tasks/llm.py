@@ -69,6 +69,8 @@ def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
         extra={k: v for k, v in (job.openai or {}).items() if k != "messages"},
         raw=name == TaskName.COMPLETE,
         priority=meta.priority,
+        accepted_at=job.accepted_at,
+        fallbacks=job.fallbacks,
     )
     started = time.time()
     worker = current()
@@ -112,9 +114,13 @@ def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
         if relay is not None:
             relay.end(answer)
         usage = completion.usage or {}
+        served = {}
+        if completion.served_by:
+            served = {"served_model": completion.served_by[0], "server": completion.served_by[1]}
         log.info(
             "job done",
             extra={
+                **served,
                 "seconds": timing["run_seconds"],
                 "queued_seconds": timing.get("queued_seconds"),
                 "tokens": usage.get("completion_tokens"),

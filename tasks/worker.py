@@ -1,5 +1,6 @@
 """What one worker process holds: its `Config` (read once, as it starts), a model-server
-client per model, and the record of the jobs it runs.
+client per model (per server of a model with several, and their pools:
+tasks/model/servers.py), and the record of the jobs it runs.
 
 The task bodies (tasks/llm.py) and the worker's wiring (tasks/wiring.py) take what
 they need from `current()`; a test builds its own with `use(Worker(config, ...))`.
@@ -9,14 +10,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from shared.config import Config
-from shared.registry import Registry, load_registry
+from shared.registry import Model, Registry, Server, load_registry
+from shared.storage import redis_clients
 from shared.storage.batch_files import BatchLines
 from shared.storage.file_store import FileStore
 from shared.webhooks import Endpoint, load_endpoints
 from tasks.capacity import CapacityReporter, Load
 from tasks.model import ModelClient
+from tasks.model.pooled import PooledModel
+from tasks.model.servers import PoolKeeper, ServerPool
 from tasks.running import RunningJobs
 
 
@@ -32,7 +37,10 @@ class Worker:
         self.config = config
         self.registry: Registry = load_registry(config)
         self._default = client  # INNER_LLM_URL's, or a test's
-        self._routed: dict[str, ModelClient] = {}  # per model of the registry (MODELS, MODELS_FILE)
+        self._routed: dict[str, ModelClient | PooledModel] = {}  # per model of the registry
+        self._servers: dict[tuple[str, str], ModelClient] = {}  # per server of a model with a pool
+        self._pools: dict[str, ServerPool] = {}
+        self._keeper: PoolKeeper | None = None
         # The broker's delivery tags of the messages this process holds, renewed with
         # the leases on a Redis broker (the wiring's reading of Celery's worker state).
         self.unacked_tags = unacked_tags
@@ -41,28 +49,75 @@ class Worker:
         # The webhook endpoints, by name (WEBHOOKS, WEBHOOKS_FILE).
         self.webhooks: dict[str, Endpoint] = {e.name: e for e in load_endpoints(config)}
         self._reporter: CapacityReporter | None = None
+        self._pool_client: Any = None
         self._lock = threading.Lock()
 
-    def client(self, route: str | None = None) -> ModelClient:
-        """The client of the model server of `route` (a model of the registry;
-        INNER_LLM_URL's without one), made on first use."""
+    def client(self, route: str | None = None) -> ModelClient | PooledModel:
+        """What calls the model server(s) of `route` (a model of the registry; the
+        default model without one), made on first use: the model's client, or, for a
+        model with several servers or fallbacks, its `PooledModel`."""
         with self._lock:
-            if route is None:
-                if self._default is None:
-                    self._default = ModelClient(self.config)
+            if route is None and self._default is not None:
                 return self._default
-            client = self._routed.get(route)
+            model = self.registry.default if route is None else self.registry.by_name(route)
+            caller = self._routed.get(model.name)
+            if caller is None:
+                if model.pooled:
+                    caller = PooledModel(self.config, self.registry, model, self.pool, self.server_client)
+                    if self._keeper is None:
+                        self._keeper = PoolKeeper(self._all_pools, self._probe)
+                else:
+                    caller = self._make_client(model, model.servers[0])
+                self._routed[model.name] = caller
+            if route is None and isinstance(caller, ModelClient):
+                self._default = caller
+            return caller
+
+    def server_client(self, model: Model, server: Server) -> ModelClient:
+        """The client of one server of a pooled model: one attempt a call (the pool fails over)."""
+        with self._lock:
+            client = self._servers.get((model.name, server.name))
             if client is None:
-                model = self.registry.by_name(route)
-                served = model.served_name or model.name
-                update = {
-                    "inner_llm_url": model.url,
-                    "inner_llm_api_key": model.api_key,
-                    "default_model": served,
-                    "inner_llm_priority_scheduling": model.priority_scheduling,
-                }
-                client = self._routed[route] = ModelClient(self.config.model_copy(update=update))
+                client = self._servers[(model.name, server.name)] = self._make_client(model, server, attempts=1)
             return client
+
+    def pool(self, model: Model) -> ServerPool:
+        """The pool of `model`'s servers, as this process takes their slots."""
+        holder = self.running.worker  # (takes the lock itself)
+        with self._lock:
+            pool = self._pools.get(model.name)
+            if pool is None:
+                pool = self._pools[model.name] = ServerPool(self.config, self._pool_redis(), model, holder)
+            return pool
+
+    def _all_pools(self) -> list[ServerPool]:
+        with self._lock:
+            return list(self._pools.values())
+
+    def _probe(self, model: Model, server: Server) -> str | None:
+        return self.server_client(model, server).probe(min(2.0, self.config.llm_connect_timeout))
+
+    def _pool_redis(self) -> Any:
+        # Each thread waiting for a slot blocks on a connection of its own.
+        if self._pool_client is None:
+            self._pool_client = redis_clients.sync_client(
+                self.config,
+                socket_connect_timeout=self.config.redis_connect_timeout,
+                max_connections=self.config.worker_concurrency + 8,
+            )
+        return self._pool_client
+
+    def _make_client(self, model: Model, server: Server, attempts: int | None = None) -> ModelClient:
+        update: dict[str, Any] = {
+            "inner_llm_url": server.url,
+            "inner_llm_api_key": server.api_key,
+            "inner_llm_priority_scheduling": model.priority_scheduling,
+        }
+        if not self.registry.passthrough:
+            update["default_model"] = model.served_name or model.name
+        if attempts is not None:
+            update["llm_max_retries"] = attempts - 1
+        return ModelClient(self.config.model_copy(update=update))
 
     @property
     def batch_lines(self) -> BatchLines:
@@ -108,14 +163,17 @@ class Worker:
     def close(self) -> None:
         """Close the model-server connections and stop the lease and cancel threads."""
         with self._lock:
-            clients = [self._default, *self._routed.values()]
-            self._default, self._routed = None, {}
+            clients = [self._default, *self._routed.values(), *self._servers.values()]
+            self._default, self._routed, self._servers, self._pools = None, {}, {}, {}
             running, self._running = self._running, None
             reporter, self._reporter = self._reporter, None
+            keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.stop()
         if reporter is not None:
             reporter.stop()
         for client in clients:
-            if client is not None:
+            if isinstance(client, ModelClient):
                 client.close()
         if running is not None:
             running.close()

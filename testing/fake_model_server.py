@@ -10,6 +10,11 @@ arguments (streamed in pieces); with `response_format` json_object or json_schem
 answers ``{"echo": <last message>}`` as JSON; with `logprobs` it gives a logprob per
 word; `/v1/completions` answers each prompt of a list `n` times (with `echo`, the
 prompt first), without a chat template.
+
+Like a real server it may take only so many calls at once (`slots`: the others wait
+their turn inside it), be broken (`broken`: every answer, `/health` included, is that
+status), and answer faster when it saw a conversation's prefix a moment ago (`cached_latency`:
+its prefix cache).
 """
 
 from __future__ import annotations
@@ -70,6 +75,14 @@ class FakeModelServer:
         self.last_headers: dict[str, str] = {}  # of the last chat completion request
         self.in_flight = 0
         self.peak_in_flight = 0
+        self.slots: int | None = None  # calls it works on at once; the others wait inside it
+        self._slots: asyncio.Semaphore | None = None
+        self.broken: int | None = None  # a status every request is answered with (a sick server)
+        self.cached_latency: float | None = None  # the latency when the prompt's prefix is cached
+        self.cache_seconds = 30.0  # how long a prefix stays cached
+        self._cache: dict[str, float] = {}
+        self.prefix_hits = 0
+        self.answered = 0  # chat completions answered in full
 
     @property
     def completions(self) -> list[dict[str, Any]]:
@@ -87,6 +100,7 @@ class FakeModelServer:
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/completions", self._chat, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                Route("/health", self._health, methods=["GET"]),
                 Route("/stats", self._stats, methods=["GET", "DELETE"]),
                 Route("/settings", self._settings, methods=["PUT"]),
             ]
@@ -111,10 +125,12 @@ class FakeModelServer:
     async def _stats(self, request: Request) -> Response:
         """What a benchmark in another process reads: requests so far, most held at once.
         DELETE starts the count again."""
-        stats = {"requests": len(self.requests), "peak_in_flight": self.peak_in_flight}
+        stats = {"requests": len(self.requests), "peak_in_flight": self.peak_in_flight,
+                 "answered": self.answered, "prefix_hits": self.prefix_hits}  # fmt: skip
         if request.method == "DELETE":
             self.requests.clear()
             self.peak_in_flight = self.in_flight
+            self.answered = self.prefix_hits = 0
         return JSONResponse(stats)
 
     async def _settings(self, request: Request) -> Response:
@@ -123,9 +139,20 @@ class FakeModelServer:
         settings = await request.json()
         self.latency = float(settings.get("latency", self.latency))
         self.chunk_delay = float(settings.get("chunk_delay", self.chunk_delay))
-        return JSONResponse({"latency": self.latency, "chunk_delay": self.chunk_delay})
+        if "broken" in settings:
+            self.broken = settings["broken"]
+        if "cached_latency" in settings:
+            self.cached_latency = settings["cached_latency"]
+        return JSONResponse({"latency": self.latency, "chunk_delay": self.chunk_delay, "broken": self.broken})
+
+    async def _health(self, _: Request) -> Response:
+        if self.broken:
+            return JSONResponse({"error": "broken"}, status_code=self.broken)
+        return JSONResponse({"status": "ok"})
 
     async def _models(self, _: Request) -> Response:
+        if self.broken:
+            return JSONResponse({"error": "broken"}, status_code=self.broken)
         return JSONResponse(
             {
                 "object": "list",
@@ -143,8 +170,15 @@ class FakeModelServer:
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         streaming = False
         try:
-            if self.latency:
-                await asyncio.sleep(self.latency)
+            if self.broken:
+                return _openai_error(self.broken, "the server is broken", "InternalServerError")
+            if self.slots:
+                if self._slots is None:
+                    self._slots = asyncio.Semaphore(self.slots)
+                async with self._slots:
+                    await self._work(body)
+            else:
+                await self._work(body)
             wider = ("prompt", "tools", "response_format", "logprobs")
             if any(body.get(name) not in (None, [], False) for name in wider):
                 answer = self._answer(body)  # errors, context checks: as for any request
@@ -169,6 +203,21 @@ class FakeModelServer:
         finally:
             if not streaming:
                 self.in_flight -= 1
+
+    async def _work(self, body: dict[str, Any]) -> None:
+        """The time a call takes: `latency`, or `cached_latency` when its prefix is cached."""
+        latency = self.latency
+        messages = body.get("messages")
+        if self.cached_latency is not None and isinstance(messages, list) and len(messages) > 1:
+            prefix = json.dumps(messages[:-1], sort_keys=True)
+            now = time.monotonic()
+            if now - self._cache.get(prefix, -1e9) < self.cache_seconds:
+                latency = self.cached_latency
+                self.prefix_hits += 1
+            self._cache[prefix] = now
+        if latency:
+            await asyncio.sleep(latency)
+        self.answered += 1
 
     async def _stream(self, body: dict[str, Any], content: str, finish: str, usage: dict[str, int]) -> Any:
         base = {
@@ -432,10 +481,14 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=8670)
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
+    parser.add_argument("--slots", type=int, default=None, help="calls it works on at once")
+    parser.add_argument("--cached-latency", type=float, default=None, help="latency when the prefix is cached")
     args = parser.parse_args()
     server = FakeModelServer(args.port)
     server.latency = args.latency
     server.chunk_delay = args.chunk_delay
+    server.slots = args.slots
+    server.cached_latency = args.cached_latency
     server.start()
     print(f"fake model server on {server.url}", flush=True)
     try:

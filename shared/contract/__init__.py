@@ -106,6 +106,9 @@ class Job(BaseModel):
     content: str | None = None  # generate
     messages: list[Message] | None = None  # chat
     route: str | None = None  # the registry's name of the model (several models); None: INNER_LLM_URL's
+    # The models (the registry's names) it may fall back to, in turn, as the request
+    # named them (`fallbacks`; [] for none); None: its model's (shared/registry.py).
+    fallbacks: list[str] | None = None
     stream: bool = False  # relay the answer piece by piece (`Keys.stream`)
     accepted_at: float | None = None  # the API's clock when it queued the job (not part of its fingerprint)
     # The channel of the API process awaiting the job (`Keys.replies`), also kept in its

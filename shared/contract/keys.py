@@ -107,3 +107,31 @@ class Keys:
         """Kombu's Redis transport's sorted set of unacknowledged messages (a Redis
         broker only): workers renew their messages' scores in it."""
         return f"{self.prefix}unacked_index"
+
+    def servers(self, model: str) -> str:
+        """A hash of the state of a model's servers (tasks/model/servers.py): by
+        "{server}|{field}", slots, free, state (up, down), fails (in a row), jobs,
+        failures, since, why, probe_at, probe_wait; and the model's down_since."""
+        return f"{self.prefix}servers:{model}"
+
+    def server_holds(self, model: str) -> str:
+        """A hash of the slots of a model's servers that jobs hold: by hold id,
+        "{server}|{expires ms}|{worker}"."""
+        return f"{self.prefix}servers:{model}:holds"
+
+    def server_waiting(self, model: str) -> str:
+        """A sorted set of the jobs waiting for a slot of a model's servers, in the
+        order they get one (priority first, then the time they were accepted)."""
+        return f"{self.prefix}servers:{model}:waiting"
+
+    def server_beats(self, model: str) -> str:
+        """A hash of when each waiter of `server_waiting` stops counting (ms) unless it waits on."""
+        return f"{self.prefix}servers:{model}:beats"
+
+    def server_wake_prefix(self, model: str) -> str:
+        """Where a waiter is woken (a list under this prefix and its id) when a slot is free."""
+        return f"{self.prefix}servers:{model}:wake:"
+
+    def affinity(self, model: str, prefix_hash: str) -> str:
+        """The server of a model that last served a prompt prefix (a TTL)."""
+        return f"{self.prefix}affinity:{model}:{prefix_hash}"

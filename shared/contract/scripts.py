@@ -3,7 +3,9 @@
 Each names its KEYS and ARGV in a comment. The job's own: CLAIM, MARK_STARTED,
 STORE_ONCE, CANCEL; the tenants': ADMIT (quotas), RATE_COUNT (rate limits); the locks
 one process holds at a time: FAIR_LOCK_RENEW (a busy model's dispatcher),
-BATCH_LOCK_RENEW and BATCH_LOCK_RELEASE (the process driving a batch).
+BATCH_LOCK_RENEW and BATCH_LOCK_RELEASE (the process driving a batch); the slots of
+a model's servers (tasks/model/servers.py): SERVER_TAKE, SERVER_RELEASE, SERVER_PROBES,
+SERVER_RECOVERED, SERVER_RECLAIM, SERVER_RENEW.
 """
 
 from __future__ import annotations
@@ -189,5 +191,229 @@ return 1
 # KEYS: the lock. ARGV: this process's token.
 BATCH_LOCK_RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
+# The slots of a model's servers, shared by every worker. Common to their scripts:
+# KEYS[1] is the model's `servers` hash; `spec` ("name=slots,name=slots", in the
+# registry's order) names the servers this worker knows, and adds those the hash
+# lacks (Redis emptied, a server added) or changes their slots.
+_SERVERS = """
+local pool = KEYS[1]
+local function f(s, name) return s .. '|' .. name end
+local function load(spec)
+  local flat = redis.call('HGETALL', pool)
+  local h = {}
+  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  local names = {}
+  for item in string.gmatch(spec, '[^,]+') do
+    local name, slots = string.match(item, '^(.*)=(%d+)$')
+    slots = tonumber(slots)
+    local have = tonumber(h[f(name, 'slots')])
+    if not have then
+      redis.call('HSET', pool, f(name, 'slots'), slots, f(name, 'free'), slots, f(name, 'state'), 'up',
+                 f(name, 'fails'), 0)
+      h[f(name, 'slots')], h[f(name, 'free')], h[f(name, 'state')], h[f(name, 'fails')] = slots, slots, 'up', '0'
+    elseif have ~= slots then
+      redis.call('HSET', pool, f(name, 'slots'), slots)
+      h[f(name, 'free')] = redis.call('HINCRBY', pool, f(name, 'free'), slots - have)
+      h[f(name, 'slots')] = slots
+    end
+    table.insert(names, name)
+  end
+  return names, h
+end
+local function free_up(names, h)
+  local free = 0
+  for _, s in ipairs(names) do
+    if h[f(s, 'state')] == 'up' then free = free + math.max(0, tonumber(h[f(s, 'free')])) end
+  end
+  return free
+end
+local function wake(waiting, prefix, n)
+  if n <= 0 then return end
+  for _, w in ipairs(redis.call('ZRANGE', waiting, 0, n - 1)) do
+    redis.call('LPUSH', prefix .. w, 1)
+    redis.call('LTRIM', prefix .. w, 0, 0)
+    redis.call('PEXPIRE', prefix .. w, 60000)
+  end
+end
+"""
+
+# Takes a slot for one job, or puts it in line. The slot is one of a healthy server
+# that is not in `exclude` (",a,b,": servers that failed this job), the prefix's
+# server when it has one free, else the server with the most of its slots free; and
+# only when fewer waiters are ahead in line than slots are free. Returns {1, server,
+# affinity hit}, or {0, down_since}: down_since is when the model's last healthy
+# server went down ('0' while one is up).
+# KEYS: servers, holds, waiting, beats, affinity key. ARGV: now ms, spec, waiter,
+# score, hold id, hold expires ms, waiter's beat expires ms, exclude, affinity TTL
+# (0: none), wake prefix, worker.
+SERVER_TAKE = (
+    _SERVERS
+    + """
+local names, h = load(ARGV[2])
+local now, exclude = tonumber(ARGV[1]), ARGV[8]
+local waiting, beats = KEYS[3], KEYS[4]
+local function usable(s)
+  return s and h[f(s, 'state')] == 'up' and tonumber(h[f(s, 'free')] or '0') > 0
+    and not string.find(exclude, ',' .. s .. ',', 1, true)
+end
+local free, best, best_share = 0, nil, -1
+for _, s in ipairs(names) do
+  if usable(s) then
+    local left = tonumber(h[f(s, 'free')])
+    free = free + left
+    local share = left / tonumber(h[f(s, 'slots')])
+    if share > best_share then best, best_share = s, share end
+  end
+end
+redis.call('ZADD', waiting, 'NX', ARGV[4], ARGV[3])
+redis.call('HSET', beats, ARGV[3], ARGV[7])
+if free == 0 then return {0, h['down_since'] or '0'} end
+local rank = redis.call('ZRANK', waiting, ARGV[3])
+if rank >= free then
+  for _, w in ipairs(redis.call('ZRANGE', waiting, 0, rank - 1)) do
+    if tonumber(redis.call('HGET', beats, w) or '0') < now then
+      redis.call('ZREM', waiting, w)
+      redis.call('HDEL', beats, w)
+    end
+  end
+  rank = redis.call('ZRANK', waiting, ARGV[3])
+  if rank >= free then return {0, h['down_since'] or '0'} end
+end
+local hit = 0
+if ARGV[9] ~= '0' then
+  local last = redis.call('GET', KEYS[5])
+  if last and usable(last) then best, hit = last, 1 end
+  redis.call('SET', KEYS[5], best, 'EX', ARGV[9])
+end
+redis.call('HINCRBY', pool, f(best, 'free'), -1)
+redis.call('HSET', KEYS[2], ARGV[5], best .. '|' .. ARGV[6] .. '|' .. ARGV[11])
+redis.call('ZREM', waiting, ARGV[3])
+redis.call('HDEL', beats, ARGV[3])
+return {1, best, hit}
+"""
+)
+
+# Gives a slot back. `outcome`: ok (the server answered), fail (it failed: one more
+# failure in a row; at `threshold` it goes down, to be probed after `first probe`
+# ms), down (it failed so that it is down at once: refused the connection), or
+# none (the job was cancelled or at fault: no word on the server). Wakes the waiters
+# first in line, as many as slots are free. Returns {1, server, 'down' when it went
+# down now, 'last' when no server of the model is up any more}, or {0} for a hold
+# that is gone (reclaimed, or Redis emptied).
+# KEYS: servers, holds, waiting. ARGV: hold id, outcome, now ms, threshold, first
+# probe ms, wake prefix, why, spec.
+SERVER_RELEASE = (
+    _SERVERS
+    + """
+local names, h = load(ARGV[8])
+local held = redis.call('HGET', KEYS[2], ARGV[1])
+if not held then return {0} end
+redis.call('HDEL', KEYS[2], ARGV[1])
+local s = string.match(held, '^(.*)|[^|]*|[^|]*$')
+if not h[f(s, 'slots')] then return {0} end
+h[f(s, 'free')] = redis.call('HINCRBY', pool, f(s, 'free'), 1)
+local outcome, now = ARGV[2], tonumber(ARGV[3])
+local went, last = '', ''
+if outcome == 'ok' then
+  redis.call('HINCRBY', pool, f(s, 'jobs'), 1)
+  if h[f(s, 'fails')] ~= '0' then redis.call('HSET', pool, f(s, 'fails'), 0) end
+elseif outcome == 'fail' or outcome == 'down' then
+  redis.call('HINCRBY', pool, f(s, 'failures'), 1)
+  local fails = redis.call('HINCRBY', pool, f(s, 'fails'), 1)
+  redis.call('HSET', pool, f(s, 'why'), ARGV[7])
+  if h[f(s, 'state')] == 'up' and (outcome == 'down' or fails >= tonumber(ARGV[4])) then
+    redis.call('HSET', pool, f(s, 'state'), 'down', f(s, 'since'), now, f(s, 'probe_at'), now + tonumber(ARGV[5]),
+               f(s, 'probe_wait'), ARGV[5])
+    h[f(s, 'state')] = 'down'
+    went = 'down'
+    local up = false
+    for _, other in ipairs(names) do
+      if h[f(other, 'state')] == 'up' then up = true end
+    end
+    if not up and not h['down_since'] then
+      redis.call('HSET', pool, 'down_since', now)
+      last = 'last'
+    end
+  end
+end
+wake(KEYS[3], ARGV[6], free_up(names, h))
+return {1, s, went, last}
+"""
+)
+
+# The down servers whose probe is due: each gets its next probe time (its wait
+# doubled, at most `max wait`), so that one worker probes it at a time.
+# KEYS: servers. ARGV: now ms, spec, max wait ms.
+SERVER_PROBES = (
+    _SERVERS
+    + """
+local names, h = load(ARGV[2])
+local now, most = tonumber(ARGV[1]), tonumber(ARGV[3])
+local due = {}
+for _, s in ipairs(names) do
+  if h[f(s, 'state')] == 'down' and tonumber(h[f(s, 'probe_at')] or '0') <= now then
+    local wait = math.min(most, 2 * tonumber(h[f(s, 'probe_wait')] or '1000'))
+    redis.call('HSET', pool, f(s, 'probe_at'), now + wait, f(s, 'probe_wait'), wait)
+    table.insert(due, s)
+  end
+end
+return due
+"""
+)
+
+# A down server answered its probe: it is up again, and the waiters first in line
+# are woken. Returns 1 when it was down.
+# KEYS: servers, waiting. ARGV: server, now ms, wake prefix, spec.
+SERVER_RECOVERED = (
+    _SERVERS
+    + """
+local names, h = load(ARGV[4])
+local s = ARGV[1]
+if h[f(s, 'state')] ~= 'down' then return 0 end
+redis.call('HSET', pool, f(s, 'state'), 'up', f(s, 'fails'), 0, f(s, 'since'), ARGV[2])
+redis.call('HDEL', pool, 'down_since')
+h[f(s, 'state')] = 'up'
+wake(KEYS[2], ARGV[3], free_up(names, h))
+return 1
+"""
+)
+
+# Gives back the slots whose holder stopped renewing them (its worker died), and
+# wakes as many waiters. Returns how many.
+# KEYS: servers, holds, waiting. ARGV: now ms, wake prefix, spec.
+SERVER_RECLAIM = (
+    _SERVERS
+    + """
+local names, h = load(ARGV[3])
+local now, count = tonumber(ARGV[1]), 0
+local flat = redis.call('HGETALL', KEYS[2])
+for i = 1, #flat, 2 do
+  local s, expires = string.match(flat[i + 1], '^(.*)|([^|]*)|[^|]*$')
+  if tonumber(expires) < now then
+    redis.call('HDEL', KEYS[2], flat[i])
+    if h[f(s, 'slots')] then h[f(s, 'free')] = redis.call('HINCRBY', pool, f(s, 'free'), 1) end
+    count = count + 1
+  end
+end
+if count > 0 then wake(KEYS[3], ARGV[2], free_up(names, h)) end
+return count
+"""
+)
+
+# Renews the holds of one worker (their ids) to a new expiry; a hold already
+# reclaimed stays gone.
+# KEYS: holds. ARGV: expires ms, hold ids...
+SERVER_RENEW = """
+for i = 2, #ARGV do
+  local held = redis.call('HGET', KEYS[1], ARGV[i])
+  if held then
+    local s, worker = string.match(held, '^(.*)|[^|]*|([^|]*)$')
+    redis.call('HSET', KEYS[1], ARGV[i], s .. '|' .. ARGV[1] .. '|' .. worker)
+  end
+end
 return 1
 """

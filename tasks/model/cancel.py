@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import threading
+from typing import Protocol
 
-from tasks.model.http import Reply
+
+class Abortable(Protocol):
+    """What a cancel stops: a reply being read (tasks/model/http.py), a wait for a slot (servers.py)."""
+
+    def abort(self) -> None: ...
 
 
 class Cancelled(Exception):
@@ -18,7 +23,7 @@ class Cancel:
     def __init__(self) -> None:
         self._event = threading.Event()
         self._lock = threading.Lock()
-        self._reply: Reply | None = None
+        self._reply: Abortable | None = None
 
     def set(self) -> None:
         with self._lock:
@@ -30,7 +35,7 @@ class Cancel:
     def is_set(self) -> bool:
         return self._event.is_set()
 
-    def attach(self, reply: Reply | None) -> None:
+    def attach(self, reply: Abortable | None) -> None:
         with self._lock:
             self._reply = reply
         if reply is not None and self._event.is_set():

@@ -88,12 +88,19 @@ class ModelClient:
         """Close every thread's connection."""
         self._transport.close()
 
-    def chat(self, request: ChatRequest, cancel: Cancel | None = None, on_delta: OnDelta | None = None) -> Completion:
+    def chat(
+        self,
+        request: ChatRequest,
+        cancel: Cancel | None = None,
+        on_delta: OnDelta | None = None,
+        give_up_at: float | None = None,
+    ) -> Completion:
         """Ask for one chat completion and return its first choice.
 
         The answer is streamed, so that `cancel` can stop the call and the model server
         sees its connection close (and stops generating) at once. `on_delta(index, text, extra)`
-        receives each piece of the answer as it arrives.
+        receives each piece of the answer as it arrives. `give_up_at` (time.monotonic())
+        ends every attempt; by default LLM_DEADLINE from now.
         """
         body: dict[str, Any] = {k: v for k, v in request.extra.items() if k not in OWN_FIELDS}
         if not request.raw:
@@ -112,18 +119,40 @@ class ModelClient:
             body["priority"] = server_priority(request.priority)
         path = "/v1/completions" if request.raw else "/v1/chat/completions"
         try:
-            return self._send(path, body, cancel, on_delta)
+            return self._send(path, body, cancel, on_delta, give_up_at)
         except ModelServerRejected as exc:
             fitted = self._fit_to_context(exc, body)
             if fitted is None:
                 raise self._explain_rejection(exc, model) from None
-            return self._send(path, fitted, cancel, on_delta)
+            return self._send(path, fitted, cancel, on_delta, give_up_at)
 
     def served_models(self) -> list[str]:
         """The model ids the server lists at ``/v1/models`` (empty if it lists none)."""
         data = self._send("/v1/models", None)
         items = data.get("data") if isinstance(data, dict) else None
         return [str(item["id"]) for item in items or [] if isinstance(item, dict) and "id" in item]
+
+    def probe(self, timeout: float = 2.0) -> str | None:
+        """None when the server answers its ``/health`` (or, where it has none,
+        ``/v1/models``) with a success; else why not. One attempt, no retries."""
+        failure = "no answer"
+        for path in ("/health", "/v1/models"):
+            try:
+                reply = self._transport.send("GET", path, None, timeout, timeout)
+            except (OSError, http.client.HTTPException) as exc:
+                return f"{path}: {str(exc) or type(exc).__name__}"
+            try:
+                reply.read()
+            except (OSError, http.client.HTTPException) as exc:
+                return f"{path}: {str(exc) or type(exc).__name__}"
+            finally:
+                reply.close()
+            if reply.status < 400:
+                return None
+            failure = f"{path} answered {reply.status}"
+            if reply.status != 404:
+                return failure
+        return failure
 
     def _first_served_model(self) -> str | None:
         # vLLM needs a model name; with none configured, use the first the server serves.
@@ -175,11 +204,13 @@ class ModelClient:
         body: dict[str, Any] | None,
         cancel: Cancel | None = None,
         on_delta: OnDelta | None = None,
+        give_up_at: float | None = None,
     ) -> Any:
         attempt = 0
         relayed = False
         started = self._clock()
-        give_up_at = started + self._deadline
+        if give_up_at is None:
+            give_up_at = started + self._deadline
 
         def relay(index: int, text: str, extra: dict[str, Any] | None) -> None:
             nonlocal relayed
@@ -200,6 +231,8 @@ class ModelClient:
                 last = attempt >= self._max_retries or self._clock() + delay >= give_up_at
                 if last or relayed or (cancel is not None and cancel.is_set()):
                     error = retry.error
+                    if self._max_retries == 0:  # one server of several: the pool tries again elsewhere
+                        raise error from None
                     spent = self._clock() - started
                     raise type(error)(
                         f"{error.message} (gave up after {attempt + 1} attempt{'s' if attempt else ''}"

@@ -30,6 +30,9 @@ class Completion:
     usage: dict[str, Any] | None
     # When (time.monotonic()) the first piece of the answer arrived: its time to first token.
     first_piece_at: float | None = None
+    # The model (the registry's name) and server that answered, for a model with several
+    # servers or fallbacks (tasks/model/pooled.py).
+    served_by: tuple[str, str] | None = None
 
     @property
     def content(self) -> str:
@@ -43,6 +46,7 @@ class Completion:
             "finish_reason": self.choices[0]["finish_reason"] if self.choices else None,
             "usage": self.usage,
             "choices": self.choices,
+            **({"served_model": self.served_by[0], "server": self.served_by[1]} if self.served_by else {}),
         }
 
 
@@ -61,6 +65,8 @@ class ChatRequest:
     extra: dict[str, Any] = field(default_factory=dict)
     raw: bool = False  # a raw completion (/v1/completions, `extra["prompt"]`), not a chat
     priority: int | None = None  # the job's: 0 (batch) .. 9 (most urgent); None: the default
+    accepted_at: float | None = None  # when the API accepted the job (time.time()): its place in line for a slot
+    fallbacks: list[str] | None = None  # the models to fall back to (None: its model's; []: none)
 
 
 def server_priority(priority: int | None) -> int:
@@ -70,7 +76,7 @@ def server_priority(priority: int | None) -> int:
 
 
 # What the gateway sets in every request to the model server itself.
-OWN_FIELDS = frozenset({"model", "stream", "stream_options", "messages"})
+OWN_FIELDS = frozenset({"model", "stream", "stream_options", "messages", "fallbacks", "disable_fallbacks"})
 
 
 # How servers say that prompt + max_tokens exceed the context window.

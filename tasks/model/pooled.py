@@ -1,0 +1,209 @@
+"""A job on a model with several servers: a slot taken, failing over, falling back.
+
+`PooledModel.chat` takes a slot of one of the model's servers (servers.py) and calls
+that server once. When the call fails for the server's sake (refused, reset, timed
+out, a 5xx), the slot goes back marked failed and the job runs on another healthy
+server: that costs none of the job's own retries (`LLM_MAX_RETRIES`), which are
+spent only when no other server is left to try, with the usual backoff. Once pieces
+of a streamed answer were passed on, the job is not run again (they would be sent
+twice). While no server of the model is up the job waits, within its deadline
+(`LLM_DEADLINE`); when the model names fallbacks, a job that waited so for
+`fallback_after` seconds (or, opted in, `queue_fallback_after` seconds in all since
+it was accepted) runs on the first fallback model with a free slot. The answer says
+which model and server served it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+
+from shared.config import Config
+from shared.contract import (
+    DEFAULT_PRIORITY,
+    ModelServerError,
+    ModelServerFailed,
+    ModelServerRejected,
+    ModelServerTimeout,
+    ModelServerUnavailable,
+)
+from shared.registry import Model, Registry, Server
+from shared.telemetry import tracing
+from tasks.model.cancel import Cancel, Cancelled
+from tasks.model.client import ModelClient
+from tasks.model.protocol import ChatRequest, Completion
+from tasks.model.servers import WAIT_STEP, ServerPool, Slot, prefix_hash
+from tasks.model.stream import OnDelta
+
+log = logging.getLogger(__name__)
+
+SERVER_FAULTS = (ModelServerUnavailable, ModelServerFailed, ModelServerTimeout)
+PRIORITY_STEP = 1e13  # ms: a waiter's place in line is by priority, then by the time it was accepted
+
+
+class PooledModel:
+    """Runs jobs of one model on its servers' free slots."""
+
+    def __init__(
+        self,
+        config: Config,
+        registry: Registry,
+        model: Model,
+        pools: Callable[[Model], ServerPool],
+        clients: Callable[[Model, Server], ModelClient],
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._config = config
+        self._registry = registry
+        self.model = model
+        self._pools = pools
+        self._clients = clients
+        self._sleep = sleep
+
+    def chat(self, request: ChatRequest, cancel: Cancel | None = None, on_delta: OnDelta | None = None) -> Completion:
+        started = time.monotonic()
+        give_up_at = started + self._config.llm_deadline
+        relayed = False
+
+        def relay(index: int, text: str, extra: dict | None) -> None:  # type: ignore[type-arg]
+            nonlocal relayed
+            relayed = True
+            assert on_delta is not None
+            on_delta(index, text, extra)
+
+        prefix = None
+        if not request.raw:
+            prefix = prefix_hash(request.messages, self._config.prefix_affinity_chars)
+        tried: frozenset[str] = frozenset()
+        attempt = 0
+        while True:
+            slot = self._take(request, cancel, give_up_at, tried, prefix)
+            outcome, why = "none", ""
+            try:
+                completion = self._call(slot, request, cancel, relay if on_delta else None, give_up_at)
+                outcome = "ok"
+            except SERVER_FAULTS as error:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled from None
+                outcome = "down" if _refused(error) else "fail"
+                why = error.message
+                failure = error
+            except ModelServerRejected:
+                outcome = "ok"  # the server answered: the request is at fault
+                raise
+            finally:
+                if slot.hold:
+                    self._pools(slot.model).release(slot, outcome, why)
+            if outcome == "ok":
+                completion.served_by = (slot.model.name, slot.server.name)
+                return completion
+            log.warning(
+                "model server %s of %s failed job's call: %s", slot.server.name, slot.model.name, why,
+                extra={"server": slot.server.name, "model": slot.model.name},
+            )  # fmt: skip
+            if relayed:
+                raise failure
+            tried = tried | {slot.server.name}
+            if slot.model is self.model and self._pools(self.model).healthy_besides(tried):
+                continue  # another server: none of the job's own retries spent
+            delay = random.uniform(0, self._config.llm_retry_backoff * 2**attempt)
+            if attempt >= self._config.llm_max_retries or time.monotonic() + delay >= give_up_at:
+                spent = time.monotonic() - started
+                message = f"{why} (gave up after {attempt + 1} round(s) of the model's servers in {spent:.1f}s)"
+                raise type(failure)(message, failure.status_code) from None
+            self._sleep(delay)
+            attempt += 1
+            tried = frozenset()
+
+    def served_models(self) -> list[str]:
+        """The model ids the first of its servers that answers lists at /v1/models."""
+        failure: ModelServerError | None = None
+        for server in self.model.servers:
+            try:
+                return self._clients(self.model, server).served_models()
+            except ModelServerError as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
+
+    def _call(
+        self, slot: Slot, request: ChatRequest, cancel: Cancel | None, on_delta: OnDelta | None, give_up_at: float
+    ) -> Completion:
+        if slot.model is not self.model:
+            request = replace(request, model=slot.model.served_name or slot.model.name)
+        if tracing.enabled():
+            tracing.annotate(server=slot.server.name, served_model=slot.model.name,
+                             affinity_hit=slot.affinity_hit)  # fmt: skip
+        return self._clients(slot.model, slot.server).chat(request, cancel, on_delta, give_up_at=give_up_at)
+
+    def _take(
+        self, request: ChatRequest, cancel: Cancel | None, give_up_at: float, tried: frozenset[str], prefix: str | None
+    ) -> Slot:
+        """A slot of this model's servers, or of a fallback's; waits in line for one."""
+        pool = self._pools(self.model)
+        waiter = uuid.uuid4().hex
+        priority = DEFAULT_PRIORITY if request.priority is None else request.priority
+        accepted = request.accepted_at if request.accepted_at is not None else time.time()
+        score = (9 - priority) * PRIORITY_STEP + int(accepted * 1000)
+        waker = pool.waker(waiter)
+        if cancel is not None:
+            cancel.attach(waker)
+        try:
+            while True:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled
+                slot, down_since = pool.try_take(waiter, score, tried, prefix)
+                if slot is not None:
+                    return slot
+                now = time.monotonic()
+                if now >= give_up_at:
+                    raise ModelServerUnavailable(
+                        f"no server of model {self.model.name} took the job within its deadline"
+                        f" ({self._config.llm_deadline:g}s)"
+                    )
+                fallback = self._fallback(request, down_since, accepted, score)
+                if fallback is not None:
+                    return fallback
+                pool.wait(waiter, min(WAIT_STEP, give_up_at - now))
+        finally:
+            if cancel is not None:
+                cancel.attach(None)
+            pool.forget(waiter)
+
+    def _fallback(self, request: ChatRequest, down_since: float | None, accepted: float, score: float) -> Slot | None:
+        names = self.model.fallbacks if request.fallbacks is None else tuple(request.fallbacks)
+        if not names:
+            return None
+        now = time.time()
+        no_server = down_since is not None and now - down_since >= self.model.fallback_after
+        bound = self.model.queue_fallback_after
+        waited = bound is not None and now - accepted >= bound
+        if not (no_server or waited):
+            return None
+        for name in names:
+            model = self._registry.route(name)
+            if model is self.model:
+                continue
+            if not model.pooled:
+                slot = Slot(model, model.servers[0], "")
+            else:
+                waiter = uuid.uuid4().hex
+                slot, _ = self._pools(model).try_take(waiter, score)
+                self._pools(model).forget(waiter)
+                if slot is None:
+                    continue
+            log.warning(
+                "job runs on fallback model %s: %s", model.name,
+                "no server of its model is up" if no_server else "it waited too long for a slot",
+                extra={"model": self.model.name, "served_model": model.name},
+            )  # fmt: skip
+            return slot
+        return None
+
+
+def _refused(error: ModelServerError) -> bool:
+    return isinstance(error, ModelServerUnavailable) and "refused" in error.message.lower()

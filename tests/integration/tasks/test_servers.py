@@ -1,0 +1,339 @@
+"""A model with several servers, as a worker process runs its jobs: slots shared through
+Redis, failing over, draining and probing, fallbacks, prefix affinity. Real Redis and
+fake model servers over HTTP; the whole stack is in tests/faults/test_servers.py."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from shared.config import Config
+from shared.contract import ModelServerRejected, ModelServerUnavailable
+from shared.servers import servers_state
+from tasks.model import Cancel, Cancelled, ChatRequest
+from tasks.model.pooled import PooledModel
+from tasks.worker import Worker
+from testing.fake_model_server import FakeModelServer
+from testing.processes import REDIS, reachable, remove_traces
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def servers() -> Iterator[Callable[..., FakeModelServer]]:
+    started: list[FakeModelServer] = []
+
+    def start(latency: float = 0.0, slots: int | None = None) -> FakeModelServer:
+        server = FakeModelServer().start()
+        server.latency, server.slots = latency, slots
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[..., Worker]]:
+    if not reachable(REDIS):
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    made: list[Worker] = []
+
+    def make(models: list[dict[str, Any]], prefix: str = "", **settings: Any) -> Worker:
+        values = {"llm_retry_backoff": 0.01, "llm_max_retries": 1, "server_probe_backoff": 0.2,
+                  "server_probe_max": 0.4, **settings}  # fmt: skip
+        config = Config(
+            _env_file=None,  # type: ignore[call-arg]
+            redis_host=REDIS[0],
+            redis_port=REDIS[1],
+            redis_prefix=prefix or f"test-{uuid.uuid4().hex[:10]}",
+            models=json.dumps({"models": models}),
+            **values,
+        )
+        worker = Worker(config)
+        made.append(worker)
+        return worker
+
+    yield make
+    for worker in made:
+        worker.close()
+        remove_traces(worker.config)
+
+
+def ask(content: str, history: list[dict[str, str]] | None = None, **fields: Any) -> ChatRequest:
+    messages = [*(history or []), {"role": "user", "content": content}]
+    return ChatRequest(messages=messages, temperature=0.2, tokens_limit=16, **fields)
+
+
+def run_all(model: PooledModel, count: int, threads: int) -> list[dict[str, Any]]:
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(lambda n: model.chat(ask(f"job {n}")).as_dict(), range(count)))
+
+
+def state(worker: Worker, name: str) -> dict[str, dict[str, Any]]:
+    model = worker.registry.by_name(name)
+    raw = worker.pool(model)._redis.hgetall(worker.config.keys.servers(name))
+    return {server["name"]: server for server in servers_state(model, raw)}
+
+
+def test_a_slow_server_takes_fewer_jobs_in_proportion_to_its_speed(servers: Any, workers: Any) -> None:
+    fast, slow = servers(latency=0.02), servers(latency=0.2)
+    worker = workers([{"name": "m", "servers": [{"url": fast.url, "slots": 4}, {"url": slow.url, "slots": 4}]}])
+    model = worker.client("m")
+    assert isinstance(model, PooledModel)
+    answers = run_all(model, 240, 16)
+    assert [a["content"] for a in answers] == [f"echo: job {n}" for n in range(240)]
+    shares = Counter(a["server"] for a in answers)
+    assert sum(shares.values()) == 240
+    # Each server takes jobs as fast as its slots free: ten times faster, ten times the jobs
+    # (the line keeps both busy: 16 callers for 8 slots).
+    ratio = shares[f"127.0.0.1:{fast.port}"] / shares[f"127.0.0.1:{slow.port}"]
+    assert 6 <= ratio <= 14, shares
+    assert fast.peak_in_flight <= 4 and slow.peak_in_flight <= 4  # never more than its slots
+    shown = state(worker, "m")
+    assert all(s["busy"] == 0 and s["state"] == "healthy" for s in shown.values())
+    assert sum(s["jobs"] for s in shown.values()) == 240
+
+
+def test_slots_are_shared_by_every_worker_process(servers: Any, workers: Any) -> None:
+    one, two = servers(latency=0.05), servers(latency=0.05)
+    registry = [{"name": "m", "servers": [{"url": one.url, "slots": 2}, {"url": two.url, "slots": 2}]}]
+    first = workers(registry)
+    second = workers(registry, prefix=first.config.redis_prefix)  # another process of the same deployment
+    with ThreadPoolExecutor(12) as pool:
+        calls = [pool.submit(w.client("m").chat, ask(f"{n}")) for n, w in enumerate([first, second] * 12)]
+        assert all(call.result().content.startswith("echo") for call in calls)
+    assert one.peak_in_flight == 2 and two.peak_in_flight == 2
+
+
+def test_a_refused_connection_fails_over_at_once_without_spending_the_jobs_retries(servers: Any, workers: Any) -> None:
+    alive, dead = servers(), servers()
+    dead.stop()
+    worker = workers(
+        [{"name": "m", "servers": [{"url": dead.url, "slots": 8}, {"url": alive.url, "slots": 1}]}],
+        llm_max_retries=0,
+    )
+    answers = run_all(worker.client("m"), 10, 1)
+    assert all(a["server"] == f"127.0.0.1:{alive.port}" for a in answers)
+    shown = state(worker, "m")
+    assert shown[f"127.0.0.1:{dead.port}"]["state"] == "down"
+    assert shown[f"127.0.0.1:{dead.port}"]["failures"] == 1  # down at its first refusal, then left alone
+    assert "refused" in shown[f"127.0.0.1:{dead.port}"]["last_failure"]
+
+
+def test_a_server_answering_500s_is_drained_probed_and_takes_jobs_again(servers: Any, workers: Any) -> None:
+    good, sick = servers(latency=0.01), servers(latency=0.01)
+    sick.broken = 500
+    worker = workers([{"name": "m", "servers": [{"url": sick.url, "slots": 4}, {"url": good.url, "slots": 4}]}])
+    sick_name = f"127.0.0.1:{sick.port}"
+    answers = run_all(worker.client("m"), 30, 4)
+    assert all(a["server"] == f"127.0.0.1:{good.port}" for a in answers)  # no job failed
+    shown = state(worker, "m")[sick_name]
+    # Down at SERVER_FAILURES in a row; the calls it ran then end as they will (at most its
+    # slots in all), and it takes no more.
+    assert shown["state"] == "down" and 3 <= shown["failures"] <= 3 + 3
+    probes_before = len([r for r in sick.requests if r.get("messages") is None])
+    sick.broken = None
+    deadline = time.monotonic() + 10
+    while state(worker, "m")[sick_name]["state"] != "healthy":
+        assert time.monotonic() < deadline, "the server was not probed back"
+        time.sleep(0.05)
+    answers = run_all(worker.client("m"), 40, 8)
+    assert Counter(a["server"] for a in answers)[sick_name] > 0  # it takes jobs again
+    assert probes_before == 0  # its probes went to /health, not to completions
+
+
+def test_every_server_down_then_one_back_the_jobs_waited_and_were_answered(servers: Any, workers: Any) -> None:
+    one, two = servers(), servers()
+    one.broken = two.broken = 503
+    worker = workers(
+        [{"name": "m", "servers": [{"url": one.url, "slots": 2}, {"url": two.url, "slots": 2}]}], llm_deadline=30
+    )
+    model = worker.client("m")
+    with ThreadPoolExecutor(6) as pool:
+        early = [pool.submit(model.chat, ask(f"early {n}")) for n in range(2)]
+        # Both servers fail their calls until they are down: the jobs' own retries are
+        # then spent while no server is up, and those left wait for one.
+        deadline = time.monotonic() + 10
+        while any(s["state"] == "healthy" for s in state(worker, "m").values()):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        waiting = [pool.submit(model.chat, ask(f"late {n}")) for n in range(4)]
+        time.sleep(0.5)
+        assert not any(call.done() for call in waiting)  # waiting, not failed
+        two.broken = None
+        answers = [call.result(timeout=20) for call in waiting]
+        for call in early:  # failed (their retries spent while the servers went down) or answered later
+            assert call.exception(timeout=20) is None or "gave up" in str(call.exception())
+    assert [a.content for a in answers] == [f"echo: late {n}" for n in range(4)]
+    assert {a.served_by for a in answers} == {("m", f"127.0.0.1:{two.port}")}
+
+
+def test_a_job_waits_no_longer_than_its_deadline_for_a_server(servers: Any, workers: Any) -> None:
+    only = servers()
+    only.broken = 503
+    twice = [{"url": only.url, "slots": 1}, {"url": only.url, "slots": 1, "name": "again"}]
+    worker = workers([{"name": "m", "servers": twice}], llm_deadline=1.5, llm_max_retries=5)
+    started = time.monotonic()
+    with pytest.raises(ModelServerUnavailable, match="within its deadline"):
+        worker.client("m").chat(ask("hi"))
+    assert time.monotonic() - started < 5
+
+
+def test_a_rejected_request_is_the_callers_fault_not_the_servers(servers: Any, workers: Any) -> None:
+    one, two = servers(), servers()
+    one.strict_models = two.strict_models = True
+    worker = workers([{"name": "m", "served_name": "nope", "servers": [{"url": one.url}, {"url": two.url}]}])
+    with pytest.raises(ModelServerRejected):
+        worker.client("m").chat(ask("hi"))
+    assert all(s["state"] == "healthy" and s["failures"] == 0 for s in state(worker, "m").values())
+
+
+def test_priorities_and_age_decide_who_gets_a_free_slot_first(servers: Any, workers: Any) -> None:
+    only = servers(latency=0.2)
+    worker = workers([{"name": "m", "servers": [{"url": only.url, "slots": 1}], "fallbacks": []},
+                      {"name": "other", "url": only.url}])  # fmt: skip
+    model = worker.client("m")
+    assert not isinstance(model, PooledModel)  # one server, no fallbacks: no pool
+    worker = workers([{"name": "m", "servers": [{"url": only.url, "slots": 1}], "fallbacks": ["other"],
+                       "fallback_after": 3600}, {"name": "other", "url": only.url}])  # fmt: skip
+    model = worker.client("m")
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def run(name: str, priority: int) -> None:
+        content = model.chat(ask(name, priority=priority)).content
+        with lock:
+            order.append(content.removeprefix("echo: "))
+
+    blocker = threading.Thread(target=run, args=("first", 5))
+    blocker.start()
+    time.sleep(0.05)
+    threads = []
+    for name, priority in [("low", 0), ("usual", 5), ("urgent", 9)]:
+        threads.append(threading.Thread(target=run, args=(name, priority)))
+        threads[-1].start()
+        time.sleep(0.03)
+    for thread in [blocker, *threads]:
+        thread.join()
+    assert order == ["first", "urgent", "usual", "low"]
+
+
+def test_a_cancelled_job_leaves_the_line_at_once(servers: Any, workers: Any) -> None:
+    only = servers(latency=1.0)
+    twice = [{"url": only.url, "slots": 1}, {"url": only.url, "slots": 1, "name": "again"}]
+    worker = workers([{"name": "m", "servers": twice}])
+    model = worker.client("m")
+    busy = [threading.Thread(target=model.chat, args=(ask("busy"),)) for _ in range(2)]
+    for thread in busy:
+        thread.start()
+    time.sleep(0.2)
+    cancel = Cancel()
+    failed: list[BaseException] = []
+
+    def waiting() -> None:
+        try:
+            model.chat(ask("waits"), cancel)
+        except BaseException as exc:  # noqa: BLE001
+            failed.append(exc)
+
+    thread = threading.Thread(target=waiting)
+    thread.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    cancel.set()
+    thread.join(5)
+    assert time.monotonic() - started < 0.5  # woken, not left to its next look
+    assert len(failed) == 1 and isinstance(failed[0], Cancelled)
+    assert worker.pool(model.model)._redis.zcard(worker.config.keys.server_waiting("m")) == 0
+    for each in busy:
+        each.join()
+
+
+def test_no_healthy_server_for_a_while_sends_jobs_to_the_fallback_named_in_the_answer(
+    servers: Any, workers: Any
+) -> None:
+    main, spare = servers(), servers()
+    main.broken = 500
+    spare.models = ["spare-model"]
+    registry = [
+        {"name": "main", "servers": [{"url": main.url, "slots": 2}], "fallbacks": ["spare"], "fallback_after": 0.5},
+        {"name": "spare", "url": spare.url, "served_name": "spare-model"},
+    ]
+    worker = workers(registry, server_failures=1)
+    answer = worker.client("main").chat(ask("hi")).as_dict()
+    assert answer["content"] == "echo: hi"
+    assert answer["served_model"] == "spare" and answer["model"] == "spare-model"
+    assert spare.completions[-1]["model"] == "spare-model"
+    assert state(worker, "main")[f"127.0.0.1:{main.port}"]["state"] == "down"
+    # A request that asks for no fallback waits for its own model's servers, to its deadline.
+    strict = workers(registry, server_failures=1, llm_deadline=1.5)
+    with pytest.raises(ModelServerUnavailable, match="within its deadline"):
+        strict.client("main").chat(ask("mine only", fallbacks=[]))
+    assert len(spare.completions) == 1
+
+
+def test_a_long_wait_for_a_slot_falls_back_when_opted_in(servers: Any, workers: Any) -> None:
+    main, spare = servers(latency=1.0), servers()
+    worker = workers(
+        [
+            {"name": "main", "servers": [{"url": main.url, "slots": 1}], "fallbacks": ["spare"],
+             "queue_fallback_after": 0.3},
+            {"name": "spare", "url": spare.url},
+        ]
+    )  # fmt: skip
+    model = worker.client("main")
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda n: model.chat(ask(f"{n}")).as_dict(), range(3)))
+    served = Counter(a["served_model"] for a in answers)
+    assert served["main"] >= 1 and served["spare"] >= 1
+
+
+def test_prefix_affinity_sends_a_conversation_back_to_its_server_while_it_has_a_free_slot(
+    servers: Any, workers: Any
+) -> None:
+    system = {"role": "system", "content": "You answer questions about queues. " * 40}
+    a, b = servers(latency=0.05), servers(latency=0.05)
+    for server in (a, b):
+        server.cached_latency = 0.005
+    registry = [{"name": "m", "servers": [{"url": a.url, "slots": 4}, {"url": b.url, "slots": 4}]}]
+
+    def hits(affinity: bool) -> tuple[int, Counter[str]]:
+        a.prefix_hits = b.prefix_hits = 0
+        a._cache.clear()
+        b._cache.clear()
+        model = workers([{**registry[0], "prefix_affinity": affinity}]).client("m")
+        # 20 conversations of 3 turns: the first turn of each has nothing cached.
+        conversations = [[system, {"role": "user", "content": f"topic {n}"}] for n in range(20)]
+
+        def turn(n: int) -> str:
+            return str(model.chat(ask(f"question {n}", conversations[n % 20])).as_dict()["server"])
+
+        with ThreadPoolExecutor(4) as pool:
+            served = Counter(pool.map(turn, range(60)))
+        return a.prefix_hits + b.prefix_hits, served
+
+    with_hits, with_served = hits(True)
+    without_hits, _ = hits(False)
+    assert with_hits >= 36  # of 40 later turns; each spill to the other server costs one
+    assert with_hits > without_hits + 8  # without, a later turn finds its server by chance
+    assert len(with_served) == 2  # and both servers worked
+
+
+def test_a_hot_prefix_spills_to_other_servers_when_its_server_is_full(servers: Any, workers: Any) -> None:
+    system = {"role": "system", "content": "x" * 2000}
+    a, b = servers(latency=0.1), servers(latency=0.1)
+    worker = workers([{"name": "m", "servers": [{"url": a.url, "slots": 2}, {"url": b.url, "slots": 2}]}])
+    model = worker.client("m")
+    with ThreadPoolExecutor(8) as pool:
+        served = Counter(pool.map(lambda n: model.chat(ask(f"{n}", [system])).as_dict()["server"], range(24)))
+    assert len(served) == 2 and min(served.values()) >= 6  # balance is kept
