@@ -107,6 +107,7 @@ def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
         if cancel.is_set():
             _report_cancelled(task, "as it finished")
         answer = completion.as_dict()
+        answer.pop("server", None)  # the deployment's inside: in the logs and spans, not in answers
         answer["timing"] = timing = _timing(job, started)
         timing["model_seconds"] = round(answered - asked, 4)
         if completion.first_piece_at is not None:

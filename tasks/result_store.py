@@ -86,6 +86,8 @@ class ResultStore(RedisBackend):
         tenant = job.get("tenant") if isinstance(job.get("tenant"), str) else DEFAULT_TENANT
         meta = job["meta"] if isinstance(job["meta"], dict) else {}
         model = str(job.get("route") or meta.get("model") or "default")
+        if state == states.SUCCESS and isinstance(result, dict) and isinstance(result.get("served_model"), str):
+            model = result["served_model"]  # a fallback model served it (tasks/model/pooled.py)
         usage = result.get("usage") if state == states.SUCCESS and isinstance(result, dict) else None
         now = time.time()
         keys += [

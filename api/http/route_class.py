@@ -157,6 +157,8 @@ class GatewayRoute(APIRoute):
                 # What the gateway cost this answer (a stream's: counted as it ends).
                 streamed = isinstance(response, StreamingResponse)
                 response.headers["Server-Timing"] = timing.header(time.perf_counter(), streamed)
+                if timing.served_model is not None:
+                    response.headers["X-Served-Model"] = timing.served_model
                 return response
             finally:
                 seconds = time.perf_counter() - started

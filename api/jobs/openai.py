@@ -25,12 +25,18 @@ ERROR_TYPES = {
 def chat_job(body: OpenAIChatRequest) -> dict[str, Any]:
     """The ``llm.chat`` job of a chat completion request."""
     request = {"messages": [message.wire() for message in body.messages], **body.passed_on(CHAT_PASSED_ON)}
-    return {"meta": body.meta(body.max_completion_tokens or body.max_tokens), "openai": request}
+    job = {"meta": body.meta(body.max_completion_tokens or body.max_tokens), "openai": request}
+    return _with_fallbacks(job, body.fallbacks_asked())
 
 
 def completion_job(body: OpenAICompletionRequest) -> dict[str, Any]:
     """The ``llm.complete`` job of a completion request."""
-    return {"meta": body.meta(body.max_tokens), "openai": body.passed_on(COMPLETION_PASSED_ON)}
+    job = {"meta": body.meta(body.max_tokens), "openai": body.passed_on(COMPLETION_PASSED_ON)}
+    return _with_fallbacks(job, body.fallbacks_asked())
+
+
+def _with_fallbacks(job: dict[str, Any], fallbacks: list[str] | None) -> dict[str, Any]:
+    return job if fallbacks is None else {**job, "fallbacks": fallbacks}
 
 
 def usage(result: dict[str, Any]) -> dict[str, Any]:

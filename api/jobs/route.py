@@ -65,7 +65,20 @@ class JobRouting:
             return route, {**job, "tenant": tenant.name}
         served = model.served_name or model.name
         sent = {**job, "meta": {**meta, "model": served}, "route": model.name, "tenant": tenant.name}
+        if job.get("fallbacks") is not None:
+            sent["fallbacks"] = self._fallbacks(job["fallbacks"])
         return JobRoute(task, job_id, key, tenant, model.name, model.name, model.queue, priority), sent
+
+    def _fallbacks(self, asked: Any) -> list[str]:
+        """The models a request names to fall back to, as the registry names them; 404
+        naming the field for one it does not list."""
+        names = []
+        for name in asked:
+            try:
+                names.append(self._registry.route(str(name)).name)
+            except UnknownModel as exc:
+                raise ModelNotFound(f"fallbacks: {exc}") from None
+        return names
 
     def label(self, job: dict[str, Any]) -> str:
         """The model a job is for, as metrics name it (a job not routed yet: a batch's

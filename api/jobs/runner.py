@@ -125,7 +125,7 @@ class JobRunner:
             self._awaiting -= 1
             self._published.pop(route.key, None)
         self._metrics.observe_answer(route.label, route.tenant.name, answer, time.monotonic() - started)
-        server_timing.answered(route.label, answer.get("timing"))
+        server_timing.answered(route.label, answer.get("timing"), answer.get("served_model"))
         return answer
 
     async def _run(self, route: JobRoute, job: dict[str, Any], wait: float, resend: bool) -> dict[str, Any]:
@@ -173,7 +173,7 @@ class JobRunner:
         # A stream's parts are counted as it ends: its headers left before they were known.
         timing = server_timing.current.get()
         if timing is not None:
-            timing.answered(route.label, answer.get("timing"))
+            timing.answered(route.label, answer.get("timing"), answer.get("served_model"))
             timing.observe(self._metrics, time.perf_counter())
 
     async def _claim_and_queue(

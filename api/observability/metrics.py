@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from shared.servers import STATES
+
 # The gateway's own part of an answer's time is small: finer buckets.
 OVERHEAD_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -183,6 +185,18 @@ SCALING_GAUGES = (
 )  # fmt: skip
 
 
+# The servers of models with several (docs/servers.md): gauge name, its field, its help.
+SERVER_GAUGES = (
+    ("llm_api_model_server_slots", "slots", "Calls the server takes at once"),
+    ("llm_api_model_server_busy", "busy", "Its slots held by jobs now"),
+    ("llm_api_model_server_failures_in_a_row", "failures_in_a_row", "Its calls failed in a row"),
+)  # fmt: skip
+SERVER_COUNTERS = (
+    ("llm_api_model_server_jobs", "jobs", "Jobs the server answered"),
+    ("llm_api_model_server_failures", "failures", "Calls to the server that failed"),
+)  # fmt: skip
+
+
 class _Scaling(Collector):
     def __init__(self, signals: dict[str, dict[str, Any]]) -> None:
         self._signals = signals
@@ -193,3 +207,32 @@ class _Scaling(Collector):
             for model, signals in sorted(self._signals.items()):
                 family.add_metric([model], signals[field])
             yield family
+        pooled = sorted((model, signals) for model, signals in self._signals.items() if signals.get("servers"))
+        state = GaugeMetricFamily(
+            "llm_api_model_server_state", "1 for the server's state (healthy, draining, down), by model and server",
+            labels=["model", "server", "state"],
+        )  # fmt: skip
+        for model, signals in pooled:
+            for server in signals["servers"]:
+                for each in STATES:
+                    state.add_metric([model, server["name"], each], 1 if server["state"] == each else 0)
+        yield state
+        for name, field, description in SERVER_GAUGES:
+            family = GaugeMetricFamily(name, f"{description}, by model and server", labels=["model", "server"])
+            for model, signals in pooled:
+                for server in signals["servers"]:
+                    family.add_metric([model, server["name"]], server[field])
+            yield family
+        for name, field, description in SERVER_COUNTERS:
+            counter = CounterMetricFamily(name, f"{description}, by model and server", labels=["model", "server"])
+            for model, signals in pooled:
+                for server in signals["servers"]:
+                    counter.add_metric([model, server["name"]], server[field])
+            yield counter
+        waiting = GaugeMetricFamily(
+            "llm_api_model_jobs_waiting_for_server", "Jobs held by workers waiting for a free server slot, by model",
+            labels=["model"],
+        )  # fmt: skip
+        for model, signals in pooled:
+            waiting.add_metric([model], signals["waiting_for_server"])
+        yield waiting

@@ -8,9 +8,10 @@ from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 
 from api.jobs.queue import JobQueue
-from shared.registry import Model, Registry
+from shared.registry import Model, Registry, Server
 
 READY_TIMEOUT = 2.0  # seconds each check may take
 
@@ -30,12 +31,23 @@ async def readiness(
         await loop.run_in_executor(None, queue.check)
         return "connected"
 
-    async def model_server(model: Model) -> str:
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            response = await client.get(f"{model.url}/v1/models", headers=_auth(model))
+    async def server(client: httpx.AsyncClient, server: Server) -> str:
+        response = await client.get(f"{server.url}/v1/models", headers=_auth(server.api_key))
         if response.status_code >= 500:
             raise RuntimeError(f"answered {response.status_code}")
         return f"answered {response.status_code}"
+
+    async def model_server(model: Model) -> str:
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            if len(model.servers) == 1:
+                return await server(client, model.servers[0])
+            # Several servers: ready while one answers. /ready is open to anyone: the count
+            # only; which servers, and why, are at /scaling (operators').
+            answers = await asyncio.gather(*(server(client, each) for each in model.servers), return_exceptions=True)
+        up = sum(not isinstance(answer, BaseException) for answer in answers)
+        if not up:
+            raise RuntimeError(f"no server of model {model.name} answers (of {len(answers)}; each at /scaling)")
+        return f"{up} of {len(answers)} servers answer"
 
     checks: dict[str, Any] = {"broker": broker(), "result_store": result_store()}
     for model in registry.models:
@@ -57,5 +69,5 @@ async def readiness(
     return all(check["ok"] for check in report.values()), report
 
 
-def _auth(model: Model) -> dict[str, str]:
-    return {"Authorization": f"Bearer {model.api_key.get_secret_value()}"} if model.api_key else {}
+def _auth(key: SecretStr | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}

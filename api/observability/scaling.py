@@ -10,7 +10,10 @@ Per model (its queue's figures; models sharing a queue share them):
 - ``running``: its jobs running on a worker now;
 - ``slots`` and ``busy_slots``: the workers' pool slots, and those executing a task;
 - ``workers``: the worker processes consuming its queue;
-- ``demand``: ``waiting + busy_slots``, the slots the model needs now.
+- ``demand``: ``waiting + busy_slots``, the slots the model needs now;
+- ``servers`` (a model with several servers or fallbacks, docs/servers.md): each
+  server's state (healthy, draining, down), slots, busy slots, failures and jobs;
+  ``waiting_for_server``: jobs a worker holds that wait for a free server slot.
 
 Queue length alone scales too late for long generations: a running job has left
 the queue, so a queue of 0 says nothing of 64 slots busy for minutes. ``demand``
@@ -37,6 +40,7 @@ from api.tenancy.fair_share import FairShare
 from shared.config import Config
 from shared.contract import JobField
 from shared.registry import Registry
+from shared.servers import servers_state
 
 PAGE = 200  # claims read at a time when looking for the oldest job waiting for each queue
 
@@ -52,13 +56,20 @@ class Signals:
     slots: int
     busy_slots: int
     workers: int
+    servers: tuple[dict[str, Any], ...] | None = None
+    waiting_for_server: int | None = None
 
     @property
     def demand(self) -> int:
         return self.waiting + self.busy_slots
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "demand": self.demand}
+        shown = {**asdict(self), "demand": self.demand}
+        if self.servers is None:
+            del shown["servers"], shown["waiting_for_server"]
+        else:
+            shown["servers"] = list(self.servers)
+        return shown
 
 
 @dataclass
@@ -101,6 +112,7 @@ class Scaling:
             capacity = await self._capacity()
             waiting = {queue: queued[queue] + max(0, capacity[queue].held - capacity[queue].busy) for queue in queues}
             oldest = await self._oldest([queue for queue in queues if waiting[queue] > 0])
+            pools = await self._pools()
         except (RedisError, OSError):
             raise ResultStoreUnavailable("result store (Redis) unavailable: worker slots cannot be read") from None
         now = time.time()
@@ -115,8 +127,25 @@ class Scaling:
                 slots=held.slots,
                 busy_slots=held.busy,
                 workers=held.workers,
+                **pools.get(model.name, {}),
             )
         return signals
+
+    async def _pools(self) -> dict[str, dict[str, Any]]:
+        """The servers of each model with a pool (tasks/model/servers.py), as workers left them."""
+        pooled = [model for model in self._registry.models if model.pooled]
+        if not pooled:
+            return {}
+        keys = self._config.keys
+        pipe = self._redis.pipeline(transaction=False)
+        for model in pooled:
+            pipe.hgetall(keys.servers(model.name))
+            pipe.zcard(keys.server_waiting(model.name))
+        read = await pipe.execute()
+        return {
+            model.name: {"servers": tuple(servers_state(model, raw)), "waiting_for_server": int(count)}
+            for model, raw, count in zip(pooled, read[::2], read[1::2], strict=True)
+        }
 
     async def _capacity(self) -> dict[str, _Capacity]:
         """The workers' reports summed by queue; stale reports (dead workers') removed."""

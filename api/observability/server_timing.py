@@ -37,10 +37,13 @@ class Timing:
     model_seconds: float | None = None
     first_token: float | None = None
     observed: bool = False
+    served_model: str | None = None  # the model that answered, of a model with several servers or fallbacks
 
-    def answered(self, model: str, timing: Any) -> None:
-        """The job's answer arrived, with the worker's `timing` (tasks/llm.py)."""
+    def answered(self, model: str, timing: Any, served_model: Any = None) -> None:
+        """The job's answer arrived, with the worker's `timing` (tasks/llm.py) and, from a
+        model with a pool of servers, the model that served it (a fallback's, maybe)."""
         self.model = model
+        self.served_model = served_model if isinstance(served_model, str) else None
         if not isinstance(timing, dict):
             return
         self.queue = _seconds(timing.get("queued_seconds"))
@@ -98,8 +101,8 @@ def start() -> Timing:
     return timing
 
 
-def answered(model: str, timing: Any) -> None:
+def answered(model: str, timing: Any, served_model: Any = None) -> None:
     """The current request's job answered (nothing outside a request)."""
     holder = current.get()
     if holder is not None:
-        holder.answered(model, timing)
+        holder.answered(model, timing, served_model)

@@ -197,6 +197,14 @@ class _Sampling(_PassesOn):
     )
     stream_options: dict[str, Any] | None = None
     user: str | None = None
+    fallbacks: list[Annotated[str, Field(pattern=MODEL_PATTERN)]] | None = Field(
+        None, max_length=8, description="not OpenAI's (LiteLLM's): models to fall back to, in turn; [] for none"
+    )
+    disable_fallbacks: bool = Field(False, description="not OpenAI's (LiteLLM's): no fallback model")
+
+    def fallbacks_asked(self) -> list[str] | None:
+        """The fallback models the request names ([] for none); None: its model's own."""
+        return [] if self.disable_fallbacks else self.fallbacks
 
     def meta(self, max_tokens: int | None) -> dict[str, Any]:
         """The job's ``meta``, as the spec's endpoints send it, plus the sampling parameters."""

@@ -243,7 +243,8 @@ end
 
 # Takes a slot for one job, or puts it in line. The slot is one of a healthy server
 # that is not in `exclude` (",a,b,": servers that failed this job), the prefix's
-# server when it has one free, else the server with the most of its slots free; and
+# server when it has one free, else the one whose calls took least lately (its
+# `ewma`, in ms), weighed by how busy it is; and
 # only when fewer waiters are ahead in line than slots are free. Returns {1, server,
 # affinity hit}, or {0, down_since}: down_since is when the model's last healthy
 # server went down ('0' while one is up).
@@ -260,13 +261,15 @@ local function usable(s)
   return s and h[f(s, 'state')] == 'up' and tonumber(h[f(s, 'free')] or '0') > 0
     and not string.find(exclude, ',' .. s .. ',', 1, true)
 end
-local free, best, best_share = 0, nil, -1
+local free, best, best_cost = 0, nil, nil
 for _, s in ipairs(names) do
   if usable(s) then
-    local left = tonumber(h[f(s, 'free')])
+    local left, slots = tonumber(h[f(s, 'free')]), tonumber(h[f(s, 'slots')])
     free = free + left
-    local share = left / tonumber(h[f(s, 'slots')])
-    if share > best_share then best, best_share = s, share end
+    -- Its recent seconds a call, the more so the busier it is: the fastest server with
+    -- room first (one not measured yet first of all), equal ones in turn.
+    local cost = tonumber(h[f(s, 'ewma')] or '0') * (1 + (slots - left) / slots) + (slots - left) / slots * 1e-6
+    if best_cost == nil or cost < best_cost then best, best_cost = s, cost end
   end
 end
 redis.call('ZADD', waiting, 'NX', ARGV[4], ARGV[3])
@@ -305,7 +308,7 @@ return {1, best, hit}
 # down now, 'last' when no server of the model is up any more}, or {0} for a hold
 # that is gone (reclaimed, or Redis emptied).
 # KEYS: servers, holds, waiting. ARGV: hold id, outcome, now ms, threshold, first
-# probe ms, wake prefix, why, spec.
+# probe ms, wake prefix, why, spec, ms the call took (its server's `ewma`).
 SERVER_RELEASE = (
     _SERVERS
     + """
@@ -320,6 +323,11 @@ local outcome, now = ARGV[2], tonumber(ARGV[3])
 local went, last = '', ''
 if outcome == 'ok' then
   redis.call('HINCRBY', pool, f(s, 'jobs'), 1)
+  local took = tonumber(ARGV[9] or '')
+  if took then
+    local was = tonumber(h[f(s, 'ewma')] or '')
+    redis.call('HSET', pool, f(s, 'ewma'), was and (0.8 * was + 0.2 * took) or took)
+  end
   if h[f(s, 'fails')] ~= '0' then redis.call('HSET', pool, f(s, 'fails'), 0) end
 elseif outcome == 'fail' or outcome == 'down' then
   redis.call('HINCRBY', pool, f(s, 'failures'), 1)

@@ -83,6 +83,7 @@ class PooledModel:
         while True:
             slot = self._take(request, cancel, give_up_at, tried, prefix)
             outcome, why = "none", ""
+            called = time.monotonic()
             try:
                 completion = self._call(slot, request, cancel, relay if on_delta else None, give_up_at)
                 outcome = "ok"
@@ -97,7 +98,8 @@ class PooledModel:
                 raise
             finally:
                 if slot.hold:
-                    self._pools(slot.model).release(slot, outcome, why)
+                    took = time.monotonic() - called if outcome == "ok" else None
+                    self._pools(slot.model).release(slot, outcome, why, took)
             if outcome == "ok":
                 completion.served_by = (slot.model.name, slot.server.name)
                 return completion

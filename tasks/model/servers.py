@@ -162,8 +162,9 @@ class ServerPool:
         pipe.delete(self._wake + waiter)
         pipe.execute()
 
-    def release(self, slot: Slot, outcome: str, why: str = "") -> None:
-        """Give `slot` back: `outcome` ok, fail, down or none (see SERVER_RELEASE)."""
+    def release(self, slot: Slot, outcome: str, why: str = "", seconds: float | None = None) -> None:
+        """Give `slot` back: `outcome` ok, fail, down or none (see SERVER_RELEASE); an
+        answered call's `seconds` weigh the server's next jobs."""
         with self._lock:
             self._held.discard(slot.hold)
         answer = self._release(
