@@ -83,6 +83,7 @@ class FakeModelServer:
         self._cache: dict[str, float] = {}
         self.prefix_hits = 0
         self.answered = 0  # chat completions answered in full
+        self.busy_seconds = 0.0  # the time its calls took, in all (their speed as it delivered it)
 
     @property
     def completions(self) -> list[dict[str, Any]]:
@@ -206,6 +207,7 @@ class FakeModelServer:
 
     async def _work(self, body: dict[str, Any]) -> None:
         """The time a call takes: `latency`, or `cached_latency` when its prefix is cached."""
+        started = time.monotonic()
         latency = self.latency
         messages = body.get("messages")
         if self.cached_latency is not None and isinstance(messages, list) and len(messages) > 1:
@@ -218,6 +220,7 @@ class FakeModelServer:
         if latency:
             await asyncio.sleep(latency)
         self.answered += 1
+        self.busy_seconds += time.monotonic() - started
 
     async def _stream(self, body: dict[str, Any], content: str, finish: str, usage: dict[str, int]) -> Any:
         base = {
