@@ -46,8 +46,10 @@ def main() -> None:
     deadline = time.monotonic() + START_TIMEOUT
     api = f"http://{local.api_host}:{local.api_port}"
     flower = f"http://{local.flower_host}:{local.flower_port}"
-    if config.inner_llm_url.startswith(f"http://127.0.0.1:{local.embedded_model_port}"):
-        wait_http("model server", f"{config.inner_llm_url}/health", deadline)
+    embedded = [f"http://127.0.0.1:{local.embedded_model_port + n}" for n in range(local.model_servers)]
+    for url in config.inner_llm_urls:
+        if url in embedded:
+            wait_http("model server", f"{url}/health", deadline)
     wait_http("API", f"{api}/health", deadline)
     auth = None
     if local.flower_basic_auth:

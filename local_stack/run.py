@@ -26,6 +26,7 @@ class Plan:
     processes: list[str] = field(default_factory=lambda: ["api", "worker", "flower"])
     env: dict[str, str] = field(default_factory=dict)
     secret_env: dict[str, str] = field(default_factory=dict)  # passed on, never written to disk
+    extra_processes: dict[str, str] = field(default_factory=dict)  # beside the Procfile's: name -> command
     notes: list[str] = field(default_factory=list)
 
 
@@ -65,11 +66,18 @@ def plan(config: Config, local: LocalStack) -> Plan:
         nodes = ", ".join(f"{host}:{port}" for host, port in config.rabbit_mq_nodes)
         result.notes.append(f"broker: RabbitMQ at {nodes}")
     if "inner_llm_url" not in configured:
-        result.processes.insert(0, "model")
-        url = f"http://127.0.0.1:{local.embedded_model_port}"
-        result.env["INNER_LLM_URL"] = url
+        # MODEL_SERVERS embedded servers of the one model (docs/servers.md), each on a port of its own.
+        ports = [local.embedded_model_port + n for n in range(local.model_servers)]
+        for n, port in enumerate(ports):
+            name = "model" if n == 0 else f"model{n + 1}"
+            result.processes.insert(n, name)
+            if n:
+                result.extra_processes[name] = f"EMBEDDED_MODEL_PORT={port} python -m local_stack.model_server"
+        urls = [f"http://127.0.0.1:{port}" for port in ports]
+        result.env["INNER_LLM_URL"] = ",".join(urls)
+        result.env["INNER_LLM_SLOTS"] = str(local.model_parallel)
         model = local.model_path or "SmolLM2-135M-Instruct (default)"
-        result.notes.append(f"model server: embedded llama.cpp at {url} serving {model}")
+        result.notes.append(f"model server: embedded llama.cpp at {', '.join(urls)} serving {model}")
     else:
         result.notes.append(f"model server: {config.inner_llm_url}")
     result.env |= {
@@ -98,8 +106,14 @@ def main() -> None:
     env_file = run_dir / "env"
     env_file.write_text("".join(f"{key}={value!r}\n" for key, value in steps.env.items()))
     os.environ.update(steps.secret_env)
+    procfile = Path("Procfile")
+    if steps.extra_processes:
+        procfile = run_dir / "Procfile"
+        extra = "".join(f"{name}: {command}\n" for name, command in steps.extra_processes.items())
+        procfile.write_text(Path("Procfile").read_text() + extra)
     honcho = str(Path(sys.executable).parent / "honcho")
-    os.execv(honcho, [honcho, "start", "--procfile", "Procfile", "--env", str(env_file), *steps.processes])
+    command = [honcho, "start", "--procfile", str(procfile), "--app-root", str(ROOT), "--env", str(env_file)]
+    os.execv(honcho, [*command, *steps.processes])
 
 
 if __name__ == "__main__":

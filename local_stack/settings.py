@@ -25,6 +25,9 @@ class LocalStack(BaseSettings):
     embedded_model_port: int = 8670
     model_path: str = Field("", description="GGUF file the embedded model server serves; empty: SmolLM2-135M")
     model_parallel: int = Field(8, ge=1, description="requests the embedded model server decodes at once")
+    model_servers: int = Field(
+        1, ge=1, le=8, description="embedded model servers, on EMBEDDED_MODEL_PORT and the ports after it"
+    )
     model_context: int = Field(2048, ge=256, description="context tokens of each of those requests")
     cache_dir: str = ".cache"
 

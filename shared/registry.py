@@ -82,7 +82,7 @@ class Server:
     """One server of a model: where it is, how many calls it takes at once, its key."""
 
     name: str  # unique within its model: "host:port" unless the registry names it
-    url: str
+    url: str = field(repr=False)  # may hold a user and password
     slots: int = DEFAULT_SLOTS
     api_key: SecretStr | None = field(default=None, repr=False)
     labels: tuple[tuple[str, str], ...] = ()
@@ -93,7 +93,7 @@ class Model:
     """One model: the names it is asked for by, its servers, and its queue."""
 
     name: str
-    url: str  # its first server's
+    url: str = field(repr=False)  # its first server's (may hold a user and password)
     queue: str
     aliases: tuple[str, ...] = ()
     served_name: str | None = None
@@ -138,7 +138,7 @@ def server_name(url: str) -> str:
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     path = parts.path.rstrip("/")
-    return f"{host}:{port}{path}"
+    return re.sub(r"[^A-Za-z0-9._:/-]", "_", f"{host}:{port}{path}")
 
 
 @dataclass(frozen=True)

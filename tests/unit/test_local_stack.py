@@ -7,6 +7,7 @@ import pytest
 from local_stack.run import Refused, plan
 from local_stack.settings import LocalStack
 from shared.config import Config
+from shared.registry import load_registry
 
 pytestmark = pytest.mark.unit
 
@@ -36,3 +37,21 @@ def test_a_clustered_broker_and_store_are_used_as_they_are_not_replaced_by_valke
     assert "valkey" not in steps.processes and "REDIS_HOST" not in steps.env
     assert "broker: RabbitMQ at r1:5672, r2:5673" in steps.notes
     assert "result store: Redis master 'mymaster' of the Sentinels s1:26379, s2:26379" in steps.notes
+
+
+def test_several_embedded_model_servers_are_one_models_servers() -> None:
+    local = LocalStack(_env_file=None, model_servers=2, model_parallel=4)  # type: ignore[call-arg]
+    steps = plan(Config(_env_file=None), local)  # type: ignore[call-arg]
+    assert steps.processes[:2] == ["model", "model2"]
+    assert steps.extra_processes == {"model2": "EMBEDDED_MODEL_PORT=8671 python -m local_stack.model_server"}
+    assert steps.env["INNER_LLM_URL"] == "http://127.0.0.1:8670,http://127.0.0.1:8671"
+    assert steps.env["INNER_LLM_SLOTS"] == "4"  # each takes what it decodes at once
+    registry = load_registry(Config(_env_file=None, inner_llm_url=steps.env["INNER_LLM_URL"], inner_llm_slots=4))  # type: ignore[call-arg]
+    assert [(s.name, s.slots) for s in registry.default.servers] == [("127.0.0.1:8670", 4), ("127.0.0.1:8671", 4)]
+    assert registry.default.pooled
+
+
+def test_one_embedded_model_server_is_the_procfiles_own() -> None:
+    steps = plan(Config(_env_file=None), LocalStack(_env_file=None))  # type: ignore[call-arg]
+    assert "model" in steps.processes and steps.extra_processes == {}
+    assert steps.env["INNER_LLM_URL"] == "http://127.0.0.1:8670"
