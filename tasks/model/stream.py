@@ -66,6 +66,10 @@ def read_events(
                     first_piece_at = time.monotonic()
                 if on_delta is not None:
                     on_delta(index, text, extra)
+    if not done and not any(choice.finish_reason for choice in choices.values()):
+        # The connection ended mid-answer (a server killed or restarted closes it cleanly
+        # between chunks): what came is not the answer.
+        raise Retryable(ModelServerFailed("the model server's answer ended before it was complete"))
     joined = [choices[index].as_dict() for index in sorted(choices)]
     return Completion(
         choices=joined or [{"index": 0, "content": "", "finish_reason": None}],

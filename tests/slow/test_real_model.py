@@ -216,3 +216,49 @@ def test_a_traced_job_on_the_real_model_says_where_its_time_went(make_stack: Sta
         assert scaling["workers"] == 1 and scaling["slots"] > 0 and scaling["waiting"] == 0
     finally:
         collector.stop()
+
+
+def test_the_real_model_behind_two_servers_one_stopped_mid_run(
+    make_stack: StackFactory, model_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import asyncio
+
+    from testing.load import Tally, wait_until
+
+    port = free_port()
+    processes = Processes(tmp_path_factory.mktemp("second-model"))
+    env = {"ENV_FILE": "", "EMBEDDED_MODEL_PORT": str(port), "MODEL_PARALLEL": "2", "CACHE_DIR": str(ROOT / ".cache")}
+    second = processes.spawn("model2", [str(VENV_BIN / "python"), "-m", "local_stack.model_server"], env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(second, f"{url}/health", timeout=300)
+        stack = make_stack(INNER_LLM_URL=f"{model_server},{url}", INNER_LLM_SLOTS="2", LLM_TIMEOUT="120",
+                           concurrency=8)  # fmt: skip
+        tally = Tally()
+
+        async def load() -> None:
+            async with httpx.AsyncClient(base_url=stack.url, timeout=300) as client:
+
+                async def one(n: int) -> None:
+                    body = {"content": f"Name a colour. ({n})", "meta": {"tokens_limit": 12, "temperature": 0}}
+                    tally.answers[str(n)] = await client.post("/generate", json=body)
+
+                async def stop_second() -> None:
+                    await asyncio.to_thread(wait_until, lambda: len(tally.answers) >= 3, 300, "three answers")
+                    second.kill()  # stopped with calls in flight
+
+                await asyncio.gather(*(one(n) for n in range(12)), stop_second())
+
+        asyncio.run(load())
+        statuses = {job: a.status_code for job, a in tally.answers.items() if isinstance(a, httpx.Response)}
+        assert statuses == {str(n): 200 for n in range(12)}, {j: a for j, a in tally.answers.items()}
+        contents = {j: a.json() for j, a in tally.answers.items() if isinstance(a, httpx.Response)}
+        assert all(c["content"].strip() for c in contents.values()), contents
+        servers = {
+            s["name"]: s for s in httpx.get(f"{stack.url}/scaling", timeout=10).json()["models"]["default"]["servers"]
+        }
+        first, killed = servers[model_server.removeprefix("http://")], servers[f"127.0.0.1:{port}"]
+        assert killed["state"] == "down"
+        assert first["jobs"] + killed["jobs"] == 12  # each job answered once, by one server or the other
+    finally:
+        processes.stop_all()

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from shared.config import Config
+from shared.contract import ModelServerFailed
 from tasks.model import ChatRequest, ModelClient
 
 pytestmark = pytest.mark.integration
@@ -91,3 +92,34 @@ def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
     # A server under a path, with credentials in its URL.
     assert [line for line, _ in server.requests] == ["POST /llm/v1/chat/completions HTTP/1.1"] * 3
     assert server.requests[0][1]["authorization"] == "Basic " + base64.b64encode(b"user:p@ss").decode()
+
+
+def test_an_answer_cut_off_mid_stream_is_a_failure_not_a_short_answer() -> None:
+    # A server killed or restarted between two chunks closes its connection cleanly: the
+    # stream just ends, without a finish_reason or [DONE]. What came is not the answer.
+    listener = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    chunk = b'data: {"choices": [{"index": 0, "delta": {"content": "half an"}}]}\n\n'
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection, connection.makefile("rb") as reader:
+                while reader.readline().strip():
+                    pass
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                                   b"Transfer-Encoding: chunked\r\n\r\n" + f"{len(chunk):x}\r\n".encode() + chunk
+                                   + b"\r\n0\r\n\r\n")  # fmt: skip
+
+    threading.Thread(target=serve, daemon=True).start()
+    client = ModelClient(Config(_env_file=None, inner_llm_url=url, llm_max_retries=0))  # type: ignore[call-arg]
+    request = ChatRequest(messages=[{"role": "user", "content": "hi"}], temperature=0.2, tokens_limit=8)
+    try:
+        with pytest.raises(ModelServerFailed, match="ended before it was complete"):
+            client.chat(request)
+    finally:
+        client.close()
+        listener.close()
