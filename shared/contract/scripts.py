@@ -224,28 +224,55 @@ local function load(spec)
   end
   return names, h
 end
-local function free_up(names, h)
-  local free = 0
+-- A server is slow when its calls took over twice as long as the fastest's lately.
+local function slow_of(names, h)
+  local fastest = nil
   for _, s in ipairs(names) do
-    if h[f(s, 'state')] == 'up' then free = free + math.max(0, tonumber(h[f(s, 'free')])) end
+    local took = tonumber(h[f(s, 'ewma')] or '0')
+    if h[f(s, 'state')] == 'up' and took > 0 and (fastest == nil or took < fastest) then fastest = took end
   end
-  return free
+  return function(s) return fastest ~= nil and tonumber(h[f(s, 'ewma')] or '0') > 2 * fastest end
 end
-local function wake(waiting, prefix, n)
-  if n <= 0 then return end
-  for _, w in ipairs(redis.call('ZRANGE', waiting, 0, n - 1)) do
+-- The free slots of the healthy servers: of the fast ones, and of the slow ones.
+local function free_by_class(names, h, slow)
+  local fast, slowly = 0, 0
+  for _, s in ipairs(names) do
+    if h[f(s, 'state')] == 'up' then
+      local left = math.max(0, tonumber(h[f(s, 'free')]))
+      if slow(s) then slowly = slowly + left else fast = fast + left end
+    end
+  end
+  return fast, slowly
+end
+-- Wakes the first `first` waiters in line (for fast servers' slots) and the last `last`
+-- (for slow servers' slots: see SERVER_TAKE).
+local function wake(waiting, prefix, first, last)
+  local woken = {}
+  if first > 0 then
+    for _, w in ipairs(redis.call('ZRANGE', waiting, 0, first - 1)) do woken[w] = true end
+  end
+  if last > 0 then
+    for _, w in ipairs(redis.call('ZRANGE', waiting, -last, -1)) do woken[w] = true end
+  end
+  for w in pairs(woken) do
     redis.call('LPUSH', prefix .. w, 1)
     redis.call('LTRIM', prefix .. w, 0, 0)
     redis.call('PEXPIRE', prefix .. w, 60000)
   end
+end
+local function wake_for_free(waiting, prefix, names, h)
+  local slow = slow_of(names, h)
+  local fast, slowly = free_by_class(names, h, slow)
+  wake(waiting, prefix, fast, slowly)
 end
 """
 
 # Takes a slot for one job, or puts it in line. The slot is one of a healthy server
 # that is not in `exclude` (",a,b,": servers that failed this job), the prefix's
 # server when it has one free, else the one whose calls took least lately (its
-# `ewma`, in ms), weighed by how busy it is; and
-# only when fewer waiters are ahead in line than slots are free. Returns {1, server,
+# `ewma`, in ms), weighed by how busy it is. A fast server's slot is taken only when
+# fewer waiters are ahead in line than such slots are free; a slow one's (a server
+# whose calls take over twice the fastest's) only when fewer are behind. Returns {1, server,
 # affinity hit}, or {0, down_since}: down_since is when the model's last healthy
 # server went down ('0' while one is up).
 # KEYS: servers, holds, waiting, beats, affinity key. ARGV: now ms, spec, waiter,
@@ -257,41 +284,45 @@ SERVER_TAKE = (
 local names, h = load(ARGV[2])
 local now, exclude = tonumber(ARGV[1]), ARGV[8]
 local waiting, beats = KEYS[3], KEYS[4]
+local slow = slow_of(names, h)
 local function usable(s)
   return s and h[f(s, 'state')] == 'up' and tonumber(h[f(s, 'free')] or '0') > 0
     and not string.find(exclude, ',' .. s .. ',', 1, true)
 end
-local free, best, best_cost = 0, nil, nil
+local free = {fast = 0, slow = 0}
+local best, cost = {}, {}
 for _, s in ipairs(names) do
   if usable(s) then
     local left, slots = tonumber(h[f(s, 'free')]), tonumber(h[f(s, 'slots')])
-    free = free + left
-    -- Its recent seconds a call, the more so the busier it is: the fastest server with
+    local class = slow(s) and 'slow' or 'fast'
+    free[class] = free[class] + left
+    -- Its recent time a call, the more so the busier it is: the quickest server with
     -- room first (one not measured yet first of all), equal ones in turn.
-    local cost = tonumber(h[f(s, 'ewma')] or '0') * (1 + (slots - left) / slots) + (slots - left) / slots * 1e-6
-    if best_cost == nil or cost < best_cost then best, best_cost = s, cost end
+    local c = tonumber(h[f(s, 'ewma')] or '0') * (1 + (slots - left) / slots) + (slots - left) / slots * 1e-6
+    if cost[class] == nil or c < cost[class] then best[class], cost[class] = s, c end
   end
 end
 redis.call('ZADD', waiting, 'NX', ARGV[4], ARGV[3])
 redis.call('HSET', beats, ARGV[3], ARGV[7])
-if free == 0 then return {0, h['down_since'] or '0'} end
-local rank = redis.call('ZRANK', waiting, ARGV[3])
-if rank >= free then
-  for _, w in ipairs(redis.call('ZRANGE', waiting, 0, rank - 1)) do
-    if tonumber(redis.call('HGET', beats, w) or '0') < now then
-      redis.call('ZREM', waiting, w)
-      redis.call('HDEL', beats, w)
-    end
-  end
-  rank = redis.call('ZRANK', waiting, ARGV[3])
-  if rank >= free then return {0, h['down_since'] or '0'} end
+if free.fast + free.slow == 0 then return {0, h['down_since'] or '0'} end
+-- The first in line take the fast servers' free slots; the last in line (those that
+-- waited least) the slow servers': the time a slow call adds falls on the jobs with
+-- the least time spent already, and no slot is left free while a job waits.
+local rank, count = redis.call('ZRANK', waiting, ARGV[3]), redis.call('ZCARD', waiting)
+local chosen = nil
+if rank < free.fast then
+  chosen = best.fast
+elseif free.slow > 0 and rank >= count - free.slow then
+  chosen = best.slow
 end
+if not chosen then return {0, h['down_since'] or '0'} end
 local hit = 0
 if ARGV[9] ~= '0' then
   local last = redis.call('GET', KEYS[5])
-  if last and usable(last) then best, hit = last, 1 end
-  redis.call('SET', KEYS[5], best, 'EX', ARGV[9])
+  if last and usable(last) and slow(last) == slow(chosen) then chosen, hit = last, 1 end
+  redis.call('SET', KEYS[5], chosen, 'EX', ARGV[9])
 end
+local best = chosen
 redis.call('HINCRBY', pool, f(best, 'free'), -1)
 redis.call('HSET', KEYS[2], ARGV[5], best .. '|' .. ARGV[6] .. '|' .. ARGV[11])
 redis.call('ZREM', waiting, ARGV[3])
@@ -348,7 +379,7 @@ elseif outcome == 'fail' or outcome == 'down' then
     end
   end
 end
-wake(KEYS[3], ARGV[6], free_up(names, h))
+wake_for_free(KEYS[3], ARGV[6], names, h)
 return {1, s, went, last}
 """
 )
@@ -385,14 +416,15 @@ if h[f(s, 'state')] ~= 'down' then return 0 end
 redis.call('HSET', pool, f(s, 'state'), 'up', f(s, 'fails'), 0, f(s, 'since'), ARGV[2])
 redis.call('HDEL', pool, 'down_since')
 h[f(s, 'state')] = 'up'
-wake(KEYS[2], ARGV[3], free_up(names, h))
+wake_for_free(KEYS[2], ARGV[3], names, h)
 return 1
 """
 )
 
-# Gives back the slots whose holder stopped renewing them (its worker died), and
-# wakes as many waiters. Returns how many.
-# KEYS: servers, holds, waiting. ARGV: now ms, wake prefix, spec.
+# Gives back the slots whose holder stopped renewing them (its worker died), takes
+# out of the line the waiters that stopped looking, and wakes waiters for the free
+# slots. Returns how many slots and waiters it dropped.
+# KEYS: servers, holds, waiting, beats. ARGV: now ms, wake prefix, spec.
 SERVER_RECLAIM = (
     _SERVERS
     + """
@@ -407,7 +439,20 @@ for i = 1, #flat, 2 do
     count = count + 1
   end
 end
-if count > 0 then wake(KEYS[3], ARGV[2], free_up(names, h)) end
+-- Waiters that stopped waiting (their process died) leave the line: they would hold
+-- back those behind them.
+local line = redis.call('ZRANGE', KEYS[3], 0, -1)
+if #line > 0 then
+  local beats = redis.call('HMGET', KEYS[4], unpack(line))
+  for i, w in ipairs(line) do
+    if tonumber(beats[i] or '0') < now then
+      redis.call('ZREM', KEYS[3], w)
+      redis.call('HDEL', KEYS[4], w)
+      count = count + 1
+    end
+  end
+end
+if count > 0 then wake_for_free(KEYS[3], ARGV[2], names, h) end
 return count
 """
 )

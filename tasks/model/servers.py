@@ -178,6 +178,7 @@ class ServerPool:
                 self._wake,
                 why[:300],
                 self._spec,
+                "" if seconds is None else round(seconds * 1000, 1),
             ],
         )
         if int(answer[0]) == 1 and _text(answer[2]) == "down":
@@ -202,10 +203,10 @@ class ServerPool:
             held = list(self._held)
         if held:
             self._renew(keys=[self._holds], args=[now + self._config.job_lease * 1000, *held])
-        keys = [self._pool, self._holds, self._waiting]
+        keys = [self._pool, self._holds, self._waiting, self._beats]
         reclaimed = int(self._reclaim(keys=keys, args=[now, self._wake, self._spec]))
         if reclaimed:
-            log.warning("%d slot(s) of model %s came back from workers gone", reclaimed, self.model.name)
+            log.warning("%d slot(s) or waiter(s) of model %s came back from workers gone", reclaimed, self.model.name)
         most = int(self._config.server_probe_max * 1000)
         for name in self._probes(keys=[self._pool], args=[now, self._spec, most]):
             server = self.model.server(_text(name))

@@ -232,3 +232,42 @@ def test_a_server_and_a_worker_killed_under_load_every_accepted_job_answered_onc
     tally = under_load(stack.url, ids("chaos", 400), 12, fault)
     tally.report("server and worker killed", one, two=two.answered)
     tally.assert_all_answered(stack)
+
+
+def test_the_openai_sdk_streamed_and_not_and_a_batch_on_a_model_with_two_servers(
+    make_stack: StackFactory, servers: Any
+) -> None:
+    from testing import openai_sdk
+
+    one, two = servers(latency=0.01), servers(latency=0.01)
+    spare = servers()
+    one.broken = 503  # the first is down from the start: every job goes to the second
+    models = registry(
+        {"name": "m", "servers": [{"url": one.url, "slots": 2}, {"url": two.url, "slots": 2}], "fallbacks": ["spare"]},
+        {"name": "spare", "url": spare.url},
+    )
+    stack = make_stack(MODELS=models, SERVER_FAILURES="1")
+    sdk = openai_sdk.client(stack)
+    raw = sdk.chat.completions.with_raw_response.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert raw.parse().choices[0].message.content == "echo: hi"
+    assert raw.headers["x-served-model"] == "m"  # its own model, not a fallback
+    pieces = [
+        chunk.choices[0].delta.content or ""
+        for chunk in sdk.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "one two three"}], stream=True,
+            extra_body={"fallbacks": ["spare"]},
+        )
+        if chunk.choices
+    ]  # fmt: skip
+    assert "".join(pieces) == "echo: one two three"
+    lines = [openai_sdk.chat_line(f"line-{n}", f"batch {n}") | {"body": {"model": "m", "messages": [
+        {"role": "user", "content": f"batch {n}"}]}} for n in range(6)]  # fmt: skip
+    batch = sdk.batches.create(
+        input_file_id=openai_sdk.upload(sdk, lines), endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    done = openai_sdk.wait_until_finished(sdk, batch.id)
+    assert done.status == "completed" and done.request_counts is not None and done.request_counts.completed == 6
+    answers = {line["custom_id"]: line["response"]["body"]["choices"][0]["message"]["content"]
+               for line in openai_sdk.file_lines(sdk, done.output_file_id)}  # fmt: skip
+    assert answers == {f"line-{n}": f"echo: batch {n}" for n in range(6)}
+    assert two.answered == 8 and spare.answered == 0

@@ -337,3 +337,44 @@ def test_a_hot_prefix_spills_to_other_servers_when_its_server_is_full(servers: A
     with ThreadPoolExecutor(8) as pool:
         served = Counter(pool.map(lambda n: model.chat(ask(f"{n}", [system])).as_dict()["server"], range(24)))
     assert len(served) == 2 and min(served.values()) >= 6  # balance is kept
+
+
+def test_each_server_of_a_model_gets_vllms_priority_and_its_own_key(servers: Any, workers: Any) -> None:
+    one, two = servers(), servers()
+    worker = workers([{"name": "m", "served_name": "fake-model", "priority_scheduling": True, "api_key": "model-key",
+                       "servers": [{"url": one.url}, {"url": two.url, "api_key": "two-key"}]}])  # fmt: skip
+    model = worker.client("m")
+    with ThreadPoolExecutor(2) as pool:
+        # Two at once: the first server is busy with one, so the other goes to the second.
+        list(pool.map(lambda n: model.chat(ask(f"{n}", priority=9)), range(8)))
+    bodies = one.completions + two.completions
+    assert {body["priority"] for body in bodies} == {0}  # vLLM's: lower is sooner, 9 becomes 0
+    assert {body["model"] for body in bodies} == {"fake-model"}
+    assert one.completions and two.completions
+    assert two.last_headers["authorization"] == "Bearer two-key"
+    assert one.last_headers["authorization"] == "Bearer model-key"
+
+
+def test_a_slow_servers_free_slot_goes_to_the_job_that_waited_least(servers: Any, workers: Any) -> None:
+    # The time a slow call adds falls on the job with the least time spent already: the
+    # oldest jobs wait for the fast server, whose slot comes back sooner.
+    fast, slow = servers(), servers()
+    worker = workers([{"name": "m", "servers": [{"url": fast.url, "slots": 1, "name": "fast"},
+                                                {"url": slow.url, "slots": 1, "name": "slow"}]}])  # fmt: skip
+    model = worker.registry.by_name("m")
+    pool = worker.pool(model)
+    worker.pool(model)._redis.hset(worker.config.keys.servers("m"), mapping={"fast|ewma": 50, "slow|ewma": 500})
+    taken = [pool.try_take("holder-1", 0)[0], pool.try_take("holder-2", 0)[0]]
+    assert sorted(slot.server.name for slot in taken if slot) == ["fast", "slow"]
+    for waiter, accepted in (("oldest", 1), ("middle", 2), ("newest", 3)):
+        assert pool.try_take(waiter, accepted)[0] is None
+    on_slow = next(slot for slot in taken if slot and slot.server.name == "slow")
+    on_fast = next(slot for slot in taken if slot and slot.server.name == "fast")
+    pool.release(on_slow, "ok", seconds=0.5)
+    assert pool.try_take("oldest", 1)[0] is None  # not for the slow server
+    got = pool.try_take("newest", 3)[0]
+    assert got is not None and got.server.name == "slow"
+    pool.release(on_fast, "ok", seconds=0.05)
+    assert pool.try_take("middle", 2)[0] is None  # the fast one is the oldest's
+    got = pool.try_take("oldest", 1)[0]
+    assert got is not None and got.server.name == "fast"
