@@ -2,6 +2,7 @@
 
     python -m bench.servers --litellm /path/to/venv/bin/litellm     # about 5 minutes
     python -m bench.servers --quick                                 # this gateway alone, 20 s
+    python -m bench.servers --affinity                              # prefix affinity, 1 minute
 
 The same two fake model servers (testing/fake_model_server.py) behind each system:
 8 slots each (a ninth call waits inside the server, as in vLLM or llama.cpp), one
@@ -17,6 +18,13 @@ of one model, `routing_strategy` least-busy and then simple-shuffle, retries on
 (`num_retries: 3`). LiteLLM is not a dependency of this project: install it in a
 virtualenv of its own (`python -m venv /tmp/litellm && /tmp/litellm/bin/pip install
 'litellm[proxy]'`) and name its `litellm` command.
+
+With --affinity: two equal servers (8 slots, 0.2 s a call, 0.05 s when the call's
+prompt prefix is in the server's prefix cache: the 40 it saw last, within 30 s), 64
+conversations sharing a 2,000-character system prompt, each turn repeating its own
+history; 8 clients for 20 s, through this gateway with prefix affinity on and off:
+the cache hit rate, p50 and p99, each server's share. Then every client on one
+conversation (a hot prefix): the shares show whether balance holds.
 
 Writes bench/results/servers-<time>.json and .md.
 """
@@ -73,10 +81,16 @@ class Servers:
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
 
-    def start(self, name: str) -> None:
-        latency = FAST if name == "fast" else SLOW
+    def start(
+        self, name: str, latency: float | None = None, cached: float | None = None, cache_size: int | None = None
+    ) -> None:
+        latency = latency if latency is not None else (FAST if name == "fast" else SLOW)
         args = [str(BIN / "python"), "-m", "testing.fake_model_server", "--port", str(self.ports[name]),
                 "--latency", str(latency), "--slots", str(SLOTS)]  # fmt: skip
+        if cached is not None:
+            args += ["--cached-latency", str(cached)]
+        if cache_size is not None:
+            args += ["--cache-size", str(cache_size)]
         self.running[name] = self.processes.spawn(f"model-{name}", args, {})
         wait_for_http(self.running[name], f"{self.url(name)}/v1/models")
 
@@ -88,11 +102,13 @@ class Servers:
         return int(httpx.get(f"{self.url(name)}/stats", timeout=5).json()["answered"])
 
     def reset(self) -> dict[str, int]:
-        """Calls answered by each server since the last reset; counting starts again."""
+        """Calls answered by each server since the last reset (and their prefix-cache
+        hits, as "{name} hits"); counting starts again."""
         shares = {}
         for name in ("fast", "slow"):
-            answered = int(httpx.delete(f"{self.url(name)}/stats", timeout=5).json()["answered"])
-            shares[name] = self.counted[name] + answered
+            stats = httpx.delete(f"{self.url(name)}/stats", timeout=5).json()
+            shares[name] = self.counted[name] + int(stats["answered"])
+            shares[f"{name} hits"] = int(stats["prefix_hits"])
             self.counted[name] = 0
         return shares
 
@@ -105,9 +121,9 @@ class Servers:
 class Gateway:
     """This system: API, one worker, RabbitMQ and Redis, the two servers as one model's."""
 
-    def __init__(self, processes: Processes, servers: Servers) -> None:
+    def __init__(self, processes: Processes, servers: Servers, affinity: bool = True) -> None:
         run = uuid.uuid4().hex[:8]
-        registry = {"models": [{"name": "m", "served_name": "fake-model", "servers": [
+        registry = {"models": [{"name": "m", "served_name": "fake-model", "prefix_affinity": affinity, "servers": [
             {"url": servers.url("fast"), "slots": SLOTS, "name": "fast"},
             {"url": servers.url("slow"), "slots": SLOTS, "name": "slow"}]}]}  # fmt: skip
         self.env = {
@@ -231,10 +247,95 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def conversations(count: int) -> list[bytes]:
+    """`count` chat bodies: one system prompt shared by all, a history of each's own."""
+    system = {"role": "system", "content": "You answer questions about message queues. " * 46}
+    bodies = []
+    for n in range(count):
+        history = [system, {"role": "user", "content": f"Tell me about topic {n}."},
+                   {"role": "assistant", "content": f"Topic {n} is about queues."}]  # fmt: skip
+        bodies.append(loadgen.encode({**BODY, "messages": [*history, {"role": "user", "content": "And then?"}]}))
+    return bodies
+
+
+async def turns(url: str, bodies: list[bytes], clients: int, seconds: float) -> Timeline:
+    """A closed loop over `bodies`, each client taking the next conversation in turn."""
+    timeline = Timeline()
+    begin = time.perf_counter()
+    stop_at = begin + seconds
+    taken = 0
+
+    async def client() -> None:
+        nonlocal taken
+        connection = loadgen.Connection(url, {"Authorization": "Bearer none"})
+        try:
+            while time.perf_counter() < stop_at:
+                body = bodies[taken % len(bodies)]
+                taken += 1
+                started = time.perf_counter()
+                status = await connection.status_of(body)
+                timeline.sent.append(started - begin)
+                timeline.latencies.append(time.perf_counter() - started)
+                timeline.statuses.append(status)
+        finally:
+            connection.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return timeline
+
+
+def affinity(processes: Processes, servers: Servers) -> list[dict[str, Any]]:
+    """Prefix affinity on and off, with many conversations and with one hot one."""
+    for name in ("fast", "slow"):  # here two equal servers, despite their names
+        servers.start(name, latency=0.2, cached=0.05, cache_size=40)
+    rows = []
+    for label, bodies, on, clients in [
+        ("64 conversations, affinity on", conversations(64), True, 8),
+        ("64 conversations, affinity off", conversations(64), False, 8),
+        ("one hot conversation, 16 clients for 8 slots a server", conversations(1), True, 16),
+    ]:
+        system = Gateway(processes, servers, affinity=on)
+        try:
+            servers.reset()
+            timeline = asyncio.run(turns(system.url, bodies, clients, 20))
+            counts = servers.reset()
+        finally:
+            system.stop()
+        ok = sorted(lat for lat, st in zip(timeline.latencies, timeline.statuses, strict=True) if st == 200)
+        answered = max(1, counts["fast"] + counts["slow"])
+        row = {
+            "system": label,
+            "requests": len(timeline.statuses),
+            "failed": len(timeline.statuses) - len(ok),
+            "hit_rate": round((counts["fast hits"] + counts["slow hits"]) / answered, 3),
+            "throughput": round(len(ok) / 20, 1),
+            "mean_ms": round(statistics.fmean(ok) * 1000, 1),
+            "p50_ms": round(statistics.median(ok) * 1000, 1),
+            "p99_ms": round(ok[min(len(ok) - 1, int(len(ok) * 0.99))] * 1000, 1),
+            "shares": [round(counts["fast"] / answered, 3), round(counts["slow"] / answered, 3)],
+        }
+        rows.append(row)
+        print(f"bench.servers: {json.dumps(row)}", flush=True)
+    return rows
+
+
+def affinity_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| run | prefix-cache hits | jobs/s | mean, p50, p99 ms | shares of the two servers | failed |",
+             "|" + "---|" * 6]  # fmt: skip
+    for row in rows:
+        lines.append(
+            f"| {row['system']} | {row['hit_rate']:.1%} | {row['throughput']} | {row['mean_ms']}, {row['p50_ms']},"
+            f" {row['p99_ms']} |"
+            f" {row['shares'][0]:.1%} / {row['shares'][1]:.1%} | {row['failed']} of {row['requests']} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--litellm", help="LiteLLM's `litellm` command (its proxy); without it, this gateway alone")
     parser.add_argument("--quick", action="store_true", help="15 s steady and 5 s of outage")
+    parser.add_argument("--affinity", action="store_true", help="prefix affinity on and off, instead")
     args = parser.parse_args()
     sizes = Sizes(steady_seconds=15, outage_seconds=5) if args.quick else Sizes()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -243,6 +344,15 @@ def main() -> None:
     logs.mkdir()
     processes = Processes(logs)
     servers = Servers(processes)
+    if args.affinity:
+        try:
+            rows = affinity(processes, servers)
+        finally:
+            servers.stop()
+            processes.stop_all()
+        (RESULTS / f"servers-affinity-{stamp}.json").write_text(json.dumps({"rows": rows}, indent=2))
+        print(affinity_table(rows))
+        return
     rows = []
     systems: list[tuple[str, Any]] = [("gateway", lambda: Gateway(processes, servers))]
     if args.litellm:

@@ -109,9 +109,13 @@ def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
         answer = completion.as_dict()
         answer.pop("server", None)  # the deployment's inside: in the logs and spans, not in answers
         answer["timing"] = timing = _timing(job, started)
-        timing["model_seconds"] = round(answered - asked, 4)
+        # The wait for a free slot of one of its model's servers is queueing, not the model's time.
+        waited = completion.slot_wait
+        timing["model_seconds"] = round(answered - asked - waited, 4)
+        if waited:
+            timing["queued_seconds"] = round(timing.get("queued_seconds", 0.0) + waited, 4)
         if completion.first_piece_at is not None:
-            timing["first_token_seconds"] = round(completion.first_piece_at - asked, 4)
+            timing["first_token_seconds"] = round(completion.first_piece_at - asked - waited, 4)
         if relay is not None:
             relay.end(answer)
         usage = completion.usage or {}

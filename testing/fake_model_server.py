@@ -24,6 +24,7 @@ import json
 import socket
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,7 +81,8 @@ class FakeModelServer:
         self.broken: int | None = None  # a status every request is answered with (a sick server)
         self.cached_latency: float | None = None  # the latency when the prompt's prefix is cached
         self.cache_seconds = 30.0  # how long a prefix stays cached
-        self._cache: dict[str, float] = {}
+        self.cache_size: int | None = None  # prefixes it keeps at most (the least recently used go)
+        self._cache: OrderedDict[str, float] = OrderedDict()
         self.prefix_hits = 0
         self.answered = 0  # chat completions answered in full
         self.busy_seconds = 0.0  # the time its calls took, in all (their speed as it delivered it)
@@ -217,6 +219,9 @@ class FakeModelServer:
                 latency = self.cached_latency
                 self.prefix_hits += 1
             self._cache[prefix] = now
+            self._cache.move_to_end(prefix)
+            while self.cache_size is not None and len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
         if latency:
             await asyncio.sleep(latency)
         self.answered += 1
@@ -486,12 +491,14 @@ if __name__ == "__main__":
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
     parser.add_argument("--slots", type=int, default=None, help="calls it works on at once")
     parser.add_argument("--cached-latency", type=float, default=None, help="latency when the prefix is cached")
+    parser.add_argument("--cache-size", type=int, default=None, help="prefixes it keeps cached at most")
     args = parser.parse_args()
     server = FakeModelServer(args.port)
     server.latency = args.latency
     server.chunk_delay = args.chunk_delay
     server.slots = args.slots
     server.cached_latency = args.cached_latency
+    server.cache_size = args.cache_size
     server.start()
     print(f"fake model server on {server.url}", flush=True)
     try:

@@ -80,8 +80,11 @@ class PooledModel:
             prefix = prefix_hash(request.messages, self._config.prefix_affinity_chars)
         tried: frozenset[str] = frozenset()
         attempt = 0
+        waited = 0.0
         while True:
+            looked = time.monotonic()
             slot = self._take(request, cancel, give_up_at, tried, prefix)
+            waited += time.monotonic() - looked
             outcome, why = "none", ""
             called = time.monotonic()
             try:
@@ -102,6 +105,7 @@ class PooledModel:
                     self._pools(slot.model).release(slot, outcome, why, took)
             if outcome == "ok":
                 completion.served_by = (slot.model.name, slot.server.name)
+                completion.slot_wait = waited
                 return completion
             log.warning(
                 "model server %s of %s failed job's call: %s", slot.server.name, slot.model.name, why,

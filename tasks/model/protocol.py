@@ -33,6 +33,7 @@ class Completion:
     # The model (the registry's name) and server that answered, for a model with several
     # servers or fallbacks (tasks/model/pooled.py).
     served_by: tuple[str, str] | None = None
+    slot_wait: float = 0.0  # seconds it waited for a free slot of one of its model's servers
 
     @property
     def content(self) -> str:

@@ -378,3 +378,16 @@ def test_a_slow_servers_free_slot_goes_to_the_job_that_waited_least(servers: Any
     assert pool.try_take("middle", 2)[0] is None  # the fast one is the oldest's
     got = pool.try_take("oldest", 1)[0]
     assert got is not None and got.server.name == "fast"
+
+
+def test_the_wait_for_a_slot_is_told_apart_from_the_models_time(servers: Any, workers: Any) -> None:
+    only = servers(latency=0.3)
+    worker = workers([{"name": "m", "servers": [{"url": only.url, "slots": 1}], "fallbacks": ["other"]},
+                      {"name": "other", "url": only.url}])  # fmt: skip
+    model = worker.client("m")
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(model.chat, ask("first"))
+        time.sleep(0.05)
+        second = pool.submit(model.chat, ask("second")).result()
+    # The second waited for the first's call (0.3 s, of which 0.05 s had gone) to end; the first took a free slot.
+    assert second.slot_wait >= 0.25 and first.result().slot_wait < second.slot_wait
