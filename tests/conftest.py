@@ -84,6 +84,22 @@ def fake_server() -> Iterator[FakeModelServer]:
 
 
 @pytest.fixture
+def servers() -> Iterator[Callable[..., FakeModelServer]]:
+    """Fake model servers of the test's own, started as asked: ``servers(latency=0.1, slots=4)``."""
+    started: list[FakeModelServer] = []
+
+    def start(latency: float = 0.0, slots: int | None = None, port: int = 0) -> FakeModelServer:
+        server = FakeModelServer(port).start()
+        server.latency, server.slots = latency, slots
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
 def fake(fake_server: FakeModelServer) -> Iterator[FakeModelServer]:
     """The fake model server, with what it received forgotten before and after the test."""
     fake_server.reset()

@@ -185,15 +185,13 @@ SCALING_GAUGES = (
 )  # fmt: skip
 
 
-# The servers of models with several (docs/servers.md): gauge name, its field, its help.
-SERVER_GAUGES = (
-    ("llm_api_model_server_slots", "slots", "Calls the server takes at once"),
-    ("llm_api_model_server_busy", "busy", "Its slots held by jobs now"),
-    ("llm_api_model_server_failures_in_a_row", "failures_in_a_row", "Its calls failed in a row"),
-)  # fmt: skip
-SERVER_COUNTERS = (
-    ("llm_api_model_server_jobs", "jobs", "Jobs the server answered"),
-    ("llm_api_model_server_failures", "failures", "Calls to the server that failed"),
+# The servers of models with several (docs/servers.md): name, its field, its help, its kind.
+SERVER_FAMILIES = (
+    ("llm_api_model_server_slots", "slots", "Calls the server takes at once", GaugeMetricFamily),
+    ("llm_api_model_server_busy", "busy", "Its slots held by jobs now", GaugeMetricFamily),
+    ("llm_api_model_server_failures_in_a_row", "failures_in_a_row", "Its calls failed in a row", GaugeMetricFamily),
+    ("llm_api_model_server_jobs", "jobs", "Jobs the server answered", CounterMetricFamily),
+    ("llm_api_model_server_failures", "failures", "Calls to the server that failed", CounterMetricFamily),
 )  # fmt: skip
 
 
@@ -217,18 +215,12 @@ class _Scaling(Collector):
                 for each in STATES:
                     state.add_metric([model, server["name"], each], 1 if server["state"] == each else 0)
         yield state
-        for name, field, description in SERVER_GAUGES:
-            family = GaugeMetricFamily(name, f"{description}, by model and server", labels=["model", "server"])
+        for name, field, description, kind in SERVER_FAMILIES:
+            family = kind(name, f"{description}, by model and server", labels=["model", "server"])
             for model, signals in pooled:
                 for server in signals["servers"]:
                     family.add_metric([model, server["name"]], server[field])
             yield family
-        for name, field, description in SERVER_COUNTERS:
-            counter = CounterMetricFamily(name, f"{description}, by model and server", labels=["model", "server"])
-            for model, signals in pooled:
-                for server in signals["servers"]:
-                    counter.add_metric([model, server["name"]], server[field])
-            yield counter
         waiting = GaugeMetricFamily(
             "llm_api_model_jobs_waiting_for_server", "Jobs held by workers waiting for a free server slot, by model",
             labels=["model"],

@@ -191,7 +191,8 @@ def test_a_killed_dispatcher_is_replaced_and_every_job_runs_once(
     make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path
 ) -> None:
     fake.latency = 0.1
-    stack = fair_stack(make_stack, tmp_path)
+    # A short lease: on a Redis broker the killed process's messages come back once it lapses.
+    stack = fair_stack(make_stack, tmp_path, JOB_LEASE="6")
     second = f"http://127.0.0.1:{free_port()}"
     stack.processes.api(stack.env, int(second.rsplit(":", 1)[1]))
     saturate(stack, fake)
@@ -242,8 +243,9 @@ def test_a_killed_worker_and_a_restarted_redis_while_tenants_wait_lose_no_job(
         fake.latency = 0.3
         keys_file = tmp_path / "tenants.yaml"
         keys_file.write_text(TENANTS)
+        # A short lease: on a Redis broker the killed worker's messages come back once it lapses.
         stack = make_stack(workers=2, concurrency=2, API_KEYS_FILE=str(keys_file), FAIR_SHARE_AHEAD="2",
-                           REDIS_HOST="127.0.0.1", REDIS_PORT=str(server.port))  # fmt: skip
+                           REDIS_HOST="127.0.0.1", REDIS_PORT=str(server.port), JOB_LEASE="6")  # fmt: skip
         saturate(stack, fake)
         jobs = [f"heavy-{n}" for n in range(40)] + [f"light-{n}" for n in range(20)]
         for job_id in jobs:

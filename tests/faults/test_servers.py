@@ -10,7 +10,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -21,21 +21,6 @@ from testing.load import Tally, ids, post_all, under_load, wait_until
 from tests.conftest import Stack, StackFactory
 
 pytestmark = pytest.mark.fault
-
-
-@pytest.fixture
-def servers() -> Iterator[Callable[..., FakeModelServer]]:
-    started: list[FakeModelServer] = []
-
-    def start(latency: float = 0.0, slots: int | None = None, port: int = 0) -> FakeModelServer:
-        server = FakeModelServer(port).start()
-        server.latency, server.slots = latency, slots
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 def registry(*models: dict[str, Any]) -> str:

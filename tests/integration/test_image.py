@@ -42,7 +42,8 @@ from testing.processes import (
     wait_for_output,
 )
 
-pytestmark = pytest.mark.integration
+# One xdist worker for the module: the image is built once (a module fixture), not once per worker.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("image")]
 
 
 @dataclass

@@ -21,25 +21,9 @@ from shared.servers import servers_state
 from tasks.model import Cancel, Cancelled, ChatRequest
 from tasks.model.pooled import PooledModel
 from tasks.worker import Worker
-from testing.fake_model_server import FakeModelServer
 from testing.processes import REDIS, reachable, remove_traces
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def servers() -> Iterator[Callable[..., FakeModelServer]]:
-    started: list[FakeModelServer] = []
-
-    def start(latency: float = 0.0, slots: int | None = None) -> FakeModelServer:
-        server = FakeModelServer().start()
-        server.latency, server.slots = latency, slots
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 @pytest.fixture
