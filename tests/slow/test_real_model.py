@@ -29,8 +29,17 @@ def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     processes.stop_all()
 
 
+# On both brokers: a real answer and a batch. The rest is the model's behaviour through the
+# gateway, the same on either: on the embedded Valkey alone, the broker `make run` uses.
+ON_BOTH_BROKERS = ("test_generate_and_chat_answer_with_real_text", "test_a_batch_on_the_real_model")
+
+
 @pytest.fixture
-def real(make_stack: StackFactory, model_server: str) -> Stack:
+def real(
+    make_stack: StackFactory, model_server: str, broker_env: dict[str, str], request: pytest.FixtureRequest
+) -> Stack:
+    if broker_env["RABBIT_MQ_HOST"] and request.node.originalname not in ON_BOTH_BROKERS:
+        pytest.skip("once is enough: the model's behaviour through the gateway, on the run command's broker")
     return make_stack(INNER_LLM_URL=model_server, LLM_TIMEOUT="120")
 
 
