@@ -79,9 +79,12 @@ def test_a_slow_server_takes_fewer_jobs_in_proportion_to_its_speed(servers: Any,
     shares = Counter(a["server"] for a in answers)
     assert sum(shares.values()) == 240
     # Each server takes jobs as fast as its slots free: ten times faster, ten times the jobs
-    # (the line keeps both busy: 16 callers for 8 slots).
+    # (the line keeps both busy: 16 callers for 8 slots). Against their speeds as they
+    # delivered them (a loaded machine slows the fast one's calls most); 240 jobs leave
+    # the slow server's share a few jobs either way, hence the margin (the fault test's is 15 %).
     ratio = shares[f"127.0.0.1:{fast.port}"] / shares[f"127.0.0.1:{slow.port}"]
-    assert 6 <= ratio <= 14, shares
+    speeds = (slow.busy_seconds / slow.answered) / (fast.busy_seconds / fast.answered)
+    assert 0.6 * speeds <= ratio <= 1.4 * speeds, (shares, speeds)
     assert fast.peak_in_flight <= 4 and slow.peak_in_flight <= 4  # never more than its slots
     shown = state(worker, "m")
     assert all(s["busy"] == 0 and s["state"] == "healthy" for s in shown.values())
