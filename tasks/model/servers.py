@@ -22,6 +22,7 @@ emptied loses the pool: the next call makes it again, every slot free.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -149,7 +150,11 @@ class ServerPool:
     def wait(self, waiter: str, seconds: float) -> None:
         """Sleep until woken (a slot came back, a server came up, a cancel) or `seconds` passed."""
         if seconds > 0:
-            self._redis.blpop([self._wake + waiter], timeout=max(0.01, seconds))
+            # redis-py reads a blocking command's reply within the command's own timeout: on
+            # a loaded machine Redis's "nothing came" may arrive just after it. The caller
+            # looks again, as after any wake-up (a job failed on it once).
+            with contextlib.suppress(redis.TimeoutError):
+                self._redis.blpop([self._wake + waiter], timeout=max(0.01, seconds))
 
     def waker(self, waiter: str) -> Waker:
         return Waker(self._redis, self._wake + waiter)
