@@ -107,7 +107,6 @@ def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
         if cancel.is_set():
             _report_cancelled(task, "as it finished")
         answer = completion.as_dict()
-        answer.pop("server", None)  # the deployment's inside: in the logs and spans, not in answers
         answer["timing"] = timing = _timing(job, started)
         # The wait for a free slot of one of its model's servers is queueing, not the model's time.
         waited = completion.slot_wait

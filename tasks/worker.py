@@ -59,9 +59,9 @@ class Worker:
         with self._lock:
             if route is None and self._default is not None:
                 return self._default
-            model = self.registry.default if route is None else self.registry.by_name(route)
-            caller = self._routed.get(model.name)
+            caller = self._routed.get(route or self.registry.default.name)
             if caller is None:
+                model = self.registry.default if route is None else self.registry.by_name(route)
                 if model.pooled:
                     caller = PooledModel(self.config, self.registry, model, self.pool, self.server_client)
                     if self._keeper is None:

@@ -85,11 +85,11 @@ class PooledModel:
             looked = time.monotonic()
             slot = self._take(request, cancel, give_up_at, tried, prefix)
             waited += time.monotonic() - looked
-            outcome, why = "none", ""
+            outcome, why, took = "none", "", None
             called = time.monotonic()
             try:
                 completion = self._call(slot, request, cancel, relay if on_delta else None, give_up_at)
-                outcome = "ok"
+                outcome, took = "ok", time.monotonic() - called
             except SERVER_FAULTS as error:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled from None
@@ -97,11 +97,10 @@ class PooledModel:
                 why = error.message
                 failure = error
             except ModelServerRejected:
-                outcome = "ok"  # the server answered: the request is at fault
+                outcome = "ok"  # the server answered: the request is at fault (and its time tells no speed)
                 raise
             finally:
                 if slot.hold:
-                    took = time.monotonic() - called if outcome == "ok" else None
                     self._pools(slot.model).release(slot, outcome, why, took)
             if outcome == "ok":
                 completion.served_by = (slot.model.name, slot.server.name)
@@ -158,12 +157,14 @@ class PooledModel:
         waker = pool.waker(waiter)
         if cancel is not None:
             cancel.attach(waker)
+        in_line = True  # a slot taken takes the waiter out of the line (SERVER_TAKE)
         try:
             while True:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled
                 slot, down_since = pool.try_take(waiter, score, tried, prefix)
                 if slot is not None:
+                    in_line = False
                     return slot
                 now = time.monotonic()
                 if now >= give_up_at:
@@ -178,7 +179,8 @@ class PooledModel:
         finally:
             if cancel is not None:
                 cancel.attach(None)
-            pool.forget(waiter)
+            if in_line:
+                pool.forget(waiter)
 
     def _fallback(self, request: ChatRequest, down_since: float | None, accepted: float, score: float) -> Slot | None:
         names = self.model.fallbacks if request.fallbacks is None else tuple(request.fallbacks)
@@ -199,8 +201,8 @@ class PooledModel:
             else:
                 waiter = uuid.uuid4().hex
                 slot, _ = self._pools(model).try_take(waiter, score)
-                self._pools(model).forget(waiter)
                 if slot is None:
+                    self._pools(model).forget(waiter)  # not to wait in its line
                     continue
             log.warning(
                 "job runs on fallback model %s: %s", model.name,

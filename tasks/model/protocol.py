@@ -47,7 +47,7 @@ class Completion:
             "finish_reason": self.choices[0]["finish_reason"] if self.choices else None,
             "usage": self.usage,
             "choices": self.choices,
-            **({"served_model": self.served_by[0], "server": self.served_by[1]} if self.served_by else {}),
+            **({"served_model": self.served_by[0]} if self.served_by else {}),
         }
 
 

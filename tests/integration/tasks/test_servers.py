@@ -60,7 +60,12 @@ def ask(content: str, history: list[dict[str, str]] | None = None, **fields: Any
 
 def run_all(model: PooledModel, count: int, threads: int) -> list[dict[str, Any]]:
     with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(lambda n: model.chat(ask(f"job {n}")).as_dict(), range(count)))
+        return list(pool.map(lambda n: answered(model.chat(ask(f"job {n}"))), range(count)))
+
+
+def answered(completion: Any) -> dict[str, Any]:
+    """The completion as the task returns it, and the server that answered (in logs and spans only)."""
+    return {**completion.as_dict(), "server": completion.served_by[1]}
 
 
 def state(worker: Worker, name: str) -> dict[str, dict[str, Any]]:
@@ -303,7 +308,7 @@ def test_prefix_affinity_sends_a_conversation_back_to_its_server_while_it_has_a_
         conversations = [[system, {"role": "user", "content": f"topic {n}"}] for n in range(20)]
 
         def turn(n: int) -> str:
-            return str(model.chat(ask(f"question {n}", conversations[n % 20])).as_dict()["server"])
+            return str(model.chat(ask(f"question {n}", conversations[n % 20])).served_by[1])
 
         with ThreadPoolExecutor(4) as pool:
             served = Counter(pool.map(turn, range(60)))
@@ -322,7 +327,7 @@ def test_a_hot_prefix_spills_to_other_servers_when_its_server_is_full(servers: A
     worker = workers([{"name": "m", "servers": [{"url": a.url, "slots": 2}, {"url": b.url, "slots": 2}]}])
     model = worker.client("m")
     with ThreadPoolExecutor(8) as pool:
-        served = Counter(pool.map(lambda n: model.chat(ask(f"{n}", [system])).as_dict()["server"], range(24)))
+        served = Counter(pool.map(lambda n: model.chat(ask(f"{n}", [system])).served_by[1], range(24)))
     assert len(served) == 2 and min(served.values()) >= 6  # balance is kept
 
 
