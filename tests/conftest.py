@@ -32,6 +32,20 @@ from testing.processes import (
 )
 
 BROKERS = ["rabbitmq", "valkey"]
+LOG_LINES = 60  # of each process a failed test started, shown with its failure
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """A failed test shows the end of each log its processes wrote (API, workers, model
+    servers): a failure in CI is read from what the processes said, not guessed."""
+    report: pytest.TestReport = yield
+    folder = getattr(item, "funcargs", {}).get("tmp_path")
+    if report.failed and call.when == "call" and isinstance(folder, Path):
+        for log in sorted(folder.rglob("*.log"))[:12]:
+            lines = log.read_text(errors="replace").splitlines()[-LOG_LINES:]
+            report.sections.append((f"Captured {log.relative_to(folder)}", "\n".join(lines)))
+    return report
 
 
 @pytest.fixture

@@ -13,7 +13,9 @@ from testing.fake_model_server import free_port
 from testing.processes import ROOT, VENV_BIN, Process, Processes, wait_for_http
 from tests.conftest import Stack, StackFactory
 
-pytestmark = pytest.mark.slow
+# One model server at a time: its threads take every core, and two (one per test
+# process) slow each other several times over.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("real-model")]
 
 
 @pytest.fixture(scope="session")
