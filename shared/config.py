@@ -98,6 +98,15 @@ class Config(BaseSettings):
     # Jobs.
     wait_timeout: float = Field(600.0, gt=0, description="seconds a request waits for its job")
     result_ttl: int = Field(86400, gt=0, description="seconds results are kept in Redis")
+    stream_leave_grace: float = Field(
+        30.0,
+        ge=0,
+        description="seconds a streamed job runs on after its last reader left, for it to come back"
+        " (Last-Event-ID); then it is cancelled. 0: cancelled at once",
+    )
+    response_ttl: int = Field(
+        0, ge=0, description="seconds /v1/responses' responses and conversations are kept; 0: RESULT_TTL's"
+    )
     worker_concurrency: int = Field(64, ge=1)
     broker_connect_timeout: float = Field(3.0, gt=0)
     broker_heartbeat: int = Field(

@@ -98,6 +98,7 @@ def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
         relay = None
         if job.stream:
             relay = Relay(jobs.redis, worker.config.keys.stream(job_id), worker.config.result_ttl)
+            relay.resume()  # a run after a worker that died mid-answer goes on where it stopped
         asked = time.monotonic()
         try:
             completion = worker.client(job.route).chat(request, cancel, relay.delta if relay else None)

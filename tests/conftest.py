@@ -133,6 +133,9 @@ def stack_env(broker_env: dict[str, str], fake_url: str, **overrides: str) -> di
         "LLM_MAX_RETRIES": "2",
         "LLM_RETRY_BACKOFF": "0.05",
         "WAIT_TIMEOUT": "60",
+        # A stream's reader that leaves: its job cancelled a second later (tests of
+        # resuming set their own).
+        "STREAM_LEAVE_GRACE": "1",
         **overrides,
     }
 

@@ -1,6 +1,11 @@
 """Answers streamed as server-sent events, piece by piece, while the worker produces them.
 
-A client that goes away before the end cancels its job, as ``DELETE /jobs/{id}`` does.
+Every event has an id (SSE ``id:``): its place in the stream, from 0. The events are
+rendered from the job's Redis stream, which holds every piece from the first, so the
+same events come in the same order to every reader: a client whose connection dropped
+asks again with ``Last-Event-ID`` (or a response's ``starting_after``) and gets each
+later event once. A client that leaves before the end cancels its job after
+STREAM_LEAVE_GRACE seconds, unless it (or another) reads the stream again by then.
 """
 
 from __future__ import annotations
@@ -19,13 +24,24 @@ from api.jobs.runner import JobRunner
 
 Render = Callable[[dict[str, Any]], Iterable[str]]
 
-_abandoned: set[asyncio.Task[None]] = set()
+_leaving: set[asyncio.Task[None]] = set()
 
 
 def sse(data: Any, event: str | None = None) -> str:
-    """One server-sent event."""
+    """One server-sent event (its id is added as it is sent)."""
     head = f"event: {event}\n" if event else ""
     return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def last_event_id(value: str | None) -> int | None:
+    """The place of the last event a client had (``Last-Event-ID``), or None: from the start."""
+    if value is None or not value.strip():
+        return None
+    try:
+        seen = int(value.strip())
+    except ValueError:
+        return None  # not one of ours: from the start
+    return seen if seen >= 0 else None
 
 
 async def open_stream(runner: JobRunner, route: JobRoute, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -42,30 +58,39 @@ def stream_response(
     events: AsyncIterator[dict[str, Any]],
     render: Render,
     render_error: Callable[[Refusal], str],
+    after: int | None = None,
+    headers: dict[str, str] | None = None,
 ) -> StreamingResponse:
-    """The events of the job as an SSE response; the job is cancelled if the client
-    leaves before the end. A failure after the first byte is one last event."""
+    """The events of the job as an SSE response, each with its id, those up to `after`
+    (the last a returning client had) left out. A failure after the first byte is one
+    last event."""
     key = route.key
 
     async def body() -> AsyncIterator[str]:
         finished = False
+        place = -1
+
+        def numbered(texts: Iterable[str]) -> Iterable[str]:
+            nonlocal place
+            for text in texts:
+                place += 1
+                if after is None or place > after:
+                    yield f"id: {place}\n{text}"
+
+        await runner.reader_joined(key)
         try:
             async for event in events:
-                for text in render(event):
+                for text in numbered(render(event)):
                     yield text
             finished = True
         except GatewayError as exc:
             finished = True
-            yield render_error(refusal(exc))
+            for text in numbered([render_error(refusal(exc))]):
+                yield text
         finally:
-            if not finished:
-                task = asyncio.create_task(_abandon(runner, key))
-                _abandoned.add(task)
-                task.add_done_callback(_abandoned.discard)
+            task = asyncio.create_task(runner.reader_left(key, finished))
+            _leaving.add(task)
+            task.add_done_callback(_leaving.discard)
 
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Job-Id": route.job_id}
-    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
-
-
-async def _abandon(runner: JobRunner, key: str) -> None:
-    await runner.cancel(key)
+    sent = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Job-Id": route.job_id, **(headers or {})}
+    return StreamingResponse(body(), media_type="text/event-stream", headers=sent)

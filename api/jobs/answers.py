@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -42,8 +43,9 @@ def outcome(job_id: str, meta: dict[str, Any]) -> dict[str, Any]:
 async def read_stream(
     reader: aioredis.Redis, stream_key: str, job_id: str, result: asyncio.Future[dict[str, Any]]
 ) -> AsyncIterator[dict[str, Any]]:
-    """The answer's pieces from the start, ``{"index", "text"[, "extra"]}`` each, then
-    ``{"end": answer}``; a job that failed raises its failure. `result` is the job's
+    """The answer's pieces from the start, ``{"index", "text"[, "extra"], "at"}`` each,
+    then ``{"end": answer, "at"}`` (`at`: when the worker wrote it, in seconds: the
+    same for every reader); a job that failed raises its failure. `result` is the job's
     stored result as the waiter hands it out: a job that finished without writing its
     stream (it ran unstreamed: a job_id sent before without ``stream``) is answered
     from it, in one piece per choice."""
@@ -56,18 +58,28 @@ async def read_stream(
         for _, items in entries:
             for entry_id, fields in items:
                 last = entry_id
+                at = int(entry_id.split(b"-", 1)[0]) / 1000
                 if END in fields:
-                    yield {"end": json.loads(fields[END])}
+                    yield {"end": json.loads(fields[END]), "at": at}
                     return
-                piece: dict[str, Any] = {"index": int(fields[INDEX]), "text": fields[TEXT].decode()}
+                piece: dict[str, Any] = {"index": int(fields[INDEX]), "text": fields[TEXT].decode(), "at": at}
                 if EXTRA in fields:
                     piece["extra"] = json.loads(fields[EXTRA])
                 yield piece
         if not entries and result.done():
             # Finished without an end entry: it failed or was cancelled (raised here), or
             # it ran unstreamed.
-            answer = outcome(job_id, result.result())
+            meta = result.result()
+            answer = outcome(job_id, meta)
+            at = _seconds(meta.get("date_done"))
             for choice in answer.get("choices") or [{"index": 0, "content": answer["content"]}]:
-                yield {"index": choice["index"], "text": choice["content"]}
-            yield {"end": answer}
+                yield {"index": choice["index"], "text": choice["content"], "at": at}
+            yield {"end": answer, "at": at}
             return
+
+
+def _seconds(iso: Any) -> float:
+    try:
+        return datetime.fromisoformat(str(iso)).timestamp()
+    except ValueError:
+        return 0.0

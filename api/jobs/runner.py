@@ -85,6 +85,25 @@ class JobRunner:
         or "unknown"."""
         return await self._store.cancel(key)
 
+    async def reader_joined(self, key: str) -> None:
+        """A client reads the job's stream (`reader_left` when it stops)."""
+        await self._store.reader_joined(key)
+
+    async def reader_left(self, key: str, finished: bool) -> None:
+        """A client stopped reading the job's stream; if it left before the end and no
+        one else reads it, the job is cancelled after STREAM_LEAVE_GRACE seconds unless
+        a client came back for it (Last-Event-ID) in the meantime, on any API process."""
+        left = await self._store.reader_left(key)
+        if finished or left > 0:
+            return
+        grace = self._config.stream_leave_grace
+        if grace > 0:
+            await asyncio.sleep(grace)
+            if await self._store.readers(key) > 0:
+                return
+        if await self.cancel(key) == "cancelled":
+            log.info("job %s cancelled: its stream's reader left and did not come back", key)
+
     async def submit(self, route: JobRoute, job: dict[str, Any]) -> None:
         """Queue the job unless its key is taken: by the same job (nothing to do) or
         another (409). Its end is sent to the webhooks that take jobs' events, when

@@ -144,6 +144,31 @@ class JobStore:
             raise ResultStoreUnavailable("result store (Redis) unavailable") from None
         return answer.decode() if isinstance(answer, bytes) else str(answer)
 
+    async def reader_joined(self, job_id: str) -> None:
+        """One more client reads the job's stream (kept while the job's claim is)."""
+        key = self._config.keys.stream_readers(job_id)
+        try:
+            async with self._store.pipeline(transaction=False) as pipe:
+                await pipe.incr(key).expire(key, self._config.job_ttl).execute()
+        except (RedisError, OSError) as exc:
+            log.warning("could not count a reader of job %s: %s", job_id, exc)
+
+    async def reader_left(self, job_id: str) -> int:
+        """One client fewer reads the job's stream: how many still do (1 when Redis
+        cannot say: a job is not cancelled on a guess)."""
+        try:
+            return int(await self._store.decr(self._config.keys.stream_readers(job_id)))
+        except (RedisError, OSError) as exc:
+            log.warning("could not count a reader of job %s out: %s", job_id, exc)
+            return 1
+
+    async def readers(self, job_id: str) -> int:
+        """How many clients read the job's stream now (1 when Redis cannot say)."""
+        try:
+            return int(await self._store.get(self._config.keys.stream_readers(job_id)) or 0)
+        except (RedisError, OSError):
+            return 1
+
     async def status(self, job_id: str) -> dict[str, Any] | None:
         """The job's status, or None when it is unknown or expired."""
         config = self._config

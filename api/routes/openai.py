@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import TenantDep
 from api.http.route_class import GatewayRoute, Refused
-from api.http.sse import open_stream, sse, stream_response
+from api.http.sse import last_event_id, open_stream, sse, stream_response
 from api.http.statuses import Refusal
 from api.jobs.admission import check_tokens
 from api.jobs.openai import ERROR_TYPES, chat_job, choices, completion_job, usage, whole_answer
@@ -34,6 +34,13 @@ MODELS_CACHE_SECONDS = 30
 
 IdempotencyKey = Annotated[
     str | None, Header(pattern=JOB_ID_PATTERN, description="plays the role of job_id: one job per key")
+]
+LastEventId = Annotated[
+    str | None,
+    Header(
+        description="resuming a stream whose connection dropped: the id of the last event had; the same request"
+        " (its Idempotency-Key) sent again gets the events after it"
+    ),
 ]
 
 
@@ -73,12 +80,15 @@ class OpenAIJobs:
         self._routing = routing
         self._runner = runner
 
-    async def answer(self, tenant: Tenant, task: TaskName, job_id: str, job: dict[str, Any], body: Any) -> Any:
-        """The answer to `body`, run as `job`: OpenAI's whole object, or its chunks."""
+    async def answer(
+        self, tenant: Tenant, task: TaskName, job_id: str, job: dict[str, Any], body: Any, resume: str | None = None
+    ) -> Any:
+        """The answer to `body`, run as `job`: OpenAI's whole object, or its chunks (those
+        after the event `resume` names, for a client that comes back)."""
         kind = "chat" if task == TaskName.CHAT else "completion"
         route, job = self._routing.route(task, job_id, job, tenant)
         if body.stream:
-            return await self._streamed(route, job, body, kind)
+            return await self._streamed(route, job, body, kind, last_event_id(resume))
         result = await self._runner.run(route, job, self._config.wait_timeout)
         return whole_answer(kind, job_id, result, body.model)
 
@@ -92,10 +102,14 @@ class OpenAIJobs:
         result = await self._runner.run(route, job, min(self._config.wait_timeout, 30.0))
         return [str(name) for name in result.get("models", [])]
 
-    async def _streamed(self, route: JobRoute, job: dict[str, Any], body: Any, kind: str) -> Response:
+    async def _streamed(
+        self, route: JobRoute, job: dict[str, Any], body: Any, kind: str, after: int | None
+    ) -> Response:
         """OpenAI's chunk format: one chunk per piece, the finish reasons, usage if asked, [DONE]."""
         events = await open_stream(self._runner, route, job)
-        base = {"id": f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{route.job_id}", "created": int(time.time())}
+        # `created`: when the first piece was written, so that every reader of the stream
+        # (one that comes back included) gets the same chunks.
+        base: dict[str, Any] = {"id": f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{route.job_id}", "created": 0}
         base["object"] = "chat.completion.chunk" if kind == "chat" else "text_completion"
         model = body.model or ""
         include_usage = bool((body.stream_options or {}).get("include_usage"))
@@ -119,6 +133,8 @@ class OpenAIJobs:
             return chunk
 
         def render(event: dict[str, Any]) -> list[str]:
+            if not base["created"]:
+                base["created"] = int(event.get("at") or time.time())
             if "end" not in event:
                 chunk = piece(event["index"], event["text"], None, event.get("extra"))
                 return [sse({**base, "model": model, "choices": [chunk]})]
@@ -138,7 +154,7 @@ class OpenAIJobs:
             del error["error"]["param"]
             return sse(error)
 
-        return stream_response(self._runner, route, events, render, render_error)
+        return stream_response(self._runner, route, events, render, render_error, after)
 
 
 def openai_router(
@@ -152,21 +168,25 @@ def openai_router(
         body: models.openai_chat,  # type: ignore[name-defined]
         tenant: TenantDep,
         idempotency_key: IdempotencyKey = None,
+        last_event_id: LastEventId = None,
     ) -> dict[str, Any] | Response:
         """OpenAI's chat completion, run as an ``llm.chat`` job; streamed with ``stream: true``."""
         check_tokens(config, body.max_tokens, "max_tokens")
-        return await jobs.answer(tenant, TaskName.CHAT, idempotency_key or new_job_id(), chat_job(body), body)
+        job_id = idempotency_key or new_job_id()
+        return await jobs.answer(tenant, TaskName.CHAT, job_id, chat_job(body), body, last_event_id)
 
     @router.post("/completions", response_model=None, responses=OPENAI_ANSWERS)
     async def completions(
         body: models.openai_completion,  # type: ignore[name-defined]
         tenant: TenantDep,
         idempotency_key: IdempotencyKey = None,
+        last_event_id: LastEventId = None,
     ) -> dict[str, Any] | Response:
         """OpenAI's text completion, run as an ``llm.complete`` job: the model server's own
         /v1/completions, with no chat template."""
         job = completion_job(body)
-        return await jobs.answer(tenant, TaskName.COMPLETE, idempotency_key or new_job_id(), job, body)
+        job_id = idempotency_key or new_job_id()
+        return await jobs.answer(tenant, TaskName.COMPLETE, job_id, job, body, last_event_id)
 
     @router.get("/models", response_model=ModelList, summary="Models", operation_id="models_v1_models_get")
     async def served_models(tenant: TenantDep) -> ModelList:

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 
 from api.deps import TenantDep
-from api.http.sse import open_stream, sse, stream_response
+from api.http.sse import last_event_id, open_stream, sse, stream_response
 from api.http.statuses import Refusal
 from api.jobs.route import JobRoute, JobRouting
 from api.jobs.runner import JobRunner
@@ -50,9 +50,16 @@ QueueName = Annotated[
     ),
 ]
 Accept = Annotated[str | None, Header(description="`text/event-stream`: stream the answer")]
+LastEventId = Annotated[
+    str | None,
+    Header(
+        description="resuming a stream whose connection dropped: the id of the last event had; the same request"
+        " (its job_id) sent again gets the events after it"
+    ),
+]
 
 
-def spec_stream(runner: JobRunner, route: JobRoute, events: Any) -> StreamingResponse:
+def spec_stream(runner: JobRunner, route: JobRoute, events: Any, after: int | None = None) -> StreamingResponse:
     """The spec endpoints' events: ``data: {"job_id", "content"}`` per piece, then
     ``event: done`` with the whole answer, or ``event: error`` with its status."""
     job_id = route.job_id
@@ -67,7 +74,7 @@ def spec_stream(runner: JobRunner, route: JobRoute, events: Any) -> StreamingRes
     def render_error(refused: Refusal) -> str:
         return sse({"job_id": job_id, "status": refused.status, "detail": refused.message}, "error")
 
-    return stream_response(runner, route, events, render, render_error)
+    return stream_response(runner, route, events, render, render_error, after)
 
 
 class SpecJobs:
@@ -88,6 +95,7 @@ class SpecJobs:
         prefer: str | None,
         accept: str | None,
         queue_name: str | None,
+        resume: str | None = None,
     ) -> CompletionResponse | Response:
         """Queue `tenant`'s job; answer with its result, its stream, or (not waiting) where to find it."""
         config, runner = self._config, self._runner
@@ -98,7 +106,7 @@ class SpecJobs:
             job["meta"] = self._routing.meta_for_queue(queue_name, job["meta"])
         route, job = self._routing.route(task, body.job_id, job, tenant)
         if body.stream or "text/event-stream" in (accept or ""):
-            return spec_stream(runner, route, await open_stream(runner, route, job))
+            return spec_stream(runner, route, await open_stream(runner, route, job), last_event_id(resume))
         seconds = config.wait_timeout if wait is None else min(wait, config.wait_timeout)
         if seconds == 0 or "respond-async" in (prefer or "").lower():
             await runner.submit(route, job)
@@ -122,9 +130,10 @@ def spec_router(models: RequestModels, jobs: SpecJobs, route_class: type[APIRout
         prefer: Prefer = None,
         accept: Accept = None,
         queue_name: QueueName = None,
+        last_event_id: LastEventId = None,
     ) -> CompletionResponse | Response:
         """Generate one message from `content`."""
-        return await jobs.answer(tenant, TaskName.GENERATE, body, wait, prefer, accept, queue_name)
+        return await jobs.answer(tenant, TaskName.GENERATE, body, wait, prefer, accept, queue_name, last_event_id)
 
     @router.post("/chat_completion", response_model=CompletionResponse, responses=STREAMED)
     async def chat_completion(
@@ -134,8 +143,9 @@ def spec_router(models: RequestModels, jobs: SpecJobs, route_class: type[APIRout
         prefer: Prefer = None,
         accept: Accept = None,
         queue_name: QueueName = None,
+        last_event_id: LastEventId = None,
     ) -> CompletionResponse | Response:
         """Continue the conversation in `messages`."""
-        return await jobs.answer(tenant, TaskName.CHAT, body, wait, prefer, accept, queue_name)
+        return await jobs.answer(tenant, TaskName.CHAT, body, wait, prefer, accept, queue_name, last_event_id)
 
     return router

@@ -44,6 +44,14 @@ class Keys:
         """The stream a streamed job's answer is relayed through, piece by piece."""
         return f"{self.prefix}stream:{job_id}"
 
+    def stream_readers(self, job_id: str) -> str:
+        """How many clients read the job's stream now, across API processes."""
+        return f"{self.prefix}readers:{job_id}"
+
+    def response(self, job_id: str) -> str:
+        """A /v1/responses response's record: its request, the conversation it continues."""
+        return f"{self.prefix}response:{job_id}"
+
     @property
     def cancel(self) -> str:
         """The pub/sub channel cancellations are announced on (job ids)."""

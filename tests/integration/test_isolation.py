@@ -145,7 +145,8 @@ def queue_type(name: str, broker_env: dict[str, str]) -> dict[str, str]:
 def test_the_same_job_id_from_two_tenants_is_two_jobs(
     make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path, broker_env: dict[str, str], queues: str
 ) -> None:
-    stack = walled_stack(make_stack, tmp_path, **queue_type(queues, broker_env))
+    # A stream's reader that leaves cancels its job at once (no grace to come back).
+    stack = walled_stack(make_stack, tmp_path, STREAM_LEAVE_GRACE="0", **queue_type(queues, broker_env))
     url = stack.url
     fake.latency = 0.5
     # beta takes the id first, without waiting; alpha's job of the same id is its own.

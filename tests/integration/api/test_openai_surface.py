@@ -218,4 +218,6 @@ def test_openai_streams_end_with_done_on_the_wire(stack: Stack, fake: FakeModelS
     with httpx.stream("POST", f"{stack.url}/v1/chat/completions", json=body, timeout=30) as events:
         lines = [line for line in events.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
-    assert all(line.startswith("data: ") for line in lines)
+    # Each event an id line, then its data.
+    assert all(line.startswith("data: ") for line in lines[1::2])
+    assert lines[::2] == [f"id: {n}" for n in range(len(lines) // 2)]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import httpx
 import openai
 import pytest
 
 from testing.fake_model_server import Failure, FakeModelServer
-from tests.conftest import Stack
+from tests.conftest import Stack, StackFactory
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +54,10 @@ def test_spec_endpoint_streams_with_accept_header(stack: Stack, fake: FakeModelS
     ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         text = "".join(response.iter_text())
-    events = [block for block in text.strip().split("\n\n") if block]
+    # Each event with its id, its place in the stream (a returning client's Last-Event-ID).
+    events = [block.split("\n", 1) for block in text.strip().split("\n\n") if block]
+    assert [head for head, _ in events] == [f"id: {n}" for n in range(len(events))]
+    events = [event for _, event in events]
     pieces = [json.loads(e.removeprefix("data: "))["content"] for e in events if e.startswith("data: ")]
     assert pieces == ["echo:", " x", " y"]
     assert events[-1].startswith("event: done\n")
@@ -93,7 +97,7 @@ def test_a_job_that_fails_ends_its_stream_with_an_error(stack: Stack, fake: Fake
 def _events(stack: Stack, path: str, body: dict) -> list[str]:
     with httpx.stream("POST", f"{stack.url}{path}", json=body, timeout=30) as answer:
         assert answer.status_code == 200
-        return [line for line in answer.iter_lines() if line]
+        return [line for line in answer.iter_lines() if line and not line.startswith("id: ")]
 
 
 def test_streams_end_on_the_wire_as_their_clients_expect(stack: Stack, fake: FakeModelServer) -> None:
@@ -115,3 +119,51 @@ def test_a_failed_stream_ends_with_an_error_event_on_the_wire(stack: Stack, fake
     lines = _events(stack, "/generate", {"content": "x", "stream": True})
     assert lines[-2] == "event: error"
     assert json.loads(lines[-1].removeprefix("data: "))["status"] == 502
+
+
+def _read(url: str, body: dict, headers: dict[str, str], stop_after: int | None = None) -> list[tuple[int, str]]:
+    """(id, data) of each event; with `stop_after`, the connection is dropped after that many."""
+    got: list[tuple[int, str]] = []
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=30) as answer:
+        assert answer.status_code == 200, answer.read()
+        event: dict[str, str] = {}
+        for line in answer.iter_lines():
+            if line:
+                name, _, value = line.partition(": ")
+                event[name] = value
+                continue
+            got.append((int(event["id"]), event["data"]))
+            event = {}
+            if stop_after is not None and len(got) >= stop_after:
+                break
+    return got
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "header"),
+    [
+        ("/v1/chat/completions", {**ASK, "stream": True}, "Idempotency-Key"),
+        ("/v1/completions", {"model": "fake-model", "prompt": "a b c d", "stream": True}, "Idempotency-Key"),
+        ("/generate", {"content": "a b c d", "stream": True}, None),
+        ("/chat_completion", {"messages": [{"role": "user", "content": "a b c d"}], "stream": True}, None),
+    ],
+)
+def test_a_dropped_stream_resumes_where_it_stopped_on_every_streaming_endpoint(
+    make_stack: StackFactory, fake: FakeModelServer, path: str, body: dict, header: str | None
+) -> None:
+    stack = make_stack(STREAM_LEAVE_GRACE="30")
+    fake.chunk_delay = 0.1
+    job_id = f"resume-{uuid.uuid4().hex[:8]}"
+    body = dict(body) if header else {**body, "job_id": job_id}
+    headers = {header: job_id} if header else {}
+    url = f"{stack.url}{path}"
+    first = _read(url, body, headers, stop_after=3)
+    assert [place for place, _ in first] == [0, 1, 2]
+    # Back while the job still runs (it was not cancelled on leaving): the events after
+    # the last one had, each once.
+    rest = _read(url, body, {**headers, "Last-Event-ID": "2"})
+    whole = _read(url, body, headers)  # once more from the start, after the end
+    assert first + rest == whole
+    assert [place for place, _ in whole] == list(range(len(whole)))
+    assert len(fake.requests) == 1  # one job, read three times
+    assert httpx.get(f"{stack.url}/jobs/{job_id}", timeout=10).json()["status"] == "succeeded"

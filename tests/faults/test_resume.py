@@ -1,0 +1,64 @@
+"""A stream resumed after its connection dropped, with the worker that ran its job
+killed in between: the job runs again on another worker, and the client, coming back
+with Last-Event-ID, gets every later piece once (the pieces the killed worker relayed
+are not relayed again)."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import httpx
+import pytest
+
+from testing.fake_model_server import FakeModelServer
+from testing.load import wait_until
+from tests.conftest import StackFactory
+
+pytestmark = pytest.mark.fault
+
+
+def _read(url: str, body: dict, headers: dict[str, str], stop_after: int | None = None) -> list[tuple[int, str]]:
+    got: list[tuple[int, str]] = []
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=60) as answer:
+        assert answer.status_code == 200, answer.read()
+        event: dict[str, str] = {}
+        for line in answer.iter_lines():
+            if line:
+                name, _, value = line.partition(": ")
+                event[name] = value
+                continue
+            got.append((int(event["id"]), event["data"]))
+            event = {}
+            if stop_after is not None and len(got) >= stop_after:
+                break
+    return got
+
+
+def test_a_stream_resumed_after_its_worker_was_killed_is_the_whole_answer_once(
+    make_stack: StackFactory, fake: FakeModelServer
+) -> None:
+    stack = make_stack(workers=0, JOB_LEASE="3", STREAM_LEAVE_GRACE="60")
+    doomed = stack.processes.worker(stack.env, name="doomed", concurrency=4)
+    fake.chunk_delay = 0.2
+    fake.extra_words = 12
+    body = {"model": "fake-model", "messages": [{"role": "user", "content": "a b c"}], "stream": True}
+    headers = {"Idempotency-Key": "resumed-after-kill"}
+    url = f"{stack.url}/v1/chat/completions"
+    first = _read(url, body, headers, stop_after=4)
+    doomed.popen.send_signal(signal.SIGKILL)  # mid-answer: more than ten pieces to go
+    doomed.popen.wait(5)
+    assert fake.completed_streams == 0
+    stack.processes.worker(stack.env, name="second", concurrency=4)
+    rest = _read(url, body, {**headers, "Last-Event-ID": str(first[-1][0])})
+    whole = _read(url, body, headers)
+    assert first + rest == whole  # nothing lost, nothing twice
+    text = "".join(
+        choice["delta"].get("content") or ""
+        for _, data in whole
+        if data != "[DONE]"
+        for choice in json.loads(data)["choices"]
+    )
+    assert text == "echo: a b c " + " ".join(f"word{i}" for i in range(12))
+    wait_until(lambda: fake.completed_streams >= 1, 30, "the second run")
+    assert len(fake.requests) == 2  # run again after the kill, by the second worker
