@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
-from shared.tenants import DEFAULT_TENANT, EVERYONE, Owner, Tenant
+from api.errors import NotFound
+from shared.tenants import DEFAULT_TENANT, EVERYONE, TENANT_PATTERN, Owner, Tenant, job_key
 
 
 async def _tenant(request: Request) -> Tenant:
@@ -24,3 +25,22 @@ async def _owner(request: Request) -> Owner:
 
 TenantDep = Annotated[Tenant, Depends(_tenant)]
 OwnerDep = Annotated[Owner, Depends(_owner)]
+
+
+# An admin key's `?tenant=`: another tenant's job (or response) by its id.
+Whose = Annotated[
+    str | None,
+    Query(
+        alias="tenant", pattern=TENANT_PATTERN, description="whose job (admin keys): another tenant's; the key's own"
+    ),
+]
+
+
+def whose_key(job_id: str, mine: Tenant, whose: str | None, missing: NotFound) -> str:
+    """The key of the job `job_id`: of the key's tenant, or of `whose` for an admin key
+    (any other key naming another tenant finds nothing: `missing`, as for an unknown id)."""
+    if whose is None or whose == mine.name:
+        return job_key(mine.name, job_id)
+    if not mine.admin:
+        raise missing
+    return job_key(whose, job_id)

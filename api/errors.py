@@ -102,6 +102,10 @@ class BatchNotFound(NotFound):
     """No batch of that id (of the request's tenant)."""
 
 
+class ResponseNotFound(NotFound):
+    """No response of that id (of the request's tenant), or it expired or was deleted."""
+
+
 # The state of what the request names does not allow it.
 
 

@@ -14,12 +14,14 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.http.route_class import Access, Edge, GatewayRoute
+from api.responses.store import ResponseStore
 from api.routes.batches import batches_router
 from api.routes.files import FilesRoute, files_router
 from api.routes.jobs import jobs_router
 from api.routes.models import models_router
 from api.routes.openai import OpenAIJobs, OpenAIRoute, openai_router
 from api.routes.operations import operators_router, probes_router
+from api.routes.responses import Responses, responses_router
 from api.routes.spec import ERROR_RESPONSES, SpecJobs, spec_router
 from api.routes.usage import usage_router
 from api.services import Services
@@ -45,11 +47,16 @@ def get_router(config: Config) -> APIRouter:
     # limited; the operators' (every tenant's figures) an admin key or METRICS_TOKEN.
     native, openai = GatewayRoute.at(edge), OpenAIRoute.at(edge)
     spec = SpecJobs(config, parts.routing, parts.runner)
+    records = ResponseStore(config, parts.redis)
+    responses = Responses(
+        config, parts.routing, parts.runner, parts.store, records, parts.registry, parts.guard.tenants
+    )
     outer = APIRouter(lifespan=lifespan)
     outer.include_router(probes_router(parts.redis, parts.queue, parts.registry))
     routers = [
         spec_router(parts.models, spec, native),
         openai_router(parts.models, OpenAIJobs(config, parts.routing, parts.runner), parts.registry, config, openai),
+        responses_router(parts.models, responses, openai),
         files_router(parts.files, FilesRoute.at(edge)),
         batches_router(parts.batches, openai),
         jobs_router(parts.store, parts.events, native),

@@ -43,9 +43,27 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     folder = getattr(item, "funcargs", {}).get("tmp_path")
     if report.failed and call.when == "call" and isinstance(folder, Path):
         for log in sorted(folder.rglob("*.log"))[:12]:
-            lines = log.read_text(errors="replace").splitlines()[-LOG_LINES:]
+            lines = _collapsed(log.read_text(errors="replace").splitlines())[-LOG_LINES:]
             report.sections.append((f"Captured {log.relative_to(folder)}", "\n".join(lines)))
     return report
+
+
+def _collapsed(lines: list[str]) -> list[str]:
+    """A log's lines, a message repeated many times in a row (a probe's) as its first and a count."""
+    out: list[str] = []
+    last, repeats = None, 0
+    for line in lines:
+        message = line.split('"message": ', 1)[-1][:120]
+        if message == last:
+            repeats += 1
+            continue
+        if repeats:
+            out.append(f"    ... and {repeats} more like it")
+        out.append(line)
+        last, repeats = message, 0
+    if repeats:
+        out.append(f"    ... and {repeats} more like it")
+    return out
 
 
 @pytest.fixture

@@ -60,10 +60,11 @@ def stream_response(
     render_error: Callable[[Refusal], str],
     after: int | None = None,
     headers: dict[str, str] | None = None,
+    opening: Callable[[], Iterable[str]] | None = None,
 ) -> StreamingResponse:
     """The events of the job as an SSE response, each with its id, those up to `after`
-    (the last a returning client had) left out. A failure after the first byte is one
-    last event."""
+    (the last a returning client had) left out; `opening`'s events first. A failure
+    after the first byte is one last event."""
     key = route.key
 
     async def body() -> AsyncIterator[str]:
@@ -79,6 +80,9 @@ def stream_response(
 
         await runner.reader_joined(key)
         try:
+            if opening is not None:
+                for text in numbered(opening()):
+                    yield text
             async for event in events:
                 for text in numbered(render(event)):
                     yield text

@@ -7,6 +7,7 @@ with it; so do streams that fail midway (api/http/sse.py) and a batch's error fi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -68,7 +69,7 @@ class Refusal:
 def refusal(exc: GatewayError | StarletteHTTPException | RequestValidationError) -> Refusal:
     """How `exc` is answered."""
     if isinstance(exc, RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
+        first = _telling(exc.errors())
         param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
         return Refusal(422, f"{param or 'body'}: {first.get('msg')}", "InvalidRequest", param=param)
     if isinstance(exc, StarletteHTTPException):
@@ -81,3 +82,15 @@ def refusal(exc: GatewayError | StarletteHTTPException | RequestValidationError)
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
     return Refusal(status_of(exc), exc.message, cause(exc), headers)
+
+
+def _telling(errors: Any) -> dict[str, Any]:
+    """The error to report of a body's: the first, unless it is one branch of a union (a
+    string where items were given) and another error reaches deeper into what was sent."""
+    errors = list(errors or [])
+    if not errors:
+        return {}
+    first = errors[0]
+    if first.get("type") == "string_type" and len(errors) > 1:
+        return max(errors[1:], key=lambda error: len(error.get("loc", ())))
+    return first

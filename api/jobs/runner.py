@@ -159,11 +159,24 @@ class JobRunner:
             except TimeoutError:
                 url = f"{self._config.public_base_url}/jobs/{route.job_id}"
                 raise JobTimedOut(
-                    f"job {route.job_id} did not finish within {wait:g}s; it is still queued or running:"
+                    f"job {route.job_id} did not finish within {wait:g}s; it is still {await self._where(route.key)}:"
                     f" its status and result are at /jobs/{route.job_id}",
                     location=url,
                 ) from None
         return outcome(route.job_id, meta)
+
+    async def _where(self, key: str) -> str:
+        """Where an awaited job is, for the message of a wait that ended before it."""
+        try:
+            status = await self._store.status(key)
+        except GatewayError:
+            status = None
+        if status is None or status["status"] not in ("queued", "running"):
+            return "queued or running"
+        if status["status"] == "running":
+            return f"running (since {status['started_at']})"
+        position = status.get("queue_position")
+        return f"queued (accepted {status['accepted_at']}{f', position {position}' if position else ''})"
 
     async def stream(self, route: JobRoute, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Queue the job (once per key) and yield its answer as it is produced.

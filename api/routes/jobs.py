@@ -10,23 +10,17 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path
 from fastapi.routing import APIRoute
 
-from api.deps import TenantDep
+from api.deps import TenantDep, Whose, whose_key
 from api.errors import GatewayError, JobConflict, JobNotFound
 from api.jobs.store import JobStore
 from api.jobs.webhook_events import WebhookEvents
 from api.schemas.native import JOB_ID_PATTERN, JobStatus
-from shared.tenants import TENANT_PATTERN, Tenant, job_key
+from shared.tenants import Tenant
 
 JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN)]
-Whose = Annotated[
-    str | None,
-    Query(
-        alias="tenant", pattern=TENANT_PATTERN, description="whose job (admin keys): another tenant's; the key's own"
-    ),
-]
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +30,7 @@ def _not_found(job_id: str) -> JobNotFound:
 
 
 def _key(job_id: str, mine: Tenant, whose: str | None) -> str:
-    """The job's key: of the key's tenant, or of `whose` for an admin key (any other
-    key naming another tenant finds nothing, as for an unknown id)."""
-    if whose is None or whose == mine.name:
-        return job_key(mine.name, job_id)
-    if not mine.admin:
-        raise _not_found(job_id)
-    return job_key(whose, job_id)
+    return whose_key(job_id, mine, whose, _not_found(job_id))
 
 
 def jobs_router(store: JobStore, events: WebhookEvents, route_class: type[APIRoute]) -> APIRouter:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, create_model
 
 from api.schemas.native import ChatCompletionRequest, Count, GenerateRequest, Message, Meta
 from api.schemas.openai import OpenAIChatRequest, OpenAICompletionRequest, OpenAIMessage
+from api.schemas.responses import ResponsesRequest
 from shared.config import Config
 
 
@@ -24,6 +25,7 @@ class RequestModels:
     chat: type[ChatCompletionRequest]
     openai_chat: type[OpenAIChatRequest]
     openai_completion: type[OpenAICompletionRequest]
+    responses: type[ResponsesRequest]
 
 
 def request_models(config: Config) -> RequestModels:
@@ -83,4 +85,9 @@ def request_models(config: Config) -> RequestModels:
     )  # fmt: skip
     # The prompt's length (its text, content parts included) is checked by guard.check_job.
     openai_completion = limited(OpenAICompletionRequest, **sampling)
-    return RequestModels(generate, chat, openai_chat, openai_completion)
+    responses = limited(
+        ResponsesRequest,
+        max_output_tokens=field(ResponsesRequest, "max_output_tokens", tokens),
+        input=field(ResponsesRequest, "input", {"maxItems": config.max_messages, "maxLength": config.max_prompt_chars}),
+    )
+    return RequestModels(generate, chat, openai_chat, openai_completion, responses)

@@ -89,12 +89,15 @@ def test_another_tenants_ids_answer_as_unknown_ones_on_every_route(
     batch = wait_until_finished(client, client.batches.create(input_file_id=input_id, endpoint="/v1/chat/completions",
                                                                completion_window="24h").id)  # fmt: skip
     assert batch.status == "completed" and batch.output_file_id
+    response = client.responses.create(model="fake-model", input="alpha's")
     mine = {
         "job_id": ["iso-job", line_job_id(batch.id, "line-0")],
         "file_id": [input_id, batch.output_file_id],
         "batch_id": [batch.id],
+        "response_id": [response.id],
     }
-    unknown = {"job_id": "iso-none", "file_id": "file-000none", "batch_id": "batch_000none"}
+    unknown = {"job_id": "iso-none", "file_id": "file-000none", "batch_id": "batch_000none",
+               "response_id": "resp_000none"}  # fmt: skip
     covered = set()
     for method, path in ROUTES:
         (param,) = re.findall(r"{(\w+)}", path)
@@ -113,11 +116,11 @@ def test_another_tenants_ids_answer_as_unknown_ones_on_every_route(
             url_of = f"{url}{path.replace('{' + param + '}', given)}"
             assert httpx.request(method, url_of).status_code == 401, (method, path)
             if method == "GET":
-                whose = {"tenant": "alpha"} if param == "job_id" else None
+                whose = {"tenant": "alpha"} if param in ("job_id", "response_id") else None
                 admin_read = httpx.get(url_of, params=whose, headers=auth("ops-key"))
                 assert _answer(admin_read) == _answer(before), (path, given)
             covered.add((method, path))
-    assert covered == set(ROUTES) and len(ROUTES) >= 7  # jobs (2), files (3), batches (2)
+    assert covered == set(ROUTES) and len(ROUTES) >= 11  # jobs (2), files (3), batches (2), responses (4)
     # The lists: beta's are its own (empty), alpha's hold alpha's.
     assert httpx.get(f"{url}/v1/files", headers=beta).json()["data"] == []
     assert httpx.get(f"{url}/v1/batches", headers=beta).json()["data"] == []

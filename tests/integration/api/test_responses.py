@@ -1,0 +1,203 @@
+"""OpenAI's Responses API through the queue, as the official SDK (strict validation)
+speaks it: plain, streamed, background; retrieve, cancel, delete, input items;
+previous_response_id; function tools; text.format; a stream resumed."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from testing.fake_model_server import FakeModelServer
+from testing.load import wait_until
+from testing.openai_sdk import client
+from tests.conftest import Stack, StackFactory
+
+pytestmark = pytest.mark.integration
+
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "The weather in a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+def test_a_response_plain_and_read_back(stack: Stack, fake: FakeModelServer) -> None:
+    sdk = client(stack)
+    made = sdk.responses.create(model="fake-model", input="one two", instructions="Be brief.", metadata={"k": "v"})
+    assert made.status == "completed" and made.output_text == "echo: one two"
+    assert made.id.startswith("resp_") and made.object == "response" and made.metadata == {"k": "v"}
+    assert made.usage is not None and made.usage.output_tokens == 3 and made.usage.total_tokens > 3
+    assert fake.completions[-1]["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "one two"},
+    ]
+    again = sdk.responses.retrieve(made.id)
+    assert again.model_dump(exclude={"completed_at"}) == made.model_dump(exclude={"completed_at"})
+    items = sdk.responses.input_items.list(made.id)
+    assert [(i.type, i.role, i.content[0].text) for i in items.data] == [("message", "user", "one two")]
+
+
+def test_a_streamed_response_is_typed_events_in_order(stack: Stack, fake: FakeModelServer) -> None:
+    sdk = client(stack)
+    events = list(sdk.responses.create(model="fake-model", input="a b c", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:4] == ["response.created", "response.in_progress", "response.output_item.added",
+                         "response.content_part.added"]  # fmt: skip
+    assert kinds[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done",
+                          "response.completed"]  # fmt: skip
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert "".join(deltas) == "echo: a b c" and len(deltas) == 4
+    done = events[-1].response
+    assert done.status == "completed" and done.output_text == "echo: a b c"
+    # The response read back is the one the stream ended with.
+    assert sdk.responses.retrieve(done.id).output == done.output
+
+
+def test_a_background_response_queued_running_done(make_stack: StackFactory, fake: FakeModelServer) -> None:
+    stack = make_stack(workers=0)
+    sdk = client(stack)
+    made = sdk.responses.create(model="fake-model", input="later", background=True)
+    assert made.status == "queued" and made.background is True
+    assert sdk.responses.retrieve(made.id).status == "queued"  # no worker yet
+    fake.latency = 1.5
+    stack.processes.worker(stack.env)
+    wait_until(lambda: sdk.responses.retrieve(made.id).status == "in_progress", 20, "the response to run")
+    wait_until(lambda: sdk.responses.retrieve(made.id).status == "completed", 20, "the response")
+    assert sdk.responses.retrieve(made.id).output_text == "echo: later"
+
+
+def test_a_background_response_cancelled_then_deleted(stack: Stack, fake: FakeModelServer) -> None:
+    sdk = client(stack)
+    fake.latency = 20
+    made = sdk.responses.create(model="fake-model", input="long", background=True)
+    wait_until(lambda: fake.in_flight == 1, 20, "the model server to be asked")
+    cancelled = sdk.responses.cancel(made.id)
+    assert cancelled.status == "cancelled"
+    wait_until(lambda: fake.in_flight == 0, 20, "the model server's call to be closed")
+    assert sdk.responses.retrieve(made.id).status == "cancelled"
+    with pytest.raises(openai.BadRequestError, match="cancelled"):  # no conversation to go on with
+        sdk.responses.create(model="fake-model", input="x", previous_response_id=made.id)
+    sdk.responses.delete(made.id)
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(made.id)
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.delete(made.id)
+
+
+def test_previous_response_id_carries_the_conversation_over_three_turns(stack: Stack, fake: FakeModelServer) -> None:
+    sdk = client(stack)
+    first = sdk.responses.create(model="fake-model", input="one", instructions="first rules")
+    second = sdk.responses.create(model="fake-model", input="two", previous_response_id=first.id)
+    third = sdk.responses.create(model="fake-model", input="three", previous_response_id=second.id,
+                                 instructions="third rules")  # fmt: skip
+    assert third.output_text == "echo: three" and third.previous_response_id == second.id
+    # Instructions are not carried over; every turn's messages and answers are.
+    assert fake.completions[-1]["messages"] == [
+        {"role": "system", "content": "third rules"},
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "echo: one"},
+        {"role": "user", "content": "two"},
+        {"role": "assistant", "content": "echo: two"},
+        {"role": "user", "content": "three"},
+    ]
+    # A turn's input items are its own.
+    assert [i.content[0].text for i in sdk.responses.input_items.list(third.id, order="asc").data] == ["three"]
+
+
+def test_function_tools_round_trip(stack: Stack, fake: FakeModelServer) -> None:
+    sdk = client(stack)
+    asked = sdk.responses.create(model="fake-model", input="Paris", tools=[WEATHER])
+    calls = [item for item in asked.output if item.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "get_weather" and json.loads(calls[0].arguments) == {"echo": "Paris"}
+    sent = fake.completions[-1]
+    assert sent["tools"] == [{"type": "function", "function": {k: v for k, v in WEATHER.items() if k != "type"}}]
+    answered = sdk.responses.create(
+        model="fake-model",
+        previous_response_id=asked.id,
+        input=[{"type": "function_call_output", "call_id": calls[0].call_id, "output": "sunny"}],
+        tools=[WEATHER],
+    )
+    assert answered.output_text == "echo: sunny"
+    messages = fake.completions[-1]["messages"]
+    assert messages[-2]["role"] == "assistant" and messages[-2]["tool_calls"][0]["id"] == calls[0].call_id
+    assert messages[-1] == {"role": "tool", "tool_call_id": calls[0].call_id, "content": "sunny"}
+
+
+def test_a_streamed_function_call(stack: Stack, fake: FakeModelServer) -> None:
+    events = list(client(stack).responses.create(model="fake-model", input="Oslo", tools=[WEATHER], stream=True))
+    arguments = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    assert json.loads(arguments) == {"echo": "Oslo"}
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert done.arguments == arguments
+    final = events[-1].response
+    assert final.output[-1].type == "function_call" and final.output[-1].arguments == arguments
+
+
+def test_text_format_json_schema(stack: Stack, fake: FakeModelServer) -> None:
+    schema = {"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"]}
+    made = client(stack).responses.create(
+        model="fake-model", input="hi", text={"format": {"type": "json_schema", "name": "e", "schema": schema}}
+    )
+    assert json.loads(made.output_text) == {"echo": "hi"}
+    asked = {"type": "json_schema", "json_schema": {"name": "e", "schema": schema}}
+    assert fake.completions[-1]["response_format"] == asked
+
+
+def test_a_background_stream_resumes_after_a_disconnect(make_stack: StackFactory, fake: FakeModelServer) -> None:
+    stack = make_stack(STREAM_LEAVE_GRACE="30")
+    sdk = client(stack)
+    fake.chunk_delay = 0.1
+    fake.extra_words = 10
+    made = sdk.responses.create(model="fake-model", input="go", background=True)
+    first = []
+    with sdk.responses.retrieve(made.id, stream=True) as stream:
+        for event in stream:
+            first.append(event)
+            if len(first) == 6:
+                break  # the connection dropped
+    rest = list(sdk.responses.retrieve(made.id, stream=True, starting_after=first[-1].sequence_number))
+    whole = list(sdk.responses.retrieve(made.id, stream=True))
+    assert [e.model_dump() for e in first + rest] == [e.model_dump() for e in whole]
+    assert whole[-1].type == "response.completed"
+    text = "".join(e.delta for e in whole if e.type == "response.output_text.delta")
+    assert text == "echo: go " + " ".join(f"word{i}" for i in range(10)) == whole[-1].response.output_text
+    assert len(fake.requests) == 1
+
+
+def test_store_false_keeps_nothing_once_read(stack: Stack, fake: FakeModelServer) -> None:
+    sdk = client(stack)
+    made = sdk.responses.create(model="fake-model", input="secret", store=False)
+    assert made.output_text == "echo: secret"
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(made.id)
+    streamed = list(sdk.responses.create(model="fake-model", input="secret", store=False, stream=True))
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(streamed[-1].response.id)
+    with pytest.raises(openai.BadRequestError, match="background"):
+        sdk.responses.create(model="fake-model", input="x", store=False, background=True)
+
+
+def test_bad_input_is_a_4xx_naming_the_field(stack: Stack, fake: FakeModelServer) -> None:
+    url = f"{stack.url}/v1/responses"
+    for body, field in [
+        ({"input": [{"type": "message", "role": "robot", "content": "x"}]}, "role"),
+        ({"input": [{"type": "web_search_call"}]}, "input"),
+        ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "content"),
+        ({"input": "x", "tools": [{"type": "web_search"}]}, "tools"),
+        ({"input": "x", "text": {"format": {"type": "xml"}}}, "format"),
+        ({"input": "x", "previous_response_id": "resp_nothing"}, "previous_response_id"),
+        ({"input": "x", "temperature": float("inf")}, "temperature"),
+        ({"input": "\udfff"}, "input"),
+        ({"input": [[[[]]]]}, "input"),
+        ({}, "input"),
+    ]:
+        answer = httpx.post(url, content=json.dumps(body), headers={"content-type": "application/json"}, timeout=10)
+        assert 400 <= answer.status_code < 500, (body, answer.text)
+        assert field in answer.text, (body, answer.text)
+    assert httpx.get(f"{url}/resp_unknown", timeout=10).status_code == 404
+    assert fake.requests == []  # nothing was queued
