@@ -49,7 +49,7 @@ def get_router(config: Config) -> APIRouter:
     spec = SpecJobs(config, parts.routing, parts.runner)
     records = ResponseStore(config, parts.redis)
     responses = Responses(
-        config, parts.routing, parts.runner, parts.store, records, parts.registry, parts.guard.tenants
+        config, parts.routing, parts.runner, parts.store, records, parts.registry, parts.guard.tenants, parts.events
     )
     outer = APIRouter(lifespan=lifespan)
     outer.include_router(probes_router(parts.redis, parts.queue, parts.registry))

@@ -38,7 +38,9 @@ from shared.config import Config
 BATCH_EVENTS = ("batch.completed", "batch.failed", "batch.cancelled", "batch.expired")
 # Jobs submitted without waiting (wait=0, Prefer: respond-async).
 JOB_EVENTS = ("job.succeeded", "job.failed", "job.cancelled")
-EVENT_TYPES = frozenset(BATCH_EVENTS + JOB_EVENTS)
+# A background response's end (/v1/responses), as OpenAI sends it.
+RESPONSE_EVENTS = ("response.completed", "response.failed", "response.incomplete", "response.cancelled")
+EVENT_TYPES = frozenset(BATCH_EVENTS + JOB_EVENTS + RESPONSE_EVENTS)
 
 
 class WebhookConfigError(ValueError):

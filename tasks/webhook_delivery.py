@@ -14,7 +14,9 @@ A delivery that gives up fails with `WebhookGaveUp`: it is kept as a dead letter
 (``llm_api_webhook_deliveries`` at the API's ``/metrics``).
 
 Jobs submitted without waiting send ``job.succeeded`` or ``job.failed`` here, once
-their result is stored (``job.cancelled`` is sent by the API that cancelled them).
+their result is stored (``job.cancelled`` is sent by the API that cancelled them);
+background responses, ``response.completed``, ``response.incomplete`` or
+``response.failed`` (``response.cancelled`` by the API).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from celery.signals import task_postrun
 
 from shared.config import Config
 from shared.contract import TaskName
-from shared.webhooks import JOB_EVENTS, Endpoint, UnsafeUrl, dumps, emit, resolve, signed_headers
+from shared.webhooks import Endpoint, UnsafeUrl, dumps, emit, resolve, signed_headers
 from tasks.app import celery_app
 from tasks.worker import current
 
@@ -129,17 +131,25 @@ def _count(config: Config, endpoint: Endpoint, outcome: str) -> None:
 
 @task_postrun.connect
 def _job_ended(task: Task | None = None, task_id: str | None = None, args: Any = None, state: str | None = None,
-               **_: Any) -> None:  # fmt: skip
+               retval: Any = None, **_: Any) -> None:  # fmt: skip
     # After the result is stored: a receiver that asks GET /jobs/{id} at once finds it.
     job = args[0] if args and isinstance(args[0], dict) else None
     if job is None or not job.get("notify") or task_id is None or state not in ("SUCCESS", "FAILURE"):
         return
     worker = current()
-    endpoints = [e for e in worker.webhooks.values() if e.events & set(JOB_EVENTS)]
+    object_id = task_id
+    if job.get("response"):
+        # A background response: OpenAI's events, about the response's id (not its tenant's key).
+        finished = (retval.get("choices") or [{}])[0].get("finish_reason") if isinstance(retval, dict) else None
+        kind = "response.failed" if state != "SUCCESS" else "response.incomplete" if finished == "length" else (
+            "response.completed")  # fmt: skip
+        object_id = task_id.rsplit("~", 1)[-1]
+    else:
+        kind = "job.succeeded" if state == "SUCCESS" else "job.failed"
+    endpoints = [e for e in worker.webhooks.values() if kind in e.events]
     if not endpoints:
         return
-    kind = "job.succeeded" if state == "SUCCESS" else "job.failed"
     try:
-        emit(celery_app, worker.config, endpoints, kind, task_id)
+        emit(celery_app, worker.config, endpoints, kind, object_id)
     except Exception:
         log.exception("could not queue the webhook %s of job %s", kind, task_id)

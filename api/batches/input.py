@@ -16,16 +16,21 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from api.errors import InvalidJson, LimitExceeded
+from api.errors import InvalidInput, InvalidJson
 from api.jobs.admission import check_job, check_tokens
 from api.jobs.openai import chat_job, completion_job
+from api.responses.translate import asked_of, chat_messages, given_input, input_items, response_job
 from api.schemas.json_body import loads
 from api.schemas.limits import RequestModels
 from shared.config import Config
 from shared.contract import TaskName
 from shared.registry import Registry, UnknownModel
 
-ENDPOINTS = {"/v1/chat/completions": TaskName.CHAT, "/v1/completions": TaskName.COMPLETE}
+ENDPOINTS = {
+    "/v1/chat/completions": TaskName.CHAT,
+    "/v1/completions": TaskName.COMPLETE,
+    "/v1/responses": TaskName.CHAT,
+}
 MAX_CUSTOM_ID = 512
 MAX_REPORTED = 20  # lines named in one refusal
 
@@ -41,6 +46,7 @@ class InputLine:
     task: TaskName
     job: dict[str, Any]  # with meta.priority 0: below interactive traffic
     model: str | None
+    asked: dict[str, Any] | None = None  # a /v1/responses line's fields its response repeats
 
 
 @dataclass
@@ -114,7 +120,8 @@ def _read_line(
     body = given.get("body")
     if not isinstance(body, dict):
         raise _BadLine("body: a JSON object is required")
-    kind = models.openai_chat if task == TaskName.CHAT else models.openai_completion
+    responses = url == "/v1/responses"
+    kind = models.responses if responses else models.openai_chat if task == TaskName.CHAT else models.openai_completion
     try:
         request = kind.model_validate(body)
     except ValidationError as exc:
@@ -123,12 +130,16 @@ def _read_line(
         raise _BadLine(f"body.{where}: {first.get('msg')}" if where else f"body: {first.get('msg')}") from None
     if request.stream:
         raise _BadLine("body.stream: a batch's requests are not streamed")
-    job = chat_job(request) if task == TaskName.CHAT else completion_job(request)  # type: ignore[arg-type]
-    job["meta"]["priority"] = 0
+    asked = None
     try:
+        if responses:
+            job, asked = _response_line(request)
+        else:
+            job = chat_job(request) if task == TaskName.CHAT else completion_job(request)  # type: ignore[arg-type]
+        job["meta"]["priority"] = 0
         check_tokens(config, getattr(request, "max_tokens", None), "max_tokens")
         check_job(config, job)
-    except LimitExceeded as exc:
+    except InvalidInput as exc:
         raise _BadLine(f"body: {exc}") from None
     model = job["meta"].get("model")
     if not registry.passthrough:
@@ -136,4 +147,15 @@ def _read_line(
             registry.route(model)
         except UnknownModel as exc:
             raise _BadLine(f"body.model: {exc}") from None
-    return InputLine(index, number, custom_id, url, task, job, model)  # type: ignore[arg-type]
+    return InputLine(index, number, custom_id, url, task, job, model, asked)  # type: ignore[arg-type]
+
+
+def _response_line(request: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A /v1/responses line's job, and what its response repeats. A line is a response of
+    its own: not in the background, and continuing no stored conversation."""
+    if request.background:
+        raise _BadLine("body.background: a batch's requests are run by the batch")
+    if request.previous_response_id is not None:
+        raise _BadLine("body.previous_response_id: a batch's line is a conversation of its own")
+    items = input_items(given_input(request), "resp_line")
+    return response_job(request, chat_messages(request.instructions, items)), asked_of(request)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from typing import Any
 
 from api.batches.input import InputLine
 from api.jobs.openai import ERROR_TYPES, whole_answer
+from api.responses.objects import response_object
 from shared.contract import TaskName
 from shared.storage.batch_files import OK, line_job_id, line_record
 from shared.storage.file_store import FileStore
@@ -40,7 +42,12 @@ def render_output(
         found = json.loads(raw)
         if outcome == OK:
             kind = "chat" if line.task == TaskName.CHAT else "completion"
-            body = whole_answer(kind, job_id, found, line.model)
+            if line.asked is not None:  # a /v1/responses line
+                record = {"id": f"resp_{head['id'].removeprefix('batch_req_')}", "created_at": int(time.time()),
+                          "model": line.model or "", "request": line.asked}  # fmt: skip
+                body = response_object(record, "completed", found)
+            else:
+                body = whole_answer(kind, job_id, found, line.model)
             output.append({**head, "response": {"status_code": 200, "request_id": job_id, "body": body}, "error": None})
             continue
         status = int(found.get("status") or 500)

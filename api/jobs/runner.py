@@ -104,11 +104,11 @@ class JobRunner:
         if await self.cancel(key) == "cancelled":
             log.info("job %s cancelled: its stream's reader left and did not come back", key)
 
-    async def submit(self, route: JobRoute, job: dict[str, Any]) -> None:
+    async def submit(self, route: JobRoute, job: dict[str, Any], notify: bool | None = None) -> None:
         """Queue the job unless its key is taken: by the same job (nothing to do) or
         another (409). Its end is sent to the webhooks that take jobs' events, when
-        there are any."""
-        notify = self._notify_jobs
+        there are any (`notify`: to those that take its events, whichever they are)."""
+        notify = self._notify_jobs if notify is None else notify
         if notify:
             job = {**job, "notify": True}
         if await self._claim_and_queue(route, job) and notify:

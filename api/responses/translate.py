@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from api.errors import InvalidInput
+from api.schemas.responses import IGNORED, ResponsesRequest
 
 # finish_reason of the chat answer → the response's status and incomplete_details.
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -24,6 +25,51 @@ INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 def item_id(response_id: str, kind: str, n: int) -> str:
     """The id of a response's `n`th item of `kind` (msg, fc, in): the same on every read."""
     return f"{kind}_{response_id.removeprefix('resp_')}_{n}"
+
+
+# -- a request → a chat job -------------------------------------------------------
+
+
+def given_input(body: ResponsesRequest) -> str | list[dict[str, Any]]:
+    """The request's `input` as sent: a string, or its items as dicts."""
+    given = body.input if body.input is not None else []
+    return given if isinstance(given, str) else [item.model_dump(by_alias=True) for item in given]
+
+
+def asked_of(body: ResponsesRequest) -> dict[str, Any]:
+    """What of the request the response object repeats."""
+    return body.model_dump(
+        include={"instructions", "tools", "tool_choice", "parallel_tool_calls", "text", "max_output_tokens",
+                 "temperature", "top_p", "metadata", "store", "background", "previous_response_id", "user"},
+        exclude_none=True,
+        by_alias=True,
+    )  # fmt: skip
+
+
+def response_job(body: ResponsesRequest, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``llm.chat`` job of a response, its conversation `messages`."""
+    tools = [tool.model_dump(exclude_none=True) for tool in body.tools or []]
+    choice = body.tool_choice
+    text = body.text.model_dump(by_alias=True, exclude_none=True) if body.text else None
+    request: dict[str, Any] = {
+        "messages": messages,
+        "tools": chat_tools(tools),
+        "tool_choice": chat_tool_choice(choice if isinstance(choice, str | None) else choice.model_dump()),
+        "parallel_tool_calls": body.parallel_tool_calls,
+        "response_format": response_format(text),
+        "user": body.user,
+    }
+    passed = {k: v for k, v in (body.model_extra or {}).items() if k not in IGNORED}
+    meta = {
+        "temperature": body.temperature,
+        "tokens_limit": body.max_output_tokens,
+        "stop_words": [],
+        "model": body.model,
+        "priority": body.priority,
+        "sampling": {"top_p": body.top_p} if body.top_p is not None else {},
+    }
+    sent = {**{k: v for k, v in request.items() if v is not None}, **passed}
+    return {"meta": meta, "openai": sent, "response": True}
 
 
 # -- input items → chat messages -------------------------------------------------

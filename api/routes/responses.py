@@ -10,6 +10,7 @@ and the conversation it continues. See docs/responses.md.
 """
 
 import hashlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,31 +20,34 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Path, Query, Response
 
 from api.deps import TenantDep, Whose, whose_key
-from api.errors import BadRequest, ResponseNotFound
+from api.errors import BadRequest, GatewayError, ResponseNotFound
 from api.http.sse import open_stream, stream_response
 from api.jobs.admission import check_tokens
 from api.jobs.route import JobRouting
 from api.jobs.runner import JobRunner
 from api.jobs.store import JobStore
+from api.jobs.webhook_events import WebhookEvents
 from api.responses.objects import STATUSES, ResponseEvents, error_code, response_object
 from api.responses.store import ResponseStore
 from api.responses.translate import (
     as_messages,
+    asked_of,
     chat_messages,
-    chat_tool_choice,
-    chat_tools,
+    given_input,
     input_items,
     output_items,
-    response_format,
+    response_job,
 )
 from api.routes.openai import OPENAI_ANSWERS, IdempotencyKey, OpenAIRoute
 from api.schemas.limits import RequestModels
 from api.schemas.openai import ErrorBody
-from api.schemas.responses import IGNORED, RESPONSE_ID_PATTERN, ResponsesRequest
+from api.schemas.responses import RESPONSE_ID_PATTERN, ResponsesRequest
 from shared.config import Config
 from shared.contract import TaskName
 from shared.registry import Registry
 from shared.tenants import Tenant, Tenants, job_key
+
+log = logging.getLogger(__name__)
 
 ResponseId = Annotated[str, Path(pattern=RESPONSE_ID_PATTERN)]
 
@@ -61,6 +65,7 @@ class Responses:
         records: ResponseStore,
         registry: Registry,
         tenants: Tenants,
+        events: WebhookEvents,
     ) -> None:
         self._config = config
         self._routing = routing
@@ -69,6 +74,7 @@ class Responses:
         self._records = records
         self._registry = registry
         self._tenants = tenants
+        self._events = events
 
     async def create(self, tenant: Tenant, body: ResponsesRequest, idempotency_key: str | None) -> Any:
         check_tokens(self._config, body.max_output_tokens, "max_output_tokens")
@@ -76,19 +82,12 @@ class Responses:
         tail = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32] if idempotency_key else uuid.uuid4().hex
         response_id = f"resp_{tail}"
         history = await self._history(tenant, body.previous_response_id) if body.previous_response_id else []
-        given = body.input if body.input is not None else []
-        raw = given if isinstance(given, str) else [item.model_dump(by_alias=True) for item in given]
-        items = input_items(raw, response_id)
+        items = input_items(given_input(body), response_id)
         messages = chat_messages(body.instructions, [*history, *items])
         if not messages:
             raise BadRequest("input: no message to answer")
-        job = self._job(body, messages)
-        asked = body.model_dump(
-            include={"instructions", "tools", "tool_choice", "parallel_tool_calls", "text", "max_output_tokens",
-                     "temperature", "top_p", "metadata", "store", "background", "previous_response_id", "user"},
-            exclude_none=True,
-            by_alias=True,
-        )  # fmt: skip
+        job = response_job(body, messages)
+        asked = asked_of(body)
         record = {
             "id": response_id,
             "tenant": tenant.name,
@@ -102,7 +101,7 @@ class Responses:
         route, routed = self._routing.route(TaskName.CHAT, response_id, job, tenant)
         record = await self._records.save(route.key, record)
         if body.background:
-            await self._runner.submit(route, {**routed, "stream": True})
+            await self._runner.submit(route, {**routed, "stream": True}, notify=self._events.for_responses)
             return response_object(record, "queued")
         if body.stream:
             events = await open_stream(self._runner, route, routed)
@@ -111,29 +110,6 @@ class Responses:
         if not body.store:
             await self._records.forget(route.key)  # read: nothing kept
         return response_object(record, "completed", answer)
-
-    def _job(self, body: ResponsesRequest, messages: list[dict[str, Any]]) -> dict[str, Any]:
-        tools = [tool.model_dump(exclude_none=True) for tool in body.tools or []]
-        choice = body.tool_choice
-        text = body.text.model_dump(by_alias=True, exclude_none=True) if body.text else None
-        request: dict[str, Any] = {
-            "messages": messages,
-            "tools": chat_tools(tools),
-            "tool_choice": chat_tool_choice(choice if isinstance(choice, str | None) else choice.model_dump()),
-            "parallel_tool_calls": body.parallel_tool_calls,
-            "response_format": response_format(text),
-            "user": body.user,
-        }
-        passed = {k: v for k, v in (body.model_extra or {}).items() if k not in IGNORED}
-        meta = {
-            "temperature": body.temperature,
-            "tokens_limit": body.max_output_tokens,
-            "stop_words": [],
-            "model": body.model,
-            "priority": body.priority,
-            "sampling": {"top_p": body.top_p} if body.top_p is not None else {},
-        }
-        return {"meta": meta, "openai": {**{k: v for k, v in request.items() if v is not None}, **passed}}
 
     async def _history(self, tenant: Tenant, previous_id: str) -> list[dict[str, Any]]:
         """The conversation `previous_id` ended with: its history, its input, its output."""
@@ -198,17 +174,27 @@ class Responses:
     async def cancel(self, key: str, response_id: str) -> dict[str, Any]:
         _, record, status = await self._found(key, response_id)
         if status["status"] in ("queued", "running"):
-            await self._runner.cancel(key)
+            await self._cancelled(key, response_id)
             status = await self._jobs.status(key) or status
         elif status["status"] != "cancelled":
             state = STATUSES.get(status["status"], status["status"])
             raise BadRequest(f"response {response_id!r} is {state}: only a queued or running one can be cancelled")
         return self._object(record, status)
 
+    async def _cancelled(self, key: str, response_id: str) -> None:
+        """Cancel the response; a background one's webhooks hear of it."""
+        if await self._runner.cancel(key) != "cancelled" or not self._events.for_responses:
+            return
+        if await self._jobs.notified(key):
+            try:
+                await self._events.emit("response.cancelled", response_id)
+            except GatewayError as exc:  # cancelled all the same
+                log.warning("response %s cancelled, but its webhook event was not queued: %s", response_id, exc)
+
     async def delete(self, key: str, response_id: str) -> dict[str, Any]:
         _, _, status = await self._found(key, response_id)
         if status["status"] in ("queued", "running"):
-            await self._runner.cancel(key)
+            await self._cancelled(key, response_id)
         await self._records.forget(key)
         return {"id": response_id, "object": "response.deleted", "deleted": True}
 

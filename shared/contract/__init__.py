@@ -125,6 +125,9 @@ class Job(BaseModel):
     # Submitted without waiting, with webhooks for jobs configured: its worker sends
     # job.succeeded or job.failed once its result is stored. Not part of its fingerprint.
     notify: bool = False
+    # A /v1/responses response: its end is sent to webhooks as response.* events (with
+    # `notify`), its object id the response's.
+    response: bool = False
     # The tenant it is run for (shared/tenants.py): its usage and tokens are counted
     # to it. Not part of its fingerprint.
     tenant: str | None = None

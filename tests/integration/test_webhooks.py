@@ -269,3 +269,31 @@ def test_a_misconfigured_endpoint_stops_the_api_and_the_worker() -> None:
         create_app(wrong)
     with pytest.raises(WebhookConfigError):
         Worker(wrong)
+
+
+@pytest.mark.integration
+def test_background_responses_send_openais_response_events(
+    make_stack: StackFactory, fake: FakeModelServer, receiver: WebhookReceiver
+) -> None:
+    stack = make_stack(**webhook_env(receiver, ["response.completed", "response.failed", "response.cancelled"]))
+    sdk = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0, _strict_response_validation=True)
+    done = sdk.responses.create(model="fake-model", input="hi", background=True)
+    (completed,) = receiver.wait_for(1, "response.completed")
+    assert verified(completed)["data"] == {"id": done.id}
+    assert sdk.responses.retrieve(done.id).status == "completed"  # stored before the event is sent
+    fake.strict_models = True
+    failed = sdk.responses.create(model="gpt-nope", input="hi", background=True)
+    (failure,) = receiver.wait_for(1, "response.failed")
+    assert verified(failure)["data"] == {"id": failed.id}
+    fake.strict_models = False
+    fake.chunk_delay, fake.extra_words = 0.05, 400  # a 20 s answer
+    long = sdk.responses.create(model="fake-model", input="long", background=True)
+    wait_until(lambda: fake.in_flight == 1, 10, "the long response to run")
+    assert sdk.responses.cancel(long.id).status == "cancelled"
+    (cancelled,) = receiver.wait_for(1, "response.cancelled")
+    assert verified(cancelled)["data"] == {"id": long.id}
+    # A response answered while its client waits sends none, nor does a job.
+    sdk.responses.create(model="fake-model", input="sync")
+    httpx.post(f"{stack.url}/generate?wait=0", json={"job_id": "plain", "content": "x"})
+    time.sleep(1)
+    assert len(receiver.received) == 3

@@ -201,3 +201,28 @@ def test_bad_input_is_a_4xx_naming_the_field(stack: Stack, fake: FakeModelServer
         assert field in answer.text, (body, answer.text)
     assert httpx.get(f"{url}/resp_unknown", timeout=10).status_code == 404
     assert fake.requests == []  # nothing was queued
+
+
+def test_a_batch_of_responses(stack: Stack, fake: FakeModelServer) -> None:
+    from testing.openai_sdk import file_lines, upload, wait_until_finished
+
+    sdk = client(stack)
+    lines = [
+        {"custom_id": "r0", "method": "POST", "url": "/v1/responses",
+         "body": {"model": "fake-model", "input": "first", "instructions": "Be brief."}},
+        {"custom_id": "r1", "method": "POST", "url": "/v1/responses",
+         "body": {"model": "fake-model", "input": [{"role": "user", "content": "second"}], "tools": [WEATHER]}},
+    ]  # fmt: skip
+    batch = sdk.batches.create(input_file_id=upload(sdk, lines), endpoint="/v1/responses", completion_window="24h")
+    batch = wait_until_finished(sdk, batch.id)
+    assert batch.status == "completed" and batch.request_counts.completed == 2
+    output = {line["custom_id"]: line for line in file_lines(sdk, batch.output_file_id)}
+    first = openai.types.responses.Response.model_validate(output["r0"]["response"]["body"])
+    second = openai.types.responses.Response.model_validate(output["r1"]["response"]["body"])
+    assert first.output_text == "echo: first" and first.instructions == "Be brief."
+    assert second.output[0].type == "function_call" and second.tools[0].name == "get_weather"
+    # A line that cannot be a batch's: refused with the file, naming it.
+    bad = [{"custom_id": "b", "method": "POST", "url": "/v1/responses",
+            "body": {"model": "fake-model", "input": "x", "background": True}}]  # fmt: skip
+    with pytest.raises(openai.BadRequestError, match="background"):
+        sdk.batches.create(input_file_id=upload(sdk, bad), endpoint="/v1/responses", completion_window="24h")
