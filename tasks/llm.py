@@ -3,6 +3,7 @@ server, and returns a JSON-able dict. The worker's wiring is in tasks/wiring.py.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any, NoReturn
@@ -93,6 +94,8 @@ def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
             # caller has its answer, and the model server is not asked again.
             log.info("job %s already answered: not run again", job_id)
             raise Ignore
+        if job.record is not None:
+            _keep_record(jobs.redis, worker.config, job_id, job.record)
         if tracing.enabled():
             _trace_start(task, job, started)
         relay = None
@@ -133,6 +136,16 @@ def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
             },
         )
         return answer
+
+
+def _keep_record(client: Any, config: Any, job_id: str, record: dict[str, Any]) -> None:
+    """A response's record, written again if Redis lost it (it came back empty)."""
+    try:
+        client.set(
+            config.keys.response(job_id), json.dumps(record), nx=True, ex=config.response_ttl or config.result_ttl
+        )
+    except Exception as exc:  # noqa: BLE001 - the answer matters more than its record
+        log.warning("could not keep the record of response %s: %s", job_id, exc)
 
 
 def _trace_start(task: Task, job: Job, started: float) -> None:

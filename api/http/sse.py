@@ -44,9 +44,9 @@ def last_event_id(value: str | None) -> int | None:
     return seen if seen >= 0 else None
 
 
-async def open_stream(runner: JobRunner, route: JobRoute, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-    """Queue the job for streaming; errors up to its acceptance are raised, before any
-    byte is sent (and answered as any error is)."""
+async def open_stream(runner: JobRunner, route: JobRoute, job: dict[str, Any] | None) -> AsyncIterator[dict[str, Any]]:
+    """Queue the job for streaming (None: follow the job queued before); errors up to
+    its acceptance are raised, before any byte is sent (and answered as any error is)."""
     events = runner.stream(route, job)
     await anext(events)
     return events

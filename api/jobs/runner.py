@@ -178,15 +178,16 @@ class JobRunner:
         position = status.get("queue_position")
         return f"queued (accepted {status['accepted_at']}{f', position {position}' if position else ''})"
 
-    async def stream(self, route: JobRoute, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Queue the job (once per key) and yield its answer as it is produced.
+    async def stream(self, route: JobRoute, job: dict[str, Any] | None) -> AsyncIterator[dict[str, Any]]:
+        """Queue the job (once per key) and yield its answer as it is produced; with no
+        `job`, follow the job of `route.key`, queued before, without queuing anything.
 
         Yields ``{"accepted": True}`` once the job is queued (errors before that are
         raised as usual), then ``{"index", "text"}`` per piece, then ``{"end": result}``.
         A job that fails raises its failure from the iteration.
         """
         async with self._waiter.expect(route.key) as result:
-            if not await self._claim_and_queue(route, {**job, "stream": True}, reply=True):
+            if job is None or not await self._claim_and_queue(route, {**job, "stream": True}, reply=True):
                 await self._waiter.follow(route.key)
             yield {"accepted": True}
             # Not the current span: the stream is read in another task than the one that began it.

@@ -96,9 +96,10 @@ class Responses:
             "request": asked,
             "input_items": items,
             "history": history,
-            "job": job,
         }
-        route, routed = self._routing.route(TaskName.CHAT, response_id, job, tenant)
+        # The record travels with the job too: a worker that finds it gone (Redis back
+        # empty) writes it again, so the response is found as long as its job is.
+        route, routed = self._routing.route(TaskName.CHAT, response_id, {**job, "record": record}, tenant)
         record = await self._records.save(route.key, record)
         if body.background:
             await self._runner.submit(route, {**routed, "stream": True}, notify=self._events.for_responses)
@@ -137,10 +138,10 @@ class Responses:
         _, record, status = await self._found(key, response_id)
         if not stream:
             return self._object(record, status)
-        # Followed as its owner's job (an admin may read another tenant's).
+        # Followed as its owner's job (an admin may read another tenant's), never queued again.
         owner = self._tenants.get(record["tenant"])
-        route, routed = self._routing.route(TaskName.CHAT, response_id, record["job"], owner)
-        events = await open_stream(self._runner, route, routed)
+        route, _ = self._routing.route(TaskName.CHAT, response_id, {"meta": {"model": record["model"]}}, owner)
+        events = await open_stream(self._runner, route, None)
         return self._streamed(route, record, events, starting_after, forget=False)
 
     def _object(self, record: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:

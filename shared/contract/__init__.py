@@ -128,6 +128,9 @@ class Job(BaseModel):
     # A /v1/responses response: its end is sent to webhooks as response.* events (with
     # `notify`), its object id the response's.
     response: bool = False
+    # A response's record (api/responses/store.py), written again by the worker when
+    # Redis lost it. Not part of its fingerprint.
+    record: dict[str, Any] | None = None
     # The tenant it is run for (shared/tenants.py): its usage and tokens are counted
     # to it. Not part of its fingerprint.
     tenant: str | None = None

@@ -62,3 +62,29 @@ def test_a_stream_resumed_after_its_worker_was_killed_is_the_whole_answer_once(
     assert text == "echo: a b c " + " ".join(f"word{i}" for i in range(12))
     wait_until(lambda: fake.completed_streams >= 1, 30, "the second run")
     assert len(fake.requests) == 2  # run again after the kill, by the second worker
+
+
+def test_a_background_response_survives_its_worker_killed(make_stack: StackFactory, fake: FakeModelServer) -> None:
+    import openai
+
+    stack = make_stack(workers=0, JOB_LEASE="3")
+    doomed = stack.processes.worker(stack.env, name="doomed", concurrency=4)
+    fake.chunk_delay = 0.2
+    fake.extra_words = 12
+    sdk = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0, timeout=60,
+                        _strict_response_validation=True)  # fmt: skip
+    made = sdk.responses.create(model="fake-model", input="a b c", background=True)
+    wait_until(lambda: sdk.responses.retrieve(made.id).status == "in_progress", 20, "the response to run")
+    wait_until(lambda: fake.in_flight == 1, 20, "the model server to be asked")
+    doomed.popen.send_signal(signal.SIGKILL)
+    doomed.popen.wait(5)
+    assert sdk.responses.retrieve(made.id).status == "in_progress"  # its lease has not lapsed yet
+    stack.processes.worker(stack.env, name="second", concurrency=4)
+    wait_until(lambda: sdk.responses.retrieve(made.id).status == "completed", 60, "the response, run again")
+    done = sdk.responses.retrieve(made.id)
+    expected = "echo: a b c " + " ".join(f"word{i}" for i in range(12))
+    assert done.output_text == expected
+    streamed = list(sdk.responses.retrieve(made.id, stream=True))
+    assert "".join(e.delta for e in streamed if e.type == "response.output_text.delta") == expected
+    assert [e.sequence_number for e in streamed] == list(range(len(streamed)))
+    assert len(fake.requests) == 2

@@ -276,3 +276,33 @@ def test_the_real_model_behind_two_servers_one_stopped_mid_run(
         assert first["jobs"] + killed["jobs"] == 12  # each job answered once, by one server or the other
     finally:
         processes.stop_all()
+
+
+def test_a_background_response_on_the_real_model_polled_then_its_stream_resumed(real: Stack) -> None:
+    import time
+
+    import openai
+
+    client = openai.OpenAI(
+        base_url=f"{real.url}/v1", api_key="unused", max_retries=0, timeout=120, _strict_response_validation=True
+    )
+    made = client.responses.create(
+        model="smollm2-135m-instruct", input="Name three colours.", max_output_tokens=24, temperature=0,
+        background=True,
+    )  # fmt: skip
+    assert made.status == "queued"
+    deadline = time.monotonic() + 120
+    done = client.responses.retrieve(made.id)
+    while done.status in ("queued", "in_progress") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        done = client.responses.retrieve(made.id)
+    assert done.status in ("completed", "incomplete") and done.output_text.strip()
+    assert done.usage is not None and 0 < done.usage.output_tokens <= 24
+    # Its stream, read in two goes: the events after the first five, then all of them.
+    with client.responses.retrieve(made.id, stream=True) as stream:
+        first = [event for _, event in zip(range(5), stream, strict=False)]
+    rest = list(client.responses.retrieve(made.id, stream=True, starting_after=first[-1].sequence_number))
+    whole = list(client.responses.retrieve(made.id, stream=True))
+    assert [e.model_dump() for e in first + rest] == [e.model_dump() for e in whole]
+    text = "".join(e.delta for e in whole if e.type == "response.output_text.delta")
+    assert text == done.output_text

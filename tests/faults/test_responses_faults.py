@@ -1,0 +1,54 @@
+"""A background response survives what a job survives: a worker killed
+(tests/faults/test_resume.py), RabbitMQ restarted (its message is durable), and Redis
+back empty: its record travels with its job, and the worker that runs it writes it
+again, so the response is found and answered once its job is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import openai
+import pytest
+
+from testing.fake_model_server import FakeModelServer
+from testing.load import redis_binary, wait_until
+from testing.processes import RedisServer
+from tests.conftest import StackFactory
+
+pytestmark = pytest.mark.fault
+
+
+def _status(sdk: openai.OpenAI, response_id: str) -> str:
+    try:
+        return sdk.responses.retrieve(response_id).status or ""
+    except openai.NotFoundError:
+        return "not found"
+
+
+def test_background_responses_queued_when_redis_came_back_empty_are_answered(
+    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str], tmp_path: Path
+) -> None:
+    if not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("RabbitMQ only: on a Redis broker, Redis back empty loses the queued messages too")
+    server = RedisServer(redis_binary(broker_env), tmp_path / "redis", persist=False).start()
+    try:
+        stack = make_stack(workers=0, REDIS_HOST="127.0.0.1", REDIS_PORT=str(server.port))
+        sdk = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0, timeout=30,
+                            _strict_response_validation=True)  # fmt: skip
+        made = [
+            sdk.responses.create(model="fake-model", input=f"question {n}", instructions="Be brief.", background=True)
+            for n in range(3)
+        ]
+        assert {_status(sdk, r.id) for r in made} == {"queued"}
+        server.stop()
+        server.start()  # empty: no record, no claim, no queued set
+        assert {_status(sdk, r.id) for r in made} == {"not found"}
+        stack.processes.worker(stack.env)
+        for n, response in enumerate(made):
+            wait_until(lambda r=response: _status(sdk, r.id) == "completed", 30, f"response {n}")
+            done = sdk.responses.retrieve(response.id)
+            assert done.output_text == f"echo: question {n}" and done.instructions == "Be brief."
+            assert [i.content[0].text for i in sdk.responses.input_items.list(response.id).data] == [f"question {n}"]
+        assert len(fake.completions) == 3
+    finally:
+        server.stop()
