@@ -5,8 +5,11 @@ unacknowledged: a worker killed between the two loses the message, and a Redis s
 that stops as it hands a message out never delivers it. Every API process therefore
 looks after the jobs it published and awaits (`Published`):
 
-- every `JOB_LEASE` seconds (`find_lost`), a job is queued again when it has not
-  started, has no result, its queue is empty, and no worker holds its message;
+- every `JOB_LEASE` seconds (`requeue_lost`), a job is queued again when it has no
+  result and has not started (or started, and no live worker holds its lease: its
+  worker lost it with Redis), its queue is empty, and no worker holds its message.
+  Jobs queued without waiting (`wait=0`, background responses) are looked after the
+  same way until their result is stored;
 - when the result waiter's connection to Redis is made again (the server came back),
   every awaited job that has not started is queued again;
 - a batch's line, awaited a while at a time, is looked after the same way
@@ -87,11 +90,16 @@ class LostJobs:
             await self._publish_again(unstarted, "job queued again after the broker restarted")
 
     async def requeue_lost(self) -> None:
-        """Queue again each awaited job, accepted over a lease ago, whose message is gone."""
+        """Queue again each job of this process's, accepted over a lease ago, whose message
+        is gone; forget those queued without waiting that have their result."""
         settled = time.time() - self._config.job_lease
         queue_of = {key: entry.queue for key, entry in list(self._published.items())
                     if entry.job["accepted_at"] < settled}  # fmt: skip
-        unstarted = await self._unstarted(list(queue_of))
+        unstarted, answered = await self._stalled(list(queue_of))
+        for key in answered:
+            entry = self._published.get(key)
+            if entry is not None and not entry.awaited:
+                del self._published[key]
         if not unstarted:
             return
         # A job published to its tenant's queue (a busy model's) may have been moved to
@@ -124,6 +132,24 @@ class LostJobs:
         log.warning("job queued again: its message was lost between the broker and a worker",
                     extra={"job_id": route.key, "queue": route.queue})  # fmt: skip
         return True
+
+    async def _stalled(self, keys: list[str]) -> tuple[list[str], list[str]]:
+        """Those of `keys` without a result that no live worker runs (never started, or
+        started and their lease gone); and those with a result."""
+        if not keys:
+            return [], []
+        names = self._config.keys
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.hexists(names.job(key), JobField.STARTED_AT).exists(names.result(key)).exists(names.lease(key))
+        flags = await pipe.execute()
+        stalled, answered = [], []
+        for key, started, result, leased in zip(keys, flags[::3], flags[1::3], flags[2::3], strict=True):
+            if result:
+                answered.append(key)
+            elif not started or not leased:
+                stalled.append(key)
+        return stalled, answered
 
     async def _unstarted(self, keys: list[str]) -> list[str]:
         """Those of `keys` that have neither started nor a result."""

@@ -2,7 +2,8 @@
 message may be lost, and the bound on doing so.
 
 - `Published`: the jobs this process published and awaits (what is needed to publish
-  each again), until their answer.
+  each again), until their answer; on a Redis broker, also those it queued without
+  waiting (`awaited` False), until their result is stored.
 - `RecentIds`: ids refused with 503 after their claim may have been made: a resend of
   one is queued again rather than left waiting for a job never queued.
 - `Requeues`: every queuing again of a job under its id passes here, and is refused
@@ -32,10 +33,12 @@ class PublishedJob:
     job: dict[str, Any]  # as sent (accepted_at, reply_to included)
     queue: str  # where it was sent (its tenant's queue of a contended model, or the model's)
     headers: dict[str, str]  # its trace's context
+    awaited: bool = True  # a request waits for it (else: submitted without waiting)
 
 
 class Published(dict[str, PublishedJob]):
-    """The jobs this process published and awaits, by key."""
+    """The jobs this process published and awaits (or, on a Redis broker, queued without
+    waiting and not yet answered), by key."""
 
 
 class RecentIds:

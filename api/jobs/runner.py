@@ -111,7 +111,10 @@ class JobRunner:
         notify = self._notify_jobs if notify is None else notify
         if notify:
             job = {**job, "notify": True}
-        if await self._claim_and_queue(route, job) and notify:
+        # On a Redis broker, remembered until it is answered: its message may be lost
+        # (api/jobs/recovery.py), and no request awaits it to notice.
+        remember = not self._config.uses_rabbitmq
+        if await self._claim_and_queue(route, job, remember=remember) and notify:
             await self._store.mark_notified(route.key)
 
     async def run(
@@ -210,11 +213,12 @@ class JobRunner:
             timing.observe(self._metrics, time.perf_counter())
 
     async def _claim_and_queue(
-        self, route: JobRoute, job: dict[str, Any], awaited: bool = False, reply: bool = False
+        self, route: JobRoute, job: dict[str, Any], awaited: bool = False, reply: bool = False, remember: bool = False
     ) -> bool:
         """True when this request claimed the job's key and queued the job. With `reply`
         (or `awaited`), its result is published on this process's channel; `awaited`
-        also remembers it until run() ends, to queue it again if need be."""
+        also remembers it until run() ends, to queue it again if need be; `remember`,
+        until the lost-job sweep finds its result."""
         key = route.key
         current_job.set(route.log_context())  # on each line logged about this request
         reply_to = self._waiter.reply_channel if awaited or reply else ""
@@ -249,8 +253,8 @@ class JobRunner:
                 # The trace's context travels in the message's headers: a redelivered job joins it.
                 headers = tracing.inject()
                 await self._queue.submit(route.task, key, sent, queue, route.priority, headers)
-            if awaited:
-                self._published[key] = PublishedJob(route, sent, queue, headers)
+            if awaited or remember:
+                self._published[key] = PublishedJob(route, sent, queue, headers, awaited=awaited)
             log.debug("job queued")
         except GatewayError:
             # Not queued: a retry with this job_id must queue it.

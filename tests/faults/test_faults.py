@@ -432,6 +432,34 @@ def test_a_message_lost_between_the_broker_and_a_killed_worker_is_queued_again(
     assert "its message was lost between the broker and a worker" in api_log
 
 
+def test_lost_messages_of_jobs_queued_without_waiting_are_queued_again(
+    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str]
+) -> None:
+    if broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("Redis broker only: RabbitMQ hands a dead consumer's messages out again")
+    # As above, for jobs nobody awaits (wait=0): one whose message is lost before it
+    # started, and one started by a worker that lost it (its lease lapsed, no result,
+    # its message nowhere): the API that queued them queues them again.
+    stack = make_stack(workers=0, JOB_LEASE="3")
+    config = stack.config
+    store = redis.Redis(host=config.redis_host, port=config.redis_port)
+
+    def queued() -> list[bytes]:
+        found = store.scan_iter(f"{config.key_prefix}{config.queue_name}*")
+        return [key for key in found if store.type(key) == b"list" and store.llen(key)]
+
+    for job_id in ("lost-queued", "lost-running"):
+        assert httpx.post(f"{stack.url}/generate?wait=0", json={"job_id": job_id, "content": job_id}).status_code == 202
+        wait_until(lambda: bool(queued()), 10, "the job's message in its queue")
+        assert job_id.encode() in store.rpop(queued()[0])
+    # Started by a worker that then vanished with its message: started, no lease, no result.
+    store.hset(config.keys.job("lost-running"), "started_at", time.time())
+    stack.processes.worker(stack.env)
+    for job_id in ("lost-queued", "lost-running"):
+        wait_until(lambda j=job_id: httpx.get(f"{stack.url}/jobs/{j}").json()["status"] == "succeeded", 30, job_id)
+    assert sorted(c["messages"][-1]["content"] for c in fake.completions) == ["lost-queued", "lost-running"]
+
+
 def _set_rabbit_env(**values: int) -> None:
     rabbitmqctl("eval", ", ".join(f"application:set_env(rabbit, {k}, {v})" for k, v in values.items()) + ".")
 
