@@ -190,7 +190,12 @@ class JobRunner:
         A job that fails raises its failure from the iteration.
         """
         async with self._waiter.expect(route.key) as result:
-            if job is None or not await self._claim_and_queue(route, {**job, "stream": True}, reply=True):
+            # (On a Redis broker remembered until answered: its message may be lost, as a
+            # submitted job's.)
+            remember = not self._config.uses_rabbitmq
+            if job is None or not await self._claim_and_queue(
+                route, {**job, "stream": True}, reply=True, remember=remember
+            ):
                 await self._waiter.follow(route.key)
             yield {"accepted": True}
             # Not the current span: the stream is read in another task than the one that began it.
