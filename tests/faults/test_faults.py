@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 import redis
 from kombu import Connection
@@ -101,8 +102,15 @@ def test_rabbitmq_restart_loses_no_accepted_job(
     fake.latency = 0.2
     refused: dict[str, tuple[int, str, float]] = {}
 
+    sdk = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0, timeout=30,
+                        _strict_response_validation=True)  # fmt: skip
+    responses: list[str] = []
+
     def restart() -> None:
         wait_until(lambda: len(fake.completions) >= 20, 30, "jobs to run")
+        # Background responses queued behind the load, when RabbitMQ stops.
+        responses.extend(sdk.responses.create(model="fake-model", input=f"bg {n}", background=True).id
+                         for n in range(3))  # fmt: skip
         with rabbitmq_stopped():
             for job in ("while-down-1", "while-down-2"):
                 started = time.monotonic()
@@ -126,6 +134,11 @@ def test_rabbitmq_restart_loses_no_accepted_job(
     again = Tally()
     asyncio.run(post_all(stack.url, [job for job in tally.answers if job not in accepted], 10, again))
     again.assert_all_answered(stack)
+    # The background responses survived it: each answered, once.
+    for n, response_id in enumerate(responses):
+        wait_until(lambda r=response_id: sdk.responses.retrieve(r).status == "completed", 60, f"response {n}")
+        assert sdk.responses.retrieve(response_id).output_text == f"echo: bg {n}"
+    assert sum(c["messages"][-1]["content"].startswith("bg ") for c in fake.completions) == 3
 
 
 # 3. Redis restarted under load.
