@@ -206,6 +206,17 @@ class Config(BaseSettings):
     )
     max_prompt_chars: int = Field(200_000, ge=1, description="characters of content or of all messages")
     max_messages: int = Field(500, ge=1)
+    max_embedding_inputs: int = Field(2048, ge=1, description="inputs of one /v1/embeddings request")
+    max_embedding_input_tokens: int = Field(
+        8192, ge=1, description="token ids of one /v1/embeddings input given as tokens (a text: MAX_PROMPT_CHARS)"
+    )
+    embed_coalesce_wait_ms: float = Field(
+        1.0,
+        ge=0,
+        description="milliseconds an embedding job waits for others of its model to share a model-server call;"
+        " 0: each job its own call",
+    )
+    embed_coalesce_max_inputs: int = Field(256, ge=1, description="inputs of one coalesced embedding call at most")
     max_stop_words: int = Field(16, ge=0)
     max_stop_word_chars: int = Field(200, ge=1)
     max_tokens_limit: int = Field(32768, ge=1, description="largest tokens_limit (max_tokens) accepted")

@@ -3,9 +3,12 @@ server, and returns a JSON-able dict. The worker's wiring is in tasks/wiring.py.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import sys
 import time
+from array import array
 from typing import Any, NoReturn
 
 from celery import Task
@@ -16,12 +19,13 @@ from shared.telemetry import tracing
 from tasks.app import celery_app
 from tasks.batch_lines import LineStopped, run_line
 from tasks.model import Cancelled, ChatRequest
+from tasks.model.coalesce import Coalesced
 from tasks.relay import Relay
 from tasks.worker import current
 
 log = logging.getLogger(__name__)
 
-__all__ = ["InvalidJob", "chat", "complete", "generate", "models"]
+__all__ = ["InvalidJob", "chat", "complete", "embed", "generate", "models"]
 
 
 @celery_app.task(name=TaskName.GENERATE.value, bind=True)
@@ -42,6 +46,13 @@ def complete(self: Task, job: dict[str, Any]) -> dict[str, Any]:
     return _complete(self, TaskName.COMPLETE, job)
 
 
+@celery_app.task(name=TaskName.EMBED.value, bind=True)
+def embed(self: Task, job: dict[str, Any]) -> dict[str, Any]:
+    """Embed ``job["embed"]["input"]`` (the model server's /v1/embeddings), in one call
+    with other jobs' inputs where they arrive together (tasks/model/coalesce.py)."""
+    return _complete(self, TaskName.EMBED, job)
+
+
 @celery_app.task(name=TaskName.MODELS.value)
 def models(_job: dict[str, Any]) -> dict[str, Any]:
     """The models the model server serves (its /v1/models); the job is empty."""
@@ -59,6 +70,8 @@ def _complete(task: Task, name: TaskName, raw: dict[str, Any]) -> dict[str, Any]
 
 
 def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
+    if name == TaskName.EMBED:
+        return _embed(task, job)
     meta = job.meta
     request = ChatRequest(
         messages=job.prompt(name),
@@ -136,6 +149,54 @@ def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
             },
         )
         return answer
+
+
+def _embed(task: Task, job: Job) -> dict[str, Any]:
+    inputs = job.embed_inputs()
+    options = {k: v for k, v in (job.embed or {}).items() if k != "input" and v is not None}
+    if job.meta.model:
+        options["model"] = job.meta.model
+    started = time.time()
+    worker = current()
+    job_id = task.request.id
+    if job_id is None:  # called directly, not by a worker
+        return _embedding_answer(worker.embedder(job.route).embed(inputs, options))
+    jobs = worker.running
+    with jobs.running(job_id) as cancel:
+        verdict = jobs.start(job_id, job.reply_to or "")
+        if verdict == "running":
+            verdict = jobs.wait_to_start(job_id, job.reply_to or "")
+        if verdict == "cancelled":
+            _report_cancelled(task, "before it started")
+        if verdict == "answered":
+            log.info("job %s already answered: not run again", job_id)
+            raise Ignore
+        if tracing.enabled():
+            _trace_start(task, job, started)
+        asked = time.monotonic()
+        try:
+            shared = worker.embedder(job.route).embed(inputs, options, cancel)
+        except Cancelled:
+            _report_cancelled(task, "while running")
+        answer = _embedding_answer(shared)
+        answer["timing"] = timing = _timing(job, started)
+        timing["model_seconds"] = round(time.monotonic() - asked, 4)
+        log.info("job done", extra={"seconds": timing["run_seconds"], "queued_seconds": timing.get("queued_seconds"),
+                                    "inputs": len(inputs), "call_inputs": shared.call_inputs})  # fmt: skip
+        return answer
+
+
+def _embedding_answer(shared: Coalesced) -> dict[str, Any]:
+    """An embedding job's answer: each vector as base64 of little-endian float32 (a
+    quarter of JSON's size), its share of the call's usage, the call's size."""
+    vectors = []
+    for vector in shared.embedded.vectors:
+        packed = array("f", vector)
+        if sys.byteorder == "big":
+            packed.byteswap()
+        vectors.append(base64.b64encode(packed.tobytes()).decode())
+    usage = shared.embedded.usage or {"prompt_tokens": 0, "total_tokens": 0}
+    return {"embeddings": vectors, "model": shared.embedded.model, "usage": usage, "call_inputs": shared.call_inputs}
 
 
 def _keep_record(client: Any, config: Any, job_id: str, record: dict[str, Any]) -> None:

@@ -8,11 +8,13 @@ they need from `current()`; a test builds its own with `use(Worker(config, ...))
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from shared.config import Config
+from shared.contract import ModelServerError, ModelServerFailed, ModelServerTimeout, ModelServerUnavailable
 from shared.registry import Model, Registry, Server, load_registry
 from shared.storage import redis_clients
 from shared.storage.batch_files import BatchLines
@@ -20,7 +22,9 @@ from shared.storage.file_store import FileStore
 from shared.webhooks import Endpoint, load_endpoints
 from tasks.capacity import CapacityReporter, Load
 from tasks.model import ModelClient
+from tasks.model.coalesce import Coalescer
 from tasks.model.pooled import PooledModel
+from tasks.model.protocol import Embedded
 from tasks.model.servers import PoolKeeper, ServerPool
 from tasks.running import RunningJobs
 
@@ -50,6 +54,8 @@ class Worker:
         self.webhooks: dict[str, Endpoint] = {e.name: e for e in load_endpoints(config)}
         self._reporter: CapacityReporter | None = None
         self._pool_client: Any = None
+        self._embedders: dict[str, Coalescer] = {}  # per model: its embedding jobs' calls, joined
+        self._turn = itertools.count()
         self._lock = threading.Lock()
 
     def client(self, route: str | None = None) -> ModelClient | PooledModel:
@@ -72,6 +78,47 @@ class Worker:
             if route is None and isinstance(caller, ModelClient):
                 self._default = caller
             return caller
+
+    def embedder(self, route: str | None = None) -> Coalescer:
+        """What embeds the inputs of `route`'s jobs: their calls joined (tasks/model/coalesce.py)."""
+        name = route or self.registry.default.name
+        with self._lock:
+            embedder = self._embedders.get(name)
+            if embedder is None:
+                model = self.registry.default if route is None else self.registry.by_name(route)
+                wait = self.config.embed_coalesce_wait_ms / 1000
+                call = self._embed_call(route, model)
+                embedder = self._embedders[name] = Coalescer(call, wait, self.config.embed_coalesce_max_inputs)
+            return embedder
+
+    def _embed_call(self, route: str | None, model: Model) -> Callable[[Any, dict[str, Any]], Embedded]:
+        """One embeddings call of `model`: its server's; with several, each in turn, the
+        next tried when one fails to answer."""
+        if len(model.servers) == 1 and not model.pooled:
+            return lambda inputs, options: self._single(route).embeddings(inputs, options)
+        if len(model.servers) == 1:  # one server, and fallbacks (not taken for embeddings)
+            own = self._make_client(model, model.servers[0])
+            return own.embeddings
+
+        def call(inputs: Any, options: dict[str, Any]) -> Embedded:
+            servers = model.servers
+            first = next(self._turn)
+            failure: ModelServerError | None = None
+            for n in range(len(servers)):
+                client = self.server_client(model, servers[(first + n) % len(servers)])
+                try:
+                    return client.embeddings(inputs, options)
+                except (ModelServerUnavailable, ModelServerTimeout, ModelServerFailed) as exc:
+                    failure = exc
+            assert failure is not None
+            raise failure
+
+        return call
+
+    def _single(self, route: str | None) -> ModelClient:
+        client = self.client(route)
+        assert isinstance(client, ModelClient)
+        return client
 
     def server_client(self, model: Model, server: Server) -> ModelClient:
         """The client of one server of a pooled model: one attempt a call (the pool fails over)."""

@@ -20,6 +20,7 @@ its prefix cache).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import socket
 import threading
@@ -86,6 +87,14 @@ class FakeModelServer:
         self.prefix_hits = 0
         self.answered = 0  # chat completions answered in full
         self.busy_seconds = 0.0  # the time its calls took, in all (their speed as it delivered it)
+        # /v1/embeddings: vectors of `embedding_dims` floats, the same for the same input;
+        # a call costs `embed_fixed` + `embed_per_input` per input seconds, one call at a
+        # time (as a GPU's batch is); the inputs each call carried, in turn.
+        self.embedding_dims = 8
+        self.embed_fixed = 0.0
+        self.embed_per_input = 0.0
+        self.embedding_calls: list[int] = []
+        self._embedding_lock: asyncio.Lock | None = None
 
     @property
     def completions(self) -> list[dict[str, Any]]:
@@ -102,6 +111,7 @@ class FakeModelServer:
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/completions", self._chat, methods=["POST"]),
+                Route("/v1/embeddings", self._embeddings, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/health", self._health, methods=["GET"]),
                 Route("/stats", self._stats, methods=["GET", "DELETE"]),
@@ -129,9 +139,12 @@ class FakeModelServer:
         """What a benchmark in another process reads: requests so far, most held at once.
         DELETE starts the count again."""
         stats = {"requests": len(self.requests), "peak_in_flight": self.peak_in_flight,
-                 "answered": self.answered, "prefix_hits": self.prefix_hits}  # fmt: skip
+                 "answered": self.answered, "prefix_hits": self.prefix_hits,
+                 "embedding_calls": len(self.embedding_calls),
+                 "embedded_inputs": sum(self.embedding_calls)}  # fmt: skip
         if request.method == "DELETE":
             self.requests.clear()
+            self.embedding_calls.clear()
             self.peak_in_flight = self.in_flight
             self.answered = self.prefix_hits = 0
         return JSONResponse(stats)
@@ -146,7 +159,37 @@ class FakeModelServer:
             self.broken = settings["broken"]
         if "cached_latency" in settings:
             self.cached_latency = settings["cached_latency"]
+        self.embed_fixed = float(settings.get("embed_fixed", self.embed_fixed))
+        self.embed_per_input = float(settings.get("embed_per_input", self.embed_per_input))
         return JSONResponse({"latency": self.latency, "chunk_delay": self.chunk_delay, "broken": self.broken})
+
+    async def _embeddings(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append(body)
+        if self.broken:
+            return JSONResponse({"error": "broken"}, status_code=self.broken)
+        if self.failures:
+            failure = self.failures.pop(0)
+            return JSONResponse(failure.body, status_code=failure.status, headers=failure.headers)
+        if self.strict_models and body.get("model") not in self.models:
+            message = f"The model `{body.get('model')}` does not exist."
+            return JSONResponse({"error": {"message": message, "type": "NotFoundError", "code": 404}}, status_code=404)
+        given = body.get("input")
+        inputs = [given] if isinstance(given, str) or (given and isinstance(given[0], int)) else list(given or [])
+        self.embedding_calls.append(len(inputs))
+        if self._embedding_lock is None:
+            self._embedding_lock = asyncio.Lock()
+        async with self._embedding_lock:  # one call at a time, as a GPU's batch
+            cost = self.embed_fixed + self.embed_per_input * len(inputs)
+            if cost:
+                await asyncio.sleep(cost)
+        dims = int(body.get("dimensions") or self.embedding_dims)
+        data = [
+            {"object": "embedding", "index": n, "embedding": fake_vector(item, dims)} for n, item in enumerate(inputs)
+        ]
+        tokens = sum(len(item) if isinstance(item, list) else len(str(item).split()) for item in inputs)
+        return JSONResponse({"object": "list", "data": data, "model": body.get("model") or self.models[0],
+                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})  # fmt: skip
 
     async def _health(self, _: Request) -> Response:
         if self.broken:
@@ -505,3 +548,12 @@ if __name__ == "__main__":
         threading.Event().wait()
     except KeyboardInterrupt:
         server.stop()
+
+
+def fake_vector(item: Any, dims: int) -> list[float]:
+    """The fake's embedding of a text or a list of token ids: the same for the same
+    input, of length 1, different for different inputs."""
+    seed = hashlib.sha256(json.dumps(item).encode()).digest()
+    raw = [(seed[n % 32] + 31 * (n // 32)) % 256 / 127.5 - 1.0 for n in range(dims)]
+    norm = sum(x * x for x in raw) ** 0.5 or 1.0
+    return [x / norm for x in raw]

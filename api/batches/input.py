@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from api.errors import InvalidInput, InvalidJson
 from api.jobs.admission import check_job, check_tokens
-from api.jobs.openai import chat_job, completion_job
+from api.jobs.openai import chat_job, completion_job, embedding_job
 from api.responses.translate import asked_of, chat_messages, given_input, input_items, response_job
 from api.schemas.json_body import loads
 from api.schemas.limits import RequestModels
@@ -30,6 +30,7 @@ ENDPOINTS = {
     "/v1/chat/completions": TaskName.CHAT,
     "/v1/completions": TaskName.COMPLETE,
     "/v1/responses": TaskName.CHAT,
+    "/v1/embeddings": TaskName.EMBED,
 }
 MAX_CUSTOM_ID = 512
 MAX_REPORTED = 20  # lines named in one refusal
@@ -46,7 +47,9 @@ class InputLine:
     task: TaskName
     job: dict[str, Any]  # with meta.priority 0: below interactive traffic
     model: str | None
-    asked: dict[str, Any] | None = None  # a /v1/responses line's fields its response repeats
+    # What the answer repeats of the request: a /v1/responses line's fields; an
+    # embeddings line's encoding_format.
+    asked: dict[str, Any] | None = None
 
 
 @dataclass
@@ -121,19 +124,22 @@ def _read_line(
     if not isinstance(body, dict):
         raise _BadLine("body: a JSON object is required")
     responses = url == "/v1/responses"
-    kind = models.responses if responses else models.openai_chat if task == TaskName.CHAT else models.openai_completion
+    kind = {"/v1/responses": models.responses, "/v1/embeddings": models.embeddings,
+            "/v1/completions": models.openai_completion}.get(url, models.openai_chat)  # fmt: skip
     try:
         request = kind.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first.get("loc", ()))
         raise _BadLine(f"body.{where}: {first.get('msg')}" if where else f"body: {first.get('msg')}") from None
-    if request.stream:
+    if getattr(request, "stream", False):
         raise _BadLine("body.stream: a batch's requests are not streamed")
     asked = None
     try:
         if responses:
             job, asked = _response_line(request)
+        elif task == TaskName.EMBED:
+            job, asked = embedding_job(request), {"encoding_format": request.encoding_format}
         else:
             job = chat_job(request) if task == TaskName.CHAT else completion_job(request)  # type: ignore[arg-type]
         job["meta"]["priority"] = 0

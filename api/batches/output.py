@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from api.batches.input import InputLine
-from api.jobs.openai import ERROR_TYPES, whole_answer
+from api.jobs.openai import ERROR_TYPES, embedding_answer, whole_answer
 from api.responses.objects import response_object
 from shared.contract import TaskName
 from shared.storage.batch_files import OK, line_job_id, line_record
@@ -42,7 +42,10 @@ def render_output(
         found = json.loads(raw)
         if outcome == OK:
             kind = "chat" if line.task == TaskName.CHAT else "completion"
-            if line.asked is not None:  # a /v1/responses line
+            if line.task == TaskName.EMBED:
+                encoding = (line.asked or {}).get("encoding_format", "float")
+                body = embedding_answer(found, encoding, line.model)
+            elif line.asked is not None:  # a /v1/responses line
                 record = {"id": f"resp_{head['id'].removeprefix('batch_req_')}", "created_at": int(time.time()),
                           "model": line.model or "", "request": line.asked}  # fmt: skip
                 body = response_object(record, "completed", found)

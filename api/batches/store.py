@@ -69,8 +69,10 @@ class Batches:
         seconds = window_seconds(window)
         if seconds is None:
             raise BadRequest("completion_window: '24h' (or, beyond OpenAI, a duration such as '90m')")
-        if endpoint not in ("/v1/chat/completions", "/v1/completions", "/v1/responses"):
-            raise BadRequest("endpoint: batches run /v1/chat/completions, /v1/completions or /v1/responses")
+        if endpoint not in ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings"):
+            raise BadRequest(
+                "endpoint: batches run /v1/chat/completions, /v1/completions, /v1/responses or /v1/embeddings"
+            )
         pairs = (metadata or {}).items()
         if len(pairs) > 16 or any(len(k) > 64 or not isinstance(v, str) or len(v) > 512 for k, v in pairs):
             raise BadRequest("metadata: at most 16 pairs, keys of at most 64 characters, string values of at most 512")

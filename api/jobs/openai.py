@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import base64
+import sys
 import time
+from array import array
 from typing import Any
 
+from api.schemas.embeddings import EmbeddingsRequest
 from api.schemas.openai import CHAT_PASSED_ON, COMPLETION_PASSED_ON, OpenAIChatRequest, OpenAICompletionRequest
 
 ERROR_TYPES = {
@@ -33,6 +37,31 @@ def completion_job(body: OpenAICompletionRequest) -> dict[str, Any]:
     """The ``llm.complete`` job of a completion request."""
     job = {"meta": body.meta(body.max_tokens), "openai": body.passed_on(COMPLETION_PASSED_ON)}
     return _with_fallbacks(job, body.fallbacks_asked())
+
+
+def embedding_job(body: EmbeddingsRequest) -> dict[str, Any]:
+    """The ``llm.embed`` job of an embeddings request."""
+    embed = {"input": body.inputs(), "dimensions": body.dimensions, "user": body.user, **(body.model_extra or {})}
+    meta = {"model": body.model, "priority": body.priority}
+    return {"meta": meta, "embed": {k: v for k, v in embed.items() if v is not None}}
+
+
+def embedding_answer(result: dict[str, Any], encoding: str, model: str | None) -> dict[str, Any]:
+    """An embedding job's result as OpenAI's list of embeddings, in the inputs' order:
+    each vector as floats, or (``base64``) as the worker sent it, little-endian float32."""
+    data = []
+    for index, packed in enumerate(result.get("embeddings") or []):
+        vector: Any = packed
+        if encoding != "base64":
+            floats = array("f", base64.b64decode(packed))
+            if sys.byteorder == "big":
+                floats.byteswap()
+            vector = floats.tolist()
+        data.append({"object": "embedding", "index": index, "embedding": vector})
+    used = result.get("usage") or {}
+    tokens = int(used.get("prompt_tokens") or 0)
+    return {"object": "list", "data": data, "model": result.get("model") or model or "",
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}  # fmt: skip
 
 
 def _with_fallbacks(job: dict[str, Any], fallbacks: list[str] | None) -> dict[str, Any]:

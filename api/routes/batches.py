@@ -26,7 +26,7 @@ class CreateBatch(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     input_file_id: str = Field(max_length=200, description="a file uploaded with purpose 'batch'")
-    endpoint: Literal["/v1/chat/completions", "/v1/completions", "/v1/responses"]
+    endpoint: Literal["/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings"]
     completion_window: str = Field(
         "24h",
         pattern=r"^[1-9][0-9]{0,5}[smh]$",

@@ -18,9 +18,19 @@ from api.http.route_class import GatewayRoute, Refused
 from api.http.sse import last_event_id, open_stream, sse, stream_response
 from api.http.statuses import Refusal
 from api.jobs.admission import check_tokens
-from api.jobs.openai import ERROR_TYPES, chat_job, choices, completion_job, usage, whole_answer
+from api.jobs.openai import (
+    ERROR_TYPES,
+    chat_job,
+    choices,
+    completion_job,
+    embedding_answer,
+    embedding_job,
+    usage,
+    whole_answer,
+)
 from api.jobs.route import JobRoute, JobRouting
 from api.jobs.runner import JobRunner
+from api.schemas.embeddings import EmbeddingsRequest
 from api.schemas.limits import RequestModels
 from api.schemas.native import JOB_ID_PATTERN, new_job_id
 from api.schemas.openai import ErrorBody, ModelCard, ModelList
@@ -91,6 +101,12 @@ class OpenAIJobs:
             return await self._streamed(route, job, body, kind, last_event_id(resume))
         result = await self._runner.run(route, job, self._config.wait_timeout)
         return whole_answer(kind, job_id, result, body.model)
+
+    async def embed(self, tenant: Tenant, job_id: str, body: EmbeddingsRequest) -> dict[str, Any]:
+        """OpenAI's embeddings of `body`'s inputs, run as an ``llm.embed`` job."""
+        route, job = self._routing.route(TaskName.EMBED, job_id, embedding_job(body), tenant)
+        result = await self._runner.run(route, job, self._config.wait_timeout)
+        return embedding_answer(result, body.encoding_format, body.model)
 
     async def served_models(self, registry: Registry, tenant: Tenant) -> list[str]:
         """The models of the registry; with INNER_LLM_URL alone, those its model server
@@ -187,6 +203,16 @@ def openai_router(
         job = completion_job(body)
         job_id = idempotency_key or new_job_id()
         return await jobs.answer(tenant, TaskName.COMPLETE, job_id, job, body, last_event_id)
+
+    @router.post("/embeddings", response_model=None)
+    async def embeddings(
+        body: models.embeddings,  # type: ignore[name-defined]
+        tenant: TenantDep,
+        idempotency_key: IdempotencyKey = None,
+    ) -> dict[str, Any]:
+        """OpenAI's embeddings, run as an ``llm.embed`` job; jobs of a model arriving
+        together share one model-server call (docs/embeddings.md)."""
+        return await jobs.embed(tenant, idempotency_key or new_job_id(), body)
 
     @router.get("/models", response_model=ModelList, summary="Models", operation_id="models_v1_models_get")
     async def served_models(tenant: TenantDep) -> ModelList:

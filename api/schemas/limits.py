@@ -9,10 +9,11 @@ what will be refused.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, create_model
 
+from api.schemas.embeddings import EmbeddingsRequest, TokenId
 from api.schemas.native import ChatCompletionRequest, Count, GenerateRequest, Message, Meta
 from api.schemas.openai import OpenAIChatRequest, OpenAICompletionRequest, OpenAIMessage
 from api.schemas.responses import ResponsesRequest
@@ -26,6 +27,7 @@ class RequestModels:
     openai_chat: type[OpenAIChatRequest]
     openai_completion: type[OpenAICompletionRequest]
     responses: type[ResponsesRequest]
+    embeddings: type[EmbeddingsRequest]
 
 
 def request_models(config: Config) -> RequestModels:
@@ -90,4 +92,17 @@ def request_models(config: Config) -> RequestModels:
         max_output_tokens=field(ResponsesRequest, "max_output_tokens", tokens),
         input=field(ResponsesRequest, "input", {"maxItems": config.max_messages, "maxLength": config.max_prompt_chars}),
     )
-    return RequestModels(generate, chat, openai_chat, openai_completion, responses)
+    text = Annotated[str, Field(min_length=1, max_length=config.max_prompt_chars)]
+    tokens = Annotated[list[TokenId], Field(min_length=1, max_length=config.max_embedding_input_tokens)]
+    many = config.max_embedding_inputs
+    embeddings = limited(
+        EmbeddingsRequest,
+        input=(
+            text
+            | Annotated[list[text], Field(min_length=1, max_length=many)]  # type: ignore[valid-type]
+            | tokens
+            | Annotated[list[tokens], Field(min_length=1, max_length=many)],  # type: ignore[valid-type]
+            Field(description=EmbeddingsRequest.model_fields["input"].description),
+        ),
+    )
+    return RequestModels(generate, chat, openai_chat, openai_completion, responses, embeddings)

@@ -34,6 +34,7 @@ class TaskName(StrEnum):
     GENERATE = "llm.generate"  # complete `content`
     CHAT = "llm.chat"  # continue `messages` (or the OpenAI request in `openai`)
     COMPLETE = "llm.complete"  # a raw completion of the OpenAI request in `openai` (no chat template)
+    EMBED = "llm.embed"  # embed the inputs in `embed` (the model server's /v1/embeddings)
     MODELS = "llm.models"  # list the model server's models (the gateway's own job)
     WEBHOOK = "webhook.deliver"  # send one event to one webhook endpoint (retried with backoff)
 
@@ -131,6 +132,9 @@ class Job(BaseModel):
     # A response's record (api/responses/store.py), written again by the worker when
     # Redis lost it. Not part of its fingerprint.
     record: dict[str, Any] | None = None
+    # An embedding job (llm.embed): {"input": [strings] or [[token ids]], "dimensions",
+    # "user"}; its answer {"embeddings": [base64 of little-endian float32], "usage", "model"}.
+    embed: dict[str, Any] | None = None
     # The tenant it is run for (shared/tenants.py): its usage and tokens are counted
     # to it. Not part of its fingerprint.
     tenant: str | None = None
@@ -147,6 +151,19 @@ class Job(BaseModel):
             field, *within = [str(part) for part in first["loc"]]
             detail = f"{'.'.join(within)}: {first['msg']}" if within else first["msg"]
             raise InvalidJob(f"invalid '{field}': {detail}") from None
+
+    def embed_inputs(self) -> list[str] | list[list[int]]:
+        """An embedding job's inputs: strings, or lists of token ids (not mixed)."""
+        given = (self.embed or {}).get("input")
+        if isinstance(given, list) and given and all(isinstance(i, str) for i in given):
+            return given
+        if (
+            isinstance(given, list)
+            and given
+            and all(isinstance(i, list) and i and all(isinstance(t, int) for t in i) for i in given)
+        ):
+            return given
+        raise InvalidJob("an embedding job needs 'embed.input': a non-empty list of strings, or of token id lists")
 
     def prompt(self, task: TaskName) -> list[dict[str, Any]]:
         """The messages to send the model server for `task` (none for a raw completion)."""

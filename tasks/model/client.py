@@ -35,11 +35,13 @@ from tasks.model.protocol import (
     UNKNOWN_MODEL,
     ChatRequest,
     Completion,
+    Embedded,
     Retryable,
     error_message,
     fitted_max_tokens,
     json_or_retry,
     parse_completion,
+    parse_embeddings,
     retry_after,
     server_priority,
 )
@@ -126,6 +128,18 @@ class ModelClient:
                 raise self._explain_rejection(exc, model) from None
             return self._send(path, fitted, cancel, on_delta, give_up_at)
 
+    def embeddings(
+        self, inputs: list[str] | list[list[int]], options: dict[str, Any], give_up_at: float | None = None
+    ) -> Embedded:
+        """The model server's embeddings of `inputs` (``/v1/embeddings``), in their order,
+        with `options` (``model``, ``dimensions``, ``user``, a server's own fields)."""
+        body: dict[str, Any] = {**options, "input": inputs, "encoding_format": "float"}
+        model = options.get("model") or self._default_model or self._first_served_model()
+        if model:
+            body["model"] = model
+        data = self._send("/v1/embeddings", body, give_up_at=give_up_at, whole=True)
+        return parse_embeddings(data, len(inputs))
+
     def served_models(self) -> list[str]:
         """The model ids the server lists at ``/v1/models`` (empty if it lists none)."""
         data = self._send("/v1/models", None)
@@ -205,7 +219,10 @@ class ModelClient:
         cancel: Cancel | None = None,
         on_delta: OnDelta | None = None,
         give_up_at: float | None = None,
+        whole: bool = False,
     ) -> Any:
+        """`body` POSTed to `path` (None: a GET), answered whole (`whole`) or streamed,
+        with retries."""
         attempt = 0
         relayed = False
         started = self._clock()
@@ -224,6 +241,8 @@ class ModelClient:
             try:
                 if body is None:
                     return self._get_json(path, give_up_at)
+                if whole:
+                    return self._post_json(path, body, give_up_at)
                 return self._stream_completion(path, body, cancel, relay if on_delta else None, give_up_at)
             except Retryable as retry:
                 delay = self._delay(attempt, retry.retry_after)
@@ -258,6 +277,18 @@ class ModelClient:
         timeout, connect_timeout = self._timeouts(give_up_at)
         with self._transport_errors():
             reply = self._transport.send("GET", path, None, timeout, connect_timeout)
+            try:
+                self._check_status(reply)
+                return json_or_retry(reply)
+            finally:
+                reply.close()
+
+    def _post_json(self, path: str, body: dict[str, Any], give_up_at: float) -> Any:
+        timeout, connect_timeout = self._timeouts(give_up_at)
+        data = json.dumps(body).encode()
+        traced = self._span_attributes(body) if tracing.enabled() else None
+        with self._transport_errors(), tracing.span(f"POST {path}", tracing.CLIENT, traced):
+            reply = self._transport.send("POST", path, data, timeout, connect_timeout, tracing.inject())
             try:
                 self._check_status(reply)
                 return json_or_retry(reply)

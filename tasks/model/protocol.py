@@ -164,3 +164,27 @@ def parse_completion(data: Any) -> Completion:
     if not choices:
         raise ModelServerFailed("model server sent an answer without choices")
     return Completion(choices=choices, model=data.get("model"), usage=data.get("usage"))
+
+
+@dataclass
+class Embedded:
+    """A model server's embeddings of a list of inputs, in their order."""
+
+    vectors: list[list[float]]
+    usage: dict[str, Any] | None
+    model: str | None
+
+
+def parse_embeddings(data: Any, count: int) -> Embedded:
+    """``/v1/embeddings``'s answer: one vector per input, put in the inputs' order by
+    their ``index``; ModelServerFailed when it is not that."""
+    try:
+        items = sorted(data["data"], key=lambda item: int(item.get("index", 0)))
+        vectors = [[float(x) for x in item["embedding"]] for item in items]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ModelServerFailed("model server sent an embeddings answer without data[].embedding") from None
+    if len(vectors) != count:
+        raise ModelServerFailed(f"model server sent {len(vectors)} embeddings for {count} inputs")
+    usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
+    model = data.get("model") if isinstance(data.get("model"), str) else None
+    return Embedded(vectors, usage, model)

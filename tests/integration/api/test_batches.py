@@ -80,7 +80,7 @@ def test_a_bad_input_file_is_refused_naming_each_line(stack: Stack) -> None:
     good = chat_line("a", "x")
     content = jsonl([good]) + b"{not json\n" + jsonl([
         chat_line("a", "duplicate"),
-        {**chat_line("c", "x"), "url": "/v1/embeddings"},
+        {**chat_line("c", "x"), "url": "/v1/audio/speech"},
         {**chat_line("d", "x"), "method": "GET"},
         {**chat_line("e", "x"), "body": {"model": "m", "messages": []}},
         chat_line("f", "x", stream=True),

@@ -1,0 +1,123 @@
+"""Embedding jobs' calls joined: which jobs share a call, each gets its own vectors, a
+failure is every job's, a cancel is one job's."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from shared.contract import ModelServerFailed
+from tasks.model.cancel import Cancel, Cancelled
+from tasks.model.coalesce import Coalescer
+from tasks.model.protocol import Embedded
+
+pytestmark = pytest.mark.unit
+
+
+class Server:
+    """A model server's call as the coalescer sees it: records each call's inputs; a
+    call can be held until released."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[Any]] = []
+        self.release = threading.Event()
+        self.release.set()
+        self.entered = threading.Event()
+        self.fail: Exception | None = None
+
+    def __call__(self, inputs: list[Any], options: dict[str, Any]) -> Embedded:
+        self.calls.append(list(inputs))
+        self.entered.set()
+        self.release.wait(10)
+        if self.fail is not None:
+            raise self.fail
+        vectors = [[float(len(str(item))), float(hash(str(item)) % 1000)] for item in inputs]
+        return Embedded(vectors, {"prompt_tokens": sum(len(str(i)) for i in inputs)}, "m")
+
+
+def test_jobs_arriving_together_share_a_call_and_each_gets_its_own_vectors() -> None:
+    server = Server()
+    server.release.clear()  # the first call is held: the others gather behind it
+    coalescer = Coalescer(server, wait=0.05, max_inputs=100)
+    texts = [[f"text {n}"] for n in range(12)]
+    with ThreadPoolExecutor(12) as pool:
+        first = pool.submit(coalescer.embed, texts[0], {})
+        server.entered.wait(5)  # the first job's call is made: the next 11 wait together
+        rest = [pool.submit(coalescer.embed, text, {}) for text in texts[1:]]
+        server.release.set()
+        answers = [first.result(10)] + [future.result(10) for future in rest]
+    assert server.calls[0] == ["text 0"]
+    assert sorted(len(call) for call in server.calls[1:]) and sum(len(c) for c in server.calls) == 12
+    assert len(server.calls) < 12  # joined
+    for text, answer in zip(texts, answers, strict=True):
+        assert answer.embedded.vectors == [[float(len(text[0])), float(hash(text[0]) % 1000)]]
+    # The call's tokens shared by the inputs' lengths: they add up to the call's.
+    assert sum(a.embedded.usage["prompt_tokens"] for a in answers[1:]) == sum(len(t[0]) for t in texts[1:])
+
+
+def test_a_full_call_goes_at_once_and_different_options_never_share() -> None:
+    server = Server()
+    coalescer = Coalescer(server, wait=5.0, max_inputs=4)  # a wait only a full call cuts short
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(coalescer.embed, ["a", "b"], {"dimensions": 8}) for _ in range(2)]
+        big = pool.submit(coalescer.embed, ["x"] * 4, {"dimensions": 8})  # its own call: full alone
+        assert all(f.result(3).call_inputs == 4 for f in futures)  # 2 + 2: full, sent without waiting
+        assert big.result(3).call_inputs == 4
+    assert sorted(map(len, server.calls)) == [4, 4]
+    coalescer = Coalescer(server, wait=0.2, max_inputs=4)
+    options = [threading.Thread(target=coalescer.embed, args=(["t"], {"dimensions": d})) for d in (8, 16)]
+    for thread in options:
+        thread.start()
+    for thread in options:
+        thread.join(10)
+    assert server.calls[-2:] == [["t"], ["t"]]  # one call each
+
+
+def test_texts_and_token_ids_never_share_a_call() -> None:
+    server = Server()
+    coalescer = Coalescer(server, wait=0.2, max_inputs=100)
+    with ThreadPoolExecutor(2) as pool:
+        texts = pool.submit(coalescer.embed, ["a"], {})
+        tokens = pool.submit(coalescer.embed, [[1, 2]], {})
+        texts.result(5), tokens.result(5)
+    assert sorted(map(repr, server.calls)) == ["['a']", "[[1, 2]]"]
+
+
+def test_a_failed_call_fails_each_job_of_it() -> None:
+    server = Server()
+    server.fail = ModelServerFailed("model server answered 500: boom", 500)
+    coalescer = Coalescer(server, wait=0.1, max_inputs=100)
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(coalescer.embed, [f"t{n}"], {}) for n in range(3)]
+        for future in futures:
+            with pytest.raises(ModelServerFailed, match="boom"):
+                future.result(5)
+    assert len(server.calls) == 1
+
+
+def test_a_cancelled_job_stops_waiting_and_the_call_goes_on_for_the_others() -> None:
+    server = Server()
+    server.release.clear()
+    coalescer = Coalescer(server, wait=0.05, max_inputs=100)
+    cancel = Cancel()
+    with ThreadPoolExecutor(3) as pool:
+        leader = pool.submit(coalescer.embed, ["lead"], {})
+        server.entered.wait(5)
+        server.entered.clear()
+        leader_released = server.release
+        follower = pool.submit(coalescer.embed, ["stays"], {})
+        doomed = pool.submit(coalescer.embed, ["goes"], {}, cancel)
+        # The two wait for the next call, held by its leader's wait: cancel one.
+        server.release = threading.Event()
+        leader_released.set()
+        server.entered.wait(5)  # the second call (both inputs) is made
+        cancel.set()
+        with pytest.raises(Cancelled):
+            doomed.result(5)  # at once, while the call is still held
+        server.release.set()
+        assert follower.result(5).embedded.vectors == [[5.0, float(hash("stays") % 1000)]]
+        leader.result(5)
+    assert sorted(server.calls[1]) == ["goes", "stays"]  # the call carried it all the same
