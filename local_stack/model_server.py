@@ -1,7 +1,9 @@
 """llama.cpp's OpenAI-compatible server, in process through xllamacpp (no compiler needed).
 
 Serves ``MODEL_PATH`` (or the default SmolLM2 model) on ``EMBEDDED_MODEL_PORT`` with
-``MODEL_PARALLEL`` slots decoded together (continuous batching).
+``MODEL_PARALLEL`` slots decoded together (continuous batching); with
+``MODEL_EMBEDDINGS`` (the default), ``/v1/embeddings`` too: the model's hidden states,
+mean-pooled and normalized.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ def main() -> None:
     params.port = local.embedded_model_port
     params.hostnames = ["127.0.0.1"]
     params.n_threads_http = local.model_parallel + 4
+    if local.model_embeddings:
+        params.embedding = True
+        params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -29,6 +29,9 @@ class LocalStack(BaseSettings):
         1, ge=1, le=8, description="embedded model servers, on EMBEDDED_MODEL_PORT and the ports after it"
     )
     model_context: int = Field(2048, ge=256, description="context tokens of each of those requests")
+    model_embeddings: bool = Field(
+        True, description="the embedded model server also answers /v1/embeddings (llama.cpp's embedding mode)"
+    )
     cache_dir: str = ".cache"
 
     @classmethod
