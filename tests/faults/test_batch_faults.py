@@ -18,7 +18,7 @@ import openai
 import pytest
 import redis
 
-from testing.fake_model_server import FakeModelServer, free_port
+from testing.fake_model_server import FakeModelServer, fake_vector, free_port
 from testing.load import rabbitmq_stopped, redis_binary, wait_until
 from testing.openai_sdk import chat_line, client, file_lines, jsonl, wait_until_finished
 from testing.processes import RedisServer
@@ -78,6 +78,37 @@ def test_a_batch_completes_across_a_killed_worker(make_stack: StackFactory, fake
     asked = run_batch_with(stack, fake, lambda: doomed.popen.send_signal(signal.SIGKILL))
     # Only the lines running on the killed worker (at most its 8 slots) ran twice.
     assert sum(asked.values()) - LINES <= 8 and max(asked.values()) <= 2
+
+
+def test_a_batch_of_embedding_lines_completes_across_a_killed_worker(
+    make_stack: StackFactory, fake: FakeModelServer
+) -> None:
+    stack = make_stack(workers=0, EMBED_COALESCE_WAIT_MS="5", **BATCH_ENV)
+    stack.processes.worker(stack.env, name="survivor", concurrency=8)
+    doomed = stack.processes.worker(stack.env, name="doomed", concurrency=8)
+    fake.embed_fixed = 0.05  # a call's own cost; the lines of a worker share calls
+    sdk = client(stack)
+    lines = [
+        {"custom_id": f"line-{n}", "method": "POST", "url": "/v1/embeddings",
+         "body": {"model": "fake-model", "input": [f"chunk {n}", f"chunk {n} b"]}}
+        for n in range(LINES)
+    ]  # fmt: skip
+    file_id = sdk.files.create(file=("in.jsonl", io.BytesIO(jsonl(lines))), purpose="batch").id
+    batch = sdk.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h")
+    wait_until(lambda: sum(fake.embedding_calls) >= LINES // 3, 60, "a sixth of the lines to run")
+    doomed.popen.send_signal(signal.SIGKILL)
+    finished = wait_until_finished(client(stack), batch.id, timeout=180)
+    assert finished.status == "completed" and finished.request_counts.completed == LINES, finished
+    assert file_lines(client(stack), finished.error_file_id) == []
+    output = {line["custom_id"]: line for line in file_lines(client(stack), finished.output_file_id)}
+    assert sorted(output) == sorted(line["custom_id"] for line in lines)  # each once
+    for custom_id, line in output.items():
+        n = custom_id.removeprefix("line-")
+        data = line["response"]["body"]["data"]
+        assert [len(d["embedding"]) for d in data] == [8, 8]
+        assert abs(data[1]["embedding"][0] - fake_vector(f"chunk {n} b", 8)[0]) < 1e-6
+    # Joined: fewer calls than lines, though the killed worker's were made again.
+    assert len(fake.embedding_calls) < LINES
 
 
 @pytest.mark.alone
