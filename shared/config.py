@@ -217,6 +217,9 @@ class Config(BaseSettings):
         " 0: each job its own call",
     )
     embed_coalesce_max_inputs: int = Field(256, ge=1, description="inputs of one coalesced embedding call at most")
+    embed_calls_in_flight: int = Field(
+        2, ge=1, description="coalesced embedding calls of a model one worker process has in flight at once"
+    )
     max_stop_words: int = Field(16, ge=0)
     max_stop_word_chars: int = Field(200, ge=1)
     max_tokens_limit: int = Field(32768, ge=1, description="largest tokens_limit (max_tokens) accepted")

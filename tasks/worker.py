@@ -88,7 +88,9 @@ class Worker:
                 model = self.registry.default if route is None else self.registry.by_name(route)
                 wait = self.config.embed_coalesce_wait_ms / 1000
                 call = self._embed_call(route, model)
-                embedder = self._embedders[name] = Coalescer(call, wait, self.config.embed_coalesce_max_inputs)
+                config = self.config
+                embedder = Coalescer(call, wait, config.embed_coalesce_max_inputs, config.embed_calls_in_flight)
+                self._embedders[name] = embedder
             return embedder
 
     def _embed_call(self, route: str | None, model: Model) -> Callable[[Any, dict[str, Any]], Embedded]:

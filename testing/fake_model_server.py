@@ -525,6 +525,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def fake_vector(item: Any, dims: int) -> list[float]:
+    """The fake's embedding of a text or a list of token ids: the same for the same
+    input, of length 1, different for different inputs."""
+    seed = hashlib.sha256(json.dumps(item).encode()).digest()
+    raw = [(seed[n % 32] + 31 * (n // 32)) % 256 / 127.5 - 1.0 for n in range(dims)]
+    norm = sum(x * x for x in raw) ** 0.5 or 1.0
+    return [x / norm for x in raw]
+
+
 if __name__ == "__main__":
     import argparse
 
@@ -535,6 +544,8 @@ if __name__ == "__main__":
     parser.add_argument("--slots", type=int, default=None, help="calls it works on at once")
     parser.add_argument("--cached-latency", type=float, default=None, help="latency when the prefix is cached")
     parser.add_argument("--cache-size", type=int, default=None, help="prefixes it keeps cached at most")
+    parser.add_argument("--embed-fixed", type=float, default=0.0, help="seconds an embeddings call costs")
+    parser.add_argument("--embed-per-input", type=float, default=0.0, help="and seconds per input of it")
     args = parser.parse_args()
     server = FakeModelServer(args.port)
     server.latency = args.latency
@@ -542,18 +553,11 @@ if __name__ == "__main__":
     server.slots = args.slots
     server.cached_latency = args.cached_latency
     server.cache_size = args.cache_size
+    server.embed_fixed = args.embed_fixed
+    server.embed_per_input = args.embed_per_input
     server.start()
     print(f"fake model server on {server.url}", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
         server.stop()
-
-
-def fake_vector(item: Any, dims: int) -> list[float]:
-    """The fake's embedding of a text or a list of token ids: the same for the same
-    input, of length 1, different for different inputs."""
-    seed = hashlib.sha256(json.dumps(item).encode()).digest()
-    raw = [(seed[n % 32] + 31 * (n // 32)) % 256 / 127.5 - 1.0 for n in range(dims)]
-    norm = sum(x * x for x in raw) ** 0.5 or 1.0
-    return [x / norm for x in raw]

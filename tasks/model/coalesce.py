@@ -6,9 +6,12 @@ arrive together into one ``/v1/embeddings`` call, and splits the answer back per
 
 - the first job of a call (its *leader*) waits up to EMBED_COALESCE_WAIT_MS for others
   (1 ms by default: what a job alone pays), or until EMBED_COALESCE_MAX_INPUTS inputs are
-  in; then it makes the call, in its own thread, while the next jobs gather for the next
-  call. Jobs join only a call of their own kind: texts or token ids, the same options
-  (model, dimensions, user, a server's own fields).
+  in; then, once fewer than EMBED_CALLS_IN_FLIGHT calls of the model are in flight from
+  this process, it makes the call, in its own thread. While it waits for that, its call
+  stays open to more jobs: a busy server's calls grow (up to the most inputs a call
+  takes), as a GPU's batches do, instead of queuing up small. Jobs join only a call of
+  their own kind: texts or token ids, the same options (model, dimensions, user, a
+  server's own fields).
 - a job whose inputs alone fill a call is its own call, at once.
 - the call's failure is each job's (each fails, or is retried, as any job is); one job
   cancelled leaves the call to the others: a cancelled follower stops waiting at once,
@@ -56,16 +59,20 @@ class Coalesced:
 class Coalescer:
     """The calls of one model (one per worker process), joined across its job threads."""
 
-    def __init__(self, call: Call, wait: float, max_inputs: int) -> None:
+    def __init__(self, call: Call, wait: float, max_inputs: int, in_flight: int = 2) -> None:
         self._call = call
         self._wait = wait
         self._max = max_inputs
+        self._calls = threading.BoundedSemaphore(in_flight)
         self._lock = threading.Lock()
         self._open: dict[str, _Batch] = {}
 
     def embed(self, inputs: Inputs, options: dict[str, Any], cancel: Cancel | None = None) -> Coalesced:
-        if self._wait <= 0 or len(inputs) >= self._max:
+        if self._wait <= 0:
             return Coalesced(self._call(inputs, options), len(inputs))
+        if len(inputs) >= self._max:
+            with self._calls:
+                return Coalesced(self._call(inputs, options), len(inputs))
         kind = "tokens" if inputs and not isinstance(inputs[0], str) else "text"
         key = json.dumps([kind, options], sort_keys=True)
         with self._lock:
@@ -99,6 +106,7 @@ class Coalescer:
 
     def _lead(self, key: str, batch: _Batch, options: dict[str, Any]) -> None:
         batch.full.wait(self._wait)
+        self._calls.acquire()  # the call stays open to more jobs meanwhile
         with self._lock:
             if self._open.get(key) is batch:
                 del self._open[key]  # closed: later jobs start another call
@@ -108,6 +116,7 @@ class Coalescer:
         except BaseException as exc:  # noqa: BLE001 - every job of the call gets it
             batch.error = exc
         finally:
+            self._calls.release()
             with self._lock:
                 batch.done.set()
                 waiters = list(batch.waiters)
