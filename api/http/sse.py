@@ -59,7 +59,6 @@ def stream_response(
     render: Render,
     render_error: Callable[[Refusal], str],
     after: int | None = None,
-    headers: dict[str, str] | None = None,
     opening: Callable[[], Iterable[str]] | None = None,
 ) -> StreamingResponse:
     """The events of the job as an SSE response, each with its id, those up to `after`
@@ -96,5 +95,5 @@ def stream_response(
             _leaving.add(task)
             task.add_done_callback(_leaving.discard)
 
-    sent = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Job-Id": route.job_id, **(headers or {})}
-    return StreamingResponse(body(), media_type="text/event-stream", headers=sent)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Job-Id": route.job_id}
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)

@@ -138,3 +138,12 @@ def test_a_batch_of_embedding_lines(stack: Stack, fake: FakeModelServer) -> None
         body = openai.types.CreateEmbeddingResponse.model_validate(line["response"]["body"], strict=True)
         n = int(line["custom_id"][1:])
         assert close(body.data[1].embedding, fake_vector(f"doc {n} again", 8))
+
+
+def test_embedding_tokens_are_the_tenants_usage(make_stack: StackFactory, fake: FakeModelServer) -> None:
+    stack = make_stack()
+    sdk = client(stack)
+    answer = sdk.embeddings.create(model="fake-model", input=["one two three", "four five"], encoding_format="float")
+    assert answer.usage.prompt_tokens == 5  # the fake counts words
+    (row,) = httpx.get(f"{stack.url}/usage", timeout=10).json()["data"]
+    assert row["jobs"] == 1 and row["prompt_tokens"] == 5 and row["completion_tokens"] == 0
