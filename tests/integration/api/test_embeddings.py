@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import struct
+from typing import Any
 
 import httpx
 import openai
@@ -147,3 +149,21 @@ def test_embedding_tokens_are_the_tenants_usage(make_stack: StackFactory, fake: 
     assert answer.usage.prompt_tokens == 5  # the fake counts words
     (row,) = httpx.get(f"{stack.url}/usage", timeout=10).json()["data"]
     assert row["jobs"] == 1 and row["prompt_tokens"] == 5 and row["completion_tokens"] == 0
+
+
+def test_a_model_with_two_servers_embeds_on_each_in_turn_and_on_the_other_when_one_fails(
+    make_stack: StackFactory, servers: Any
+) -> None:
+    one, two = servers(), servers()
+    models = {"models": [{"name": "m", "served_name": "fake-model",
+                          "servers": [{"url": one.url, "slots": 2}, {"url": two.url, "slots": 2}]}]}  # fmt: skip
+    stack = make_stack(MODELS=json.dumps(models), EMBED_COALESCE_WAIT_MS="0")
+    sdk = client(stack)
+    for n in range(6):
+        answer = sdk.embeddings.create(model="m", input=f"text {n}", encoding_format="float")
+        assert close(answer.data[0].embedding, fake_vector(f"text {n}", 8))
+    assert len(one.embedding_calls) == len(two.embedding_calls) == 3
+    two.broken = 503
+    for n in range(4):
+        assert sdk.embeddings.create(model="m", input=f"again {n}", encoding_format="float").data
+    assert len(one.embedding_calls) == 7  # every call answered by the server that works
