@@ -11,7 +11,6 @@ are refused: no model server runs them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -264,12 +263,5 @@ def finished_status(answer: dict[str, Any]) -> tuple[str, dict[str, Any] | None]
 
 def as_messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A response's output items as the conversation's next items (previous_response_id)."""
-    return [
-        {**item, "content": item["content"]} if item["type"] == "message" else item
-        for item in items
-        if item["type"] in ("message", "function_call")
-    ]
+    return [item for item in items if item["type"] in ("message", "function_call")]
 
-
-def arguments_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
