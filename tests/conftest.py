@@ -132,6 +132,15 @@ def servers() -> Iterator[Callable[..., FakeModelServer]]:
 
 
 @pytest.fixture
+def stack_once(stack: Stack, broker_env: dict[str, str]) -> Stack:
+    """The shared gateway, for what the broker does not decide (a body's format, its
+    translation both ways): on RabbitMQ alone, once being enough."""
+    if not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("once is enough: a body's format and translation are the same on either broker")
+    return stack
+
+
+@pytest.fixture
 def fake(fake_server: FakeModelServer) -> Iterator[FakeModelServer]:
     """The fake model server, with what it received forgotten before and after the test."""
     fake_server.reset()

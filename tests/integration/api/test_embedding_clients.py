@@ -43,10 +43,10 @@ def test_the_recordings_are_the_clients_own() -> None:
 @pytest.mark.parametrize(
     "name", ["langchain_embed_documents", "langchain_embed_query", "llamaindex_text_embedding_batch"]
 )
-def test_recorded_embedding_requests_are_answered(stack: Stack, fake: FakeModelServer, name: str) -> None:
+def test_recorded_embedding_requests_are_answered(stack_once: Stack, fake: FakeModelServer, name: str) -> None:
     for request in RECORDED[name]["requests"]:
         body = request["body"]
-        answer = httpx.post(f"{stack.url}{request['path']}", json=body, timeout=60)
+        answer = httpx.post(f"{stack_once.url}{request['path']}", json=body, timeout=60)
         assert answer.status_code == 200, answer.text
         got = answer.json()
         assert got["object"] == "list" and [d["index"] for d in got["data"]] == list(range(len(body["input"])))

@@ -25,11 +25,11 @@ def close(vector: list[float], expected: list[float]) -> bool:
     return len(vector) == len(expected) and all(abs(a - b) < 1e-6 for a, b in zip(vector, expected, strict=True))
 
 
-def test_every_input_form_float_and_base64(stack: Stack, fake: FakeModelServer) -> None:
-    sdk = client(stack)
+def test_every_input_form_float_and_base64(stack_once: Stack, fake: FakeModelServer) -> None:
+    sdk = client(stack_once)
     # The SDK's default asks for base64 and decodes it after validating the raw answer,
     # whose vectors are then strings: strict validation refuses that from any server.
-    lenient = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0, timeout=30)
+    lenient = openai.OpenAI(base_url=f"{stack_once.url}/v1", api_key="unused", max_retries=0, timeout=30)
     forms = [
         ("one text", ["one text"]),
         (["a", "b c"], ["a", "b c"]),
@@ -44,7 +44,7 @@ def test_every_input_form_float_and_base64(stack: Stack, fake: FakeModelServer) 
         # The SDK's default asks for base64 and decodes it: the same vectors.
         decoded = lenient.embeddings.create(model="fake-model", input=given)
         assert [d.embedding for d in decoded.data] == [d.embedding for d in as_floats.data]
-    raw = httpx.post(f"{stack.url}/v1/embeddings", json={"input": "x", "encoding_format": "base64"}, timeout=30)
+    raw = httpx.post(f"{stack_once.url}/v1/embeddings", json={"input": "x", "encoding_format": "base64"}, timeout=30)
     packed = base64.b64decode(raw.json()["data"][0]["embedding"])
     assert close(list(struct.unpack(f"<{len(packed) // 4}f", packed)), fake_vector("x", 8))
     # dimensions, and a server's own field, passed on.

@@ -25,8 +25,8 @@ WEATHER = {
 }
 
 
-def test_a_response_plain_and_read_back(stack: Stack, fake: FakeModelServer) -> None:
-    sdk = client(stack)
+def test_a_response_plain_and_read_back(stack_once: Stack, fake: FakeModelServer) -> None:
+    sdk = client(stack_once)
     made = sdk.responses.create(model="fake-model", input="one two", instructions="Be brief.", metadata={"k": "v"})
     assert made.status == "completed" and made.output_text == "echo: one two"
     assert made.id.startswith("resp_") and made.object == "response" and made.metadata == {"k": "v"}
@@ -89,8 +89,10 @@ def test_a_background_response_cancelled_then_deleted(stack: Stack, fake: FakeMo
         sdk.responses.delete(made.id)
 
 
-def test_previous_response_id_carries_the_conversation_over_three_turns(stack: Stack, fake: FakeModelServer) -> None:
-    sdk = client(stack)
+def test_previous_response_id_carries_the_conversation_over_three_turns(
+    stack_once: Stack, fake: FakeModelServer
+) -> None:
+    sdk = client(stack_once)
     first = sdk.responses.create(model="fake-model", input="one", instructions="first rules")
     second = sdk.responses.create(model="fake-model", input="two", previous_response_id=first.id)
     third = sdk.responses.create(model="fake-model", input="three", previous_response_id=second.id,
@@ -109,8 +111,8 @@ def test_previous_response_id_carries_the_conversation_over_three_turns(stack: S
     assert [i.content[0].text for i in sdk.responses.input_items.list(third.id, order="asc").data] == ["three"]
 
 
-def test_function_tools_round_trip(stack: Stack, fake: FakeModelServer) -> None:
-    sdk = client(stack)
+def test_function_tools_round_trip(stack_once: Stack, fake: FakeModelServer) -> None:
+    sdk = client(stack_once)
     asked = sdk.responses.create(model="fake-model", input="Paris", tools=[WEATHER])
     calls = [item for item in asked.output if item.type == "function_call"]
     assert len(calls) == 1 and calls[0].name == "get_weather" and json.loads(calls[0].arguments) == {"echo": "Paris"}
@@ -128,8 +130,8 @@ def test_function_tools_round_trip(stack: Stack, fake: FakeModelServer) -> None:
     assert messages[-1] == {"role": "tool", "tool_call_id": calls[0].call_id, "content": "sunny"}
 
 
-def test_a_streamed_function_call(stack: Stack, fake: FakeModelServer) -> None:
-    events = list(client(stack).responses.create(model="fake-model", input="Oslo", tools=[WEATHER], stream=True))
+def test_a_streamed_function_call(stack_once: Stack, fake: FakeModelServer) -> None:
+    events = list(client(stack_once).responses.create(model="fake-model", input="Oslo", tools=[WEATHER], stream=True))
     arguments = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
     assert json.loads(arguments) == {"echo": "Oslo"}
     done = next(e for e in events if e.type == "response.function_call_arguments.done")
@@ -138,9 +140,9 @@ def test_a_streamed_function_call(stack: Stack, fake: FakeModelServer) -> None:
     assert final.output[-1].type == "function_call" and final.output[-1].arguments == arguments
 
 
-def test_text_format_json_schema(stack: Stack, fake: FakeModelServer) -> None:
+def test_text_format_json_schema(stack_once: Stack, fake: FakeModelServer) -> None:
     schema = {"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"]}
-    made = client(stack).responses.create(
+    made = client(stack_once).responses.create(
         model="fake-model", input="hi", text={"format": {"type": "json_schema", "name": "e", "schema": schema}}
     )
     assert json.loads(made.output_text) == {"echo": "hi"}
@@ -182,8 +184,8 @@ def test_store_false_keeps_nothing_once_read(stack: Stack, fake: FakeModelServer
         sdk.responses.create(model="fake-model", input="x", store=False, background=True)
 
 
-def test_bad_input_is_a_4xx_naming_the_field(stack: Stack, fake: FakeModelServer) -> None:
-    url = f"{stack.url}/v1/responses"
+def test_bad_input_is_a_4xx_naming_the_field(stack_once: Stack, fake: FakeModelServer) -> None:
+    url = f"{stack_once.url}/v1/responses"
     for body, field in [
         ({"input": [{"type": "message", "role": "robot", "content": "x"}]}, "role"),
         ({"input": [{"type": "web_search_call"}]}, "input"),

@@ -47,16 +47,16 @@ def test_the_recordings_are_the_clients_own() -> None:
 
 
 @pytest.mark.parametrize("run", ["agents_tool_run", "agents_streamed_run"])
-def test_an_agent_with_a_function_tool_runs_to_its_end(stack: Stack, fake: FakeModelServer, run: str) -> None:
+def test_an_agent_with_a_function_tool_runs_to_its_end(stack_once: Stack, fake: FakeModelServer, run: str) -> None:
     # Turn 0: the agent's question; the model calls the tool.
-    first = send(stack, f"{run}_0")
+    first = send(stack_once, f"{run}_0")
     final = first[-1].response if isinstance(first, list) else first
     (call,) = [item for item in final.output if item.type == "function_call"]
     assert call.name == "get_weather" and json.loads(call.arguments) == {"echo": "Weather in Paris?"}
     tools = fake.completions[-1]["tools"]
     assert tools[0]["function"]["name"] == "get_weather" and tools[0]["function"]["strict"] is True
     # Turn 1: the agent sends the whole run so far, the tool's output last.
-    second = send(stack, f"{run}_1")
+    second = send(stack_once, f"{run}_1")
     final = second[-1].response if isinstance(second, list) else second
     assert final.status == "completed" and final.output_text == "echo: sunny"
     assert fake.completions[-1]["messages"] == [
@@ -69,12 +69,12 @@ def test_an_agent_with_a_function_tool_runs_to_its_end(stack: Stack, fake: FakeM
     ]  # fmt: skip
 
 
-def test_langchain_responses_plain_streamed_and_with_tools(stack: Stack, fake: FakeModelServer) -> None:
-    plain = send(stack, "langchain_responses_0")
+def test_langchain_responses_plain_streamed_and_with_tools(stack_once: Stack, fake: FakeModelServer) -> None:
+    plain = send(stack_once, "langchain_responses_0")
     assert plain.output_text == "echo: Weather in Paris?" and plain.temperature == 0.3
     assert fake.completions[-1]["messages"][0] == {"role": "system", "content": "Be brief."}
-    events = send(stack, "langchain_responses_stream_0")
+    events = send(stack_once, "langchain_responses_stream_0")
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert text == "echo: Weather in Paris?" == events[-1].response.output_text
-    tools = send(stack, "langchain_responses_tools_0")
+    tools = send(stack_once, "langchain_responses_tools_0")
     assert tools.output[0].type == "function_call" and tools.output[0].name == "get_weather_lc"
