@@ -264,4 +264,3 @@ def finished_status(answer: dict[str, Any]) -> tuple[str, dict[str, Any] | None]
 def as_messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A response's output items as the conversation's next items (previous_response_id)."""
     return [item for item in items if item["type"] in ("message", "function_call")]
-
