@@ -175,6 +175,12 @@ class PooledModel:
                 fallback = self._fallback(request, down_since, accepted, score)
                 if fallback is not None:
                     return fallback
+                if tried and not pool.healthy_besides(tried):
+                    # The servers it has not tried went down, and one it failed on may be
+                    # up again: any healthy server may take it now (else it would wait
+                    # for those alone, until its deadline).
+                    tried = frozenset()
+                    continue
                 pool.wait(waiter, min(WAIT_STEP, give_up_at - now))
         finally:
             if cancel is not None:
