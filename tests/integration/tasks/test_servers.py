@@ -383,3 +383,36 @@ def test_the_wait_for_a_slot_is_told_apart_from_the_models_time(servers: Any, wo
         second = pool.submit(model.chat, ask("second")).result()
     # The second waited for the first's call (0.3 s, of which 0.05 s had gone) to end; the first took a free slot.
     assert second.slot_wait >= 0.25 and first.result().slot_wait < second.slot_wait
+
+
+def test_a_job_waiting_without_the_server_it_failed_on_takes_it_when_it_is_the_one_back_up(
+    servers: Any, workers: Any
+) -> None:
+    one, two = servers(), servers()
+    one.chunk_delay, one.extra_words = 0.1, 30  # a 3 s answer holding one's only slot
+    two.broken = 503
+    worker = workers([{"name": "m", "servers": [{"url": one.url, "slots": 1}, {"url": two.url, "slots": 1}]}],
+                     llm_deadline=30, server_failures=1)  # fmt: skip
+    model = worker.client("m")
+    names = {"one": f"127.0.0.1:{one.port}", "two": f"127.0.0.1:{two.port}"}
+
+    def until(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+
+    with ThreadPoolExecutor(4) as pool:
+        holder = pool.submit(model.chat, ask("hold"))
+        until(lambda: one.in_flight == 1)
+        job = pool.submit(model.chat, ask("the job"))  # fails on two (down now), then waits for one
+        until(lambda: state(worker, "m")[names["two"]]["state"] != "healthy")
+        other = pool.submit(model.chat, ask("other", priority=9))  # first in line for one's slot
+        time.sleep(0.3)
+        pool.submit(one.stop)  # as the holder ends: the other's call to one is refused, and one is down
+        assert holder.result(timeout=20).content.startswith("echo: hold")
+        until(lambda: state(worker, "m")[names["one"]]["state"] != "healthy")
+        two.broken = None  # the only server back up is the one the job failed on
+        assert other.result(timeout=20).served_by == ("m", names["two"])
+        answer = job.result(timeout=20)
+    assert answer.content == "echo: the job" and answer.served_by == ("m", names["two"])
