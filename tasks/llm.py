@@ -93,24 +93,7 @@ def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
         return worker.client(job.route).chat(request).as_dict()
     jobs = worker.running
     with jobs.running(job_id) as cancel:
-        reply_to = job.reply_to or ""
-        verdict = jobs.start(job_id, reply_to)
-        if verdict == "running":
-            # Handed out again while another worker still runs it: wait for that run.
-            verdict = jobs.wait_to_start(job_id, reply_to)
-        # A cancelled job's answer (409 to its callers) was stored by DELETE /jobs/{id}:
-        # Ignore leaves it as it is, and acknowledges the message.
-        if verdict == "cancelled":
-            _report_cancelled(task, "before it started")
-        if verdict == "answered":
-            # Run before, by a worker that died before acknowledging the message: the
-            # caller has its answer, and the model server is not asked again.
-            log.info("job %s already answered: not run again", job_id)
-            raise Ignore
-        if job.record is not None:
-            _keep_record(jobs.redis, worker.config, job_id, job.record)
-        if tracing.enabled():
-            _trace_start(task, job, started)
+        _start(task, job, job_id, started)
         relay = None
         if job.stream:
             relay = Relay(jobs.redis, worker.config.keys.stream(job_id), worker.config.result_ttl)
@@ -151,6 +134,30 @@ def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
         return answer
 
 
+def _start(task: Task, job: Job, job_id: str, started: float) -> None:
+    """Lease the job to this worker, or stop: it is cancelled, answered, or (handed out
+    again while another worker runs it) waited for until that run ends."""
+    worker = current()
+    jobs = worker.running
+    reply_to = job.reply_to or ""
+    verdict = jobs.start(job_id, reply_to)
+    if verdict == "running":
+        verdict = jobs.wait_to_start(job_id, reply_to)
+    # A cancelled job's answer (409 to its callers) was stored by DELETE /jobs/{id}:
+    # Ignore leaves it as it is, and acknowledges the message.
+    if verdict == "cancelled":
+        _report_cancelled(task, "before it started")
+    if verdict == "answered":
+        # Run before, by a worker that died before acknowledging the message: the
+        # caller has its answer, and the model server is not asked again.
+        log.info("job %s already answered: not run again", job_id)
+        raise Ignore
+    if job.record is not None:
+        _keep_record(jobs.redis, worker.config, job_id, job.record)
+    if tracing.enabled():
+        _trace_start(task, job, started)
+
+
 def _embed(task: Task, job: Job) -> dict[str, Any]:
     inputs = job.embed_inputs()
     options = {k: v for k, v in (job.embed or {}).items() if k != "input" and v is not None}
@@ -161,18 +168,8 @@ def _embed(task: Task, job: Job) -> dict[str, Any]:
     job_id = task.request.id
     if job_id is None:  # called directly, not by a worker
         return _embedding_answer(worker.embedder(job.route).embed(inputs, options))
-    jobs = worker.running
-    with jobs.running(job_id) as cancel:
-        verdict = jobs.start(job_id, job.reply_to or "")
-        if verdict == "running":
-            verdict = jobs.wait_to_start(job_id, job.reply_to or "")
-        if verdict == "cancelled":
-            _report_cancelled(task, "before it started")
-        if verdict == "answered":
-            log.info("job %s already answered: not run again", job_id)
-            raise Ignore
-        if tracing.enabled():
-            _trace_start(task, job, started)
+    with worker.running.running(job_id) as cancel:
+        _start(task, job, job_id, started)
         asked = time.monotonic()
         try:
             shared = worker.embedder(job.route).embed(inputs, options, cancel)
