@@ -83,9 +83,7 @@ class Responses:
         response_id = f"resp_{tail}"
         history = await self._history(tenant, body.previous_response_id) if body.previous_response_id else []
         items = input_items(given_input(body), response_id)
-        messages = chat_messages(body.instructions, [*history, *items])
-        if not messages:
-            raise BadRequest("input: no message to answer")
+        messages = chat_messages(body.instructions, [*history, *items])  # never empty: the schema's
         job = response_job(body, messages)
         asked = asked_of(body)
         record = {
@@ -125,17 +123,18 @@ class Responses:
         said = as_messages(output_items(previous_id, status["result"]))
         return [*previous["history"], *previous["input_items"], *said]
 
-    async def _found(self, key: str, response_id: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    async def _found(self, key: str, response_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The response's record and its job's status; 404 when either is gone."""
         record = await self._records.load(key)
         status = await self._jobs.status(key) if record is not None else None
         if record is None or status is None:
             raise _not_found(response_id)
-        return key, record, status
+        return record, status
 
     async def retrieve(
         self, key: str, response_id: str, stream: bool, starting_after: int | None
     ) -> dict[str, Any] | Response:
-        _, record, status = await self._found(key, response_id)
+        record, status = await self._found(key, response_id)
         if not stream:
             return self._object(record, status)
         # Followed as its owner's job (an admin may read another tenant's), never queued again.
@@ -173,7 +172,7 @@ class Responses:
                 await self._records.forget(key)
 
     async def cancel(self, key: str, response_id: str) -> dict[str, Any]:
-        _, record, status = await self._found(key, response_id)
+        record, status = await self._found(key, response_id)
         if status["status"] in ("queued", "running"):
             await self._cancelled(key, response_id)
             status = await self._jobs.status(key) or status
@@ -193,7 +192,7 @@ class Responses:
                 log.warning("response %s cancelled, but its webhook event was not queued: %s", response_id, exc)
 
     async def delete(self, key: str, response_id: str) -> dict[str, Any]:
-        _, _, status = await self._found(key, response_id)
+        _, status = await self._found(key, response_id)
         if status["status"] in ("queued", "running"):
             await self._cancelled(key, response_id)
         await self._records.forget(key)
@@ -202,7 +201,7 @@ class Responses:
     async def input_items(
         self, key: str, response_id: str, order: str, limit: int, after: str | None
     ) -> dict[str, Any]:
-        _, record, _ = await self._found(key, response_id)
+        record, _ = await self._found(key, response_id)
         items = list(record["input_items"])
         if order == "desc":
             items.reverse()

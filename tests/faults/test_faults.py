@@ -35,6 +35,7 @@ import redis
 from kombu import Connection
 
 from shared.broker.settings import celery_settings
+from shared.config import Config
 from shared.contract import STORE_ONCE
 from tasks import dead_letters
 from testing.fake_model_server import Failure, FakeModelServer
@@ -430,12 +431,8 @@ def test_a_message_lost_between_the_broker_and_a_killed_worker_is_queued_again(
             httpx.post, f"{stack.url}/generate", json={"job_id": "lost-1", "content": "in transit"}, timeout=60
         )
 
-        def queued() -> list[bytes]:  # the queue's lists (one per priority) holding a message
-            found = store.scan_iter(f"{config.key_prefix}{config.queue_name}*")
-            return [key for key in found if store.type(key) == b"list" and store.llen(key)]
-
-        wait_until(lambda: bool(queued()), 10, "the job's message in its queue")
-        assert b'"lost-1"' in store.rpop(queued()[0])
+        wait_until(lambda: bool(queued_lists(store, config)), 10, "the job's message in its queue")
+        assert b'"lost-1"' in store.rpop(queued_lists(store, config)[0])
         stack.processes.worker(stack.env)
         answer = waiting.result(60)
     api_log = stack.processes.started[0].output()
@@ -457,20 +454,22 @@ def test_lost_messages_of_jobs_queued_without_waiting_are_queued_again(
     config = stack.config
     store = redis.Redis(host=config.redis_host, port=config.redis_port)
 
-    def queued() -> list[bytes]:
-        found = store.scan_iter(f"{config.key_prefix}{config.queue_name}*")
-        return [key for key in found if store.type(key) == b"list" and store.llen(key)]
-
     for job_id in ("lost-queued", "lost-running"):
         assert httpx.post(f"{stack.url}/generate?wait=0", json={"job_id": job_id, "content": job_id}).status_code == 202
-        wait_until(lambda: bool(queued()), 10, "the job's message in its queue")
-        assert job_id.encode() in store.rpop(queued()[0])
+        wait_until(lambda: bool(queued_lists(store, config)), 10, "the job's message in its queue")
+        assert job_id.encode() in store.rpop(queued_lists(store, config)[0])
     # Started by a worker that then vanished with its message: started, no lease, no result.
     store.hset(config.keys.job("lost-running"), "started_at", time.time())
     stack.processes.worker(stack.env)
     for job_id in ("lost-queued", "lost-running"):
         wait_until(lambda j=job_id: httpx.get(f"{stack.url}/jobs/{j}").json()["status"] == "succeeded", 30, job_id)
     assert sorted(c["messages"][-1]["content"] for c in fake.completions) == ["lost-queued", "lost-running"]
+
+
+def queued_lists(store: redis.Redis, config: Config) -> list[bytes]:
+    """A Redis broker's lists of the stack's queue (one per priority) that hold a message."""
+    found = store.scan_iter(f"{config.key_prefix}{config.queue_name}*")
+    return [key for key in found if store.type(key) == b"list" and store.llen(key)]
 
 
 def _set_rabbit_env(**values: int) -> None:

@@ -8,31 +8,14 @@ from __future__ import annotations
 import json
 import signal
 
-import httpx
 import pytest
 
 from testing.fake_model_server import FakeModelServer
 from testing.load import wait_until
+from testing.sse import read_events
 from tests.conftest import StackFactory
 
 pytestmark = pytest.mark.fault
-
-
-def _read(url: str, body: dict, headers: dict[str, str], stop_after: int | None = None) -> list[tuple[int, str]]:
-    got: list[tuple[int, str]] = []
-    with httpx.stream("POST", url, json=body, headers=headers, timeout=60) as answer:
-        assert answer.status_code == 200, answer.read()
-        event: dict[str, str] = {}
-        for line in answer.iter_lines():
-            if line:
-                name, _, value = line.partition(": ")
-                event[name] = value
-                continue
-            got.append((int(event["id"]), event["data"]))
-            event = {}
-            if stop_after is not None and len(got) >= stop_after:
-                break
-    return got
 
 
 def test_a_stream_resumed_after_its_worker_was_killed_is_the_whole_answer_once(
@@ -45,13 +28,13 @@ def test_a_stream_resumed_after_its_worker_was_killed_is_the_whole_answer_once(
     body = {"model": "fake-model", "messages": [{"role": "user", "content": "a b c"}], "stream": True}
     headers = {"Idempotency-Key": "resumed-after-kill"}
     url = f"{stack.url}/v1/chat/completions"
-    first = _read(url, body, headers, stop_after=4)
+    first = read_events(url, body, headers, stop_after=4)
     doomed.popen.send_signal(signal.SIGKILL)  # mid-answer: more than ten pieces to go
     doomed.popen.wait(5)
     assert fake.completed_streams == 0
     stack.processes.worker(stack.env, name="second", concurrency=4)
-    rest = _read(url, body, {**headers, "Last-Event-ID": str(first[-1][0])})
-    whole = _read(url, body, headers)
+    rest = read_events(url, body, {**headers, "Last-Event-ID": str(first[-1][0])})
+    whole = read_events(url, body, headers)
     assert first + rest == whole  # nothing lost, nothing twice
     text = "".join(
         choice["delta"].get("content") or ""

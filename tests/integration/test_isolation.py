@@ -396,6 +396,13 @@ BODIES: dict[str, dict[str, Any]] = {
     "/v1/completions": {"model": "m", "prompt": "x", "temperature": 0.5, "max_tokens": 5},
     "/v1/batches": {"input_file_id": "file-x", "endpoint": "/v1/completions", "completion_window": "24h",
                     "metadata": {"k": "v"}},
+    "/v1/responses": {"model": "m", "instructions": "i", "max_output_tokens": 5, "metadata": {"k": "v"},
+                      "input": [{"role": "user", "content": [{"type": "input_text", "text": "x"}]},
+                                {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                                {"type": "function_call_output", "call_id": "c", "output": "o"}],
+                      "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+                      "text": {"format": {"type": "json_schema", "name": "s", "schema": {"type": "object"}}}},
+    "/v1/embeddings": {"model": "m", "input": ["x", "y"], "dimensions": 4, "encoding_format": "base64"},
 }  # fmt: skip
 
 
@@ -478,7 +485,9 @@ def test_no_input_gets_a_5xx(fuzz_target: Stack, fake: FakeModelServer) -> None:
 
     queries = st.tuples(
         st.sampled_from(["/usage?start=", "/usage?end=", "/usage?tenant=", "/jobs/x?tenant=", "/generate?wait=",
-                         "/v1/files?limit=", "/v1/batches?after=", "/v1/files?after="]),
+                         "/v1/files?limit=", "/v1/batches?after=", "/v1/files?after=",
+                         "/v1/responses/resp_x?stream=true&starting_after=", "/v1/responses/resp_x/input_items?limit=",
+                         "/v1/responses/resp_x/input_items?after="]),
         st.one_of(st.sampled_from(["0001-01-01", "9999-12-31", "%ED%BF%BF", "%00", "1e309", "NaN", "-1",
                                    "99999999999999999999999", "2026-02-30", "%F0%9F%98%80"]), st.text(max_size=20)),
     )  # fmt: skip

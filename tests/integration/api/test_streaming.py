@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from testing.fake_model_server import Failure, FakeModelServer
+from testing.sse import read_events
 from tests.conftest import Stack, StackFactory
 
 pytestmark = pytest.mark.integration
@@ -121,24 +122,6 @@ def test_a_failed_stream_ends_with_an_error_event_on_the_wire(stack: Stack, fake
     assert json.loads(lines[-1].removeprefix("data: "))["status"] == 502
 
 
-def _read(url: str, body: dict, headers: dict[str, str], stop_after: int | None = None) -> list[tuple[int, str]]:
-    """(id, data) of each event; with `stop_after`, the connection is dropped after that many."""
-    got: list[tuple[int, str]] = []
-    with httpx.stream("POST", url, json=body, headers=headers, timeout=30) as answer:
-        assert answer.status_code == 200, answer.read()
-        event: dict[str, str] = {}
-        for line in answer.iter_lines():
-            if line:
-                name, _, value = line.partition(": ")
-                event[name] = value
-                continue
-            got.append((int(event["id"]), event["data"]))
-            event = {}
-            if stop_after is not None and len(got) >= stop_after:
-                break
-    return got
-
-
 @pytest.mark.parametrize(
     ("path", "body", "header"),
     [
@@ -157,12 +140,12 @@ def test_a_dropped_stream_resumes_where_it_stopped_on_every_streaming_endpoint(
     body = dict(body) if header else {**body, "job_id": job_id}
     headers = {header: job_id} if header else {}
     url = f"{stack.url}{path}"
-    first = _read(url, body, headers, stop_after=3)
+    first = read_events(url, body, headers, stop_after=3)
     assert [place for place, _ in first] == [0, 1, 2]
     # Back while the job still runs (it was not cancelled on leaving): the events after
     # the last one had, each once.
-    rest = _read(url, body, {**headers, "Last-Event-ID": "2"})
-    whole = _read(url, body, headers)  # once more from the start, after the end
+    rest = read_events(url, body, {**headers, "Last-Event-ID": "2"})
+    whole = read_events(url, body, headers)  # once more from the start, after the end
     assert first + rest == whole
     assert [place for place, _ in whole] == list(range(len(whole)))
     assert len(fake.requests) == 1  # one job, read three times
