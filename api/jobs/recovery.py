@@ -95,11 +95,16 @@ class LostJobs:
         settled = time.time() - self._config.job_lease
         queue_of = {key: entry.queue for key, entry in list(self._published.items())
                     if entry.job["accepted_at"] < settled}  # fmt: skip
-        unstarted, answered = await self._stalled(list(queue_of))
-        for key in answered:
-            entry = self._published.get(key)
-            if entry is not None and not entry.awaited:
-                del self._published[key]
+        unstarted, answered, gone = await self._stalled(list(queue_of))
+        # Jobs nobody awaits are forgotten once answered, or once their claim is gone:
+        # deleted (DELETE /v1/responses/{id}) or expired, they are not queued again (a
+        # Redis that came back empty is seen by _after_reconnects, which queues again
+        # what had not started).
+        published = self._published
+        forgotten = {key for key in answered + gone if key in published and not published[key].awaited}
+        for key in forgotten:
+            published.pop(key, None)
+        unstarted = [key for key in unstarted if key not in forgotten]
         if not unstarted:
             return
         # A job published to its tenant's queue (a busy model's) may have been moved to
@@ -133,23 +138,28 @@ class LostJobs:
                     extra={"job_id": route.key, "queue": route.queue})  # fmt: skip
         return True
 
-    async def _stalled(self, keys: list[str]) -> tuple[list[str], list[str]]:
+    async def _stalled(self, keys: list[str]) -> tuple[list[str], list[str], list[str]]:
         """Those of `keys` without a result that no live worker runs (never started, or
-        started and their lease gone); and those with a result."""
+        started and their lease gone); those with a result; those whose claim is gone."""
         if not keys:
-            return [], []
+            return [], [], []
         names = self._config.keys
         pipe = self._redis.pipeline(transaction=False)
         for key in keys:
             pipe.hexists(names.job(key), JobField.STARTED_AT).exists(names.result(key)).exists(names.lease(key))
+            pipe.exists(names.job(key))
         flags = await pipe.execute()
-        stalled, answered = [], []
-        for key, started, result, leased in zip(keys, flags[::3], flags[1::3], flags[2::3], strict=True):
+        stalled, answered, gone = [], [], []
+        for n, key in enumerate(keys):
+            started, result, leased, claimed = flags[4 * n : 4 * n + 4]
             if result:
                 answered.append(key)
-            elif not started or not leased:
+                continue
+            if not claimed:
+                gone.append(key)
+            if not started or not leased:
                 stalled.append(key)
-        return stalled, answered
+        return stalled, answered, gone
 
     async def _unstarted(self, keys: list[str]) -> list[str]:
         """Those of `keys` that have neither started nor a result."""

@@ -5,6 +5,7 @@ again, so the response is found and answered once its job is."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import openai
@@ -52,3 +53,20 @@ def test_background_responses_queued_when_redis_came_back_empty_are_answered(
         assert len(fake.completions) == 3
     finally:
         server.stop()
+
+
+def test_a_deleted_background_response_is_not_run_again(
+    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str]
+) -> None:
+    # On a Redis broker the API looks after the jobs it queued without waiting, in case
+    # their message is lost: a response deleted (its claim, result and stream gone)
+    # must not look lost to it, and be queued again.
+    if broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("Redis broker only: its API looks after the jobs it queued")
+    stack = make_stack(JOB_LEASE="3")
+    sdk = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0, timeout=30)
+    made = sdk.responses.create(model="fake-model", input="once", background=True)
+    wait_until(lambda: _status(sdk, made.id) == "completed", 20, "the response")
+    sdk.responses.delete(made.id)
+    time.sleep(9)  # three of the API's sweeps for lost jobs (one a JOB_LEASE)
+    assert [c["messages"][-1]["content"] for c in fake.completions] == ["once"]
