@@ -103,28 +103,6 @@ def started(fake: FakeModelServer) -> list[str]:
     return [body["messages"][-1]["content"] for body in fake.completions]
 
 
-def test_a_light_tenants_job_does_not_wait_behind_a_heavy_ones_backlog(
-    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path
-) -> None:
-    fake.latency = 0.2
-    stack = fair_stack(make_stack, tmp_path)
-    saturate(stack, fake)
-    backlog = [f"heavy-{n}" for n in range(40)]
-    for job_id in backlog:
-        submit(stack.url, "key-heavy", job_id)
-    before = len(fake.completions)  # the jobs started before light's was sent
-    answer = httpx.post(f"{stack.url}/generate", json={"content": "light-1"}, headers=auth("key-light"), timeout=60)
-    assert answer.status_code == 200
-    order = started(fake)
-    # Without tenants' turns it would start after what is left of the 40 (at 2 slots of
-    # 0.2 s); it starts once the few jobs already in the model's queue have.
-    ahead = [job for job in order[before : order.index("light-1")] if job.startswith("heavy-")]
-    assert len(ahead) <= 4, ahead
-    assert set(wait_all(stack.url, backlog).values()) == {"succeeded"}
-    assert Counter(started(fake))["light-1"] == 1
-    assert all(Counter(started(fake))[job_id] == 1 for job_id in backlog)
-
-
 @pytest.mark.parametrize("queue_type", ["classic", "quorum"])
 def test_backlogged_tenants_take_turns_by_weight_with_priority_first(
     make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path, broker_env: dict[str, str], queue_type: str
