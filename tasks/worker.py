@@ -89,7 +89,12 @@ class Worker:
                 wait = self.config.embed_coalesce_wait_ms / 1000
                 call = self._embed_call(route, model)
                 config = self.config
-                embedder = Coalescer(call, wait, config.embed_coalesce_max_inputs, config.embed_calls_in_flight)
+                embedder = Coalescer(
+                    lambda inputs, options, _turn, _cancel: call(inputs, options),
+                    wait,
+                    config.embed_coalesce_max_inputs,
+                    config.embed_calls_in_flight,
+                )
                 self._embedders[name] = embedder
             return embedder
 

@@ -173,6 +173,7 @@ class Embedded:
     vectors: list[list[float]]
     usage: dict[str, Any] | None
     model: str | None
+    served_by: tuple[str, str] | None = None  # as a Completion's
 
 
 def parse_embeddings(data: Any, count: int) -> Embedded:

@@ -104,6 +104,31 @@ def test_without_coalescing_each_job_is_its_own_call(make_stack: StackFactory, f
     assert fake.embedding_calls == [1] * 16
 
 
+def test_one_input_too_long_for_the_server_fails_only_its_own_job_of_a_shared_call(
+    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str]
+) -> None:
+    if not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("once is enough: which jobs share a call is the worker's doing, not the broker's")
+    stack = make_stack(EMBED_COALESCE_WAIT_MS="200", concurrency=16)
+    fake.embed_context = 5  # words: the server refuses a call holding a longer input with 400
+
+    async def together() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as http:
+            texts = ["short one", "far too long for the model's context window", "short two"]
+            return await asyncio.gather(*(
+                http.post(f"{stack.url}/v1/embeddings", json={"input": text, "encoding_format": "float"})
+                for text in texts
+            ))  # fmt: skip
+
+    first, refused, second = asyncio.run(together())
+    assert fake.embedding_calls[0] == 3  # one call, refused for one input's sake
+    assert refused.status_code == 400 and "maximum context length" in refused.json()["error"]["message"]
+    for answer, text in ((first, "short one"), (second, "short two")):
+        assert answer.status_code == 200, answer.text
+        assert close(answer.json()["data"][0]["embedding"], fake_vector(text, 8))
+        assert answer.json()["usage"]["prompt_tokens"] == 2
+
+
 def test_one_cancelled_job_of_a_shared_call_leaves_the_others_answered(
     make_stack: StackFactory, fake: FakeModelServer
 ) -> None:
