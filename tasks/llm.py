@@ -19,8 +19,7 @@ from shared.telemetry import tracing
 from tasks.app import celery_app
 from tasks.batch_lines import LineStopped, run_line
 from tasks.model import Cancelled, ChatRequest
-from tasks.model.coalesce import Turn
-from tasks.model.protocol import Embedded
+from tasks.model.protocol import Embedded, Turn
 from tasks.relay import Relay
 from tasks.worker import current
 

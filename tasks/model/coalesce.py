@@ -35,24 +35,9 @@ from typing import Any
 
 from shared.contract import ModelServerRejected
 from tasks.model.cancel import Cancel, Cancelled
-from tasks.model.protocol import Embedded
+from tasks.model.protocol import Embedded, Turn
 
 Inputs = list[str] | list[list[int]]
-
-
-@dataclass(frozen=True)
-class Turn:
-    """A call's place in line for a server's slot: its most urgent job's priority (None:
-    the default), and the time (the API's clock) its oldest job was accepted."""
-
-    priority: int | None = None
-    accepted_at: float | None = None
-
-    def with_job(self, other: Turn) -> Turn:
-        """The place of a call that also carries a job of place `other`."""
-        priorities = [p for p in (self.priority, other.priority) if p is not None]
-        accepted = [a for a in (self.accepted_at, other.accepted_at) if a is not None]
-        return Turn(max(priorities) if priorities else None, min(accepted) if accepted else None)
 
 
 # One call of the model: inputs, options, its place in line, and a cancel that stops it

@@ -8,6 +8,8 @@ import asyncio
 import base64
 import json
 import struct
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -176,7 +178,7 @@ def test_embedding_tokens_are_the_tenants_usage(make_stack: StackFactory, fake: 
     assert row["jobs"] == 1 and row["prompt_tokens"] == 5 and row["completion_tokens"] == 0
 
 
-def test_a_model_with_two_servers_embeds_on_each_in_turn_and_on_the_other_when_one_fails(
+def test_a_model_with_two_servers_embeds_on_their_slots_and_on_the_other_when_one_fails(
     make_stack: StackFactory, servers: Any
 ) -> None:
     one, two = servers(), servers()
@@ -187,8 +189,48 @@ def test_a_model_with_two_servers_embeds_on_each_in_turn_and_on_the_other_when_o
     for n in range(6):
         answer = sdk.embeddings.create(model="m", input=f"text {n}", encoding_format="float")
         assert close(answer.data[0].embedding, fake_vector(f"text {n}", 8))
-    assert len(one.embedding_calls) == len(two.embedding_calls) == 3
-    two.broken = 503
+    assert len(one.embedding_calls) + len(two.embedding_calls) == 6
+    # The server the slots favoured fails: every call is answered by the other.
+    failing, other = (one, two) if len(one.embedding_calls) >= len(two.embedding_calls) else (two, one)
+    failing.broken = 503
+    answered = len(other.embedding_calls)
     for n in range(4):
         assert sdk.embeddings.create(model="m", input=f"again {n}", encoding_format="float").data
-    assert len(one.embedding_calls) == 7  # every call answered by the server that works
+    assert len(other.embedding_calls) == answered + 4
+
+
+def test_every_server_of_a_model_down_an_embedding_waits_for_one_or_takes_a_fallback(
+    make_stack: StackFactory, servers: Any, broker_env: dict[str, str]
+) -> None:
+    if not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("once is enough: a model's servers are the worker's, not the broker's")
+    one, two, spare = servers(), servers(), servers()
+    one.broken = two.broken = 503
+    spare.models = ["spare-model"]
+    models = {"models": [
+        {"name": "m", "served_name": "fake-model",
+         "servers": [{"url": one.url, "slots": 2}, {"url": two.url, "slots": 2}]},
+        {"name": "f", "served_name": "fake-model", "servers": [{"url": one.url, "slots": 2}],
+         "fallbacks": ["spare"], "fallback_after": 0.5},
+        {"name": "spare", "url": spare.url, "served_name": "spare-model"},
+    ]}  # fmt: skip
+    stack = make_stack(MODELS=json.dumps(models), EMBED_COALESCE_WAIT_MS="0", LLM_DEADLINE="60",
+                       SERVER_FAILURES="1", SERVER_PROBE_BACKOFF="0.2", SERVER_PROBE_MAX="0.4")  # fmt: skip
+    body = {"model": "m", "input": "waited", "encoding_format": "float"}
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(httpx.post, f"{stack.url}/v1/embeddings", json=body, timeout=60)
+        while not (one.requests and two.requests):  # each server failed it once: both are down
+            assert not waiting.done(), waiting.result().text
+            time.sleep(0.02)
+        time.sleep(0.5)
+        assert not waiting.done()  # it waits for a server, as a chat job does
+        two.broken = None
+        answer = waiting.result(timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert close(answer.json()["data"][0]["embedding"], fake_vector("waited", 8))
+    # A model with fallbacks: its job runs on the fallback and says so.
+    body = {"model": "f", "input": "fell back", "encoding_format": "float"}
+    answer = httpx.post(f"{stack.url}/v1/embeddings", json=body, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-served-model"] == "spare" and answer.json()["model"] == "spare-model"
+    assert spare.requests[-1]["model"] == "spare-model"

@@ -12,8 +12,8 @@ import pytest
 
 from shared.contract import ModelServerFailed, ModelServerRejected
 from tasks.model.cancel import Cancel, Cancelled
-from tasks.model.coalesce import Coalescer, Turn, shares
-from tasks.model.protocol import Embedded
+from tasks.model.coalesce import Coalescer, shares
+from tasks.model.protocol import Embedded, Turn
 
 pytestmark = pytest.mark.unit
 
