@@ -186,8 +186,9 @@ def _embed(task: Task, job: Job) -> dict[str, Any]:
 
 def _embedding_answer(embedded: Embedded) -> dict[str, Any]:
     """An embedding job's answer: each vector as base64 of little-endian float32 (a
-    quarter of JSON's size), its own tokens, the model (and, for a model with several
-    servers or fallbacks, the registry's model) that served it; nothing of other jobs."""
+    quarter of JSON's size), its tokens (a call's alone, or its share of a call of its
+    tenant's jobs), the model (and, for a model with several servers or fallbacks, the
+    registry's model) that served it; nothing of the call's other jobs."""
     vectors = []
     for vector in embedded.vectors:
         packed = array("f", vector)
