@@ -25,7 +25,7 @@ tenants:
 """
 CONTEXT = 500  # words the fake embeds in one input at most (a 400 beyond, as vLLM's)
 OVERSIZED = " ".join(["long"] * 600)  # 3,000 characters: refused by the server
-HEAVY = " ".join(["word"] * 400)  # valid, and 400 tokens
+HEAVY = " ".join(["x"] * 400)  # valid: 400 tokens in 799 characters (alpha's: 3 in 14)
 
 
 def auth(key: str) -> dict[str, str]:
