@@ -19,7 +19,7 @@ from shared.telemetry import tracing
 from tasks.app import celery_app
 from tasks.batch_lines import LineStopped, run_line
 from tasks.model import Cancelled, ChatRequest
-from tasks.model.coalesce import Coalesced
+from tasks.model.protocol import Embedded, Turn
 from tasks.relay import Relay
 from tasks.worker import current
 
@@ -166,16 +166,17 @@ def _embed(task: Task, job: Job) -> dict[str, Any]:
     started = time.time()
     worker = current()
     job_id = task.request.id
+    turn = Turn(job.meta.priority, job.accepted_at)
     if job_id is None:  # called directly, not by a worker
-        return _embedding_answer(worker.embedder(job.route).embed(inputs, options))
+        return _embedding_answer(worker.embedder(job.route).embed(inputs, options, job.tenant, turn=turn).embedded)
     with worker.running.running(job_id) as cancel:
         _start(task, job, job_id, started)
         asked = time.monotonic()
         try:
-            shared = worker.embedder(job.route).embed(inputs, options, cancel)
+            shared = worker.embedder(job.route).embed(inputs, options, job.tenant, cancel, turn)
         except Cancelled:
             _report_cancelled(task, "while running")
-        answer = _embedding_answer(shared)
+        answer = _embedding_answer(shared.embedded)
         answer["timing"] = timing = _timing(job, started)
         timing["model_seconds"] = round(time.monotonic() - asked, 4)
         log.info("job done", extra={"seconds": timing["run_seconds"], "queued_seconds": timing.get("queued_seconds"),
@@ -183,17 +184,22 @@ def _embed(task: Task, job: Job) -> dict[str, Any]:
         return answer
 
 
-def _embedding_answer(shared: Coalesced) -> dict[str, Any]:
+def _embedding_answer(embedded: Embedded) -> dict[str, Any]:
     """An embedding job's answer: each vector as base64 of little-endian float32 (a
-    quarter of JSON's size), its share of the call's usage, the call's size."""
+    quarter of JSON's size), its tokens (a call's alone, or its share of a call of its
+    tenant's jobs), the model (and, for a model with several servers or fallbacks, the
+    registry's model) that served it; nothing of the call's other jobs."""
     vectors = []
-    for vector in shared.embedded.vectors:
+    for vector in embedded.vectors:
         packed = array("f", vector)
         if sys.byteorder == "big":
             packed.byteswap()
         vectors.append(base64.b64encode(packed.tobytes()).decode())
-    usage = shared.embedded.usage or {"prompt_tokens": 0, "total_tokens": 0}
-    return {"embeddings": vectors, "model": shared.embedded.model, "usage": usage, "call_inputs": shared.call_inputs}
+    usage = embedded.usage or {"prompt_tokens": 0, "total_tokens": 0}
+    answer = {"embeddings": vectors, "model": embedded.model, "usage": usage}
+    if embedded.served_by:
+        answer["served_model"] = embedded.served_by[0]
+    return answer
 
 
 def _keep_record(client: Any, config: Any, job_id: str, record: dict[str, Any]) -> None:

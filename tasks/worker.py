@@ -8,13 +8,11 @@ they need from `current()`; a test builds its own with `use(Worker(config, ...))
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from shared.config import Config
-from shared.contract import ModelServerError, ModelServerFailed, ModelServerTimeout, ModelServerUnavailable
 from shared.registry import Model, Registry, Server, load_registry
 from shared.storage import redis_clients
 from shared.storage.batch_files import BatchLines
@@ -22,9 +20,10 @@ from shared.storage.file_store import FileStore
 from shared.webhooks import Endpoint, load_endpoints
 from tasks.capacity import CapacityReporter, Load
 from tasks.model import ModelClient
+from tasks.model.cancel import Cancel
 from tasks.model.coalesce import Coalescer
 from tasks.model.pooled import PooledModel
-from tasks.model.protocol import Embedded
+from tasks.model.protocol import Embedded, Turn
 from tasks.model.servers import PoolKeeper, ServerPool
 from tasks.running import RunningJobs
 
@@ -55,7 +54,6 @@ class Worker:
         self._reporter: CapacityReporter | None = None
         self._pool_client: Any = None
         self._embedders: dict[str, Coalescer] = {}  # per model: its embedding jobs' calls, joined
-        self._turn = itertools.count()
         self._lock = threading.Lock()
 
     def client(self, route: str | None = None) -> ModelClient | PooledModel:
@@ -85,42 +83,26 @@ class Worker:
         with self._lock:
             embedder = self._embedders.get(name)
             if embedder is None:
-                model = self.registry.default if route is None else self.registry.by_name(route)
                 wait = self.config.embed_coalesce_wait_ms / 1000
-                call = self._embed_call(route, model)
                 config = self.config
-                embedder = Coalescer(call, wait, config.embed_coalesce_max_inputs, config.embed_calls_in_flight)
+                embedder = Coalescer(
+                    lambda inputs, options, turn, cancel: self._embed_call(route, inputs, options, turn, cancel),
+                    wait,
+                    config.embed_coalesce_max_inputs,
+                    config.embed_calls_in_flight,
+                )
                 self._embedders[name] = embedder
             return embedder
 
-    def _embed_call(self, route: str | None, model: Model) -> Callable[[Any, dict[str, Any]], Embedded]:
-        """One embeddings call of `model`: its server's; with several, each in turn, the
-        next tried when one fails to answer."""
-        if len(model.servers) == 1 and not model.pooled:
-            return lambda inputs, options: self._single(route).embeddings(inputs, options)
-        if len(model.servers) == 1:  # one server, and fallbacks (not taken for embeddings)
-            own = self._make_client(model, model.servers[0])
-            return own.embeddings
-
-        def call(inputs: Any, options: dict[str, Any]) -> Embedded:
-            servers = model.servers
-            first = next(self._turn)
-            failure: ModelServerError | None = None
-            for n in range(len(servers)):
-                client = self.server_client(model, servers[(first + n) % len(servers)])
-                try:
-                    return client.embeddings(inputs, options)
-                except (ModelServerUnavailable, ModelServerTimeout, ModelServerFailed) as exc:
-                    failure = exc
-            assert failure is not None
-            raise failure
-
-        return call
-
-    def _single(self, route: str | None) -> ModelClient:
-        client = self.client(route)
-        assert isinstance(client, ModelClient)
-        return client
+    def _embed_call(
+        self, route: str | None, inputs: Any, options: dict[str, Any], turn: Turn, cancel: Cancel | None
+    ) -> Embedded:
+        """One embeddings call of `route`'s model: its server's; with several servers or
+        fallbacks, on a slot of one, as a chat job (tasks/model/pooled.py)."""
+        caller = self.client(route)
+        if isinstance(caller, PooledModel):
+            return caller.embeddings(inputs, options, turn, cancel)
+        return caller.embeddings(inputs, options)
 
     def server_client(self, model: Model, server: Server) -> ModelClient:
         """The client of one server of a pooled model: one attempt a call (the pool fails over)."""

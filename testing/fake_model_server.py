@@ -93,6 +93,9 @@ class FakeModelServer:
         self.embedding_dims = 8
         self.embed_fixed = 0.0
         self.embed_per_input = 0.0
+        # Like vLLM and TEI: a call with an input of more tokens (words) than this is
+        # refused whole with 400, naming the input's length.
+        self.embed_context: int | None = None
         self.embedding_calls: list[int] = []
         self._embedding_lock: asyncio.Lock | None = None
 
@@ -177,6 +180,12 @@ class FakeModelServer:
         given = body.get("input")
         inputs = [given] if isinstance(given, str) or (given and isinstance(given[0], int)) else list(given or [])
         self.embedding_calls.append(len(inputs))
+        counts = [len(item) if isinstance(item, list) else len(str(item).split()) for item in inputs]
+        if self.embed_context is not None and max(counts, default=0) > self.embed_context:
+            message = (f"This model's maximum context length is {self.embed_context} tokens. However, you requested"
+                       f" {max(counts)} tokens in the input for embedding generation. Please reduce the length of"
+                       " the input.")  # fmt: skip
+            return _openai_error(400, message, "BadRequestError")
         if self._embedding_lock is None:
             self._embedding_lock = asyncio.Lock()
         async with self._embedding_lock:  # one call at a time, as a GPU's batch
@@ -187,7 +196,7 @@ class FakeModelServer:
         data = [
             {"object": "embedding", "index": n, "embedding": fake_vector(item, dims)} for n, item in enumerate(inputs)
         ]
-        tokens = sum(len(item) if isinstance(item, list) else len(str(item).split()) for item in inputs)
+        tokens = sum(counts)
         return JSONResponse({"object": "list", "data": data, "model": body.get("model") or self.models[0],
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})  # fmt: skip
 

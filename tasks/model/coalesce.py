@@ -1,4 +1,4 @@
-"""Embedding jobs of one model joined into full model-server calls.
+"""Embedding jobs of one model and one tenant joined into full model-server calls.
 
 A GPU embeds 64 inputs in about the time it embeds one: what a call costs is mostly
 its own, not its inputs'. So a worker joins the inputs of the embedding jobs that
@@ -10,14 +10,19 @@ arrive together into one ``/v1/embeddings`` call, and splits the answer back per
   this process, it makes the call, in its own thread. While it waits for that, its call
   stays open to more jobs: a busy server's calls grow (up to the most inputs a call
   takes), as a GPU's batches do, instead of queuing up small. Jobs join only a call of
-  their own kind: texts or token ids, the same options (model, dimensions, user, a
-  server's own fields).
+  their own tenant and kind: texts or token ids, the same options (model, dimensions,
+  user, a server's own fields). A call is one tenant's: its answer, its failure and
+  its tokens are that tenant's alone.
 - a job whose inputs alone fill a call is its own call, at once.
-- the call's failure is each job's (each fails, or is retried, as any job is); one job
-  cancelled leaves the call to the others: a cancelled follower stops waiting at once,
-  a cancelled leader still makes the call for the others and then stops.
-- usage: the call's prompt tokens are shared among its jobs by their inputs' length
-  (token ids count exactly).
+- a call the server refuses (a 4xx: an input too long for its context, ...) is made
+  again for each of its jobs alone, so only the job at fault fails, with its own error.
+  Any other failure of the call is each job's (each fails, or is retried, as any job
+  is). One job cancelled leaves the call to the others: a cancelled follower stops
+  waiting at once, a cancelled leader still makes the call for the others and then stops.
+- usage: a job alone in its call has the call's prompt tokens. Jobs that shared one
+  have the call's tokens shared by their inputs' size (token ids count exactly, a text
+  by its characters), the shares adding up to the call's: the tenant's count is the
+  server's.
 """
 
 from __future__ import annotations
@@ -28,11 +33,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.contract import ModelServerRejected
 from tasks.model.cancel import Cancel, Cancelled
-from tasks.model.protocol import Embedded
+from tasks.model.protocol import Embedded, Turn
 
 Inputs = list[str] | list[list[int]]
-Call = Callable[[Inputs, dict[str, Any]], Embedded]
+
+
+# One call of the model: inputs, options, its place in line, and a cancel that stops it
+# (a call of one job: that job's; a call of several goes on for the others).
+Call = Callable[[Inputs, dict[str, Any], Turn, Cancel | None], Embedded]
 
 
 @dataclass
@@ -45,15 +55,17 @@ class _Batch:
     answer: Embedded | None = None
     error: BaseException | None = None
     jobs: int = 0
+    turn: Turn = field(default_factory=Turn)
     waiters: list[threading.Event] = field(default_factory=list)  # its other jobs'
 
 
 @dataclass
 class Coalesced:
-    """One job's share of a call."""
+    """One job's share of a call: its vectors and tokens, and the size of the call (its
+    tenant's own jobs' inputs, for the worker's log)."""
 
     embedded: Embedded
-    call_inputs: int  # how many inputs the call carried, its own included
+    call_inputs: int
 
 
 class Coalescer:
@@ -67,14 +79,22 @@ class Coalescer:
         self._lock = threading.Lock()
         self._open: dict[str, _Batch] = {}
 
-    def embed(self, inputs: Inputs, options: dict[str, Any], cancel: Cancel | None = None) -> Coalesced:
+    def embed(
+        self,
+        inputs: Inputs,
+        options: dict[str, Any],
+        tenant: str | None = None,
+        cancel: Cancel | None = None,
+        turn: Turn | None = None,
+    ) -> Coalesced:
+        """`inputs` embedded for `tenant`, in a call with others of its jobs where they arrive together."""
+        turn = turn or Turn()
         if self._wait <= 0:
-            return Coalesced(self._call(inputs, options), len(inputs))
+            return Coalesced(self._call(inputs, options, turn, cancel), len(inputs))
         if len(inputs) >= self._max:
-            with self._calls:
-                return Coalesced(self._call(inputs, options), len(inputs))
+            return Coalesced(self._alone(inputs, options, turn, cancel), len(inputs))
         kind = "tokens" if inputs and not isinstance(inputs[0], str) else "text"
-        key = json.dumps([kind, options], sort_keys=True)
+        key = json.dumps([tenant, kind, options], sort_keys=True)
         with self._lock:
             batch = self._open.get(key)
             if batch is not None and len(batch.inputs) + len(inputs) > self._max:
@@ -83,10 +103,11 @@ class Coalescer:
                 batch = None
             leader = batch is None
             if batch is None:
-                batch = self._open[key] = _Batch()
+                batch = self._open[key] = _Batch(turn=turn)
             start = len(batch.inputs)
             batch.inputs.extend(inputs)
             batch.jobs += 1
+            batch.turn = batch.turn.with_job(turn)
             woken = None if leader else threading.Event()
             if woken is not None:
                 batch.waiters.append(woken)
@@ -94,25 +115,35 @@ class Coalescer:
                 batch.full.set()
                 self._open.pop(key, None)
         if woken is None:
-            self._lead(key, batch, options)
+            self._lead(key, batch, options, cancel)
         else:
             _follow(batch, woken, cancel)
         if cancel is not None and cancel.is_set():
             raise Cancelled
+        if isinstance(batch.error, ModelServerRejected) and batch.jobs > 1:
+            # Refused for one input's sake, maybe not this job's: each job asks alone,
+            # and only the one at fault fails.
+            return Coalesced(self._alone(inputs, options, turn, cancel), len(inputs))
         if batch.error is not None:
             raise batch.error
         assert batch.answer is not None
         return Coalesced(_share(batch, start, len(inputs)), len(batch.inputs))
 
-    def _lead(self, key: str, batch: _Batch, options: dict[str, Any]) -> None:
+    def _alone(self, inputs: Inputs, options: dict[str, Any], turn: Turn, cancel: Cancel | None) -> Embedded:
+        with self._calls:
+            return self._call(inputs, options, turn, cancel)
+
+    def _lead(self, key: str, batch: _Batch, options: dict[str, Any], cancel: Cancel | None) -> None:
         batch.full.wait(self._wait)
         self._calls.acquire()  # the call stays open to more jobs meanwhile
         with self._lock:
             if self._open.get(key) is batch:
                 del self._open[key]  # closed: later jobs start another call
             inputs = list(batch.inputs)
+            alone = batch.jobs == 1
+            turn = batch.turn
         try:
-            batch.answer = self._call(inputs, options)
+            batch.answer = self._call(inputs, options, turn, cancel if alone else None)
         except BaseException as exc:  # noqa: BLE001 - every job of the call gets it
             batch.error = exc
         finally:
@@ -149,17 +180,25 @@ def _share(batch: _Batch, start: int, count: int) -> Embedded:
     answer = batch.answer
     assert answer is not None
     vectors = answer.vectors[start : start + count]
-    usage = None
-    total = int((answer.usage or {}).get("prompt_tokens") or 0)
-    if answer.usage is not None:
-        mine = (
-            total
-            if batch.jobs == 1
-            else round(total * _size(batch.inputs[start : start + count]) / _size(batch.inputs))
-        )
-        usage = {"prompt_tokens": mine, "total_tokens": mine}
-    return Embedded(vectors, usage, answer.model)
+    if answer.usage is None:
+        return Embedded(vectors, None, answer.model, answer.served_by)
+    total = int(answer.usage.get("prompt_tokens") or 0)
+    mine = total if batch.jobs == 1 else shares(total, [_size(item) for item in batch.inputs], start, count)
+    return Embedded(vectors, {"prompt_tokens": mine, "total_tokens": mine}, answer.model, answer.served_by)
 
 
-def _size(inputs: list[Any]) -> int:
-    return max(1, sum(len(item) for item in inputs))
+def shares(total: int, sizes: list[int], start: int, count: int) -> int:
+    """The tokens of inputs ``start .. start+count`` of a call of `total` tokens whose
+    inputs are of `sizes`: `total` split by size (largest remainders), so that the
+    shares of the call's jobs add up to it exactly."""
+    whole = sum(sizes) or 1
+    floors = [total * size // whole for size in sizes]
+    left = total - sum(floors)
+    # The `left` inputs with the largest remainders get one more (the earliest first).
+    order = sorted(range(len(sizes)), key=lambda n: (-(total * sizes[n] % whole), n))
+    extra = set(order[:left])
+    return sum(floors[n] + (1 if n in extra else 0) for n in range(start, start + count))
+
+
+def _size(item: Any) -> int:
+    return max(1, len(item))

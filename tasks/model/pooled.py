@@ -1,8 +1,9 @@
 """A job on a model with several servers: a slot taken, failing over, falling back.
 
 `PooledModel.chat` takes a slot of one of the model's servers (servers.py) and calls
-that server once. When the call fails for the server's sake (refused, reset, timed
-out, a 5xx), the slot goes back marked failed and the job runs on another healthy
+that server once (`PooledModel.embeddings` makes an embeddings call the same way).
+When the call fails for the server's sake (refused, reset, timed out, a 5xx), the
+slot goes back marked failed and the job runs on another healthy
 server: that costs none of the job's own retries (`LLM_MAX_RETRIES`), which are
 spent only when no other server is left to try, with the usual backoff. Once pieces
 of a streamed answer were passed on, the job is not run again (they would be sent
@@ -21,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any, TypeVar
 
 from shared.config import Config
 from shared.contract import (
@@ -35,13 +37,14 @@ from shared.registry import Model, Registry, Server
 from shared.telemetry import tracing
 from tasks.model.cancel import Cancel, Cancelled
 from tasks.model.client import ModelClient
-from tasks.model.protocol import ChatRequest, Completion
+from tasks.model.protocol import ChatRequest, Completion, Embedded, Turn
 from tasks.model.servers import WAIT_STEP, ServerPool, Slot, prefix_hash
 from tasks.model.stream import OnDelta
 
 log = logging.getLogger(__name__)
 
 SERVER_FAULTS = (ModelServerUnavailable, ModelServerFailed, ModelServerTimeout)
+_Answer = TypeVar("_Answer")
 PRIORITY_STEP = 1e13  # ms: a waiter's place in line is by priority, then by the time it was accepted
 
 
@@ -65,8 +68,6 @@ class PooledModel:
         self._sleep = sleep
 
     def chat(self, request: ChatRequest, cancel: Cancel | None = None, on_delta: OnDelta | None = None) -> Completion:
-        started = time.monotonic()
-        give_up_at = started + self._config.llm_deadline
         relayed = False
 
         def relay(index: int, text: str, extra: dict | None) -> None:  # type: ignore[type-arg]
@@ -75,20 +76,62 @@ class PooledModel:
             assert on_delta is not None
             on_delta(index, text, extra)
 
+        def call(slot: Slot, give_up_at: float) -> Completion:
+            return self._call(slot, request, cancel, relay if on_delta else None, give_up_at)
+
         prefix = None
         if not request.raw:
             prefix = prefix_hash(request.messages, self._config.prefix_affinity_chars)
+        turn = Turn(request.priority, request.accepted_at)
+        # Once pieces of a streamed answer were passed on, it is not run again (they would be sent twice).
+        completion, slot, waited = self._on_servers(call, turn, request.fallbacks, cancel, prefix, lambda: not relayed)
+        completion.served_by = (slot.model.name, slot.server.name)
+        completion.slot_wait = waited
+        return completion
+
+    def embeddings(
+        self, inputs: list[str] | list[list[int]], options: dict[str, Any], turn: Turn, cancel: Cancel | None = None
+    ) -> Embedded:
+        """An embeddings call on a slot of one of the model's servers (or a fallback's), as
+        a chat job runs: it waits for one within LLM_DEADLINE, fails over, falls back."""
+
+        def call(slot: Slot, give_up_at: float) -> Embedded:
+            asked = options
+            if slot.model is not self.model:
+                asked = {**options, "model": slot.model.served_name or slot.model.name}
+            if tracing.enabled():
+                tracing.annotate(server=slot.server.name, served_model=slot.model.name)
+            return self._clients(slot.model, slot.server).embeddings(inputs, asked, give_up_at=give_up_at)
+
+        embedded, slot, _ = self._on_servers(call, turn, None, cancel, None, lambda: True)
+        embedded.served_by = (slot.model.name, slot.server.name)
+        return embedded
+
+    def _on_servers(
+        self,
+        call: Callable[[Slot, float], _Answer],
+        turn: Turn,
+        fallbacks: list[str] | None,
+        cancel: Cancel | None,
+        prefix: str | None,
+        may_run_again: Callable[[], bool],
+    ) -> tuple[_Answer, Slot, float]:
+        """`call(slot, give_up_at)` on a slot taken for it, once it is answered: another
+        server tried when one fails, the job's retries spent when none is left. Gives the
+        answer, the slot it came from, and the seconds spent waiting for slots."""
+        started = time.monotonic()
+        give_up_at = started + self._config.llm_deadline
         tried: frozenset[str] = frozenset()
         attempt = 0
         waited = 0.0
         while True:
             looked = time.monotonic()
-            slot = self._take(request, cancel, give_up_at, tried, prefix)
+            slot = self._take(turn, fallbacks, cancel, give_up_at, tried, prefix)
             waited += time.monotonic() - looked
             outcome, why, took = "none", "", None
             called = time.monotonic()
             try:
-                completion = self._call(slot, request, cancel, relay if on_delta else None, give_up_at)
+                answer = call(slot, give_up_at)
                 outcome, took = "ok", time.monotonic() - called
             except SERVER_FAULTS as error:
                 if cancel is not None and cancel.is_set():
@@ -103,14 +146,12 @@ class PooledModel:
                 if slot.hold:
                     self._pools(slot.model).release(slot, outcome, why, took)
             if outcome == "ok":
-                completion.served_by = (slot.model.name, slot.server.name)
-                completion.slot_wait = waited
-                return completion
+                return answer, slot, waited
             log.warning(
                 "model server %s of %s failed job's call: %s", slot.server.name, slot.model.name, why,
                 extra={"server": slot.server.name, "model": slot.model.name},
             )  # fmt: skip
-            if relayed:
+            if not may_run_again():
                 raise failure
             tried = tried | {slot.server.name}
             if slot.model is self.model and self._pools(self.model).healthy_besides(tried):
@@ -146,13 +187,19 @@ class PooledModel:
         return self._clients(slot.model, slot.server).chat(request, cancel, on_delta, give_up_at=give_up_at)
 
     def _take(
-        self, request: ChatRequest, cancel: Cancel | None, give_up_at: float, tried: frozenset[str], prefix: str | None
+        self,
+        turn: Turn,
+        fallbacks: list[str] | None,
+        cancel: Cancel | None,
+        give_up_at: float,
+        tried: frozenset[str],
+        prefix: str | None,
     ) -> Slot:
         """A slot of this model's servers, or of a fallback's; waits in line for one."""
         pool = self._pools(self.model)
         waiter = uuid.uuid4().hex
-        priority = DEFAULT_PRIORITY if request.priority is None else request.priority
-        accepted = request.accepted_at if request.accepted_at is not None else time.time()
+        priority = DEFAULT_PRIORITY if turn.priority is None else turn.priority
+        accepted = turn.accepted_at if turn.accepted_at is not None else time.time()
         score = (9 - priority) * PRIORITY_STEP + int(accepted * 1000)
         waker = pool.waker(waiter)
         if cancel is not None:
@@ -172,7 +219,7 @@ class PooledModel:
                         f"no server of model {self.model.name} took the job within its deadline"
                         f" ({self._config.llm_deadline:g}s)"
                     )
-                fallback = self._fallback(request, down_since, accepted, score)
+                fallback = self._fallback(fallbacks, down_since, accepted, score)
                 if fallback is not None:
                     return fallback
                 if tried and not pool.healthy_besides(tried):
@@ -188,8 +235,10 @@ class PooledModel:
             if in_line:
                 pool.forget(waiter)
 
-    def _fallback(self, request: ChatRequest, down_since: float | None, accepted: float, score: float) -> Slot | None:
-        names = self.model.fallbacks if request.fallbacks is None else tuple(request.fallbacks)
+    def _fallback(
+        self, fallbacks: list[str] | None, down_since: float | None, accepted: float, score: float
+    ) -> Slot | None:
+        names = self.model.fallbacks if fallbacks is None else tuple(fallbacks)
         if not names:
             return None
         now = time.time()

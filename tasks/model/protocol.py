@@ -70,6 +70,22 @@ class ChatRequest:
     fallbacks: list[str] | None = None  # the models to fall back to (None: its model's; []: none)
 
 
+@dataclass(frozen=True)
+class Turn:
+    """A call's place in line for a server's slot (tasks/model/pooled.py): its job's
+    priority (None: the default), and the time (the API's clock) it was accepted. A
+    call of several jobs takes the most urgent one's priority and the oldest's time."""
+
+    priority: int | None = None
+    accepted_at: float | None = None
+
+    def with_job(self, other: Turn) -> Turn:
+        """The place of a call that also carries a job of place `other`."""
+        priorities = [p for p in (self.priority, other.priority) if p is not None]
+        accepted = [a for a in (self.accepted_at, other.accepted_at) if a is not None]
+        return Turn(max(priorities) if priorities else None, min(accepted) if accepted else None)
+
+
 def server_priority(priority: int | None) -> int:
     """vLLM's `priority` for a job's: vLLM serves lower numbers first (its default is 0),
     the gateway higher ones (0 batch .. 9 most urgent), so 9 is 0 there and 0 is 9."""
@@ -173,6 +189,7 @@ class Embedded:
     vectors: list[list[float]]
     usage: dict[str, Any] | None
     model: str | None
+    served_by: tuple[str, str] | None = None  # as a Completion's
 
 
 def parse_embeddings(data: Any, count: int) -> Embedded:

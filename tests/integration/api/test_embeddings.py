@@ -8,6 +8,8 @@ import asyncio
 import base64
 import json
 import struct
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -104,6 +106,31 @@ def test_without_coalescing_each_job_is_its_own_call(make_stack: StackFactory, f
     assert fake.embedding_calls == [1] * 16
 
 
+def test_one_input_too_long_for_the_server_fails_only_its_own_job_of_a_shared_call(
+    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str]
+) -> None:
+    if not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("once is enough: which jobs share a call is the worker's doing, not the broker's")
+    stack = make_stack(EMBED_COALESCE_WAIT_MS="200", concurrency=16)
+    fake.embed_context = 5  # words: the server refuses a call holding a longer input with 400
+
+    async def together() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as http:
+            texts = ["short one", "far too long for the model's context window", "short two"]
+            return await asyncio.gather(*(
+                http.post(f"{stack.url}/v1/embeddings", json={"input": text, "encoding_format": "float"})
+                for text in texts
+            ))  # fmt: skip
+
+    first, refused, second = asyncio.run(together())
+    assert fake.embedding_calls[0] == 3  # one call, refused for one input's sake
+    assert refused.status_code == 400 and "maximum context length" in refused.json()["error"]["message"]
+    for answer, text in ((first, "short one"), (second, "short two")):
+        assert answer.status_code == 200, answer.text
+        assert close(answer.json()["data"][0]["embedding"], fake_vector(text, 8))
+        assert answer.json()["usage"]["prompt_tokens"] == 2
+
+
 def test_one_cancelled_job_of_a_shared_call_leaves_the_others_answered(
     make_stack: StackFactory, fake: FakeModelServer
 ) -> None:
@@ -151,7 +178,7 @@ def test_embedding_tokens_are_the_tenants_usage(make_stack: StackFactory, fake: 
     assert row["jobs"] == 1 and row["prompt_tokens"] == 5 and row["completion_tokens"] == 0
 
 
-def test_a_model_with_two_servers_embeds_on_each_in_turn_and_on_the_other_when_one_fails(
+def test_a_model_with_two_servers_embeds_on_their_slots_and_on_the_other_when_one_fails(
     make_stack: StackFactory, servers: Any
 ) -> None:
     one, two = servers(), servers()
@@ -162,8 +189,48 @@ def test_a_model_with_two_servers_embeds_on_each_in_turn_and_on_the_other_when_o
     for n in range(6):
         answer = sdk.embeddings.create(model="m", input=f"text {n}", encoding_format="float")
         assert close(answer.data[0].embedding, fake_vector(f"text {n}", 8))
-    assert len(one.embedding_calls) == len(two.embedding_calls) == 3
-    two.broken = 503
+    assert len(one.embedding_calls) + len(two.embedding_calls) == 6
+    # The server the slots favoured fails: every call is answered by the other.
+    failing, other = (one, two) if len(one.embedding_calls) >= len(two.embedding_calls) else (two, one)
+    failing.broken = 503
+    answered = len(other.embedding_calls)
     for n in range(4):
         assert sdk.embeddings.create(model="m", input=f"again {n}", encoding_format="float").data
-    assert len(one.embedding_calls) == 7  # every call answered by the server that works
+    assert len(other.embedding_calls) == answered + 4
+
+
+def test_every_server_of_a_model_down_an_embedding_waits_for_one_or_takes_a_fallback(
+    make_stack: StackFactory, servers: Any, broker_env: dict[str, str]
+) -> None:
+    if not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("once is enough: a model's servers are the worker's, not the broker's")
+    one, two, spare = servers(), servers(), servers()
+    one.broken = two.broken = 503
+    spare.models = ["spare-model"]
+    models = {"models": [
+        {"name": "m", "served_name": "fake-model",
+         "servers": [{"url": one.url, "slots": 2}, {"url": two.url, "slots": 2}]},
+        {"name": "f", "served_name": "fake-model", "servers": [{"url": one.url, "slots": 2}],
+         "fallbacks": ["spare"], "fallback_after": 0.5},
+        {"name": "spare", "url": spare.url, "served_name": "spare-model"},
+    ]}  # fmt: skip
+    stack = make_stack(MODELS=json.dumps(models), EMBED_COALESCE_WAIT_MS="0", LLM_DEADLINE="60",
+                       SERVER_FAILURES="1", SERVER_PROBE_BACKOFF="0.2", SERVER_PROBE_MAX="0.4")  # fmt: skip
+    body = {"model": "m", "input": "waited", "encoding_format": "float"}
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(httpx.post, f"{stack.url}/v1/embeddings", json=body, timeout=60)
+        while not (one.requests and two.requests):  # each server failed it once: both are down
+            assert not waiting.done(), waiting.result().text
+            time.sleep(0.02)
+        time.sleep(0.5)
+        assert not waiting.done()  # it waits for a server, as a chat job does
+        two.broken = None
+        answer = waiting.result(timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert close(answer.json()["data"][0]["embedding"], fake_vector("waited", 8))
+    # A model with fallbacks: its job runs on the fallback and says so.
+    body = {"model": "f", "input": "fell back", "encoding_format": "float"}
+    answer = httpx.post(f"{stack.url}/v1/embeddings", json=body, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-served-model"] == "spare" and answer.json()["model"] == "spare-model"
+    assert spare.requests[-1]["model"] == "spare-model"
