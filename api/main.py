@@ -53,7 +53,7 @@ def get_router(config: Config) -> APIRouter:
         config, parts.routing, parts.runner, parts.store, records, parts.registry, parts.guard.tenants, parts.events
     )
     outer = APIRouter(lifespan=lifespan)
-    outer.include_router(probes_router(parts.redis, parts.queue, parts.registry))
+    outer.include_router(probes_router(parts.readiness, parts.guard))
     routers = [
         spec_router(parts.models, spec, native),
         openai_router(parts.models, OpenAIJobs(config, parts.routing, parts.runner), parts.registry, config, openai),
