@@ -2,15 +2,17 @@
 worker on each model's queue, each model server).
 
 The parts are checked in the background, at most once every READY_EVERY seconds, and
-`/ready` answers the last report at once: a probe costs no broker connection, no call to
-a model server, no wait, however many arrive (a caller without a key asking a hundred
-times a second included). The checks go on while someone asks (an orchestrator's probe
-every few seconds), and stop KEEP_CHECKING seconds after the last ask.
+`/ready` answers the last report at once: a probe costs no broker connection, no call
+to a model server, no wait, however many arrive (a caller without a key asking a
+hundred times a second included); only the first callers after start wait, together,
+for the first round. The checks go on while someone asks (an orchestrator's probe every
+few seconds), and stop KEEP_CHECKING seconds after the last ask.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT = 2.0  # seconds each check may take
 READY_EVERY = 5.0  # seconds between two rounds of checks
 KEEP_CHECKING = 60.0  # seconds the checks go on after the last ask
+FIRST_WAIT = 2 * READY_TIMEOUT + 2  # the most the first callers wait for the first round
 
 
 class _Failed(Exception):
@@ -53,12 +56,17 @@ class Readiness:
         self._report: Report | None = None
         self._asked = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._first = asyncio.Event()
 
-    def last(self) -> Report | None:
-        """The last report (None before the first round ended); asking keeps the checks going."""
+    async def last(self) -> Report | None:
+        """The last report; asking keeps the checks going. The first callers wait for the
+        first round (one round, however many they are; None if it takes too long)."""
         self._asked = time.monotonic()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._keep_checking(), name="readiness")
+        if self._report is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._first.wait(), FIRST_WAIT)
         return self._report
 
     async def close(self) -> None:
@@ -76,6 +84,7 @@ class Readiness:
                 ready, checks = False, {"checks": {"ok": False, "detail": "the checks failed (see the API's log)"}}
             before = self._report
             self._report = Report(ready, checks, time.time())
+            self._first.set()
             if before is None or before.ready != ready:
                 failing = ", ".join(name for name, check in checks.items() if not check["ok"])
                 log.log(

@@ -37,7 +37,7 @@ def probes_router(readiness: Readiness, guard: Guard) -> APIRouter:
         """200 when every part was ready at the last check, else 503 (answered at once,
         from checks made in the background). An admin key or METRICS_TOKEN also gets each
         part, named, with its detail and when it was checked."""
-        report = readiness.last()
+        report = await readiness.last()
         ok = report is not None and report.ready
         answer: dict[str, Any] = {"ready": ok}
         if await _operator(guard, authorization):
