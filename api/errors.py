@@ -177,8 +177,8 @@ def cause(exc: Exception) -> str:
     return getattr(exc, "cause", None) or type(exc).__name__
 
 
-def job_failure(exc_type: str, exc_args: list[Any]) -> JobFailed:
-    """The failure a job ended with on the worker, `exc_type(*exc_args)`, as the contract's
-    table reads it."""
-    status, message = failure_status(exc_type, exc_args)
+def job_failure(exc_type: str, exc_args: list[Any], module: str = "") -> JobFailed:
+    """The failure a job ended with on the worker, `exc_type(*exc_args)` (of `module`), as
+    the contract's table reads it."""
+    status, message = failure_status(exc_type, exc_args, module)
     return JobFailed(message, status, exc_type)

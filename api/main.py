@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.http.route_class import Access, Edge, GatewayRoute
+from api.http.unread_body import CloseAfterUnreadBody
 from api.responses.store import ResponseStore
 from api.routes.batches import batches_router
 from api.routes.files import FilesRoute, files_router
@@ -52,7 +53,7 @@ def get_router(config: Config) -> APIRouter:
         config, parts.routing, parts.runner, parts.store, records, parts.registry, parts.guard.tenants, parts.events
     )
     outer = APIRouter(lifespan=lifespan)
-    outer.include_router(probes_router(parts.redis, parts.queue, parts.registry))
+    outer.include_router(probes_router(parts.readiness, parts.guard))
     routers = [
         spec_router(parts.models, spec, native),
         openai_router(parts.models, OpenAIJobs(config, parts.routing, parts.runner), parts.registry, config, openai),
@@ -93,6 +94,8 @@ def create_app(config: Config | None = None) -> FastAPI:
     )
     app.include_router(get_router(config))
     add_docs(app)
+    # Any answer given before its body was read whole (a 404, a 405, a refusal) ends its connection.
+    app.add_middleware(CloseAfterUnreadBody)
     if tracing.enabled():
         # Each request's server span (a client's traceparent continued); probes and
         # scrapes are not traced, nor each ASGI message of a request.

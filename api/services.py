@@ -24,6 +24,7 @@ from api.jobs.runner import JobRunner
 from api.jobs.store import JobStore
 from api.jobs.webhook_events import WebhookEvents
 from api.observability.metrics import Metrics
+from api.observability.readiness import Readiness
 from api.observability.scaling import Scaling
 from api.observability.scrape import Scrape
 from api.schemas.limits import RequestModels, request_models
@@ -62,6 +63,7 @@ class Services:
     fair: FairShare  # which models are contended; their dispatchers by tenant
     scaling: Scaling  # the signals to scale workers on
     scrape: Scrape  # what /metrics reads
+    readiness: Readiness  # what /ready answers, checked in the background
 
     @classmethod
     def build(cls, config: Config) -> Services:
@@ -99,9 +101,10 @@ class Services:
         scaling = Scaling(config, registry, queue, fair, redis)
         scrape = Scrape(config, metrics, queue, [*registry.queues, *fair.tenant_queues], redis, scaling,
                         keeper.line_counts)  # fmt: skip
+        readiness = Readiness(redis, queue, registry)
         return cls(
             config, registry, metrics, redis, stream_reader, queue, store, waiter, routing, runner, lost, guard,
-            models, files, batches, keeper, events, fair, scaling, scrape,
+            models, files, batches, keeper, events, fair, scaling, scrape, readiness,
         )  # fmt: skip
 
     @asynccontextmanager
@@ -119,6 +122,7 @@ class Services:
             yield self
         finally:
             await stop(tasks)
+            await self.readiness.close()
             await self.waiter.close()
             await self.stream_reader.aclose()
             await self.redis.aclose(close_connection_pool=True)

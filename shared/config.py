@@ -223,6 +223,9 @@ class Config(BaseSettings):
     max_stop_words: int = Field(16, ge=0)
     max_stop_word_chars: int = Field(200, ge=1)
     max_tokens_limit: int = Field(32768, ge=1, description="largest tokens_limit (max_tokens) accepted")
+    max_choices: int = Field(
+        16, ge=1, description="most choices one request asks for (n, best_of, beams), passed on fields included"
+    )
 
     @model_validator(mode="after")
     def _check_cluster(self) -> Config:

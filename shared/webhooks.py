@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -55,7 +55,7 @@ class UnsafeUrl(Exception):
 class Endpoint:
     """One registered receiver."""
 
-    name: str  # how deliveries name it (its URL unless named): the secret never travels
+    name: str  # how deliveries, logs and metrics name it (its URL without query unless named): no secret
     url: str
     secret: str  # whsec_...
     events: frozenset[str]
@@ -85,7 +85,9 @@ def load_endpoints(config: Config) -> list[Endpoint]:
     endpoints = [_endpoint(entry, n, source, config.webhook_allow_private) for n, entry in enumerate(entries)]
     names = [endpoint.name for endpoint in endpoints]
     if len(set(names)) != len(names):
-        raise WebhookConfigError(f"{source}: two endpoints have the same name (or URL)")
+        raise WebhookConfigError(
+            f"{source}: two endpoints have the same name (or URL, its query left out): give each a name"
+        )
     return endpoints
 
 
@@ -118,8 +120,15 @@ def _endpoint(entry: Any, n: int, source: str, allow_private: bool) -> Endpoint:
     unknown = set(events) - EVENT_TYPES if isinstance(events, list) else {"(not a list)"}
     if unknown:
         raise WebhookConfigError(f"{where}: unknown events {sorted(unknown)}; known: {sorted(EVENT_TYPES)}")
-    name = entry.get("name") or url
+    name = entry.get("name") or url_in_logs(url)
     return Endpoint(str(name), url, secret, frozenset(events))
+
+
+def url_in_logs(url: str) -> str:
+    """A URL as logs, metrics and dead letters name it: without user, password, query or
+    fragment (a receiver's token often travels in its query: ``?token=...``)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, "", ""))
 
 
 def event(kind: str, object_id: str, now: float | None = None) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from celery.signals import task_postrun
 
 from shared.config import Config
 from shared.contract import TaskName
-from shared.webhooks import Endpoint, UnsafeUrl, dumps, emit, resolve, signed_headers
+from shared.webhooks import Endpoint, UnsafeUrl, dumps, emit, resolve, signed_headers, url_in_logs
 from tasks.app import celery_app
 from tasks.worker import current
 
@@ -57,10 +57,12 @@ def deliver(self: Task, delivery: dict[str, Any]) -> dict[str, Any]:
     """Send ``delivery["event"]`` to the endpoint named ``delivery["endpoint"]``."""
     worker = current()
     config = worker.config
-    endpoint = worker.webhooks.get(str(delivery.get("endpoint")))
+    named = str(delivery.get("endpoint"))
+    # A delivery queued while endpoints were named by their whole URL finds its endpoint by it.
+    endpoint = worker.webhooks.get(named) or next((e for e in worker.webhooks.values() if e.url == named), None)
     found = delivery.get("event") or {}
     if endpoint is None:
-        log.warning("webhook endpoint %r is no longer configured: event %s dropped", delivery.get("endpoint"),
+        log.warning("webhook endpoint %r is no longer configured: event %s dropped", url_in_logs(named),
                     found.get("id"))  # fmt: skip
         return {"dropped": True}
     tries = self.request.retries + 1
@@ -114,7 +116,11 @@ def send(config: Config, endpoint: Endpoint, found: dict[str, Any]) -> int:
                 if read >= MAX_ANSWER_BYTES or time.monotonic() > deadline:
                     break  # the answer's status is what counts
     except httpx.HTTPError as exc:
-        raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
+        # What failed, named as the endpoint is: an error's text may hold the URL, its query's token too.
+        said = str(exc)
+        for url in (endpoint.url, target):
+            said = said.replace(url, endpoint.name)
+        raise DeliveryFailed(f"{type(exc).__name__}: {said}") from None
     if 300 <= answer.status_code < 400:
         raise DeliveryFailed(f"answered {answer.status_code}: redirects are not followed")
     if not 200 <= answer.status_code < 300:

@@ -107,6 +107,9 @@ def _json_logs(logger: logging.Logger | None = None, loglevel: int | str | None 
     if not isinstance(level, int) or level > logging.DEBUG:
         for name in ("celery.worker.strategy", "celery.app.trace"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    # httpx logs each request's whole URL at INFO: a webhook endpoint's query (its token)
+    # with it. Deliveries log their own lines, naming the endpoint without its query.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @task_prerun.connect

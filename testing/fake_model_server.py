@@ -73,6 +73,7 @@ class FakeModelServer:
         self.completed_streams = 0
         self.disconnects = 0  # streams the client closed before the end
         self.requests: list[dict[str, Any]] = []
+        self.probes = 0  # GET /health and /v1/models asked (probes, and lists of the models served)
         self.clients: set[tuple[str, int]] = set()  # (host, port) of each connection seen
         self.last_headers: dict[str, str] = {}  # of the last chat completion request
         self.in_flight = 0
@@ -201,11 +202,13 @@ class FakeModelServer:
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})  # fmt: skip
 
     async def _health(self, _: Request) -> Response:
+        self.probes += 1
         if self.broken:
             return JSONResponse({"error": "broken"}, status_code=self.broken)
         return JSONResponse({"status": "ok"})
 
     async def _models(self, _: Request) -> Response:
+        self.probes += 1
         if self.broken:
             return JSONResponse({"error": "broken"}, status_code=self.broken)
         return JSONResponse(

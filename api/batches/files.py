@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,6 +27,8 @@ from shared.tenants import Owner
 
 T = TypeVar("T")
 PUBLIC = ("id", "object", "bytes", "created_at", "filename", "purpose", "status", "expires_at", "status_details")
+
+log = logging.getLogger(__name__)
 
 
 def public(found: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +52,9 @@ class Files:
         except (OSError, ValueError) as exc:
             if isinstance(exc, FileNotFoundError):
                 raise
-            raise FileStoreUnavailable(f"file store unavailable ({self._config.file_store_url}): {exc}") from None
+            # Where it lives (a path, a bucket) and the reason go to the log, not to the answer.
+            log.warning("file store %s unavailable: %s: %s", self._config.file_store_url, type(exc).__name__, exc)
+            raise FileStoreUnavailable(f"file store unavailable ({type(exc).__name__})") from None
 
     async def create(self, upload: IO[bytes], filename: str, purpose: str, owner: Owner) -> dict[str, Any]:
         """Keep an uploaded batch input file, checked line by line first (400 naming each bad line)."""

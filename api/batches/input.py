@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from api.errors import InvalidInput, InvalidJson
 from api.jobs.admission import check_job, check_tokens
-from api.jobs.openai import chat_job, completion_job, embedding_job
+from api.jobs.openai import chat_job, completion_job, embedding_job, no_embedding_fallbacks
 from api.responses.translate import asked_of, chat_messages, given_input, input_items, response_job
 from api.schemas.json_body import loads
 from api.schemas.limits import RequestModels
@@ -144,6 +144,7 @@ def _read_line(
             job = chat_job(request) if task == TaskName.CHAT else completion_job(request)  # type: ignore[arg-type]
         job["meta"]["priority"] = 0
         check_tokens(config, getattr(request, "max_tokens", None), "max_tokens")
+        check_tokens(config, getattr(request, "max_completion_tokens", None), "max_completion_tokens")
         check_job(config, job)
     except InvalidInput as exc:
         raise _BadLine(f"body: {exc}") from None
@@ -153,6 +154,16 @@ def _read_line(
             registry.route(model)
         except UnknownModel as exc:
             raise _BadLine(f"body.model: {exc}") from None
+        for name in job.get("fallbacks") or []:
+            try:
+                registry.route(name)
+            except UnknownModel as exc:
+                raise _BadLine(f"body.fallbacks: {exc}") from None
+    if task == TaskName.EMBED:
+        try:
+            job = no_embedding_fallbacks(job)
+        except InvalidInput as exc:
+            raise _BadLine(f"body.{exc}") from None
     return InputLine(index, number, custom_id, url, task, job, model, asked)  # type: ignore[arg-type]
 
 

@@ -7,8 +7,10 @@
   nesting within ``MAX_JSON_DEPTH``);
 - every error answered from the one table of statuses (api/http/statuses.py);
 - an answer given before the body was read whole (401, 413) is sent once the rest of
-  the body is read and dropped (at most DRAIN_BYTES, DRAIN_SECONDS): a client that
-  sends ``Connection: close`` (Python's urllib) reads it instead of a reset connection;
+  the body is read and dropped (at most DRAIN_BYTES, DRAIN_SECONDS; STRANGER_DRAIN_BYTES
+  for a caller the guard refused), so that a client that writes its whole body before
+  reading (Python's urllib, requests) reads it instead of a reset connection; then the
+  connection is closed (``Connection: close``): nothing more of that body is read;
 - each request counted in the metrics by endpoint, status and cause, and logged on one
   access line with its job's id, model and queue.
 
@@ -52,6 +54,9 @@ Receive = Callable[[], Awaitable[Any]]
 # seconds, and the longest silence waited for more; past any, the connection is closed
 # after the answer.
 DRAIN_BYTES = 64 * 1024 * 1024
+# A caller refused on its key or its rate limit (no tenant's request) is owed less: a
+# small request's body, no more.
+STRANGER_DRAIN_BYTES = 1024 * 1024
 DRAIN_SECONDS = 10.0
 DRAIN_IDLE_SECONDS = 1.0
 
@@ -122,6 +127,7 @@ class GatewayRoute(APIRoute):
             status, why = 500, "InternalError"
             streamed = False
             body = _Body(request.receive, limit)
+            drain = STRANGER_DRAIN_BYTES  # until the guard has let the caller in
             try:
                 try:
                     # The key is checked before a byte of the body is read.
@@ -133,6 +139,7 @@ class GatewayRoute(APIRoute):
                         current_job.set({"tenant": tenant.name})  # the access line names it
                     elif allowed is Access.OPERATOR:
                         await guard.operator(authorization)
+                    drain = DRAIN_BYTES
                     # The same request with a body that cannot grow past the limit: the
                     # handler reads it through this receive (Starlette's public constructor).
                     length = request.headers.get("content-length", "")
@@ -147,10 +154,13 @@ class GatewayRoute(APIRoute):
                     # A client waiting for "100 Continue" has sent nothing yet: answered at once.
                     waiting = not body.asked and "100-continue" in request.headers.get("expect", "").lower()
                     if not body.ended and not waiting:
-                        await body.drain()
+                        await body.drain(drain)
                     refused = refusal(exc)
                     why = refused.cause
                     response = answer_error(request, refused, exc)
+                    if not body.ended:
+                        # The rest of the body is never read: the connection ends with the answer.
+                        response.headers["Connection"] = "close"
                 else:
                     why = f"http_{response.status_code}"
                 status = response.status_code
@@ -215,13 +225,13 @@ class _Body:
             self.ended = True
         return event
 
-    async def drain(self) -> None:
-        """Read and drop the rest of the body (at most DRAIN_BYTES, for DRAIN_SECONDS), so
+    async def drain(self, most: int) -> None:
+        """Read and drop the rest of the body (at most `most` bytes, for DRAIN_SECONDS), so
         that the answer reaches a client still sending it rather than a reset."""
         dropped = 0
         try:
             async with asyncio.timeout(DRAIN_SECONDS):
-                while not self.ended and dropped < DRAIN_BYTES:
+                while not self.ended and dropped < most:
                     async with asyncio.timeout(DRAIN_IDLE_SECONDS):
                         event = await self._receive()
                     dropped += len(event.get("body", b""))

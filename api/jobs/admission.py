@@ -14,6 +14,7 @@ from typing import Any
 from api.errors import JobConflict, LimitExceeded, QueueFull
 from api.jobs.route import JobRoute
 from api.jobs.store import Claim, JobStore
+from api.jobs.work import check_work
 from api.tenancy.quotas import Quotas
 from shared.config import Config
 from shared.contract import Job
@@ -94,3 +95,4 @@ def check_job(config: Config, job: dict[str, Any]) -> None:
     tokens = meta.get("tokens_limit")
     if tokens is not None and tokens > config.max_tokens_limit:
         raise LimitExceeded(f"tokens_limit: {tokens}; at most {config.max_tokens_limit} (MAX_TOKENS_LIMIT)")
+    check_work(config, job)

@@ -34,7 +34,7 @@ def outcome(job_id: str, meta: dict[str, Any]) -> dict[str, Any]:
     if status == State.FAILURE and isinstance(result, dict):
         exc_type = str(result.get("exc_type", "Exception"))
         args = result.get("exc_message")
-        error = job_failure(exc_type, args if isinstance(args, list) else [args])
+        error = job_failure(exc_type, args if isinstance(args, list) else [args], str(result.get("exc_module") or ""))
         log.info("job %s failed: %s: %s", job_id, exc_type, error.message)
         raise error
     raise JobFailed(f"job {job_id} ended with an unreadable result ({status})")

@@ -9,6 +9,7 @@ import time
 from array import array
 from typing import Any
 
+from api.errors import InvalidInput
 from api.schemas.embeddings import EmbeddingsRequest
 from api.schemas.openai import CHAT_PASSED_ON, COMPLETION_PASSED_ON, OpenAIChatRequest, OpenAICompletionRequest
 
@@ -43,7 +44,19 @@ def embedding_job(body: EmbeddingsRequest) -> dict[str, Any]:
     """The ``llm.embed`` job of an embeddings request."""
     embed = {"input": body.inputs(), "dimensions": body.dimensions, "user": body.user, **(body.model_extra or {})}
     meta = {"model": body.model, "priority": body.priority}
-    return {"meta": meta, "embed": {k: v for k, v in embed.items() if v is not None}}
+    job = {"meta": meta, "embed": {k: v for k, v in embed.items() if v is not None}}
+    # Checked as any request's (404 naming the field for a model the registry does not
+    # list); an embedding is its model's alone, so none is sent on (OpenAIJobs.embed).
+    return _with_fallbacks(job, body.fallbacks_asked())
+
+
+def no_embedding_fallbacks(job: dict[str, Any]) -> dict[str, Any]:
+    """An embedding job, routed (its fallbacks known to the registry): InvalidInput when it
+    names a fallback model (vectors of another model are not the same space), else
+    without them."""
+    if job.get("fallbacks"):
+        raise InvalidInput("fallbacks: an embedding is its model's alone; no other model's vectors stand in for it")
+    return {key: value for key, value in job.items() if key != "fallbacks"}
 
 
 def embedding_answer(result: dict[str, Any], encoding: str, model: str | None) -> dict[str, Any]:

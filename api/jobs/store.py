@@ -199,6 +199,9 @@ class JobStore:
         if state == "failed":
             failure = meta.get("result") or {}
             args = failure.get("exc_message")
-            status, message = failure_status(str(failure.get("exc_type")), args if isinstance(args, list) else [args])
+            module = str(failure.get("exc_module") or "")
+            status, message = failure_status(
+                str(failure.get("exc_type")), args if isinstance(args, list) else [args], module
+            )
             answer["error"] = {"type": failure.get("exc_type"), "message": message, "status_code": status}
         return answer

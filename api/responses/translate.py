@@ -17,6 +17,18 @@ from typing import Any
 from api.errors import InvalidInput
 from api.schemas.responses import IGNORED, ResponsesRequest
 
+# Chat completions' fields a response's own are translated to: passed on beside them,
+# they would override the translation and its limits (and the input items kept would
+# not be what the model was asked). Each is refused, naming what to send instead.
+TRANSLATED = {
+    "messages": "the conversation is its input (and instructions)",
+    "max_tokens": "its limit is max_output_tokens",
+    "max_completion_tokens": "its limit is max_output_tokens",
+    "response_format": "its format is text.format",
+    "n": "a response is one answer",
+    "stop": "a response has no stop words",
+}
+
 # finish_reason of the chat answer → the response's status and incomplete_details.
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
@@ -59,6 +71,9 @@ def response_job(body: ResponsesRequest, messages: list[dict[str, Any]]) -> dict
         "user": body.user,
     }
     passed = {k: v for k, v in (body.model_extra or {}).items() if k not in IGNORED}
+    for name, instead in TRANSLATED.items():
+        if name in passed:
+            raise InvalidInput(f"{name}: not a field of /v1/responses: {instead}")
     meta = {
         "temperature": body.temperature,
         "tokens_limit": body.max_output_tokens,
@@ -67,8 +82,11 @@ def response_job(body: ResponsesRequest, messages: list[dict[str, Any]]) -> dict
         "priority": body.priority,
         "sampling": {"top_p": body.top_p} if body.top_p is not None else {},
     }
-    sent = {**{k: v for k, v in request.items() if v is not None}, **passed}
-    return {"meta": meta, "openai": sent, "response": True}
+    # What the gateway translated wins over anything passed on (refused above as well).
+    sent = {**passed, **{k: v for k, v in request.items() if v is not None}}
+    job = {"meta": meta, "openai": sent, "response": True}
+    fallbacks = body.fallbacks_asked()
+    return job if fallbacks is None else {**job, "fallbacks": fallbacks}
 
 
 # -- input items → chat messages -------------------------------------------------

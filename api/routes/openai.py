@@ -25,6 +25,7 @@ from api.jobs.openai import (
     completion_job,
     embedding_answer,
     embedding_job,
+    no_embedding_fallbacks,
     usage,
     whole_answer,
 )
@@ -105,6 +106,7 @@ class OpenAIJobs:
     async def embed(self, tenant: Tenant, job_id: str, body: EmbeddingsRequest) -> dict[str, Any]:
         """OpenAI's embeddings of `body`'s inputs, run as an ``llm.embed`` job."""
         route, job = self._routing.route(TaskName.EMBED, job_id, embedding_job(body), tenant)
+        job = no_embedding_fallbacks(job)
         result = await self._runner.run(route, job, self._config.wait_timeout)
         return embedding_answer(result, body.encoding_format, body.model)
 
@@ -188,6 +190,7 @@ def openai_router(
     ) -> dict[str, Any] | Response:
         """OpenAI's chat completion, run as an ``llm.chat`` job; streamed with ``stream: true``."""
         check_tokens(config, body.max_tokens, "max_tokens")
+        check_tokens(config, body.max_completion_tokens, "max_completion_tokens")
         job_id = idempotency_key or new_job_id()
         return await jobs.answer(tenant, TaskName.CHAT, job_id, chat_job(body), body, last_event_id)
 

@@ -3,20 +3,22 @@ OpenAIEmbeddings and LlamaIndex's OpenAIEmbedding send it."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from api.schemas.native import DEFAULT_PRIORITY, MODEL_PATTERN, integral
-from api.schemas.openai import _PassesOn
+from api.schemas.openai import _FallsBack
 
 # The deployment's limits are set on `input` by api/schemas/limits.py.
 Text = Annotated[str, Field(min_length=1)]
-TokenId = Annotated[int, Field(ge=0, le=2**31 - 1), BeforeValidator(integral)]
+MAX_TOKEN_ID = 2**31 - 1
+TokenId = Annotated[int, Field(ge=0, le=MAX_TOKEN_ID), BeforeValidator(integral)]
 Tokens = Annotated[list[TokenId], Field(min_length=1)]
 
 
-class EmbeddingsRequest(_PassesOn):
+class EmbeddingsRequest(_FallsBack):
     """Body of ``POST /v1/embeddings``. Fields beyond OpenAI's go to the model server
     as given (vLLM's ``truncate_prompt_tokens``, ...)."""
 
@@ -32,6 +34,32 @@ class EmbeddingsRequest(_PassesOn):
     priority: Annotated[int, Field(ge=0, le=9), BeforeValidator(integral)] = Field(
         DEFAULT_PRIORITY, description="not OpenAI's: 0 (batch) to 9 (most urgent), as meta.priority"
     )
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _token_ids(cls, value: Any) -> Any:
+        """Token ids are said wrong as token ids (not as "a valid string", the union's first branch)."""
+        if not isinstance(value, list) or not value or isinstance(value[0], str):
+            return value
+        lists = value if isinstance(value[0], list) else [value]
+        for n, ids in enumerate(lists):
+            where = f"[{n}]" if lists is value else ""
+            if not isinstance(ids, list):
+                raise PydanticCustomError("token_ids", "a list of token ids, or a list of such lists, not both")
+            for i, token in enumerate(ids):
+                if isinstance(token, float) and token.is_integer():
+                    token = int(token)
+                if isinstance(token, bool) or not isinstance(token, int):
+                    raise PydanticCustomError(
+                        "token_id", "input{where}: a token id is an integer, not {kind}",
+                        {"where": f"{where}[{i}]", "kind": type(token).__name__},
+                    )  # fmt: skip
+                if not 0 <= token <= MAX_TOKEN_ID:
+                    raise PydanticCustomError(
+                        "token_id", "token id {token} at input{where} is out of range (0 to {most})",
+                        {"where": f"{where}[{i}]", "token": token, "most": MAX_TOKEN_ID},
+                    )  # fmt: skip
+        return value
 
     def inputs(self) -> list[str] | list[list[int]]:
         """The inputs as a list: texts, or lists of token ids."""

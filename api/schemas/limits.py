@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, BeforeValidator, Field, create_model
 
 from api.schemas.embeddings import EmbeddingsRequest, TokenId
-from api.schemas.native import ChatCompletionRequest, Count, GenerateRequest, Message, Meta
+from api.schemas.native import ChatCompletionRequest, Count, GenerateRequest, Message, Meta, integral
 from api.schemas.openai import OpenAIChatRequest, OpenAICompletionRequest, OpenAIMessage
 from api.schemas.responses import ResponsesRequest
 from shared.config import Config
@@ -73,10 +73,12 @@ def request_models(config: Config) -> RequestModels:
         messages=field(ChatCompletionRequest, "messages", {"maxItems": config.max_messages},
                        annotation=list[message], min_length=1),
     )  # fmt: skip
+    choices = Annotated[int, Field(ge=1, le=config.max_choices), BeforeValidator(integral)]
     sampling = {
         "max_tokens": field(OpenAIChatRequest, "max_tokens", tokens),
         "stop": field(OpenAIChatRequest, "stop", {"maxItems": config.max_stop_words,
                                                        "maxLength": config.max_stop_word_chars}),
+        "n": field(OpenAIChatRequest, "n", {}, annotation=choices),
     }  # fmt: skip
     openai_chat = limited(
         OpenAIChatRequest,
@@ -86,7 +88,10 @@ def request_models(config: Config) -> RequestModels:
                        annotation=list[OpenAIMessage], min_length=1),
     )  # fmt: skip
     # The prompt's length (its text, content parts included) is checked by guard.check_job.
-    openai_completion = limited(OpenAICompletionRequest, **sampling)
+    openai_completion = limited(
+        OpenAICompletionRequest, **sampling,
+        best_of=field(OpenAICompletionRequest, "best_of", {}, annotation=choices | None),
+    )  # fmt: skip
     responses = limited(
         ResponsesRequest,
         max_output_tokens=field(ResponsesRequest, "max_output_tokens", tokens),

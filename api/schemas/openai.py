@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from api.schemas.native import DEFAULT_PRIORITY, MODEL_PATTERN, Body, Count, JsonInt, integral
 
@@ -179,7 +180,21 @@ def _as_given(value: Any) -> Any:
     return value
 
 
-class _Sampling(_PassesOn):
+class _FallsBack(_PassesOn):
+    """A request that may name the models to fall back to (LiteLLM's fields), each a
+    model of the registry (404 naming the field otherwise)."""
+
+    fallbacks: list[Annotated[str, Field(pattern=MODEL_PATTERN)]] | None = Field(
+        None, max_length=8, description="not OpenAI's (LiteLLM's): models to fall back to, in turn; [] for none"
+    )
+    disable_fallbacks: bool = Field(False, description="not OpenAI's (LiteLLM's): no fallback model")
+
+    def fallbacks_asked(self) -> list[str] | None:
+        """The fallback models the request names ([] for none); None: its model's own."""
+        return [] if self.disable_fallbacks else self.fallbacks
+
+
+class _Sampling(_FallsBack):
     model: str | None = Field(
         None, pattern=MODEL_PATTERN, description="the model; the deployment's default when omitted"
     )
@@ -197,14 +212,6 @@ class _Sampling(_PassesOn):
     )
     stream_options: dict[str, Any] | None = None
     user: str | None = None
-    fallbacks: list[Annotated[str, Field(pattern=MODEL_PATTERN)]] | None = Field(
-        None, max_length=8, description="not OpenAI's (LiteLLM's): models to fall back to, in turn; [] for none"
-    )
-    disable_fallbacks: bool = Field(False, description="not OpenAI's (LiteLLM's): no fallback model")
-
-    def fallbacks_asked(self) -> list[str] | None:
-        """The fallback models the request names ([] for none); None: its model's own."""
-        return [] if self.disable_fallbacks else self.fallbacks
 
     def meta(self, max_tokens: int | None) -> dict[str, Any]:
         """The job's ``meta``, as the spec's endpoints send it, plus the sampling parameters."""
@@ -254,6 +261,14 @@ class OpenAICompletionRequest(_Sampling):
     /v1/completions, no chat template), for base models, infilling and evaluations."""
 
     prompt: str | list[str] = Field(description="a prompt, or a list of prompts (choices per prompt, n each)")
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_is_text(cls, value: Any) -> Any:
+        if isinstance(value, list) and any(isinstance(item, int | list) for item in value):
+            raise PydanticCustomError("token_ids", "a prompt given as token ids is not taken here: send its text")
+        return value
+
     echo: bool | None = None
     suffix: str | None = None
     logprobs: Annotated[int, Field(ge=0, le=20), BeforeValidator(integral)] | None = None

@@ -18,7 +18,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from api.schemas.native import DEFAULT_PRIORITY, MODEL_PATTERN, Count, integral
-from api.schemas.openai import _PassesOn
+from api.schemas.openai import _FallsBack
 
 # Fields of OpenAI's Responses API that a model server behind chat completions has no
 # use for: accepted, and not passed on (reasoning summaries, truncation, includes of
@@ -130,7 +130,7 @@ class TextConfig(_Item):
 RESPONSE_ID_PATTERN = r"^resp_[A-Za-z0-9._:-]{1,123}$"
 
 
-class ResponsesRequest(_PassesOn):
+class ResponsesRequest(_FallsBack):
     """Body of ``POST /v1/responses``. Fields beyond OpenAI's go to the model server as
     given (a server's own sampling parameters), as for chat completions."""
 

@@ -245,13 +245,20 @@ FAILURES: dict[str, type[JobFailure]] = {
 }
 
 
-def failure_status(exc_type: str, exc_args: list[Any]) -> tuple[int, str]:
-    """The HTTP status and message for a job that failed with `exc_type(*exc_args)`
-    (as Celery stores it); 500 for a failure the contract does not name."""
+# The parts a failure the contract does not name may come from, by its module's package.
+PARTS = {"redis": "the result store (Redis)", "kombu": "the broker", "amqp": "the broker", "celery": "the worker"}
+
+
+def failure_status(exc_type: str, exc_args: list[Any], module: str = "") -> tuple[int, str]:
+    """The HTTP status and message for a job that failed with `exc_type(*exc_args)` from
+    `module` (as Celery stores it); 500 for a failure the contract does not name, whose
+    message says which part failed but not its text (an address, a path: the worker's
+    log has it)."""
     message = str(exc_args[0]) if exc_args else exc_type
     failure = FAILURES.get(exc_type)
     if failure is None:
-        return 500, f"job failed: {exc_type}: {message}"
+        part = PARTS.get(module.partition(".")[0], "the worker")
+        return 500, f"job failed: {exc_type} from {part} (the worker's log has the detail)"
     passed_on = exc_args[1] if len(exc_args) > 1 else None
     if failure is ModelServerRejected and isinstance(passed_on, int) and 400 <= passed_on < 500:
         return passed_on, message

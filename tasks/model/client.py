@@ -73,8 +73,11 @@ class ModelClient:
         # http.client on a keep-alive connection per thread: a fraction of httpx's CPU per
         # call, which was a large part of the worker's (figures: docs/benchmark.md).
         self._transport = transport or HttpTransport(config.inner_llm_url, headers)
-        self._url = config.inner_llm_url_shown
+        self._url = config.inner_llm_url_shown  # for logs: a client's answer names no address
         self._default_model = config.default_model or None
+        # Which model server, as a client's answer may say (its address is for the logs).
+        self._which = f" (model {config.default_model!r})" if config.default_model else ""
+        self._addresses = {part for part in (url.netloc, url.hostname or "", config.inner_llm_url) if part}
         self._priority_scheduling = config.inner_llm_priority_scheduling
         self._max_retries = config.llm_max_retries
         self._backoff = config.llm_retry_backoff
@@ -253,12 +256,19 @@ class ModelClient:
                     if self._max_retries == 0:  # one server of several: the pool tries again elsewhere
                         raise error from None
                     spent = self._clock() - started
+                    log.warning("model server %s: %s (%d attempt(s))", self._url, error, attempt + 1)
                     raise type(error)(
                         f"{error.message} (gave up after {attempt + 1} attempt{'s' if attempt else ''}"
                         f" in {spent:.1f}s)",
                         error.status_code,
                     ) from None
-                log.warning("model server attempt %d failed (%s); retrying in %.2fs", attempt + 1, retry.error, delay)
+                log.warning(
+                    "model server %s attempt %d failed (%s); retrying in %.2fs",
+                    self._url,
+                    attempt + 1,
+                    retry.error,
+                    delay,
+                )
                 self._sleep(delay)
                 attempt += 1
 
@@ -342,10 +352,13 @@ class ModelClient:
             yield
         except TimeoutError as exc:
             kind = "connect to" if isinstance(exc, ConnectTimeout) else "get an answer from"
-            raise Retryable(ModelServerTimeout(f"timed out trying to {kind} the model server at {self._url}")) from None
+            raise Retryable(ModelServerTimeout(f"timed out trying to {kind} the model server{self._which}")) from None
         except (OSError, http.client.HTTPException) as exc:
+            # Which part failed, and how; where it lives is for the logs (the retry's line).
             reason = str(exc) or type(exc).__name__
-            raise Retryable(ModelServerUnavailable(f"model server unreachable at {self._url}: {reason}")) from None
+            for address in self._addresses:
+                reason = reason.replace(address, "<model server>")
+            raise Retryable(ModelServerUnavailable(f"model server unreachable{self._which}: {reason}")) from None
 
     def _check_status(self, reply: Reply) -> None:
         if reply.status < 400:

@@ -147,15 +147,20 @@ def test_every_server_down_the_jobs_wait_and_are_answered_when_one_comes_back(
 
     def fault() -> None:
         wait_until(lambda: all(s["state"] == "down" for s in scaling(stack).values()), 30, "both servers down")
-        ready = httpx.get(f"{stack.url}/ready", timeout=10)
-        assert ready.status_code == 503 and "no server of model m answers" in json.dumps(ready.json())
+
+        # /ready answers from checks made in the background: it says so within a round.
+        def says_down() -> bool:
+            ready = httpx.get(f"{stack.url}/ready", timeout=10)
+            return ready.status_code == 503 and "no server of model m answers" in json.dumps(ready.json())
+
+        wait_until(says_down, 30, "/ready to name the model without a server")
         time.sleep(1)
         assert not tally.answers  # none failed at once: they wait within their deadline
         two.broken = None
 
     tally = under_load(stack.url, ids("down", 10), 10, fault)
     tally.assert_all_answered(stack)
-    assert httpx.get(f"{stack.url}/ready", timeout=10).status_code == 200
+    wait_until(lambda: httpx.get(f"{stack.url}/ready", timeout=10).status_code == 200, 30, "/ready to say 200")
 
 
 def test_a_fallback_model_serves_when_the_model_has_no_server_and_says_so(

@@ -223,6 +223,24 @@ def test_a_receiver_that_is_down_gets_the_event_with_the_same_id(
 
 
 @pytest.mark.integration
+def test_a_token_in_an_endpoints_query_is_never_logged(
+    make_stack: StackFactory, fake: FakeModelServer, receiver: WebhookReceiver, broker_env: dict[str, str]
+) -> None:
+    if not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("once is enough: what is logged of an endpoint does not depend on the broker")
+    receiver.answers = [503]  # a failed try is logged too
+    hooks = [{"url": f"{receiver.url}?token=hook-s3cret", "secret": SECRET}]
+    stack = make_stack(WEBHOOKS=json.dumps(hooks), WEBHOOK_ALLOW_PRIVATE="true", WEBHOOK_MAX_BACKOFF="0.5")
+    assert httpx.post(f"{stack.url}/generate?wait=0", json={"job_id": "q-1", "content": "x"}).status_code == 202
+    (delivered,) = receiver.wait_for(1, "job.succeeded")
+    assert verified(delivered)["data"] == {"id": "q-1"}
+    worker = stack.processes.started[0].output()
+    assert "failed (try 1: answered 503)" in worker and f"delivered to {receiver.url}:" in worker
+    logs = "".join(process.output() for process in stack.processes.started)
+    assert "hook-s3cret" not in logs and "hook-s3cret" not in httpx.get(f"{stack.url}/metrics").text
+
+
+@pytest.mark.integration
 def test_a_receiver_that_is_not_even_listening_gets_the_event_once_it_is_back(
     make_stack: StackFactory, fake: FakeModelServer, receiver: WebhookReceiver
 ) -> None:

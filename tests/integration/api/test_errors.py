@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 from testing.fake_model_server import Failure, FakeModelServer, free_port
+from testing.openai_sdk import chat_line
 from tests.conftest import Stack, StackFactory
 
 
@@ -72,10 +76,14 @@ def test_transient_failures_are_retried_to_success(stack: Stack, fake: FakeModel
 
 @pytest.mark.integration
 def test_unreachable_model_server_is_502(make_stack: StackFactory, fake: FakeModelServer) -> None:
-    stack = make_stack(INNER_LLM_URL=f"127.0.0.1:{free_port()}")
+    port = free_port()
+    stack = make_stack(INNER_LLM_URL=f"127.0.0.1:{port}", DEFAULT_MODEL="small")
     answer = httpx.post(f"{stack.url}/generate", json={"content": "x"}, timeout=30)
     assert answer.status_code == 502
-    assert "model server unreachable" in answer.json()["detail"]
+    assert "model server unreachable (model 'small')" in answer.json()["detail"]
+    # Which part failed, never where it lives: the address is in the worker's log.
+    assert str(port) not in answer.text and "127.0.0.1" not in answer.text
+    assert f"127.0.0.1:{port}" in stack.processes.started[0].output()
 
 
 @pytest.mark.integration
@@ -109,3 +117,19 @@ def test_unreachable_result_store_is_503(make_stack: StackFactory) -> None:
     answer = httpx.post(f"{stack.url}/generate", json={"content": "x"}, timeout=60)
     assert answer.status_code == 503
     assert "result store" in answer.json()["detail"]
+
+
+@pytest.mark.integration
+def test_an_unavailable_file_store_is_503_naming_no_path(
+    make_stack: StackFactory, broker_env: dict[str, str], tmp_path: Path
+) -> None:
+    if not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("once is enough: the file store does not depend on the broker")
+    blocked = tmp_path / "files-are-not-here"
+    stack = make_stack(workers=0, FILE_STORE_URL=str(blocked))
+    shutil.rmtree(blocked)
+    blocked.write_text("a file where the store's folder was")
+    line = json.dumps(chat_line("one", "hi")).encode()
+    answer = httpx.post(f"{stack.url}/v1/files", files={"file": ("in.jsonl", line)}, data={"purpose": "batch"})
+    assert answer.status_code == 503 and "file store unavailable" in answer.text, answer.text
+    assert str(blocked) not in answer.text and "files-are-not-here" not in answer.text

@@ -64,10 +64,22 @@ def test_a_failure_stored_by_celery_is_answered_with_the_contracts_status(failur
     # As Celery's result backend stores it (JSON): the class name, module and arguments.
     backend = BaseBackend(app=Celery(set_as_current=False), serializer="json")
     stored = json.loads(json.dumps(backend.prepare_exception(failure, "json")))
-    error = job_failure(stored["exc_type"], stored["exc_message"])
+    error = job_failure(stored["exc_type"], stored["exc_message"], stored["exc_module"])
     assert status_of(error) == status
-    assert str(failure.args[0]) in error.message
+    # The contract's failures say what the caller may know; any other only which part failed.
+    assert (str(failure.args[0]) in error.message) is (status != 500)
     assert error.cause == type(failure).__name__
+
+
+@pytest.mark.unit
+def test_a_failure_the_contract_does_not_name_says_which_part_not_where_it_lives() -> None:
+    backend = BaseBackend(app=Celery(set_as_current=False), serializer="json")
+    outage = redis.exceptions.ConnectionError("Error 111 connecting to localhost:6379. Connection refused.")
+    stored = json.loads(json.dumps(backend.prepare_exception(outage, "json")))
+    error = job_failure(stored["exc_type"], stored["exc_message"], stored["exc_module"])
+    assert status_of(error) == 500 and error.cause == "ConnectionError"
+    assert "the result store (Redis)" in error.message and "6379" not in error.message
+    assert "localhost" not in error.message
 
 
 @pytest.mark.unit
