@@ -140,6 +140,7 @@ class Keys:
         """Where a waiter is woken (a list under this prefix and its id) when a slot is free."""
         return f"{self.prefix}servers:{model}:wake:"
 
-    def affinity(self, model: str, prefix_hash: str) -> str:
-        """The server of a model that last served a prompt prefix (a TTL)."""
-        return f"{self.prefix}affinity:{model}:{prefix_hash}"
+    def affinity(self, model: str, tenant: str, prefix_hash: str) -> str:
+        """The server of a model that last served a tenant's prompt prefix (a TTL): each
+        tenant's own, so no tenant's job follows (and times) another's prompt cache."""
+        return f"{self.prefix}affinity:{model}:{tenant}:{prefix_hash}"

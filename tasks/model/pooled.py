@@ -162,7 +162,7 @@ class PooledModel:
             while True:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled
-                slot, down_since = pool.try_take(waiter, score, tried, prefix)
+                slot, down_since = pool.try_take(waiter, score, tried, prefix, request.tenant)
                 if slot is not None:
                     in_line = False
                     return slot

@@ -46,6 +46,7 @@ from shared.contract.scripts import (
     SERVER_TAKE,
 )
 from shared.registry import Model, Server
+from shared.tenants import DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class ServerPool:
         self._waiting = keys.server_waiting(model.name)
         self._beats = keys.server_beats(model.name)
         self._wake = keys.server_wake_prefix(model.name)
-        self._affinity = lambda digest: keys.affinity(model.name, digest)
+        self._affinity = lambda tenant, digest: keys.affinity(model.name, tenant, digest)
         self._spec = ",".join(f"{server.name}={server.slots}" for server in model.servers)
         self._take = client.register_script(SERVER_TAKE)
         self._release = client.register_script(SERVER_RELEASE)
@@ -105,15 +106,21 @@ class ServerPool:
     # -- taking and giving back ------------------------------------------------------
 
     def try_take(
-        self, waiter: str, score: float, exclude: frozenset[str] = frozenset(), prefix: str | None = None
+        self,
+        waiter: str,
+        score: float,
+        exclude: frozenset[str] = frozenset(),
+        prefix: str | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> tuple[Slot | None, float | None]:
         """A slot, or (None, when the model's last healthy server went down, if it did):
-        the job is in line as `waiter` until it takes one or `forget(waiter)`."""
+        the job is in line as `waiter` until it takes one or `forget(waiter)`. `prefix`:
+        its prompt prefix's hash, for `tenant`'s prefix affinity."""
         now = _ms()
         hold = uuid.uuid4().hex
         lease = self._config.job_lease * 1000
         use_affinity = prefix is not None and self.model.prefix_affinity
-        affinity_key = self._affinity(prefix) if use_affinity and prefix else self._pool
+        affinity_key = self._affinity(tenant, prefix) if use_affinity and prefix else self._pool
         ttl = self._config.prefix_affinity_ttl if use_affinity else 0
         excluded = "," + ",".join(sorted(exclude)) + "," if exclude else ","
         with self._lock:
