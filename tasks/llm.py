@@ -87,6 +87,7 @@ def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
         accepted_at=job.accepted_at,
         fallbacks=job.fallbacks,
         tenant=job.tenant or DEFAULT_TENANT,
+        weight=job.weight or 1.0,
     )
     started = time.time()
     worker = current()

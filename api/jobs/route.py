@@ -57,14 +57,17 @@ class JobRouting:
             raise ModelNotFound(str(exc)) from None
         key = job_key(tenant.name, job_id)
         priority = meta.get("priority") if isinstance(meta.get("priority"), int) else None
+        whose: dict[str, Any] = {"tenant": tenant.name}
+        if tenant.weight != 1.0:  # its share of the turns for a model's server slots
+            whose["weight"] = tenant.weight
         if self._registry.passthrough:
             # One model server without a registry: the request's name goes to it as given
             # (and names it in the logs), and every name is counted as the one model.
             named = requested or model.name
             route = JobRoute(task, job_id, key, tenant, named, model.name, model.queue, priority)
-            return route, {**job, "tenant": tenant.name}
+            return route, {**job, **whose}
         served = model.served_name or model.name
-        sent = {**job, "meta": {**meta, "model": served}, "route": model.name, "tenant": tenant.name}
+        sent = {**job, "meta": {**meta, "model": served}, "route": model.name, **whose}
         if job.get("fallbacks") is not None:
             sent["fallbacks"] = self._fallbacks(job["fallbacks"])
         return JobRoute(task, job_id, key, tenant, model.name, model.name, model.queue, priority), sent

@@ -128,9 +128,22 @@ class Keys:
         return f"{self.prefix}servers:{model}:holds"
 
     def server_waiting(self, model: str) -> str:
-        """A sorted set of the jobs waiting for a slot of a model's servers, in the
-        order they get one (priority first, then the time they were accepted)."""
+        """A sorted set of the jobs waiting for a slot of a model's servers, by priority,
+        then the time they were accepted: one tenant's order; with several tenants
+        waiting, they take turns by weight (`server_turns`)."""
         return f"{self.prefix}servers:{model}:waiting"
+
+    def server_tenant_waiting(self, model: str, tenant: str) -> str:
+        """A sorted set of one tenant's jobs of `server_waiting` (the same scores): the
+        tenants' lines, merged by their turns (`server_turns`). The scripts name it as
+        `server_waiting` + ":" + tenant."""
+        return f"{self.server_waiting(model)}:{tenant}"
+
+    def server_turns(self, model: str) -> str:
+        """A hash of the tenants' turns at a model's free slots: each tenant's weight
+        ("w|{tenant}") and virtual time ("vt|{tenant}"), and the virtual time of the last
+        turn taken ("now")."""
+        return f"{self.prefix}servers:{model}:turns"
 
     def server_beats(self, model: str) -> str:
         """A hash of when each waiter of `server_waiting` stops counting (ms) unless it waits on."""

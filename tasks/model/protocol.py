@@ -70,6 +70,7 @@ class ChatRequest:
     accepted_at: float | None = None  # when the API accepted the job (time.time()): its place in line for a slot
     fallbacks: list[str] | None = None  # the models to fall back to (None: its model's; []: none)
     tenant: str = DEFAULT_TENANT  # whose job it is: its own prefix affinity, its turns for a slot
+    weight: float = 1.0  # its tenant's weight: its share of the turns for a slot while tenants wait
 
 
 def server_priority(priority: int | None) -> int:
