@@ -9,7 +9,7 @@ from typing import Any
 
 from api.errors import ModelNotFound, QueueMismatch, QueueNotFound
 from shared.config import Config
-from shared.contract import INTERNAL_TASKS
+from shared.contract import DEFAULT_PRIORITY, INTERNAL_TASKS
 from shared.registry import Registry, UnknownModel, UnknownQueue
 from shared.tenants import Tenant, job_key
 
@@ -57,6 +57,12 @@ class JobRouting:
             raise ModelNotFound(str(exc)) from None
         key = job_key(tenant.name, job_id)
         priority = meta.get("priority") if isinstance(meta.get("priority"), int) else None
+        most = tenant.quotas.max_priority
+        if most is not None and (DEFAULT_PRIORITY if priority is None else priority) > most:
+            # Above its tenant's highest: run at that highest, not refused (a client sending
+            # a fixed priority keeps working; it only cannot jump other tenants' jobs).
+            priority, meta = most, {**meta, "priority": most}
+            job = {**job, "meta": meta}
         whose: dict[str, Any] = {"tenant": tenant.name}
         if tenant.weight != 1.0:  # its share of the turns for a model's server slots
             whose["weight"] = tenant.weight

@@ -46,7 +46,8 @@ def two_slots(
     keys_file = tmp_path / "tenants.yaml"
     keys_file.write_text(TENANTS)
     slots = [{"url": one.url, "slots": 1, "name": "s1"}, {"url": one.url, "slots": 1, "name": "s2"}]
-    models = json.dumps({"models": [{"name": "m", "servers": slots}]})
+    # vLLM's priority field sent: the priority a job runs at is what the server is told.
+    models = json.dumps({"models": [{"name": "m", "servers": slots, "priority_scheduling": True}]})
     return make_stack(API_KEYS_FILE=str(keys_file), MODELS=models, concurrency=BACKLOG + 8), one
 
 
@@ -115,3 +116,14 @@ def test_hostile_tenant_beside_normal_keeps_its_backlog_for_a_slot_to_itself(
 ) -> None:
     stack, server = two_slots(make_stack, servers, broker_env, tmp_path)
     beside_backlog(stack, server, priority=None)
+
+
+def test_hostile_tenant_beside_normal_cannot_jump_its_jobs_by_priority(
+    make_stack: StackFactory, servers: Any, broker_env: dict[str, str], tmp_path: Path
+) -> None:
+    # alpha sends its whole backlog at priority 9; its tenants' highest is the
+    # deployment's default, 5 (TENANT_MAX_PRIORITY): its jobs run at 5, beside beta's.
+    stack, server = two_slots(make_stack, servers, broker_env, tmp_path)
+    beside_backlog(stack, server, priority=9)
+    told = {body["priority"] for body in server.completions if body["messages"][-1]["content"].startswith("alpha-")}
+    assert told == {9 - 5}  # vLLM's order: lower is sooner; our 5 is its 4
