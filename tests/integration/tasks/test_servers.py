@@ -469,3 +469,30 @@ def test_a_tenants_waiter_whose_worker_died_leaves_its_tenants_line_too(servers:
     assert pool._redis.zcard(keys.server_tenant_waiting("m", "alpha")) == 0
     pool.release(held, "ok", seconds=0.01)
     assert pool.try_take("beta-1", 4e13 + 2, tenant="beta")[0] is not None  # first in line now
+
+
+def test_with_tenants_waiting_a_slow_servers_slot_goes_to_the_last_in_their_line_of_turns(
+    servers: Any, workers: Any
+) -> None:
+    fast, slow = servers(), servers()
+    worker = workers([{"name": "m", "servers": [{"url": fast.url, "slots": 1, "name": "fast"},
+                                                {"url": slow.url, "slots": 1, "name": "slow"}]}])  # fmt: skip
+    pool = worker.pool(worker.registry.by_name("m"))
+    pool._redis.hset(worker.config.keys.servers("m"), mapping={"fast|ewma": 50, "slow|ewma": 500})
+    taken = {
+        slot.server.name: slot for slot in (pool.try_take("holder-1", 0)[0], pool.try_take("holder-2", 0)[0]) if slot
+    }
+    line = {"alpha-0": ("alpha", 1), "alpha-1": ("alpha", 2), "alpha-2": ("alpha", 3), "beta-0": ("beta", 4)}
+    for waiter, (tenant, accepted) in line.items():
+        assert pool.try_take(waiter, accepted, tenant=tenant)[0] is None
+    # In turns: alpha-0, beta-0, alpha-1, alpha-2. The slow server's slot goes to the last
+    # of them, alpha's third job: not beta's one, though it was accepted last.
+    pool.release(taken["slow"], "ok", seconds=0.5)
+    assert pool.try_take("beta-0", 4, tenant="beta")[0] is None
+    got = pool.try_take("alpha-2", 3, tenant="alpha")[0]
+    assert got is not None and got.server.name == "slow"
+    # That was alpha's turn: the fast server's slot is beta's, the first in line now.
+    pool.release(taken["fast"], "ok", seconds=0.05)
+    assert pool.try_take("alpha-0", 1, tenant="alpha")[0] is None
+    got = pool.try_take("beta-0", 4, tenant="beta")[0]
+    assert got is not None and got.server.name == "fast"
