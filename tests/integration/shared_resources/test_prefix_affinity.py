@@ -59,10 +59,10 @@ def test_hostile_tenant_beside_normal_does_not_follow_its_prompt_to_its_server(
     if not broker_env["RABBIT_MQ_HOST"]:
         pytest.skip("once is enough: which server a job takes is the same on either broker")
     # Two servers a little apart in speed (the same class: neither over twice the other's
-    # time), each counting the calls its prompt cache served (at the same speed, so the
-    # classes stay). Untimed, the first listed takes the first job; timed, the quicker
-    # one (a) takes a job no prefix sends elsewhere.
-    b, a = servers(latency=0.09), servers(latency=0.05)
+    # time, with room for a loaded machine's delays), each counting the calls its prompt
+    # cache served (at the same speed, so the classes stay). Untimed, the first listed
+    # takes the first job; timed, the quicker one (a) takes a job no prefix sends elsewhere.
+    b, a = servers(latency=0.4), servers(latency=0.3)
     for server in (a, b):
         server.cached_latency = server.latency
     keys_file = tmp_path / "tenants.yaml"
