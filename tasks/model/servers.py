@@ -256,7 +256,7 @@ class ServerPool:
 def prefix_hash(messages: list[dict[str, Any]] | None, min_chars: int) -> str | None:
     """The hash of a conversation's prefix (every message but the last), when it is at
     least `min_chars` long: jobs continuing one conversation, or sharing one long
-    system prompt, share it."""
+    system prompt, share it (its affinity is kept per tenant: `ServerPool.try_take`)."""
     if not messages or len(messages) < 2:
         return None
     prefix = json.dumps(messages[:-1], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
