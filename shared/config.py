@@ -10,7 +10,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.contract import Keys
+from shared.contract import DEFAULT_PRIORITY, Keys
 
 
 def _host_port(item: str, default_port: int) -> tuple[str, int]:
@@ -187,6 +187,13 @@ class Config(BaseSettings):
         0, ge=0, description="the default tenant's requests per minute (per address without keys); 0: no limit"
     )
     usage_days: int = Field(400, ge=1, description="days each day's usage (GET /usage) is kept in Redis")
+    tenant_max_priority: int = Field(
+        DEFAULT_PRIORITY,
+        ge=0,
+        le=9,
+        description="several tenants: the highest priority a tenant's job may have, unless the tenants file gives"
+        " the tenant its own (quotas.max_priority); a job asking for more runs at it",
+    )
     fair_share: bool = Field(True, description="several tenants: a busy model's workers are shared by weight")
     fair_share_ahead: int = Field(
         4, ge=1, le=10_000, description="jobs kept waiting in a busy model's queue while tenants take turns"

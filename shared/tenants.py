@@ -14,10 +14,13 @@ one per line (``#`` comments), all of the default tenant, or a YAML (or JSON) do
           tokens_per_minute: 200000  # prompt and completion tokens, as the model server counted
           tokens_per_day: 5000000    # a UTC day
           jobs_in_flight: 100        # accepted and not yet answered
+          max_priority: 7            # its jobs' highest priority (TENANT_MAX_PRIORITY by default)
 
 Keys of ``API_KEYS`` belong to the tenant ``default`` (weight 1, ``RATE_LIMIT_PER_MINUTE``
-its requests per minute). A tenant is named on its jobs, log lines, metrics and job
-statuses; a key never is.
+its requests per minute). With a document of tenants, a tenant's jobs ask for a priority
+up to its ``max_priority`` (by default the deployment's, ``TENANT_MAX_PRIORITY``), so no
+team jumps every other's jobs; without one, the one tenant has every priority. A tenant
+is named on its jobs, log lines, metrics and job statuses; a key never is.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +66,8 @@ class Quotas(BaseModel):
     tokens_per_minute: int | None = Field(None, ge=1)
     tokens_per_day: int | None = Field(None, ge=1)
     jobs_in_flight: int | None = Field(None, ge=1, le=100_000)
+    # The highest priority its jobs run at (0 .. 9): one asking for more runs at it.
+    max_priority: int | None = Field(None, ge=0, le=9)
 
 
 class _TenantEntry(BaseModel):
@@ -152,8 +157,10 @@ class Tenants:
             self.by_digest[key] = tenant
 
 
-def load_tenants(api_keys: str, keys_file: str, default_rpm: int = 0) -> Tenants:
-    """The tenants of ``API_KEYS`` (the default tenant) and of the keys file."""
+def load_tenants(api_keys: str, keys_file: str, default_rpm: int = 0, max_priority: int = 9) -> Tenants:
+    """The tenants of ``API_KEYS`` (the default tenant) and of the keys file; each
+    tenant of a document of tenants without a ``max_priority`` of its own gets
+    `max_priority`."""
     tenants = Tenants()
     default = Tenant(DEFAULT_TENANT, quotas=Quotas(requests_per_minute=default_rpm or None))
     tenants.named[DEFAULT_TENANT] = default
@@ -174,6 +181,8 @@ def load_tenants(api_keys: str, keys_file: str, default_rpm: int = 0) -> Tenants
                 quotas = entry.quotas
                 if entry.name == DEFAULT_TENANT and quotas.requests_per_minute is None and default_rpm:
                     quotas = quotas.model_copy(update={"requests_per_minute": default_rpm})
+                if quotas.max_priority is None:
+                    quotas = quotas.model_copy(update={"max_priority": max_priority})
                 tenant = Tenant(entry.name, entry.weight, entry.admin, quotas)
                 digests = [digest(key.strip()) for key in entry.keys if key.strip()]
                 digests += [bytes.fromhex(d.strip().lower().removeprefix("sha256:")) for d in entry.key_digests]
@@ -186,6 +195,10 @@ def load_tenants(api_keys: str, keys_file: str, default_rpm: int = 0) -> Tenants
                     continue
                 for key in digests:
                     tenants.by_digest[key] = tenant
+            default = tenants.named[DEFAULT_TENANT]
+            if default.quotas.max_priority is None:  # not declared: API_KEYS' keys, or none
+                capped = default.quotas.model_copy(update={"max_priority": max_priority})
+                tenants.named[DEFAULT_TENANT] = replace(default, quotas=capped)
     default = tenants.named[DEFAULT_TENANT]
     for key in plain:
         if key:

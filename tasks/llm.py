@@ -16,6 +16,7 @@ from celery.exceptions import Ignore
 
 from shared.contract import InvalidJob, Job, TaskName
 from shared.telemetry import tracing
+from shared.tenants import DEFAULT_TENANT
 from tasks.app import celery_app
 from tasks.batch_lines import LineStopped, run_line
 from tasks.model import Cancelled, ChatRequest
@@ -85,6 +86,8 @@ def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
         priority=meta.priority,
         accepted_at=job.accepted_at,
         fallbacks=job.fallbacks,
+        tenant=job.tenant or DEFAULT_TENANT,
+        weight=job.weight or 1.0,
     )
     started = time.time()
     worker = current()

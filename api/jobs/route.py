@@ -9,7 +9,7 @@ from typing import Any
 
 from api.errors import ModelNotFound, QueueMismatch, QueueNotFound
 from shared.config import Config
-from shared.contract import INTERNAL_TASKS
+from shared.contract import DEFAULT_PRIORITY, INTERNAL_TASKS
 from shared.registry import Registry, UnknownModel, UnknownQueue
 from shared.tenants import Tenant, job_key
 
@@ -57,14 +57,23 @@ class JobRouting:
             raise ModelNotFound(str(exc)) from None
         key = job_key(tenant.name, job_id)
         priority = meta.get("priority") if isinstance(meta.get("priority"), int) else None
+        most = tenant.quotas.max_priority
+        if most is not None and (DEFAULT_PRIORITY if priority is None else priority) > most:
+            # Above its tenant's highest: run at that highest, not refused (a client sending
+            # a fixed priority keeps working; it only cannot jump other tenants' jobs).
+            priority, meta = most, {**meta, "priority": most}
+            job = {**job, "meta": meta}
+        whose: dict[str, Any] = {"tenant": tenant.name}
+        if tenant.weight != 1.0:  # its share of the turns for a model's server slots
+            whose["weight"] = tenant.weight
         if self._registry.passthrough:
             # One model server without a registry: the request's name goes to it as given
             # (and names it in the logs), and every name is counted as the one model.
             named = requested or model.name
             route = JobRoute(task, job_id, key, tenant, named, model.name, model.queue, priority)
-            return route, {**job, "tenant": tenant.name}
+            return route, {**job, **whose}
         served = model.served_name or model.name
-        sent = {**job, "meta": {**meta, "model": served}, "route": model.name, "tenant": tenant.name}
+        sent = {**job, "meta": {**meta, "model": served}, "route": model.name, **whose}
         if job.get("fallbacks") is not None:
             sent["fallbacks"] = self._fallbacks(job["fallbacks"])
         return JobRoute(task, job_id, key, tenant, model.name, model.name, model.queue, priority), sent

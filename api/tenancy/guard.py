@@ -33,7 +33,7 @@ access = logging.getLogger("api.access")
 def load_tenants_of(config: Config) -> Tenants:
     """The tenants of the configured keys (none: the API is open, all of the default tenant)."""
     keys = config.api_keys.get_secret_value() if config.api_keys else ""
-    return load_tenants(keys, config.api_keys_file, config.rate_limit_per_minute)
+    return load_tenants(keys, config.api_keys_file, config.rate_limit_per_minute, config.tenant_max_priority)
 
 
 class Guard:

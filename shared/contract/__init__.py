@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 # The tasks.
 
@@ -138,6 +138,9 @@ class Job(BaseModel):
     # The tenant it is run for (shared/tenants.py): its usage and tokens are counted
     # to it. Not part of its fingerprint.
     tenant: str | None = None
+    # Its tenant's weight, where not 1: its share of a busy model's server slots while
+    # several tenants' jobs wait for one (tasks/model/servers.py). Not part of its fingerprint.
+    weight: float | None = Field(None, gt=0)
 
     @classmethod
     def parse(cls, raw: Any) -> Job:

@@ -128,9 +128,22 @@ class Keys:
         return f"{self.prefix}servers:{model}:holds"
 
     def server_waiting(self, model: str) -> str:
-        """A sorted set of the jobs waiting for a slot of a model's servers, in the
-        order they get one (priority first, then the time they were accepted)."""
+        """A sorted set of the jobs waiting for a slot of a model's servers, by priority,
+        then the time they were accepted: one tenant's order; with several tenants
+        waiting, they take turns by weight (`server_turns`)."""
         return f"{self.prefix}servers:{model}:waiting"
+
+    def server_tenant_waiting(self, model: str, tenant: str) -> str:
+        """A sorted set of one tenant's jobs of `server_waiting` (the same scores): the
+        tenants' lines, merged by their turns (`server_turns`). The scripts name it as
+        `server_waiting` + ":" + tenant."""
+        return f"{self.server_waiting(model)}:{tenant}"
+
+    def server_turns(self, model: str) -> str:
+        """A hash of the tenants' turns at a model's free slots: each tenant's weight
+        ("w|{tenant}") and virtual time ("vt|{tenant}"), and the virtual time of the last
+        turn taken ("now")."""
+        return f"{self.prefix}servers:{model}:turns"
 
     def server_beats(self, model: str) -> str:
         """A hash of when each waiter of `server_waiting` stops counting (ms) unless it waits on."""
@@ -140,6 +153,7 @@ class Keys:
         """Where a waiter is woken (a list under this prefix and its id) when a slot is free."""
         return f"{self.prefix}servers:{model}:wake:"
 
-    def affinity(self, model: str, prefix_hash: str) -> str:
-        """The server of a model that last served a prompt prefix (a TTL)."""
-        return f"{self.prefix}affinity:{model}:{prefix_hash}"
+    def affinity(self, model: str, tenant: str, prefix_hash: str) -> str:
+        """The server of a model that last served a tenant's prompt prefix (a TTL): each
+        tenant's own, so no tenant's job follows (and times) another's prompt cache."""
+        return f"{self.prefix}affinity:{model}:{tenant}:{prefix_hash}"

@@ -244,26 +244,148 @@ local function free_by_class(names, h, slow)
   end
   return fast, slowly
 end
+-- The line for a slot. Every waiter is in `waiting` (a sorted set: its priority's band
+-- of BAND, 9 first, then the time it was accepted), and in its tenant's own line,
+-- `waiting .. ':' .. tenant` (the same scores). Tenants take turns by weight, as the
+-- fair-share dispatcher's (start-time fair queuing): the `turns` hash holds each
+-- tenant's weight (w|t) and virtual time (vt|t), and `now`, the virtual time of the last
+-- turn taken. A tenant's waiters, in its own order, are at vt, vt + 1/w, vt + 2/w, ...;
+-- the line is every tenant's, merged by (band, that time, tenant). A slot taken by a
+-- tenant's waiter adds 1/w to its vt; a tenant that starts waiting starts at `now` (an
+-- idle tenant saves no turns). With one tenant in line, its own order is the line.
+local BAND = 1e13
+local function line_of(waiting, t) return waiting .. ':' .. t end
+local function ahead(a, b)  -- keys {band, virtual time, tenant}
+  if a[1] ~= b[1] then return a[1] < b[1] end
+  if a[2] ~= b[2] then return a[2] < b[2] end
+  return a[3] < b[3]
+end
+-- The tenants known to the line ({name, w, vt, n}: n waiters, 0 for one not waiting),
+-- by name.
+local function tenants_of(waiting, turns)
+  local flat = redis.call('HGETALL', turns)
+  local h = {}
+  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  local list = {}
+  for k, v in pairs(h) do
+    local t = string.match(k, '^w|(.*)$')
+    if t then
+      table.insert(list, {name = t, w = tonumber(v), vt = tonumber(h['vt|' .. t] or '0'),
+                          n = redis.call('ZCARD', line_of(waiting, t))})
+    end
+  end
+  table.sort(list, function(a, b) return a.name < b.name end)
+  return list
+end
+local function waiting_tenants(waiting, turns)
+  local list = {}
+  for _, u in ipairs(tenants_of(waiting, turns)) do
+    if u.n > 0 then table.insert(list, u) end
+  end
+  return list
+end
+-- The place in line (0: first) of `waiter` of tenant `t`.
+local function rank_of(waiting, turns, t, waiter)
+  local list = waiting_tenants(waiting, turns)
+  if #list <= 1 then return redis.call('ZRANK', waiting, waiter) end
+  local j = redis.call('ZRANK', line_of(waiting, t), waiter)
+  local band = math.floor(tonumber(redis.call('ZSCORE', line_of(waiting, t), waiter)) / BAND)
+  local mine = nil
+  for _, u in ipairs(list) do if u.name == t then mine = u end end
+  local key = {band, mine.vt + j / mine.w, t}
+  local rank = j
+  for _, u in ipairs(list) do
+    if u.name ~= t then
+      local line = line_of(waiting, u.name)
+      -- Its waiters of a higher priority are all ahead; of the same, those whose time is less.
+      local lo = redis.call('ZCOUNT', line, '-inf', '(' .. (band * BAND))
+      local hi = lo + redis.call('ZCOUNT', line, band * BAND, '(' .. ((band + 1) * BAND))
+      while lo < hi do
+        local mid = math.floor((lo + hi) / 2)
+        if ahead({band, u.vt + mid / u.w, u.name}, key) then lo = mid + 1 else hi = mid end
+      end
+      rank = rank + lo
+    end
+  end
+  return rank
+end
+-- The first `count` waiters in line (from_end: the last `count`, the last first).
+local function in_line(waiting, turns, count, from_end)
+  if count <= 0 then return {} end
+  local list = waiting_tenants(waiting, turns)
+  if #list <= 1 then
+    if from_end then return redis.call('ZREVRANGE', waiting, 0, count - 1) end
+    return redis.call('ZRANGE', waiting, 0, count - 1)
+  end
+  for _, u in ipairs(list) do
+    local line = line_of(waiting, u.name)
+    if from_end then
+      u.items = redis.call('ZREVRANGE', line, 0, count - 1, 'WITHSCORES')
+    else
+      u.items = redis.call('ZRANGE', line, 0, count - 1, 'WITHSCORES')
+    end
+    u.at = 0
+  end
+  local found = {}
+  while #found < count do
+    local best, best_key = nil, nil
+    for _, u in ipairs(list) do
+      if 2 * u.at < #u.items then
+        local j = from_end and (u.n - 1 - u.at) or u.at
+        local key = {math.floor(tonumber(u.items[2 * u.at + 2]) / BAND), u.vt + j / u.w, u.name}
+        if best == nil or (from_end and ahead(best_key, key)) or (not from_end and ahead(key, best_key)) then
+          best, best_key = u, key
+        end
+      end
+    end
+    if best == nil then break end
+    table.insert(found, best.items[2 * best.at + 1])
+    best.at = best.at + 1
+  end
+  return found
+end
+-- Puts `waiter` of tenant `t` (weight `w`) in line at `score`, if it is not there yet.
+local function join(waiting, turns, t, w, waiter, score)
+  local line = line_of(waiting, t)
+  if redis.call('ZADD', waiting, 'NX', score, waiter) == 0 and redis.call('ZSCORE', line, waiter) then return end
+  if redis.call('ZCARD', line) == 0 then
+    local now = tonumber(redis.call('HGET', turns, 'now') or '0')
+    if tonumber(redis.call('HGET', turns, 'vt|' .. t) or '0') < now then
+      redis.call('HSET', turns, 'vt|' .. t, string.format('%.17g', now))
+    end
+  end
+  redis.call('ZADD', line, score, waiter)
+  redis.call('HSET', turns, 'w|' .. t, math.max(0.001, tonumber(w)))
+end
+-- Takes `waiter` out of line; `served`: it took a slot, its tenant's turn is counted.
+local function leave(waiting, turns, t, waiter, served)
+  redis.call('ZREM', waiting, waiter)
+  redis.call('ZREM', line_of(waiting, t), waiter)
+  if served then
+    local vt = tonumber(redis.call('HGET', turns, 'vt|' .. t) or '0')
+    local w = tonumber(redis.call('HGET', turns, 'w|' .. t) or '1')
+    if vt > tonumber(redis.call('HGET', turns, 'now') or '0') then
+      redis.call('HSET', turns, 'now', string.format('%.17g', vt))
+    end
+    redis.call('HSET', turns, 'vt|' .. t, string.format('%.17g', vt + 1 / w))
+  end
+end
 -- Wakes the first `first` waiters in line (for fast servers' slots) and the last `last`
 -- (for slow servers' slots: see SERVER_TAKE).
-local function wake(waiting, prefix, first, last)
+local function wake(waiting, turns, prefix, first, last)
   local woken = {}
-  if first > 0 then
-    for _, w in ipairs(redis.call('ZRANGE', waiting, 0, first - 1)) do woken[w] = true end
-  end
-  if last > 0 then
-    for _, w in ipairs(redis.call('ZRANGE', waiting, -last, -1)) do woken[w] = true end
-  end
+  for _, w in ipairs(in_line(waiting, turns, first, false)) do woken[w] = true end
+  for _, w in ipairs(in_line(waiting, turns, last, true)) do woken[w] = true end
   for w in pairs(woken) do
     redis.call('LPUSH', prefix .. w, 1)
     redis.call('LTRIM', prefix .. w, 0, 0)
     redis.call('PEXPIRE', prefix .. w, 60000)
   end
 end
-local function wake_for_free(waiting, prefix, names, h)
+local function wake_for_free(waiting, turns, prefix, names, h)
   local slow = slow_of(names, h)
   local fast, slowly = free_by_class(names, h, slow)
-  wake(waiting, prefix, fast, slowly)
+  wake(waiting, turns, prefix, fast, slowly)
 end
 """
 
@@ -272,12 +394,13 @@ end
 # server when it has one free, else the one whose calls took least lately (its
 # `ewma`, in ms), weighed by how busy it is. A fast server's slot is taken only when
 # fewer waiters are ahead in line than such slots are free; a slow one's (a server
-# whose calls take over twice the fastest's) only when fewer are behind. Returns {1, server,
-# affinity hit}, or {0, down_since}: down_since is when the model's last healthy
-# server went down ('0' while one is up).
-# KEYS: servers, holds, waiting, beats, affinity key. ARGV: now ms, spec, waiter,
-# score, hold id, hold expires ms, waiter's beat expires ms, exclude, affinity TTL
-# (0: none), wake prefix, worker.
+# whose calls take over twice the fastest's) only when fewer are behind: ahead and
+# behind in the line of tenants' turns (above). Returns {1, server, affinity hit}, or
+# {0, down_since}: down_since is when the model's last healthy server went down ('0'
+# while one is up).
+# KEYS: servers, holds, waiting, beats, affinity key, turns. ARGV: now ms, spec,
+# waiter, score, hold id, hold expires ms, waiter's beat expires ms, exclude, affinity
+# TTL (0: none), wake prefix, worker, tenant, tenant's weight.
 SERVER_TAKE = (
     _SERVERS
     + """
@@ -302,13 +425,14 @@ for _, s in ipairs(names) do
     if cost[class] == nil or c < cost[class] then best[class], cost[class] = s, c end
   end
 end
-redis.call('ZADD', waiting, 'NX', ARGV[4], ARGV[3])
+local turns, tenant = KEYS[6], ARGV[12]
+join(waiting, turns, tenant, ARGV[13], ARGV[3], ARGV[4])
 redis.call('HSET', beats, ARGV[3], ARGV[7])
 if free.fast + free.slow == 0 then return {0, h['down_since'] or '0'} end
 -- The first in line take the fast servers' free slots; the last in line (those that
 -- waited least) the slow servers': the time a slow call adds falls on the jobs with
 -- the least time spent already, and no slot is left free while a job waits.
-local rank, count = redis.call('ZRANK', waiting, ARGV[3]), redis.call('ZCARD', waiting)
+local rank, count = rank_of(waiting, turns, tenant, ARGV[3]), redis.call('ZCARD', waiting)
 local chosen = nil
 if rank < free.fast then
   chosen = best.fast
@@ -325,7 +449,7 @@ end
 local best = chosen
 redis.call('HINCRBY', pool, f(best, 'free'), -1)
 redis.call('HSET', KEYS[2], ARGV[5], best .. '|' .. ARGV[6] .. '|' .. ARGV[11])
-redis.call('ZREM', waiting, ARGV[3])
+leave(waiting, turns, tenant, ARGV[3], true)
 redis.call('HDEL', beats, ARGV[3])
 return {1, best, hit}
 """
@@ -338,8 +462,8 @@ return {1, best, hit}
 # first in line, as many as slots are free. Returns {1, server, 'down' when it went
 # down now, 'last' when no server of the model is up any more}, or {0} for a hold
 # that is gone (reclaimed, or Redis emptied).
-# KEYS: servers, holds, waiting. ARGV: hold id, outcome, now ms, threshold, first
-# probe ms, wake prefix, why, spec, ms the call took (its server's `ewma`).
+# KEYS: servers, holds, waiting, turns. ARGV: hold id, outcome, now ms, threshold,
+# first probe ms, wake prefix, why, spec, ms the call took (its server's `ewma`).
 SERVER_RELEASE = (
     _SERVERS
     + """
@@ -379,7 +503,7 @@ elseif outcome == 'fail' or outcome == 'down' then
     end
   end
 end
-wake_for_free(KEYS[3], ARGV[6], names, h)
+wake_for_free(KEYS[3], KEYS[4], ARGV[6], names, h)
 return {1, s, went, last}
 """
 )
@@ -406,7 +530,7 @@ return due
 
 # A down server answered its probe: it is up again, and the waiters first in line
 # are woken. Returns 1 when it was down.
-# KEYS: servers, waiting. ARGV: server, now ms, wake prefix, spec.
+# KEYS: servers, waiting, turns. ARGV: server, now ms, wake prefix, spec.
 SERVER_RECOVERED = (
     _SERVERS
     + """
@@ -416,15 +540,15 @@ if h[f(s, 'state')] ~= 'down' then return 0 end
 redis.call('HSET', pool, f(s, 'state'), 'up', f(s, 'fails'), 0, f(s, 'since'), ARGV[2])
 redis.call('HDEL', pool, 'down_since')
 h[f(s, 'state')] = 'up'
-wake_for_free(KEYS[2], ARGV[3], names, h)
+wake_for_free(KEYS[2], KEYS[3], ARGV[3], names, h)
 return 1
 """
 )
 
 # Gives back the slots whose holder stopped renewing them (its worker died), takes
-# out of the line the waiters that stopped looking, and wakes waiters for the free
-# slots. Returns how many slots and waiters it dropped.
-# KEYS: servers, holds, waiting, beats. ARGV: now ms, wake prefix, spec.
+# out of the line (and their tenants') the waiters that stopped looking, and wakes
+# waiters for the free slots. Returns how many slots and waiters it dropped.
+# KEYS: servers, holds, waiting, beats, turns. ARGV: now ms, wake prefix, spec.
 SERVER_RECLAIM = (
     _SERVERS
     + """
@@ -444,15 +568,32 @@ end
 local line = redis.call('ZRANGE', KEYS[3], 0, -1)
 if #line > 0 then
   local beats = redis.call('HMGET', KEYS[4], unpack(line))
+  local tenants = nil
   for i, w in ipairs(line) do
     if tonumber(beats[i] or '0') < now then
+      tenants = tenants or tenants_of(KEYS[3], KEYS[5])
+      for _, u in ipairs(tenants) do leave(KEYS[3], KEYS[5], u.name, w, false) end
       redis.call('ZREM', KEYS[3], w)
       redis.call('HDEL', KEYS[4], w)
       count = count + 1
     end
   end
 end
-if count > 0 then wake_for_free(KEYS[3], ARGV[2], names, h) end
+-- A tenant's line holding a waiter the model's line lost (a key evicted) would keep
+-- counting it ahead of others: such waiters leave it.
+local tenants, total = tenants_of(KEYS[3], KEYS[5]), 0
+for _, u in ipairs(tenants) do total = total + u.n end
+if total > redis.call('ZCARD', KEYS[3]) then
+  for _, u in ipairs(tenants) do
+    for _, w in ipairs(redis.call('ZRANGE', line_of(KEYS[3], u.name), 0, -1)) do
+      if not redis.call('ZSCORE', KEYS[3], w) then
+        redis.call('ZREM', line_of(KEYS[3], u.name), w)
+        count = count + 1
+      end
+    end
+  end
+end
+if count > 0 then wake_for_free(KEYS[3], KEYS[5], ARGV[2], names, h) end
 return count
 """
 )

@@ -209,7 +209,7 @@ class PooledModel:
             while True:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled
-                slot, down_since = pool.try_take(waiter, score, tried, prefix)
+                slot, down_since = pool.try_take(waiter, score, tried, prefix, request.tenant, request.weight)
                 if slot is not None:
                     in_line = False
                     return slot
@@ -233,7 +233,7 @@ class PooledModel:
             if cancel is not None:
                 cancel.attach(None)
             if in_line:
-                pool.forget(waiter)
+                pool.forget(waiter, request.tenant)
 
     def _fallback(
         self, fallbacks: list[str] | None, down_since: float | None, accepted: float, score: float
@@ -255,9 +255,9 @@ class PooledModel:
                 slot = Slot(model, model.servers[0], "")
             else:
                 waiter = uuid.uuid4().hex
-                slot, _ = self._pools(model).try_take(waiter, score)
+                slot, _ = self._pools(model).try_take(waiter, score, tenant=request.tenant, weight=request.weight)
                 if slot is None:
-                    self._pools(model).forget(waiter)  # not to wait in its line
+                    self._pools(model).forget(waiter, request.tenant)  # not to wait in its line
                     continue
             log.warning(
                 "job runs on fallback model %s: %s", model.name,

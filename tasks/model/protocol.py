@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.contract import DEFAULT_PRIORITY, ModelServerError, ModelServerFailed
+from shared.tenants import DEFAULT_TENANT
 from tasks.model.http import Reply
 
 
@@ -68,6 +69,8 @@ class ChatRequest:
     priority: int | None = None  # the job's: 0 (batch) .. 9 (most urgent); None: the default
     accepted_at: float | None = None  # when the API accepted the job (time.time()): its place in line for a slot
     fallbacks: list[str] | None = None  # the models to fall back to (None: its model's; []: none)
+    tenant: str = DEFAULT_TENANT  # whose job it is: its own prefix affinity, its turns for a slot
+    weight: float = 1.0  # its tenant's weight: its share of the turns for a slot while tenants wait
 
 
 @dataclass(frozen=True)

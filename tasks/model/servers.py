@@ -7,7 +7,9 @@ after (`ServerPool.take`, `release`): so a server with a free slot gets the next
 whichever worker holds it, and a slow server, whose slots come back slowly, gets
 fewer. Jobs that find no slot free wait in one line across all workers, the most
 urgent first and then the oldest (`Keys.server_waiting`), and are woken one by one
-as slots come back (a list per waiter: no herd).
+as slots come back (a list per waiter: no herd). Jobs of several tenants take turns
+in it by their tenants' weights, each tenant's own in that order
+(`Keys.server_turns`, SERVER_TAKE).
 
 A server that fails `SERVER_FAILURES` calls in a row, or refuses a connection, is
 *down*: it takes no new jobs (the calls it still runs end as they will: it is
@@ -46,6 +48,7 @@ from shared.contract.scripts import (
     SERVER_TAKE,
 )
 from shared.registry import Model, Server
+from shared.tenants import DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +92,11 @@ class ServerPool:
         self._pool = keys.servers(model.name)
         self._holds = keys.server_holds(model.name)
         self._waiting = keys.server_waiting(model.name)
+        self._tenant_waiting = lambda tenant: keys.server_tenant_waiting(model.name, tenant)
+        self._turns = keys.server_turns(model.name)
         self._beats = keys.server_beats(model.name)
         self._wake = keys.server_wake_prefix(model.name)
-        self._affinity = lambda digest: keys.affinity(model.name, digest)
+        self._affinity = lambda tenant, digest: keys.affinity(model.name, tenant, digest)
         self._spec = ",".join(f"{server.name}={server.slots}" for server in model.servers)
         self._take = client.register_script(SERVER_TAKE)
         self._release = client.register_script(SERVER_RELEASE)
@@ -105,22 +110,30 @@ class ServerPool:
     # -- taking and giving back ------------------------------------------------------
 
     def try_take(
-        self, waiter: str, score: float, exclude: frozenset[str] = frozenset(), prefix: str | None = None
+        self,
+        waiter: str,
+        score: float,
+        exclude: frozenset[str] = frozenset(),
+        prefix: str | None = None,
+        tenant: str = DEFAULT_TENANT,
+        weight: float = 1.0,
     ) -> tuple[Slot | None, float | None]:
         """A slot, or (None, when the model's last healthy server went down, if it did):
-        the job is in line as `waiter` until it takes one or `forget(waiter)`."""
+        the job is in line as `waiter` of `tenant` (its turns by `weight`) until it takes
+        one or `forget(waiter, tenant)`. `prefix`: its prompt prefix's hash, for
+        `tenant`'s prefix affinity."""
         now = _ms()
         hold = uuid.uuid4().hex
         lease = self._config.job_lease * 1000
         use_affinity = prefix is not None and self.model.prefix_affinity
-        affinity_key = self._affinity(prefix) if use_affinity and prefix else self._pool
+        affinity_key = self._affinity(tenant, prefix) if use_affinity and prefix else self._pool
         ttl = self._config.prefix_affinity_ttl if use_affinity else 0
         excluded = "," + ",".join(sorted(exclude)) + "," if exclude else ","
         with self._lock:
             self._held.add(hold)  # renewed from now on, in case the answer is lost on the way back
         try:
             answer = self._take(
-                keys=[self._pool, self._holds, self._waiting, self._beats, affinity_key],
+                keys=[self._pool, self._holds, self._waiting, self._beats, affinity_key, self._turns],
                 args=[
                     now,
                     self._spec,
@@ -133,6 +146,8 @@ class ServerPool:
                     ttl,
                     self._wake,
                     self._worker,
+                    tenant,
+                    weight,
                 ],
             )
         except BaseException:
@@ -159,10 +174,12 @@ class ServerPool:
     def waker(self, waiter: str) -> Waker:
         return Waker(self._redis, self._wake + waiter)
 
-    def forget(self, waiter: str) -> None:
-        """Take `waiter` out of the line (it took a slot elsewhere, was cancelled, gave up)."""
+    def forget(self, waiter: str, tenant: str = DEFAULT_TENANT) -> None:
+        """Take `waiter` of `tenant` out of the line (it took a slot elsewhere, was
+        cancelled, gave up)."""
         pipe = self._redis.pipeline(transaction=False)
         pipe.zrem(self._waiting, waiter)
+        pipe.zrem(self._tenant_waiting(tenant), waiter)
         pipe.hdel(self._beats, waiter)
         pipe.delete(self._wake + waiter)
         pipe.execute()
@@ -173,7 +190,7 @@ class ServerPool:
         with self._lock:
             self._held.discard(slot.hold)
         answer = self._release(
-            keys=[self._pool, self._holds, self._waiting],
+            keys=[self._pool, self._holds, self._waiting, self._turns],
             args=[
                 slot.hold,
                 outcome,
@@ -208,7 +225,7 @@ class ServerPool:
             held = list(self._held)
         if held:
             self._renew(keys=[self._holds], args=[now + self._config.job_lease * 1000, *held])
-        keys = [self._pool, self._holds, self._waiting, self._beats]
+        keys = [self._pool, self._holds, self._waiting, self._beats, self._turns]
         reclaimed = int(self._reclaim(keys=keys, args=[now, self._wake, self._spec]))
         if reclaimed:
             log.warning("%d slot(s) or waiter(s) of model %s came back from workers gone", reclaimed, self.model.name)
@@ -220,7 +237,7 @@ class ServerPool:
                 log.info("model server %s of %s still down: %s", server.name, self.model.name, failure)
                 continue
             args = [server.name, _ms(), self._wake, self._spec]
-            if int(self._recovered(keys=[self._pool, self._waiting], args=args)):
+            if int(self._recovered(keys=[self._pool, self._waiting, self._turns], args=args)):
                 log.warning(
                     "model server %s of %s is up again: it takes jobs", server.name, self.model.name,
                     extra={"server": server.name, "model": self.model.name, "server_state": "up"},
@@ -239,7 +256,7 @@ class ServerPool:
 def prefix_hash(messages: list[dict[str, Any]] | None, min_chars: int) -> str | None:
     """The hash of a conversation's prefix (every message but the last), when it is at
     least `min_chars` long: jobs continuing one conversation, or sharing one long
-    system prompt, share it."""
+    system prompt, share it (its affinity is kept per tenant: `ServerPool.try_take`)."""
     if not messages or len(messages) < 2:
         return None
     prefix = json.dumps(messages[:-1], sort_keys=True, ensure_ascii=False, separators=(",", ":"))

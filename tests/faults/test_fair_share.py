@@ -27,6 +27,7 @@ tenants:
   - name: light
     weight: 1
     keys: ["key-light"]
+    quotas: {max_priority: 9}  # its urgent jobs are urgent
 """
 
 

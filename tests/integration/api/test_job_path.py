@@ -107,7 +107,7 @@ def test_a_tenants_jobs_in_flight_quota_is_given_back_when_its_job_ends(
 
     async def scenario(parts: Services) -> list[str]:
         alpha = parts.guard.tenants.named["alpha"]
-        assert alpha.quotas == Quotas(jobs_in_flight=1)
+        assert alpha.quotas == Quotas(jobs_in_flight=1, max_priority=5)  # TENANT_MAX_PRIORITY by default
         first, job = parts.routing.route(TaskName.GENERATE, "q1", {"meta": {}, "content": "one"}, alpha)
         await parts.runner.submit(first, job)
         second, job2 = parts.routing.route(TaskName.GENERATE, "q2", {"meta": {}, "content": "two"}, alpha)

@@ -416,3 +416,83 @@ def test_a_job_waiting_without_the_server_it_failed_on_takes_it_when_it_is_the_o
         assert other.result(timeout=20).served_by == ("m", names["two"])
         answer = job.result(timeout=20)
     assert answer.content == "echo: the job" and answer.served_by == ("m", names["two"])
+
+
+def test_tenants_waiting_for_a_slot_take_turns_by_weight_each_in_its_own_order(servers: Any, workers: Any) -> None:
+    only = servers()
+    worker = workers([{"name": "m", "servers": [{"url": only.url, "slots": 1}], "fallbacks": []},
+                      {"name": "spare", "url": only.url}])  # fmt: skip
+    pool = worker.pool(worker.registry.by_name("m"))
+    usual = 4e13  # priority 5's place in line: (9 - 5) * 1e13 ms, then the time accepted
+    held = pool.try_take("holder", usual)[0]
+    assert held is not None
+    # alpha's backlog of six came first, beta's two after; alpha weighs 3, beta 1.
+    line = {f"alpha-{n}": ("alpha", 3.0, usual + n) for n in range(6)}
+    line |= {f"beta-{n}": ("beta", 1.0, usual + 100 + n) for n in range(2)}
+    line["alpha-urgent"] = ("alpha", 3.0, usual - 3e13 + 50)  # priority 8, accepted after the others
+    for waiter, (tenant, weight, score) in line.items():
+        assert pool.try_take(waiter, score, tenant=tenant, weight=weight)[0] is None
+    order = []
+    while line:
+        pool.release(held, "ok", seconds=0.01)
+        # The slot is the first in line's: each waiter asks, one gets it.
+        taken = {}
+        for waiter, (tenant, weight, score) in line.items():
+            slot = pool.try_take(waiter, score, tenant=tenant, weight=weight)[0]
+            if slot is not None:
+                taken[waiter] = slot
+        assert len(taken) == 1, taken
+        ((waiter, held),) = taken.items()
+        order.append(waiter)
+        del line[waiter]
+    # Priority first (the urgent job takes one of alpha's turns); then alpha's three turns
+    # for beta's one, beta's first job not behind alpha's whole backlog; each tenant's own
+    # jobs in the order they were accepted.
+    assert order == ["alpha-urgent", "beta-0", "alpha-0", "alpha-1", "alpha-2", "beta-1", "alpha-3", "alpha-4",
+                     "alpha-5"]  # fmt: skip
+    assert pool._redis.zcard(worker.config.keys.server_waiting("m")) == 0
+
+
+def test_a_tenants_waiter_whose_worker_died_leaves_its_tenants_line_too(servers: Any, workers: Any) -> None:
+    only = servers()
+    worker = workers([{"name": "m", "servers": [{"url": only.url, "slots": 1}], "fallbacks": []},
+                      {"name": "spare", "url": only.url}])  # fmt: skip
+    pool = worker.pool(worker.registry.by_name("m"))
+    keys = worker.config.keys
+    held = pool.try_take("holder", 4e13)[0]
+    assert held is not None
+    assert pool.try_take("alpha-gone", 4e13 + 1, tenant="alpha")[0] is None
+    assert pool.try_take("beta-1", 4e13 + 2, tenant="beta")[0] is None
+    pool._redis.hset(keys.server_beats("m"), "alpha-gone", 0)  # its worker stopped looking
+    pool.keep(lambda server: None)
+    assert pool._redis.zrange(keys.server_waiting("m"), 0, -1) == [b"beta-1"]
+    assert pool._redis.zcard(keys.server_tenant_waiting("m", "alpha")) == 0
+    pool.release(held, "ok", seconds=0.01)
+    assert pool.try_take("beta-1", 4e13 + 2, tenant="beta")[0] is not None  # first in line now
+
+
+def test_with_tenants_waiting_a_slow_servers_slot_goes_to_the_last_in_their_line_of_turns(
+    servers: Any, workers: Any
+) -> None:
+    fast, slow = servers(), servers()
+    worker = workers([{"name": "m", "servers": [{"url": fast.url, "slots": 1, "name": "fast"},
+                                                {"url": slow.url, "slots": 1, "name": "slow"}]}])  # fmt: skip
+    pool = worker.pool(worker.registry.by_name("m"))
+    pool._redis.hset(worker.config.keys.servers("m"), mapping={"fast|ewma": 50, "slow|ewma": 500})
+    taken = {
+        slot.server.name: slot for slot in (pool.try_take("holder-1", 0)[0], pool.try_take("holder-2", 0)[0]) if slot
+    }
+    line = {"alpha-0": ("alpha", 1), "alpha-1": ("alpha", 2), "alpha-2": ("alpha", 3), "beta-0": ("beta", 4)}
+    for waiter, (tenant, accepted) in line.items():
+        assert pool.try_take(waiter, accepted, tenant=tenant)[0] is None
+    # In turns: alpha-0, beta-0, alpha-1, alpha-2. The slow server's slot goes to the last
+    # of them, alpha's third job: not beta's one, though it was accepted last.
+    pool.release(taken["slow"], "ok", seconds=0.5)
+    assert pool.try_take("beta-0", 4, tenant="beta")[0] is None
+    got = pool.try_take("alpha-2", 3, tenant="alpha")[0]
+    assert got is not None and got.server.name == "slow"
+    # That was alpha's turn: the fast server's slot is beta's, the first in line now.
+    pool.release(taken["fast"], "ok", seconds=0.05)
+    assert pool.try_take("alpha-0", 1, tenant="alpha")[0] is None
+    got = pool.try_take("beta-0", 4, tenant="beta")[0]
+    assert got is not None and got.server.name == "fast"

@@ -12,7 +12,7 @@ from api.jobs.route import JobRouting
 from shared.config import Config
 from shared.contract import TaskName
 from shared.registry import load_registry
-from shared.tenants import Tenant
+from shared.tenants import Quotas, Tenant
 
 pytestmark = pytest.mark.unit
 
@@ -77,3 +77,20 @@ def test_a_queue_name_names_its_model_unless_meta_model_names_another() -> None:
         jobs.meta_for_queue("llm-large", {"model": "small"})
     with pytest.raises(QueueNotFound):
         jobs.meta_for_queue("no-such-queue", {})
+
+
+def test_a_priority_above_the_tenants_highest_runs_at_its_highest() -> None:
+    capped = Tenant("alpha", quotas=Quotas(max_priority=5))
+    route, job = routing(models=json.dumps(MODELS)).route(
+        TaskName.CHAT, "j1", {"meta": {"model": "small", "priority": 9}, "messages": []}, capped
+    )
+    assert route.priority == 5 and job["meta"]["priority"] == 5
+    # Below it, or none given (the default, 5), as asked; a lower highest lowers the default too.
+    route, job = routing().route(TaskName.CHAT, "j2", {"meta": {"priority": 2}, "messages": []}, capped)
+    assert route.priority == 2 and job["meta"]["priority"] == 2
+    low = Tenant("alpha", quotas=Quotas(max_priority=3))
+    route, job = routing().route(TaskName.CHAT, "j3", {"meta": {}, "messages": []}, low)
+    assert route.priority == 3 and job["meta"]["priority"] == 3
+    # A tenant with no highest (a deployment of one tenant) has every priority.
+    route, _ = routing().route(TaskName.CHAT, "j4", {"meta": {"priority": 9}, "messages": []}, ALPHA)
+    assert route.priority == 9

@@ -87,3 +87,20 @@ def test_a_key_of_api_keys_cannot_be_another_tenants(tmp_path: Path) -> None:
     keys_file.write_text("tenants:\n  - name: a\n    keys: [shared]\n")
     with pytest.raises(BadTenants, match="API_KEYS is also tenant 'a'"):
         load_tenants("shared", str(keys_file))
+
+
+def test_each_tenant_of_a_document_has_a_highest_priority_a_plain_list_has_none(tmp_path: Path) -> None:
+    keys_file = tmp_path / "tenants.yaml"
+    keys_file.write_text(
+        "tenants:\n  - name: a\n    keys: [ka]\n  - name: b\n    keys: [kb]\n    quotas: {max_priority: 8}\n"
+    )
+    tenants = load_tenants("env-key", str(keys_file), max_priority=5)
+    assert tenants.by_digest[digest("ka")].quotas.max_priority == 5  # the deployment's (TENANT_MAX_PRIORITY)
+    assert tenants.by_digest[digest("kb")].quotas.max_priority == 8  # its own
+    assert tenants.by_digest[digest("env-key")].quotas.max_priority == 5  # API_KEYS': the default tenant
+    plain = tmp_path / "keys"
+    plain.write_text("key-1\n")
+    assert load_tenants("", str(plain), max_priority=5).by_digest[digest("key-1")].quotas.max_priority is None
+    keys_file.write_text("tenants:\n  - name: a\n    keys: [ka]\n    quotas: {max_priority: 10}\n")
+    with pytest.raises(BadTenants, match=r"tenants\.0\.quotas\.max_priority"):
+        load_tenants("", str(keys_file))
