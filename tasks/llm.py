@@ -169,7 +169,7 @@ def _embed(task: Task, job: Job) -> dict[str, Any]:
     started = time.time()
     worker = current()
     job_id = task.request.id
-    turn = Turn(job.meta.priority, job.accepted_at)
+    turn = Turn(job.meta.priority, job.accepted_at, job.tenant or DEFAULT_TENANT, job.weight or 1.0)
     if job_id is None:  # called directly, not by a worker
         return _embedding_answer(worker.embedder(job.route).embed(inputs, options, job.tenant, turn=turn).embedded)
     with worker.running.running(job_id) as cancel:

@@ -82,7 +82,7 @@ class PooledModel:
         prefix = None
         if not request.raw:
             prefix = prefix_hash(request.messages, self._config.prefix_affinity_chars)
-        turn = Turn(request.priority, request.accepted_at)
+        turn = Turn(request.priority, request.accepted_at, request.tenant, request.weight)
         # Once pieces of a streamed answer were passed on, it is not run again (they would be sent twice).
         completion, slot, waited = self._on_servers(call, turn, request.fallbacks, cancel, prefix, lambda: not relayed)
         completion.served_by = (slot.model.name, slot.server.name)
@@ -209,7 +209,7 @@ class PooledModel:
             while True:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled
-                slot, down_since = pool.try_take(waiter, score, tried, prefix, request.tenant, request.weight)
+                slot, down_since = pool.try_take(waiter, score, tried, prefix, turn.tenant, turn.weight)
                 if slot is not None:
                     in_line = False
                     return slot
@@ -219,7 +219,7 @@ class PooledModel:
                         f"no server of model {self.model.name} took the job within its deadline"
                         f" ({self._config.llm_deadline:g}s)"
                     )
-                fallback = self._fallback(fallbacks, down_since, accepted, score)
+                fallback = self._fallback(fallbacks, down_since, accepted, score, turn)
                 if fallback is not None:
                     return fallback
                 if tried and not pool.healthy_besides(tried):
@@ -233,10 +233,10 @@ class PooledModel:
             if cancel is not None:
                 cancel.attach(None)
             if in_line:
-                pool.forget(waiter, request.tenant)
+                pool.forget(waiter, turn.tenant)
 
     def _fallback(
-        self, fallbacks: list[str] | None, down_since: float | None, accepted: float, score: float
+        self, fallbacks: list[str] | None, down_since: float | None, accepted: float, score: float, turn: Turn
     ) -> Slot | None:
         names = self.model.fallbacks if fallbacks is None else tuple(fallbacks)
         if not names:
@@ -255,9 +255,9 @@ class PooledModel:
                 slot = Slot(model, model.servers[0], "")
             else:
                 waiter = uuid.uuid4().hex
-                slot, _ = self._pools(model).try_take(waiter, score, tenant=request.tenant, weight=request.weight)
+                slot, _ = self._pools(model).try_take(waiter, score, tenant=turn.tenant, weight=turn.weight)
                 if slot is None:
-                    self._pools(model).forget(waiter, request.tenant)  # not to wait in its line
+                    self._pools(model).forget(waiter, turn.tenant)  # not to wait in its line
                     continue
             log.warning(
                 "job runs on fallback model %s: %s", model.name,

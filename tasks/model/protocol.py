@@ -76,17 +76,23 @@ class ChatRequest:
 @dataclass(frozen=True)
 class Turn:
     """A call's place in line for a server's slot (tasks/model/pooled.py): its job's
-    priority (None: the default), and the time (the API's clock) it was accepted. A
-    call of several jobs takes the most urgent one's priority and the oldest's time."""
+    priority (None: the default), the time (the API's clock) it was accepted, and whose
+    it is (its tenant and the tenant's weight: the line takes tenants in turns). A call
+    of several jobs (all of one tenant) takes the most urgent one's priority and the
+    oldest's time."""
 
     priority: int | None = None
     accepted_at: float | None = None
+    tenant: str = DEFAULT_TENANT
+    weight: float = 1.0
 
     def with_job(self, other: Turn) -> Turn:
-        """The place of a call that also carries a job of place `other`."""
+        """The place of a call that also carries a job of place `other` (of the same tenant)."""
         priorities = [p for p in (self.priority, other.priority) if p is not None]
         accepted = [a for a in (self.accepted_at, other.accepted_at) if a is not None]
-        return Turn(max(priorities) if priorities else None, min(accepted) if accepted else None)
+        return Turn(
+            max(priorities) if priorities else None, min(accepted) if accepted else None, self.tenant, self.weight
+        )
 
 
 def server_priority(priority: int | None) -> int:
