@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -125,6 +125,7 @@ class JobRunner:
         *,
         resend: bool = False,
         count_timeout: bool = True,
+        queued: Callable[[], Awaitable[None]] | None = None,
     ) -> dict[str, Any]:
         """Queue the job (once per key) and return its result within `wait` seconds, or raise.
 
@@ -132,12 +133,14 @@ class JobRunner:
         batch's line driven again after the process that queued it died: its message may
         never have been sent; a second message of a job is harmless, tasks/running.py).
         Without `count_timeout`, a wait that ends before the job is not counted in the
-        metrics as a failure (a batch's line, awaited a while at a time)."""
+        metrics as a failure (a batch's line, awaited a while at a time). `queued` is
+        awaited once the job is queued (or found queued before), before its result is:
+        what a request keeps beside its job, kept only for a job accepted."""
         started = time.monotonic()
         self._metrics.in_flight.inc()
         self._awaiting += 1
         try:
-            answer = await self._run(route, job, wait, resend)
+            answer = await self._run(route, job, wait, resend, queued)
         except GatewayError as exc:
             if count_timeout or not isinstance(exc, JobTimedOut):
                 self._metrics.observe_failure(route.label, route.tenant.name, cause(exc))
@@ -150,12 +153,21 @@ class JobRunner:
         server_timing.answered(route.label, answer.get("timing"), answer.get("served_model"))
         return answer
 
-    async def _run(self, route: JobRoute, job: dict[str, Any], wait: float, resend: bool) -> dict[str, Any]:
+    async def _run(
+        self,
+        route: JobRoute,
+        job: dict[str, Any],
+        wait: float,
+        resend: bool,
+        queued: Callable[[], Awaitable[None]] | None,
+    ) -> dict[str, Any]:
         async with self._waiter.expect(route.key) as result:
             if resend:
                 self._maybe_unqueued.add(route.key)
             if not await self._claim_and_queue(route, job, awaited=True):
                 await self._waiter.follow(route.key)
+            if queued is not None:
+                await queued()
             try:
                 with tracing.span("await result", attributes={"llm.job_id": route.key}):
                     meta = await asyncio.wait_for(asyncio.shield(result), wait)
