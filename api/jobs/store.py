@@ -137,7 +137,8 @@ class JobStore:
         """Cancel the job: "cancelled", or "finished" (it has a result) or "unknown"."""
         config = self._config
         now = time.time()
-        keys = [config.keys.job(job_id), config.keys.queued, config.keys.result(job_id), config.keys.cancel]
+        keys = [config.keys.job(job_id), config.keys.queued, config.keys.result(job_id), config.keys.cancel,
+                config.keys.in_flight(tenant_of(job_id))]  # fmt: skip
         args = [repr(now), config.job_ttl, job_id, cancelled_result(job_id, now), config.result_ttl]
         try:
             answer = await self._cancel(keys=keys, args=args)

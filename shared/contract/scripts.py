@@ -78,14 +78,16 @@ return 'start'
 # Stores and publishes the result ARGV[1] for ARGV[2] seconds unless a result is
 # stored already; answers 1 when it stored, 0 when it kept the earlier result.
 # The result stored is counted to its tenant (in the same call: a job's first
-# result once, and no round trip more): KEYS[3..5] and ARGV[4..8] when given.
+# result once, and no round trip more): KEYS[3..5] and ARGV[4..8] when given; and
+# the job, ended, leaves its tenant's jobs in flight (KEYS[6], ARGV[9]) when given.
 # KEYS: result, job hash; the day's usage, the tenant's tokens of the minute and of
-# the day. ARGV: result, seconds, the message's reply_to (or ''); the usage fields'
-# prefix ("{tenant}|{model}|"), the count ("jobs" or "failed"), prompt tokens,
-# completion tokens, seconds the usage is kept.
+# the day, its jobs in flight. ARGV: result, seconds, the message's reply_to (or '');
+# the usage fields' prefix ("{tenant}|{model}|"), the count ("jobs" or "failed"),
+# prompt tokens, completion tokens, seconds the usage is kept; the job's id.
 STORE_ONCE = (
     _PUBLISH_RESULT
     + """
+if #KEYS >= 6 then redis.call('ZREM', KEYS[6], ARGV[9]) end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
 publish_result(KEYS[1], KEYS[2], ARGV[1], ARGV[3])
 if #KEYS >= 5 then
@@ -110,9 +112,9 @@ return 1
 # Admits a tenant's job under its quotas, before its claim: refused ({quota, n})
 # when the tokens its jobs used this minute or this UTC day reached a quota, or when
 # it has as many jobs in flight as it may. Its jobs in flight are a sorted set of
-# the ids admitted; one whose result is stored (answered, failed, cancelled), or older
-# than a job's TTL, is no longer in flight, and is dropped when the set is full (so
-# nothing need take a job out as it ends). A quota of 0 is none.
+# the ids admitted; a job leaves it as it ends (STORE_ONCE, CANCEL); one whose result
+# is stored, or older than a job's TTL, is dropped too when the set is full (a job
+# that ended before its tenant's set was written so). A quota of 0 is none.
 # KEYS: in-flight set, tokens of the minute, tokens of the day.
 # ARGV: job id, now, jobs in flight, tokens per minute, tokens per day, the result
 #       keys' prefix (`Keys.result` of ''), job TTL.
@@ -144,9 +146,10 @@ return false
 # Cancels a job unless it has a result already: marks it, takes it out of the
 # queued set, stores and publishes its cancelled result (waiting requests get their
 # answer at once), and names it on the cancel channel (so a worker running it
-# stops). Answers "unknown", "finished" or "cancelled".
-# KEYS: job hash, queued set, result, cancel channel. ARGV: now, job TTL, job id,
-# the cancelled result, result TTL.
+# stops); the job leaves its tenant's jobs in flight. Answers "unknown", "finished"
+# or "cancelled".
+# KEYS: job hash, queued set, result, cancel channel, the tenant's jobs in flight.
+# ARGV: now, job TTL, job id, the cancelled result, result TTL.
 CANCEL = (
     _PUBLISH_RESULT
     + """
@@ -155,6 +158,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown' end
 redis.call('HSET', KEYS[1], 'cancelled_at', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[3])
+if KEYS[5] then redis.call('ZREM', KEYS[5], ARGV[3]) end
 redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5])
 publish_result(KEYS[3], KEYS[1], ARGV[4], '')
 redis.call('PUBLISH', KEYS[4], ARGV[3])
