@@ -14,6 +14,7 @@ one per line (``#`` comments), all of the default tenant, or a YAML (or JSON) do
           tokens_per_minute: 200000  # prompt and completion tokens, as the model server counted
           tokens_per_day: 5000000    # a UTC day
           jobs_in_flight: 100        # accepted and not yet answered
+          streams_in_flight: 100     # streams read at once (STREAMS_IN_FLIGHT when not given)
 
 Keys of ``API_KEYS`` belong to the tenant ``default`` (weight 1, ``RATE_LIMIT_PER_MINUTE``
 its requests per minute). A tenant is named on its jobs, log lines, metrics and job
@@ -63,6 +64,7 @@ class Quotas(BaseModel):
     tokens_per_minute: int | None = Field(None, ge=1)
     tokens_per_day: int | None = Field(None, ge=1)
     jobs_in_flight: int | None = Field(None, ge=1, le=100_000)
+    streams_in_flight: int | None = Field(None, ge=1, le=100_000)  # None: the deployment's STREAMS_IN_FLIGHT
 
 
 class _TenantEntry(BaseModel):

@@ -144,10 +144,11 @@ class Responses:
         record, status = await self._found(key, response_id)
         if not stream:
             return self._object(record, status)
-        # Followed as its owner's job (an admin may read another tenant's), never queued again.
+        # Followed as its owner's job (an admin may read another tenant's), never queued
+        # again; a reader that leaves does not cancel it (not the response's own request).
         owner = self._tenants.get(record["tenant"])
         route, _ = self._routing.route(TaskName.CHAT, response_id, {"meta": {"model": record["model"]}}, owner)
-        events = await open_stream(self._runner, route, None)
+        events = await open_stream(self._runner, route, None, leaving_cancels=False)
         return self._streamed(route, record, events, starting_after, forget=False)
 
     def _object(self, record: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Every Lua script the gateway runs on Redis, beside the keys they touch (keys.py).
 
 Each names its KEYS and ARGV in a comment. The job's own: CLAIM, MARK_STARTED,
-STORE_ONCE, CANCEL; the tenants': ADMIT (quotas), RATE_COUNT (rate limits); the locks
+STORE_ONCE, CANCEL; the tenants': ADMIT (quotas), STREAM_JOIN (streams read), RATE_COUNT (rate limits); the locks
 one process holds at a time: FAIR_LOCK_RENEW (a busy model's dispatcher),
 BATCH_LOCK_RENEW and BATCH_LOCK_RELEASE (the process driving a batch); the slots of
 a model's servers (tasks/model/servers.py): SERVER_TAKE, SERVER_RELEASE, SERVER_PROBES,
@@ -31,8 +31,10 @@ end
 # {'full', n} when n jobs wait to start already (ARGV[6], MAX_QUEUED_JOBS): the
 # claim is refused. Entries older than a claim's TTL are dropped from the count.
 # ARGV[7], when not empty, is the channel the job's result is also published on.
-# ARGV[8], when given and not empty, is the tenant it is run for; ARGV[9] its model's queue.
-# KEYS: job hash, queued set. ARGV: fingerprint, task, now, job TTL, job id, max queued, reply_to, tenant, queue.
+# ARGV[8], when given and not empty, is the tenant it is run for; ARGV[9] its model's queue;
+# ARGV[10], when '1', marks it queued in the background (no request awaits it).
+# KEYS: job hash, queued set. ARGV: fingerprint, task, now, job TTL, job id, max queued, reply_to, tenant, queue,
+# background.
 CLAIM = """
 local existing = redis.call('HGET', KEYS[1], 'fingerprint')
 if existing then return existing end
@@ -43,6 +45,7 @@ redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'task', ARGV[2], 'accepted_a
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'reply_to', ARGV[7]) end
 if ARGV[8] and ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'tenant', ARGV[8]) end
 if ARGV[9] and ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'queue', ARGV[9]) end
+if ARGV[10] == '1' then redis.call('HSET', KEYS[1], 'background', '1') end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -141,6 +144,27 @@ end
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[7])
 return false
+"""
+
+# A client begins reading a job's stream: refused (the count) when its tenant reads
+# as many streams as it may already, else one reader more of the job (-1). The
+# tenant's streams are a sorted set of readers' tokens by when they lapse (an API
+# process renews its own: those of a process gone lapse); with no limit, only the
+# job's readers are counted.
+# KEYS: the tenant's streams, the job's readers. ARGV: token, now ms, lapses at ms,
+# limit (0: none), the readers count's TTL.
+STREAM_JOIN = """
+local limit = tonumber(ARGV[4])
+if limit > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+  local reading = redis.call('ZCARD', KEYS[1])
+  if reading >= limit then return reading end
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+  redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+end
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+return -1
 """
 
 # Cancels a job unless it has a result already: marks it, takes it out of the
