@@ -107,7 +107,12 @@ class JobRunner:
                 return
         if await self._store.background(key):
             return
-        if await self.cancel(key) == "cancelled":
+        try:
+            cancelled = await self.cancel(key) == "cancelled"
+        except GatewayError as exc:  # Redis away: the job runs on, as if a reader had stayed
+            log.warning("job %s not cancelled after its stream's reader left: %s", key, exc)
+            return
+        if cancelled:
             log.info("job %s cancelled: its stream's reader left and did not come back", key)
 
     def _leave_later(self, route: JobRoute, token: str, cancels: bool) -> None:

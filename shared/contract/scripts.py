@@ -190,6 +190,28 @@ return 'cancelled'
 """
 )
 
+# Adds a streamed job's pieces to its stream (tasks/relay.py), all or none, unless
+# they are there already: a try whose answer was lost on the way back (Redis away) is
+# made again, and must not add them twice. Answers 1 (added), 0 (there already) or -1
+# (the stream is not as the relay left it: Redis lost it; nothing added).
+# KEYS: the stream. ARGV: its TTL, how many entries it holds before these, then each
+# entry as a JSON object of its fields.
+RELAY_ADD = """
+local held, before = redis.call('XLEN', KEYS[1]), tonumber(ARGV[2])
+if held == before + #ARGV - 2 and held > before then return 0 end
+if held ~= before then return -1 end
+for i = 3, #ARGV do
+  local fields = {}
+  for name, value in pairs(cjson.decode(ARGV[i])) do
+    table.insert(fields, name)
+    table.insert(fields, tostring(value))
+  end
+  redis.call('XADD', KEYS[1], '*', unpack(fields))
+end
+if before == 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return 1
+"""
+
 # The tenants' rate limits: counts a request in its key's window; answers the count so far.
 # KEYS: the window's counter. ARGV: the window's seconds.
 RATE_COUNT = """

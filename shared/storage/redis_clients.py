@@ -19,7 +19,9 @@ connections Redis holds), or failing.
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import redis
@@ -40,6 +42,28 @@ WAIT_MS = 1000  # how long a write waits for its replicas before it counts anywa
 MAX_CONNECTIONS = 64  # a pool's connections, unless its maker says
 API_COMMANDS = 32  # the API's command pool
 STREAM_READERS = 32  # the API's pool of blocking reads of answers' streams
+
+
+# What a Redis that is away (restarting, failing over) raises.
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+PATIENT_DELAYS = (0.05, 0.1, 0.25, 0.5, 1.0, 1.0, 2.0)
+
+T = TypeVar("T")
+
+
+def patiently(call: Callable[[], T], seconds: float, sleep: Callable[[float], None] = time.sleep) -> T:
+    """`call()`, made again while Redis cannot be reached, for up to `seconds` (a blocking
+    client's bookkeeping waits out a restart); then its last error is raised."""
+    give_up_at = time.monotonic() + seconds
+    for attempt in range(1_000_000):
+        try:
+            return call()
+        except UNREACHABLE:
+            delay = PATIENT_DELAYS[min(attempt, len(PATIENT_DELAYS) - 1)]
+            if time.monotonic() + delay > give_up_at:
+                raise
+            sleep(delay)
+    raise AssertionError("unreachable")
 
 
 class _BlockingSentinelPool(AsyncSentinelPool, aioredis.BlockingConnectionPool):
