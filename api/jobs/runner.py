@@ -255,7 +255,10 @@ class JobRunner:
                     if awaiting is not None:
                         awaiting.end()
         finally:
-            self._leave_later(route, token, leaving_cancels and reading and not finished)
+            if reading:
+                self._leave_later(route, token, leaving_cancels and not finished)
+            else:  # refused (or gone) before its job was queued: nothing of it stays
+                await self._admission.leave_stream(route, token)
 
     def _stream_ended(self, route: JobRoute, answer: dict[str, Any]) -> None:
         # A stream's parts are counted as it ends: its headers left before they were known.

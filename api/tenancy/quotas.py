@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from api.errors import ResultStoreUnavailable, TooManyRequests
 from api.observability.metrics import Metrics
 from shared.config import Config
-from shared.contract import ADMIT, STREAM_JOIN
+from shared.contract import ADMIT, STREAM_JOIN, STREAM_LEAVE
 from shared.tenants import Tenant
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class Quotas:
         self._metrics = metrics
         self._admit = store.register_script(ADMIT)
         self._join = store.register_script(STREAM_JOIN)
+        self._leave = store.register_script(STREAM_LEAVE)
         self._reading: dict[str, str] = {}  # this process's readers: token -> tenant
 
     @staticmethod
@@ -129,9 +130,7 @@ class Quotas:
         keys = self._config.keys
         self._reading.pop(token, None)
         try:
-            async with self._store.pipeline(transaction=False) as pipe:
-                pipe.zrem(keys.streams(tenant.name), token).decr(keys.stream_readers(job_key))
-                _, left = await pipe.execute()
+            left = await self._leave(keys=[keys.streams(tenant.name), keys.stream_readers(job_key)], args=[token])
         except (RedisError, OSError) as exc:
             # Its place lapses by itself (STREAM_LAPSE), as this process no longer renews it.
             log.warning("could not count a reader of job %s out: %s", job_key, exc)

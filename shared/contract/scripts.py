@@ -1,7 +1,8 @@
 """Every Lua script the gateway runs on Redis, beside the keys they touch (keys.py).
 
 Each names its KEYS and ARGV in a comment. The job's own: CLAIM, MARK_STARTED,
-STORE_ONCE, CANCEL; the tenants': ADMIT (quotas), STREAM_JOIN (streams read), RATE_COUNT (rate limits); the locks
+STORE_ONCE, CANCEL; the tenants': ADMIT (quotas), STREAM_JOIN and STREAM_LEAVE (streams read),
+RATE_COUNT (rate limits); RELAY_ADD (a streamed job's pieces); the locks
 one process holds at a time: FAIR_LOCK_RENEW (a busy model's dispatcher),
 BATCH_LOCK_RENEW and BATCH_LOCK_RELEASE (the process driving a batch); the slots of
 a model's servers (tasks/model/servers.py): SERVER_TAKE, SERVER_RELEASE, SERVER_PROBES,
@@ -165,6 +166,17 @@ end
 redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 return -1
+"""
+
+# A client stopped reading a job's stream: its place among its tenant's streams is
+# free, and the job has one reader fewer; a count down to none is removed (a stream
+# refused, or read to its end, leaves nothing). Answers how many still read it.
+# KEYS: the tenant's streams, the job's readers. ARGV: the reader's token.
+STREAM_LEAVE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+local left = redis.call('DECR', KEYS[2])
+if left <= 0 then redis.call('DEL', KEYS[2]) end
+return left
 """
 
 # Cancels a job unless it has a result already: marks it, takes it out of the
