@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 WAIT_MS = 1000  # how long a write waits for its replicas before it counts anyway
 MAX_CONNECTIONS = 64  # a pool's connections, unless its maker says
 API_COMMANDS = 32  # the API's command pool
-STREAM_READERS = 32  # the API's pool of blocking reads of answers' streams
+STREAM_READERS = 64  # the API's pool of blocking reads of answers' streams
 
 
 # What a Redis that is away (restarting, failing over) raises.

@@ -27,7 +27,7 @@ tenants:
     keys: ["key-alpha"]
   - name: beta
     keys: ["key-beta"]
-    quotas: {streams_in_flight: 40}
+    quotas: {streams_in_flight: 100}
 """
 READERS = 150
 
@@ -109,11 +109,15 @@ def test_hostile_tenant_beside_normal_reads_its_streams_within_its_quota_on_boun
                 seen["stream"] = await client.post(
                     url, json={"input": "alpha streams", "stream": True}, headers=auth("key-alpha")
                 )
+                # ... while beta's readers all still wait on its response, which still runs.
+                status = await client.get(f"{url}/{made.json()['id']}", headers=auth("key-beta"))
+                seen["beta"] = status.json()["status"]
                 release.set()
                 await asyncio.gather(*readers)
 
         asyncio.run(scenario())
-        assert sorted(opened).count(200) == 40 and len(refused) == READERS - 40, sorted(set(opened))
+        assert seen["beta"] == "in_progress"
+        assert sorted(opened).count(200) == 100 and len(refused) == READERS - 100, sorted(set(opened))
         assert all("quota streams_in_flight" in text and "'beta'" in text for text in refused)
         # The readers' pool and the commands' (and the waiter's one connection, the
         # fair-share dispatcher's): not one more per reader.
