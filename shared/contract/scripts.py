@@ -202,17 +202,17 @@ return 'cancelled'
 """
 )
 
-# Adds a streamed job's pieces to its stream (tasks/relay.py), all or none, unless
-# they are there already: a try whose answer was lost on the way back (Redis away) is
-# made again, and must not add them twice. Answers 1 (added), 0 (there already) or -1
-# (the stream is not as the relay left it: Redis lost it; nothing added).
-# KEYS: the stream. ARGV: its TTL, how many entries it holds before these, then each
+# Adds a streamed job's pieces to its stream (tasks/relay.py), all at once, each once:
+# a try whose answer was lost on the way back (Redis away) is made again with the
+# pieces since, and those the lost try added are not added again. Answers 1, or -1
+# when the stream is not as the relay left it (Redis lost it): nothing added.
+# KEYS: the stream. ARGV: its TTL, how many entries it held before these, then each
 # entry as a JSON object of its fields.
 RELAY_ADD = """
-local held, before = redis.call('XLEN', KEYS[1]), tonumber(ARGV[2])
-if held == before + #ARGV - 2 and held > before then return 0 end
-if held ~= before then return -1 end
-for i = 3, #ARGV do
+local before = tonumber(ARGV[2])
+local added = redis.call('XLEN', KEYS[1]) - before
+if added < 0 or added > #ARGV - 2 then return -1 end
+for i = 3 + added, #ARGV do
   local fields = {}
   for name, value in pairs(cjson.decode(ARGV[i])) do
     table.insert(fields, name)
