@@ -83,7 +83,7 @@ class Services:
         waiter = ResultWaiter(config, redis)
         events = WebhookEvents(config, queue)
         routing = JobRouting(config, registry)
-        quotas = Quotas(config, redis, metrics)
+        quotas = Quotas(config, redis, metrics, shared=len(guard.tenants.named) > 1)
         admission = Admission(config, store, quotas)
         published, requeues = Published(), Requeues(metrics)
         runner = JobRunner(

@@ -110,8 +110,8 @@ class Config(BaseSettings):
     streams_in_flight: int = Field(
         100,
         ge=0,
-        description="streams a tenant may read at once, across API processes, unless its own quota"
-        " (streams_in_flight) says otherwise; past it, 429. 0: no limit",
+        description="with several tenants, the streams one may read at once, across API processes, unless"
+        " its own quota (streams_in_flight) says otherwise; past it, 429. 0: no limit",
     )
     worker_concurrency: int = Field(64, ge=1)
     broker_connect_timeout: float = Field(3.0, gt=0)

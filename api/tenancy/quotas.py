@@ -39,8 +39,11 @@ STREAM_RENEW = 20.0
 class Quotas:
     """Admits a tenant's jobs under its quotas; one per API process."""
 
-    def __init__(self, config: Config, store: aioredis.Redis, metrics: Metrics) -> None:
+    def __init__(self, config: Config, store: aioredis.Redis, metrics: Metrics, shared: bool = True) -> None:
+        """`shared`: several tenants share the gateway (the deployment's STREAMS_IN_FLIGHT
+        is then every tenant's unless its own says; alone, a tenant has only its own)."""
         self._config = config
+        self._shared = shared
         self._store = store
         self._metrics = metrics
         self._admit = store.register_script(ADMIT)
@@ -101,7 +104,7 @@ class Quotas:
 
     def streams_limit(self, tenant: Tenant) -> int:
         """How many streams the tenant's clients may read at once (0: no limit)."""
-        return tenant.quotas.streams_in_flight or self._config.streams_in_flight
+        return tenant.quotas.streams_in_flight or (self._config.streams_in_flight if self._shared else 0)
 
     async def join_stream(self, tenant: Tenant, job_key: str) -> str:
         """One more of the tenant's clients reads the job's stream, or it is refused (429
