@@ -64,6 +64,7 @@ class Services:
     scaling: Scaling  # the signals to scale workers on
     scrape: Scrape  # what /metrics reads
     readiness: Readiness  # what /ready answers, checked in the background
+    quotas: Quotas  # tenants' quotas (its streams' places renewed while they are read)
 
     @classmethod
     def build(cls, config: Config) -> Services:
@@ -72,11 +73,11 @@ class Services:
         tracing.setup(config, "llm-api")
         metrics = Metrics()
         redis = redis_clients.api_client(config)
-        stream_reader = redis_clients.async_client(config, socket_connect_timeout=config.redis_connect_timeout)
+        stream_reader = redis_clients.stream_reader_client(config)
         guard = Guard(config, redis)
         for tenant in guard.tenants.named.values():  # each tenant's refusals, from 0
             if Quotas.applies(tenant):
-                for quota in ("tokens_per_minute", "tokens_per_day", "jobs_in_flight"):
+                for quota in ("tokens_per_minute", "tokens_per_day", "jobs_in_flight", "streams_in_flight"):
                     metrics.quota_refusals.labels(tenant.name, quota)
         fair = FairShare(config, guard.tenants, registry.queues, redis)
         queue = JobQueue(config, fair.tenant_queues)
@@ -84,7 +85,8 @@ class Services:
         waiter = ResultWaiter(config, redis)
         events = WebhookEvents(config, queue)
         routing = JobRouting(config, registry)
-        admission = Admission(config, store, Quotas(config, redis, metrics))
+        quotas = Quotas(config, redis, metrics, shared=len(guard.tenants.named) > 1)
+        admission = Admission(config, store, quotas)
         published, requeues = Published(), Requeues(metrics)
         runner = JobRunner(
             config, admission, store, queue, waiter, fair, metrics, published, requeues, stream_reader,
@@ -104,7 +106,7 @@ class Services:
         readiness = Readiness(redis, queue, registry)
         return cls(
             config, registry, metrics, redis, stream_reader, queue, store, waiter, routing, runner, lost, guard,
-            models, files, batches, keeper, events, fair, scaling, scrape, readiness,
+            models, files, batches, keeper, events, fair, scaling, scrape, readiness, quotas,
         )  # fmt: skip
 
     @asynccontextmanager
@@ -117,6 +119,7 @@ class Services:
             asyncio.create_task(self.lost.run(), name="lost jobs"),  # on a Redis broker
             asyncio.create_task(self.keeper.run_forever(), name="batch keeper"),
             asyncio.create_task(self.fair.run(self.queue.celery), name="fair share"),
+            asyncio.create_task(self.quotas.keep_streams(), name="streams' places"),
         ]
         try:
             yield self

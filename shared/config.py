@@ -107,6 +107,12 @@ class Config(BaseSettings):
     response_ttl: int = Field(
         0, ge=0, description="seconds /v1/responses' responses and conversations are kept; 0: RESULT_TTL's"
     )
+    streams_in_flight: int = Field(
+        100,
+        ge=0,
+        description="with several tenants, the streams one may read at once, across API processes, unless"
+        " its own quota (streams_in_flight) says otherwise; past it, 429. 0: no limit",
+    )
     worker_concurrency: int = Field(64, ge=1)
     broker_connect_timeout: float = Field(3.0, gt=0)
     broker_heartbeat: int = Field(

@@ -15,6 +15,7 @@ one per line (``#`` comments), all of the default tenant, or a YAML (or JSON) do
           tokens_per_day: 5000000    # a UTC day
           jobs_in_flight: 100        # accepted and not yet answered
           max_priority: 7            # its jobs' highest priority (TENANT_MAX_PRIORITY by default)
+          streams_in_flight: 100     # streams read at once (STREAMS_IN_FLIGHT when not given)
 
 Keys of ``API_KEYS`` belong to the tenant ``default`` (weight 1, ``RATE_LIMIT_PER_MINUTE``
 its requests per minute). With a document of tenants, a tenant's jobs ask for a priority
@@ -68,6 +69,7 @@ class Quotas(BaseModel):
     jobs_in_flight: int | None = Field(None, ge=1, le=100_000)
     # The highest priority its jobs run at (0 .. 9): one asking for more runs at it.
     max_priority: int | None = Field(None, ge=0, le=9)
+    streams_in_flight: int | None = Field(None, ge=1, le=100_000)  # None: the deployment's STREAMS_IN_FLIGHT
 
 
 class _TenantEntry(BaseModel):

@@ -22,7 +22,7 @@ from kombu.utils.encoding import bytes_to_str
 from shared.contract import STORE_ONCE, Keys
 from shared.storage import redis_clients
 from shared.telemetry import tracing
-from shared.tenants import DEFAULT_TENANT
+from shared.tenants import DEFAULT_TENANT, tenant_of
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class ResultStore(RedisBackend):
         keys = [self.get_key_for_task(task_id), job_key]
         args: list[Any] = [self.encode(meta), int(expires), reply_to]
         if state in (states.SUCCESS, states.FAILURE):
-            self._account(job_of(request), state, result, keys, args)
+            self._account(meta["task_id"], job_of(request), state, result, keys, args)
         with tracing.span("store result", attributes={"llm.job_id": meta["task_id"], "llm.state": state}):
             self.ensure(self._store, (keys, args))
         return result
@@ -76,11 +76,14 @@ class ResultStore(RedisBackend):
             log.warning("result of a job on %s of %s replicas: a failover now may lose it", acks, self._replica_acks)
         return stored
 
-    def _account(self, job: dict[str, Any], state: str, result: Any, keys: list[str], args: list[Any]) -> None:
+    def _account(
+        self, key: str, job: dict[str, Any], state: str, result: Any, keys: list[str], args: list[Any]
+    ) -> None:
         """Count a job's result to its tenant, as STORE_ONCE stores it (the first only):
         the job and its tokens, as the model server reported them, in the day's usage
         (per tenant and model) and in the tenant's tokens of the minute and of the day
-        (its quotas, api/tenancy/quotas.py)."""
+        (its quotas, api/tenancy/quotas.py); and the job, ended, leaves its tenant's jobs
+        in flight (whatever is deleted of it later: its place is free now)."""
         if not job or "meta" not in job:  # not a model's job (a webhook delivery, llm.models)
             return
         tenant = job.get("tenant") if isinstance(job.get("tenant"), str) else DEFAULT_TENANT
@@ -99,6 +102,9 @@ class ResultStore(RedisBackend):
             f"{tenant}|{model}|", "jobs" if state == states.SUCCESS else "failed",
             _count(usage, "prompt_tokens"), _count(usage, "completion_tokens"), self.usage_days * 86_400,
         ]  # fmt: skip
+        # The set the API admitted it to (api/tenancy/quotas.py): its key's tenant's.
+        keys.append(self._keys.in_flight(tenant_of(key)))
+        args.append(key)
 
 
 def _count(usage: Any, name: str) -> int:

@@ -4,8 +4,10 @@ Every event has an id (SSE ``id:``): its place in the stream, from 0. The events
 rendered from the job's Redis stream, which holds every piece from the first, so the
 same events come in the same order to every reader: a client whose connection dropped
 asks again with ``Last-Event-ID`` (or a response's ``starting_after``) and gets each
-later event once. A client that leaves before the end cancels its job after
-STREAM_LEAVE_GRACE seconds, unless it (or another) reads the stream again by then.
+later event once; one that had every event gets the last again, so that its stream
+ends as every stream does. A foreground stream's own request that leaves before the
+end cancels its job after STREAM_LEAVE_GRACE seconds, unless it (or another) reads
+the stream again by then; a reader of a job queued in the background never does.
 """
 
 from __future__ import annotations
@@ -44,10 +46,14 @@ def last_event_id(value: str | None) -> int | None:
     return seen if seen >= 0 else None
 
 
-async def open_stream(runner: JobRunner, route: JobRoute, job: dict[str, Any] | None) -> AsyncIterator[dict[str, Any]]:
+async def open_stream(
+    runner: JobRunner, route: JobRoute, job: dict[str, Any] | None, leaving_cancels: bool = True
+) -> AsyncIterator[dict[str, Any]]:
     """Queue the job for streaming (None: follow the job queued before); errors up to
-    its acceptance are raised, before any byte is sent (and answered as any error is)."""
-    events = runner.stream(route, job)
+    its acceptance are raised, before any byte is sent (and answered as any error is).
+    Without `leaving_cancels` (a reader that is not the stream's own request), a reader
+    that leaves never cancels the job."""
+    events = runner.stream(route, job, leaving_cancels)
     await anext(events)
     return events
 
@@ -63,21 +69,21 @@ def stream_response(
 ) -> StreamingResponse:
     """The events of the job as an SSE response, each with its id, those up to `after`
     (the last a returning client had) left out; `opening`'s events first. A failure
-    after the first byte is one last event."""
-    key = route.key
+    after the first byte is one last event. A client that had every event (`after` at
+    or past the end) gets the last one again: its stream ends as every stream does."""
 
     async def body() -> AsyncIterator[str]:
-        finished = False
         place = -1
+        last = ""  # the last event, numbered
 
         def numbered(texts: Iterable[str]) -> Iterable[str]:
-            nonlocal place
+            nonlocal place, last
             for text in texts:
                 place += 1
+                last = f"id: {place}\n{text}"
                 if after is None or place > after:
-                    yield f"id: {place}\n{text}"
+                    yield last
 
-        await runner.reader_joined(key)
         try:
             if opening is not None:
                 for text in numbered(opening()):
@@ -85,15 +91,22 @@ def stream_response(
             async for event in events:
                 for text in numbered(render(event)):
                     yield text
-            finished = True
         except GatewayError as exc:
-            finished = True
             for text in numbered([render_error(refusal(exc))]):
                 yield text
         finally:
-            task = asyncio.create_task(runner.reader_left(key, finished))
+            # The reader's place and count are given back as the events end (runner.stream).
+            task = asyncio.create_task(_closed(events))
             _leaving.add(task)
             task.add_done_callback(_leaving.discard)
+        if after is not None and place <= after and last:
+            yield last
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Job-Id": route.job_id}
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+async def _closed(events: AsyncIterator[dict[str, Any]]) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()

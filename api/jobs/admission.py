@@ -28,9 +28,10 @@ class Admission:
         self._store = store
         self._quotas = quotas
 
-    async def admit(self, route: JobRoute, job: dict[str, Any], reply_to: str = "") -> Claim:
+    async def admit(self, route: JobRoute, job: dict[str, Any], reply_to: str = "", background: bool = False) -> Claim:
         """Check the job and claim its key; its result will also be published on
-        `reply_to` (this process's channel) when given."""
+        `reply_to` (this process's channel) when given. A job queued in the `background`
+        is marked so: a reader of its stream that leaves does not cancel it."""
         check_job(self._config, job)
         # What the workers will parse: a job they would refuse is this process's bug (500).
         Job.parse(job)
@@ -38,13 +39,24 @@ class Admission:
         if not route.internal:
             await self._quotas.admit(route.tenant, route.key)
         try:
-            claim = await self._store.claim(route.key, route.task, job, reply_to, route.tenant.name, route.queue)
+            claim = await self._store.claim(
+                route.key, route.task, job, reply_to, route.tenant.name, route.queue, background
+            )
         except QueueFull:
             await self._quotas.release(route.tenant, route.key)
             raise
         if not claim.same:
             raise JobConflict(f"job_id {route.job_id!r} is already used by a job with another body")
         return claim
+
+    async def join_stream(self, route: JobRoute) -> str:
+        """A client begins reading the job's stream, within its tenant's streams_in_flight
+        (429 past it): the reader's token, for `leave_stream`."""
+        return await self._quotas.join_stream(route.tenant, route.key)
+
+    async def leave_stream(self, route: JobRoute, token: str) -> int:
+        """The reader of `token` stopped: how many clients still read the job's stream."""
+        return await self._quotas.leave_stream(route.tenant, route.key, token)
 
     async def release(self, route: JobRoute) -> bool:
         """A job admitted and then not queued: its claim forgotten (so that a retry

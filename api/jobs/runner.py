@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -28,6 +28,7 @@ from api.observability import server_timing
 from api.observability.metrics import Metrics
 from api.tenancy.fair_share import FairShare
 from shared.config import Config
+from shared.storage import redis_clients
 from shared.telemetry import tracing
 from shared.telemetry.logs import current_job
 
@@ -69,6 +70,10 @@ class JobRunner:
         # resend of one is queued again rather than left waiting for a job never queued.
         self._maybe_unqueued = RecentIds(10_000)
         self._awaiting = 0
+        self._leaving: set[asyncio.Task[None]] = set()
+        # Streams' reads take turns for the readers' pool's connections: a reader that
+        # read goes behind those waiting (asyncio's semaphore is first come, first served).
+        self._read_turns = asyncio.Semaphore(redis_clients.STREAM_READERS)
 
     @property
     def awaiting(self) -> int:
@@ -85,24 +90,36 @@ class JobRunner:
         or "unknown"."""
         return await self._store.cancel(key)
 
-    async def reader_joined(self, key: str) -> None:
-        """A client reads the job's stream (`reader_left` when it stops)."""
-        await self._store.reader_joined(key)
-
-    async def reader_left(self, key: str, finished: bool) -> None:
-        """A client stopped reading the job's stream; if it left before the end and no
-        one else reads it, the job is cancelled after STREAM_LEAVE_GRACE seconds unless
-        a client came back for it (Last-Event-ID) in the meantime, on any API process."""
-        left = await self._store.reader_left(key)
-        if finished or left > 0:
+    async def _reader_left(self, route: JobRoute, token: str, cancels: bool) -> None:
+        """A client stopped reading the job's stream. When it `cancels` (a foreground
+        stream's own request, left before the end) and no one else reads the stream, the
+        job is cancelled after STREAM_LEAVE_GRACE seconds unless a client came back for
+        it (Last-Event-ID) in the meantime, on any API process; never a job queued in the
+        background (a background response): it runs until it ends or is cancelled."""
+        left = await self._admission.leave_stream(route, token)
+        if not cancels or left > 0:
             return
+        key = route.key
         grace = self._config.stream_leave_grace
         if grace > 0:
             await asyncio.sleep(grace)
             if await self._store.readers(key) > 0:
                 return
-        if await self.cancel(key) == "cancelled":
+        if await self._store.background(key):
+            return
+        try:
+            cancelled = await self.cancel(key) == "cancelled"
+        except GatewayError as exc:  # Redis away: the job runs on, as if a reader had stayed
+            log.warning("job %s not cancelled after its stream's reader left: %s", key, exc)
+            return
+        if cancelled:
             log.info("job %s cancelled: its stream's reader left and did not come back", key)
+
+    def _leave_later(self, route: JobRoute, token: str, cancels: bool) -> None:
+        # A task of its own: the reader's own task may be cancelled (its client gone).
+        task = asyncio.create_task(self._reader_left(route, token, cancels))
+        self._leaving.add(task)
+        task.add_done_callback(self._leaving.discard)
 
     async def submit(self, route: JobRoute, job: dict[str, Any], notify: bool | None = None) -> None:
         """Queue the job unless its key is taken: by the same job (nothing to do) or
@@ -114,7 +131,7 @@ class JobRunner:
         # On a Redis broker, remembered until it is answered: its message may be lost
         # (api/jobs/recovery.py), and no request awaits it to notice.
         remember = not self._config.uses_rabbitmq
-        if await self._claim_and_queue(route, job, remember=remember) and notify:
+        if await self._claim_and_queue(route, job, remember=remember, background=True) and notify:
             await self._store.mark_notified(route.key)
 
     async def run(
@@ -125,6 +142,7 @@ class JobRunner:
         *,
         resend: bool = False,
         count_timeout: bool = True,
+        queued: Callable[[], Awaitable[None]] | None = None,
     ) -> dict[str, Any]:
         """Queue the job (once per key) and return its result within `wait` seconds, or raise.
 
@@ -132,12 +150,14 @@ class JobRunner:
         batch's line driven again after the process that queued it died: its message may
         never have been sent; a second message of a job is harmless, tasks/running.py).
         Without `count_timeout`, a wait that ends before the job is not counted in the
-        metrics as a failure (a batch's line, awaited a while at a time)."""
+        metrics as a failure (a batch's line, awaited a while at a time). `queued` is
+        awaited once the job is queued (or found queued before), before its result is:
+        what a request keeps beside its job, kept only for a job accepted."""
         started = time.monotonic()
         self._metrics.in_flight.inc()
         self._awaiting += 1
         try:
-            answer = await self._run(route, job, wait, resend)
+            answer = await self._run(route, job, wait, resend, queued)
         except GatewayError as exc:
             if count_timeout or not isinstance(exc, JobTimedOut):
                 self._metrics.observe_failure(route.label, route.tenant.name, cause(exc))
@@ -150,12 +170,21 @@ class JobRunner:
         server_timing.answered(route.label, answer.get("timing"), answer.get("served_model"))
         return answer
 
-    async def _run(self, route: JobRoute, job: dict[str, Any], wait: float, resend: bool) -> dict[str, Any]:
+    async def _run(
+        self,
+        route: JobRoute,
+        job: dict[str, Any],
+        wait: float,
+        resend: bool,
+        queued: Callable[[], Awaitable[None]] | None,
+    ) -> dict[str, Any]:
         async with self._waiter.expect(route.key) as result:
             if resend:
                 self._maybe_unqueued.add(route.key)
             if not await self._claim_and_queue(route, job, awaited=True):
                 await self._waiter.follow(route.key)
+            if queued is not None:
+                await queued()
             try:
                 with tracing.span("await result", attributes={"llm.job_id": route.key}):
                     meta = await asyncio.wait_for(asyncio.shield(result), wait)
@@ -181,34 +210,55 @@ class JobRunner:
         position = status.get("queue_position")
         return f"queued (accepted {status['accepted_at']}{f', position {position}' if position else ''})"
 
-    async def stream(self, route: JobRoute, job: dict[str, Any] | None) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self, route: JobRoute, job: dict[str, Any] | None, leaving_cancels: bool = True
+    ) -> AsyncIterator[dict[str, Any]]:
         """Queue the job (once per key) and yield its answer as it is produced; with no
         `job`, follow the job of `route.key`, queued before, without queuing anything.
 
         Yields ``{"accepted": True}`` once the job is queued (errors before that are
-        raised as usual), then ``{"index", "text"}`` per piece, then ``{"end": result}``.
-        A job that fails raises its failure from the iteration.
+        raised as usual: the tenant's streams_in_flight first, before anything is
+        queued), then ``{"index", "text"}`` per piece, then ``{"end": result}``. A job
+        that fails raises its failure from the iteration. With `leaving_cancels` (a
+        foreground stream's own request), a reader that leaves before the end cancels
+        the job (`_reader_left`).
         """
-        async with self._waiter.expect(route.key) as result:
-            # (On a Redis broker remembered until answered: its message may be lost, as a
-            # submitted job's.)
-            remember = not self._config.uses_rabbitmq
-            if job is None or not await self._claim_and_queue(
-                route, {**job, "stream": True}, reply=True, remember=remember
-            ):
-                await self._waiter.follow(route.key)
-            yield {"accepted": True}
-            # Not the current span: the stream is read in another task than the one that began it.
-            awaiting = tracing.start("await stream", {"llm.job_id": route.key})
-            try:
-                pieces = read_stream(self._stream_reader, self._config.keys.stream(route.key), route.job_id, result)
-                async for piece in pieces:
-                    if "end" in piece:
-                        self._stream_ended(route, piece["end"])
-                    yield piece
-            finally:
-                if awaiting is not None:
-                    awaiting.end()
+        token = await self._admission.join_stream(route)
+        reading = finished = False
+        try:
+            async with self._waiter.expect(route.key) as result:
+                # (On a Redis broker remembered until answered: its message may be lost, as a
+                # submitted job's.)
+                remember = not self._config.uses_rabbitmq
+                if job is None or not await self._claim_and_queue(
+                    route, {**job, "stream": True}, reply=True, remember=remember
+                ):
+                    await self._waiter.follow(route.key)
+                reading = True
+                yield {"accepted": True}
+                # Not the current span: the stream is read in another task than the one that began it.
+                awaiting = tracing.start("await stream", {"llm.job_id": route.key})
+                try:
+                    stream_key, outage = self._config.keys.stream(route.key), self._config.wait_timeout
+                    pieces = read_stream(
+                        self._stream_reader, stream_key, route.job_id, result, outage, self._read_turns
+                    )
+                    async for piece in pieces:
+                        if "end" in piece:
+                            finished = True
+                            self._stream_ended(route, piece["end"])
+                        yield piece
+                except GatewayError:
+                    finished = True  # the job's failure, its stream's last event
+                    raise
+                finally:
+                    if awaiting is not None:
+                        awaiting.end()
+        finally:
+            if reading:
+                self._leave_later(route, token, leaving_cancels and not finished)
+            else:  # refused (or gone) before its job was queued: nothing of it stays
+                await self._admission.leave_stream(route, token)
 
     def _stream_ended(self, route: JobRoute, answer: dict[str, Any]) -> None:
         # A stream's parts are counted as it ends: its headers left before they were known.
@@ -218,17 +268,24 @@ class JobRunner:
             timing.observe(self._metrics, time.perf_counter())
 
     async def _claim_and_queue(
-        self, route: JobRoute, job: dict[str, Any], awaited: bool = False, reply: bool = False, remember: bool = False
+        self,
+        route: JobRoute,
+        job: dict[str, Any],
+        awaited: bool = False,
+        reply: bool = False,
+        remember: bool = False,
+        background: bool = False,
     ) -> bool:
         """True when this request claimed the job's key and queued the job. With `reply`
         (or `awaited`), its result is published on this process's channel; `awaited`
         also remembers it until run() ends, to queue it again if need be; `remember`,
-        until the lost-job sweep finds its result."""
+        until the lost-job sweep finds its result. A job queued in the `background` is
+        marked so."""
         key = route.key
         current_job.set(route.log_context())  # on each line logged about this request
         reply_to = self._waiter.reply_channel if awaited or reply else ""
         try:
-            claim = await self._admission.admit(route, job, reply_to)
+            claim = await self._admission.admit(route, job, reply_to, background)
         except ResultStoreUnavailable:
             # Redis may have made the claim and lost its answer: the job may stand claimed
             # without having been queued.

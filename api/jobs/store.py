@@ -64,11 +64,18 @@ class JobStore:
         self._replicated = bool(config.sentinels and config.redis_replica_acks)
 
     async def claim(
-        self, job_id: str, task_name: str, job: dict[str, Any], reply_to: str = "", tenant: str = "", queue: str = ""
+        self,
+        job_id: str,
+        task_name: str,
+        job: dict[str, Any],
+        reply_to: str = "",
+        tenant: str = "",
+        queue: str = "",
+        background: bool = False,
     ) -> Claim:
         """Claim `job_id` for this request, atomically across API processes; its result
         will be published on `reply_to` too, when given. `tenant` is whose job it is,
-        `queue` its model's."""
+        `queue` its model's; `background`, queued without a request awaiting it."""
         mine = fingerprint(task_name, job)
         keys = [self._config.keys.job(job_id), self._config.keys.queued]
         config = self._config
@@ -82,6 +89,7 @@ class JobStore:
             reply_to,
             tenant,
             queue,
+            "1" if background else "",
         ]
         try:
             first = await self._claim_replicated(keys, args)
@@ -137,7 +145,8 @@ class JobStore:
         """Cancel the job: "cancelled", or "finished" (it has a result) or "unknown"."""
         config = self._config
         now = time.time()
-        keys = [config.keys.job(job_id), config.keys.queued, config.keys.result(job_id), config.keys.cancel]
+        keys = [config.keys.job(job_id), config.keys.queued, config.keys.result(job_id), config.keys.cancel,
+                config.keys.in_flight(tenant_of(job_id))]  # fmt: skip
         args = [repr(now), config.job_ttl, job_id, cancelled_result(job_id, now), config.result_ttl]
         try:
             answer = await self._cancel(keys=keys, args=args)
@@ -145,23 +154,13 @@ class JobStore:
             raise ResultStoreUnavailable("result store (Redis) unavailable") from None
         return answer.decode() if isinstance(answer, bytes) else str(answer)
 
-    async def reader_joined(self, job_id: str) -> None:
-        """One more client reads the job's stream (kept while the job's claim is)."""
-        key = self._config.keys.stream_readers(job_id)
+    async def background(self, job_id: str) -> bool:
+        """Whether the job was queued in the background (no request awaited it); True
+        when Redis cannot say: a job is not cancelled on a guess."""
         try:
-            async with self._store.pipeline(transaction=False) as pipe:
-                await pipe.incr(key).expire(key, self._config.job_ttl).execute()
-        except (RedisError, OSError) as exc:
-            log.warning("could not count a reader of job %s: %s", job_id, exc)
-
-    async def reader_left(self, job_id: str) -> int:
-        """One client fewer reads the job's stream: how many still do (1 when Redis
-        cannot say: a job is not cancelled on a guess)."""
-        try:
-            return int(await self._store.decr(self._config.keys.stream_readers(job_id)))
-        except (RedisError, OSError) as exc:
-            log.warning("could not count a reader of job %s out: %s", job_id, exc)
-            return 1
+            return bool(await self._store.hexists(self._config.keys.job(job_id), JobField.BACKGROUND))
+        except (RedisError, OSError):
+            return True
 
     async def readers(self, job_id: str) -> int:
         """How many clients read the job's stream now (1 when Redis cannot say)."""

@@ -98,17 +98,24 @@ class Responses:
         # The record travels with the job too: a worker that finds it gone (Redis back
         # empty) writes it again, so the response is found as long as its job is.
         route, routed = self._routing.route(TaskName.CHAT, response_id, {**job, "record": record}, tenant)
-        record = await self._records.save(route.key, record)
+        # The record is kept once its job is queued, not before: a request refused (a
+        # quota, a full queue, the broker down) leaves nothing behind.
         if body.background:
             await self._runner.submit(route, {**routed, "stream": True}, notify=self._events.for_responses)
-            return response_object(record, "queued")
+            return response_object(await self._records.save(route.key, record), "queued")
         if body.stream:
             events = await open_stream(self._runner, route, routed)
+            record = await self._records.save(route.key, record)
             return self._streamed(route, record, events, None, forget=not body.store)
-        answer = await self._runner.run(route, routed, self._config.wait_timeout)
+        kept = {"record": record}
+
+        async def keep() -> None:
+            kept["record"] = await self._records.save(route.key, record)
+
+        answer = await self._runner.run(route, routed, self._config.wait_timeout, queued=keep)
         if not body.store:
             await self._records.forget(route.key)  # read: nothing kept
-        return response_object(record, "completed", answer)
+        return response_object(kept["record"], "completed", answer)
 
     async def _history(self, tenant: Tenant, previous_id: str) -> list[dict[str, Any]]:
         """The conversation `previous_id` ended with: its history, its input, its output."""
@@ -137,10 +144,11 @@ class Responses:
         record, status = await self._found(key, response_id)
         if not stream:
             return self._object(record, status)
-        # Followed as its owner's job (an admin may read another tenant's), never queued again.
+        # Followed as its owner's job (an admin may read another tenant's), never queued
+        # again; a reader that leaves does not cancel it (not the response's own request).
         owner = self._tenants.get(record["tenant"])
         route, _ = self._routing.route(TaskName.CHAT, response_id, {"meta": {"model": record["model"]}}, owner)
-        events = await open_stream(self._runner, route, None)
+        events = await open_stream(self._runner, route, None, leaving_cancels=False)
         return self._streamed(route, record, events, starting_after, forget=False)
 
     def _object(self, record: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:

@@ -317,4 +317,7 @@ from shared.contract.scripts import ADMIT as ADMIT  # noqa: E402
 from shared.contract.scripts import CANCEL as CANCEL  # noqa: E402
 from shared.contract.scripts import CLAIM as CLAIM  # noqa: E402
 from shared.contract.scripts import MARK_STARTED as MARK_STARTED  # noqa: E402
+from shared.contract.scripts import RELAY_ADD as RELAY_ADD  # noqa: E402
 from shared.contract.scripts import STORE_ONCE as STORE_ONCE  # noqa: E402
+from shared.contract.scripts import STREAM_JOIN as STREAM_JOIN  # noqa: E402
+from shared.contract.scripts import STREAM_LEAVE as STREAM_LEAVE  # noqa: E402

@@ -17,6 +17,7 @@ class JobField(StrEnum):
     NOTIFY = "notify"  # set when its end is sent to webhooks (job.cancelled is sent by the API)
     TENANT = "tenant"  # the tenant it is run for
     QUEUE = "queue"  # its model's queue (the age of the oldest job waiting for a model, GET /scaling)
+    BACKGROUND = "background"  # queued without a request awaiting it: no reader that leaves cancels it
 
 
 class Keys:
@@ -72,6 +73,11 @@ class Keys:
     def in_flight(self, tenant: str) -> str:
         """A sorted set of a tenant's jobs accepted and maybe not answered (by time accepted)."""
         return f"{self.prefix}in-flight:{tenant}"
+
+    def streams(self, tenant: str) -> str:
+        """A sorted set of the streams a tenant's clients read now, across API processes:
+        one token per reader, by when it lapses unless its API process renews it (ms)."""
+        return f"{self.prefix}streams:{tenant}"
 
     def tokens(self, tenant: str, span: str, window: int) -> str:
         """The tokens a tenant's jobs used in one minute (`span` "m") or UTC day ("d")."""

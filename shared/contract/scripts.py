@@ -1,7 +1,8 @@
 """Every Lua script the gateway runs on Redis, beside the keys they touch (keys.py).
 
 Each names its KEYS and ARGV in a comment. The job's own: CLAIM, MARK_STARTED,
-STORE_ONCE, CANCEL; the tenants': ADMIT (quotas), RATE_COUNT (rate limits); the locks
+STORE_ONCE, CANCEL; the tenants': ADMIT (quotas), STREAM_JOIN and STREAM_LEAVE (streams read),
+RATE_COUNT (rate limits); RELAY_ADD (a streamed job's pieces); the locks
 one process holds at a time: FAIR_LOCK_RENEW (a busy model's dispatcher),
 BATCH_LOCK_RENEW and BATCH_LOCK_RELEASE (the process driving a batch); the slots of
 a model's servers (tasks/model/servers.py): SERVER_TAKE, SERVER_RELEASE, SERVER_PROBES,
@@ -31,8 +32,10 @@ end
 # {'full', n} when n jobs wait to start already (ARGV[6], MAX_QUEUED_JOBS): the
 # claim is refused. Entries older than a claim's TTL are dropped from the count.
 # ARGV[7], when not empty, is the channel the job's result is also published on.
-# ARGV[8], when given and not empty, is the tenant it is run for; ARGV[9] its model's queue.
-# KEYS: job hash, queued set. ARGV: fingerprint, task, now, job TTL, job id, max queued, reply_to, tenant, queue.
+# ARGV[8], when given and not empty, is the tenant it is run for; ARGV[9] its model's queue;
+# ARGV[10], when '1', marks it queued in the background (no request awaits it).
+# KEYS: job hash, queued set. ARGV: fingerprint, task, now, job TTL, job id, max queued, reply_to, tenant, queue,
+# background.
 CLAIM = """
 local existing = redis.call('HGET', KEYS[1], 'fingerprint')
 if existing then return existing end
@@ -43,6 +46,7 @@ redis.call('HSET', KEYS[1], 'fingerprint', ARGV[1], 'task', ARGV[2], 'accepted_a
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'reply_to', ARGV[7]) end
 if ARGV[8] and ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'tenant', ARGV[8]) end
 if ARGV[9] and ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'queue', ARGV[9]) end
+if ARGV[10] == '1' then redis.call('HSET', KEYS[1], 'background', '1') end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -78,14 +82,16 @@ return 'start'
 # Stores and publishes the result ARGV[1] for ARGV[2] seconds unless a result is
 # stored already; answers 1 when it stored, 0 when it kept the earlier result.
 # The result stored is counted to its tenant (in the same call: a job's first
-# result once, and no round trip more): KEYS[3..5] and ARGV[4..8] when given.
+# result once, and no round trip more): KEYS[3..5] and ARGV[4..8] when given; and
+# the job, ended, leaves its tenant's jobs in flight (KEYS[6], ARGV[9]) when given.
 # KEYS: result, job hash; the day's usage, the tenant's tokens of the minute and of
-# the day. ARGV: result, seconds, the message's reply_to (or ''); the usage fields'
-# prefix ("{tenant}|{model}|"), the count ("jobs" or "failed"), prompt tokens,
-# completion tokens, seconds the usage is kept.
+# the day, its jobs in flight. ARGV: result, seconds, the message's reply_to (or '');
+# the usage fields' prefix ("{tenant}|{model}|"), the count ("jobs" or "failed"),
+# prompt tokens, completion tokens, seconds the usage is kept; the job's id.
 STORE_ONCE = (
     _PUBLISH_RESULT
     + """
+if #KEYS >= 6 then redis.call('ZREM', KEYS[6], ARGV[9]) end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
 publish_result(KEYS[1], KEYS[2], ARGV[1], ARGV[3])
 if #KEYS >= 5 then
@@ -110,9 +116,9 @@ return 1
 # Admits a tenant's job under its quotas, before its claim: refused ({quota, n})
 # when the tokens its jobs used this minute or this UTC day reached a quota, or when
 # it has as many jobs in flight as it may. Its jobs in flight are a sorted set of
-# the ids admitted; one whose result is stored (answered, failed, cancelled), or older
-# than a job's TTL, is no longer in flight, and is dropped when the set is full (so
-# nothing need take a job out as it ends). A quota of 0 is none.
+# the ids admitted; a job leaves it as it ends (STORE_ONCE, CANCEL); one whose result
+# is stored, or older than a job's TTL, is dropped too when the set is full (a job
+# that ended before its tenant's set was written so). A quota of 0 is none.
 # KEYS: in-flight set, tokens of the minute, tokens of the day.
 # ARGV: job id, now, jobs in flight, tokens per minute, tokens per day, the result
 #       keys' prefix (`Keys.result` of ''), job TTL.
@@ -141,12 +147,45 @@ redis.call('EXPIRE', KEYS[1], ARGV[7])
 return false
 """
 
+# A client begins reading a job's stream: refused (the count) when its tenant reads
+# as many streams as it may already, else one reader more of the job (-1). The
+# tenant's streams are a sorted set of readers' tokens by when they lapse (an API
+# process renews its own: those of a process gone lapse); with no limit, only the
+# job's readers are counted.
+# KEYS: the tenant's streams, the job's readers. ARGV: token, now ms, lapses at ms,
+# limit (0: none), the readers count's TTL.
+STREAM_JOIN = """
+local limit = tonumber(ARGV[4])
+if limit > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+  local reading = redis.call('ZCARD', KEYS[1])
+  if reading >= limit then return reading end
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+  redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+end
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+return -1
+"""
+
+# A client stopped reading a job's stream: its place among its tenant's streams is
+# free, and the job has one reader fewer; a count down to none is removed (a stream
+# refused, or read to its end, leaves nothing). Answers how many still read it.
+# KEYS: the tenant's streams, the job's readers. ARGV: the reader's token.
+STREAM_LEAVE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+local left = redis.call('DECR', KEYS[2])
+if left <= 0 then redis.call('DEL', KEYS[2]) end
+return left
+"""
+
 # Cancels a job unless it has a result already: marks it, takes it out of the
 # queued set, stores and publishes its cancelled result (waiting requests get their
 # answer at once), and names it on the cancel channel (so a worker running it
-# stops). Answers "unknown", "finished" or "cancelled".
-# KEYS: job hash, queued set, result, cancel channel. ARGV: now, job TTL, job id,
-# the cancelled result, result TTL.
+# stops); the job leaves its tenant's jobs in flight. Answers "unknown", "finished"
+# or "cancelled".
+# KEYS: job hash, queued set, result, cancel channel, the tenant's jobs in flight.
+# ARGV: now, job TTL, job id, the cancelled result, result TTL.
 CANCEL = (
     _PUBLISH_RESULT
     + """
@@ -155,12 +194,35 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown' end
 redis.call('HSET', KEYS[1], 'cancelled_at', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[3])
+if KEYS[5] then redis.call('ZREM', KEYS[5], ARGV[3]) end
 redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5])
 publish_result(KEYS[3], KEYS[1], ARGV[4], '')
 redis.call('PUBLISH', KEYS[4], ARGV[3])
 return 'cancelled'
 """
 )
+
+# Adds a streamed job's pieces to its stream (tasks/relay.py), all at once, each once:
+# a try whose answer was lost on the way back (Redis away) is made again with the
+# pieces since, and those the lost try added are not added again. Answers 1, or -1
+# when the stream is not as the relay left it (Redis lost it): nothing added.
+# KEYS: the stream. ARGV: its TTL, how many entries it held before these, then each
+# entry as a JSON object of its fields.
+RELAY_ADD = """
+local before = tonumber(ARGV[2])
+local added = redis.call('XLEN', KEYS[1]) - before
+if added < 0 or added > #ARGV - 2 then return -1 end
+for i = 3 + added, #ARGV do
+  local fields = {}
+  for name, value in pairs(cjson.decode(ARGV[i])) do
+    table.insert(fields, name)
+    table.insert(fields, tostring(value))
+  end
+  redis.call('XADD', KEYS[1], '*', unpack(fields))
+end
+if before == 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return 1
+"""
 
 # The tenants' rate limits: counts a request in its key's window; answers the count so far.
 # KEYS: the window's counter. ARGV: the window's seconds.

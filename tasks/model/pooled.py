@@ -16,6 +16,7 @@ which model and server served it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -34,6 +35,7 @@ from shared.contract import (
     ModelServerUnavailable,
 )
 from shared.registry import Model, Registry, Server
+from shared.storage import redis_clients
 from shared.telemetry import tracing
 from tasks.model.cancel import Cancel, Cancelled
 from tasks.model.client import ModelClient
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 SERVER_FAULTS = (ModelServerUnavailable, ModelServerFailed, ModelServerTimeout)
 _Answer = TypeVar("_Answer")
 PRIORITY_STEP = 1e13  # ms: a waiter's place in line is by priority, then by the time it was accepted
+REDIS_WAIT = 0.25  # seconds between looks for a slot while Redis is away
 
 
 class PooledModel:
@@ -126,7 +129,19 @@ class PooledModel:
         waited = 0.0
         while True:
             looked = time.monotonic()
-            slot = self._take(turn, fallbacks, cancel, give_up_at, tried, prefix)
+            try:
+                slot = self._take(turn, fallbacks, cancel, give_up_at, tried, prefix)
+            except redis_clients.UNREACHABLE as exc:
+                # The servers' slots are in Redis: while it is away (restarting), the job
+                # waits for it, within its deadline, as for a slot.
+                waited += time.monotonic() - looked
+                if time.monotonic() + REDIS_WAIT >= give_up_at:
+                    raise ModelServerUnavailable(
+                        f"model {self.model.name}'s servers' slots (Redis) unreachable"
+                    ) from exc
+                log.warning("the slots of model %s cannot be read (%s): waiting for Redis", self.model.name, exc)
+                self._sleep(REDIS_WAIT)
+                continue
             waited += time.monotonic() - looked
             outcome, why, took = "none", "", None
             called = time.monotonic()
@@ -233,7 +248,9 @@ class PooledModel:
             if cancel is not None:
                 cancel.attach(None)
             if in_line:
-                pool.forget(waiter, turn.tenant)
+                # A waiter not forgotten (Redis away) leaves the line as it stops beating.
+                with contextlib.suppress(*redis_clients.UNREACHABLE):
+                    pool.forget(waiter, turn.tenant)
 
     def _fallback(
         self, fallbacks: list[str] | None, down_since: float | None, accepted: float, score: float, turn: Turn

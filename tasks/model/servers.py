@@ -48,11 +48,13 @@ from shared.contract.scripts import (
     SERVER_TAKE,
 )
 from shared.registry import Model, Server
+from shared.storage import redis_clients
 from shared.tenants import DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
 
 WAIT_STEP = 1.0  # seconds a waiter sleeps at most before it looks again (a missed wake-up)
+RELEASE_PATIENCE = 10.0  # seconds a slot's release waits for a Redis away (restarting)
 
 
 @dataclass(frozen=True)
@@ -186,23 +188,37 @@ class ServerPool:
 
     def release(self, slot: Slot, outcome: str, why: str = "", seconds: float | None = None) -> None:
         """Give `slot` back: `outcome` ok, fail, down or none (see SERVER_RELEASE); an
-        answered call's `seconds` weigh the server's next jobs."""
+        answered call's `seconds` weigh the server's next jobs. Bookkeeping: it never
+        fails the job whose call ended. A Redis away is waited for RELEASE_PATIENCE
+        seconds; past them the slot comes back as its hold lapses (JOB_LEASE: it is no
+        longer renewed), and a Redis that forgot the hold answers a release as done."""
         with self._lock:
             self._held.discard(slot.hold)
-        answer = self._release(
-            keys=[self._pool, self._holds, self._waiting, self._turns],
-            args=[
-                slot.hold,
-                outcome,
-                _ms(),
-                self._config.server_failures,
-                int(self._config.server_probe_backoff * 1000),
-                self._wake,
-                why[:300],
-                self._spec,
-                "" if seconds is None else round(seconds * 1000, 1),
-            ],
-        )
+        try:
+            answer = redis_clients.patiently(
+                lambda: self._release(
+                    keys=[self._pool, self._holds, self._waiting, self._turns],
+                    args=[
+                        slot.hold,
+                        outcome,
+                        _ms(),
+                        self._config.server_failures,
+                        int(self._config.server_probe_backoff * 1000),
+                        self._wake,
+                        why[:300],
+                        self._spec,
+                        "" if seconds is None else round(seconds * 1000, 1),
+                    ],
+                ),
+                RELEASE_PATIENCE,
+            )
+        except (redis.RedisError, OSError) as exc:
+            log.warning(
+                "a slot of model server %s of %s not given back (%s): it comes back within JOB_LEASE",
+                slot.server.name, self.model.name, exc,
+                extra={"server": slot.server.name, "model": self.model.name},
+            )  # fmt: skip
+            return
         if int(answer[0]) == 1 and _text(answer[2]) == "down":
             log.warning(
                 "model server %s of %s is down: it takes no new jobs until it answers a probe (%s)",

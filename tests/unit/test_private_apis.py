@@ -143,3 +143,17 @@ def test_a_blocking_sentinel_pool_still_blocks_and_follows_the_master() -> None:
     assert _BlockingSentinelPool.get_connection is aioredis.BlockingConnectionPool.get_connection
     pool = _BlockingSentinelPool("m", sentinel_manager=None, max_connections=2, timeout=1)
     assert pool.connection_class is SentinelManagedConnection and pool.max_connections == 2
+
+
+def test_a_blocking_sentinel_pool_of_blocking_clients_still_blocks_and_follows_the_master() -> None:
+    import redis
+    from redis.sentinel import SentinelConnectionPool, SentinelManagedConnection
+
+    from shared.storage.redis_clients import _SyncBlockingSentinelPool
+
+    mro = _SyncBlockingSentinelPool.__mro__
+    assert mro.index(SentinelConnectionPool) < mro.index(redis.BlockingConnectionPool)
+    assert _SyncBlockingSentinelPool.get_connection is redis.BlockingConnectionPool.get_connection
+    pool = _SyncBlockingSentinelPool("m", sentinel_manager=None, max_connections=2, timeout=1)
+    assert pool.connection_class is SentinelManagedConnection and pool.max_connections == 2
+    assert isinstance(pool.make_connection(), SentinelManagedConnection)

@@ -171,6 +171,27 @@ def test_a_background_stream_resumes_after_a_disconnect(make_stack: StackFactory
     assert len(fake.requests) == 1
 
 
+def test_a_background_response_runs_on_when_a_reader_of_its_stream_leaves(
+    stack_once: Stack, fake: FakeModelServer
+) -> None:
+    # The stack's STREAM_LEAVE_GRACE is 1 s: a foreground stream's own request that left
+    # would have its job cancelled by then. A background response's reader is not its
+    # request: it leaves, and the response runs to its end.
+    sdk = client(stack_once)
+    fake.chunk_delay = 0.2
+    fake.extra_words = 12
+    made = sdk.responses.create(model="fake-model", input="go on", background=True)
+    with sdk.responses.retrieve(made.id, stream=True) as stream:
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                break  # the reader leaves mid-answer
+    wait_until(lambda: sdk.responses.retrieve(made.id).status != "in_progress", 30, "the response to end")
+    done = sdk.responses.retrieve(made.id)
+    assert done.status == "completed"
+    assert done.output_text == "echo: go on " + " ".join(f"word{i}" for i in range(12))
+    assert len(fake.requests) == 1
+
+
 def test_store_false_keeps_nothing_once_read(stack: Stack, fake: FakeModelServer) -> None:
     sdk = client(stack)
     made = sdk.responses.create(model="fake-model", input="secret", store=False)

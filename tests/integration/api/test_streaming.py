@@ -122,15 +122,42 @@ def test_a_failed_stream_ends_with_an_error_event_on_the_wire(stack: Stack, fake
     assert json.loads(lines[-1].removeprefix("data: "))["status"] == 502
 
 
-@pytest.mark.parametrize(
-    ("path", "body", "header"),
-    [
-        ("/v1/chat/completions", {**ASK, "stream": True}, "Idempotency-Key"),
-        ("/v1/completions", {"model": "fake-model", "prompt": "a b c d", "stream": True}, "Idempotency-Key"),
-        ("/generate", {"content": "a b c d", "stream": True}, None),
-        ("/chat_completion", {"messages": [{"role": "user", "content": "a b c d"}], "stream": True}, None),
-    ],
-)
+STREAMING_ENDPOINTS = [
+    ("/v1/chat/completions", {**ASK, "stream": True}, "Idempotency-Key"),
+    ("/v1/completions", {"model": "fake-model", "prompt": "a b c d", "stream": True}, "Idempotency-Key"),
+    ("/generate", {"content": "a b c d", "stream": True}, None),
+    ("/chat_completion", {"messages": [{"role": "user", "content": "a b c d"}], "stream": True}, None),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "header"), STREAMING_ENDPOINTS)
+def test_a_stream_resumed_at_or_past_its_end_ends_with_its_last_event_on_every_streaming_endpoint(
+    stack_once: Stack, fake: FakeModelServer, path: str, body: dict, header: str | None
+) -> None:
+    job_id = f"past-{uuid.uuid4().hex[:8]}"
+    body = dict(body) if header else {**body, "job_id": job_id}
+    headers = {header: job_id} if header else {}
+    url = f"{stack_once.url}{path}"
+    whole = read_events(url, body, headers)
+    # A client that had every event, or names one past the end, is told the stream
+    # ended ([DONE], event: done), as it would be told at the end of any stream.
+    for seen in (whole[-1][0], whole[-1][0] + 1000):
+        assert read_events(url, body, {**headers, "Last-Event-ID": str(seen)}) == [whole[-1]]
+    assert len(fake.requests) == 1
+
+
+def test_a_response_stream_resumed_past_its_end_ends_with_its_last_event(
+    stack_once: Stack, fake: FakeModelServer
+) -> None:
+    sdk = client(stack_once)
+    made = sdk.responses.create(model="fake-model", input="go", background=True)
+    whole = list(sdk.responses.retrieve(made.id, stream=True))
+    after = list(sdk.responses.retrieve(made.id, stream=True, starting_after=whole[-1].sequence_number + 50))
+    assert [e.type for e in after] == ["response.completed"]
+    assert after[0].model_dump() == whole[-1].model_dump()
+
+
+@pytest.mark.parametrize(("path", "body", "header"), STREAMING_ENDPOINTS)
 def test_a_dropped_stream_resumes_where_it_stopped_on_every_streaming_endpoint(
     make_stack: StackFactory, fake: FakeModelServer, path: str, body: dict, header: str | None
 ) -> None:
