@@ -250,7 +250,7 @@ class BatchKeeper:
                 progress.waiting -= 1
                 outcome: str | None = await self._failed(batch, line, exc)
             else:
-                async with self._scheduler.slot(route.label):
+                async with self._scheduler.slot(route.label, tenant.name):
                     if progress.stop:
                         return
                     progress.waiting -= 1

@@ -2,15 +2,64 @@
 latency: at most ``BATCH_LINES_IN_FLIGHT`` lines of one model queued or running per API
 process, over all its batches, and at most ``BATCH_LINES_BESIDE_INTERACTIVE`` while the
 process awaits interactive requests. Those then find free worker slots, a short queue
-and a worker whose CPU is not taken by batch lines (bench/ scenario f measures it)."""
+and a worker whose CPU is not taken by batch lines (bench/ scenario f measures it).
+
+A model's slots are handed out in turns by tenant: each batch runs up to
+``BATCH_LINES_IN_FLIGHT`` lines at once, so in one line of waiters a tenant with ten
+batches would take ten turns to another tenant's one, and another tenant's batch could
+wait past its window behind them."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 YIELD_SECONDS = 0.005  # how often a line held back for interactive requests looks again
+
+
+class TenantTurns:
+    """A model's slots for lines: free ones taken at once; while lines wait, a freed slot
+    goes to the next tenant in turn (then that tenant goes to the back), and each
+    tenant's own lines in the order they came."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._waiting: dict[str, deque[asyncio.Future[None]]] = {}  # tenants in turn order
+
+    async def acquire(self, tenant: str) -> None:
+        """Wait for a slot of `tenant`'s turn."""
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            return
+        turn = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(tenant, deque()).append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # handed the slot as it was cancelled: the next in turn takes it
+            else:
+                line = self._waiting.get(tenant)
+                if line is not None and turn in line:
+                    line.remove(turn)
+                    if not line:
+                        del self._waiting[tenant]
+            raise
+
+    def release(self) -> None:
+        """Give a slot back: to the next tenant in turn that waits, else free (so a
+        slot is free only while no line waits)."""
+        if not self._waiting:
+            self._free += 1
+            return
+        tenant = next(iter(self._waiting))
+        line = self._waiting.pop(tenant)
+        turn = line.popleft()
+        if line:
+            self._waiting[tenant] = line  # its next line waits for its next turn
+        turn.set_result(None)
 
 
 class LineScheduler:
@@ -21,7 +70,7 @@ class LineScheduler:
         self._in_flight = in_flight
         self._beside = beside_interactive
         self._awaiting = awaiting
-        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._slots: dict[str, TenantTurns] = {}
         self._running: dict[str, int] = {}  # lines in flight, by model
         self.lines = 0  # lines in flight, over every model
 
@@ -34,12 +83,13 @@ class LineScheduler:
         return self._awaiting() > self.lines
 
     @asynccontextmanager
-    async def slot(self, model: str) -> AsyncIterator[None]:
-        """Hold one of `model`'s slots while a line of it runs, once its turn has come."""
+    async def slot(self, model: str, tenant: str) -> AsyncIterator[None]:
+        """Hold one of `model`'s slots while a line of `tenant`'s batch runs, once its turn has come."""
         slots = self._slots.get(model)
         if slots is None:
-            slots = self._slots[model] = asyncio.Semaphore(self._in_flight)
-        async with slots:
+            slots = self._slots[model] = TenantTurns(self._in_flight)
+        await slots.acquire(tenant)
+        try:
             # While interactive requests are awaited, fewer lines of the model run beside
             # them. Polled: an event set by every interactive request would cost each of them.
             while self.interactive() and self.running(model) >= self._beside:  # noqa: ASYNC110
@@ -51,3 +101,5 @@ class LineScheduler:
             finally:
                 self.lines -= 1
                 self._running[model] -= 1
+        finally:
+            slots.release()

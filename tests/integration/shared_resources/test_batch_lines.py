@@ -1,0 +1,70 @@
+"""Batch lines: an API process runs at most BATCH_LINES_IN_FLIGHT lines of a model at
+once, over all its batches (api/batches/scheduling.py). Those slots go to tenants in
+turns, so a tenant that creates many batches does not hold back another's one."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import openai
+import pytest
+
+from testing.fake_model_server import FakeModelServer
+from testing.openai_sdk import chat_line, upload, wait_until_finished
+from tests.conftest import StackFactory
+
+pytestmark = pytest.mark.integration
+
+TENANTS = """
+tenants:
+  - name: alpha
+    keys: ["key-alpha"]
+  - name: beta
+    keys: ["key-beta"]
+"""
+BATCHES, LINES = 4, 20  # alpha's: 80 lines, 2 at a time
+BETA_LINES = 6
+
+
+def started(fake: FakeModelServer) -> list[str]:
+    """The lines' contents, in the order the model server was asked."""
+    return [body["messages"][-1]["content"] for body in fake.completions]
+
+
+def test_hostile_tenants_many_batches_beside_a_normal_tenants_one_take_the_lines_slots_in_turns(
+    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str], tmp_path: Path
+) -> None:
+    if not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("once is enough: which line is sent next is the API process's doing, not the broker's")
+    keys = tmp_path / "tenants.yaml"
+    keys.write_text(TENANTS)
+    stack = make_stack(API_KEYS_FILE=str(keys), BATCH_LINES_IN_FLIGHT="2", concurrency=4)
+    fake.latency = 0.05
+
+    def sdk(key: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{stack.url}/v1", api_key=key, max_retries=0)
+
+    alpha, beta = sdk("key-alpha"), sdk("key-beta")
+    alphas = []
+    for b in range(BATCHES):
+        file_id = upload(alpha, [chat_line(f"{n}", f"alpha-{b}-{n}") for n in range(LINES)])
+        alphas.append(alpha.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
+                                           completion_window="24h").id)  # fmt: skip
+    # Beta's batch comes once every batch of alpha's runs its lines.
+    deadline = time.monotonic() + 30
+    while len({job.rsplit("-", 1)[0] for job in started(fake)}) < BATCHES and time.monotonic() < deadline:
+        time.sleep(0.05)
+    file_id = upload(beta, [chat_line(f"{n}", f"beta-{n}") for n in range(BETA_LINES)])
+    batch = beta.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert wait_until_finished(beta, batch.id).status == "completed"
+    # Beta's lines had every other slot: between its first line and its last, about as
+    # many of alpha's ran as its own. In one line of waiters, each of alpha's batches
+    # took a turn to each of beta's: four of alpha's lines a line of beta's.
+    order = started(fake)
+    betas = [n for n, job in enumerate(order) if job.startswith("beta-")]
+    assert len(betas) == BETA_LINES
+    between = [job for job in order[betas[0] : betas[-1]] if job.startswith("alpha-")]
+    assert len(between) <= BETA_LINES + 2, order
+    assert all(wait_until_finished(alpha, batch_id).status == "completed" for batch_id in alphas)
+    assert len(fake.completions) == BATCHES * LINES + BETA_LINES
