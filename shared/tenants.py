@@ -68,6 +68,8 @@ class Quotas(BaseModel):
     jobs_in_flight: int | None = Field(None, ge=1, le=100_000)
     # The highest priority its jobs run at (0 .. 9): one asking for more runs at it.
     max_priority: int | None = Field(None, ge=0, le=9)
+    # The bytes of uploaded files (batches' input files) it keeps in the file store.
+    file_bytes: int | None = Field(None, ge=1)
 
 
 class _TenantEntry(BaseModel):

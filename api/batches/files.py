@@ -22,13 +22,13 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any, TypeVar
 
 from api.batches.input import read_input
-from api.errors import BadRequest, FileNotFound, FileStoreUnavailable, FileTooLarge
+from api.errors import BadRequest, FileNotFound, FileStoreUnavailable, FileTooLarge, TooManyRequests
 from api.schemas.limits import RequestModels
 from shared.config import Config
 from shared.registry import Registry
 from shared.storage.batch_files import file_data, file_object, indexed_mark, owner_entry, owner_folder
 from shared.storage.file_store import FileStore
-from shared.tenants import Owner
+from shared.tenants import Owner, Tenant
 
 T = TypeVar("T")
 PUBLIC = ("id", "object", "bytes", "created_at", "filename", "purpose", "status", "expires_at", "status_details")
@@ -62,14 +62,26 @@ class Files:
             log.warning("file store %s unavailable: %s: %s", self._config.file_store_url, type(exc).__name__, exc)
             raise FileStoreUnavailable(f"file store unavailable ({type(exc).__name__})") from None
 
-    async def create(self, upload: IO[bytes], filename: str, purpose: str, owner: Owner) -> dict[str, Any]:
-        """Keep an uploaded batch input file, checked line by line first (400 naming each bad line)."""
+    async def create(
+        self, upload: IO[bytes], filename: str, purpose: str, owner: Owner, tenant: Tenant | None = None
+    ) -> dict[str, Any]:
+        """Keep an uploaded batch input file, checked line by line first (400 naming each
+        bad line), within `tenant`'s quota file_bytes (429)."""
         if purpose != "batch":
             raise BadRequest("purpose: files uploaded here are batches' input files: purpose must be 'batch'")
         size = await self.blocking(_size, upload)
         if size > self._config.batch_max_file_bytes:
             limit = self._config.batch_max_file_bytes
             raise FileTooLarge(f"file of {size} bytes; at most {limit} (BATCH_MAX_FILE_BYTES)")
+        quota = tenant.quotas.file_bytes if tenant is not None else None
+        if quota is not None and owner.name is not None:
+            kept = await self._owned_by(owner)
+            used = sum(int(f.get("bytes") or 0) for f in kept if f.get("purpose") == "batch")
+            if used + size > quota:
+                raise TooManyRequests(
+                    f"quota file_bytes: tenant {tenant.name!r} keeps {used} bytes of files, at most {quota};"
+                    f" delete some (DELETE /v1/files/{{file_id}}) to upload this one of {size} bytes"
+                )
         read = await self.blocking(read_input, _lines(upload), self._config, self._registry, self._models)
         if read.problems or read.too_many:
             raise BadRequest(read.refusal(self._config.batch_max_lines))
@@ -124,12 +136,16 @@ class Files:
         if owner.every:
             found = await self.blocking(self._all)
         else:
-            if not self._indexed:
-                await self.blocking(self._index_all)
-                self._indexed = True
-            found = await self.blocking(self._owned, [owner.name, *sorted(owner.also)])
+            found = await self._owned_by(owner)
         mine = [f for f in found if _visible(f, owner) and (purpose is None or f.get("purpose") == purpose)]
         return sorted(mine, key=lambda f: (f.get("created_at", 0), f["id"]), reverse=True)
+
+    async def _owned_by(self, owner: Owner) -> list[dict[str, Any]]:
+        """The objects of the files `owner` keeps (its tenant's, and its keys' from before tenants)."""
+        if not self._indexed:
+            await self.blocking(self._index_all)
+            self._indexed = True
+        return await self.blocking(self._owned, [owner.name, *sorted(owner.also)])
 
     def _owned(self, owners: list[str | None]) -> list[dict[str, Any]]:
         """The objects of the files of `owners`, by their entries."""
