@@ -15,6 +15,7 @@ one per line (``#`` comments), all of the default tenant, or a YAML (or JSON) do
           tokens_per_day: 5000000    # a UTC day
           jobs_in_flight: 100        # accepted and not yet answered
           max_priority: 7            # its jobs' highest priority (TENANT_MAX_PRIORITY by default)
+          file_bytes: 10000000000    # bytes of uploaded files it keeps in the file store
 
 Keys of ``API_KEYS`` belong to the tenant ``default`` (weight 1, ``RATE_LIMIT_PER_MINUTE``
 its requests per minute). With a document of tenants, a tenant's jobs ask for a priority
