@@ -283,8 +283,9 @@ class BatchKeeper:
             if remaining <= 0:
                 return None  # its window passed: the watcher stops the batch
             try:
-                answer = await self._runner.run(route, job, min(remaining, self._recheck), resend=resend,
-                                                count_timeout=False)  # fmt: skip
+                with self._scheduler.awaiting():
+                    answer = await self._runner.run(route, job, min(remaining, self._recheck), resend=resend,
+                                                    count_timeout=False)  # fmt: skip
                 return await self._answered(batch, line, answer)
             except JobCancelled as exc:
                 if progress.stop:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 YIELD_SECONDS = 0.005  # how often a line held back for interactive requests looks again
 
@@ -73,14 +73,30 @@ class LineScheduler:
         self._slots: dict[str, TenantTurns] = {}
         self._running: dict[str, int] = {}  # lines in flight, by model
         self.lines = 0  # lines in flight, over every model
+        self.awaited = 0  # lines whose results this process awaits now (inside `awaiting`)
 
     def running(self, model: str) -> int:
         """Lines of `model` in flight."""
         return self._running.get(model, 0)
 
     def interactive(self) -> bool:
-        """Whether this process awaits jobs of its own clients (not batches' lines)."""
-        return self._awaiting() > self.lines
+        """Whether this process awaits jobs of its own clients (not batches' lines).
+
+        Against the lines awaited, not the lines in flight: a line answered holds its
+        slot while its record is written, awaited no more, and with a few such lines an
+        interactive request awaited looked like none. Then all BATCH_LINES_IN_FLIGHT
+        lines ran beside it, and on a contended model they kept the model's queue full
+        enough that no tenant's job was moved into it (api/tenancy/fair_share.py)."""
+        return self._awaiting() > self.awaited
+
+    @contextmanager
+    def awaiting(self) -> Iterator[None]:
+        """Around the wait for a line's result: the line is among those awaited."""
+        self.awaited += 1
+        try:
+            yield
+        finally:
+            self.awaited -= 1
 
     @asynccontextmanager
     async def slot(self, model: str, tenant: str) -> AsyncIterator[None]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -68,3 +69,34 @@ def test_hostile_tenants_many_batches_beside_a_normal_tenants_one_take_the_lines
     assert len(between) <= BETA_LINES + 2, order
     assert all(wait_until_finished(alpha, batch_id).status == "completed" for batch_id in alphas)
     assert len(fake.completions) == BATCHES * LINES + BETA_LINES
+
+
+def test_a_normal_tenants_request_beside_a_hostile_tenants_batch_starts_before_the_batch_has_run(
+    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Beta's batch fills the model's queue with lines; alpha's request, awaited by the
+    API process driving it, has its lines step back to BATCH_LINES_BESIDE_INTERACTIVE,
+    and starts after those already queued, not after the batch."""
+    if not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("once is enough: which line is sent next is the API process's doing, not the broker's")
+    keys = tmp_path / "tenants.yaml"
+    keys.write_text(TENANTS)
+    stack = make_stack(API_KEYS_FILE=str(keys), concurrency=2)
+    fake.latency = 0.05
+    beta = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="key-beta", max_retries=0)
+    lines = 400
+    file_id = upload(beta, [chat_line(f"{n}", f"beta-{n}") for n in range(lines)])
+    batch = beta.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+    deadline = time.monotonic() + 30
+    while len(fake.completions) < 40 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sent = len(fake.completions)
+    answer = httpx.post(f"{stack.url}/generate", json={"content": "alpha-1"},
+                        headers={"Authorization": "Bearer key-alpha"}, timeout=90)  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    order = started(fake)
+    # Ahead of it: the lines queued or running as it came (BATCH_LINES_IN_FLIGHT, 32),
+    # not what was left of the batch's 400.
+    ahead = [job for job in order[sent : order.index("alpha-1")] if job.startswith("beta-")]
+    assert len(ahead) <= 48, len(ahead)
+    assert wait_until_finished(beta, batch.id, timeout=120).status == "completed"

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.unit
 async def _hold(scheduler: LineScheduler, model: str, started: list[str], release: asyncio.Event, name: str) -> None:
     async with scheduler.slot(model, name.rstrip("0123456789")):
         started.append(name)
-        await release.wait()
+        with scheduler.awaiting():
+            await release.wait()
 
 
 def test_at_most_in_flight_lines_of_a_model_run_at_once_and_models_do_not_share_slots() -> None:
@@ -39,7 +40,7 @@ def test_at_most_in_flight_lines_of_a_model_run_at_once_and_models_do_not_share_
 def test_beside_interactive_requests_fewer_lines_start_until_those_requests_end() -> None:
     async def main() -> list[int]:
         interactive = 1  # jobs the process awaits besides its lines
-        scheduler = LineScheduler(in_flight=4, beside_interactive=1, awaiting=lambda: interactive + scheduler.lines)
+        scheduler = LineScheduler(in_flight=4, beside_interactive=1, awaiting=lambda: interactive + scheduler.awaited)
         started: list[str] = []
         release = asyncio.Event()
         tasks = [asyncio.create_task(_hold(scheduler, "a", started, release, f"a{n}")) for n in range(3)]
@@ -107,3 +108,36 @@ def test_a_line_cancelled_while_it_waits_leaves_its_turn_and_the_slot_to_the_oth
         return started
 
     assert asyncio.run(main()) == ["alpha0", "gamma0"]
+
+
+def test_a_line_answered_and_writing_its_record_does_not_hide_an_interactive_request() -> None:
+    """a0 awaits its result, a1 was answered and still holds its slot (its record being
+    written): with one interactive request awaited besides, a2 does not start."""
+
+    async def main() -> list[str]:
+        interactive = 0  # the process's own clients' jobs it awaits (the runner counts lines too)
+        scheduler = LineScheduler(in_flight=4, beside_interactive=1, awaiting=lambda: interactive + scheduler.awaited)
+        started: list[str] = []
+        release, written = asyncio.Event(), asyncio.Event()
+
+        async def answered(name: str) -> None:
+            async with scheduler.slot("m", "alpha"):
+                started.append(name)
+                await written.wait()  # awaited no more: writing its record
+
+        tasks = [asyncio.create_task(_hold(scheduler, "m", started, release, "alpha0"))]
+        tasks.append(asyncio.create_task(answered("alpha1")))
+        await asyncio.sleep(0.02)
+        interactive = 1
+        tasks.append(asyncio.create_task(_hold(scheduler, "m", started, release, "alpha2")))
+        await asyncio.sleep(0.05)
+        seen = list(started)
+        release.set()
+        written.set()
+        await asyncio.sleep(0.05)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return seen
+
+    assert asyncio.run(main()) == ["alpha0", "alpha1"]
