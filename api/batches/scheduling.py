@@ -65,11 +65,20 @@ class TenantTurns:
 class LineScheduler:
     """Slots for batches' lines, by model (one per API process)."""
 
-    def __init__(self, in_flight: int, beside_interactive: int, awaiting: Callable[[], int]) -> None:
-        """`awaiting()` is how many jobs the process awaits now, lines included."""
+    def __init__(
+        self,
+        in_flight: int,
+        beside_interactive: int,
+        awaiting: Callable[[], int],
+        held_back: Callable[[str], bool] = lambda queue: False,
+    ) -> None:
+        """`awaiting()` is how many jobs the process awaits now, lines included;
+        `held_back(queue)` whether tenants' jobs of that model's queue wait for room in it
+        (fair sharing, api/tenancy/fair_share.py): jobs of any API process's clients."""
         self._in_flight = in_flight
         self._beside = beside_interactive
         self._awaiting = awaiting
+        self._held_back = held_back
         self._slots: dict[str, TenantTurns] = {}
         self._running: dict[str, int] = {}  # lines in flight, by model
         self.lines = 0  # lines in flight, over every model
@@ -99,8 +108,9 @@ class LineScheduler:
             self.awaited -= 1
 
     @asynccontextmanager
-    async def slot(self, model: str, tenant: str) -> AsyncIterator[None]:
-        """Hold one of `model`'s slots while a line of `tenant`'s batch runs, once its turn has come."""
+    async def slot(self, model: str, tenant: str, queue: str = "") -> AsyncIterator[None]:
+        """Hold one of `model`'s slots while a line of `tenant`'s batch runs, once its turn
+        has come; `queue` is the model's."""
         slots = self._slots.get(model)
         if slots is None:
             slots = self._slots[model] = TenantTurns(self._in_flight)
@@ -108,7 +118,9 @@ class LineScheduler:
         try:
             # While interactive requests are awaited, fewer lines of the model run beside
             # them. Polled: an event set by every interactive request would cost each of them.
-            while self.interactive() and self.running(model) >= self._beside:  # noqa: ASYNC110
+            # So do they while tenants' jobs wait for room in the model's queue: lines
+            # published to it directly would keep it full, and those jobs waiting.
+            while (self.interactive() or self._held_back(queue)) and self.running(model) >= self._beside:  # noqa: ASYNC110
                 await asyncio.sleep(YIELD_SECONDS)
             self.lines += 1
             self._running[model] = self.running(model) + 1

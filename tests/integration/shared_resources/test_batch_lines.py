@@ -71,12 +71,14 @@ def test_hostile_tenants_many_batches_beside_a_normal_tenants_one_take_the_lines
     assert len(fake.completions) == BATCHES * LINES + BETA_LINES
 
 
+@pytest.mark.parametrize("awaited", [True, False], ids=["awaited", "queued-without-waiting"])
 def test_a_normal_tenants_request_beside_a_hostile_tenants_batch_starts_before_the_batch_has_run(
-    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str], tmp_path: Path
+    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str], tmp_path: Path, awaited: bool
 ) -> None:
     """Beta's batch fills the model's queue with lines; alpha's request, awaited by the
-    API process driving it, has its lines step back to BATCH_LINES_BESIDE_INTERACTIVE,
-    and starts after those already queued, not after the batch."""
+    API process driving it or waiting in alpha's queue of the contended model (sent with
+    `wait=0`), has the lines step back to BATCH_LINES_BESIDE_INTERACTIVE, and starts
+    after those already queued, not after the batch."""
     if not broker_env["RABBIT_MQ_HOST"]:
         pytest.skip("once is enough: which line is sent next is the API process's doing, not the broker's")
     keys = tmp_path / "tenants.yaml"
@@ -91,9 +93,16 @@ def test_a_normal_tenants_request_beside_a_hostile_tenants_batch_starts_before_t
     while len(fake.completions) < 40 and time.monotonic() < deadline:
         time.sleep(0.05)
     sent = len(fake.completions)
-    answer = httpx.post(f"{stack.url}/generate", json={"content": "alpha-1"},
-                        headers={"Authorization": "Bearer key-alpha"}, timeout=90)  # fmt: skip
-    assert answer.status_code == 200, answer.text
+    alpha = {"Authorization": "Bearer key-alpha"}
+    body = {"content": "alpha-1", "job_id": "alpha-1"}
+    answer = httpx.post(f"{stack.url}/generate?wait={60 if awaited else 0}", json=body, headers=alpha, timeout=90)
+    assert answer.status_code == (200 if awaited else 202), answer.text
+    deadline = time.monotonic() + 90
+    while not awaited and time.monotonic() < deadline:
+        status = httpx.get(f"{stack.url}/jobs/alpha-1", headers=alpha, timeout=10).json()["status"]
+        if status == "succeeded":
+            break
+        time.sleep(0.1)
     order = started(fake)
     # Ahead of it: the lines queued or running as it came (BATCH_LINES_IN_FLIGHT, 32),
     # not what was left of the batch's 400.
