@@ -16,6 +16,7 @@ one per line (``#`` comments), all of the default tenant, or a YAML (or JSON) do
           jobs_in_flight: 100        # accepted and not yet answered
           max_priority: 7            # its jobs' highest priority (TENANT_MAX_PRIORITY by default)
           file_bytes: 10000000000    # bytes of uploaded files it keeps in the file store
+          batches_in_flight: 10      # its batches not finished
 
 Keys of ``API_KEYS`` belong to the tenant ``default`` (weight 1, ``RATE_LIMIT_PER_MINUTE``
 its requests per minute). With a document of tenants, a tenant's jobs ask for a priority
@@ -71,6 +72,9 @@ class Quotas(BaseModel):
     max_priority: int | None = Field(None, ge=0, le=9)
     # The bytes of uploaded files (batches' input files) it keeps in the file store.
     file_bytes: int | None = Field(None, ge=1)
+    # Its batches not finished (validating, in progress, finalizing): each is read whole
+    # into the memory of the API process driving it.
+    batches_in_flight: int | None = Field(None, ge=1)
 
 
 class _TenantEntry(BaseModel):

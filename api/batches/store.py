@@ -15,7 +15,7 @@ from typing import Any
 
 from api.batches.doorbell import Doorbell
 from api.batches.files import Files, sortable_id
-from api.errors import BadRequest, BatchConflict, BatchNotFound, FileNotFound
+from api.errors import BadRequest, BatchConflict, BatchNotFound, FileNotFound, TooManyRequests
 from shared.storage.batch_files import (
     ACTIVE,
     BatchLines,
@@ -73,8 +73,10 @@ class Batches:
         metadata: dict[str, str] | None,
         owner: Owner,
         tenant: str = DEFAULT_TENANT,
+        most: int | None = None,
     ) -> dict[str, Any]:
-        """A new batch (``validating``): its lines are queued by the keeper, run for `tenant`."""
+        """A new batch (``validating``): its lines are queued by the keeper, run for
+        `tenant`; 429 when `owner` has `most` batches not finished (quota batches_in_flight)."""
         seconds = window_seconds(window)
         if seconds is None:
             raise BadRequest("completion_window: '24h' (or, beyond OpenAI, a duration such as '90m')")
@@ -91,6 +93,16 @@ class Batches:
             raise FileNotFound(f"input_file_id: no file {input_file_id!r}") from None
         if source.get("purpose") != "batch":
             raise BadRequest(f"input_file_id: file {input_file_id!r} is not a batch input file (purpose 'batch')")
+        if most is not None and owner.name is not None:
+            unfinished = await self._unfinished(owner)
+            if unfinished >= most:
+                # Each batch driven is read whole into an API process's memory: one file
+                # of 200 MB made into many batches would take every process's.
+                raise TooManyRequests(
+                    f"quota batches_in_flight: tenant {tenant!r} has {unfinished} batches not finished, at most"
+                    f" {most}; try again when one has finished",
+                    retry_after=60,
+                )
         now = int(time.time())
         batch = {
             "id": f"batch_{sortable_id()}", "object": "batch", "endpoint": endpoint, "errors": None,
@@ -107,6 +119,17 @@ class Batches:
         await self._files.blocking(self._store.put, active_marker(batch["id"]), b"")
         self._doorbell.ring()
         return batch
+
+    async def _unfinished(self, owner: Owner) -> int:
+        """How many of `owner`'s own batches (by its entries) are not finished."""
+        if not self._indexed:
+            await self._files.blocking(self._index_all)
+            self._indexed = True
+        count = 0
+        for batch_id in await self._files.blocking(self._store.names, owner_folder(str(owner.name), "batches")):
+            batch = await self.read(batch_id)
+            count += batch is not None and batch["status"] in UNFINISHED
+        return count
 
     def _index_all(self) -> None:
         """Once per store: an entry for each batch kept before batches had entries (by an

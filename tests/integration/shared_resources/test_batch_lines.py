@@ -4,6 +4,7 @@ turns, so a tenant that creates many batches does not hold back another's one.""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -109,3 +110,40 @@ def test_a_normal_tenants_request_beside_a_hostile_tenants_batch_starts_before_t
     ahead = [job for job in order[sent : order.index("alpha-1")] if job.startswith("beta-")]
     assert len(ahead) <= 48, len(ahead)
     assert wait_until_finished(beta, batch.id, timeout=120).status == "completed"
+
+
+def test_hostile_tenant_beside_normal_runs_no_more_batches_at_once_than_its_quota(
+    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Each batch driven is read whole into an API process's memory: one file made into
+    many batches would take all of it. Beta's batches not finished are bounded by its
+    quota batches_in_flight; alpha's are its own."""
+    if not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("once is enough: batches are the API's and the file store's, not the broker's")
+    keys = tmp_path / "tenants.yaml"
+    keys.write_text(TENANTS.replace('["key-beta"]', '["key-beta"]\n    quotas:\n      batches_in_flight: 2'))
+    stack = make_stack(API_KEYS_FILE=str(keys))
+    fake.latency = 2.0  # the batches run while more are asked for
+
+    def sdk(key: str) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{stack.url}/v1", api_key=key, max_retries=0)
+
+    alpha, beta = sdk("key-alpha"), sdk("key-beta")
+    lines = [chat_line(f"{n}", f"line-{n}") for n in range(20)]
+    beta_file, alpha_file = upload(beta, lines), upload(alpha, lines)
+
+    def create(client: openai.OpenAI, file_id: str) -> openai.types.Batch:
+        return client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+
+    running = [create(beta, beta_file) for _ in range(2)]
+    with pytest.raises(openai.RateLimitError) as refused:
+        create(beta, beta_file)
+    assert "quota batches_in_flight: tenant 'beta' has 2 batches not finished, at most 2" in str(refused.value)
+    alphas = [create(alpha, alpha_file) for _ in range(3)]
+    # A batch that ended gives its place back.
+    beta.batches.cancel(running[0].id)
+    assert wait_until_finished(beta, running[0].id).status == "cancelled"
+    running.append(create(beta, beta_file))
+    for client, batch in [*((beta, b) for b in running[1:]), *((alpha, b) for b in alphas)]:
+        with contextlib.suppress(openai.ConflictError):  # finished already
+            client.batches.cancel(batch.id)
