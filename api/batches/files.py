@@ -74,7 +74,7 @@ class Files:
             limit = self._config.batch_max_file_bytes
             raise FileTooLarge(f"file of {size} bytes; at most {limit} (BATCH_MAX_FILE_BYTES)")
         quota = tenant.quotas.file_bytes if tenant is not None else None
-        if quota is not None and owner.name is not None:
+        if tenant is not None and quota is not None and owner.name is not None:
             kept = await self._owned_by(owner)
             used = sum(int(f.get("bytes") or 0) for f in kept if f.get("purpose") == "batch")
             if used + size > quota:
