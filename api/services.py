@@ -98,7 +98,8 @@ class Services:
         doorbell = Doorbell()
         batches = Batches(files, doorbell)
         keeper = BatchKeeper(
-            config, batches, files, runner, routing, lost, redis, registry, models, doorbell, events.emit
+            config, batches, files, runner, routing, lost, redis, registry, models, doorbell, events.emit,
+            fair.held_back,
         )  # fmt: skip
         scaling = Scaling(config, registry, queue, fair, redis)
         scrape = Scrape(config, metrics, queue, [*registry.queues, *fair.tenant_queues], redis, scaling,

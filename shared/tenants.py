@@ -16,6 +16,8 @@ one per line (``#`` comments), all of the default tenant, or a YAML (or JSON) do
           jobs_in_flight: 100        # accepted and not yet answered
           max_priority: 7            # its jobs' highest priority (TENANT_MAX_PRIORITY by default)
           streams_in_flight: 100     # streams read at once (STREAMS_IN_FLIGHT when not given)
+          file_bytes: 10000000000    # bytes of uploaded files it keeps in the file store
+          batches_in_flight: 10      # its batches not finished
 
 Keys of ``API_KEYS`` belong to the tenant ``default`` (weight 1, ``RATE_LIMIT_PER_MINUTE``
 its requests per minute). With a document of tenants, a tenant's jobs ask for a priority
@@ -70,6 +72,11 @@ class Quotas(BaseModel):
     # The highest priority its jobs run at (0 .. 9): one asking for more runs at it.
     max_priority: int | None = Field(None, ge=0, le=9)
     streams_in_flight: int | None = Field(None, ge=1, le=100_000)  # None: the deployment's STREAMS_IN_FLIGHT
+    # The bytes of uploaded files (batches' input files) it keeps in the file store.
+    file_bytes: int | None = Field(None, ge=1)
+    # Its batches not finished (validating, in progress, finalizing): each is read whole
+    # into the memory of the API process driving it.
+    batches_in_flight: int | None = Field(None, ge=1)
 
 
 class _TenantEntry(BaseModel):

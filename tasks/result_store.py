@@ -38,6 +38,7 @@ class ResultStore(RedisBackend):
         options = self.app.conf.result_backend_transport_options
         self._keys = Keys(options.get("global_keyprefix", ""))
         self.usage_days = int(self.app.conf.get("usage_days") or 400)
+        self._default_model = str(self.app.conf.get("usage_default_model") or "default")
         self._replica_acks = int(self.app.conf.get("redis_replica_acks") or 0)
 
     def _store_result(
@@ -87,8 +88,11 @@ class ResultStore(RedisBackend):
         if not job or "meta" not in job:  # not a model's job (a webhook delivery, llm.models)
             return
         tenant = job.get("tenant") if isinstance(job.get("tenant"), str) else DEFAULT_TENANT
-        meta = job["meta"] if isinstance(job["meta"], dict) else {}
-        model = str(job.get("route") or meta.get("model") or "default")
+        # A model of the registry, as the API's metrics name it: the job's route, or the
+        # default model its worker ran it on. Never the request's own name for it (with
+        # one model server, any name goes to it): each name made up would be a row of
+        # the day's usage, kept USAGE_DAYS, read by every tenant's GET /usage.
+        model = str(job.get("route") or self._default_model)
         if state == states.SUCCESS and isinstance(result, dict) and isinstance(result.get("served_model"), str):
             model = result["served_model"]  # a fallback model served it (tasks/model/pooled.py)
         usage = result.get("usage") if state == states.SUCCESS and isinstance(result, dict) else None

@@ -91,9 +91,11 @@ class BatchKeeper:
         models: RequestModels,
         doorbell: Doorbell,
         emit: Emit | None = None,
+        held_back: Callable[[str], bool] = lambda queue: False,
     ) -> None:
         """`doorbell` rings when a batch is created or cancelled here; `emit` queues a
-        batch's webhook event."""
+        batch's webhook event; `held_back(queue)` says whether tenants' jobs wait for room
+        in a model's queue (FairShare.held_back)."""
         self._config = config
         self._batches = batches
         self._files = files
@@ -110,7 +112,7 @@ class BatchKeeper:
         self._me = uuid.uuid4().hex  # this process, as the batches' locks name it
         self._driving: dict[str, asyncio.Task[None]] = {}
         self._scheduler = LineScheduler(
-            config.batch_lines_in_flight, config.batch_lines_beside_interactive, lambda: runner.awaiting
+            config.batch_lines_in_flight, config.batch_lines_beside_interactive, lambda: runner.awaiting, held_back
         )
         self.progress: dict[str, Progress] = {}
         # Seconds a line's result is awaited before its record is looked for.
@@ -250,7 +252,7 @@ class BatchKeeper:
                 progress.waiting -= 1
                 outcome: str | None = await self._failed(batch, line, exc)
             else:
-                async with self._scheduler.slot(route.label):
+                async with self._scheduler.slot(route.label, tenant.name, route.queue):
                     if progress.stop:
                         return
                     progress.waiting -= 1
@@ -283,8 +285,9 @@ class BatchKeeper:
             if remaining <= 0:
                 return None  # its window passed: the watcher stops the batch
             try:
-                answer = await self._runner.run(route, job, min(remaining, self._recheck), resend=resend,
-                                                count_timeout=False)  # fmt: skip
+                with self._scheduler.awaiting():
+                    answer = await self._runner.run(route, job, min(remaining, self._recheck), resend=resend,
+                                                    count_timeout=False)  # fmt: skip
                 return await self._answered(batch, line, answer)
             except JobCancelled as exc:
                 if progress.stop:

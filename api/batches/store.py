@@ -15,8 +15,16 @@ from typing import Any
 
 from api.batches.doorbell import Doorbell
 from api.batches.files import Files, sortable_id
-from api.errors import BadRequest, BatchConflict, BatchNotFound, FileNotFound
-from shared.storage.batch_files import ACTIVE, BatchLines, active_marker, batch_object
+from api.errors import BadRequest, BatchConflict, BatchNotFound, FileNotFound, TooManyRequests
+from shared.storage.batch_files import (
+    ACTIVE,
+    BatchLines,
+    active_marker,
+    batch_object,
+    indexed_mark,
+    owner_entry,
+    owner_folder,
+)
 from shared.tenants import DEFAULT_TENANT, Owner
 
 STATUSES = ("validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled")
@@ -55,6 +63,7 @@ class Batches:
         self._store = files.store
         self.lines = BatchLines(files.store)
         self._doorbell = doorbell
+        self._indexed = False  # whether this process saw every earlier batch indexed
 
     async def create(
         self,
@@ -64,8 +73,10 @@ class Batches:
         metadata: dict[str, str] | None,
         owner: Owner,
         tenant: str = DEFAULT_TENANT,
+        most: int | None = None,
     ) -> dict[str, Any]:
-        """A new batch (``validating``): its lines are queued by the keeper, run for `tenant`."""
+        """A new batch (``validating``): its lines are queued by the keeper, run for
+        `tenant`; 429 when `owner` has `most` batches not finished (quota batches_in_flight)."""
         seconds = window_seconds(window)
         if seconds is None:
             raise BadRequest("completion_window: '24h' (or, beyond OpenAI, a duration such as '90m')")
@@ -82,6 +93,16 @@ class Batches:
             raise FileNotFound(f"input_file_id: no file {input_file_id!r}") from None
         if source.get("purpose") != "batch":
             raise BadRequest(f"input_file_id: file {input_file_id!r} is not a batch input file (purpose 'batch')")
+        if most is not None and owner.name is not None:
+            unfinished = await self._unfinished(owner)
+            if unfinished >= most:
+                # Each batch driven is read whole into an API process's memory: one file
+                # of 200 MB made into many batches would take every process's.
+                raise TooManyRequests(
+                    f"quota batches_in_flight: tenant {tenant!r} has {unfinished} batches not finished, at most"
+                    f" {most}; try again when one has finished",
+                    retry_after=60,
+                )
         now = int(time.time())
         batch = {
             "id": f"batch_{sortable_id()}", "object": "batch", "endpoint": endpoint, "errors": None,
@@ -93,9 +114,34 @@ class Batches:
             "metadata": metadata, "model": None, "usage": None, "owner": owner.name, "tenant": tenant,
         }  # fmt: skip
         await self.write(batch)
+        if owner.name is not None:  # its entry among its owner's (none without keys)
+            await self._files.blocking(self._store.put, owner_entry(owner.name, "batches", batch["id"]), b"")
         await self._files.blocking(self._store.put, active_marker(batch["id"]), b"")
         self._doorbell.ring()
         return batch
+
+    async def _unfinished(self, owner: Owner) -> int:
+        """How many of `owner`'s own batches (by its entries) are not finished."""
+        if not self._indexed:
+            await self._files.blocking(self._index_all)
+            self._indexed = True
+        count = 0
+        for batch_id in await self._files.blocking(self._store.names, owner_folder(str(owner.name), "batches")):
+            batch = await self.read(batch_id)
+            count += batch is not None and batch["status"] in UNFINISHED
+        return count
+
+    def _index_all(self) -> None:
+        """Once per store: an entry for each batch kept before batches had entries (by an
+        earlier release), then the mark that they have."""
+        if self._store.exists(indexed_mark("batches")):
+            return
+        for batch_id in self._store.names("batches"):
+            raw = self._store.get(batch_object(batch_id))
+            owner = json.loads(raw).get("owner") if raw is not None else None
+            if owner is not None:
+                self._store.put(owner_entry(str(owner), "batches", batch_id), b"")
+        self._store.put(indexed_mark("batches"), b"")
 
     async def write(self, batch: dict[str, Any]) -> None:
         await self._files.blocking(self._store.put, batch_object(batch["id"]), json.dumps(batch).encode())
@@ -121,8 +167,19 @@ class Batches:
     async def page(self, owner: Owner, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
         """The key's batches (every batch, without keys), newest first: the `limit` after
         the batch `after`, and whether more follow. Batch ids sort in the order they were
-        made, so only the batches of the page (and those of other keys among them) are read."""
-        names = sorted(await self._files.blocking(self._store.names, "batches"), reverse=True)
+        made, so only the batches of the page are read: a tenant's, by its entries among
+        its owner's (shared/storage/batch_files.py), not every tenant's newer ones."""
+        if owner.every:
+            names = await self._files.blocking(self._store.names, "batches")
+        else:
+            if not self._indexed:
+                await self._files.blocking(self._index_all)
+                self._indexed = True
+            names = []
+            for name in (owner.name, *sorted(owner.also)):
+                if name is not None:
+                    names += await self._files.blocking(self._store.names, owner_folder(name, "batches"))
+        names = sorted(set(names), reverse=True)
         if after is not None:
             names = [name for name in names if name < after]
         found: list[dict[str, Any]] = []

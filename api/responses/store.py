@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from api.errors import ResultStoreUnavailable
 from shared.config import Config
+from shared.tenants import tenant_of
 
 
 class ResponseStore:
@@ -45,12 +46,16 @@ class ResponseStore:
         return json.loads(raw) if raw else None
 
     async def forget(self, key: str) -> None:
-        """Everything the response left: its record, its job's claim, result and stream."""
+        """Everything the response left: its record, its job's claim, result and stream,
+        and its place among its tenant's jobs in flight (quota jobs_in_flight). That place
+        is otherwise freed by its stored result: once the result is deleted, the job would
+        count as in flight until its claim's TTL, a day and more."""
         keys = self._config.keys
         try:
             async with self._store.pipeline(transaction=False) as pipe:
                 pipe.delete(keys.response(key), keys.result(key), keys.stream(key), keys.job(key))
                 pipe.zrem(keys.queued, key)
+                pipe.zrem(keys.in_flight(tenant_of(key)), key)
                 await pipe.execute()
         except (RedisError, OSError):
             raise ResultStoreUnavailable("result store (Redis) unavailable") from None

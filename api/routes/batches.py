@@ -43,8 +43,9 @@ def batches_router(batches: Batches, route_class: type[OpenAIRoute]) -> APIRoute
     async def create_batch(body: CreateBatch, owner: OwnerDep, tenant: TenantDep) -> dict[str, Any]:
         """Run every request of an uploaded file (purpose ``batch``) as a job, below interactive traffic."""
         batch = await batches.create(
-            body.input_file_id, body.endpoint, body.completion_window, body.metadata, owner, tenant.name
-        )
+            body.input_file_id, body.endpoint, body.completion_window, body.metadata, owner, tenant.name,
+            tenant.quotas.batches_in_flight,
+        )  # fmt: skip
         return public(batch)
 
     @router.get("/batches")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
 from api.batches.files import Files, public
-from api.deps import OwnerDep
+from api.deps import OwnerDep, TenantDep
 from api.routes.openai import OpenAIRoute
 from api.schemas.openai import ErrorBody
 from shared.config import Config
@@ -50,12 +50,13 @@ def files_router(files: Files, route_class: type[FilesRoute]) -> APIRouter:
     @router.post("/files")
     async def upload_file(
         owner: OwnerDep,
+        tenant: TenantDep,
         file: Annotated[UploadFile, File(description="a JSONL file of requests, one per line")],
         purpose: Annotated[Literal["batch"], Form(description="'batch': files uploaded here are batches' input files")],
     ) -> dict[str, Any]:
         """Upload a batch's input file: each line is checked, and a file with bad lines is
         refused (400) naming each line and what is wrong with it."""
-        return public(await files.create(file.file, file.filename or "", purpose, owner))
+        return public(await files.create(file.file, file.filename or "", purpose, owner, tenant))
 
     @router.get("/files")
     async def list_files(

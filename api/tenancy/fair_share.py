@@ -56,6 +56,7 @@ WATCH_SECONDS = 0.02  # how often each API process reads which models are conten
 ROUND_SECONDS = 0.005  # between two rounds of a dispatcher of a contended model
 IDLE_SECONDS = 0.05  # between two looks at the queue of a model that is not contended
 CALM_SECONDS = 1.0  # a model is no longer contended once its tenants' queues were empty this long
+HELD_BACK = (b"2", "2")  # the value of `fair:{queue}` while tenants' jobs wait for room
 HOLD_SECONDS = 20.0  # a tenant's next job, read and not moved, goes back after this long
 
 
@@ -114,6 +115,7 @@ class FairShare:
         self._sync = redis_clients.sync_client(config, socket_connect_timeout=config.redis_connect_timeout)
         self._me = uuid.uuid4().hex
         self._contended: set[str] = set()
+        self._held_back: set[str] = set()  # contended models whose tenants' jobs wait for room
         self._leading: dict[str, threading.Event] = {queue: threading.Event() for queue in queues}
         self._stopping = threading.Event()
         self._model_of = {tenant_queue(q, t): q for q in queues for t in self._weights}
@@ -128,6 +130,12 @@ class FairShare:
         if queue in self._contended and tenant in self._weights:
             return tenant_queue(queue, tenant)
         return queue
+
+    def held_back(self, queue: str) -> bool:
+        """Whether tenants' jobs of the model of `queue` wait for room in its queue (its
+        dispatcher holds them): batches' lines then step back (api/batches/scheduling.py),
+        or, being published to the model's queue directly, they would keep it full."""
+        return queue in self._held_back
 
     def model_queue(self, queue: str) -> str:
         """The model's queue of a tenant's queue (a model's queue itself otherwise)."""
@@ -150,6 +158,7 @@ class FairShare:
                 with contextlib.suppress(RedisError, OSError):
                     flags = await self._redis.mget([self._config.keys.contended(q) for q in self._queues])
                     self._contended = {q for q, flag in zip(self._queues, flags, strict=True) if flag}
+                    self._held_back = {q for q, flag in zip(self._queues, flags, strict=True) if flag in HELD_BACK}
                 if time.monotonic() - last_lock >= LOCK_SECONDS / 3:
                     last_lock = time.monotonic()
                     await self._hold_locks()
@@ -192,12 +201,13 @@ class FairShare:
                 log.warning("fair-share dispatcher of %s stopped: %s; starting again", queue, exc)
                 self._stopping.wait(1.0)
 
-    def _set_contended(self, queue: str, contended: bool) -> None:
-        """Tell every API process (with the dispatchers' own client: this runs in a thread)."""
+    def _set_contended(self, queue: str, contended: bool, held_back: bool = False) -> None:
+        """Tell every API process (with the dispatchers' own client: this runs in a thread)
+        whether the model is contended, and whether tenants' jobs of it wait for room."""
         key = self._config.keys.contended(queue)
         try:
             if contended:
-                self._sync.set(key, b"1", px=int(LOCK_SECONDS * 1000))
+                self._sync.set(key, b"2" if held_back else b"1", px=int(LOCK_SECONDS * 1000))
             else:
                 self._sync.delete(key)
         except (RedisError, OSError) as exc:
@@ -206,6 +216,10 @@ class FairShare:
             self._contended.add(queue)
         else:
             self._contended.discard(queue)
+        if contended and held_back:
+            self._held_back.add(queue)
+        else:
+            self._held_back.discard(queue)
 
 
 class _Dispatcher:
@@ -277,8 +291,9 @@ class _Dispatcher:
             self._busy_at = time.monotonic()
             log.info("queue %s is contended (%d jobs waiting): tenants' jobs now take turns by weight",
                      self._queue, depth)  # fmt: skip
-        self._share._set_contended(self._queue, True)  # renewed each round while contended
         self._read_heads(channel)
+        # Renewed each round while contended, saying whether tenants' jobs wait.
+        self._share._set_contended(self._queue, True, held_back=bool(self._held))
         moved = 0
         room = self._ahead - depth
         while room > 0 and self._held:

@@ -66,6 +66,9 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "redis_socket_connect_timeout": config.redis_connect_timeout,
         "result_expires": config.result_ttl,
         "usage_days": config.usage_days,  # the result store's (tasks/result_store.py)
+        # The model a job without a route ran on (the one model without a registry): its
+        # usage is counted to it, not to a name the client made up.
+        "usage_default_model": registry.default.name,
         "result_extended": True,
         "task_default_queue": queue,
         "task_default_exchange": queue,

@@ -10,6 +10,12 @@ run their lines) both read and write.
     batches/{batch_id}/lines/{n}.ok   line n's answer, written by the worker that ran it
     batches/{batch_id}/lines/{n}.err  line n's failure
     active/{batch_id}               a batch not finished yet (what the API looks after)
+    owners/{owner}/files/{file_id}  an owner's file (empty): what a list of its files reads,
+                                    rather than every owner's files
+    owners/{owner}/batches/{batch_id}  the same for its batches
+    owners/files-indexed, owners/batches-indexed
+                                    written once every file (batch) kept before that index
+                                    has its entry
 
 A worker writes a line's record before its result is stored in Redis and its
 message acknowledged: a line whose record exists is never sent to the model server
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +41,20 @@ def file_object(file_id: str) -> str:
 
 def file_data(file_id: str) -> str:
     return f"files/{file_id}.data"
+
+
+def owner_folder(owner: str, kind: str) -> str:
+    """The folder of the entries of an owner's `kind` ("files", "batches"), `owner` as
+    files and batches name it (``tenant:research``)."""
+    return f"owners/{re.sub(r'[^A-Za-z0-9_-]', '-', owner)}/{kind}"
+
+
+def owner_entry(owner: str, kind: str, name: str) -> str:
+    return f"{owner_folder(owner, kind)}/{name}"
+
+
+def indexed_mark(kind: str) -> str:
+    return f"owners/{kind}-indexed"
 
 
 def batch_object(batch_id: str) -> str:

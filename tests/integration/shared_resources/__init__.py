@@ -22,4 +22,6 @@ SHARED_RESOURCES: dict[str, str] = {
     "in-flight places": "test_in_flight_places",
     "probes": "test_probes",
     "connections": "test_connections",
+    "file store": "test_file_store",
+    "batch lines": "test_batch_lines",
 }
