@@ -205,22 +205,26 @@ return 'cancelled'
 # Adds a streamed job's pieces to its stream (tasks/relay.py), all at once, each once:
 # a try whose answer was lost on the way back (Redis away) is made again with the
 # pieces since, and those the lost try added are not added again. Answers 1, or -1
-# when the stream is not as the relay left it (Redis lost it): nothing added.
+# when the stream is not as the relay left it (Redis lost it): nothing added. The
+# stream's TTL is set as it is made and again as its end is added (the relay gives a
+# shorter one then: a delivered stream is kept for resumes only, STREAM_TTL).
 # KEYS: the stream. ARGV: its TTL, how many entries it held before these, then each
 # entry as a JSON object of its fields.
 RELAY_ADD = """
 local before = tonumber(ARGV[2])
 local added = redis.call('XLEN', KEYS[1]) - before
 if added < 0 or added > #ARGV - 2 then return -1 end
+local ended = false
 for i = 3 + added, #ARGV do
   local fields = {}
   for name, value in pairs(cjson.decode(ARGV[i])) do
     table.insert(fields, name)
     table.insert(fields, tostring(value))
+    if name == 'end' then ended = true end
   end
   redis.call('XADD', KEYS[1], '*', unpack(fields))
 end
-if before == 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+if before == 0 or ended then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return 1
 """
 
