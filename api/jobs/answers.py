@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from api.errors import JobCancelled, JobFailed, ResultStoreUnavailable, job_failure
-from shared.contract import STREAM_END, STREAM_EXTRA, STREAM_INDEX, STREAM_TEXT, State
+from shared.contract import STREAM_END, STREAM_EXTRA, STREAM_INDEX, STREAM_TEXT, State, whole_answer
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def outcome(job_id: str, meta: dict[str, Any]) -> dict[str, Any]:
     status = meta.get("status")
     result = meta.get("result")
     if status == State.SUCCESS and isinstance(result, dict):
-        return result
+        return whole_answer(result)
     if status == State.REVOKED:
         raise JobCancelled(f"job {job_id} was cancelled")
     if status == State.FAILURE and isinstance(result, dict):

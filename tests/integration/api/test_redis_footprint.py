@@ -1,6 +1,6 @@
 """What a job leaves in Redis, and for how long: its answer for RESULT_TTL, a delivered
-stream's events for STREAM_TTL (a resume is all they serve). Each test checks what a
-client still gets, then the keys and their TTLs in the real Redis."""
+stream's events for STREAM_TTL (a resume is all they serve), nothing of its run. Each
+test checks what a client still gets, then the keys and their TTLs in the real Redis."""
 
 from __future__ import annotations
 
@@ -63,6 +63,28 @@ def test_a_resume_after_the_stream_is_gone_is_told_where_the_answer_is(
     status = httpx.get(f"{stack.url}/jobs/{job_id}", timeout=10).json()
     assert status["status"] == "succeeded" and status["result"]["content"] == "echo: a b c d"
     assert status["result"]["finish_reason"] == "stop"
+    assert len(fake.requests) == 1
+
+
+def test_an_ended_job_leaves_its_answer_once_and_none_of_its_run(stack: Stack, fake: FakeModelServer) -> None:
+    job_id = f"lean-{uuid.uuid4().hex[:8]}"
+    body = {"job_id": job_id, "content": "hello there", "meta": {"tokens_limit": 16}}
+    answer = httpx.post(f"{stack.url}/generate", json=body, timeout=30)
+    assert answer.json() == {"content": "echo: hello there", "job_id": job_id}
+    store, keys = _redis(stack), stack.config.keys
+    stored = json.loads(store.get(keys.result(job_id)))
+    # Not the request again (Celery's args), and the answer's text once, in its choice.
+    assert "args" not in stored and "kwargs" not in stored and "content" not in stored["result"]
+    assert stored["result"]["choices"][0]["content"] == "echo: hello there"
+    assert not store.exists(keys.lease(job_id))
+    kept = {name.decode() for name in store.hkeys(keys.job(job_id))}
+    assert kept == {"fingerprint", "accepted_at", "started_at", "tenant"}
+    # What a client reads back is as it was: the same job_id again, and its status.
+    assert httpx.post(f"{stack.url}/generate", json=body, timeout=30).json() == answer.json()
+    status = httpx.get(f"{stack.url}/jobs/{job_id}", timeout=10).json()
+    assert status["result"]["content"] == "echo: hello there" and status["result"]["finish_reason"] == "stop"
+    changed = httpx.post(f"{stack.url}/generate", json={**body, "content": "other"}, timeout=30)
+    assert changed.status_code == 409  # another body under the same job_id: still refused
     assert len(fake.requests) == 1
 
 
