@@ -102,6 +102,11 @@ class BatchNotFound(NotFound):
     """No batch of that id (of the request's tenant)."""
 
 
+class StreamExpired(NotFound):
+    """A resume (Last-Event-ID) of a stream whose events are no longer kept (STREAM_TTL
+    after its end); its answer is (GET /jobs/{id})."""
+
+
 class ResponseNotFound(NotFound):
     """No response of that id (of the request's tenant), or it expired or was deleted."""
 

@@ -104,6 +104,12 @@ class Config(BaseSettings):
         description="seconds a streamed job runs on after its last reader left, for it to come back"
         " (Last-Event-ID); then it is cancelled. 0: cancelled at once",
     )
+    stream_ttl: int = Field(
+        600,
+        gt=0,
+        description="seconds a streamed job's events are kept in Redis after its end, for a client to resume"
+        " (Last-Event-ID); its answer is kept RESULT_TTL",
+    )
     response_ttl: int = Field(
         0, ge=0, description="seconds /v1/responses' responses and conversations are kept; 0: RESULT_TTL's"
     )
@@ -350,6 +356,12 @@ class Config(BaseSettings):
     def longest_job(self) -> float:
         """Seconds one run of a job can take at most: the model-server deadline, and some."""
         return self.llm_deadline + 10
+
+    @property
+    def running_stream_ttl(self) -> int:
+        """Seconds a streamed job's events are kept while it may still run (queued again
+        after its worker died, then run whole), before its end shortens them to STREAM_TTL."""
+        return int(self.longest_job + self.wait_timeout + self.stream_ttl)
 
     @property
     def job_ttl(self) -> int:

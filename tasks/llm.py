@@ -99,7 +99,8 @@ def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
         _start(task, job, job_id, started)
         relay = None
         if job.stream:
-            relay = Relay(jobs.redis, worker.config.keys.stream(job_id), worker.config.result_ttl)
+            config = worker.config
+            relay = Relay(jobs.redis, config.keys.stream(job_id), config.running_stream_ttl, config.stream_ttl)
             relay.resume()  # a run after a worker that died mid-answer goes on where it stopped
         asked = time.monotonic()
         try:

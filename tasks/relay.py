@@ -4,7 +4,9 @@ The stream ``{REDIS_PREFIX}:stream:{job_id}`` holds one entry per piece (``i``: 
 choice, ``t``: the text, ``x``: JSON of the tool-call pieces and logprobs it brought,
 when it did) and a last entry ``end`` (JSON: choices with their
 finish_reason, model, usage). A reader that connects late, or again, reads it from
-the start. It expires with the job's result.
+the start. While the job may run it is kept long enough for a run after a worker died
+to go on from it; once its end is relayed, STREAM_TTL (a resume is all it serves
+then: the answer is the job's result, kept RESULT_TTL).
 
 A job run again after its worker died mid-answer finds the pieces that run relayed:
 readers have had them, so they stay, and this run relays its own only past them
@@ -39,10 +41,13 @@ RELAY_PATIENCE = 20.0  # seconds the start and the end of a stream wait for a Re
 class Relay:
     """Writes the pieces of one job's answer as they arrive."""
 
-    def __init__(self, client: redis.Redis, key: str, ttl: int) -> None:
+    def __init__(self, client: redis.Redis, key: str, ttl: int, kept: int | None = None) -> None:
+        """`ttl`: the stream's seconds while the job runs; `kept`: once its end is relayed
+        (`ttl` when not given)."""
         self._client = client
         self._key = key
         self._ttl = ttl
+        self._kept = ttl if kept is None else kept
         self._add = client.register_script(RELAY_ADD)
         self._length = 0  # the stream's entries, as this relay knows them
         self._lost = False  # Redis lost the stream as it ran: its readers read the answer from its result
@@ -90,6 +95,7 @@ class Relay:
             if answer.get("choices"):
                 answer["content"] = answer["choices"][0]["content"]
         self._unsent.append({STREAM_END: json.dumps(answer)})
+        self._ttl = self._kept  # set with the end, as it is added
         try:
             redis_clients.patiently(self._flush, RELAY_PATIENCE)
         except redis_clients.UNREACHABLE as exc:

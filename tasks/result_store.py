@@ -17,14 +17,18 @@ from typing import Any
 
 from celery import states
 from celery.backends.redis import RedisBackend, SentinelBackend
+from kombu.utils import json as kombu_json
 from kombu.utils.encoding import bytes_to_str
 
-from shared.contract import STORE_ONCE, Keys
+from shared.contract import STORE_ONCE, Keys, stored_answer, whole_answer
 from shared.storage import redis_clients
 from shared.telemetry import tracing
 from shared.tenants import DEFAULT_TENANT, tenant_of
 
 log = logging.getLogger(__name__)
+
+# What Celery's extended result adds of the request (its name aside): not stored.
+REQUEST_FIELDS = ("args", "kwargs", "worker", "retries", "queue")
 
 
 class ResultStore(RedisBackend):
@@ -52,16 +56,41 @@ class ResultStore(RedisBackend):
     ) -> Any:
         meta = self._get_result_meta(result=result, state=state, traceback=traceback, request=request)
         meta["task_id"] = bytes_to_str(task_id)
+        # The request is its task message's and its claim's to keep: a result that
+        # repeated it (Celery's extended result: args, kwargs, worker, ...) would hold
+        # a job's whole prompt for RESULT_TTL. Its task's name stays.
+        for name in REQUEST_FIELDS:
+            meta.pop(name, None)
+        if not meta.get("children"):
+            meta.pop("children", None)
+        if meta.get("traceback") is None:
+            meta.pop("traceback", None)
+        if state == states.SUCCESS:
+            meta["result"] = stored_answer(meta["result"])
         expires = self.failure_expires if state == states.FAILURE else self.expires
         job_key = self._keys.job(bytes_to_str(task_id))
         reply_to = reply_channel(request)
         keys = [self.get_key_for_task(task_id), job_key]
-        args: list[Any] = [self.encode(meta), int(expires), reply_to]
+        args: list[Any] = [self._encoded(meta), int(expires), reply_to]
         if state in (states.SUCCESS, states.FAILURE):
             self._account(meta["task_id"], job_of(request), state, result, keys, args)
         with tracing.span("store result", attributes={"llm.job_id": meta["task_id"], "llm.state": state}):
             self.ensure(self._store, (keys, args))
         return result
+
+    def meta_from_decoded(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """A stored result as Celery's readers get it (a Python client's AsyncResult): the
+        answer whole, as the task returned it."""
+        meta = super().meta_from_decoded(meta)
+        if meta.get("status") == states.SUCCESS:
+            meta["result"] = whole_answer(meta.get("result"))
+        return meta
+
+    def _encoded(self, meta: dict[str, Any]) -> Any:
+        """JSON without the spaces after separators (a tenth of a result's bytes)."""
+        if self.serializer == "json":
+            return kombu_json.dumps(meta, separators=(",", ":"))
+        return self.encode(meta)
 
     def _store(self, keys: list[str], args: list[Any]) -> int:
         if not self._replica_acks:
@@ -109,6 +138,7 @@ class ResultStore(RedisBackend):
         # The set the API admitted it to (api/tenancy/quotas.py): its key's tenant's.
         keys.append(self._keys.in_flight(tenant_of(key)))
         args.append(key)
+        keys.append(self._keys.lease(key))  # its run is over: a second delivery finds the result
 
 
 def _count(usage: Any, name: str) -> int:

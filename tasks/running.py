@@ -81,8 +81,9 @@ class RunningJobs:
         """While the block runs, a cancellation of the job sets the yielded Cancel, and
         once `start` leased the job to this worker, its lease is renewed.
 
-        The lease is left to expire after the block: the result is stored after the task
-        returns, and until then a second delivery of the job must wait for it."""
+        The lease is left after the block: the result is stored after the task returns,
+        and until then a second delivery of the job must wait for it; the script that
+        stores the result deletes it (STORE_ONCE)."""
         cancel = Cancel()
         with self._lock:
             self._running[job_id] = cancel

@@ -19,7 +19,7 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 
-from api.errors import GatewayError
+from api.errors import GatewayError, StreamExpired
 from api.http.statuses import Refusal, refusal
 from api.jobs.route import JobRoute
 from api.jobs.runner import JobRunner
@@ -70,7 +70,9 @@ def stream_response(
     """The events of the job as an SSE response, each with its id, those up to `after`
     (the last a returning client had) left out; `opening`'s events first. A failure
     after the first byte is one last event. A client that had every event (`after` at
-    or past the end) gets the last one again: its stream ends as every stream does."""
+    or past the end) gets the last one again: its stream ends as every stream does;
+    one whose stream's events are gone (STREAM_TTL after its end) gets one error event
+    (StreamExpired) that says where its answer is."""
 
     async def body() -> AsyncIterator[str]:
         place = -1
@@ -89,6 +91,13 @@ def stream_response(
                 for text in numbered(opening()):
                     yield text
             async for event in events:
+                if after is not None and event.get("whole"):
+                    # Its places would not be those the client counted: a clear end instead.
+                    raise StreamExpired(
+                        f"the events of job {route.job_id} are no longer kept (STREAM_TTL seconds after the stream's"
+                        f" end): its answer is at /jobs/{route.job_id}, or sent whole to the request without"
+                        " Last-Event-ID"
+                    )
                 for text in numbered(render(event)):
                     yield text
         except GatewayError as exc:

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from api.errors import JobCancelled, JobFailed, ResultStoreUnavailable, job_failure
-from shared.contract import STREAM_END, STREAM_EXTRA, STREAM_INDEX, STREAM_TEXT, State
+from shared.contract import STREAM_END, STREAM_EXTRA, STREAM_INDEX, STREAM_TEXT, State, whole_answer
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def outcome(job_id: str, meta: dict[str, Any]) -> dict[str, Any]:
     status = meta.get("status")
     result = meta.get("result")
     if status == State.SUCCESS and isinstance(result, dict):
-        return result
+        return whole_answer(result)
     if status == State.REVOKED:
         raise JobCancelled(f"job {job_id} was cancelled")
     if status == State.FAILURE and isinstance(result, dict):
@@ -59,7 +59,9 @@ async def read_stream(
     stream (it ran unstreamed: a job_id sent before without ``stream``), or without its
     end (Redis was down as the worker wrote it), is answered from it: the text not read
     yet, in one piece per choice. While Redis cannot be read, the reader waits for it
-    as any waiter does, up to `outage` seconds in a row. With `turns`, each read takes
+    as any waiter does, up to `outage` seconds in a row. Events read from the result
+    while the stream held nothing (gone after STREAM_TTL, or never written) are marked
+    ``"whole": True``: their places are not the stream's. With `turns`, each read takes
     its turn (first come, first served) among the process's readers: as many read at
     once as `turns` allows, the connections of the readers' pool."""
     last = "0-0"  # from the start: a late or returning reader misses nothing
@@ -97,12 +99,13 @@ async def read_stream(
             meta = result.result()
             answer = outcome(job_id, meta)
             at = _seconds(meta.get("date_done"))
+            mark = {"whole": True} if last == "0-0" else {}
             for choice in answer.get("choices") or [{"index": 0, "content": answer["content"]}]:
                 text, had = choice["content"] or "", read.get(choice["index"], "")
                 rest = text[len(had) :] if text.startswith(had) else ""
                 if rest or choice["index"] not in read:
-                    yield {"index": choice["index"], "text": rest, "at": at}
-            yield {"end": answer, "at": at}
+                    yield {"index": choice["index"], "text": rest, "at": at, **mark}
+            yield {"end": answer, "at": at, **mark}
             return
 
 

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from api.errors import QueueFull, ResultStoreUnavailable
 from shared.config import Config
-from shared.contract import CANCEL, CLAIM, STATUS_NAMES, JobField, cancelled_result, failure_status
+from shared.contract import CANCEL, CLAIM, STATUS_NAMES, JobField, cancelled_result, failure_status, whole_answer
 from shared.storage import redis_clients
 from shared.tenants import tenant_of
 
@@ -192,7 +192,7 @@ class JobStore:
             "started_at": _iso(fields.get(JobField.STARTED_AT)),
             "finished_at": meta.get("date_done") if state else None,
             "queue_position": rank + 1 if rank is not None and not state and "started_at" not in fields else None,
-            "result": meta.get("result") if state == "succeeded" else None,
+            "result": whole_answer(meta.get("result")) if state == "succeeded" else None,
             "error": None,
         }
         if state == "failed":

@@ -303,6 +303,29 @@ def cancelled_result(job_id: str, now: float) -> str:
     return json.dumps(meta)
 
 
+# An answer's first choice, repeated at its top (`content`, `finish_reason`, as the spec's
+# endpoints use it), is stored once: in its choice.
+_FIRST_CHOICE = ("content", "finish_reason")
+
+
+def stored_answer(answer: Any) -> Any:
+    """An answer as its result stores it: without what repeats its first choice."""
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    if not choices or not isinstance(choices[0], dict):
+        return answer
+    first = choices[0]
+    repeated = [name for name in _FIRST_CHOICE if name in answer and answer[name] == first.get(name)]
+    return {name: value for name, value in answer.items() if name not in repeated} if repeated else answer
+
+
+def whole_answer(answer: Any) -> Any:
+    """A stored answer as the task returned it (`stored_answer` undone)."""
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    if not choices or not isinstance(choices[0], dict) or all(name in answer for name in _FIRST_CHOICE):
+        return answer
+    return {**{name: choices[0].get(name) for name in _FIRST_CHOICE}, **answer}
+
+
 # A streamed answer: one stream entry per piece, then one last entry.
 STREAM_INDEX = "i"  # the choice the piece belongs to
 STREAM_TEXT = "t"  # the piece's text

@@ -84,16 +84,21 @@ return 'start'
 # The result stored is counted to its tenant (in the same call: a job's first
 # result once, and no round trip more): KEYS[3..5] and ARGV[4..8] when given; and
 # the job, ended, leaves its tenant's jobs in flight (KEYS[6], ARGV[9]) when given.
+# What only a job not yet ended needs goes as it ends: its lease (KEYS[7], when
+# given: a second delivery finds the result first), and its hash's task, reply_to,
+# queue and background (the hash keeps what GET /jobs/{id} and a resubmission read).
 # KEYS: result, job hash; the day's usage, the tenant's tokens of the minute and of
-# the day, its jobs in flight. ARGV: result, seconds, the message's reply_to (or '');
+# the day, its jobs in flight; its lease. ARGV: result, seconds, the message's reply_to (or '');
 # the usage fields' prefix ("{tenant}|{model}|"), the count ("jobs" or "failed"),
 # prompt tokens, completion tokens, seconds the usage is kept; the job's id.
 STORE_ONCE = (
     _PUBLISH_RESULT
     + """
 if #KEYS >= 6 then redis.call('ZREM', KEYS[6], ARGV[9]) end
+if #KEYS >= 7 then redis.call('DEL', KEYS[7]) end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
 publish_result(KEYS[1], KEYS[2], ARGV[1], ARGV[3])
+redis.call('HDEL', KEYS[2], 'task', 'reply_to', 'queue', 'background')
 if #KEYS >= 5 then
   local prompt, completion = tonumber(ARGV[6]), tonumber(ARGV[7])
   redis.call('HINCRBY', KEYS[3], ARGV[4] .. ARGV[5], 1)
@@ -205,22 +210,26 @@ return 'cancelled'
 # Adds a streamed job's pieces to its stream (tasks/relay.py), all at once, each once:
 # a try whose answer was lost on the way back (Redis away) is made again with the
 # pieces since, and those the lost try added are not added again. Answers 1, or -1
-# when the stream is not as the relay left it (Redis lost it): nothing added.
+# when the stream is not as the relay left it (Redis lost it): nothing added. The
+# stream's TTL is set as it is made and again as its end is added (the relay gives a
+# shorter one then: a delivered stream is kept for resumes only, STREAM_TTL).
 # KEYS: the stream. ARGV: its TTL, how many entries it held before these, then each
 # entry as a JSON object of its fields.
 RELAY_ADD = """
 local before = tonumber(ARGV[2])
 local added = redis.call('XLEN', KEYS[1]) - before
 if added < 0 or added > #ARGV - 2 then return -1 end
+local ended = false
 for i = 3 + added, #ARGV do
   local fields = {}
   for name, value in pairs(cjson.decode(ARGV[i])) do
     table.insert(fields, name)
     table.insert(fields, tostring(value))
+    if name == 'end' then ended = true end
   end
   redis.call('XADD', KEYS[1], '*', unpack(fields))
 end
-if before == 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+if before == 0 or ended then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return 1
 """
 

@@ -175,14 +175,37 @@ def test_a_job_moves_through_the_scripts_and_its_first_result_reaches_its_caller
     heard = _messages(listener, 1)
     assert [json.loads(m)["status"] for m in heard] == ["SUCCESS"]
 
-    # Delivered again after its answer: not run, the answer published again.
-    assert start(keys=run, args=[repr(now), 600, job, 30, "worker-b"]) == b"answered"
+    # Ended, the job keeps what a status and a resubmission read, and nothing of its run.
+    assert {k.decode() for k in store.hkeys(keys.job(job))} == {"fingerprint", "accepted_at", "started_at"}
+
+    # Delivered again after its answer (its message names the process awaiting it): not
+    # run, the answer published again.
+    assert start(keys=run, args=[repr(now), 600, job, 30, "worker-b", reply_to]) == b"answered"
     assert _messages(listener, 1) == heard
     # Too late to cancel.
     cancelled = contract.cancelled_result(job, now)
     args = [repr(now), 600, job, cancelled, 60]
     assert cancel(keys=[keys.job(job), keys.queued, keys.result(job), keys.cancel], args=args) == b"finished"
     listener.close()
+
+
+@pytest.mark.integration
+def test_a_job_stored_lets_go_of_its_lease(keys_and_store: tuple[Keys, redis.Redis]) -> None:
+    keys, store = keys_and_store
+    claim, start, store_once = (store.register_script(s) for s in (CLAIM, MARK_STARTED, STORE_ONCE))
+    job, now = "job-lease", time.time()
+    claim(keys=[keys.job(job), keys.queued], args=["fp", TaskName.CHAT, repr(now), 600, job, 10, ""])
+    run = [keys.job(job), keys.queued, keys.result(job), keys.lease(job)]
+    assert start(keys=run, args=[repr(now), 600, job, 30, "worker-a"]) == b"start"
+    assert store.exists(keys.lease(job))
+    counts = [keys.usage("2026-12-01"), keys.tokens("default", "m", 1), keys.tokens("default", "d", 2)]
+    stored = store_once(
+        keys=[keys.result(job), keys.job(job), *counts, keys.in_flight("default"), keys.lease(job)],
+        args=['{"status": "SUCCESS"}', 60, "", "default|m|", "jobs", 1, 1, 3600, job],
+    )
+    assert stored == 1 and not store.exists(keys.lease(job))
+    # A second delivery finds the answer, not a free lease.
+    assert start(keys=run, args=[repr(now), 600, job, 30, "worker-b"]) == b"answered"
 
 
 @pytest.mark.integration
