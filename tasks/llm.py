@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 from celery import Task
 from celery.exceptions import Ignore
 
-from shared.contract import InvalidJob, Job, TaskName
+from shared.contract import InvalidJob, Job, Start, TaskName
 from shared.telemetry import tracing
 from shared.tenants import DEFAULT_TENANT
 from tasks.app import celery_app
@@ -144,13 +144,13 @@ def _start(task: Task, job: Job, job_id: str, started: float) -> None:
     jobs = worker.running
     reply_to = job.reply_to or ""
     verdict = jobs.start(job_id, reply_to)
-    if verdict == "running":
+    if verdict == Start.RUNNING:
         verdict = jobs.wait_to_start(job_id, reply_to)
     # A cancelled job's answer (409 to its callers) was stored by DELETE /jobs/{id}:
     # Ignore leaves it as it is, and acknowledges the message.
-    if verdict == "cancelled":
+    if verdict == Start.CANCELLED:
         _report_cancelled(task, "before it started")
-    if verdict == "answered":
+    if verdict == Start.ANSWERED:
         # Run before, by a worker that died before acknowledging the message: the
         # caller has its answer, and the model server is not asked again.
         log.info("job %s already answered: not run again", job_id)
