@@ -3,18 +3,16 @@ server, and returns a JSON-able dict. The worker's wiring is in tasks/wiring.py.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-import sys
 import time
-from array import array
 from typing import Any, NoReturn
 
 from celery import Task
 from celery.exceptions import Ignore
 
 from shared.contract import InvalidJob, Job, Start, TaskName
+from shared.contract.embeddings import pack_vector
+from shared.contract.responses import dump_record, record_ttl
 from shared.telemetry import tracing
 from shared.tenants import DEFAULT_TENANT
 from tasks.app import celery_app
@@ -188,16 +186,11 @@ def _embed(task: Task, job: Job) -> dict[str, Any]:
 
 
 def _embedding_answer(embedded: Embedded) -> dict[str, Any]:
-    """An embedding job's answer: each vector as base64 of little-endian float32 (a
-    quarter of JSON's size), its tokens (a call's alone, or its share of a call of its
+    """An embedding job's answer: each vector packed as the contract says
+    (shared/contract/embeddings.py), its tokens (a call's alone, or its share of a call of its
     tenant's jobs), the model (and, for a model with several servers or fallbacks, the
     registry's model) that served it; nothing of the call's other jobs."""
-    vectors = []
-    for vector in embedded.vectors:
-        packed = array("f", vector)
-        if sys.byteorder == "big":
-            packed.byteswap()
-        vectors.append(base64.b64encode(packed.tobytes()).decode())
+    vectors = [pack_vector(vector) for vector in embedded.vectors]
     usage = embedded.usage or {"prompt_tokens": 0, "total_tokens": 0}
     answer = {"embeddings": vectors, "model": embedded.model, "usage": usage}
     if embedded.served_by:
@@ -208,9 +201,7 @@ def _embedding_answer(embedded: Embedded) -> dict[str, Any]:
 def _keep_record(client: Any, config: Any, job_id: str, record: dict[str, Any]) -> None:
     """A response's record, written again if Redis lost it (it came back empty)."""
     try:
-        client.set(
-            config.keys.response(job_id), json.dumps(record), nx=True, ex=config.response_ttl or config.result_ttl
-        )
+        client.set(config.keys.response(job_id), dump_record(record), nx=True, ex=record_ttl(config))
     except Exception as exc:  # noqa: BLE001 - the answer matters more than its record
         log.warning("could not keep the record of response %s: %s", job_id, exc)
 
