@@ -32,6 +32,7 @@ from celery.signals import task_postrun
 
 from shared.config import Config
 from shared.contract import TaskName
+from shared.contract.keys import webhook_count_field
 from shared.webhooks import Endpoint, UnsafeUrl, dumps, emit, resolve, signed_headers, url_in_logs
 from tasks.app import celery_app
 from tasks.worker import Worker, WorkerTask
@@ -129,7 +130,7 @@ def send(config: Config, endpoint: Endpoint, found: dict[str, Any]) -> int:
 
 def _count(worker: Worker, endpoint: Endpoint, outcome: str) -> None:
     try:
-        worker.running.redis.hincrby(worker.config.keys.webhook_counts, f"{endpoint.name}|{outcome}", 1)
+        worker.running.redis.hincrby(worker.config.keys.webhook_counts, webhook_count_field(endpoint.name, outcome), 1)
     except Exception as exc:  # noqa: BLE001 - a count lost is not worth a delivery
         log.warning("could not count a webhook delivery: %s", exc)
 

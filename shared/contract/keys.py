@@ -60,6 +60,27 @@ def usage_field(field: str) -> tuple[str, str, str]:
     return tenant, model, count
 
 
+def capacity_field(queue: str, worker: str) -> str:
+    """A worker's field of `Keys.capacity` for one queue it consumes."""
+    return f"{queue}|{worker}"
+
+
+def capacity_queue(field: str) -> str:
+    """The queue of a `Keys.capacity` field."""
+    return field.rpartition("|")[0]
+
+
+def webhook_count_field(endpoint: str, outcome: str) -> str:
+    """A field of `Keys.webhook_counts`: an endpoint's deliveries of one outcome."""
+    return f"{endpoint}|{outcome}"
+
+
+def webhook_count_of(field: str) -> tuple[str, str]:
+    """The endpoint and outcome of a `Keys.webhook_counts` field."""
+    endpoint, _, outcome = field.rpartition("|")
+    return endpoint, outcome
+
+
 class Keys:
     """Every Redis key and channel of one deployment, all under ``REDIS_PREFIX:``."""
 

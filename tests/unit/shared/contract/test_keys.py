@@ -1,4 +1,4 @@
-"""The Redis key layout both sides share: token windows and usage fields."""
+"""The Redis key layout both sides share: token windows, and the fields of usage, capacity and webhook counts."""
 
 from __future__ import annotations
 
@@ -6,7 +6,17 @@ import calendar
 
 import pytest
 
-from shared.contract.keys import Keys, TokenWindow, usage_day, usage_field, usage_prefix
+from shared.contract.keys import (
+    Keys,
+    TokenWindow,
+    capacity_field,
+    capacity_queue,
+    usage_day,
+    usage_field,
+    usage_prefix,
+    webhook_count_field,
+    webhook_count_of,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -31,3 +41,8 @@ def test_usage_fields_read_back_their_tenant_model_and_count() -> None:
     assert usage_day(NOON) == "2026-12-07"
     field = usage_prefix("acme", "org|model") + "prompt_tokens"
     assert usage_field(field) == ("acme", "org|model", "prompt_tokens")
+
+
+def test_capacity_and_webhook_count_fields_read_back_what_was_written() -> None:
+    assert capacity_queue(capacity_field("jobs.big", "celery@host-1")) == "jobs.big"
+    assert webhook_count_of(webhook_count_field("billing", "gave_up")) == ("billing", "gave_up")
