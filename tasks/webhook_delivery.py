@@ -31,7 +31,7 @@ import httpx
 from celery.signals import task_postrun
 
 from shared.config import Config
-from shared.contract import TaskName
+from shared.contract import State, TaskName
 from shared.contract.keys import webhook_count_field
 from shared.webhooks import Endpoint, UnsafeUrl, dumps, emit, resolve, signed_headers, url_in_logs
 from tasks.app import celery_app
@@ -140,18 +140,20 @@ def _job_ended(task: WorkerTask | None = None, task_id: str | None = None, args:
                retval: Any = None, **_: Any) -> None:  # fmt: skip
     # After the result is stored: a receiver that asks GET /jobs/{id} at once finds it.
     job = args[0] if args and isinstance(args[0], dict) else None
-    if task is None or job is None or not job.get("notify") or task_id is None or state not in ("SUCCESS", "FAILURE"):
+    if task is None or job is None or not job.get("notify") or task_id is None:
+        return
+    if state not in (State.SUCCESS, State.FAILURE):
         return
     worker = task.worker
     object_id = task_id
     if job.get("response"):
         # A background response: OpenAI's events, about the response's id (not its tenant's key).
         finished = (retval.get("choices") or [{}])[0].get("finish_reason") if isinstance(retval, dict) else None
-        kind = "response.failed" if state != "SUCCESS" else "response.incomplete" if finished == "length" else (
+        kind = "response.failed" if state != State.SUCCESS else "response.incomplete" if finished == "length" else (
             "response.completed")  # fmt: skip
         object_id = task_id.rsplit("~", 1)[-1]
     else:
-        kind = "job.succeeded" if state == "SUCCESS" else "job.failed"
+        kind = "job.succeeded" if state == State.SUCCESS else "job.failed"
     endpoints = [e for e in worker.webhooks.values() if kind in e.events]
     if not endpoints:
         return
