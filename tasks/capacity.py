@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import redis
 
 from shared.config import Config
+from shared.contract.keys import capacity_field
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class CapacityReporter:
     ) -> None:
         self._config = config
         self._redis = redis_client
-        self._fields = [f"{queue}|{worker}" for queue in queues]
+        self._fields = [capacity_field(queue, worker) for queue in queues]
         self._slots = slots
         self._load = load
         self._stopped = threading.Event()

@@ -46,7 +46,7 @@ from shared.config import Config
 from shared.contract import INTERNAL_TASKS, JobField, State, is_kept
 from shared.storage import redis_clients
 from shared.telemetry import tracing
-from tasks.worker import current
+from tasks.worker import WorkerTask
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def _confirmed(config: Config) -> Iterator[Connection | None]:
 
 
 def _publish(app: Celery, body: Any, headers: dict[str, Any], content_type: str, encoding: str, reason: str) -> None:
-    config = current().config
+    config = WorkerTask.bound_worker().config
     queue = dead_letter_queue(config)
     headers = {**headers, REASON: reason[:2000], DEAD_AT: time.time()}
     with _confirmed(config) as connection, app.producer_or_acquire(connection and connection.Producer()) as producer:
@@ -144,7 +144,7 @@ class Consumer(CeleryConsumer):
 
 @task_failure.connect
 def _keep_failed_job(
-    sender: Any = None,
+    sender: WorkerTask | None = None,
     task_id: str | None = None,
     exception: BaseException | None = None,
     args: Any = None,
@@ -160,8 +160,9 @@ def _keep_failed_job(
     if isinstance(job, dict) and job.get("batch"):
         return  # a batch's line: its failure is in its batch's error file
     reason = f"{name}: {exception}"
-    config = current().config
-    settled = _settled_after_failure(config, task_id)
+    worker = sender.worker
+    config = worker.config
+    settled = _settled_after_failure(worker.running.redis, config, task_id)
     if settled is not None:
         # Another run answered it (this worker was cut off, or too slow): the caller
         # has that answer, and this failure was not stored over it.
@@ -192,11 +193,10 @@ def _send_dead(
     )
 
 
-def _settled_after_failure(config: Config, job_id: str) -> str | None:
+def _settled_after_failure(store: redis.Redis, config: Config, job_id: str) -> str | None:
     """`settled_as`, read again on a new connection when Redis does not answer (a
     worker back from a network cut holds connections that died meanwhile); None when
     it cannot be read: the job is kept, and replay reads its result again."""
-    store = current().running.redis
     for delay in (0.2, 1.0, 3.0, None):
         try:
             return settled_as(store, config, job_id)

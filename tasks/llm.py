@@ -3,18 +3,15 @@ server, and returns a JSON-able dict. The worker's wiring is in tasks/wiring.py.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-import sys
 import time
-from array import array
 from typing import Any, NoReturn
 
-from celery import Task
 from celery.exceptions import Ignore
 
-from shared.contract import InvalidJob, Job, TaskName
+from shared.contract import InvalidJob, Job, Start, TaskName
+from shared.contract.embeddings import pack_vector
+from shared.contract.responses import dump_record, record_ttl
 from shared.telemetry import tracing
 from shared.tenants import DEFAULT_TENANT
 from tasks.app import celery_app
@@ -22,7 +19,7 @@ from tasks.batch_lines import LineStopped, run_line
 from tasks.model import Cancelled, ChatRequest
 from tasks.model.protocol import Embedded, Turn
 from tasks.relay import Relay
-from tasks.worker import current
+from tasks.worker import WorkerTask
 
 log = logging.getLogger(__name__)
 
@@ -30,47 +27,47 @@ __all__ = ["InvalidJob", "chat", "complete", "embed", "generate", "models"]
 
 
 @celery_app.task(name=TaskName.GENERATE.value, bind=True)
-def generate(self: Task, job: dict[str, Any]) -> dict[str, Any]:
+def generate(self: WorkerTask, job: dict[str, Any]) -> dict[str, Any]:
     """Complete ``job["content"]``, sent to the model as one user message."""
     return _complete(self, TaskName.GENERATE, job)
 
 
 @celery_app.task(name=TaskName.CHAT.value, bind=True)
-def chat(self: Task, job: dict[str, Any]) -> dict[str, Any]:
+def chat(self: WorkerTask, job: dict[str, Any]) -> dict[str, Any]:
     """Continue the conversation in ``job["messages"]``."""
     return _complete(self, TaskName.CHAT, job)
 
 
 @celery_app.task(name=TaskName.COMPLETE.value, bind=True)
-def complete(self: Task, job: dict[str, Any]) -> dict[str, Any]:
+def complete(self: WorkerTask, job: dict[str, Any]) -> dict[str, Any]:
     """A raw completion of ``job["openai"]["prompt"]`` (the model server's /v1/completions)."""
     return _complete(self, TaskName.COMPLETE, job)
 
 
 @celery_app.task(name=TaskName.EMBED.value, bind=True)
-def embed(self: Task, job: dict[str, Any]) -> dict[str, Any]:
+def embed(self: WorkerTask, job: dict[str, Any]) -> dict[str, Any]:
     """Embed ``job["embed"]["input"]`` (the model server's /v1/embeddings), in one call
     with other jobs' inputs where they arrive together (tasks/model/coalesce.py)."""
     return _complete(self, TaskName.EMBED, job)
 
 
-@celery_app.task(name=TaskName.MODELS.value)
-def models(_job: dict[str, Any]) -> dict[str, Any]:
+@celery_app.task(name=TaskName.MODELS.value, bind=True)
+def models(self: WorkerTask, _job: dict[str, Any]) -> dict[str, Any]:
     """The models the model server serves (its /v1/models); the job is empty."""
-    return {"models": current().client().served_models()}
+    return {"models": self.worker.client().served_models()}
 
 
-def _complete(task: Task, name: TaskName, raw: dict[str, Any]) -> dict[str, Any]:
+def _complete(task: WorkerTask, name: TaskName, raw: dict[str, Any]) -> dict[str, Any]:
     job = Job.parse(raw)
     if job.batch is None or task.request.id is None:
         return _run(task, name, job)
     try:
-        return run_line(current().batch_lines, job.batch, lambda: _run(task, name, job))
+        return run_line(task.worker.batch_lines, job.batch, lambda: _run(task, name, job))
     except LineStopped as stopped:
         _report_cancelled(task, f"before it started: its batch was {stopped}")
 
 
-def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
+def _run(task: WorkerTask, name: TaskName, job: Job) -> dict[str, Any]:
     if name == TaskName.EMBED:
         return _embed(task, job)
     meta = job.meta
@@ -90,7 +87,7 @@ def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
         weight=job.weight or 1.0,
     )
     started = time.time()
-    worker = current()
+    worker = task.worker
     job_id = task.request.id
     if job_id is None:  # called directly, not by a worker
         return worker.client(job.route).chat(request).as_dict()
@@ -138,20 +135,20 @@ def _run(task: Task, name: TaskName, job: Job) -> dict[str, Any]:
         return answer
 
 
-def _start(task: Task, job: Job, job_id: str, started: float) -> None:
+def _start(task: WorkerTask, job: Job, job_id: str, started: float) -> None:
     """Lease the job to this worker, or stop: it is cancelled, answered, or (handed out
     again while another worker runs it) waited for until that run ends."""
-    worker = current()
+    worker = task.worker
     jobs = worker.running
     reply_to = job.reply_to or ""
     verdict = jobs.start(job_id, reply_to)
-    if verdict == "running":
+    if verdict == Start.RUNNING:
         verdict = jobs.wait_to_start(job_id, reply_to)
     # A cancelled job's answer (409 to its callers) was stored by DELETE /jobs/{id}:
     # Ignore leaves it as it is, and acknowledges the message.
-    if verdict == "cancelled":
+    if verdict == Start.CANCELLED:
         _report_cancelled(task, "before it started")
-    if verdict == "answered":
+    if verdict == Start.ANSWERED:
         # Run before, by a worker that died before acknowledging the message: the
         # caller has its answer, and the model server is not asked again.
         log.info("job %s already answered: not run again", job_id)
@@ -162,13 +159,13 @@ def _start(task: Task, job: Job, job_id: str, started: float) -> None:
         _trace_start(task, job, started)
 
 
-def _embed(task: Task, job: Job) -> dict[str, Any]:
+def _embed(task: WorkerTask, job: Job) -> dict[str, Any]:
     inputs = job.embed_inputs()
     options = {k: v for k, v in (job.embed or {}).items() if k != "input" and v is not None}
     if job.meta.model:
         options["model"] = job.meta.model
     started = time.time()
-    worker = current()
+    worker = task.worker
     job_id = task.request.id
     turn = Turn(job.meta.priority, job.accepted_at, job.tenant or DEFAULT_TENANT, job.weight or 1.0)
     if job_id is None:  # called directly, not by a worker
@@ -189,16 +186,11 @@ def _embed(task: Task, job: Job) -> dict[str, Any]:
 
 
 def _embedding_answer(embedded: Embedded) -> dict[str, Any]:
-    """An embedding job's answer: each vector as base64 of little-endian float32 (a
-    quarter of JSON's size), its tokens (a call's alone, or its share of a call of its
+    """An embedding job's answer: each vector packed as the contract says
+    (shared/contract/embeddings.py), its tokens (a call's alone, or its share of a call of its
     tenant's jobs), the model (and, for a model with several servers or fallbacks, the
     registry's model) that served it; nothing of the call's other jobs."""
-    vectors = []
-    for vector in embedded.vectors:
-        packed = array("f", vector)
-        if sys.byteorder == "big":
-            packed.byteswap()
-        vectors.append(base64.b64encode(packed.tobytes()).decode())
+    vectors = [pack_vector(vector) for vector in embedded.vectors]
     usage = embedded.usage or {"prompt_tokens": 0, "total_tokens": 0}
     answer = {"embeddings": vectors, "model": embedded.model, "usage": usage}
     if embedded.served_by:
@@ -209,14 +201,12 @@ def _embedding_answer(embedded: Embedded) -> dict[str, Any]:
 def _keep_record(client: Any, config: Any, job_id: str, record: dict[str, Any]) -> None:
     """A response's record, written again if Redis lost it (it came back empty)."""
     try:
-        client.set(
-            config.keys.response(job_id), json.dumps(record), nx=True, ex=config.response_ttl or config.result_ttl
-        )
+        client.set(config.keys.response(job_id), dump_record(record), nx=True, ex=record_ttl(config))
     except Exception as exc:  # noqa: BLE001 - the answer matters more than its record
         log.warning("could not keep the record of response %s: %s", job_id, exc)
 
 
-def _trace_start(task: Task, job: Job, started: float) -> None:
+def _trace_start(task: WorkerTask, job: Job, started: float) -> None:
     # The time the job waited, as a span of its trace (the publish span's child, as the run is).
     model = job.route or job.meta.model or "default"
     if job.accepted_at is not None:
@@ -233,7 +223,7 @@ def _timing(job: Job, started: float) -> dict[str, float]:
     return timing
 
 
-def _report_cancelled(task: Task, when: str) -> NoReturn:
+def _report_cancelled(task: WorkerTask, when: str) -> NoReturn:
     log.info("job %s cancelled %s", task.request.id, when)
     try:
         # For Flower only: a broker that is down must not turn a cancellation into a failure.

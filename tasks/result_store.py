@@ -21,6 +21,7 @@ from kombu.utils import json as kombu_json
 from kombu.utils.encoding import bytes_to_str
 
 from shared.contract import STORE_ONCE, Keys, stored_answer, whole_answer
+from shared.contract.keys import usage_day, usage_prefix
 from shared.storage import redis_clients
 from shared.telemetry import tracing
 from shared.tenants import DEFAULT_TENANT, tenant_of
@@ -126,13 +127,9 @@ class ResultStore(RedisBackend):
             model = result["served_model"]  # a fallback model served it (tasks/model/pooled.py)
         usage = result.get("usage") if state == states.SUCCESS and isinstance(result, dict) else None
         now = time.time()
-        keys += [
-            self._keys.usage(time.strftime("%Y-%m-%d", time.gmtime(now))),
-            self._keys.tokens(tenant, "m", int(now // 60)),
-            self._keys.tokens(tenant, "d", int(now // 86_400)),
-        ]
+        keys += [self._keys.usage(usage_day(now)), *self._keys.token_windows(tenant, now)]
         args += [
-            f"{tenant}|{model}|", "jobs" if state == states.SUCCESS else "failed",
+            usage_prefix(tenant, model), "jobs" if state == states.SUCCESS else "failed",
             _count(usage, "prompt_tokens"), _count(usage, "completion_tokens"), self.usage_days * 86_400,
         ]  # fmt: skip
         # The set the API admitted it to (api/tenancy/quotas.py): its key's tenant's.

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 import redis
 
 from shared.config import Config
-from shared.contract import MARK_STARTED, JobField
+from shared.contract import MARK_STARTED, JobField, Start
 from shared.storage import redis_clients
 from tasks.model import Cancel
 
@@ -94,10 +94,10 @@ class RunningJobs:
                 self._running.pop(job_id, None)
                 self._leased.discard(job_id)
 
-    def start(self, job_id: str, reply_to: str = "") -> str:
-        """Lease and mark the job started: "start"; or why it must not run now:
-        "cancelled", "answered" (its result is stored, and published again, on
-        `reply_to` too), "running" (elsewhere)."""
+    def start(self, job_id: str, reply_to: str = "") -> Start:
+        """Lease and mark the job started: `Start.START`; or why it must not run now:
+        CANCELLED, ANSWERED (its result is stored, and published again, on `reply_to`
+        too), RUNNING (elsewhere)."""
         config = self.config
         try:
             verdict = self._mark(
@@ -111,20 +111,20 @@ class RunningJobs:
             )
         except (redis.RedisError, OSError) as exc:
             log.warning("could not mark job %s started: %s (it runs all the same)", job_id, exc)
-            verdict = "start"
-        verdict = verdict.decode() if isinstance(verdict, bytes) else str(verdict)
-        if verdict == "start":
+            verdict = Start.START
+        verdict = Start(verdict.decode() if isinstance(verdict, bytes) else str(verdict))
+        if verdict == Start.START:
             with self._lock:
                 self._leased.add(job_id)
         return verdict
 
-    def wait_to_start(self, job_id: str, reply_to: str = "", poll: float = 1.0) -> str:
+    def wait_to_start(self, job_id: str, reply_to: str = "", poll: float = 1.0) -> Start:
         """For a job another worker runs: wait until it has a result or its lease
         lapses (that worker died); then answer as `start` does."""
         log.info("job %s is running elsewhere: waiting for its result, or for its lease to lapse", job_id)
         while True:
             verdict = self.start(job_id, reply_to)
-            if verdict != "running":
+            if verdict != Start.RUNNING:
                 return verdict
             self._stopped.wait(poll)
 

@@ -3,6 +3,7 @@ the worker's own classes, named from the classes themselves."""
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from shared.broker.settings import celery_settings
@@ -15,6 +16,13 @@ from tasks.result_store import ResultStore, SentinelResultStore
 
 def _name(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
+
+
+@cache
+def process_config() -> Config:
+    """This worker process's Config, read from the environment once: Celery's settings
+    (celeryconfig.py) and the process's Worker (tasks/wiring.py) are made from it."""
+    return Config.read_from_env()
 
 
 def worker_settings(config: Config) -> dict[str, Any]:

@@ -28,14 +28,14 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from celery import Task
 from celery.signals import task_postrun
 
 from shared.config import Config
-from shared.contract import TaskName
+from shared.contract import State, TaskName
+from shared.contract.keys import webhook_count_field
 from shared.webhooks import Endpoint, UnsafeUrl, dumps, emit, resolve, signed_headers, url_in_logs
 from tasks.app import celery_app
-from tasks.worker import current
+from tasks.worker import Worker, WorkerTask
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,9 @@ class DeliveryFailed(Exception):
 
 # No result stored: nobody awaits a delivery (and a retry stores none either).
 @celery_app.task(name=TaskName.WEBHOOK.value, bind=True, max_retries=None, ignore_result=True)
-def deliver(self: Task, delivery: dict[str, Any]) -> dict[str, Any]:
+def deliver(self: WorkerTask, delivery: dict[str, Any]) -> dict[str, Any]:
     """Send ``delivery["event"]`` to the endpoint named ``delivery["endpoint"]``."""
-    worker = current()
+    worker = self.worker
     config = worker.config
     named = str(delivery.get("endpoint"))
     # A delivery queued while endpoints were named by their whole URL finds its endpoint by it.
@@ -69,10 +69,10 @@ def deliver(self: Task, delivery: dict[str, Any]) -> dict[str, Any]:
     try:
         status = send(config, endpoint, found)
     except DeliveryFailed as exc:
-        _count(config, endpoint, "failed_try")
+        _count(worker, endpoint, "failed_try")
         first = float(delivery.get("first_at") or time.time())
         if time.time() - first >= config.webhook_retry_hours * 3600:
-            _count(config, endpoint, "gave_up")
+            _count(worker, endpoint, "gave_up")
             raise WebhookGaveUp(
                 f"event {found.get('id')} to {endpoint.name}: {exc}; gave up after {tries} tries"
                 f" over {config.webhook_retry_hours:g} h (WEBHOOK_RETRY_HOURS)"
@@ -82,7 +82,7 @@ def deliver(self: Task, delivery: dict[str, Any]) -> dict[str, Any]:
         log.info("webhook %s to %s failed (try %d: %s): tried again in %.0fs", found.get("id"), endpoint.name,
                  tries, exc, wait)  # fmt: skip
         raise self.retry(countdown=wait) from None
-    _count(config, endpoint, "delivered")
+    _count(worker, endpoint, "delivered")
     log.info("webhook %s (%s) delivered to %s: %d", found.get("id"), found.get("type"), endpoint.name, status)
     return {"status": status, "tries": tries}
 
@@ -128,30 +128,32 @@ def send(config: Config, endpoint: Endpoint, found: dict[str, Any]) -> int:
     return answer.status_code
 
 
-def _count(config: Config, endpoint: Endpoint, outcome: str) -> None:
+def _count(worker: Worker, endpoint: Endpoint, outcome: str) -> None:
     try:
-        current().running.redis.hincrby(config.keys.webhook_counts, f"{endpoint.name}|{outcome}", 1)
+        worker.running.redis.hincrby(worker.config.keys.webhook_counts, webhook_count_field(endpoint.name, outcome), 1)
     except Exception as exc:  # noqa: BLE001 - a count lost is not worth a delivery
         log.warning("could not count a webhook delivery: %s", exc)
 
 
 @task_postrun.connect
-def _job_ended(task: Task | None = None, task_id: str | None = None, args: Any = None, state: str | None = None,
+def _job_ended(task: WorkerTask | None = None, task_id: str | None = None, args: Any = None, state: str | None = None,
                retval: Any = None, **_: Any) -> None:  # fmt: skip
     # After the result is stored: a receiver that asks GET /jobs/{id} at once finds it.
     job = args[0] if args and isinstance(args[0], dict) else None
-    if job is None or not job.get("notify") or task_id is None or state not in ("SUCCESS", "FAILURE"):
+    if task is None or job is None or not job.get("notify") or task_id is None:
         return
-    worker = current()
+    if state not in (State.SUCCESS, State.FAILURE):
+        return
+    worker = task.worker
     object_id = task_id
     if job.get("response"):
         # A background response: OpenAI's events, about the response's id (not its tenant's key).
         finished = (retval.get("choices") or [{}])[0].get("finish_reason") if isinstance(retval, dict) else None
-        kind = "response.failed" if state != "SUCCESS" else "response.incomplete" if finished == "length" else (
+        kind = "response.failed" if state != State.SUCCESS else "response.incomplete" if finished == "length" else (
             "response.completed")  # fmt: skip
         object_id = task_id.rsplit("~", 1)[-1]
     else:
-        kind = "job.succeeded" if state == "SUCCESS" else "job.failed"
+        kind = "job.succeeded" if state == State.SUCCESS else "job.failed"
     endpoints = [e for e in worker.webhooks.values() if kind in e.events]
     if not endpoints:
         return

@@ -25,12 +25,12 @@ from celery.signals import (
 )
 from celery.worker import state as worker_state
 
-from shared.config import Config
 from shared.contract import NOT_JOBS
 from shared.telemetry import tracing
 from shared.telemetry.logs import current_job, use_json
 from tasks.app import celery_app
-from tasks.worker import Worker, current, use
+from tasks.settings import process_config
+from tasks.worker import Worker, WorkerTask
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,10 @@ def _unacked_tags() -> list[str]:
 @worker_init.connect
 @worker_process_init.connect
 def _start(**_: Any) -> None:
-    # The process's state, from its Config read once; its connections opened now, not
-    # by the first job.
-    worker = Worker(Config.read_from_env(), unacked_tags=_unacked_tags)
-    use(worker)
+    # The process's state, from its Config read once, bound to its tasks; its
+    # connections opened now, not by the first job.
+    worker = Worker(process_config(), unacked_tags=_unacked_tags)
+    WorkerTask.bind_worker(worker)
     if tracing.setup(worker.config, "llm-worker"):
         # Each task's run a span, continuing the trace its message's headers carry.
         from opentelemetry.instrumentation.celery import CeleryInstrumentor
@@ -88,7 +88,7 @@ def _report_capacity(sender: Any = None, **_: Any) -> None:
     if pool is None or consumer is None:
         return
     queues = [queue.name for queue in consumer.queues]
-    current().report_capacity(
+    WorkerTask.bound_worker().report_capacity(
         int(pool.num_processes),
         queues,
         lambda: (len(worker_state.active_requests), len(worker_state.reserved_requests)),
@@ -98,7 +98,7 @@ def _report_capacity(sender: Any = None, **_: Any) -> None:
 @after_setup_logger.connect
 @after_setup_task_logger.connect
 def _json_logs(logger: logging.Logger | None = None, loglevel: int | str | None = None, **_: Any) -> None:
-    if logger is not None and current().config.log_format == "json":
+    if logger is not None and process_config().log_format == "json":
         use_json(logger)
     # Celery logs two lines per job, "received" and "succeeded" (with the answer's text
     # in it): a job's own "job done" line replaces them below DEBUG. Failures are still
@@ -133,7 +133,7 @@ def _job_context_done(**_: Any) -> None:
 
 @worker_shutdown.connect
 def _close(**_: Any) -> None:
-    use(None)
+    WorkerTask.bind_worker(None)
     tracing.shutdown()
 
 
@@ -148,12 +148,12 @@ def _hand_back_after_grace(how: str = "", **_: Any) -> None:
     # failures as their answers.
     if how != "Warm":
         return
-    grace = current().config.worker_shutdown_grace
-    threading.Thread(target=_stop_after, args=(grace,), name="shutdown-grace", daemon=True).start()
+    worker = WorkerTask.bound_worker()
+    grace = worker.config.worker_shutdown_grace
+    threading.Thread(target=_stop_after, args=(worker, grace), name="shutdown-grace", daemon=True).start()
 
 
-def _stop_after(grace: float) -> None:
-    worker = current()
+def _stop_after(worker: Worker, grace: float) -> None:
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         if worker.running_count == 0:

@@ -2,15 +2,19 @@
 client per model (per server of a model with several, and their pools:
 tasks/model/servers.py), and the record of the jobs it runs.
 
-The task bodies (tasks/llm.py) and the worker's wiring (tasks/wiring.py) take what
-they need from `current()`; a test builds its own with `use(Worker(config, ...))`.
+Every task of the worker's app is a `WorkerTask` (tasks/app.py), and reaches this
+process's `Worker` as `self.worker`: the wiring binds it as the process starts
+(tasks/wiring.py, with the Config read once: tasks/settings.py); a test binds its own
+with `WorkerTask.bind_worker(Worker(config, ...))`.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
+
+from celery import Task
 
 from shared.config import Config
 from shared.registry import Model, Registry, Server, load_registry
@@ -210,23 +214,30 @@ class Worker:
             running.close()
 
 
-_current: Worker | None = None
-_current_lock = threading.Lock()
+class WorkerTask(Task):  # type: ignore[misc]
+    """The base of the worker's tasks: each reaches this process's `Worker` as
+    `self.worker`, bound by the wiring as the process starts."""
 
+    _bound: ClassVar[Worker | None] = None
+    _binding: ClassVar[threading.Lock] = threading.Lock()
 
-def current() -> Worker:
-    """This process's worker state; made from the environment on first use."""
-    global _current
-    with _current_lock:
-        if _current is None:
-            _current = Worker(Config.read_from_env())
-        return _current
+    @property
+    def worker(self) -> Worker:
+        """This process's Worker."""
+        return WorkerTask.bound_worker()
 
+    @staticmethod
+    def bound_worker() -> Worker:
+        """The Worker bound to this process's tasks."""
+        worker = WorkerTask._bound
+        if worker is None:
+            raise RuntimeError("no Worker bound to the tasks: tasks/wiring.py binds one as the worker process starts")
+        return worker
 
-def use(worker: Worker | None) -> None:
-    """Make `worker` this process's (the one before is closed)."""
-    global _current
-    with _current_lock:
-        previous, _current = _current, worker
-    if previous is not None and previous is not worker:
-        previous.close()
+    @staticmethod
+    def bind_worker(worker: Worker | None) -> None:
+        """Make `worker` the one this process's tasks use (the one bound before is closed)."""
+        with WorkerTask._binding:
+            previous, WorkerTask._bound = WorkerTask._bound, worker
+        if previous is not None and previous is not worker:
+            previous.close()

@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import base64
-import sys
 import time
-from array import array
 from typing import Any
 
 from api.errors import InvalidInput
 from api.schemas.embeddings import EmbeddingsRequest
 from api.schemas.openai import CHAT_PASSED_ON, COMPLETION_PASSED_ON, OpenAIChatRequest, OpenAICompletionRequest
+from shared.contract.embeddings import unpack_vector
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -66,10 +64,7 @@ def embedding_answer(result: dict[str, Any], encoding: str, model: str | None) -
     for index, packed in enumerate(result.get("embeddings") or []):
         vector: Any = packed
         if encoding != "base64":
-            floats = array("f", base64.b64decode(packed))
-            if sys.byteorder == "big":
-                floats.byteswap()
-            vector = floats.tolist()
+            vector = unpack_vector(packed)
         data.append({"object": "embedding", "index": index, "embedding": vector})
     used = result.get("usage") or {}
     tokens = int(used.get("prompt_tokens") or 0)

@@ -28,6 +28,7 @@ from api.observability import server_timing
 from api.observability.metrics import Metrics
 from api.tenancy.fair_share import FairShare
 from shared.config import Config
+from shared.contract import JobStatus
 from shared.storage import redis_clients
 from shared.telemetry import tracing
 from shared.telemetry.logs import current_job
@@ -203,9 +204,9 @@ class JobRunner:
             status = await self._store.status(key)
         except GatewayError:
             status = None
-        if status is None or status["status"] not in ("queued", "running"):
+        if status is None or JobStatus(status["status"]).finished:
             return "queued or running"
-        if status["status"] == "running":
+        if status["status"] == JobStatus.RUNNING:
             return f"running (since {status['started_at']})"
         position = status.get("queue_position")
         return f"queued (accepted {status['accepted_at']}{f', position {position}' if position else ''})"

@@ -19,7 +19,16 @@ from redis.exceptions import RedisError
 
 from api.errors import QueueFull, ResultStoreUnavailable
 from shared.config import Config
-from shared.contract import CANCEL, CLAIM, STATUS_NAMES, JobField, cancelled_result, failure_status, whole_answer
+from shared.contract import (
+    CANCEL,
+    CLAIM,
+    STATUS_NAMES,
+    JobField,
+    JobStatus,
+    cancelled_result,
+    failure_status,
+    whole_answer,
+)
 from shared.storage import redis_clients
 from shared.tenants import tenant_of
 
@@ -187,15 +196,15 @@ class JobStore:
             "job_id": job_id,
             # A job sent from Python, without the API's claim: whose its key says.
             "tenant": fields.get(JobField.TENANT) or tenant_of(job_id),
-            "status": state or ("running" if JobField.STARTED_AT in fields else "queued"),
+            "status": state or (JobStatus.RUNNING if JobField.STARTED_AT in fields else JobStatus.QUEUED),
             "accepted_at": _iso(fields.get(JobField.ACCEPTED_AT)),
             "started_at": _iso(fields.get(JobField.STARTED_AT)),
             "finished_at": meta.get("date_done") if state else None,
             "queue_position": rank + 1 if rank is not None and not state and "started_at" not in fields else None,
-            "result": whole_answer(meta.get("result")) if state == "succeeded" else None,
+            "result": whole_answer(meta.get("result")) if state == JobStatus.SUCCEEDED else None,
             "error": None,
         }
-        if state == "failed":
+        if state == JobStatus.FAILED:
             failure = meta.get("result") or {}
             args = failure.get("exc_message")
             module = str(failure.get("exc_module") or "")

@@ -39,6 +39,7 @@ from api.jobs.queue import JobQueue
 from api.tenancy.fair_share import FairShare
 from shared.config import Config
 from shared.contract import JobField
+from shared.contract.keys import capacity_queue
 from shared.registry import Registry
 from shared.servers import servers_state
 
@@ -163,7 +164,7 @@ class Scaling:
             if not fresh:
                 stale.append(name)
                 continue
-            queue = name.rpartition("|")[0]
+            queue = capacity_queue(name)
             if queue in by_queue:
                 total = by_queue[queue]
                 total.workers += 1

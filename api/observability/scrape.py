@@ -17,6 +17,7 @@ from api.jobs.queue import JobQueue
 from api.observability.metrics import Metrics
 from api.observability.scaling import Scaling
 from shared.config import Config
+from shared.contract.keys import webhook_count_of
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class Scrape:
         webhooks: dict[tuple[str, str], int] = {}
         try:
             for name, count in (await self._redis.hgetall(self._config.keys.webhook_counts)).items():
-                endpoint, _, outcome = name.decode().rpartition("|")
+                endpoint, outcome = webhook_count_of(name.decode())
                 webhooks[(endpoint, outcome)] = int(count)
         except (RedisError, OSError, ValueError) as exc:
             log.warning("could not read the webhook counts: %s", exc)

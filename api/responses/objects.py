@@ -18,10 +18,11 @@ from api.responses.translate import (
     output_text,
     usage,
 )
+from shared.contract import JobStatus
 
 # The job's status (GET /jobs) → the response's.
-STATUSES = {"queued": "queued", "running": "in_progress", "succeeded": "completed", "failed": "failed",
-            "cancelled": "cancelled"}  # fmt: skip
+STATUSES = {JobStatus.QUEUED: "queued", JobStatus.RUNNING: "in_progress", JobStatus.SUCCEEDED: "completed",
+            JobStatus.FAILED: "failed", JobStatus.CANCELLED: "cancelled"}  # fmt: skip
 
 
 def error_code(status: int) -> str:

@@ -5,7 +5,6 @@ continues (previous_response_id), and the job it runs as. Kept RESPONSE_TTL seco
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -13,6 +12,7 @@ from redis.exceptions import RedisError
 
 from api.errors import ResultStoreUnavailable
 from shared.config import Config
+from shared.contract.responses import dump_record, load_record, record_ttl
 from shared.tenants import tenant_of
 
 
@@ -23,27 +23,27 @@ class ResponseStore:
 
     @property
     def ttl(self) -> int:
-        config = self._config
-        return config.response_ttl or config.result_ttl
+        return record_ttl(self._config)
 
     async def save(self, key: str, record: dict[str, Any]) -> dict[str, Any]:
         """Keep `record` unless the response has one (a client's retry of the same
         request): the response's record either way."""
         name = self._config.keys.response(key)
         try:
-            if await self._store.set(name, json.dumps(record), ex=self.ttl, nx=True):
+            if await self._store.set(name, dump_record(record), ex=self.ttl, nx=True):
                 return record
             kept = await self._store.get(name)
         except (RedisError, OSError):
             raise ResultStoreUnavailable("result store (Redis) unavailable") from None
-        return json.loads(kept) if kept else record
+        found = load_record(kept)
+        return record if found is None else found
 
     async def load(self, key: str) -> dict[str, Any] | None:
         try:
             raw = await self._store.get(self._config.keys.response(key))
         except (RedisError, OSError):
             raise ResultStoreUnavailable("result store (Redis) unavailable") from None
-        return json.loads(raw) if raw else None
+        return load_record(raw)
 
     async def forget(self, key: str) -> None:
         """Everything the response left: its record, its job's claim, result and stream,

@@ -43,7 +43,7 @@ from api.schemas.limits import RequestModels
 from api.schemas.openai import ErrorBody
 from api.schemas.responses import RESPONSE_ID_PATTERN, ResponsesRequest
 from shared.config import Config
-from shared.contract import TaskName
+from shared.contract import JobStatus, TaskName
 from shared.registry import Registry
 from shared.tenants import Tenant, Tenants, job_key
 
@@ -124,7 +124,7 @@ class Responses:
         status = await self._jobs.status(key) if previous is not None else None
         if previous is None or status is None:
             raise ResponseNotFound(f"previous_response_id: no response {previous_id!r}")
-        if status["status"] != "succeeded":
+        if status["status"] != JobStatus.SUCCEEDED:
             state = STATUSES.get(status["status"], status["status"])
             raise BadRequest(f"previous_response_id: response {previous_id!r} is {state}; only a finished one goes on")
         said = as_messages(output_items(previous_id, status["result"]))
@@ -153,12 +153,12 @@ class Responses:
 
     def _object(self, record: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         state = status["status"]
-        if state == "succeeded":
+        if state == JobStatus.SUCCEEDED:
             done = status.get("finished_at")
             at = datetime.fromisoformat(done).timestamp() if isinstance(done, str) else None
             return response_object(record, "completed", status["result"], completed_at=at)
         error = None
-        if state == "failed":
+        if state == JobStatus.FAILED:
             failure = status.get("error") or {}
             error = {"code": error_code(int(failure.get("status_code") or 500)), "message": failure.get("message", "")}
         return response_object(record, STATUSES.get(state, state), error=error)
@@ -181,10 +181,10 @@ class Responses:
 
     async def cancel(self, key: str, response_id: str) -> dict[str, Any]:
         record, status = await self._found(key, response_id)
-        if status["status"] in ("queued", "running"):
+        if not JobStatus(status["status"]).finished:
             await self._cancelled(key, response_id)
             status = await self._jobs.status(key) or status
-        elif status["status"] != "cancelled":
+        elif status["status"] != JobStatus.CANCELLED:
             state = STATUSES.get(status["status"], status["status"])
             raise BadRequest(f"response {response_id!r} is {state}: only a queued or running one can be cancelled")
         return self._object(record, status)
@@ -201,7 +201,7 @@ class Responses:
 
     async def delete(self, key: str, response_id: str) -> dict[str, Any]:
         _, status = await self._found(key, response_id)
-        if status["status"] in ("queued", "running"):
+        if not JobStatus(status["status"]).finished:
             await self._cancelled(key, response_id)
         await self._records.forget(key)
         return {"id": response_id, "object": "response.deleted", "deleted": True}

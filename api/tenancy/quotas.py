@@ -25,11 +25,11 @@ from api.errors import ResultStoreUnavailable, TooManyRequests
 from api.observability.metrics import Metrics
 from shared.config import Config
 from shared.contract import ADMIT, STREAM_JOIN, STREAM_LEAVE
+from shared.contract.keys import TokenWindow
 from shared.tenants import Tenant
 
 log = logging.getLogger(__name__)
 
-DAY = 86_400
 # A reader's place among its tenant's streams lapses this long after its API process
 # last renewed it (every STREAM_RENEW seconds): a process that died gives its places back.
 STREAM_LAPSE = 60.0
@@ -62,11 +62,7 @@ class Quotas:
             return
         quotas, keys = tenant.quotas, self._config.keys
         now = time.time()
-        names = [
-            keys.in_flight(tenant.name),
-            keys.tokens(tenant.name, "m", int(now // 60)),
-            keys.tokens(tenant.name, "d", int(now // DAY)),
-        ]
+        names = [keys.in_flight(tenant.name), *keys.token_windows(tenant.name, now)]
         args = [
             job_id, repr(now), quotas.jobs_in_flight or 0, quotas.tokens_per_minute or 0,
             quotas.tokens_per_day or 0, keys.result(""), self._config.job_ttl,
@@ -85,11 +81,11 @@ class Quotas:
                 f" {quotas.jobs_in_flight}; try again when one has finished",
                 retry_after=1,
             )
-        span, window = (60, "minute") if quota == "tokens_per_minute" else (DAY, "UTC day")
-        retry = max(1, int((now // span + 1) * span - now) + 1)
+        window = TokenWindow.MINUTE if quota == "tokens_per_minute" else TokenWindow.DAY
+        retry = max(1, int(window.ends_at(now) - now) + 1)
         limit = quotas.tokens_per_minute if quota == "tokens_per_minute" else quotas.tokens_per_day
         raise TooManyRequests(
-            f"quota {quota}: tenant {tenant.name!r} has used {used} tokens this {window}, at most {limit};"
+            f"quota {quota}: tenant {tenant.name!r} has used {used} tokens this {window.said}, at most {limit};"
             f" try again in {retry}s",
             retry_after=retry,
         )

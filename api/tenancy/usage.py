@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 
 from api.errors import ResultStoreUnavailable
 from shared.config import Config
+from shared.contract.keys import usage_field
 
 COUNTS = ("jobs", "failed", "prompt_tokens", "completion_tokens")
 
@@ -35,8 +36,7 @@ async def usage(
     for day, counts in zip(days, found, strict=True):
         by_pair: dict[tuple[str, str], dict[str, int]] = {}
         for raw_field, raw_value in counts.items():
-            tenant, _, rest = raw_field.decode().partition("|")
-            model, _, count = rest.rpartition("|")
+            tenant, model, count = usage_field(raw_field.decode())
             if count not in COUNTS or (tenants is not None and tenant not in tenants):
                 continue
             by_pair.setdefault((tenant, model), dict.fromkeys(COUNTS, 0))[count] = int(raw_value)

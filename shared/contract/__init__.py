@@ -286,8 +286,34 @@ class State(StrEnum):
 
 
 FINISHED = frozenset(State)
-# What GET /jobs/{id} calls each.
-STATUS_NAMES = {State.SUCCESS: "succeeded", State.FAILURE: "failed", State.REVOKED: "cancelled"}
+
+
+class JobStatus(StrEnum):
+    """A job's status, as GET /jobs/{id} names it (a response's, api/responses/objects.py)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """Whether it has its result (an answer, a failure or a cancellation)."""
+        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+# What GET /jobs/{id} calls each stored result's state.
+STATUS_NAMES = {State.SUCCESS: JobStatus.SUCCEEDED, State.FAILURE: JobStatus.FAILED, State.REVOKED: JobStatus.CANCELLED}
+
+
+class Start(StrEnum):
+    """What MARK_STARTED answers a worker about to run a job."""
+
+    START = "start"  # it may run: leased to this worker, marked started, no longer queued
+    CANCELLED = "cancelled"  # cancelled while it was queued
+    ANSWERED = "answered"  # it has a result already (published again)
+    RUNNING = "running"  # another live worker holds its lease
 
 
 def cancelled_result(job_id: str, now: float) -> str:

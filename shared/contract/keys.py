@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
+import time
+from enum import Enum, StrEnum
 
 
 class JobField(StrEnum):
@@ -18,6 +19,66 @@ class JobField(StrEnum):
     TENANT = "tenant"  # the tenant it is run for
     QUEUE = "queue"  # its model's queue (the age of the oldest job waiting for a model, GET /scaling)
     BACKGROUND = "background"  # queued without a request awaiting it: no reader that leaves cancels it
+
+
+class TokenWindow(Enum):
+    """A window a tenant's tokens are counted in (`Keys.tokens`): the API admits its jobs
+    under its quotas on them (api/tenancy/quotas.py), the workers count each job's
+    tokens to them as its result is stored (tasks/result_store.py)."""
+
+    MINUTE = ("m", 60, "minute")  # tokens_per_minute
+    DAY = ("d", 86_400, "UTC day")  # tokens_per_day
+
+    def __init__(self, tag: str, seconds: int, said: str) -> None:
+        self.tag = tag  # in the key
+        self.seconds = seconds
+        self.said = said  # in a refusal's message
+
+    def index(self, now: float) -> int:
+        """The number of the window `now` is in."""
+        return int(now // self.seconds)
+
+    def ends_at(self, now: float) -> float:
+        """When the window `now` is in ends."""
+        return (self.index(now) + 1) * self.seconds
+
+
+def usage_day(now: float) -> str:
+    """The UTC day of `now` as `Keys.usage` names it (YYYY-MM-DD)."""
+    return time.strftime("%Y-%m-%d", time.gmtime(now))
+
+
+def usage_prefix(tenant: str, model: str) -> str:
+    """The start of a usage hash's fields of one tenant and model; the count's name ends them."""
+    return f"{tenant}|{model}|"
+
+
+def usage_field(field: str) -> tuple[str, str, str]:
+    """The tenant, model and count's name of a usage hash's field (a model's name may hold "|")."""
+    tenant, _, rest = field.partition("|")
+    model, _, count = rest.rpartition("|")
+    return tenant, model, count
+
+
+def capacity_field(queue: str, worker: str) -> str:
+    """A worker's field of `Keys.capacity` for one queue it consumes."""
+    return f"{queue}|{worker}"
+
+
+def capacity_queue(field: str) -> str:
+    """The queue of a `Keys.capacity` field."""
+    return field.rpartition("|")[0]
+
+
+def webhook_count_field(endpoint: str, outcome: str) -> str:
+    """A field of `Keys.webhook_counts`: an endpoint's deliveries of one outcome."""
+    return f"{endpoint}|{outcome}"
+
+
+def webhook_count_of(field: str) -> tuple[str, str]:
+    """The endpoint and outcome of a `Keys.webhook_counts` field."""
+    endpoint, _, outcome = field.rpartition("|")
+    return endpoint, outcome
 
 
 class Keys:
@@ -79,12 +140,18 @@ class Keys:
         one token per reader, by when it lapses unless its API process renews it (ms)."""
         return f"{self.prefix}streams:{tenant}"
 
-    def tokens(self, tenant: str, span: str, window: int) -> str:
-        """The tokens a tenant's jobs used in one minute (`span` "m") or UTC day ("d")."""
-        return f"{self.prefix}tokens:{tenant}:{span}{window}"
+    def tokens(self, tenant: str, window: TokenWindow, now: float) -> str:
+        """The tokens a tenant's jobs used in the `window` (its minute or UTC day) of `now`."""
+        return f"{self.prefix}tokens:{tenant}:{window.tag}{window.index(now)}"
+
+    def token_windows(self, tenant: str, now: float) -> list[str]:
+        """The tenant's tokens of the minute and of the UTC day of `now`, in that order (the
+        scripts ADMIT and STORE_ONCE take them so)."""
+        return [self.tokens(tenant, TokenWindow.MINUTE, now), self.tokens(tenant, TokenWindow.DAY, now)]
 
     def usage(self, day: str) -> str:
-        """A hash of one UTC day's usage (YYYY-MM-DD): "{tenant}|{model}|{count}" -> n."""
+        """A hash of one UTC day's usage (`usage_day`): "{tenant}|{model}|{count}" -> n
+        (`usage_prefix`, `usage_field`)."""
         return f"{self.prefix}usage:{day}"
 
     def fair_lock(self, queue: str) -> str:

@@ -54,7 +54,8 @@ return false
 """
 
 # As a job starts. KEYS: job hash, queued set, result, lease. ARGV: now, job TTL,
-# job id, lease seconds, this worker's name, the message's reply_to (or ''). Answers:
+# job id, lease seconds, this worker's name, the message's reply_to (or ''). Answers
+# (the contract's `Start`):
 #   'cancelled'  cancelled while it was queued
 #   'answered'   it has a result already: published again, for a request that
 #                queued it anew (one whose first publish seemed to fail, yet reached

@@ -263,7 +263,7 @@ def test_a_job_stored_twice_is_counted_to_its_tenant_once(keys_and_store: tuple[
     keys, store = keys_and_store
     store_once = store.register_script(STORE_ONCE)
     job = "job-usage"
-    counts = [keys.usage("2026-12-01"), keys.tokens("team-a", "m", 1), keys.tokens("team-a", "d", 2)]
+    counts = [keys.usage("2026-12-01"), *keys.token_windows("team-a", 2 * 86_400 + 60)]
     given = ["team-a|m1|", "jobs", 7, 3, 3600]
     for run in ("first", "second"):  # run twice (redelivered): the second result is not stored
         stored = store_once(keys=[keys.result(job), keys.job(job), *counts], args=[run, 60, "", *given])

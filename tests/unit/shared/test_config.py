@@ -11,6 +11,7 @@ import pytest
 
 from shared.broker.settings import celery_settings
 from shared.config import Config
+from tasks.settings import process_config
 
 pytestmark = pytest.mark.unit
 
@@ -128,6 +129,7 @@ def test_celeryconfig_module_holds_only_lowercase_celery_keys(clean_env: pytest.
     clean_env.setenv("ENV_FILE", "")
     clean_env.setenv("QUEUE_NAME", "by-module")
     sys.modules.pop("celeryconfig", None)
+    process_config.cache_clear()  # read once per process: this test's environment is read anew
     module = importlib.import_module("celeryconfig")
     # Celery hides names starting with "_" from its settings (`celery inspect conf`).
     keys = {k for k in vars(module) if not k.startswith("_")}
@@ -136,6 +138,7 @@ def test_celeryconfig_module_holds_only_lowercase_celery_keys(clean_env: pytest.
     # The worker's classes, named from the classes: importable as named.
     assert module.result_backend.startswith("tasks.result_store:ResultStore+redis://")
     assert module.worker_consumer == "tasks.dead_letters:Consumer"
+    process_config.cache_clear()  # the next reader reads its own environment
 
 
 @pytest.mark.unit

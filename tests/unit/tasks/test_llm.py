@@ -91,11 +91,11 @@ def install() -> Iterator[Any]:
         settings = {"llm_max_retries": 2, **settings}
         config = Config(_env_file=None, inner_llm_url="model:8000", **settings)  # type: ignore[call-arg]
         client = ModelClient(config, transport=recorder, sleep=sleeps.append, clock=lambda: sum(sleeps))
-        worker.use(worker.Worker(config, client=client))
+        worker.WorkerTask.bind_worker(worker.Worker(config, client=client))
         return sleeps
 
     yield _install
-    worker.use(None)
+    worker.WorkerTask.bind_worker(None)
 
 
 META = {"temperature": 0.5, "tokens_limit": 1000, "stop_words": ["stop"], "model": "gpt-model"}

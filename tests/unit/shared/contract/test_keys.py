@@ -1,0 +1,48 @@
+"""The Redis key layout both sides share: token windows, and the fields of usage, capacity and webhook counts."""
+
+from __future__ import annotations
+
+import calendar
+
+import pytest
+
+from shared.contract.keys import (
+    Keys,
+    TokenWindow,
+    capacity_field,
+    capacity_queue,
+    usage_day,
+    usage_field,
+    usage_prefix,
+    webhook_count_field,
+    webhook_count_of,
+)
+
+pytestmark = pytest.mark.unit
+
+NOON = calendar.timegm((2026, 12, 7, 12, 0, 30))
+
+
+def test_token_windows_are_the_minute_then_the_utc_day() -> None:
+    keys = Keys("p:")
+    assert keys.token_windows("acme", NOON) == [
+        f"p:tokens:acme:m{int(NOON // 60)}",
+        f"p:tokens:acme:d{int(NOON // 86_400)}",
+    ]
+    assert keys.tokens("acme", TokenWindow.DAY, NOON + 3600) == keys.token_windows("acme", NOON)[1]
+
+
+def test_a_window_ends_at_its_next_boundary() -> None:
+    assert TokenWindow.MINUTE.ends_at(NOON) == NOON + 30
+    assert TokenWindow.DAY.ends_at(NOON) == NOON + 12 * 3600 - 30
+
+
+def test_usage_fields_read_back_their_tenant_model_and_count() -> None:
+    assert usage_day(NOON) == "2026-12-07"
+    field = usage_prefix("acme", "org|model") + "prompt_tokens"
+    assert usage_field(field) == ("acme", "org|model", "prompt_tokens")
+
+
+def test_capacity_and_webhook_count_fields_read_back_what_was_written() -> None:
+    assert capacity_queue(capacity_field("jobs.big", "celery@host-1")) == "jobs.big"
+    assert webhook_count_of(webhook_count_field("billing", "gave_up")) == ("billing", "gave_up")
