@@ -15,17 +15,17 @@ from fastapi.staticfiles import StaticFiles
 
 from api.http.route_class import Access, Edge, GatewayRoute
 from api.http.unread_body import CloseAfterUnreadBody
-from api.responses.store import ResponseStore
-from api.routes.batches import batches_router
-from api.routes.files import FilesRoute, files_router
-from api.routes.jobs import jobs_router
-from api.routes.models import models_router
-from api.routes.openai import OpenAIJobs, OpenAIRoute, openai_router
-from api.routes.operations import operators_router, probes_router
-from api.routes.responses import Responses, responses_router
-from api.routes.spec import ERROR_RESPONSES, SpecJobs, spec_router
-from api.routes.usage import usage_router
+from api.native.jobs_router import jobs_router
+from api.native.models_router import models_router
+from api.native.router import ERROR_RESPONSES, SpecJobs, spec_router
+from api.observability.router import operators_router, probes_router
+from api.openai.batches.router import batches_router
+from api.openai.chat.router import OpenAIJobs, OpenAIRoute, openai_router
+from api.openai.files.router import FilesRoute, files_router
+from api.openai.responses.router import Responses, responses_router
+from api.openai.responses.store import ResponseStore
 from api.services import Services
+from api.tenancy.usage_router import usage_router
 from shared.config import Config
 from shared.telemetry import tracing
 from shared.telemetry.logs import use_json

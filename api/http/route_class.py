@@ -3,7 +3,7 @@
 - the API key checked on the headers, before a byte of the body is read (an upload
   without a valid key is not read, nor spooled to disk);
 - bodies over ``MAX_BODY_BYTES`` refused with 413 before they are read whole;
-- a JSON body read strictly (api/schemas/json_body.py: no NaN, no lone surrogate,
+- a JSON body read strictly (api/http/json_body.py: no NaN, no lone surrogate,
   nesting within ``MAX_JSON_DEPTH``);
 - every error answered from the one table of statuses (api/http/statuses.py);
 - an answer given before the body was read whole (401, 413) is sent once the rest of
@@ -38,10 +38,10 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import BodyTooLarge, GatewayError
+from api.http.json_body import loads
 from api.http.statuses import Refusal, refusal
 from api.observability import server_timing
 from api.observability.metrics import Metrics
-from api.schemas.json_body import loads
 from api.tenancy.guard import Guard
 from shared.config import Config
 from shared.telemetry.logs import current_job
@@ -80,7 +80,7 @@ class Edge:
 
 
 class GatewayRequest(Request):
-    """A request whose JSON body is read strictly (api/schemas/json_body.py)."""
+    """A request whose JSON body is read strictly (api/http/json_body.py)."""
 
     max_depth = 64
 
