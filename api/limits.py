@@ -14,7 +14,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, Field, create_model
 
 from api.native.types import ChatCompletionRequest, Count, GenerateRequest, Message, Meta, integral
-from api.openai.chat.types import OpenAIChatRequest, OpenAICompletionRequest, OpenAIMessage
+from api.openai.chat.types import OpenAIChatRequest, OpenAIMessage
+from api.openai.completions.types import OpenAICompletionRequest
 from api.openai.embeddings.types import EmbeddingsRequest, TokenId
 from api.openai.responses.types import ResponsesRequest
 from shared.config import Config

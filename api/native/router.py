@@ -1,21 +1,16 @@
-"""The spec's endpoints: ``POST /generate`` and ``POST /chat_completion``."""
+"""The spec's endpoints: ``POST /generate`` and ``POST /chat_completion``; their work is
+api/native/serving.py's."""
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
-from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 
 from api.deps import TenantDep
-from api.http.sse import last_event_id, open_stream, sse, stream_response
-from api.http.statuses import Refusal
-from api.jobs.route import JobRoute, JobRouting
-from api.jobs.runner import JobRunner
 from api.limits import RequestModels
-from api.native.types import ChatCompletionRequest, CompletionResponse, GenerateRequest, JobAccepted
-from shared.config import Config
+from api.native.serving import SpecJobs
+from api.native.types import CompletionResponse, JobAccepted
 from shared.contract import TaskName
-from shared.tenants import Tenant
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": JobAccepted, "description": "Accepted without waiting (wait=0 or Prefer: respond-async)"},
@@ -57,65 +52,6 @@ LastEventId = Annotated[
         " (its job_id) sent again gets the events after it"
     ),
 ]
-
-
-def spec_stream(runner: JobRunner, route: JobRoute, events: Any, after: int | None = None) -> StreamingResponse:
-    """The spec endpoints' events: ``data: {"job_id", "content"}`` per piece, then
-    ``event: done`` with the whole answer, or ``event: error`` with its status."""
-    job_id = route.job_id
-
-    def render(event: dict[str, Any]) -> list[str]:
-        if "end" in event:
-            end = event["end"]
-            done = {"job_id": job_id, "content": end.get("content", ""), "finish_reason": end.get("finish_reason")}
-            return [sse(done, "done")]
-        return [sse({"job_id": job_id, "content": event["text"]})] if event["index"] == 0 and event["text"] else []
-
-    def render_error(refused: Refusal) -> str:
-        return sse({"job_id": job_id, "status": refused.status, "detail": refused.message}, "error")
-
-    return stream_response(runner, route, events, render, render_error, after)
-
-
-class SpecJobs:
-    """The spec's endpoints' work: a body made a job, routed, and answered (whole,
-    streamed, or accepted without waiting)."""
-
-    def __init__(self, config: Config, routing: JobRouting, runner: JobRunner) -> None:
-        self._config = config
-        self._routing = routing
-        self._runner = runner
-
-    async def answer(
-        self,
-        tenant: Tenant,
-        task: TaskName,
-        body: GenerateRequest | ChatCompletionRequest,
-        wait: float | None,
-        prefer: str | None,
-        accept: str | None,
-        queue_name: str | None,
-        resume: str | None = None,
-    ) -> CompletionResponse | Response:
-        """Queue `tenant`'s job; answer with its result, its stream, or (not waiting) where to find it."""
-        config, runner = self._config, self._runner
-        job = body.model_dump(exclude={"job_id", "stream", "priority", "source"})
-        if body.priority is not None and "priority" not in body.meta.model_fields_set:
-            job["meta"]["priority"] = body.priority
-        if queue_name is not None:
-            job["meta"] = self._routing.meta_for_queue(queue_name, job["meta"])
-        route, job = self._routing.route(task, body.job_id, job, tenant)
-        if body.stream or "text/event-stream" in (accept or ""):
-            return spec_stream(runner, route, await open_stream(runner, route, job), last_event_id(resume))
-        seconds = config.wait_timeout if wait is None else min(wait, config.wait_timeout)
-        if seconds == 0 or "respond-async" in (prefer or "").lower():
-            await runner.submit(route, job)
-            # Not from the request's Host header, which the client chose.
-            url = f"{config.public_base_url}/jobs/{route.job_id}"
-            accepted = JobAccepted(job_id=route.job_id, tenant=tenant.name, status="queued", status_url=url)
-            return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": url})
-        result = await runner.run(route, job, seconds)
-        return CompletionResponse(content=result["content"], job_id=route.job_id)
 
 
 def spec_router(models: RequestModels, jobs: SpecJobs, route_class: type[APIRoute]) -> APIRouter:

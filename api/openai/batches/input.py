@@ -20,7 +20,9 @@ from api.errors import InvalidInput, InvalidJson
 from api.http.json_body import loads
 from api.jobs.admission import check_job, check_tokens
 from api.limits import RequestModels
-from api.openai.chat.serving import chat_job, completion_job, embedding_job, no_embedding_fallbacks
+from api.openai.chat.serving import chat_job
+from api.openai.completions.serving import completion_job
+from api.openai.embeddings.serving import embedding_job, no_embedding_fallbacks
 from api.openai.responses.translate import asked_of, chat_messages, given_input, input_items, response_job
 from shared.config import Config
 from shared.contract import TaskName

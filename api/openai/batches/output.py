@@ -9,8 +9,10 @@ import json
 import time
 from typing import Any
 
+from api.http.statuses import ERROR_TYPES
 from api.openai.batches.input import InputLine
-from api.openai.chat.serving import ERROR_TYPES, embedding_answer, whole_answer
+from api.openai.chat.serving import whole_answer
+from api.openai.embeddings.serving import embedding_answer
 from api.openai.responses.objects import response_object
 from shared.contract import TaskName
 from shared.storage.batch_files import OK, line_job_id, line_record

@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from api.deps import OwnerDep, TenantDep
 from api.openai.batches.store import Batches, public
-from api.openai.chat.router import OpenAIRoute
-from api.openai.chat.types import ErrorBody
 from api.openai.files.router import listing
+from api.openai.http import OpenAIRoute
+from api.openai.types import ErrorBody
 
 BatchId = Annotated[str, Path(pattern=r"^batch_[A-Za-z0-9]{1,100}$")]
 

@@ -1,84 +1,30 @@
-"""OpenAI's requests as jobs, and jobs' results as OpenAI's answers: what
-``/v1/chat/completions``, ``/v1/completions`` and batches' lines share."""
+"""Chat completions (and text completions, answered by the same code in their own
+objects): a request made an ``llm.chat`` job, and a job's result as OpenAI's
+chat.completion (or text_completion) object, whole or as chunks; batches' lines share it."""
 
 from __future__ import annotations
 
-import base64
-import sys
 import time
-from array import array
 from typing import Any
 
-from api.errors import InvalidInput
-from api.openai.chat.types import CHAT_PASSED_ON, COMPLETION_PASSED_ON, OpenAIChatRequest, OpenAICompletionRequest
-from api.openai.embeddings.types import EmbeddingsRequest
+from fastapi import Response
 
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-    502: "model_server_error",
-    503: "service_unavailable_error",
-    504: "timeout_error",
-}
+from api.http.sse import last_event_id, open_stream, sse, stream_response
+from api.http.statuses import Refusal
+from api.jobs.route import JobRoute, JobRouting
+from api.jobs.runner import JobRunner
+from api.openai.chat.types import CHAT_PASSED_ON, OpenAIChatRequest
+from api.openai.http import openai_error
+from shared.config import Config
+from shared.contract import TaskName
+from shared.tenants import Tenant
 
 
 def chat_job(body: OpenAIChatRequest) -> dict[str, Any]:
     """The ``llm.chat`` job of a chat completion request."""
     request = {"messages": [message.wire() for message in body.messages], **body.passed_on(CHAT_PASSED_ON)}
     job = {"meta": body.meta(body.max_completion_tokens or body.max_tokens), "openai": request}
-    return _with_fallbacks(job, body.fallbacks_asked())
-
-
-def completion_job(body: OpenAICompletionRequest) -> dict[str, Any]:
-    """The ``llm.complete`` job of a completion request."""
-    job = {"meta": body.meta(body.max_tokens), "openai": body.passed_on(COMPLETION_PASSED_ON)}
-    return _with_fallbacks(job, body.fallbacks_asked())
-
-
-def embedding_job(body: EmbeddingsRequest) -> dict[str, Any]:
-    """The ``llm.embed`` job of an embeddings request."""
-    embed = {"input": body.inputs(), "dimensions": body.dimensions, "user": body.user, **(body.model_extra or {})}
-    meta = {"model": body.model, "priority": body.priority}
-    job = {"meta": meta, "embed": {k: v for k, v in embed.items() if v is not None}}
-    # Checked as any request's (404 naming the field for a model the registry does not
-    # list); an embedding is its model's alone, so none is sent on (OpenAIJobs.embed).
-    return _with_fallbacks(job, body.fallbacks_asked())
-
-
-def no_embedding_fallbacks(job: dict[str, Any]) -> dict[str, Any]:
-    """An embedding job, routed (its fallbacks known to the registry): InvalidInput when it
-    names a fallback model (vectors of another model are not the same space), else
-    without them."""
-    if job.get("fallbacks"):
-        raise InvalidInput("fallbacks: an embedding is its model's alone; no other model's vectors stand in for it")
-    return {key: value for key, value in job.items() if key != "fallbacks"}
-
-
-def embedding_answer(result: dict[str, Any], encoding: str, model: str | None) -> dict[str, Any]:
-    """An embedding job's result as OpenAI's list of embeddings, in the inputs' order:
-    each vector as floats, or (``base64``) as the worker sent it, little-endian float32."""
-    data = []
-    for index, packed in enumerate(result.get("embeddings") or []):
-        vector: Any = packed
-        if encoding != "base64":
-            floats = array("f", base64.b64decode(packed))
-            if sys.byteorder == "big":
-                floats.byteswap()
-            vector = floats.tolist()
-        data.append({"object": "embedding", "index": index, "embedding": vector})
-    used = result.get("usage") or {}
-    tokens = int(used.get("prompt_tokens") or 0)
-    return {"object": "list", "data": data, "model": result.get("model") or model or "",
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}  # fmt: skip
-
-
-def _with_fallbacks(job: dict[str, Any], fallbacks: list[str] | None) -> dict[str, Any]:
-    return job if fallbacks is None else {**job, "fallbacks": fallbacks}
+    return body.with_fallbacks(job)
 
 
 def usage(result: dict[str, Any]) -> dict[str, Any]:
@@ -118,3 +64,79 @@ def whole_answer(kind: str, job_id: str, result: dict[str, Any], model: str | No
         "choices": [choice(c) for c in choices(result)],
         "usage": usage(result),
     }
+
+
+class OpenAIJobs:
+    """Chat and text completions' work: a request made a job, routed, and answered in
+    OpenAI's objects, whole or as chunks."""
+
+    def __init__(self, config: Config, routing: JobRouting, runner: JobRunner) -> None:
+        self._config = config
+        self._routing = routing
+        self._runner = runner
+
+    async def answer(
+        self, tenant: Tenant, task: TaskName, job_id: str, job: dict[str, Any], body: Any, resume: str | None = None
+    ) -> Any:
+        """The answer to `body`, run as `job`: OpenAI's whole object, or its chunks (those
+        after the event `resume` names, for a client that comes back)."""
+        kind = "chat" if task == TaskName.CHAT else "completion"
+        route, job = self._routing.route(task, job_id, job, tenant)
+        if body.stream:
+            return await self._streamed(route, job, body, kind, last_event_id(resume))
+        result = await self._runner.run(route, job, self._config.wait_timeout)
+        return whole_answer(kind, job_id, result, body.model)
+
+    async def _streamed(
+        self, route: JobRoute, job: dict[str, Any], body: Any, kind: str, after: int | None
+    ) -> Response:
+        """OpenAI's chunk format: one chunk per piece, the finish reasons, usage if asked, [DONE]."""
+        events = await open_stream(self._runner, route, job)
+        # `created`: when the first piece was written, so that every reader of the stream
+        # (one that comes back included) gets the same chunks.
+        base: dict[str, Any] = {"id": f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{route.job_id}", "created": 0}
+        base["object"] = "chat.completion.chunk" if kind == "chat" else "text_completion"
+        model = body.model or ""
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        started: set[int] = set()
+
+        def piece(
+            index: int, text: str | None, finish: str | None, extra: dict[str, Any] | None = None
+        ) -> dict[str, Any]:
+            logprobs = (extra or {}).get("logprobs")
+            if kind != "chat":
+                return {"index": index, "text": text or "", "finish_reason": finish, "logprobs": logprobs}
+            delta: dict[str, Any] = {"content": text} if text else {}
+            if extra and extra.get("tool_calls"):
+                delta["tool_calls"] = extra["tool_calls"]
+            if delta and index not in started:
+                started.add(index)
+                delta = {"role": "assistant", **delta}
+            chunk = {"index": index, "delta": delta, "finish_reason": finish}
+            if logprobs is not None:
+                chunk["logprobs"] = logprobs
+            return chunk
+
+        def render(event: dict[str, Any]) -> list[str]:
+            if not base["created"]:
+                base["created"] = int(event.get("at") or time.time())
+            if "end" not in event:
+                chunk = piece(event["index"], event["text"], None, event.get("extra"))
+                return [sse({**base, "model": model, "choices": [chunk]})]
+            end = event["end"]
+            final_model = end.get("model") or model
+            ends = [
+                piece(c["index"], None, c["finish_reason"] or ("tool_calls" if c.get("tool_calls") else "stop"))
+                for c in choices(end)
+            ]
+            out = [sse({**base, "model": final_model, "choices": ends})]
+            if include_usage:
+                out.append(sse({**base, "model": final_model, "choices": [], "usage": usage(end)}))
+            return [*out, "data: [DONE]\n\n"]
+
+        def render_error(refused: Refusal) -> str:
+            error = openai_error(refused)
+            del error["error"]["param"]
+            return sse(error)
+
+        return stream_response(self._runner, route, events, render, render_error, after)

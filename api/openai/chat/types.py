@@ -1,18 +1,13 @@
-"""OpenAI's request and response bodies, for the clients written against OpenAI's API."""
+"""The body of ``POST /v1/chat/completions``: messages, tools, response formats, as OpenAI's clients send them."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from api.native.types import DEFAULT_PRIORITY, MODEL_PATTERN, Body, Count, JsonInt, integral
-
-# Fields of a request the gateway does not know (a model server's own: vLLM's top_k,
-# min_p, guided_json, chat_template_kwargs, ...) are passed on as given, up to this many
-# (the body as a whole is bounded by MAX_BODY_BYTES).
-MAX_EXTRA_FIELDS = 64
+from api.native.types import Body, Count, integral
+from api.openai.types import _Sampling
 
 
 class _Message(Body):
@@ -154,91 +149,11 @@ ResponseFormat = Annotated[
 ]
 
 
-class _PassesOn(Body):
-    """A request whose fields the gateway does not map itself go to the model server as given."""
-
-    model_config = ConfigDict(strict=True, extra="allow")
-
-    @model_validator(mode="after")
-    def _bounded(self) -> _PassesOn:
-        if len(self.model_extra or {}) > MAX_EXTRA_FIELDS:
-            raise ValueError(f"at most {MAX_EXTRA_FIELDS} fields beyond OpenAI's own")
-        return self
-
-    def passed_on(self, names: frozenset[str]) -> dict[str, Any]:
-        """The fields `names` given, and the fields the gateway does not know."""
-        given = {name: _as_given(getattr(self, name)) for name in names if getattr(self, name) is not None}
-        return {**given, **(self.model_extra or {})}
-
-
-def _as_given(value: Any) -> Any:
-    """A field's value as the client gave it (a checked part dumped back to what it was)."""
-    if isinstance(value, BaseModel):
-        return value.model_dump(by_alias=True, exclude_unset=True)
-    if isinstance(value, list):
-        return [_as_given(item) for item in value]
-    return value
-
-
-class _FallsBack(_PassesOn):
-    """A request that may name the models to fall back to (LiteLLM's fields), each a
-    model of the registry (404 naming the field otherwise)."""
-
-    fallbacks: list[Annotated[str, Field(pattern=MODEL_PATTERN)]] | None = Field(
-        None, max_length=8, description="not OpenAI's (LiteLLM's): models to fall back to, in turn; [] for none"
-    )
-    disable_fallbacks: bool = Field(False, description="not OpenAI's (LiteLLM's): no fallback model")
-
-    def fallbacks_asked(self) -> list[str] | None:
-        """The fallback models the request names ([] for none); None: its model's own."""
-        return [] if self.disable_fallbacks else self.fallbacks
-
-
-class _Sampling(_FallsBack):
-    model: str | None = Field(
-        None, pattern=MODEL_PATTERN, description="the model; the deployment's default when omitted"
-    )
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: Count | None = None
-    stop: str | list[str] | None = None
-    seed: JsonInt | None = None
-    n: Annotated[int, Field(ge=1, le=16), BeforeValidator(integral)] = 1
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    stream: bool = False
-    priority: Annotated[int, Field(ge=0, le=9), BeforeValidator(integral)] = Field(
-        DEFAULT_PRIORITY, description="not OpenAI's: 0 (batch) to 9 (most urgent), as meta.priority"
-    )
-    stream_options: dict[str, Any] | None = None
-    user: str | None = None
-
-    def meta(self, max_tokens: int | None) -> dict[str, Any]:
-        """The job's ``meta``, as the spec's endpoints send it, plus the sampling parameters."""
-        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        sampling = {
-            "top_p": self.top_p,
-            "seed": self.seed,
-            "n": self.n if self.n != 1 else None,
-            "presence_penalty": self.presence_penalty,
-            "frequency_penalty": self.frequency_penalty,
-        }
-        return {
-            "temperature": self.temperature,
-            "tokens_limit": max_tokens,
-            "stop_words": stop,
-            "model": self.model,
-            "priority": self.priority,
-            "sampling": {k: v for k, v in sampling.items() if v is not None},
-        }
-
-
 # OpenAI's fields the gateway passes on as given (besides the unknown ones).
 CHAT_PASSED_ON = frozenset(
     {"tools", "tool_choice", "parallel_tool_calls", "response_format", "logprobs", "top_logprobs", "logit_bias",
      "user", "metadata"}
 )  # fmt: skip
-COMPLETION_PASSED_ON = frozenset({"prompt", "echo", "suffix", "logprobs", "best_of", "logit_bias", "user"})
 
 
 class OpenAIChatRequest(_Sampling):
@@ -254,46 +169,3 @@ class OpenAIChatRequest(_Sampling):
     top_logprobs: Annotated[int, Field(ge=0, le=20), BeforeValidator(integral)] | None = None
     logit_bias: dict[str, float] | None = None
     metadata: dict[str, str] | None = None
-
-
-class OpenAICompletionRequest(_Sampling):
-    """Body of ``POST /v1/completions``: a raw completion (the model server's
-    /v1/completions, no chat template), for base models, infilling and evaluations."""
-
-    prompt: str | list[str] = Field(description="a prompt, or a list of prompts (choices per prompt, n each)")
-
-    @field_validator("prompt", mode="before")
-    @classmethod
-    def _prompt_is_text(cls, value: Any) -> Any:
-        if isinstance(value, list) and any(isinstance(item, int | list) for item in value):
-            raise PydanticCustomError("token_ids", "a prompt given as token ids is not taken here: send its text")
-        return value
-
-    echo: bool | None = None
-    suffix: str | None = None
-    logprobs: Annotated[int, Field(ge=0, le=20), BeforeValidator(integral)] | None = None
-    best_of: Annotated[int, Field(ge=1, le=16), BeforeValidator(integral)] | None = None
-    logit_bias: dict[str, float] | None = None
-
-
-class OpenAIError(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | int | None = None
-
-
-class ErrorBody(BaseModel):
-    error: OpenAIError
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int = 0
-    owned_by: str = "llm-api"
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]

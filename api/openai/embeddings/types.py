@@ -9,7 +9,7 @@ from pydantic import BeforeValidator, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from api.native.types import DEFAULT_PRIORITY, MODEL_PATTERN, integral
-from api.openai.chat.types import _FallsBack
+from api.openai.types import _FallsBack
 
 # The deployment's limits are set on `input` by api/limits.py.
 Text = Annotated[str, Field(min_length=1)]

@@ -9,9 +9,9 @@ from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
 from api.deps import OwnerDep
-from api.openai.chat.router import OpenAIRoute
-from api.openai.chat.types import ErrorBody
 from api.openai.files.store import Files, public
+from api.openai.http import OpenAIRoute
+from api.openai.types import ErrorBody
 from shared.config import Config
 
 FileId = Annotated[str, Path(pattern=r"^file-[A-Za-z0-9_-]{1,100}$")]

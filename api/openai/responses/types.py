@@ -18,7 +18,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from api.native.types import DEFAULT_PRIORITY, MODEL_PATTERN, Count, integral
-from api.openai.chat.types import _FallsBack
+from api.openai.types import _FallsBack
 
 # Fields of OpenAI's Responses API that a model server behind chat completions has no
 # use for: accepted, and not passed on (reasoning summaries, truncation, includes of

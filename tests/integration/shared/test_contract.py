@@ -21,7 +21,8 @@ from api.errors import job_failure
 from api.http.statuses import status_of
 from api.jobs.store import fingerprint
 from api.native.types import ChatCompletionRequest, GenerateRequest
-from api.openai.chat.types import OpenAIChatRequest, OpenAICompletionRequest
+from api.openai.chat.types import OpenAIChatRequest
+from api.openai.completions.types import OpenAICompletionRequest
 from shared import contract
 from shared.contract import CANCEL, CLAIM, FAILURES, MARK_STARTED, STORE_ONCE, InvalidJob, Job, Keys, TaskName
 from tasks import dead_letters, llm
