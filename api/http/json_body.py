@@ -6,7 +6,7 @@ writes), and nesting as deep as the stack allows. Each would fail later, as a 50
 job that never runs (a key that cannot be encoded, a message that cannot be sent, a
 validator that recurses too deep), so each is refused here with 422 naming the field:
 for request bodies (api/http/route_class.py) and for every line of a batch's input file
-(api/batches/input.py) alike.
+(api/openai/batches/input.py) alike.
 
 The usual body pays two scans of its bytes in C and a call per float; the walk over
 the document runs only when one of them found something to look at.
@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import threading
 from typing import Any
 
 from api.errors import InvalidJson
@@ -36,25 +35,24 @@ class _NotFinite:
         self.text = text
 
 
-class _Reading(threading.local):
-    odd = False  # whether the document being read (in this thread) holds a non-finite number
+class _Reading:
+    """One document's reading: a decoder whose number hooks note a non-finite number.
+    Its own per call (a decoder costs microseconds to make): nothing is shared between
+    the documents read at once, on the event loop or on a worker thread."""
 
+    __slots__ = ("decoder", "odd")
 
-_reading = _Reading()
+    def __init__(self) -> None:
+        self.odd = False  # whether the document holds a non-finite number
+        self.decoder = json.JSONDecoder(parse_constant=self._not_finite, parse_float=self._number)
 
+    def _not_finite(self, text: str) -> Any:
+        self.odd = True
+        return _NotFinite(text)
 
-def _not_finite(text: str) -> Any:
-    _reading.odd = True
-    return _NotFinite(text)
-
-
-def _number(text: str) -> Any:
-    value = float(text)
-    return value if math.isfinite(value) else _not_finite(text)
-
-
-# One decoder for every document (json.loads makes one per call).
-_DECODER = json.JSONDecoder(parse_constant=_not_finite, parse_float=_number)
+    def _number(self, text: str) -> Any:
+        value = float(text)
+        return value if math.isfinite(value) else self._not_finite(text)
 
 
 def loads(raw: bytes | str, max_depth: int, where: str = "body") -> Any:
@@ -62,16 +60,16 @@ def loads(raw: bytes | str, max_depth: int, where: str = "body") -> Any:
     non-finite number or a lone surrogate, or that nests deeper than `max_depth`.
     Malformed JSON raises `json.JSONDecodeError`, as `json.loads`."""
     text = raw.decode(json.detect_encoding(raw), "surrogatepass") if isinstance(raw, bytes) else raw
-    _reading.odd = False
+    reading = _Reading()
     try:
-        found = _DECODER.decode(text)
+        found = reading.decoder.decode(text)
     except RecursionError:
         named = where or "the document"
         raise InvalidJson(f"{named}: nested deeper than {max_depth} levels (MAX_JSON_DEPTH)") from None
     data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
     # More brackets than levels allowed: the nesting may be too deep.
     deep = data.count(b"[") + data.count(b"{") > max_depth
-    if _reading.odd or deep or _SURROGATE_ESCAPE.search(data):
+    if reading.odd or deep or _SURROGATE_ESCAPE.search(data):
         problem = _problem(found, max_depth, where)
         if problem is not None:
             raise InvalidJson(problem)

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.routing import APIRoute
 
-from api.deps import TenantDep
+from api.deps import TenantDep, TimingDep
 from api.limits import RequestModels
 from api.native.serving import SpecJobs
 from api.native.types import CompletionResponse, JobAccepted
@@ -62,6 +62,7 @@ def spec_router(models: RequestModels, jobs: SpecJobs, route_class: type[APIRout
     async def generate(
         body: models.generate,  # type: ignore[name-defined]
         tenant: TenantDep,
+        timing: TimingDep,
         wait: Wait = None,
         prefer: Prefer = None,
         accept: Accept = None,
@@ -69,12 +70,15 @@ def spec_router(models: RequestModels, jobs: SpecJobs, route_class: type[APIRout
         last_event_id: LastEventId = None,
     ) -> CompletionResponse | Response:
         """Generate one message from `content`."""
-        return await jobs.answer(tenant, TaskName.GENERATE, body, wait, prefer, accept, queue_name, last_event_id)
+        return await jobs.answer(
+            tenant, TaskName.GENERATE, body, wait, prefer, accept, queue_name, last_event_id, timing
+        )
 
     @router.post("/chat_completion", response_model=CompletionResponse, responses=STREAMED)
     async def chat_completion(
         body: models.chat,  # type: ignore[name-defined]
         tenant: TenantDep,
+        timing: TimingDep,
         wait: Wait = None,
         prefer: Prefer = None,
         accept: Accept = None,
@@ -82,6 +86,6 @@ def spec_router(models: RequestModels, jobs: SpecJobs, route_class: type[APIRout
         last_event_id: LastEventId = None,
     ) -> CompletionResponse | Response:
         """Continue the conversation in `messages`."""
-        return await jobs.answer(tenant, TaskName.CHAT, body, wait, prefer, accept, queue_name, last_event_id)
+        return await jobs.answer(tenant, TaskName.CHAT, body, wait, prefer, accept, queue_name, last_event_id, timing)
 
     return router

@@ -11,12 +11,15 @@ from api.http.statuses import Refusal
 from api.jobs.route import JobRoute, JobRouting
 from api.jobs.runner import JobRunner
 from api.native.types import ChatCompletionRequest, CompletionResponse, GenerateRequest, JobAccepted
+from api.observability.server_timing import Timing
 from shared.config import Config
 from shared.contract import TaskName
 from shared.tenants import Tenant
 
 
-def spec_stream(runner: JobRunner, route: JobRoute, events: Any, after: int | None = None) -> StreamingResponse:
+def spec_stream(
+    runner: JobRunner, route: JobRoute, events: Any, after: int | None = None, timing: Timing | None = None
+) -> StreamingResponse:
     """The spec endpoints' events: ``data: {"job_id", "content"}`` per piece, then
     ``event: done`` with the whole answer, or ``event: error`` with its status."""
     job_id = route.job_id
@@ -31,7 +34,7 @@ def spec_stream(runner: JobRunner, route: JobRoute, events: Any, after: int | No
     def render_error(refused: Refusal) -> str:
         return sse({"job_id": job_id, "status": refused.status, "detail": refused.message}, "error")
 
-    return stream_response(runner, route, events, render, render_error, after)
+    return stream_response(runner, route, events, render, render_error, after, timing=timing)
 
 
 class SpecJobs:
@@ -53,17 +56,22 @@ class SpecJobs:
         accept: str | None,
         queue_name: str | None,
         resume: str | None = None,
+        timing: Timing | None = None,
     ) -> CompletionResponse | Response:
-        """Queue `tenant`'s job; answer with its result, its stream, or (not waiting) where to find it."""
+        """Queue `tenant`'s job; answer with its result, its stream, or (not waiting) where to
+        find it; the request's `timing` told of the job."""
         config, runner = self._config, self._runner
+        timing = timing or Timing(0.0)
         job = body.model_dump(exclude={"job_id", "stream", "priority", "source"})
         if body.priority is not None and "priority" not in body.meta.model_fields_set:
             job["meta"]["priority"] = body.priority
         if queue_name is not None:
             job["meta"] = self._routing.meta_for_queue(queue_name, job["meta"])
         route, job = self._routing.route(task, body.job_id, job, tenant)
+        timing.ran(route)
         if body.stream or "text/event-stream" in (accept or ""):
-            return spec_stream(runner, route, await open_stream(runner, route, job), last_event_id(resume))
+            events = await open_stream(runner, route, job)
+            return spec_stream(runner, route, events, last_event_id(resume), timing)
         seconds = config.wait_timeout if wait is None else min(wait, config.wait_timeout)
         if seconds == 0 or "respond-async" in (prefer or "").lower():
             await runner.submit(route, job)
@@ -72,4 +80,5 @@ class SpecJobs:
             accepted = JobAccepted(job_id=route.job_id, tenant=tenant.name, status="queued", status_url=url)
             return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": url})
         result = await runner.run(route, job, seconds)
+        timing.ran(route, result)
         return CompletionResponse(content=result["content"], job_id=route.job_id)

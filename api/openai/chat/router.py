@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from api.deps import TenantDep
+from api.deps import TenantDep, TimingDep
 from api.jobs.admission import check_tokens
 from api.limits import RequestModels
 from api.native.types import new_job_id
@@ -26,6 +26,7 @@ def chat_router(models: RequestModels, jobs: OpenAIJobs, config: Config, route_c
     async def chat_completions(
         body: models.openai_chat,  # type: ignore[name-defined]
         tenant: TenantDep,
+        timing: TimingDep,
         idempotency_key: IdempotencyKey = None,
         last_event_id: LastEventId = None,
     ) -> dict[str, Any] | Response:
@@ -33,6 +34,6 @@ def chat_router(models: RequestModels, jobs: OpenAIJobs, config: Config, route_c
         check_tokens(config, body.max_tokens, "max_tokens")
         check_tokens(config, body.max_completion_tokens, "max_completion_tokens")
         job_id = idempotency_key or new_job_id()
-        return await jobs.answer(tenant, TaskName.CHAT, job_id, chat_job(body), body, last_event_id)
+        return await jobs.answer(tenant, TaskName.CHAT, job_id, chat_job(body), body, last_event_id, timing)
 
     return router

@@ -13,6 +13,7 @@ from api.http.sse import last_event_id, open_stream, sse, stream_response
 from api.http.statuses import Refusal
 from api.jobs.route import JobRoute, JobRouting
 from api.jobs.runner import JobRunner
+from api.observability.server_timing import Timing
 from api.openai.chat.types import CHAT_PASSED_ON, OpenAIChatRequest
 from api.openai.http import openai_error
 from shared.config import Config
@@ -76,19 +77,29 @@ class OpenAIJobs:
         self._runner = runner
 
     async def answer(
-        self, tenant: Tenant, task: TaskName, job_id: str, job: dict[str, Any], body: Any, resume: str | None = None
+        self,
+        tenant: Tenant,
+        task: TaskName,
+        job_id: str,
+        job: dict[str, Any],
+        body: Any,
+        resume: str | None,
+        timing: Timing,
     ) -> Any:
         """The answer to `body`, run as `job`: OpenAI's whole object, or its chunks (those
-        after the event `resume` names, for a client that comes back)."""
+        after the event `resume` names, for a client that comes back); the request's
+        `timing` told of the job."""
         kind = "chat" if task == TaskName.CHAT else "completion"
         route, job = self._routing.route(task, job_id, job, tenant)
+        timing.ran(route)
         if body.stream:
-            return await self._streamed(route, job, body, kind, last_event_id(resume))
+            return await self._streamed(route, job, body, kind, last_event_id(resume), timing)
         result = await self._runner.run(route, job, self._config.wait_timeout)
+        timing.ran(route, result)
         return whole_answer(kind, job_id, result, body.model)
 
     async def _streamed(
-        self, route: JobRoute, job: dict[str, Any], body: Any, kind: str, after: int | None
+        self, route: JobRoute, job: dict[str, Any], body: Any, kind: str, after: int | None, timing: Timing
     ) -> Response:
         """OpenAI's chunk format: one chunk per piece, the finish reasons, usage if asked, [DONE]."""
         events = await open_stream(self._runner, route, job)
@@ -139,4 +150,4 @@ class OpenAIJobs:
             del error["error"]["param"]
             return sse(error)
 
-        return stream_response(self._runner, route, events, render, render_error, after)
+        return stream_response(self._runner, route, events, render, render_error, after, timing=timing)

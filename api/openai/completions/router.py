@@ -4,7 +4,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from api.deps import TenantDep
+from api.deps import TenantDep, TimingDep
 from api.limits import RequestModels
 from api.native.types import new_job_id
 from api.openai.chat.serving import OpenAIJobs
@@ -22,6 +22,7 @@ def completions_router(models: RequestModels, jobs: OpenAIJobs, route_class: typ
     async def completions(
         body: models.openai_completion,  # type: ignore[name-defined]
         tenant: TenantDep,
+        timing: TimingDep,
         idempotency_key: IdempotencyKey = None,
         last_event_id: LastEventId = None,
     ) -> dict[str, Any] | Response:
@@ -29,6 +30,6 @@ def completions_router(models: RequestModels, jobs: OpenAIJobs, route_class: typ
         /v1/completions, with no chat template."""
         job = completion_job(body)
         job_id = idempotency_key or new_job_id()
-        return await jobs.answer(tenant, TaskName.COMPLETE, job_id, job, body, last_event_id)
+        return await jobs.answer(tenant, TaskName.COMPLETE, job_id, job, body, last_event_id, timing)
 
     return router

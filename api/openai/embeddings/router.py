@@ -4,7 +4,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api.deps import TenantDep
+from api.deps import TenantDep, TimingDep
 from api.limits import RequestModels
 from api.native.types import new_job_id
 from api.openai.embeddings.serving import Embeddings
@@ -20,10 +20,11 @@ def embeddings_router(models: RequestModels, embedder: Embeddings, route_class: 
     async def embeddings(
         body: models.embeddings,  # type: ignore[name-defined]
         tenant: TenantDep,
+        timing: TimingDep,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
         """OpenAI's embeddings, run as an ``llm.embed`` job; jobs of a model arriving
         together share one model-server call (docs/embeddings.md)."""
-        return await embedder.embed(tenant, idempotency_key or new_job_id(), body)
+        return await embedder.embed(tenant, idempotency_key or new_job_id(), body, timing)
 
     return router

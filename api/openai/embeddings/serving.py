@@ -11,6 +11,7 @@ from typing import Any
 from api.errors import InvalidInput
 from api.jobs.route import JobRouting
 from api.jobs.runner import JobRunner
+from api.observability.server_timing import Timing
 from api.openai.embeddings.types import EmbeddingsRequest
 from shared.config import Config
 from shared.contract import TaskName
@@ -62,9 +63,11 @@ class Embeddings:
         self._routing = routing
         self._runner = runner
 
-    async def embed(self, tenant: Tenant, job_id: str, body: EmbeddingsRequest) -> dict[str, Any]:
+    async def embed(self, tenant: Tenant, job_id: str, body: EmbeddingsRequest, timing: Timing) -> dict[str, Any]:
         """OpenAI's embeddings of `body`'s inputs, run as an ``llm.embed`` job."""
         route, job = self._routing.route(TaskName.EMBED, job_id, embedding_job(body), tenant)
         job = no_embedding_fallbacks(job)
+        timing.ran(route)
         result = await self._runner.run(route, job, self._config.wait_timeout)
+        timing.ran(route, result)
         return embedding_answer(result, body.encoding_format, body.model)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Response
 
-from api.deps import TenantDep, Whose, whose_key
+from api.deps import TenantDep, TimingDep, Whose, whose_key
 from api.limits import RequestModels
 from api.openai.http import OPENAI_ANSWERS, IdempotencyKey, OpenAIRoute
 from api.openai.responses.serving import Responses, not_found
@@ -33,16 +33,18 @@ def responses_router(models: RequestModels, responses: Responses, route_class: t
     async def create_response(
         body: models.responses,  # type: ignore[name-defined]
         tenant: TenantDep,
+        timing: TimingDep,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any] | Response:
         """A response: answered whole, streamed as typed events (``stream``), or queued and
         answered at once (``background``: poll it, stream it, cancel it)."""
-        return await responses.create(tenant, body, idempotency_key)
+        return await responses.create(tenant, body, idempotency_key, timing)
 
     @router.get("/{response_id}", response_model=None, responses={**OPENAI_ANSWERS, 404: {}})
     async def retrieve_response(
         response_id: ResponseId,
         tenant: TenantDep,
+        timing: TimingDep,
         stream: bool = False,
         starting_after: Annotated[int | None, Query(ge=-1)] = None,
         last_event_id: Annotated[str | None, Header()] = None,
@@ -52,7 +54,7 @@ def responses_router(models: RequestModels, responses: Responses, route_class: t
         ``starting_after``, or ``Last-Event-ID``), while it runs and after."""
         if starting_after is None and last_event_id is not None and last_event_id.strip().isdigit():
             starting_after = int(last_event_id)
-        return await responses.retrieve(_key(response_id, tenant, whose), response_id, stream, starting_after)
+        return await responses.retrieve(_key(response_id, tenant, whose), response_id, stream, starting_after, timing)
 
     @router.post("/{response_id}/cancel", response_model=None, responses={404: {}})
     async def cancel_response(response_id: ResponseId, tenant: TenantDep, whose: Whose = None) -> dict[str, Any]:

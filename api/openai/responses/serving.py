@@ -24,6 +24,7 @@ from api.jobs.route import JobRouting
 from api.jobs.runner import JobRunner
 from api.jobs.store import JobStore
 from api.jobs.webhook_events import WebhookEvents
+from api.observability.server_timing import Timing
 from api.openai.responses.objects import STATUSES, ResponseEvents, error_code, response_object
 from api.openai.responses.store import ResponseStore
 from api.openai.responses.translate import (
@@ -68,7 +69,9 @@ class Responses:
         self._tenants = tenants
         self._events = events
 
-    async def create(self, tenant: Tenant, body: ResponsesRequest, idempotency_key: str | None) -> Any:
+    async def create(self, tenant: Tenant, body: ResponsesRequest, idempotency_key: str | None, timing: Timing) -> Any:
+        """A response to `body`: whole, streamed, or queued (``background``); the request's
+        `timing` told of its job."""
         check_tokens(self._config, body.max_output_tokens, "max_output_tokens")
         # A client's retry (the same Idempotency-Key) is the same response.
         tail = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32] if idempotency_key else uuid.uuid4().hex
@@ -92,19 +95,21 @@ class Responses:
         route, routed = self._routing.route(TaskName.CHAT, response_id, {**job, "record": record}, tenant)
         # The record is kept once its job is queued, not before: a request refused (a
         # quota, a full queue, the broker down) leaves nothing behind.
+        timing.ran(route)
         if body.background:
             await self._runner.submit(route, {**routed, "stream": True}, notify=self._events.for_responses)
             return response_object(await self._records.save(route.key, record), "queued")
         if body.stream:
             events = await open_stream(self._runner, route, routed)
             record = await self._records.save(route.key, record)
-            return self._streamed(route, record, events, None, forget=not body.store)
+            return self._streamed(route, record, events, None, forget=not body.store, timing=timing)
         kept = {"record": record}
 
         async def keep() -> None:
             kept["record"] = await self._records.save(route.key, record)
 
         answer = await self._runner.run(route, routed, self._config.wait_timeout, queued=keep)
+        timing.ran(route, answer)
         if not body.store:
             await self._records.forget(route.key)  # read: nothing kept
         return response_object(kept["record"], "completed", answer)
@@ -131,7 +136,7 @@ class Responses:
         return record, status
 
     async def retrieve(
-        self, key: str, response_id: str, stream: bool, starting_after: int | None
+        self, key: str, response_id: str, stream: bool, starting_after: int | None, timing: Timing
     ) -> dict[str, Any] | Response:
         record, status = await self._found(key, response_id)
         if not stream:
@@ -141,7 +146,7 @@ class Responses:
         owner = self._tenants.get(record["tenant"])
         route, _ = self._routing.route(TaskName.CHAT, response_id, {"meta": {"model": record["model"]}}, owner)
         events = await open_stream(self._runner, route, None, leaving_cancels=False)
-        return self._streamed(route, record, events, starting_after, forget=False)
+        return self._streamed(route, record, events, starting_after, forget=False, timing=timing)
 
     def _object(self, record: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
         state = status["status"]
@@ -156,13 +161,26 @@ class Responses:
         return response_object(record, STATUSES.get(state, state), error=error)
 
     def _streamed(
-        self, route: Any, record: dict[str, Any], events: AsyncIterator[dict[str, Any]], after: int | None, forget: bool
+        self,
+        route: Any,
+        record: dict[str, Any],
+        events: AsyncIterator[dict[str, Any]],
+        after: int | None,
+        forget: bool,
+        timing: Timing,
     ) -> Response:
         renderer = ResponseEvents(record)
         if forget:
             events = self._then_forget(events, route.key)
         return stream_response(
-            self._runner, route, events, renderer.render, renderer.failed, after, opening=renderer.opening
+            self._runner,
+            route,
+            events,
+            renderer.render,
+            renderer.failed,
+            after,
+            opening=renderer.opening,
+            timing=timing,
         )
 
     async def _then_forget(self, events: AsyncIterator[dict[str, Any]], key: str) -> AsyncIterator[dict[str, Any]]:
