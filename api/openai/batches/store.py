@@ -1,5 +1,5 @@
 """Batches, as OpenAI's Batch API has them: created from an input file, run line by
-line as jobs (api/batches/keeper.py), finished with an output and an error file.
+line as jobs (api/openai/batches/keeper.py), finished with an output and an error file.
 
 A batch's object is kept in the file store (shared/storage/batch_files.py); only the
 process driving it writes it after it is created. Cancelling writes the batch's

@@ -1,4 +1,4 @@
-"""Batches' lines hold few worker slots beside interactive requests (api/batches/scheduling.py)."""
+"""Batches' lines hold few worker slots beside interactive requests (api/openai/batches/scheduling.py)."""
 
 from __future__ import annotations
 
