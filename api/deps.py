@@ -1,6 +1,7 @@
 """What the routes read of the request itself, as FastAPI dependencies: its tenant, and
 whose files and batches it sees, which the route class put on the request once its
-key was checked (api/http/route_class.py). Every other part a route uses is handed to
+key was checked (api/http/route_class.py), and its timing, which the route class made
+for it and reads back. Every other part a route uses is handed to
 its router when the router is made (api/main.py)."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 
 from api.errors import NotFound
+from api.observability.server_timing import Timing
 from shared.tenants import DEFAULT_TENANT, EVERYONE, TENANT_PATTERN, Owner, Tenant, job_key
 
 
@@ -23,8 +25,14 @@ async def _owner(request: Request) -> Owner:
     return getattr(request.state, "owner", EVERYONE)
 
 
+async def _timing(request: Request) -> Timing:
+    return request.state.timing
+
+
 TenantDep = Annotated[Tenant, Depends(_tenant)]
 OwnerDep = Annotated[Owner, Depends(_owner)]
+# The request's Server-Timing, which the endpoint tells of the job it ran (Timing.ran).
+TimingDep = Annotated[Timing, Depends(_timing)]
 
 
 # An admin key's `?tenant=`: another tenant's job (or response) by its id.

@@ -15,17 +15,26 @@ from fastapi.staticfiles import StaticFiles
 
 from api.http.route_class import Access, Edge, GatewayRoute
 from api.http.unread_body import CloseAfterUnreadBody
-from api.responses.store import ResponseStore
-from api.routes.batches import batches_router
-from api.routes.files import FilesRoute, files_router
-from api.routes.jobs import jobs_router
-from api.routes.models import models_router
-from api.routes.openai import OpenAIJobs, OpenAIRoute, openai_router
-from api.routes.operations import operators_router, probes_router
-from api.routes.responses import Responses, responses_router
-from api.routes.spec import ERROR_RESPONSES, SpecJobs, spec_router
-from api.routes.usage import usage_router
+from api.native.jobs_router import jobs_router
+from api.native.models_router import models_router
+from api.native.router import ERROR_RESPONSES, spec_router
+from api.native.serving import SpecJobs
+from api.observability.router import operators_router, probes_router
+from api.openai.batches.router import batches_router
+from api.openai.chat.router import chat_router
+from api.openai.chat.serving import OpenAIJobs
+from api.openai.completions.router import completions_router
+from api.openai.embeddings.router import embeddings_router
+from api.openai.embeddings.serving import Embeddings
+from api.openai.files.router import FilesRoute, files_router
+from api.openai.http import OpenAIRoute
+from api.openai.models.router import models_router as openai_models_router
+from api.openai.models.serving import ServedModels
+from api.openai.responses.router import responses_router
+from api.openai.responses.serving import Responses
+from api.openai.responses.store import ResponseStore
 from api.services import Services
+from api.tenancy.usage_router import usage_router
 from shared.config import Config
 from shared.telemetry import tracing
 from shared.telemetry.logs import use_json
@@ -48,6 +57,7 @@ def get_router(config: Config) -> APIRouter:
     # limited; the operators' (every tenant's figures) an admin key or METRICS_TOKEN.
     native, openai = GatewayRoute.at(edge), OpenAIRoute.at(edge)
     spec = SpecJobs(config, parts.routing, parts.runner)
+    jobs = OpenAIJobs(config, parts.routing, parts.runner)
     records = ResponseStore(config, parts.redis)
     responses = Responses(
         config, parts.routing, parts.runner, parts.store, records, parts.registry, parts.guard.tenants, parts.events
@@ -56,7 +66,10 @@ def get_router(config: Config) -> APIRouter:
     outer.include_router(probes_router(parts.readiness, parts.guard))
     routers = [
         spec_router(parts.models, spec, native),
-        openai_router(parts.models, OpenAIJobs(config, parts.routing, parts.runner), parts.registry, config, openai),
+        chat_router(parts.models, jobs, config, openai),
+        completions_router(parts.models, jobs, openai),
+        embeddings_router(parts.models, Embeddings(config, parts.routing, parts.runner), openai),
+        openai_models_router(ServedModels(config, parts.routing, parts.runner), parts.registry, openai),
         responses_router(parts.models, responses, openai),
         files_router(parts.files, FilesRoute.at(edge)),
         batches_router(parts.batches, openai),

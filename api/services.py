@@ -10,10 +10,6 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from api.batches.doorbell import Doorbell
-from api.batches.files import Files
-from api.batches.keeper import BatchKeeper
-from api.batches.store import Batches
 from api.jobs.admission import Admission
 from api.jobs.queue import JobQueue
 from api.jobs.recovery import LostJobs
@@ -23,11 +19,15 @@ from api.jobs.route import JobRouting
 from api.jobs.runner import JobRunner
 from api.jobs.store import JobStore
 from api.jobs.webhook_events import WebhookEvents
+from api.limits import RequestModels, request_models
 from api.observability.metrics import Metrics
 from api.observability.readiness import Readiness
 from api.observability.scaling import Scaling
 from api.observability.scrape import Scrape
-from api.schemas.limits import RequestModels, request_models
+from api.openai.batches.doorbell import Doorbell
+from api.openai.batches.keeper import BatchKeeper
+from api.openai.batches.store import Batches
+from api.openai.files.store import Files
 from api.stopping import stop
 from api.tenancy.fair_share import FairShare
 from api.tenancy.guard import Guard

@@ -148,7 +148,7 @@ class Config(BaseSettings):
         1, ge=0, description="with Sentinels: replicas that must hold a claim or a result before it counts (WAIT)"
     )
 
-    # Files and batches (shared/storage/file_store.py; the API's api/batches/, the worker's tasks/batch_lines.py).
+    # Files and batches (shared/storage/file_store.py; the API's api/openai/, the worker's tasks/batch_lines.py).
     file_store_url: str = Field(
         "data", description="where files and batches are kept: a directory or s3://bucket/prefix"
     )

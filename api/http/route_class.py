@@ -3,7 +3,7 @@
 - the API key checked on the headers, before a byte of the body is read (an upload
   without a valid key is not read, nor spooled to disk);
 - bodies over ``MAX_BODY_BYTES`` refused with 413 before they are read whole;
-- a JSON body read strictly (api/schemas/json_body.py: no NaN, no lone surrogate,
+- a JSON body read strictly (api/http/json_body.py: no NaN, no lone surrogate,
   nesting within ``MAX_JSON_DEPTH``);
 - every error answered from the one table of statuses (api/http/statuses.py);
 - an answer given before the body was read whole (401, 413) is sent once the rest of
@@ -38,10 +38,10 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.errors import BodyTooLarge, GatewayError
+from api.http.json_body import loads
 from api.http.statuses import Refusal, refusal
-from api.observability import server_timing
 from api.observability.metrics import Metrics
-from api.schemas.json_body import loads
+from api.observability.server_timing import Timing
 from api.tenancy.guard import Guard
 from shared.config import Config
 from shared.telemetry.logs import current_job
@@ -80,7 +80,7 @@ class Edge:
 
 
 class GatewayRequest(Request):
-    """A request whose JSON body is read strictly (api/schemas/json_body.py)."""
+    """A request whose JSON body is read strictly (api/http/json_body.py)."""
 
     max_depth = 64
 
@@ -122,8 +122,10 @@ class GatewayRoute(APIRoute):
         answer_error = self.answer_error
 
         async def route(request: Request) -> Response:
-            timing = server_timing.start()
-            started = timing.started
+            started = time.perf_counter()
+            # The endpoint records its job on it (TimingDep, api/deps.py).
+            timing = request.state.timing = Timing(started, metrics=metrics)
+            asker: dict[str, str] = {}
             status, why = 500, "InternalError"
             streamed = False
             body = _Body(request.receive, limit)
@@ -136,7 +138,8 @@ class GatewayRoute(APIRoute):
                         tenant = await guard.admit(authorization, request.client.host if request.client else "")
                         request.state.tenant = tenant
                         request.state.owner = guard.owner(tenant)
-                        current_job.set({"tenant": tenant.name})  # the access line names it
+                        asker = {"tenant": tenant.name}  # the access line names it
+                        current_job.set(asker)  # so does every line logged about the request
                     elif allowed is Access.OPERATOR:
                         await guard.operator(authorization)
                     drain = DRAIN_BYTES
@@ -178,10 +181,11 @@ class GatewayRoute(APIRoute):
                 metrics.request_seconds.labels(endpoint).observe(seconds)
                 if status >= 400:
                     metrics.errors.labels(why).inc()
-                # The access line, with the job's id, model and queue (shared.telemetry.logs.current_job).
+                # The access line, with the job's id, model and queue (its Timing's, when it ran one).
                 access.info(
                     "%s %s %d", request.method, request.url.path, status,
-                    extra={"status": status, "seconds": round(seconds, 4), "client": _client(request)},
+                    extra={**asker, **(timing.job or {}), "status": status, "seconds": round(seconds, 4),
+                           "client": _client(request)},
                 )  # fmt: skip
 
         return route

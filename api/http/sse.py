@@ -12,8 +12,8 @@ the stream again by then; a reader of a job queued in the background never does.
 
 from __future__ import annotations
 
-import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -23,10 +23,9 @@ from api.errors import GatewayError, StreamExpired
 from api.http.statuses import Refusal, refusal
 from api.jobs.route import JobRoute
 from api.jobs.runner import JobRunner
+from api.observability.server_timing import Timing
 
 Render = Callable[[dict[str, Any]], Iterable[str]]
-
-_leaving: set[asyncio.Task[None]] = set()
 
 
 def sse(data: Any, event: str | None = None) -> str:
@@ -66,13 +65,15 @@ def stream_response(
     render_error: Callable[[Refusal], str],
     after: int | None = None,
     opening: Callable[[], Iterable[str]] | None = None,
+    timing: Timing | None = None,
 ) -> StreamingResponse:
     """The events of the job as an SSE response, each with its id, those up to `after`
     (the last a returning client had) left out; `opening`'s events first. A failure
     after the first byte is one last event. A client that had every event (`after` at
     or past the end) gets the last one again: its stream ends as every stream does;
     one whose stream's events are gone (STREAM_TTL after its end) gets one error event
-    (StreamExpired) that says where its answer is."""
+    (StreamExpired) that says where its answer is.
+    The request's `timing` is told of the job's answer, and counted, as the stream ends."""
 
     async def body() -> AsyncIterator[str]:
         place = -1
@@ -98,6 +99,9 @@ def stream_response(
                         f" end): its answer is at /jobs/{route.job_id}, or sent whole to the request without"
                         " Last-Event-ID"
                     )
+                if timing is not None and "end" in event:
+                    timing.ran(route, event["end"])
+                    timing.ended(time.perf_counter())
                 for text in numbered(render(event)):
                     yield text
         except GatewayError as exc:
@@ -105,17 +109,9 @@ def stream_response(
                 yield text
         finally:
             # The reader's place and count are given back as the events end (runner.stream).
-            task = asyncio.create_task(_closed(events))
-            _leaving.add(task)
-            task.add_done_callback(_leaving.discard)
+            runner.close_later(events)
         if after is not None and place <= after and last:
             yield last
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Job-Id": route.job_id}
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
-
-
-async def _closed(events: AsyncIterator[dict[str, Any]]) -> None:
-    aclose = getattr(events, "aclose", None)
-    if aclose is not None:
-        await aclose()

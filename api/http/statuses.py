@@ -43,6 +43,22 @@ STATUSES: dict[type[GatewayError], int] = {
 }
 
 
+# A status's error ``type`` in OpenAI's format (``{"error": {"type", ...}}``, on ``/v1``
+# and in a batch's error file); a status not listed is an "api_error".
+ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    502: "model_server_error",
+    503: "service_unavailable_error",
+    504: "timeout_error",
+}
+
+
 def status_of(exc: GatewayError) -> int:
     """The status `exc` is answered with (a failed job's: the contract's for its failure)."""
     if isinstance(exc, JobFailed):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -24,7 +24,6 @@ from api.jobs.requeues import Published, PublishedJob, RecentIds, Requeues
 from api.jobs.result_waiter import ResultWaiter
 from api.jobs.route import JobRoute
 from api.jobs.store import JobStore
-from api.observability import server_timing
 from api.observability.metrics import Metrics
 from api.tenancy.fair_share import FairShare
 from shared.config import Config
@@ -118,7 +117,17 @@ class JobRunner:
 
     def _leave_later(self, route: JobRoute, token: str, cancels: bool) -> None:
         # A task of its own: the reader's own task may be cancelled (its client gone).
-        task = asyncio.create_task(self._reader_left(route, token, cancels))
+        self._later(self._reader_left(route, token, cancels))
+
+    def close_later(self, events: AsyncIterator[Any]) -> None:
+        """Close a stream's `events` (from `stream`) in a task of their own, held until it
+        ends: the reader's task may be cancelled (its client gone) as its response ends."""
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            self._later(aclose())
+
+    def _later(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._leaving.add(task)
         task.add_done_callback(self._leaving.discard)
 
@@ -145,7 +154,9 @@ class JobRunner:
         count_timeout: bool = True,
         queued: Callable[[], Awaitable[None]] | None = None,
     ) -> dict[str, Any]:
-        """Queue the job (once per key) and return its result within `wait` seconds, or raise.
+        """Queue the job (once per key) and return its result within `wait` seconds, or raise:
+        the answer with the worker's ``timing`` and the model that served it (``served_model``),
+        which the request's Timing records (api/observability/server_timing.py).
 
         With `resend`, a job claimed before is queued again unless it has a result (a
         batch's line driven again after the process that queued it died: its message may
@@ -168,7 +179,6 @@ class JobRunner:
             self._awaiting -= 1
             self._published.pop(route.key, None)
         self._metrics.observe_answer(route.label, route.tenant.name, answer, time.monotonic() - started)
-        server_timing.answered(route.label, answer.get("timing"), answer.get("served_model"))
         return answer
 
     async def _run(
@@ -247,7 +257,6 @@ class JobRunner:
                     async for piece in pieces:
                         if "end" in piece:
                             finished = True
-                            self._stream_ended(route, piece["end"])
                         yield piece
                 except GatewayError:
                     finished = True  # the job's failure, its stream's last event
@@ -260,13 +269,6 @@ class JobRunner:
                 self._leave_later(route, token, leaving_cancels and not finished)
             else:  # refused (or gone) before its job was queued: nothing of it stays
                 await self._admission.leave_stream(route, token)
-
-    def _stream_ended(self, route: JobRoute, answer: dict[str, Any]) -> None:
-        # A stream's parts are counted as it ends: its headers left before they were known.
-        timing = server_timing.current.get()
-        if timing is not None:
-            timing.answered(route.label, answer.get("timing"), answer.get("served_model"))
-            timing.observe(self._metrics, time.perf_counter())
 
     async def _claim_and_queue(
         self,
@@ -283,7 +285,9 @@ class JobRunner:
         until the lost-job sweep finds its result. A job queued in the `background` is
         marked so."""
         key = route.key
-        current_job.set(route.log_context())  # on each line logged about this request
+        # On each line logged about the job while this request works on it (the access
+        # line is told of the job by the request's own Timing).
+        current_job.set(route.log_context())
         reply_to = self._waiter.reply_channel if awaited or reply else ""
         try:
             claim = await self._admission.admit(route, job, reply_to, background)

@@ -13,23 +13,29 @@ to the first piece of the answer. A streamed answer's headers leave before its a
 exists: they carry ``accept`` (the time to queue the job and start the stream) only;
 its parts are counted in the histograms when the stream ends, as every answer's are.
 
+The route class (api/http/route_class.py) makes each request's `Timing` and hands it to
+the endpoint (``TimingDep``, api/deps.py); what runs the job tells it of the job
+(`Timing.ran`): the answer the job runner returned, or a stream's last event.
+
 An answer that is not this request's own run (a job_id answered before) says
 ``total`` and ``gateway`` only: its queue and model times were another request's.
 """
 
 from __future__ import annotations
 
-import time
-from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from api.observability.metrics import Metrics
+
+if TYPE_CHECKING:
+    from api.jobs.route import JobRoute
 
 
 @dataclass
 class Timing:
-    """One request's times, filled in as its job is answered."""
+    """One request's times, filled in as its job is answered, and the job they are of
+    (what the access line names)."""
 
     started: float  # time.perf_counter() as the request arrived
     model: str | None = None  # the model label of the job answered
@@ -38,6 +44,14 @@ class Timing:
     first_token: float | None = None
     observed: bool = False
     served_model: str | None = None  # the model that answered, of a model with several servers or fallbacks
+    metrics: Metrics | None = None  # where a stream's parts are counted as it ends
+    job: dict[str, str] | None = None  # the job's id, model, queue and tenant, once it is queued
+
+    def ran(self, route: JobRoute, answer: dict[str, Any] | None = None) -> None:
+        """The request's job, queued (or followed) on `route`; with its `answer` once it came."""
+        self.job = route.log_context()
+        if answer is not None:
+            self.answered(route.label, answer.get("timing"), answer.get("served_model"))
 
     def answered(self, model: str, timing: Any, served_model: Any = None) -> None:
         """The job's answer arrived, with the worker's `timing` (tasks/llm.py) and, from a
@@ -80,6 +94,11 @@ class Timing:
         parts = self.parts(now)
         metrics.observe_cost(self.model, parts)
 
+    def ended(self, now: float) -> None:
+        """A stream ended: its parts counted now (its headers left before they were known)."""
+        if self.metrics is not None:
+            self.observe(self.metrics, now)
+
 
 def _entry(name: str, seconds: float) -> str:
     return f"{name};dur={seconds * 1000:.1f}"
@@ -87,22 +106,3 @@ def _entry(name: str, seconds: float) -> str:
 
 def _seconds(value: Any) -> float | None:
     return max(0.0, float(value)) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-# The timing of the request being answered (set by the route, api/http/route_class.py; filled
-# in by the job runner). A mutable holder: a stream's task sees the same one.
-current: ContextVar[Timing | None] = ContextVar("server_timing", default=None)
-
-
-def start() -> Timing:
-    """A new request's timing, made current."""
-    timing = Timing(time.perf_counter())
-    current.set(timing)
-    return timing
-
-
-def answered(model: str, timing: Any, served_model: Any = None) -> None:
-    """The current request's job answered (nothing outside a request)."""
-    holder = current.get()
-    if holder is not None:
-        holder.answered(model, timing, served_model)

@@ -133,7 +133,7 @@ class FairShare:
 
     def held_back(self, queue: str) -> bool:
         """Whether tenants' jobs of the model of `queue` wait for room in its queue (its
-        dispatcher holds them): batches' lines then step back (api/batches/scheduling.py),
+        dispatcher holds them): batches' lines then step back (api/openai/batches/scheduling.py),
         or, being published to the model's queue directly, they would keep it full."""
         return queue in self._held_back
 

@@ -129,7 +129,7 @@ class Job(BaseModel):
     # A /v1/responses response: its end is sent to webhooks as response.* events (with
     # `notify`), its object id the response's.
     response: bool = False
-    # A response's record (api/responses/store.py), written again by the worker when
+    # A response's record (api/openai/responses/store.py), written again by the worker when
     # Redis lost it. Not part of its fingerprint.
     record: dict[str, Any] | None = None
     # An embedding job (llm.embed): {"input": [strings] or [[token ids]], "dimensions",
@@ -289,7 +289,7 @@ FINISHED = frozenset(State)
 
 
 class JobStatus(StrEnum):
-    """A job's status, as GET /jobs/{id} names it (a response's, api/responses/objects.py)."""
+    """A job's status, as GET /jobs/{id} names it (a response's, api/openai/responses/objects.py)."""
 
     QUEUED = "queued"
     RUNNING = "running"

@@ -250,7 +250,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 """
 
-# The lock of the process driving a batch (api/batches/keeper.py): held when it is this
+# The lock of the process driving a batch (api/openai/batches/keeper.py): held when it is this
 # process's (or free); answers 1 when held. KEYS: the lock. ARGV: this process's token, seconds.
 BATCH_LOCK_RENEW = """
 local owner = redis.call('GET', KEYS[1])

@@ -14,7 +14,7 @@ import pytest
 import redis
 from kombu import Connection
 
-from api.schemas.native import DEFAULT_PRIORITY
+from api.native.types import DEFAULT_PRIORITY
 from shared.broker.settings import priority_for
 from testing.fake_model_server import FakeModelServer, free_port
 from testing.processes import ROOT, VENV_BIN, Processes

@@ -8,8 +8,10 @@ import httpx
 import openai
 import pytest
 
+from api.jobs.route import JobRoute
 from api.observability.metrics import Metrics
 from api.observability.server_timing import Timing
+from shared.tenants import Tenant
 from testing.fake_model_server import FakeModelServer
 from tests.conftest import Stack
 
@@ -100,3 +102,17 @@ def test_a_request_with_no_job_counts_nothing() -> None:
     metrics = Metrics()
     Timing(started=0.0).observe(metrics, 1.0)
     assert metrics.registry.get_sample_value("llm_api_gateway_overhead_seconds_count", {"model": "m"}) is None
+
+
+@pytest.mark.unit
+def test_a_timing_told_of_its_job_names_it_and_counts_a_stream_as_it_ends() -> None:
+    metrics = Metrics()
+    timing = Timing(started=0.0, metrics=metrics)
+    route = JobRoute("llm.generate", "j-1", "j-1", Tenant("default"), "m", "m", "q")
+    timing.ran(route)
+    assert timing.job == {"job_id": "j-1", "model": "m", "queue": "q", "tenant": "default"}
+    assert timing.model is None  # queued, not answered yet
+    timing.ran(route, {"timing": {"queued_seconds": 0.5, "model_seconds": 1.0}, "served_model": "m-2"})
+    assert timing.served_model == "m-2" and timing.parts(3.0)["queue"] == 0.5
+    timing.ended(3.0)
+    assert metrics.registry.get_sample_value("llm_api_gateway_overhead_seconds_count", {"model": "m"}) == 1

@@ -20,8 +20,9 @@ from celery.backends.base import BaseBackend
 from api.errors import job_failure
 from api.http.statuses import status_of
 from api.jobs.store import fingerprint
-from api.schemas.native import ChatCompletionRequest, GenerateRequest
-from api.schemas.openai import OpenAIChatRequest, OpenAICompletionRequest
+from api.native.types import ChatCompletionRequest, GenerateRequest
+from api.openai.chat.types import OpenAIChatRequest
+from api.openai.completions.types import OpenAICompletionRequest
 from shared import contract
 from shared.contract import CANCEL, CLAIM, FAILURES, MARK_STARTED, STORE_ONCE, InvalidJob, Job, Keys, TaskName
 from tasks import dead_letters, llm
@@ -89,7 +90,7 @@ def test_the_failures_a_caller_must_fix_are_not_kept_as_dead_letters() -> None:
 
 
 def _api_jobs() -> list[tuple[TaskName, dict[str, Any]]]:
-    # As the API's endpoints build them (api/routes/spec.py, api/routes/openai.py).
+    # As the API's endpoints build them (api/native/router.py, api/openai/chat/router.py).
     spec_generate = GenerateRequest(content="hi", meta={"stop_words": ["x"], "priority": 9})
     spec_chat = ChatCompletionRequest(messages=[{"role": "system", "content": "s"}, {"role": "user", "content": "u"}])
     chat = OpenAIChatRequest(messages=[{"role": "user", "content": "u"}], top_p=0.5, n=2, seed=3, stop="end")

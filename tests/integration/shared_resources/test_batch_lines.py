@@ -1,5 +1,5 @@
 """Batch lines: an API process runs at most BATCH_LINES_IN_FLIGHT lines of a model at
-once, over all its batches (api/batches/scheduling.py). Those slots go to tenants in
+once, over all its batches (api/openai/batches/scheduling.py). Those slots go to tenants in
 turns, so a tenant that creates many batches does not hold back another's one."""
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""OpenAI's embeddings (``/v1/embeddings``)."""

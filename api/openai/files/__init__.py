@@ -1,0 +1,1 @@
+"""OpenAI's Files API (``/v1/files``): the files batches read and write."""

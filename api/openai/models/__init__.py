@@ -1,0 +1,1 @@
+"""OpenAI's list of models (``/v1/models``)."""
