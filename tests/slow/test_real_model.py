@@ -9,6 +9,7 @@ import httpx
 import pytest
 import redis
 
+from shared.contract import whole_answer
 from testing.fake_model_server import free_port
 from testing.processes import ROOT, VENV_BIN, Process, Processes, wait_for_http
 from tests.conftest import Stack, StackFactory
@@ -48,7 +49,7 @@ def real(
 def stored_result(stack: Stack, job_id: str) -> dict:
     config = stack.config
     raw = redis.Redis(host=config.redis_host, port=config.redis_port).get(config.keys.result(job_id))
-    return json.loads(raw or b"{}")["result"]
+    return whole_answer(json.loads(raw or b"{}")["result"])
 
 
 def ask(stack: Stack, path: str, body: dict) -> str:

@@ -199,7 +199,7 @@ def test_a_job_stored_lets_go_of_its_lease(keys_and_store: tuple[Keys, redis.Red
     run = [keys.job(job), keys.queued, keys.result(job), keys.lease(job)]
     assert start(keys=run, args=[repr(now), 600, job, 30, "worker-a"]) == b"start"
     assert store.exists(keys.lease(job))
-    counts = [keys.usage("2026-12-01"), keys.tokens("default", "m", 1), keys.tokens("default", "d", 2)]
+    counts = [keys.usage("2026-12-01"), *keys.token_windows("default", now)]
     stored = store_once(
         keys=[keys.result(job), keys.job(job), *counts, keys.in_flight("default"), keys.lease(job)],
         args=['{"status": "SUCCESS"}', 60, "", "default|m|", "jobs", 1, 1, 3600, job],

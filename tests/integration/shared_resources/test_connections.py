@@ -107,11 +107,16 @@ def test_hostile_tenant_beside_normal_one_keyless_uploads_are_cut_off(
         thread.join(90)
     assert beside == alone  # the same answers, and the same tokens billed
     for name, (head, sent, ended) in results.items():
-        status = b"404" if name == "nowhere" else b"401"
-        assert head.startswith(b"HTTP/1.1 " + status), (name, head[:200])
-        assert b"connection: close" in head.lower(), (name, head)
         assert ended, f"{name}: the connection stayed open after {sent} bytes"
         assert sent < READ_AT_MOST, f"{name}: {sent} bytes of a refused upload were taken in"
+        # The answer went out before the connection ended. An uploader that goes on sending
+        # past what the gateway reads gets the closed socket's reset, which may reach it
+        # before it read the answer: its kernel then drops the answer unread. A client that
+        # waits for the answer reads it (test_isolation.py: an upload refused on its headers, `Expect: 100-continue`).
+        if head:
+            status = b"404" if name == "nowhere" else b"401"
+            assert head.startswith(b"HTTP/1.1 " + status), (name, head[:200])
+            assert b"connection: close" in head.lower(), (name, head)
     # The gateway still serves: the refused connections held nothing.
     with contextlib.closing(httpx.Client(base_url=stack.url, timeout=30)) as client:
         assert client.get("/health").status_code == 200
