@@ -13,7 +13,6 @@ from redis.exceptions import RedisError
 from api.errors import ResultStoreUnavailable
 from shared.config import Config
 from shared.contract.responses import dump_record, load_record, record_ttl
-from shared.tenants import tenant_of
 
 
 class ResponseStore:
@@ -46,16 +45,14 @@ class ResponseStore:
         return load_record(raw)
 
     async def forget(self, key: str) -> None:
-        """Everything the response left: its record, its job's claim, result and stream,
-        and its place among its tenant's jobs in flight (quota jobs_in_flight). That place
-        is otherwise freed by its stored result: once the result is deleted, the job would
-        count as in flight until its claim's TTL, a day and more."""
+        """Everything the response left: its record, its job's claim, result and stream.
+        Its place among its tenant's jobs in flight was freed as its job ended (STORE_ONCE,
+        CANCEL), whatever is deleted here."""
         keys = self._config.keys
         try:
             async with self._store.pipeline(transaction=False) as pipe:
                 pipe.delete(keys.response(key), keys.result(key), keys.stream(key), keys.job(key))
                 pipe.zrem(keys.queued, key)
-                pipe.zrem(keys.in_flight(tenant_of(key)), key)
                 await pipe.execute()
         except (RedisError, OSError):
             raise ResultStoreUnavailable("result store (Redis) unavailable") from None
