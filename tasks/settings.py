@@ -46,4 +46,7 @@ def worker_settings(config: Config) -> dict[str, Any]:
         "result_backend": f"{_name(backend)}+{redis_clients.result_backend_url(config)}",
         # Failed and unprocessable jobs go to the dead-letter queue.
         "worker_consumer": _name(Consumer),
+        # One result store for the process, not one per pool thread: its Redis client is
+        # thread-safe, and a thread's first job no longer builds a store and its pool.
+        "result_backend_thread_safe": True,
     }

@@ -28,13 +28,16 @@ class Admission:
         self._store = store
         self._quotas = quotas
 
-    async def admit(self, route: JobRoute, job: dict[str, Any], reply_to: str = "", background: bool = False) -> Claim:
+    async def admit(
+        self, route: JobRoute, job: dict[str, Any], reply_to: str = "", background: bool = False
+    ) -> tuple[Claim, Job]:
         """Check the job and claim its key; its result will also be published on
         `reply_to` (this process's channel) when given. A job queued in the `background`
-        is marked so: a reader of its stream that leaves does not cancel it."""
+        is marked so: a reader of its stream that leaves does not cancel it. The claim,
+        and the job as the contract types it (what is sent: `Job.wire`)."""
         check_job(self._config, job)
         # What the workers will parse: a job they would refuse is this process's bug (500).
-        Job.parse(job)
+        typed = Job.parse(job)
         # A model's job counts to its tenant's quotas; the gateway's own (llm.models) does not.
         if not route.internal:
             await self._quotas.admit(route.tenant, route.key)
@@ -47,7 +50,7 @@ class Admission:
             raise
         if not claim.same:
             raise JobConflict(f"job_id {route.job_id!r} is already used by a job with another body")
-        return claim
+        return claim, typed
 
     async def join_stream(self, route: JobRoute) -> str:
         """A client begins reading the job's stream, within its tenant's streams_in_flight

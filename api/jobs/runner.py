@@ -290,7 +290,7 @@ class JobRunner:
         current_job.set(route.log_context())
         reply_to = self._waiter.reply_channel if awaited or reply else ""
         try:
-            claim = await self._admission.admit(route, job, reply_to, background)
+            claim, typed = await self._admission.admit(route, job, reply_to, background)
         except ResultStoreUnavailable:
             # Redis may have made the claim and lost its answer: the job may stand claimed
             # without having been queued.
@@ -307,9 +307,10 @@ class JobRunner:
             return False
         try:
             # When it was accepted, for its time in the queue (not part of its fingerprint).
-            sent = {**job, "accepted_at": time.time()}
+            typed.accepted_at = time.time()
             if reply_to:
-                sent["reply_to"] = reply_to
+                typed.reply_to = reply_to
+            sent = typed.wire()
             # A busy model's jobs wait their tenant's turn (not a batch's lines: they are
             # bounded, and below everything else already).
             queue = route.queue
