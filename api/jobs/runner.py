@@ -27,7 +27,7 @@ from api.jobs.store import JobStore
 from api.observability.metrics import Metrics
 from api.tenancy.fair_share import FairShare
 from shared.config import Config
-from shared.contract import JobStatus
+from shared.contract import CancelOutcome, JobStatus
 from shared.storage import redis_clients
 from shared.telemetry import tracing
 from shared.telemetry.logs import current_job
@@ -85,9 +85,8 @@ class JobRunner:
         """Where the results of the jobs this process awaits are published."""
         return self._waiter.reply_channel
 
-    async def cancel(self, key: str) -> str:
-        """Cancel the job of that key, as DELETE /jobs/{id} does: "cancelled", "finished"
-        or "unknown"."""
+    async def cancel(self, key: str) -> CancelOutcome:
+        """Cancel the job of that key, as DELETE /jobs/{id} does; what came of it."""
         return await self._store.cancel(key)
 
     async def _reader_left(self, route: JobRoute, token: str, cancels: bool) -> None:
@@ -108,7 +107,7 @@ class JobRunner:
         if await self._store.background(key):
             return
         try:
-            cancelled = await self.cancel(key) == "cancelled"
+            cancelled = await self.cancel(key) == CancelOutcome.CANCELLED
         except GatewayError as exc:  # Redis away: the job runs on, as if a reader had stayed
             log.warning("job %s not cancelled after its stream's reader left: %s", key, exc)
             return

@@ -23,6 +23,7 @@ from shared.contract import (
     CANCEL,
     CLAIM,
     STATUS_NAMES,
+    CancelOutcome,
     JobField,
     JobStatus,
     cancelled_result,
@@ -150,8 +151,8 @@ class JobStore:
         except (RedisError, OSError):
             return False
 
-    async def cancel(self, job_id: str) -> str:
-        """Cancel the job: "cancelled", or "finished" (it has a result) or "unknown"."""
+    async def cancel(self, job_id: str) -> CancelOutcome:
+        """Cancel the job; what came of it."""
         config = self._config
         now = time.time()
         keys = [config.keys.job(job_id), config.keys.queued, config.keys.result(job_id), config.keys.cancel,
@@ -161,7 +162,7 @@ class JobStore:
             answer = await self._cancel(keys=keys, args=args)
         except (RedisError, OSError):
             raise ResultStoreUnavailable("result store (Redis) unavailable") from None
-        return answer.decode() if isinstance(answer, bytes) else str(answer)
+        return CancelOutcome(answer.decode() if isinstance(answer, bytes) else str(answer))
 
     async def background(self, job_id: str) -> bool:
         """Whether the job was queued in the background (no request awaited it); True

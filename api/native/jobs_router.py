@@ -18,6 +18,8 @@ from api.errors import GatewayError, JobConflict, JobNotFound
 from api.jobs.store import JobStore
 from api.jobs.webhook_events import WebhookEvents
 from api.native.types import JOB_ID_PATTERN, JobStatus
+from shared.contract import CancelOutcome
+from shared.contract import JobStatus as ContractStatus
 from shared.tenants import Tenant
 
 JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN)]
@@ -52,15 +54,15 @@ def jobs_router(store: JobStore, events: WebhookEvents, route_class: type[APIRou
         submitted without waiting has its ``job.cancelled`` event sent to webhooks."""
         key = _key(job_id, tenant, whose)
         outcome = await store.cancel(key)
-        if outcome == "cancelled" and events.for_jobs and await store.notified(key):
+        if outcome == CancelOutcome.CANCELLED and events.for_jobs and await store.notified(key):
             try:
                 await events.emit("job.cancelled", key)
             except GatewayError as exc:  # the job is cancelled all the same
                 log.warning("job %s cancelled, but its webhook event was not queued: %s", key, exc)
         status = await store.status(key)
-        if outcome == "unknown" or status is None:
+        if outcome == CancelOutcome.UNKNOWN or status is None:
             raise _not_found(job_id)
-        if status["status"] != "cancelled":
+        if status["status"] != ContractStatus.CANCELLED:
             raise JobConflict(f"job {job_id!r} has already finished: {status['status']}")
         return JobStatus.model_validate({**status, "job_id": job_id})
 

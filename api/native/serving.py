@@ -13,7 +13,7 @@ from api.jobs.runner import JobRunner
 from api.native.types import ChatCompletionRequest, CompletionResponse, GenerateRequest, JobAccepted
 from api.observability.server_timing import Timing
 from shared.config import Config
-from shared.contract import TaskName
+from shared.contract import JobStatus, TaskName
 from shared.tenants import Tenant
 
 
@@ -77,7 +77,7 @@ class SpecJobs:
             await runner.submit(route, job)
             # Not from the request's Host header, which the client chose.
             url = f"{config.public_base_url}/jobs/{route.job_id}"
-            accepted = JobAccepted(job_id=route.job_id, tenant=tenant.name, status="queued", status_url=url)
+            accepted = JobAccepted(job_id=route.job_id, tenant=tenant.name, status=JobStatus.QUEUED, status_url=url)
             return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": url})
         result = await runner.run(route, job, seconds)
         timing.ran(route, result)

@@ -322,6 +322,15 @@ class JobStatus(StrEnum):
 STATUS_NAMES = {State.SUCCESS: JobStatus.SUCCEEDED, State.FAILURE: JobStatus.FAILED, State.REVOKED: JobStatus.CANCELLED}
 
 
+class CancelOutcome(StrEnum):
+    """What the CANCEL script answers a cancellation (DELETE /jobs/{id}, a stream's reader
+    leaving, a response's cancel)."""
+
+    CANCELLED = "cancelled"  # cancelled now (queued or running), or it was already
+    FINISHED = "finished"  # it has its result: too late to cancel
+    UNKNOWN = "unknown"  # no such job (never claimed, or expired)
+
+
 class Start(StrEnum):
     """What MARK_STARTED answers a worker about to run a job."""
 

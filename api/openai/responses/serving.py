@@ -38,7 +38,7 @@ from api.openai.responses.translate import (
 )
 from api.openai.responses.types import ResponsesRequest
 from shared.config import Config
-from shared.contract import JobStatus, TaskName
+from shared.contract import CancelOutcome, JobStatus, TaskName
 from shared.registry import Registry
 from shared.tenants import Tenant, Tenants, job_key
 
@@ -201,7 +201,7 @@ class Responses:
 
     async def _cancelled(self, key: str, response_id: str) -> None:
         """Cancel the response; a background one's webhooks hear of it."""
-        if await self._runner.cancel(key) != "cancelled" or not self._events.for_responses:
+        if await self._runner.cancel(key) != CancelOutcome.CANCELLED or not self._events.for_responses:
             return
         if await self._jobs.notified(key):
             try:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from shared.contract import STATUS_NAMES, JobStatus, Start, State
+from shared.contract import STATUS_NAMES, CancelOutcome, JobStatus, Start, State
 
 pytestmark = pytest.mark.unit
 
@@ -31,3 +32,10 @@ def test_start_verdicts_are_the_words_the_start_script_answers() -> None:
 
     for verdict in Start:
         assert f"return '{verdict}'" in MARK_STARTED
+
+
+def test_cancel_outcomes_are_the_words_the_cancel_script_answers() -> None:
+    from shared.contract.scripts import CANCEL
+
+    answered = set(re.findall(r"return '(\w+)'", CANCEL))
+    assert answered == {str(outcome) for outcome in CancelOutcome}
