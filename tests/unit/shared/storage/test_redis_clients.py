@@ -1,4 +1,4 @@
-"""Every Redis client bounded, and bookkeeping that waits out a Redis away."""
+"""Every Redis client bounded and following a Sentinel failover, and bookkeeping that waits out a Redis away."""
 
 from __future__ import annotations
 
@@ -44,3 +44,19 @@ def test_patiently_makes_a_call_again_while_redis_is_away_then_gives_up() -> Non
         redis_clients.patiently(away, 0.2, sleep=lambda _: None)
     with pytest.raises(redis.ResponseError):  # not Redis away: raised at once
         redis_clients.patiently(lambda: (_ for _ in ()).throw(redis.ResponseError("WRONGTYPE")), 10)
+
+
+def test_sentinels_make_every_client_follow_the_master() -> None:
+    sentinel = Config(
+        _env_file=None,  # type: ignore[call-arg]
+        rabbit_mq_host="r",
+        redis_sentinels="s1,s2:26380",
+        redis_sentinel_master="gateway",
+        redis_db=2,
+    )
+    client = redis_clients.sync_client(sentinel)
+    pool = client.connection_pool
+    assert pool.service_name == "gateway" and pool.connection_kwargs["db"] == 2
+    assert [s.connection_pool.connection_kwargs["port"] for s in pool.sentinel_manager.sentinels] == [26379, 26380]
+    bounded = redis_clients.async_client(sentinel, max_connections=4)
+    assert bounded.connection_pool.max_connections == 4 and bounded.connection_pool.service_name == "gateway"
