@@ -1,13 +1,11 @@
 """The client of one model server: what it sends, how it reads each kind of failure, when it
 tries again and when it must not. The model server is a transport answering as the
-test says (its tasks' view is in tests/unit/tasks/test_llm.py)."""
+test says (testing/model_transport.py; its tasks' view is in tests/unit/tasks/test_llm.py)."""
 
 from __future__ import annotations
 
 import base64
-import io
-import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,66 +14,17 @@ import pytest
 from shared.config import Config
 from shared.contract import ModelServerFailed, ModelServerTimeout, ModelServerUnavailable
 from tasks.model.client import MAX_RETRY_AFTER, ModelClient
-from tasks.model.http import ConnectTimeout, Reply
+from tasks.model.http import ConnectTimeout
 from tasks.model.protocol import ChatRequest
 from testing.fake_model_server import FakeModelServer
+from testing.model_transport import ModelTransport as Server
+from testing.model_transport import error, streamed
 
 pytestmark = pytest.mark.unit
 
 
-class Server:
-    """A model server in a transport: answers from a list (then a short answer), records what it was sent."""
-
-    def __init__(self, *answers: httpx.Response | Exception, models: list[str] | None = None) -> None:
-        self.answers = list(answers)
-        self.models = models if models is not None else ["served-a"]
-        self.sent: list[dict[str, Any]] = []
-
-    def send(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None,
-        timeout: float,
-        connect_timeout: float,
-        headers: Mapping[str, str] | None = None,
-    ) -> Reply:
-        self.sent.append({"method": method, "path": path, "body": json.loads(body) if body else None,
-                          "timeout": timeout, "connect_timeout": connect_timeout})  # fmt: skip
-        if path == "/v1/models" and not self.answers:
-            return reply(httpx.Response(200, json={"data": [{"id": m} for m in self.models]}))
-        answer = self.answers.pop(0) if self.answers else streamed("ok")
-        if isinstance(answer, Exception):
-            raise answer
-        return reply(answer)
-
-    def close(self) -> None:
-        pass
-
-    @property
-    def posts(self) -> list[dict[str, Any]]:
-        return [sent for sent in self.sent if sent["method"] == "POST"]
-
-
-def reply(response: httpx.Response) -> Reply:
-    return Reply(response.status_code, response.reason_phrase, dict(response.headers), io.BytesIO(response.content))
-
-
-def streamed(*pieces: str) -> httpx.Response:
-    chunks = [{"model": "m", "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]} for p in pieces]
-    chunks.append({"model": "m", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-    body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
-    return httpx.Response(200, content=body.encode(), headers={"content-type": "text/event-stream"})
-
-
 def cut_off(*pieces: str) -> httpx.Response:
-    chunks = [{"choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]} for p in pieces]
-    body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks)
-    return httpx.Response(200, content=body.encode(), headers={"content-type": "text/event-stream"})
-
-
-def error(status: int, message: str, **headers: str) -> httpx.Response:
-    return httpx.Response(status, json={"error": {"message": message}}, headers=headers)
+    return streamed(*pieces, finish=None)
 
 
 class Clock:
