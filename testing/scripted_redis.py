@@ -113,6 +113,11 @@ class Pipeline:
         self._client = client
         self._queued: list[Call] = []
 
+    @property
+    def queued(self) -> list[Call]:
+        """The commands queued, not sent yet."""
+        return list(self._queued)
+
     def _run(self, call: Call) -> None:
         self._queued.append(call)
 

@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 
 from shared.config import Config
 from shared.storage import redis_clients
+from testing.scripted_redis import ScriptedRedis
 
 pytestmark = pytest.mark.unit
 
@@ -60,3 +61,28 @@ def test_sentinels_make_every_client_follow_the_master() -> None:
     assert [s.connection_pool.connection_kwargs["port"] for s in pool.sentinel_manager.sentinels] == [26379, 26380]
     bounded = redis_clients.async_client(sentinel, max_connections=4)
     assert bounded.connection_pool.max_connections == 4 and bounded.connection_pool.service_name == "gateway"
+
+
+def test_a_write_that_must_outlive_its_master_waits_for_replicas_only_with_sentinels(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sentinels = Config(_env_file=None, rabbit_mq_host="r", redis_sentinels="s1", redis_replica_acks=2)  # type: ignore[call-arg]
+    pipe = ScriptedRedis().pipeline()
+    assert redis_clients.wait_for_replicas(pipe, sentinels)
+    assert [(call.name, call.args) for call in pipe.queued] == [("execute_command", ("WAIT", 2, redis_clients.WAIT_MS))]
+    alone = ScriptedRedis().pipeline()
+    assert not redis_clients.wait_for_replicas(alone, Config(_env_file=None)) and alone.queued == []  # type: ignore[call-arg]
+    redis_clients.check_replicas(2, sentinels)
+    assert caplog.text == ""
+    redis_clients.check_replicas(1, sentinels)
+    assert "a write is on 1 of 2 replicas" in caplog.text
+
+
+def test_the_result_backends_url_quotes_the_password_for_each_sentinel() -> None:
+    plain = Config(_env_file=None, redis_host="cache", redis_password="p@ss")  # type: ignore[call-arg]
+    assert redis_clients.result_backend_url(plain) == plain.redis_url
+    sentinels = Config(_env_file=None, rabbit_mq_host="r", redis_sentinels="s1,s2:26380", redis_password="p/@ss")  # type: ignore[call-arg]
+    assert redis_clients.result_backend_url(sentinels) == (
+        "sentinel://:p%2F%40ss@s1:26379/0;sentinel://:p%2F%40ss@s2:26380/0"
+    )
+    assert redis_clients.sentinel_kwargs(sentinels) == {"socket_connect_timeout": 3.0, "socket_timeout": 3.0}
