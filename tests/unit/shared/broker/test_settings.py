@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.broker.settings import celery_settings
+from shared.broker.settings import celery_settings, priority_for
 from shared.config import Config
 
 pytestmark = pytest.mark.unit
@@ -67,3 +67,19 @@ def test_several_rabbitmq_nodes_are_kombus_failover_urls() -> None:
     ]
     # A publish lost with its node is tried through each of the others.
     assert celery_settings(cluster)["task_publish_retry_policy"]["max_retries"] == 4
+
+
+def test_a_jobs_priority_is_the_brokers_where_higher_is_sooner_on_rabbitmq_and_lower_on_redis() -> None:
+    rabbit, redis_broker = config(rabbit_mq_host="mq"), config()
+    assert [priority_for(rabbit, p) for p in (9, 5, 0)] == [9, 5, 0]
+    assert [priority_for(redis_broker, p) for p in (9, 5, 0)] == [0, 4, 9]
+    # Kombu's Redis transport reads its lists lowest first, one per priority.
+    assert celery_settings(redis_broker)["broker_transport_options"]["priority_steps"] == list(range(10))
+
+
+def test_a_worker_of_some_models_consumes_their_queues_and_the_webhooks_alone() -> None:
+    models = json.dumps({"models": [{"name": "a", "url": "x:1"}, {"name": "b", "url": "y:1", "queue": "big"}]})
+    names = [queue.name for queue in celery_settings(config(models=models, worker_models="b"))["task_queues"]]
+    assert names == ["big", "llm-api-queue.webhooks"]
+    everything = [queue.name for queue in celery_settings(config(models=models))["task_queues"]]
+    assert everything == ["big", "llm-api-queue.a", "llm-api-queue.webhooks"]
