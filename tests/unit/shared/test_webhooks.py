@@ -8,6 +8,7 @@ import base64
 import ipaddress
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -16,14 +17,18 @@ import standardwebhooks
 
 from shared.config import Config
 from shared.webhooks import (
+    EVENT_TYPES,
     Endpoint,
     UnsafeUrl,
     WebhookConfigError,
     dumps,
+    embedded_ipv4,
+    emit,
     event,
     load_endpoints,
     resolve,
     signed_headers,
+    url_in_logs,
 )
 
 pytestmark = pytest.mark.unit
@@ -120,3 +125,68 @@ def test_a_misconfigured_endpoint_stops_the_api_and_the_worker() -> None:
         create_app(wrong)
     with pytest.raises(WebhookConfigError):
         Worker(wrong)
+
+
+def test_endpoints_from_a_yaml_file_take_every_event_unless_they_name_theirs(tmp_path: Path) -> None:
+    hooks = tmp_path / "webhooks.yaml"
+    hooks.write_text(
+        "endpoints:\n"
+        f"  - url: https://hooks.example.com/all?token=abc\n    secret: {SECRET}\n"
+        f"  - url: https://hooks.example.com/jobs\n    secret: {SECRET}\n    name: jobs\n"
+        "    events: [job.succeeded, job.failed]\n"
+    )
+    every, jobs = load_endpoints(config(webhooks_file=str(hooks)))
+    assert every.name == "https://hooks.example.com/all" and every.events == EVENT_TYPES  # no token in its name
+    assert jobs.name == "jobs" and jobs.events == {"job.succeeded", "job.failed"}
+    assert every.key == b"0123456789abcdef0123456789abcdef"
+    assert load_endpoints(config()) == []
+
+
+def test_two_endpoints_of_one_name_are_refused() -> None:
+    same = [{"url": "https://h.example.com/x?token=1", "secret": SECRET}, {"url": "https://h.example.com/x?token=2",
+                                                                           "secret": SECRET}]  # fmt: skip
+    with pytest.raises(WebhookConfigError, match="same name"):
+        load_endpoints(config(webhooks=json.dumps(same)))
+    with pytest.raises(WebhookConfigError, match="a list of endpoints"):
+        load_endpoints(config(webhooks=json.dumps({"url": "https://h.example.com"})))
+
+
+def test_a_url_in_logs_keeps_no_user_password_query_or_fragment() -> None:
+    assert url_in_logs("https://u:p@hooks.example.com:8443/in?token=s3cret#x") == "https://hooks.example.com:8443/in"
+
+
+def test_an_ipv6_address_carrying_an_ipv4_one_is_read_as_it() -> None:
+    carried = {
+        "::ffff:10.0.0.1": "10.0.0.1",
+        "64:ff9b::a9fe:a9fe": "169.254.169.254",
+        "2002:c0a8:7::": "192.168.0.7",
+        "::7f00:1": "127.0.0.1",
+    }
+    for address, ipv4 in carried.items():
+        assert str(embedded_ipv4(ipaddress.IPv6Address(address))) == ipv4
+    assert embedded_ipv4(ipaddress.IPv6Address("::1")) is None
+    assert embedded_ipv4(ipaddress.IPv6Address("2606:4700::1111")) is None
+
+
+class App:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def send_task(self, name: str, **options: Any) -> None:
+        self.sent.append({"name": name, **options})
+
+
+def test_an_event_is_queued_for_each_endpoint_taking_it_with_one_task_id_per_endpoint() -> None:
+    app = App()
+    endpoints = [endpoint("https://a.example.com"), endpoint("https://b.example.com", frozenset({"job.failed"})),
+                 endpoint("https://c.example.com", frozenset({"batch.completed", "job.failed"}))]  # fmt: skip
+    assert emit(app, config(), endpoints, "batch.completed", "batch_1") == 2
+    assert [task["args"][0]["endpoint"] for task in app.sent] == ["https://a.example.com", "https://c.example.com"]
+    assert {task["name"] for task in app.sent} == {"webhook.deliver"}
+    assert {task["queue"] for task in app.sent} == {"llm-api-queue.webhooks"}
+    again = App()
+    emit(again, config(), endpoints, "batch.completed", "batch_1")
+    # The same event and endpoint: the same task id (and event id), queued twice or not.
+    assert [task["task_id"] for task in again.sent] == [task["task_id"] for task in app.sent]
+    assert len({task["task_id"] for task in app.sent}) == 2
+    assert app.sent[0]["args"][0]["event"]["id"] == event("batch.completed", "batch_1")["id"]

@@ -148,3 +148,59 @@ def test_the_api_imports_the_contract_and_no_worker_code() -> None:
     probe = "import sys, api.main; print(sorted({m.split('.')[0] for m in sys.modules} & {'tasks', 'shared'}))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "['shared']"
+
+
+@pytest.mark.parametrize(
+    ("exc_type", "args", "module", "answer"),
+    [
+        ("ModelServerRejected", ["no such model", 404], "", (404, "no such model")),
+        ("ModelServerRejected", ["bad", 502], "", (400, "bad")),  # only a 4xx is passed on
+        ("ModelServerTimeout", ["slow"], "", (504, "slow")),
+        ("InvalidJob", [], "", (422, "InvalidJob")),
+        ("OperationalError", ["[Errno 111] Connection refused"], "kombu.exceptions", (500, "the broker")),
+        ("KeyError", ["'x'"], "builtins", (500, "the worker")),
+    ],
+)
+def test_each_failure_has_its_status_and_an_unnamed_one_says_only_which_part(
+    exc_type: str, args: list[Any], module: str, answer: tuple[int, str]
+) -> None:
+    status, message = contract.failure_status(exc_type, args, module)
+    assert status == answer[0] and answer[1] in message
+    if status == 500:
+        assert "111" not in message and "'x'" not in message
+
+
+def test_an_embedding_jobs_inputs_are_strings_or_token_ids_never_mixed() -> None:
+    assert Job.parse({"embed": {"input": ["a", "b"]}}).embed_inputs() == ["a", "b"]
+    assert Job.parse({"embed": {"input": [[1, 2], [3]]}}).embed_inputs() == [[1, 2], [3]]
+    for given in (["a", [1]], [], [[]], "a", None, [[1, "2"]]):
+        with pytest.raises(InvalidJob, match=r"'embed\.input'"):
+            Job.parse({"embed": {"input": given}}).embed_inputs()
+
+
+def test_an_openai_job_is_sent_as_the_client_wrote_it() -> None:
+    messages = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}, {"role": "tool", "content": "4"}]
+    job = Job.parse({"openai": {"messages": messages, "tools": []}, "messages": [{"role": "user", "content": "x"}]})
+    assert job.prompt(TaskName.CHAT) == messages  # every role and content part, over the spec's form
+    assert Job.parse({"openai": {"prompt": ["a", "b"]}}).prompt(TaskName.COMPLETE) == []
+    with pytest.raises(InvalidJob, match=r"'openai\.prompt'"):
+        Job.parse({"openai": {"prompt": 3}}).prompt(TaskName.COMPLETE)
+    with pytest.raises(InvalidJob, match=r"'openai\.messages'"):
+        Job.parse({"openai": {"messages": []}}).prompt(TaskName.CHAT)
+
+
+def test_a_job_of_a_newer_api_is_taken_and_one_that_is_not_an_object_is_refused() -> None:
+    job = Job.parse({"content": "x", "meta": {"sampling": {"seed": 3, "top_p": None}}, "added_later": 1})
+    assert job.meta.sampling == {"seed": 3} and job.prompt(TaskName.GENERATE) == [{"role": "user", "content": "x"}]
+    with pytest.raises(InvalidJob, match="a JSON object"):
+        Job.parse(["content"])
+    with pytest.raises(InvalidJob, match="invalid 'weight'"):
+        Job.parse({"content": "x", "weight": 0})
+
+
+def test_a_cancelled_result_is_stored_as_celery_stores_a_revoked_task() -> None:
+    stored = json.loads(contract.cancelled_result("j1", 0.0))
+    assert (stored["status"], stored["task_id"], stored["date_done"]) == ("REVOKED", "j1", "1970-01-01T00:00:00+00:00")
+    assert stored["result"]["exc_type"] == "TaskRevokedError"
+    backend = BaseBackend(app=Celery(set_as_current=False), serializer="json")
+    assert backend.meta_from_decoded(stored)["status"] == "REVOKED"
