@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from shared.config import Config
-from shared.registry import DEFAULT_SLOTS, RegistryError, UnknownModel, load_registry
+from shared.registry import DEFAULT_SLOTS, RegistryError, UnknownModel, UnknownQueue, load_registry, server_name
 
 pytestmark = pytest.mark.unit
 
@@ -127,3 +127,31 @@ def test_inner_llm_url_alone_is_a_one_model_registry() -> None:
     registry = load_registry(Config(_env_file=None, inner_llm_url="m:1", queue_name="q"))  # type: ignore[call-arg]
     assert registry.passthrough and registry.route("anything").url == "http://m:1"
     assert registry.queues == ["q"]
+
+
+def test_a_request_names_a_model_by_its_name_or_an_alias_and_a_queue_names_the_model_served_from_it() -> None:
+    models = registry(
+        {"name": "small", "aliases": ["quick"], "url": "a:1"},
+        {"name": "large", "url": "b:1", "queue": "big"},
+        {"name": "twin", "url": "c:1", "queue": "big"},
+        queue_name="q",
+    )
+    assert (
+        models.route("quick").name == "small"
+        and models.route(None).name == "small"
+        and models.route("").name == "small"
+    )
+    assert models.by_queue("big", "q").name == "large"  # the first listed of a shared queue
+    assert models.by_queue("q", "q") is models.default
+    with pytest.raises(UnknownQueue, match=r"the queues are: big, q, q\.small$"):
+        models.by_queue("q.huge", "q")
+    with pytest.raises(UnknownModel):
+        models.by_name("quick")  # an alias routes a request; a worker's models are named
+    assert models.queues_for("large, small") == ["big", "q.small"] and models.queues_for("") == ["big", "q.small"]
+    with pytest.raises(UnknownModel):
+        models.queues_for("medium")
+
+
+def test_a_servers_name_is_its_host_port_and_path_without_anything_else() -> None:
+    assert server_name("https://user:pw@gpu-a/v1 beta") == "gpu-a:443/v1_beta"
+    assert server_name("http://gpu-b:8000/") == "gpu-b:8000"
