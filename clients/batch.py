@@ -29,9 +29,14 @@ FINISHED = {"completed", "failed", "expired", "cancelled"}
 class Gateway:
     """The few calls of OpenAI's Files and Batch API the command makes."""
 
-    def __init__(self, url: str, key: str | None, timeout: float = 60) -> None:
+    def __init__(
+        self, url: str, key: str | None, timeout: float = 60, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        """`transport`: httpx's own unless given (a test's gateway)."""
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._http = httpx.Client(base_url=url.rstrip("/") + "/v1", headers=headers, timeout=timeout)
+        self._http = httpx.Client(
+            base_url=url.rstrip("/") + "/v1", headers=headers, timeout=timeout, transport=transport
+        )
 
     def _checked(self, answer: httpx.Response) -> Any:
         if answer.status_code >= 400:

@@ -19,10 +19,8 @@ from local_stack.model_file import MODEL_ALIAS, ensure_default_model
 from local_stack.settings import LocalStack
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    local = LocalStack.read_from_env()
-    path = Path(local.model_path) if local.model_path else ensure_default_model(Path(local.cache_dir))
+def server_params(local: LocalStack, path: Path) -> xllamacpp.CommonParams:
+    """llama.cpp's parameters for serving the GGUF file `path` as `local` says."""
     params = xllamacpp.CommonParams()
     params.model.path = str(path)
     params.model_alias = {MODEL_ALIAS if not local.model_path else path.stem}
@@ -35,6 +33,14 @@ def main() -> None:
     if local.model_embeddings:
         params.embedding = True
         params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
+    return params
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    local = LocalStack.read_from_env()
+    path = Path(local.model_path) if local.model_path else ensure_default_model(Path(local.cache_dir))
+    params = server_params(local, path)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

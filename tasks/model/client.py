@@ -356,7 +356,8 @@ class ModelClient:
         except (OSError, http.client.HTTPException) as exc:
             # Which part failed, and how; where it lives is for the logs (the retry's line).
             reason = str(exc) or type(exc).__name__
-            for address in self._addresses:
+            # Longest first: "gpu-a" replaced before "gpu-a:8000" would leave its port.
+            for address in sorted(self._addresses, key=len, reverse=True):
                 reason = reason.replace(address, "<model server>")
             raise Retryable(ModelServerUnavailable(f"model server unreachable{self._which}: {reason}")) from None
 

@@ -1,6 +1,5 @@
-"""The Kubernetes example (deploy/k8s) cannot run here: it is read, checked against
-docker-compose.yml (the commands and variables it deploys), and its KEDA trigger is
-evaluated against a real API's GET /scaling."""
+"""The Kubernetes example's KEDA trigger evaluated against a real API's GET /scaling.
+The manifests themselves are read and checked in tests/unit/deploy/test_k8s.py."""
 
 from __future__ import annotations
 
@@ -9,44 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
-from api.main import create_app
-from api.observability.scaling import Signals
-from shared.config import Config
-from testing.processes import ROOT
 from tests.conftest import Stack
-from tests.unit.test_compose import DEPLOYMENT_VARIABLES
-
-K8S = ROOT / "deploy" / "k8s"
-CONTAINERS = {"llm-api": "api", "llm-worker-default": "worker", "llm-flower": "flower"}  # Deployment: compose service
-
-
-def manifests() -> list[dict[str, Any]]:
-    listed = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
-    return [doc for name in listed for doc in yaml.safe_load_all((K8S / name).read_text()) if doc]
-
-
-def kind(kind_name: str) -> dict[str, dict[str, Any]]:
-    return {doc["metadata"]["name"]: doc for doc in manifests() if doc["kind"] == kind_name}
-
-
-def compose() -> dict[str, Any]:
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-
-
-def container(deployment: dict[str, Any]) -> dict[str, Any]:
-    (only,) = deployment["spec"]["template"]["spec"]["containers"]
-    return only
-
-
-def variables(deployment: dict[str, Any]) -> set[str]:
-    """The variables a Deployment's container is given: its ConfigMap's and its own."""
-    configs = kind("ConfigMap")
-    found = {entry["name"] for entry in container(deployment).get("env", [])}
-    for source in container(deployment).get("envFrom", []):
-        found |= set(configs[source["configMapRef"]["name"]]["data"])
-    return found
+from tests.unit.deploy.test_k8s import kind
 
 
 def gjson(document: Any, path: str) -> Any:
@@ -54,75 +18,6 @@ def gjson(document: Any, path: str) -> Any:
     for key in re.split(r"(?<!\\)\.", path):
         document = document[key.replace("\\.", ".")]
     return document
-
-
-@pytest.mark.unit
-def test_every_file_is_listed_and_every_part_deployed() -> None:
-    listed = set(yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"])
-    assert listed == {path.name for path in K8S.glob("*.yaml")} - {"kustomization.yaml"}
-    assert set(kind("Deployment")) == set(CONTAINERS)
-    assert set(kind("Service")) == {"llm-api", "llm-flower"}
-    for deployment in kind("Deployment").values():
-        labels = deployment["spec"]["template"]["metadata"]["labels"]
-        assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
-
-
-@pytest.mark.unit
-def test_each_deployment_runs_what_compose_runs_from_the_same_image() -> None:
-    services = compose()["services"]
-    for name, service in CONTAINERS.items():
-        deployed = container(kind("Deployment")[name])
-        assert deployed["command"] == services[service]["command"], name
-        assert deployed["image"] == services[service]["image"]
-    # The grace periods: longer than uvicorn's and the workers' own (compose's stop_grace_period).
-    grace = {name: kind("Deployment")[name]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-             for name in ("llm-api", "llm-worker-default")}  # fmt: skip
-    assert grace == {"llm-api": 40, "llm-worker-default": 90}
-    assert services["api"]["stop_grace_period"] == "40s" and services["worker"]["stop_grace_period"] == "90s"
-
-
-@pytest.mark.unit
-def test_the_variables_are_the_gateways_and_the_secrets_are_not_in_the_config_map() -> None:
-    (config,) = kind("ConfigMap").values()
-    assert set(config["data"]) <= DEPLOYMENT_VARIABLES, set(config["data"]) - DEPLOYMENT_VARIABLES
-    assert not {"RABBIT_MQ_PASSWORD", "API_KEYS", "FILE_STORE_S3_SECRET", "REDIS_PASSWORD"} & set(config["data"])
-    required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", (ROOT / "docker-compose.yml").read_text()))
-    for name, service in CONTAINERS.items():
-        given = variables(kind("Deployment")[name])
-        assert given <= DEPLOYMENT_VARIABLES | {"FLOWER_BASIC_AUTH"}, given - DEPLOYMENT_VARIABLES
-        # What compose insists on (${VAR:?}) for the service, the Deployment gives too.
-        compose_env = compose()["services"][service]["environment"]
-        needed = {var for var, value in compose_env.items() if set(re.findall(r"\$\{([A-Z0-9_]+):\?", str(value)))
-                  & required}  # fmt: skip
-        assert needed <= given, (name, needed - given)
-        # Every variable the ConfigMap sets is valid for the gateway's Config.
-    Config(_env_file=None, **{key.lower(): value for key, value in config["data"].items()})  # type: ignore[arg-type]
-
-
-@pytest.mark.unit
-def test_the_probes_and_the_scaler_ask_for_paths_the_api_serves() -> None:
-    app = create_app(Config(_env_file=None))  # type: ignore[call-arg]
-    paths = set(app.openapi()["paths"])
-    api = container(kind("Deployment")["llm-api"])
-    assert {api["readinessProbe"]["httpGet"]["path"], api["livenessProbe"]["httpGet"]["path"]} <= paths
-    (scaled,) = kind("ScaledObject").values()
-    assert scaled["spec"]["scaleTargetRef"]["name"] in kind("Deployment")
-    assert scaled["spec"]["minReplicaCount"] == 0  # to zero when idle
-    (trigger,) = scaled["spec"]["triggers"]
-    url = httpx.URL(trigger["metadata"]["url"])
-    service = kind("Service")[url.host.split(".")[0]]
-    assert url.port == service["spec"]["ports"][0]["port"] and url.path in paths
-    assert url.host.split(".")[1] == yaml.safe_load((K8S / "kustomization.yaml").read_text())["namespace"]
-    # One worker's slots: the target is WORKER_CONCURRENCY, and the field one Signals has.
-    (config,) = kind("ConfigMap").values()
-    assert trigger["metadata"]["targetValue"] == config["data"]["WORKER_CONCURRENCY"]
-    assert trigger["metadata"]["valueLocation"].split(".")[-1] in Signals(*[0] * 7).as_dict()
-    auth = kind("TriggerAuthentication")[trigger["authenticationRef"]["name"]]
-    assert trigger["metadata"]["authMode"] == "bearer" and auth["spec"]["secretTargetRef"][0]["parameter"] == "token"
-    # KEDA's token is the API's METRICS_TOKEN (/scaling answers admin keys and it, not a tenant's key).
-    secret = auth["spec"]["secretTargetRef"][0]
-    given = {env["name"]: env.get("valueFrom", {}).get("secretKeyRef") for env in api.get("env", [])}
-    assert given["METRICS_TOKEN"] == {"name": secret["name"], "key": secret["key"]}
 
 
 @pytest.mark.integration
@@ -133,23 +28,3 @@ def test_the_scaler_reads_a_number_off_a_real_api(stack: Stack) -> None:
     assert answer.status_code == 200
     value = gjson(answer.json(), trigger["metadata"]["valueLocation"])
     assert isinstance(value, int) and value >= 0
-
-
-@pytest.mark.unit
-def test_the_cluster_overlay_points_the_gateway_at_every_node_and_the_sentinels() -> None:
-    overlay = yaml.safe_load((K8S / "cluster" / "kustomization.yaml").read_text())
-    assert overlay["resources"] == ["../"]
-    (patch,) = overlay["patches"]
-    assert patch["target"] == {"kind": "ConfigMap", "name": "llm-api-config"}
-    data = dict(kind("ConfigMap")["llm-api-config"]["data"])
-    for op in yaml.safe_load(patch["patch"]):  # JSON patch, as kustomize applies it
-        key = op["path"].removeprefix("/data/")
-        assert op["op"] in {"add", "replace", "remove"} and (op["op"] == "add") != (key in data), op
-        if op["op"] == "remove":
-            del data[key]
-        else:
-            data[key] = op["value"]
-    config = Config(_env_file=None, **{key.lower(): value for key, value in data.items()})  # type: ignore[arg-type]
-    assert len(config.rabbit_mq_nodes) == 3 and len({host for host, _ in config.rabbit_mq_nodes}) == 3
-    assert config.quorum_queues and config.broker_url.count("amqp://") == 3
-    assert [port for _, port in config.sentinels] == [26379] * 3 and config.redis_replica_acks == 1

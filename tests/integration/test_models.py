@@ -6,13 +6,10 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from shared.config import Config
-from shared.registry import RegistryError, UnknownModel, load_registry
 from testing.fake_model_server import FakeModelServer
 from tests.conftest import StackFactory
 
@@ -91,50 +88,6 @@ def test_each_model_has_its_queue_workers_and_server(
     assert collected.json()["content"] == "echo: g"
 
 
-@pytest.mark.unit
-def test_a_registry_file_in_yaml(tmp_path: Path) -> None:
-    path = tmp_path / "models.yaml"
-    path.write_text(
-        "models:\n"
-        "  - name: small\n    url: gpu-a:8000\n    api_key_env: SMALL_KEY\n"
-        "  - name: large\n    url: http://gpu-b:8000/v1\n    queue: big-jobs\n"
-        "default: large\n"
-    )
-    config = Config(_env_file=None, models_file=str(path), queue_name="q")  # type: ignore[call-arg]
-    registry = load_registry(config)
-    assert [(m.name, m.url, m.queue) for m in registry.models] == [
-        ("small", "http://gpu-a:8000", "q.small"),
-        ("large", "http://gpu-b:8000", "big-jobs"),
-    ]
-    assert registry.route(None).name == "large" and not registry.passthrough
-    with pytest.raises(UnknownModel, match="small, large"):
-        registry.route("medium")
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize(
-    ("models", "fragment"),
-    [
-        ("not json", "not JSON"),
-        ('{"models": []}', "non-empty list"),
-        ('{"models": [{"name": "a"}]}', "'name' and 'url'"),
-        ('{"models": [{"name": "a", "url": "x"}, {"name": "a", "url": "y"}]}', "listed twice"),
-        ('{"models": [{"name": "a", "url": "x", "queue": "bad queue"}]}', "queue"),
-        ('{"models": [{"name": "a", "url": "x"}], "default": "b"}', "default"),
-    ],
-)
-def test_a_wrong_registry_is_refused_saying_why(models: str, fragment: str) -> None:
-    with pytest.raises(RegistryError, match=fragment):
-        load_registry(Config(_env_file=None, models=models))  # type: ignore[call-arg]
-
-
-@pytest.mark.unit
-def test_inner_llm_url_alone_is_a_one_model_registry() -> None:
-    registry = load_registry(Config(_env_file=None, inner_llm_url="m:1", queue_name="q"))  # type: ignore[call-arg]
-    assert registry.passthrough and registry.route("anything").url == "http://m:1"
-    assert registry.queues == ["q"]
-
-
 def test_urgent_jobs_overtake_a_backlog(make_stack: StackFactory, fake: FakeModelServer) -> None:
     stack = make_stack(workers=0)
     fake.latency = 0.01
@@ -157,14 +110,6 @@ def test_urgent_jobs_overtake_a_backlog(make_stack: StackFactory, fake: FakeMode
     print(f"\n[priorities] urgent jobs finished at positions {sorted(urgent_at)} of 210")
     # A worker holds one job beyond the one it runs: at most those run first.
     assert max(urgent_at) < 15, sorted(urgent_at)
-
-
-@pytest.mark.unit
-def test_a_jobs_priority_maps_to_vllms_where_lower_is_sooner() -> None:
-    from tasks.model.protocol import server_priority
-
-    assert [server_priority(p) for p in (9, 5, 0)] == [0, 4, 9]
-    assert server_priority(None) == server_priority(5)  # a job without one: the API's default
 
 
 @pytest.mark.integration

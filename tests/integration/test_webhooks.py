@@ -6,10 +6,8 @@ up visibly, and never sent where they must not go."""
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import os
-import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,19 +17,7 @@ import openai
 import pytest
 import standardwebhooks
 
-from shared.config import Config
-from shared.webhooks import (
-    Endpoint,
-    UnsafeUrl,
-    WebhookConfigError,
-    dumps,
-    event,
-    load_endpoints,
-    resolve,
-    signed_headers,
-)
 from tasks import dead_letters
-from tasks.webhook_delivery import DeliveryFailed, send
 from testing.fake_model_server import FakeModelServer
 from testing.load import wait_until
 from testing.metrics import samples, value
@@ -40,14 +26,6 @@ from testing.webhook_receiver import Received, WebhookReceiver
 from tests.conftest import StackFactory
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
-
-
-def config(**settings: Any) -> Config:
-    return Config(_env_file=None, **settings)  # type: ignore[call-arg]
-
-
-def endpoint(url: str = "https://hooks.example.com/x", events: frozenset[str] | None = None) -> Endpoint:
-    return Endpoint(url, url, SECRET, events or frozenset({"batch.completed"}))
 
 
 @pytest.fixture
@@ -63,95 +41,6 @@ def verified(received: Received) -> dict[str, Any]:
     checked = standardwebhooks.Webhook(SECRET).verify(received.body, received.headers)
     assert checked == json.loads(received.body) and unwrapped.id == checked["id"]
     return checked
-
-
-@pytest.mark.unit
-def test_a_signed_event_is_accepted_by_openais_sdk_and_standardwebhooks() -> None:
-    found = event("batch.completed", "batch_abc")
-    body = dumps(found)
-    headers = signed_headers(endpoint(), found["id"], body)
-    unwrapped = openai.OpenAI(api_key="unused").webhooks.unwrap(body, headers, secret=SECRET)
-    assert unwrapped.type == "batch.completed" and unwrapped.data.id == "batch_abc"
-    assert standardwebhooks.Webhook(SECRET).verify(body, headers)["data"] == {"id": "batch_abc"}
-    # Tampered with, or signed with another secret: refused by both.
-    other = "whsec_" + base64.b64encode(b"another secret of 32 bytes......").decode()
-    for data, secret in ((body.replace(b"abc", b"abd"), SECRET), (body, other)):
-        with pytest.raises(openai.InvalidWebhookSignatureError):
-            openai.OpenAI(api_key="unused").webhooks.unwrap(data, headers, secret=secret)
-        with pytest.raises(standardwebhooks.WebhookVerificationError):
-            standardwebhooks.Webhook(secret).verify(data, headers)
-
-
-@pytest.mark.unit
-def test_an_events_id_is_the_same_for_the_same_event() -> None:
-    assert event("batch.completed", "batch_1")["id"] == event("batch.completed", "batch_1", 0)["id"]
-    assert event("batch.completed", "batch_1")["id"] != event("batch.failed", "batch_1")["id"]
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize(
-    ("entry", "why"),
-    [
-        ({"url": "ftp://x/y", "secret": SECRET}, "url must be an http(s) URL"),
-        ({"url": "https://x/y", "secret": "plain"}, "whsec_"),
-        ({"url": "https://x/y", "secret": "whsec_!!!"}, "not base64"),
-        ({"url": "https://x/y", "secret": SECRET, "events": ["batch.done"]}, "unknown events"),
-        ({"url": "http://127.0.0.1:9/y", "secret": SECRET}, "private or loopback"),
-        ({"url": "http://[::1]/y", "secret": SECRET}, "private or loopback"),
-        # A password in the URL would be shown wherever the endpoint is named, and is never sent.
-        ({"url": "https://user:hunter2@hooks.example.com/y", "secret": SECRET}, "user or password"),
-        ({"url": "https://token@hooks.example.com/y", "secret": SECRET}, "user or password"),
-        # IPv6 forms carrying a private IPv4 address are judged by it.
-        ({"url": "http://[64:ff9b::a9fe:a9fe]/y", "secret": SECRET}, "private or loopback"),
-        ({"url": "http://[::ffff:0:7f00:1]/y", "secret": SECRET}, "private or loopback"),
-        ({"url": "http://[2002:7f00:1::]/y", "secret": SECRET}, "private or loopback"),
-        ({"url": "http://[::7f00:1]/y", "secret": SECRET}, "private or loopback"),
-    ],
-)
-def test_a_misconfigured_endpoint_stops_the_start(entry: dict[str, Any], why: str) -> None:
-    with pytest.raises(WebhookConfigError, match=re.escape(why)):
-        load_endpoints(config(webhooks=json.dumps([entry])))
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize(
-    "url",
-    [
-        "http://127.0.0.1/x",
-        "http://localhost:8080/x",
-        "http://10.1.2.3/x",
-        "http://169.254.169.254/latest/meta-data",
-        "http://[::1]/x",
-        "http://192.168.0.7/x",
-        "http://[64:ff9b::a9fe:a9fe]/x",  # NAT64 of 169.254.169.254
-        "http://[::ffff:0:7f00:1]/x",  # IPv4-translated 127.0.0.1
-        "http://[::ffff:10.1.2.3]/x",  # IPv4-mapped
-        "http://[2002:c0a8:7::]/x",  # 6to4 of 192.168.0.7
-        "http://[::7f00:1]/x",  # IPv4-compatible 127.0.0.1
-    ],
-)
-def test_private_and_loopback_addresses_are_refused(url: str) -> None:
-    with pytest.raises(UnsafeUrl, match="WEBHOOK_ALLOW_PRIVATE"):
-        resolve(url, allow_private=False)
-    assert resolve(url, allow_private=True)
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize("address", ["64:ff9b::808:808", "2002:808:808::", "::ffff:8.8.8.8", "2606:4700::1111"])
-def test_ipv6_forms_of_a_public_address_are_allowed(address: str) -> None:
-    assert ipaddress.ip_address(resolve(f"http://[{address}]/x", allow_private=False)) == ipaddress.ip_address(address)
-
-
-@pytest.mark.unit
-def test_a_redirect_is_not_followed(receiver: WebhookReceiver) -> None:
-    receiver.redirect_to = "http://169.254.169.254/latest/meta-data"
-    found = event("batch.completed", "batch_1")
-    with pytest.raises(DeliveryFailed, match="redirects are not followed"):
-        send(config(webhook_allow_private=True), endpoint(receiver.url), found)
-    assert len(receiver.received) == 1  # and nothing else was asked
-    with pytest.raises(DeliveryFailed, match="WEBHOOK_ALLOW_PRIVATE"):
-        send(config(), endpoint(receiver.url), found)
-    assert len(receiver.received) == 1
 
 
 def webhook_env(receiver: WebhookReceiver, events: list[str] | None = None, **more: str) -> dict[str, str]:
@@ -275,18 +164,6 @@ def test_a_delivery_that_gives_up_is_counted_and_kept_as_a_dead_letter(
         time.sleep(0.2)
     assert dead and "gave up after" in dead[0]["reason"], dead
     assert os.environ.get("WEBHOOKS") is None  # the test's endpoints never leak into the environment
-
-
-@pytest.mark.unit
-def test_a_misconfigured_endpoint_stops_the_api_and_the_worker() -> None:
-    from api.main import create_app
-    from tasks.worker import Worker
-
-    wrong = config(webhooks=json.dumps([{"url": "https://x/y", "secret": "not-a-whsec"}]))
-    with pytest.raises(WebhookConfigError):
-        create_app(wrong)
-    with pytest.raises(WebhookConfigError):
-        Worker(wrong)
 
 
 @pytest.mark.integration

@@ -1,12 +1,9 @@
-"""Both sides against the contract (shared/contract/): the task names the workers
-register, the jobs the API builds, the failures the workers raise and the statuses the
-API answers them with, and the scripts that move a job through its life."""
+"""The scripts that move a job through its life (shared/contract/scripts.py), run on a
+real Redis. What both sides agree on without Redis is in tests/unit/shared/contract/."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,123 +11,9 @@ from typing import Any
 
 import pytest
 import redis
-from celery import Celery
-from celery.backends.base import BaseBackend
 
-from api.errors import job_failure
-from api.http.statuses import status_of
-from api.jobs.store import fingerprint
-from api.native.types import ChatCompletionRequest, GenerateRequest
-from api.openai.chat.types import OpenAIChatRequest
-from api.openai.completions.types import OpenAICompletionRequest
 from shared import contract
-from shared.contract import CANCEL, CLAIM, FAILURES, MARK_STARTED, STORE_ONCE, InvalidJob, Job, Keys, TaskName
-from tasks import dead_letters, llm
-from tasks.model import client, protocol, stream
-from testing.processes import ROOT
-
-
-@pytest.mark.unit
-def test_the_workers_register_exactly_the_contracts_task_names() -> None:
-    llm.celery_app.loader.import_default_modules()  # the app's `include`, as a worker imports them
-    registered = {name for name in llm.celery_app.tasks if not name.startswith("celery.")}
-    assert registered == set(TaskName)
-
-
-@pytest.mark.unit
-def test_every_failure_a_worker_raises_is_in_the_contract() -> None:
-    raised = {
-        obj
-        for module in (client, protocol, stream, llm, dead_letters)
-        for obj in vars(module).values()
-        if isinstance(obj, type) and issubclass(obj, contract.JobFailure) and obj is not contract.JobFailure
-    }
-    assert {cls for cls in raised if cls is not contract.ModelServerError} <= set(FAILURES.values())
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize(
-    ("failure", "status"),
-    [
-        (contract.ModelServerUnavailable("down"), 502),
-        (contract.ModelServerFailed("answered 500", 500), 502),
-        (contract.ModelServerTimeout("slow"), 504),
-        (contract.ModelServerRejected("no such model", 404), 404),
-        (contract.ModelServerRejected("bad", None), 400),
-        (contract.InvalidJob("bad job"), 422),
-        (RuntimeError("bug"), 500),
-    ],
-)
-def test_a_failure_stored_by_celery_is_answered_with_the_contracts_status(failure: Exception, status: int) -> None:
-    # As Celery's result backend stores it (JSON): the class name, module and arguments.
-    backend = BaseBackend(app=Celery(set_as_current=False), serializer="json")
-    stored = json.loads(json.dumps(backend.prepare_exception(failure, "json")))
-    error = job_failure(stored["exc_type"], stored["exc_message"], stored["exc_module"])
-    assert status_of(error) == status
-    # The contract's failures say what the caller may know; any other only which part failed.
-    assert (str(failure.args[0]) in error.message) is (status != 500)
-    assert error.cause == type(failure).__name__
-
-
-@pytest.mark.unit
-def test_a_failure_the_contract_does_not_name_says_which_part_not_where_it_lives() -> None:
-    backend = BaseBackend(app=Celery(set_as_current=False), serializer="json")
-    outage = redis.exceptions.ConnectionError("Error 111 connecting to localhost:6379. Connection refused.")
-    stored = json.loads(json.dumps(backend.prepare_exception(outage, "json")))
-    error = job_failure(stored["exc_type"], stored["exc_message"], stored["exc_module"])
-    assert status_of(error) == 500 and error.cause == "ConnectionError"
-    assert "the result store (Redis)" in error.message and "6379" not in error.message
-    assert "localhost" not in error.message
-
-
-@pytest.mark.unit
-def test_the_failures_a_caller_must_fix_are_not_kept_as_dead_letters() -> None:
-    assert not contract.is_kept("ModelServerRejected")
-    assert contract.is_kept("ModelServerUnavailable") and contract.is_kept("SomethingUnforeseen")
-
-
-def _api_jobs() -> list[tuple[TaskName, dict[str, Any]]]:
-    # As the API's endpoints build them (api/native/router.py, api/openai/chat/router.py).
-    spec_generate = GenerateRequest(content="hi", meta={"stop_words": ["x"], "priority": 9})
-    spec_chat = ChatCompletionRequest(messages=[{"role": "system", "content": "s"}, {"role": "user", "content": "u"}])
-    chat = OpenAIChatRequest(messages=[{"role": "user", "content": "u"}], top_p=0.5, n=2, seed=3, stop="end")
-    completion = OpenAICompletionRequest(prompt="p", max_tokens=5)
-    return [
-        (TaskName.GENERATE, spec_generate.model_dump(exclude={"job_id", "stream"})),
-        (TaskName.CHAT, spec_chat.model_dump(exclude={"job_id", "stream"})),
-        (TaskName.CHAT, {"meta": chat.meta(chat.max_tokens), "messages": [m.model_dump() for m in chat.messages]}),
-        (TaskName.GENERATE, {"meta": completion.meta(completion.max_tokens), "content": completion.prompt}),
-    ]
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize(("task", "job"), _api_jobs())
-def test_every_job_the_api_builds_is_one_the_workers_take(task: TaskName, job: dict[str, Any]) -> None:
-    sent = json.loads(json.dumps({**job, "route": "small", "stream": True, "accepted_at": time.time()}))
-    parsed = Job.parse(sent)
-    assert parsed.prompt(task)[-1]["content"] in ("hi", "u", "p")
-    assert parsed.meta.temperature == job["meta"]["temperature"]
-    assert parsed.meta.sampling == {k: v for k, v in (job["meta"].get("sampling") or {}).items() if v is not None}
-    # When it was accepted and whether it streams are not what makes two jobs the same.
-    assert fingerprint(task, job) == fingerprint(task, {**job, "stream": True, "accepted_at": 1.0})
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize(
-    ("task", "job", "says"),
-    [
-        (TaskName.GENERATE, {"meta": {}}, "'content'"),
-        (TaskName.CHAT, {"meta": {}, "messages": []}, "'messages'"),
-        (TaskName.CHAT, {"messages": [{"role": "user"}]}, "invalid 'messages': 0.content"),
-        (TaskName.GENERATE, {"content": "x", "meta": {"sampling": {"top_k": 3}}}, "'sampling' takes only"),
-        (TaskName.GENERATE, {"content": "x", "meta": {"temperature": "hot"}}, "invalid 'meta': temperature"),
-    ],
-)
-def test_a_job_outside_the_contract_is_refused_naming_what_is_wrong(
-    task: TaskName, job: dict[str, Any], says: str
-) -> None:
-    with pytest.raises(InvalidJob, match=says):
-        Job.parse(job).prompt(task)
+from shared.contract import CANCEL, CLAIM, MARK_STARTED, STORE_ONCE, Keys, TaskName
 
 
 @pytest.fixture
@@ -283,10 +166,3 @@ def _messages(listener: Any, count: int) -> list[bytes]:
         if message:
             got.append(message["data"])
     return got
-
-
-@pytest.mark.unit
-def test_the_api_imports_the_contract_and_no_worker_code() -> None:
-    probe = "import sys, api.main; print(sorted({m.split('.')[0] for m in sys.modules} & {'tasks', 'shared'}))"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.strip() == "['shared']"

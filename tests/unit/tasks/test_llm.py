@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 
 from shared.config import Config
 from shared.contract import ModelServerFailed, ModelServerRejected, ModelServerUnavailable
-from tasks import llm, wiring, worker
+from tasks import llm, worker
 from tasks.model import ModelClient
 from tasks.model.http import Reply
 
@@ -316,30 +315,6 @@ def test_malformed_chat_jobs_are_refused(install: Any) -> None:
     install(Recorder())
     with pytest.raises(llm.InvalidJob, match="'messages'"):
         llm.chat({"meta": {}, "messages": [{"role": "user"}]})
-
-
-def test_the_result_text_for_flower_is_its_repr_cut_to_celerys_limit() -> None:
-    from celery.app import trace
-
-    answer = {"content": "x" * 5000, "usage": {"total_tokens": 7}}
-    assert trace.saferepr is wiring.result_repr
-    assert trace.saferepr(answer, 1024) == repr(answer)[:1021] + "..."
-    assert trace.saferepr({"content": "hi"}, 1024) == "{'content': 'hi'}"
-
-
-@pytest.mark.parametrize(("level", "celery_lines"), [(logging.INFO, False), ("INFO", False), (logging.DEBUG, True)])
-def test_celerys_per_job_lines_are_off_below_debug(level: int | str, celery_lines: bool) -> None:
-    names = ("celery.worker.strategy", "celery.app.trace")
-    before = {name: logging.getLogger(name).level for name in names}
-    try:
-        for name in names:
-            logging.getLogger(name).setLevel(logging.NOTSET)
-        wiring._json_logs(logger=None, loglevel=level)
-        expected = logging.NOTSET if celery_lines else logging.WARNING  # NOTSET: the worker's level
-        assert [logging.getLogger(name).level for name in names] == [expected, expected]
-    finally:
-        for name, value in before.items():
-            logging.getLogger(name).setLevel(value)
 
 
 def test_a_raw_completion_of_several_prompts_as_llama_cpp_streams_it(install: Any) -> None:

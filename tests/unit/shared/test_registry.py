@@ -1,15 +1,16 @@
-"""A model's servers in the registry: the forms it takes, what it refuses, and INNER_LLM_URL's list."""
+"""The model registry: its files (YAML or JSON), a model's servers and the forms they take, what it
+refuses, and INNER_LLM_URL's list."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shared.config import Config
-from shared.registry import DEFAULT_SLOTS, RegistryError, load_registry
-from shared.servers import servers_state
+from shared.registry import DEFAULT_SLOTS, RegistryError, UnknownModel, UnknownQueue, load_registry, server_name
 
 pytestmark = pytest.mark.unit
 
@@ -87,17 +88,70 @@ def test_inner_llm_url_shown_without_credentials_each() -> None:
     assert config.inner_llm_url_shown == "http://a:1,http://b:2"
 
 
-def test_a_servers_state_as_scaling_shows_it() -> None:
-    model = registry({"name": "m", "servers": [{"url": "a:1", "slots": 4}, {"url": "b:1", "slots": 2},
-                                               {"url": "c:1"}]}).default  # fmt: skip
-    raw = {
-        b"a:1|slots": b"4", b"a:1|free": b"1", b"a:1|state": b"up", b"a:1|jobs": b"10",
-        b"b:1|slots": b"2", b"b:1|free": b"1", b"b:1|state": b"down", b"b:1|fails": b"3", b"b:1|failures": b"5",
-        b"b:1|why": b"refused",
-    }  # fmt: skip
-    a, b, c = servers_state(model, raw)
-    assert (a["state"], a["busy"], a["jobs"]) == ("healthy", 3, 10)
-    assert (b["state"], b["busy"], b["failures_in_a_row"], b["last_failure"]) == ("draining", 1, 3, "refused")
-    assert (c["state"], c["slots"], c["busy"]) == ("healthy", DEFAULT_SLOTS, 0)  # no worker has used it yet
-    raw[b"b:1|free"] = b"2"
-    assert servers_state(model, raw)[1]["state"] == "down"
+def test_a_registry_file_in_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "models:\n"
+        "  - name: small\n    url: gpu-a:8000\n    api_key_env: SMALL_KEY\n"
+        "  - name: large\n    url: http://gpu-b:8000/v1\n    queue: big-jobs\n"
+        "default: large\n"
+    )
+    config = Config(_env_file=None, models_file=str(path), queue_name="q")  # type: ignore[call-arg]
+    registry = load_registry(config)
+    assert [(m.name, m.url, m.queue) for m in registry.models] == [
+        ("small", "http://gpu-a:8000", "q.small"),
+        ("large", "http://gpu-b:8000", "big-jobs"),
+    ]
+    assert registry.route(None).name == "large" and not registry.passthrough
+    with pytest.raises(UnknownModel, match="small, large"):
+        registry.route("medium")
+
+
+@pytest.mark.parametrize(
+    ("models", "fragment"),
+    [
+        ("not json", "not JSON"),
+        ('{"models": []}', "non-empty list"),
+        ('{"models": [{"name": "a"}]}', "'name' and 'url'"),
+        ('{"models": [{"name": "a", "url": "x"}, {"name": "a", "url": "y"}]}', "listed twice"),
+        ('{"models": [{"name": "a", "url": "x", "queue": "bad queue"}]}', "queue"),
+        ('{"models": [{"name": "a", "url": "x"}], "default": "b"}', "default"),
+    ],
+)
+def test_a_wrong_registry_is_refused_saying_why(models: str, fragment: str) -> None:
+    with pytest.raises(RegistryError, match=fragment):
+        load_registry(Config(_env_file=None, models=models))  # type: ignore[call-arg]
+
+
+def test_inner_llm_url_alone_is_a_one_model_registry() -> None:
+    registry = load_registry(Config(_env_file=None, inner_llm_url="m:1", queue_name="q"))  # type: ignore[call-arg]
+    assert registry.passthrough and registry.route("anything").url == "http://m:1"
+    assert registry.queues == ["q"]
+
+
+def test_a_request_names_a_model_by_its_name_or_an_alias_and_a_queue_names_the_model_served_from_it() -> None:
+    models = registry(
+        {"name": "small", "aliases": ["quick"], "url": "a:1"},
+        {"name": "large", "url": "b:1", "queue": "big"},
+        {"name": "twin", "url": "c:1", "queue": "big"},
+        queue_name="q",
+    )
+    assert (
+        models.route("quick").name == "small"
+        and models.route(None).name == "small"
+        and models.route("").name == "small"
+    )
+    assert models.by_queue("big", "q").name == "large"  # the first listed of a shared queue
+    assert models.by_queue("q", "q") is models.default
+    with pytest.raises(UnknownQueue, match=r"the queues are: big, q, q\.small$"):
+        models.by_queue("q.huge", "q")
+    with pytest.raises(UnknownModel):
+        models.by_name("quick")  # an alias routes a request; a worker's models are named
+    assert models.queues_for("large, small") == ["big", "q.small"] and models.queues_for("") == ["big", "q.small"]
+    with pytest.raises(UnknownModel):
+        models.queues_for("medium")
+
+
+def test_a_servers_name_is_its_host_port_and_path_without_anything_else() -> None:
+    assert server_name("https://user:pw@gpu-a/v1 beta") == "gpu-a:443/v1_beta"
+    assert server_name("http://gpu-b:8000/") == "gpu-b:8000"

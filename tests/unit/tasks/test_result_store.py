@@ -1,0 +1,127 @@
+"""The result store: what a job's result is stored as, once (STORE_ONCE), and what it
+counts to the job's tenant. Redis is scripted at the edge (testing/scripted_redis.py);
+STORE_ONCE itself runs on a real Redis in tests/integration/shared/test_contract.py."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from celery import Celery, states
+
+from shared.contract import Keys
+from shared.contract.keys import usage_day
+from tasks.result_store import ResultStore, job_of, reply_channel
+from testing.scripted_redis import ScriptedRedis, arity
+
+pytestmark = pytest.mark.unit
+
+ANSWER = {
+    "content": "hi",
+    "finish_reason": "stop",
+    "model": "m",
+    "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+    "choices": [{"index": 0, "content": "hi", "finish_reason": "stop"}],
+}
+KEYS = Keys("p:")
+
+
+class Scripted(ResultStore):
+    """The result store on a scripted Redis: its client is the edge the test writes."""
+
+    fake: ScriptedRedis
+
+    def _create_client(self, **params: Any) -> Any:
+        return self.fake
+
+
+def store(replica_acks: int = 0, **answers: Any) -> tuple[ResultStore, ScriptedRedis]:
+    app = Celery(set_as_current=False)
+    app.conf.update(
+        result_backend_transport_options={"global_keyprefix": "p:"},
+        result_extended=True,
+        usage_days=10,
+        usage_default_model="default-model",
+        redis_replica_acks=replica_acks,
+    )
+    fake = ScriptedRedis({"STORE_ONCE": 1, **answers})
+    backend = type("Store", (Scripted,), {"fake": fake})(app=app, url="redis://127.0.0.1:1/0")
+    return backend, fake
+
+
+def request(job: Any, task: str = "llm.chat") -> SimpleNamespace:
+    return SimpleNamespace(task=task, args=[job], kwargs={}, hostname="celery@w1", retries=0,
+                           delivery_info={"routing_key": "q"}, children=[])  # fmt: skip
+
+
+def test_an_answer_is_stored_once_without_its_request_or_what_repeats_its_first_choice() -> None:
+    backend, fake = store()
+    job = {"meta": {}, "messages": [{"role": "user", "content": "a long prompt"}], "reply_to": "replies:api-1"}
+    backend._store_result("j1", dict(ANSWER), states.SUCCESS, request=request(job))
+    (call,) = fake.named("STORE_ONCE")
+    assert call.keys[:2] == [KEYS.result("j1").encode(), KEYS.job("j1")]  # where the API reads it
+    stored_json, seconds, reply_to = call.argv[:3]
+    assert ", " not in stored_json and ": " not in stored_json  # compact: a tenth of a result's bytes
+    stored = json.loads(stored_json)
+    assert (stored["status"], stored["task_id"], stored["name"]) == ("SUCCESS", "j1", "llm.chat")
+    assert not {"args", "kwargs", "worker", "retries", "queue", "traceback", "children"} & set(stored)
+    assert "a long prompt" not in stored_json
+    assert "content" not in stored["result"] and stored["result"]["choices"] == ANSWER["choices"]
+    assert seconds == backend.expires and reply_to == "replies:api-1"
+    # Read back as a Python client's AsyncResult reads it: whole.
+    assert backend.meta_from_decoded(stored)["result"] == ANSWER
+
+
+def test_a_model_jobs_result_counts_its_tokens_to_its_tenant_and_the_model_that_served_it() -> None:
+    backend, fake = store()
+    job = {"meta": {}, "route": "big", "tenant": "acme"}
+    backend._store_result("acme~j1", {**ANSWER, "served_model": "fallback"}, states.SUCCESS, request=request(job))
+    (call,) = fake.named("STORE_ONCE")
+    assert (len(call.keys), len(call.argv)) == arity("STORE_ONCE")
+    now = time.time()
+    assert call.keys[2] == KEYS.usage(usage_day(now)) and call.keys[3:5] == KEYS.token_windows("acme", now)
+    assert call.keys[5:] == [KEYS.in_flight("acme"), KEYS.lease("acme~j1")]
+    assert call.argv[3:] == ["acme|fallback|", "jobs", 3, 4, 10 * 86_400, "acme~j1"]
+
+
+def test_a_failure_counts_as_failed_on_the_jobs_route_with_no_tokens() -> None:
+    backend, fake = store()
+    failure = {"exc_type": "ModelServerUnavailable", "exc_message": ["down"], "exc_module": "shared.contract"}
+    backend._store_result("j1", failure, states.FAILURE, request=request({"meta": {}}))
+    (call,) = fake.named("STORE_ONCE")
+    assert call.argv[1] == backend.failure_expires
+    assert call.argv[3:] == ["default|default-model|", "failed", 0, 0, 10 * 86_400, "j1"]
+    assert call.keys[5] == KEYS.in_flight("default")
+
+
+@pytest.mark.parametrize(
+    "job",
+    [{"endpoint": "hooks", "event": {}}, {}],  # a webhook delivery; the gateway's own GET /v1/models
+)
+def test_what_is_not_a_models_job_is_stored_but_counted_to_nobody(job: dict[str, Any]) -> None:
+    backend, fake = store()
+    backend._store_result("j1", {"models": ["m"]}, states.SUCCESS, request=request(job, "llm.models"))
+    (call,) = fake.named("STORE_ONCE")
+    assert len(call.keys) == 2 and len(call.argv) == 3
+
+
+def test_with_replicas_the_result_waits_for_them_and_says_when_too_few_hold_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend, fake = store(replica_acks=2, execute_command=1)
+    with caplog.at_level(logging.WARNING):
+        backend._store_result("j1", dict(ANSWER), states.SUCCESS, request=request({"meta": {}}))
+    assert [call.name for call in fake.calls] == ["STORE_ONCE", "execute_command"]
+    assert fake.calls[1].args[:2] == ("WAIT", 2)
+    assert "on 1 of 2 replicas" in caplog.text
+
+
+def test_the_job_and_its_reply_channel_are_read_off_any_request() -> None:
+    assert job_of(SimpleNamespace(args=({"meta": {}},))) == {"meta": {}}
+    assert job_of(SimpleNamespace(args=["not a job"])) == {} and job_of(None) == {}
+    assert reply_channel(SimpleNamespace(args=[{"reply_to": "replies:a"}])) == "replies:a"
+    assert reply_channel(SimpleNamespace(args=[{"reply_to": 7}])) == ""
