@@ -29,7 +29,8 @@ def test_celeryconfig_module_holds_only_lowercase_celery_keys(clean_env: pytest.
     module = importlib.import_module("celeryconfig")
     # Celery hides names starting with "_" from its settings (`celery inspect conf`).
     keys = {k for k in vars(module) if not k.startswith("_")}
-    assert keys == {*celery_settings(Config.read_from_env()), "result_backend", "worker_consumer"}
+    worker_only = {"result_backend", "worker_consumer", "result_backend_thread_safe"}
+    assert keys == {*celery_settings(Config.read_from_env()), *worker_only}
     assert module.task_default_queue == "by-module"
     # The worker's classes, named from the classes: importable as named.
     assert module.result_backend.startswith("tasks.result_store:ResultStore+redis://")
