@@ -96,11 +96,14 @@ class Responses:
         # The record is kept once its job is queued, not before: a request refused (a
         # quota, a full queue, the broker down) leaves nothing behind.
         timing.ran(route)
-        if body.background:
-            await self._runner.submit(route, {**routed, "stream": True}, notify=self._events.for_responses)
+        notify = self._events.for_responses
+        if body.background and not body.stream:
+            await self._runner.submit(route, {**routed, "stream": True}, notify=notify)
             return response_object(await self._records.save(route.key, record), "queued")
         if body.stream:
-            events = await open_stream(self._runner, route, routed)
+            # A background response streamed as it is made: queued as a background one (its
+            # reader leaving does not cancel it; it is read on with starting_after).
+            events = await open_stream(self._runner, route, routed, background=body.background, notify=notify)
             record = await self._records.save(route.key, record)
             return self._streamed(route, record, events, None, forget=not body.store, timing=timing)
         kept = {"record": record}
