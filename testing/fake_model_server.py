@@ -70,6 +70,9 @@ class FakeModelServer:
         self.stalling = 0  # streams paused right now
         self.disconnects_while_stalled = 0  # streams the client closed during their pause
         self.extra_words = 0  # words added to each answer, to make it long
+        # Usage in its answers (a stream's when stream_options.include_usage asks): False
+        # for a server that counts nothing, or ignores stream_options.
+        self.sends_usage = True
         self.completed_streams = 0
         self.disconnects = 0  # streams the client closed before the end
         self.requests: list[dict[str, Any]] = []
@@ -244,7 +247,7 @@ class FakeModelServer:
                     return answer
                 streaming = bool(body.get("stream"))
                 try:
-                    chunks, usage = _surface_chunks(body, self.models[0])
+                    chunks, usage = _surface_chunks(body, self.models[0], self.sends_usage)
                 except (KeyError, TypeError, AttributeError) as error:  # as vLLM refuses a malformed body
                     return JSONResponse({"object": "error", "message": f"bad request: {error!r}",
                                          "type": "BadRequestError", "code": 400}, status_code=400)  # fmt: skip
@@ -257,7 +260,8 @@ class FakeModelServer:
             streaming = bool(body.get("stream"))
             if streaming:
                 return StreamingResponse(self._stream(body, *answer), media_type="text/event-stream")
-            return _whole(body.get("model") or self.models[0], *answer)
+            content, finish, usage = answer
+            return _whole(body.get("model") or self.models[0], content, finish, usage if self.sends_usage else None)
         finally:
             if not streaming:
                 self.in_flight -= 1
@@ -299,7 +303,7 @@ class FakeModelServer:
                 if sent == self.stall_after:
                     await self._pause()
             yield _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
-            if (body.get("stream_options") or {}).get("include_usage"):
+            if (body.get("stream_options") or {}).get("include_usage") and self.sends_usage:
                 yield _event({**base, "choices": [], "usage": usage})
             yield "data: [DONE]\n\n"
             finished = True
@@ -391,7 +395,9 @@ def _logprobs_of(words: list[str]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def _surface_chunks(body: dict[str, Any], default_model: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
+def _surface_chunks(
+    body: dict[str, Any], default_model: str, sends_usage: bool = True
+) -> tuple[list[dict[str, Any]], dict[str, int] | None]:
     """The answer to a request using OpenAI's wider surface, as the chunks a stream
     sends (joined by `_joined` for a whole answer)."""
     model = body.get("model") or default_model
@@ -464,12 +470,14 @@ def _surface_chunks(body: dict[str, Any], default_model: str) -> tuple[list[dict
         prompt_tokens = sum(len(_text(m.get("content")).split()) + 4 for m in body["messages"])
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
              "total_tokens": prompt_tokens + completion_tokens}  # fmt: skip
+    if not sends_usage:
+        return chunks, None
     if (body.get("stream_options") or {}).get("include_usage"):
         chunks.append({**base, "choices": [], "usage": usage})
     return chunks, usage
 
 
-def _joined(chunks: list[dict[str, Any]], usage: dict[str, int]) -> dict[str, Any]:
+def _joined(chunks: list[dict[str, Any]], usage: dict[str, int] | None) -> dict[str, Any]:
     """A whole answer made of a stream's chunks, as a server sends it without "stream"."""
     raw = chunks[0]["object"] == "text_completion"
     choices: dict[int, dict[str, Any]] = {}
@@ -513,7 +521,7 @@ def _event(chunk: dict[str, Any]) -> str:
     return f"data: {json.dumps(chunk)}\n\n"
 
 
-def _whole(model: str, content: str, finish: str, usage: dict[str, int]) -> Response:
+def _whole(model: str, content: str, finish: str, usage: dict[str, int] | None) -> Response:
     return JSONResponse(
         {
             "id": "chatcmpl-whole",

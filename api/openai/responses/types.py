@@ -144,7 +144,7 @@ class ResponsesRequest(_FallsBack):
     parallel_tool_calls: bool | None = None
     text: TextConfig | None = Field(None, description="{format: {type: text | json_object | json_schema}}")
     max_output_tokens: Count | None = None
-    temperature: float = Field(1.0, ge=0, le=2)
+    temperature: float | None = Field(None, ge=0, le=2, description="the model server's own default when omitted")
     top_p: float | None = Field(None, gt=0, le=1)
     metadata: dict[str, str] | None = Field(None, max_length=16)
     store: bool = True

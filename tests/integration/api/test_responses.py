@@ -262,6 +262,33 @@ def test_a_background_response_whose_streams_reader_left_is_cancelled_by_cancel(
     assert sdk.responses.retrieve(response_id).status == "cancelled"
 
 
+def test_usage_is_null_when_the_model_server_counts_nothing(stack_once: Stack, fake: FakeModelServer) -> None:
+    sdk = client(stack_once)
+    fake.sends_usage = False
+    made = sdk.responses.create(model="fake-model", input="x")
+    assert made.output_text == "echo: x" and made.usage is None
+    assert sdk.responses.retrieve(made.id).usage is None
+    streamed = list(sdk.responses.create(model="fake-model", input="y", stream=True))
+    assert streamed[-1].response.output_text == "echo: y" and streamed[-1].response.usage is None
+    fake.sends_usage = True
+    counted = sdk.responses.create(model="fake-model", input="z")
+    assert counted.usage is not None and counted.usage.input_tokens == 5 and counted.usage.output_tokens == 2
+
+
+def test_sampling_left_unset_is_not_sent_so_the_servers_defaults_apply(
+    stack_once: Stack, fake: FakeModelServer
+) -> None:
+    sdk = client(stack_once)
+    unset = sdk.responses.create(model="fake-model", input="x")
+    sent = fake.completions[-1]
+    assert not {"temperature", "top_p", "max_tokens", "tool_choice", "parallel_tool_calls", "user"} & sent.keys()
+    assert unset.temperature is None and unset.top_p is None  # the server's own: not known here
+    given = sdk.responses.create(model="fake-model", input="x", temperature=0.4, top_p=0.5, max_output_tokens=9)
+    sent = fake.completions[-1]
+    assert (sent["temperature"], sent["top_p"], sent["max_tokens"]) == (0.4, 0.5, 9)
+    assert (given.temperature, given.top_p, given.max_output_tokens) == (0.4, 0.5, 9)
+
+
 def test_store_false_keeps_nothing_once_read(stack: Stack, fake: FakeModelServer) -> None:
     sdk = client(stack)
     made = sdk.responses.create(model="fake-model", input="secret", store=False)
