@@ -11,6 +11,13 @@ answers ``{"echo": <last message>}`` as JSON; with `logprobs` it gives a logprob
 word; `/v1/completions` answers each prompt of a list `n` times (with `echo`, the
 prompt first), without a chat template.
 
+It counts tokens (one a word, four more a message, as its usage counts a prompt) the way
+vLLM or llama.cpp does (`tokenizer`): vLLM's ``POST /tokenize`` takes a chat's
+``messages`` (or a ``prompt``) and answers ``{"count", "max_model_len", "tokens"}``;
+llama.cpp's takes only ``content`` and answers ``{"tokens"}`` (``[]`` for a body without
+it), a chat being made a prompt first by ``POST /apply-template``. With no `tokenizer`
+it serves neither (as Ollama or TGI: 404).
+
 Like a real server it may take only so many calls at once (`slots`: the others wait
 their turn inside it), be broken (`broken`: every answer, `/health` included, is that
 status), and answer faster when it saw a conversation's prefix a moment ago (`cached_latency`:
@@ -73,6 +80,9 @@ class FakeModelServer:
         # Usage in its answers (a stream's when stream_options.include_usage asks): False
         # for a server that counts nothing, or ignores stream_options.
         self.sends_usage = True
+        # How it counts tokens: "vllm", "llama.cpp", or None (it cannot: /tokenize is 404).
+        self.tokenizer: str | None = "vllm"
+        self.tokenized: list[dict[str, Any]] = []  # bodies of /tokenize and /apply-template, in turn
         self.completed_streams = 0
         self.disconnects = 0  # streams the client closed before the end
         self.requests: list[dict[str, Any]] = []
@@ -120,6 +130,8 @@ class FakeModelServer:
                 Route("/v1/completions", self._chat, methods=["POST"]),
                 Route("/v1/embeddings", self._embeddings, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                Route("/tokenize", self._tokenize, methods=["POST"]),
+                Route("/apply-template", self._apply_template, methods=["POST"]),
                 Route("/health", self._health, methods=["GET"]),
                 Route("/stats", self._stats, methods=["GET", "DELETE"]),
                 Route("/settings", self._settings, methods=["PUT"]),
@@ -203,6 +215,40 @@ class FakeModelServer:
         tokens = sum(counts)
         return JSONResponse({"object": "list", "data": data, "model": body.get("model") or self.models[0],
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})  # fmt: skip
+
+    async def _tokenize(self, request: Request) -> Response:
+        body = await request.json()
+        self.tokenized.append(body)
+        if self.tokenizer is None:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        if self.broken:
+            return _openai_error(self.broken, "the server is broken", "InternalServerError")
+        if self.tokenizer == "llama.cpp":
+            # Only `content` is read (a string, or tokens and strings mixed); anything else is
+            # no content at all. Its model has no BOS token: add_special adds nothing.
+            content = body.get("content")
+            words = content.split() if isinstance(content, str) else []
+            return JSONResponse({"tokens": [len(word) for word in words]})
+        if self.strict_models and body.get("model") not in self.models:
+            return _openai_error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
+        if isinstance(body.get("messages"), list):
+            count = _prompt_tokens(body["messages"])
+        elif isinstance(body.get("prompt"), str):
+            count = len(body["prompt"].split())
+        else:
+            return _openai_error(400, "1 validation error: messages or prompt: Field required", "BadRequestError")
+        return JSONResponse({"count": count, "max_model_len": self.context_size or 4096, "tokens": list(range(count))})
+
+    async def _apply_template(self, request: Request) -> Response:
+        """llama.cpp's: a chat made the prompt its template makes (four tokens a message, and its words)."""
+        body = await request.json()
+        self.tokenized.append(body)
+        if self.tokenizer != "llama.cpp":
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        if not isinstance(body.get("messages"), list):
+            return _openai_error(400, "'messages' is required", "invalid_request_error")
+        turns = [f"<|start|> {m.get('role')} <|sep|> {_text(m.get('content'))} <|end|>" for m in body["messages"]]
+        return JSONResponse({"prompt": " ".join(turns)})
 
     async def _health(self, _: Request) -> Response:
         self.probes += 1
@@ -351,7 +397,7 @@ class FakeModelServer:
         if body.get("prompt") is not None:
             return "", "stop", {}
         prompt = _text(body["messages"][-1]["content"])
-        prompt_tokens = sum(len(_text(m.get("content")).split()) + 4 for m in body["messages"])
+        prompt_tokens = _prompt_tokens(body["messages"])
         max_tokens = body.get("max_tokens")
         if self.context_size is not None and max_tokens is not None and prompt_tokens + max_tokens > self.context_size:
             return _openai_error(
@@ -385,6 +431,11 @@ def _text(content: Any) -> str:
     if isinstance(content, list):
         return " ".join(part["text"] for part in content if isinstance(part, dict) and part.get("text"))
     return content if isinstance(content, str) else ""
+
+
+def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """A chat's tokens, as the fake counts them: a word each, four more a message."""
+    return sum(len(_text(m.get("content")).split()) + 4 for m in messages)
 
 
 def _logprobs_of(words: list[str]) -> list[dict[str, Any]]:
@@ -467,7 +518,7 @@ def _surface_chunks(
                         choice["logprobs"] = {"content": _logprobs_of([piece]), "refusal": None}
                     chunks.append({**base, "choices": [choice]})
             chunks.append({**base, "choices": [{"index": index, "delta": {}, "finish_reason": finish}]})
-        prompt_tokens = sum(len(_text(m.get("content")).split()) + 4 for m in body["messages"])
+        prompt_tokens = _prompt_tokens(body["messages"])
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
              "total_tokens": prompt_tokens + completion_tokens}  # fmt: skip
     if not sends_usage:
