@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from api.errors import InvalidInput
-from api.openai.responses.types import IGNORED, ResponsesRequest
+from api.openai.responses.types import IGNORED, InputTokensRequest, ResponsesRequest
 from api.openai.types import sampling_temperature
 
 # Chat completions' fields a response's own are translated to: passed on beside them,
@@ -42,7 +42,7 @@ def item_id(response_id: str, kind: str, n: int) -> str:
 # -- a request → a chat job -------------------------------------------------------
 
 
-def given_input(body: ResponsesRequest) -> str | list[dict[str, Any]]:
+def given_input(body: ResponsesRequest | InputTokensRequest) -> str | list[dict[str, Any]]:
     """The request's `input` as sent: a string, or its items as dicts."""
     given = body.input if body.input is not None else []
     return given if isinstance(given, str) else [item.model_dump(by_alias=True) for item in given]
