@@ -1,5 +1,6 @@
 """The Responses API's work: a request made a chat job and its record (its id the job's,
-of the request's tenant), and a job read back as a response, whole or as typed events.
+of the request's tenant), a job read back as a response, whole or as typed events, and
+a request's input counted by its model's server (api/openai/responses/input_tokens.py).
 
 A response is queued, run by the model's workers against the model server's chat
 completions, and kept as every job is, so a background response survives what a job
