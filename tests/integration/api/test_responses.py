@@ -262,6 +262,23 @@ def test_a_background_response_whose_streams_reader_left_is_cancelled_by_cancel(
     assert sdk.responses.retrieve(response_id).status == "cancelled"
 
 
+def test_a_streamed_response_not_in_the_background_is_cancelled_when_its_reader_leaves(
+    stack_once: Stack, fake: FakeModelServer
+) -> None:
+    # The contrast: the stream's own request, not a background one, leaves and does not
+    # come back within STREAM_LEAVE_GRACE (1 s): its response is cancelled.
+    sdk = client(stack_once)
+    fake.stall_after, fake.stall = 2, 60
+    with sdk.responses.create(model="fake-model", input="long", stream=True) as stream:
+        for event in stream:
+            if event.type == "response.created":
+                response_id = event.response.id
+            if event.type == "response.output_text.delta":
+                break
+    wait_until(lambda: fake.disconnects_while_stalled == 1, 20, "the model server's call to be closed")
+    assert sdk.responses.retrieve(response_id).status == "cancelled"
+
+
 def test_usage_is_null_when_the_model_server_counts_nothing(stack_once: Stack, fake: FakeModelServer) -> None:
     sdk = client(stack_once)
     fake.sends_usage = False
