@@ -160,6 +160,23 @@ class FileStoreUnavailable(Unavailable):
     """The file store (a directory, or S3) cannot be reached."""
 
 
+# A model server the API asks itself (a count of tokens, not a job): named by its
+# model in the message, never by its address.
+
+
+class ModelServerUnanswered(GatewayError):
+    """No server of the model answered (unreachable, timed out, a server error, an
+    answer that cannot be read)."""
+
+
+class NotServedByModelServer(GatewayError):
+    """The model's server serves nothing that does what was asked (it counts no tokens)."""
+
+
+class ModelServerRefused(BadRequest):
+    """The model's server refused what it was asked (its 4xx): the request's to change."""
+
+
 # The job itself.
 
 

@@ -17,7 +17,7 @@ from api.native.types import ChatCompletionRequest, Count, GenerateRequest, Mess
 from api.openai.chat.types import OpenAIChatRequest, OpenAIMessage
 from api.openai.completions.types import OpenAICompletionRequest
 from api.openai.embeddings.types import EmbeddingsRequest, TokenId
-from api.openai.responses.types import ResponsesRequest
+from api.openai.responses.types import InputTokensRequest, ResponsesRequest
 from shared.config import Config
 
 
@@ -29,6 +29,7 @@ class RequestModels:
     openai_completion: type[OpenAICompletionRequest]
     responses: type[ResponsesRequest]
     embeddings: type[EmbeddingsRequest]
+    input_tokens: type[InputTokensRequest]
 
 
 def request_models(config: Config) -> RequestModels:
@@ -93,11 +94,13 @@ def request_models(config: Config) -> RequestModels:
         OpenAICompletionRequest, **sampling,
         best_of=field(OpenAICompletionRequest, "best_of", {}, annotation=choices | None),
     )  # fmt: skip
+    given = {"maxItems": config.max_messages, "maxLength": config.max_prompt_chars}
     responses = limited(
         ResponsesRequest,
         max_output_tokens=field(ResponsesRequest, "max_output_tokens", tokens),
-        input=field(ResponsesRequest, "input", {"maxItems": config.max_messages, "maxLength": config.max_prompt_chars}),
+        input=field(ResponsesRequest, "input", given),
     )
+    input_tokens = limited(InputTokensRequest, input=field(InputTokensRequest, "input", given))
     text = Annotated[str, Field(min_length=1, max_length=config.max_prompt_chars)]
     tokens = Annotated[list[TokenId], Field(min_length=1, max_length=config.max_embedding_input_tokens)]
     many = config.max_embedding_inputs
@@ -111,4 +114,4 @@ def request_models(config: Config) -> RequestModels:
             Field(description=EmbeddingsRequest.model_fields["input"].description),
         ),
     )
-    return RequestModels(generate, chat, openai_chat, openai_completion, responses, embeddings)
+    return RequestModels(generate, chat, openai_chat, openai_completion, responses, embeddings, input_tokens)

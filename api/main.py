@@ -60,8 +60,9 @@ def get_router(config: Config) -> APIRouter:
     jobs = OpenAIJobs(config, parts.routing, parts.runner)
     records = ResponseStore(config, parts.redis)
     responses = Responses(
-        config, parts.routing, parts.runner, parts.store, records, parts.registry, parts.guard.tenants, parts.events
-    )
+        config, parts.routing, parts.runner, parts.store, records, parts.registry, parts.guard.tenants, parts.events,
+        parts.counter,
+    )  # fmt: skip
     outer = APIRouter(lifespan=lifespan)
     outer.include_router(probes_router(parts.readiness, parts.guard))
     routers = [

@@ -28,6 +28,7 @@ from api.openai.batches.doorbell import Doorbell
 from api.openai.batches.keeper import BatchKeeper
 from api.openai.batches.store import Batches
 from api.openai.files.store import Files
+from api.openai.responses.input_tokens import TokenCounter
 from api.stopping import stop
 from api.tenancy.fair_share import FairShare
 from api.tenancy.guard import Guard
@@ -65,6 +66,7 @@ class Services:
     scrape: Scrape  # what /metrics reads
     readiness: Readiness  # what /ready answers, checked in the background
     quotas: Quotas  # tenants' quotas (its streams' places renewed while they are read)
+    counter: TokenCounter  # counts of tokens, asked of the model servers
 
     @classmethod
     def build(cls, config: Config) -> Services:
@@ -107,7 +109,7 @@ class Services:
         readiness = Readiness(redis, queue, registry)
         return cls(
             config, registry, metrics, redis, stream_reader, queue, store, waiter, routing, runner, lost, guard,
-            models, files, batches, keeper, events, fair, scaling, scrape, readiness, quotas,
+            models, files, batches, keeper, events, fair, scaling, scrape, readiness, quotas, TokenCounter(config),
         )  # fmt: skip
 
     @asynccontextmanager
@@ -127,6 +129,7 @@ class Services:
         finally:
             await stop(tasks)
             await self.readiness.close()
+            await self.counter.close()
             await self.waiter.close()
             await self.stream_reader.aclose()
             await self.redis.aclose(close_connection_pool=True)

@@ -73,7 +73,7 @@ def _run(task: WorkerTask, name: TaskName, job: Job) -> dict[str, Any]:
     meta = job.meta
     request = ChatRequest(
         messages=job.prompt(name),
-        temperature=meta.temperature,
+        temperature=None if meta.temperature_unset else meta.temperature,
         tokens_limit=meta.tokens_limit,
         stop_words=meta.stop_words,
         model=meta.model or None,

@@ -11,6 +11,13 @@ answers ``{"echo": <last message>}`` as JSON; with `logprobs` it gives a logprob
 word; `/v1/completions` answers each prompt of a list `n` times (with `echo`, the
 prompt first), without a chat template.
 
+It counts tokens (one a word, four more a message, as its usage counts a prompt) the way
+vLLM or llama.cpp does (`tokenizer`): vLLM's ``POST /tokenize`` takes a chat's
+``messages`` (or a ``prompt``) and answers ``{"count", "max_model_len", "tokens"}``;
+llama.cpp's takes only ``content`` and answers ``{"tokens"}`` (``[]`` for a body without
+it), a chat being made a prompt first by ``POST /apply-template``. With no `tokenizer`
+it serves neither (as Ollama or TGI: 404).
+
 Like a real server it may take only so many calls at once (`slots`: the others wait
 their turn inside it), be broken (`broken`: every answer, `/health` included, is that
 status), and answer faster when it saw a conversation's prefix a moment ago (`cached_latency`:
@@ -70,6 +77,12 @@ class FakeModelServer:
         self.stalling = 0  # streams paused right now
         self.disconnects_while_stalled = 0  # streams the client closed during their pause
         self.extra_words = 0  # words added to each answer, to make it long
+        # Usage in its answers (a stream's when stream_options.include_usage asks): False
+        # for a server that counts nothing, or ignores stream_options.
+        self.sends_usage = True
+        # How it counts tokens: "vllm", "llama.cpp", or None (it cannot: /tokenize is 404).
+        self.tokenizer: str | None = "vllm"
+        self.tokenized: list[dict[str, Any]] = []  # bodies of /tokenize and /apply-template, in turn
         self.completed_streams = 0
         self.disconnects = 0  # streams the client closed before the end
         self.requests: list[dict[str, Any]] = []
@@ -117,6 +130,8 @@ class FakeModelServer:
                 Route("/v1/completions", self._chat, methods=["POST"]),
                 Route("/v1/embeddings", self._embeddings, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
+                Route("/tokenize", self._tokenize, methods=["POST"]),
+                Route("/apply-template", self._apply_template, methods=["POST"]),
                 Route("/health", self._health, methods=["GET"]),
                 Route("/stats", self._stats, methods=["GET", "DELETE"]),
                 Route("/settings", self._settings, methods=["PUT"]),
@@ -201,6 +216,40 @@ class FakeModelServer:
         return JSONResponse({"object": "list", "data": data, "model": body.get("model") or self.models[0],
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})  # fmt: skip
 
+    async def _tokenize(self, request: Request) -> Response:
+        body = await request.json()
+        self.tokenized.append(body)
+        if self.tokenizer is None:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        if self.broken:
+            return _openai_error(self.broken, "the server is broken", "InternalServerError")
+        if self.tokenizer == "llama.cpp":
+            # Only `content` is read (a string, or tokens and strings mixed); anything else is
+            # no content at all. Its model has no BOS token: add_special adds nothing.
+            content = body.get("content")
+            words = content.split() if isinstance(content, str) else []
+            return JSONResponse({"tokens": [len(word) for word in words]})
+        if self.strict_models and body.get("model") not in self.models:
+            return _openai_error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
+        if isinstance(body.get("messages"), list):
+            count = _prompt_tokens(body["messages"])
+        elif isinstance(body.get("prompt"), str):
+            count = len(body["prompt"].split())
+        else:
+            return _openai_error(400, "1 validation error: messages or prompt: Field required", "BadRequestError")
+        return JSONResponse({"count": count, "max_model_len": self.context_size or 4096, "tokens": list(range(count))})
+
+    async def _apply_template(self, request: Request) -> Response:
+        """llama.cpp's: a chat made the prompt its template makes (four tokens a message, and its words)."""
+        body = await request.json()
+        self.tokenized.append(body)
+        if self.tokenizer != "llama.cpp":
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        if not isinstance(body.get("messages"), list):
+            return _openai_error(400, "'messages' is required", "invalid_request_error")
+        turns = [f"<|start|> {m.get('role')} <|sep|> {_text(m.get('content'))} <|end|>" for m in body["messages"]]
+        return JSONResponse({"prompt": " ".join(turns)})
+
     async def _health(self, _: Request) -> Response:
         self.probes += 1
         if self.broken:
@@ -244,7 +293,7 @@ class FakeModelServer:
                     return answer
                 streaming = bool(body.get("stream"))
                 try:
-                    chunks, usage = _surface_chunks(body, self.models[0])
+                    chunks, usage = _surface_chunks(body, self.models[0], self.sends_usage)
                 except (KeyError, TypeError, AttributeError) as error:  # as vLLM refuses a malformed body
                     return JSONResponse({"object": "error", "message": f"bad request: {error!r}",
                                          "type": "BadRequestError", "code": 400}, status_code=400)  # fmt: skip
@@ -257,7 +306,8 @@ class FakeModelServer:
             streaming = bool(body.get("stream"))
             if streaming:
                 return StreamingResponse(self._stream(body, *answer), media_type="text/event-stream")
-            return _whole(body.get("model") or self.models[0], *answer)
+            content, finish, usage = answer
+            return _whole(body.get("model") or self.models[0], content, finish, usage if self.sends_usage else None)
         finally:
             if not streaming:
                 self.in_flight -= 1
@@ -299,7 +349,7 @@ class FakeModelServer:
                 if sent == self.stall_after:
                     await self._pause()
             yield _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
-            if (body.get("stream_options") or {}).get("include_usage"):
+            if (body.get("stream_options") or {}).get("include_usage") and self.sends_usage:
                 yield _event({**base, "choices": [], "usage": usage})
             yield "data: [DONE]\n\n"
             finished = True
@@ -347,7 +397,7 @@ class FakeModelServer:
         if body.get("prompt") is not None:
             return "", "stop", {}
         prompt = _text(body["messages"][-1]["content"])
-        prompt_tokens = sum(len(_text(m.get("content")).split()) + 4 for m in body["messages"])
+        prompt_tokens = _prompt_tokens(body["messages"])
         max_tokens = body.get("max_tokens")
         if self.context_size is not None and max_tokens is not None and prompt_tokens + max_tokens > self.context_size:
             return _openai_error(
@@ -383,6 +433,11 @@ def _text(content: Any) -> str:
     return content if isinstance(content, str) else ""
 
 
+def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """A chat's tokens, as the fake counts them: a word each, four more a message."""
+    return sum(len(_text(m.get("content")).split()) + 4 for m in messages)
+
+
 def _logprobs_of(words: list[str]) -> list[dict[str, Any]]:
     return [
         {"token": word, "logprob": -0.25, "bytes": list(word.encode()),
@@ -391,7 +446,9 @@ def _logprobs_of(words: list[str]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def _surface_chunks(body: dict[str, Any], default_model: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
+def _surface_chunks(
+    body: dict[str, Any], default_model: str, sends_usage: bool = True
+) -> tuple[list[dict[str, Any]], dict[str, int] | None]:
     """The answer to a request using OpenAI's wider surface, as the chunks a stream
     sends (joined by `_joined` for a whole answer)."""
     model = body.get("model") or default_model
@@ -461,15 +518,17 @@ def _surface_chunks(body: dict[str, Any], default_model: str) -> tuple[list[dict
                         choice["logprobs"] = {"content": _logprobs_of([piece]), "refusal": None}
                     chunks.append({**base, "choices": [choice]})
             chunks.append({**base, "choices": [{"index": index, "delta": {}, "finish_reason": finish}]})
-        prompt_tokens = sum(len(_text(m.get("content")).split()) + 4 for m in body["messages"])
+        prompt_tokens = _prompt_tokens(body["messages"])
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
              "total_tokens": prompt_tokens + completion_tokens}  # fmt: skip
+    if not sends_usage:
+        return chunks, None
     if (body.get("stream_options") or {}).get("include_usage"):
         chunks.append({**base, "choices": [], "usage": usage})
     return chunks, usage
 
 
-def _joined(chunks: list[dict[str, Any]], usage: dict[str, int]) -> dict[str, Any]:
+def _joined(chunks: list[dict[str, Any]], usage: dict[str, int] | None) -> dict[str, Any]:
     """A whole answer made of a stream's chunks, as a server sends it without "stream"."""
     raw = chunks[0]["object"] == "text_completion"
     choices: dict[int, dict[str, Any]] = {}
@@ -513,7 +572,7 @@ def _event(chunk: dict[str, Any]) -> str:
     return f"data: {json.dumps(chunk)}\n\n"
 
 
-def _whole(model: str, content: str, finish: str, usage: dict[str, int]) -> Response:
+def _whole(model: str, content: str, finish: str, usage: dict[str, int] | None) -> Response:
     return JSONResponse(
         {
             "id": "chatcmpl-whole",

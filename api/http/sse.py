@@ -46,13 +46,19 @@ def last_event_id(value: str | None) -> int | None:
 
 
 async def open_stream(
-    runner: JobRunner, route: JobRoute, job: dict[str, Any] | None, leaving_cancels: bool = True
+    runner: JobRunner,
+    route: JobRoute,
+    job: dict[str, Any] | None,
+    leaving_cancels: bool = True,
+    background: bool = False,
+    notify: bool | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """Queue the job for streaming (None: follow the job queued before); errors up to
     its acceptance are raised, before any byte is sent (and answered as any error is).
     Without `leaving_cancels` (a reader that is not the stream's own request), a reader
-    that leaves never cancels the job."""
-    events = runner.stream(route, job, leaving_cancels)
+    that leaves never cancels the job; nor does one of a job queued in the `background`
+    (its end sent to the webhooks as `notify` says: JobRunner.stream)."""
+    events = runner.stream(route, job, leaving_cancels, background, notify)
     await anext(events)
     return events
 

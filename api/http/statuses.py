@@ -21,7 +21,9 @@ from api.errors import (
     InvalidInput,
     JobFailed,
     JobTimedOut,
+    ModelServerUnanswered,
     NotFound,
+    NotServedByModelServer,
     TooManyRequests,
     Unauthorized,
     Unavailable,
@@ -38,6 +40,8 @@ STATUSES: dict[type[GatewayError], int] = {
     BodyTooLarge: 413,
     InvalidInput: 422,
     TooManyRequests: 429,
+    NotServedByModelServer: 501,
+    ModelServerUnanswered: 502,
     Unavailable: 503,
     JobTimedOut: 504,
 }

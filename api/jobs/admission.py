@@ -79,15 +79,19 @@ def check_tokens(config: Config, tokens: int | None, name: str) -> None:
         raise LimitExceeded(f"{name}: {tokens}; at most {config.max_tokens_limit} (MAX_TOKENS_LIMIT)")
 
 
-def check_job(config: Config, job: dict[str, Any]) -> None:
-    """Refuse a job that holds more than the configured limits allow (422, naming the limit)."""
+def check_job(config: Config, job: dict[str, Any], given_as: str | None = None) -> None:
+    """Refuse a job that holds more than the configured limits allow (422, naming the
+    limit; and its messages and their text as `given_as`, the field they came from, when
+    that is not the job's own)."""
     request = job.get("openai") if isinstance(job.get("openai"), dict) else job
     prompt = request.get("prompt", job.get("content"))
     texts = [prompt] if isinstance(prompt, str) else [p for p in prompt or [] if isinstance(p, str)]
     messages = request.get("messages")
     if isinstance(messages, list):
         if len(messages) > config.max_messages:
-            raise LimitExceeded(f"messages: {len(messages)} messages; at most {config.max_messages} (MAX_MESSAGES)")
+            raise LimitExceeded(
+                f"{given_as or 'messages'}: {len(messages)} messages; at most {config.max_messages} (MAX_MESSAGES)"
+            )
         for message in messages:
             content = message.get("content") if isinstance(message, dict) else None
             if isinstance(content, str):
@@ -97,7 +101,9 @@ def check_job(config: Config, job: dict[str, Any]) -> None:
                 texts += [part["text"] for part in parts if isinstance(part.get("text"), str)]
     chars = sum(len(text) for text in texts)
     if chars > config.max_prompt_chars:
-        raise LimitExceeded(f"prompt: {chars} characters; at most {config.max_prompt_chars} (MAX_PROMPT_CHARS)")
+        raise LimitExceeded(
+            f"{given_as or 'prompt'}: {chars} characters; at most {config.max_prompt_chars} (MAX_PROMPT_CHARS)"
+        )
     meta = job.get("meta") or {}
     stop_words = meta.get("stop_words") or []
     if len(stop_words) > config.max_stop_words:

@@ -134,14 +134,18 @@ class JobRunner:
         """Queue the job unless its key is taken: by the same job (nothing to do) or
         another (409). Its end is sent to the webhooks that take jobs' events, when
         there are any (`notify`: to those that take its events, whichever they are)."""
-        notify = self._notify_jobs if notify is None else notify
-        if notify:
-            job = {**job, "notify": True}
+        job, notify = self._notified(job, notify)
         # On a Redis broker, remembered until it is answered: its message may be lost
         # (api/jobs/recovery.py), and no request awaits it to notice.
         remember = not self._config.uses_rabbitmq
         if await self._claim_and_queue(route, job, remember=remember, background=True) and notify:
             await self._store.mark_notified(route.key)
+
+    def _notified(self, job: dict[str, Any], notify: bool | None) -> tuple[dict[str, Any], bool]:
+        """A job queued in the background, marked for the webhooks when its end is sent to
+        them (`notify`; None: when there are webhooks for jobs' events)."""
+        notify = self._notify_jobs if notify is None else notify
+        return ({**job, "notify": True} if notify else job), notify
 
     async def run(
         self,
@@ -221,7 +225,12 @@ class JobRunner:
         return f"queued (accepted {status['accepted_at']}{f', position {position}' if position else ''})"
 
     async def stream(
-        self, route: JobRoute, job: dict[str, Any] | None, leaving_cancels: bool = True
+        self,
+        route: JobRoute,
+        job: dict[str, Any] | None,
+        leaving_cancels: bool = True,
+        background: bool = False,
+        notify: bool | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Queue the job (once per key) and yield its answer as it is produced; with no
         `job`, follow the job of `route.key`, queued before, without queuing anything.
@@ -231,8 +240,12 @@ class JobRunner:
         queued), then ``{"index", "text"}`` per piece, then ``{"end": result}``. A job
         that fails raises its failure from the iteration. With `leaving_cancels` (a
         foreground stream's own request), a reader that leaves before the end cancels
-        the job (`_reader_left`).
+        the job (`_reader_left`). A job queued in the `background` (a background response
+        streamed as it is made) is queued as `submit` queues one (marked so, its end sent
+        to the webhooks, `notify`, as submit's): its reader leaving never cancels it.
         """
+        if job is not None and background:
+            job, notify = self._notified(job, notify)
         token = await self._admission.join_stream(route)
         reading = finished = False
         try:
@@ -241,9 +254,11 @@ class JobRunner:
                 # submitted job's.)
                 remember = not self._config.uses_rabbitmq
                 if job is None or not await self._claim_and_queue(
-                    route, {**job, "stream": True}, reply=True, remember=remember
+                    route, {**job, "stream": True}, reply=True, remember=remember, background=background
                 ):
                     await self._waiter.follow(route.key)
+                elif background and notify:
+                    await self._store.mark_notified(route.key)
                 reading = True
                 yield {"accepted": True}
                 # Not the current span: the stream is read in another task than the one that began it.
@@ -265,7 +280,7 @@ class JobRunner:
                         awaiting.end()
         finally:
             if reading:
-                self._leave_later(route, token, leaving_cancels and not finished)
+                self._leave_later(route, token, leaving_cancels and not background and not finished)
             else:  # refused (or gone) before its job was queued: nothing of it stays
                 await self._admission.leave_stream(route, token)
 

@@ -64,7 +64,7 @@ class _Sampling(_FallsBack):
     model: str | None = Field(
         None, pattern=MODEL_PATTERN, description="the model; the deployment's default when omitted"
     )
-    temperature: float = Field(1.0, ge=0, le=2)
+    temperature: float | None = Field(None, ge=0, le=2, description="the model server's own default when omitted")
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: Count | None = None
     stop: str | list[str] | None = None
@@ -90,13 +90,19 @@ class _Sampling(_FallsBack):
             "frequency_penalty": self.frequency_penalty,
         }
         return {
-            "temperature": self.temperature,
+            **sampling_temperature(self.temperature),
             "tokens_limit": max_tokens,
             "stop_words": stop,
             "model": self.model,
             "priority": self.priority,
             "sampling": {k: v for k, v in sampling.items() if v is not None},
         }
+
+
+def sampling_temperature(temperature: float | None) -> dict[str, Any]:
+    """A job's ``meta`` temperature: as the request set it, or unset (the model server's
+    own default applies; OpenAI's 1.0 is still given for a worker of the previous release)."""
+    return {"temperature": 1.0, "temperature_unset": True} if temperature is None else {"temperature": temperature}
 
 
 class OpenAIError(BaseModel):

@@ -59,6 +59,10 @@ class JobMeta(msgspec.Struct, omit_defaults=True):
     """How to generate: the spec's ``meta``, plus what the OpenAI endpoints add."""
 
     temperature: float = 0.2
+    # The request set no temperature (an OpenAI request may leave it out): the model
+    # server's own default applies, and none is sent. `temperature` is still given (OpenAI's
+    # default, 1.0), for a worker of the previous release, which ignores this and sends it.
+    temperature_unset: bool = False
     tokens_limit: int | None = None  # None: the model server's own limit
     stop_words: list[str] = []
     model: str | None = None  # the name the model server serves it by

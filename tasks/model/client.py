@@ -110,7 +110,9 @@ class ModelClient:
         body: dict[str, Any] = {k: v for k, v in request.extra.items() if k not in OWN_FIELDS}
         if not request.raw:
             body["messages"] = request.messages
-        body.update(temperature=request.temperature, stream=True, stream_options={"include_usage": True})
+        body.update(stream=True, stream_options={"include_usage": True})
+        if request.temperature is not None:  # else the model server's own default applies
+            body["temperature"] = request.temperature
         model = request.model or self._default_model or self._first_served_model()
         if model:
             body["model"] = model

@@ -57,7 +57,7 @@ class ChatRequest:
     """One chat completion to ask for, in the spec's terms."""
 
     messages: list[dict[str, str]]
-    temperature: float = 0.2
+    temperature: float | None = 0.2  # None: the model server's own (none is sent)
     tokens_limit: int | None = 8096
     stop_words: list[str] = field(default_factory=list)
     model: str | None = None

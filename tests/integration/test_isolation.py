@@ -404,6 +404,8 @@ BODIES: dict[str, dict[str, Any]] = {
                       "text": {"format": {"type": "json_schema", "name": "s", "schema": {"type": "object"}}}},
     "/v1/embeddings": {"model": "m", "input": ["x", "y"], "dimensions": 4, "encoding_format": "base64"},
 }  # fmt: skip
+# A count of tokens takes what a response would be asked (and answers what it counted).
+BODIES["/v1/responses/input_tokens"] = {**BODIES["/v1/responses"], "reasoning": {"effort": "low"}}
 
 
 class Raw:

@@ -176,6 +176,10 @@ def test_background_responses_send_openais_response_events(
     (completed,) = receiver.wait_for(1, "response.completed")
     assert verified(completed)["data"] == {"id": done.id}
     assert sdk.responses.retrieve(done.id).status == "completed"  # stored before the event is sent
+    # One streamed as it is made is a background response all the same.
+    streamed = list(sdk.responses.create(model="fake-model", input="hi", background=True, stream=True))
+    assert streamed[-1].type == "response.completed"
+    assert verified(receiver.wait_for(2, "response.completed")[1])["data"] == {"id": streamed[-1].response.id}
     fake.strict_models = True
     failed = sdk.responses.create(model="gpt-nope", input="hi", background=True)
     (failure,) = receiver.wait_for(1, "response.failed")
@@ -191,4 +195,4 @@ def test_background_responses_send_openais_response_events(
     sdk.responses.create(model="fake-model", input="sync")
     httpx.post(f"{stack.url}/generate?wait=0", json={"job_id": "plain", "content": "x"})
     time.sleep(1)
-    assert len(receiver.received) == 3
+    assert len(receiver.received) == 4

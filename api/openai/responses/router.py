@@ -1,18 +1,20 @@
 """OpenAI's Responses API: ``POST /v1/responses``, ``GET /v1/responses/{id}`` (and
 its stream, ``?stream=true&starting_after=N``), ``POST /v1/responses/{id}/cancel``,
-``DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``; the work is
+``DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``,
+``POST /v1/responses/input_tokens``; the work is
 api/openai/responses/serving.py's. See docs/responses.md.
 """
 
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import TenantDep, TimingDep, Whose, whose_key
 from api.limits import RequestModels
 from api.openai.http import OPENAI_ANSWERS, IdempotencyKey, OpenAIRoute
 from api.openai.responses.serving import Responses, not_found
-from api.openai.responses.types import RESPONSE_ID_PATTERN
+from api.openai.responses.types import RESPONSE_ID_PATTERN, InputTokenCount
 from api.openai.types import ErrorBody
 from shared.tenants import Tenant
 
@@ -39,6 +41,26 @@ def responses_router(models: RequestModels, responses: Responses, route_class: t
         """A response: answered whole, streamed as typed events (``stream``), or queued and
         answered at once (``background``: poll it, stream it, cancel it)."""
         return await responses.create(tenant, body, idempotency_key, timing)
+
+    @router.post(
+        "/input_tokens",
+        response_model=InputTokenCount,
+        responses={
+            404: {"description": "Unknown model, or previous_response_id names no response of the key's tenant"},
+            501: {"description": "The model's server counts no tokens (it serves no /tokenize)"},
+            502: {"description": "The model's server is unreachable or failing"},
+        },
+    )
+    async def count_input_tokens(body: models.input_tokens, tenant: TenantDep) -> dict[str, Any]:  # type: ignore[name-defined]
+        """The tokens a response's input would be to its model (instructions, tools and the
+        conversation it continues included), counted by the model's server."""
+        return await responses.count_input_tokens(tenant, body)
+
+    @router.api_route("/input_tokens", methods=["GET", "DELETE"], include_in_schema=False)
+    async def input_tokens_is_posted() -> None:
+        """405 (POST only): else GET and DELETE /{response_id} would take this path, and
+        answer 400 for an id that is none."""
+        raise StarletteHTTPException(405, "Method Not Allowed", headers={"Allow": "POST"})
 
     @router.get("/{response_id}", response_model=None, responses={**OPENAI_ANSWERS, 404: {}})
     async def retrieve_response(

@@ -1,5 +1,6 @@
 """The Responses API's work: a request made a chat job and its record (its id the job's,
-of the request's tenant), and a job read back as a response, whole or as typed events.
+of the request's tenant), a job read back as a response, whole or as typed events, and
+a request's input counted by its model's server (api/openai/responses/input_tokens.py).
 
 A response is queued, run by the model's workers against the model server's chat
 completions, and kept as every job is, so a background response survives what a job
@@ -19,24 +20,26 @@ from fastapi import Response
 
 from api.errors import BadRequest, GatewayError, ResponseNotFound
 from api.http.sse import open_stream, stream_response
-from api.jobs.admission import check_tokens
+from api.jobs.admission import check_job, check_tokens
 from api.jobs.route import JobRouting
 from api.jobs.runner import JobRunner
 from api.jobs.store import JobStore
 from api.jobs.webhook_events import WebhookEvents
 from api.observability.server_timing import Timing
+from api.openai.responses.input_tokens import TokenCounter
 from api.openai.responses.objects import STATUSES, ResponseEvents, error_code, response_object
 from api.openai.responses.store import ResponseStore
 from api.openai.responses.translate import (
     as_messages,
     asked_of,
     chat_messages,
+    chat_tools,
     given_input,
     input_items,
     output_items,
     response_job,
 )
-from api.openai.responses.types import ResponsesRequest
+from api.openai.responses.types import InputTokensRequest, ResponsesRequest
 from shared.config import Config
 from shared.contract import CancelOutcome, JobStatus, TaskName
 from shared.registry import Registry
@@ -59,6 +62,7 @@ class Responses:
         registry: Registry,
         tenants: Tenants,
         events: WebhookEvents,
+        counter: TokenCounter,
     ) -> None:
         self._config = config
         self._routing = routing
@@ -68,6 +72,7 @@ class Responses:
         self._registry = registry
         self._tenants = tenants
         self._events = events
+        self._counter = counter
 
     async def create(self, tenant: Tenant, body: ResponsesRequest, idempotency_key: str | None, timing: Timing) -> Any:
         """A response to `body`: whole, streamed, or queued (``background``); the request's
@@ -96,11 +101,14 @@ class Responses:
         # The record is kept once its job is queued, not before: a request refused (a
         # quota, a full queue, the broker down) leaves nothing behind.
         timing.ran(route)
-        if body.background:
-            await self._runner.submit(route, {**routed, "stream": True}, notify=self._events.for_responses)
+        notify = self._events.for_responses
+        if body.background and not body.stream:
+            await self._runner.submit(route, {**routed, "stream": True}, notify=notify)
             return response_object(await self._records.save(route.key, record), "queued")
         if body.stream:
-            events = await open_stream(self._runner, route, routed)
+            # A background response streamed as it is made: queued as a background one (its
+            # reader leaving does not cancel it; it is read on with starting_after).
+            events = await open_stream(self._runner, route, routed, background=body.background, notify=notify)
             record = await self._records.save(route.key, record)
             return self._streamed(route, record, events, None, forget=not body.store, timing=timing)
         kept = {"record": record}
@@ -113,6 +121,24 @@ class Responses:
         if not body.store:
             await self._records.forget(route.key)  # read: nothing kept
         return response_object(kept["record"], "completed", answer)
+
+    async def count_input_tokens(self, tenant: Tenant, body: InputTokensRequest) -> dict[str, Any]:
+        """The tokens `body`'s input would be to its model (with its instructions, tools and
+        the conversation it continues), counted by the model's server as it counts a
+        response's prompt: asked directly, not queued (docs/responses.md)."""
+        # The model as a response's is found (404 for one the registry does not list), and
+        # named as its server knows it.
+        route, routed = self._routing.route(TaskName.CHAT, "input-tokens", {"meta": {"model": body.model}}, tenant)
+        history = await self._history(tenant, body.previous_response_id) if body.previous_response_id else []
+        items = input_items(given_input(body), "resp_count")
+        messages = chat_messages(body.instructions, [*history, *items])
+        if not messages:  # empty instructions alone: nothing is sent, nothing counted
+            return {"object": "response.input_tokens", "input_tokens": 0}
+        tools = chat_tools([tool.model_dump(exclude_none=True) for tool in body.tools or []])
+        check_job(self._config, {"openai": {"messages": messages, "tools": tools}}, given_as="input")
+        served = routed["meta"].get("model") or self._config.default_model or None
+        count = await self._counter.count(self._registry.by_name(route.label), served, messages, tools)
+        return {"object": "response.input_tokens", "input_tokens": count}
 
     async def _history(self, tenant: Tenant, previous_id: str) -> list[dict[str, Any]]:
         """The conversation `previous_id` ended with: its history, its input, its output."""

@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from api.errors import InvalidInput
-from api.openai.responses.types import IGNORED, ResponsesRequest
+from api.openai.responses.types import IGNORED, InputTokensRequest, ResponsesRequest
+from api.openai.types import sampling_temperature
 
 # Chat completions' fields a response's own are translated to: passed on beside them,
 # they would override the translation and its limits (and the input items kept would
@@ -41,7 +42,7 @@ def item_id(response_id: str, kind: str, n: int) -> str:
 # -- a request → a chat job -------------------------------------------------------
 
 
-def given_input(body: ResponsesRequest) -> str | list[dict[str, Any]]:
+def given_input(body: ResponsesRequest | InputTokensRequest) -> str | list[dict[str, Any]]:
     """The request's `input` as sent: a string, or its items as dicts."""
     given = body.input if body.input is not None else []
     return given if isinstance(given, str) else [item.model_dump(by_alias=True) for item in given]
@@ -75,7 +76,7 @@ def response_job(body: ResponsesRequest, messages: list[dict[str, Any]]) -> dict
         if name in passed:
             raise InvalidInput(f"{name}: not a field of /v1/responses: {instead}")
     meta = {
-        "temperature": body.temperature,
+        **sampling_temperature(body.temperature),
         "tokens_limit": body.max_output_tokens,
         "stop_words": [],
         "model": body.model,
@@ -260,8 +261,12 @@ def call_item(id_: str, call_id: str, name: str, arguments: str, status: str) ->
             "arguments": arguments}  # fmt: skip
 
 
-def usage(answer: dict[str, Any]) -> dict[str, Any]:
-    used = answer.get("usage") or {}
+def usage(answer: dict[str, Any]) -> dict[str, Any] | None:
+    """The response's usage: the model server's; None when it told none (no count of
+    zero tokens that was never made)."""
+    used = answer.get("usage")
+    if not isinstance(used, dict) or not ({"prompt_tokens", "completion_tokens"} & used.keys()):
+        return None
     prompt, completion = int(used.get("prompt_tokens") or 0), int(used.get("completion_tokens") or 0)
     return {
         "input_tokens": prompt,

@@ -17,7 +17,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from api.native.types import DEFAULT_PRIORITY, MODEL_PATTERN, Count, integral
+from api.native.types import DEFAULT_PRIORITY, MODEL_PATTERN, Body, Count, integral
 from api.openai.types import _FallsBack
 
 # Fields of OpenAI's Responses API that a model server behind chat completions has no
@@ -144,7 +144,7 @@ class ResponsesRequest(_FallsBack):
     parallel_tool_calls: bool | None = None
     text: TextConfig | None = Field(None, description="{format: {type: text | json_object | json_schema}}")
     max_output_tokens: Count | None = None
-    temperature: float = Field(1.0, ge=0, le=2)
+    temperature: float | None = Field(None, ge=0, le=2, description="the model server's own default when omitted")
     top_p: float | None = Field(None, gt=0, le=1)
     metadata: dict[str, str] | None = Field(None, max_length=16)
     store: bool = True
@@ -190,3 +190,51 @@ class ResponsesRequest(_FallsBack):
             "properties": {"background": {"const": True}, "store": {"const": False}},
         }
         return schema
+
+
+class InputTokensRequest(Body):
+    """Body of ``POST /v1/responses/input_tokens``: what a response would be asked, whose
+    input (with its instructions, tools, and the conversation it continues) is counted.
+    Fields beyond these (a response's own: temperature, stream, ...) are accepted and
+    have no part in the count."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = Field(None, pattern=MODEL_PATTERN, description="the model; the deployment's default")
+    input: str | Annotated[list[InputItem], Field(min_length=1)] | None = Field(
+        None, description="a string (one user message), or items: messages, function calls and their outputs"
+    )
+    instructions: str | None = None
+    tools: list[FunctionTool] | None = Field(None, max_length=128, description="function tools")
+    previous_response_id: str | None = Field(None, pattern=RESPONSE_ID_PATTERN)
+    # Accepted; no part in the count.
+    tool_choice: Literal["none", "auto", "required"] | NamedFunction | None = None
+    parallel_tool_calls: bool | None = None
+    text: TextConfig | None = None
+    reasoning: Any = None
+    truncation: Any = None
+    conversation: Any = None
+    personality: Any = None
+
+    @model_validator(mode="after")
+    def _something_to_count(self) -> InputTokensRequest:
+        if self.input is None and self.instructions is None and self.previous_response_id is None:
+            raise ValueError("input: required, unless instructions or previous_response_id give what to count")
+        return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler.resolve_ref_schema(handler(core))
+        given = {"not": {"type": "null"}}
+        schema["anyOf"] = [
+            {"required": [name], "properties": {name: given}}
+            for name in ("input", "instructions", "previous_response_id")
+        ]
+        return schema
+
+
+class InputTokenCount(BaseModel):
+    """The answer of ``POST /v1/responses/input_tokens``."""
+
+    object: Literal["response.input_tokens"] = "response.input_tokens"
+    input_tokens: int

@@ -39,6 +39,14 @@ def test_chat_completions_create(stack: Stack, fake: FakeModelServer) -> None:
     assert sent["messages"][0] == {"role": "system", "content": "Be brief."}
 
 
+def test_sampling_left_unset_is_not_sent_so_the_servers_defaults_apply(stack: Stack, fake: FakeModelServer) -> None:
+    sdk = client(stack)
+    sdk.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "x"}])
+    sdk.completions.create(model="fake-model", prompt="x")
+    for sent in fake.requests:
+        assert not {"temperature", "top_p", "max_tokens", "seed", "stop", "n"} & sent.keys(), sent
+
+
 def test_completions_create_is_a_raw_completion(stack: Stack, fake: FakeModelServer) -> None:
     answer = client(stack).completions.create(model="fake-model", prompt="Once upon a time", max_tokens=3)
     assert answer.choices[0].text == "echo: Once upon"

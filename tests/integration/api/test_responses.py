@@ -192,6 +192,120 @@ def test_a_background_response_runs_on_when_a_reader_of_its_stream_leaves(
     assert len(fake.requests) == 1
 
 
+def test_a_background_response_streamed_from_its_creation_resumes_after_a_disconnect(
+    make_stack: StackFactory, fake: FakeModelServer
+) -> None:
+    # OpenAI's pattern: create a background response and stream it at once; read on
+    # with starting_after when the connection drops. With no grace, a foreground
+    # stream's own request leaving would have its job cancelled at once.
+    stack = make_stack(STREAM_LEAVE_GRACE="0")
+    sdk = client(stack)
+    fake.chunk_delay = 0.1
+    fake.extra_words = 10
+    first = []
+    with sdk.responses.create(model="fake-model", input="go", background=True, stream=True) as stream:
+        for event in stream:
+            first.append(event)
+            if len(first) == 6:
+                break  # the connection dropped
+    created = first[0]
+    assert created.type == "response.created" and created.response.status == "queued" and created.response.background
+    response_id = created.response.id
+    rest = list(sdk.responses.retrieve(response_id, stream=True, starting_after=first[-1].sequence_number))
+    whole = list(sdk.responses.retrieve(response_id, stream=True))
+    # No event lost, none twice: the two halves are the whole stream, numbered from 0.
+    assert [e.model_dump() for e in first + rest] == [e.model_dump() for e in whole]
+    assert [e.sequence_number for e in whole] == list(range(len(whole)))
+    assert whole[-1].type == "response.completed"
+    words = "echo: go " + " ".join(f"word{i}" for i in range(10))
+    assert "".join(e.delta for e in whole if e.type == "response.output_text.delta") == words
+    done = sdk.responses.retrieve(response_id)
+    assert done.status == "completed" and done.output_text == words and done.background is True
+    assert len(fake.completions) == 1
+
+
+def test_a_background_response_runs_on_when_its_own_streams_reader_leaves(
+    stack_once: Stack, fake: FakeModelServer
+) -> None:
+    # The stack's STREAM_LEAVE_GRACE is 1 s; the answer takes about 3 s.
+    sdk = client(stack_once)
+    fake.chunk_delay = 0.2
+    fake.extra_words = 12
+    with sdk.responses.create(model="fake-model", input="go on", background=True, stream=True) as stream:
+        for event in stream:
+            if event.type == "response.created":
+                response_id = event.response.id
+            if event.type == "response.output_text.delta":
+                break  # the reader leaves mid-answer
+    wait_until(lambda: sdk.responses.retrieve(response_id).status != "in_progress", 30, "the response to end")
+    done = sdk.responses.retrieve(response_id)
+    assert done.status == "completed"
+    assert done.output_text == "echo: go on " + " ".join(f"word{i}" for i in range(12))
+    assert len(fake.completions) == 1 and fake.disconnects == 0
+
+
+def test_a_background_response_whose_streams_reader_left_is_cancelled_by_cancel(
+    stack_once: Stack, fake: FakeModelServer
+) -> None:
+    sdk = client(stack_once)
+    fake.stall_after, fake.stall = 2, 60  # the model server pauses mid-answer
+    with sdk.responses.create(model="fake-model", input="long", background=True, stream=True) as stream:
+        for event in stream:
+            if event.type == "response.created":
+                response_id = event.response.id
+            if event.type == "response.output_text.delta":
+                break
+    wait_until(lambda: fake.stalling == 1, 20, "the model server to pause")
+    assert sdk.responses.retrieve(response_id).status == "in_progress"
+    assert sdk.responses.cancel(response_id).status == "cancelled"
+    wait_until(lambda: fake.disconnects_while_stalled == 1, 20, "the model server's call to be closed")
+    assert sdk.responses.retrieve(response_id).status == "cancelled"
+
+
+def test_a_streamed_response_not_in_the_background_is_cancelled_when_its_reader_leaves(
+    stack_once: Stack, fake: FakeModelServer
+) -> None:
+    # The contrast: the stream's own request, not a background one, leaves and does not
+    # come back within STREAM_LEAVE_GRACE (1 s): its response is cancelled.
+    sdk = client(stack_once)
+    fake.stall_after, fake.stall = 2, 60
+    with sdk.responses.create(model="fake-model", input="long", stream=True) as stream:
+        for event in stream:
+            if event.type == "response.created":
+                response_id = event.response.id
+            if event.type == "response.output_text.delta":
+                break
+    wait_until(lambda: fake.disconnects_while_stalled == 1, 20, "the model server's call to be closed")
+    assert sdk.responses.retrieve(response_id).status == "cancelled"
+
+
+def test_usage_is_null_when_the_model_server_counts_nothing(stack_once: Stack, fake: FakeModelServer) -> None:
+    sdk = client(stack_once)
+    fake.sends_usage = False
+    made = sdk.responses.create(model="fake-model", input="x")
+    assert made.output_text == "echo: x" and made.usage is None
+    assert sdk.responses.retrieve(made.id).usage is None
+    streamed = list(sdk.responses.create(model="fake-model", input="y", stream=True))
+    assert streamed[-1].response.output_text == "echo: y" and streamed[-1].response.usage is None
+    fake.sends_usage = True
+    counted = sdk.responses.create(model="fake-model", input="z")
+    assert counted.usage is not None and counted.usage.input_tokens == 5 and counted.usage.output_tokens == 2
+
+
+def test_sampling_left_unset_is_not_sent_so_the_servers_defaults_apply(
+    stack_once: Stack, fake: FakeModelServer
+) -> None:
+    sdk = client(stack_once)
+    unset = sdk.responses.create(model="fake-model", input="x")
+    sent = fake.completions[-1]
+    assert not {"temperature", "top_p", "max_tokens", "tool_choice", "parallel_tool_calls", "user"} & sent.keys()
+    assert unset.temperature is None and unset.top_p is None  # the server's own: not known here
+    given = sdk.responses.create(model="fake-model", input="x", temperature=0.4, top_p=0.5, max_output_tokens=9)
+    sent = fake.completions[-1]
+    assert (sent["temperature"], sent["top_p"], sent["max_tokens"]) == (0.4, 0.5, 9)
+    assert (given.temperature, given.top_p, given.max_output_tokens) == (0.4, 0.5, 9)
+
+
 def test_store_false_keeps_nothing_once_read(stack: Stack, fake: FakeModelServer) -> None:
     sdk = client(stack)
     made = sdk.responses.create(model="fake-model", input="secret", store=False)

@@ -163,6 +163,15 @@ def test_sampling_parameters_are_passed_on_and_every_choice_is_kept(install: Any
     ]
 
 
+def test_a_temperature_left_unset_is_not_sent_so_the_servers_own_applies(install: Any) -> None:
+    model = Recorder()
+    install(model)
+    # The API still gives OpenAI's 1.0, for a worker of the previous release (which sends it).
+    llm.chat({"meta": {"temperature": 1.0, "temperature_unset": True}, "messages": [{"role": "user", "content": "x"}]})
+    llm.chat({"meta": {"temperature": 1.0}, "messages": [{"role": "user", "content": "x"}]})
+    assert "temperature" not in model.bodies[0] and model.bodies[1]["temperature"] == 1.0
+
+
 def test_unknown_sampling_parameters_are_refused(install: Any) -> None:
     install(Recorder())
     with pytest.raises(llm.InvalidJob, match="'sampling' takes only"):

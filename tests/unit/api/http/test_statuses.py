@@ -17,7 +17,8 @@ EXPECTED = {
     "QueueNotFound": 404, "FileNotFound": 404, "BatchNotFound": 404, "JobConflict": 409, "JobCancelled": 409,
     "BatchConflict": 409, "BodyTooLarge": 413, "FileTooLarge": 413, "InvalidInput": 422, "LimitExceeded": 422,
     "InvalidJson": 422, "QueueMismatch": 422, "TooManyRequests": 429, "QueueFull": 429, "BrokerUnavailable": 503,
-    "ResultStoreUnavailable": 503, "FileStoreUnavailable": 503, "JobTimedOut": 504,
+    "ResultStoreUnavailable": 503, "FileStoreUnavailable": 503, "JobTimedOut": 504, "ModelServerRefused": 400,
+    "NotServedByModelServer": 501, "ModelServerUnanswered": 502,
 }  # fmt: skip
 
 
@@ -31,7 +32,7 @@ def test_every_failure_of_the_api_has_the_status_a_client_expects() -> None:
     # A class added later without a status of its own takes its family's: never a 500.
     for name, cls in failures.items():
         if name not in ("GatewayError", "JobFailed"):
-            assert 400 <= status_of(cls("x")) < 500 or status_of(cls("x")) in (503, 504), name
+            assert 400 <= status_of(cls("x")) < 500 or status_of(cls("x")) in (501, 502, 503, 504), name
 
 
 def test_a_failed_job_is_answered_with_the_contracts_status_for_its_failure() -> None:
