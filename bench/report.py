@@ -29,12 +29,15 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     out += [
         "(a) latency at concurrency 1, 0 s model",
         "",
-        "| path | p50 ms | p99 ms | added p50 ms | added p99 ms |",
-        "|---|---|---|---|---|",
+        "| path | endpoint | p50 ms | p99 ms | added p50 ms | added p99 ms |",
+        "|---|---|---|---|---|---|",
     ]
     for path, row in a.items():
         added = [row[k] - direct_a.get(k, 0) for k in ("p50_ms", "p99_ms")]
-        out.append(f"| {path} | {row['p50_ms']} | {row['p99_ms']} | {added[0]:.2f} | {added[1]:.2f} |")
+        out.append(
+            f"| {path} | {row.get('endpoint', '-')} | {row['p50_ms']} | {row['p99_ms']} | {added[0]:.2f} "
+            f"| {added[1]:.2f} |"
+        )
     direct_b = b.get("direct", {}).get("throughput", 0)
     out += [
         "",

@@ -12,8 +12,9 @@ Paths, measured in the same run and on the same fake model server, one after ano
             sink that drops them (what tracing costs the gateway's own processes)
   usual     FastAPI + Celery as tutorials write it (bench/usual_app.py)
 
-Scenarios: (a) latency, (b) throughput, sweep, (c) capacity, (d) scaling, (e) time to
-first token, (f) a 10,000-line batch beside interactive requests.
+Scenarios: (a) latency (the gateway's paths on /generate and on /v1/chat/completions),
+(b) throughput, sweep, (c) capacity, (d) scaling, (e) time to first token, (f) a 10,000-line
+batch beside interactive requests.
 
 Writes bench/results/<time>.json, .md and .png (git ignores the folder).
 """
@@ -35,6 +36,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -248,6 +250,10 @@ class System:
         self.stop()
         self.start()
 
+    def chat_target(self) -> Target:
+        """Its OpenAI-compatible chat endpoint, sent what the direct path is sent."""
+        return Target(self.target.url.removesuffix("/generate") + "/v1/chat/completions", DIRECT_BODY, self.target.pids)
+
 
 def set_model(model_url: str, latency: float, chunk_delay: float = 0.0) -> None:
     """The fake model server's latency, and the delay between streamed chunks, from now on."""
@@ -283,7 +289,7 @@ def measured(target: Target, load: Any) -> tuple[loadgen.Outcome, dict[str, floa
 
 def scenario_a(target: Target, path: str, sizes: Sizes) -> dict[str, Any]:
     outcome, _ = measured(target, loadgen.closed_loop(target.url, target.body, 1, sizes.latency_requests))
-    return summary(path, "a", outcome)
+    return summary(path, "a", outcome, endpoint=urlsplit(target.url).path)
 
 
 def scenario_b(target: Target, path: str, sizes: Sizes) -> dict[str, Any]:
@@ -494,13 +500,17 @@ def run_scenarios(
     def target(path: str) -> Target:
         return direct(model, model_pid) if path == "direct" else systems[path].target
 
-    for system in systems.values():
-        asyncio.run(loadgen.closed_loop(system.target.url, system.target.body, 8, 50))  # warm up
+    warm = [system.target for system in systems.values()]
+    warm += [system.chat_target() for path, system in systems.items() if path != "usual"]
+    for each in warm:
+        asyncio.run(loadgen.closed_loop(each.url, each.body, 8, 50))  # warm up
     rows: list[dict[str, Any]] = []
     for path in paths if scenarios & {"a", "b", "sweep"} else []:
         print(f"bench: {path}: latency, throughput, sweep", flush=True)
         if "a" in scenarios:
             rows.append(scenario_a(target(path), path, sizes))
+            if path in systems and path != "usual":  # the OpenAI-compatible request; the usual app has none
+                rows.append(scenario_a(systems[path].chat_target(), f"{path} chat", sizes))
         if "b" in scenarios:
             rows.append(scenario_b(target(path), path, sizes))
         if "sweep" in scenarios:
