@@ -67,7 +67,7 @@ def install(venv: Path, log: Path, requirements_file: Path = REQUIREMENTS, pytho
         venv.parent.mkdir(parents=True, exist_ok=True)
         lock = (venv.parent / f"{venv.name}.lock").open("w")
     except OSError as error:
-        print(f"bench: litellm: skipped, no room for its virtualenv at {venv} ({error})", flush=True)
+        print(f"bench: litellm: skipped, cannot make its virtualenv at {venv} ({error})", flush=True)
         return None
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a second run waits for the first one's install
