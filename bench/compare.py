@@ -2,6 +2,7 @@
 
     python -m bench.compare HEAD~1                 # scenario (b) on RabbitMQ, 3 runs of each
     python -m bench.compare main --runs 4 --paths rabbitmq,valkey --scenarios a,b
+    python -m bench.compare HEAD --paths rabbitmq,litellm --scenarios a   # against LiteLLM's proxy
 
 This machine's speed drifts by more than most changes are worth, so the two versions
 run in turn (base, this tree, base, ...) and the table gives each run's figures:
@@ -19,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from bench.report import against_litellm
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,6 +51,11 @@ def figures(rows: list[dict[str, Any]]) -> dict[str, str]:
             cells[f"{key} {row['clients']}"] = f"{row['throughput']} jobs/s"
         else:
             cells[key] = f"{row['ok']}/{row['requests']}, {row['throughput']} jobs/s"
+    for path, x in against_litellm(rows).items():
+        cells[f"(a) {path} / litellm, added"] = (
+            f"p50 {x['added_p50_ms']} / {x['litellm_added_p50_ms']} ms = {x['p50_ratio']}, "
+            f"p99 {x['added_p99_ms']} / {x['litellm_added_p99_ms']} ms = {x['p99_ratio']}"
+        )
     return cells
 
 

@@ -21,6 +21,30 @@ def _ratio(value: float, base: float) -> str:
     return f"{value / base:.2f}" if base else "-"
 
 
+def against_litellm(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """(a) on /v1/chat/completions: what each of this gateway's paths adds to the direct
+    path's p50 and p99, what LiteLLM's proxy adds, and the ratios (gateway / LiteLLM),
+    by the gateway path's row; none without the direct and litellm rows."""
+    a = _by(rows, "a")
+    if "direct" not in a or "litellm" not in a:
+        return {}
+    base, theirs = a["direct"], a["litellm"]
+    compared = {}
+    for path, row in a.items():
+        if path in ("direct", "litellm") or row.get("endpoint") != "/v1/chat/completions":
+            continue
+        figures = {}
+        for q in ("p50", "p99"):
+            mine, litellm = row[f"{q}_ms"] - base[f"{q}_ms"], theirs[f"{q}_ms"] - base[f"{q}_ms"]
+            figures |= {
+                f"added_{q}_ms": round(mine, 2),
+                f"litellm_added_{q}_ms": round(litellm, 2),
+                f"{q}_ratio": round(mine / litellm, 2) if litellm > 0 else float("nan"),
+            }
+        compared[path] = figures
+    return compared
+
+
 def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """Tables per scenario, then one PASS/FAIL line per target and path."""
     a, b, c, d, e = (_by(rows, s) for s in "abcde")
@@ -29,12 +53,22 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     out += [
         "(a) latency at concurrency 1, 0 s model",
         "",
-        "| path | p50 ms | p99 ms | added p50 ms | added p99 ms |",
-        "|---|---|---|---|---|",
+        "| path | endpoint | p50 ms | p99 ms | added p50 ms | added p99 ms |",
+        "|---|---|---|---|---|---|",
     ]
     for path, row in a.items():
         added = [row[k] - direct_a.get(k, 0) for k in ("p50_ms", "p99_ms")]
-        out.append(f"| {path} | {row['p50_ms']} | {row['p99_ms']} | {added[0]:.2f} | {added[1]:.2f} |")
+        out.append(
+            f"| {path} | {row.get('endpoint', '-')} | {row['p50_ms']} | {row['p99_ms']} | {added[0]:.2f} "
+            f"| {added[1]:.2f} |"
+        )
+    for path, x in against_litellm(rows).items():
+        out += [
+            "",
+            f"(a) against LiteLLM's proxy, both on /v1/chat/completions: added p50 {x['added_p50_ms']:.2f} ms"
+            f" ({path}) / {x['litellm_added_p50_ms']:.2f} ms (litellm) = {x['p50_ratio']}; added p99"
+            f" {x['added_p99_ms']:.2f} / {x['litellm_added_p99_ms']:.2f} ms = {x['p99_ratio']}",
+        ]
     direct_b = b.get("direct", {}).get("throughput", 0)
     out += [
         "",

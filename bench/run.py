@@ -11,9 +11,12 @@ Paths, measured in the same run and on the same fake model server, one after ano
   traced    rabbitmq with OpenTelemetry tracing on, every span sent over OTLP/HTTP to a
             sink that drops them (what tracing costs the gateway's own processes)
   usual     FastAPI + Celery as tutorials write it (bench/usual_app.py)
+  litellm   LiteLLM's proxy (bench/litellm_proxy.py), in (a) only, installed on demand into a
+            virtualenv of its own; beside it (a) measures the direct path too
 
-Scenarios: (a) latency, (b) throughput, sweep, (c) capacity, (d) scaling, (e) time to
-first token, (f) a 10,000-line batch beside interactive requests.
+Scenarios: (a) latency (the gateway's paths on /generate and on /v1/chat/completions),
+(b) throughput, sweep, (c) capacity, (d) scaling, (e) time to first token, (f) a 10,000-line
+batch beside interactive requests.
 
 Writes bench/results/<time>.json, .md and .png (git ignores the folder).
 """
@@ -35,10 +38,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
-from bench import loadgen, report
+from bench import litellm_proxy, loadgen, report
 from testing.fake_model_server import free_port
 from testing.otlp_collector import Collector
 from testing.processes import (
@@ -54,8 +58,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 BIN = Path(sys.executable).parent
 SYSTEMS = ("rabbitmq", "valkey", "usual", "traced")
-PATHS = ("direct", *SYSTEMS)
-DEFAULT_PATHS = ("direct", "rabbitmq", "valkey", "usual")  # "traced" when asked for
+PROXIES = ("litellm",)  # other gateways, on the same model server: (a) only
+PATHS = ("direct", *SYSTEMS, *PROXIES)
+DEFAULT_PATHS = ("direct", "rabbitmq", "valkey", "usual")  # "traced" and "litellm" when asked for
 SCENARIOS = ("a", "b", "sweep", "c", "d", "e", "f", "g")
 SYSTEM_BODY = {"content": "hi", "meta": {"tokens_limit": 16, "model": "fake-model"}}
 DIRECT_BODY = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
@@ -248,6 +253,10 @@ class System:
         self.stop()
         self.start()
 
+    def chat_target(self) -> Target:
+        """Its OpenAI-compatible chat endpoint, sent what the direct path and LiteLLM are sent."""
+        return Target(self.target.url.removesuffix("/generate") + "/v1/chat/completions", DIRECT_BODY, self.target.pids)
+
 
 def set_model(model_url: str, latency: float, chunk_delay: float = 0.0) -> None:
     """The fake model server's latency, and the delay between streamed chunks, from now on."""
@@ -283,7 +292,7 @@ def measured(target: Target, load: Any) -> tuple[loadgen.Outcome, dict[str, floa
 
 def scenario_a(target: Target, path: str, sizes: Sizes) -> dict[str, Any]:
     outcome, _ = measured(target, loadgen.closed_loop(target.url, target.body, 1, sizes.latency_requests))
-    return summary(path, "a", outcome)
+    return summary(path, "a", outcome, endpoint=urlsplit(target.url).path)
 
 
 def scenario_b(target: Target, path: str, sizes: Sizes) -> dict[str, Any]:
@@ -488,23 +497,42 @@ def run_scenarios(
     """Every scenario asked for, scenario by scenario, each on every path in turn.
 
     One fake model server and one system per path serve every scenario: the model's
-    latency is set before each, and (d) adds a second worker to the same system."""
-    systems = {path: stack.enter_context(System(processes, path, model)) for path in paths if path != "direct"}
+    latency is set before each, and (d) adds a second worker to the same system. Another
+    gateway (LiteLLM's proxy) serves (a) alone, and is left out when it cannot start."""
+    systems = {path: stack.enter_context(System(processes, path, model)) for path in paths if path in SYSTEMS}
+    proxies: dict[str, Target] = {}
+    if "litellm" in paths:
+        proxy = litellm_proxy.start(processes, model, DIRECT_BODY["model"])
+        if proxy is not None:
+            stack.callback(proxy.stop)
+            proxies["litellm"] = Target(
+                f"{proxy.url}/v1/chat/completions", DIRECT_BODY, {"litellm": proxy.process.popen.pid}
+            )
+    paths = [path for path in paths if path not in PROXIES or path in proxies]
 
     def target(path: str) -> Target:
-        return direct(model, model_pid) if path == "direct" else systems[path].target
+        if path == "direct":
+            return direct(model, model_pid)
+        return proxies[path] if path in proxies else systems[path].target
 
-    for system in systems.values():
-        asyncio.run(loadgen.closed_loop(system.target.url, system.target.body, 8, 50))  # warm up
+    warm = [system.target for system in systems.values()] + list(proxies.values())
+    warm += [system.chat_target() for path, system in systems.items() if path != "usual"]
+    for each in warm:
+        asyncio.run(loadgen.closed_loop(each.url, each.body, 8, 50))  # warm up
     rows: list[dict[str, Any]] = []
     for path in paths if scenarios & {"a", "b", "sweep"} else []:
-        print(f"bench: {path}: latency, throughput, sweep", flush=True)
+        print(f"bench: {path}: {'latency' if path in proxies else 'latency, throughput, sweep'}", flush=True)
         if "a" in scenarios:
             rows.append(scenario_a(target(path), path, sizes))
+            if path in systems and path != "usual":  # the request LiteLLM serves too; the usual app has none
+                rows.append(scenario_a(systems[path].chat_target(), f"{path} chat", sizes))
+        if path in proxies:
+            continue
         if "b" in scenarios:
             rows.append(scenario_b(target(path), path, sizes))
         if "sweep" in scenarios:
             rows.extend(sweep(target(path), path, sizes))
+    paths = [path for path in paths if path not in proxies]
     if "c" in scenarios:
         set_model(model, sizes.capacity_model_seconds)
         for path in paths:
@@ -556,6 +584,11 @@ def main() -> None:
     scenarios = {s for s in args.scenarios.split(",") if s}
     if unknown := (set(paths) - set(PATHS)) | (scenarios - set(SCENARIOS)):
         parser.error(f"unknown path or scenario: {', '.join(sorted(unknown))}")
+    if "litellm" in paths and "a" not in scenarios:
+        print("bench: litellm: measured in (a) only; left out", flush=True)
+        paths.remove("litellm")
+    if "litellm" in paths and "direct" not in paths:  # what it adds is measured against the direct path
+        paths.insert(0, "direct")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     logs = RESULTS / f"{stamp}-logs"  # each process's output, for when a path misbehaves
     logs.mkdir(parents=True)

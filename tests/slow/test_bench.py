@@ -25,9 +25,10 @@ def test_quick_benchmark_answers_on_every_path_and_reports_every_scenario() -> N
     (report,) = set(results.glob("*.json")) - before
     rows = json.loads(report.read_text())["rows"]
     paths = ("direct", "rabbitmq", "valkey", "usual")
+    # (a) measures each broker's path on /v1/chat/completions too (the request LiteLLM's proxy is compared on).
     assert {(r["path"], r["scenario"]) for r in rows if r["scenario"] in "abc"} == {
         (p, s) for p in paths for s in "abc"
-    }
+    } | {(f"{p} chat", "a") for p in paths[1:3]}
     assert {r["path"] for r in rows if r["scenario"] == "d"} == set(paths[1:])
     assert {r["path"] for r in rows if r["scenario"] == "e"} == set(paths[:3])  # the usual app cannot stream
     # The usual app has no batches; each broker's batch completed beside interactive requests.
