@@ -11,7 +11,6 @@ import pytest
 from celery.concurrency.thread import TaskPool
 from pydantic import ValidationError
 
-from api.jobs.queue import JobQueue
 from shared.broker.queues import band_queue, bands, model_queue
 from shared.broker.settings import celery_settings
 from shared.config import Config
@@ -81,24 +80,6 @@ def test_quorum_queues_come_in_three_priority_bands() -> None:
     assert settings["worker_prefetch_multiplier"] == 2
     # Classic queues: one queue per model, as before.
     assert bands(config(rabbit_mq_host="r"), "q") == ["q"] and band_queue(config(rabbit_mq_host="r"), "q", 9) == "q"
-
-
-def test_a_busy_models_tenant_queues_come_in_bands_too() -> None:
-    # A tenant's urgent job, published while the model is contended, waits in its
-    # tenant's high band, a queue the API declares (and the dispatcher reads first).
-    tenant = "llm-api-queue.tenant.light"
-    declared = JobQueue(config(rabbit_mq_host="r1,r2", rabbit_mq_queue_type="quorum"), [tenant])
-    try:
-        names = {queue.name: queue for queue in declared.celery.conf.task_queues}
-        assert {tenant + ".high", tenant, tenant + ".low"} <= set(names)
-        assert names[tenant + ".high"].queue_arguments == {"x-queue-type": "quorum"}
-    finally:
-        declared.close()
-    classic = JobQueue(config(rabbit_mq_host="r"), [tenant])
-    try:
-        assert [queue.name for queue in classic.celery.conf.task_queues if queue.name.startswith(tenant)] == [tenant]
-    finally:
-        classic.close()
 
 
 def test_sentinels_make_the_result_backend_and_every_client_follow_the_master() -> None:
