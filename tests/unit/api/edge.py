@@ -24,6 +24,7 @@ from unittest import mock
 from kombu.exceptions import OperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from api.http.route_class import Edge
 from api.jobs import result_waiter
 from api.jobs.admission import Admission
 from api.jobs.queue import JobQueue
@@ -33,7 +34,7 @@ from api.jobs.runner import JobRunner
 from api.jobs.store import JobStore
 from api.observability.metrics import Metrics
 from api.tenancy.fair_share import FairShare
-from api.tenancy.guard import load_tenants_of
+from api.tenancy.guard import Guard, load_tenants_of
 from api.tenancy.quotas import Quotas
 from shared.config import Config
 from shared.contract import CANCEL, CLAIM, STREAM_JOIN, STREAM_LEAVE
@@ -552,3 +553,9 @@ async def running_parts(settings: Config | None = None, notify_jobs: bool = Fals
         finally:
             await waiter.close()
             queue.close()
+
+
+def http_edge(settings: Config | None = None) -> Edge:
+    """What every route class needs: the settings, a guard counting in a fake Redis, the metrics."""
+    settings = settings or config()
+    return Edge(settings, Guard(settings, FakeRedis()), Metrics())  # type: ignore[arg-type]
