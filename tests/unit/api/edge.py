@@ -93,8 +93,10 @@ class FakeRedis:
         self._check()
         return [self.strings.get(key) for key in keys]
 
-    async def set(self, key: str, value: Any, **_: Any) -> bool:
+    async def set(self, key: str, value: Any, nx: bool = False, **_: Any) -> bool | None:
         self._check()
+        if nx and key in self.strings:
+            return None
         self.strings[key] = _bytes(value)
         return True
 
