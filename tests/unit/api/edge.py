@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
@@ -469,11 +470,13 @@ class Sent:
 
 class FakeBroker:
     """The broker behind a `JobQueue`'s Celery app: each ``send_task`` recorded, or
-    refused as an unreachable broker refuses it (`down`). `on_send` runs on the event
-    loop for each message (a worker taking it)."""
+    refused as an unreachable broker refuses it (`down`); its queues' `depths` counted
+    through a connection's channel, as Kombu asks. `on_send` runs on the event loop for
+    each message (a worker taking it)."""
 
     def __init__(self) -> None:
         self.sent: list[Sent] = []
+        self.depths: dict[str, int] = {}
         self.down = False
         self.on_send: Callable[[Sent], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -483,6 +486,7 @@ class FakeBroker:
         """Put this broker behind `celery` (the queue's app); called on the event loop."""
         self._loop = asyncio.get_running_loop()
         celery.send_task = self._send_task
+        celery.connection_for_read = celery.connection_for_write = lambda: _KombuConnection(self)
 
     def _send_task(self, name: str, args: tuple[Any, ...] = (), task_id: str = "", queue: str | None = None,
                    priority: int | None = None, headers: dict[str, str] | None = None, **_: Any) -> None:  # fmt: skip
@@ -493,6 +497,32 @@ class FakeBroker:
             self.sent.append(sent)
         if self.on_send is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self.on_send, sent)
+
+
+class _KombuConnection:
+    """A broker connection as `JobQueue` uses one: to count a queue's messages."""
+
+    def __init__(self, broker: FakeBroker) -> None:
+        self._broker = broker
+
+    def __enter__(self) -> _KombuConnection:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        pass
+
+    def ensure_connection(self, **_: Any) -> None:
+        if self._broker.down:
+            raise OperationalError("[Errno 111] Connection refused")
+
+    def channel(self) -> _KombuConnection:
+        return self
+
+    def queue_declare(self, queue: str, passive: bool = False) -> Any:
+        return SimpleNamespace(message_count=self._broker.depths.get(queue, 0))
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass
