@@ -86,6 +86,10 @@ class FakeRedis:
         if self.down:
             raise RedisConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
+    async def ping(self) -> bool:
+        self._check()
+        return True
+
     async def get(self, key: str) -> bytes | None:
         self._check()
         return self.strings.get(key)
@@ -477,6 +481,7 @@ class FakeBroker:
     def __init__(self) -> None:
         self.sent: list[Sent] = []
         self.depths: dict[str, int] = {}
+        self.consumers: dict[str, list[dict[str, str]]] = {}  # each worker's queues, as it answers
         self.down = False
         self.on_send: Callable[[Sent], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -487,6 +492,7 @@ class FakeBroker:
         self._loop = asyncio.get_running_loop()
         celery.send_task = self._send_task
         celery.connection_for_read = celery.connection_for_write = lambda: _KombuConnection(self)
+        celery.control.inspect = lambda timeout=None: SimpleNamespace(active_queues=lambda: self.consumers)
 
     def _send_task(self, name: str, args: tuple[Any, ...] = (), task_id: str = "", queue: str | None = None,
                    priority: int | None = None, headers: dict[str, str] | None = None, **_: Any) -> None:  # fmt: skip
