@@ -39,7 +39,7 @@ from api.tenancy.guard import Guard, load_tenants_of
 from api.tenancy.quotas import Quotas
 from shared.config import Config
 from shared.contract import CANCEL, CLAIM, STREAM_JOIN, STREAM_LEAVE
-from shared.contract.scripts import ADMIT, FAIR_LOCK_RENEW, RATE_COUNT
+from shared.contract.scripts import ADMIT, BATCH_LOCK_RELEASE, BATCH_LOCK_RENEW, FAIR_LOCK_RENEW, RATE_COUNT
 from shared.registry import load_registry
 
 ScriptFunction = Callable[["FakeRedis", list[str], list[Any]], Any]
@@ -70,6 +70,7 @@ class FakeRedis:
         self.scripts: dict[str, ScriptFunction] = {
             CLAIM: _claim, CANCEL: _cancel, STREAM_JOIN: _stream_join, STREAM_LEAVE: _stream_leave,
             ADMIT: lambda redis, keys, args: None, RATE_COUNT: _rate_count, FAIR_LOCK_RENEW: lambda *_: 1,
+            BATCH_LOCK_RENEW: _lock_renew, BATCH_LOCK_RELEASE: _lock_release,
         }  # fmt: skip
         self._stream_added: asyncio.Event | None = None
         self._publishing: asyncio.Event | None = None
@@ -452,6 +453,21 @@ def _stream_leave(redis: FakeRedis, keys: list[str], args: list[Any]) -> Any:
     else:
         redis.strings[readers] = _bytes(left)
     return left
+
+
+def _lock_renew(redis: FakeRedis, keys: list[str], args: list[Any]) -> Any:
+    owner = redis.strings.get(keys[0])
+    if owner is not None and owner != _bytes(args[0]):
+        return 0
+    redis.strings[keys[0]] = _bytes(args[0])
+    return 1
+
+
+def _lock_release(redis: FakeRedis, keys: list[str], args: list[Any]) -> Any:
+    if redis.strings.get(keys[0]) == _bytes(args[0]):
+        del redis.strings[keys[0]]
+        return 1
+    return 0
 
 
 def _rate_count(redis: FakeRedis, keys: list[str], args: list[Any]) -> Any:
