@@ -112,7 +112,7 @@ if #KEYS >= 7 then redis.call('DEL', KEYS[7]) end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local result = ARGV[1]
 local kept = {}
-if string.sub(result, 1, 1) == '{' then
+if string.sub(result, 1, 1) == '{' and string.sub(result, 1, 9) ~= '{"claim":' then
   local names = {'fingerprint', 'accepted_at', 'started_at', 'tenant'}
   local values = redis.call('HMGET', KEYS[2], unpack(names))
   for i, name in ipairs(names) do

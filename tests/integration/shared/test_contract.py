@@ -273,6 +273,11 @@ def test_a_result_of_a_job_without_a_claim_is_stored_as_it_is(keys_and_store: tu
     assert contract.kept_claim(json.loads(store.get(keys.result(job)))) == {"started_at": repr(now)}
     args = ["fp", TaskName.GENERATE, repr(now), 600, job, 10, ""]
     assert store.register_script(CLAIM)(keys=[keys.job(job), keys.queued, keys.result(job)], args=args) is None
+    # Another job's stored result stored again (a test's, an operator's copy) keeps the
+    # claim it has: one member `claim`, not two.
+    copied = store.get(keys.result(job))
+    store_once(keys=[keys.result("copy"), keys.job(job)], args=[copied, 60])
+    assert store.get(keys.result("copy")) == copied
 
 
 @pytest.mark.integration
