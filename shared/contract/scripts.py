@@ -1,10 +1,10 @@
 """Every Lua script the gateway runs on Redis, beside the keys they touch (keys.py).
 
 Each names its KEYS and ARGV in a comment. The job's own: CLAIM, MARK_STARTED,
-STORE_ONCE, CANCEL, MARK_NOTIFIED; the tenants': ADMIT (quotas), STREAM_JOIN and STREAM_LEAVE (streams read),
-RATE_COUNT (rate limits); RELAY_ADD (a streamed job's pieces); the locks
-one process holds at a time: FAIR_LOCK_RENEW (a busy model's dispatcher),
-BATCH_LOCK_RENEW and BATCH_LOCK_RELEASE (the process driving a batch); the slots of
+STORE_ONCE, CANCEL, MARK_NOTIFIED; the tenants': ADMIT (quotas), STREAM_JOIN and
+STREAM_LEAVE (streams read), RATE_COUNT (rate limits); RELAY_ADD (a streamed job's
+pieces); the locks one process holds at a time: FAIR_LOCK_RENEW (a busy model's
+dispatcher), BATCH_LOCK_RENEW and BATCH_LOCK_RELEASE (the process driving a batch); the slots of
 a model's servers (tasks/model/servers.py): SERVER_TAKE, SERVER_RELEASE, SERVER_PROBES,
 SERVER_RECOVERED, SERVER_RECLAIM, SERVER_RENEW.
 """
