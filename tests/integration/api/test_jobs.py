@@ -146,7 +146,10 @@ def test_jobs_expire_with_their_keys(make_stack: StackFactory, fake: FakeModelSe
     assert (
         httpx.post(f"{stack.url}/generate", json={"job_id": "brief-1", "content": "x"}, timeout=30).status_code == 200
     )
-    assert httpx.get(f"{stack.url}/jobs/brief-1").json()["status"] == "succeeded"
+    # Its result may be gone already (a 1 s TTL on a busy machine): then so is all of it,
+    # and it is unknown; never "running" again after it was answered.
+    status = httpx.get(f"{stack.url}/jobs/brief-1")
+    assert status.status_code == 404 or status.json()["status"] == "succeeded", status.text
     config = stack.config
     store = redis.Redis(host=config.redis_host, port=config.redis_port)
     deadline = time.monotonic() + 20
