@@ -72,9 +72,19 @@ def response_object(
         "usage": usage(answer) if answer is not None else None,
         "user": asked.get("user"),
         "metadata": asked.get("metadata") or {},
+        # The rest of the object as the Open Responses specification requires it, each
+        # present (null when it does not apply): penalties passed on as asked; no
+        # reasoning, tool-call cap, logprobs or service tier of the gateway's own.
+        "presence_penalty": asked.get("presence_penalty", 0.0),
+        "frequency_penalty": asked.get("frequency_penalty", 0.0),
+        "top_logprobs": 0,
+        "reasoning": {"effort": None, "summary": None},
+        "max_tool_calls": None,
+        "service_tier": "default",
+        "safety_identifier": asked.get("safety_identifier"),
+        "prompt_cache_key": asked.get("prompt_cache_key"),
+        "completed_at": int(completed_at or time.time()) if answer is not None else None,
     }
-    if answer is not None:
-        body["completed_at"] = int(completed_at or time.time())
     return body
 
 

@@ -47,14 +47,26 @@ def given_input(body: ResponsesRequest) -> str | list[dict[str, Any]]:
     return given if isinstance(given, str) else [item.model_dump(by_alias=True) for item in given]
 
 
+# Sampling parameters passed on as given (not fields of the request's model) that the
+# response object repeats.
+REPEATED_EXTRAS = ("presence_penalty", "frequency_penalty")
+
+
 def asked_of(body: ResponsesRequest) -> dict[str, Any]:
     """What of the request the response object repeats."""
-    return body.model_dump(
+    asked = body.model_dump(
         include={"instructions", "tools", "tool_choice", "parallel_tool_calls", "text", "max_output_tokens",
-                 "temperature", "top_p", "metadata", "store", "background", "previous_response_id", "user"},
+                 "temperature", "top_p", "metadata", "store", "background", "previous_response_id", "user",
+                 "safety_identifier", "prompt_cache_key"},
         exclude_none=True,
         by_alias=True,
     )  # fmt: skip
+    extra = body.model_extra or {}
+    for name in REPEATED_EXTRAS:
+        value = extra.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            asked[name] = value
+    return asked
 
 
 def response_job(body: ResponsesRequest, messages: list[dict[str, Any]]) -> dict[str, Any]:

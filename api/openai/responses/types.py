@@ -160,9 +160,9 @@ class ResponsesRequest(_FallsBack):
     truncation: Any = None
     include: Any = None
     service_tier: Any = None
-    prompt_cache_key: Any = None
+    prompt_cache_key: str | None = Field(None, max_length=512, description="repeated in the response")
     prompt_cache_retention: Any = None
-    safety_identifier: Any = None
+    safety_identifier: str | None = Field(None, max_length=64, description="repeated in the response")
     max_tool_calls: Any = None
     top_logprobs: Any = None
     stream_options: Any = None
