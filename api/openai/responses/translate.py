@@ -142,10 +142,17 @@ def input_items(raw: str | list[dict[str, Any]], response_id: str) -> list[dict[
                 raise InvalidInput(f"{where}.output: a string or a list of parts")
             entry = {"type": "function_call_output", "call_id": item["call_id"], "output": output,
                      "status": "completed"}  # fmt: skip
+        elif kind == "compaction":
+            if not isinstance(item.get("encrypted_content"), str):
+                raise InvalidInput(f"{where}.encrypted_content: a string")
+            # Kept sealed: opened (api/openai/responses/sealing.py) only as the model is asked.
+            entry = {"type": "compaction", "encrypted_content": item["encrypted_content"]}
         elif kind == "item_reference":
             raise InvalidInput(f"{where}: item references are not served; send the item itself")
         else:
-            raise InvalidInput(f"{where}.type: {kind!r} is not served (message, function_call, function_call_output)")
+            raise InvalidInput(
+                f"{where}.type: {kind!r} is not served (message, function_call, function_call_output, compaction)"
+            )
         items.append({"id": item.get("id") if isinstance(item.get("id"), str) else item_id(response_id, "in", n),
                       **entry})  # fmt: skip
     return items
@@ -187,6 +194,9 @@ def chat_messages(instructions: str | None, items: Iterable[dict[str, Any]]) -> 
             if not isinstance(output, str):
                 output = "".join(p.get("text", "") for p in output if isinstance(p, dict))
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": output})
+        elif kind == "compaction":
+            # Opened before (CompactionSeal.expanded) where its tenant is known; a batch's line is not.
+            raise InvalidInput("input: a compaction item is served by /v1/responses itself, not here")
     return messages
 
 
@@ -294,3 +304,23 @@ def finished_status(answer: dict[str, Any]) -> tuple[str, dict[str, Any] | None]
 def as_messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A response's output items as the conversation's next items (previous_response_id)."""
     return [item for item in items if item["type"] in ("message", "function_call")]
+
+
+def conversation_after(record: dict[str, Any], answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """The conversation a finished response ended with: its history, its input, its output
+    (what previous_response_id continues)."""
+    return [*record["history"], *record["input_items"], *as_messages(output_items(record["id"], answer))]
+
+
+def check_tool_outputs(history: list[dict[str, Any]], items: list[dict[str, Any]]) -> None:
+    """Refuse a function_call_output answering no function call of the conversation before it
+    (InvalidInput naming the item), as OpenAI does: a model server would be asked about a
+    call it never made."""
+    calls = {item["call_id"] for item in history if item["type"] == "function_call"}
+    for n, item in enumerate(items):
+        if item["type"] == "function_call":
+            calls.add(item["call_id"])
+        elif item["type"] == "function_call_output" and item["call_id"] not in calls:
+            raise InvalidInput(
+                f"input[{n}].call_id: no function call {item['call_id']!r} in the conversation before this output"
+            )
