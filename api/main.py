@@ -35,6 +35,7 @@ from api.openai.responses.router import responses_router
 from api.openai.responses.sealing import CompactionSeal
 from api.openai.responses.serving import Responses
 from api.openai.responses.store import ResponseStore
+from api.openai.responses.websocket import ResponsesWebSocket, websocket_router
 from api.services import Services
 from api.tenancy.usage_router import usage_router
 from shared.config import Config
@@ -67,6 +68,7 @@ def get_router(config: Config) -> APIRouter:
         seal,
     )  # fmt: skip
     compactions = Compactions(config, parts.routing, parts.runner, responses, seal)
+    sockets = ResponsesWebSocket(edge, parts.models.responses, responses, parts.runner)
     outer = APIRouter(lifespan=lifespan)
     outer.include_router(probes_router(parts.readiness, parts.guard))
     routers = [
@@ -77,6 +79,7 @@ def get_router(config: Config) -> APIRouter:
         openai_models_router(ServedModels(config, parts.routing, parts.runner), parts.registry, openai),
         compact_router(compactions, openai),
         responses_router(parts.models, responses, openai),
+        websocket_router(sockets),
         files_router(parts.files, FilesRoute.at(edge)),
         batches_router(parts.batches, openai),
         jobs_router(parts.store, parts.events, native),

@@ -5,6 +5,7 @@ stream the same way for every reader, so that `starting_after` finds its place."
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from api.http.sse import sse
@@ -93,8 +94,9 @@ class ResponseEvents:
     (response.created, response.in_progress), then `render(piece)` for each piece and
     for the end. One instance per reader: every reader renders the same events."""
 
-    def __init__(self, record: dict[str, Any]) -> None:
+    def __init__(self, record: dict[str, Any], frame: Callable[[dict[str, Any], str], str] = sse) -> None:
         self._record = record
+        self._frame = frame  # an event as sent: a server-sent event, or a WebSocket's message
         self._id = record["id"]
         self._seq = -1
         self._items: list[dict[str, Any]] = []  # the output as it is streamed
@@ -104,7 +106,7 @@ class ResponseEvents:
 
     def _event(self, kind: str, **fields: Any) -> str:
         self._seq += 1
-        return sse({"type": kind, "sequence_number": self._seq, **fields}, kind)
+        return self._frame({"type": kind, "sequence_number": self._seq, **fields}, kind)
 
     def opening(self) -> list[str]:
         record = self._record
