@@ -12,7 +12,10 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, GetJsonSchemaHandler, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import TenantDep, TimingDep
 from api.jobs.route import JobRouting
@@ -56,6 +59,16 @@ class CompactRequest(Body):
         if len(self.model_extra or {}) > MAX_EXTRA_FIELDS:
             raise ValueError(f"at most {MAX_EXTRA_FIELDS} fields beyond OpenAI's own")
         return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler.resolve_ref_schema(handler(core))
+        given = {"not": {"type": "null"}}
+        schema["anyOf"] = [
+            {"required": ["input"], "properties": {"input": given}},
+            {"required": ["previous_response_id"], "properties": {"previous_response_id": given}},
+        ]
+        return schema
 
     def given(self) -> str | list[dict[str, Any]]:
         """`input` as sent: a string, or its items as dicts."""
@@ -125,5 +138,10 @@ def compact_router(compactions: Compactions, route_class: type[OpenAIRoute]) -> 
     async def compact_conversation(body: CompactRequest, tenant: TenantDep, timing: TimingDep) -> dict[str, Any]:
         """Compact a conversation into one sealed compaction item, to give back as input."""
         return await compactions.compact(tenant, body, timing)
+
+    @router.api_route("/compact", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    async def compact_not_allowed() -> None:
+        """Not a response's id: another method here is a 405, not GET /v1/responses/{id}'s 400."""
+        raise StarletteHTTPException(405, "POST /v1/responses/compact only", headers={"Allow": "POST"})
 
     return router
