@@ -121,6 +121,12 @@ class Config(BaseSettings):
     responses_websocket_seconds: int = Field(
         3600, ge=1, description="seconds a /v1/responses WebSocket connection lasts (OpenAI's: 60 minutes)"
     )
+    responses_websockets_per_tenant: int = Field(
+        100,
+        ge=0,
+        description="WebSocket connections to /v1/responses one tenant may hold open on one API process; past"
+        " it, the upgrade is refused with 429. 0: no limit",
+    )
     streams_in_flight: int = Field(
         100,
         ge=0,

@@ -6,7 +6,8 @@ same typed events a stream has, as JSON messages.
 - The key is checked on the upgrade (its ``Authorization`` header): without a valid
   one, the upgrade is refused with 401 (OpenAI's error body) and no connection is made.
   Each ``response.create`` is a request as ``POST /v1/responses`` is: the key's rate
-  limit, the tenant's quotas and limits apply to it.
+  limit, the tenant's quotas and limits apply to it. A tenant holds at most
+  RESPONSES_WEBSOCKETS_PER_TENANT connections open on one API process (429 past it).
 - The connection keeps the conversation its latest response ended with, in its own
   memory: a ``previous_response_id`` naming it goes on from there, ``store: false`` or
   not. An older stored response is read from Redis as over HTTP; anything else (a
@@ -27,6 +28,7 @@ import contextlib
 import json
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +38,15 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from api.errors import BadRequest, BodyTooLarge, GatewayError, InvalidInput, InvalidJson, ResponseNotFound
+from api.errors import (
+    BadRequest,
+    BodyTooLarge,
+    GatewayError,
+    InvalidInput,
+    InvalidJson,
+    ResponseNotFound,
+    TooManyRequests,
+)
 from api.http.json_body import loads
 from api.http.route_class import Edge
 from api.http.statuses import ERROR_TYPES, Refusal, refusal
@@ -96,16 +106,32 @@ class ResponsesWebSocket:
         self._body = body  # the deployment's request body (its limits)
         self._responses = responses
         self._runner = runner
+        self._open: Counter[str] = Counter()  # this process's open connections, by tenant
 
     async def serve(self, websocket: WebSocket) -> None:
         """One connection, from its upgrade to its end."""
         authorization = websocket.headers.get("authorization", "")
         client = websocket.client.host if websocket.client else ""
         try:
-            await self._edge.guard.admit(authorization, client)
+            tenant = await self._edge.guard.admit(authorization, client)
         except GatewayError as exc:
             await self._deny(websocket, refusal(exc))
             return
+        most = self._edge.config.responses_websockets_per_tenant
+        if most and self._open[tenant.name] >= most:
+            await self._deny(websocket, refusal(TooManyRequests(
+                f"{most} WebSocket connections of this tenant are open on this API process"
+                " (RESPONSES_WEBSOCKETS_PER_TENANT): close one, or use POST /v1/responses"
+            )))  # fmt: skip
+            return
+        self._open[tenant.name] += 1
+        try:
+            await self._connected(websocket, authorization, client)
+        finally:
+            self._open[tenant.name] -= 1
+
+    async def _connected(self, websocket: WebSocket, authorization: str, client: str) -> None:
+        """The connection, let in: its turns until it ends."""
         await websocket.accept()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._edge.config.responses_websocket_seconds
