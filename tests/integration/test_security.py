@@ -300,4 +300,15 @@ def test_the_api_holds_to_its_schema(case: schemathesis.Case, fuzzed_stack: Stac
         excluded.append(positive_data_acceptance)
     if case.path == "/v1/embeddings" and isinstance(case.body, dict) and case.body.get("fallbacks"):
         excluded.append(positive_data_acceptance)
+    # A response's input is refused (422 naming the item) where it holds a compaction item
+    # the gateway did not seal, or a function call's output answering no call before it:
+    # what the content was sealed with, and what came before, no schema can say.
+    if case.path in ("/v1/responses", "/v1/responses/compact") and _unverifiable_items(case.body):
+        excluded.append(positive_data_acceptance)
     case.call_and_validate(base_url=fuzzed_stack.url, timeout=30, excluded_checks=excluded)
+
+
+def _unverifiable_items(body: Any) -> bool:
+    items = body.get("input") if isinstance(body, dict) else None
+    kinds = [item.get("type") for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+    return any(kind in ("compaction", "function_call_output") for kind in kinds)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -38,7 +39,7 @@ from api.tenancy.fair_share import FairShare
 from api.tenancy.guard import Guard, load_tenants_of
 from api.tenancy.quotas import Quotas
 from shared.config import Config
-from shared.contract import CANCEL, CLAIM, STREAM_JOIN, STREAM_LEAVE
+from shared.contract import CANCEL, CLAIM, MARK_NOTIFIED, STREAM_JOIN, STREAM_LEAVE
 from shared.contract.scripts import ADMIT, BATCH_LOCK_RELEASE, BATCH_LOCK_RENEW, FAIR_LOCK_RENEW, RATE_COUNT
 from shared.registry import load_registry
 
@@ -70,7 +71,7 @@ class FakeRedis:
         self.scripts: dict[str, ScriptFunction] = {
             CLAIM: _claim, CANCEL: _cancel, STREAM_JOIN: _stream_join, STREAM_LEAVE: _stream_leave,
             ADMIT: lambda redis, keys, args: None, RATE_COUNT: _rate_count, FAIR_LOCK_RENEW: lambda *_: 1,
-            BATCH_LOCK_RENEW: _lock_renew, BATCH_LOCK_RELEASE: _lock_release,
+            BATCH_LOCK_RENEW: _lock_renew, BATCH_LOCK_RELEASE: _lock_release, MARK_NOTIFIED: _mark_notified,
         }  # fmt: skip
         self._stream_added: asyncio.Event | None = None
         self._publishing: asyncio.Event | None = None
@@ -396,10 +397,13 @@ class FakePubSubConnection:
 
 
 def _claim(redis: FakeRedis, keys: list[str], args: list[Any]) -> Any:
-    job, queued = keys
+    job, queued, *ended = keys  # the result's key: an ended job's claim is kept in it
     existing = redis.hashes.get(job, {}).get(b"fingerprint")
     if existing is not None:
         return existing
+    kept = re.match(rb'^{"claim":{"fingerprint":"([^"]*)"', redis.strings.get(ended[0], b"")[:256]) if ended else None
+    if kept:
+        return kept.group(1)
     waiting = len(redis.zsets.get(queued, {}))
     if waiting >= int(args[5]):
         return [b"full", waiting]
@@ -412,6 +416,14 @@ def _claim(redis: FakeRedis, keys: list[str], args: list[Any]) -> Any:
     redis.hashes[job] = {name: _bytes(value) for name, value in fields.items()}
     redis.zsets.setdefault(queued, {})[_bytes(args[4])] = float(args[2])
     return None
+
+
+def _mark_notified(redis: FakeRedis, keys: list[str], args: list[Any]) -> Any:
+    (job,) = keys
+    if job not in redis.hashes:  # ended already: nothing is made again
+        return 0
+    redis.hashes[job][b"notify"] = b"1"
+    return 1
 
 
 def _cancel(redis: FakeRedis, keys: list[str], args: list[Any]) -> Any:

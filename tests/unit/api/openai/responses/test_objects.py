@@ -25,7 +25,7 @@ def test_a_queued_response_repeats_what_was_asked_and_has_no_output_yet() -> Non
     assert queued["tools"] == [{"type": "function", "name": "f", "description": None, "parameters": None,
                                 "strict": True}]  # fmt: skip
     assert queued["text"] == {"format": {"type": "text"}} and queued["tool_choice"] == "auto"
-    assert "completed_at" not in queued
+    assert queued["completed_at"] is None  # present, null until it is done (Open Responses)
 
 
 def test_a_finished_response_has_its_output_usage_and_status_from_the_answer() -> None:

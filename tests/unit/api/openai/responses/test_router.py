@@ -18,6 +18,7 @@ from api.limits import request_models
 from api.observability.server_timing import Timing
 from api.openai.responses.input_tokens import TokenCounter
 from api.openai.responses.router import responses_router
+from api.openai.responses.sealing import CompactionSeal
 from api.openai.responses.serving import Responses
 from api.openai.responses.store import ResponseStore
 from api.tenancy.guard import load_tenants_of
@@ -36,7 +37,7 @@ def endpoints(parts: Parts) -> tuple[Any, dict[str, Any]]:
     served = Responses(parts.config, parts.routing, parts.runner, parts.store,
                        ResponseStore(parts.config, parts.redis), load_registry(parts.config),  # type: ignore[arg-type]
                        load_tenants_of(parts.config), WebhookEvents(parts.config, parts.queue),
-                       TokenCounter(parts.config))  # fmt: skip
+                       TokenCounter(parts.config), CompactionSeal(parts.config))  # fmt: skip
     router = responses_router(models, served, APIRoute)  # type: ignore[arg-type]
     return models, {route.name: route.endpoint for route in router.routes}  # type: ignore[attr-defined]
 

@@ -15,6 +15,7 @@ from api.errors import BadRequest, BrokerUnavailable, ResponseNotFound
 from api.jobs.webhook_events import WebhookEvents
 from api.observability.server_timing import Timing
 from api.openai.responses.input_tokens import TokenCounter
+from api.openai.responses.sealing import CompactionSeal
 from api.openai.responses.serving import Responses
 from api.openai.responses.store import ResponseStore
 from api.openai.responses.types import ResponsesRequest
@@ -34,7 +35,7 @@ async def responses() -> AsyncIterator[tuple[Responses, Parts]]:
         served = Responses(parts.config, parts.routing, parts.runner, parts.store,
                            ResponseStore(parts.config, parts.redis), load_registry(parts.config),  # type: ignore[arg-type]
                            load_tenants_of(parts.config), WebhookEvents(parts.config, parts.queue),
-                       TokenCounter(parts.config))  # fmt: skip
+                       TokenCounter(parts.config), CompactionSeal(parts.config))  # fmt: skip
         yield served, parts
 
 
