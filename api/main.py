@@ -24,6 +24,8 @@ from api.openai.batches.router import batches_router
 from api.openai.chat.router import chat_router
 from api.openai.chat.serving import OpenAIJobs
 from api.openai.completions.router import completions_router
+from api.openai.conversations.router import conversations_router
+from api.openai.conversations.serving import Conversations
 from api.openai.embeddings.router import embeddings_router
 from api.openai.embeddings.serving import Embeddings
 from api.openai.files.router import FilesRoute, files_router
@@ -58,10 +60,12 @@ def get_router(config: Config) -> APIRouter:
     native, openai = GatewayRoute.at(edge), OpenAIRoute.at(edge)
     spec = SpecJobs(config, parts.routing, parts.runner)
     jobs = OpenAIJobs(config, parts.routing, parts.runner)
-    records = ResponseStore(config, parts.redis)
+    records = ResponseStore(config, parts.redis, parts.kept)
+    conversations = Conversations(parts.conversations)
     responses = Responses(
-        config, parts.routing, parts.runner, parts.store, records, parts.registry, parts.guard.tenants, parts.events
-    )
+        config, parts.routing, parts.runner, parts.store, records, parts.registry, parts.guard.tenants, parts.events,
+        conversations,
+    )  # fmt: skip
     outer = APIRouter(lifespan=lifespan)
     outer.include_router(probes_router(parts.readiness, parts.guard))
     routers = [
@@ -71,6 +75,7 @@ def get_router(config: Config) -> APIRouter:
         embeddings_router(parts.models, Embeddings(config, parts.routing, parts.runner), openai),
         openai_models_router(ServedModels(config, parts.routing, parts.runner), parts.registry, openai),
         responses_router(parts.models, responses, openai),
+        conversations_router(conversations, openai),
         files_router(parts.files, FilesRoute.at(edge)),
         batches_router(parts.batches, openai),
         jobs_router(parts.store, parts.events, native),

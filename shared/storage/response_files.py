@@ -72,9 +72,11 @@ class KeptResponses:
         return found
 
     def save_outcome(self, tenant: str, response_id: str, outcome: dict[str, Any]) -> bool:
-        """Keep how the response ended, the first time it is told (a response deleted
-        meanwhile, or never kept, keeps none): whether it was kept."""
-        if not self.store.exists(_record(tenant, response_id)) or self.store.exists(_outcome(tenant, response_id)):
+        """Keep how the response ended, the first time it is told: whether it was kept.
+        Its record is not asked for (its worker may end it before the API kept it); an
+        outcome without one (a response deleted as it ended) is never answered, and goes
+        with the sweep."""
+        if self.store.exists(_outcome(tenant, response_id)):
             return False
         self.store.put(_outcome(tenant, response_id), json.dumps(outcome).encode())
         return True

@@ -73,6 +73,8 @@ def response_object(
         "user": asked.get("user"),
         "metadata": asked.get("metadata") or {},
     }
+    if record.get("conversation"):
+        body["conversation"] = {"id": record["conversation"]}
     if answer is not None:
         body["completed_at"] = int(completed_at or time.time())
     return body

@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import Response
 
-from api.errors import BadRequest, GatewayError, ResponseNotFound
+from api.errors import BadRequest, GatewayError, InvalidInput, ResponseNotFound
 from api.http.sse import open_stream, stream_response
 from api.jobs.admission import check_tokens
 from api.jobs.route import JobRouting
@@ -25,6 +25,7 @@ from api.jobs.runner import JobRunner
 from api.jobs.store import JobStore
 from api.jobs.webhook_events import WebhookEvents
 from api.observability.server_timing import Timing
+from api.openai.conversations.serving import Conversations
 from api.openai.responses.objects import STATUSES, ResponseEvents, error_code, response_object
 from api.openai.responses.store import ResponseStore
 from api.openai.responses.translate import (
@@ -59,6 +60,7 @@ class Responses:
         registry: Registry,
         tenants: Tenants,
         events: WebhookEvents,
+        conversations: Conversations,
     ) -> None:
         self._config = config
         self._routing = routing
@@ -68,6 +70,7 @@ class Responses:
         self._registry = registry
         self._tenants = tenants
         self._events = events
+        self._conversations = conversations
 
     async def create(self, tenant: Tenant, body: ResponsesRequest, idempotency_key: str | None, timing: Timing) -> Any:
         """A response to `body`: whole, streamed, or queued (``background``); the request's
@@ -76,9 +79,14 @@ class Responses:
         # A client's retry (the same Idempotency-Key) is the same response.
         tail = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32] if idempotency_key else uuid.uuid4().hex
         response_id = f"resp_{tail}"
+        conversation = body.conversation_id()
         history = await self._history(tenant, body.previous_response_id) if body.previous_response_id else []
+        if conversation is not None:  # its items so far, before the input (never with previous_response_id)
+            history = await self._conversations.context(tenant.name, conversation)
         items = input_items(given_input(body), response_id)
-        messages = chat_messages(body.instructions, [*history, *items])  # never empty: the schema's
+        if not history and not items:
+            raise InvalidInput(f"input: required: conversation {conversation!r} holds no items yet")
+        messages = chat_messages(body.instructions, [*history, *items])
         job = response_job(body, messages)
         asked = asked_of(body)
         record = {
@@ -90,6 +98,8 @@ class Responses:
             "input_items": items,
             "history": history,
         }
+        if conversation is not None:  # its worker adds the turn to it as it ends
+            record["conversation"] = conversation
         # The record travels with the job too: a worker that finds it gone (Redis back
         # empty) writes it again, so the response is found as long as its job is.
         route, routed = self._routing.route(TaskName.CHAT, response_id, {**job, "record": record}, tenant)
@@ -117,8 +127,7 @@ class Responses:
     async def _history(self, tenant: Tenant, previous_id: str) -> list[dict[str, Any]]:
         """The conversation `previous_id` ended with: its history, its input, its output."""
         key = job_key(tenant.name, previous_id)
-        previous = await self._records.load(key)
-        status = await self._jobs.status(key) if previous is not None else None
+        previous, status = await self._state(key)
         if previous is None or status is None:
             raise ResponseNotFound(f"previous_response_id: no response {previous_id!r}")
         if status["status"] != JobStatus.SUCCEEDED:
@@ -127,10 +136,16 @@ class Responses:
         said = as_messages(output_items(previous_id, status["result"]))
         return [*previous["history"], *previous["input_items"], *said]
 
+    async def _state(self, key: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The response's record and its job's status: Redis's, else the file store's."""
+        record = await self._records.load(key)
+        if record is None:
+            return None, None
+        return record, await self._jobs.status(key) or await self._records.ended(key)
+
     async def _found(self, key: str, response_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """The response's record and its job's status; 404 when either is gone."""
-        record = await self._records.load(key)
-        status = await self._jobs.status(key) if record is not None else None
+        record, status = await self._state(key)
         if record is None or status is None:
             raise not_found(response_id)
         return record, status
@@ -194,6 +209,7 @@ class Responses:
         if not JobStatus(status["status"]).finished:
             await self._cancelled(key, response_id)
             status = await self._jobs.status(key) or status
+            await self._records.keep_end(key, status)
         elif status["status"] != JobStatus.CANCELLED:
             state = STATUSES.get(status["status"], status["status"])
             raise BadRequest(f"response {response_id!r} is {state}: only a queued or running one can be cancelled")

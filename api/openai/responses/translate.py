@@ -94,14 +94,14 @@ def response_job(body: ResponsesRequest, messages: list[dict[str, Any]]) -> dict
 # -- input items → chat messages -------------------------------------------------
 
 
-def input_items(raw: str | list[dict[str, Any]], response_id: str) -> list[dict[str, Any]]:
-    """The request's `input` as items, each with its id (a string is one user message);
-    InvalidInput naming the item at fault."""
+def input_items(raw: str | list[dict[str, Any]], response_id: str, field: str = "input") -> list[dict[str, Any]]:
+    """The request's `input` (or a conversation's new items: `field`) as items, each with
+    its id (a string is one user message); InvalidInput naming the item at fault."""
     if isinstance(raw, str):
         raw = [{"type": "message", "role": "user", "content": raw}]
     items = []
     for n, item in enumerate(raw):
-        where = f"input[{n}]"
+        where = f"{field}[{n}]"
         kind = item.get("type", "message")
         if kind == "message":
             role = item.get("role")

@@ -99,7 +99,9 @@ def test_a_response_is_kept_its_ttl_then_removed_on_read_or_by_the_sweep(store: 
     assert kept.record("beta", "resp_0", now=1100) is None
     assert kept.save_outcome("alpha", "resp_0", {"status": "succeeded", "result": {"content": "a"}})
     assert not kept.save_outcome("alpha", "resp_0", {"status": "failed"})  # the first outcome stays
-    assert not kept.save_outcome("alpha", "resp_none", {"status": "succeeded"})  # never kept: none
+    assert kept.save_outcome("alpha", "resp_none", {"status": "succeeded"})  # its record to come (or deleted)
+    assert kept.record("alpha", "resp_none", now=1100) is None  # not answered without it
+    kept.delete("alpha", "resp_none")
     assert kept.outcome("alpha", "resp_0") == {"status": "succeeded", "result": {"content": "a"}}
     assert kept.outcome("alpha", "resp_1") is None
     # Read after its TTL: not answered, and removed.
