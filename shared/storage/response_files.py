@@ -10,9 +10,10 @@ loop).
             how it ended: {"status": succeeded, "result": the job's answer} (or
             failed with its "error", or cancelled), "finished_at"; written by the
             worker that ran it (the API, for a cancellation)
-    responses-expiring/{minute}/{tenant}~{response_id}
-            empty: the minute (since the epoch) after which the response is gone,
-            for the sweep to find what expired without reading every response
+    responses-expiring/{minute}/{expires_at}~{tenant}~{response_id}
+            empty: when the response is gone, in the folder of its minute (since
+            the epoch), for the sweep to find what expired without reading every
+            response
 
 A response older than RESPONSE_TTL is not answered (`record` removes it as it reads
 it), and the API's sweep (`sweep`, every RESPONSE_SWEEP_SECONDS) removes those no one
@@ -56,8 +57,8 @@ class KeptResponses:
         path = _record(tenant, response_id)
         if self.store.exists(path):
             return  # a client's retry of the same request: the first one's stays
-        minute = (int(record["created_at"]) + self.ttl) // 60 + 1
-        self.store.put(f"{EXPIRING}/{minute:010d}/{tenant}~{response_id}", b"")
+        expires = int(record["created_at"]) + self.ttl
+        self.store.put(f"{EXPIRING}/{expires // 60:010d}/{expires:012d}~{tenant}~{response_id}", b"")
         self.store.put(path, json.dumps(record).encode())
 
     def record(self, tenant: str, response_id: str, now: float | None = None) -> dict[str, Any] | None:
@@ -91,16 +92,24 @@ class KeptResponses:
         self.store.delete_folder(response_folder(tenant, response_id))
 
     def sweep(self, now: float | None = None) -> int:
-        """Remove every response whose minute has passed: how many."""
-        current = int(time.time() if now is None else now) // 60
+        """Remove every response expired by `now`: how many. Reads the folders of the
+        minutes up to now's alone (and each past minute's once: it goes with them)."""
+        now = time.time() if now is None else now
+        current = int(now) // 60
         removed = 0
         for minute in self.store.names(EXPIRING):
             if not minute.isdigit() or int(minute) > current:
                 continue
-            for entry in self.store.names(f"{EXPIRING}/{minute}"):
-                tenant, _, response_id = entry.partition("~")
+            folder = f"{EXPIRING}/{minute}"
+            for entry in self.store.names(folder):
+                expires, _, rest = entry.partition("~")
+                tenant, _, response_id = rest.partition("~")
+                if not expires.isdigit() or int(expires) > now:
+                    continue
                 if response_id:
                     self.delete(tenant, response_id)
                     removed += 1
-            self.store.delete_folder(f"{EXPIRING}/{minute}")
+                self.store.delete(f"{folder}/{entry}")
+            if int(minute) < current:
+                self.store.delete_folder(folder)
         return removed

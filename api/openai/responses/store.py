@@ -9,6 +9,7 @@ Redis that came back empty, a result expired sooner)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -43,13 +44,10 @@ class ResponseStore:
         request): the response's record either way."""
         name = self._config.keys.response(key)
         try:
-            if await self._store.set(name, dump_record(record), ex=self.ttl, nx=True):
-                return record
-            kept = await self._store.get(name)
+            if not await self._store.set(name, dump_record(record), ex=self.ttl, nx=True):
+                record = load_record(await self._store.get(name)) or record
         except (RedisError, OSError):
             raise ResultStoreUnavailable("result store (Redis) unavailable") from None
-        found = load_record(kept)
-        record = record if found is None else found
         if record["request"].get("store", True):
             await in_file_store(self._kept.save_record, record)
         return record
@@ -61,7 +59,9 @@ class ResponseStore:
         except (RedisError, OSError):
             raise ResultStoreUnavailable("result store (Redis) unavailable") from None
         if raw:
-            return load_record(raw)
+            found = load_record(raw)
+            # RESPONSE_TTL counts from its creation, wherever it is read from.
+            return found if found and found["created_at"] + self.ttl > time.time() else None
         return await in_file_store(self._kept.record, *_owner_and_id(key))
 
     async def ended(self, key: str) -> dict[str, Any] | None:
