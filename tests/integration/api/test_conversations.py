@@ -16,6 +16,8 @@ from testing.fake_model_server import FakeModelServer
 from testing.load import wait_until
 from testing.openai_sdk import client
 from tests.conftest import Stack, StackFactory
+from tests.integration.test_isolation import auth, walled_stack
+from tests.integration.test_isolation import sdk as sdk_of
 
 pytestmark = pytest.mark.integration
 
@@ -259,3 +261,45 @@ def test_bad_ids_and_queries_are_a_4xx_naming_them(stack_once: Stack, method: st
                            json={"metadata": {}} if method == "POST" else None, timeout=30)  # fmt: skip
     assert 400 <= answer.status_code < 500 and field in answer.json()["error"]["message"], answer.text
     assert client(stack_once).conversations.retrieve(conversation.id).id == conversation.id
+
+
+def test_a_conversation_is_its_tenants_alone(make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path) -> None:
+    stack = walled_stack(make_stack, tmp_path)
+    alpha, beta = sdk_of(stack, "alpha-key"), sdk_of(stack, "beta-key")
+    mine = alpha.conversations.create(items=[{"role": "user", "content": "alpha's secret"}], metadata={"k": "v"})
+    item = alpha.conversations.items.list(mine.id).data[0]
+    # Every call of the SDK, as beta: each as for a conversation that does not exist.
+    calls = [
+        lambda c, i: beta.conversations.retrieve(c),
+        lambda c, i: beta.conversations.update(c, metadata={"k": "beta's"}),
+        lambda c, i: beta.conversations.items.list(c),
+        lambda c, i: beta.conversations.items.create(c, items=[{"role": "user", "content": "beta's"}]),
+        lambda c, i: beta.conversations.items.retrieve(i, conversation_id=c),
+        lambda c, i: beta.conversations.items.delete(i, conversation_id=c),
+        lambda c, i: beta.responses.create(model="fake-model", input="beta's", conversation=c),
+        lambda c, i: beta.conversations.delete(c),
+    ]
+    for call in calls:
+        with pytest.raises(openai.NotFoundError) as theirs:
+            call(mine.id, item.id)
+        with pytest.raises(openai.NotFoundError) as missing:
+            call("conv_000none", "msg_000none")
+        assert str(theirs.value).replace(mine.id, "<id>") == str(missing.value).replace("conv_000none", "<id>")
+    asked = len(fake.completions)
+    assert alpha.conversations.retrieve(mine.id).metadata == {"k": "v"}
+    assert [i.id for i in alpha.conversations.items.list(mine.id)] == [item.id]
+    assert len(fake.completions) == asked  # beta's response was never asked of the model
+    # No key: 401 on every route, the id-less create included.
+    one, items, its = f"/{mine.id}", f"/{mine.id}/items", f"/{mine.id}/items/{item.id}"
+    routes = [("POST", ""), ("GET", one), ("POST", one), ("DELETE", one), ("GET", items), ("POST", items),
+              ("GET", its), ("DELETE", its)]  # fmt: skip
+    for method, path in routes:
+        answer = httpx.request(method, f"{stack.url}/v1/conversations{path}", json={"metadata": {}}, timeout=30)
+        assert answer.status_code == 401, (method, path, answer.text)
+    assert httpx.post(f"{stack.url}/v1/responses", json={"input": "x", "conversation": mine.id}).status_code == 401
+    # An admin key reads it, naming its tenant.
+    admin = httpx.get(f"{stack.url}/v1/conversations/{mine.id}?tenant=alpha", headers=auth("ops-key"), timeout=30)
+    assert admin.status_code == 200 and admin.json()["metadata"] == {"k": "v"}
+    # Nothing beta did was kept, under its name or alpha's.
+    kept = Path(stack.env["FILE_STORE_URL"]) / "conversations"
+    assert sorted(p.name for p in kept.iterdir()) == ["alpha"]
