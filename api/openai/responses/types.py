@@ -209,7 +209,11 @@ class ResponsesRequest(_FallsBack):
             {"required": ["conversation"], "properties": {"conversation": given}},
         ]
         schema["not"] = {
-            "required": ["background", "store"],
-            "properties": {"background": {"const": True}, "store": {"const": False}},
-        }
+            "anyOf": [
+                {"required": ["background", "store"],
+                 "properties": {"background": {"const": True}, "store": {"const": False}}},
+                {"required": ["conversation", "previous_response_id"],
+                 "properties": {"conversation": given, "previous_response_id": given}},
+            ]
+        }  # fmt: skip
         return schema
