@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import Response
 
-from api.errors import BadRequest, GatewayError, InvalidInput, ResponseNotFound
+from api.errors import BadRequest, GatewayError, InvalidInput, JobCancelled, JobFailed, ResponseNotFound
 from api.http.sse import open_stream, stream_response
 from api.jobs.admission import check_tokens
 from api.jobs.route import JobRouting
@@ -160,7 +160,10 @@ class Responses:
         # again; a reader that leaves does not cancel it (not the response's own request).
         owner = self._tenants.get(record["tenant"])
         route, _ = self._routing.route(TaskName.CHAT, response_id, {"meta": {"model": record["model"]}}, owner)
-        events = await open_stream(self._runner, route, None, leaving_cancels=False)
+        if status.get("kept") and JobStatus(status["status"]).finished:
+            events = _kept_end(status)  # Redis lost its job: its end, as the file store kept it
+        else:
+            events = await open_stream(self._runner, route, None, leaving_cancels=False)
         return self._streamed(route, record, events, starting_after, forget=False, timing=timing)
 
     def _object(self, record: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
@@ -250,6 +253,24 @@ class Responses:
             "last_id": page[-1]["id"] if page else "",
             "has_more": len(items) > limit,
         }
+
+
+async def _kept_end(status: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    """A finished response's stream when only the file store knows how it ended: its
+    answer in one piece (as a stream read after STREAM_TTL), or its failure."""
+    state = status["status"]
+    if state == JobStatus.SUCCEEDED:
+        answer, done = status["result"], status.get("finished_at")
+        at = datetime.fromisoformat(done).timestamp() if done else None
+        # As api/jobs/answers.py reads a result whose stream is gone: each choice's text whole.
+        for choice in answer.get("choices") or [{"index": 0, "content": answer.get("content")}]:
+            yield {"index": choice["index"], "text": choice.get("content") or "", "at": at, "whole": True}
+        yield {"end": answer, "at": at, "whole": True}
+    elif state == JobStatus.CANCELLED:
+        raise JobCancelled("the response was cancelled")
+    else:
+        error = status.get("error") or {}
+        raise JobFailed(str(error.get("message", "")), int(error.get("status_code") or 500))
 
 
 def not_found(response_id: str) -> ResponseNotFound:

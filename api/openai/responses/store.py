@@ -71,7 +71,7 @@ class ResponseStore:
         tenant, response_id = _owner_and_id(key)
         outcome = await in_file_store(self._kept.outcome, tenant, response_id)
         if outcome is not None:
-            return {"result": None, "error": None, **outcome}
+            return {"result": None, "error": None, **outcome, "kept": True}
         if await in_file_store(self._kept.record, tenant, response_id) is None:
             return None
         return {"status": JobStatus.QUEUED.value, "result": None, "error": None, "finished_at": None}

@@ -58,6 +58,9 @@ def test_conversations_and_stored_responses_outlive_redis_coming_back_empty(
             exclude={"completed_at"}
         )
     assert [i.content[0].text for i in sdk.responses.input_items.list(plain.id).data] == ["plain"]  # type: ignore[union-attr]
+    # Its stream, read again: its answer in one piece, as OpenAI's events.
+    events = list(sdk.responses.retrieve(background.id, stream=True))
+    assert events[-1].type == "response.completed" and events[-1].response.output_text == "echo: later"
     if queued is not None:
         # Queued before Redis emptied: still queued (its job on the broker), then answered.
         assert sdk.responses.retrieve(queued.id).status == "queued"
