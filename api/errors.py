@@ -111,6 +111,10 @@ class ResponseNotFound(NotFound):
     """No response of that id (of the request's tenant), or it expired or was deleted."""
 
 
+class ConversationNotFound(NotFound):
+    """No conversation of that id (of the request's tenant), or no item of that id in it."""
+
+
 # The state of what the request names does not allow it.
 
 

@@ -24,6 +24,8 @@ from api.openai.batches.router import batches_router
 from api.openai.chat.router import chat_router
 from api.openai.chat.serving import OpenAIJobs
 from api.openai.completions.router import completions_router
+from api.openai.conversations.router import conversations_router
+from api.openai.conversations.serving import Conversations
 from api.openai.embeddings.router import embeddings_router
 from api.openai.embeddings.serving import Embeddings
 from api.openai.files.router import FilesRoute, files_router
@@ -61,12 +63,12 @@ def get_router(config: Config) -> APIRouter:
     native, openai = GatewayRoute.at(edge), OpenAIRoute.at(edge)
     spec = SpecJobs(config, parts.routing, parts.runner)
     jobs = OpenAIJobs(config, parts.routing, parts.runner)
-    records = ResponseStore(config, parts.redis)
+    records = ResponseStore(config, parts.redis, parts.kept)
+    conversations = Conversations(parts.conversations)
     seal = CompactionSeal(config)
     responses = Responses(
         config, parts.routing, parts.runner, parts.store, records, parts.registry, parts.guard.tenants, parts.events,
-        parts.counter,
-        seal,
+        parts.counter, seal, conversations,
     )  # fmt: skip
     compactions = Compactions(config, parts.routing, parts.runner, responses, seal)
     sockets = ResponsesWebSocket(edge, parts.models.responses, responses, parts.runner)
@@ -81,6 +83,7 @@ def get_router(config: Config) -> APIRouter:
         compact_router(compactions, openai),
         responses_router(parts.models, responses, openai),
         websocket_router(sockets),
+        conversations_router(conversations, openai),
         files_router(parts.files, FilesRoute.at(edge)),
         batches_router(parts.batches, openai),
         jobs_router(parts.store, parts.events, native),

@@ -4,6 +4,7 @@ through its constructor, and started and stopped together."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,10 +35,15 @@ from api.tenancy.fair_share import FairShare
 from api.tenancy.guard import Guard
 from api.tenancy.quotas import Quotas
 from shared.config import Config
+from shared.contract.responses import record_ttl
 from shared.registry import Registry, load_registry
 from shared.storage import redis_clients
+from shared.storage.conversation_files import ConversationFiles
 from shared.storage.file_store import FileStore
+from shared.storage.response_files import KeptResponses
 from shared.telemetry import tracing
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,8 @@ class Services:
     readiness: Readiness  # what /ready answers, checked in the background
     quotas: Quotas  # tenants' quotas (its streams' places renewed while they are read)
     counter: TokenCounter  # counts of tokens, asked of the model servers
+    kept: KeptResponses  # stored responses, in the file store (swept as they expire)
+    conversations: ConversationFiles  # conversations, in the file store
 
     @classmethod
     def build(cls, config: Config) -> Services:
@@ -96,7 +104,8 @@ class Services:
         )  # fmt: skip
         lost = LostJobs(config, redis, queue, waiter, published, requeues, fair)
         models = request_models(config)
-        files = Files(config, FileStore.from_config(config), registry, models)
+        file_store = FileStore.from_config(config)
+        files = Files(config, file_store, registry, models)
         doorbell = Doorbell()
         batches = Batches(files, doorbell)
         keeper = BatchKeeper(
@@ -110,7 +119,22 @@ class Services:
         return cls(
             config, registry, metrics, redis, stream_reader, queue, store, waiter, routing, runner, lost, guard,
             models, files, batches, keeper, events, fair, scaling, scrape, readiness, quotas, TokenCounter(config),
+            KeptResponses(file_store, record_ttl(config)), ConversationFiles(file_store),
         )  # fmt: skip
+
+    async def _sweep_responses(self) -> None:
+        """Every RESPONSE_SWEEP_SECONDS, remove the stored responses older than
+        RESPONSE_TTL that no one read since (a read removes one itself): every API
+        process sweeps, each removal done at most once whoever does it."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                removed = await loop.run_in_executor(None, self.kept.sweep)
+                if removed:
+                    log.info("removed %d expired responses from the file store", removed)
+            except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+                log.warning("the sweep of expired responses failed: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(self.config.response_sweep_seconds)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Services]:
@@ -123,6 +147,7 @@ class Services:
             asyncio.create_task(self.keeper.run_forever(), name="batch keeper"),
             asyncio.create_task(self.fair.run(self.queue.celery), name="fair share"),
             asyncio.create_task(self.quotas.keep_streams(), name="streams' places"),
+            asyncio.create_task(self._sweep_responses(), name="responses' sweep"),
         ]
         try:
             yield self

@@ -111,7 +111,13 @@ class Config(BaseSettings):
         " (Last-Event-ID); its answer is kept RESULT_TTL",
     )
     response_ttl: int = Field(
-        0, ge=0, description="seconds /v1/responses' responses and conversations are kept; 0: RESULT_TTL's"
+        0,
+        ge=0,
+        description="seconds a stored /v1/responses response is kept (in Redis and the file store) from its"
+        " creation; 0: RESULT_TTL's. Conversations are kept until deleted",
+    )
+    response_sweep_seconds: float = Field(
+        3600.0, gt=0, description="how often each API process removes the responses older than RESPONSE_TTL"
     )
     compaction_secret: SecretStr | None = Field(
         None,

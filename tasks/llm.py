@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 
 from celery.exceptions import Ignore
 
-from shared.contract import InvalidJob, Job, Start, TaskName
+from shared.contract import InvalidJob, Job, JobFailure, Start, TaskName
 from shared.contract.embeddings import pack_vector
 from shared.contract.responses import dump_record, record_ttl
 from shared.telemetry import tracing
@@ -60,7 +60,12 @@ def models(self: WorkerTask, _job: dict[str, Any]) -> dict[str, Any]:
 def _complete(task: WorkerTask, name: TaskName, raw: dict[str, Any]) -> dict[str, Any]:
     job = Job.parse(raw)
     if job.batch is None or task.request.id is None:
-        return _run(task, name, job)
+        try:
+            return _run(task, name, job)
+        except JobFailure as failure:
+            if job.record is not None and task.request.id is not None:
+                task.worker.response_outcomes.failed(job.record, failure)
+            raise
     try:
         return run_line(task.worker.batch_lines, job.batch, lambda: _run(task, name, job))
     except LineStopped as stopped:
@@ -116,6 +121,9 @@ def _run(task: WorkerTask, name: TaskName, job: Job) -> dict[str, Any]:
             timing["queued_seconds"] = round(timing.get("queued_seconds", 0.0) + waited, 4)
         if completion.first_piece_at is not None:
             timing["first_token_seconds"] = round(completion.first_piece_at - asked - waited, 4)
+        if job.record is not None:
+            # Before anyone hears of its end: a conversation read then holds its turn.
+            worker.response_outcomes.succeeded(job.record, answer)
         if relay is not None:
             relay.end(answer)
         usage = completion.usage or {}

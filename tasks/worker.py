@@ -29,6 +29,7 @@ from tasks.model.coalesce import Coalescer
 from tasks.model.pooled import PooledModel
 from tasks.model.protocol import Embedded, Turn
 from tasks.model.servers import PoolKeeper, ServerPool
+from tasks.response_outcomes import ResponseOutcomes
 from tasks.running import RunningJobs
 
 
@@ -53,6 +54,8 @@ class Worker:
         self.unacked_tags = unacked_tags
         self._running: RunningJobs | None = None
         self._batch_lines: BatchLines | None = None
+        self._file_store: FileStore | None = None
+        self._outcomes: ResponseOutcomes | None = None
         # The webhook endpoints, by name (WEBHOOKS, WEBHOOKS_FILE).
         self.webhooks: dict[str, Endpoint] = {e.name: e for e in load_endpoints(config)}
         self._reporter: CapacityReporter | None = None
@@ -159,8 +162,22 @@ class Worker:
         """The records of batches' lines, in the file store (FILE_STORE_URL)."""
         with self._lock:
             if self._batch_lines is None:
-                self._batch_lines = BatchLines(FileStore.from_config(self.config))
+                self._batch_lines = BatchLines(self._store())
             return self._batch_lines
+
+    @property
+    def response_outcomes(self) -> ResponseOutcomes:
+        """Where responses' ends are kept beside Redis: their outcomes, their conversations' turns."""
+        with self._lock:
+            if self._outcomes is None:
+                self._outcomes = ResponseOutcomes(self.config, self._store())
+            return self._outcomes
+
+    def _store(self) -> FileStore:
+        """The file store (FILE_STORE_URL), made once; called holding the lock."""
+        if self._file_store is None:
+            self._file_store = FileStore.from_config(self.config)
+        return self._file_store
 
     @property
     def running(self) -> RunningJobs:

@@ -90,37 +90,57 @@ def test_another_tenants_ids_answer_as_unknown_ones_on_every_route(
                                                                completion_window="24h").id)  # fmt: skip
     assert batch.status == "completed" and batch.output_file_id
     response = client.responses.create(model="fake-model", input="alpha's")
+    conversation = client.conversations.create(items=[{"role": "user", "content": "alpha's"}], metadata={"k": "v"})
+    item = client.conversations.items.list(conversation.id).data[0]
     mine = {
         "job_id": ["iso-job", line_job_id(batch.id, "line-0")],
         "file_id": [input_id, batch.output_file_id],
         "batch_id": [batch.id],
         "response_id": [response.id],
+        "conversation_id": [conversation.id],
+        "item_id": [item.id],
     }
     unknown = {"job_id": "iso-none", "file_id": "file-000none", "batch_id": "batch_000none",
-               "response_id": "resp_000none"}  # fmt: skip
+               "response_id": "resp_000none", "conversation_id": "conv_000none", "item_id": "msg_000none"}  # fmt: skip
+    # What a route that takes a body is sent (a body it would refuse is answered before its ids are looked at).
+    bodies = {
+        ("POST", "/v1/conversations/{conversation_id}"): {"metadata": {"k": "beta's"}},
+        ("POST", "/v1/conversations/{conversation_id}/items"): {"items": [{"role": "user", "content": "b"}]},
+    }
     covered = set()
     for method, path in ROUTES:
-        (param,) = re.findall(r"{(\w+)}", path)
-        assert param in mine, f"{method} {path}: no id of alpha's for {{{param}}}: add one to this test"
-        for given in mine[param]:
-            before = httpx.get(f"{url}{path.replace('{' + param + '}', given).removesuffix('/cancel')}",
-                               headers=alpha, timeout=30)  # fmt: skip
-            missing = httpx.request(method, f"{url}{path.replace('{' + param + '}', unknown[param])}", headers=beta)
-            theirs = httpx.request(method, f"{url}{path.replace('{' + param + '}', given)}", headers=beta)
+        params = re.findall(r"{(\w+)}", path)
+        for param in params:
+            assert param in mine, f"{method} {path}: no id of alpha's for {{{param}}}: add one to this test"
+        # Each id of alpha's for a route of one id; alpha's first ids together for a route of several.
+        choices = [{params[0]: given} for given in mine[params[0]]] if len(params) == 1 else [
+            {param: mine[param][0] for param in params}]  # fmt: skip
+
+        def filled(ids: dict[str, str], path: str = path) -> str:
+            for param, given in ids.items():
+                path = path.replace("{" + param + "}", given)
+            return f"{url}{path}"
+
+        body = bodies.get((method, path))
+        for ids in choices:
+            given = list(ids.values())
+            before = httpx.get(filled(ids).removesuffix("/cancel"), headers=alpha, timeout=30)
+            missing = httpx.request(method, filled({p: unknown[p] for p in ids}), headers=beta, json=body)
+            theirs = httpx.request(method, filled(ids), headers=beta, json=body)
             assert missing.status_code == 404, (method, path, missing.text)
-            assert _answer(theirs, given) == _answer(missing, unknown[param]), (method, path, given)
-            after = httpx.get(f"{url}{path.replace('{' + param + '}', given).removesuffix('/cancel')}",
-                              headers=alpha, timeout=30)  # fmt: skip
+            assert _answer(theirs, *given) == _answer(missing, *(unknown[p] for p in ids)), (method, path, given)
+            after = httpx.get(filled(ids).removesuffix("/cancel"), headers=alpha, timeout=30)
             assert after.status_code == 200 and _answer(after) == _answer(before), (method, path, given)
             # No key: 401; an admin reads it (a job naming its tenant), as alpha does.
-            url_of = f"{url}{path.replace('{' + param + '}', given)}"
-            assert httpx.request(method, url_of).status_code == 401, (method, path)
+            assert httpx.request(method, filled(ids), json=body).status_code == 401, (method, path)
             if method == "GET":
-                whose = {"tenant": "alpha"} if param in ("job_id", "response_id") else None
-                admin_read = httpx.get(url_of, params=whose, headers=auth("ops-key"))
+                named = {"job_id", "response_id", "conversation_id"} & set(ids)
+                whose = {"tenant": "alpha"} if named else None
+                admin_read = httpx.get(filled(ids), params=whose, headers=auth("ops-key"))
                 assert _answer(admin_read) == _answer(before), (path, given)
             covered.add((method, path))
-    assert covered == set(ROUTES) and len(ROUTES) >= 11  # jobs (2), files (3), batches (2), responses (4)
+    # jobs (2), files (3), batches (2), responses (4), conversations (3), their items (4)
+    assert covered == set(ROUTES) and len(ROUTES) >= 18
     # The lists: beta's are its own (empty), alpha's hold alpha's.
     assert httpx.get(f"{url}/v1/files", headers=beta).json()["data"] == []
     assert httpx.get(f"{url}/v1/batches", headers=beta).json()["data"] == []

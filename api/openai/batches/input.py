@@ -176,5 +176,7 @@ def _response_line(request: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         raise _BadLine("body.background: a batch's requests are run by the batch")
     if request.previous_response_id is not None:
         raise _BadLine("body.previous_response_id: a batch's line is a conversation of its own")
+    if request.conversation is not None:
+        raise _BadLine("body.conversation: a batch's line is a conversation of its own")
     items = input_items(given_input(request), "resp_line")
     return response_job(request, chat_messages(request.instructions, items)), asked_of(request)

@@ -87,6 +87,8 @@ def response_object(
         "prompt_cache_key": asked.get("prompt_cache_key"),
         "completed_at": int(completed_at or time.time()) if answer is not None else None,
     }
+    if record.get("conversation"):
+        body["conversation"] = {"id": record["conversation"]}
     return body
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import Response
 
-from api.errors import BadRequest, GatewayError, ResponseNotFound
+from api.errors import BadRequest, GatewayError, InvalidInput, JobCancelled, JobFailed, ResponseNotFound
 from api.http.sse import open_stream, stream_response
 from api.jobs.admission import check_job, check_tokens
 from api.jobs.route import JobRoute, JobRouting
@@ -26,6 +26,7 @@ from api.jobs.runner import JobRunner
 from api.jobs.store import JobStore
 from api.jobs.webhook_events import WebhookEvents
 from api.observability.server_timing import Timing
+from api.openai.conversations.serving import Conversations
 from api.openai.responses.input_tokens import TokenCounter
 from api.openai.responses.objects import STATUSES, ResponseEvents, error_code, response_object
 from api.openai.responses.sealing import CompactionSeal
@@ -65,6 +66,7 @@ class Responses:
         events: WebhookEvents,
         counter: TokenCounter,
         seal: CompactionSeal,
+        conversations: Conversations,
     ) -> None:
         self._config = config
         self._routing = routing
@@ -76,6 +78,7 @@ class Responses:
         self._events = events
         self._counter = counter
         self._seal = seal
+        self._conversations = conversations
 
     async def create(self, tenant: Tenant, body: ResponsesRequest, idempotency_key: str | None, timing: Timing) -> Any:
         """A response to `body`: whole, streamed, or queued (``background``); the request's
@@ -137,9 +140,14 @@ class Responses:
         # A client's retry (the same Idempotency-Key) is the same response.
         tail = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32] if idempotency_key else uuid.uuid4().hex
         response_id = f"resp_{tail}"
+        conversation = body.conversation_id()
         if history is None:
             history = await self._history(tenant, body.previous_response_id) if body.previous_response_id else []
+            if conversation is not None:  # its items so far, before the input (never with previous_response_id)
+                history = await self._conversations.context(tenant.name, conversation)
         items = input_items(given_input(body), response_id)
+        if not history and not items:
+            raise InvalidInput(f"input: required: conversation {conversation!r} holds no items yet")
         check_tool_outputs(history, items)
         asked_items = self._seal.expanded(tenant.name, [*history, *items], base=len(history))
         messages = chat_messages(body.instructions, asked_items)  # never empty: the schema's
@@ -153,6 +161,8 @@ class Responses:
             "input_items": items,
             "history": history,
         }
+        if conversation is not None:  # its worker adds the turn to it as it ends
+            record["conversation"] = conversation
         # The record travels with the job too: a worker that finds it gone (Redis back
         # empty) writes it again, so the response is found as long as its job is.
         route, routed = self._routing.route(TaskName.CHAT, response_id, {**job, "record": record}, tenant)
@@ -180,8 +190,7 @@ class Responses:
     async def _history(self, tenant: Tenant, previous_id: str) -> list[dict[str, Any]]:
         """The conversation `previous_id` ended with: its history, its input, its output."""
         key = job_key(tenant.name, previous_id)
-        previous = await self._records.load(key)
-        status = await self._jobs.status(key) if previous is not None else None
+        previous, status = await self._state(key)
         if previous is None or status is None:
             raise ResponseNotFound(f"previous_response_id: no response {previous_id!r}")
         if status["status"] != JobStatus.SUCCEEDED:
@@ -189,10 +198,16 @@ class Responses:
             raise BadRequest(f"previous_response_id: response {previous_id!r} is {state}; only a finished one goes on")
         return conversation_after(previous, status["result"])
 
+    async def _state(self, key: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The response's record and its job's status: Redis's, else the file store's."""
+        record = await self._records.load(key)
+        if record is None:
+            return None, None
+        return record, await self._jobs.status(key) or await self._records.ended(key)
+
     async def _found(self, key: str, response_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """The response's record and its job's status; 404 when either is gone."""
-        record = await self._records.load(key)
-        status = await self._jobs.status(key) if record is not None else None
+        record, status = await self._state(key)
         if record is None or status is None:
             raise not_found(response_id)
         return record, status
@@ -207,7 +222,10 @@ class Responses:
         # again; a reader that leaves does not cancel it (not the response's own request).
         owner = self._tenants.get(record["tenant"])
         route, _ = self._routing.route(TaskName.CHAT, response_id, {"meta": {"model": record["model"]}}, owner)
-        events = await open_stream(self._runner, route, None, leaving_cancels=False)
+        if status.get("kept") and JobStatus(status["status"]).finished:
+            events = _kept_end(status)  # Redis lost its job: its end, as the file store kept it
+        else:
+            events = await open_stream(self._runner, route, None, leaving_cancels=False)
         return self._streamed(route, record, events, starting_after, forget=False, timing=timing)
 
     def _object(self, record: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
@@ -256,6 +274,7 @@ class Responses:
         if not JobStatus(status["status"]).finished:
             await self._cancelled(key, response_id)
             status = await self._jobs.status(key) or status
+            await self._records.keep_end(key, status)
         elif status["status"] != JobStatus.CANCELLED:
             state = STATUSES.get(status["status"], status["status"])
             raise BadRequest(f"response {response_id!r} is {state}: only a queued or running one can be cancelled")
@@ -296,6 +315,24 @@ class Responses:
             "last_id": page[-1]["id"] if page else "",
             "has_more": len(items) > limit,
         }
+
+
+async def _kept_end(status: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    """A finished response's stream when only the file store knows how it ended: its
+    answer in one piece (as a stream read after STREAM_TTL), or its failure."""
+    state = status["status"]
+    if state == JobStatus.SUCCEEDED:
+        answer, done = status["result"], status.get("finished_at")
+        at = datetime.fromisoformat(done).timestamp() if done else None
+        # As api/jobs/answers.py reads a result whose stream is gone: each choice's text whole.
+        for choice in answer.get("choices") or [{"index": 0, "content": answer.get("content")}]:
+            yield {"index": choice["index"], "text": choice.get("content") or "", "at": at, "whole": True}
+        yield {"end": answer, "at": at, "whole": True}
+    elif state == JobStatus.CANCELLED:
+        raise JobCancelled("the response was cancelled")
+    else:
+        error = status.get("error") or {}
+        raise JobFailed(str(error.get("message", "")), int(error.get("status_code") or 500))
 
 
 def not_found(response_id: str) -> ResponseNotFound:

@@ -18,6 +18,13 @@ from api.errors import InvalidInput
 from api.openai.responses.types import IGNORED, InputTokensRequest, ResponsesRequest
 from api.openai.types import sampling_temperature
 
+# The output items are made as the worker makes them for a conversation (re-exported here).
+from shared.contract.response_items import call_item as call_item
+from shared.contract.response_items import item_id as item_id
+from shared.contract.response_items import message_item as message_item
+from shared.contract.response_items import output_items as output_items
+from shared.contract.response_items import output_text as output_text
+
 # Chat completions' fields a response's own are translated to: passed on beside them,
 # they would override the translation and its limits (and the input items kept would
 # not be what the model was asked). Each is refused, naming what to send instead.
@@ -32,11 +39,6 @@ TRANSLATED = {
 
 # finish_reason of the chat answer → the response's status and incomplete_details.
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
-
-
-def item_id(response_id: str, kind: str, n: int) -> str:
-    """The id of a response's `n`th item of `kind` (msg, fc, in): the same on every read."""
-    return f"{kind}_{response_id.removeprefix('resp_')}_{n}"
 
 
 # -- a request → a chat job -------------------------------------------------------
@@ -105,14 +107,14 @@ def response_job(body: ResponsesRequest, messages: list[dict[str, Any]]) -> dict
 # -- input items → chat messages -------------------------------------------------
 
 
-def input_items(raw: str | list[dict[str, Any]], response_id: str) -> list[dict[str, Any]]:
-    """The request's `input` as items, each with its id (a string is one user message);
-    InvalidInput naming the item at fault."""
+def input_items(raw: str | list[dict[str, Any]], response_id: str, field: str = "input") -> list[dict[str, Any]]:
+    """The request's `input` (or a conversation's new items: `field`) as items, each with
+    its id (a string is one user message); InvalidInput naming the item at fault."""
     if isinstance(raw, str):
         raw = [{"type": "message", "role": "user", "content": raw}]
     items = []
     for n, item in enumerate(raw):
-        where = f"input[{n}]"
+        where = f"{field}[{n}]"
         kind = item.get("type", "message")
         if kind == "message":
             role = item.get("role")
@@ -252,35 +254,6 @@ def response_format(text: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 # -- the answer → output items ---------------------------------------------------
-
-
-def output_items(response_id: str, answer: dict[str, Any], status: str = "completed") -> list[dict[str, Any]]:
-    """A finished chat answer (choice 0) as a response's output: its message, then its calls."""
-    choice = (answer.get("choices") or [{"content": answer.get("content", ""), "index": 0}])[0]
-    items: list[dict[str, Any]] = []
-    text = choice.get("content") or ""
-    calls = choice.get("tool_calls") or []
-    if text or not calls:
-        items.append(message_item(item_id(response_id, "msg", 0), text, status))
-    for n, call in enumerate(calls):
-        function = call.get("function") or {}
-        items.append(call_item(item_id(response_id, "fc", n), call.get("id") or item_id(response_id, "call", n),
-                               function.get("name", ""), function.get("arguments") or "", "completed"))  # fmt: skip
-    return items
-
-
-def message_item(id_: str, text: str | None, status: str) -> dict[str, Any]:
-    content = [] if text is None else [output_text(text)]
-    return {"id": id_, "type": "message", "status": status, "role": "assistant", "content": content}
-
-
-def output_text(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-
-
-def call_item(id_: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
-    return {"id": id_, "type": "function_call", "status": status, "call_id": call_id, "name": name,
-            "arguments": arguments}  # fmt: skip
 
 
 def usage(answer: dict[str, Any]) -> dict[str, Any] | None:

@@ -19,13 +19,14 @@ from pydantic_core import CoreSchema
 
 from api.native.types import DEFAULT_PRIORITY, MODEL_PATTERN, Body, Count, integral
 from api.openai.types import _FallsBack
+from shared.storage.conversation_files import CONVERSATION_ID_PATTERN
 
 # Fields of OpenAI's Responses API that a model server behind chat completions has no
 # use for: accepted, and not passed on (reasoning summaries, truncation, includes of
 # built-in tools' results, service tiers, prompt caching keys, ...).
 IGNORED = frozenset(
     {"reasoning", "truncation", "include", "service_tier", "prompt_cache_key", "prompt_cache_retention",
-     "safety_identifier", "max_tool_calls", "top_logprobs", "stream_options", "conversation", "prompt"}
+     "safety_identifier", "max_tool_calls", "top_logprobs", "stream_options", "prompt"}
 )  # fmt: skip
 
 
@@ -147,6 +148,14 @@ class TextConfig(_Item):
 RESPONSE_ID_PATTERN = r"^resp_[A-Za-z0-9._:-]{1,123}$"
 
 
+class ConversationRef(BaseModel):
+    """``conversation`` as an object: ``{"id": "conv_…"}``."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    id: str = Field(pattern=CONVERSATION_ID_PATTERN)
+
+
 class ResponsesRequest(_FallsBack):
     """Body of ``POST /v1/responses``. Fields beyond OpenAI's go to the model server as
     given (a server's own sampling parameters), as for chat completions."""
@@ -183,13 +192,26 @@ class ResponsesRequest(_FallsBack):
     max_tool_calls: Any = None
     top_logprobs: Any = None
     stream_options: Any = None
-    conversation: Any = None
     prompt: Any = None
+    conversation: Annotated[str, Field(pattern=CONVERSATION_ID_PATTERN)] | ConversationRef | None = Field(
+        None, description="a conversation (its id, or {id}): its items come before the input; the turn is added to it"
+    )
+
+    def conversation_id(self) -> str | None:
+        """The id of the conversation the response belongs to, if any."""
+        return self.conversation.id if isinstance(self.conversation, ConversationRef) else self.conversation
 
     @model_validator(mode="after")
     def _something_to_answer(self) -> ResponsesRequest:
-        if self.input is None and self.previous_response_id is None:
-            raise ValueError("input: required, unless previous_response_id names the conversation to go on with")
+        if self.conversation is not None and self.previous_response_id is not None:
+            raise ValueError(
+                "conversation, previous_response_id: mutually exclusive parameters: ensure you are only providing"
+                " one of 'previous_response_id' or 'conversation'"
+            )
+        if self.input is None and self.previous_response_id is None and self.conversation is None:
+            raise ValueError(
+                "input: required, unless previous_response_id or conversation names the conversation to go on with"
+            )
         if self.background and not self.store:
             raise ValueError("background: a background response is stored (store: false cannot be polled)")
         return self
@@ -201,11 +223,16 @@ class ResponsesRequest(_FallsBack):
         schema["anyOf"] = [
             {"required": ["input"], "properties": {"input": given}},
             {"required": ["previous_response_id"], "properties": {"previous_response_id": given}},
+            {"required": ["conversation"], "properties": {"conversation": given}},
         ]
         schema["not"] = {
-            "required": ["background", "store"],
-            "properties": {"background": {"const": True}, "store": {"const": False}},
-        }
+            "anyOf": [
+                {"required": ["background", "store"],
+                 "properties": {"background": {"const": True}, "store": {"const": False}}},
+                {"required": ["conversation", "previous_response_id"],
+                 "properties": {"conversation": given, "previous_response_id": given}},
+            ]
+        }  # fmt: skip
         return schema
 
 

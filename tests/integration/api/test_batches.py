@@ -84,11 +84,13 @@ def test_a_bad_input_file_is_refused_naming_each_line(stack: Stack) -> None:
         {**chat_line("d", "x"), "method": "GET"},
         {**chat_line("e", "x"), "body": {"model": "m", "messages": []}},
         chat_line("f", "x", stream=True),
+        {"custom_id": "g", "method": "POST", "url": "/v1/responses",
+         "body": {"model": "m", "conversation": "conv_abc"}},
     ])  # fmt: skip
     with pytest.raises(openai.BadRequestError) as refused:
         upload(sdk, content)
     message = refused.value.message
-    assert "6 invalid line(s)" in message
+    assert "7 invalid line(s)" in message
     for number, why in [
         (2, "not JSON"),
         (3, "custom_id 'a' is used by an earlier line"),
@@ -96,6 +98,7 @@ def test_a_bad_input_file_is_refused_naming_each_line(stack: Stack) -> None:
         (5, "method: must be 'POST'"),
         (6, "body.messages"),
         (7, "body.stream: a batch's requests are not streamed"),
+        (8, "body.conversation: a batch's line is a conversation of its own"),
     ]:
         assert f"line {number}: {why}" in message, (number, message)
     assert all(f.purpose != "batch" or f.bytes != len(content) for f in sdk.files.list())
