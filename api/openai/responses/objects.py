@@ -65,11 +65,14 @@ def response_object(
         "previous_response_id": asked.get("previous_response_id"),
         "store": asked.get("store", True),
         # As asked; None: not set, the model server's own default applied (none was sent).
-        "temperature": asked.get("temperature"),
+        # What the response was made with, as OpenAI shows it: a temperature or top_p the
+        # request left out is shown as OpenAI's default (1.0, a number, as the Open
+        # Responses schema has it), though none was sent (the model server's own applied).
+        "temperature": _or_default(asked.get("temperature")),
         "text": asked.get("text") or {"format": {"type": "text"}},
         "tool_choice": asked.get("tool_choice") or "auto",
         "tools": tools,
-        "top_p": asked.get("top_p"),
+        "top_p": _or_default(asked.get("top_p")),
         "truncation": "disabled",
         "usage": usage(answer) if answer is not None else None,
         "user": asked.get("user"),
@@ -90,6 +93,10 @@ def response_object(
     if record.get("conversation"):
         body["conversation"] = {"id": record["conversation"]}
     return body
+
+
+def _or_default(value: Any, default: float = 1.0) -> Any:
+    return default if value is None else value
 
 
 class ResponseEvents:

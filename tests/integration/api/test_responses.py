@@ -299,7 +299,7 @@ def test_sampling_left_unset_is_not_sent_so_the_servers_defaults_apply(
     unset = sdk.responses.create(model="fake-model", input="x")
     sent = fake.completions[-1]
     assert not {"temperature", "top_p", "max_tokens", "tool_choice", "parallel_tool_calls", "user"} & sent.keys()
-    assert unset.temperature is None and unset.top_p is None  # the server's own: not known here
+    assert unset.temperature == 1.0 and unset.top_p == 1.0  # shown as OpenAI's defaults, though none was sent
     given = sdk.responses.create(model="fake-model", input="x", temperature=0.4, top_p=0.5, max_output_tokens=9)
     sent = fake.completions[-1]
     assert (sent["temperature"], sent["top_p"], sent["max_tokens"]) == (0.4, 0.5, 9)
