@@ -89,9 +89,11 @@ return 'start'
 # given: a second delivery finds the result first), and its hash's task, reply_to,
 # queue and background (the hash keeps what GET /jobs/{id} and a resubmission read).
 # KEYS: result, job hash; the day's usage, the tenant's tokens of the minute and of
-# the day, its jobs in flight; its lease. ARGV: result, seconds, the message's reply_to (or '');
+# the day, its jobs in flight; its lease; the minute's usage (KEYS[8], counted as the day's,
+# when given). ARGV: result, seconds, the message's reply_to (or '');
 # the usage fields' prefix ("{tenant}|{model}|"), the count ("jobs" or "failed"),
-# prompt tokens, completion tokens, seconds the usage is kept; the job's id.
+# prompt tokens, completion tokens, seconds the usage is kept; the job's id; seconds the
+# minute's usage is kept.
 STORE_ONCE = (
     _PUBLISH_RESULT
     + """
@@ -114,6 +116,14 @@ if #KEYS >= 5 then
     end
   end
   if redis.call('TTL', KEYS[3]) < 0 then redis.call('EXPIRE', KEYS[3], ARGV[8]) end
+  if #KEYS >= 8 then
+    redis.call('HINCRBY', KEYS[8], ARGV[4] .. ARGV[5], 1)
+    if prompt + completion > 0 then
+      redis.call('HINCRBY', KEYS[8], ARGV[4] .. 'prompt_tokens', prompt)
+      redis.call('HINCRBY', KEYS[8], ARGV[4] .. 'completion_tokens', completion)
+    end
+    if redis.call('TTL', KEYS[8]) < 0 then redis.call('EXPIRE', KEYS[8], ARGV[10]) end
+  end
 end
 return 1
 """
