@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api.http.route_class import Access, Edge, GatewayRoute
 from api.http.unread_body import CloseAfterUnreadBody
+from api.native.dead_letters_router import dead_letters_router
 from api.native.jobs_router import jobs_router
 from api.native.models_router import models_router
 from api.native.router import ERROR_RESPONSES, spec_router
@@ -34,6 +35,7 @@ from api.openai.responses.router import responses_router
 from api.openai.responses.serving import Responses
 from api.openai.responses.store import ResponseStore
 from api.services import Services
+from api.tenancy.tenants_router import tenants_router
 from api.tenancy.usage_router import usage_router
 from shared.config import Config
 from shared.telemetry import tracing
@@ -54,7 +56,8 @@ def get_router(config: Config) -> APIRouter:
 
     edge = Edge(config, parts.guard, parts.metrics)
     # Every endpoint but the probes needs a key (when keys are configured) and is rate
-    # limited; the operators' (every tenant's figures) an admin key or METRICS_TOKEN.
+    # limited; the operators' (every tenant's figures) an admin key or METRICS_TOKEN; the
+    # admins' (dead letters: jobs' requests, and replaying them) an admin key.
     native, openai = GatewayRoute.at(edge), OpenAIRoute.at(edge)
     spec = SpecJobs(config, parts.routing, parts.runner)
     jobs = OpenAIJobs(config, parts.routing, parts.runner)
@@ -77,7 +80,9 @@ def get_router(config: Config) -> APIRouter:
         jobs_router(parts.store, parts.events, native),
         models_router(parts.registry, native),
         usage_router(config, parts.guard.tenants, parts.redis, native),
+        tenants_router(parts.guard.tenants, native),
         operators_router(parts.scrape, parts.scaling, GatewayRoute.at(edge, Access.OPERATOR)),
+        dead_letters_router(config, GatewayRoute.at(edge, Access.ADMIN)),
     ]
     for router in routers:
         outer.include_router(router, responses=ERROR_RESPONSES)
