@@ -77,7 +77,7 @@ def get_router(config: Config) -> APIRouter:
         responses_router(parts.models, responses, openai),
         files_router(parts.files, FilesRoute.at(edge)),
         batches_router(parts.batches, openai),
-        jobs_router(parts.store, parts.events, native),
+        jobs_router(parts.store, parts.events, parts.guard.tenants, native),
         models_router(parts.registry, native),
         usage_router(config, parts.guard.tenants, parts.redis, native),
         tenants_router(parts.guard.tenants, native),

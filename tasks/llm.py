@@ -196,7 +196,7 @@ def _embedding_answer(embedded: Embedded) -> dict[str, Any]:
     usage = embedded.usage or {"prompt_tokens": 0, "total_tokens": 0}
     answer = {"embeddings": vectors, "model": embedded.model, "usage": usage}
     if embedded.served_by:
-        answer["served_model"] = embedded.served_by[0]
+        answer["served_model"], answer["server"] = embedded.served_by
     return answer
 
 
