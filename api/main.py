@@ -13,6 +13,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.console.router import add_console
 from api.http.route_class import Access, Edge, GatewayRoute
 from api.http.unread_body import CloseAfterUnreadBody
 from api.native.dead_letters_router import dead_letters_router
@@ -113,6 +114,7 @@ def create_app(config: Config | None = None) -> FastAPI:
     )
     app.include_router(get_router(config))
     add_docs(app)
+    add_console(app)
     # Any answer given before its body was read whole (a 404, a 405, a refusal) ends its connection.
     app.add_middleware(CloseAfterUnreadBody)
     if tracing.enabled():
