@@ -74,8 +74,7 @@ def console(
 ) -> Iterator[Console]:
     if not broker_env["RABBIT_MQ_HOST"]:
         pytest.skip("once is enough: the console reads the same endpoints on either broker")
-    if not CHROMIUM.exists():
-        pytest.skip("no Chromium at /usr/bin/chromium (Debian's `chromium`; .ci/run installs it)")
+    _need_chromium()
     tmp = tmp_path_factory.mktemp("console")
     second = FakeModelServer().start()
     make, cleanup = _stack_factory(tmp, fake_server, broker_env)
@@ -102,6 +101,15 @@ def console(
         cleanup()
         second.stop()
         fake_server.reset()
+
+
+def _need_chromium() -> None:
+    if CHROMIUM.exists():
+        return
+    why = "no Chromium at /usr/bin/chromium (Debian's `chromium`; .ci/run installs it)"
+    if os.environ.get("REQUIRE_CHROMIUM"):
+        pytest.fail(f"{why}, and REQUIRE_CHROMIUM is set")
+    pytest.skip(why)
 
 
 def _put_traffic_through(console: Console) -> None:
@@ -191,8 +199,7 @@ def _seed_history(console: Console) -> None:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip("no Chromium at /usr/bin/chromium (Debian's `chromium`; .ci/run installs it)")
+    _need_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
