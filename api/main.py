@@ -32,9 +32,12 @@ from api.openai.files.router import FilesRoute, files_router
 from api.openai.http import OpenAIRoute
 from api.openai.models.router import models_router as openai_models_router
 from api.openai.models.serving import ServedModels
+from api.openai.responses.compact import Compactions, compact_router
 from api.openai.responses.router import responses_router
+from api.openai.responses.sealing import CompactionSeal
 from api.openai.responses.serving import Responses
 from api.openai.responses.store import ResponseStore
+from api.openai.responses.websocket import ResponsesWebSocket, websocket_router
 from api.services import Services
 from api.tenancy.tenants_router import tenants_router
 from api.tenancy.usage_router import usage_router
@@ -63,10 +66,14 @@ def get_router(config: Config) -> APIRouter:
     spec = SpecJobs(config, parts.routing, parts.runner)
     jobs = OpenAIJobs(config, parts.routing, parts.runner)
     records = ResponseStore(config, parts.redis)
+    seal = CompactionSeal(config)
     responses = Responses(
         config, parts.routing, parts.runner, parts.store, records, parts.registry, parts.guard.tenants, parts.events,
         parts.counter,
+        seal,
     )  # fmt: skip
+    compactions = Compactions(config, parts.routing, parts.runner, responses, seal)
+    sockets = ResponsesWebSocket(edge, parts.models.responses, responses, parts.runner)
     outer = APIRouter(lifespan=lifespan)
     outer.include_router(probes_router(parts.readiness, parts.guard))
     routers = [
@@ -75,7 +82,9 @@ def get_router(config: Config) -> APIRouter:
         completions_router(parts.models, jobs, openai),
         embeddings_router(parts.models, Embeddings(config, parts.routing, parts.runner), openai),
         openai_models_router(ServedModels(config, parts.routing, parts.runner), parts.registry, openai),
+        compact_router(compactions, openai),
         responses_router(parts.models, responses, openai),
+        websocket_router(sockets),
         files_router(parts.files, FilesRoute.at(edge)),
         batches_router(parts.batches, openai),
         jobs_router(parts.store, parts.events, parts.guard.tenants, native),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,10 @@ def plan(config: Config, local: LocalStack) -> Plan:
             f"llm-api: Flower would listen on {local.flower_host} without a password: set"
             " FLOWER_BASIC_AUTH=user:password, or FLOWER_HOST=127.0.0.1"
         )
+    if config.compaction_secret is None:
+        # Compaction items last as long as this run (every API process of it the same secret).
+        result.secret_env["COMPACTION_SECRET"] = secrets.token_urlsafe(32)
+        result.notes.append("compaction: a secret of this run's own (COMPACTION_SECRET unset)")
     if config.sentinels:
         sentinels = ", ".join(f"{host}:{port}" for host, port in config.sentinels)
         result.notes.append(f"result store: Redis master {config.redis_sentinel_master!r} of the Sentinels {sentinels}")

@@ -113,6 +113,20 @@ class Config(BaseSettings):
     response_ttl: int = Field(
         0, ge=0, description="seconds /v1/responses' responses and conversations are kept; 0: RESULT_TTL's"
     )
+    compaction_secret: SecretStr | None = Field(
+        None,
+        description="the secret /v1/responses/compact seals its compaction items with (every API process the same);"
+        " unset: compaction is refused (503)",
+    )
+    responses_websocket_seconds: int = Field(
+        3600, ge=1, description="seconds a /v1/responses WebSocket connection lasts (OpenAI's: 60 minutes)"
+    )
+    responses_websockets_per_tenant: int = Field(
+        100,
+        ge=0,
+        description="WebSocket connections to /v1/responses one tenant may hold open on one API process; past"
+        " it, the upgrade is refused with 429. 0: no limit",
+    )
     streams_in_flight: int = Field(
         100,
         ge=0,
@@ -263,6 +277,15 @@ class Config(BaseSettings):
         if url and (parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password):
             raise ValueError("PUBLIC_BASE_URL: an http(s) address without user or password (https://llm.example.com)")
         return url
+
+    @field_validator("compaction_secret")
+    @classmethod
+    def _long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is None or not secret.get_secret_value():
+            return None  # unset (compose passes an empty value)
+        if len(secret.get_secret_value()) < 32:
+            raise ValueError("COMPACTION_SECRET: at least 32 characters (secrets.token_urlsafe(32))")
+        return secret
 
     @field_validator("inner_llm_url")
     @classmethod

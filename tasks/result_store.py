@@ -7,6 +7,9 @@ was given. Here one script does both: the first result stored for a job (an answ
 a failure, or the cancellation DELETE /jobs/{id} stores) is the one that stays
 (the contract's STORE_ONCE script). The result is published on the channel of the
 API process awaiting it, named by the job's claim and by the job itself (`reply_to`).
+What is kept is what a client may still ask for, for RESULT_TTL: the answer, and what
+its claim held that GET /jobs/{id} and a resubmission read (the script folds it into
+the result and drops the claim's hash); the answer's timing is published only.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from celery.backends.redis import RedisBackend, SentinelBackend
 from kombu.utils import json as kombu_json
 from kombu.utils.encoding import bytes_to_str
 
-from shared.contract import STORE_ONCE, Keys, stored_answer, whole_answer
+from shared.contract import KEPT_CLAIM, STORE_ONCE, Keys, kept_answer, stored_answer, whole_answer
 from shared.contract.keys import USAGE_MINUTE_SECONDS, usage_day, usage_minute, usage_prefix
 from shared.storage import redis_clients
 from shared.telemetry import tracing
@@ -66,13 +69,19 @@ class ResultStore(RedisBackend):
             meta.pop("children", None)
         if meta.get("traceback") is None:
             meta.pop("traceback", None)
+        published = ""
         if state == states.SUCCESS:
-            meta["result"] = stored_answer(meta["result"])
+            # Its requests get the answer with its run's times; the result keeps the
+            # answer alone (and STORE_ONCE adds what a status and a resubmission read).
+            answer = stored_answer(meta["result"])
+            meta["result"] = kept_answer(answer)
+            if meta["result"] is not answer:
+                published = self._encoded({**meta, "result": answer})
         expires = self.failure_expires if state == states.FAILURE else self.expires
         job_key = self._keys.job(bytes_to_str(task_id))
         reply_to = reply_channel(request)
         keys = [self.get_key_for_task(task_id), job_key]
-        args: list[Any] = [self._encoded(meta), int(expires), reply_to]
+        args: list[Any] = [self._encoded(meta), int(expires), reply_to, published]
         if state in (states.SUCCESS, states.FAILURE):
             self._account(meta["task_id"], job_of(request), state, result, keys, args)
         with tracing.span("store result", attributes={"llm.job_id": meta["task_id"], "llm.state": state}):
@@ -81,8 +90,9 @@ class ResultStore(RedisBackend):
 
     def meta_from_decoded(self, meta: dict[str, Any]) -> dict[str, Any]:
         """A stored result as Celery's readers get it (a Python client's AsyncResult): the
-        answer whole, as the task returned it."""
+        answer whole, as the task returned it (but its timing, published only)."""
         meta = super().meta_from_decoded(meta)
+        meta.pop(KEPT_CLAIM, None)  # the gateway's (GET /jobs/{id}), not Celery's
         if meta.get("status") == states.SUCCESS:
             meta["result"] = whole_answer(meta.get("result"))
         return meta

@@ -163,6 +163,8 @@ def stack_env(broker_env: dict[str, str], fake_url: str, **overrides: str) -> di
         # A stream's reader that leaves: its job cancelled a second later (tests of
         # resuming set their own).
         "STREAM_LEAVE_GRACE": "1",
+        # POST /v1/responses/compact seals with it (unset: refused with 503).
+        "COMPACTION_SECRET": "test-compaction-secret-of-32-chars-at-least",
         **overrides,
     }
 

@@ -22,12 +22,14 @@ from shared.config import Config
 from shared.contract import (
     CANCEL,
     CLAIM,
+    MARK_NOTIFIED,
     STATUS_NAMES,
     CancelOutcome,
     JobField,
     JobStatus,
     cancelled_result,
     failure_status,
+    kept_claim,
     whole_answer,
 )
 from shared.storage import redis_clients
@@ -71,6 +73,7 @@ class JobStore:
         self._store = store
         self._claim = store.register_script(CLAIM)
         self._cancel = store.register_script(CANCEL)
+        self._mark_notified = store.register_script(MARK_NOTIFIED)
         self._replicated = bool(config.sentinels and config.redis_replica_acks)
 
     async def claim(
@@ -87,7 +90,8 @@ class JobStore:
         will be published on `reply_to` too, when given. `tenant` is whose job it is,
         `queue` its model's; `background`, queued without a request awaiting it."""
         mine = fingerprint(task_name, job)
-        keys = [self._config.keys.job(job_id), self._config.keys.queued]
+        # An ended job's claim is kept in its result (STORE_ONCE): CLAIM reads it there.
+        keys = [self._config.keys.job(job_id), self._config.keys.queued, self._config.keys.result(job_id)]
         config = self._config
         args = [
             mine,
@@ -97,7 +101,9 @@ class JobStore:
             job_id,
             config.max_queued_jobs,
             reply_to,
-            tenant,
+            # Kept only where the job's key does not say it (`tenant_of`: a key names its
+            # tenant, the default tenant's by naming none).
+            tenant if tenant != tenant_of(job_id) else "",
             queue,
             "1" if background else "",
         ]
@@ -138,9 +144,10 @@ class JobStore:
         return True
 
     async def mark_notified(self, job_id: str) -> None:
-        """Remember that the job's end is sent to webhooks (its cancellation by the API)."""
+        """Remember that the job's end is sent to webhooks (its cancellation by the API);
+        a job that ended already is left as it is (its claim is in its result)."""
         try:
-            await self._store.hset(self._config.keys.job(job_id), JobField.NOTIFY, "1")
+            await self._mark_notified(keys=[self._config.keys.job(job_id)])
         except (RedisError, OSError) as exc:
             log.warning("could not mark job %s for webhooks: %s", job_id, exc)
 
@@ -190,8 +197,10 @@ class JobStore:
             raise ResultStoreUnavailable("result store (Redis) unavailable") from None
         if not claim and raw_result is None:
             return None
-        fields = {k.decode(): v.decode() for k, v in claim.items()}
         meta = json.loads(raw_result) if raw_result else {}
+        # An ended job's claim is in its result (its hash gone); stored by a worker of an
+        # earlier release, in its hash still.
+        fields = {**kept_claim(meta), **{k.decode(): v.decode() for k, v in claim.items()}}
         state = STATUS_NAMES.get(meta.get("status", ""))
         answer: dict[str, Any] = {
             "job_id": job_id,

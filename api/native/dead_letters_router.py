@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from api.errors import BrokerUnavailable, ResultStoreUnavailable
-from shared.broker.dead_letters import list_dead, replay
+from shared.broker.dead_letters import Replayed, list_dead, replay
 from shared.config import Config
 from shared.tenants import tenant_of
 
@@ -36,18 +36,31 @@ class Replay(BaseModel):
     )
 
 
+async def off_the_loop(config: Config, work: Callable[[], T]) -> T:
+    """`work` (kombu's and redis-py's blocking clients) on a thread, never on the event
+    loop; a broker or Redis that does not answer is its GatewayError (503, named)."""
+    try:
+        return await asyncio.get_running_loop().run_in_executor(None, work)
+    except RedisError:
+        raise ResultStoreUnavailable("result store (Redis) unavailable: no dead letter was replayed") from None
+    except (OperationalError, OSError):
+        raise BrokerUnavailable(f"broker ({config.broker_name}) unavailable: dead letters cannot be read") from None
+
+
+def listed(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The dead letters as listed: each with its job's tenant (its id's prefix)."""
+    return [{**entry, "tenant": tenant_of(entry["job_id"]) if entry.get("job_id") else None} for entry in found]
+
+
+def replayed(chosen: set[str], done: Replayed) -> dict[str, Any]:
+    """What a replay did, and the ids asked for that were no dead letter."""
+    missing = sorted(chosen - set(done.replayed) - set(done.skipped))
+    return {"replayed": done.replayed, "skipped": done.skipped, "missing": missing}
+
+
 def dead_letters_router(config: Config, route_class: type[APIRoute]) -> APIRouter:
     """The dead-letter queue of `config`'s deployment, for admin keys."""
     router = APIRouter(tags=["operations"], route_class=route_class)
-
-    async def off_the_loop(work: Callable[[], T]) -> T:
-        # kombu's and redis-py's blocking clients: on a thread, never on the event loop.
-        try:
-            return await asyncio.get_running_loop().run_in_executor(None, work)
-        except RedisError:
-            raise ResultStoreUnavailable("result store (Redis) unavailable: no dead letter was replayed") from None
-        except (OperationalError, OSError):
-            raise BrokerUnavailable(f"broker ({config.broker_name}) unavailable: dead letters cannot be read") from None
 
     @router.get("/dead_letters", responses={503: {"description": "The broker is unavailable; named"}})
     async def dead_letters(
@@ -56,9 +69,8 @@ def dead_letters_router(config: Config, route_class: type[APIRoute]) -> APIRoute
         """The dead letters, oldest first: each job's id (its tenant's prefix kept: what
         replay takes), its tenant, task, why it died and when, and its arguments as the
         worker logged them."""
-        found = await off_the_loop(lambda: list_dead(config, limit))
-        data = [{**entry, "tenant": tenant_of(entry["job_id"]) if entry["job_id"] else None} for entry in found]
-        return {"object": "list", "data": data}
+        found = await off_the_loop(config, lambda: list_dead(config, limit))
+        return {"object": "list", "data": listed(found)}
 
     @router.post("/dead_letters/replay", responses={503: {"description": "The broker or Redis is unavailable"}})
     async def replay_dead_letters(body: Replay) -> dict[str, Any]:
@@ -66,8 +78,6 @@ def dead_letters_router(config: Config, route_class: type[APIRoute]) -> APIRoute
         forgotten; a job answered or cancelled since it died is skipped, with why, and its
         dead letter removed. Ids not among the dead letters are named as missing."""
         chosen = set(body.job_ids)
-        done = await off_the_loop(lambda: replay(config, chosen))
-        missing = sorted(chosen - set(done.replayed) - set(done.skipped))
-        return {"replayed": done.replayed, "skipped": done.skipped, "missing": missing}
+        return replayed(chosen, await off_the_loop(config, lambda: replay(config, chosen)))
 
     return router

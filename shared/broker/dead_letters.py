@@ -25,7 +25,7 @@ from kombu import Connection, Exchange, Message, Queue
 from shared.broker.queues import queue_arguments
 from shared.broker.settings import celery_settings
 from shared.config import Config
-from shared.contract import JobField, State
+from shared.contract import JobField, State, kept_claim
 from shared.storage import redis_clients
 
 REASON = "x-dead-reason"
@@ -55,6 +55,15 @@ def settled_as(store: redis.Redis, config: Config, job_id: str) -> str | None:
     except (ValueError, AttributeError):
         return None
     return {State.SUCCESS: "answered", State.REVOKED: "cancelled"}.get(status)
+
+
+def _kept_claim(store: redis.Redis, config: Config, job_id: str) -> dict[str, str]:
+    """What a job's stored result keeps of its claim ({} when none)."""
+    raw = store.get(config.keys.result(job_id))
+    try:
+        return kept_claim(json.loads(raw)) if raw is not None else {}
+    except ValueError:
+        return {}
 
 
 @contextmanager
@@ -125,10 +134,15 @@ def replay(config: Config, job_ids: set[str] | None) -> Replayed:
                 done.skipped[job_id] = f"{settled} since it failed: its result stays, its dead letter is removed"
                 message.ack()
                 continue
-            # Forget the failure, or the worker would find the job answered.
+            # Forget the failure, or the worker would find the job answered; its claim,
+            # kept in the failure (STORE_ONCE), is its hash again (a resubmission of
+            # another body under its job_id is still refused, its status still its tenant's).
             now = time.time()
+            claim = _kept_claim(store, config, job_id)
             pipe = store.pipeline()
             pipe.delete(config.keys.result(job_id), config.keys.lease(job_id))
+            if claim:
+                pipe.hset(config.keys.job(job_id), mapping=claim)
             pipe.hdel(config.keys.job(job_id), JobField.STARTED_AT)
             pipe.hset(config.keys.job(job_id), JobField.ACCEPTED_AT, repr(now))
             pipe.expire(config.keys.job(job_id), config.job_ttl)

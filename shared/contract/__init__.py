@@ -380,6 +380,36 @@ def whole_answer(answer: Any) -> Any:
     return {**{name: choices[0].get(name) for name in _FIRST_CHOICE}, **answer}
 
 
+# What an answer tells the request awaiting it of its run (its times, tasks/llm.py: that
+# request's Server-Timing and metrics): published with its result, not kept in it. A
+# request that reads the result later was not that run.
+RUN_ONLY = ("timing",)
+
+
+def kept_answer(answer: Any) -> Any:
+    """An answer as its result keeps it for RESULT_TTL: as `stored_answer` has it, and
+    without what only the request awaiting it reads (RUN_ONLY)."""
+    stored = stored_answer(answer)
+    if not isinstance(stored, dict) or not any(name in stored for name in RUN_ONLY):
+        return stored
+    return {name: value for name, value in stored.items() if name not in RUN_ONLY}
+
+
+# An ended job's claim: what its hash (`Keys.job`) held that GET /jobs/{id} and a
+# resubmission of its job_id read (its fingerprint, times, tenant) is kept in its
+# result under this name, and the hash goes (STORE_ONCE).
+KEPT_CLAIM = "claim"
+
+
+def kept_claim(meta: Any) -> dict[str, str]:
+    """The claim's fields a stored result keeps (`KEPT_CLAIM`), as its hash had them; {}
+    for a result without (stored before, or of a job sent without the API's claim)."""
+    kept = meta.get(KEPT_CLAIM) if isinstance(meta, dict) else None
+    if not isinstance(kept, dict):
+        return {}
+    return {name: value for name, value in kept.items() if isinstance(value, str)}
+
+
 # A streamed answer: one stream entry per piece, then one last entry.
 STREAM_INDEX = "i"  # the choice the piece belongs to
 STREAM_TEXT = "t"  # the piece's text
@@ -393,6 +423,7 @@ from shared.contract.keys import Keys as Keys  # noqa: E402
 from shared.contract.scripts import ADMIT as ADMIT  # noqa: E402
 from shared.contract.scripts import CANCEL as CANCEL  # noqa: E402
 from shared.contract.scripts import CLAIM as CLAIM  # noqa: E402
+from shared.contract.scripts import MARK_NOTIFIED as MARK_NOTIFIED  # noqa: E402
 from shared.contract.scripts import MARK_STARTED as MARK_STARTED  # noqa: E402
 from shared.contract.scripts import RELAY_ADD as RELAY_ADD  # noqa: E402
 from shared.contract.scripts import STORE_ONCE as STORE_ONCE  # noqa: E402

@@ -1,10 +1,10 @@
 """Every Lua script the gateway runs on Redis, beside the keys they touch (keys.py).
 
 Each names its KEYS and ARGV in a comment. The job's own: CLAIM, MARK_STARTED,
-STORE_ONCE, CANCEL; the tenants': ADMIT (quotas), STREAM_JOIN and STREAM_LEAVE (streams read),
-RATE_COUNT (rate limits); RELAY_ADD (a streamed job's pieces); the locks
-one process holds at a time: FAIR_LOCK_RENEW (a busy model's dispatcher),
-BATCH_LOCK_RENEW and BATCH_LOCK_RELEASE (the process driving a batch); the slots of
+STORE_ONCE, CANCEL, MARK_NOTIFIED; the tenants': ADMIT (quotas), STREAM_JOIN and
+STREAM_LEAVE (streams read), RATE_COUNT (rate limits); RELAY_ADD (a streamed job's
+pieces); the locks one process holds at a time: FAIR_LOCK_RENEW (a busy model's
+dispatcher), BATCH_LOCK_RENEW and BATCH_LOCK_RELEASE (the process driving a batch); the slots of
 a model's servers (tasks/model/servers.py): SERVER_TAKE, SERVER_RELEASE, SERVER_PROBES,
 SERVER_RECOVERED, SERVER_RECLAIM, SERVER_RENEW.
 """
@@ -31,14 +31,20 @@ end
 # fingerprint of the request that claimed it first, or nil when this one did; or
 # {'full', n} when n jobs wait to start already (ARGV[6], MAX_QUEUED_JOBS): the
 # claim is refused. Entries older than a claim's TTL are dropped from the count.
+# An ended job's claim is in its result (KEYS[3], when given: STORE_ONCE keeps it
+# there, its fingerprint first), its hash gone.
 # ARGV[7], when not empty, is the channel the job's result is also published on.
 # ARGV[8], when given and not empty, is the tenant it is run for; ARGV[9] its model's queue;
 # ARGV[10], when '1', marks it queued in the background (no request awaits it).
-# KEYS: job hash, queued set. ARGV: fingerprint, task, now, job TTL, job id, max queued, reply_to, tenant, queue,
-# background.
+# KEYS: job hash, queued set, result. ARGV: fingerprint, task, now, job TTL, job id, max queued, reply_to, tenant,
+# queue, background.
 CLAIM = """
 local existing = redis.call('HGET', KEYS[1], 'fingerprint')
 if existing then return existing end
+if KEYS[3] then
+  local kept = string.match(redis.call('GETRANGE', KEYS[3], 0, 255), '^{"claim":{"fingerprint":"([^"]*)"')
+  if kept then return kept end
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[4]))
 local waiting = redis.call('ZCARD', KEYS[2])
 if waiting >= tonumber(ARGV[6]) then return {'full', waiting} end
@@ -82,32 +88,58 @@ return 'start'
 
 # Stores and publishes the result ARGV[1] for ARGV[2] seconds unless a result is
 # stored already; answers 1 when it stored, 0 when it kept the earlier result.
+# ARGV[4], when given and not empty, is what is published instead: the result with
+# what only the requests awaiting it read (the answer's timing, contract.RUN_ONLY).
+# An ended job keeps one key: its result. What GET /jobs/{id} and a resubmission of
+# its job_id read of its claim (its hash's fingerprint, accepted_at, started_at,
+# tenant) is kept in the result, a JSON object, as its first member `claim` (the
+# fingerprint first: CLAIM reads it there), and the hash goes; the rest of the hash
+# (task, reply_to, queue, background, notify) only a job not yet ended needs.
 # The result stored is counted to its tenant (in the same call: a job's first
-# result once, and no round trip more): KEYS[3..5] and ARGV[4..8] when given; and
-# the job, ended, leaves its tenant's jobs in flight (KEYS[6], ARGV[9]) when given.
-# What only a job not yet ended needs goes as it ends: its lease (KEYS[7], when
-# given: a second delivery finds the result first), and its hash's task, reply_to,
-# queue and background (the hash keeps what GET /jobs/{id} and a resubmission read).
+# result once, and no round trip more): KEYS[3..5] and ARGV[5..9] when given; and
+# the job, ended, leaves its tenant's jobs in flight (KEYS[6], ARGV[10]) when given.
+# Its lease goes too (KEYS[7], when given: a second delivery finds the result first).
 # KEYS: result, job hash; the day's usage, the tenant's tokens of the minute and of
-# the day, its jobs in flight; its lease; the minute's usage (KEYS[8], counted as the day's,
-# when given). ARGV: result, seconds, the message's reply_to (or '');
-# the usage fields' prefix ("{tenant}|{model}|"), the count ("jobs" or "failed"),
-# prompt tokens, completion tokens, seconds the usage is kept; the job's id; seconds the
-# minute's usage is kept.
+# the day, its jobs in flight; its lease; the minute's usage (KEYS[8], counted as the
+# day's, when given). ARGV: result, seconds, the message's reply_to (or ''),
+# the result as published (or ''); the usage fields' prefix ("{tenant}|{model}|"), the
+# count ("jobs" or "failed"), prompt tokens, completion tokens, seconds the usage is
+# kept; the job's id; seconds the minute's usage is kept.
 STORE_ONCE = (
     _PUBLISH_RESULT
     + """
-if #KEYS >= 6 then redis.call('ZREM', KEYS[6], ARGV[9]) end
+if #KEYS >= 6 then redis.call('ZREM', KEYS[6], ARGV[10]) end
 if #KEYS >= 7 then redis.call('DEL', KEYS[7]) end
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
-publish_result(KEYS[1], KEYS[2], ARGV[1], ARGV[3])
-redis.call('HDEL', KEYS[2], 'task', 'reply_to', 'queue', 'background')
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local result = ARGV[1]
+local kept = {}
+if string.sub(result, 1, 1) == '{' and string.sub(result, 1, 9) ~= '{"claim":' then
+  local names = {'fingerprint', 'accepted_at', 'started_at', 'tenant'}
+  local values = redis.call('HMGET', KEYS[2], unpack(names))
+  for i, name in ipairs(names) do
+    if values[i] then table.insert(kept, '"' .. name .. '":' .. cjson.encode(values[i])) end
+  end
+  if #kept > 0 then
+    local rest = string.sub(result, 2)
+    if string.match(rest, '^%s*}') == nil then rest = ',' .. rest end
+    result = '{"claim":{' .. table.concat(kept, ',') .. '}' .. rest
+  end
+end
+redis.call('SET', KEYS[1], result, 'EX', ARGV[2])
+local published = ARGV[4]
+if not published or published == '' then published = result end
+publish_result(KEYS[1], KEYS[2], published, ARGV[3])
+if #kept > 0 then
+  redis.call('DEL', KEYS[2])
+else
+  redis.call('HDEL', KEYS[2], 'task', 'reply_to', 'queue', 'background')
+end
 if #KEYS >= 5 then
-  local prompt, completion = tonumber(ARGV[6]), tonumber(ARGV[7])
-  redis.call('HINCRBY', KEYS[3], ARGV[4] .. ARGV[5], 1)
+  local prompt, completion = tonumber(ARGV[7]), tonumber(ARGV[8])
+  redis.call('HINCRBY', KEYS[3], ARGV[5] .. ARGV[6], 1)
   if prompt + completion > 0 then
-    redis.call('HINCRBY', KEYS[3], ARGV[4] .. 'prompt_tokens', prompt)
-    redis.call('HINCRBY', KEYS[3], ARGV[4] .. 'completion_tokens', completion)
+    redis.call('HINCRBY', KEYS[3], ARGV[5] .. 'prompt_tokens', prompt)
+    redis.call('HINCRBY', KEYS[3], ARGV[5] .. 'completion_tokens', completion)
     if redis.call('INCRBY', KEYS[4], prompt + completion) == prompt + completion then
       redis.call('EXPIRE', KEYS[4], 120)
     end
@@ -115,19 +147,29 @@ if #KEYS >= 5 then
       redis.call('EXPIRE', KEYS[5], 172800)
     end
   end
-  if redis.call('TTL', KEYS[3]) < 0 then redis.call('EXPIRE', KEYS[3], ARGV[8]) end
+  if redis.call('TTL', KEYS[3]) < 0 then redis.call('EXPIRE', KEYS[3], ARGV[9]) end
   if #KEYS >= 8 then
-    redis.call('HINCRBY', KEYS[8], ARGV[4] .. ARGV[5], 1)
+    redis.call('HINCRBY', KEYS[8], ARGV[5] .. ARGV[6], 1)
     if prompt + completion > 0 then
-      redis.call('HINCRBY', KEYS[8], ARGV[4] .. 'prompt_tokens', prompt)
-      redis.call('HINCRBY', KEYS[8], ARGV[4] .. 'completion_tokens', completion)
+      redis.call('HINCRBY', KEYS[8], ARGV[5] .. 'prompt_tokens', prompt)
+      redis.call('HINCRBY', KEYS[8], ARGV[5] .. 'completion_tokens', completion)
     end
-    if redis.call('TTL', KEYS[8]) < 0 then redis.call('EXPIRE', KEYS[8], ARGV[10]) end
+    if redis.call('TTL', KEYS[8]) < 0 then redis.call('EXPIRE', KEYS[8], ARGV[11]) end
   end
 end
 return 1
 """
 )
+
+# Marks a claimed job's end to be sent to webhooks (its hash's `notify`), unless the
+# hash is gone: the job ended already (STORE_ONCE), and no cancellation of it follows;
+# a mark would only leave a hash of its own, without a TTL. Answers 1 when marked.
+# KEYS: job hash.
+MARK_NOTIFIED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'notify', '1')
+return 1
+"""
 
 # Admits a tenant's job under its quotas, before its claim: refused ({quota, n})
 # when the tokens its jobs used this minute or this UTC day reached a quota, or when

@@ -10,6 +10,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -309,7 +310,14 @@ def test_a_job_looked_up_shows_what_its_status_says(open_page: Callable[..., Pag
     assert field("model") == result["model"]
     usage = result["usage"]
     assert field("usage") == f"{usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion"
-    assert field("run_seconds").endswith(" ms") or field("run_seconds").endswith(" s")
+    # Its times: between those its status gives.
+    times = {
+        name: datetime.fromisoformat(status[name]).timestamp() for name in ("accepted_at", "started_at", "finished_at")
+    }
+    shown = lambda name: float(page.get_attribute(f"dl.job [data-field='{name}']", "data-value") or "nan")  # noqa: E731
+    assert abs(shown("queued_seconds") - (times["started_at"] - times["accepted_at"])) < 0.002
+    assert abs(shown("run_seconds") - (times["finished_at"] - times["started_at"])) < 0.002
+    assert abs(shown("total_seconds") - (times["finished_at"] - times["accepted_at"])) < 0.002
     tab.screenshot("jobs")
     # Its tenant sees which model served it, not which server (an address of the deployment's).
     own = console.get(f"/jobs/{job_id}", "alpha").json()["result"]

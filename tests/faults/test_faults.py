@@ -283,6 +283,9 @@ def test_jobs_failed_by_an_outage_are_dead_lettered_and_replayed(
     assert sorted(dead_letters.replay(config, None).replayed) == sorted(ids("dead", 5)[1:])
     wait_until(lambda: all(job_status(stack, job) == "succeeded" for job in ids("dead", 5)), 20, "replayed jobs to run")
     assert dead_letters.list_dead(config) == []
+    # Replayed under its claim (kept in its failure, its hash again): another body is refused.
+    other = httpx.post(f"{stack.url}/generate", json={"job_id": "dead-3", "content": "other"}, timeout=30)
+    assert other.status_code == 409
     resumed = httpx.post(f"{stack.url}/generate", json={"job_id": "dead-3", "content": "q dead-3"}, timeout=30)
     assert resumed.status_code == 200 and resumed.json()["content"] == "echo: q dead-3"
 

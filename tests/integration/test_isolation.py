@@ -424,6 +424,10 @@ BODIES: dict[str, dict[str, Any]] = {
                                 {"type": "function_call_output", "call_id": "c", "output": "o"}],
                       "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
                       "text": {"format": {"type": "json_schema", "name": "s", "schema": {"type": "object"}}}},
+    "/v1/responses/compact": {"model": "m", "instructions": "i", "prompt_cache_key": "k",
+                              "input": [{"role": "user", "content": [{"type": "input_text", "text": "x"}]},
+                                        {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+                                        {"type": "function_call_output", "call_id": "c", "output": "o"}]},
     "/v1/embeddings": {"model": "m", "input": ["x", "y"], "dimensions": 4, "encoding_format": "base64"},
 }  # fmt: skip
 # A count of tokens takes what a response would be asked (and answers what it counted).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Callable
@@ -11,10 +10,6 @@ from typing import Any
 import httpx
 import pytest
 
-from api.errors import BrokerUnavailable
-from api.observability.scaling import Scaling
-from shared.config import Config
-from shared.registry import load_registry
 from testing.fake_model_server import FakeModelServer
 from tests.conftest import Stack, StackFactory
 
@@ -79,19 +74,3 @@ def test_a_worker_that_leaves_or_dies_takes_its_slots_away(make_stack: StackFact
     second.kill()  # SIGKILL: its report goes stale within three intervals
     gone = eventually(stack, lambda s: s["workers"] == 0, "the dead worker's report dropped", seconds=5)
     assert gone["slots"] == 0
-
-
-@pytest.mark.unit
-def test_a_broker_that_cannot_count_its_queues_is_named() -> None:
-    config = Config(_env_file=None, rabbit_mq_host="127.0.0.1")  # type: ignore[call-arg]
-    registry = load_registry(config)
-
-    class NoTenants:
-        tenant_queues: list[str] = []
-
-        def model_queue(self, queue: str) -> str:
-            return queue
-
-    scaling = Scaling(config, registry, None, NoTenants(), None)  # type: ignore[arg-type]
-    with pytest.raises(BrokerUnavailable, match="RabbitMQ"):
-        asyncio.run(scaling.read({config.queue_name: -1}))

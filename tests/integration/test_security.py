@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
 import subprocess
 import time
 import uuid
@@ -20,9 +19,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import allow_header_conformance, positive_data_acceptance
 from schemathesis.config import SchemathesisConfig
 
-from api.jobs.admission import check_job
 from api.main import create_app
-from api.tenancy.guard import Guard
 from shared.config import Config
 from testing.fake_model_server import FakeModelServer, free_port
 from testing.load import wait_until
@@ -57,18 +54,6 @@ def test_keys_guard_every_endpoint_but_health(make_stack: StackFactory, fake: Fa
     api_log = stack.processes.started[-1].output()
     assert "API keys: 3 configured" in api_log
     assert not any(key in api_log for key in ("env-key-1", "env-key-2", "file-key-3", "nope"))
-
-
-@pytest.mark.unit
-def test_without_keys_the_api_says_it_is_open(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING):
-        Guard(Config(_env_file=None), _NoRedis())  # type: ignore[call-arg, arg-type]
-    assert "no API keys configured" in caplog.text
-
-
-class _NoRedis:
-    def register_script(self, _: str) -> object:
-        return object()
 
 
 # Input limits: one row per limit, each a 4xx naming it.
@@ -154,13 +139,6 @@ def test_a_client_that_writes_its_whole_body_first_reads_the_413(stack: Stack, s
         finally:
             connection.close()
         assert answer.status == 413 and "MAX_BODY_BYTES" in text, (path, answer.status, text[:200])
-
-
-@pytest.mark.unit
-def test_a_job_within_the_limits_passes_them_all() -> None:
-    config = Config(_env_file=None, **{k.lower(): int(v) for k, v in LIMITS.items()})  # type: ignore[arg-type]
-    check_job(config, {"messages": [USER] * 3, "meta": {"stop_words": ["abcde", "b"], "tokens_limit": 50}})
-    check_job(config, {})  # the gateway's own jobs (llm.models) hold nothing
 
 
 # Backpressure.
@@ -322,4 +300,15 @@ def test_the_api_holds_to_its_schema(case: schemathesis.Case, fuzzed_stack: Stac
         excluded.append(positive_data_acceptance)
     if case.path == "/v1/embeddings" and isinstance(case.body, dict) and case.body.get("fallbacks"):
         excluded.append(positive_data_acceptance)
+    # A response's input is refused (422 naming the item) where it holds a compaction item
+    # the gateway did not seal, or a function call's output answering no call before it:
+    # what the content was sealed with, and what came before, no schema can say.
+    if case.path in ("/v1/responses", "/v1/responses/compact") and _unverifiable_items(case.body):
+        excluded.append(positive_data_acceptance)
     case.call_and_validate(base_url=fuzzed_stack.url, timeout=30, excluded_checks=excluded)
+
+
+def _unverifiable_items(body: Any) -> bool:
+    items = body.get("input") if isinstance(body, dict) else None
+    kinds = [item.get("type") for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+    return any(kind in ("compaction", "function_call_output") for kind in kinds)

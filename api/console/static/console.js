@@ -590,9 +590,18 @@
     const result = job.result || {};
     const timing = result.timing || {};
     const usage = result.usage || {};
-    const field = (label, name, value) =>
-      value === undefined || value === null || value === "" ? [] : [el("dt", {}, label), el("dd", { "data-field": name }, value)];
+    const field = (label, name, value, raw) =>
+      value === undefined || value === null || value === ""
+        ? []
+        : [el("dt", {}, label), el("dd", { "data-field": name, "data-value": raw }, value)];
     const seconds = (value) => (typeof value === "number" ? duration(value) : undefined);
+    // Its times as the status gives them (ISO 8601); the time between two of them.
+    const at = (iso) => (iso ? Date.parse(iso.replace(/(\.\d{3})\d+/, "$1")) / 1000 : null);
+    const between = (from, to) => (at(from) !== null && at(to) !== null ? Math.max(0, at(to) - at(from)) : undefined);
+    const span = (label, name, from, to) => {
+      const value = between(from, to);
+      return field(label, name, seconds(value), value === undefined ? undefined : value.toFixed(3));
+    };
     return el("dl", { class: "job", "data-job": job.job_id },
       field("Job", "job_id", job.job_id),
       field("Tenant", "tenant", job.tenant),
@@ -601,8 +610,10 @@
       field("Accepted", "accepted_at", job.accepted_at),
       field("Started", "started_at", job.started_at),
       field("Finished", "finished_at", job.finished_at),
-      field("Waited in queue", "queued_seconds", seconds(timing.queued_seconds)),
-      field("Ran", "run_seconds", seconds(timing.run_seconds)),
+      span("Waited in queue", "queued_seconds", job.accepted_at, job.started_at),
+      span("Ran", "run_seconds", job.started_at, job.finished_at),
+      span("In all", "total_seconds", job.accepted_at, job.finished_at),
+      // The model server's part, when the result still holds its run's timing.
       field("Model server", "model_seconds", seconds(timing.model_seconds)),
       field("First token", "first_token_seconds", seconds(timing.first_token_seconds)),
       field("Model (its server's name)", "model", result.model),

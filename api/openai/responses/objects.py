@@ -5,6 +5,7 @@ stream the same way for every reader, so that `starting_after` finds its place."
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from api.http.sse import sse
@@ -73,9 +74,19 @@ def response_object(
         "usage": usage(answer) if answer is not None else None,
         "user": asked.get("user"),
         "metadata": asked.get("metadata") or {},
+        # The rest of the object as the Open Responses specification requires it, each
+        # present (null when it does not apply): penalties passed on as asked; no
+        # reasoning, tool-call cap, logprobs or service tier of the gateway's own.
+        "presence_penalty": asked.get("presence_penalty", 0.0),
+        "frequency_penalty": asked.get("frequency_penalty", 0.0),
+        "top_logprobs": 0,
+        "reasoning": {"effort": None, "summary": None},
+        "max_tool_calls": None,
+        "service_tier": "default",
+        "safety_identifier": asked.get("safety_identifier"),
+        "prompt_cache_key": asked.get("prompt_cache_key"),
+        "completed_at": int(completed_at or time.time()) if answer is not None else None,
     }
-    if answer is not None:
-        body["completed_at"] = int(completed_at or time.time())
     return body
 
 
@@ -84,8 +95,9 @@ class ResponseEvents:
     (response.created, response.in_progress), then `render(piece)` for each piece and
     for the end. One instance per reader: every reader renders the same events."""
 
-    def __init__(self, record: dict[str, Any]) -> None:
+    def __init__(self, record: dict[str, Any], frame: Callable[[dict[str, Any], str], str] = sse) -> None:
         self._record = record
+        self._frame = frame  # an event as sent: a server-sent event, or a WebSocket's message
         self._id = record["id"]
         self._seq = -1
         self._items: list[dict[str, Any]] = []  # the output as it is streamed
@@ -95,7 +107,7 @@ class ResponseEvents:
 
     def _event(self, kind: str, **fields: Any) -> str:
         self._seq += 1
-        return sse({"type": kind, "sequence_number": self._seq, **fields}, kind)
+        return self._frame({"type": kind, "sequence_number": self._seq, **fields}, kind)
 
     def opening(self) -> list[str]:
         record = self._record

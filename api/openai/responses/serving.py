@@ -21,22 +21,23 @@ from fastapi import Response
 from api.errors import BadRequest, GatewayError, ResponseNotFound
 from api.http.sse import open_stream, stream_response
 from api.jobs.admission import check_job, check_tokens
-from api.jobs.route import JobRouting
+from api.jobs.route import JobRoute, JobRouting
 from api.jobs.runner import JobRunner
 from api.jobs.store import JobStore
 from api.jobs.webhook_events import WebhookEvents
 from api.observability.server_timing import Timing
 from api.openai.responses.input_tokens import TokenCounter
 from api.openai.responses.objects import STATUSES, ResponseEvents, error_code, response_object
+from api.openai.responses.sealing import CompactionSeal
 from api.openai.responses.store import ResponseStore
 from api.openai.responses.translate import (
-    as_messages,
     asked_of,
     chat_messages,
     chat_tools,
+    check_tool_outputs,
+    conversation_after,
     given_input,
     input_items,
-    output_items,
     response_job,
 )
 from api.openai.responses.types import InputTokensRequest, ResponsesRequest
@@ -63,6 +64,7 @@ class Responses:
         tenants: Tenants,
         events: WebhookEvents,
         counter: TokenCounter,
+        seal: CompactionSeal,
     ) -> None:
         self._config = config
         self._routing = routing
@@ -73,31 +75,12 @@ class Responses:
         self._tenants = tenants
         self._events = events
         self._counter = counter
+        self._seal = seal
 
     async def create(self, tenant: Tenant, body: ResponsesRequest, idempotency_key: str | None, timing: Timing) -> Any:
         """A response to `body`: whole, streamed, or queued (``background``); the request's
         `timing` told of its job."""
-        check_tokens(self._config, body.max_output_tokens, "max_output_tokens")
-        # A client's retry (the same Idempotency-Key) is the same response.
-        tail = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32] if idempotency_key else uuid.uuid4().hex
-        response_id = f"resp_{tail}"
-        history = await self._history(tenant, body.previous_response_id) if body.previous_response_id else []
-        items = input_items(given_input(body), response_id)
-        messages = chat_messages(body.instructions, [*history, *items])  # never empty: the schema's
-        job = response_job(body, messages)
-        asked = asked_of(body)
-        record = {
-            "id": response_id,
-            "tenant": tenant.name,
-            "created_at": int(time.time()),
-            "model": body.model or self._registry.default.name,
-            "request": asked,
-            "input_items": items,
-            "history": history,
-        }
-        # The record travels with the job too: a worker that finds it gone (Redis back
-        # empty) writes it again, so the response is found as long as its job is.
-        route, routed = self._routing.route(TaskName.CHAT, response_id, {**job, "record": record}, tenant)
+        record, route, routed = await self._made(tenant, body, idempotency_key)
         # The record is kept once its job is queued, not before: a request refused (a
         # quota, a full queue, the broker down) leaves nothing behind.
         timing.ran(route)
@@ -140,6 +123,60 @@ class Responses:
         count = await self._counter.count(self._registry.by_name(route.label), served, messages, tools)
         return {"object": "response.input_tokens", "input_tokens": count}
 
+    async def _made(
+        self,
+        tenant: Tenant,
+        body: ResponsesRequest,
+        idempotency_key: str | None,
+        history: list[dict[str, Any]] | None = None,
+    ) -> tuple[dict[str, Any], JobRoute, dict[str, Any]]:
+        """The response `body` asks for, not yet queued: its record, its job's route and the
+        job as its workers take it. `history`: the conversation it continues, when the
+        caller has it (a WebSocket's own); else previous_response_id's, read from Redis."""
+        check_tokens(self._config, body.max_output_tokens, "max_output_tokens")
+        # A client's retry (the same Idempotency-Key) is the same response.
+        tail = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32] if idempotency_key else uuid.uuid4().hex
+        response_id = f"resp_{tail}"
+        if history is None:
+            history = await self._history(tenant, body.previous_response_id) if body.previous_response_id else []
+        items = input_items(given_input(body), response_id)
+        check_tool_outputs(history, items)
+        asked_items = self._seal.expanded(tenant.name, [*history, *items], base=len(history))
+        messages = chat_messages(body.instructions, asked_items)  # never empty: the schema's
+        job = response_job(body, messages)
+        record = {
+            "id": response_id,
+            "tenant": tenant.name,
+            "created_at": int(time.time()),
+            "model": body.model or self._registry.default.name,
+            "request": asked_of(body),
+            "input_items": items,
+            "history": history,
+        }
+        # The record travels with the job too: a worker that finds it gone (Redis back
+        # empty) writes it again, so the response is found as long as its job is.
+        route, routed = self._routing.route(TaskName.CHAT, response_id, {**job, "record": record}, tenant)
+        return record, route, routed
+
+    async def opened(
+        self, tenant: Tenant, body: ResponsesRequest, history: list[dict[str, Any]] | None
+    ) -> tuple[dict[str, Any], JobRoute, AsyncIterator[dict[str, Any]]]:
+        """A response streamed to a WebSocket (api/openai/responses/websocket.py): its record,
+        route and its job's events, queued (errors up to its acceptance raised). `history`
+        as for `_made`. A response not stored is the caller's to forget as it ends."""
+        record, route, routed = await self._made(tenant, body, None, history)
+        events = await open_stream(self._runner, route, routed)
+        return await self._records.save(route.key, record), route, events
+
+    async def conversation(self, tenant: Tenant, previous_id: str) -> list[dict[str, Any]]:
+        """The conversation the tenant's stored response `previous_id` ended with (404 for
+        one it does not have, 400 for one not finished)."""
+        return await self._history(tenant, previous_id)
+
+    async def forget(self, key: str) -> None:
+        """Everything a response left in Redis (``store: false``, read to its end)."""
+        await self._records.forget(key)
+
     async def _history(self, tenant: Tenant, previous_id: str) -> list[dict[str, Any]]:
         """The conversation `previous_id` ended with: its history, its input, its output."""
         key = job_key(tenant.name, previous_id)
@@ -150,8 +187,7 @@ class Responses:
         if status["status"] != JobStatus.SUCCEEDED:
             state = STATUSES.get(status["status"], status["status"])
             raise BadRequest(f"previous_response_id: response {previous_id!r} is {state}; only a finished one goes on")
-        said = as_messages(output_items(previous_id, status["result"]))
-        return [*previous["history"], *previous["input_items"], *said]
+        return conversation_after(previous, status["result"])
 
     async def _found(self, key: str, response_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """The response's record and its job's status; 404 when either is gone."""

@@ -48,14 +48,26 @@ def given_input(body: ResponsesRequest | InputTokensRequest) -> str | list[dict[
     return given if isinstance(given, str) else [item.model_dump(by_alias=True) for item in given]
 
 
+# Sampling parameters passed on as given (not fields of the request's model) that the
+# response object repeats.
+REPEATED_EXTRAS = ("presence_penalty", "frequency_penalty")
+
+
 def asked_of(body: ResponsesRequest) -> dict[str, Any]:
     """What of the request the response object repeats."""
-    return body.model_dump(
+    asked = body.model_dump(
         include={"instructions", "tools", "tool_choice", "parallel_tool_calls", "text", "max_output_tokens",
-                 "temperature", "top_p", "metadata", "store", "background", "previous_response_id", "user"},
+                 "temperature", "top_p", "metadata", "store", "background", "previous_response_id", "user",
+                 "safety_identifier", "prompt_cache_key"},
         exclude_none=True,
         by_alias=True,
     )  # fmt: skip
+    extra = body.model_extra or {}
+    for name in REPEATED_EXTRAS:
+        value = extra.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            asked[name] = value
+    return asked
 
 
 def response_job(body: ResponsesRequest, messages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -131,10 +143,17 @@ def input_items(raw: str | list[dict[str, Any]], response_id: str) -> list[dict[
                 raise InvalidInput(f"{where}.output: a string or a list of parts")
             entry = {"type": "function_call_output", "call_id": item["call_id"], "output": output,
                      "status": "completed"}  # fmt: skip
+        elif kind == "compaction":
+            if not isinstance(item.get("encrypted_content"), str):
+                raise InvalidInput(f"{where}.encrypted_content: a string")
+            # Kept sealed: opened (api/openai/responses/sealing.py) only as the model is asked.
+            entry = {"type": "compaction", "encrypted_content": item["encrypted_content"]}
         elif kind == "item_reference":
             raise InvalidInput(f"{where}: item references are not served; send the item itself")
         else:
-            raise InvalidInput(f"{where}.type: {kind!r} is not served (message, function_call, function_call_output)")
+            raise InvalidInput(
+                f"{where}.type: {kind!r} is not served (message, function_call, function_call_output, compaction)"
+            )
         items.append({"id": item.get("id") if isinstance(item.get("id"), str) else item_id(response_id, "in", n),
                       **entry})  # fmt: skip
     return items
@@ -176,6 +195,9 @@ def chat_messages(instructions: str | None, items: Iterable[dict[str, Any]]) -> 
             if not isinstance(output, str):
                 output = "".join(p.get("text", "") for p in output if isinstance(p, dict))
             messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": output})
+        elif kind == "compaction":
+            # Opened before (CompactionSeal.expanded) where its tenant is known; a batch's line is not.
+            raise InvalidInput("input: a compaction item is served by /v1/responses itself, not here")
     return messages
 
 
@@ -287,3 +309,23 @@ def finished_status(answer: dict[str, Any]) -> tuple[str, dict[str, Any] | None]
 def as_messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A response's output items as the conversation's next items (previous_response_id)."""
     return [item for item in items if item["type"] in ("message", "function_call")]
+
+
+def conversation_after(record: dict[str, Any], answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """The conversation a finished response ended with: its history, its input, its output
+    (what previous_response_id continues)."""
+    return [*record["history"], *record["input_items"], *as_messages(output_items(record["id"], answer))]
+
+
+def check_tool_outputs(history: list[dict[str, Any]], items: list[dict[str, Any]]) -> None:
+    """Refuse a function_call_output answering no function call of the conversation before it
+    (InvalidInput naming the item), as OpenAI does: a model server would be asked about a
+    call it never made."""
+    calls = {item["call_id"] for item in history if item["type"] == "function_call"}
+    for n, item in enumerate(items):
+        if item["type"] == "function_call":
+            calls.add(item["call_id"])
+        elif item["type"] == "function_call_output" and item["call_id"] not in calls:
+            raise InvalidInput(
+                f"input[{n}].call_id: no function call {item['call_id']!r} in the conversation before this output"
+            )

@@ -73,19 +73,36 @@ class FunctionCallOutputItem(_Item):
     output: str | list[Part]
 
 
+# The most a compaction item's sealed content holds (api/openai/responses/sealing.py):
+# a summary of at most MAX_TOKENS_LIMIT tokens, sealed, is far less.
+MAX_SEALED_CHARS = 1024 * 1024
+
+
+class CompactionItem(_Item):
+    """A conversation compacted by ``POST /v1/responses/compact``, given back as it came."""
+
+    type: Literal["compaction"]
+    encrypted_content: str = Field(min_length=1, max_length=MAX_SEALED_CHARS)
+    id: str | None = None
+
+
+ITEM_KINDS = ("message", "function_call", "function_call_output", "compaction")
+
+
 def _item_kind(value: Any) -> str:
     kind = value.get("type", "message") if isinstance(value, dict) else getattr(value, "type", "message")
-    return kind if kind in ("message", "function_call", "function_call_output") else "unknown"
+    return kind if kind in ITEM_KINDS else "unknown"
 
 
 # An input item: a message (``type`` may be left out, as the SDKs' easy messages do), a
-# function call the model made, or its output.
+# function call the model made, its output, or a compacted conversation.
 InputItem = Annotated[
     Annotated[MessageItem, Tag("message")]
     | Annotated[FunctionCallItem, Tag("function_call")]
-    | Annotated[FunctionCallOutputItem, Tag("function_call_output")],
+    | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
+    | Annotated[CompactionItem, Tag("compaction")],
     Discriminator(_item_kind, custom_error_type="item_type",
-                  custom_error_message="an item is a message, a function_call or a function_call_output"),
+                  custom_error_message="an item is a message, a function_call, a function_call_output or a compaction"),
 ]  # fmt: skip
 
 
@@ -160,9 +177,9 @@ class ResponsesRequest(_FallsBack):
     truncation: Any = None
     include: Any = None
     service_tier: Any = None
-    prompt_cache_key: Any = None
+    prompt_cache_key: str | None = Field(None, max_length=512, description="repeated in the response")
     prompt_cache_retention: Any = None
-    safety_identifier: Any = None
+    safety_identifier: str | None = Field(None, max_length=64, description="repeated in the response")
     max_tool_calls: Any = None
     top_logprobs: Any = None
     stream_options: Any = None

@@ -127,8 +127,9 @@ def test_results_are_stored_under_redis_prefix(stack: Stack, fake: FakeModelServ
     store = redis.Redis(host=stack.config.redis_host, port=stack.config.redis_port)
     keys = {k.decode() for k in store.scan_iter(match=f"*{job_id}*")}
     prefix = stack.env["REDIS_PREFIX"]
-    # Its lease is deleted with its result: the answer and its claim are what stay.
-    assert keys == {f"{prefix}:celery-task-meta-{job_id}", f"{prefix}:job:{job_id}"}
+    # Its lease and its claim's hash are deleted with its result: the answer (with what
+    # the claim held that a client still reads) is what stays.
+    assert keys == {f"{prefix}:celery-task-meta-{job_id}"}
     assert all(store.ttl(key) > 0 for key in keys)  # nothing lives forever
     stored = json.loads(store.get(f"{prefix}:celery-task-meta-{job_id}") or b"{}")
     # The answer's text once, in its first choice (GET /jobs/{id} gives it whole).

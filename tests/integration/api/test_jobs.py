@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -145,7 +146,10 @@ def test_jobs_expire_with_their_keys(make_stack: StackFactory, fake: FakeModelSe
     assert (
         httpx.post(f"{stack.url}/generate", json={"job_id": "brief-1", "content": "x"}, timeout=30).status_code == 200
     )
-    assert httpx.get(f"{stack.url}/jobs/brief-1").json()["status"] == "succeeded"
+    # Its result may be gone already (a 1 s TTL on a busy machine): then so is all of it,
+    # and it is unknown; never "running" again after it was answered.
+    status = httpx.get(f"{stack.url}/jobs/brief-1")
+    assert status.status_code == 404 or status.json()["status"] == "succeeded", status.text
     config = stack.config
     store = redis.Redis(host=config.redis_host, port=config.redis_port)
     deadline = time.monotonic() + 20
@@ -277,7 +281,11 @@ def test_a_job_refused_yet_run_is_answered_when_sent_again(stack: Stack, fake: F
     first = httpx.post(f"{stack.url}/generate", json={"job_id": "ran-1", "content": "refused"}, timeout=30)
     assert first.status_code == 200
     store = redis.Redis(host=stack.config.redis_host, port=stack.config.redis_port)
-    store.delete(stack.config.keys.job("ran-1"))  # as the API releases a claim it could not queue
+    # As the API releases a claim it could not queue: the run that followed kept none.
+    result = stack.config.keys.result("ran-1")
+    store.set(
+        result, json.dumps({k: v for k, v in json.loads(store.get(result)).items() if k != "claim"}), keepttl=True
+    )
     again = httpx.post(f"{stack.url}/generate?wait=10", json={"job_id": "ran-1", "content": "refused"}, timeout=30)
     assert again.status_code == 200 and again.json()["content"] == first.json()["content"]
     assert len(fake.completions) == 1
@@ -304,5 +312,34 @@ def test_the_first_result_stored_for_a_job_stays(stack: Stack) -> None:
         if message:
             published.append(message["data"])
     assert len(published) == 1 and b'"first"' in published[0]
+    listener.close()
+    app.close()
+
+
+def test_a_result_keeps_its_answer_and_claim_for_result_ttl_and_publishes_its_run_too(stack: Stack) -> None:
+    # The worker's result backend: what it publishes to the requests awaiting the job,
+    # what it keeps, and what Celery's own readers (a Python client) get back.
+    app = Celery("results-test", set_as_current=False)
+    app.conf.update(worker_settings(stack.config))
+    backend = app.backend
+    assert isinstance(backend, ResultStore)
+    config, job = stack.config, "kept-1"
+    store = redis.Redis(host=config.redis_host, port=config.redis_port)
+    claim = [config.keys.job(job), config.keys.queued, config.keys.result(job)]
+    store.register_script(contract.CLAIM)(keys=claim, args=["fp", "llm.generate", "1.5", config.job_ttl, job, 10, ""])
+    listener = store.pubsub()
+    listener.subscribe(config.keys.result(job))
+    assert listener.get_message(timeout=2)["type"] == "subscribe"
+    choice = {"index": 0, "content": "hi", "finish_reason": "stop"}
+    answer = {"content": "hi", "finish_reason": "stop", "model": "m", "choices": [choice], "timing": {"run_seconds": 1}}
+    backend.store_result(job, answer, "SUCCESS")
+    heard = json.loads(listener.get_message(timeout=2)["data"])
+    assert heard["result"]["timing"] == {"run_seconds": 1} and heard["task_id"] == job
+    stored = json.loads(store.get(config.keys.result(job)))
+    assert stored["result"] == {"model": "m", "choices": [choice]}  # the text once, no timing
+    assert stored["claim"] == {"fingerprint": "fp", "accepted_at": "1.5"} and not store.exists(config.keys.job(job))
+    assert config.result_ttl - 60 < store.ttl(config.keys.result(job)) <= config.result_ttl
+    meta = backend.get_task_meta(job)
+    assert meta["result"] == {k: v for k, v in answer.items() if k != "timing"} and "claim" not in meta
     listener.close()
     app.close()

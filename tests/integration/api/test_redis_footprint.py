@@ -1,6 +1,7 @@
-"""What a job leaves in Redis, and for how long: its answer for RESULT_TTL, a delivered
-stream's events for STREAM_TTL (a resume is all they serve), nothing of its run. Each
-test checks what a client still gets, then the keys and their TTLs in the real Redis."""
+"""What a job leaves in Redis, and for how long: its answer and what its claim held that
+a client still reads, in one key, for RESULT_TTL; a delivered stream's events for
+STREAM_TTL (a resume is all they serve); nothing of its run. Each test checks what a
+client still gets, then the keys and their TTLs in the real Redis."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import httpx
 import pytest
 import redis
 
+from shared.contract.embeddings import unpack_vector
 from testing.fake_model_server import FakeModelServer
 from testing.sse import read_events
 from tests.conftest import Stack, StackFactory
@@ -66,25 +68,57 @@ def test_a_resume_after_the_stream_is_gone_is_told_where_the_answer_is(
     assert len(fake.requests) == 1
 
 
-def test_an_ended_job_leaves_its_answer_once_and_none_of_its_run(stack: Stack, fake: FakeModelServer) -> None:
+def _left_by(store: redis.Redis, stack: Stack, job_id: str) -> dict[str, int]:
+    """Every key under the stack's prefix naming `job_id`, with its TTL."""
+    found = store.scan_iter(match=f"{stack.config.key_prefix}*{job_id}*")
+    return {name.decode().removeprefix(stack.config.key_prefix): store.ttl(name) for name in found}
+
+
+def test_an_ended_job_leaves_one_key_its_answer_and_claim_and_none_of_its_run(
+    stack: Stack, fake: FakeModelServer
+) -> None:
     job_id = f"lean-{uuid.uuid4().hex[:8]}"
     body = {"job_id": job_id, "content": "hello there", "meta": {"tokens_limit": 16}}
     answer = httpx.post(f"{stack.url}/generate", json=body, timeout=30)
     assert answer.json() == {"content": "echo: hello there", "job_id": job_id}
+    assert "queue;dur=" in answer.headers["server-timing"]  # its run's times reached its request
     store, keys = _redis(stack), stack.config.keys
+    # One key, kept RESULT_TTL: no claim's hash, no lease, no stream, no readers' count.
+    left = _left_by(store, stack, job_id)
+    assert list(left) == [f"celery-task-meta-{job_id}"]
+    assert stack.config.result_ttl - 60 < left[f"celery-task-meta-{job_id}"] <= stack.config.result_ttl
     stored = json.loads(store.get(keys.result(job_id)))
-    # Not the request again (Celery's args), and the answer's text once, in its choice.
+    # Not the request again (Celery's args), the answer's text once, in its choice, and
+    # not its run's times; the claim's fingerprint and times (its key names its tenant).
     assert "args" not in stored and "kwargs" not in stored and "content" not in stored["result"]
+    assert "timing" not in stored["result"]
     assert stored["result"]["choices"][0]["content"] == "echo: hello there"
-    assert not store.exists(keys.lease(job_id))
-    kept = {name.decode() for name in store.hkeys(keys.job(job_id))}
-    assert kept == {"fingerprint", "accepted_at", "started_at", "tenant"}
+    assert set(stored["claim"]) == {"fingerprint", "accepted_at", "started_at"}
     # What a client reads back is as it was: the same job_id again, and its status.
     assert httpx.post(f"{stack.url}/generate", json=body, timeout=30).json() == answer.json()
     status = httpx.get(f"{stack.url}/jobs/{job_id}", timeout=10).json()
     assert status["result"]["content"] == "echo: hello there" and status["result"]["finish_reason"] == "stop"
+    assert status["tenant"] == "default" and status["accepted_at"] <= status["started_at"] <= status["finished_at"]
     changed = httpx.post(f"{stack.url}/generate", json={**body, "content": "other"}, timeout=30)
     assert changed.status_code == 409  # another body under the same job_id: still refused
+    assert len(fake.requests) == 1
+    assert list(_left_by(store, stack, job_id)) == [f"celery-task-meta-{job_id}"]  # nothing made again
+
+
+def test_an_ended_embedding_job_leaves_one_key_its_vectors_packed(stack: Stack, fake: FakeModelServer) -> None:
+    key = f"vec-{uuid.uuid4().hex[:8]}"
+    url, body = f"{stack.url}/v1/embeddings", {"model": "fake-model", "input": ["one", "two"]}
+    answer = httpx.post(url, json=body, headers={"Idempotency-Key": key}, timeout=30).json()
+    store = _redis(stack)
+    assert list(_left_by(store, stack, key)) == [f"celery-task-meta-{key}"]
+    stored = json.loads(store.get(stack.config.keys.result(key)))
+    # Each vector as the contract packs it (base64 of float32), not as JSON's floats.
+    assert [unpack_vector(packed) for packed in stored["result"]["embeddings"]] == [
+        item["embedding"] for item in answer["data"]
+    ]
+    assert "timing" not in stored["result"] and set(stored["claim"]) == {"fingerprint", "accepted_at", "started_at"}
+    assert httpx.post(url, json=body, headers={"Idempotency-Key": key}, timeout=30).json() == answer
+    assert httpx.get(f"{stack.url}/jobs/{key}", timeout=10).json()["status"] == "succeeded"
     assert len(fake.requests) == 1
 
 

@@ -59,8 +59,15 @@ def test_a_job_moves_through_the_scripts_and_its_first_result_reaches_its_caller
     heard = _messages(listener, 1)
     assert [json.loads(m)["status"] for m in heard] == ["SUCCESS"]
 
-    # Ended, the job keeps what a status and a resubmission read, and nothing of its run.
-    assert {k.decode() for k in store.hkeys(keys.job(job))} == {"fingerprint", "accepted_at", "started_at"}
+    # Ended, the job keeps one key, its result, with what a status and a resubmission read
+    # of its claim, and nothing of its run.
+    assert not store.exists(keys.job(job))
+    assert set(contract.kept_claim(json.loads(store.get(keys.result(job))))) == {"fingerprint", "accepted_at",
+                                                                                  "started_at"}  # fmt: skip
+    # Another request under its job_id meets the first one's fingerprint there.
+    again = ["other", TaskName.GENERATE, repr(now), 600, job, 10, ""]
+    assert claim(keys=[keys.job(job), keys.queued, keys.result(job)], args=again) == b"fp"
+    assert not store.exists(keys.job(job))  # not claimed anew
 
     # Delivered again after its answer (its message names the process awaiting it): not
     # run, the answer published again.
@@ -85,11 +92,75 @@ def test_a_job_stored_lets_go_of_its_lease(keys_and_store: tuple[Keys, redis.Red
     counts = [keys.usage("2026-12-01"), *keys.token_windows("default", now)]
     stored = store_once(
         keys=[keys.result(job), keys.job(job), *counts, keys.in_flight("default"), keys.lease(job)],
-        args=['{"status": "SUCCESS"}', 60, "", "default|m|", "jobs", 1, 1, 3600, job],
+        args=['{"status": "SUCCESS"}', 60, "", "", "default|m|", "jobs", 1, 1, 3600, job],
     )
     assert stored == 1 and not store.exists(keys.lease(job))
     # A second delivery finds the answer, not a free lease.
     assert start(keys=run, args=[repr(now), 600, job, 30, "worker-b"]) == b"answered"
+
+
+@pytest.mark.integration
+def test_a_result_keeps_its_answer_and_claim_and_its_requests_hear_its_run_too(
+    keys_and_store: tuple[Keys, redis.Redis],
+) -> None:
+    keys, store = keys_and_store
+    claim, start, store_once, notified = (
+        store.register_script(s) for s in (CLAIM, MARK_STARTED, STORE_ONCE, contract.MARK_NOTIFIED)
+    )
+    reply_to = keys.replies("api-1")
+    listener = store.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(reply_to)
+    job, now = "job-kept", time.time()
+    claim(keys=[keys.job(job), keys.queued, keys.result(job)], args=["fp", TaskName.CHAT, repr(now), 600, job, 10,
+                                                                     reply_to, "team-a", "q", "1"])  # fmt: skip
+    assert notified(keys=[keys.job(job)]) == 1
+    run = [keys.job(job), keys.queued, keys.result(job), keys.lease(job)]
+    assert start(keys=run, args=[repr(now + 1), 600, job, 30, "worker-a"]) == b"start"
+    answer = {"model": "m", "choices": [{"index": 0, "content": "hi"}], "timing": {"run_seconds": 0.5}}
+    heard = {"status": "SUCCESS", "result": answer, "task_id": job}
+    kept = {**heard, "result": contract.kept_answer(answer)}
+    assert store_once(keys=[keys.result(job), keys.job(job)], args=[json.dumps(kept), 60, "", json.dumps(heard)]) == 1
+    # Its requests hear of its run (its timing); what is kept for RESULT_TTL is the answer
+    # and the claim's fingerprint, times and tenant, in one key: not its queue, its
+    # reply channel, its mark for webhooks.
+    assert json.loads(_messages(listener, 1)[0]) == heard
+    stored = store.get(keys.result(job))
+    assert stored.startswith(b'{"claim":{"fingerprint":"fp",')  # where CLAIM reads it
+    meta = json.loads(stored)
+    assert meta["result"] == {"model": "m", "choices": [{"index": 0, "content": "hi"}]}
+    assert contract.kept_claim(meta) == {"fingerprint": "fp", "accepted_at": repr(now), "started_at": repr(now + 1),
+                                         "tenant": "team-a"}  # fmt: skip
+    assert 0 < store.ttl(keys.result(job)) <= 60 and not store.exists(keys.job(job))
+    # Marked for webhooks after its end (the API's mark comes after its queuing): nothing
+    # made of it, no hash without a TTL.
+    assert notified(keys=[keys.job(job)]) == 0 and not store.exists(keys.job(job))
+    # Delivered again: not run, and its result as kept is published again.
+    assert start(keys=run, args=[repr(now), 600, job, 30, "worker-b", reply_to]) == b"answered"
+    assert _messages(listener, 1) == [stored]
+    listener.close()
+
+
+@pytest.mark.integration
+def test_a_result_of_a_job_without_a_claim_is_stored_as_it_is(keys_and_store: tuple[Keys, redis.Redis]) -> None:
+    keys, store = keys_and_store
+    store_once = store.register_script(STORE_ONCE)
+    for job, result in (("no-claim", '{"status": "SUCCESS"}'), ("not-json", "pickled")):
+        assert store_once(keys=[keys.result(job), keys.job(job)], args=[result, 60]) == 1
+        assert store.get(keys.result(job)) == result.encode()
+    # A job sent from Python without the API's claim has the worker's start only: kept,
+    # but with no fingerprint a request under its id claims it anew (and finds its answer).
+    job, now = "started-only", time.time()
+    start = store.register_script(MARK_STARTED)
+    start(keys=[keys.job(job), keys.queued, keys.result(job), keys.lease(job)], args=[repr(now), 600, job, 30, "w"])
+    store_once(keys=[keys.result(job), keys.job(job)], args=['{"status":"SUCCESS"}', 60])
+    assert contract.kept_claim(json.loads(store.get(keys.result(job)))) == {"started_at": repr(now)}
+    args = ["fp", TaskName.GENERATE, repr(now), 600, job, 10, ""]
+    assert store.register_script(CLAIM)(keys=[keys.job(job), keys.queued, keys.result(job)], args=args) is None
+    # Another job's stored result stored again (a test's, an operator's copy) keeps the
+    # claim it has: one member `claim`, not two.
+    copied = store.get(keys.result(job))
+    store_once(keys=[keys.result("copy"), keys.job(job)], args=[copied, 60])
+    assert store.get(keys.result("copy")) == copied
 
 
 @pytest.mark.integration
@@ -151,7 +222,7 @@ def test_a_job_stored_twice_is_counted_to_its_tenant_once(keys_and_store: tuple[
     ended = [keys.in_flight("team-a"), keys.lease(job), keys.usage_of_minute("2026-12-01T10:00Z")]
     given = ["team-a|m1|", "jobs", 7, 3, 3600, job, 7200]
     for run in ("first", "second"):  # run twice (redelivered): the second result is not stored
-        stored = store_once(keys=[keys.result(job), keys.job(job), *counts, *ended], args=[run, 60, "", *given])
+        stored = store_once(keys=[keys.result(job), keys.job(job), *counts, *ended], args=[run, 60, "", "", *given])
         assert stored == (1 if run == "first" else 0)
     # The day's usage and the minute's alike.
     for hashed in (counts[0], ended[2]):

@@ -1,12 +1,14 @@
 """The API's connections and the bandwidth into it, as whom: an upload refused on its
 headers (no key, or a path that takes none) is not read past a small bound, and its
 connection ends with the answer, so that a keyless caller cannot fill the gateway's
-network and event loop with bytes beside a tenant's requests."""
+network and event loop with bytes beside a tenant's requests; a tenant's WebSocket
+connections are bounded per API process, beside another tenant's."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import select
 import socket
 import threading
@@ -15,8 +17,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection, connect
 
 from testing.fake_model_server import FakeModelServer
+from testing.load import wait_until
 from tests.conftest import Stack, StackFactory
 
 pytestmark = pytest.mark.integration
@@ -120,3 +125,50 @@ def test_hostile_tenant_beside_normal_one_keyless_uploads_are_cut_off(
     # The gateway still serves: the refused connections held nothing.
     with contextlib.closing(httpx.Client(base_url=stack.url, timeout=30)) as client:
         assert client.get("/health").status_code == 200
+
+
+def test_hostile_tenant_beside_normal_one_websocket_connections_are_bounded_per_tenant(
+    make_stack: StackFactory, broker_env: dict[str, str], fake: FakeModelServer, tmp_path: Path
+) -> None:
+    # Each WebSocket connection to /v1/responses keeps a conversation in the API process's
+    # memory: one tenant holding many open neither refuses nor changes another's.
+    if not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("once is enough: the connections of the API do not depend on the broker")
+    keys = tmp_path / "tenants.yaml"
+    keys.write_text(TENANTS)
+    stack = make_stack(API_KEYS_FILE=str(keys), RESPONSES_WEBSOCKETS_PER_TENANT="3")
+    url = f"{stack.url.replace('http', 'ws', 1)}/v1/responses"
+
+    def connection(key: str) -> ClientConnection:
+        return connect(url, additional_headers={"Authorization": f"Bearer {key}"}, open_timeout=10)
+
+    def answer(socket: ClientConnection) -> str:
+        socket.send(json.dumps({"type": "response.create", "model": "m", "input": "hello", "store": False}))
+        while (event := json.loads(socket.recv(timeout=30)))["type"] != "response.completed":
+            assert event["type"] != "error", event
+        return event["response"]["output"][0]["content"][0]["text"]
+
+    with connection("alpha-key") as socket:
+        alone = answer(socket)
+    with contextlib.ExitStack() as held:
+        hostile = [held.enter_context(connection("beta-key")) for _ in range(3)]
+        with pytest.raises(InvalidStatus) as refused:
+            connection("beta-key")
+        assert refused.value.response.status_code == 429
+        assert b"RESPONSES_WEBSOCKETS_PER_TENANT" in refused.value.response.body
+        with connection("alpha-key") as socket:  # alpha's place is its own
+            assert answer(socket) == alone
+        hostile[0].close()
+        # A closed connection gives its place back (as the server sees it closed).
+        again: list[ClientConnection] = []
+
+        def admitted() -> bool:
+            try:
+                again.append(held.enter_context(connection("beta-key")))
+            except InvalidStatus as exc:
+                assert exc.response.status_code == 429
+                return False
+            return True
+
+        wait_until(admitted, 20, "beta's closed connection to give its place back")
+        assert answer(again[0]) == alone

@@ -21,13 +21,22 @@ def test_flowers_password_is_passed_on_but_not_written_with_the_rest() -> None:
     steps = plan(
         Config(_env_file=None), LocalStack(_env_file=None, flower_host="0.0.0.0", flower_basic_auth="ops:s3cret")
     )  # type: ignore[call-arg]
-    assert steps.secret_env == {"FLOWER_BASIC_AUTH": "ops:s3cret"}
+    assert steps.secret_env["FLOWER_BASIC_AUTH"] == "ops:s3cret"
     assert "s3cret" not in repr(steps.env) and "s3cret" not in " ".join(steps.notes)
 
 
 def test_flower_on_localhost_may_go_without() -> None:
     steps = plan(Config(_env_file=None), LocalStack(_env_file=None))  # type: ignore[call-arg]
-    assert "flower" in steps.processes and steps.secret_env == {}
+    assert "flower" in steps.processes and "FLOWER_BASIC_AUTH" not in steps.secret_env
+
+
+def test_a_run_without_a_compaction_secret_makes_one_for_all_its_processes_and_writes_it_nowhere() -> None:
+    steps = plan(Config(_env_file=None), LocalStack(_env_file=None))  # type: ignore[call-arg]
+    made = steps.secret_env["COMPACTION_SECRET"]
+    assert Config(_env_file=None, compaction_secret=made).compaction_secret is not None  # type: ignore[call-arg]
+    assert made not in repr(steps.env) and made not in " ".join(steps.notes)
+    given = Config(_env_file=None, compaction_secret="k" * 32)  # type: ignore[call-arg]
+    assert "COMPACTION_SECRET" not in plan(given, LocalStack(_env_file=None)).secret_env  # type: ignore[call-arg]
 
 
 def test_a_clustered_broker_and_store_are_used_as_they_are_not_replaced_by_valkey() -> None:

@@ -87,7 +87,7 @@ def test_a_model_jobs_result_counts_its_tokens_to_its_tenant_and_the_model_that_
     assert call.keys[5:7] == [KEYS.in_flight("acme"), KEYS.lease("acme~j1")]
     # The minute's usage too (GET /usage?per=minute), kept two hours.
     assert call.keys[7] in {KEYS.usage_of_minute(usage_minute(at)) for at in (now - 60, now)}
-    assert call.argv[3:] == ["acme|fallback|", "jobs", 3, 4, 10 * 86_400, "acme~j1", USAGE_MINUTE_SECONDS]
+    assert call.argv[4:] == ["acme|fallback|", "jobs", 3, 4, 10 * 86_400, "acme~j1", USAGE_MINUTE_SECONDS]
 
 
 def test_a_failure_counts_as_failed_on_the_jobs_route_with_no_tokens() -> None:
@@ -96,7 +96,7 @@ def test_a_failure_counts_as_failed_on_the_jobs_route_with_no_tokens() -> None:
     backend._store_result("j1", failure, states.FAILURE, request=request({"meta": {}}))
     (call,) = fake.named("STORE_ONCE")
     assert call.argv[1] == backend.failure_expires
-    assert call.argv[3:] == ["default|default-model|", "failed", 0, 0, 10 * 86_400, "j1", USAGE_MINUTE_SECONDS]
+    assert call.argv[4:] == ["default|default-model|", "failed", 0, 0, 10 * 86_400, "j1", USAGE_MINUTE_SECONDS]
     assert call.keys[5] == KEYS.in_flight("default")
 
 
@@ -108,7 +108,7 @@ def test_what_is_not_a_models_job_is_stored_but_counted_to_nobody(job: dict[str,
     backend, fake = store()
     backend._store_result("j1", {"models": ["m"]}, states.SUCCESS, request=request(job, "llm.models"))
     (call,) = fake.named("STORE_ONCE")
-    assert len(call.keys) == 2 and len(call.argv) == 3
+    assert len(call.keys) == 2 and len(call.argv) == 4
 
 
 def test_with_replicas_the_result_waits_for_them_and_says_when_too_few_hold_it(

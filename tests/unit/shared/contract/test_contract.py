@@ -22,7 +22,7 @@ from api.native.types import ChatCompletionRequest, GenerateRequest
 from api.openai.chat.types import OpenAIChatRequest
 from api.openai.completions.types import OpenAICompletionRequest
 from shared import contract
-from shared.contract import FAILURES, InvalidJob, Job, TaskName, stored_answer, whole_answer
+from shared.contract import FAILURES, InvalidJob, Job, TaskName, kept_answer, kept_claim, stored_answer, whole_answer
 from tasks import dead_letters, llm
 from tasks.model import client, protocol, stream
 from testing.processes import ROOT
@@ -204,3 +204,21 @@ def test_a_cancelled_result_is_stored_as_celery_stores_a_revoked_task() -> None:
     assert stored["result"]["exc_type"] == "TaskRevokedError"
     backend = BaseBackend(app=Celery(set_as_current=False), serializer="json")
     assert backend.meta_from_decoded(stored)["status"] == "REVOKED"
+
+
+def test_a_kept_answer_leaves_its_runs_timing_to_the_requests_that_awaited_it() -> None:
+    ran = {**ANSWER, "timing": {"run_seconds": 0.2, "queued_seconds": 0.1}}
+    kept = kept_answer(ran)
+    assert "timing" not in kept and "content" not in kept  # the text once, in its choice
+    assert whole_answer(kept) == ANSWER
+    assert "timing" in ran  # the task's own answer is left as it is (it is published)
+    embedding = {"embeddings": ["AACAPw=="], "usage": {"prompt_tokens": 1}}
+    assert kept_answer(embedding) is embedding
+
+
+def test_the_claim_a_result_keeps_is_read_back_as_its_hash_had_it() -> None:
+    meta = {"claim": {"fingerprint": "ab", "accepted_at": "1.5", "tenant": "t"}, "status": "SUCCESS"}
+    assert kept_claim(meta) == {"fingerprint": "ab", "accepted_at": "1.5", "tenant": "t"}
+    # A result stored before (or of a job without the API's claim) keeps none.
+    assert kept_claim({"status": "SUCCESS"}) == {} and kept_claim(None) == {}
+    assert kept_claim({"claim": "?"}) == {} and kept_claim({"claim": {"started_at": 1.5}}) == {}

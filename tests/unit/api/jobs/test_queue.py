@@ -1,4 +1,5 @@
-"""The API's queues with quorum queues: a busy model's tenant queues come in priority bands too."""
+"""Publishing jobs to the broker (api/jobs/queue.py): the API's Celery app's settings,
+the queues it declares, and what it does when the broker refuses a publish."""
 
 from __future__ import annotations
 
@@ -14,6 +15,26 @@ pytestmark = pytest.mark.unit
 
 def config(**settings: Any) -> Config:
     return Config(_env_file=None, **settings)  # type: ignore[call-arg]
+
+
+def test_api_publishes_with_confirms_on_rabbitmq() -> None:
+    queue = JobQueue(Config(_env_file=None, rabbit_mq_host="mq"))  # type: ignore[call-arg]
+    try:
+        assert queue._celery.conf.broker_transport_options == {"confirm_publish": True}
+        # No result backend: send_task must not start Celery's own result consumer.
+        assert queue._celery.conf.result_backend is None
+    finally:
+        queue.close()
+
+
+def test_api_on_a_redis_broker_keeps_the_workers_visibility_timeout() -> None:
+    config = Config(_env_file=None)  # type: ignore[call-arg]
+    queue = JobQueue(config)
+    try:
+        options = queue._celery.conf.broker_transport_options
+        assert "confirm_publish" not in options and options["visibility_timeout"] == config.job_lease
+    finally:
+        queue.close()
 
 
 def test_a_busy_models_tenant_queues_come_in_bands_too() -> None:

@@ -1,0 +1,81 @@
+"""The signals to scale a model's workers on (api/observability/scaling.py), read from
+the broker's depths and the workers' reports in Redis (a fake Redis: tests/unit/api/edge.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from api.errors import BrokerUnavailable, ResultStoreUnavailable
+from api.observability.scaling import Scaling, Signals
+from api.tenancy.fair_share import FairShare
+from api.tenancy.guard import load_tenants_of
+from shared.config import Config
+from shared.contract.keys import capacity_field
+from shared.registry import load_registry
+from tests.unit.api.edge import FakeRedis, config
+
+pytestmark = pytest.mark.unit
+
+MODELS = json.dumps({"models": [{"name": "small", "url": "http://a:1"}, {"name": "large", "url": "http://b:1"}]})
+
+
+def scaling_of(settings: Config, redis: FakeRedis) -> Scaling:
+    registry = load_registry(settings)
+    fair = FairShare(settings, load_tenants_of(settings), registry.queues, redis)  # type: ignore[arg-type]
+    return Scaling(settings, registry, None, fair, redis)  # type: ignore[arg-type]
+
+
+def report(redis: FakeRedis, settings: Config, queue: str, worker: str, at: float, **counts: int) -> None:
+    fields = {"at": at, "every": 1.0, "slots": 0, "busy": 0, "running": 0, "held": 0, **counts}
+    redis.hashes.setdefault(settings.keys.capacity, {})[capacity_field(queue, worker).encode()] = json.dumps(
+        fields
+    ).encode()
+
+
+def test_a_broker_that_cannot_count_its_queues_is_named() -> None:
+    settings = config(rabbit_mq_host="127.0.0.1")
+    with pytest.raises(BrokerUnavailable, match="RabbitMQ"):
+        asyncio.run(scaling_of(settings, FakeRedis()).read({settings.queue_name: -1}))
+
+
+def test_the_workers_reports_are_summed_per_model_and_a_dead_workers_dropped() -> None:
+    settings = config(models=MODELS, queue_name="q")
+    redis = FakeRedis()
+    now = time.time()
+    report(redis, settings, "q.small", "w1", now, slots=4, busy=4, running=4, held=6)
+    report(redis, settings, "q.small", "w2", now, slots=4, busy=1, running=1, held=1)
+    report(redis, settings, "q.small", "dead", now - 10, slots=8, busy=8)  # three intervals old: gone
+    # The oldest job waiting for the small model was accepted 30 s ago.
+    redis.zsets[settings.keys.queued] = {b"old": now - 30, b"new": now - 1}
+    redis.hashes[settings.keys.job("old")] = {b"queue": b"q.small"}
+    redis.hashes[settings.keys.job("new")] = {b"queue": b"q.small"}
+    signals = asyncio.run(scaling_of(settings, redis).read({"q.small": 3, "q.large": 0}))
+    small = signals["small"]
+    # Waiting: 3 in the queue, and 2 held by workers beyond their busy slots (6+1 held, 4+1 busy).
+    assert (small.waiting, small.running, small.slots, small.busy_slots, small.workers) == (5, 5, 8, 5, 2)
+    assert small.demand == 10 and 29 < small.oldest_waiting_seconds < 60
+    assert signals["large"] == Signals("q.large", 0, 0.0, 0, 0, 0, 0)
+    assert capacity_field("q.small", "dead").encode() not in redis.hashes[settings.keys.capacity]
+    assert "servers" not in small.as_dict() and small.as_dict()["demand"] == 10
+
+
+def test_a_tenants_queue_counts_to_its_models_waiting_jobs(tmp_path: Path) -> None:
+    tenants = tmp_path / "tenants.yaml"
+    tenants.write_text("tenants:\n  - {name: alpha, keys: [a-key]}\n  - {name: beta, keys: [b-key]}\n")
+    settings = config(queue_name="q", api_keys_file=str(tenants), fair_share=True)
+    scaling = scaling_of(settings, FakeRedis())
+    (model,) = asyncio.run(scaling.read({"q": 1, "q.tenant.alpha": 2, "q.tenant.beta": 3})).values()
+    assert model.waiting == 6
+
+
+def test_a_result_store_that_cannot_be_read_is_named() -> None:
+    redis = FakeRedis()
+    redis.down = True
+    settings = config(queue_name="q")
+    with pytest.raises(ResultStoreUnavailable, match="worker slots"):
+        asyncio.run(scaling_of(settings, redis).read({"q": 0}))

@@ -1,0 +1,41 @@
+"""A scrape of /metrics (api/observability/scrape.py): the broker's depths, the workers'
+webhook counts from Redis, the batches' lines and the scaling signals read at that moment;
+a part that cannot be read leaves its figures out, not the scrape."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from api.observability.scaling import Scaling
+from api.observability.scrape import Scrape
+from shared.contract.keys import webhook_count_field
+from shared.registry import load_registry
+from tests.unit.api.edge import running_parts
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_scrape_reads_each_part_now_and_renders_them() -> None:
+    async def main() -> None:
+        async with running_parts() as parts:
+            queue = parts.config.queue_name
+            parts.broker.depths[queue] = 4
+            parts.redis.hashes[parts.config.keys.webhook_counts] = {
+                webhook_count_field("https://hooks", "gave_up").encode(): b"2"}  # fmt: skip
+            scaling = Scaling(parts.config, load_registry(parts.config), parts.queue, parts.fair, parts.redis)  # type: ignore[arg-type]
+            scrape = Scrape(parts.config, parts.metrics, parts.queue, [queue], parts.redis, scaling,  # type: ignore[arg-type]
+                            lambda: {("default", "waiting"): 9})  # fmt: skip
+            text = (await scrape.render()).decode()
+            assert f'llm_api_jobs_waiting{{queue="{queue}"}} 4.0' in text
+            assert 'llm_api_webhook_deliveries_total{endpoint="https://hooks",outcome="gave_up"} 2.0' in text
+            assert 'llm_api_batch_lines{model="default",state="waiting"} 9.0' in text
+            assert 'llm_api_model_jobs_waiting{model="default"} 4.0' in text
+            parts.redis.down = True  # the scaling signals and webhook counts cannot be read: left out
+            parts.broker.down = True
+            text = (await scrape.render()).decode()
+            assert f'llm_api_jobs_waiting{{queue="{queue}"}} -1.0' in text  # the broker's count: unknown
+            assert "llm_api_model_jobs_waiting{model=" not in text and 'outcome="gave_up"' not in text
+
+    asyncio.run(main())
