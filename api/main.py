@@ -13,8 +13,10 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.console.router import add_console
 from api.http.route_class import Access, Edge, GatewayRoute
 from api.http.unread_body import CloseAfterUnreadBody
+from api.native.dead_letters_router import dead_letters_router
 from api.native.jobs_router import jobs_router
 from api.native.models_router import models_router
 from api.native.router import ERROR_RESPONSES, spec_router
@@ -39,6 +41,7 @@ from api.openai.responses.serving import Responses
 from api.openai.responses.store import ResponseStore
 from api.openai.responses.websocket import ResponsesWebSocket, websocket_router
 from api.services import Services
+from api.tenancy.tenants_router import tenants_router
 from api.tenancy.usage_router import usage_router
 from shared.config import Config
 from shared.telemetry import tracing
@@ -59,7 +62,8 @@ def get_router(config: Config) -> APIRouter:
 
     edge = Edge(config, parts.guard, parts.metrics)
     # Every endpoint but the probes needs a key (when keys are configured) and is rate
-    # limited; the operators' (every tenant's figures) an admin key or METRICS_TOKEN.
+    # limited; the operators' (every tenant's figures) an admin key or METRICS_TOKEN; the
+    # admins' (dead letters: jobs' requests, and replaying them) an admin key.
     native, openai = GatewayRoute.at(edge), OpenAIRoute.at(edge)
     spec = SpecJobs(config, parts.routing, parts.runner)
     jobs = OpenAIJobs(config, parts.routing, parts.runner)
@@ -86,10 +90,12 @@ def get_router(config: Config) -> APIRouter:
         conversations_router(conversations, openai),
         files_router(parts.files, FilesRoute.at(edge)),
         batches_router(parts.batches, openai),
-        jobs_router(parts.store, parts.events, native),
+        jobs_router(parts.store, parts.events, parts.guard.tenants, native),
         models_router(parts.registry, native),
         usage_router(config, parts.guard.tenants, parts.redis, native),
+        tenants_router(parts.guard.tenants, native),
         operators_router(parts.scrape, parts.scaling, GatewayRoute.at(edge, Access.OPERATOR)),
+        dead_letters_router(config, GatewayRoute.at(edge, Access.ADMIN)),
     ]
     for router in routers:
         outer.include_router(router, responses=ERROR_RESPONSES)
@@ -120,6 +126,7 @@ def create_app(config: Config | None = None) -> FastAPI:
     )
     app.include_router(get_router(config))
     add_docs(app)
+    add_console(app)
     # Any answer given before its body was read whole (a 404, a 405, a refusal) ends its connection.
     app.add_middleware(CloseAfterUnreadBody)
     if tracing.enabled():

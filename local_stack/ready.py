@@ -41,6 +41,26 @@ def wait_worker(deadline: float) -> None:
     sys.exit(f"no worker answered within {START_TIMEOUT:g}s")
 
 
+def banner(config: Config, api: str, flower: str) -> str:
+    """Where each part is, and a first request."""
+    keyed = bool(config.api_keys) or bool(config.api_keys_file)
+    sign_in = "sign in with an API key" if keyed else "no API keys configured: any key signs in"
+    return (
+        "\n"
+        "  llm-api is up\n"
+        f"  API      {api}\n"
+        f"  console  {api}/console  ({sign_in})\n"
+        f"  docs     {api}/docs\n"
+        f"  Flower   {flower}\n"
+        f"  model    {config.inner_llm_url}\n"
+        "\n"
+        f"  curl -X POST {api}/generate -H 'Content-Type: application/json' \\\n"
+        """       -d '{"content": "What is AI?", "meta": {"tokens_limit": 64}}'\n"""
+        "\n"
+        "  Ctrl-C stops everything.\n"
+    )
+
+
 def main() -> None:
     config, local = Config.read_from_env(), LocalStack.read_from_env()
     deadline = time.monotonic() + START_TIMEOUT
@@ -57,20 +77,7 @@ def main() -> None:
         auth = (user, password)
     wait_http("Flower", f"{flower}/healthcheck", deadline, auth)
     wait_worker(deadline)
-    print(
-        "\n"
-        "  llm-api is up\n"
-        f"  API     {api}\n"
-        f"  docs    {api}/docs\n"
-        f"  Flower  {flower}\n"
-        f"  model   {config.inner_llm_url}\n"
-        "\n"
-        f"  curl -X POST {api}/generate -H 'Content-Type: application/json' \\\n"
-        """       -d '{"content": "What is AI?", "meta": {"tokens_limit": 64}}'\n"""
-        "\n"
-        "  Ctrl-C stops everything.\n",
-        flush=True,
-    )
+    print(banner(config, api, flower), flush=True)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     signal.pause()
 

@@ -114,6 +114,7 @@ def _run(task: WorkerTask, name: TaskName, job: Job) -> dict[str, Any]:
             _report_cancelled(task, "as it finished")
         answer = completion.as_dict()
         answer["timing"] = timing = _timing(job, started)
+        _name_trace(answer)
         # The wait for a free slot of one of its model's servers is queueing, not the model's time.
         waited = completion.slot_wait
         timing["model_seconds"] = round(answered - asked - waited, 4)
@@ -187,6 +188,7 @@ def _embed(task: WorkerTask, job: Job) -> dict[str, Any]:
             _report_cancelled(task, "while running")
         answer = _embedding_answer(shared.embedded)
         answer["timing"] = timing = _timing(job, started)
+        _name_trace(answer)
         timing["model_seconds"] = round(time.monotonic() - asked, 4)
         log.info("job done", extra={"seconds": timing["run_seconds"], "queued_seconds": timing.get("queued_seconds"),
                                     "inputs": len(inputs), "call_inputs": shared.call_inputs})  # fmt: skip
@@ -202,7 +204,7 @@ def _embedding_answer(embedded: Embedded) -> dict[str, Any]:
     usage = embedded.usage or {"prompt_tokens": 0, "total_tokens": 0}
     answer = {"embeddings": vectors, "model": embedded.model, "usage": usage}
     if embedded.served_by:
-        answer["served_model"] = embedded.served_by[0]
+        answer["served_model"], answer["server"] = embedded.served_by
     return answer
 
 
@@ -220,6 +222,14 @@ def _trace_start(task: WorkerTask, job: Job, started: float) -> None:
     if job.accepted_at is not None:
         tracing.record("queue wait", job.accepted_at, started, task.request, {"llm.job_id": task.request.id})
     tracing.annotate(job_id=task.request.id, model=model, tenant=job.tenant)
+
+
+def _name_trace(answer: dict[str, Any]) -> None:
+    """The trace the job ran in, on its answer (GET /jobs/{id} shows it, to find the trace);
+    nothing when tracing is off."""
+    ids = tracing.log_ids()
+    if ids is not None:
+        answer["trace_id"] = ids[0]
 
 
 def _timing(job: Job, started: float) -> dict[str, float]:

@@ -24,7 +24,7 @@ from kombu.utils import json as kombu_json
 from kombu.utils.encoding import bytes_to_str
 
 from shared.contract import KEPT_CLAIM, STORE_ONCE, Keys, kept_answer, stored_answer, whole_answer
-from shared.contract.keys import usage_day, usage_prefix
+from shared.contract.keys import USAGE_MINUTE_SECONDS, usage_day, usage_minute, usage_prefix
 from shared.storage import redis_clients
 from shared.telemetry import tracing
 from shared.tenants import DEFAULT_TENANT, tenant_of
@@ -121,8 +121,8 @@ class ResultStore(RedisBackend):
         self, key: str, job: dict[str, Any], state: str, result: Any, keys: list[str], args: list[Any]
     ) -> None:
         """Count a job's result to its tenant, as STORE_ONCE stores it (the first only):
-        the job and its tokens, as the model server reported them, in the day's usage
-        (per tenant and model) and in the tenant's tokens of the minute and of the day
+        the job and its tokens, as the model server reported them, in the day's and the
+        minute's usage (per tenant and model) and in the tenant's tokens of the minute and of the day
         (its quotas, api/tenancy/quotas.py); and the job, ended, leaves its tenant's jobs
         in flight (whatever is deleted of it later: its place is free now)."""
         if not job or "meta" not in job:  # not a model's job (a webhook delivery, llm.models)
@@ -146,6 +146,9 @@ class ResultStore(RedisBackend):
         keys.append(self._keys.in_flight(tenant_of(key)))
         args.append(key)
         keys.append(self._keys.lease(key))  # its run is over: a second delivery finds the result
+        # The minute's usage too (the console's last hour, GET /usage?per=minute).
+        keys.append(self._keys.usage_of_minute(usage_minute(now)))
+        args.append(USAGE_MINUTE_SECONDS)
 
 
 def _count(usage: Any, name: str) -> int:

@@ -68,6 +68,7 @@ class Access(enum.Enum):
 
     TENANT = "tenant"  # a tenant's key (anyone, when no keys are configured)
     OPERATOR = "operator"  # an admin key, or METRICS_TOKEN
+    ADMIN = "admin"  # an admin key (what acts, or shows what jobs held)
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,10 @@ class GatewayRoute(APIRoute):
                         current_job.set(asker)  # so does every line logged about the request
                     elif allowed is Access.OPERATOR:
                         await guard.operator(authorization)
+                    elif allowed is Access.ADMIN:
+                        tenant = await guard.admin(authorization)
+                        asker = {"tenant": tenant.name}
+                        current_job.set(asker)
                     drain = DRAIN_BYTES
                     # The same request with a body that cannot grow past the limit: the
                     # handler reads it through this receive (Starlette's public constructor).

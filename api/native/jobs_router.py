@@ -8,7 +8,7 @@ cancels any tenant's with ``?tenant=``."""
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 from fastapi.routing import APIRoute
@@ -20,7 +20,7 @@ from api.jobs.webhook_events import WebhookEvents
 from api.native.types import JOB_ID_PATTERN, JobStatus
 from shared.contract import CancelOutcome
 from shared.contract import JobStatus as ContractStatus
-from shared.tenants import Tenant
+from shared.tenants import Tenant, Tenants
 
 JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN)]
 
@@ -35,9 +35,17 @@ def _key(job_id: str, mine: Tenant, whose: str | None) -> str:
     return whose_key(job_id, mine, whose, _not_found(job_id))
 
 
-def jobs_router(store: JobStore, events: WebhookEvents, route_class: type[APIRoute]) -> APIRouter:
-    """The jobs resource, over the job store; cancellations sent to `events`' webhooks."""
+def jobs_router(store: JobStore, events: WebhookEvents, tenants: Tenants, route_class: type[APIRoute]) -> APIRouter:
+    """The jobs resource, over the job store; cancellations sent to `events`' webhooks.
+    The server that answered a job (of a model with several) is shown to admin keys (and
+    to anyone without keys): a tenant's key learns no address of the deployment's."""
     router = APIRouter(tags=["jobs"], route_class=route_class)
+
+    def shown(status: dict[str, Any], job_id: str, mine: Tenant) -> JobStatus:
+        result = status.get("result")
+        if isinstance(result, dict) and "server" in result and tenants.keyed and not mine.admin:
+            status = {**status, "result": {k: v for k, v in result.items() if k != "server"}}
+        return JobStatus.model_validate({**status, "job_id": job_id})
 
     @router.get("/jobs/{job_id}", response_model=JobStatus, name="job_status", responses={404: {}})
     async def job_status(job_id: JobId, tenant: TenantDep, whose: Whose = None) -> JobStatus:
@@ -45,7 +53,7 @@ def jobs_router(store: JobStore, events: WebhookEvents, route_class: type[APIRou
         status = await store.status(_key(job_id, tenant, whose))
         if status is None:
             raise _not_found(job_id)
-        return JobStatus.model_validate({**status, "job_id": job_id})
+        return shown(status, job_id, tenant)
 
     @router.delete("/jobs/{job_id}", response_model=JobStatus, responses={404: {}, 409: {}})
     async def cancel_job(job_id: JobId, tenant: TenantDep, whose: Whose = None) -> JobStatus:
@@ -64,6 +72,6 @@ def jobs_router(store: JobStore, events: WebhookEvents, route_class: type[APIRou
             raise _not_found(job_id)
         if status["status"] != ContractStatus.CANCELLED:
             raise JobConflict(f"job {job_id!r} has already finished: {status['status']}")
-        return JobStatus.model_validate({**status, "job_id": job_id})
+        return shown(status, job_id, tenant)
 
     return router

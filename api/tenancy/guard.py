@@ -9,7 +9,8 @@
 - Rate limit (a tenant's ``requests_per_minute``; ``RATE_LIMIT_PER_MINUTE`` the default
   tenant's): requests per tenant (per client address when no keys are configured) per
   minute, counted in Redis so it holds across API processes.
-- Operators' endpoints (``/metrics``, ``/scaling``): admin keys and ``METRICS_TOKEN``.
+- Operators' endpoints (``/metrics``, ``/scaling``): admin keys and ``METRICS_TOKEN``;
+  admins' actions (``/dead_letters``): admin keys only.
 """
 
 from __future__ import annotations
@@ -90,6 +91,18 @@ class Guard:
         _, tenant = self._authenticate(authorization, "")
         if not tenant.admin:
             raise Forbidden("an operators' endpoint: it answers admin keys and METRICS_TOKEN, not a tenant's key")
+
+    async def admin(self, authorization: str) -> Tenant:
+        """The admins' actions (replaying dead letters): with API keys, an admin key only
+        (403 to a tenant's key; METRICS_TOKEN reads figures, it acts on nothing); without,
+        as the operators' endpoints."""
+        if not self.tenants.keyed:
+            await self.operator(authorization)
+            return self.tenants.get(DEFAULT_TENANT)
+        _, tenant = self._authenticate(authorization, "")
+        if not tenant.admin:
+            raise Forbidden("an admin's action: it answers admin keys only, not a tenant's key")
+        return tenant
 
     def _authenticate(self, authorization: str, client: str) -> tuple[str, Tenant]:
         if not self.tenants.keyed:

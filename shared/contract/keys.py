@@ -48,6 +48,16 @@ def usage_day(now: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(now))
 
 
+# A minute's usage is kept two hours: the last hour whole, whichever minute it is read in.
+USAGE_MINUTES = 60  # the minutes GET /usage?per=minute answers, the current one last
+USAGE_MINUTE_SECONDS = 7200
+
+
+def usage_minute(now: float) -> str:
+    """The UTC minute of `now` as `Keys.usage_minute` names it (YYYY-MM-DDTHH:MMZ, ISO 8601)."""
+    return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(now))
+
+
 def usage_prefix(tenant: str, model: str) -> str:
     """The start of a usage hash's fields of one tenant and model; the count's name ends them."""
     return f"{tenant}|{model}|"
@@ -153,6 +163,11 @@ class Keys:
         """A hash of one UTC day's usage (`usage_day`): "{tenant}|{model}|{count}" -> n
         (`usage_prefix`, `usage_field`)."""
         return f"{self.prefix}usage:{day}"
+
+    def usage_of_minute(self, minute: str) -> str:
+        """A hash of one UTC minute's usage (`usage_minute`), its fields as `usage`'s; kept
+        `USAGE_MINUTE_SECONDS`."""
+        return f"{self.prefix}usage-minute:{minute}"
 
     def fair_lock(self, queue: str) -> str:
         """Held (with a TTL, renewed) by the API process dispatching the queue's jobs by tenant."""

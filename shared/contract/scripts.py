@@ -100,10 +100,11 @@ return 'start'
 # the job, ended, leaves its tenant's jobs in flight (KEYS[6], ARGV[10]) when given.
 # Its lease goes too (KEYS[7], when given: a second delivery finds the result first).
 # KEYS: result, job hash; the day's usage, the tenant's tokens of the minute and of
-# the day, its jobs in flight; its lease. ARGV: result, seconds, the message's reply_to (or ''),
+# the day, its jobs in flight; its lease; the minute's usage (KEYS[8], counted as the
+# day's, when given). ARGV: result, seconds, the message's reply_to (or ''),
 # the result as published (or ''); the usage fields' prefix ("{tenant}|{model}|"), the
 # count ("jobs" or "failed"), prompt tokens, completion tokens, seconds the usage is
-# kept; the job's id.
+# kept; the job's id; seconds the minute's usage is kept.
 STORE_ONCE = (
     _PUBLISH_RESULT
     + """
@@ -147,6 +148,14 @@ if #KEYS >= 5 then
     end
   end
   if redis.call('TTL', KEYS[3]) < 0 then redis.call('EXPIRE', KEYS[3], ARGV[9]) end
+  if #KEYS >= 8 then
+    redis.call('HINCRBY', KEYS[8], ARGV[5] .. ARGV[6], 1)
+    if prompt + completion > 0 then
+      redis.call('HINCRBY', KEYS[8], ARGV[5] .. 'prompt_tokens', prompt)
+      redis.call('HINCRBY', KEYS[8], ARGV[5] .. 'completion_tokens', completion)
+    end
+    if redis.call('TTL', KEYS[8]) < 0 then redis.call('EXPIRE', KEYS[8], ARGV[11]) end
+  end
 end
 return 1
 """

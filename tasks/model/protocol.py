@@ -48,7 +48,8 @@ class Completion:
             "finish_reason": self.choices[0]["finish_reason"] if self.choices else None,
             "usage": self.usage,
             "choices": self.choices,
-            **({"served_model": self.served_by[0]} if self.served_by else {}),
+            # GET /jobs/{id} shows the server to admin keys only.
+            **({"served_model": self.served_by[0], "server": self.served_by[1]} if self.served_by else {}),
         }
 
 

@@ -241,6 +241,10 @@ def test_the_image_answers_a_job_with_the_compose_commands(started: dict[str, An
     # The interactive docs' scripts are in the image (fastapi-offline's), not on a CDN.
     script = httpx.get(f"http://127.0.0.1:{ports['api']}/docs-assets/swagger-ui-bundle.js", timeout=10)
     assert script.status_code == 200 and len(script.content) > 100_000
+    # So are the console's page and script (the package's api/console/static/).
+    for asset in ("/console", "/console/static/console.js", "/console/static/console.css"):
+        served = httpx.get(f"http://127.0.0.1:{ports['api']}{asset}", timeout=10)
+        assert served.status_code == 200 and len(served.content) > 1000, asset
     answer = httpx.post(
         f"http://127.0.0.1:{ports['api']}/generate", json={"job_id": f"image-{uuid.uuid4().hex}", "content": "built"},
         timeout=60,

@@ -216,6 +216,28 @@ def test_operators_endpoints_answer_admin_keys_and_the_scrape_token_only(
     assert httpx.post(f"{stack.url}/generate", json={"content": "x"}, headers=auth(TOKEN)).status_code == 401
 
 
+def test_tenants_show_a_key_its_own_tenant_and_an_admin_every_one_never_a_key(
+    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path
+) -> None:
+    stack = walled_stack(make_stack, tmp_path)
+    mine = httpx.get(f"{stack.url}/tenants", headers=auth("alpha-key"))
+    assert mine.status_code == 200
+    answer = mine.json()
+    assert (answer["tenant"], answer["admin"], answer["keyed"]) == ("alpha", False, True)
+    assert [(t["name"], t["admin"], t["keys"], t["source"]) for t in answer["data"]] == [
+        ("alpha", False, 1, "keys_file")
+    ]
+    every = httpx.get(f"{stack.url}/tenants", headers=auth("ops-key")).json()
+    assert every["tenant"] == "ops" and every["admin"] is True
+    assert [t["name"] for t in every["data"]] == ["alpha", "beta", "ops"]
+    quotas = every["data"][0]["quotas"]
+    assert quotas["max_priority"] == stack.config.tenant_max_priority and "requests_per_minute" in quotas
+    assert not {"alpha-key", "beta-key", "ops-key"} & set(str(every).split("'"))
+    assert httpx.get(f"{stack.url}/tenants").status_code == 401
+    # The scrape token reads figures, it is no tenant's key.
+    assert httpx.get(f"{stack.url}/tenants", headers=auth(TOKEN)).status_code == 401
+
+
 @pytest.mark.parametrize("queues", ["classic", "quorum"])
 def test_a_batch_line_cancelled_on_its_own_ends_as_cancelled_and_the_batch_completes(
     make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path, broker_env: dict[str, str], queues: str

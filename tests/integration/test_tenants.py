@@ -41,6 +41,10 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+def utc_minute(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(at))
+
+
 def test_each_job_is_its_tenants_on_its_status_logs_and_metrics(
     make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path
 ) -> None:
@@ -179,6 +183,41 @@ def test_usage_per_tenant_model_and_day_with_an_admin_seeing_all(
     # A start before the days kept reads from the first day kept (USAGE_DAYS).
     long_ago = httpx.get(f"{stack.url}/usage?start=2000-01-01", headers=auth("key-ops")).json()
     assert long_ago["start"] > "2025-01-01" and {r["tenant"] for r in long_ago["data"]} == {"product", "research"}
+
+
+def test_usage_per_minute_of_the_last_hour_counts_answers_and_failures_in_their_minute(
+    make_stack: StackFactory, fake: FakeModelServer, tmp_path: Path
+) -> None:
+    stack = tenant_stack(make_stack, tmp_path)
+    before = time.time()
+    for key, content in (("key-research", "a b"), ("key-product", "c")):
+        assert httpx.post(f"{stack.url}/generate", json={"content": content}, headers=auth(key)).status_code == 200
+    fake.broken = 500  # the model server fails every call: the job fails, past its retries
+    failed = httpx.post(f"{stack.url}/generate", json={"content": "d"}, headers=auth("key-research"), timeout=60)
+    assert failed.status_code >= 500
+    after = time.time()
+    asked = time.time()
+    minute = httpx.get(f"{stack.url}/usage?per=minute", headers=auth("key-research"), timeout=10).json()
+    answered = time.time()
+    # The last 60 minutes, the current one last (the minute may turn while it is asked).
+    assert minute["per"] == "minute" and (minute["start"], minute["end"]) in {
+        (utc_minute(at - 59 * 60), utc_minute(at)) for at in (asked, answered)
+    }
+    rows = minute["data"]
+    assert {row["tenant"] for row in rows} == {"research"}
+    spans = {utc_minute(at) for at in (before, after)}
+    assert {row["minute"] for row in rows} <= spans
+    assert sum(row["jobs"] for row in rows) == 1 and sum(row["failed"] for row in rows) == 1
+    assert sum(row["completion_tokens"] for row in rows) == 3  # "echo: a b"
+    # The day's figures hold the same jobs: one count, two windows.
+    day = httpx.get(f"{stack.url}/usage", headers=auth("key-research"), timeout=10).json()["data"]
+    assert sum(row["jobs"] for row in day) == 1 and sum(row["failed"] for row in day) == 1
+    everyone = httpx.get(f"{stack.url}/usage?per=minute", headers=auth("key-ops"), timeout=10).json()["data"]
+    assert {row["tenant"] for row in everyone} == {"research", "product"}
+    walled = httpx.get(f"{stack.url}/usage?per=minute&tenant=product", headers=auth("key-research"), timeout=10)
+    assert walled.status_code == 403
+    mixed = httpx.get(f"{stack.url}/usage?per=minute&start=2026-01-01", headers=auth("key-ops"), timeout=10)
+    assert mixed.status_code == 422 and "per=minute" in mixed.json()["detail"]
 
 
 def test_a_tenants_tokens_per_day_end_with_the_utc_day(

@@ -125,12 +125,17 @@ def test_a_job_without_a_caller_trace_starts_its_own(traced: Stack, collector: C
     spans = collector.wait_for("no-caller-trace", publish, "run/llm.generate", "store result", job=True)
     assert len({span.trace_id for span in spans}) == 1
     assert named(spans, "run/llm.generate").parent_id == named(spans, publish).span_id
+    # The job's status names its trace, to find it by.
+    status = httpx.get(f"{traced.url}/jobs/no-caller-trace", timeout=10).json()
+    assert status["result"]["trace_id"] == spans[0].trace_id
 
 
 def test_with_tracing_off_nothing_is_sent_and_nothing_is_instrumented(stack: Stack, fake: FakeModelServer) -> None:
     answer = httpx.post(f"{stack.url}/generate", json={"content": "untraced"}, timeout=30)
     assert answer.status_code == 200
     assert "traceparent" not in fake.last_headers
+    status = httpx.get(f"{stack.url}/jobs/{answer.json()['job_id']}", timeout=10).json()
+    assert status["result"]["content"] == "echo: untraced" and "trace_id" not in status["result"]
     # A whole API and worker built without an endpoint load no instrumentation and set
     # no tracer provider (FastAPI and redis-py import OpenTelemetry's API and SDK themselves).
     script = (

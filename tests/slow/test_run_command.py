@@ -78,6 +78,7 @@ def test_make_run_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) 
             time.sleep(0.5)
         output = log.read_text()
         assert f"http://127.0.0.1:{ports['API_PORT']}/docs" in output
+        assert f"http://127.0.0.1:{ports['API_PORT']}/console" in output
         assert f"http://127.0.0.1:{ports['FLOWER_PORT']}" in output
 
         api = f"http://127.0.0.1:{ports['API_PORT']}"

@@ -219,14 +219,17 @@ def test_a_job_stored_twice_is_counted_to_its_tenant_once(keys_and_store: tuple[
     store_once = store.register_script(STORE_ONCE)
     job = "job-usage"
     counts = [keys.usage("2026-12-01"), *keys.token_windows("team-a", 2 * 86_400 + 60)]
-    given = ["team-a|m1|", "jobs", 7, 3, 3600]
+    ended = [keys.in_flight("team-a"), keys.lease(job), keys.usage_of_minute("2026-12-01T10:00Z")]
+    given = ["team-a|m1|", "jobs", 7, 3, 3600, job, 7200]
     for run in ("first", "second"):  # run twice (redelivered): the second result is not stored
-        stored = store_once(keys=[keys.result(job), keys.job(job), *counts], args=[run, 60, "", "", *given])
+        stored = store_once(keys=[keys.result(job), keys.job(job), *counts, *ended], args=[run, 60, "", "", *given])
         assert stored == (1 if run == "first" else 0)
-    usage = {k.decode(): int(v) for k, v in store.hgetall(counts[0]).items()}
-    assert usage == {"team-a|m1|jobs": 1, "team-a|m1|prompt_tokens": 7, "team-a|m1|completion_tokens": 3}
+    # The day's usage and the minute's alike.
+    for hashed in (counts[0], ended[2]):
+        usage = {k.decode(): int(v) for k, v in store.hgetall(hashed).items()}
+        assert usage == {"team-a|m1|jobs": 1, "team-a|m1|prompt_tokens": 7, "team-a|m1|completion_tokens": 3}
     assert [int(store.get(key)) for key in counts[1:]] == [10, 10]
-    assert 0 < store.ttl(counts[1]) <= 120 and 0 < store.ttl(counts[0]) <= 3600
+    assert 0 < store.ttl(counts[1]) <= 120 and 0 < store.ttl(counts[0]) <= 3600 and 3600 < store.ttl(ended[2]) <= 7200
 
 
 def _messages(listener: Any, count: int) -> list[bytes]:

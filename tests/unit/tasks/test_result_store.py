@@ -14,7 +14,7 @@ import pytest
 from celery import Celery, states
 
 from shared.contract import Keys
-from shared.contract.keys import usage_day
+from shared.contract.keys import USAGE_MINUTE_SECONDS, usage_day, usage_minute
 from tasks.result_store import ResultStore, job_of, reply_channel
 from testing.scripted_redis import ScriptedRedis, arity
 
@@ -84,8 +84,10 @@ def test_a_model_jobs_result_counts_its_tokens_to_its_tenant_and_the_model_that_
     assert (len(call.keys), len(call.argv)) == arity("STORE_ONCE")
     now = time.time()
     assert call.keys[2] == KEYS.usage(usage_day(now)) and call.keys[3:5] == KEYS.token_windows("acme", now)
-    assert call.keys[5:] == [KEYS.in_flight("acme"), KEYS.lease("acme~j1")]
-    assert call.argv[4:] == ["acme|fallback|", "jobs", 3, 4, 10 * 86_400, "acme~j1"]
+    assert call.keys[5:7] == [KEYS.in_flight("acme"), KEYS.lease("acme~j1")]
+    # The minute's usage too (GET /usage?per=minute), kept two hours.
+    assert call.keys[7] in {KEYS.usage_of_minute(usage_minute(at)) for at in (now - 60, now)}
+    assert call.argv[4:] == ["acme|fallback|", "jobs", 3, 4, 10 * 86_400, "acme~j1", USAGE_MINUTE_SECONDS]
 
 
 def test_a_failure_counts_as_failed_on_the_jobs_route_with_no_tokens() -> None:
@@ -94,7 +96,7 @@ def test_a_failure_counts_as_failed_on_the_jobs_route_with_no_tokens() -> None:
     backend._store_result("j1", failure, states.FAILURE, request=request({"meta": {}}))
     (call,) = fake.named("STORE_ONCE")
     assert call.argv[1] == backend.failure_expires
-    assert call.argv[4:] == ["default|default-model|", "failed", 0, 0, 10 * 86_400, "j1"]
+    assert call.argv[4:] == ["default|default-model|", "failed", 0, 0, 10 * 86_400, "j1", USAGE_MINUTE_SECONDS]
     assert call.keys[5] == KEYS.in_flight("default")
 
 

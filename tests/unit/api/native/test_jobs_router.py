@@ -16,7 +16,7 @@ from api.errors import JobConflict, JobNotFound
 from api.jobs.webhook_events import WebhookEvents
 from api.native.jobs_router import jobs_router
 from shared.contract import TaskName
-from shared.tenants import Tenant
+from shared.tenants import Tenant, Tenants
 from tests.unit.api.edge import Parts, config, running_parts
 
 pytestmark = pytest.mark.unit
@@ -26,8 +26,11 @@ SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode
 HOOKS = json.dumps([{"url": "https://hooks.example.com/x", "secret": SECRET, "events": ["job.cancelled"]}])
 
 
-def endpoints(parts: Parts) -> dict[str, Any]:
-    router = jobs_router(parts.store, WebhookEvents(parts.config, parts.queue), APIRoute)
+KEYED = Tenants(by_digest={b"a": ALPHA, b"b": BETA, b"o": ADMIN})
+
+
+def endpoints(parts: Parts, tenants: Tenants = KEYED) -> dict[str, Any]:
+    router = jobs_router(parts.store, WebhookEvents(parts.config, parts.queue), tenants, APIRoute)
     return {next(iter(route.methods)): route.endpoint for route in router.routes}  # type: ignore[attr-defined]
 
 
@@ -51,6 +54,20 @@ def test_a_job_is_its_tenants_and_another_tenants_job_of_the_same_id_is_not_ther
             parts.redis.finish(parts.config, key, result={"content": "echo: hi"})
             done = await endpoints(parts)["GET"]("j1", ALPHA)
             assert done.status == "succeeded" and done.result == {"content": "echo: hi"} and done.finished_at
+
+    asyncio.run(main())
+
+
+def test_the_server_that_answered_is_shown_to_admins_and_to_everyone_without_keys() -> None:
+    async def main() -> None:
+        async with running_parts() as parts:
+            key = await queued(parts, ALPHA)
+            answer = {"content": "echo: hi", "served_model": "large", "server": "10.0.0.7:8000"}
+            parts.redis.finish(parts.config, key, result=answer)
+            mine = await endpoints(parts)["GET"]("j1", ALPHA)
+            assert mine.result == {"content": "echo: hi", "served_model": "large"}  # no address of the deployment's
+            assert (await endpoints(parts)["GET"]("j1", ADMIN, "alpha")).result == answer
+            assert (await endpoints(parts, Tenants())["GET"]("j1", ALPHA)).result == answer
 
     asyncio.run(main())
 

@@ -13,6 +13,7 @@ from shared.contract.keys import (
     capacity_queue,
     usage_day,
     usage_field,
+    usage_minute,
     usage_prefix,
     webhook_count_field,
     webhook_count_of,
@@ -39,6 +40,7 @@ def test_a_window_ends_at_its_next_boundary() -> None:
 
 def test_usage_fields_read_back_their_tenant_model_and_count() -> None:
     assert usage_day(NOON) == "2026-12-07"
+    assert usage_minute(NOON) == "2026-12-07T12:00Z"
     field = usage_prefix("acme", "org|model") + "prompt_tokens"
     assert usage_field(field) == ("acme", "org|model", "prompt_tokens")
 

@@ -143,5 +143,6 @@ def test_a_completion_as_a_task_returns_it_names_the_model_that_served_it() -> N
         "choices": completion.choices,
     }
     completion.served_by = ("fallback", "gpu-b:8000")
-    assert completion.as_dict()["served_model"] == "fallback"  # the server: for logs and spans only
+    assert completion.as_dict()["served_model"] == "fallback"
+    assert completion.as_dict()["server"] == "gpu-b:8000"  # shown to admins only (GET /jobs/{id})
     assert Completion([], None, None).as_dict()["content"] == ""
