@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.profile import by_package, package, shares
+from bench.profile import by_package, package, shares, titled
 
 pytestmark = pytest.mark.unit
 
@@ -41,3 +41,8 @@ def test_a_function_counts_once_per_stack_and_its_lines_together() -> None:
 def test_nothing_sampled_lists_nothing() -> None:
     assert shares("") == []
     assert by_package("") == []
+
+
+def test_a_flame_graphs_title_is_replaced_and_nothing_else() -> None:
+    svg = '<svg><text id="title" x="1">/home/me/py-spy record -o /tmp/x.svg</text><text id="details"> </text></svg>'
+    assert titled(svg, "api: load") == '<svg><text id="title" x="1">api: load</text><text id="details"> </text></svg>'
