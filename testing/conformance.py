@@ -37,11 +37,15 @@ class Outcome:
     errors: list[str]
 
 
-def run_suite(base_url: str, api_key: str, model: str, timeout: float = 300) -> tuple[dict[str, Any], list[Outcome]]:
-    """The suite run against `base_url` (…/v1): its summary and each test's outcome."""
+def run_suite(
+    base_url: str, api_key: str, model: str, timeout: float = 300, only: list[str] | None = None
+) -> tuple[dict[str, Any], list[Outcome]]:
+    """The suite run against `base_url` (…/v1): its summary and each test's outcome;
+    `only` the tests of those ids."""
+    chosen = ["--filter", ",".join(only)] if only else []
     done = subprocess.run(
         [str(BUN), "run", "bin/compliance-test.ts", "--base-url", base_url, "--api-key", api_key,
-         "--model", model, "--json"],
+         "--model", model, "--json", *chosen],
         cwd=SUITE, capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
     try:
