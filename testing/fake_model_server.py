@@ -9,7 +9,11 @@ the first one or the one `tool_choice` names, with ``{"echo": <last message>}`` 
 arguments (streamed in pieces); with `response_format` json_object or json_schema it
 answers ``{"echo": <last message>}`` as JSON; with `logprobs` it gives a logprob per
 word; `/v1/completions` answers each prompt of a list `n` times (with `echo`, the
-prompt first), without a chat template.
+prompt first), without a chat template. Like a reasoning model behind vLLM's reasoning
+parser (or llama.cpp's), it reasons first ("thinking about: <last message>", streamed
+as ``reasoning_content``) when ``chat_template_kwargs.enable_thinking`` is true, or when
+`reasoning` is set and the request does not turn it off. An answer cut by a stop word
+names it in its choice's ``stop_reason``, as vLLM does.
 
 It counts tokens (one a word, four more a message, as its usage counts a prompt) the way
 vLLM or llama.cpp does (`tokenizer`): vLLM's ``POST /tokenize`` takes a chat's
@@ -80,6 +84,7 @@ class FakeModelServer:
         # Usage in its answers (a stream's when stream_options.include_usage asks): False
         # for a server that counts nothing, or ignores stream_options.
         self.sends_usage = True
+        self.reasoning = False  # reasons unless a request's chat_template_kwargs.enable_thinking is false
         # How it counts tokens: "vllm", "llama.cpp", or None (it cannot: /tokenize is 404).
         self.tokenizer: str | None = "vllm"
         self.tokenized: list[dict[str, Any]] = []  # bodies of /tokenize and /apply-template, in turn
@@ -287,13 +292,13 @@ class FakeModelServer:
             else:
                 await self._work(body)
             wider = ("prompt", "tools", "response_format", "logprobs")
-            if any(body.get(name) not in (None, [], False) for name in wider):
+            if any(body.get(name) not in (None, [], False) for name in wider) or self.thinks(body):
                 answer = self._answer(body)  # errors, context checks: as for any request
                 if isinstance(answer, Response):
                     return answer
                 streaming = bool(body.get("stream"))
                 try:
-                    chunks, usage = _surface_chunks(body, self.models[0], self.sends_usage)
+                    chunks, usage = _surface_chunks(body, self.models[0], self.sends_usage, self.thinks(body))
                 except (KeyError, TypeError, AttributeError) as error:  # as vLLM refuses a malformed body
                     return JSONResponse({"object": "error", "message": f"bad request: {error!r}",
                                          "type": "BadRequestError", "code": 400}, status_code=400)  # fmt: skip
@@ -306,11 +311,19 @@ class FakeModelServer:
             streaming = bool(body.get("stream"))
             if streaming:
                 return StreamingResponse(self._stream(body, *answer), media_type="text/event-stream")
-            content, finish, usage = answer
-            return _whole(body.get("model") or self.models[0], content, finish, usage if self.sends_usage else None)
+            content, finish, usage, stopped_by = answer
+            model = body.get("model") or self.models[0]
+            return _whole(model, content, finish, usage if self.sends_usage else None, stopped_by)
         finally:
             if not streaming:
                 self.in_flight -= 1
+
+    def thinks(self, body: dict[str, Any]) -> bool:
+        """Whether it reasons before it answers `body` (a chat's)."""
+        if body.get("messages") is None:
+            return False
+        asked = (body.get("chat_template_kwargs") or {}).get("enable_thinking")
+        return asked is True or (self.reasoning and asked is not False)
 
     async def _work(self, body: dict[str, Any]) -> None:
         """The time a call takes: `latency`, or `cached_latency` when its prefix is cached."""
@@ -332,7 +345,9 @@ class FakeModelServer:
         self.answered += 1
         self.busy_seconds += time.monotonic() - started
 
-    async def _stream(self, body: dict[str, Any], content: str, finish: str, usage: dict[str, int]) -> Any:
+    async def _stream(
+        self, body: dict[str, Any], content: str, finish: str, usage: dict[str, int], stopped_by: str | None
+    ) -> Any:
         base = {
             "id": f"chatcmpl-{len(self.requests)}",
             "object": "chat.completion.chunk",
@@ -348,7 +363,8 @@ class FakeModelServer:
                     await asyncio.sleep(self.chunk_delay)
                 if sent == self.stall_after:
                     await self._pause()
-            yield _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+            yield _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish,
+                                               "stop_reason": stopped_by}]})  # fmt: skip
             if (body.get("stream_options") or {}).get("include_usage") and self.sends_usage:
                 yield _event({**base, "choices": [], "usage": usage})
             yield "data: [DONE]\n\n"
@@ -386,8 +402,9 @@ class FakeModelServer:
         finally:
             self.stalling -= 1
 
-    def _answer(self, body: dict[str, Any]) -> Response | tuple[str, str, dict[str, int]]:
-        """An error response, or the (content, finish_reason, usage) to send."""
+    def _answer(self, body: dict[str, Any]) -> Response | tuple[str, str, dict[str, int], str | None]:
+        """An error response, or the (content, finish_reason, usage, the stop word that
+        ended it) to send."""
         if self.failures:
             failure = self.failures.pop(0)
             return JSONResponse(failure.body, failure.status, headers=failure.headers)
@@ -395,7 +412,7 @@ class FakeModelServer:
         if self.strict_models and model not in self.models:
             return _openai_error(404, f"The model `{model}` does not exist.", "NotFoundError")
         if body.get("prompt") is not None:
-            return "", "stop", {}
+            return "", "stop", {}, None
         prompt = _text(body["messages"][-1]["content"])
         prompt_tokens = _prompt_tokens(body["messages"])
         max_tokens = body.get("max_tokens")
@@ -409,9 +426,10 @@ class FakeModelServer:
             )
         content = f"echo: {prompt}"
         finish = "stop"
+        stopped_by = None
         for word in body.get("stop") or []:
             if word in content:
-                content = content[: content.index(word)]
+                content, stopped_by = content[: content.index(word)], word
         if max_tokens is not None and len(content.split()) > max_tokens:
             content = " ".join(content.split()[:max_tokens])
             finish = "length"
@@ -423,7 +441,7 @@ class FakeModelServer:
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         }
-        return content, finish, usage
+        return content, finish, usage, stopped_by if finish == "stop" else None
 
 
 def _text(content: Any) -> str:
@@ -447,7 +465,7 @@ def _logprobs_of(words: list[str]) -> list[dict[str, Any]]:
 
 
 def _surface_chunks(
-    body: dict[str, Any], default_model: str, sends_usage: bool = True
+    body: dict[str, Any], default_model: str, sends_usage: bool = True, thinks: bool = False
 ) -> tuple[list[dict[str, Any]], dict[str, int] | None]:
     """The answer to a request using OpenAI's wider surface, as the chunks a stream
     sends (joined by `_joined` for a whole answer)."""
@@ -488,6 +506,12 @@ def _surface_chunks(
         for index in range(n):
             chunks.append({**base, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
                                                 "finish_reason": None}]})  # fmt: skip
+            if thinks:
+                thought = f"thinking about: {prompt}".split(" ")
+                completion_tokens += len(thought)
+                for i, word in enumerate(thought):
+                    delta = {"reasoning_content": word if i == 0 else f" {word}"}
+                    chunks.append({**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]})
             if calling:
                 named = choice_of.get("function", {}).get("name") if isinstance(choice_of, dict) else None
                 name = named or tools[0]["function"]["name"]
@@ -535,9 +559,11 @@ def _joined(chunks: list[dict[str, Any]], usage: dict[str, int] | None) -> dict[
     for chunk in chunks:
         for piece in chunk["choices"]:
             whole = choices.setdefault(piece["index"], {"index": piece["index"], "content": "", "calls": {},
-                                                        "finish_reason": None, "logprobs": None})  # fmt: skip
+                                                        "finish_reason": None, "logprobs": None,
+                                                        "reasoning": ""})  # fmt: skip
             delta = piece.get("delta") or {}
             whole["content"] += (piece.get("text") if raw else delta.get("content")) or ""
+            whole["reasoning"] += delta.get("reasoning_content") or ""
             for call in delta.get("tool_calls") or []:
                 at = whole["calls"].setdefault(call["index"], {"id": "", "type": "function",
                                                                "function": {"name": "", "arguments": ""}})  # fmt: skip
@@ -562,6 +588,8 @@ def _joined(chunks: list[dict[str, Any]], usage: dict[str, int] | None) -> dict[
         message: dict[str, Any] = {"role": "assistant", "content": c["content"] or None}
         if c["calls"]:
             message["tool_calls"] = [c["calls"][k] for k in sorted(c["calls"])]
+        if c["reasoning"]:
+            message["reasoning_content"] = c["reasoning"]
         out.append({"index": index, "message": message, "finish_reason": c["finish_reason"], "logprobs": c["logprobs"]})
     kind = "text_completion" if raw else "chat.completion"
     return {"id": chunks[0]["id"], "object": kind, "created": chunks[0]["created"], "model": chunks[0]["model"],
@@ -572,14 +600,17 @@ def _event(chunk: dict[str, Any]) -> str:
     return f"data: {json.dumps(chunk)}\n\n"
 
 
-def _whole(model: str, content: str, finish: str, usage: dict[str, int] | None) -> Response:
+def _whole(
+    model: str, content: str, finish: str, usage: dict[str, int] | None, stopped_by: str | None = None
+) -> Response:
+    message = {"role": "assistant", "content": content}
     return JSONResponse(
         {
             "id": "chatcmpl-whole",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "stop_reason": stopped_by}],
             "usage": usage,
         }
     )
