@@ -13,6 +13,9 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.anthropic.http import AnthropicRoute
+from api.anthropic.messages.router import messages_router
+from api.anthropic.messages.serving import Messages
 from api.http.route_class import Access, Edge, GatewayRoute
 from api.http.unread_body import CloseAfterUnreadBody
 from api.native.jobs_router import jobs_router
@@ -41,8 +44,8 @@ from shared.telemetry.logs import use_json
 
 
 def get_router(config: Config) -> APIRouter:
-    """Every endpoint of the gateway, for `config`: the spec's, OpenAI's, jobs, files,
-    batches, usage, models and operations, each router given the parts it uses. It
+    """Every endpoint of the gateway, for `config`: the spec's, OpenAI's, Anthropic's
+    Messages, jobs, files, batches, usage, models and operations, each router given the parts it uses. It
     brings its own lifespan (connections to the broker and Redis), which FastAPI runs
     when the router is included in an app (the spec's usage snippet)."""
     parts = Services.build(config)
@@ -63,6 +66,7 @@ def get_router(config: Config) -> APIRouter:
         config, parts.routing, parts.runner, parts.store, records, parts.registry, parts.guard.tenants, parts.events,
         parts.counter,
     )  # fmt: skip
+    messages = Messages(config, parts.routing, parts.runner, parts.registry, parts.counter)
     outer = APIRouter(lifespan=lifespan)
     outer.include_router(probes_router(parts.readiness, parts.guard))
     routers = [
@@ -72,6 +76,7 @@ def get_router(config: Config) -> APIRouter:
         embeddings_router(parts.models, Embeddings(config, parts.routing, parts.runner), openai),
         openai_models_router(ServedModels(config, parts.routing, parts.runner), parts.registry, openai),
         responses_router(parts.models, responses, openai),
+        messages_router(parts.models, messages, AnthropicRoute.at(edge)),
         files_router(parts.files, FilesRoute.at(edge)),
         batches_router(parts.batches, openai),
         jobs_router(parts.store, parts.events, native),
