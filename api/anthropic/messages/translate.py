@@ -350,7 +350,9 @@ def tool_use_id(job_id: str, n: int) -> str:
 
 
 def first_choice(answer: dict[str, Any]) -> dict[str, Any]:
-    choices = answer.get("choices") or [{"index": 0, "content": answer.get("content", "")}]
+    choices = answer.get("choices") or [
+        {"index": 0, "content": answer.get("content", ""), "finish_reason": answer.get("finish_reason")}
+    ]
     return dict(choices[0])
 
 
