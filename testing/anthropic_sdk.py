@@ -10,5 +10,5 @@ import anthropic
 
 def client(stack: Any, key: str = "not-needed", **options: Any) -> anthropic.Anthropic:
     # Strict: every answer must validate against the SDK's own types, field for field.
-    return anthropic.Anthropic(base_url=stack.url, api_key=key, max_retries=0, timeout=30,
-                               _strict_response_validation=True, **options)  # fmt: skip
+    settings: dict[str, Any] = {"max_retries": 0, "timeout": 30, **options}
+    return anthropic.Anthropic(base_url=stack.url, api_key=key, _strict_response_validation=True, **settings)
