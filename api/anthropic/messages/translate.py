@@ -3,7 +3,10 @@ completions request every model server serves (an ``llm.chat`` job's), and the j
 answer made Anthropic's message (its stream: api/anthropic/messages/events.py).
 
 What survives the translation (docs/anthropic.md says it for users):
-- ``system`` (a string, or text blocks joined) as the first, system, message;
+- ``system`` (a string, or text blocks joined) as the first, system, message, with the
+  text of any ``system`` message among the others (as Claude Code sends one) after it:
+  most chat templates take a system message first and nowhere else (vLLM's own
+  /v1/messages does the same);
 - text blocks; images (base64 and URL) as ``image_url`` parts; documents: plain text and
   content documents as text (and image) parts, base64 PDFs as OpenAI's ``file`` part
   (a server that reads none refuses it); documents by URL or file id are refused;
@@ -87,8 +90,8 @@ def chat_request(body: MessagesRequest | CountTokensRequest) -> dict[str, Any]:
     max_tokens, temperature, top_p, stop)."""
     messages = chat_messages(body.system, body.messages)
     request: dict[str, Any] = {"messages": messages}
-    last = body.messages[-1]
-    if last.role == "assistant" and not messages[-1].get("tool_calls"):
+    last = messages[-1]
+    if last["role"] == "assistant" and not last.get("tool_calls"):
         # A prefill: the answer continues it (vLLM's fields; llama.cpp does so by itself).
         request.update(continue_final_message=True, add_generation_prompt=False)
     tools = chat_tools(body.tools)
@@ -110,26 +113,29 @@ def chat_messages(system: str | list[dict[str, Any]] | None, messages: list[Mess
     """The chat messages of a system prompt and Anthropic's messages; InvalidInput naming
     the block at fault."""
     chat: list[dict[str, Any]] = []
-    said = _system(system)
-    if said:
-        chat.append({"role": "system", "content": said})
+    prompts = [_system(system, "system")]
     for n, message in enumerate(messages):
         where = f"messages.{n}.content"
-        if isinstance(message.content, str):
+        if message.role == "system":
+            prompts.append(_system(message.content, where))
+        elif isinstance(message.content, str):
             chat.append({"role": message.role, "content": message.content})
         elif message.role == "user":
             chat += _user_turn(message.content, where)
         else:
             chat.append(_assistant_turn(message.content, where))
-    return chat
+    if not chat:
+        raise InvalidInput("messages: at least one user or assistant message")
+    said = "\n\n".join(prompt for prompt in prompts if prompt)
+    return [{"role": "system", "content": said}, *chat] if said else chat
 
 
-def _system(system: str | list[dict[str, Any]] | None) -> str:
+def _system(system: str | list[dict[str, Any]] | None, where: str) -> str:
     if system is None or isinstance(system, str):
         return system or ""
     texts = []
     for n, block in enumerate(system):
-        text = _text_of(block, f"system.{n}")
+        text = _text_of(block, f"{where}.{n}")
         if not text.startswith(BILLING_HEADER):
             texts.append(text)
     return "\n\n".join(texts)

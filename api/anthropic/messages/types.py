@@ -26,7 +26,9 @@ class _Part(BaseModel):
 
 
 class MessageParam(_Part):
-    role: Literal["user", "assistant"]
+    # "system": a system message among the others, as Claude Code sends one (its beta
+    # "mid-conversation-system"): added to the system prompt.
+    role: Literal["user", "assistant", "system"]
     content: str | Blocks
 
 

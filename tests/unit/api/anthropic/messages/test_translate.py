@@ -46,6 +46,30 @@ def test_a_system_prompts_text_blocks_are_one_system_message_without_claude_code
         sent([{"role": "user", "content": "hi"}], system=[{"type": "image"}])
 
 
+def test_system_messages_among_the_others_join_the_system_prompt_as_claude_code_sends_them() -> None:
+    messages = sent(
+        [
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": "Agents: Explore."},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "system", "content": [{"type": "text", "text": "Be terse."}]},
+        ],
+        system="You are a CLI.",
+    )
+    # One system message, first: most chat templates take it nowhere else.
+    assert messages["messages"] == [
+        {"role": "system", "content": "You are a CLI.\n\nAgents: Explore.\n\nBe terse."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Hello."},
+    ]
+    # The last message that is not the system's is the assistant's: a prefill.
+    assert messages["continue_final_message"] is True
+    with pytest.raises(InvalidInput, match=r"^messages: at least one user or assistant message"):
+        sent([{"role": "system", "content": "alone"}])
+    with pytest.raises(InvalidInput, match=r"^messages.0.content.0.type: a text block"):
+        sent([{"role": "system", "content": [{"type": "image"}]}, {"role": "user", "content": "x"}])
+
+
 def test_tool_uses_and_results_are_tool_calls_and_tool_messages_in_the_order_a_server_takes() -> None:
     use = {"type": "tool_use", "id": "toolu_1", "name": "ls", "input": {"path": "/"}}
     messages = sent(
