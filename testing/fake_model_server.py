@@ -13,7 +13,9 @@ prompt first), without a chat template. Like a reasoning model behind vLLM's rea
 parser (or llama.cpp's), it reasons first ("thinking about: <last message>", streamed
 as ``reasoning_content``) when ``chat_template_kwargs.enable_thinking`` is true, or when
 `reasoning` is set and the request does not turn it off. An answer cut by a stop word
-names it in its choice's ``stop_reason``, as vLLM does.
+names it in its choice's ``stop_reason``, as vLLM does. Like vLLM and llama.cpp, it
+serves Anthropic's ``/v1/messages`` too (whole, or as Anthropic's events), answering
+as its chat completions would (`messages_asked` records those bodies).
 
 It counts tokens (one a word, four more a message, as its usage counts a prompt) the way
 vLLM or llama.cpp does (`tokenizer`): vLLM's ``POST /tokenize`` takes a chat's
@@ -88,6 +90,7 @@ class FakeModelServer:
         # How it counts tokens: "vllm", "llama.cpp", or None (it cannot: /tokenize is 404).
         self.tokenizer: str | None = "vllm"
         self.tokenized: list[dict[str, Any]] = []  # bodies of /tokenize and /apply-template, in turn
+        self.messages_asked: list[dict[str, Any]] = []  # bodies of /v1/messages, in turn
         self.completed_streams = 0
         self.disconnects = 0  # streams the client closed before the end
         self.requests: list[dict[str, Any]] = []
@@ -133,6 +136,7 @@ class FakeModelServer:
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/completions", self._chat, methods=["POST"]),
+                Route("/v1/messages", self._messages, methods=["POST"]),
                 Route("/v1/embeddings", self._embeddings, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/tokenize", self._tokenize, methods=["POST"]),
@@ -254,6 +258,24 @@ class FakeModelServer:
             return _openai_error(400, "'messages' is required", "invalid_request_error")
         turns = [f"<|start|> {m.get('role')} <|sep|> {_text(m.get('content'))} <|end|>" for m in body["messages"]]
         return JSONResponse({"prompt": " ".join(turns)})
+
+    async def _messages(self, request: Request) -> Response:
+        """Anthropic's /v1/messages, answered as its chat completions answer the same (vLLM's
+        and llama.cpp's translate it so too)."""
+        body = await request.json()
+        self.messages_asked.append(body)
+        if self.broken:
+            return JSONResponse({"type": "error", "error": {"type": "api_error", "message": "the server is broken"}},
+                                status_code=self.broken)  # fmt: skip
+        chat = _chat_of_message(body)
+        chunks, usage = _surface_chunks(chat, self.models[0], True, self.thinks(chat))
+        events = _message_events(chunks, usage or {})
+        if body.get("stream"):
+            text = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events)
+            return Response(text, media_type="text/event-stream")
+        message = {**events[0]["message"], "content": _message_content(events)}
+        message.update(events[-2]["delta"], usage={**message["usage"], **events[-2]["usage"]})
+        return JSONResponse(message)
 
     async def _health(self, _: Request) -> Response:
         self.probes += 1
@@ -550,6 +572,90 @@ def _surface_chunks(
     if (body.get("stream_options") or {}).get("include_usage"):
         chunks.append({**base, "choices": [], "usage": usage})
     return chunks, usage
+
+
+def _chat_of_message(body: dict[str, Any]) -> dict[str, Any]:
+    """An Anthropic message request as the chat request the fake answers the same way."""
+    messages = []
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        blocks = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        results = [b for b in blocks if b.get("type") == "tool_result"]
+        if results:
+            messages.append({"role": "tool", "content": _text(results[-1].get("content"))})
+        else:
+            messages.append({"role": message.get("role"), "content": _text(blocks)})
+    choice = body.get("tool_choice") or {}
+    tool_choice = {"type": "function", "function": {"name": choice.get("name")}} if choice.get("type") == "tool" \
+        else "none" if choice.get("type") == "none" else None  # fmt: skip
+    thinking = (body.get("thinking") or {}).get("type")
+    return {
+        "messages": messages,
+        "max_tokens": body.get("max_tokens"),
+        "tools": [{"type": "function", "function": {"name": t["name"]}} for t in body.get("tools") or []],
+        "tool_choice": tool_choice,
+        "stream_options": {"include_usage": True},
+        **({"chat_template_kwargs": {"enable_thinking": thinking != "disabled"}} if thinking else {}),
+    }
+
+
+def _message_events(chunks: list[dict[str, Any]], usage: dict[str, Any]) -> list[dict[str, Any]]:
+    """A chat answer's chunks (choice 0) as Anthropic's stream events."""
+    start = {"id": "msg_fake", "type": "message", "role": "assistant", "model": chunks[0]["model"], "content": [],
+             "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": usage.get("prompt_tokens", 0),
+                                                                   "output_tokens": 0}}  # fmt: skip
+    events: list[dict[str, Any]] = [{"type": "message_start", "message": start}, {"type": "ping"}]
+    open_kind, blocks, finish = None, -1, "stop"
+    for chunk in chunks:
+        for piece in chunk["choices"]:
+            delta = piece.get("delta") or {}
+            finish = piece.get("finish_reason") or finish
+            for kind, said in (("thinking", delta.get("reasoning_content")), ("text", delta.get("content"))):
+                if not said:
+                    continue
+                if open_kind != kind:
+                    if open_kind is not None:
+                        events.append({"type": "content_block_stop", "index": blocks})
+                    blocks, open_kind = blocks + 1, kind
+                    block = {"type": kind, kind: "", **({"signature": ""} if kind == "thinking" else {})}
+                    events.append({"type": "content_block_start", "index": blocks, "content_block": block})
+                events.append({"type": "content_block_delta", "index": blocks,
+                               "delta": {"type": f"{kind}_delta", kind: said}})  # fmt: skip
+            for call in delta.get("tool_calls") or []:
+                if call.get("id"):
+                    if open_kind is not None:
+                        events.append({"type": "content_block_stop", "index": blocks})
+                    blocks, open_kind = blocks + 1, "tool_use"
+                    block = {"type": "tool_use", "id": call["id"], "name": call["function"]["name"], "input": {}}
+                    events.append({"type": "content_block_start", "index": blocks, "content_block": block})
+                if call.get("function", {}).get("arguments"):
+                    events.append({"type": "content_block_delta", "index": blocks, "delta": {
+                        "type": "input_json_delta", "partial_json": call["function"]["arguments"]}})  # fmt: skip
+    if open_kind is not None:
+        events.append({"type": "content_block_stop", "index": blocks})
+    reason = {"length": "max_tokens", "tool_calls": "tool_use"}.get(finish, "end_turn")
+    return [*events, {"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": None},
+                      "usage": {"output_tokens": usage.get("completion_tokens", 0)}},
+            {"type": "message_stop"}]  # fmt: skip
+
+
+def _message_content(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The content blocks Anthropic's events make."""
+    blocks: list[dict[str, Any]] = []
+    for event in events:
+        if event["type"] == "content_block_start":
+            blocks.append(dict(event["content_block"]))
+        elif event["type"] == "content_block_delta":
+            delta, block = event["delta"], blocks[-1]
+            if delta["type"] == "input_json_delta":
+                block["partial"] = block.get("partial", "") + delta["partial_json"]
+            else:
+                kind = delta["type"].removesuffix("_delta")
+                block[kind] += delta[kind]
+    for block in blocks:
+        if "partial" in block:
+            block["input"] = json.loads(block.pop("partial"))
+    return blocks
 
 
 def _joined(chunks: list[dict[str, Any]], usage: dict[str, int] | None) -> dict[str, Any]:

@@ -72,6 +72,10 @@ class ChatRequest:
     fallbacks: list[str] | None = None  # the models to fall back to (None: its model's; []: none)
     tenant: str = DEFAULT_TENANT  # whose job it is: its own prefix affinity, its turns for a slot
     weight: float = 1.0  # its tenant's weight: its share of the turns for a slot while tenants wait
+    # A /v1/messages request as its client sent it (Anthropic's body): sent as given to a
+    # server that serves /v1/messages itself (tasks/model/messages.py); `messages` and
+    # `extra` are its translation, for any other.
+    anthropic: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

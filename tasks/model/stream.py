@@ -22,9 +22,13 @@ def read_events(
     cancel: Cancel | None,
     on_delta: OnDelta | None = None,
     past_deadline: Callable[[], bool] = lambda: False,
+    translate: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
 ) -> Completion:
     """Join the server-sent chunks of a streamed completion, per choice: the text, the
-    tool calls (their arguments arrive in pieces), the logprobs and the reasoning."""
+    tool calls (their arguments arrive in pieces), the logprobs and the reasoning. With
+    `translate`, the stream is Anthropic's events (a server's own /v1/messages), each
+    read as the chunk `translate` makes of it (None: nothing to join), to its
+    ``message_stop``."""
     choices: dict[int, _Choice] = {}
     model = None
     usage = None
@@ -49,6 +53,13 @@ def read_events(
             raise Retryable(ModelServerFailed("model server sent a chunk that is not JSON")) from None
         if not isinstance(chunk, dict):
             continue  # llama.cpp opens a stream of several prompts with "data: null"
+        if translate is not None and "error" not in chunk:
+            if chunk.get("type") == "message_stop":
+                done = True
+                continue
+            chunk = translate(chunk)
+            if chunk is None:
+                continue
         if "error" in chunk:
             error = chunk["error"]
             message = error.get("message") if isinstance(error, dict) else str(error)

@@ -2,7 +2,11 @@
 /v1/chat/completions queues: the same queue, tenants, quotas, fair share, fleets, traces
 and durability), and the job's answer as Anthropic's message, whole or as its stream
 events; a request's prompt counted by its model's server (the Responses API's
-`TokenCounter`: asked directly, not queued)."""
+`TokenCounter`: asked directly, not queued).
+
+A model whose servers serve /v1/messages themselves (the registry's ``messages_api``)
+gets the request as its client gave it, beside its translation (tasks/model/messages.py
+sends it there); see docs/anthropic.md for what each way keeps and loses."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from typing import Any
 from fastapi import Response
 
 from api.anthropic.messages.events import MessageEvents
-from api.anthropic.messages.translate import chat_request, message_object, messages_job
+from api.anthropic.messages.translate import as_given, chat_request, message_object, messages_job
 from api.anthropic.messages.types import CountTokensRequest, MessagesRequest
 from api.http.sse import last_event_id, open_stream, stream_response
 from api.jobs.admission import check_job, check_tokens
@@ -47,6 +51,10 @@ class Messages:
         check_tokens(self._config, body.max_tokens, "max_tokens")
         job_id = idempotency_key or new_job_id()
         route, job = self._routing.route(TaskName.CHAT, job_id, messages_job(body), tenant)
+        if self._registry.by_name(route.label).messages_api:
+            # Its server serves /v1/messages itself: the request goes there as given (its
+            # translation stays beside, for a fallback model's server that does not).
+            job = {**job, "anthropic": as_given(body)}
         timing.ran(route)
         if body.stream:
             events = await open_stream(self._runner, route, job)

@@ -84,6 +84,12 @@ def messages_job(body: MessagesRequest) -> dict[str, Any]:
     return {"meta": meta, "openai": request}
 
 
+def as_given(body: MessagesRequest) -> dict[str, Any]:
+    """The request as its client gave it (Anthropic's fields the gateway knows; not its
+    model and stream, which the worker sets), for a server that serves /v1/messages itself."""
+    return body.model_dump(exclude={"model", "stream", "priority"}, exclude_none=True)
+
+
 def chat_request(body: MessagesRequest | CountTokensRequest) -> dict[str, Any]:
     """The chat completions request of what `body`'s prompt is made of: its messages,
     tools, tool choice and thinking (what the job's meta carries apart: model,

@@ -313,3 +313,26 @@ def test_a_full_queue_is_anthropics_529_overloaded(make_stack: StackFactory, fak
         client(stack).messages.create(**asked)
     assert full.value.status_code == 529 and full.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
     assert full.value.response.headers.get("retry-after")
+
+
+def test_a_model_whose_server_serves_messages_gets_them_as_given(
+    make_stack: StackFactory, fake: FakeModelServer
+) -> None:
+    registry = {"models": [{"name": "native", "url": fake.url, "served_name": MODEL, "messages_api": True}]}
+    sdk = client(make_stack(MODELS=json.dumps(registry)))
+    text = {"type": "text", "text": "Paris?", "cache_control": {"type": "ephemeral"}}
+    asked: dict[str, Any] = {
+        "model": "native", "max_tokens": 50, "system": [{"type": "text", "text": "Be brief."}],
+        "messages": [{"role": "user", "content": [text]}],
+    }  # fmt: skip
+    message = sdk.messages.create(**asked)
+    assert message.content[0].text == "echo: Paris?" and message.model == "native"  # type: ignore[union-attr]
+    assert message.usage.input_tokens > 0 and message.stop_reason == "end_turn"
+    (sent,) = fake.messages_asked
+    assert sent == {**asked, "model": MODEL, "stream": True} and fake.completions == []
+    # Streamed, with a tool and thinking: the server's events become the gateway's, the same blocks.
+    with sdk.messages.stream(**asked, tools=[WEATHER], thinking={"type": "enabled", "budget_tokens": 20}) as stream:  # type: ignore[list-item]
+        final = stream.get_final_message()
+    thought, use = final.content
+    assert thought.thinking == "thinking about: Paris?" and use.input == {"echo": "Paris?"}  # type: ignore[union-attr]
+    assert final.stop_reason == "tool_use" and fake.messages_asked[-1]["thinking"]["budget_tokens"] == 20

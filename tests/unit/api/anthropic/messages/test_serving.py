@@ -158,3 +158,21 @@ def test_a_model_the_registry_does_not_list_is_not_found_for_either() -> None:
             assert parts.broker.sent == []
 
     asyncio.run(main())
+
+
+def test_a_model_whose_server_serves_messages_gets_the_request_as_given_beside_its_translation() -> None:
+    registry = json.dumps({"models": [{"name": "native", "url": "http://127.0.0.1:9", "messages_api": True},
+                                      {"name": "m", "url": "http://127.0.0.1:9"}]})  # fmt: skip
+
+    async def main() -> None:
+        async with messages(models=registry) as (served, parts):
+            parts.answer_every_job(lambda sent: {"content": "ok", "finish_reason": "stop"})
+            await served.create(ALPHA, body(model="native", system="s", temperature=0.5), None, None, Timing(0.0))
+            await served.create(ALPHA, body(), None, None, Timing(0.0))
+            native, translated = parts.broker.sent
+            assert native.job["anthropic"] == {"messages": [{"role": "user", "content": "hi"}], "system": "s",
+                                               "max_tokens": 20, "temperature": 0.5}  # fmt: skip
+            assert native.job["openai"]["messages"][0] == {"role": "system", "content": "s"}  # for a fallback's
+            assert "anthropic" not in translated.job
+
+    asyncio.run(main())
