@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from testing.anthropic_sdk import client
-from testing.fake_model_server import FakeModelServer
+from testing.fake_model_server import Failure, FakeModelServer
 from tests.conftest import Stack, StackFactory
 
 pytestmark = pytest.mark.integration
@@ -336,3 +336,25 @@ def test_a_model_whose_server_serves_messages_gets_them_as_given(
     thought, use = final.content
     assert thought.thinking == "thinking about: Paris?" and use.input == {"echo": "Paris?"}  # type: ignore[union-attr]
     assert final.stop_reason == "tool_use" and fake.messages_asked[-1]["thinking"]["budget_tokens"] == 20
+
+
+def test_a_failure_after_the_stream_began_is_anthropics_error_event(stack: Stack, fake: FakeModelServer) -> None:
+    # The model server refuses the job once it runs: the stream had begun (message_start, ping).
+    message = "the model does not take this parameter"
+    fake.failures = [Failure(400, {"error": {"message": message, "type": "BadRequestError"}})]
+    seen: list[str] = []
+    with pytest.raises(anthropic.APIStatusError) as failed:
+        for event in client(stack).messages.create(model=MODEL, max_tokens=5, stream=True,
+                                                   messages=[{"role": "user", "content": "x"}]):  # fmt: skip
+            seen.append(event.type)
+    assert seen == ["message_start"]
+    assert failed.value.body == {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+
+
+def test_a_body_over_max_body_bytes_is_anthropics_request_too_large(stack: Stack, fake: FakeModelServer) -> None:
+    huge = {"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x" * (2 * 1024 * 1024)}]}
+    with pytest.raises(anthropic.APIStatusError) as refused:
+        client(stack).messages.create(**huge)
+    assert refused.value.status_code == 413 and refused.value.body["error"]["type"] == "request_too_large"  # type: ignore[index]
+    assert "MAX_BODY_BYTES" in refused.value.body["error"]["message"]  # type: ignore[index]
+    assert fake.completions == []
