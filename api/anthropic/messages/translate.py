@@ -72,7 +72,8 @@ def messages_job(body: MessagesRequest) -> dict[str, Any]:
     if body.top_k is not None:
         request["top_k"] = body.top_k
     if body.output_config is not None:
-        request.update(_output(body.output_config.effort, body.output_config.format))
+        form = body.output_config.format
+        request.update(_output(body.output_config.effort, form.schema_ if form is not None else None))
     meta = {
         **sampling_temperature(body.temperature),
         "tokens_limit": body.max_tokens,
@@ -87,7 +88,7 @@ def messages_job(body: MessagesRequest) -> dict[str, Any]:
 def as_given(body: MessagesRequest) -> dict[str, Any]:
     """The request as its client gave it (Anthropic's fields the gateway knows; not its
     model and stream, which the worker sets), for a server that serves /v1/messages itself."""
-    return body.model_dump(exclude={"model", "stream", "priority"}, exclude_none=True)
+    return body.model_dump(exclude={"model", "stream", "priority"}, exclude_none=True, by_alias=True)
 
 
 def chat_request(body: MessagesRequest | CountTokensRequest) -> dict[str, Any]:
@@ -337,14 +338,12 @@ def _tool_choice(choice: Any) -> dict[str, Any]:
     return said
 
 
-def _output(effort: str | None, form: dict[str, Any] | None) -> dict[str, Any]:
+def _output(effort: str | None, schema: dict[str, Any] | None) -> dict[str, Any]:
     said: dict[str, Any] = {}
     if effort is not None:
         said["reasoning_effort"] = EFFORTS[effort]
-    if form is not None:
-        if form.get("type") != "json_schema" or not isinstance(form.get("schema"), dict):
-            raise InvalidInput("output_config.format: {type: json_schema, schema: {...}}")
-        said["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": form["schema"]}}
+    if schema is not None:
+        said["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
     return said
 
 

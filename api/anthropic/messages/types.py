@@ -87,9 +87,14 @@ class Metadata(_Part):
     user_id: str | None = Field(None, max_length=256, description="passed on as the chat request's user")
 
 
+class JsonOutputFormat(_Part):
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema", description="the answer's JSON Schema")
+
+
 class OutputConfig(_Part):
     effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
-    format: dict[str, Any] | None = Field(None, description='{"type": "json_schema", "schema": {...}}')
+    format: JsonOutputFormat | None = None
 
 
 class _Counted(Body):
