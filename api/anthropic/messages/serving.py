@@ -17,6 +17,7 @@ from fastapi import Response
 from api.anthropic.messages.events import MessageEvents
 from api.anthropic.messages.translate import as_given, chat_request, message_object, messages_job
 from api.anthropic.messages.types import CountTokensRequest, MessagesRequest
+from api.errors import LimitExceeded
 from api.http.sse import last_event_id, open_stream, stream_response
 from api.jobs.admission import check_job, check_tokens
 from api.jobs.route import JobRouting
@@ -49,6 +50,7 @@ class Messages:
         the event `resume` names, for a client that comes back); the request's `timing`
         told of its job."""
         check_tokens(self._config, body.max_tokens, "max_tokens")
+        self._check_stops(body.stop_sequences or [])
         job_id = idempotency_key or new_job_id()
         route, job = self._routing.route(TaskName.CHAT, job_id, messages_job(body), tenant)
         if self._registry.by_name(route.label).messages_api:
@@ -66,6 +68,18 @@ class Messages:
         answer = await self._runner.run(route, job, self._config.wait_timeout)
         timing.ran(route, answer)
         return message_object(job_id, answer, body.model, body.stop_sequences)
+
+    def _check_stops(self, stops: list[str]) -> None:
+        """stop_sequences within MAX_STOP_WORDS and MAX_STOP_WORD_CHARS (400 naming them)."""
+        config = self._config
+        if len(stops) > config.max_stop_words:
+            raise LimitExceeded(f"stop_sequences: {len(stops)}; at most {config.max_stop_words} (MAX_STOP_WORDS)")
+        longest = max((len(stop) for stop in stops), default=0)
+        if longest > config.max_stop_word_chars:
+            raise LimitExceeded(
+                f"stop_sequences: one of {longest} characters; at most {config.max_stop_word_chars}"
+                " (MAX_STOP_WORD_CHARS)"
+            )
 
     async def count_tokens(self, tenant: Tenant, body: CountTokensRequest) -> dict[str, Any]:
         """The tokens `body`'s prompt (system, messages, tools) is to its model, counted by

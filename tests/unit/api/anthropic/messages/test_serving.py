@@ -75,11 +75,15 @@ def test_a_message_is_one_chat_job_under_its_key_answered_as_anthropics_message(
     asyncio.run(main())
 
 
-def test_max_tokens_over_the_deployments_limit_is_refused_before_anything_is_queued() -> None:
+def test_max_tokens_and_stop_sequences_over_the_deployments_limits_are_refused_before_anything_is_queued() -> None:
     async def main() -> None:
-        async with messages(max_tokens_limit=10) as (served, parts):
+        async with messages(max_tokens_limit=10, max_stop_words=2, max_stop_word_chars=4) as (served, parts):
             with pytest.raises(LimitExceeded, match=r"^max_tokens: 20; at most 10"):
                 await served.create(ALPHA, body(), None, None, Timing(0.0))
+            with pytest.raises(LimitExceeded, match=r"^stop_sequences: 3; at most 2 \(MAX_STOP_WORDS\)"):
+                await served.create(ALPHA, body(max_tokens=5, stop_sequences=["a", "b", "c"]), None, None, Timing(0.0))
+            with pytest.raises(LimitExceeded, match=r"^stop_sequences: one of 5 characters; at most 4"):
+                await served.create(ALPHA, body(max_tokens=5, stop_sequences=["abcde"]), None, None, Timing(0.0))
             assert parts.broker.sent == []
 
     asyncio.run(main())
