@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, Field, create_model
 
+from api.anthropic.messages.types import CountTokensRequest, MessageParam, MessagesRequest
 from api.native.types import ChatCompletionRequest, Count, GenerateRequest, Message, Meta, integral
 from api.openai.chat.types import OpenAIChatRequest, OpenAIMessage
 from api.openai.completions.types import OpenAICompletionRequest
@@ -30,6 +31,8 @@ class RequestModels:
     responses: type[ResponsesRequest]
     embeddings: type[EmbeddingsRequest]
     input_tokens: type[InputTokensRequest]
+    anthropic_messages: type[MessagesRequest]
+    anthropic_count_tokens: type[CountTokensRequest]
 
 
 def request_models(config: Config) -> RequestModels:
@@ -114,4 +117,16 @@ def request_models(config: Config) -> RequestModels:
             Field(description=EmbeddingsRequest.model_fields["input"].description),
         ),
     )
-    return RequestModels(generate, chat, openai_chat, openai_completion, responses, embeddings, input_tokens)
+    conversation = {"maxItems": config.max_messages}
+    anthropic_messages = limited(
+        MessagesRequest,
+        max_tokens=field(MessagesRequest, "max_tokens", {"maximum": config.max_tokens_limit}, annotation=Count),
+        messages=field(MessagesRequest, "messages", conversation, annotation=list[MessageParam], min_length=1),
+        stop_sequences=field(MessagesRequest, "stop_sequences", words),
+    )
+    anthropic_count_tokens = limited(
+        CountTokensRequest,
+        messages=field(CountTokensRequest, "messages", conversation, annotation=list[MessageParam], min_length=1),
+    )
+    return RequestModels(generate, chat, openai_chat, openai_completion, responses, embeddings, input_tokens,
+                         anthropic_messages, anthropic_count_tokens)  # fmt: skip

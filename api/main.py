@@ -13,6 +13,9 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.anthropic.http import AnthropicRoute
+from api.anthropic.messages.router import messages_router
+from api.anthropic.messages.serving import Messages
 from api.console.router import add_console
 from api.http.route_class import Access, Edge, GatewayRoute
 from api.http.unread_body import CloseAfterUnreadBody
@@ -49,8 +52,8 @@ from shared.telemetry.logs import use_json
 
 
 def get_router(config: Config) -> APIRouter:
-    """Every endpoint of the gateway, for `config`: the spec's, OpenAI's, jobs, files,
-    batches, usage, models and operations, each router given the parts it uses. It
+    """Every endpoint of the gateway, for `config`: the spec's, OpenAI's, Anthropic's
+    Messages, jobs, files, batches, usage, models and operations, each router given the parts it uses. It
     brings its own lifespan (connections to the broker and Redis), which FastAPI runs
     when the router is included in an app (the spec's usage snippet)."""
     parts = Services.build(config)
@@ -76,6 +79,7 @@ def get_router(config: Config) -> APIRouter:
     )  # fmt: skip
     compactions = Compactions(config, parts.routing, parts.runner, responses, seal)
     sockets = ResponsesWebSocket(edge, parts.models.responses, responses, parts.runner)
+    messages = Messages(config, parts.routing, parts.runner, parts.registry, parts.counter)
     outer = APIRouter(lifespan=lifespan)
     outer.include_router(probes_router(parts.readiness, parts.guard))
     routers = [
@@ -88,6 +92,7 @@ def get_router(config: Config) -> APIRouter:
         responses_router(parts.models, responses, openai),
         websocket_router(sockets),
         conversations_router(conversations, openai),
+        messages_router(parts.models, messages, AnthropicRoute.at(edge)),
         files_router(parts.files, FilesRoute.at(edge)),
         batches_router(parts.batches, openai),
         jobs_router(parts.store, parts.events, parts.guard.tenants, native),

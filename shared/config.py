@@ -73,6 +73,9 @@ class Config(BaseSettings):
     inner_llm_priority_scheduling: bool = Field(
         False, description="INNER_LLM_URL's server schedules by priority (vLLM --scheduling-policy priority)"
     )
+    inner_llm_messages_api: bool = Field(
+        False, description="INNER_LLM_URL's server serves Anthropic's /v1/messages itself: messages go there as given"
+    )
     inner_llm_slots: int = Field(
         16, ge=1, le=4096, description="calls each server of INNER_LLM_URL takes at once (with several servers)"
     )

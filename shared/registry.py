@@ -9,6 +9,7 @@ Set ``MODELS_FILE`` (YAML or JSON) or ``MODELS`` (the same, inline JSON):
         api_key: ...                     # optional; or api_key_env: SMALL_KEY
         served_name: Qwen/Qwen2.5-1.5B-Instruct   # what that server calls it (default: name)
         priority_scheduling: true        # vLLM --scheduling-policy priority: jobs' priorities passed on
+        messages_api: true               # its server serves Anthropic's /v1/messages: sent there as given
         queue: llm-small                 # default: {QUEUE_NAME}.{name}
       - name: large
         servers:                         # several servers of one model (docs/servers.md)
@@ -101,6 +102,9 @@ class Model:
     # Its server schedules by a request's `priority` (vLLM's --scheduling-policy priority):
     # each job's priority is passed on, so an urgent one overtakes inside the server too.
     priority_scheduling: bool = False
+    # Its servers serve Anthropic's /v1/messages themselves (vLLM, llama.cpp): a
+    # /v1/messages job is sent there as its client gave it, not translated (docs/anthropic.md).
+    messages_api: bool = False
     # Its servers; one made of `url` and `api_key` when the registry lists none.
     servers: tuple[Server, ...] = ()
     # Models to run a job on, in turn, when this one has had no healthy server for
@@ -213,6 +217,7 @@ def load_registry(config: Config) -> Registry:
             served_name=config.default_model or None,
             api_key=config.inner_llm_api_key,
             priority_scheduling=config.inner_llm_priority_scheduling,
+            messages_api=config.inner_llm_messages_api,
             servers=servers,
         )
         return Registry((single,), single, passthrough=True)
@@ -312,6 +317,7 @@ def _parse(raw: Any, config: Config) -> Registry:
                 served_name=entry.get("served_name"),
                 api_key=key,
                 priority_scheduling=entry.get("priority_scheduling") is True,
+                messages_api=entry.get("messages_api") is True,
                 servers=servers,
                 fallbacks=tuple(fallbacks),
                 fallback_after=_seconds(entry, "fallback_after", where, 10.0) or 0.0,

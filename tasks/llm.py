@@ -90,6 +90,7 @@ def _run(task: WorkerTask, name: TaskName, job: Job) -> dict[str, Any]:
         fallbacks=job.fallbacks,
         tenant=job.tenant or DEFAULT_TENANT,
         weight=job.weight or 1.0,
+        anthropic=job.anthropic,
     )
     started = time.time()
     worker = task.worker

@@ -150,6 +150,7 @@ class Worker:
             "inner_llm_url": server.url,
             "inner_llm_api_key": server.api_key,
             "inner_llm_priority_scheduling": model.priority_scheduling,
+            "inner_llm_messages_api": model.messages_api,
         }
         if not self.registry.passthrough:
             update["default_model"] = model.served_name or model.name

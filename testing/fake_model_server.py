@@ -9,7 +9,13 @@ the first one or the one `tool_choice` names, with ``{"echo": <last message>}`` 
 arguments (streamed in pieces); with `response_format` json_object or json_schema it
 answers ``{"echo": <last message>}`` as JSON; with `logprobs` it gives a logprob per
 word; `/v1/completions` answers each prompt of a list `n` times (with `echo`, the
-prompt first), without a chat template.
+prompt first), without a chat template. Like a reasoning model behind vLLM's reasoning
+parser (or llama.cpp's), it reasons first ("thinking about: <last message>", streamed
+as ``reasoning_content``) when ``chat_template_kwargs.enable_thinking`` is true, or when
+`reasoning` is set and the request does not turn it off. An answer cut by a stop word
+names it in its choice's ``stop_reason``, as vLLM does. Like vLLM and llama.cpp, it
+serves Anthropic's ``/v1/messages`` too (whole, or as Anthropic's events), answering
+as its chat completions would (`messages_asked` records those bodies).
 
 It counts tokens (one a word, four more a message, as its usage counts a prompt) the way
 vLLM or llama.cpp does (`tokenizer`): vLLM's ``POST /tokenize`` takes a chat's
@@ -80,9 +86,11 @@ class FakeModelServer:
         # Usage in its answers (a stream's when stream_options.include_usage asks): False
         # for a server that counts nothing, or ignores stream_options.
         self.sends_usage = True
+        self.reasoning = False  # reasons unless a request's chat_template_kwargs.enable_thinking is false
         # How it counts tokens: "vllm", "llama.cpp", or None (it cannot: /tokenize is 404).
         self.tokenizer: str | None = "vllm"
         self.tokenized: list[dict[str, Any]] = []  # bodies of /tokenize and /apply-template, in turn
+        self.messages_asked: list[dict[str, Any]] = []  # bodies of /v1/messages, in turn
         self.completed_streams = 0
         self.disconnects = 0  # streams the client closed before the end
         self.requests: list[dict[str, Any]] = []
@@ -128,6 +136,7 @@ class FakeModelServer:
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/completions", self._chat, methods=["POST"]),
+                Route("/v1/messages", self._messages, methods=["POST"]),
                 Route("/v1/embeddings", self._embeddings, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route("/tokenize", self._tokenize, methods=["POST"]),
@@ -250,6 +259,24 @@ class FakeModelServer:
         turns = [f"<|start|> {m.get('role')} <|sep|> {_text(m.get('content'))} <|end|>" for m in body["messages"]]
         return JSONResponse({"prompt": " ".join(turns)})
 
+    async def _messages(self, request: Request) -> Response:
+        """Anthropic's /v1/messages, answered as its chat completions answer the same (vLLM's
+        and llama.cpp's translate it so too)."""
+        body = await request.json()
+        self.messages_asked.append(body)
+        if self.broken:
+            return JSONResponse({"type": "error", "error": {"type": "api_error", "message": "the server is broken"}},
+                                status_code=self.broken)  # fmt: skip
+        chat = _chat_of_message(body)
+        chunks, usage = _surface_chunks(chat, self.models[0], True, self.thinks(chat))
+        events = _message_events(chunks, usage or {})
+        if body.get("stream"):
+            text = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events)
+            return Response(text, media_type="text/event-stream")
+        message = {**events[0]["message"], "content": _message_content(events)}
+        message.update(events[-2]["delta"], usage={**message["usage"], **events[-2]["usage"]})
+        return JSONResponse(message)
+
     async def _health(self, _: Request) -> Response:
         self.probes += 1
         if self.broken:
@@ -287,13 +314,13 @@ class FakeModelServer:
             else:
                 await self._work(body)
             wider = ("prompt", "tools", "response_format", "logprobs")
-            if any(body.get(name) not in (None, [], False) for name in wider):
+            if any(body.get(name) not in (None, [], False) for name in wider) or self.thinks(body):
                 answer = self._answer(body)  # errors, context checks: as for any request
                 if isinstance(answer, Response):
                     return answer
                 streaming = bool(body.get("stream"))
                 try:
-                    chunks, usage = _surface_chunks(body, self.models[0], self.sends_usage)
+                    chunks, usage = _surface_chunks(body, self.models[0], self.sends_usage, self.thinks(body))
                 except (KeyError, TypeError, AttributeError) as error:  # as vLLM refuses a malformed body
                     return JSONResponse({"object": "error", "message": f"bad request: {error!r}",
                                          "type": "BadRequestError", "code": 400}, status_code=400)  # fmt: skip
@@ -306,11 +333,19 @@ class FakeModelServer:
             streaming = bool(body.get("stream"))
             if streaming:
                 return StreamingResponse(self._stream(body, *answer), media_type="text/event-stream")
-            content, finish, usage = answer
-            return _whole(body.get("model") or self.models[0], content, finish, usage if self.sends_usage else None)
+            content, finish, usage, stopped_by = answer
+            model = body.get("model") or self.models[0]
+            return _whole(model, content, finish, usage if self.sends_usage else None, stopped_by)
         finally:
             if not streaming:
                 self.in_flight -= 1
+
+    def thinks(self, body: dict[str, Any]) -> bool:
+        """Whether it reasons before it answers `body` (a chat's)."""
+        if body.get("messages") is None:
+            return False
+        asked = (body.get("chat_template_kwargs") or {}).get("enable_thinking")
+        return asked is True or (self.reasoning and asked is not False)
 
     async def _work(self, body: dict[str, Any]) -> None:
         """The time a call takes: `latency`, or `cached_latency` when its prefix is cached."""
@@ -332,7 +367,9 @@ class FakeModelServer:
         self.answered += 1
         self.busy_seconds += time.monotonic() - started
 
-    async def _stream(self, body: dict[str, Any], content: str, finish: str, usage: dict[str, int]) -> Any:
+    async def _stream(
+        self, body: dict[str, Any], content: str, finish: str, usage: dict[str, int], stopped_by: str | None
+    ) -> Any:
         base = {
             "id": f"chatcmpl-{len(self.requests)}",
             "object": "chat.completion.chunk",
@@ -348,7 +385,8 @@ class FakeModelServer:
                     await asyncio.sleep(self.chunk_delay)
                 if sent == self.stall_after:
                     await self._pause()
-            yield _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+            yield _event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish,
+                                               "stop_reason": stopped_by}]})  # fmt: skip
             if (body.get("stream_options") or {}).get("include_usage") and self.sends_usage:
                 yield _event({**base, "choices": [], "usage": usage})
             yield "data: [DONE]\n\n"
@@ -386,8 +424,9 @@ class FakeModelServer:
         finally:
             self.stalling -= 1
 
-    def _answer(self, body: dict[str, Any]) -> Response | tuple[str, str, dict[str, int]]:
-        """An error response, or the (content, finish_reason, usage) to send."""
+    def _answer(self, body: dict[str, Any]) -> Response | tuple[str, str, dict[str, int], str | None]:
+        """An error response, or the (content, finish_reason, usage, the stop word that
+        ended it) to send."""
         if self.failures:
             failure = self.failures.pop(0)
             return JSONResponse(failure.body, failure.status, headers=failure.headers)
@@ -395,7 +434,7 @@ class FakeModelServer:
         if self.strict_models and model not in self.models:
             return _openai_error(404, f"The model `{model}` does not exist.", "NotFoundError")
         if body.get("prompt") is not None:
-            return "", "stop", {}
+            return "", "stop", {}, None
         prompt = _text(body["messages"][-1]["content"])
         prompt_tokens = _prompt_tokens(body["messages"])
         max_tokens = body.get("max_tokens")
@@ -409,9 +448,10 @@ class FakeModelServer:
             )
         content = f"echo: {prompt}"
         finish = "stop"
+        stopped_by = None
         for word in body.get("stop") or []:
             if word in content:
-                content = content[: content.index(word)]
+                content, stopped_by = content[: content.index(word)], word
         if max_tokens is not None and len(content.split()) > max_tokens:
             content = " ".join(content.split()[:max_tokens])
             finish = "length"
@@ -423,7 +463,7 @@ class FakeModelServer:
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         }
-        return content, finish, usage
+        return content, finish, usage, stopped_by if finish == "stop" else None
 
 
 def _text(content: Any) -> str:
@@ -447,7 +487,7 @@ def _logprobs_of(words: list[str]) -> list[dict[str, Any]]:
 
 
 def _surface_chunks(
-    body: dict[str, Any], default_model: str, sends_usage: bool = True
+    body: dict[str, Any], default_model: str, sends_usage: bool = True, thinks: bool = False
 ) -> tuple[list[dict[str, Any]], dict[str, int] | None]:
     """The answer to a request using OpenAI's wider surface, as the chunks a stream
     sends (joined by `_joined` for a whole answer)."""
@@ -488,6 +528,12 @@ def _surface_chunks(
         for index in range(n):
             chunks.append({**base, "choices": [{"index": index, "delta": {"role": "assistant", "content": ""},
                                                 "finish_reason": None}]})  # fmt: skip
+            if thinks:
+                thought = f"thinking about: {prompt}".split(" ")
+                completion_tokens += len(thought)
+                for i, word in enumerate(thought):
+                    delta = {"reasoning_content": word if i == 0 else f" {word}"}
+                    chunks.append({**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]})
             if calling:
                 named = choice_of.get("function", {}).get("name") if isinstance(choice_of, dict) else None
                 name = named or tools[0]["function"]["name"]
@@ -528,6 +574,90 @@ def _surface_chunks(
     return chunks, usage
 
 
+def _chat_of_message(body: dict[str, Any]) -> dict[str, Any]:
+    """An Anthropic message request as the chat request the fake answers the same way."""
+    messages = []
+    for message in body.get("messages") or []:
+        content = message.get("content")
+        blocks = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        results = [b for b in blocks if b.get("type") == "tool_result"]
+        if results:
+            messages.append({"role": "tool", "content": _text(results[-1].get("content"))})
+        else:
+            messages.append({"role": message.get("role"), "content": _text(blocks)})
+    choice = body.get("tool_choice") or {}
+    tool_choice = {"type": "function", "function": {"name": choice.get("name")}} if choice.get("type") == "tool" \
+        else "none" if choice.get("type") == "none" else None  # fmt: skip
+    thinking = (body.get("thinking") or {}).get("type")
+    return {
+        "messages": messages,
+        "max_tokens": body.get("max_tokens"),
+        "tools": [{"type": "function", "function": {"name": t["name"]}} for t in body.get("tools") or []],
+        "tool_choice": tool_choice,
+        "stream_options": {"include_usage": True},
+        **({"chat_template_kwargs": {"enable_thinking": thinking != "disabled"}} if thinking else {}),
+    }
+
+
+def _message_events(chunks: list[dict[str, Any]], usage: dict[str, Any]) -> list[dict[str, Any]]:
+    """A chat answer's chunks (choice 0) as Anthropic's stream events."""
+    start = {"id": "msg_fake", "type": "message", "role": "assistant", "model": chunks[0]["model"], "content": [],
+             "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": usage.get("prompt_tokens", 0),
+                                                                   "output_tokens": 0}}  # fmt: skip
+    events: list[dict[str, Any]] = [{"type": "message_start", "message": start}, {"type": "ping"}]
+    open_kind, blocks, finish = None, -1, "stop"
+    for chunk in chunks:
+        for piece in chunk["choices"]:
+            delta = piece.get("delta") or {}
+            finish = piece.get("finish_reason") or finish
+            for kind, said in (("thinking", delta.get("reasoning_content")), ("text", delta.get("content"))):
+                if not said:
+                    continue
+                if open_kind != kind:
+                    if open_kind is not None:
+                        events.append({"type": "content_block_stop", "index": blocks})
+                    blocks, open_kind = blocks + 1, kind
+                    block = {"type": kind, kind: "", **({"signature": ""} if kind == "thinking" else {})}
+                    events.append({"type": "content_block_start", "index": blocks, "content_block": block})
+                events.append({"type": "content_block_delta", "index": blocks,
+                               "delta": {"type": f"{kind}_delta", kind: said}})  # fmt: skip
+            for call in delta.get("tool_calls") or []:
+                if call.get("id"):
+                    if open_kind is not None:
+                        events.append({"type": "content_block_stop", "index": blocks})
+                    blocks, open_kind = blocks + 1, "tool_use"
+                    block = {"type": "tool_use", "id": call["id"], "name": call["function"]["name"], "input": {}}
+                    events.append({"type": "content_block_start", "index": blocks, "content_block": block})
+                if call.get("function", {}).get("arguments"):
+                    events.append({"type": "content_block_delta", "index": blocks, "delta": {
+                        "type": "input_json_delta", "partial_json": call["function"]["arguments"]}})  # fmt: skip
+    if open_kind is not None:
+        events.append({"type": "content_block_stop", "index": blocks})
+    reason = {"length": "max_tokens", "tool_calls": "tool_use"}.get(finish, "end_turn")
+    return [*events, {"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": None},
+                      "usage": {"output_tokens": usage.get("completion_tokens", 0)}},
+            {"type": "message_stop"}]  # fmt: skip
+
+
+def _message_content(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The content blocks Anthropic's events make."""
+    blocks: list[dict[str, Any]] = []
+    for event in events:
+        if event["type"] == "content_block_start":
+            blocks.append(dict(event["content_block"]))
+        elif event["type"] == "content_block_delta":
+            delta, block = event["delta"], blocks[-1]
+            if delta["type"] == "input_json_delta":
+                block["partial"] = block.get("partial", "") + delta["partial_json"]
+            else:
+                kind = delta["type"].removesuffix("_delta")
+                block[kind] += delta[kind]
+    for block in blocks:
+        if "partial" in block:
+            block["input"] = json.loads(block.pop("partial"))
+    return blocks
+
+
 def _joined(chunks: list[dict[str, Any]], usage: dict[str, int] | None) -> dict[str, Any]:
     """A whole answer made of a stream's chunks, as a server sends it without "stream"."""
     raw = chunks[0]["object"] == "text_completion"
@@ -535,9 +665,11 @@ def _joined(chunks: list[dict[str, Any]], usage: dict[str, int] | None) -> dict[
     for chunk in chunks:
         for piece in chunk["choices"]:
             whole = choices.setdefault(piece["index"], {"index": piece["index"], "content": "", "calls": {},
-                                                        "finish_reason": None, "logprobs": None})  # fmt: skip
+                                                        "finish_reason": None, "logprobs": None,
+                                                        "reasoning": ""})  # fmt: skip
             delta = piece.get("delta") or {}
             whole["content"] += (piece.get("text") if raw else delta.get("content")) or ""
+            whole["reasoning"] += delta.get("reasoning_content") or ""
             for call in delta.get("tool_calls") or []:
                 at = whole["calls"].setdefault(call["index"], {"id": "", "type": "function",
                                                                "function": {"name": "", "arguments": ""}})  # fmt: skip
@@ -562,6 +694,8 @@ def _joined(chunks: list[dict[str, Any]], usage: dict[str, int] | None) -> dict[
         message: dict[str, Any] = {"role": "assistant", "content": c["content"] or None}
         if c["calls"]:
             message["tool_calls"] = [c["calls"][k] for k in sorted(c["calls"])]
+        if c["reasoning"]:
+            message["reasoning_content"] = c["reasoning"]
         out.append({"index": index, "message": message, "finish_reason": c["finish_reason"], "logprobs": c["logprobs"]})
     kind = "text_completion" if raw else "chat.completion"
     return {"id": chunks[0]["id"], "object": kind, "created": chunks[0]["created"], "model": chunks[0]["model"],
@@ -572,14 +706,17 @@ def _event(chunk: dict[str, Any]) -> str:
     return f"data: {json.dumps(chunk)}\n\n"
 
 
-def _whole(model: str, content: str, finish: str, usage: dict[str, int] | None) -> Response:
+def _whole(
+    model: str, content: str, finish: str, usage: dict[str, int] | None, stopped_by: str | None = None
+) -> Response:
+    message = {"role": "assistant", "content": content}
     return JSONResponse(
         {
             "id": "chatcmpl-whole",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "stop_reason": stopped_by}],
             "usage": usage,
         }
     )

@@ -14,8 +14,10 @@
 - each request counted in the metrics by endpoint, status and cause, and logged on one
   access line with its job's id, model and queue.
 
-A route whose errors have a format of their own (OpenAI's, on ``/v1``) overrides
-`GatewayRoute.answer_error`; its requests are counted with the status it answers. The
+A route whose errors have a format of their own (OpenAI's, on ``/v1``; Anthropic's, on
+``/v1/messages``) overrides `GatewayRoute.answer_error`; its requests are counted with
+the status it answers. One that takes its key in a header of its own (Anthropic's
+``x-api-key``) overrides `GatewayRoute.presented_key`. The
 request's tenant (and whose files and batches it sees) is put on ``request.state`` for
 the routes' dependencies (api/deps.py).
 """
@@ -110,6 +112,10 @@ class GatewayRoute(APIRoute):
             return JSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
         return JSONResponse({"detail": refused.message}, status_code=refused.status, headers=refused.headers)
 
+    def presented_key(self, request: Request) -> str:
+        """The credentials the request presents, as an ``Authorization`` header's value."""
+        return request.headers.get("authorization", "")
+
     def body_limit(self, config: Config) -> int:
         """The largest body the endpoint reads, in bytes."""
         return config.max_body_bytes
@@ -121,6 +127,7 @@ class GatewayRoute(APIRoute):
         config, metrics, guard = edge.config, edge.metrics, edge.guard
         limit = self.body_limit(config)
         answer_error = self.answer_error
+        presented_key = self.presented_key
 
         async def route(request: Request) -> Response:
             started = time.perf_counter()
@@ -134,7 +141,7 @@ class GatewayRoute(APIRoute):
             try:
                 try:
                     # The key is checked before a byte of the body is read.
-                    authorization = request.headers.get("authorization", "")
+                    authorization = presented_key(request)
                     if allowed is Access.TENANT:
                         tenant = await guard.admit(authorization, request.client.host if request.client else "")
                         request.state.tenant = tenant

@@ -63,6 +63,25 @@ ERROR_TYPES: dict[int, str] = {
 }
 
 
+# Anthropic's format (``{"type": "error", "error": {"type", "message"}}``, on
+# ``/v1/messages``): the status each of the gateway's is answered with there (a body that
+# does not validate is Anthropic's 400; a full queue, QueueFull, its 529 "overloaded"),
+# and each status's error ``type``; a status not listed is an "api_error".
+ANTHROPIC_STATUSES: dict[int, int] = {422: 400}
+ANTHROPIC_OVERLOADED = 529
+ANTHROPIC_ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
 def status_of(exc: GatewayError) -> int:
     """The status `exc` is answered with (a failed job's: the contract's for its failure)."""
     if isinstance(exc, JobFailed):

@@ -129,6 +129,10 @@ class Job(msgspec.Struct, omit_defaults=True):
     # A response's record (api/openai/responses/store.py), written again by the worker when
     # Redis lost it. Not part of its fingerprint.
     record: dict[str, Any] | None = None
+    # A /v1/messages request as its client sent it (Anthropic's body, without its model and
+    # stream), carried beside its translation (`openai`) when its model's server serves
+    # /v1/messages itself (the registry's `messages_api`): sent there as given.
+    anthropic: dict[str, Any] | None = None
     # An embedding job (llm.embed): {"input": [strings] or [[token ids]], "dimensions",
     # "user"}; its answer {"embeddings": [base64 of little-endian float32], "usage", "model"}.
     embed: dict[str, Any] | None = None

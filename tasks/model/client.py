@@ -29,6 +29,7 @@ from shared.contract import (
 from shared.telemetry import tracing
 from tasks.model.cancel import Cancel, Cancelled
 from tasks.model.http import ConnectTimeout, HttpTransport, Reply, Transport
+from tasks.model.messages import MessagesChunks, messages_body, parse_message
 from tasks.model.protocol import (
     CONTEXT_ERROR,
     OWN_FIELDS,
@@ -79,6 +80,7 @@ class ModelClient:
         self._which = f" (model {config.default_model!r})" if config.default_model else ""
         self._addresses = {part for part in (url.netloc, url.hostname or "", config.inner_llm_url) if part}
         self._priority_scheduling = config.inner_llm_priority_scheduling
+        self._messages_api = config.inner_llm_messages_api  # it serves Anthropic's /v1/messages itself
         self._max_retries = config.llm_max_retries
         self._backoff = config.llm_retry_backoff
         self._deadline = config.llm_deadline
@@ -105,8 +107,11 @@ class ModelClient:
         The answer is streamed, so that `cancel` can stop the call and the model server
         sees its connection close (and stops generating) at once. `on_delta(index, text, extra)`
         receives each piece of the answer as it arrives. `give_up_at` (time.monotonic())
-        ends every attempt; by default LLM_DEADLINE from now.
+        ends every attempt; by default LLM_DEADLINE from now. A /v1/messages job goes to
+        the server's own /v1/messages when it serves one (tasks/model/messages.py).
         """
+        if request.anthropic is not None and self._messages_api:
+            return self._message(request, cancel, on_delta, give_up_at)
         body: dict[str, Any] = {k: v for k, v in request.extra.items() if k not in OWN_FIELDS}
         if not request.raw:
             body["messages"] = request.messages
@@ -132,6 +137,21 @@ class ModelClient:
             if fitted is None:
                 raise self._explain_rejection(exc, model) from None
             return self._send(path, fitted, cancel, on_delta, give_up_at)
+
+    def _message(
+        self, request: ChatRequest, cancel: Cancel | None, on_delta: OnDelta | None, give_up_at: float | None
+    ) -> Completion:
+        """The job's Anthropic request, sent as given to the server's own /v1/messages."""
+        model = request.model or self._default_model or self._first_served_model()
+        body = messages_body(request, model)
+        try:
+            return self._send("/v1/messages", body, cancel, on_delta, give_up_at, anthropic=True)
+        except ModelServerRejected as exc:
+            # Anthropic's max_tokens is required: fitted to the context only where the server tells the room.
+            fitted = self._fit_to_context(exc, body)
+            if fitted is None or "max_tokens" not in fitted:
+                raise self._explain_rejection(exc, model) from None
+            return self._send("/v1/messages", fitted, cancel, on_delta, give_up_at, anthropic=True)
 
     def embeddings(
         self, inputs: list[str] | list[list[int]], options: dict[str, Any], give_up_at: float | None = None
@@ -225,9 +245,10 @@ class ModelClient:
         on_delta: OnDelta | None = None,
         give_up_at: float | None = None,
         whole: bool = False,
+        anthropic: bool = False,
     ) -> Any:
-        """`body` POSTed to `path` (None: a GET), answered whole (`whole`) or streamed,
-        with retries."""
+        """`body` POSTed to `path` (None: a GET), answered whole (`whole`) or streamed
+        (as Anthropic's events: `anthropic`), with retries."""
         attempt = 0
         relayed = False
         started = self._clock()
@@ -248,7 +269,7 @@ class ModelClient:
                     return self._get_json(path, give_up_at)
                 if whole:
                     return self._post_json(path, body, give_up_at)
-                return self._stream_completion(path, body, cancel, relay if on_delta else None, give_up_at)
+                return self._stream_completion(path, body, cancel, relay if on_delta else None, give_up_at, anthropic)
             except Retryable as retry:
                 delay = self._delay(attempt, retry.retry_after)
                 # Once pieces of the answer were passed on, a retry would send them twice.
@@ -314,6 +335,7 @@ class ModelClient:
         cancel: Cancel | None,
         on_delta: OnDelta | None,
         give_up_at: float,
+        anthropic: bool = False,
     ) -> Completion:
         timeout, connect_timeout = self._timeouts(give_up_at)
         data = json.dumps(body).encode()
@@ -328,8 +350,9 @@ class ModelClient:
                     self._check_status(reply)
                     if "text/event-stream" not in reply.header("content-type"):
                         # A server that ignores "stream" answers in one piece.
-                        return parse_completion(json_or_retry(reply))
-                    completion = read_events(reply, cancel, on_delta, lambda: self._clock() >= give_up_at)
+                        return (parse_message if anthropic else parse_completion)(json_or_retry(reply))
+                    translate = MessagesChunks().chunk if anthropic else None
+                    completion = read_events(reply, cancel, on_delta, lambda: self._clock() >= give_up_at, translate)
                     if completion.first_piece_at is not None:
                         tracing.event("first token", completion.first_piece_at)
                     return completion

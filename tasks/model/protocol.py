@@ -26,7 +26,8 @@ class Retryable(Exception):
 class Completion:
     """What a chat completion produced: every choice (more than one with ``n``)."""
 
-    choices: list[dict[str, Any]]  # index, content, finish_reason; tool_calls, logprobs when given
+    # index, content, finish_reason; tool_calls, logprobs, reasoning_content, stop_reason (vLLM's) when given
+    choices: list[dict[str, Any]]
     model: str | None
     usage: dict[str, Any] | None
     # When (time.monotonic()) the first piece of the answer arrived: its time to first token.
@@ -72,6 +73,10 @@ class ChatRequest:
     fallbacks: list[str] | None = None  # the models to fall back to (None: its model's; []: none)
     tenant: str = DEFAULT_TENANT  # whose job it is: its own prefix affinity, its turns for a slot
     weight: float = 1.0  # its tenant's weight: its share of the turns for a slot while tenants wait
+    # A /v1/messages request as its client sent it (Anthropic's body): sent as given to a
+    # server that serves /v1/messages itself (tasks/model/messages.py); `messages` and
+    # `extra` are its translation, for any other.
+    anthropic: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +174,16 @@ def retry_after(reply: Reply) -> float | None:
         return None
 
 
+def reasoning_of(said: dict[str, Any]) -> str:
+    """The reasoning a delta or a message holds, as a server with a reasoning parser
+    sends it: ``reasoning_content`` (llama.cpp, vLLM until 0.10) or ``reasoning`` (vLLM
+    since); the first given, never both."""
+    for name in ("reasoning_content", "reasoning"):
+        if isinstance(said.get(name), str) and said[name]:
+            return str(said[name])
+    return ""
+
+
 def parse_completion(data: Any) -> Completion:
     """A whole answer (a server that ignored "stream"): chat or raw completion."""
     try:
@@ -184,6 +199,11 @@ def parse_completion(data: Any) -> Completion:
                 whole["tool_calls"] = message["tool_calls"]
             if choice.get("logprobs"):
                 whole["logprobs"] = choice["logprobs"]
+            reasoning = reasoning_of(message)
+            if reasoning:
+                whole["reasoning_content"] = reasoning
+            if isinstance(choice.get("stop_reason"), str):
+                whole["stop_reason"] = choice["stop_reason"]
             choices.append(whole)
     except (KeyError, TypeError, AttributeError, ValueError):
         raise ModelServerFailed("model server sent an answer without choices[].message") from None

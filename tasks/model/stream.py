@@ -10,10 +10,10 @@ from typing import Any
 from shared.contract import ModelServerFailed, ModelServerTimeout
 from tasks.model.cancel import Cancel, Cancelled
 from tasks.model.http import Reply
-from tasks.model.protocol import Completion, Retryable
+from tasks.model.protocol import Completion, Retryable, reasoning_of
 
 # Called with each piece of a streamed answer: choice index, text, and what else the
-# piece brought (tool-call pieces, logprobs) or None.
+# piece brought (tool-call pieces, logprobs, reasoning) or None.
 OnDelta = Callable[[int, str, "dict[str, Any] | None"], None]
 
 
@@ -22,9 +22,13 @@ def read_events(
     cancel: Cancel | None,
     on_delta: OnDelta | None = None,
     past_deadline: Callable[[], bool] = lambda: False,
+    translate: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
 ) -> Completion:
     """Join the server-sent chunks of a streamed completion, per choice: the text, the
-    tool calls (their arguments arrive in pieces) and the logprobs."""
+    tool calls (their arguments arrive in pieces), the logprobs and the reasoning. With
+    `translate`, the stream is Anthropic's events (a server's own /v1/messages), each
+    read as the chunk `translate` makes of it (None: nothing to join), to its
+    ``message_stop``."""
     choices: dict[int, _Choice] = {}
     model = None
     usage = None
@@ -49,6 +53,13 @@ def read_events(
             raise Retryable(ModelServerFailed("model server sent a chunk that is not JSON")) from None
         if not isinstance(chunk, dict):
             continue  # llama.cpp opens a stream of several prompts with "data: null"
+        if translate is not None and "error" not in chunk:
+            if chunk.get("type") == "message_stop":
+                done = True
+                continue
+            chunk = translate(chunk)
+            if chunk is None:
+                continue
         if "error" in chunk:
             error = chunk["error"]
             message = error.get("message") if isinstance(error, dict) else str(error)
@@ -88,17 +99,26 @@ class _Choice:
         self.finish_reason: str | None = None
         self.tool_calls: dict[int, dict[str, Any]] = {}
         self.logprobs: dict[str, Any] | None = None
+        self.reasoning: list[str] = []
+        self.stop_reason: str | None = None
 
     def add(self, piece: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
         """Take one chunk's piece of this choice; return its text and what else it
-        brought (tool-call pieces, logprobs), as a streaming client gets them."""
+        brought (tool-call pieces, logprobs, reasoning), as a streaming client gets them."""
         delta = piece.get("delta") or {}
         text = delta.get("content") if "delta" in piece else piece.get("text")
         text = text if isinstance(text, str) else ""
         if text:
             self.parts.append(text)
         self.finish_reason = piece.get("finish_reason") or self.finish_reason
+        # vLLM names the stop string that ended the answer (finish_reason "stop").
+        if isinstance(piece.get("stop_reason"), str):
+            self.stop_reason = piece["stop_reason"]
         extra: dict[str, Any] = {}
+        reasoning = reasoning_of(delta)
+        if reasoning:
+            self.reasoning.append(reasoning)
+            extra["reasoning_content"] = reasoning
         calls = delta.get("tool_calls")
         if isinstance(calls, list) and calls:
             extra["tool_calls"] = calls
@@ -141,4 +161,8 @@ class _Choice:
             whole["tool_calls"] = [self.tool_calls[at] for at in sorted(self.tool_calls)]
         if self.logprobs is not None:
             whole["logprobs"] = self.logprobs
+        if self.reasoning:
+            whole["reasoning_content"] = "".join(self.reasoning)
+        if self.stop_reason is not None:
+            whole["stop_reason"] = self.stop_reason
         return whole

@@ -157,6 +157,35 @@ def test_another_tenants_ids_answer_as_unknown_ones_on_every_route(
     assert {b["id"] for b in httpx.get(f"{url}/v1/batches", headers=auth("ops-key")).json()["data"]} >= {batch.id}
 
 
+def test_a_message_stream_is_its_tenants_alone_under_any_key_and_the_counts_need_a_key(
+    make_once: StackFactory, fake: FakeModelServer, tmp_path: Path
+) -> None:
+    stack = walled_stack(make_once, tmp_path)
+    url = f"{stack.url}/v1/messages"
+
+    def asked(text: str) -> dict[str, Any]:
+        return {"model": "m", "max_tokens": 20, "stream": True, "messages": [{"role": "user", "content": text}]}
+
+    alpha = {"x-api-key": "alpha-key", "Idempotency-Key": "shared-msg"}
+    alphas = httpx.post(url, json=asked("alphasecret"), headers=alpha, timeout=30)
+    assert alphas.status_code == 200 and "alphasecret" in alphas.text
+    # beta names alpha's message and resumes it: it reads a message of its own, never alpha's.
+    beta = {"x-api-key": "beta-key", "Idempotency-Key": "shared-msg", "Last-Event-ID": "2"}
+    betas = httpx.post(url, json=asked("betaword"), headers=beta, timeout=30)
+    assert betas.status_code == 200 and "alpha" not in betas.text and "betaword" in betas.text
+    assert len(fake.completions) == 2
+    # alpha's, read again, is still alpha's alone.
+    again = httpx.post(url, json=asked("alphasecret"), headers={**alpha, "Last-Event-ID": "2"}, timeout=30)
+    assert "alphasecret" in again.text and len(fake.completions) == 2
+    # No key, or one that is none: refused on both routes, in Anthropic's shape.
+    for path in ("", "/count_tokens"):
+        body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+        for headers in ({}, {"x-api-key": "wrong"}, {"Authorization": "Bearer wrong"}):
+            answer = httpx.post(f"{url}{path}", json=body, headers=headers, timeout=30)
+            assert answer.status_code == 401 and answer.json()["error"]["type"] == "authentication_error"
+    assert len(fake.completions) == 2 and fake.tokenized == []
+
+
 def queue_type(name: str, broker_env: dict[str, str]) -> dict[str, str]:
     """The setting for queues of type `name` (quorum queues are RabbitMQ's: skipped on Valkey)."""
     if name == "quorum" and not broker_env["RABBIT_MQ_HOST"]:
@@ -311,6 +340,23 @@ EVIL_BODIES: list[tuple[str, str, bytes, int, str]] = [
      422, "MAX_JSON_DEPTH"),
     ("nesting 100 deep", "/generate", b'{"content": "x", "extra": ' + b"[" * 100 + b"]" * 100 + b"}", 422,
      "MAX_JSON_DEPTH"),
+    # Anthropic's: a 400 (its invalid_request_error) naming the field.
+    ("Anthropic: NaN temperature", "/v1/messages",
+     b'{"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "temperature": NaN}', 400,
+     "temperature"),
+    ("Anthropic: 1e309 max_tokens", "/v1/messages",
+     b'{"model": "m", "max_tokens": 1e309, "messages": [{"role": "user", "content": "x"}]}', 400, "max_tokens"),
+    ("Anthropic: max_tokens missing", "/v1/messages", b'{"model": "m", "messages": [{"role": "user", "content": "x"}]}',
+     400, "max_tokens: Field required"),
+    ("Anthropic: max_tokens negative", "/v1/messages",
+     b'{"model": "m", "max_tokens": -1, "messages": [{"role": "user", "content": "x"}]}', 400, "max_tokens"),
+    ("Anthropic: a lone surrogate in a block", "/v1/messages",
+     b'{"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "text",'
+     b' "text": "\\ud800"}]}]}',
+     400, "messages.0.content.0.text"),
+    ("Anthropic: nesting 1,000 deep in a tool's schema", "/v1/messages/count_tokens",
+     b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"name": "f", "input_schema": '
+     + b"[" * 1000 + b"]" * 1000 + b"}]}", 400, "MAX_JSON_DEPTH"),
     ("a lone surrogate in batch metadata", "/v1/batches",
      b'{"input_file_id": "file-x", "endpoint": "/v1/completions", "metadata": {"k": "\\udfff"}}', 422,
      "metadata.k"),
@@ -452,6 +498,22 @@ BODIES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 # A count of tokens takes what a response would be asked (and answers what it counted).
 BODIES["/v1/responses/input_tokens"] = {**BODIES["/v1/responses"], "reasoning": {"effort": "low"}}
+BODIES["/v1/messages"] = {
+    "model": "m", "max_tokens": 5, "system": [{"type": "text", "text": "s"}], "stop_sequences": ["a"],
+    "temperature": 0.5, "top_p": 0.9, "top_k": 5, "metadata": {"user_id": "u"},
+    "thinking": {"type": "enabled", "budget_tokens": 2}, "tool_choice": {"type": "tool", "name": "f"},
+    "tools": [{"name": "f", "description": "d", "input_schema": {"type": "object"}}],
+    "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "x"},
+                                     {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                                  "data": "AA=="}},
+                                     {"type": "document", "source": {"type": "text", "media_type": "text/plain",
+                                                                     "data": "d"}}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {"a": 1}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "r"}]},
+    ],
+}  # fmt: skip
+BODIES["/v1/messages/count_tokens"] = {**BODIES["/v1/messages"], "max_tokens": None}
 
 
 class Raw:

@@ -330,3 +330,29 @@ def test_the_open_responses_compliance_suite_on_the_real_model(real: Stack) -> N
     failed = [f"{o.id} ({o.status}): " + "; ".join(o.errors)[:2000] for o in outcomes if o.status != "passed"]
     assert not failed, f"{summary['passed']} of {summary['total']} passed; failing:\n" + "\n".join(failed)
     assert sorted(o.id for o in outcomes) == sorted(REAL_MODEL_CONFORMANCE)
+
+
+def test_anthropics_sdk_on_the_real_model_whole_streamed_and_counted(real: Stack) -> None:
+    from testing.anthropic_sdk import client
+
+    sdk = client(real, timeout=120)
+    ask = {
+        "model": "smollm2-135m-instruct",
+        "system": "You answer briefly.",
+        "messages": [{"role": "user", "content": "Name three colours."}],
+        "max_tokens": 24,
+        "extra_body": {"temperature": 0},
+    }
+    whole = sdk.messages.create(**ask)
+    (said,) = whole.content
+    assert said.type == "text" and said.text.strip() and whole.stop_reason in ("end_turn", "max_tokens")
+    assert 0 < whole.usage.output_tokens <= 24 and whole.usage.input_tokens > 0
+    with sdk.messages.stream(**ask) as stream:
+        pieces = list(stream.text_stream)
+        final = stream.get_final_message()
+    assert len(pieces) > 3  # token by token, not in one piece
+    assert "".join(pieces) == said.text  # temperature 0: the same answer
+    assert final.usage.output_tokens == whole.usage.output_tokens and final.stop_reason == whole.stop_reason
+    # llama.cpp's own count (its template, then its tokenizer) of the same prompt.
+    counted = sdk.messages.count_tokens(model=ask["model"], system=ask["system"], messages=ask["messages"])
+    assert counted.input_tokens == whole.usage.input_tokens

@@ -53,6 +53,8 @@ def whole_answer(kind: str, job_id: str, result: dict[str, Any], model: str | No
             message: dict[str, Any] = {"role": "assistant", "content": c["content"] or (None if calls else "")}
             if calls:
                 message["tool_calls"] = calls
+            if c.get("reasoning_content"):  # a reasoning server's, as vLLM and llama.cpp name it
+                message["reasoning_content"] = c["reasoning_content"]
             said = {"message": message}
         finish = c["finish_reason"] or ("tool_calls" if c.get("tool_calls") else "stop")
         return {"index": c["index"], **said, "finish_reason": finish, "logprobs": c.get("logprobs")}
@@ -118,6 +120,8 @@ class OpenAIJobs:
             if kind != "chat":
                 return {"index": index, "text": text or "", "finish_reason": finish, "logprobs": logprobs}
             delta: dict[str, Any] = {"content": text} if text else {}
+            if extra and extra.get("reasoning_content"):
+                delta["reasoning_content"] = extra["reasoning_content"]
             if extra and extra.get("tool_calls"):
                 delta["tool_calls"] = extra["tool_calls"]
             if delta and index not in started:

@@ -1,5 +1,6 @@
 """The composition root (api/main.py): every endpoint but the probes behind the gateway's
-route classes (a key asked for, errors from the one table, OpenAI's format on /v1), a
+route classes (a key asked for, errors from the one table, OpenAI's format on /v1 and
+Anthropic's on /v1/messages), a
 misconfigured part stopping the start, and the interactive docs served by the API
 itself. Building the app connects to nothing: no broker, no Redis; requests go straight
 to its ASGI callable (tests/unit/api/http/asgi.py)."""
@@ -30,7 +31,8 @@ def test_every_endpoint_but_the_probes_asks_for_a_key_and_v1_answers_in_openais_
     app = create_app(config(api_keys="the-key", file_store_url=str(tmp_path)))
     paths = app.openapi()["paths"]
     assert {"/generate", "/chat_completion", "/jobs/{job_id}", "/models", "/v1/chat/completions", "/v1/completions",
-            "/v1/embeddings", "/v1/models", "/v1/responses", "/v1/files", "/v1/batches", "/usage", "/metrics",
+            "/v1/embeddings", "/v1/models", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens",
+            "/v1/files", "/v1/batches", "/usage", "/metrics",
             "/scaling", "/health", "/ready"} <= set(paths)  # fmt: skip
     asked = [(method.upper(), path) for path, methods in paths.items() for method in methods
              if path not in ("/health", "/ready")]  # fmt: skip
@@ -40,6 +42,8 @@ def test_every_endpoint_but_the_probes_asks_for_a_key_and_v1_answers_in_openais_
         assert answer.status == 401, (method, path, answer.status)
         said = answer.json()
         assert (said["error"]["type"] == "authentication_error") if path.startswith("/v1/") else ("detail" in said)
+        if path.startswith("/v1/messages"):  # Anthropic's shape there
+            assert said["type"] == "error" and set(said["error"]) == {"type", "message"}
     assert asyncio.run(request(app, "GET", "/health")).json() == {"status": "ok"}
 
 

@@ -155,3 +155,10 @@ def test_a_request_names_a_model_by_its_name_or_an_alias_and_a_queue_names_the_m
 def test_a_servers_name_is_its_host_port_and_path_without_anything_else() -> None:
     assert server_name("https://user:pw@gpu-a/v1 beta") == "gpu-a:443/v1_beta"
     assert server_name("http://gpu-b:8000/") == "gpu-b:8000"
+
+
+def test_a_model_whose_server_serves_anthropics_messages_says_so_as_inner_llm_urls_may() -> None:
+    listed = registry({"name": "qwen", "url": "gpu-a:8000", "messages_api": True}, {"name": "small", "url": "gpu-b"})
+    assert listed.by_name("qwen").messages_api is True and listed.by_name("small").messages_api is False
+    only = load_registry(Config(_env_file=None, inner_llm_url="http://gpu-a:8000", inner_llm_messages_api=True))  # type: ignore[call-arg]
+    assert only.default.messages_api is True

@@ -5,6 +5,7 @@ test says (testing/model_transport.py; its tasks' view is in tests/unit/tasks/te
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,7 @@ import httpx
 import pytest
 
 from shared.config import Config
-from shared.contract import ModelServerFailed, ModelServerTimeout, ModelServerUnavailable
+from shared.contract import ModelServerFailed, ModelServerRejected, ModelServerTimeout, ModelServerUnavailable
 from tasks.model.client import MAX_RETRY_AFTER, ModelClient
 from tasks.model.http import ConnectTimeout
 from tasks.model.protocol import ChatRequest
@@ -192,3 +193,44 @@ def test_a_probe_says_whether_a_down_server_answers_again(answers: list[Any], ve
     server = Server(*answers)
     assert client(server).probe(0.5) == verdict
     assert all(sent["method"] == "GET" and sent["timeout"] == 0.5 for sent in server.sent)
+
+
+def anthropic_stream(text: str) -> httpx.Response:
+    said = [
+        {"type": "message_start", "message": {"model": "served", "usage": {"input_tokens": 2}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}},
+        {"type": "message_stop"},
+    ]
+    body = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in said)
+    return httpx.Response(200, content=body.encode(), headers={"content-type": "text/event-stream"})
+
+
+def test_a_messages_job_goes_to_the_servers_own_messages_api_only_where_it_serves_one() -> None:
+    given = {"max_tokens": 50, "messages": [{"role": "user", "content": "hi"}], "system": "s"}
+    native = Server(anthropic_stream("hello"))
+    completion = client(native, default_model="served-b", inner_llm_messages_api=True).chat(
+        ask(anthropic=given, tokens_limit=50)
+    )
+    (sent,) = native.posts
+    assert sent["path"] == "/v1/messages" and sent["body"] == {**given, "model": "served-b", "stream": True}
+    assert completion.content == "hello" and completion.choices[0]["finish_reason"] == "stop"
+    # A server that does not serve it gets the translation; a job without it, as ever.
+    for settings, request in (({}, ask(anthropic=given)), ({"inner_llm_messages_api": True}, ask())):
+        server = Server()
+        client(server, default_model="m", **settings).chat(request)
+        assert server.posts[0]["path"] == "/v1/chat/completions"
+
+
+def test_a_messages_job_over_the_context_is_fitted_only_where_the_server_tells_the_room() -> None:
+    told = "This model's maximum context length is 2048 tokens and your request has 48 input tokens"
+    server = Server(error(400, told), anthropic_stream("ok"))
+    given = {"max_tokens": 4000, "messages": [{"role": "user", "content": "hi"}]}
+    client(server, default_model="m", inner_llm_messages_api=True).chat(ask(anthropic=given, tokens_limit=4000))
+    assert [post["body"]["max_tokens"] for post in server.posts] == [4000, 2000]
+    # Untold, it is refused as the server refused it: Anthropic's max_tokens cannot be left out.
+    untold = Server(error(400, "max_tokens is too large for the context window"))
+    with pytest.raises(ModelServerRejected):
+        client(untold, default_model="m", inner_llm_messages_api=True).chat(ask(anthropic=given, tokens_limit=4000))
+    assert len(untold.posts) == 1

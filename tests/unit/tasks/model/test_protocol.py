@@ -146,3 +146,13 @@ def test_a_completion_as_a_task_returns_it_names_the_model_that_served_it() -> N
     assert completion.as_dict()["served_model"] == "fallback"
     assert completion.as_dict()["server"] == "gpu-b:8000"  # shown to admins only (GET /jobs/{id})
     assert Completion([], None, None).as_dict()["content"] == ""
+
+
+def test_a_whole_answers_reasoning_and_stop_string_are_kept() -> None:
+    data = {"choices": [{"index": 0, "finish_reason": "stop", "stop_reason": "###",
+                         "message": {"content": "42", "reasoning": "six times seven"}}]}  # fmt: skip
+    (choice,) = parse_completion(data).choices
+    assert choice["reasoning_content"] == "six times seven" and choice["stop_reason"] == "###"
+    # A stop token's id (vLLM's int) is no stop string.
+    data["choices"][0].update(stop_reason=151645, message={"content": "42", "reasoning_content": ""})
+    assert set(parse_completion(data).choices[0]) == {"index", "content", "finish_reason"}

@@ -133,3 +133,25 @@ def test_a_cancel_or_the_deadline_stops_the_read_between_pieces() -> None:
     assert seen == ["a"]
     with pytest.raises(ModelServerTimeout, match="LLM_DEADLINE"):
         read_events(reply(events(piece("a"))), None, past_deadline=lambda: True)
+
+
+@pytest.mark.parametrize("name", ["reasoning_content", "reasoning"])
+def test_reasoning_is_joined_apart_from_the_text_and_passed_on_as_it_came(name: str) -> None:
+    # llama.cpp and vLLM until 0.10 name it reasoning_content; vLLM since, reasoning.
+    body = events(
+        piece(**{name: "Think"}),
+        piece(**{name: "ing."}),
+        piece("Done"),
+        {"model": "m", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop", "stop_reason": "END"}]},
+    )
+    seen: list[tuple[int, str, Any]] = []
+    completion = read_events(reply(body), None, lambda i, text, extra: seen.append((i, text, extra)))
+    (choice,) = completion.choices
+    assert choice["content"] == "Done" and choice["reasoning_content"] == "Thinking."
+    assert choice["stop_reason"] == "END"  # vLLM's: the stop string that ended it
+    assert seen == [(0, "", {"reasoning_content": "Think"}), (0, "", {"reasoning_content": "ing."}), (0, "Done", None)]
+
+
+def test_an_answer_without_reasoning_or_stop_string_says_neither() -> None:
+    completion = read_events(reply(events(piece("x"), piece(finish="stop"))), None)
+    assert set(completion.choices[0]) == {"index", "content", "finish_reason"}

@@ -119,3 +119,23 @@ def test_a_client_coming_back_gets_the_chunks_after_the_last_it_had_the_same_as_
             assert len(parts.broker.sent) == 1
 
     asyncio.run(main())
+
+
+def test_a_reasoning_servers_reasoning_reaches_openais_clients_as_vllm_names_it() -> None:
+    result = {"content": "42", "finish_reason": "stop", "choices": [{"index": 0, "content": "42",
+              "finish_reason": "stop", "reasoning_content": "six times seven"}]}  # fmt: skip
+    message = whole_answer("chat", "j1", result, "m")["choices"][0]["message"]
+    assert message == {"role": "assistant", "content": "42", "reasoning_content": "six times seven"}
+
+    async def main() -> None:
+        async with running_parts() as parts:
+            response = await answer_of(parts, request(stream=True))
+            stream = parts.config.keys.stream("j1")
+            extra = json.dumps({"reasoning_content": "six"})
+            parts.redis.xadd_now(stream, {STREAM_INDEX: 0, STREAM_TEXT: "", STREAM_EXTRA: extra})
+            parts.redis.xadd_now(stream, {STREAM_END: json.dumps(result)})
+            got = chunks([part async for part in response.body_iterator])
+            # A reasoning piece is a delta of its own, never an empty one.
+            assert got[0]["choices"][0]["delta"] == {"role": "assistant", "reasoning_content": "six"}
+
+    asyncio.run(main())
