@@ -71,3 +71,30 @@ def test_a_background_response_survives_its_worker_killed(make_stack: StackFacto
     assert "".join(e.delta for e in streamed if e.type == "response.output_text.delta") == expected
     assert [e.sequence_number for e in streamed] == list(range(len(streamed)))
     assert len(fake.requests) == 2
+
+
+def test_a_conversations_turn_is_kept_once_when_its_worker_was_killed_mid_answer(
+    make_stack: StackFactory, fake: FakeModelServer
+) -> None:
+    import openai
+
+    stack = make_stack(workers=0, JOB_LEASE="3")
+    doomed = stack.processes.worker(stack.env, name="doomed", concurrency=4)
+    sdk = openai.OpenAI(base_url=f"{stack.url}/v1", api_key="unused", max_retries=0, timeout=60,
+                        _strict_response_validation=True)  # fmt: skip
+    conversation = sdk.conversations.create(items=[{"type": "message", "role": "user", "content": "first"}])
+    fake.chunk_delay = 0.2
+    fake.extra_words = 8
+    made = sdk.responses.create(model="fake-model", input="second", conversation=conversation.id, background=True)
+    wait_until(lambda: fake.in_flight == 1, 20, "the model server to be asked")
+    doomed.popen.send_signal(signal.SIGKILL)
+    doomed.popen.wait(5)
+    stack.processes.worker(stack.env, name="second", concurrency=4)
+    wait_until(lambda: sdk.responses.retrieve(made.id).status == "completed", 60, "the response, run again")
+    expected = "echo: second " + " ".join(f"word{i}" for i in range(8))
+    assert sdk.responses.retrieve(made.id).output_text == expected
+    # The conversation holds its first item, then the turn once: its input, then its answer.
+    items = sdk.conversations.items.list(conversation.id, order="asc").data
+    texts = [(item.role, item.content[0].text) for item in items if item.type == "message"]
+    assert texts == [("user", "first"), ("user", "second"), ("assistant", expected)]
+    assert len(fake.requests) == 2  # run again after the kill, by the second worker
