@@ -7,22 +7,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from api.errors import BadRequest, BrokerUnavailable, ResponseNotFound
-from api.jobs.webhook_events import WebhookEvents
 from api.observability.server_timing import Timing
-from api.openai.responses.input_tokens import TokenCounter
-from api.openai.responses.sealing import CompactionSeal
 from api.openai.responses.serving import Responses
-from api.openai.responses.store import ResponseStore
 from api.openai.responses.types import ResponsesRequest
-from api.tenancy.guard import load_tenants_of
-from shared.registry import load_registry
 from shared.tenants import Tenant
 from tests.unit.api.edge import Parts, running_parts
+from tests.unit.api.openai.responses.served import responses_of
 
 pytestmark = pytest.mark.unit
 
@@ -30,13 +26,9 @@ ALPHA = Tenant("alpha")
 
 
 @asynccontextmanager
-async def responses() -> AsyncIterator[tuple[Responses, Parts]]:
+async def responses(root: Path) -> AsyncIterator[tuple[Responses, Parts]]:
     async with running_parts() as parts:
-        served = Responses(parts.config, parts.routing, parts.runner, parts.store,
-                           ResponseStore(parts.config, parts.redis), load_registry(parts.config),  # type: ignore[arg-type]
-                           load_tenants_of(parts.config), WebhookEvents(parts.config, parts.queue),
-                       TokenCounter(parts.config), CompactionSeal(parts.config))  # fmt: skip
-        yield served, parts
+        yield responses_of(parts, root), parts
 
 
 def body(**fields: Any) -> ResponsesRequest:
@@ -48,9 +40,9 @@ def said(sent: Any) -> dict[str, Any]:
             "usage": {"prompt_tokens": 1, "completion_tokens": 2}}  # fmt: skip
 
 
-def test_a_response_is_answered_whole_and_a_retry_with_its_key_is_the_same_response() -> None:
+def test_a_response_is_answered_whole_and_a_retry_with_its_key_is_the_same_response(tmp_path: Path) -> None:
     async def main() -> None:
-        async with responses() as (served, parts):
+        async with responses(tmp_path) as (served, parts):
             parts.answer_every_job(said)
             first = await served.create(ALPHA, body(instructions="be brief"), "key-1", Timing(0.0))
             assert first["status"] == "completed" and first["output"][0]["content"][0]["text"] == "echo: hi"
@@ -65,9 +57,9 @@ def test_a_response_is_answered_whole_and_a_retry_with_its_key_is_the_same_respo
     asyncio.run(main())
 
 
-def test_a_response_not_stored_leaves_nothing_behind() -> None:
+def test_a_response_not_stored_leaves_nothing_behind(tmp_path: Path) -> None:
     async def main() -> None:
-        async with responses() as (served, parts):
+        async with responses(tmp_path) as (served, parts):
             parts.answer_every_job(said)
             answer = await served.create(ALPHA, body(store=False), None, Timing(0.0))
             assert answer["status"] == "completed"
@@ -77,9 +69,9 @@ def test_a_response_not_stored_leaves_nothing_behind() -> None:
     asyncio.run(main())
 
 
-def test_a_refused_response_leaves_no_record() -> None:
+def test_a_refused_response_leaves_no_record(tmp_path: Path) -> None:
     async def main() -> None:
-        async with responses() as (served, parts):
+        async with responses(tmp_path) as (served, parts):
             parts.broker.down = True
             with pytest.raises(BrokerUnavailable):
                 await served.create(ALPHA, body(), "key-2", Timing(0.0))
@@ -88,9 +80,9 @@ def test_a_refused_response_leaves_no_record() -> None:
     asyncio.run(main())
 
 
-def test_a_conversation_goes_on_from_a_finished_response_only() -> None:
+def test_a_conversation_goes_on_from_a_finished_response_only(tmp_path: Path) -> None:
     async def main() -> None:
-        async with responses() as (served, parts):
+        async with responses(tmp_path) as (served, parts):
             parts.answer_every_job(said)
             first = await served.create(ALPHA, body(), None, Timing(0.0))
             second = await served.create(ALPHA, body(input="and then?", previous_response_id=first["id"]), None,
@@ -110,9 +102,9 @@ def test_a_conversation_goes_on_from_a_finished_response_only() -> None:
     asyncio.run(main())
 
 
-def test_a_background_response_is_queued_polled_cancelled_then_deleted() -> None:
+def test_a_background_response_is_queued_polled_cancelled_then_deleted(tmp_path: Path) -> None:
     async def main() -> None:
-        async with responses() as (served, parts):
+        async with responses(tmp_path) as (served, parts):
             queued = await served.create(ALPHA, body(background=True), None, Timing(0.0))
             assert queued["status"] == "queued" and queued["background"] is True
             (sent,) = parts.broker.sent
@@ -129,9 +121,9 @@ def test_a_background_response_is_queued_polled_cancelled_then_deleted() -> None
     asyncio.run(main())
 
 
-def test_a_finished_response_cannot_be_cancelled() -> None:
+def test_a_finished_response_cannot_be_cancelled(tmp_path: Path) -> None:
     async def main() -> None:
-        async with responses() as (served, parts):
+        async with responses(tmp_path) as (served, parts):
             parts.answer_every_job(said)
             done = await served.create(ALPHA, body(), None, Timing(0.0))
             with pytest.raises(BadRequest, match="is completed: only a queued or running one"):
@@ -142,9 +134,9 @@ def test_a_finished_response_cannot_be_cancelled() -> None:
     asyncio.run(main())
 
 
-def test_a_responses_input_items_page_newest_first_or_oldest() -> None:
+def test_a_responses_input_items_page_newest_first_or_oldest(tmp_path: Path) -> None:
     async def main() -> None:
-        async with responses() as (served, parts):
+        async with responses(tmp_path) as (served, parts):
             parts.answer_every_job(said)
             items = [{"role": "user", "content": f"m{n}"} for n in range(3)]
             done = await served.create(ALPHA, body(input=items), None, Timing(0.0))
