@@ -39,7 +39,7 @@ from api.tenancy.fair_share import FairShare
 from api.tenancy.guard import Guard, load_tenants_of
 from api.tenancy.quotas import Quotas
 from shared.config import Config
-from shared.contract import CANCEL, CLAIM, MARK_NOTIFIED, STREAM_JOIN, STREAM_LEAVE
+from shared.contract import CANCEL, CLAIM, KEPT_CLAIM, MARK_NOTIFIED, STREAM_JOIN, STREAM_LEAVE
 from shared.contract.scripts import ADMIT, BATCH_LOCK_RELEASE, BATCH_LOCK_RENEW, FAIR_LOCK_RENEW, RATE_COUNT
 from shared.registry import load_registry
 
@@ -253,16 +253,37 @@ class FakeRedis:
     # What the worker and its Redis do, as the tests need it.
 
     def finish(self, config: Config, key: str, status: str = "SUCCESS", result: Any = None) -> dict[str, Any]:
-        """The job of `key` ends as a worker ends it: its result meta stored and published
-        on the job's channel and its claim's reply_to (the contract's STORE_ONCE)."""
+        """The job of `key` ends as a worker ends it (the contract's STORE_ONCE): its
+        result meta stored once, its claim kept in it (the claim's fingerprint first) and
+        its hash gone, published on the job's channel and its claim's reply_to; the job
+        leaves its tenant's jobs in flight, and its lease goes."""
+        keys, job = config.keys, config.keys.job(key)
+        claim = self.hashes.get(job, {})
+        if claim.get(b"tenant"):
+            self.zsets.get(keys.in_flight(claim[b"tenant"].decode()), {}).pop(key.encode(), None)
+        self.strings.pop(keys.lease(key), None)
+        stored = self.strings.get(keys.result(key))
+        if stored is not None:  # a result is stored once: the first stays
+            return json.loads(stored)
         meta = {"status": status, "result": result, "task_id": key,
                 "date_done": datetime.now(UTC).isoformat()}  # fmt: skip
-        raw = json.dumps(meta).encode()
-        self.strings[config.keys.result(key)] = raw
-        self.publish_now(config.keys.result(key), raw)
-        reply_to = self.hashes.get(config.keys.job(key), {}).get(b"reply_to")
-        if reply_to:
-            self.publish_now(reply_to.decode(), raw)
+        kept = {name: claim[name.encode()].decode() for name in ("fingerprint", "accepted_at", "started_at", "tenant")
+                if name.encode() in claim}  # fmt: skip
+        raw = json.dumps(meta).encode()  # as the worker's result is serialized
+        if kept:  # put first into the result's text, as the script writes it (CLAIM matches it there)
+            raw = (
+                b'{"' + KEPT_CLAIM.encode() + b'":' + json.dumps(kept, separators=(",", ":")).encode() + b"," + raw[1:]
+            )
+            meta = json.loads(raw)
+        self.strings[keys.result(key)] = raw
+        self.publish_now(keys.result(key), raw)
+        if claim.get(b"reply_to"):
+            self.publish_now(claim[b"reply_to"].decode(), raw)
+        if kept:
+            del self.hashes[job]
+        else:
+            for name in (b"task", b"reply_to", b"queue", b"background"):
+                claim.pop(name, None)
         return meta
 
     def start(self, config: Config, key: str) -> None:

@@ -31,9 +31,10 @@ def test_every_endpoint_but_the_probes_asks_for_a_key_and_v1_answers_in_openais_
     app = create_app(config(api_keys="the-key", file_store_url=str(tmp_path)))
     paths = app.openapi()["paths"]
     assert {"/generate", "/chat_completion", "/jobs/{job_id}", "/models", "/v1/chat/completions", "/v1/completions",
-            "/v1/embeddings", "/v1/models", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens",
-            "/v1/files", "/v1/batches", "/usage", "/metrics",
-            "/scaling", "/health", "/ready"} <= set(paths)  # fmt: skip
+            "/v1/embeddings", "/v1/models", "/v1/responses", "/v1/responses/input_tokens", "/v1/responses/compact",
+            "/v1/messages", "/v1/messages/count_tokens",
+            "/v1/conversations", "/v1/conversations/{conversation_id}/items/{item_id}", "/v1/files", "/v1/batches",
+            "/usage", "/metrics", "/scaling", "/health", "/ready"} <= set(paths)  # fmt: skip
     asked = [(method.upper(), path) for path, methods in paths.items() for method in methods
              if path not in ("/health", "/ready")]  # fmt: skip
     for method, path in asked:
@@ -47,7 +48,14 @@ def test_every_endpoint_but_the_probes_asks_for_a_key_and_v1_answers_in_openais_
     assert asyncio.run(request(app, "GET", "/health")).json() == {"status": "ok"}
 
 
-PATH_VALUES = {"job_id": "j1", "file_id": "file-x", "batch_id": "batch_x", "response_id": "resp_x"}
+PATH_VALUES = {
+    "job_id": "j1",
+    "file_id": "file-x",
+    "batch_id": "batch_x",
+    "response_id": "resp_x",
+    "conversation_id": "conv_x",
+    "item_id": "msg_x",
+}
 
 
 def test_a_misconfigured_webhook_endpoint_stops_the_api(tmp_path: Path) -> None:

@@ -13,39 +13,29 @@ import pytest
 from fastapi.routing import APIRoute
 
 from api.errors import ResponseNotFound
-from api.jobs.webhook_events import WebhookEvents
 from api.limits import request_models
 from api.observability.server_timing import Timing
-from api.openai.responses.input_tokens import TokenCounter
 from api.openai.responses.router import responses_router
-from api.openai.responses.sealing import CompactionSeal
-from api.openai.responses.serving import Responses
-from api.openai.responses.store import ResponseStore
-from api.tenancy.guard import load_tenants_of
 from shared.contract import STREAM_END, STREAM_INDEX, STREAM_TEXT
-from shared.registry import load_registry
 from shared.tenants import Tenant
 from tests.unit.api.edge import Parts, config, running_parts
+from tests.unit.api.openai.responses.served import responses_of
 
 pytestmark = pytest.mark.unit
 
 ALPHA, BETA, ADMIN = Tenant("alpha"), Tenant("beta"), Tenant("ops", admin=True)
 
 
-def endpoints(parts: Parts) -> tuple[Any, dict[str, Any]]:
+def endpoints(parts: Parts, root: Path) -> tuple[Any, dict[str, Any]]:
     models = request_models(parts.config)
-    served = Responses(parts.config, parts.routing, parts.runner, parts.store,
-                       ResponseStore(parts.config, parts.redis), load_registry(parts.config),  # type: ignore[arg-type]
-                       load_tenants_of(parts.config), WebhookEvents(parts.config, parts.queue),
-                       TokenCounter(parts.config), CompactionSeal(parts.config))  # fmt: skip
-    router = responses_router(models, served, APIRoute)  # type: ignore[arg-type]
+    router = responses_router(models, responses_of(parts, root), APIRoute)  # type: ignore[arg-type]
     return models, {route.name: route.endpoint for route in router.routes}  # type: ignore[attr-defined]
 
 
-def test_a_response_is_its_tenants_and_an_admin_names_another_tenants() -> None:
+def test_a_response_is_its_tenants_and_an_admin_names_another_tenants(tmp_path: Path) -> None:
     async def main() -> None:
         async with running_parts() as parts:
-            models, found = endpoints(parts)
+            models, found = endpoints(parts, tmp_path)
             made = await found["create_response"](models.responses(input="hi", background=True), ALPHA, Timing(0.0))
             assert (await found["retrieve_response"](made["id"], ALPHA, Timing(0.0)))["status"] == "queued"
             with pytest.raises(ResponseNotFound):
@@ -67,7 +57,7 @@ def test_a_stream_resumed_with_last_event_id_starts_after_it(tmp_path: Path) -> 
 
     async def main() -> None:
         async with running_parts(config(api_keys_file=str(tenants))) as parts:
-            models, found = endpoints(parts)
+            models, found = endpoints(parts, tmp_path)
             made = await found["create_response"](models.responses(input="hi", background=True), ALPHA, Timing(0.0))
             stream = parts.config.keys.stream(f"alpha~{made['id']}")
             parts.redis.xadd_now(stream, {STREAM_INDEX: 0, STREAM_TEXT: "hello"})
