@@ -1,4 +1,4 @@
-"""What an operator watches: /metrics, /ready, and the committed Grafana dashboard."""
+"""What an operator watches: /metrics, /ready, and the committed Grafana dashboard and alerting rules."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from kombu import Connection
 
 from shared.broker.settings import celery_settings
@@ -21,6 +22,7 @@ from tests.conftest import Stack, StackFactory
 pytestmark = pytest.mark.integration
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "llm-api.json"
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 
 
 def test_metrics_count_a_known_batch(stack: Stack, fake: FakeModelServer) -> None:
@@ -118,8 +120,10 @@ def test_scrapes_alone_keep_the_parts_gauges_and_count_the_dead_letters(
         server.stop()
 
 
-def test_every_metric_the_dashboard_queries_exists(stack: Stack, fake: FakeModelServer) -> None:
+def test_every_metric_the_dashboard_and_the_alerts_query_exists(stack: Stack, fake: FakeModelServer) -> None:
     httpx.post(f"{stack.url}/generate", json={"content": "for the dashboard"}, timeout=30)
+    # The parts' gauges, once the checks a scrape starts have made their first round.
+    wait_until(lambda: any(name == "llm_api_part_up" for name, _ in samples(stack.url)), 30, "llm_api_part_up")
     exposed = {name for name, _ in samples(stack.url)}
     # A labelled family with no sample yet (no quota refused so far) is declared all the same.
     declared = re.findall(r"^# TYPE (\S+) (\w+)$", httpx.get(f"{stack.url}/metrics", timeout=10).text, re.M)
@@ -127,6 +131,8 @@ def test_every_metric_the_dashboard_queries_exists(stack: Stack, fake: FakeModel
     dashboard = json.loads(DASHBOARD.read_text())
     queries = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
     assert queries
+    rules = yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]
+    queries += [rule["expr"] for rule in rules if "alert" in rule]
     used = {name for expr in queries for name in re.findall(r"\b(llm_api_[a-z_]+|flower_[a-z_]+)\b", expr)}
     ours = {name for name in used if name.startswith("llm_api_")}
     assert ours and ours <= exposed, ours - exposed
