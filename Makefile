@@ -17,7 +17,7 @@ SELECTED = $(if $(MARKERS),($(MARKERS)) and ,)
 run: $(STAMP)
 	$(BIN)/python -m local_stack.run
 
-.PHONY: run test test-quick lint format api worker flower clean
+.PHONY: run test test-quick lint format api worker flower clean k8s-alerts
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -61,3 +61,10 @@ flower: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+## Copy the alerting rules (deploy/prometheus/alerts.yml) into the Kubernetes
+## example's PrometheusRule (deploy/k8s/alerts.yaml), below its header.
+k8s-alerts:
+	{ sed -n '1,/^spec:$$/p' deploy/k8s/alerts.yaml; sed -n '/^groups:/,$$p' deploy/prometheus/alerts.yml | sed 's/^./  &/'; } \
+	  > deploy/k8s/alerts.yaml.new
+	mv deploy/k8s/alerts.yaml.new deploy/k8s/alerts.yaml

@@ -84,11 +84,13 @@ class Services:
         metrics = Metrics()
         redis = redis_clients.api_client(config)
         stream_reader = redis_clients.stream_reader_client(config)
-        guard = Guard(config, redis)
+        guard = Guard(config, redis, metrics)
         for tenant in guard.tenants.named.values():  # each tenant's refusals, from 0
             if Quotas.applies(tenant):
                 for quota in ("tokens_per_minute", "tokens_per_day", "jobs_in_flight", "streams_in_flight"):
                     metrics.quota_refusals.labels(tenant.name, quota)
+            if tenant.quotas.requests_per_minute:
+                metrics.quota_refusals.labels(tenant.name, "requests_per_minute")
         fair = FairShare(config, guard.tenants, registry.queues, redis)
         queue = JobQueue(config, fair.tenant_queues)
         store = JobStore(config, redis)
@@ -113,9 +115,9 @@ class Services:
             fair.held_back,
         )  # fmt: skip
         scaling = Scaling(config, registry, queue, fair, redis)
-        scrape = Scrape(config, metrics, queue, [*registry.queues, *fair.tenant_queues], redis, scaling,
-                        keeper.line_counts)  # fmt: skip
         readiness = Readiness(redis, queue, registry)
+        scrape = Scrape(config, metrics, queue, [*registry.queues, *fair.tenant_queues], redis, scaling,
+                        keeper.line_counts, readiness)  # fmt: skip
         return cls(
             config, registry, metrics, redis, stream_reader, queue, store, waiter, routing, runner, lost, guard,
             models, files, batches, keeper, events, fair, scaling, scrape, readiness, quotas, TokenCounter(config),

@@ -6,8 +6,10 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 
-def samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
+def samples(url: str, headers: dict[str, str] | None = None) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    answer = httpx.get(f"{url}/metrics", headers=headers, timeout=10)
+    answer.raise_for_status()
+    text = answer.text
     found = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

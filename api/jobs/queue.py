@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -115,11 +116,13 @@ class JobQueue:
             log.warning("could not queue the webhook event %s of %s: %s", kind, object_id, exc)
             raise BrokerUnavailable(f"broker ({self._where}) unavailable: webhook event not queued") from None
 
-    def depths(self, queues: list[str]) -> dict[str, int]:
+    def depths(self, queues: list[str], whole: Sequence[str] = ()) -> dict[str, int]:
         """Messages waiting in each queue, all its priority bands' (-1 for a queue the
-        broker could not count)."""
-        counted = self._count([band for queue in queues for band in bands(self._config, queue)])
-        return {queue: _total([counted[band] for band in bands(self._config, queue)]) for queue in queues}
+        broker could not count), and in each queue of `whole`, one without bands (the
+        dead letters'), over one connection."""
+        counted = self._count([band for queue in queues for band in bands(self._config, queue)] + list(whole))
+        found = {queue: _total([counted[band] for band in bands(self._config, queue)]) for queue in queues}
+        return found | {queue: counted[queue] for queue in whole}
 
     def _count(self, queues: list[str]) -> dict[str, int]:
         counts = {}

@@ -2,8 +2,9 @@
 
 Per API process: requests by endpoint and status, their latency; per model, jobs'
 end-to-end latency, time in queue, tokens generated; jobs this process awaits;
-errors by cause; and at each scrape, the jobs waiting in each model's queue (asked of
-the broker). The workers' own figures are Flower's ``/metrics``.
+errors by cause; and at each scrape, the jobs waiting in each model's queue and the
+dead letters (asked of the broker), and whether each part answered this process's last
+readiness checks. The workers' own figures are Flower's ``/metrics``.
 """
 
 from __future__ import annotations
@@ -86,6 +87,10 @@ class Metrics:
         r.register(_Batches(self._batches))
         self._scaling: dict[str, dict[str, Any]] = {}
         r.register(_Scaling(self._scaling))
+        self._dead: dict[str, int] = {}
+        r.register(_DeadLetters(self._dead))
+        self._parts: dict[str, dict[str, Any]] = {}
+        r.register(_Parts(self._parts))
 
     def observe_answer(self, model: str, tenant: str, result: dict[str, Any], seconds: float | None) -> None:
         """A job answered: its model and tenant, its result (usage, timing), seconds since accepted."""
@@ -117,13 +122,17 @@ class Metrics:
         webhooks: dict[tuple[str, str], int] | None = None,
         batches: dict[tuple[str, str], int] | None = None,
         scaling: dict[str, dict[str, Any]] | None = None,
+        dead_letters: dict[str, int] | None = None,
+        parts: dict[str, dict[str, Any]] | None = None,
     ) -> bytes:
         """The text format, with what was read just before: `waiting` (jobs per queue),
         `webhooks` (deliveries per endpoint and outcome, over all workers), `batches`
         (lines per model and state, of the batches this process drives), `scaling`
-        (each model's signals, api/observability/scaling.py)."""
+        (each model's signals, api/observability/scaling.py), `dead_letters` (messages
+        in the dead-letter queue, by its name; empty when the broker did not answer),
+        `parts` (the last readiness checks, by check name: api/observability/readiness.py)."""
         read_now = ((self._waiting, waiting), (self._webhooks, webhooks), (self._batches, batches),
-                    (self._scaling, scaling))  # fmt: skip
+                    (self._scaling, scaling), (self._dead, dead_letters), (self._parts, parts))  # fmt: skip
         for mine, read in read_now:
             mine.clear()
             mine.update(read or {})  # type: ignore[attr-defined]
@@ -170,6 +179,38 @@ class _Batches(Collector):
         )
         for (model, state), count in sorted(self._lines.items()):
             family.add_metric([model, state], count)
+        yield family
+
+
+class _DeadLetters(Collector):
+    def __init__(self, dead: dict[str, int]) -> None:
+        self._dead = dead
+
+    def collect(self) -> Iterable[Metric]:
+        # No sample when the broker did not answer (rather than -1): a rule on how fast
+        # the count grows would read a way back from -1 as that many new dead letters.
+        family = GaugeMetricFamily(
+            "llm_api_dead_letters", "Messages in the dead-letter queue (the broker's count)", labels=["queue"]
+        )
+        for queue, count in sorted(self._dead.items()):
+            family.add_metric([queue], count)
+        yield family
+
+
+class _Parts(Collector):
+    def __init__(self, checks: dict[str, dict[str, Any]]) -> None:
+        self._checks = checks
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "llm_api_part_up",
+            "1 if the part answered this API process's last readiness check, else 0 (GET /ready), by part"
+            " (broker, result_store, ...; model_server and workers by model)",
+            labels=["part", "model"],
+        )
+        for name, check in sorted(self._checks.items()):
+            part, _, model = name.partition(":")  # "broker"; "model_server:small"
+            family.add_metric([part, model], 1 if check["ok"] else 0)
         yield family
 
 

@@ -61,12 +61,19 @@ class Readiness:
     async def last(self) -> Report | None:
         """The last report; asking keeps the checks going. The first callers wait for the
         first round (one round, however many they are; None if it takes too long)."""
-        self._asked = time.monotonic()
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._keep_checking(), name="readiness")
+        self.current()
         if self._report is None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._first.wait(), FIRST_WAIT)
+        return self._report
+
+    def current(self) -> Report | None:
+        """The last report, at once (None before the first round ends); asking keeps the
+        checks going, as `last` does. A scrape of /metrics asks this way: Prometheus
+        scraping keeps the parts' gauges fresh without waiting on a round."""
+        self._asked = time.monotonic()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._keep_checking(), name="readiness")
         return self._report
 
     async def close(self) -> None:

@@ -1,13 +1,15 @@
 """What a scrape of ``GET /metrics`` reads at that moment, beside the counters the API
-keeps itself: the jobs waiting in each queue (asked of the broker), the webhook
-deliveries (all workers', from Redis), the lines of the batches this process drives,
-and each model's scaling signals."""
+keeps itself: the jobs waiting in each queue and the dead letters (asked of the
+broker), the webhook deliveries (all workers', from Redis), the lines of the batches
+this process drives, each model's scaling signals, and the last readiness checks
+(which a scrape keeps going, as a probe of /ready does)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Callable
+from functools import partial
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -15,6 +17,7 @@ from redis.exceptions import RedisError
 from api.errors import GatewayError
 from api.jobs.queue import JobQueue
 from api.observability.metrics import Metrics
+from api.observability.readiness import Readiness
 from api.observability.scaling import Scaling
 from shared.config import Config
 from shared.contract.keys import webhook_count_of
@@ -36,6 +39,7 @@ class Scrape:
         redis: aioredis.Redis,
         scaling: Scaling,
         batch_lines: LineCounts,
+        readiness: Readiness,
     ) -> None:
         """`queues` are those whose depth is shown (every model's, and tenants' of busy
         models); `batch_lines()` counts the lines of the batches this process drives."""
@@ -46,10 +50,16 @@ class Scrape:
         self._redis = redis
         self._scaling = scaling
         self._batch_lines = batch_lines
+        self._readiness = readiness
 
     async def render(self) -> bytes:
         """The text format, read now."""
-        waiting = await asyncio.get_running_loop().run_in_executor(None, self._queue.depths, self._queues)
+        dead = self._config.dead_letter_queue
+        count = partial(self._queue.depths, self._queues, whole=[dead])
+        waiting = await asyncio.get_running_loop().run_in_executor(None, count)
+        dead_letters = {dead: waiting.pop(dead)}
+        if dead_letters[dead] < 0:  # the broker did not answer: no figure (llm_api_part_up says why)
+            dead_letters = {}
         webhooks: dict[tuple[str, str], int] = {}
         try:
             for name, count in (await self._redis.hgetall(self._config.keys.webhook_counts)).items():
@@ -62,4 +72,6 @@ class Scrape:
         except GatewayError as exc:  # a part is down: the gauges are left out, the rest is scraped
             log.warning("could not read the scaling signals: %s", exc)
             scaling = {}
-        return self._metrics.render(waiting, webhooks, self._batch_lines(), scaling)
+        report = self._readiness.current()
+        parts = report.checks if report is not None else {}
+        return self._metrics.render(waiting, webhooks, self._batch_lines(), scaling, dead_letters, parts)

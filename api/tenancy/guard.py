@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from api.errors import Forbidden, ResultStoreUnavailable, TooManyRequests, Unauthorized
+from api.observability.metrics import Metrics
 from shared.config import Config
 from shared.contract.scripts import RATE_COUNT
 from shared.tenants import DEFAULT_TENANT, EVERYONE, Owner, Tenant, Tenants, digest, load_tenants
@@ -40,8 +41,9 @@ def load_tenants_of(config: Config) -> Tenants:
 class Guard:
     """The gateway's routers depend on it: ``dependencies=[Depends(guard)]``."""
 
-    def __init__(self, config: Config, store: aioredis.Redis) -> None:
+    def __init__(self, config: Config, store: aioredis.Redis, metrics: Metrics) -> None:
         self._config = config
+        self._metrics = metrics
         self.tenants = load_tenants_of(config)
         self._count = store.register_script(RATE_COUNT)
         # Whose files and batches each tenant's keys see: the tenant's, and what its keys
@@ -129,6 +131,8 @@ class Guard:
         except (RedisError, OSError):
             raise ResultStoreUnavailable("result store (Redis) unavailable") from None
         if count > limit:
+            # Counted with the tenant's other quotas (llm_api_quota_refusals_total), as it is worded.
+            self._metrics.quota_refusals.labels(tenant.name, "requests_per_minute").inc()
             retry = max(1, int((window + 1) * 60 - now) + 1)
             setting = "RATE_LIMIT_PER_MINUTE" if tenant.name == DEFAULT_TENANT else "quota requests_per_minute"
             raise TooManyRequests(

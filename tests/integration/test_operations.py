@@ -1,23 +1,28 @@
-"""What an operator watches: /metrics, /ready, and the committed Grafana dashboard."""
+"""What an operator watches: /metrics, /ready, and the committed Grafana dashboard and alerting rules."""
 
 from __future__ import annotations
 
 import json
 import re
 import time
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
+from kombu import Connection
 
+from shared.broker.settings import celery_settings
 from testing.fake_model_server import FakeModelServer
-from testing.load import wait_until
+from testing.load import redis_binary, wait_until
 from testing.metrics import samples, value
-from testing.processes import ROOT, wait_for_output
+from testing.processes import ROOT, RedisServer, wait_for_output
 from tests.conftest import Stack, StackFactory
 
 pytestmark = pytest.mark.integration
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "llm-api.json"
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 
 
 def test_metrics_count_a_known_batch(stack: Stack, fake: FakeModelServer) -> None:
@@ -79,8 +84,46 @@ def test_ready_names_each_missing_part(make_stack: StackFactory, fake: FakeModel
     assert "127.0.0.1" not in down.text and str(fake.port) not in down.text
 
 
-def test_every_metric_the_dashboard_queries_exists(stack: Stack, fake: FakeModelServer) -> None:
+def _parts(url: str) -> dict[tuple[str, str], float]:
+    return {(dict(labels)["part"], dict(labels)["model"]): up
+            for (name, labels), up in samples(url).items() if name == "llm_api_part_up"}  # fmt: skip
+
+
+def test_scrapes_alone_keep_the_parts_gauges_and_count_the_dead_letters(
+    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str], tmp_path: Path
+) -> None:
+    # A Redis of the test's own, to stop: the result store (and, without RabbitMQ, the broker).
+    server = RedisServer(redis_binary(broker_env), tmp_path / "redis", persist=False).start()
+    try:
+        stack = make_stack(workers=1, REDIS_HOST="127.0.0.1", REDIS_PORT=str(server.port))
+        # Nobody asks /ready: Prometheus scraping alone starts the checks and keeps them going.
+        everything = {("broker", ""): 1, ("result_store", ""): 1, ("model_server", "default"): 1,
+                      ("workers", "default"): 1}  # fmt: skip
+        wait_until(lambda: _parts(stack.url) == everything, 30, "every part up on /metrics")
+        dead = f"{stack.env['QUEUE_NAME']}.dead"
+        assert value(samples(stack.url), "llm_api_dead_letters", queue=dead) == 0
+        # A message no worker can process is a dead letter; the scrape counts it.
+        config = stack.config
+        main = celery_settings(config)["task_queues"][0]
+        with Connection(config.broker_url, transport_options=celery_settings(config)["broker_transport_options"]) as c:
+            c.Producer().publish(b"{not json", routing_key=main.routing_key, exchange=main.exchange, declare=[main],
+                                 content_type="application/json", content_encoding="utf-8")  # fmt: skip
+        wait_until(lambda: value(samples(stack.url), "llm_api_dead_letters", queue=dead) == 1, 30, "1 dead letter")
+        server.stop()
+        down = {**everything, ("result_store", ""): 0}
+        if not broker_env["RABBIT_MQ_HOST"]:  # the same server was the broker
+            down |= {("broker", ""): 0, ("workers", "default"): 0}
+        wait_until(lambda: _parts(stack.url) == down, 30, f"/metrics to say {down}")
+        if not broker_env["RABBIT_MQ_HOST"]:  # no count from a broker that does not answer, rather than -1
+            assert ("llm_api_dead_letters", (("queue", dead),)) not in samples(stack.url)
+    finally:
+        server.stop()
+
+
+def test_every_metric_the_dashboard_and_the_alerts_query_exists(stack: Stack, fake: FakeModelServer) -> None:
     httpx.post(f"{stack.url}/generate", json={"content": "for the dashboard"}, timeout=30)
+    # The parts' gauges, once the checks a scrape starts have made their first round.
+    wait_until(lambda: any(name == "llm_api_part_up" for name, _ in samples(stack.url)), 30, "llm_api_part_up")
     exposed = {name for name, _ in samples(stack.url)}
     # A labelled family with no sample yet (no quota refused so far) is declared all the same.
     declared = re.findall(r"^# TYPE (\S+) (\w+)$", httpx.get(f"{stack.url}/metrics", timeout=10).text, re.M)
@@ -88,6 +131,8 @@ def test_every_metric_the_dashboard_queries_exists(stack: Stack, fake: FakeModel
     dashboard = json.loads(DASHBOARD.read_text())
     queries = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
     assert queries
+    rules = yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]
+    queries += [rule["expr"] for rule in rules if "alert" in rule]
     used = {name for expr in queries for name in re.findall(r"\b(llm_api_[a-z_]+|flower_[a-z_]+)\b", expr)}
     ours = {name for name in used if name.startswith("llm_api_")}
     assert ours and ours <= exposed, ours - exposed

@@ -23,6 +23,7 @@ from api.main import create_app
 from shared.config import Config
 from testing.fake_model_server import FakeModelServer, free_port
 from testing.load import wait_until
+from testing.metrics import samples, value
 from testing.processes import RedisServer, remove_traces, wait_for_output
 from tests.conftest import Stack, StackFactory
 
@@ -172,7 +173,8 @@ def test_the_rate_limit_holds_across_api_processes(
 ) -> None:
     tenants = tmp_path / "tenants.yaml"
     tenants.write_text("tenants:\n  - name: team-b\n    keys: [team-b-key]\n    quotas: {requests_per_minute: 2}\n")
-    stack = make_stack(API_KEYS="rate-key,other-key", RATE_LIMIT_PER_MINUTE="6", API_KEYS_FILE=str(tenants))
+    stack = make_stack(API_KEYS="rate-key,other-key", RATE_LIMIT_PER_MINUTE="6", API_KEYS_FILE=str(tenants),
+                       METRICS_TOKEN="scrape-token")  # fmt: skip
     second = free_port()
     stack.processes.api(stack.env, second)
     apis = [stack.url, f"http://127.0.0.1:{second}"]
@@ -191,6 +193,11 @@ def test_the_rate_limit_holds_across_api_processes(
     team_b = {"Authorization": "Bearer team-b-key"}
     statuses = [httpx.get(f"{apis[i % 2]}/jobs/unknown", headers=team_b, timeout=10).status_code for i in range(3)]
     assert statuses == [404, 404, 429]
+    # Each refusal counted, by the API that refused it, as its tenant's quota requests_per_minute.
+    scraped = [samples(api, {"Authorization": "Bearer scrape-token"}) for api in apis]
+    refused = {tenant: sum(value(each, "llm_api_quota_refusals_total", tenant=tenant, quota="requests_per_minute")
+                           for each in scraped) for tenant in ("default", "team-b")}  # fmt: skip
+    assert refused == {"default": 3, "team-b": 1}
 
 
 # Secrets.

@@ -645,4 +645,5 @@ async def running_parts(settings: Config | None = None, notify_jobs: bool = Fals
 def http_edge(settings: Config | None = None) -> Edge:
     """What every route class needs: the settings, a guard counting in a fake Redis, the metrics."""
     settings = settings or config()
-    return Edge(settings, Guard(settings, FakeRedis()), Metrics())  # type: ignore[arg-type]
+    metrics = Metrics()
+    return Edge(settings, Guard(settings, FakeRedis(), metrics), metrics)  # type: ignore[arg-type]

@@ -117,6 +117,30 @@ def test_the_probes_and_the_scaler_ask_for_paths_the_api_serves() -> None:
     assert given["METRICS_TOKEN"] == {"name": secret["name"], "key": secret["key"]}
 
 
+def test_prometheus_scrapes_the_api_with_its_token_and_loads_the_same_alerting_rules() -> None:
+    (rule,) = kind("PrometheusRule").values()
+    alerts = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
+    assert rule["spec"]["groups"] == alerts["groups"], "deploy/k8s/alerts.yaml is behind: make k8s-alerts"
+    (monitor,) = kind("ServiceMonitor").values()
+    # It selects the API's Service (and no other), on a port it has, for the path the API serves.
+    wanted = monitor["spec"]["selector"]["matchLabels"].items()
+    selected = [
+        name for name, service in kind("Service").items() if wanted <= service["metadata"].get("labels", {}).items()
+    ]
+    assert selected == ["llm-api"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {port["name"] for port in kind("Service")["llm-api"]["spec"]["ports"]}
+    app = create_app(Config(_env_file=None))  # type: ignore[call-arg]
+    assert endpoint["path"] in app.openapi()["paths"]
+    # /metrics answers METRICS_TOKEN: the ServiceMonitor sends the API's own.
+    api = container(kind("Deployment")["llm-api"])
+    given = {env["name"]: env.get("valueFrom", {}).get("secretKeyRef") for env in api.get("env", [])}
+    assert endpoint["authorization"] == {"type": "Bearer", "credentials": given["METRICS_TOKEN"]}
+    # The scrape's job is the Service's name: the job the rules ask for.
+    down = next(r for group in alerts["groups"] for r in group["rules"] if r.get("alert") == "LLMApiDown")
+    assert set(re.findall(r'job="([^"]+)"', down["expr"])) == set(selected)
+
+
 def test_the_cluster_overlay_points_the_gateway_at_every_node_and_the_sentinels() -> None:
     overlay = yaml.safe_load((K8S / "cluster" / "kustomization.yaml").read_text())
     assert overlay["resources"] == ["../"]

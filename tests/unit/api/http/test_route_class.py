@@ -35,7 +35,7 @@ class Item(BaseModel):
 
 def app_of(settings: Config) -> tuple[FastAPI, Metrics]:
     metrics = Metrics()
-    edge = Edge(settings, Guard(settings, FakeRedis()), metrics)  # type: ignore[arg-type]
+    edge = Edge(settings, Guard(settings, FakeRedis(), metrics), metrics)  # type: ignore[arg-type]
     router = APIRouter(route_class=GatewayRoute.at(edge))
 
     @router.post("/items")

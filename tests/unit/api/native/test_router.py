@@ -28,7 +28,8 @@ def routes(router: Any) -> dict[str, APIRoute]:
 
 def test_each_endpoint_takes_the_deployments_bodies_behind_the_route_class_it_is_given() -> None:
     settings = config(max_prompt_chars=10)
-    route_class = GatewayRoute.at(Edge(settings, Guard(settings, FakeRedis()), Metrics()))  # type: ignore[arg-type]
+    metrics = Metrics()
+    route_class = GatewayRoute.at(Edge(settings, Guard(settings, FakeRedis(), metrics), metrics))  # type: ignore[arg-type]
     models = request_models(settings)
     found = routes(spec_router(models, None, route_class))  # type: ignore[arg-type]
     assert set(found) == {"/generate", "/chat_completion"}

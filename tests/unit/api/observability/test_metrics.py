@@ -1,9 +1,11 @@
 """The API process's metrics (api/observability/metrics.py): each answer counted by model
-and tenant, and what a scrape read just before rendered beside the counters."""
+and tenant, and what a scrape read just before rendered beside the counters (the parts
+that answered the readiness checks, the dead letters among them)."""
 
 from __future__ import annotations
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from api.observability.metrics import Metrics
 
@@ -44,3 +46,49 @@ def test_a_scrape_shows_what_was_read_just_before_and_nothing_older() -> None:
     later = metrics.render({"other": 0}).decode()
     assert 'queue="q"' not in later and 'llm_api_jobs_waiting{queue="other"} 0.0' in later
     assert "llm_api_model_demand{" not in later
+
+
+def _parsed(text: bytes) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    found: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text.decode()):
+        found.setdefault(family.name, {})
+        for sample in family.samples:
+            found[family.name][tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+def test_each_readiness_check_is_a_part_up_or_down_and_a_models_part_names_the_model() -> None:
+    checks = {
+        "broker": {"ok": True, "detail": "connected"},
+        "result_store": {"ok": False, "detail": "does not answer (ConnectionError)"},
+        "model_server:small": {"ok": False, "detail": "no server of model small answers (of 2; each at /scaling)"},
+        "model_server:org/big:v2": {"ok": True, "detail": "answered 200"},
+        "workers:small": {"ok": True, "detail": "1 worker(s) on queue q.small"},
+    }
+    parts = _parsed(Metrics().render({}, parts=checks))["llm_api_part_up"]
+    assert parts == {
+        (("model", ""), ("part", "broker")): 1,
+        (("model", ""), ("part", "result_store")): 0,
+        (("model", "small"), ("part", "model_server")): 0,
+        # Only the first colon divides: a model's name may hold more.
+        (("model", "org/big:v2"), ("part", "model_server")): 1,
+        (("model", "small"), ("part", "workers")): 1,
+    }
+
+
+def test_the_parts_are_those_of_the_last_report_only() -> None:
+    metrics = Metrics()
+    metrics.render({}, parts={"broker": {"ok": True, "detail": "connected"}, "database": {"ok": True, "detail": ""}})
+    # Before the first round of checks (no report), no part is said to be up or down.
+    assert _parsed(metrics.render({}, parts={})).get("llm_api_part_up") == {}
+    again = _parsed(metrics.render({}, parts={"broker": {"ok": False, "detail": "does not answer"}}))
+    assert again["llm_api_part_up"] == {(("model", ""), ("part", "broker")): 0}
+
+
+def test_dead_letters_are_counted_by_queue_and_left_out_when_the_broker_did_not_answer() -> None:
+    metrics = Metrics()
+    assert _parsed(metrics.render({}, dead_letters={"llm-api-queue.dead": 7}))["llm_api_dead_letters"] == {
+        (("queue", "llm-api-queue.dead"),): 7
+    }
+    # No figure rather than a false one: a rule on its growth would read a jump from -1.
+    assert _parsed(metrics.render({"llm-api-queue": -1}, dead_letters={}))["llm_api_dead_letters"] == {}

@@ -38,7 +38,7 @@ def test_ready_answers_everyone_whether_and_operators_which_part(
     async def main() -> None:
         async with running_parts(config(api_keys_file=str(tenants))) as parts:
             checking = Readiness(parts.redis, parts.queue, load_registry(parts.config))  # type: ignore[arg-type]
-            guard = Guard(parts.config, parts.redis)  # type: ignore[arg-type]
+            guard = Guard(parts.config, parts.redis, parts.metrics)  # type: ignore[arg-type]
             found = {route.path: route.endpoint for route in probes_router(checking, guard).routes}  # type: ignore[attr-defined]
             assert await found["/health"]() == {"status": "ok"}
             anonymous = await found["/ready"]("")
@@ -56,13 +56,17 @@ def test_ready_answers_everyone_whether_and_operators_which_part(
     asyncio.run(main())
 
 
-def test_the_operators_endpoints_are_behind_the_operators_route_class() -> None:
+def test_the_operators_endpoints_are_behind_the_operators_route_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    real, answering = httpx.AsyncClient, httpx.MockTransport(lambda request: httpx.Response(200))
+    monkeypatch.setattr(readiness_module.httpx, "AsyncClient", lambda **o: real(transport=answering, **o))
+
     async def main() -> None:
         async with running_parts() as parts:
             parts.broker.depths[parts.config.queue_name] = 2
             scaling = Scaling(parts.config, load_registry(parts.config), parts.queue, parts.fair, parts.redis)  # type: ignore[arg-type]
+            checking = Readiness(parts.redis, parts.queue, load_registry(parts.config))  # type: ignore[arg-type]
             scrape = Scrape(parts.config, parts.metrics, parts.queue, [parts.config.queue_name], parts.redis,  # type: ignore[arg-type]
-                            scaling, dict)  # fmt: skip
+                            scaling, dict, checking)  # fmt: skip
             route_class = GatewayRoute.at(http_edge(parts.config), Access.OPERATOR)
             router = operators_router(scrape, scaling, route_class)
             assert all(isinstance(route, route_class) for route in router.routes)
@@ -70,6 +74,7 @@ def test_the_operators_endpoints_are_behind_the_operators_route_class() -> None:
             signals = await found["/scaling"]()
             assert signals["object"] == "scaling" and signals["models"]["default"]["waiting"] == 2
             assert b"llm_api_jobs_waiting" in (await found["/metrics"]()).body
+            await checking.close()
 
     asyncio.run(main())
 

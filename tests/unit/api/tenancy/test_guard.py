@@ -11,6 +11,7 @@ import pytest
 
 from api.errors import Forbidden, ResultStoreUnavailable, TooManyRequests, Unauthorized
 from api.http.statuses import refusal
+from api.observability.metrics import Metrics
 from api.tenancy.guard import Guard
 from shared.config import Config
 from shared.tenants import EVERYONE
@@ -24,16 +25,16 @@ TENANTS = """tenants:
 """
 
 
-def keyed(tmp_path: Path, **settings: object) -> tuple[Guard, FakeRedis]:
+def keyed(tmp_path: Path, metrics: Metrics | None = None, **settings: object) -> tuple[Guard, FakeRedis]:
     path = tmp_path / "tenants.yaml"
     path.write_text(TENANTS)
     redis = FakeRedis()
-    return Guard(config(api_keys_file=str(path), **settings), redis), redis  # type: ignore[arg-type]
+    return Guard(config(api_keys_file=str(path), **settings), redis, metrics or Metrics()), redis  # type: ignore[arg-type]
 
 
 def test_without_keys_the_api_says_it_is_open(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        Guard(Config(_env_file=None), FakeRedis())  # type: ignore[call-arg, arg-type]
+        Guard(Config(_env_file=None), FakeRedis(), Metrics())  # type: ignore[call-arg, arg-type]
     assert "no API keys configured" in caplog.text
 
 
@@ -54,7 +55,8 @@ def test_a_key_names_its_tenant_and_a_missing_or_wrong_key_is_refused(
 
 
 def test_a_tenants_requests_past_its_rate_are_refused_saying_when_to_try_again(tmp_path: Path) -> None:
-    guard, redis = keyed(tmp_path)
+    metrics = Metrics()
+    guard, redis = keyed(tmp_path, metrics)
 
     async def three() -> None:
         for _ in range(2):
@@ -65,6 +67,9 @@ def test_a_tenants_requests_past_its_rate_are_refused_saying_when_to_try_again(t
         asyncio.run(three())
     assert 1 <= refused.value.retry_after <= 61  # type: ignore[operator]
     assert "quota requests_per_minute" in refused.value.message
+    # Counted among the tenant's quota refusals, as it is worded.
+    counted = {"tenant": "alpha", "quota": "requests_per_minute"}
+    assert metrics.registry.get_sample_value("llm_api_quota_refusals_total", counted) == 1
     # Counted per tenant, whatever the address; a tenant without a rate is not counted.
     assert all(":tenant:alpha:" in key for key in redis.strings)
     asyncio.run(guard.admit("Bearer ops-key", "10.0.0.1"))
@@ -73,7 +78,7 @@ def test_a_tenants_requests_past_its_rate_are_refused_saying_when_to_try_again(t
 
 def test_without_keys_the_rate_is_counted_per_client_address() -> None:
     redis = FakeRedis()
-    guard = Guard(config(rate_limit_per_minute=1), redis)  # type: ignore[arg-type]
+    guard = Guard(config(rate_limit_per_minute=1), redis, Metrics())  # type: ignore[arg-type]
     asyncio.run(guard.admit("", "10.0.0.1"))
     asyncio.run(guard.admit("", "10.0.0.2"))
     with pytest.raises(TooManyRequests, match="RATE_LIMIT_PER_MINUTE"):
@@ -98,8 +103,8 @@ def test_the_operators_endpoints_answer_admin_keys_and_the_metrics_token(tmp_pat
 
 
 def test_without_keys_the_operators_endpoints_need_the_metrics_token_only_when_set() -> None:
-    asyncio.run(Guard(config(), FakeRedis()).operator(""))  # type: ignore[arg-type]
-    guarded = Guard(config(metrics_token="t0k"), FakeRedis())  # type: ignore[arg-type]
+    asyncio.run(Guard(config(), FakeRedis(), Metrics()).operator(""))  # type: ignore[arg-type]
+    guarded = Guard(config(metrics_token="t0k"), FakeRedis(), Metrics())  # type: ignore[arg-type]
     with pytest.raises(Unauthorized, match="METRICS_TOKEN"):
         asyncio.run(guarded.operator("Bearer wrong"))
     asyncio.run(guarded.operator("Bearer t0k"))
@@ -111,5 +116,5 @@ def test_a_tenant_sees_its_own_files_and_an_admin_or_an_open_api_every_ones(tmp_
     assert alpha.name == "tenant:alpha" and alpha.sees("tenant:alpha") and not alpha.sees("tenant:ops")
     assert any(owned.startswith("key:") for owned in alpha.also)  # what its key owned before tenants
     assert guard.owner(guard.tenants.named["ops"]).every
-    open_guard = Guard(config(), FakeRedis())  # type: ignore[arg-type]
+    open_guard = Guard(config(), FakeRedis(), Metrics())  # type: ignore[arg-type]
     assert open_guard.owner(open_guard.tenants.named["default"]) is EVERYONE

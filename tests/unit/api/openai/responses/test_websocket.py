@@ -19,7 +19,6 @@ from fastapi import FastAPI
 
 from api.http.route_class import Edge
 from api.limits import request_models
-from api.observability.metrics import Metrics
 from api.openai.responses.websocket import ResponsesWebSocket, websocket_router
 from api.tenancy.guard import Guard
 from shared.config import Config
@@ -106,7 +105,7 @@ async def served(root: Path, **settings: Any) -> AsyncIterator[tuple[FastAPI, Pa
     keys = root / "tenants.yaml"
     keys.write_text(TENANTS)
     async with running_parts(config(api_keys_file=str(keys), wait_timeout=5, **settings)) as parts:
-        edge = Edge(parts.config, Guard(parts.config, parts.redis), Metrics())  # type: ignore[arg-type]
+        edge = Edge(parts.config, Guard(parts.config, parts.redis, parts.metrics), parts.metrics)  # type: ignore[arg-type]
         socket = ResponsesWebSocket(edge, request_models(parts.config).responses, responses_of(parts, root / "store"),
                                     parts.runner)  # fmt: skip
         app = FastAPI()
