@@ -45,8 +45,8 @@ def complete(self: WorkerTask, job: dict[str, Any]) -> dict[str, Any]:
 
 
 # No task events (Flower's view of a job): an embedding job is a share of one model call,
-# and its three events (received, started, succeeded) cost a fifth of the worker's CPU
-# per job (docs/embeddings.md).
+# and its three events (received, started, succeeded) cost 12 to 16 % of the worker's
+# CPU per job (docs/embeddings.md).
 @celery_app.task(name=TaskName.EMBED.value, bind=True, send_events=False)
 def embed(self: WorkerTask, job: dict[str, Any]) -> dict[str, Any]:
     """Embed ``job["embed"]["input"]`` (the model server's /v1/embeddings), in one call
