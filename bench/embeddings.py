@@ -14,6 +14,8 @@ time. 20,000 one-sentence inputs are sent as single-input requests at concurrenc
   (the default): the worker joins the jobs arriving together into one call;
 - **gateway, one call a job**: the same with EMBED_COALESCE_WAIT_MS=0.
 
+Each row gives the CPU each process spent per job (/proc: the model server, and the
+gateway's API, worker, RabbitMQ and Redis), what bounds the gateway on a small machine.
 Then the latency a single client sees (concurrency 1, 300 requests) with coalescing on
 and off: what the wait costs a job alone. Writes bench/results/embeddings-<time>.json
 and .md.
@@ -34,7 +36,7 @@ from typing import Any
 import httpx
 
 from bench import loadgen
-from bench.run import BIN, RESULTS
+from bench.run import BIN, RESULTS, cpu_seconds, service_pid
 from testing.fake_model_server import free_port
 from testing.processes import Processes, config_from_env, remove_traces, wait_for_http
 
@@ -54,6 +56,7 @@ class Sizes:
 
 
 def gateway(processes: Processes, model: str, wait_ms: str) -> tuple[str, list[Any], dict[str, str]]:
+    """The gateway's URL, its processes (worker, API) and their environment."""
     run = uuid.uuid4().hex[:8]
     env = {
         "ENV_FILE": "", "QUEUE_NAME": f"bench-{run}", "REDIS_PREFIX": f"bench-{run}",
@@ -70,7 +73,7 @@ def stats(model: str) -> dict[str, int]:
     return httpx.delete(f"{model}/stats", timeout=10).json()
 
 
-def row(name: str, outcome: loadgen.Outcome, calls: dict[str, int]) -> dict[str, Any]:
+def row(name: str, outcome: loadgen.Outcome, calls: dict[str, int], cpu: dict[str, float]) -> dict[str, Any]:
     ok = sorted(latency for latency, status in zip(outcome.latencies, outcome.statuses, strict=True) if status == 200)
     return {
         "system": name,
@@ -81,13 +84,20 @@ def row(name: str, outcome: loadgen.Outcome, calls: dict[str, int]) -> dict[str,
         "p99_ms": round(ok[int(len(ok) * 0.99) - 1] * 1000, 2) if ok else None,
         "calls": calls["embedding_calls"],
         "inputs_per_call": round(calls["embedded_inputs"] / max(1, calls["embedding_calls"]), 1),
+        "cpu_ms_per_job": {name: round(seconds * 1000 / max(1, len(ok)), 3) for name, seconds in cpu.items()},
     }
 
 
-def measure(url: str, model: str, sizes: Sizes, clients: int, requests: int) -> tuple[loadgen.Outcome, dict]:
+def measure(
+    url: str, model: str, clients: int, requests: int, pids: dict[str, int] | None = None
+) -> tuple[loadgen.Outcome, dict, dict[str, float]]:
+    """The outcome of `requests` at concurrency `clients`, the model server's calls, and
+    the CPU seconds each process of `pids` spent meanwhile."""
     stats(model)
+    before = {name: cpu_seconds(pid) for name, pid in (pids or {}).items()}
     outcome = asyncio.run(loadgen.closed_loop(url, BODY, clients, requests))
-    return outcome, stats(model)
+    cpu = {name: cpu_seconds(pid) - before[name] for name, pid in (pids or {}).items()}
+    return outcome, stats(model), cpu
 
 
 def main() -> None:
@@ -107,20 +117,26 @@ def main() -> None:
     model = f"http://127.0.0.1:{port}"
     args_ = [str(BIN / "python"), "-m", "testing.fake_model_server", "--port", str(port),
              "--embed-fixed", str(fixed), "--embed-per-input", str(per_input)]  # fmt: skip
-    wait_for_http(processes.spawn("model", args_, {}), f"{model}/v1/models")
+    server = processes.spawn("model", args_, {})
+    wait_for_http(server, f"{model}/v1/models")
+    pids = {"model": server.popen.pid}
     rows, alone = [], {}
     try:
-        outcome, calls = measure(f"{model}/v1/embeddings", model, sizes, sizes.clients, sizes.requests)
-        rows.append(row("direct, one input a call", outcome, calls))
+        outcome, calls, cpu = measure(f"{model}/v1/embeddings", model, sizes.clients, sizes.requests, pids)
+        rows.append(row("direct, one input a call", outcome, calls, cpu))
         print(f"bench.embeddings: {json.dumps(rows[-1])}", flush=True)
         for name, wait_ms in (("gateway, coalesced (1 ms)", "1"), ("gateway, one call a job", "0")):
             url, started, env = gateway(processes, model, wait_ms)
+            worker, api = (process.popen.pid for process in started)
+            services = {"rabbitmq": service_pid("beam.smp"), "redis": service_pid("redis-server")}
             try:
-                measure(url, model, sizes, sizes.clients, 500)  # warm: connections, pools
-                outcome, calls = measure(url, model, sizes, sizes.clients, sizes.requests)
-                rows.append(row(name, outcome, calls))
+                measure(url, model, sizes.clients, 500)  # warm: connections, pools
+                outcome, calls, cpu = measure(
+                    url, model, sizes.clients, sizes.requests, {**pids, "api": api, "worker": worker, **services}
+                )
+                rows.append(row(name, outcome, calls, cpu))
                 print(f"bench.embeddings: {json.dumps(rows[-1])}", flush=True)
-                single, _ = measure(url, model, sizes, 1, sizes.alone)
+                single, _, _ = measure(url, model, 1, sizes.alone)
                 alone[wait_ms] = round(statistics.median(single.latencies) * 1000, 2)
             finally:
                 for process in started:
@@ -139,11 +155,11 @@ def main() -> None:
               "per_input": per_input}, "rows": rows, "summary": summary}  # fmt: skip
     (RESULTS / f"embeddings-{stamp}.json").write_text(json.dumps(report, indent=2))
     lines = [
-        "| system | jobs/s | p50 ms | p99 ms | failed | model-server calls | inputs a call |",
-        "|---|---|---|---|---|---|---|",
+        "| system | jobs/s | p50 ms | p99 ms | failed | model-server calls | inputs a call | CPU ms a job |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += [f"| {r['system']} | {r['throughput']} | {r['p50_ms']} | {r['p99_ms']} | {r['failed']} | {r['calls']} |"
-              f" {r['inputs_per_call']} |" for r in rows]  # fmt: skip
+              f" {r['inputs_per_call']} | {cpu_cell(r['cpu_ms_per_job'])} |" for r in rows]  # fmt: skip
     lines.append("")
     lines.append(f"Coalesced: {summary['coalesced_vs_direct']} x direct; one call a job:"
                  f" {summary['one_call_a_job_vs_direct']} x. At concurrency 1, p50 {alone.get('1')} ms coalesced,"
@@ -151,6 +167,11 @@ def main() -> None:
     text = "\n".join(lines)
     (RESULTS / f"embeddings-{stamp}.md").write_text(text + "\n")
     print(text)
+
+
+def cpu_cell(cpu: dict[str, float]) -> str:
+    """The CPU a job cost, in all and by process."""
+    return f"{sum(cpu.values()):.2f} (" + ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items()) + ")"
 
 
 if __name__ == "__main__":

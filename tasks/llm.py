@@ -44,7 +44,10 @@ def complete(self: WorkerTask, job: dict[str, Any]) -> dict[str, Any]:
     return _complete(self, TaskName.COMPLETE, job)
 
 
-@celery_app.task(name=TaskName.EMBED.value, bind=True)
+# No task events (Flower's view of a job): an embedding job is a share of one model call,
+# and its three events (received, started, succeeded) cost 12 to 16 % of the worker's
+# CPU per job (docs/embeddings.md).
+@celery_app.task(name=TaskName.EMBED.value, bind=True, send_events=False)
 def embed(self: WorkerTask, job: dict[str, Any]) -> dict[str, Any]:
     """Embed ``job["embed"]["input"]`` (the model server's /v1/embeddings), in one call
     with other jobs' inputs where they arrive together (tasks/model/coalesce.py)."""
@@ -244,6 +247,8 @@ def _timing(job: Job, started: float) -> dict[str, float]:
 
 def _report_cancelled(task: WorkerTask, when: str) -> NoReturn:
     log.info("job %s cancelled %s", task.request.id, when)
+    if not task.send_events:  # a task Flower is not told of (llm.embed)
+        raise Ignore
     try:
         # For Flower only: a broker that is down must not turn a cancellation into a failure.
         task.send_event("task-revoked", terminated=not when.startswith("before it started"), signum=None, expired=False)

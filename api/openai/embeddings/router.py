@@ -1,8 +1,7 @@
 """``POST /v1/embeddings``: run as an ``llm.embed`` job."""
 
-from typing import Any
-
 from fastapi import APIRouter
+from fastapi.responses import JSONResponse
 
 from api.deps import TenantDep, TimingDep
 from api.limits import RequestModels
@@ -22,9 +21,11 @@ def embeddings_router(models: RequestModels, embedder: Embeddings, route_class: 
         tenant: TenantDep,
         timing: TimingDep,
         idempotency_key: IdempotencyKey = None,
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         """OpenAI's embeddings, run as an ``llm.embed`` job; jobs of a model arriving
         together share one model-server call (docs/embeddings.md)."""
-        return await embedder.embed(tenant, idempotency_key or new_job_id(), body, timing)
+        # Rendered as it is: FastAPI would first copy the answer, float by float, into
+        # the same plain JSON values (jsonable_encoder), more than the rendering costs.
+        return JSONResponse(await embedder.embed(tenant, idempotency_key or new_job_id(), body, timing))
 
     return router
