@@ -71,8 +71,8 @@ def get_router(config: Config) -> APIRouter:
     spec = SpecJobs(config, parts.routing, parts.runner)
     jobs = OpenAIJobs(config, parts.routing, parts.runner)
     records = ResponseStore(config, parts.redis, parts.kept)
-    conversations = Conversations(parts.conversations)
     seal = CompactionSeal(config)
+    conversations = Conversations(parts.conversations, seal)
     responses = Responses(
         config, parts.routing, parts.runner, parts.store, records, parts.registry, parts.guard.tenants, parts.events,
         parts.counter, seal, conversations,

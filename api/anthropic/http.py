@@ -57,7 +57,15 @@ class AnthropicRoute(GatewayRoute):
 
     def presented_key(self, request: Request) -> str:
         key = request.headers.get("x-api-key", "").strip()
-        return f"Bearer {key}" if key else request.headers.get("authorization", "")
+        authorization = request.headers.get("authorization", "")
+        if not key:
+            return authorization
+        scheme, _, bearer = authorization.partition(" ")
+        if scheme.lower() == "bearer" and bearer.strip() != key:
+            # Two keys that disagree: neither is taken on trust (a proxy that checked
+            # one must not let the other through).
+            raise Unauthorized("x-api-key and Authorization: Bearer hold different keys: send one key")
+        return f"Bearer {key}"
 
     def answer_error(self, request: Request, refused: Refusal, exc: Refused) -> Response:
         status = anthropic_status(refused, exc)

@@ -184,6 +184,17 @@ def test_a_message_stream_is_its_tenants_alone_under_any_key_and_the_counts_need
             answer = httpx.post(f"{url}{path}", json=body, headers=headers, timeout=30)
             assert answer.status_code == 401 and answer.json()["error"]["type"] == "authentication_error"
     assert len(fake.completions) == 2 and fake.tokenized == []
+    # Two keys that disagree (x-api-key and Authorization): neither is taken, whichever is valid.
+    for path in ("", "/count_tokens"):
+        body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+        for other in ("beta-key", "wrong"):
+            for headers in ({"x-api-key": "alpha-key", **auth(other)}, {"x-api-key": other, **auth("alpha-key")}):
+                answer = httpx.post(f"{url}{path}", json=body, headers=headers, timeout=30)
+                assert answer.status_code == 401 and answer.json()["error"]["type"] == "authentication_error"
+        # The same key in both (a client given it twice) is that key.
+        same = httpx.post(f"{url}{path}", json=body, headers={"x-api-key": "alpha-key", **auth("alpha-key")})
+        assert same.status_code == 200, same.text
+    assert len(fake.completions) == 3 and len(fake.tokenized) >= 1
 
 
 def queue_type(name: str, broker_env: dict[str, str]) -> dict[str, str]:

@@ -13,6 +13,7 @@ from typing import Any
 from api.errors import ConversationNotFound
 from api.openai.conversations.types import ConversationCreate, ItemsCreate
 from api.openai.file_calls import in_file_store
+from api.openai.responses.sealing import CompactionSeal
 from api.openai.responses.translate import input_items
 from api.openai.responses.types import InputItem
 from shared.storage.conversation_files import ConversationFiles, item_id_of, new_conversation_id, new_item_id
@@ -29,11 +30,16 @@ def public(found: dict[str, Any]) -> dict[str, Any]:
     return {name: found[name] for name in PUBLIC}
 
 
-def new_items(given: list[InputItem], field: str) -> list[dict[str, Any]]:
+def new_items(given: list[InputItem], field: str, seal: CompactionSeal, tenant: str) -> list[dict[str, Any]]:
     """Items a client adds, as the conversation keeps them: each checked as a response's
-    input item is (InvalidInput naming `field`), with an id of its own and its status."""
+    input item is (InvalidInput naming `field`), with an id of its own and its status. A
+    compaction item must be one this gateway sealed for `tenant`, as in a response's input:
+    kept otherwise, it would make every later response of the conversation a refusal."""
     raw = [item.model_dump(by_alias=True) for item in given]
     items = input_items(raw, "resp_", field)
+    for n, item in enumerate(items):
+        if item["type"] == "compaction":
+            seal.open(tenant, item["encrypted_content"], f"{field}[{n}]")
     return [{**item, "id": new_item_id(item["type"]), "status": item.get("status") or "completed"} for item in items]
 
 
@@ -50,11 +56,12 @@ def page(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
 class Conversations:
     """Conversations and their items, of the request's tenant (`tenant`: its name)."""
 
-    def __init__(self, files: ConversationFiles) -> None:
+    def __init__(self, files: ConversationFiles, seal: CompactionSeal) -> None:
         self._files = files
+        self._seal = seal
 
     async def create(self, tenant: str, body: ConversationCreate) -> dict[str, Any]:
-        items = new_items(body.items or [], "items")
+        items = new_items(body.items or [], "items", self._seal, tenant)
         conversation = {
             "id": new_conversation_id(),
             "object": "conversation",
@@ -103,7 +110,7 @@ class Conversations:
 
     async def add_items(self, tenant: str, conversation_id: str, body: ItemsCreate) -> dict[str, Any]:
         """Add items after every item it holds: the items added."""
-        items = new_items(body.items, "items")
+        items = new_items(body.items, "items", self._seal, tenant)
         await self._found(tenant, conversation_id)
         if not await in_file_store(self._files.add, tenant, conversation_id, items):
             raise not_found(conversation_id)  # deleted meanwhile

@@ -264,7 +264,9 @@ class ResponsesWebSocket:
     ) -> int:
         """The response's events, sent as they come; its conversation kept once it ends."""
         prior = body.previous_response_id
-        history = kept.of(prior) if prior else []  # None: a stored response's, from Redis
+        # None: read as over HTTP (a stored response's from Redis, a conversation's items,
+        # the tenant's own: another's is a missing one).
+        history = kept.of(prior) if prior else None
         record, route, events = await self._responses.opened(tenant, body, history)
         timing.ran(route)
         stream_id = event.get("stream_id")

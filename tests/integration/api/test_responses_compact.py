@@ -114,6 +114,23 @@ def test_another_tenant_can_use_neither_the_item_nor_the_response_and_no_key_is_
     assert {a.status_code for a in answers} == {422}
     assert len({a.json()["error"]["message"] for a in answers}) == 1
     assert answers[0].json()["error"]["message"].startswith("input[0].encrypted_content: not a compaction item")
+    # Nor is it kept in a conversation of its (where it would be refused at every later turn).
+    product = sdk(stack, "key-product")
+    own = product.conversations.create(items=[{"role": "user", "content": "mine"}])
+    for given in (item, tampered):
+        for path in ("/v1/conversations", f"/v1/conversations/{own.id}/items"):
+            kept = post(stack, "key-product", {"items": [{"role": "user", "content": "a"}, given]}, path)
+            assert kept.status_code == 422, kept.text
+            assert kept.json()["error"]["message"].startswith("items[1].encrypted_content: not a compaction item")
+    assert len(list((Path(stack.env["FILE_STORE_URL"]) / "conversations" / "product").iterdir())) == 1
+    assert [i.type for i in product.conversations.items.list(own.id).data] == ["message"]
+    # Its own tenant keeps it in a conversation, and goes on from there.
+    research = sdk(stack, "key-research")
+    theirs_conversation = research.conversations.create(items=[item])
+    went_on = research.responses.create(model="fake-model", conversation=theirs_conversation.id, input="go on")
+    assert went_on.status == "completed"
+    assert fake.completions[-1]["messages"][0]["content"] == SUMMARY_PROMPT
+    asked = len(fake.completions)
     # Another tenant's response is one it does not have.
     missing = "resp_" + "0" * 32
     theirs, unknown = (

@@ -174,6 +174,32 @@ def test_the_upgrade_needs_a_key_and_another_tenants_response_is_a_missing_one(
     assert [m["content"] for m in fake.completions[-1]["messages"]] == ["kept", "echo: kept", "more"]
 
 
+def test_a_conversation_is_read_and_kept_as_over_http_and_another_tenants_is_a_missing_one(
+    make_stack: StackFactory, tmp_path: Path, broker_env: dict[str, str], fake: FakeModelServer
+) -> None:
+    stack = tenant_stack(make_stack, tmp_path, broker_env)
+    research = sdk(stack, "key-research")
+    conversation = research.conversations.create(items=[{"role": "user", "content": "My name is Ada."}])
+    with ws(stack, "key-research") as connection:
+        events = turn(connection, {"model": "fake-model", "conversation": conversation.id, "input": "Who am I?"})
+    assert events[-1]["type"] == "response.completed"
+    assert events[-1]["response"]["conversation"] == {"id": conversation.id}
+    # Its items were sent before the input, and the turn was added to it.
+    assert [m["content"] for m in fake.completions[-1]["messages"]] == ["My name is Ada.", "Who am I?"]
+    items = research.conversations.items.list(conversation.id, order="asc").data
+    assert [item.content[0].text for item in items] == ["My name is Ada.", "Who am I?", "echo: Who am I?"]
+    # Another tenant naming it is answered as naming one that does not exist; nothing runs.
+    missing = "conv_" + "0" * 48
+    asked = len(fake.completions)
+    with ws(stack, "key-product") as connection:
+        answers = [turn(connection, {"model": "fake-model", "conversation": given, "input": "x"})
+                   for given in (conversation.id, missing)]  # fmt: skip
+    theirs, unknown = (json.dumps(a).replace(conversation.id, "ID").replace(missing, "ID") for a in answers)
+    assert theirs == unknown and answers[0][0]["type"] == "error" and answers[0][0]["status"] == 404
+    assert len(fake.completions) == asked
+    assert len(research.conversations.items.list(conversation.id).data) == 3
+
+
 def test_each_response_create_is_a_request_under_the_tenants_quota(
     make_stack: StackFactory, tmp_path: Path, broker_env: dict[str, str], fake: FakeModelServer
 ) -> None:
