@@ -13,6 +13,8 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.admin.router import admin_router
+from api.admin.serving import ControlPlane
 from api.http.route_class import Access, Edge, GatewayRoute
 from api.http.unread_body import CloseAfterUnreadBody
 from api.native.jobs_router import jobs_router
@@ -42,7 +44,8 @@ from shared.telemetry.logs import use_json
 
 def get_router(config: Config) -> APIRouter:
     """Every endpoint of the gateway, for `config`: the spec's, OpenAI's, jobs, files,
-    batches, usage, models and operations, each router given the parts it uses. It
+    batches, usage, models, operations and the organization's (projects and keys), each
+    router given the parts it uses. It
     brings its own lifespan (connections to the broker and Redis), which FastAPI runs
     when the router is included in an app (the spec's usage snippet)."""
     parts = Services.build(config)
@@ -78,6 +81,10 @@ def get_router(config: Config) -> APIRouter:
         models_router(parts.registry, native),
         usage_router(config, parts.guard.tenants, parts.redis, native),
         operators_router(parts.scrape, parts.scaling, GatewayRoute.at(edge, Access.OPERATOR)),
+        admin_router(
+            ControlPlane(config, parts.control, parts.control_sync, parts.guard.tenants),
+            OpenAIRoute.at(edge, Access.ADMIN),
+        ),
     ]
     for router in routers:
         outer.include_router(router, responses=ERROR_RESPONSES)

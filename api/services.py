@@ -30,10 +30,13 @@ from api.openai.batches.store import Batches
 from api.openai.files.store import Files
 from api.openai.responses.input_tokens import TokenCounter
 from api.stopping import stop
+from api.tenancy.control_sync import ControlSync
 from api.tenancy.fair_share import FairShare
 from api.tenancy.guard import Guard
 from api.tenancy.quotas import Quotas
 from shared.config import Config
+from shared.control.database import engine_for
+from shared.control.store import ControlStore
 from shared.registry import Registry, load_registry
 from shared.storage import redis_clients
 from shared.storage.file_store import FileStore
@@ -67,6 +70,8 @@ class Services:
     readiness: Readiness  # what /ready answers, checked in the background
     quotas: Quotas  # tenants' quotas (its streams' places renewed while they are read)
     counter: TokenCounter  # counts of tokens, asked of the model servers
+    control: ControlStore  # the control plane's database: projects, keys, audit log
+    control_sync: ControlSync  # the guard's projects and keys, kept as the database has them
 
     @classmethod
     def build(cls, config: Config) -> Services:
@@ -77,6 +82,8 @@ class Services:
         redis = redis_clients.api_client(config)
         stream_reader = redis_clients.stream_reader_client(config)
         guard = Guard(config, redis)
+        control = ControlStore(engine_for(config.control_database, config.redis_connect_timeout))
+        control_sync = ControlSync(config, control, guard, redis)
         for tenant in guard.tenants.named.values():  # each tenant's refusals, from 0
             if Quotas.applies(tenant):
                 for quota in ("tokens_per_minute", "tokens_per_day", "jobs_in_flight", "streams_in_flight"):
@@ -110,12 +117,14 @@ class Services:
         return cls(
             config, registry, metrics, redis, stream_reader, queue, store, waiter, routing, runner, lost, guard,
             models, files, batches, keeper, events, fair, scaling, scrape, readiness, quotas, TokenCounter(config),
+            control, control_sync,
         )  # fmt: skip
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Services]:
         """Connect at start-up (the broker's first connection made now, not by the first
-        request), disconnect at shut-down."""
+        request; the control plane's database migrated and read), disconnect at shut-down."""
+        await self.control_sync.start()
         await self.waiter.start()
         await asyncio.get_running_loop().run_in_executor(None, self.queue.warm_up)
         tasks = [
@@ -123,6 +132,7 @@ class Services:
             asyncio.create_task(self.keeper.run_forever(), name="batch keeper"),
             asyncio.create_task(self.fair.run(self.queue.celery), name="fair share"),
             asyncio.create_task(self.quotas.keep_streams(), name="streams' places"),
+            asyncio.create_task(self.control_sync.run(), name="control plane"),
         ]
         try:
             yield self
@@ -134,4 +144,5 @@ class Services:
             await self.stream_reader.aclose()
             await self.redis.aclose(close_connection_pool=True)
             self.queue.close()
+            self.control.engine.dispose()
             tracing.shutdown()

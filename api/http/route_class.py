@@ -68,6 +68,7 @@ class Access(enum.Enum):
 
     TENANT = "tenant"  # a tenant's key (anyone, when no keys are configured)
     OPERATOR = "operator"  # an admin key, or METRICS_TOKEN
+    ADMIN = "admin"  # an admin API key (/v1/organization/*: the control plane)
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,9 @@ class GatewayRoute(APIRoute):
                         current_job.set(asker)  # so does every line logged about the request
                     elif allowed is Access.OPERATOR:
                         await guard.operator(authorization)
+                    elif allowed is Access.ADMIN:
+                        request.state.admin = await guard.admin(authorization)
+                        asker = {"admin_key": request.state.admin.key_id}  # the access line names it
                     drain = DRAIN_BYTES
                     # The same request with a body that cannot grow past the limit: the
                     # handler reads it through this receive (Starlette's public constructor).
