@@ -35,13 +35,11 @@ SQLITE_BUSY_SECONDS = 30.0
 
 def engine_for(url: str, connect_timeout: float = 5.0) -> Engine:
     """The engine of the database at `url` (``sqlite:///path``, ``postgresql+psycopg://…``;
-    ``postgresql://`` is taken as psycopg 3's). A SQLite file's folder is made if missing."""
+    ``postgresql://`` is taken as psycopg 3's); nothing is connected to yet."""
     parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_SECONDS})
         _serialize_sqlite(engine)
         return engine
@@ -68,7 +66,11 @@ def _serialize_sqlite(engine: Engine) -> None:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the database's schema to the migrations' head, under the lock (see above)."""
+    """Bring the database's schema to the migrations' head, under the lock (see above); a
+    SQLite file's folder is made first if missing."""
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
