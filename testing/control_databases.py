@@ -4,9 +4,11 @@ starts it), dropped when the tests are done."""
 
 from __future__ import annotations
 
+import multiprocessing
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -16,9 +18,11 @@ POSTGRES_USER = "postgres"
 
 
 def postgres_url(schema: str, address: tuple[str, int] = POSTGRES) -> str:
-    """The URL of `schema` of the test database at `address` (its tables made there)."""
+    """The URL of `schema` of the test database at `address` (its tables made there); a
+    statement that waits for a lock more than 20 s fails, rather than a test hanging."""
     host, port = address
-    return f"postgresql://{POSTGRES_USER}@{host}:{port}/{POSTGRES_DATABASE}?options=-csearch_path%3D{schema}"
+    options = f"-csearch_path%3D{schema}%20-clock_timeout%3D20s"
+    return f"postgresql://{POSTGRES_USER}@{host}:{port}/{POSTGRES_DATABASE}?options={options}"
 
 
 def _admin() -> psycopg.Connection:
@@ -52,3 +56,35 @@ class ControlDatabases:
             for name in self.schemas:
                 connection.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
         self.schemas.clear()
+
+
+def _migrate_one(url: str, start: Any, failures: Any) -> None:
+    from shared.control.database import engine_for, migrate  # in the child process
+
+    engine = engine_for(url)
+    try:
+        start.wait(60)
+        migrate(engine)
+    except BaseException as exc:  # noqa: BLE001 - the parent reports it
+        failures.put(repr(exc))
+    finally:
+        engine.dispose()
+
+
+def migrate_at_once(url: str, processes: int = 4) -> list[str]:
+    """Migrate the database at `url` from `processes` processes at the same moment, as API
+    processes starting together do; what each that failed raised (none: all went well)."""
+    context = multiprocessing.get_context("spawn")
+    start, failures = context.Barrier(processes), context.Queue()
+    started = [context.Process(target=_migrate_one, args=(url, start, failures)) for _ in range(processes)]
+    for process in started:
+        process.start()
+    for process in started:
+        process.join(120)
+        if process.is_alive():
+            process.kill()
+            failures.put("a process's migrations waited on another's for 120 s")
+    found = []
+    while not failures.empty():
+        found.append(failures.get())
+    return found
