@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 RESUBSCRIBE_SECONDS = 1.0
 # Seconds a notice is waited for at once: the listener sees its connection close within it.
 LISTEN_SECONDS = 1.0
+# The longest an admin's answer waits for its change's notice to be published: with
+# Redis away, the other processes read the change at their next poll instead.
+PUBLISH_SECONDS = 1.0
 
 
 class ControlSync:
@@ -89,10 +92,11 @@ class ControlSync:
             log.warning("could not read the control plane after a change: %s", exc)
             version = self.version + 1
         try:
-            await self._redis.publish(self._config.keys.control_changed, str(version))
-        except (RedisError, OSError) as exc:
+            async with asyncio.timeout(PUBLISH_SECONDS):
+                await self._redis.publish(self._config.keys.control_changed, str(version))
+        except (TimeoutError, RedisError, OSError) as exc:
             log.warning(
-                "could not announce a control plane change (Redis: %s); other API processes see it within"
+                "could not announce a control plane change (Redis: %r); other API processes see it within"
                 " CONTROL_POLL_SECONDS (%gs)", exc, self._config.control_poll_seconds,
             )  # fmt: skip
 

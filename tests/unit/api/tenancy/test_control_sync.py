@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from api.tenancy.control_sync import ControlSync
 from api.tenancy.guard import Guard
@@ -40,7 +42,7 @@ def test_changes_are_read_at_the_next_poll_and_what_is_held_outlives_the_databas
 ) -> None:
     caplog.set_level(logging.INFO, logger="api.tenancy.control_sync")
     database = tmp_path / "control.db"
-    nowhere = aioredis.Redis(port=free_port())  # no Redis: no notice ever comes
+    nowhere = aioredis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))  # no Redis: no notice ever comes
     config = Config(_env_file=None, control_database_url=f"sqlite:///{database}", control_poll_seconds=0.05)  # type: ignore[call-arg]
 
     async def main() -> None:
@@ -86,7 +88,7 @@ def test_changes_are_read_at_the_next_poll_and_what_is_held_outlives_the_databas
 def test_an_api_process_does_not_start_without_its_database(tmp_path: Path) -> None:
     (tmp_path / "control.db").mkdir()  # cannot be opened as a database
     config = Config(_env_file=None, control_database_url=f"sqlite:///{tmp_path}/control.db")  # type: ignore[call-arg]
-    nowhere = aioredis.Redis(port=free_port())
+    nowhere = aioredis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))
     sync = ControlSync(config, ControlStore(engine_for(config.control_database)), Guard(config, nowhere), nowhere)
     with pytest.raises(RuntimeError, match=r"control plane database sqlite:///.*control\.db unavailable"):
         asyncio.run(sync.start())
