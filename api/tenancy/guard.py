@@ -67,6 +67,8 @@ class Guard:
             )  # fmt: skip
         else:
             log.warning("no API keys configured (API_KEYS, API_KEYS_FILE): every endpoint is open to anyone")
+        if self.tenants.admins:
+            log.info("admin API keys: %d configured (ADMIN_API_KEYS), for /v1/organization/*", len(self.tenants.admins))
 
     async def admit(self, authorization: str, client: str) -> Tenant:
         """The tenant of the key a request presents (its ``Authorization`` header), within
