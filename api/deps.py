@@ -1,7 +1,7 @@
 """What the routes read of the request itself, as FastAPI dependencies: its tenant, and
-whose files and batches it sees, which the route class put on the request once its
-key was checked (api/http/route_class.py), and its timing, which the route class made
-for it and reads back. Every other part a route uses is handed to
+whose files and batches it sees (or, on /v1/organization/*, its admin API key), which
+the route class put on the request once its key was checked (api/http/route_class.py),
+and its timing, which the route class made for it and reads back. Every other part a route uses is handed to
 its router when the router is made (api/main.py)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from fastapi import Depends, Query, Request
 
 from api.errors import NotFound
 from api.observability.server_timing import Timing
-from shared.tenants import DEFAULT_TENANT, EVERYONE, TENANT_PATTERN, Owner, Tenant, job_key
+from shared.tenants import DEFAULT_TENANT, EVERYONE, TENANT_PATTERN, AdminGrant, Owner, Tenant, job_key
 
 
 async def _tenant(request: Request) -> Tenant:
@@ -29,10 +29,16 @@ async def _timing(request: Request) -> Timing:
     return request.state.timing
 
 
+async def _admin(request: Request) -> AdminGrant:
+    return request.state.admin
+
+
 TenantDep = Annotated[Tenant, Depends(_tenant)]
 OwnerDep = Annotated[Owner, Depends(_owner)]
 # The request's Server-Timing, which the endpoint tells of the job it ran (Timing.ran).
 TimingDep = Annotated[Timing, Depends(_timing)]
+# The admin API key of a request to /v1/organization/* (Access.ADMIN): who the audit log says acted.
+AdminDep = Annotated[AdminGrant, Depends(_admin)]
 
 
 # An admin key's `?tenant=`: another tenant's job (or response) by its id.

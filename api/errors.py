@@ -56,6 +56,11 @@ class BadRequest(GatewayError):
     a batch of a file that is not a batch's input."""
 
 
+class ReadOnly(BadRequest):
+    """A change to what configuration declares (a keys file's tenant, seen as a project):
+    it is made there, not through the API."""
+
+
 class BodyTooLarge(GatewayError):
     """A request body over MAX_BODY_BYTES (BATCH_MAX_FILE_BYTES for files)."""
 
@@ -162,6 +167,11 @@ class ResultStoreUnavailable(Unavailable):
 
 class FileStoreUnavailable(Unavailable):
     """The file store (a directory, or S3) cannot be reached."""
+
+
+class ControlPlaneUnavailable(Unavailable):
+    """The control plane's database cannot be reached (projects and keys cannot be
+    changed or listed now; the keys that worked go on working)."""
 
 
 # A model server the API asks itself (a count of tokens, not a job): named by its

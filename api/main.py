@@ -13,6 +13,8 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.admin.router import admin_router
+from api.admin.serving import ControlPlane
 from api.anthropic.http import AnthropicRoute
 from api.anthropic.messages.router import messages_router
 from api.anthropic.messages.serving import Messages
@@ -53,7 +55,8 @@ from shared.telemetry.logs import use_json
 
 def get_router(config: Config) -> APIRouter:
     """Every endpoint of the gateway, for `config`: the spec's, OpenAI's, Anthropic's
-    Messages, jobs, files, batches, usage, models and operations, each router given the parts it uses. It
+    Messages, jobs, files, batches, usage, models, operations and the organization's
+    (projects and keys), each router given the parts it uses. It
     brings its own lifespan (connections to the broker and Redis), which FastAPI runs
     when the router is included in an app (the spec's usage snippet)."""
     parts = Services.build(config)
@@ -100,7 +103,11 @@ def get_router(config: Config) -> APIRouter:
         usage_router(config, parts.guard.tenants, parts.redis, native),
         tenants_router(parts.guard.tenants, native),
         operators_router(parts.scrape, parts.scaling, GatewayRoute.at(edge, Access.OPERATOR)),
-        dead_letters_router(config, GatewayRoute.at(edge, Access.ADMIN)),
+        dead_letters_router(config, GatewayRoute.at(edge, Access.TENANT_ADMIN)),
+        admin_router(
+            ControlPlane(config, parts.control, parts.control_sync, parts.guard.tenants),
+            OpenAIRoute.at(edge, Access.ADMIN),
+        ),
     ]
     for router in routers:
         outer.include_router(router, responses=ERROR_RESPONSES)

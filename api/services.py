@@ -31,11 +31,14 @@ from api.openai.batches.store import Batches
 from api.openai.files.store import Files
 from api.openai.responses.input_tokens import TokenCounter
 from api.stopping import stop
+from api.tenancy.control_sync import ControlSync
 from api.tenancy.fair_share import FairShare
 from api.tenancy.guard import Guard
 from api.tenancy.quotas import Quotas
 from shared.config import Config
 from shared.contract.responses import record_ttl
+from shared.control.database import engine_for
+from shared.control.store import ControlStore
 from shared.registry import Registry, load_registry
 from shared.storage import redis_clients
 from shared.storage.conversation_files import ConversationFiles
@@ -75,6 +78,8 @@ class Services:
     counter: TokenCounter  # counts of tokens, asked of the model servers
     kept: KeptResponses  # stored responses, in the file store (swept as they expire)
     conversations: ConversationFiles  # conversations, in the file store
+    control: ControlStore  # the control plane's database: projects, keys, audit log
+    control_sync: ControlSync  # the guard's projects and keys, kept as the database has them
 
     @classmethod
     def build(cls, config: Config) -> Services:
@@ -85,6 +90,8 @@ class Services:
         redis = redis_clients.api_client(config)
         stream_reader = redis_clients.stream_reader_client(config)
         guard = Guard(config, redis, metrics)
+        control = ControlStore(engine_for(config.control_database, config.redis_connect_timeout))
+        control_sync = ControlSync(config, control, guard, redis)
         for tenant in guard.tenants.named.values():  # each tenant's refusals, from 0
             if Quotas.applies(tenant):
                 for quota in ("tokens_per_minute", "tokens_per_day", "jobs_in_flight", "streams_in_flight"):
@@ -122,6 +129,7 @@ class Services:
             config, registry, metrics, redis, stream_reader, queue, store, waiter, routing, runner, lost, guard,
             models, files, batches, keeper, events, fair, scaling, scrape, readiness, quotas, TokenCounter(config),
             KeptResponses(file_store, record_ttl(config)), ConversationFiles(file_store),
+            control, control_sync,
         )  # fmt: skip
 
     async def _sweep_responses(self) -> None:
@@ -141,7 +149,8 @@ class Services:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Services]:
         """Connect at start-up (the broker's first connection made now, not by the first
-        request), disconnect at shut-down."""
+        request; the control plane's database migrated and read), disconnect at shut-down."""
+        await self.control_sync.start()
         await self.waiter.start()
         await asyncio.get_running_loop().run_in_executor(None, self.queue.warm_up)
         tasks = [
@@ -150,6 +159,7 @@ class Services:
             asyncio.create_task(self.fair.run(self.queue.celery), name="fair share"),
             asyncio.create_task(self.quotas.keep_streams(), name="streams' places"),
             asyncio.create_task(self._sweep_responses(), name="responses' sweep"),
+            asyncio.create_task(self.control_sync.run(), name="control plane"),
         ]
         try:
             yield self
@@ -161,4 +171,5 @@ class Services:
             await self.stream_reader.aclose()
             await self.redis.aclose(close_connection_pool=True)
             self.queue.close()
+            self.control.engine.dispose()
             tracing.shutdown()

@@ -222,6 +222,23 @@ class Config(BaseSettings):
         0, ge=0, description="the default tenant's requests per minute (per address without keys); 0: no limit"
     )
     usage_days: int = Field(400, ge=1, description="days each day's usage (GET /usage) is kept in Redis")
+
+    # The control plane (shared/control/, api/admin/): projects and keys at runtime.
+    admin_api_keys: SecretStr | None = Field(
+        None, description="comma-separated admin API keys: the only keys that reach /v1/organization/*"
+    )
+    control_database_url: SecretStr | None = Field(
+        None,
+        description="the control plane's database (sqlite:///path, postgresql://user:password@host/db);"
+        " empty: control.db in FILE_STORE_URL's folder (./data/control.db with an S3 file store)",
+    )
+    control_poll_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="how often each API process compares its projects and keys with the database's, in case"
+        " a change notice (Redis pub/sub) was lost",
+    )
     tenant_max_priority: int = Field(
         DEFAULT_PRIORITY,
         ge=0,
@@ -363,6 +380,15 @@ class Config(BaseSettings):
         vhost = quote(self.rabbit_mq_vhost, safe="")
         # Several nodes: Kombu's failover URL, tried in turn (Celery's round-robin).
         return ";".join(f"amqp://{login}:{password}@{host}:{port}/{vhost}" for host, port in self.rabbit_mq_nodes)
+
+    @property
+    def control_database(self) -> str:
+        """The control plane's database URL: CONTROL_DATABASE_URL, or a SQLite file beside
+        the file store's (so every process of a local deployment shares it)."""
+        if self.control_database_url and self.control_database_url.get_secret_value().strip():
+            return self.control_database_url.get_secret_value().strip()
+        folder = "data" if self.file_store_url.startswith("s3://") else self.file_store_url.removeprefix("file://")
+        return f"sqlite:///{folder.rstrip('/') or '.'}/control.db"
 
     @property
     def key_prefix(self) -> str:

@@ -20,7 +20,10 @@ one per line (``#`` comments), all of the default tenant, or a YAML (or JSON) do
           batches_in_flight: 10      # its batches not finished
 
 Keys of ``API_KEYS`` belong to the tenant ``default`` (weight 1, ``RATE_LIMIT_PER_MINUTE``
-its requests per minute). With a document of tenants, a tenant's jobs ask for a priority
+its requests per minute). Projects made at runtime (the control plane, shared/control/) are
+tenants too, named by their id (``proj_…``); an API process holds them and their keys in
+memory (`Directory`), beside the file's, and the admin API keys (``ADMIN_API_KEYS``, and
+those made at runtime) that manage them. With a document of tenants, a tenant's jobs ask for a priority
 up to its ``max_priority`` (by default the deployment's, ``TENANT_MAX_PRIORITY``), so no
 team jumps every other's jobs; without one, the one tenant has every priority. A tenant
 is named on its jobs, log lines, metrics and job statuses; a key never is.
@@ -31,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -140,21 +144,86 @@ def digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
+@dataclass(frozen=True)
+class Grant:
+    """What a project's key made at runtime opens: its project's tenant, until `expires_at`
+    (Unix seconds; None: never)."""
+
+    tenant: Tenant
+    key_id: str
+    expires_at: float | None = None
+
+    def live(self, now: float) -> bool:
+        return self.expires_at is None or now < self.expires_at
+
+
+@dataclass(frozen=True)
+class AdminGrant:
+    """An admin API key: the only kind that reaches ``/v1/organization/*``; its id and name
+    are what the audit log says did each action."""
+
+    key_id: str
+    name: str
+    expires_at: float | None = None
+
+    def live(self, now: float) -> bool:
+        return self.expires_at is None or now < self.expires_at
+
+
+@dataclass(frozen=True)
+class Directory:
+    """The projects and keys made at runtime, as one API process holds them (read from the
+    control plane's database, replaced whole when it changes: api/tenancy/control_sync.py)."""
+
+    version: int = 0
+    # By id, archived ones too (their jobs are still theirs).
+    projects: Mapping[str, Tenant] = field(default_factory=dict)
+    keys: Mapping[bytes, Grant] = field(default_factory=dict)  # by digest: active projects' keys, not deleted
+    admin_keys: Mapping[bytes, AdminGrant] = field(default_factory=dict)  # by digest: those not deleted
+
+
 @dataclass
 class Tenants:
-    """The configured tenants and their keys (as digests)."""
+    """The tenants and their keys (as digests): the keys file's and ``API_KEYS``' (fixed at
+    start), and the control plane's (`runtime`, replaced whole as it changes)."""
 
     by_digest: dict[bytes, Tenant] = field(default_factory=dict)
     named: dict[str, Tenant] = field(default_factory=dict)
+    admins: dict[bytes, AdminGrant] = field(default_factory=dict)  # ADMIN_API_KEYS'
+    runtime: Directory = field(default_factory=Directory)
 
     @property
     def keyed(self) -> bool:
-        """Whether requests need a key."""
+        """Whether requests need a key (``API_KEYS`` or the keys file has one)."""
         return bool(self.by_digest)
 
     def get(self, name: str) -> Tenant:
         """The tenant of that name; the default tenant's settings for a name not configured."""
-        return self.named.get(name) or self.named.get(DEFAULT_TENANT) or Tenant(DEFAULT_TENANT)
+        return (
+            self.named.get(name)
+            or self.runtime.projects.get(name)
+            or self.named.get(DEFAULT_TENANT)
+            or Tenant(DEFAULT_TENANT)
+        )
+
+    def find(self, key: bytes, now: float) -> Tenant | None:
+        """The tenant of the key whose digest is `key` (None: no such key, or it expired).
+
+        A dict lookup, not a loop comparing every digest in constant time: the dict
+        compares the full 64-bit hash of the digest first (SipHash, keyed per process) and
+        its bytes only when those hashes are equal, so how long a lookup takes says
+        nothing about how much of a stored digest a guess shares; and what it compares is
+        the SHA-256 of the key, never the key. A loop would cost O(keys) per request."""
+        found = self.by_digest.get(key)
+        if found is not None:
+            return found
+        grant = self.runtime.keys.get(key)
+        return grant.tenant if grant is not None and grant.live(now) else None
+
+    def admin(self, key: bytes, now: float) -> AdminGrant | None:
+        """The admin API key whose digest is `key` (None: not one, or it expired)."""
+        grant = self.admins.get(key) or self.runtime.admin_keys.get(key)
+        return grant if grant is not None and grant.live(now) else None
 
     def _add(self, tenant: Tenant, digests: list[bytes]) -> None:
         if tenant.name in self.named and self.named[tenant.name] != tenant:
@@ -166,10 +235,19 @@ class Tenants:
             self.by_digest[key] = tenant
 
 
-def load_tenants(api_keys: str, keys_file: str, default_rpm: int = 0, max_priority: int = 9) -> Tenants:
-    """The tenants of ``API_KEYS`` (the default tenant) and of the keys file; each
-    tenant of a document of tenants without a ``max_priority`` of its own gets
-    `max_priority`."""
+def configured_admin(key: str) -> AdminGrant:
+    """An admin key of ``ADMIN_API_KEYS``: named in the audit log by its digest's first 16
+    hex digits (``key_cfg_…``), as no id was made for it."""
+    short = digest(key).hex()[:16]
+    return AdminGrant(f"key_cfg_{short}", f"ADMIN_API_KEYS key_cfg_{short}")
+
+
+def load_tenants(
+    api_keys: str, keys_file: str, default_rpm: int = 0, max_priority: int = 9, admin_keys: str = ""
+) -> Tenants:
+    """The tenants of ``API_KEYS`` (the default tenant) and of the keys file, and the admin
+    keys of `admin_keys` (``ADMIN_API_KEYS``, comma-separated); each tenant of a document
+    of tenants without a ``max_priority`` of its own gets `max_priority`."""
     tenants = Tenants()
     default = Tenant(DEFAULT_TENANT, quotas=Quotas(requests_per_minute=default_rpm or None))
     tenants.named[DEFAULT_TENANT] = default
@@ -215,6 +293,12 @@ def load_tenants(api_keys: str, keys_file: str, default_rpm: int = 0, max_priori
             if found is not None and found.name != DEFAULT_TENANT:
                 raise BadTenants(f"a key of API_KEYS is also tenant {found.name!r}'s")
             tenants.by_digest[digest(key)] = default
+    for key in (key.strip() for key in admin_keys.split(",")):
+        if not key:
+            continue
+        if digest(key) in tenants.by_digest:
+            raise BadTenants(f"a key of ADMIN_API_KEYS is also tenant {tenants.by_digest[digest(key)].name!r}'s")
+        tenants.admins[digest(key)] = configured_admin(key)
     return tenants
 
 

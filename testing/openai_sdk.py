@@ -52,3 +52,11 @@ def file_lines(sdk: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
     if file_id is None:
         return []
     return [json.loads(line) for line in sdk.files.content(file_id).text.splitlines()]
+
+
+def admin_client(url: str, admin_key: str) -> openai.OpenAI:
+    """The SDK's admin client (``client.admin.organization...``) of the gateway at `url`,
+    as an operator makes it: with an admin API key only, strict as `client`."""
+    return openai.OpenAI(
+        base_url=f"{url}/v1", admin_api_key=admin_key, max_retries=0, timeout=30, _strict_response_validation=True
+    )

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from shared.config import Config
+from testing.control_databases import POSTGRES, ControlDatabases
 from testing.fake_model_server import FakeModelServer, free_port
 from testing.processes import (
     RABBIT,
@@ -32,6 +33,7 @@ from testing.processes import (
 )
 
 BROKERS = ["rabbitmq", "valkey"]
+CONTROL_DATABASES = ["sqlite", "postgresql"]
 LOG_LINES = 60  # of each process a failed test started, shown with its failure
 
 
@@ -106,6 +108,22 @@ def broker_env(request: pytest.FixtureRequest, redis_address: tuple[str, int]) -
         }
     valkey = request.getfixturevalue("valkey_address")
     return {"RABBIT_MQ_HOST": "", "REDIS_HOST": valkey[0], "REDIS_PORT": str(valkey[1])}
+
+
+@pytest.fixture(scope="module", params=CONTROL_DATABASES)
+def control_databases(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlDatabases]:
+    """Empty databases for the control plane, of each kind in turn (``.fresh()`` gives one's
+    URL): SQLite files, and schemas of this machine's PostgreSQL, dropped after the module."""
+    if request.param == "postgresql" and not reachable(POSTGRES):
+        message = "PostgreSQL is not running on 127.0.0.1:5432 (trust auth, database test; .ci/run starts it)"
+        if os.environ.get("REQUIRE_POSTGRES"):
+            pytest.fail(f"{message}, and REQUIRE_POSTGRES is set")
+        pytest.skip(message)
+    databases = ControlDatabases(request.param, tmp_path_factory.mktemp("control"))
+    yield databases
+    databases.drop()
 
 
 @pytest.fixture(scope="session")

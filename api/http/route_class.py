@@ -70,7 +70,8 @@ class Access(enum.Enum):
 
     TENANT = "tenant"  # a tenant's key (anyone, when no keys are configured)
     OPERATOR = "operator"  # an admin key, or METRICS_TOKEN
-    ADMIN = "admin"  # an admin key (what acts, or shows what jobs held)
+    ADMIN = "admin"  # an admin API key (/v1/organization/*: the control plane)
+    TENANT_ADMIN = "tenant_admin"  # a tenant's admin key (admin: true): what acts, or shows what jobs held
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,10 @@ class GatewayRoute(APIRoute):
                     elif allowed is Access.OPERATOR:
                         await guard.operator(authorization)
                     elif allowed is Access.ADMIN:
-                        tenant = await guard.admin(authorization)
+                        request.state.admin = await guard.admin(authorization)
+                        asker = {"admin_key": request.state.admin.key_id}  # the access line names it
+                    elif allowed is Access.TENANT_ADMIN:
+                        tenant = await guard.tenant_admin(authorization)
                         asker = {"tenant": tenant.name}
                         current_job.set(asker)
                     drain = DRAIN_BYTES

@@ -129,6 +129,12 @@ class Keys:
         """The pub/sub channel cancellations are announced on (job ids)."""
         return f"{self.prefix}cancel"
 
+    @property
+    def control_changed(self) -> str:
+        """The pub/sub channel the control plane's changes are announced on (its new
+        version): each API process then reloads its projects and keys (api/tenancy/control_sync.py)."""
+        return f"{self.prefix}control-changed"
+
     def replies(self, process: str) -> str:
         """The pub/sub channel one API process receives its jobs' results on."""
         return f"{self.prefix}replies:{process}"

@@ -30,6 +30,12 @@ EXEMPT = {
     "shared/broker/redis_transport.py": "kombu's Redis channel it extends pings Redis as it is built, so no part of "
     "it runs without a server: tests/integration/shared/test_redis_transport.py runs it on a real one, and "
     "tests/unit/test_private_apis.py checks the kombu internals it relies on",
+    "shared/control/revision.py": "a developer's command that writes the next migration into the package; the "
+    "scratch database it compares against is migrate()'s, tested in tests/unit/shared/control/test_database.py",
+    "shared/control/migrations/versions/0001_control_plane.py": "a migration step: run from an empty database, by "
+    "several processes at once, on SQLite and PostgreSQL, by tests/integration/shared/test_control_database.py",
+    "api/admin/router.py": "routes only, each calling the control plane's serving (tests/unit/api/admin/"
+    "test_serving.py); every route through the openai SDK's admin client in tests/integration/api/test_organization.py",
 }
 
 

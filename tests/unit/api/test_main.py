@@ -55,6 +55,10 @@ PATH_VALUES = {
     "response_id": "resp_x",
     "conversation_id": "conv_x",
     "item_id": "msg_x",
+    "project_id": "proj_x",
+    "service_account_id": "svc_acct_x",
+    "api_key_id": "key_x",
+    "key_id": "key_x",
 }
 
 

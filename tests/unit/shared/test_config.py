@@ -105,3 +105,25 @@ def test_a_cluster_setting_that_cannot_work_stops_the_start(settings: dict[str, 
     with pytest.raises(ValidationError) as raised:
         Config(_env_file=None, **settings)  # type: ignore[arg-type]
     assert says in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("settings", "url"),
+    [
+        ({}, "sqlite:///data/control.db"),  # make run's data folder: nothing new to set up
+        ({"file_store_url": "/data"}, "sqlite:////data/control.db"),  # compose's volume
+        ({"file_store_url": "s3://bucket/files"}, "sqlite:///data/control.db"),
+        ({"control_database_url": "postgresql://gw:pw@db/control"}, "postgresql://gw:pw@db/control"),
+    ],
+)
+def test_the_control_planes_database_is_a_sqlite_file_beside_the_files_unless_named(
+    settings: dict[str, str], url: str
+) -> None:
+    config = Config(_env_file=None, **settings)  # type: ignore[arg-type]
+    assert config.control_database == url
+    assert "pw@" not in repr(config)
+
+
+def test_admin_api_keys_are_a_secret() -> None:
+    config = Config(_env_file=None, admin_api_keys="sk-admin-secret")  # type: ignore[call-arg]
+    assert "sk-admin-secret" not in repr(config)

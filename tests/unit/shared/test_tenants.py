@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.tenants import DEFAULT_TENANT, BadTenants, digest, load_tenants
+from shared.tenants import DEFAULT_TENANT, BadTenants, Directory, Grant, Tenant, digest, load_tenants
 
 pytestmark = pytest.mark.unit
 
@@ -104,3 +104,27 @@ def test_each_tenant_of_a_document_has_a_highest_priority_a_plain_list_has_none(
     keys_file.write_text("tenants:\n  - name: a\n    keys: [ka]\n    quotas: {max_priority: 10}\n")
     with pytest.raises(BadTenants, match=r"tenants\.0\.quotas\.max_priority"):
         load_tenants("", str(keys_file))
+
+
+def test_admin_api_keys_are_no_tenants_keys_and_may_not_be_one() -> None:
+    tenants = load_tenants("key-default", "", admin_keys="sk-admin-1, sk-admin-2,")
+    assert set(tenants.admins) == {digest("sk-admin-1"), digest("sk-admin-2")}
+    assert tenants.find(digest("sk-admin-1"), 0) is None and tenants.admin(digest("key-default"), 0) is None
+    assert tenants.admin(digest("sk-admin-2"), 0) is not None
+    assert not load_tenants("", "", admin_keys="sk-admin-1").keyed  # admin keys alone do not close the gateway
+    with pytest.raises(BadTenants, match="ADMIN_API_KEYS"):
+        load_tenants("same-key", "", admin_keys="same-key")
+
+
+def test_projects_made_at_runtime_are_found_beside_the_files_tenants_until_their_keys_expire() -> None:
+    tenants = load_tenants("key-default", "")
+    project = Tenant("proj_0123456789abcdef01234567")
+    tenants.runtime = Directory(
+        1, {project.name: project}, {digest("sk-proj-a"): Grant(project, "key_a", expires_at=100.0)}
+    )
+    assert tenants.find(digest("sk-proj-a"), 99.9) == project
+    assert tenants.find(digest("sk-proj-a"), 100.0) is None  # expired as it is presented, not at a reload
+    assert tenants.find(digest("key-default"), 0).name == DEFAULT_TENANT  # type: ignore[union-attr]
+    assert tenants.get(project.name) == project
+    assert tenants.get("unknown").name == DEFAULT_TENANT
+    assert tenants.keyed

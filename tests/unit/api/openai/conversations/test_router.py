@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from api.openai.conversations.router import conversations_router
 from api.openai.conversations.serving import Conversations
 from api.openai.http import OpenAIRoute
+from api.openai.responses.sealing import CompactionSeal
 from shared.storage.conversation_files import ConversationFiles
 from shared.storage.file_store import FileStore
 from tests.unit.api.edge import config, http_edge
@@ -35,7 +36,10 @@ def app_in(tmp_path: Path) -> FastAPI:
     keys.write_text(TENANTS)
     settings = config(api_keys_file=str(keys), file_store_url=str(tmp_path / "store"))
     app = FastAPI()
-    conversations = Conversations(ConversationFiles(FileStore(str(tmp_path / "store"))))
+    conversations = Conversations(
+        ConversationFiles(FileStore(str(tmp_path / "store"))),
+        CompactionSeal(config(compaction_secret="a-unit-tests-compaction-secret-32chars")),
+    )
     app.include_router(conversations_router(conversations, OpenAIRoute.at(http_edge(settings))))
     return app
 

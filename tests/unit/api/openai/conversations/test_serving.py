@@ -14,14 +14,22 @@ import pytest
 from api.errors import ConversationNotFound, FileStoreUnavailable
 from api.openai.conversations.serving import Conversations
 from api.openai.conversations.types import ConversationCreate, ItemsCreate
+from api.openai.responses.sealing import Compacted, CompactionSeal
 from shared.storage.conversation_files import ConversationFiles
 from shared.storage.file_store import FileStore
+from tests.unit.api.edge import config
 
 pytestmark = pytest.mark.unit
 
 
+SEAL = CompactionSeal(config(compaction_secret="a-unit-tests-compaction-secret-32chars"))
+
+
 def service(tmp_path: Path) -> Conversations:
-    return Conversations(ConversationFiles(FileStore(str(tmp_path))))
+    return Conversations(
+        ConversationFiles(FileStore(str(tmp_path))),
+        CompactionSeal(config(compaction_secret="a-unit-tests-compaction-secret-32chars")),
+    )
 
 
 def run(make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
@@ -57,13 +65,14 @@ def test_a_conversation_is_made_with_its_items_each_given_an_id_of_the_gateways(
 def test_added_items_are_kept_as_a_responses_input_items_are_with_ids_of_their_own(tmp_path: Path) -> None:
     served = service(tmp_path)
     made = run(lambda: served.create("alpha", ConversationCreate.model_validate({})))
+    sealed = SEAL.seal("alpha", Compacted("Ada asked for a summary.", "fake-model", 1))
     body = ItemsCreate.model_validate({"items": [
         {"role": "assistant", "content": "Hello.", "id": "msg_mine"},
-        {"type": "compaction", "encrypted_content": "sealed", "id": "cmp_1"},
+        {"type": "compaction", "encrypted_content": sealed, "id": "cmp_1"},
     ]})  # fmt: skip
     added = run(lambda: served.add_items("alpha", made["id"], body))["data"]
     assert added[0]["content"] == [{"type": "output_text", "text": "Hello.", "annotations": []}]
-    assert added[1]["type"] == "compaction" and added[1]["encrypted_content"] == "sealed"  # kept sealed
+    assert added[1]["type"] == "compaction" and added[1]["encrypted_content"] == sealed  # kept sealed
     # A client's own ids are not kept: two adds of the same item are two items.
     assert "msg_mine" not in [item["id"] for item in added] and "cmp_1" not in [item["id"] for item in added]
     again = run(lambda: served.add_items("alpha", made["id"], body))["data"]

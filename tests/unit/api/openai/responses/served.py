@@ -24,6 +24,7 @@ def responses_of(parts: Parts, root: Path) -> Responses:
     """The service over `parts`, its stored responses and conversations under `root`."""
     config, store = parts.config, FileStore(str(root))
     records = ResponseStore(config, parts.redis, KeptResponses(store, record_ttl(config)))  # type: ignore[arg-type]
+    seal = CompactionSeal(config)
     return Responses(config, parts.routing, parts.runner, parts.store, records, load_registry(config),
                      load_tenants_of(config), WebhookEvents(config, parts.queue), TokenCounter(config),
-                     CompactionSeal(config), Conversations(ConversationFiles(store)))  # fmt: skip
+                     seal, Conversations(ConversationFiles(store), seal))  # fmt: skip

@@ -17,6 +17,7 @@ from api.errors import BadRequest, BrokerUnavailable, ConversationNotFound, Inva
 from api.observability.server_timing import Timing
 from api.openai.conversations.serving import Conversations
 from api.openai.conversations.types import ConversationCreate
+from api.openai.responses.sealing import CompactionSeal
 from api.openai.responses.serving import Responses
 from api.openai.responses.types import ResponsesRequest
 from shared.storage.conversation_files import ConversationFiles
@@ -162,7 +163,7 @@ def test_a_conversations_items_come_before_the_input_and_may_stand_for_it(tmp_pa
         async with responses(tmp_path) as (served, parts):
             parts.answer_every_job(said)
             files = ConversationFiles(FileStore(str(tmp_path)))
-            conversations = Conversations(files)
+            conversations = Conversations(files, CompactionSeal(parts.config))
             made = await conversations.create("alpha", ConversationCreate.model_validate(
                 {"items": [{"role": "user", "content": "My name is Ada."}]}))  # fmt: skip
             cid = made["id"]
@@ -188,7 +189,7 @@ def test_a_conversations_items_come_before_the_input_and_may_stand_for_it(tmp_pa
 def test_a_response_of_an_empty_or_unknown_conversation_is_refused_before_it_is_queued(tmp_path: Path) -> None:
     async def main() -> None:
         async with responses(tmp_path) as (served, parts):
-            conversations = Conversations(ConversationFiles(FileStore(str(tmp_path))))
+            conversations = Conversations(ConversationFiles(FileStore(str(tmp_path))), CompactionSeal(parts.config))
             empty = (await conversations.create("alpha", ConversationCreate.model_validate({})))["id"]
             asked = ResponsesRequest.model_validate({"conversation": empty})
             with pytest.raises(InvalidInput, match=f"input: required: conversation '{empty}' holds no items yet"):

@@ -1,0 +1,191 @@
+"""The control plane behind ``/v1/organization/*``: each call a transaction of the store
+(shared/control/store.py), run on a thread; each change held by this process before it
+answers, and announced to the others (api/tenancy/control_sync.py).
+
+The keys file's tenants (and ``default``) appear as projects, read-only: their id is
+their name, and they are changed in the file, not here (400 naming it). They have no
+service accounts or keys to list here: their keys are the file's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from api.admin import types
+from api.errors import Conflict, ControlPlaneUnavailable, NotFound, ReadOnly
+from api.tenancy.control_sync import ControlSync
+from shared.config import Config
+from shared.control.store import Actor, Archived, AuditFilter, ControlStore, Missing
+from shared.tenants import AdminGrant, Tenants
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class ControlPlane:
+    """What the admin endpoints do, for one API process."""
+
+    def __init__(self, config: Config, store: ControlStore, sync: ControlSync, tenants: Tenants) -> None:
+        self._config = config
+        self._store = store
+        self._sync = sync
+        self._declared = tenants.named  # the keys file's tenants: fixed while the process runs
+        self._declared_at = _modified(config.api_keys_file)
+
+    async def _call(self, work: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.to_thread(work, *args)
+        except Missing as exc:
+            raise NotFound(str(exc)) from None
+        except Archived as exc:
+            raise Conflict(f"{exc}: nothing more is made in it") from None
+        except SQLAlchemyError as exc:
+            log.warning("control plane database: %s", exc)
+            raise ControlPlaneUnavailable(
+                "control plane database unavailable; keys that worked go on working"
+            ) from None
+
+    async def _change(self, work: Callable[..., T], *args: Any) -> T:
+        done = await self._call(work, *args)
+        await self._sync.changed()
+        return done
+
+    def _read_only(self, project_id: str) -> None:
+        if project_id in self._declared:
+            raise ReadOnly(
+                f"project {project_id!r} is a tenant of the keys file (API_KEYS_FILE, API_KEYS): it is changed there"
+            )
+
+    # Admin API keys.
+
+    async def create_admin_key(self, by: AdminGrant, body: types.CreateAdminKey) -> dict[str, Any]:
+        key, value = await self._change(self._store.create_admin_key, _actor(by), body.name, body.expires_in_seconds)
+        return types.admin_key(key, value)
+
+    async def admin_keys(self, after: str | None, limit: int, order: str) -> dict[str, Any]:
+        page = await self._call(self._store.admin_keys, after, limit, order == "desc")
+        return types.listing([types.admin_key(key) for key in page.items], page.has_more)
+
+    async def admin_key(self, key_id: str) -> dict[str, Any]:
+        return types.admin_key(await self._call(self._store.admin_key, key_id))
+
+    async def delete_admin_key(self, by: AdminGrant, key_id: str) -> dict[str, Any]:
+        key = await self._change(self._store.delete_admin_key, _actor(by), key_id)
+        return types.deleted("organization.admin_api_key", key.id)
+
+    # Projects.
+
+    async def create_project(self, by: AdminGrant, body: types.CreateProject) -> dict[str, Any]:
+        return types.project(await self._change(self._store.create_project, _actor(by), body.name))
+
+    async def projects(self, after: str | None, limit: int, include_archived: bool) -> dict[str, Any]:
+        """The keys file's projects first, then those made here, in the order they were made."""
+        declared = [types.declared_project(tenant, self._declared_at) for tenant in self._declared.values()]
+        names = [found["id"] for found in declared]
+        if after is not None and after not in names:
+            page = await self._call(self._store.projects, after, limit, include_archived)
+            return types.listing([types.project(found) for found in page.items], page.has_more)
+        start = names.index(after) + 1 if after is not None else 0
+        head = declared[start : start + limit]
+        page = await self._call(self._store.projects, None, limit - len(head), include_archived)
+        found = head + [types.project(found) for found in page.items]
+        return types.listing(found, start + limit < len(declared) or page.has_more)
+
+    async def project(self, project_id: str) -> dict[str, Any]:
+        if project_id in self._declared:
+            return types.declared_project(self._declared[project_id], self._declared_at)
+        return types.project(await self._call(self._store.project, project_id))
+
+    async def update_project(self, by: AdminGrant, project_id: str, body: types.UpdateProject) -> dict[str, Any]:
+        self._read_only(project_id)
+        if body.name is None:
+            return await self.project(project_id)
+        return types.project(await self._change(self._store.rename_project, _actor(by), project_id, body.name))
+
+    async def archive_project(self, by: AdminGrant, project_id: str) -> dict[str, Any]:
+        self._read_only(project_id)
+        return types.project(await self._change(self._store.archive_project, _actor(by), project_id))
+
+    # Service accounts and their keys.
+
+    async def create_service_account(
+        self, by: AdminGrant, project_id: str, body: types.CreateServiceAccount
+    ) -> dict[str, Any]:
+        self._read_only(project_id)
+        made = await self._change(
+            self._store.create_service_account, _actor(by), project_id, body.name,
+            not body.create_service_account_only, body.expires_in_seconds,
+        )  # fmt: skip
+        answer = types.service_account(made.account)
+        key = made.key
+        answer["api_key"] = types.new_key(key, made.value) if key is not None and made.value is not None else None
+        return answer
+
+    async def create_key(
+        self, by: AdminGrant, project_id: str, account_id: str, body: types.CreateKey
+    ) -> dict[str, Any]:
+        self._read_only(project_id)
+        key, value = await self._change(
+            self._store.create_key, _actor(by), project_id, account_id, body.name, body.expires_in_seconds
+        )
+        return types.new_key(key, value)
+
+    async def service_accounts(self, project_id: str, after: str | None, limit: int) -> dict[str, Any]:
+        if project_id in self._declared:
+            return types.listing([], False)
+        page = await self._call(self._store.service_accounts, project_id, after, limit)
+        return types.listing([types.service_account(account) for account in page.items], page.has_more)
+
+    async def service_account(self, project_id: str, account_id: str) -> dict[str, Any]:
+        return types.service_account(await self._call(self._store.service_account, project_id, account_id))
+
+    async def delete_service_account(self, by: AdminGrant, project_id: str, account_id: str) -> dict[str, Any]:
+        self._read_only(project_id)
+        account = await self._change(self._store.delete_service_account, _actor(by), project_id, account_id)
+        return types.deleted("organization.project.service_account", account.id)
+
+    async def keys(self, project_id: str, after: str | None, limit: int, access: str | None) -> dict[str, Any]:
+        if project_id in self._declared:
+            return types.listing([], False)
+        project, page, owners = await self._call(self._store.keys, project_id, after, limit)
+        active = project.archived_at is None
+        if access in ("active", "inactive") and (access == "active") != active:
+            return types.listing([], False)
+        found = [types.project_key(key, owners[key.service_account_id], active) for key in page.items]
+        return types.listing(found, page.has_more)
+
+    async def key(self, project_id: str, key_id: str) -> dict[str, Any]:
+        project, key, owner = await self._call(self._store.key, project_id, key_id)
+        return types.project_key(key, owner, project.archived_at is None)
+
+    async def delete_key(self, by: AdminGrant, project_id: str, key_id: str) -> dict[str, Any]:
+        self._read_only(project_id)
+        key = await self._change(self._store.delete_key, _actor(by), project_id, key_id)
+        return types.deleted("organization.project.api_key", key.id)
+
+    # The audit log.
+
+    async def audit_logs(
+        self, chosen: AuditFilter, limit: int, after: str | None, before: str | None
+    ) -> dict[str, Any]:
+        page = await self._call(self._store.audit_events, chosen, limit, after, before)
+        return types.listing([types.audit_event(event) for event in page.items], page.has_more)
+
+
+def _actor(grant: AdminGrant) -> Actor:
+    return Actor(grant.key_id, grant.name)
+
+
+def _modified(path: str) -> int:
+    """When the keys file was last written: its projects' `created_at` (0 without one)."""
+    try:
+        return int(os.stat(path).st_mtime) if path else 0
+    except OSError:
+        return 0

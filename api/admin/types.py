@@ -1,0 +1,225 @@
+"""The control plane's request bodies and answers, as the ``openai`` SDK's admin client
+sends and reads them (``openai/types/admin/organization/``): each answer has exactly the
+fields and ``object`` names of the SDK's type of the same name.
+
+Bodies are strict about types and limits (a name is a string of 1 to 256 characters,
+without control characters, which PostgreSQL cannot store as text) and lenient about
+what the SDK may add; a field the gateway cannot honour (data residency, an external
+key, scopes) is refused naming it, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from shared.control.models import NAME_MAX, AdminKey, AuditEvent, Project, ProjectKey, ServiceAccount
+from shared.tenants import Tenant
+
+
+def _a_name(name: str) -> str:
+    if not name.strip():
+        raise ValueError("a name needs a character other than spaces")
+    if any(ord(character) < 32 or ord(character) == 127 for character in name):
+        raise ValueError("a name holds no control character (NUL, line breaks, tabs, ...)")
+    return name
+
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=NAME_MAX), AfterValidator(_a_name)]
+# At most ten years: a key that does not expire is asked for by leaving it out.
+ExpiresIn = Annotated[int, Field(ge=1, le=10 * 365 * 86400)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+def _unsupported(name: str, value: Any) -> None:
+    if value not in (None, [], ""):
+        raise ValueError(f"{name} is not supported by this gateway")
+
+
+class CreateAdminKey(_Body):
+    """``admin_api_keys.create``."""
+
+    name: Name
+    expires_in_seconds: ExpiresIn | None = None
+
+
+class CreateProject(_Body):
+    """``projects.create``."""
+
+    name: Name
+    external_key_id: str | None = None
+    geography: str | None = None
+    residency: str | None = None
+
+    @field_validator("external_key_id", "geography", "residency")
+    @classmethod
+    def _not_here(cls, value: Any) -> Any:
+        _unsupported("data residency and external keys", value)
+        return value
+
+
+class UpdateProject(_Body):
+    """``projects.update``: the name (the other fields, if given, must be empty)."""
+
+    name: Name | None = None
+    external_key_id: str | None = None
+    geography: str | None = None
+
+    @field_validator("external_key_id", "geography")
+    @classmethod
+    def _not_here(cls, value: Any) -> Any:
+        _unsupported("data residency and external keys", value)
+        return value
+
+
+class CreateServiceAccount(_Body):
+    """``projects.service_accounts.create``: with its first key, unless
+    `create_service_account_only`."""
+
+    name: Name
+    create_service_account_only: bool | None = None
+    expires_in_seconds: ExpiresIn | None = None
+
+    @model_validator(mode="after")
+    def _key_or_not(self) -> CreateServiceAccount:
+        if self.create_service_account_only and self.expires_in_seconds is not None:
+            raise ValueError("expires_in_seconds: cannot be used when create_service_account_only is true")
+        return self
+
+
+class CreateKey(_Body):
+    """``projects.service_accounts.api_keys.create``."""
+
+    name: Name | None = None
+    expires_in_seconds: ExpiresIn | None = None
+    scopes: list[Annotated[str, StringConstraints(max_length=128)]] | None = Field(None, max_length=64)
+
+    @field_validator("scopes")
+    @classmethod
+    def _every_scope(cls, value: Any) -> Any:
+        _unsupported("scopes (a key may do whatever its project may)", value)
+        return value
+
+
+def listing(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    """A page in OpenAI's list format."""
+    return {
+        "object": "list",
+        "data": items,
+        "first_id": items[0]["id"] if items else None,
+        "last_id": items[-1]["id"] if items else None,
+        "has_more": has_more,
+    }
+
+
+def admin_key(key: AdminKey, value: str | None = None) -> dict[str, Any]:
+    """An ``organization.admin_api_key`` (with its `value` once, as made)."""
+    found = {
+        "object": "organization.admin_api_key",
+        "id": key.id,
+        "name": key.name,
+        "redacted_value": key.redacted_value,
+        "created_at": key.created_at,
+        "expires_at": key.expires_at,
+        "last_used_at": None,
+        # The gateway has no users: a key's owner is the admin key that made it.
+        "owner": {"id": key.created_by, "type": "admin_api_key"},
+    }
+    return found if value is None else {**found, "value": value}
+
+
+def deleted(kind: str, object_id: str) -> dict[str, Any]:
+    return {"object": f"{kind}.deleted", "id": object_id, "deleted": True}
+
+
+def project(found: Project) -> dict[str, Any]:
+    """An ``organization.project``."""
+    return {
+        "object": "organization.project",
+        "id": found.id,
+        "name": found.name,
+        "created_at": found.created_at,
+        "archived_at": found.archived_at,
+        "status": found.status,
+        "external_key_id": None,
+        "residency": None,
+    }
+
+
+def declared_project(tenant: Tenant, created_at: int) -> dict[str, Any]:
+    """A keys file's tenant as a project: its name is its id."""
+    return {
+        "object": "organization.project",
+        "id": tenant.name,
+        "name": tenant.name,
+        "created_at": created_at,
+        "archived_at": None,
+        "status": "active",
+        "external_key_id": None,
+        "residency": None,
+    }
+
+
+def service_account(account: ServiceAccount) -> dict[str, Any]:
+    """An ``organization.project.service_account``."""
+    return {
+        "object": "organization.project.service_account",
+        "id": account.id,
+        "name": account.name,
+        "role": account.role,
+        "created_at": account.created_at,
+    }
+
+
+def new_key(key: ProjectKey, value: str) -> dict[str, Any]:
+    """A service account's key as made: its value, this once."""
+    return {
+        "object": "organization.project.service_account.api_key",
+        "id": key.id,
+        "name": key.name,
+        "created_at": key.created_at,
+        "expires_at": key.expires_at,
+        "value": value,
+    }
+
+
+def project_key(key: ProjectKey, owner: ServiceAccount, active: bool) -> dict[str, Any]:
+    """An ``organization.project.api_key``; `active`: its project is not archived."""
+    return {
+        "object": "organization.project.api_key",
+        "id": key.id,
+        "name": key.name,
+        "redacted_value": key.redacted_value,
+        "created_at": key.created_at,
+        "expires_at": key.expires_at,
+        "last_used_at": None,
+        "owner": {
+            "type": "service_account",
+            "service_account": {
+                "id": owner.id,
+                "name": owner.name,
+                "created_at": owner.created_at,
+                "role": owner.role,
+            },
+        },
+        "owner_project_access": "active" if active else "inactive",
+    }
+
+
+def audit_event(event: AuditEvent) -> dict[str, Any]:
+    """An audit log entry: who (the admin key), what (its type and the type's details,
+    under the type's name), when, on which object (and project)."""
+    found: dict[str, Any] = {
+        "id": event.id,
+        "type": event.type,
+        "effective_at": event.effective_at,
+        "actor": {"type": "api_key", "api_key": {"id": event.actor_id}},
+        event.type: event.details,
+    }
+    if event.project_id is not None:
+        found["project"] = {"id": event.project_id, "name": event.project_name}
+    return found

@@ -1,0 +1,1 @@
+"""Each migration step, in order (Alembic's revisions)."""

@@ -1,0 +1,195 @@
+"""The control plane's store on a SQLite file: each change a new version with its audit
+event; what API processes hold (the directory) is the live keys only; pages and filters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from shared.control.database import engine_for, migrate
+from shared.control.models import AuditEvent, ProjectKey
+from shared.control.store import Actor, Archived, AuditFilter, ControlStore, Missing, Page
+from shared.tenants import digest
+
+pytestmark = pytest.mark.unit
+
+ADMIN = Actor("key_cfg_0123456789abcdef", "ADMIN_API_KEYS key_cfg_0123456789abcdef")
+
+
+class Clock:
+    """A clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: Clock) -> Iterator[ControlStore]:
+    engine = engine_for(f"sqlite:///{tmp_path}/control.db")
+    migrate(engine)
+    yield ControlStore(engine, clock)
+    engine.dispose()
+
+
+def test_each_change_is_one_version_more_and_reads_are_none(store: ControlStore) -> None:
+    assert store.version() == 0
+    project = store.create_project(ADMIN, "one")
+    assert store.version() == 1
+    store.projects(None, 10, False)
+    store.project(project.id)
+    store.audit_events(AuditFilter(), 10)
+    assert store.version() == 1
+    store.rename_project(ADMIN, project.id, "two")
+    store.create_service_account(ADMIN, project.id, "bot", True, None)
+    assert store.version() == 3
+    with pytest.raises(Missing):
+        store.rename_project(ADMIN, "proj_missing", "x")
+    assert store.version() == 3  # a change that failed is no change
+
+
+def test_the_directory_holds_the_live_keys_of_active_projects_only(store: ControlStore, clock: Clock) -> None:
+    project = store.create_project(ADMIN, "p")
+    live = store.create_service_account(ADMIN, project.id, "live", True, None)
+    expiring = store.create_service_account(ADMIN, project.id, "expiring", True, 60)
+    deleted = store.create_service_account(ADMIN, project.id, "deleted", True, None)
+    assert live.key and live.value and expiring.key and expiring.value and deleted.key and deleted.value
+    store.delete_key(ADMIN, project.id, deleted.key.id)
+    admin_key, admin_value = store.create_admin_key(ADMIN, "ops", None)
+
+    directory = store.directory(max_priority=7)
+    assert directory.version == store.version()
+    assert set(directory.keys) == {digest(live.value), digest(expiring.value)}
+    grant = directory.keys[digest(expiring.value)]
+    assert grant.tenant.name == project.id and grant.key_id == expiring.key.id
+    assert grant.expires_at == clock.now + 60 and grant.live(clock.now) and not grant.live(clock.now + 60)
+    tenant = directory.projects[project.id]
+    assert tenant.weight == 1 and not tenant.admin and tenant.quotas.max_priority == 7
+    assert tenant.quotas.tokens_per_minute is None and tenant.quotas.jobs_in_flight is None
+    assert directory.admin_keys[digest(admin_value)].key_id == admin_key.id
+
+    clock.now += 61  # the expired key is not read again
+    assert set(store.directory(7).keys) == {digest(live.value)}
+    store.archive_project(ADMIN, project.id)
+    archived = store.directory(7)
+    assert archived.keys == {} and project.id in archived.projects  # its jobs are still its own
+    store.delete_admin_key(ADMIN, admin_key.id)
+    assert store.directory(7).admin_keys == {}
+
+
+def test_a_key_is_kept_as_its_digest_and_the_audit_log_never_holds_it(store: ControlStore) -> None:
+    project = store.create_project(ADMIN, "p")
+    made = store.create_service_account(ADMIN, project.id, "bot", True, 3600)
+    another_key, another = store.create_key(ADMIN, project.id, made.account.id, None, None)
+    admin_key, admin_value = store.create_admin_key(ADMIN, "ops", None)
+    store.delete_service_account(ADMIN, project.id, made.account.id)
+    assert made.value and made.key
+    with store.engine.connect() as connection:
+        kept = connection.execute(select(ProjectKey.digest, ProjectKey.redacted_value)).all()
+        assert kept == [(digest(made.value), made.key.redacted_value), (digest(another), another_key.redacted_value)]
+        events = connection.execute(select(AuditEvent)).all()
+    text = json.dumps([list(map(str, event)) for event in events])
+    for secret in (made.value, another, admin_value):
+        assert secret not in text and digest(secret).hex() not in text
+    assert admin_key.name == "ops"
+
+
+def test_deleting_a_service_account_deletes_its_keys_each_one_audited(store: ControlStore) -> None:
+    project = store.create_project(ADMIN, "p")
+    made = store.create_service_account(ADMIN, project.id, "bot", True, None)
+    second, _ = store.create_key(ADMIN, project.id, made.account.id, "second", None)
+    store.delete_service_account(ADMIN, project.id, made.account.id)
+    assert store.directory(5).keys == {}
+    with pytest.raises(Missing):
+        store.service_account(project.id, made.account.id)
+    _, page, _ = store.keys(project.id, None, 10)
+    assert page.items == []
+    deleted = store.audit_events(AuditFilter(event_types=["api_key.deleted"]), 10).items
+    assert {event.resource_id for event in deleted} == {made.key.id if made.key else "", second.id}
+
+
+def test_nothing_is_made_in_an_archived_project(store: ControlStore) -> None:
+    project = store.create_project(ADMIN, "p")
+    account = store.create_service_account(ADMIN, project.id, "bot", False, None)
+    assert account.key is None and account.value is None and account.account.role == "none"
+    store.archive_project(ADMIN, project.id)
+    with pytest.raises(Archived):
+        store.create_service_account(ADMIN, project.id, "late", True, None)
+    with pytest.raises(Archived):
+        store.create_key(ADMIN, project.id, account.account.id, None, None)
+    store.rename_project(ADMIN, project.id, "renamed, archived")  # its name may still change
+    assert store.project(project.id).status == "archived"
+
+
+def test_an_object_of_another_project_is_missing(store: ControlStore) -> None:
+    one, two = store.create_project(ADMIN, "one"), store.create_project(ADMIN, "two")
+    made = store.create_service_account(ADMIN, one.id, "bot", True, None)
+    assert made.key
+    for lookup in (
+        lambda: store.service_account(two.id, made.account.id),
+        lambda: store.key(two.id, made.key.id if made.key else ""),
+        lambda: store.delete_key(ADMIN, two.id, made.key.id if made.key else ""),
+        lambda: store.delete_service_account(ADMIN, two.id, made.account.id),
+    ):
+        with pytest.raises(Missing):
+            lookup()
+
+
+def test_pages_follow_the_order_things_were_made(store: ControlStore) -> None:
+    made = [store.create_project(ADMIN, f"p{n}").id for n in range(5)]
+    first = store.projects(None, 2, False)
+    assert [p.id for p in first.items] == made[:2] and first.has_more
+    rest = store.projects(made[1], 10, False)
+    assert [p.id for p in rest.items] == made[2:] and not rest.has_more
+    assert store.projects("proj_not_made", 10, False).items == []
+    store.archive_project(ADMIN, made[2])
+    assert made[2] not in [p.id for p in store.projects(None, 10, False).items]
+    assert made[2] in [p.id for p in store.projects(None, 10, True).items]
+    keys = [store.create_admin_key(ADMIN, f"k{n}", None)[0].id for n in range(3)]
+    assert [k.id for k in store.admin_keys(None, 10, newest_first=True).items] == keys[::-1]
+    assert [k.id for k in store.admin_keys(keys[2], 10, newest_first=True).items] == keys[1::-1]
+
+
+def test_the_audit_log_pages_back_and_forth_and_filters(store: ControlStore, clock: Clock) -> None:
+    one = store.create_project(ADMIN, "one")
+    clock.now += 10
+    two = store.create_project(ADMIN, "two")
+    clock.now += 10
+    store.rename_project(ADMIN, two.id, "deux")
+    clock.now += 10
+    store.create_admin_key(ADMIN, "ops", None)
+    events = store.audit_events(AuditFilter(), 100).items
+    everything = [event.id for event in events]
+    assert [event.type for event in events] == [
+        "tenant.admin_api_key.created", "project.updated", "project.created", "project.created",
+    ]  # fmt: skip
+    newest = store.audit_events(AuditFilter(), 2)
+    assert ids(newest) == everything[:2] and newest.has_more
+    older = store.audit_events(AuditFilter(), 2, after=everything[1])
+    assert ids(older) == everything[2:] and not older.has_more
+    back = store.audit_events(AuditFilter(), 1, before=everything[2])
+    assert ids(back) == [everything[1]] and back.has_more
+    assert [e.resource_id for e in store.audit_events(AuditFilter(project_ids=[two.id]), 10).items] == [two.id] * 2
+    assert ids(store.audit_events(AuditFilter(resource_ids=[one.id]), 10)) == [everything[3]]
+    assert ids(store.audit_events(AuditFilter(tenant_only=True), 10)) == [everything[0]]
+    assert store.audit_events(AuditFilter(actor_ids=["key_other"]), 10).items == []
+    assert store.audit_events(AuditFilter(actor_emails=["a@b.c"]), 10).items == []
+    start = events[3].effective_at
+    assert ids(store.audit_events(AuditFilter(effective={"gt": start, "lte": start + 10}), 10)) == [everything[2]]
+    assert len(store.audit_events(AuditFilter(effective={"gte": start, "lt": start + 20}), 10).items) == 2
+    assert store.audit_events(AuditFilter(event_types=["project.archived"]), 10).items == []
+
+
+def ids(page: Page[AuditEvent]) -> list[str]:
+    return [event.id for event in page.items]
