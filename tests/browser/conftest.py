@@ -197,7 +197,10 @@ def _seed_history(console: Console) -> None:
     store.close()
 
 
-@pytest.fixture(scope="session")
+# Module-scoped, not session-scoped: Playwright's sync API runs an event loop on the test
+# process's thread while it is started, and every later test of that process calling
+# asyncio.run() would fail ("cannot be called from a running event loop").
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     _need_chromium()
     from playwright.sync_api import sync_playwright
