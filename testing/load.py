@@ -69,7 +69,10 @@ def brief(answer: httpx.Response | Exception) -> str:
 
 
 async def post_all(url: str, jobs: list[str], concurrency: int, tally: Tally) -> None:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    # An idle connection is let go after 2 s, before the API's own keep-alive timeout
+    # (uvicorn's 5 s, httpx's default too): reused just as the server closed it, a request
+    # met a closed connection (ReadError) that no fault caused.
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=2.0)
     gate = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=90, limits=limits) as client:
 
