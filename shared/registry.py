@@ -23,6 +23,10 @@ Set ``MODELS_FILE`` (YAML or JSON) or ``MODELS`` (the same, inline JSON):
         fallback_after: 10               # seconds without a healthy server before that
         queue_fallback_after: 30         # opt-in: also when a job waited this long for a slot
         prefix_affinity: true            # a shared prompt prefix goes back to its server
+        prices:                          # USD per million tokens (default 0: free)
+          input: 0.15
+          cached_input: 0.075            # prompt tokens the server had cached (default: input's)
+          output: 0.60                   # an embedding model has input only
     default: small                       # for requests that name no model (default: the first)
 
 Without either, ``INNER_LLM_URL`` alone is a one-model registry: every job goes to
@@ -76,6 +80,28 @@ class UnknownQueue(LookupError):
 
 
 DEFAULT_SLOTS = 16
+NANO = 1_000_000_000  # nano-USD in a USD: what costs are counted in, as integers
+
+
+@dataclass(frozen=True)
+class Prices:
+    """What a model's tokens cost, in USD per million tokens."""
+
+    input: float = 0.0
+    cached_input: float | None = None  # None: input's
+    output: float = 0.0
+
+    def cost(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> int:
+        """What that many tokens cost, in nano-USD (1e-9 USD), rounded to the nearest:
+        `cached_tokens` are among the `input_tokens`, at the cached price."""
+        cached = min(max(cached_tokens, 0), input_tokens)
+        cached_price = self.input if self.cached_input is None else self.cached_input
+        micro = (input_tokens - cached) * self.input + cached * cached_price + output_tokens * self.output
+        return round(micro * 1000)  # USD per million tokens x tokens = micro-USD
+
+    @property
+    def free(self) -> bool:
+        return not (self.input or self.cached_input or self.output)
 
 
 @dataclass(frozen=True)
@@ -113,6 +139,7 @@ class Model:
     fallback_after: float = 10.0
     queue_fallback_after: float | None = None
     prefix_affinity: bool = True
+    prices: Prices = Prices()
 
     def __post_init__(self) -> None:
         if not self.servers:
@@ -266,6 +293,20 @@ def _servers(entry: dict[str, Any], where: str, model_key: SecretStr | None) -> 
     return tuple(servers)
 
 
+def _prices(entry: dict[str, Any], where: str) -> Prices:
+    raw = entry.get("prices")
+    if raw is None:
+        return Prices()
+    if not isinstance(raw, dict) or set(raw) - {"input", "cached_input", "output"}:
+        raise RegistryError(f"{where}: 'prices' takes input, cached_input and output (USD per million tokens)")
+    values: dict[str, float] = {}
+    for name, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1_000_000:
+            raise RegistryError(f"{where}: prices.{name} needs a number of USD per million tokens, 0 to 1000000")
+        values[name] = float(value)
+    return Prices(**values)
+
+
 def _slots(entry: dict[str, Any], where: str) -> int:
     slots = entry.get("slots", DEFAULT_SLOTS)
     if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= 4096:
@@ -323,6 +364,7 @@ def _parse(raw: Any, config: Config) -> Registry:
                 fallback_after=_seconds(entry, "fallback_after", where, 10.0) or 0.0,
                 queue_fallback_after=_seconds(entry, "queue_fallback_after", where, None),
                 prefix_affinity=entry.get("prefix_affinity", True) is not False,
+                prices=_prices(entry, where),
             )
         )
     registry = Registry(tuple(models), models[0])

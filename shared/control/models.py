@@ -14,7 +14,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, MetaData, String
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAME_MAX = 256  # characters of a name (a project's, a service account's, a key's)
@@ -87,6 +98,9 @@ class ProjectKey(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int | None] = mapped_column(BigInteger)
     deleted_at: Mapped[int | None] = mapped_column(BigInteger)
+    # The start of the last minute it was used in, as usage history has it (written with
+    # usage, never per request).
+    last_used_at: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class AdminKey(Base):
@@ -122,3 +136,82 @@ class AuditEvent(Base):
     project_name: Mapped[str | None] = mapped_column(String(NAME_MAX))
     resource_id: Mapped[str] = mapped_column(String(64), index=True)
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class RateLimit(Base):
+    """A project's rate limits on one model of the registry (None: that limit is not set)."""
+
+    __tablename__ = "project_rate_limits"
+    __table_args__ = (UniqueConstraint("project_id", "model", name="uq_project_rate_limits_project_id_model"),)
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(String(64), ForeignKey("projects.id"))
+    model: Mapped[str] = mapped_column(String(NAME_MAX))
+    max_requests_per_1_minute: Mapped[int | None] = mapped_column(BigInteger)
+    max_tokens_per_1_minute: Mapped[int | None] = mapped_column(BigInteger)
+    max_requests_per_1_day: Mapped[int | None] = mapped_column(BigInteger)
+    batch_1_day_max_input_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class ModelPermissions(Base):
+    """Which models of the registry a project may use: `model_ids` only (allow_list) or
+    all but them (deny_list). A project without a row may use every model."""
+
+    __tablename__ = "project_model_permissions"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(String(64), ForeignKey("projects.id"), unique=True)
+    mode: Mapped[str] = mapped_column(String(16))  # allow_list | deny_list
+    model_ids: Mapped[list[str]] = mapped_column(JSON)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class SpendLimit(Base):
+    """A project's hard spend limit: `threshold_amount` cents of `currency` per `interval`."""
+
+    __tablename__ = "project_spend_limits"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(String(64), ForeignKey("projects.id"), unique=True)
+    threshold_amount: Mapped[int] = mapped_column(BigInteger)  # cents
+    currency: Mapped[str] = mapped_column(String(8))  # USD
+    interval: Mapped[str] = mapped_column(String(16))  # month
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class UsageBucket(Base):
+    """What a project used in one bucket of time (`width` 1m, 1h or 1d from `start_time`,
+    Unix seconds) of one model, key and kind: the usage and costs endpoints' rows. The
+    project is a tenant's name (a keys file's tenant has no row in `projects`, so no
+    foreign key); `api_key_id` is "" for a key that has no id (the keys file's).
+    `cost` is in nano-USD (1e-9 USD), at the model's prices when the tokens were counted."""
+
+    __tablename__ = "usage_buckets"
+    __table_args__ = (
+        UniqueConstraint(
+            "width",
+            "start_time",
+            "project_id",
+            "model",
+            "api_key_id",
+            "batch",
+            "kind",
+            name="uq_usage_buckets_bucket",
+        ),
+        Index("ix_usage_buckets_width_start_time", "width", "start_time"),
+    )
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    width: Mapped[str] = mapped_column(String(4))  # 1m | 1h | 1d
+    start_time: Mapped[int] = mapped_column(BigInteger)
+    project_id: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(NAME_MAX))
+    api_key_id: Mapped[str] = mapped_column(String(64))
+    batch: Mapped[bool] = mapped_column(Boolean)
+    kind: Mapped[str] = mapped_column(String(16))  # completions | embeddings
+    num_model_requests: Mapped[int] = mapped_column(BigInteger)
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    input_cached_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost: Mapped[int] = mapped_column(BigInteger)  # nano-USD

@@ -34,6 +34,9 @@ EXEMPT = {
     "scratch database it compares against is migrate()'s, tested in tests/unit/shared/control/test_database.py",
     "shared/control/migrations/versions/0001_control_plane.py": "a migration step: run from an empty database, by "
     "several processes at once, on SQLite and PostgreSQL, by tests/integration/shared/test_control_database.py",
+    "shared/control/migrations/versions/0002_limits_spend_usage.py": "a migration step: run after 0001 on "
+    "SQLite and PostgreSQL by tests/integration/shared/test_control_database.py; tests/unit/shared/control/"
+    "test_database.py checks the steps make exactly the models' tables",
     "api/admin/router.py": "routes only, each calling the control plane's serving (tests/unit/api/admin/"
     "test_serving.py); every route through the openai SDK's admin client in tests/integration/api/test_organization.py",
 }

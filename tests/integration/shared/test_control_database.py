@@ -24,7 +24,7 @@ def test_api_processes_starting_together_migrate_once(control_databases: Control
     assert migrate_at_once(url) == []
     engine = engine_for(url)
     with engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).all() == [("0001",)]
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).all() == [("0002",)]
         assert connection.execute(select(ControlState.id, ControlState.version)).all() == [(1, 0)]
     engine.dispose()
 

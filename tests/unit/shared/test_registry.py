@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from shared.config import Config
-from shared.registry import DEFAULT_SLOTS, RegistryError, UnknownModel, UnknownQueue, load_registry, server_name
+from shared.registry import DEFAULT_SLOTS, Prices, RegistryError, UnknownModel, UnknownQueue, load_registry, server_name
 
 pytestmark = pytest.mark.unit
 
@@ -162,3 +162,21 @@ def test_a_model_whose_server_serves_anthropics_messages_says_so_as_inner_llm_ur
     assert listed.by_name("qwen").messages_api is True and listed.by_name("small").messages_api is False
     only = load_registry(Config(_env_file=None, inner_llm_url="http://gpu-a:8000", inner_llm_messages_api=True))  # type: ignore[call-arg]
     assert only.default.messages_api is True
+
+
+def test_prices_cost_counts_cached_input_at_its_own_price_in_nano_usd() -> None:
+    prices = Prices(input=0.15, cached_input=0.075, output=0.60)
+    # 800 fresh input tokens x 0.15 + 200 cached x 0.075 + 100 output x 0.60 micro-USD
+    assert prices.cost(1000, 100, cached_tokens=200) == 195_000
+    assert Prices(input=1.0).cost(3, 0, cached_tokens=3) == 3_000  # cached at input's price when not set
+    assert Prices(input=1.0).cost(3, 0, cached_tokens=9) == 3_000  # never more cached than input
+    assert Prices().free and Prices().cost(10**6, 10**6) == 0
+
+
+def test_prices_are_read_from_the_registry_and_bad_ones_refused() -> None:
+    found = registry({"name": "m", "url": "http://m:1", "prices": {"input": 0.5, "output": 2}})
+    assert found.by_name("m").prices == Prices(input=0.5, output=2.0)
+    assert registry({"name": "m", "url": "http://m:1"}).by_name("m").prices.free
+    for bad in ({"input": -1}, {"input": "1"}, {"inputs": 1}, [1], {"output": True}):
+        with pytest.raises(RegistryError, match="prices"):
+            registry({"name": "m", "url": "http://m:1", "prices": bad})
