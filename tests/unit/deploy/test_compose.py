@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy.engine import make_url
 
 from local_stack.settings import LocalStack
 from shared.config import Config
+from shared.control.database import engine_for, shown
 from testing.processes import ROOT
 
 pytestmark = pytest.mark.unit
@@ -25,6 +27,9 @@ COMPOSE_ONLY = {
     "GGUF_FILE",
     "GRAFANA_ADMIN_PASSWORD",
     "RABBITMQ_ERLANG_COOKIE",
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "POSTGRES_DB",
 }
 
 
@@ -39,7 +44,9 @@ def example_variables() -> set[str]:
 
 
 def test_all_parts_are_services(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"rabbitmq", "redis", "vllm", "llamacpp", "prometheus", "grafana", *GATEWAY}
+    assert set(compose["services"]) == {
+        "rabbitmq", "redis", "postgres", "vllm", "llamacpp", "prometheus", "grafana", *GATEWAY
+    }  # fmt: skip
     assert "management" in compose["services"]["rabbitmq"]["image"]
 
 
@@ -96,13 +103,15 @@ def test_env_example_documents_every_setting() -> None:
 
 def test_services_wait_for_healthy_dependencies(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    for name in ("rabbitmq", "redis", "vllm", "llamacpp", "api"):
+    for name in ("rabbitmq", "redis", "postgres", "vllm", "llamacpp", "api"):
         assert services[name]["healthcheck"]["test"], name
     for name in GATEWAY:
         depends = services[name]["depends_on"]
         assert {"rabbitmq", "redis"} <= set(depends)
         assert all(d["condition"] == "service_healthy" for d in depends.values())
     assert {"vllm", "llamacpp"} <= set(services["worker"]["depends_on"])
+    # The API migrates and reads the control plane's database before it serves.
+    assert services["api"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
 
 
 def test_ports_match_the_defaults(compose: dict[str, Any]) -> None:
@@ -112,6 +121,34 @@ def test_ports_match_the_defaults(compose: dict[str, Any]) -> None:
     assert "5672:5672" in services["rabbitmq"]["ports"]
     assert "8670" in services["vllm"]["command"] and "8670" in services["llamacpp"]["command"]
     assert services["api"]["environment"]["INNER_LLM_URL"].endswith(":8670}")
+
+
+def test_the_control_plane_is_the_postgres_service_its_password_from_env(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    postgres = services["postgres"]
+    # Its data on a volume of its own, where the image keeps it.
+    assert "postgres-data:/var/lib/postgresql/data" in postgres["volumes"] and "postgres-data" in compose["volumes"]
+    # Its password required from .env, never a value in the file; user and database defaulted.
+    env = postgres["environment"]
+    assert env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    assert env["POSTGRES_USER"] == "${POSTGRES_USER:-llm_api}" and env["POSTGRES_DB"] == "${POSTGRES_DB:-llm_api}"
+    # Healthy once it accepts connections to that database as that user (compose's $$ is a $).
+    check = " ".join(postgres["healthcheck"]["test"]).replace("$$", "$")
+    assert "pg_isready" in check and '"${POSTGRES_USER}"' in check and '"${POSTGRES_DB}"' in check
+    for name in GATEWAY:
+        url = services[name]["environment"]["CONTROL_DATABASE_URL"]
+        # The same three variables as the server's, and the service's name and port.
+        assert set(re.findall(r"\$\{(POSTGRES_[A-Z]+)", url)) == {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
+        password = re.search(r"\$\{POSTGRES_PASSWORD[^}]*\}", url)
+        assert password and password.group() == env["POSTGRES_PASSWORD"]
+        config = Config(_env_file=None, control_database_url=_interpolated(url))  # type: ignore[call-arg]
+        parsed = make_url(config.control_database)
+        assert (parsed.host, parsed.port, parsed.username, parsed.password, parsed.database) == (
+            "postgres", 5432, "llm_api", "set", "llm_api"
+        )  # fmt: skip
+        assert engine_for(config.control_database).dialect.driver == "psycopg"
+    # The URL holds the password: the API says the database's address without it.
+    assert "set" not in shown(_interpolated(services["api"]["environment"]["CONTROL_DATABASE_URL"]))
 
 
 def _interpolated(value: str) -> str:
@@ -157,6 +194,8 @@ def test_the_cluster_file_gives_the_gateway_every_rabbitmq_node_and_the_sentinel
         depends = services[name]["depends_on"]
         assert {*declared_nodes, *(host for host, _ in config.sentinels), "redis"} <= set(depends)
     assert "--replicaof" in services["redis-replica"]["command"]
+    # The cluster's API still waits for the control plane's database (the base file's one server).
+    assert services["api"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
     volumes = {**compose["volumes"], **cluster["volumes"]}
     for service in services.values():
         for volume in service.get("volumes", []):

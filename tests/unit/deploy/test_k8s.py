@@ -10,10 +10,12 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from sqlalchemy.engine import make_url
 
 from api.main import create_app
 from api.observability.scaling import Signals
 from shared.config import Config
+from shared.control.database import shown
 from testing.processes import ROOT
 from tests.unit.deploy.test_compose import DEPLOYMENT_VARIABLES
 
@@ -56,8 +58,9 @@ def test_every_file_is_listed_and_every_part_deployed() -> None:
     listed = set(yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"])
     assert listed == {path.name for path in K8S.glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kind("Deployment")) == set(CONTAINERS)
-    assert set(kind("Service")) == {"llm-api", "llm-flower"}
-    for deployment in kind("Deployment").values():
+    assert set(kind("Service")) == {"llm-api", "llm-flower", "llm-postgres"}
+    assert set(kind("StatefulSet")) == {"llm-postgres"}
+    for deployment in [*kind("Deployment").values(), *kind("StatefulSet").values()]:
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
@@ -78,18 +81,64 @@ def test_each_deployment_runs_what_compose_runs_from_the_same_image() -> None:
 def test_the_variables_are_the_gateways_and_the_secrets_are_not_in_the_config_map() -> None:
     (config,) = kind("ConfigMap").values()
     assert set(config["data"]) <= DEPLOYMENT_VARIABLES, set(config["data"]) - DEPLOYMENT_VARIABLES
-    assert not {"RABBIT_MQ_PASSWORD", "API_KEYS", "FILE_STORE_S3_SECRET", "REDIS_PASSWORD"} & set(config["data"])
+    secrets = {"RABBIT_MQ_PASSWORD", "API_KEYS", "FILE_STORE_S3_SECRET", "REDIS_PASSWORD", "ADMIN_API_KEYS"}
+    assert not (secrets | {"CONTROL_DATABASE_URL", "POSTGRES_PASSWORD"}) & set(config["data"])
     required = set(re.findall(r"\$\{([A-Z0-9_]+):\?", (ROOT / "docker-compose.yml").read_text()))
     for name, service in CONTAINERS.items():
         given = variables(kind("Deployment")[name])
-        assert given <= DEPLOYMENT_VARIABLES | {"FLOWER_BASIC_AUTH"}, given - DEPLOYMENT_VARIABLES
+        # POSTGRES_PASSWORD: only to be put into CONTROL_DATABASE_URL (see below).
+        assert given <= DEPLOYMENT_VARIABLES | {"FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD"}, given - DEPLOYMENT_VARIABLES
         # What compose insists on (${VAR:?}) for the service, the Deployment gives too.
         compose_env = compose()["services"][service]["environment"]
         needed = {var for var, value in compose_env.items() if set(re.findall(r"\$\{([A-Z0-9_]+):\?", str(value)))
                   & required}  # fmt: skip
+        if service != "api":  # compose gives every part every variable; only the API reads the control plane
+            needed -= {"CONTROL_DATABASE_URL"}
         assert needed <= given, (name, needed - given)
         # Every variable the ConfigMap sets is valid for the gateway's Config.
     Config(_env_file=None, **{key.lower(): value for key, value in config["data"].items()})  # type: ignore[arg-type]
+
+
+def expanded(value: str, env: dict[str, str]) -> str:
+    """A container's variable as Kubernetes gives it: ``$(NAME)`` is NAME's value."""
+    return re.sub(r"\$\(([A-Z0-9_]+)\)", lambda found: env[found.group(1)], value)
+
+
+def test_the_control_plane_is_the_postgres_statefulset_its_password_from_the_secret() -> None:
+    (postgres,) = kind("StatefulSet").values()
+    server = container(postgres)
+    env = {entry["name"]: entry for entry in server["env"]}
+    # Its data on a volume claimed per pod, PGDATA a folder inside it (initdb refuses a
+    # folder holding the volume's lost+found).
+    (claim,) = postgres["spec"]["volumeClaimTemplates"]
+    (mount,) = [mount for mount in server["volumeMounts"] if mount["name"] == claim["metadata"]["name"]]
+    assert env["PGDATA"]["value"].startswith(mount["mountPath"] + "/")
+    user, database = env["POSTGRES_USER"]["value"], env["POSTGRES_DB"]["value"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert server[probe]["exec"]["command"] == ["pg_isready", "-U", user, "-d", database]
+    # The same image as compose's service, reached through a Service on its port.
+    assert server["image"] == compose()["services"]["postgres"]["image"]
+    service = kind("Service")[postgres["spec"]["serviceName"]]
+    assert service["spec"]["selector"].items() <= postgres["spec"]["template"]["metadata"]["labels"].items()
+    (port,) = service["spec"]["ports"]
+
+    # The API's URL names that Service, user and database; its password is the server's
+    # own secret key, put in by Kubernetes (declared before the URL, as $(NAME) needs).
+    api = container(kind("Deployment")["llm-api"])
+    names = [entry["name"] for entry in api["env"]]
+    given = {entry["name"]: entry for entry in api["env"]}
+    assert given["POSTGRES_PASSWORD"]["valueFrom"] == env["POSTGRES_PASSWORD"]["valueFrom"]
+    assert names.index("POSTGRES_PASSWORD") < names.index("CONTROL_DATABASE_URL")
+    url = expanded(given["CONTROL_DATABASE_URL"]["value"], {"POSTGRES_PASSWORD": "0123abcd"})
+    config = Config(_env_file=None, control_database_url=url)  # type: ignore[call-arg]
+    parsed = make_url(config.control_database)
+    assert (parsed.host, parsed.port, parsed.username, parsed.password, parsed.database) == (
+        service["metadata"]["name"], port["port"], user, "0123abcd", database
+    )  # fmt: skip
+    assert "0123abcd" not in shown(config.control_database)
+    # The workers and Flower never read the control plane: they are not given its password.
+    for name in ("llm-worker-default", "llm-flower"):
+        assert not {"POSTGRES_PASSWORD", "CONTROL_DATABASE_URL"} & variables(kind("Deployment")[name])
 
 
 def test_the_probes_and_the_scaler_ask_for_paths_the_api_serves() -> None:
