@@ -1,6 +1,8 @@
 """Projects and their keys as every API process sees them: made on one process, a key
 works on another within a second (as its project's tenant, on the model endpoints);
-deleted, or its project archived, it is refused everywhere within a second; an expiring
+deleted, or its project archived, it is refused everywhere within a second (a plain
+request, a stream, a WebSocket connection it opens, each response.create on one open
+before), while a stream it began before runs to its end; an expiring
 key expires; a change notice lost is caught by the version poll; and while the database
 is away, the keys that worked go on working. Against SQLite and PostgreSQL."""
 
@@ -8,10 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
 import pytest
+from websockets.exceptions import InvalidStatus
 
 from shared.control.database import engine_for
 from shared.control.store import Actor, ControlStore
@@ -172,3 +176,106 @@ def test_keys_go_on_working_while_the_database_is_away(
         later = admin.projects.service_accounts.create(project.id, name="after")
         assert later.api_key and status(stack.url, later.api_key.value) == 200
         assert status(stack.url, key) == 200
+
+
+def refused_after(refused: Callable[[], bool], since: float, timeout: float = 10.0) -> float:
+    """Seconds from `since` to the start of the first try that `refused()` (asked over
+    and over): by then the key was refused."""
+    while time.monotonic() - since < timeout:
+        started = time.monotonic()
+        if refused():
+            return started - since
+        time.sleep(0.01)
+    raise AssertionError(f"not refused after {timeout}s")
+
+
+def stream_refused(url: str, key: str) -> bool:
+    """Whether a streaming chat completion asked with `key` is refused 401."""
+    sdk = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=10)
+    try:
+        with sdk.chat.completions.create(
+            model="fake-model", messages=[{"role": "user", "content": "hi"}], stream=True
+        ) as stream:
+            for _ in stream:
+                pass
+    except openai.AuthenticationError:
+        return True
+    return False
+
+
+def websocket_refused(url: str, key: str) -> bool:
+    """Whether a WebSocket connection to /v1/responses opened with `key` (the SDK's
+    ``responses.connect()``) is refused 401 at its upgrade."""
+    sdk = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=10)
+    try:
+        with sdk.responses.connect():
+            return False
+    except InvalidStatus as refused:
+        assert refused.response.status_code == 401
+        return True
+
+
+def test_a_deleted_key_is_refused_on_streams_and_websockets_everywhere_and_its_running_stream_finishes(
+    once: None, make_stack: StackFactory, fake: FakeModelServer, control_databases: ControlDatabases
+) -> None:
+    stack, second = two_apis(make_stack, control_databases.fresh(), workers=1, CONTROL_POLL_SECONDS="60")
+    urls = [stack.url, second]
+    admin = admin_client(stack.url, ADMIN_KEY).admin.organization
+    project = admin.projects.create(name="streams")
+    account = admin.projects.service_accounts.create(project.id, name="bot")
+    assert account.api_key
+    key = account.api_key.value
+    seconds_until(lambda: status(second, key) == 200)
+    assert not stream_refused(second, key) and not websocket_refused(second, key)
+
+    sdk = openai.OpenAI(base_url=f"{second}/v1", api_key=key, max_retries=0, timeout=30,
+                        _strict_response_validation=True)  # fmt: skip
+    # A WebSocket connection of the key, open before it is deleted, and a long stream of it running.
+    connection = sdk.responses.connect().enter()
+    fake.extra_words, fake.chunk_delay = 30, 0.05  # a stream of about 1.6 s
+    running = sdk.chat.completions.create(
+        model="fake-model", messages=[{"role": "user", "content": "long"}], stream=True
+    )
+    pieces = [next(iter(running)).choices[0].delta.content or ""]
+    streamed = fake.completed_streams
+
+    admin.projects.api_keys.delete(account.api_key.id, project_id=project.id)
+    deleted = time.monotonic()
+    assert fake.completed_streams == streamed, "the stream ended before its key was deleted: nothing tested"
+    # Within the second, on every process: a plain request, a stream and a WebSocket
+    # connection it opens are refused (each asked over and over, all at once).
+    checks = {
+        (url, kind): check
+        for url in urls
+        for kind, check in (
+            ("request", lambda url=url: status(url, key) == 401),
+            ("stream", lambda url=url: stream_refused(url, key)),
+            ("websocket", lambda url=url: websocket_refused(url, key)),
+        )
+    }
+    with ThreadPoolExecutor(len(checks)) as pool:
+        took = dict(zip(checks, pool.map(lambda check: refused_after(check, deleted), checks.values()), strict=True))
+    late = {f"{kind} on {url}": f"{seconds:.3f}s" for (url, kind), seconds in took.items() if seconds >= WITHIN}
+    assert not late, f"a deleted key still let these in after a second: {late}"
+
+    # The stream it began before is not cut: it runs to its end (as OpenAI's does).
+    finish = None
+    for chunk in running:
+        if chunk.choices:
+            pieces.append(chunk.choices[0].delta.content or "")
+            finish = chunk.choices[0].finish_reason or finish
+    assert finish == "stop" and "".join(pieces).startswith("echo: long")
+    assert len("".join(pieces).split()) > 30
+
+    # The connection opened before stays open, but each response.create on it is a
+    # request, its key checked as it is asked: refused, as OpenAI's error event.
+    fake.extra_words, fake.chunk_delay = 0, 0.0
+    connection.response.create(model="fake-model", input="after", store=False)
+    events = []
+    for event in connection:
+        events.append(event)
+        if event.type in ("error", "response.completed", "response.failed"):
+            break
+    connection.close()
+    assert [event.type for event in events] == ["error"], events
+    assert events[0].status == 401 and events[0].error.type == "authentication_error", events[0]
