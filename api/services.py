@@ -124,7 +124,7 @@ class Services:
         scaling = Scaling(config, registry, queue, fair, redis)
         readiness = Readiness(redis, queue, registry)
         scrape = Scrape(config, metrics, queue, [*registry.queues, *fair.tenant_queues], redis, scaling,
-                        keeper.line_counts, readiness)  # fmt: skip
+                        keeper.line_counts, readiness, lambda: control_sync.database_up)  # fmt: skip
         return cls(
             config, registry, metrics, redis, stream_reader, queue, store, waiter, routing, runner, lost, guard,
             models, files, batches, keeper, events, fair, scaling, scrape, readiness, quotas, TokenCounter(config),

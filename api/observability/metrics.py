@@ -205,7 +205,8 @@ class _Parts(Collector):
         family = GaugeMetricFamily(
             "llm_api_part_up",
             "1 if the part answered this API process's last readiness check, else 0 (GET /ready), by part"
-            " (broker, result_store, ...; model_server and workers by model)",
+            " (broker, result_store, ...; model_server and workers by model; database: the control plane's,"
+            " at its last poll, not a readiness check)",
             labels=["part", "model"],
         )
         for name, check in sorted(self._checks.items()):

@@ -1,8 +1,9 @@
 """What a scrape of ``GET /metrics`` reads at that moment, beside the counters the API
 keeps itself: the jobs waiting in each queue and the dead letters (asked of the
 broker), the webhook deliveries (all workers', from Redis), the lines of the batches
-this process drives, each model's scaling signals, and the last readiness checks
-(which a scrape keeps going, as a probe of /ready does)."""
+this process drives, each model's scaling signals, the last readiness checks
+(which a scrape keeps going, as a probe of /ready does), and whether the control
+plane's database answered."""
 
 from __future__ import annotations
 
@@ -40,9 +41,12 @@ class Scrape:
         scaling: Scaling,
         batch_lines: LineCounts,
         readiness: Readiness,
+        database_up: Callable[[], bool] | None = None,
     ) -> None:
         """`queues` are those whose depth is shown (every model's, and tenants' of busy
-        models); `batch_lines()` counts the lines of the batches this process drives."""
+        models); `batch_lines()` counts the lines of the batches this process drives;
+        `database_up()` whether the control plane's database answered its last poll (a
+        part shown beside the readiness checks, not one of them: no request waits for it)."""
         self._config = config
         self._metrics = metrics
         self._queue = queue
@@ -51,6 +55,7 @@ class Scrape:
         self._scaling = scaling
         self._batch_lines = batch_lines
         self._readiness = readiness
+        self._database_up = database_up
 
     async def render(self) -> bytes:
         """The text format, read now."""
@@ -73,5 +78,7 @@ class Scrape:
             log.warning("could not read the scaling signals: %s", exc)
             scaling = {}
         report = self._readiness.current()
-        parts = report.checks if report is not None else {}
+        parts = dict(report.checks) if report is not None else {}
+        if self._database_up is not None:
+            parts["database"] = {"ok": self._database_up()}
         return self._metrics.render(waiting, webhooks, self._batch_lines(), scaling, dead_letters, parts)

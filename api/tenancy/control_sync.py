@@ -12,7 +12,8 @@ database's version). They are read again:
   notice lost (Redis down, a reconnection) is caught within that time.
 
 If the database cannot be read, the process goes on with what it holds (the keys that
-worked go on working) and reads again at the next notice or poll. Expiring keys need no
+worked go on working) and reads again at the next notice or poll; `database_up` says
+which, for /metrics. Expiring keys need no
 reload: each key's expiry is checked as it is presented.
 """
 
@@ -53,6 +54,13 @@ class ControlSync:
         self._stale = asyncio.Event()
         self._loading = asyncio.Lock()
         self._failing = False  # the last read of the database failed (said once, not at every poll)
+
+    @property
+    def database_up(self) -> bool:
+        """Whether the database answered this process's last read of it (its last poll):
+        /metrics shows it (``llm_api_part_up{part="database"}``), /ready does not, as no
+        request waits for it."""
+        return not self._failing
 
     @property
     def version(self) -> int:

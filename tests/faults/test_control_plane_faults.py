@@ -60,6 +60,13 @@ async def post_with_keys(routes: dict[str, tuple[str, str]], concurrency: int, t
         await asyncio.gather(*(one(job) for job in routes))
 
 
+def database_gauge(url: str) -> str:
+    """The API process's ``llm_api_part_up{part="database"}``, as /metrics shows it."""
+    text = httpx.get(f"{url}/metrics", headers=auth(ADMIN_KEY), timeout=10).text
+    (line,) = [line for line in text.splitlines() if line.startswith('llm_api_part_up{model="",part="database"}')]
+    return line.split()[-1]
+
+
 def works(url: str, key: str) -> int:
     return httpx.get(f"{url}/v1/files", headers=auth(key), timeout=10).status_code
 
@@ -102,6 +109,7 @@ def test_the_control_plane_database_stopped_under_load_fails_no_request(
         fake.latency = 0.2
         outage: dict[str, float] = {}
         refused: list[httpx.Response] = []
+        gauges: dict[str, list[str]] = {}
 
         def stop_and_start() -> None:
             wait_until(lambda: len(fake.completions) >= 30, 30, "jobs to run")
@@ -109,6 +117,7 @@ def test_the_control_plane_database_stopped_under_load_fails_no_request(
             outage["stopped"] = time.monotonic()
             # Each process finds it gone at its next poll, and says so once.
             wait_until(lambda: all(UNAVAILABLE in api.output() for api in apis), 10, "the APIs to find it gone")
+            gauges["away"] = [database_gauge(url) for url in urls]
             asked = time.monotonic()
             for url in urls:
                 with httpx.Client(base_url=url, headers=auth(ADMIN_KEY), timeout=30) as client:
@@ -123,6 +132,7 @@ def test_the_control_plane_database_stopped_under_load_fails_no_request(
             outage["started"] = time.monotonic()
             wait_until(lambda: all("control plane database back" in api.output() for api in apis), 10,
                        "the APIs to find it back")  # fmt: skip
+            gauges["back"] = [database_gauge(url) for url in urls]
 
         tally = Tally()
         routes = spread(ids("pg", 400), urls, keys)
@@ -155,6 +165,8 @@ def test_the_control_plane_database_stopped_under_load_fails_no_request(
             assert UNAVAILABLE in message
             assert str(server.port) not in message and "127.0.0.1" not in message and PASSWORD not in message
         assert all(PASSWORD not in api.output() for api in apis)
+        # /metrics said so (what LLMApiDatabaseDown fires on), and that it came back.
+        assert gauges == {"away": ["0.0", "0.0"], "back": ["1.0", "1.0"]}
 
         # Back: what was made before is there, on both processes; what was deleted stays so.
         listed = {project.id for project in admin.projects.list(limit=100)}

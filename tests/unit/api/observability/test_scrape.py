@@ -61,3 +61,23 @@ def test_a_scrape_reads_each_part_now_and_renders_them(monkeypatch: pytest.Monke
             assert "llm_api_model_jobs_waiting{model=" not in text and 'outcome="gave_up"' not in text
 
     asyncio.run(main())
+
+
+def test_the_control_plane_database_is_a_part_shown_as_its_last_poll_found_it() -> None:
+    async def main() -> None:
+        async with running_parts() as parts:
+            scaling = Scaling(parts.config, load_registry(parts.config), parts.queue, parts.fair, parts.redis)  # type: ignore[arg-type]
+            checking = Readiness(parts.redis, parts.queue, load_registry(parts.config))  # type: ignore[arg-type]
+            up = [True]
+            scrape = Scrape(parts.config, parts.metrics, parts.queue, [], parts.redis, scaling,  # type: ignore[arg-type]
+                            dict, checking, lambda: up[0])  # fmt: skip
+            # Shown from the first scrape (no round of readiness checks needed), as it changes.
+            assert 'llm_api_part_up{model="",part="database"} 1.0' in (await scrape.render()).decode()
+            up[0] = False
+            assert 'llm_api_part_up{model="",part="database"} 0.0' in (await scrape.render()).decode()
+            # Not a readiness check: /ready does not fail for it (no request waits for it).
+            report = await checking.last()
+            assert report is not None and "database" not in report.checks
+            await checking.close()
+
+    asyncio.run(main())

@@ -51,7 +51,7 @@ def test_changes_are_read_at_the_next_poll_and_what_is_held_outlives_the_databas
         guard = Guard(config, nowhere, Metrics())
         sync = ControlSync(config, store, guard, nowhere)
         await sync.start()  # the schema made, nothing in it
-        assert sync.version == 0 and guard.tenants.runtime.keys == {}
+        assert sync.database_up and sync.version == 0 and guard.tenants.runtime.keys == {}
         elsewhere = ControlStore(engine_for(config.control_database))  # another process's
         project = elsewhere.create_project(ADMIN, "made elsewhere")
         made = elsewhere.create_service_account(ADMIN, project.id, "bot", True, None)
@@ -68,13 +68,14 @@ def test_changes_are_read_at_the_next_poll_and_what_is_held_outlives_the_databas
             database.mkdir()
             await until(lambda: "control plane database unavailable" in caplog.text)
             assert guard.tenants.find(key, time.time()) is not None and sync.version == 2
+            assert not sync.database_up  # for /metrics
             assert caplog.text.count("control plane database unavailable") == 1  # said once, not at every poll
 
             database.rmdir()
             (tmp_path / "away.db").rename(database)
             elsewhere.delete_key(ADMIN, project.id, made.key.id if made.key else "")
             await until(lambda: guard.tenants.find(key, time.time()) is None)
-            assert sync.version == 3 and "control plane database back" in caplog.text
+            assert sync.version == 3 and "control plane database back" in caplog.text and sync.database_up
         finally:
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError):
