@@ -171,5 +171,6 @@ class Services:
             await self.stream_reader.aclose()
             await self.redis.aclose(close_connection_pool=True)
             self.queue.close()
+            self.control_sync.close()
             self.control.engine.dispose()
             tracing.shutdown()

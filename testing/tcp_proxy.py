@@ -1,5 +1,7 @@
 """A TCP forwarder a test can cut: a database (or any server) that goes away and comes
-back, at the same address, without stopping the machine's own server."""
+back, at the same address, without stopping the machine's own server; or hold: one
+that stops answering while its connections stay open (a network dropping its packets,
+a server hung)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from testing.fake_model_server import free_port
 
 class TcpProxy:
     """Forwards connections from a free port on 127.0.0.1 to `target`. `cut()` closes
-    every connection and refuses new ones; `restore()` accepts them again."""
+    every connection and refuses new ones; `restore()` accepts them again. `hold()`
+    forwards nothing more, either way, on any connection, new ones included (they are
+    accepted): what is sent waits; `release()` forwards it, and all after it."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
@@ -20,12 +24,15 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._listener: socket.socket | None = None
+        self._flowing = threading.Event()
+        self._flowing.set()
 
     def __enter__(self) -> TcpProxy:
         self.restore()
         return self
 
     def __exit__(self, *_: object) -> None:
+        self.release()
         self.cut()
 
     def restore(self) -> None:
@@ -36,6 +43,14 @@ class TcpProxy:
         listener.listen(64)
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def hold(self) -> None:
+        """Forward nothing more until `release()`; every connection stays open."""
+        self._flowing.clear()
+
+    def release(self) -> None:
+        """Forward again, what was held first."""
+        self._flowing.set()
 
     def cut(self) -> None:
         """Close every connection through the proxy, and refuse new ones."""
@@ -71,6 +86,7 @@ class TcpProxy:
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self._flowing.wait()
                 sink.sendall(data)
         except OSError:
             pass

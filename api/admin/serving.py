@@ -9,7 +9,6 @@ service accounts or keys to list here: their keys are the file's.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Callable
@@ -41,7 +40,7 @@ class ControlPlane:
 
     async def _call(self, work: Callable[..., T], *args: Any) -> T:
         try:
-            return await asyncio.to_thread(work, *args)
+            return await self._sync.call(work, *args)  # the control plane's threads, its time bound
         except Missing as exc:
             raise NotFound(str(exc)) from None
         except Archived as exc:

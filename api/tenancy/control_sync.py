@@ -13,8 +13,15 @@ database's version). They are read again:
 
 If the database cannot be read, the process goes on with what it holds (the keys that
 worked go on working) and reads again at the next notice or poll; `database_up` says
-which, for /metrics. Expiring keys need no
-reload: each key's expiry is checked as it is presented.
+which, for /metrics. Expiring keys need no reload: each key's expiry is checked as it
+is presented.
+
+Every call to the database (these reads, and the admin endpoints' through `call`) runs
+on threads of the control plane's own and is awaited CALL_SECONDS at most. A database
+that hangs rather than refuses (a network that drops its packets, a server that stopped
+answering) then holds none of the threads the rest of the process runs its blocking
+calls on (files, the broker's counts), and an admin call is told it is unavailable in
+bounded time.
 """
 
 from __future__ import annotations
@@ -22,10 +29,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 
 from api.tenancy.guard import Guard
 from shared.config import Config
@@ -41,16 +53,40 @@ LISTEN_SECONDS = 1.0
 # The longest an admin's answer waits for its change's notice to be published: with
 # Redis away, the other processes read the change at their next poll instead.
 PUBLISH_SECONDS = 1.0
+# The longest a call to the database is awaited (its connection's, its queue's for a
+# thread, its work's): past it the caller is answered that the database is unavailable,
+# though the call may still end (a change may then be committed; the next poll reads it).
+CALL_SECONDS = 10.0
+# The control plane's own threads: as many as its engine's connections (shared/control/
+# database.py: a pool of 2, and 4 more), so that no call waits for a thread while a
+# connection is free.
+DATABASE_THREADS = 6
+
+T = TypeVar("T")
+
+
+class Unanswered(SQLAlchemyTimeout):
+    """The database did not answer a call within CALL_SECONDS: as unavailable as one that
+    refuses (an SQLAlchemyError, as the callers that handle that handle this)."""
 
 
 class ControlSync:
     """Keeps the guard's projects and keys those of the control plane's database."""
 
-    def __init__(self, config: Config, store: ControlStore, guard: Guard, redis: aioredis.Redis) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: ControlStore,
+        guard: Guard,
+        redis: aioredis.Redis,
+        call_seconds: float = CALL_SECONDS,
+    ) -> None:
         self._config = config
         self._store = store
         self._guard = guard
         self._redis = redis
+        self._call_seconds = call_seconds
+        self._threads = ThreadPoolExecutor(DATABASE_THREADS, thread_name_prefix="control-db")
         self._stale = asyncio.Event()
         self._loading = asyncio.Lock()
         self._failing = False  # the last read of the database failed (said once, not at every poll)
@@ -67,11 +103,27 @@ class ControlSync:
         """The version of the projects and keys held now."""
         return self._guard.tenants.runtime.version
 
+    async def call(self, work: Callable[..., T], *args: Any, bounded: bool = True) -> T:
+        """`work(*args)` (a call of the store) on the control plane's threads, awaited
+        CALL_SECONDS at most (`bounded`; else as long as it takes); `Unanswered` past it."""
+        running = asyncio.get_running_loop().run_in_executor(self._threads, partial(work, *args))
+        try:
+            async with asyncio.timeout(self._call_seconds if bounded else None):
+                return await running
+        except TimeoutError:
+            raise Unanswered(f"the database did not answer within {self._call_seconds:g}s") from None
+
+    def close(self) -> None:
+        """Let the control plane's threads go as their calls end (one still waiting on a
+        database that hangs ends as its connection's keepalives give up)."""
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
     async def start(self) -> None:
         """Bring the database's schema to its head and read what it holds, before the
         first request: a database that cannot be reached stops the API's start."""
         try:
-            await asyncio.to_thread(migrate, self._store.engine)
+            # Not bounded: another process starting may hold the migrations' lock a while.
+            await self.call(migrate, self._store.engine, bounded=False)
             await self.reload()
         except SQLAlchemyError as exc:
             raise RuntimeError(
@@ -86,7 +138,7 @@ class ControlSync:
     async def reload(self) -> int:
         """Read the projects and keys again and hold them; their version."""
         async with self._loading:
-            directory = await asyncio.to_thread(self._store.directory, self._config.tenant_max_priority)
+            directory = await self.call(self._store.directory, self._config.tenant_max_priority)
             if directory.version >= self.version:
                 self._guard.use(directory)
             return self.version
@@ -127,7 +179,7 @@ class ControlSync:
 
     async def _refresh(self, notified: bool) -> None:
         try:
-            if notified or await asyncio.to_thread(self._store.version) != self.version:
+            if notified or await self.call(self._store.version) != self.version:
                 await self.reload()
         except (SQLAlchemyError, OSError) as exc:
             if not self._failing:

@@ -29,6 +29,13 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The advisory lock's key on PostgreSQL (any 64-bit number the deployment uses for nothing
 # else): the bytes of "llm-ctl" read as an integer.
 MIGRATION_LOCK = int.from_bytes(b"llm-ctl", "big")
+# libpq's TCP settings of every PostgreSQL connection (a URL's own query parameters win):
+# keepalive probes after 10 s of silence, every 5 s, 3 unanswered and the connection is
+# closed; data sent and unacknowledged for 20 s closes it too.
+POSTGRES_KEEPALIVES = {
+    "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+    "tcp_user_timeout": 20_000,
+}  # fmt: skip
 # Seconds a SQLite connection waits for another's write lock before giving up.
 SQLITE_BUSY_SECONDS = 30.0
 
@@ -46,6 +53,10 @@ def engine_for(url: str, connect_timeout: float = 5.0) -> Engine:
     args: dict[str, Any] = {}
     if parsed.get_backend_name() == "postgresql":
         args["connect_timeout"] = max(1, int(connect_timeout))
+        # A connection whose server went silent (its host gone, a network dropping its
+        # packets) fails within about half a minute rather than the system's two hours:
+        # the thread waiting on it is the control plane's again (api/tenancy/control_sync.py).
+        args |= {name: value for name, value in POSTGRES_KEEPALIVES.items() if name not in parsed.query}
     # pool_pre_ping: a connection PostgreSQL closed while it restarted is replaced, not
     # handed to the next call to fail.
     return create_engine(parsed, connect_args=args, pool_pre_ping=True, pool_size=2, max_overflow=4)

@@ -19,10 +19,12 @@ from itertools import cycle
 import httpx
 import pytest
 
+from api.tenancy.control_sync import CALL_SECONDS
 from testing.fake_model_server import FakeModelServer, free_port
 from testing.load import Tally, brief, ids, is_answer, wait_until
-from testing.openai_sdk import admin_client
+from testing.openai_sdk import admin_client, chat_line, jsonl
 from testing.postgres_server import PASSWORD, PostgresServer, postgres_bin
+from testing.tcp_proxy import TcpProxy
 from tests.conftest import StackFactory
 
 pytestmark = pytest.mark.fault
@@ -183,5 +185,81 @@ def test_the_control_plane_database_stopped_under_load_fails_no_request(
         admin_client(urls[1], ADMIN_KEY).admin.organization.projects.archive(projects[2].id)
         wait_until(lambda: works(urls[0], keys[2]) == 401, 1, "the archived project's key refused")
         assert second.popen.poll() is None
+    finally:
+        server.remove()
+
+
+def test_a_control_plane_database_that_hangs_slows_no_request_and_admin_calls_are_answered_in_time(
+    make_stack: StackFactory, fake: FakeModelServer, broker_env: dict[str, str]
+) -> None:
+    # Not refused but silent (a network dropping its packets, a server hung): each call
+    # to it waits, on the control plane's own threads, and is given up after CALL_SECONDS.
+    if not broker_env["RABBIT_MQ_HOST"]:
+        pytest.skip("once is enough: the control plane is the same whichever the broker")
+    binaries = postgres_bin()
+    if binaries is None:
+        if os.environ.get("REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL's initdb is not installed, and REQUIRE_POSTGRES is set")
+        pytest.skip("PostgreSQL's initdb is not installed (Debian's postgresql package; .ci/run installs it)")
+    server = PostgresServer(binaries).start()
+    try:
+        with TcpProxy(("127.0.0.1", server.port)) as proxy:
+            url = server.url.replace(f":{server.port}/", f":{proxy.port}/")
+            stack = make_stack(workers=1, ADMIN_API_KEYS=ADMIN_KEY, CONTROL_DATABASE_URL=url,
+                               CONTROL_POLL_SECONDS="0.5")  # fmt: skip
+            admin = admin_client(stack.url, ADMIN_KEY).admin.organization
+            project = admin.projects.create(name="hung")
+            made = admin.projects.service_accounts.create(project.id, name="bot")
+            assert made.api_key
+            key = made.api_key.value
+            lines = jsonl([chat_line("1", "hi")])
+            upload = httpx.post(f"{stack.url}/v1/files", headers=auth(key), timeout=10,
+                                data={"purpose": "batch"}, files={"file": ("in.jsonl", lines)})  # fmt: skip
+            assert upload.status_code == 200, brief(upload)
+
+            proxy.hold()
+            held = time.monotonic()
+
+            async def meanwhile() -> tuple[list[tuple[httpx.Response, float]], list[float]]:
+                async with httpx.AsyncClient(base_url=stack.url, timeout=60) as client:
+
+                    async def admin_call(n: int) -> tuple[httpx.Response, float]:
+                        started = time.monotonic()
+                        answer = await client.get("/v1/organization/projects", headers=auth(ADMIN_KEY))
+                        return answer, time.monotonic() - started
+
+                    async def served(n: int) -> float:
+                        await asyncio.sleep(0.5 + n * 0.2)  # while the admin calls wait
+                        started = time.monotonic()
+                        body = {"job_id": f"hung-{n}", "content": "hi"}
+                        for answer in (
+                            await client.get("/v1/files", headers=auth(key)),
+                            await client.get(f"/v1/files/{upload.json()['id']}/content", headers=auth(key)),
+                            await client.post("/generate", json=body, headers=auth(key)),
+                        ):
+                            assert answer.status_code == 200, brief(answer)
+                        return time.monotonic() - started
+
+                    admins = [asyncio.create_task(admin_call(n)) for n in range(12)]
+                    serving = await asyncio.gather(*(served(n) for n in range(5)))
+                    return list(await asyncio.gather(*admins)), serving
+
+            admins, serving = asyncio.run(meanwhile())
+            # Requests (files, jobs) went on at their pace while a dozen admin calls waited.
+            assert max(serving) < 1.5, f"requests waited on the hung database: {serving}"
+            # Each admin call was answered 503 within CALL_SECONDS and a little, not hung.
+            for answer, seconds in admins:
+                assert answer.status_code == 503 and UNAVAILABLE in answer.json()["error"]["message"], brief(answer)
+                assert seconds < CALL_SECONDS + 5, f"an admin call took {seconds:.1f}s"
+            api = stack.processes.started[-1]
+            wait_until(lambda: UNAVAILABLE in api.output(), CALL_SECONDS + 5, "the poll to find it unanswering")
+
+            proxy.release()
+            print(f"\n[control plane database hung] {time.monotonic() - held:.1f}s; requests took at most"
+                  f" {max(serving):.2f}s; admin calls answered 503 after {max(s for _, s in admins):.1f}s")  # fmt: skip
+            wait_until(lambda: "control plane database back" in api.output(), 30, "the API to find it back")
+            later = admin.projects.service_accounts.create(project.id, name="after")
+            assert later.api_key and works(stack.url, later.api_key.value) == 200
+            assert works(stack.url, key) == 200
     finally:
         server.remove()

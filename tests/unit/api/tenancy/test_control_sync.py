@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,9 +17,10 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.observability.metrics import Metrics
-from api.tenancy.control_sync import ControlSync
+from api.tenancy.control_sync import DATABASE_THREADS, ControlSync, Unanswered
 from api.tenancy.guard import Guard
 from shared.config import Config
 from shared.control.database import engine_for
@@ -96,3 +98,34 @@ def test_an_api_process_does_not_start_without_its_database(tmp_path: Path) -> N
     )
     with pytest.raises(RuntimeError, match=r"control plane database sqlite:///.*control\.db unavailable"):
         asyncio.run(sync.start())
+
+
+def test_a_database_that_hangs_holds_none_of_the_processs_other_threads_and_is_given_up_on_in_time(
+    tmp_path: Path,
+) -> None:
+    config = Config(_env_file=None, control_database_url=f"sqlite:///{tmp_path}/control.db")  # type: ignore[call-arg]
+    nowhere = aioredis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))
+    store = ControlStore(engine_for(config.control_database))
+    sync = ControlSync(config, store, Guard(config, nowhere, Metrics()), nowhere, call_seconds=0.3)
+    answers = threading.Event()  # set: the database answers again
+
+    async def main() -> None:
+        started = time.monotonic()
+        # More calls than the control plane has threads, each waiting on the database.
+        hung = [asyncio.create_task(sync.call(answers.wait)) for _ in range(DATABASE_THREADS + 3)]
+        # The threads the rest of the process runs its blocking calls on are free meanwhile.
+        assert await asyncio.wait_for(asyncio.gather(*(asyncio.to_thread(time.sleep, 0) for _ in range(8))), 0.2)
+        for call in hung:  # each told the database is unavailable, in time
+            with pytest.raises(Unanswered, match=r"did not answer within 0\.3s"):
+                await call
+        assert time.monotonic() - started < 2.0
+        assert isinstance(Unanswered(), SQLAlchemyError)  # what the admin endpoints answer 503 for
+        answers.set()  # back: its threads free again
+        assert await sync.call(lambda: "answered") == "answered"
+
+    try:
+        asyncio.run(main())
+    finally:
+        answers.set()
+        sync.close()
+        store.engine.dispose()

@@ -5,11 +5,12 @@ tests/integration/shared/test_control_database.py)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, select, text
+from sqlalchemy import Engine, event, inspect, select, text
 
 from shared.control.database import engine_for, migrate, shown
 from shared.control.models import Base, ControlState
@@ -35,14 +36,41 @@ def test_api_processes_starting_together_migrate_once(tmp_path: Path) -> None:
     with engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).all() == [("0002",)]
         assert connection.execute(select(ControlState.id, ControlState.version)).all() == [(1, 0)]
-        assert set(inspect(connection).get_table_names()) >= {"projects", "project_api_keys", "audit_logs", "project_rate_limits", "usage_buckets"}
+        assert set(inspect(connection).get_table_names()) >= {
+            "projects",
+            "project_api_keys",
+            "audit_logs",
+            "project_rate_limits",
+            "usage_buckets",
+        }
     engine.dispose()
 
 
 def test_a_postgresql_url_is_psycopg_3s_and_its_password_never_shown() -> None:
     engine = engine_for("postgresql://gateway:s3cret@db.internal:5432/control")
     assert engine.dialect.driver == "psycopg"
+    # A server gone silent is found out (keepalives), not waited on for the system's two
+    # hours; a URL's own settings win.
+    options = connection_options(engine)
+    assert options["keepalives_idle"] == 10 and options["tcp_user_timeout"] == 20_000
+    tuned = engine_for("postgresql://gateway:s3cret@db.internal:5432/control?keepalives_idle=30")
+    assert connection_options(tuned)["keepalives_idle"] == "30"
     assert shown("postgresql://gateway:s3cret@db.internal:5432/control") == (
         "postgresql://gateway:***@db.internal:5432/control"
     )
     engine.dispose()
+
+
+def connection_options(engine: Engine) -> dict[str, Any]:
+    """What the engine would give psycopg to connect with (nothing is connected to)."""
+    seen: dict[str, Any] = {}
+
+    @event.listens_for(engine, "do_connect")
+    def _capture(_dialect: Any, _record: Any, _args: Any, options: dict[str, Any]) -> None:
+        seen.update(options)
+        raise LookupError("not connecting")
+
+    with pytest.raises(LookupError):
+        engine.connect()
+    engine.dispose()
+    return seen
