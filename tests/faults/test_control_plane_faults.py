@@ -4,7 +4,7 @@ A server of the test's own (testing/postgres_server.py), stopped as an operator'
 restart stops it (``pg_ctl stop -m fast``): the machine's PostgreSQL, which other test
 processes share, is never touched. Two API processes and a worker serve projects' keys
 made through the Administration API; while the database is away every request is
-answered (200, its own answer), admin calls get 503 naming the control plane's database
+answered (200, its own answer; streams and WebSocket turns too), admin calls get 503 naming the control plane's database
 (never its address or password), and once it is back what was made before is there and
 new changes reach both processes.
 """
@@ -17,6 +17,7 @@ import time
 from itertools import cycle
 
 import httpx
+import openai
 import pytest
 
 from api.tenancy.control_sync import CALL_SECONDS
@@ -112,6 +113,7 @@ def test_the_control_plane_database_stopped_under_load_fails_no_request(
         outage: dict[str, float] = {}
         refused: list[httpx.Response] = []
         gauges: dict[str, list[str]] = {}
+        streamed: list[str] = []
 
         def stop_and_start() -> None:
             wait_until(lambda: len(fake.completions) >= 30, 30, "jobs to run")
@@ -129,6 +131,20 @@ def test_the_control_plane_database_stopped_under_load_fails_no_request(
                                                json={"name": "while away"}))  # fmt: skip
                     refused.append(client.delete(f"/v1/organization/projects/{projects[2].id}/api_keys/key_x"))
             outage["admin_seconds"] = time.monotonic() - asked
+            # A stream, and a WebSocket connection's response, of a project's key meanwhile.
+            for n, (url, key) in enumerate(zip(urls, keys, strict=False)):
+                sdk = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=30,
+                                    _strict_response_validation=True)  # fmt: skip
+                with sdk.chat.completions.create(
+                    model="fake-model", messages=[{"role": "user", "content": f"stream {n}"}], stream=True
+                ) as stream:
+                    streamed.append("".join(c.choices[0].delta.content or "" for c in stream if c.choices))
+                with sdk.responses.connect() as connection:
+                    connection.response.create(model="fake-model", input=f"socket {n}", store=False)
+                    for event in connection:
+                        if event.type in ("response.completed", "response.failed", "error"):
+                            streamed.append(event.response.output_text if event.type != "error" else repr(event))
+                            break
             time.sleep(3)  # the load goes on against processes whose database is away
             server.start()
             outage["started"] = time.monotonic()
@@ -151,7 +167,11 @@ def test_the_control_plane_database_stopped_under_load_fails_no_request(
         )
 
         # No request failed for it, and the load was running while it was away.
-        wrong = {job: brief(answer) for job, answer in tally.answers.items() if not is_answer(answer, job)}
+        wrong = {
+            job: f"{brief(answer)} at {tally.finished[job] - outage['stopped']:+.2f}s from the stop"
+            for job, answer in tally.answers.items()
+            if not is_answer(answer, job)
+        }
         assert not wrong, f"{len(wrong)} of {len(tally.answers)} requests not answered: {dict(list(wrong.items())[:5])}"
         assert len(away) >= 20, f"only {len(away)} requests answered while the database was away"
         for job in list(routes)[::20]:  # stored as its project's, whichever process asks
@@ -159,6 +179,7 @@ def test_the_control_plane_database_stopped_under_load_fails_no_request(
             stored = httpx.get(f"{urls[1] if url == urls[0] else urls[0]}/jobs/{job}", headers=auth(key), timeout=10)
             assert stored.json()["status"] == "succeeded", brief(stored)
 
+        assert streamed == ["echo: stream 0", "echo: socket 0", "echo: stream 1", "echo: socket 1"], streamed
         # Admin calls meanwhile: 503, saying which part is away, never where it is.
         assert refused and all(answer.status_code == 503 for answer in refused), [brief(a) for a in refused]
         assert outage["admin_seconds"] < 10, "admin calls waited on a database that was away"
