@@ -90,6 +90,8 @@ class FakeModelServer:
         # How it counts tokens: "vllm", "llama.cpp", or None (it cannot: /tokenize is 404).
         self.tokenizer: str | None = "vllm"
         self.tokenized: list[dict[str, Any]] = []  # bodies of /tokenize and /apply-template, in turn
+        self.tokenize_held = False  # /tokenize answers only once this is False again
+        self.tokenizing = 0  # /tokenize calls being answered right now
         self.messages_asked: list[dict[str, Any]] = []  # bodies of /v1/messages, in turn
         self.completed_streams = 0
         self.disconnects = 0  # streams the client closed before the end
@@ -228,6 +230,14 @@ class FakeModelServer:
     async def _tokenize(self, request: Request) -> Response:
         body = await request.json()
         self.tokenized.append(body)
+        self.tokenizing += 1
+        try:
+            # A tokenizer busy with other work, until the test's thread says (a flag, as
+            # an asyncio.Event of this server's loop cannot be set from that thread).
+            while self.tokenize_held:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        finally:
+            self.tokenizing -= 1
         if self.tokenizer is None:
             return JSONResponse({"detail": "Not Found"}, status_code=404)
         if self.broken:
