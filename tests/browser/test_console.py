@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from testing.load import wait_until
-from tests.browser.conftest import KEYS, Console, Page, auth
+from tests.browser.conftest import ADMIN_API_KEY, KEYS, Console, Page, auth
 
 pytestmark = pytest.mark.integration
 
@@ -349,7 +349,9 @@ def test_batches_show_their_progress_and_their_error_file(
     tab.screenshot("batches")
 
 
-def test_the_projects_are_the_keys_files_tenants_read_only(open_page: Callable[..., Page], console: Console) -> None:
+def test_a_keys_file_admin_sees_the_keys_files_tenants_read_only(
+    open_page: Callable[..., Page], console: Console
+) -> None:
     tenants = console.get("/tenants", "ops").json()["data"]
     tab = open_page().open().sign_in("ops-key").go("projects")
     page = tab.page
@@ -359,9 +361,11 @@ def test_the_projects_are_the_keys_files_tenants_read_only(open_page: Callable[.
         "trs => trs.map(tr => [tr.dataset.project, tr.querySelector('[data-field=keys]').textContent])",
     )
     assert rows == [[t["name"], str(t["keys"])] for t in tenants] == [["alpha", "1"], ["beta", "2"], ["ops", "1"]]
-    assert page.query_selector("#projects-actions button") is None  # nothing to create or revoke yet
-    assert "read-only" in page.text_content("#projects-source")
-    tab.screenshot("projects")
+    # Nothing to create or revoke: a keys file admin is not the organization's (its admin API keys).
+    assert page.is_hidden("#project-new") and page.query_selector("[data-manage]") is None
+    assert page.is_hidden("#project") and "read-only" in page.text_content("#projects-source")
+    assert httpx.get(f"{console.url}/v1/organization/projects", headers=auth("ops-key")).status_code == 403
+    tab.screenshot("projects-keys-file")
 
 
 def test_a_narrow_dark_window_fits_and_the_charts_read_by_keyboard(
@@ -443,3 +447,169 @@ def test_a_dead_letter_is_replayed_only_once_the_admin_confirms(
         lambda: console.get("/jobs/alpha-doomed", "alpha").json()["status"] == "succeeded", 30, "the replayed job"
     )
     assert KEYS["alpha"] not in page.content()
+
+
+ORG = "/v1/organization/projects"
+
+
+def chat(console: Console, key: str) -> httpx.Response:
+    body = {"model": "small", "messages": [{"role": "user", "content": "hello"}]}
+    return httpx.post(f"{console.url}/v1/chat/completions", headers=auth(key), json=body, timeout=30)
+
+
+def organization(console: Console, method: str, path: str, **body: Any) -> httpx.Response:
+    """The Administration API, asked with the admin API key."""
+    return httpx.request(
+        method, f"{console.url}{ORG}{path}", headers=auth(ADMIN_API_KEY), json=body or None, timeout=30
+    )
+
+
+def test_an_admin_api_key_makes_a_project_and_a_key_that_works_until_it_is_revoked(
+    open_page: Callable[..., Page], console: Console
+) -> None:
+    tab = open_page(clipboard=True).open().sign_in(ADMIN_API_KEY)
+    page = tab.page
+    assert page.text_content("#who-name") == "organization" and page.text_content("#who-admin") == "admin API key"
+    # Offered what its endpoints answer: the organization's projects and the operators' Live.
+    offered = page.eval_on_selector_all("#nav li:not([hidden]) a", "as => as.map(a => a.dataset.view)")
+    assert offered == ["live", "projects"]
+    tab.go("projects")
+    page.wait_for_selector("#view-projects[data-state='ready']")
+    # The keys file's tenants beside the projects, read-only: nothing to manage in them.
+    rows = page.eval_on_selector_all("tr[data-project]", "trs => trs.map(tr => tr.dataset.project)")
+    listed = organization(console, "GET", "?limit=100").json()["data"]
+    assert rows == [p["id"] for p in listed] and {"alpha", "beta", "ops"} <= set(rows)
+    assert page.query_selector("tr[data-project='alpha'] [data-manage]") is None
+    # A project, made in the console: shown with its keys (none yet).
+    page.fill("#project-name", "Research")
+    page.press("#project-name", "Enter")
+    page.wait_for_selector("#project:not([hidden]) #keys-table td.empty")
+    project_id = page.text_content("#project-id") or ""
+    assert re.fullmatch(r"proj_[0-9a-f]{24}", project_id), project_id
+    assert (
+        organization(console, "GET", f"/{project_id}").json()["name"]
+        == page.text_content("#project-title")
+        == "Research"
+    )
+    assert page.text_content("#status") == f"Project Research made ({project_id})."
+    # A key: its value shown once, with a copy button.
+    page.fill("#key-name", "nightly-eval")
+    page.press("#key-name", "Enter")
+    page.wait_for_selector("#key-made:not([hidden])")
+    value = page.text_content("#key-value") or ""
+    assert value.startswith("sk-proj-")
+    assert page.evaluate("document.activeElement.id") == "key-copy"
+    page.click("#key-copy")
+    page.wait_for_selector("#key-copied:has-text('Copied')")
+    assert page.evaluate("navigator.clipboard.readText()") == value
+    keys = organization(console, "GET", f"/{project_id}/api_keys").json()["data"]
+    assert len(keys) == 1 and value.endswith(keys[0]["redacted_value"].split("...")[-1])
+    row = f"#keys-table tr[data-key='{keys[0]['id']}']"
+    page.wait_for_selector(row)
+    assert page.text_content(f"{row} td:nth-of-type(1)") == keys[0]["redacted_value"]
+    assert page.text_content(f"{row} td:nth-of-type(2)") == "nightly-eval"
+    tab.screenshot("projects")
+    # The key calls the model, as its project.
+    answer = chat(console, value)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"]
+    # Shown once: the page, opened again, has it nowhere.
+    page.reload()
+    page.wait_for_selector(f"#view-projects[data-state='ready'] {row}")
+    assert page.is_hidden("#key-made") and value not in page.content()
+    # Revoking asks first, the safe choice focused; cancelled, the key still works.
+    page.click(f"{row} button")
+    page.wait_for_selector("#confirm[open]")
+    assert page.evaluate("document.activeElement.id") == "confirm-cancel"
+    assert keys[0]["redacted_value"] in page.text_content("#confirm-text")
+    tab.screenshot("projects-revoke-confirm")
+    page.click("#confirm-cancel")
+    assert chat(console, value).status_code == 200
+    assert len(organization(console, "GET", f"/{project_id}/api_keys").json()["data"]) == 1
+    page.click(f"{row} button")
+    page.click("#confirm-ok")
+    page.wait_for_selector(f"#status:has-text('Key {keys[0]['redacted_value']} revoked')")
+    page.wait_for_selector("#keys-table td.empty")
+    assert organization(console, "GET", f"/{project_id}/api_keys").json()["data"] == []
+    refused = chat(console, value)
+    assert refused.status_code == 401, refused.text
+    # Archived, after asking: gone from the list, and archived in the API.
+    page.click("#project-archive")
+    page.wait_for_selector("#confirm[open]")
+    page.click("#confirm-ok")
+    page.wait_for_selector("#status:has-text('Project Research archived')")
+    page.wait_for_selector("#view-projects[data-state='ready']")
+    assert page.query_selector(f"tr[data-project='{project_id}']") is None and page.is_hidden("#project")
+    assert organization(console, "GET", f"/{project_id}").json()["archived_at"] is not None
+    # Its Live view is the operators' (GET /scaling answers an admin API key).
+    tab.go("live")
+    page.wait_for_selector("#live-models .card")
+    assert value not in page.content() and ADMIN_API_KEY not in page.content()
+
+
+def test_a_project_key_sees_its_own_project_and_no_admin_action(
+    open_page: Callable[..., Page], console: Console
+) -> None:
+    project = organization(console, "POST", "", name="Product").json()
+    made = organization(console, "POST", f"/{project['id']}/service_accounts", name="app").json()
+    key = made["api_key"]["value"]
+    assert chat(console, key).status_code == 200
+    tab = open_page().open().sign_in(key)
+    page = tab.page
+    assert page.text_content("#who-name") == project["id"] and page.is_hidden("#who-admin")
+    offered = page.eval_on_selector_all("#nav li:not([hidden]) a", "as => as.map(a => a.dataset.view)")
+    assert offered == ["overview", "jobs", "batches", "projects"]
+    tab.go("projects")
+    page.wait_for_selector("#view-projects[data-state='ready']")
+    assert page.eval_on_selector_all("tr[data-project]", "trs => trs.map(tr => tr.dataset.project)") == [project["id"]]
+    # No action offered, even asked for by address; and the API refuses them to this key.
+    page.goto(f"{console.url}/console#projects?id={project['id']}")
+    page.wait_for_selector("#view-projects[data-state='ready']")
+    assert page.is_hidden("#project-new") and page.is_hidden("#project")
+    assert page.locator("#view-projects button:visible").count() == 0
+    for method, path in (("GET", ""), ("POST", f"/{project['id']}/service_accounts"),
+                         ("DELETE", f"/{project['id']}/api_keys/{made['api_key']['id']}"),
+                         ("POST", f"/{project['id']}/archive")):  # fmt: skip
+        refused = httpx.request(method, f"{console.url}{ORG}{path}", headers=auth(key), json={"name": "x"}, timeout=30)
+        assert refused.status_code == 403, (method, path, refused.text)
+    assert "/v1/organization/projects" not in " ".join(tab.api_paths())
+    assert chat(console, key).status_code == 200  # nothing was revoked
+
+
+@pytest.mark.parametrize("form, path", [("rate-limits", "rate_limits"), ("model-permissions", "model_permissions"),
+                                        ("spend-limit", "spend_limit")])  # fmt: skip
+def test_a_projects_limit_form_shows_once_its_endpoint_is_served(
+    open_page: Callable[..., Page], console: Console, form: str, path: str
+) -> None:
+    project = organization(console, "POST", "", name=f"Limits {form}").json()
+    answer = organization(console, "GET", f"/{project['id']}/{path}")
+    tab = open_page().open(f"#projects?id={project['id']}").sign_in(ADMIN_API_KEY)
+    page = tab.page
+    page.wait_for_selector("#view-projects[data-state='ready'] #project:not([hidden])")
+    if answer.status_code == 404 and "error" not in answer.json():
+        # Not served by this gateway yet: the form is not offered, and nothing else breaks.
+        assert page.is_hidden(f"#{form}") and page.is_visible("#key-new")
+        pytest.skip(f"{ORG}/{{id}}/{path} is not served yet")
+    assert page.is_visible(f"#{form}")
+    if form == "spend-limit":
+        page.fill("#spend-amount", "125.50")
+        page.click("#spend-limit button[type=submit]")
+        page.wait_for_selector("#status:has-text('Budget saved')")
+        saved = organization(console, "GET", f"/{project['id']}/spend_limit").json()
+        assert (saved["threshold_amount"], saved["currency"], saved["interval"]) == (12550, "USD", "month")
+        assert page.input_value("#spend-amount") == "125.50"
+    elif form == "model-permissions":
+        page.check("#model-permissions input[value=allow_list]")
+        page.fill("#model-ids", "small")
+        page.click("#model-permissions button[type=submit]")
+        page.wait_for_selector("#status:has-text('Model access saved')")
+        saved = organization(console, "GET", f"/{project['id']}/model_permissions").json()
+        assert (saved["mode"], saved["model_ids"]) == ("allow_list", ["small"])
+    else:
+        page.wait_for_selector("#rate-limits-table tr[data-rate-limit]")
+        first = page.get_attribute("#rate-limits-table tr[data-rate-limit]", "data-rate-limit")
+        page.fill(f"tr[data-rate-limit='{first}'] input[name=max_requests_per_1_minute]", "42")
+        page.click("#rate-limits button[type=submit]")
+        page.wait_for_selector("#status:has-text('Rate limits saved')")
+        limits = organization(console, "GET", f"/{project['id']}/rate_limits").json()["data"]
+        assert next(rl for rl in limits if rl["id"] == first)["max_requests_per_1_minute"] == 42
