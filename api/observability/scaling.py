@@ -13,7 +13,13 @@ Per model (its queue's figures; models sharing a queue share them):
 - ``demand``: ``waiting + busy_slots``, the slots the model needs now;
 - ``servers`` (a model with several servers or fallbacks, docs/servers.md): each
   server's state (healthy, draining, down), slots, busy slots, failures and jobs;
-  ``waiting_for_server``: jobs a worker holds that wait for a free server slot.
+  ``waiting_for_server``: jobs a worker holds that wait for a free server slot;
+- ``waiting_by_band`` (asked for: ``?bands=true``): the jobs accepted and not started,
+  by priority band (high 7-9, normal 4-6, low 0-3), counted from their claims in Redis
+  (each holds its queue and priority), so the same on every broker: a classic
+  RabbitMQ priority queue counts its messages but not per priority. It reads every
+  claim (up to ``MAX_QUEUED_JOBS``), so it is not read unless asked; jobs that start
+  while it is read may be counted in their band or not.
 
 Queue length alone scales too late for long generations: a running job has left
 the queue, so a queue of 0 says nothing of 64 slots busy for minutes. ``demand``
@@ -37,6 +43,7 @@ from redis.exceptions import RedisError
 from api.errors import BrokerUnavailable, ResultStoreUnavailable
 from api.jobs.queue import JobQueue
 from api.tenancy.fair_share import FairShare
+from shared.broker.queues import BANDS, band_of
 from shared.config import Config
 from shared.contract import JobField
 from shared.contract.keys import capacity_queue
@@ -59,6 +66,7 @@ class Signals:
     workers: int
     servers: tuple[dict[str, Any], ...] | None = None
     waiting_for_server: int | None = None
+    waiting_by_band: dict[str, int] | None = None
 
     @property
     def demand(self) -> int:
@@ -70,6 +78,8 @@ class Signals:
             del shown["servers"], shown["waiting_for_server"]
         else:
             shown["servers"] = list(self.servers)
+        if self.waiting_by_band is None:
+            del shown["waiting_by_band"]
         return shown
 
 
@@ -94,9 +104,10 @@ class Scaling:
         self._fair = fair
         self._redis = redis
 
-    async def read(self, depths: dict[str, int] | None = None) -> dict[str, Signals]:
-        """The signals by model name; `depths` (messages per queue) when read already.
-        BrokerUnavailable or ResultStoreUnavailable when a part cannot be asked."""
+    async def read(self, depths: dict[str, int] | None = None, bands: bool = False) -> dict[str, Signals]:
+        """The signals by model name; `depths` (messages per queue) when read already;
+        with `bands`, each model's waiting jobs by priority band too. BrokerUnavailable or
+        ResultStoreUnavailable when a part cannot be asked."""
         queues = self._registry.queues
         if depths is None:
             asked = [*queues, *self._fair.tenant_queues]
@@ -114,6 +125,7 @@ class Scaling:
             waiting = {queue: queued[queue] + max(0, capacity[queue].held - capacity[queue].busy) for queue in queues}
             oldest = await self._oldest([queue for queue in queues if waiting[queue] > 0])
             pools = await self._pools()
+            by_band = await self._by_band(queues) if bands else {}
         except (RedisError, OSError):
             raise ResultStoreUnavailable("result store (Redis) unavailable: worker slots cannot be read") from None
         now = time.time()
@@ -129,6 +141,7 @@ class Scaling:
                 busy_slots=held.busy,
                 workers=held.workers,
                 **pools.get(model.name, {}),
+                waiting_by_band=dict(by_band[queue]) if bands else None,
             )
         return signals
 
@@ -175,6 +188,26 @@ class Scaling:
         if stale:
             await self._redis.hdel(key, *stale)
         return by_queue
+
+    async def _by_band(self, queues: list[str]) -> dict[str, dict[str, int]]:
+        """The jobs accepted and not started of each of `queues`, by priority band, read
+        from every claim (its queue and priority)."""
+        counts = {queue: dict.fromkeys(BANDS, 0) for queue in queues}
+        keys = self._config.keys
+        start = 0
+        while start < self._config.max_queued_jobs:
+            page = await self._redis.zrange(keys.queued, start, start + PAGE - 1)
+            if not page:
+                break
+            pipe = self._redis.pipeline(transaction=False)
+            for job_id in page:
+                pipe.hmget(keys.job(job_id.decode()), JobField.QUEUE, JobField.PRIORITY)
+            for queue, priority in await pipe.execute():
+                counted = counts.get(queue.decode()) if queue else None
+                if counted is not None:
+                    counted[band_of(int(priority) if priority else None)] += 1
+            start += PAGE
+        return counts
 
     async def _oldest(self, queues: list[str]) -> dict[str, float]:
         """When the oldest job not started of each of `queues` was accepted, read from

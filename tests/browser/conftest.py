@@ -36,6 +36,7 @@ tenants:
     quotas: {requests_per_minute: 6000, tokens_per_day: 5000000, jobs_in_flight: 200}
   - name: beta
     keys: ["beta-key", "beta-key-2"]
+    quotas: {max_priority: 9}
   - name: ops
     admin: true
     keys: ["ops-key"]
@@ -93,7 +94,8 @@ def console(
     }  # fmt: skip
     fake_server.reset()
     try:
-        stack = make(API_KEYS_FILE=str(keys_file), MODELS=json.dumps(models), LLM_MAX_RETRIES="1",
+        # Four worker slots: the Live view's test fills them, and more jobs wait.
+        stack = make(concurrency=4, API_KEYS_FILE=str(keys_file), MODELS=json.dumps(models), LLM_MAX_RETRIES="1",
                      BATCH_POLL_SECONDS="0.2", METRICS_TOKEN="scrape-token", ADMIN_API_KEYS=ADMIN_API_KEY)  # fmt: skip
         made = Console(stack, fake_server, second)
         _put_traffic_through(made)

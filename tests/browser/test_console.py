@@ -209,7 +209,7 @@ def test_a_tenants_key_sees_its_own_tenant_and_no_admins_view_or_action(
     page.wait_for_selector("#view-dead-letters[data-state='refused']")
     assert "admin keys only" in page.text_content("#dead-table")
     assert page.query_selector("#dead-table button") is None and console.dead_job not in page.text_content("body")
-    assert "/scaling" in tab.api_paths() and "/dead_letters?limit=200" in tab.api_paths()
+    assert "/scaling?bands=true" in tab.api_paths() and "/dead_letters?limit=200" in tab.api_paths()
     # Another tenant's job is one it does not have; its own is shown.
     tab.go("jobs")
     assert page.is_hidden("#job-tenant")
@@ -239,7 +239,7 @@ def test_live_shows_each_models_signals_as_scaling_answers_them_and_refreshes_it
     tab = open_page(clock=True).open().sign_in("ops-key").go("live")
     page = tab.page
     page.wait_for_selector("#live-models .card")
-    scaling = console.get("/scaling", "ops").json()["models"]
+    scaling = console.get("/scaling?bands=true", "ops").json()["models"]
     assert page.eval_on_selector_all(".card", "cs => cs.map(c => c.dataset.model)") == sorted(scaling)
     for model, signals in scaling.items():
         for field in ("waiting", "running", "slots", "busy_slots", "workers", "demand"):
@@ -259,26 +259,32 @@ def test_live_shows_each_models_signals_as_scaling_answers_them_and_refreshes_it
     # The page's clock is the test's: five seconds on, it asks again by itself.
     first = page.get_attribute("#view-live", "data-at")
     page.clock.pause_at(time.time() + 1)
-    with page.expect_request(lambda request: request.url.endswith("/scaling")):
+    with page.expect_request(lambda request: request.url.endswith("/scaling?bands=true")):
         page.clock.run_for(5000)
     page.wait_for_selector(f"#view-live:not([data-at='{first}'])", state="attached")
     # Paused, it asks no more, however long it waits.
     page.click("#live-pause")
     assert page.get_attribute("#live-pause", "aria-pressed") == "true"
-    asked = tab.api_paths().count("/scaling")
+    asked = tab.api_paths().count("/scaling?bands=true")
     page.clock.run_for(60_000)
     page.evaluate("fetch('/health')")  # a request after the minute: any the page made is recorded by now
-    assert tab.api_paths().count("/scaling") == asked
-    # Resumed while jobs run: it shows them running on the model's servers.
-    console.fake.latency = console.second.latency = 4.0
+    assert tab.api_paths().count("/scaling?bands=true") == asked
+    # Resumed while jobs run and more wait: it shows them running on the model's servers,
+    # and those waiting by priority band.
+    console.fake.latency = console.second.latency = 8.0
+    sent = [("slow-0", None), ("slow-1", None), ("slow-2", None), ("slow-3", None)]  # the 4 worker slots'
+    waiting = [("urgent-0", 9), ("urgent-1", 7), ("usual-0", 5), ("usual-1", None), ("batchy-0", 0)]
     try:
-        for n in range(3):
-            slow = {"job_id": f"slow-{n}", "content": "slow", "meta": {"model": "large"}}
-            queued = httpx.post(f"{console.url}/generate?wait=0", headers=auth("beta-key"), json=slow, timeout=30)
-            assert queued.status_code == 202
+        for job_id, priority in sent:
+            queue_job(console, job_id, priority)
+        wait_until(lambda: console.get("/scaling", "ops").json()["models"]["large"]["running"] == 4, 20, "4 running")
+        for job_id, priority in waiting:
+            queue_job(console, job_id, priority)
+        expected = {"high": 2, "normal": 2, "low": 1}
+        assert console.get("/scaling?bands=true", "ops").json()["models"]["large"]["waiting_by_band"] == expected
         at = page.get_attribute("#view-live", "data-at")
         page.click("#live-pause")  # resumed: it asks at once
-        running = ".card[data-model='large'] [data-field='running']:not([data-value='0'])"
+        running = ".card[data-model='large'] [data-field='running'][data-value='4']"
         deadline = time.monotonic() + 20
         while True:
             page.wait_for_selector(f"#view-live:not([data-at='{at}'])", state="attached")
@@ -286,13 +292,26 @@ def test_live_shows_each_models_signals_as_scaling_answers_them_and_refreshes_it
                 break
             assert time.monotonic() < deadline, "the running jobs were never shown"
             at = page.get_attribute("#view-live", "data-at")
-            with page.expect_request(lambda request: request.url.endswith("/scaling")):
+            with page.expect_request(lambda request: request.url.endswith("/scaling?bands=true")):
                 page.clock.run_for(5000)
+        shown = page.eval_on_selector_all(
+            ".card[data-model='large'] [data-band]", "dds => dds.map(dd => [dd.dataset.band, Number(dd.dataset.value)])"
+        )
+        assert dict(shown) == expected and [band for band, _ in shown] == ["high", "normal", "low"]
+        assert page.get_attribute(".card[data-model='small'] [data-band='high']", "data-value") == "0"
         tab.screenshot("live")
     finally:
         console.fake.latency = console.second.latency = 0.0
-    for n in range(3):
-        wait_until(lambda n=n: console.get(f"/jobs/slow-{n}", "beta").json()["status"] == "succeeded", 30, "slow jobs")
+    for job_id, _ in sent + waiting:
+        wait_until(lambda j=job_id: console.get(f"/jobs/{j}", "beta").json()["status"] == "succeeded", 40, job_id)
+
+
+def queue_job(console: Console, job_id: str, priority: int | None) -> None:
+    """A job of beta's for the large model, queued without waiting for it."""
+    meta: dict[str, Any] = {"model": "large"} if priority is None else {"model": "large", "priority": priority}
+    job = {"job_id": job_id, "content": "slow", "meta": meta}
+    queued = httpx.post(f"{console.url}/generate?wait=0", headers=auth("beta-key"), json=job, timeout=30)
+    assert queued.status_code == 202, queued.text
 
 
 def test_a_job_looked_up_shows_what_its_status_says(open_page: Callable[..., Page], console: Console) -> None:

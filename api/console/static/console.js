@@ -546,7 +546,7 @@
     stopLive();
     const box = $("#live-models");
     try {
-      const scaling = await json("/scaling");
+      const scaling = await json("/scaling?bands=true");
       if (current !== "live") return;
       const models = Object.entries(scaling.models).sort(([a], [b]) => a.localeCompare(b));
       box.replaceChildren(...models.map(([name, signals]) => liveCard(name, signals)));
@@ -581,6 +581,7 @@
         s.waiting_for_server !== undefined ? figure("Waiting for a server", "waiting_for_server", s.waiting_for_server) : []));
     // Width set through the CSSOM: the page allows no inline style attribute.
     $(".bar", card).style.width = `${busy}%`;
+    if (s.waiting_by_band) card.append(bandsOf(s.waiting_by_band));
     if (s.servers) {
       card.append(el("h4", {}, "Servers"), el("ul", { class: "servers" }, s.servers.map((server) =>
         el("li", { "data-server": server.name },
@@ -593,6 +594,24 @@
             (server.last_failure ? `; last: ${server.last_failure}` : ""))))));
     }
     return card;
+  }
+
+  const BANDS = [["high", "High (7–9)"], ["normal", "Normal (4–6)"], ["low", "Low (0–3)"]];
+
+  function bandsOf(waiting) {
+    // The jobs waiting in each priority band: a bar of the three, and their figures.
+    const total = BANDS.reduce((sum, [band]) => sum + (waiting[band] || 0), 0);
+    const bar = el("div", { class: "bands", role: "img",
+      "aria-label": BANDS.map(([band, label]) => `${label}: ${waiting[band] || 0}`).join(", ") },
+      BANDS.map(([band]) => el("span", { class: `band band-${band}` })));
+    BANDS.forEach(([band], n) => {
+      bar.children[n].style.width = `${total ? ((waiting[band] || 0) / total) * 100 : 0}%`;
+    });
+    return el("section", { class: "by-band", "aria-label": "jobs waiting by priority" },
+      el("h4", {}, "Waiting, by priority"),
+      bar,
+      el("dl", {}, BANDS.flatMap(([band, label]) =>
+        [el("dt", {}, label), el("dd", { "data-band": band, "data-value": waiting[band] || 0 }, number.format(waiting[band] || 0))])));
   }
 
   // ---- Jobs: one looked up by id (GET /jobs/{id}).

@@ -73,6 +73,27 @@ def test_a_tenants_queue_counts_to_its_models_waiting_jobs(tmp_path: Path) -> No
     assert model.waiting == 6
 
 
+def test_waiting_jobs_are_counted_by_priority_band_only_when_asked() -> None:
+    settings = config(models=MODELS, queue_name="q")
+    redis = FakeRedis()
+    now = time.time()
+    claims = {"a": ("q.small", b"9"), "b": ("q.small", b"7"), "c": ("q.small", None), "d": ("q.small", b"0"),
+              "e": ("q.large", b"3"), "f": ("elsewhere", b"9")}  # fmt: skip
+    redis.zsets[settings.keys.queued] = {job.encode(): now - n for n, job in enumerate(claims)}
+    for job, (queue, priority) in claims.items():
+        redis.hashes[settings.keys.job(job)] = {
+            b"queue": queue.encode(),
+            **({b"priority": priority} if priority else {}),
+        }
+    depths = {"q.small": 4, "q.large": 1}
+    plain = asyncio.run(scaling_of(settings, redis).read(depths))
+    assert "waiting_by_band" not in plain["small"].as_dict()
+    banded = asyncio.run(scaling_of(settings, redis).read(depths, bands=True))
+    # No priority given: the default's band (5, normal).
+    assert banded["small"].as_dict()["waiting_by_band"] == {"high": 2, "normal": 1, "low": 1}
+    assert banded["large"].waiting_by_band == {"high": 0, "normal": 0, "low": 1}
+
+
 def test_a_result_store_that_cannot_be_read_is_named() -> None:
     redis = FakeRedis()
     redis.down = True
