@@ -13,7 +13,8 @@ Per model (its queue's figures; models sharing a queue share them):
 - ``demand``: ``waiting + busy_slots``, the slots the model needs now;
 - ``servers`` (a model with several servers or fallbacks, docs/servers.md): each
   server's state (healthy, draining, down), slots, busy slots, failures and jobs;
-  ``waiting_for_server``: jobs a worker holds that wait for a free server slot;
+  ``waiting_for_server``: jobs a worker holds that wait for a free server slot (and
+  asked for, ``waiting_for_server_by_band``: by priority band, from the slots' line);
 - ``waiting_by_band`` (asked for: ``?bands=true``): the jobs accepted and not started,
   by priority band (high 7-9, normal 4-6, low 0-3), counted from their claims in Redis
   (each holds its queue and priority), so the same on every broker: a classic
@@ -48,7 +49,7 @@ from shared.config import Config
 from shared.contract import JobField
 from shared.contract.keys import capacity_queue
 from shared.registry import Registry
-from shared.servers import servers_state
+from shared.servers import line_priorities, servers_state
 
 PAGE = 200  # claims read at a time when looking for the oldest job waiting for each queue
 
@@ -67,6 +68,7 @@ class Signals:
     servers: tuple[dict[str, Any], ...] | None = None
     waiting_for_server: int | None = None
     waiting_by_band: dict[str, int] | None = None
+    waiting_for_server_by_band: dict[str, int] | None = None
 
     @property
     def demand(self) -> int:
@@ -78,8 +80,9 @@ class Signals:
             del shown["servers"], shown["waiting_for_server"]
         else:
             shown["servers"] = list(self.servers)
-        if self.waiting_by_band is None:
-            del shown["waiting_by_band"]
+        for asked in ("waiting_by_band", "waiting_for_server_by_band"):
+            if shown[asked] is None:
+                del shown[asked]
         return shown
 
 
@@ -124,7 +127,7 @@ class Scaling:
             capacity = await self._capacity()
             waiting = {queue: queued[queue] + max(0, capacity[queue].held - capacity[queue].busy) for queue in queues}
             oldest = await self._oldest([queue for queue in queues if waiting[queue] > 0])
-            pools = await self._pools()
+            pools = await self._pools(bands)
             by_band = await self._by_band(queues) if bands else {}
         except (RedisError, OSError):
             raise ResultStoreUnavailable("result store (Redis) unavailable: worker slots cannot be read") from None
@@ -145,8 +148,9 @@ class Scaling:
             )
         return signals
 
-    async def _pools(self) -> dict[str, dict[str, Any]]:
-        """The servers of each model with a pool (tasks/model/servers.py), as workers left them."""
+    async def _pools(self, bands: bool = False) -> dict[str, dict[str, Any]]:
+        """The servers of each model with a pool (tasks/model/servers.py), as workers left
+        them; with `bands`, the jobs in line for a slot by priority band."""
         pooled = [model for model in self._registry.models if model.pooled]
         if not pooled:
             return {}
@@ -155,11 +159,20 @@ class Scaling:
         for model in pooled:
             pipe.hgetall(keys.servers(model.name))
             pipe.zcard(keys.server_waiting(model.name))
+            for _, low, high in line_priorities() if bands else ():
+                pipe.zcount(keys.server_waiting(model.name), low, f"({high}")
         read = await pipe.execute()
-        return {
-            model.name: {"servers": tuple(servers_state(model, raw)), "waiting_for_server": int(count)}
-            for model, raw, count in zip(pooled, read[::2], read[1::2], strict=True)
-        }
+        found = {}
+        width = 2 + (len(line_priorities()) if bands else 0)
+        for n, model in enumerate(pooled):
+            raw, count, *per_priority = read[n * width : (n + 1) * width]
+            found[model.name] = {"servers": tuple(servers_state(model, raw)), "waiting_for_server": int(count)}
+            if bands:
+                by_band = dict.fromkeys(BANDS, 0)
+                for (priority, _, _), counted in zip(line_priorities(), per_priority, strict=True):
+                    by_band[band_of(priority)] += int(counted)
+                found[model.name]["waiting_for_server_by_band"] = by_band
+        return found
 
     async def _capacity(self) -> dict[str, _Capacity]:
         """The workers' reports summed by queue; stale reports (dead workers') removed."""

@@ -299,6 +299,13 @@ def test_live_shows_each_models_signals_as_scaling_answers_them_and_refreshes_it
         )
         assert dict(shown) == expected and [band for band, _ in shown] == ["high", "normal", "low"]
         assert page.get_attribute(".card[data-model='small'] [data-band='high']", "data-value") == "0"
+        # Nothing waits for a server's slot (12 of them, for 4 worker slots), and the page says so.
+        line = page.eval_on_selector_all(
+            ".card[data-model='large'] [data-server-band]",
+            "dds => dds.map(dd => [dd.dataset.serverBand, Number(dd.dataset.value)])",
+        )
+        assert line == [["high", 0], ["normal", 0], ["low", 0]]
+        assert page.query_selector(".card[data-model='small'] [data-server-band]") is None
         tab.screenshot("live")
     finally:
         console.fake.latency = console.second.latency = 0.0

@@ -581,7 +581,7 @@
         s.waiting_for_server !== undefined ? figure("Waiting for a server", "waiting_for_server", s.waiting_for_server) : []));
     // Width set through the CSSOM: the page allows no inline style attribute.
     $(".bar", card).style.width = `${busy}%`;
-    if (s.waiting_by_band) card.append(bandsOf(s.waiting_by_band));
+    if (s.waiting_by_band) card.append(bandsOf(s.waiting_by_band, "Waiting, by priority", "band"));
     if (s.servers) {
       card.append(el("h4", {}, "Servers"), el("ul", { class: "servers" }, s.servers.map((server) =>
         el("li", { "data-server": server.name },
@@ -592,13 +592,16 @@
           el("span", { class: "detail" },
             `${counted(server.jobs, "job")}, ${counted(server.failures_in_a_row, "failure")} in a row` +
             (server.last_failure ? `; last: ${server.last_failure}` : ""))))));
+      if (s.waiting_for_server_by_band) {
+        card.append(bandsOf(s.waiting_for_server_by_band, "In line for a server's slot, by priority", "server-band"));
+      }
     }
     return card;
   }
 
   const BANDS = [["high", "High (7–9)"], ["normal", "Normal (4–6)"], ["low", "Low (0–3)"]];
 
-  function bandsOf(waiting) {
+  function bandsOf(waiting, title, attribute) {
     // The jobs waiting in each priority band: a bar of the three, and their figures.
     const total = BANDS.reduce((sum, [band]) => sum + (waiting[band] || 0), 0);
     const bar = el("div", { class: "bands", role: "img",
@@ -607,11 +610,11 @@
     BANDS.forEach(([band], n) => {
       bar.children[n].style.width = `${total ? ((waiting[band] || 0) / total) * 100 : 0}%`;
     });
-    return el("section", { class: "by-band", "aria-label": "jobs waiting by priority" },
-      el("h4", {}, "Waiting, by priority"),
+    return el("section", { class: "by-band", "aria-label": title },
+      el("h4", {}, title),
       bar,
       el("dl", {}, BANDS.flatMap(([band, label]) =>
-        [el("dt", {}, label), el("dd", { "data-band": band, "data-value": waiting[band] || 0 }, number.format(waiting[band] || 0))])));
+        [el("dt", {}, label), el("dd", { [`data-${attribute}`]: band, "data-value": waiting[band] || 0 }, number.format(waiting[band] || 0))])));
   }
 
   // ---- Jobs: one looked up by id (GET /jobs/{id}).

@@ -176,6 +176,12 @@ class FakeRedis:
         self._check()
         return len(self.zsets.get(key, {}))
 
+    async def zcount(self, key: str, low: float, high: float | str) -> int:
+        self._check()
+        top = str(high)
+        below = (lambda score: score < float(top[1:])) if top.startswith("(") else (lambda score: score <= float(top))
+        return sum(1 for score in self.zsets.get(key, {}).values() if score >= float(low) and below(score))
+
     async def zrank(self, key: str, member: Any) -> int | None:
         self._check()
         ordered = self._ordered(key)

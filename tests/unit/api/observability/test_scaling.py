@@ -17,6 +17,7 @@ from api.tenancy.guard import load_tenants_of
 from shared.config import Config
 from shared.contract.keys import capacity_field
 from shared.registry import load_registry
+from shared.servers import PRIORITY_STEP
 from tests.unit.api.edge import FakeRedis, config
 
 pytestmark = pytest.mark.unit
@@ -92,6 +93,21 @@ def test_waiting_jobs_are_counted_by_priority_band_only_when_asked() -> None:
     # No priority given: the default's band (5, normal).
     assert banded["small"].as_dict()["waiting_by_band"] == {"high": 2, "normal": 1, "low": 1}
     assert banded["large"].waiting_by_band == {"high": 0, "normal": 0, "low": 1}
+
+
+def test_jobs_in_line_for_a_server_slot_are_counted_by_priority_band_when_asked() -> None:
+    pooled = {"name": "large", "servers": [{"url": "http://a:1", "name": "a"}, {"url": "http://b:1", "name": "b"}]}
+    settings = config(models=json.dumps({"models": [pooled]}), queue_name="q")
+    redis = FakeRedis()
+    accepted = int(time.time() * 1000)
+    # As the workers score their waiters (tasks/model/pooled.py): 9 - priority steps, then the time.
+    line = {b"p9": 9, b"p7": 7, b"p6": 6, b"p4": 4, b"p3": 3, b"p0": 0}
+    waiting = {waiter: (9 - priority) * PRIORITY_STEP + accepted for waiter, priority in line.items()}
+    redis.zsets[settings.keys.server_waiting("large")] = waiting
+    (plain,) = asyncio.run(scaling_of(settings, redis).read({"q.large": 0})).values()
+    assert plain.waiting_for_server == 6 and "waiting_for_server_by_band" not in plain.as_dict()
+    (banded,) = asyncio.run(scaling_of(settings, redis).read({"q.large": 0}, bands=True)).values()
+    assert banded.as_dict()["waiting_for_server_by_band"] == {"high": 2, "normal": 2, "low": 2}
 
 
 def test_a_result_store_that_cannot_be_read_is_named() -> None:
