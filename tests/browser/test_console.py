@@ -499,6 +499,11 @@ def test_an_admin_api_key_makes_a_project_and_a_key_that_works_until_it_is_revok
     # Offered what its endpoints answer: the organization's projects and the operators' Live.
     offered = page.eval_on_selector_all("#nav li:not([hidden]) a", "as => as.map(a => a.dataset.view)")
     assert offered == ["live", "projects"]
+    # The others' endpoints refuse it: asked for by address, the view shows the refusal.
+    assert chat(console, ADMIN_API_KEY).status_code == 403
+    page.goto(f"{console.url}/console#overview")
+    page.wait_for_selector("#view-overview[data-state='refused']")
+    assert "403" in page.text_content("#view-overview .refused")
     tab.go("projects")
     page.wait_for_selector("#view-projects[data-state='ready']")
     # The keys file's tenants beside the projects, read-only: nothing to manage in them.

@@ -831,6 +831,7 @@
   const keysFileProjects = {
     describe: "The tenants of the keys file (API_KEYS_FILE) this key may see, read-only: they are changed in the file.",
     head: ["Project", "Admin", "Weight", "Keys", "Requests/min", "Tokens/min", "Tokens/day", "Jobs in flight", "Top priority"],
+    numeric: (n) => n >= 2,
     async list() {
       const answer = await json("/tenants");
       return answer.data.map((tenant) => ({ id: tenant.name, name: tenant.name, admin: tenant.admin,
@@ -847,9 +848,15 @@
     actions: false,
   };
 
-  async function everyPage(path) {
+  async function everyPage(path, first = null) {
+    // Every item of a list, page after page (from `first`, the first page, when it was read already).
     const found = [];
     let after = null;
+    if (first) {
+      found.push(...first.data);
+      if (!first.has_more || !first.data.length) return found;
+      after = first.data[first.data.length - 1].id;
+    }
     for (;;) {
       const page = await json(`${path}${path.includes("?") ? "&" : "?"}limit=100${after ? `&after=${encodeURIComponent(after)}` : ""}`);
       found.push(...page.data);
@@ -862,6 +869,7 @@
     describe: "The projects of the control plane (/v1/organization/projects): those made here, with their keys;"
       + " the keys file's tenants among them, read-only (they are changed in the file).",
     head: ["Project", "Id", "From", "Keys", ""],
+    numeric: (n) => n === 3,
     async list() {
       const projects = await everyPage(ORG);
       const keys = await Promise.all(projects.map((p) =>
@@ -890,7 +898,7 @@
     $("#projects-source").textContent = source.describe;
     $("#project-new").hidden = !source.actions;
     $("#projects-table thead").replaceChildren(el("tr", {}, source.head.map((name, n) =>
-      el("th", { scope: "col", class: n >= 3 && source === keysFileProjects ? "num" : null }, name || el("span", { class: "sr" }, "Actions")))));
+      el("th", { scope: "col", class: source.numeric(n) ? "num" : null }, name || el("span", { class: "sr" }, "Actions")))));
     const chosen = source.actions ? params.get("id") : null;
     let projects;
     try {
@@ -1052,10 +1060,10 @@
     const form = $("#rate-limits");
     const body = $("#rate-limits-table tbody");
     try {
-      const { served: here } = await served(`${at}/rate_limits?limit=100`);
+      const { served: here, value } = await served(`${at}/rate_limits?limit=100`);
       form.hidden = !here;
       if (!here) return;
-      const limits = await everyPage(`${at}/rate_limits`);
+      const limits = await everyPage(`${at}/rate_limits`, value);
       body.replaceChildren(...limits.map((rl) => el("tr", { "data-rate-limit": rl.id, "data-model": rl.model },
         el("th", { scope: "row" }, rl.model),
         RATE_FIELDS.map((name) => el("td", { class: "num" }, el("input", {
