@@ -523,6 +523,9 @@ def test_an_admin_api_key_makes_a_project_and_a_key_that_works_until_it_is_revok
         == "Research"
     )
     assert page.text_content("#status") == f"Project Research made ({project_id})."
+    assert page.evaluate("document.activeElement.id") == "project-title"
+    page.keyboard.press("Tab")  # on to its first control: the new key's name
+    assert page.evaluate("document.activeElement.id") == "key-name"
     # A key: its value shown once, with a copy button.
     page.fill("#key-name", "nightly-eval")
     page.press("#key-name", "Enter")

@@ -913,7 +913,11 @@
     if (!projects.length) body.append(el("tr", {}, el("td", { colspan: source.head.length, class: "empty" }, "No project yet.")));
     const project = projects.find((p) => p.id === chosen && !p.readOnly);
     $("#project").hidden = !project;
-    if (project) await showProject(project);
+    if (project) {
+      const opened = !shownProject || shownProject.id !== project.id;
+      await showProject(project);
+      if (opened) $("#project-title").focus(); // the keyboard goes on from the project's heading
+    }
     view.dataset.state = "ready";
   }
 
