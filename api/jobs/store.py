@@ -85,10 +85,12 @@ class JobStore:
         tenant: str = "",
         queue: str = "",
         background: bool = False,
+        priority: int | None = None,
     ) -> Claim:
         """Claim `job_id` for this request, atomically across API processes; its result
         will be published on `reply_to` too, when given. `tenant` is whose job it is,
-        `queue` its model's; `background`, queued without a request awaiting it."""
+        `queue` its model's; `background`, queued without a request awaiting it;
+        `priority` its own (None: the default)."""
         mine = fingerprint(task_name, job)
         # An ended job's claim is kept in its result (STORE_ONCE): CLAIM reads it there.
         keys = [self._config.keys.job(job_id), self._config.keys.queued, self._config.keys.result(job_id)]
@@ -106,6 +108,7 @@ class JobStore:
             tenant if tenant != tenant_of(job_id) else "",
             queue,
             "1" if background else "",
+            "" if priority is None else str(priority),
         ]
         try:
             first = await self._claim_replicated(keys, args)

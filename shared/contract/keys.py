@@ -19,6 +19,7 @@ class JobField(StrEnum):
     TENANT = "tenant"  # the tenant it is run for
     QUEUE = "queue"  # its model's queue (the age of the oldest job waiting for a model, GET /scaling)
     BACKGROUND = "background"  # queued without a request awaiting it: no reader that leaves cancels it
+    PRIORITY = "priority"  # 0-9, when it gave one (its queue's waiting jobs by priority band, GET /scaling?bands=true)
 
 
 class TokenWindow(Enum):

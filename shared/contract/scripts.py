@@ -35,9 +35,10 @@ end
 # there, its fingerprint first), its hash gone.
 # ARGV[7], when not empty, is the channel the job's result is also published on.
 # ARGV[8], when given and not empty, is the tenant it is run for; ARGV[9] its model's queue;
-# ARGV[10], when '1', marks it queued in the background (no request awaits it).
+# ARGV[10], when '1', marks it queued in the background (no request awaits it); ARGV[11],
+# when given and not empty, its priority.
 # KEYS: job hash, queued set, result. ARGV: fingerprint, task, now, job TTL, job id, max queued, reply_to, tenant,
-# queue, background.
+# queue, background, priority.
 CLAIM = """
 local existing = redis.call('HGET', KEYS[1], 'fingerprint')
 if existing then return existing end
@@ -53,6 +54,7 @@ if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'reply_to', ARGV[7]) end
 if ARGV[8] and ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'tenant', ARGV[8]) end
 if ARGV[9] and ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'queue', ARGV[9]) end
 if ARGV[10] == '1' then redis.call('HSET', KEYS[1], 'background', '1') end
+if ARGV[11] and ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'priority', ARGV[11]) end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[4])

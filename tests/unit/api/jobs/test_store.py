@@ -31,8 +31,13 @@ def store_of(**settings: object) -> tuple[JobStore, FakeRedis]:
 
 def test_a_claim_is_new_then_the_same_then_refused_past_the_queues_bound() -> None:
     async def main() -> None:
-        store, _ = store_of(max_queued_jobs=2)
-        first = await store.claim("j1", "llm.generate", JOB, tenant="alpha", queue="q")
+        store, redis = store_of(max_queued_jobs=2)
+        first = await store.claim("j1", "llm.generate", JOB, tenant="alpha", queue="q", priority=8)
+        # Its queue and priority are kept with the claim (its band's count, GET /scaling?bands=true).
+        assert {k: redis.hashes[store._config.keys.job("j1")][k] for k in (b"queue", b"priority")} == {
+            b"queue": b"q",
+            b"priority": b"8",
+        }
         again = await store.claim("j1", "llm.generate", {**JOB, "stream": True})
         other = await store.claim("j1", "llm.generate", {**JOB, "content": "ho"})
         assert (first.new, again.new, again.same, other.same) == (True, False, True, False)
