@@ -18,7 +18,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,21 +181,31 @@ def parse(report: Report, params: QueryParams, now: float) -> Asked:
 class UsageReports:
     """The usage and costs reports, from the database and the minutes Redis holds yet."""
 
-    def __init__(self, config: Config, history: UsageHistory, redis: aioredis.Redis, registry: Registry) -> None:
+    def __init__(
+        self,
+        config: Config,
+        history: UsageHistory,
+        redis: aioredis.Redis,
+        registry: Registry,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._keys = config.keys
+        self._clock = clock
         self._history = history
         self._redis = redis
         self._prices = {model.name: model.prices for model in registry.models}
 
     async def report(self, name: str, params: QueryParams) -> dict[str, Any]:
         """The page of buckets `params` asks of report `name` (completions, embeddings, costs)."""
-        now = time.time()
+        now = self._clock()
         report = REPORTS[name]
         asked = parse(report, params, now)
         seconds = WIDTHS[asked.width]
         buckets = -(-(asked.end - asked.first) // seconds)  # those of the range from the first, the last maybe partly
         shown = [asked.first + seconds * index for index in range(min(buckets, asked.limit))]
         more = buckets > asked.limit
+        if not shown:  # a start after now, and no end: no bucket yet
+            return {"object": "page", "data": [], "has_more": False, "next_page": None}
         rows = [] if asked.nobody else await self._rows(asked, shown[0], shown[-1] + seconds, now)
         by_bucket: dict[int, list[Usage]] = {start: [] for start in shown}
         for row in rows:
