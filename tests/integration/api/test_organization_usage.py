@@ -86,7 +86,8 @@ def traffic(
     control_databases: ControlDatabases,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Traffic]:
-    """A gateway with one worker and a control plane of its own, and the requests made through it."""
+    """A gateway with one worker and a control plane of its own, and the requests made
+    through it: chat completions (streamed and not), a response, embeddings, a batch."""
     if not broker_env["RABBIT_MQ_HOST"]:
         pytest.skip("once is enough: usage is counted the same whichever the broker")
     folder = tmp_path_factory.mktemp("usage")
@@ -141,6 +142,12 @@ def run_traffic(stack: Stack, database: str) -> Traffic:
         answers.append(Answered(project, key_id, model, "completions", False, used.prompt_tokens, cached,
                                 used.completion_tokens))  # fmt: skip
 
+    def respond(key: str, project: str, key_id: str, words: int) -> None:
+        used = sdk_of(stack, key).responses.create(model="chat-a", input=" ".join(["word"] * words)).usage
+        assert used is not None and used.input_tokens_details.cached_tokens == min(CACHED, used.input_tokens)
+        answers.append(Answered(project, key_id, "chat-a", "completions", False, used.input_tokens,
+                                used.input_tokens_details.cached_tokens, used.output_tokens))  # fmt: skip
+
     def embed(key: str, project: str, key_id: str | None, inputs: list[str]) -> None:
         used = sdk_of(stack, key).embeddings.create(model="embed-e", input=inputs, encoding_format="float").usage
         answers.append(Answered(project, key_id, "embed-e", "embeddings", False, used.prompt_tokens, 0, 0))
@@ -150,6 +157,7 @@ def run_traffic(stack: Stack, database: str) -> Traffic:
         chat(values["a1"], alpha, keys["a1"], "chat-a", words)
     chat(values["a1"], alpha, keys["a1"], "chat-b", 4, stream=True)
     chat(values["a2"], alpha, keys["a2"], "chat-a", 7)
+    respond(values["a2"], alpha, keys["a2"], 5)  # /v1/responses: a completion too
     chat(values["b1"], beta, keys["b1"], "chat-a", 3)
     chat(values["b1"], beta, keys["b1"], "chat-b", 6)
     chat(TENANT_KEY, "research", None, "chat-a", 8)  # a keys file's tenant: its name is its project_id
