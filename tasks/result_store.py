@@ -136,8 +136,9 @@ class ResultStore(RedisBackend):
         """Count a job's result to its tenant, as STORE_ONCE stores it (the first only):
         the job and its tokens, as the model server reported them, in the day's and the
         minute's usage (per tenant and model) and in the tenant's tokens of the minute and of the day
-        (its quotas, api/tenancy/quotas.py); and the job, ended, leaves its tenant's jobs
-        in flight (whatever is deleted of it later: its place is free now)."""
+        (its quotas, api/tenancy/quotas.py); an answer also in the minute's usage by bucket
+        (the Administration API's usage and costs, api/admin/usage.py); and the job, ended,
+        leaves its tenant's jobs in flight (whatever is deleted of it later: its place is free now)."""
         if not job or "meta" not in job:  # not a model's job (a webhook delivery, llm.models)
             return
         tenant = job.get("tenant") if isinstance(job.get("tenant"), str) else DEFAULT_TENANT
