@@ -245,6 +245,13 @@ class Config(BaseSettings):
         description="how often each API process compares its projects and keys with the database's, in case"
         " a change notice (Redis pub/sub) was lost",
     )
+    usage_flush_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=50,
+        description="how often an API process moves the finished minutes' usage from Redis into the control"
+        " plane's database (the usage and costs endpoints' history)",
+    )
     tenant_max_priority: int = Field(
         DEFAULT_PRIORITY,
         ge=0,

@@ -86,6 +86,9 @@ class FakeModelServer:
         # Usage in its answers (a stream's when stream_options.include_usage asks): False
         # for a server that counts nothing, or ignores stream_options.
         self.sends_usage = True
+        # Prompt tokens it says it read from its prefix cache, as vLLM with prefix caching
+        # does (usage.prompt_tokens_details.cached_tokens), at most the prompt's; 0: it says nothing.
+        self.cached_tokens = 0
         self.reasoning = False  # reasons unless a request's chat_template_kwargs.enable_thinking is false
         # How it counts tokens: "vllm", "llama.cpp", or None (it cannot: /tokenize is 404).
         self.tokenizer: str | None = "vllm"
@@ -378,7 +381,7 @@ class FakeModelServer:
         self.busy_seconds += time.monotonic() - started
 
     async def _stream(
-        self, body: dict[str, Any], content: str, finish: str, usage: dict[str, int], stopped_by: str | None
+        self, body: dict[str, Any], content: str, finish: str, usage: dict[str, Any], stopped_by: str | None
     ) -> Any:
         base = {
             "id": f"chatcmpl-{len(self.requests)}",
@@ -434,7 +437,7 @@ class FakeModelServer:
         finally:
             self.stalling -= 1
 
-    def _answer(self, body: dict[str, Any]) -> Response | tuple[str, str, dict[str, int], str | None]:
+    def _answer(self, body: dict[str, Any]) -> Response | tuple[str, str, dict[str, Any], str | None]:
         """An error response, or the (content, finish_reason, usage, the stop word that
         ended it) to send."""
         if self.failures:
@@ -468,11 +471,13 @@ class FakeModelServer:
         if self.extra_words:
             content += " " + " ".join(f"word{i}" for i in range(self.extra_words))
         completion_tokens = len(content.split())
-        usage = {
+        usage: dict[str, Any] = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         }
+        if self.cached_tokens:
+            usage["prompt_tokens_details"] = {"cached_tokens": min(self.cached_tokens, prompt_tokens)}
         return content, finish, usage, stopped_by if finish == "stop" else None
 
 
@@ -717,7 +722,7 @@ def _event(chunk: dict[str, Any]) -> str:
 
 
 def _whole(
-    model: str, content: str, finish: str, usage: dict[str, int] | None, stopped_by: str | None = None
+    model: str, content: str, finish: str, usage: dict[str, Any] | None, stopped_by: str | None = None
 ) -> Response:
     message = {"role": "assistant", "content": content}
     return JSONResponse(

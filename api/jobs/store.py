@@ -46,7 +46,7 @@ def fingerprint(task_name: str, job: dict[str, Any]) -> str:
     Whether the answer is streamed is not part of it: a job asked for again may be
     streamed or not, whichever way it first ran; nor is a response's record (its time)."""
     same = {key: value for key, value in job.items()
-            if key not in ("stream", "accepted_at", "notify", "tenant", "weight", "record")}  # fmt: skip
+            if key not in ("stream", "accepted_at", "notify", "tenant", "weight", "record", "key_id")}  # fmt: skip
     canonical = json.dumps([task_name, same], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -107,6 +107,10 @@ return 'start'
 # the result as published (or ''); the usage fields' prefix ("{tenant}|{model}|"), the
 # count ("jobs" or "failed"), prompt tokens, completion tokens, seconds the usage is
 # kept; the job's id; seconds the minute's usage is kept.
+# An answered job is counted by bucket too (the Administration API's usage and costs) in
+# the minute's `Keys.usage_buckets` hash, KEYS[9] when given; ARGV[12..17]: its fields'
+# prefix (`usage_bucket_prefix`), input tokens (cached ones among them), cached input
+# tokens, output tokens, cost (nano-USD), seconds the hash is kept.
 STORE_ONCE = (
     _PUBLISH_RESULT
     + """
@@ -157,6 +161,14 @@ if #KEYS >= 5 then
       redis.call('HINCRBY', KEYS[8], ARGV[5] .. 'completion_tokens', completion)
     end
     if redis.call('TTL', KEYS[8]) < 0 then redis.call('EXPIRE', KEYS[8], ARGV[11]) end
+  end
+  if #KEYS >= 9 and ARGV[6] == 'jobs' then
+    local counts = {'requests', '1', 'input', ARGV[13], 'cached', ARGV[14], 'output', ARGV[15], 'cost', ARGV[16]}
+    for i = 1, #counts, 2 do
+      local n = tonumber(counts[i + 1])
+      if n > 0 then redis.call('HINCRBY', KEYS[9], ARGV[12] .. counts[i], n) end
+    end
+    if redis.call('TTL', KEYS[9]) < 0 then redis.call('EXPIRE', KEYS[9], ARGV[17]) end
   end
 end
 return 1

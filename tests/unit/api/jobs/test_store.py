@@ -17,7 +17,8 @@ JOB = {"meta": {"model": "m"}, "content": "hi"}
 
 
 def test_the_same_body_is_the_same_job_however_it_was_sent_and_whoever_ran_it() -> None:
-    same = {**JOB, "stream": True, "accepted_at": 1.0, "notify": True, "tenant": "a", "weight": 2.0, "record": {}}
+    same = {**JOB, "stream": True, "accepted_at": 1.0, "notify": True, "tenant": "a", "weight": 2.0, "record": {},
+            "key_id": "key_1"}  # fmt: skip
     assert fingerprint("llm.generate", JOB) == fingerprint("llm.generate", same)
     assert fingerprint("llm.generate", JOB) != fingerprint("llm.chat", JOB)
     assert fingerprint("llm.generate", JOB) != fingerprint("llm.generate", {**JOB, "content": "ho"})
