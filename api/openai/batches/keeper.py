@@ -404,6 +404,7 @@ class BatchKeeper:
 
 
 def batch_tenant(batch: dict[str, Any]) -> Tenant:
-    """The tenant a batch's lines are run for (their usage counted to it), without the
-    tenant's quotas: a batch runs at its own pace, beneath interactive traffic."""
-    return Tenant(str(batch.get("tenant") or DEFAULT_TENANT))
+    """The tenant a batch's lines are run for (their usage counted to it, and to the key
+    that made the batch), without the tenant's quotas: a batch runs at its own pace,
+    beneath interactive traffic."""
+    return Tenant(str(batch.get("tenant") or DEFAULT_TENANT), key_id=str(batch.get("key_id") or ""))
