@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import redis.asyncio as aioredis
 
@@ -134,7 +135,8 @@ class Services:
             config, registry, metrics, redis, stream_reader, queue, store, waiter, routing, runner, lost, guard,
             models, files, batches, keeper, events, fair, scaling, scrape, readiness, quotas, TokenCounter(config),
             KeptResponses(file_store, record_ttl(config)), ConversationFiles(file_store),
-            control, control_sync, usage_history, UsageFlush(config, usage_history, redis),
+            control, control_sync, usage_history,
+            UsageFlush(config, usage_history, redis, partial(control_sync.call, bounded=False)),
         )  # fmt: skip
 
     async def _sweep_responses(self) -> None:

@@ -17,7 +17,8 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -65,7 +66,19 @@ async def read_minutes(redis: aioredis.Redis, keys: Keys, minutes: Sequence[int]
 class UsageFlush:
     """Records finished minutes' usage in the database, one API process at a time."""
 
-    def __init__(self, config: Config, history: UsageHistory, redis: aioredis.Redis) -> None:
+    def __init__(
+        self,
+        config: Config,
+        history: UsageHistory,
+        redis: aioredis.Redis,
+        call: Callable[..., Awaitable[Any]] = asyncio.to_thread,
+    ) -> None:
+        """`call(work, *args)` runs a call of the database off the event loop: an API
+        process gives its control plane's (`ControlSync.call`, on threads of their own),
+        so a database that hangs holds no thread the rest of the process needs. Unbounded
+        there: a recording of many minutes may take long, and one given up on would only
+        be made again."""
+        self._call = call
         self._config = config
         self._keys = config.keys
         self._history = history
@@ -82,7 +95,7 @@ class UsageFlush:
             try:
                 await self.flush()
                 if time.monotonic() - self._swept_at >= SWEEP_SECONDS:
-                    removed = await asyncio.to_thread(self._history.sweep)
+                    removed = await self._call(self._history.sweep)
                     self._swept_at = time.monotonic()
                     if removed:
                         log.info("usage history: %d rows past their keeping deleted", removed)
@@ -104,7 +117,7 @@ class UsageFlush:
                 return 0
             minutes = list(range(first, last + 1))
             rows = await read_minutes(self._redis, self._keys, minutes)
-            await asyncio.to_thread(self._history.record, rows)
+            await self._call(self._history.record, rows)
             await self._redis.set(self._keys.usage_flushed, last)
             return len(minutes)
         finally:
