@@ -111,7 +111,8 @@ def get_router(config: Config) -> APIRouter:
             OpenAIRoute.at(edge, Access.ADMIN),
         ),
         usage_reports_router(
-            UsageReports(config, parts.usage_history, parts.redis, parts.registry), OpenAIRoute.at(edge, Access.ADMIN)
+            UsageReports(config, parts.usage_history, parts.redis, parts.registry, call=parts.control_sync.call),
+            OpenAIRoute.at(edge, Access.ADMIN),
         ),
     ]
     for router in routers:

@@ -249,6 +249,13 @@ def test_a_control_plane_database_that_hangs_slows_no_request_and_admin_calls_ar
                         answer = await client.get("/v1/organization/projects", headers=auth(ADMIN_KEY))
                         return answer, time.monotonic() - started
 
+                    async def usage_call() -> tuple[httpx.Response, float]:
+                        started = time.monotonic()
+                        asked = {"start_time": int(time.time()) - 86_400, "bucket_width": "1h"}
+                        answer = await client.get("/v1/organization/usage/completions", params=asked,
+                                                  headers=auth(ADMIN_KEY))  # fmt: skip
+                        return answer, time.monotonic() - started
+
                     async def served(n: int) -> float:
                         await asyncio.sleep(0.5 + n * 0.2)  # while the admin calls wait
                         started = time.monotonic()
@@ -262,13 +269,14 @@ def test_a_control_plane_database_that_hangs_slows_no_request_and_admin_calls_ar
                         return time.monotonic() - started
 
                     admins = [asyncio.create_task(admin_call(n)) for n in range(12)]
+                    admins += [asyncio.create_task(usage_call()) for _ in range(3)]
                     serving = await asyncio.gather(*(served(n) for n in range(5)))
                     return list(await asyncio.gather(*admins)), serving
 
             admins, serving = asyncio.run(meanwhile())
             # Requests (files, jobs) went on at their pace while a dozen admin calls waited.
             assert max(serving) < 1.5, f"requests waited on the hung database: {serving}"
-            # Each admin call was answered 503 within CALL_SECONDS and a little, not hung.
+            # Each admin call (usage reports too) answered 503 within CALL_SECONDS and a little, not hung.
             for answer, seconds in admins:
                 assert answer.status_code == 503 and UNAVAILABLE in answer.json()["error"]["message"], brief(answer)
                 assert seconds < CALL_SECONDS + 5, f"an admin call took {seconds:.1f}s"
