@@ -24,7 +24,14 @@ from kombu.utils import json as kombu_json
 from kombu.utils.encoding import bytes_to_str
 
 from shared.contract import KEPT_CLAIM, STORE_ONCE, Keys, kept_answer, stored_answer, whole_answer
-from shared.contract.keys import USAGE_MINUTE_SECONDS, usage_day, usage_minute, usage_prefix
+from shared.contract.keys import (
+    USAGE_MINUTE_SECONDS,
+    TokenWindow,
+    model_use_prefix,
+    usage_day,
+    usage_minute,
+    usage_prefix,
+)
 from shared.storage import redis_clients
 from shared.telemetry import tracing
 from shared.tenants import DEFAULT_TENANT, tenant_of
@@ -123,8 +130,9 @@ class ResultStore(RedisBackend):
         """Count a job's result to its tenant, as STORE_ONCE stores it (the first only):
         the job and its tokens, as the model server reported them, in the day's and the
         minute's usage (per tenant and model) and in the tenant's tokens of the minute and of the day
-        (its quotas, api/tenancy/quotas.py); and the job, ended, leaves its tenant's jobs
-        in flight (whatever is deleted of it later: its place is free now)."""
+        (its quotas, api/tenancy/quotas.py), and in the tenant's tokens of the minute of
+        the model it asked for (its rate limits per model); and the job, ended, leaves its
+        tenant's jobs in flight (whatever is deleted of it later: its place is free now)."""
         if not job or "meta" not in job:  # not a model's job (a webhook delivery, llm.models)
             return
         tenant = job.get("tenant") if isinstance(job.get("tenant"), str) else DEFAULT_TENANT
@@ -132,7 +140,7 @@ class ResultStore(RedisBackend):
         # default model its worker ran it on. Never the request's own name for it (with
         # one model server, any name goes to it): each name made up would be a row of
         # the day's usage, kept USAGE_DAYS, read by every tenant's GET /usage.
-        model = str(job.get("route") or self._default_model)
+        model = asked = str(job.get("route") or self._default_model)
         if state == states.SUCCESS and isinstance(result, dict) and isinstance(result.get("served_model"), str):
             model = result["served_model"]  # a fallback model served it (tasks/model/pooled.py)
         usage = result.get("usage") if state == states.SUCCESS and isinstance(result, dict) else None
@@ -149,6 +157,11 @@ class ResultStore(RedisBackend):
         # The minute's usage too (the console's last hour, GET /usage?per=minute).
         keys.append(self._keys.usage_of_minute(usage_minute(now)))
         args.append(USAGE_MINUTE_SECONDS)
+        if not job.get("batch"):
+            # Its tokens to the model it asked for, this minute: its project's rate limit on
+            # that model's tokens is checked on them (a batch's lines have their own limit).
+            keys.append(self._keys.model_use(tenant, TokenWindow.MINUTE, now))
+            args.append(model_use_prefix(asked))
 
 
 def _count(usage: Any, name: str) -> int:
