@@ -1,6 +1,7 @@
 """A tenant's quotas (api/tenancy/quotas.py): jobs in flight and tokens per minute and
 day refused with the quota named and when to try again, a project's rate limits per model
-in the same call (OpenAI's rate_limit_exceeded), and the streams its clients read at once; the contract's scripts answer in a fake Redis (tests/unit/api/edge.py)."""
+in the same call (OpenAI's rate_limit_exceeded), and the streams its clients read at
+once; the contract's scripts answer in a fake Redis (tests/unit/api/edge.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from api.errors import RateLimitExceeded, ResultStoreUnavailable, TooManyRequest
 from api.observability.metrics import Metrics
 from api.tenancy.quotas import Quotas
 from shared.contract.scripts import ADMIT
-from shared.tenants import Quotas as TenantQuotas
 from shared.tenants import ModelLimits, Tenant
+from shared.tenants import Quotas as TenantQuotas
 from testing.scripted_redis import arity
 from tests.unit.api.edge import FakeRedis, config
 
