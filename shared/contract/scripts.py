@@ -1,8 +1,9 @@
 """Every Lua script the gateway runs on Redis, beside the keys they touch (keys.py).
 
 Each names its KEYS and ARGV in a comment. The job's own: CLAIM, MARK_STARTED,
-STORE_ONCE, CANCEL, MARK_NOTIFIED; the tenants': ADMIT (quotas), STREAM_JOIN and
-STREAM_LEAVE (streams read), RATE_COUNT (rate limits); RELAY_ADD (a streamed job's
+STORE_ONCE, CANCEL, MARK_NOTIFIED; the tenants': ADMIT (quotas, and a project's rate
+limits per model), BATCH_CHARGE (a project's batches' input tokens per model and day),
+STREAM_JOIN and STREAM_LEAVE (streams read), RATE_COUNT (rate limits); RELAY_ADD (a streamed job's
 pieces); the locks one process holds at a time: FAIR_LOCK_RENEW (a busy model's
 dispatcher), BATCH_LOCK_RENEW and BATCH_LOCK_RELEASE (the process driving a batch); the slots of
 a model's servers (tasks/model/servers.py): SERVER_TAKE, SERVER_RELEASE, SERVER_PROBES,
@@ -232,6 +233,28 @@ if model then
   redis.call('HINCRBY', KEYS[5], model .. 'requests', 1)
   redis.call('EXPIRE', KEYS[5], 172800)
 end
+return false
+"""
+
+# Charges a batch's input tokens (estimated) to its project's UTC day, per model,
+# under each model's batch_1_day_max_input_tokens: all of them, or none when one
+# would go past its limit (refused: {that model's prefix, its tokens used today}). A
+# batch charged already (driven again after its process died) is admitted as it is.
+# KEYS: the tenant's use of models this UTC day (`Keys.model_use`).
+# ARGV: the batch's id, the day's TTL; then for each model: its prefix
+#       (`model_use_prefix`), the batch's tokens, its limit.
+BATCH_CHARGE = """
+local charged = 'batch:' .. ARGV[1]
+if redis.call('HEXISTS', KEYS[1], charged) == 1 then return false end
+for i = 3, #ARGV, 3 do
+  local used = tonumber(redis.call('HGET', KEYS[1], ARGV[i] .. 'batch_input_tokens') or '0')
+  if used + tonumber(ARGV[i + 1]) > tonumber(ARGV[i + 2]) then return {ARGV[i], used} end
+end
+for i = 3, #ARGV, 3 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i] .. 'batch_input_tokens', ARGV[i + 1])
+end
+redis.call('HSET', KEYS[1], charged, '1')
+redis.call('EXPIRE', KEYS[1], ARGV[2])
 return false
 """
 

@@ -273,3 +273,25 @@ def test_a_models_rate_limits_admit_exactly_their_count_and_a_refusal_counts_not
     assert int(store.hget(windows[0], "big|tokens") or 0) == 110
     assert asked("j7", rpm=0, tpm=110) == [b"max_tokens_per_1_minute", 110]
     assert asked("j8", rpm=0, tpm=111) is None
+
+
+@pytest.mark.integration
+def test_a_batch_is_charged_to_its_models_days_all_or_nothing_and_once(
+    keys_and_store: tuple[Keys, redis.Redis],
+) -> None:
+    keys, store = keys_and_store
+    charge = store.register_script(contract.scripts.BATCH_CHARGE)
+    day = keys.model_use("proj_a", contract.keys.TokenWindow.DAY, 2 * 86_400)
+
+    def charged() -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in store.hgetall(day).items() if not k.startswith(b"batch:")}
+
+    assert charge(keys=[day], args=["batch_1", 172_800, "big|", 60, 100, "small|", 5, 10]) is None
+    assert charged() == {"big|batch_input_tokens": 60, "small|batch_input_tokens": 5}
+    # Driven again (its process died): not charged twice.
+    assert charge(keys=[day], args=["batch_1", 172_800, "big|", 60, 100, "small|", 5, 10]) is None
+    # Past one model's limit: refused whole, nothing charged to the other either.
+    assert charge(keys=[day], args=["batch_2", 172_800, "small|", 1, 10, "big|", 41, 100]) == [b"big|", 60]
+    assert charged() == {"big|batch_input_tokens": 60, "small|batch_input_tokens": 5}
+    assert charge(keys=[day], args=["batch_3", 172_800, "big|", 40, 100]) is None
+    assert charged()["big|batch_input_tokens"] == 100 and 86_400 < store.ttl(day) <= 172_800
