@@ -33,8 +33,9 @@ Id = Annotated[str, StringConstraints(pattern=CURSOR)]
 EventType = Annotated[str, StringConstraints(pattern=r"^[a-z_]+(\.[a-z_]+){1,4}$")]
 Email = Annotated[str, StringConstraints(max_length=320)]
 Seconds = Annotated[int, Field(ge=0, le=2**53)]
-# A rate limit's id: ``rl-`` and a model's name (any printable characters, "/" too).
-RATE_LIMIT_ID = r"^rl-[^\x00-\x1f\x7f]{1,256}$"
+# A rate limit's id: ``rl-`` and a model's name (any printable characters, "/" too; no control
+# character; bytes that are not UTF-8, read as U+FFFD, are refused by the control plane).
+RATE_LIMIT_ID = r"^rl-[^\x00-\x1f\x7f-\x9f]{1,256}$"
 RateLimitId = Annotated[str, Path(pattern=RATE_LIMIT_ID)]
 RateLimitCursor = Annotated[str | None, Query(pattern=RATE_LIMIT_ID)]
 

@@ -203,6 +203,8 @@ class ControlPlane:
     ) -> dict[str, Any]:
         """Set the project's limits on the model of `limit_id`: held by this process before
         the answer, by every other within a second."""
+        if "\ufffd" in limit_id:  # how the path's bytes that are not UTF-8 (a lone surrogate's) are read
+            raise BadRequest("rate_limit_id: holds bytes that are not UTF-8 text")
         self._read_only(project_id)
         model = limit_id.removeprefix(RATE_LIMIT_PREFIX)
         if not limit_id.startswith(RATE_LIMIT_PREFIX) or model not in self._models:

@@ -17,7 +17,7 @@ from redis.backoff import NoBackoff
 
 from api.admin import types
 from api.admin.serving import ControlPlane
-from api.errors import Conflict, ControlPlaneUnavailable, NotFound, ReadOnly
+from api.errors import BadRequest, Conflict, ControlPlaneUnavailable, NotFound, ReadOnly
 from api.observability.metrics import Metrics
 from api.tenancy.control_sync import ControlSync
 from api.tenancy.guard import Guard
@@ -205,6 +205,8 @@ def test_rate_limits_refused_as_the_api_refuses_and_a_keys_files_tenant_shows_it
         for unknown in ("rl-nothing", "small", "rl-"):
             with pytest.raises(NotFound, match="no rate limit"):
                 await control.update_rate_limit(ADMIN, project, unknown, some)
+        with pytest.raises(BadRequest, match="rate_limit_id: holds bytes that are not UTF-8"):
+            await control.update_rate_limit(ADMIN, project, "rl-\ufffd\ufffd", some)
         with pytest.raises(ReadOnly, match="API_KEYS_FILE"):
             await control.update_rate_limit(ADMIN, "product", "rl-small", some)
         declared = (await control.rate_limits("product", None, None, 10))["data"]
