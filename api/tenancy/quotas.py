@@ -203,8 +203,10 @@ def rate_limited(project: str, model: str, name: str, limit: int, used: int, now
     Administration API, and when its window ends)."""
     kind, said, window = SAID[name]
     retry = max(1, int(window.ends_at(now) - now) + 1)
+    # A request is one; its tokens are known only once it has run, so none is said asked.
+    requested = ", Requested 1" if kind == "requests" else ""
     return RateLimitExceeded(
-        f"Rate limit reached for {model} in project {project} on {said}: Limit {limit}, Used {used}, Requested 1"
+        f"Rate limit reached for {model} in project {project} on {said}: Limit {limit}, Used {used}{requested}"
         f" ({name}). Please try again in {retry}s.",
         kind=kind,
         retry_after=retry,

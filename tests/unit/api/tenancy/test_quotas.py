@@ -117,7 +117,7 @@ def test_a_projects_limits_on_a_model_go_to_the_one_admit_call_with_the_models_w
     ("limit", "kind", "said", "most_retry"),
     [
         ("max_requests_per_1_minute", "requests", "on requests per min (RPM): Limit 20, Used 20", 61),
-        ("max_tokens_per_1_minute", "tokens", "on tokens per min (TPM): Limit 1000, Used 20", 61),
+        ("max_tokens_per_1_minute", "tokens", "on tokens per min (TPM): Limit 1000, Used 20 (max_tokens", 61),
         ("max_requests_per_1_day", "requests", "on requests per day (RPD): Limit 500, Used 20", 86401),
     ],
 )
