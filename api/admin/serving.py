@@ -187,7 +187,7 @@ class ControlPlane:
         else:
             rows = {row.model: row for row in await self._call(self._store.rate_limits, project_id)}
             found = [types.rate_limit(rate_limit_id(model), model, rows.get(model)) for model in self._models]
-        ids = [limit["id"] for limit in found]
+        ids = [each["id"] for each in found]
         for cursor in (after, before):
             if cursor is not None and cursor not in ids:
                 return types.listing([], False)
