@@ -156,7 +156,8 @@ class ControlStore:
             quotas = Quotas(max_priority=max_priority)
             limits = _model_limits(session)
             projects = {
-                p.id: Tenant(p.id, 1.0, False, quotas, model_limits=limits.get(p.id, {})) for p in session.scalars(select(Project))
+                p.id: Tenant(p.id, 1.0, False, quotas, model_limits=limits.get(p.id, {}))
+                for p in session.scalars(select(Project))
             }
             live = select(ProjectKey).join(Project, Project.id == ProjectKey.project_id)
             live = live.where(ProjectKey.deleted_at.is_(None), Project.archived_at.is_(None))
