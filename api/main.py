@@ -107,7 +107,7 @@ def get_router(config: Config) -> APIRouter:
         operators_router(parts.scrape, parts.scaling, GatewayRoute.at(edge, Access.OPERATOR)),
         dead_letters_router(config, GatewayRoute.at(edge, Access.TENANT_ADMIN)),
         admin_router(
-            ControlPlane(config, parts.control, parts.control_sync, parts.guard.tenants),
+            ControlPlane(config, parts.control, parts.control_sync, parts.guard.tenants, parts.registry),
             OpenAIRoute.at(edge, Access.ADMIN),
         ),
         usage_reports_router(
