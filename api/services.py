@@ -119,7 +119,7 @@ class Services:
         batches = Batches(files, doorbell)
         keeper = BatchKeeper(
             config, batches, files, runner, routing, lost, redis, registry, models, doorbell, events.emit,
-            fair.held_back,
+            fair.held_back, guard.tenants,
         )  # fmt: skip
         scaling = Scaling(config, registry, queue, fair, redis)
         readiness = Readiness(redis, queue, registry)

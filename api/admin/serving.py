@@ -18,10 +18,11 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.admin import types
-from api.errors import Conflict, ControlPlaneUnavailable, NotFound, ReadOnly
+from api.errors import BadRequest, Conflict, ControlPlaneUnavailable, NotFound, ReadOnly
 from api.tenancy.control_sync import ControlSync
 from shared.config import Config
 from shared.control.store import Actor, Archived, AuditFilter, ControlStore, Missing
+from shared.registry import Registry, UnknownModel
 from shared.tenants import AdminGrant, Tenants
 
 log = logging.getLogger(__name__)
@@ -32,12 +33,15 @@ T = TypeVar("T")
 class ControlPlane:
     """What the admin endpoints do, for one API process."""
 
-    def __init__(self, config: Config, store: ControlStore, sync: ControlSync, tenants: Tenants) -> None:
+    def __init__(
+        self, config: Config, store: ControlStore, sync: ControlSync, tenants: Tenants, registry: Registry
+    ) -> None:
         self._config = config
         self._store = store
         self._sync = sync
         self._declared = tenants.named  # the keys file's tenants: fixed while the process runs
         self._declared_at = _modified(config.api_keys_file)
+        self._registry = registry  # what model permissions name
 
     async def _call(self, work: Callable[..., T], *args: Any) -> T:
         try:
@@ -169,6 +173,32 @@ class ControlPlane:
         self._read_only(project_id)
         key = await self._change(self._store.delete_key, _actor(by), project_id, key_id)
         return types.deleted("organization.project.api_key", key.id)
+
+    # Model permissions.
+
+    async def model_permissions(self, project_id: str) -> dict[str, Any]:
+        """The project's model permissions; a keys file's tenant, or a project without
+        any, may use every model (a deny_list naming none)."""
+        if project_id in self._declared:
+            return types.model_permissions(None)
+        return types.model_permissions(await self._call(self._store.model_permissions, project_id))
+
+    async def update_model_permissions(
+        self, by: AdminGrant, project_id: str, body: types.UpdateModelPermissions
+    ) -> dict[str, Any]:
+        self._read_only(project_id)
+        for index, name in enumerate(body.model_ids):
+            try:
+                self._registry.route(name)
+            except UnknownModel as exc:
+                raise BadRequest(f"model_ids[{index}]: {exc}") from None
+        found = await self._change(self._store.set_model_permissions, _actor(by), project_id, body.mode, body.model_ids)
+        return types.model_permissions(found)
+
+    async def delete_model_permissions(self, by: AdminGrant, project_id: str) -> dict[str, Any]:
+        self._read_only(project_id)
+        deleted = await self._change(self._store.delete_model_permissions, _actor(by), project_id)
+        return types.model_permissions_deleted(deleted)
 
     # The audit log.
 

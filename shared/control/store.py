@@ -22,7 +22,16 @@ from sqlalchemy import Engine, Select, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.control import ids
-from shared.control.models import AdminKey, AuditEvent, ControlState, Project, ProjectKey, ServiceAccount
+from shared.control.models import (
+    AdminKey,
+    AuditEvent,
+    ControlState,
+    ModelPermissions,
+    Project,
+    ProjectKey,
+    ServiceAccount,
+)
+from shared.model_access import ModelAccess
 from shared.tenants import AdminGrant, Directory, Grant, Quotas, Tenant
 
 T = TypeVar("T")
@@ -135,16 +144,19 @@ class ControlStore:
             return session.execute(select(ControlState.version)).scalar_one()
 
     def directory(self, max_priority: int) -> Directory:
-        """Every project (as a tenant: weight 1, no quota but `max_priority`), the keys of
-        the active ones and the admin keys, neither deleted nor expired: read in one
-        snapshot, with its version."""
+        """Every project (as a tenant: weight 1, no quota but `max_priority`, its model
+        permissions), the keys of the active ones and the admin keys, neither deleted nor
+        expired: read in one snapshot, with its version."""
         now = self._now()
         with self._sessions() as session, session.begin():
             if self.engine.dialect.name == "postgresql":  # every SELECT below sees the same snapshot
                 session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             version = session.execute(select(ControlState.version)).scalar_one()
             quotas = Quotas(max_priority=max_priority)
-            projects = {p.id: Tenant(p.id, 1.0, False, quotas) for p in session.scalars(select(Project))}
+            access = _model_access(session)
+            projects = {
+                p.id: Tenant(p.id, 1.0, False, quotas, access.get(p.id)) for p in session.scalars(select(Project))
+            }
             live = select(ProjectKey).join(Project, Project.id == ProjectKey.project_id)
             live = live.where(ProjectKey.deleted_at.is_(None), Project.archived_at.is_(None))
             keys = {
@@ -336,6 +348,40 @@ class ControlStore:
             self._audit(session, actor, "api_key.deleted", key.id, {}, project)
         return key
 
+    # Model permissions.
+
+    def model_permissions(self, project_id: str) -> ModelPermissions | None:
+        """The project's model permissions (None: it may use every model)."""
+        with self._read() as session:
+            _project(session, project_id)
+            return _permissions(session, project_id)
+
+    def set_model_permissions(self, actor: Actor, project_id: str, mode: str, model_ids: list[str]) -> ModelPermissions:
+        """Replace the project's model permissions (its models checked by the caller)."""
+        with self._change() as session:
+            project = _project(session, project_id)
+            found = _permissions(session, project_id)
+            if found is None:
+                found = ModelPermissions(project_id=project_id)
+                session.add(found)
+            found.mode, found.model_ids, found.updated_at = mode, list(model_ids), self._now()
+            # OpenAI's audit log has no type of its own for it: a change of the project.
+            changes = {"model_permissions": {"mode": mode, "model_ids": list(model_ids)}}
+            self._audit(session, actor, "project.updated", project.id, {"changes_requested": changes}, project)
+        return found
+
+    def delete_model_permissions(self, actor: Actor, project_id: str) -> bool:
+        """Remove the project's model permissions (it may use every model again); whether it had any."""
+        with self._change() as session:
+            project = _project(session, project_id)
+            found = _permissions(session, project_id)
+            if found is None:
+                return False
+            session.delete(found)
+            changes = {"model_permissions": None}
+            self._audit(session, actor, "project.updated", project.id, {"changes_requested": changes}, project)
+        return True
+
     # The audit log.
 
     def audit_events(
@@ -379,6 +425,16 @@ def _page(
     order = model.seq.desc() if newest_first else model.seq.asc()
     rows = list(session.scalars(query.order_by(order).limit(limit + 1)))
     return Page(rows[:limit], len(rows) > limit)
+
+
+def _permissions(session: Session, project_id: str) -> ModelPermissions | None:
+    return session.scalars(select(ModelPermissions).where(ModelPermissions.project_id == project_id)).one_or_none()
+
+
+def _model_access(session: Session) -> dict[str, ModelAccess]:
+    """Every project's model permissions, by project id, as the request path checks them."""
+    rows = session.scalars(select(ModelPermissions))
+    return {row.project_id: ModelAccess(row.mode, frozenset(row.model_ids)) for row in rows}
 
 
 def _project(session: Session, project_id: str) -> Project:

@@ -24,6 +24,7 @@ from api.tenancy.guard import Guard
 from shared.config import Config
 from shared.control.database import engine_for
 from shared.control.store import ControlStore
+from shared.registry import load_registry
 from shared.tenants import AdminGrant, digest
 from testing.fake_model_server import free_port
 
@@ -53,7 +54,7 @@ def plane(tmp_path: Path) -> Iterator[tuple[ControlPlane, Guard]]:
     guard = Guard(config, nowhere, Metrics())
     sync = ControlSync(config, store, guard, nowhere)
     asyncio.run(sync.start())
-    yield ControlPlane(config, store, sync, guard.tenants), guard
+    yield ControlPlane(config, store, sync, guard.tenants, load_registry(config)), guard
     store.engine.dispose()
 
 

@@ -71,12 +71,12 @@ def test_metrics_never_name_a_model_a_client_made_up() -> None:
 
 def test_a_queue_name_names_its_model_unless_meta_model_names_another() -> None:
     jobs = routing(models=json.dumps(MODELS))
-    assert jobs.meta_for_queue("llm-large", {})["model"] == "large"
-    assert jobs.meta_for_queue("llm-large", {"model": "large"}) == {"model": "large"}
+    assert jobs.meta_for_queue("llm-large", {}, ALPHA)["model"] == "large"
+    assert jobs.meta_for_queue("llm-large", {"model": "large"}, ALPHA) == {"model": "large"}
     with pytest.raises(QueueMismatch, match="llm-large"):
-        jobs.meta_for_queue("llm-large", {"model": "small"})
+        jobs.meta_for_queue("llm-large", {"model": "small"}, ALPHA)
     with pytest.raises(QueueNotFound):
-        jobs.meta_for_queue("no-such-queue", {})
+        jobs.meta_for_queue("no-such-queue", {}, ALPHA)
 
 
 def test_a_priority_above_the_tenants_highest_runs_at_its_highest() -> None:
