@@ -15,6 +15,8 @@ from fastapi.staticfiles import StaticFiles
 
 from api.admin.router import admin_router
 from api.admin.serving import ControlPlane
+from api.admin.usage import UsageReports
+from api.admin.usage_router import usage_reports_router
 from api.anthropic.http import AnthropicRoute
 from api.anthropic.messages.router import messages_router
 from api.anthropic.messages.serving import Messages
@@ -107,6 +109,9 @@ def get_router(config: Config) -> APIRouter:
         admin_router(
             ControlPlane(config, parts.control, parts.control_sync, parts.guard.tenants, parts.registry),
             OpenAIRoute.at(edge, Access.ADMIN),
+        ),
+        usage_reports_router(
+            UsageReports(config, parts.usage_history, parts.redis, parts.registry), OpenAIRoute.at(edge, Access.ADMIN)
         ),
     ]
     for router in routers:

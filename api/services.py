@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from api.admin.usage_flush import UsageFlush
 from api.jobs.admission import Admission
 from api.jobs.queue import JobQueue
 from api.jobs.recovery import LostJobs
@@ -39,6 +40,7 @@ from shared.config import Config
 from shared.contract.responses import record_ttl
 from shared.control.database import engine_for
 from shared.control.store import ControlStore
+from shared.control.usage import UsageHistory
 from shared.registry import Registry, load_registry
 from shared.storage import redis_clients
 from shared.storage.conversation_files import ConversationFiles
@@ -80,6 +82,8 @@ class Services:
     conversations: ConversationFiles  # conversations, in the file store
     control: ControlStore  # the control plane's database: projects, keys, audit log
     control_sync: ControlSync  # the guard's projects and keys, kept as the database has them
+    usage_history: UsageHistory  # usage by minute, hour and day, in the control plane's database
+    usage_flush: UsageFlush  # moves the workers' counts of finished minutes there from Redis
 
     @classmethod
     def build(cls, config: Config) -> Services:
@@ -92,6 +96,7 @@ class Services:
         guard = Guard(config, redis, metrics)
         control = ControlStore(engine_for(config.control_database, config.redis_connect_timeout))
         control_sync = ControlSync(config, control, guard, redis)
+        usage_history = UsageHistory(control.engine)
         for tenant in guard.tenants.named.values():  # each tenant's refusals, from 0
             if Quotas.applies(tenant):
                 for quota in ("tokens_per_minute", "tokens_per_day", "jobs_in_flight", "streams_in_flight"):
@@ -129,7 +134,7 @@ class Services:
             config, registry, metrics, redis, stream_reader, queue, store, waiter, routing, runner, lost, guard,
             models, files, batches, keeper, events, fair, scaling, scrape, readiness, quotas, TokenCounter(config),
             KeptResponses(file_store, record_ttl(config)), ConversationFiles(file_store),
-            control, control_sync,
+            control, control_sync, usage_history, UsageFlush(config, usage_history, redis),
         )  # fmt: skip
 
     async def _sweep_responses(self) -> None:
@@ -160,6 +165,7 @@ class Services:
             asyncio.create_task(self.quotas.keep_streams(), name="streams' places"),
             asyncio.create_task(self._sweep_responses(), name="responses' sweep"),
             asyncio.create_task(self.control_sync.run(), name="control plane"),
+            asyncio.create_task(self.usage_flush.run(), name="usage history"),
         ]
         try:
             yield self

@@ -118,6 +118,9 @@ class Tenant:
     weight: float = 1.0
     admin: bool = False
     quotas: Quotas = field(default_factory=Quotas)
+    # The id of the key a request presented, where its key has one (a project's key made
+    # at runtime: each has its tenant so marked, `Grant`); its jobs' usage is counted to it.
+    key_id: str = ""
     # The models it may use (a project's model permissions); None: every model.
     models: ModelAccess | None = None
 
@@ -156,6 +159,12 @@ class Grant:
     tenant: Tenant
     key_id: str
     expires_at: float | None = None
+
+    def __post_init__(self) -> None:
+        # The tenant its requests are for names this key, so their jobs carry its id
+        # (made once, as the directory is read, not per request).
+        if self.tenant.key_id != self.key_id:
+            object.__setattr__(self, "tenant", replace(self.tenant, key_id=self.key_id))
 
     def live(self, now: float) -> bool:
         return self.expires_at is None or now < self.expires_at

@@ -24,7 +24,15 @@ from kombu.utils import json as kombu_json
 from kombu.utils.encoding import bytes_to_str
 
 from shared.contract import KEPT_CLAIM, STORE_ONCE, Keys, kept_answer, stored_answer, whole_answer
-from shared.contract.keys import USAGE_MINUTE_SECONDS, usage_day, usage_minute, usage_prefix
+from shared.contract.keys import (
+    USAGE_BUCKET_SECONDS,
+    USAGE_MINUTE_SECONDS,
+    usage_bucket_prefix,
+    usage_day,
+    usage_minute,
+    usage_prefix,
+)
+from shared.registry import Prices
 from shared.storage import redis_clients
 from shared.telemetry import tracing
 from shared.tenants import DEFAULT_TENANT, tenant_of
@@ -48,6 +56,11 @@ class ResultStore(RedisBackend):
         self.usage_days = int(self.app.conf.get("usage_days") or 400)
         self._default_model = str(self.app.conf.get("usage_default_model") or "default")
         self._replica_acks = int(self.app.conf.get("redis_replica_acks") or 0)
+        # The models' prices (shared/broker/settings.py): an answer's cost is counted with its tokens.
+        self._prices = {
+            str(name): Prices(float(given[0]), None if given[1] is None else float(given[1]), float(given[2]))
+            for name, given in (self.app.conf.get("usage_prices") or {}).items()
+        }
 
     def _store_result(
         self,
@@ -123,8 +136,9 @@ class ResultStore(RedisBackend):
         """Count a job's result to its tenant, as STORE_ONCE stores it (the first only):
         the job and its tokens, as the model server reported them, in the day's and the
         minute's usage (per tenant and model) and in the tenant's tokens of the minute and of the day
-        (its quotas, api/tenancy/quotas.py); and the job, ended, leaves its tenant's jobs
-        in flight (whatever is deleted of it later: its place is free now)."""
+        (its quotas, api/tenancy/quotas.py); an answer also in the minute's usage by bucket
+        (the Administration API's usage and costs, api/admin/usage.py); and the job, ended,
+        leaves its tenant's jobs in flight (whatever is deleted of it later: its place is free now)."""
         if not job or "meta" not in job:  # not a model's job (a webhook delivery, llm.models)
             return
         tenant = job.get("tenant") if isinstance(job.get("tenant"), str) else DEFAULT_TENANT
@@ -149,6 +163,23 @@ class ResultStore(RedisBackend):
         # The minute's usage too (the console's last hour, GET /usage?per=minute).
         keys.append(self._keys.usage_of_minute(usage_minute(now)))
         args.append(USAGE_MINUTE_SECONDS)
+        # And by bucket, for the Administration API's usage and costs (counted when answered).
+        keys.append(self._keys.usage_buckets(int(now // 60)))
+        args += self._bucket_args(tenant, model, job, usage)
+
+    def _bucket_args(self, tenant: str, model: str, job: dict[str, Any], usage: Any) -> list[Any]:
+        """STORE_ONCE's ARGV of a job's usage by bucket: its bucket (tenant, key, batch or
+        not, kind, model), its input, cached input and output tokens as the model server
+        reported them (an embedding's are input only), and their cost at `model`'s prices."""
+        key_id = job.get("key_id") if isinstance(job.get("key_id"), str) else ""
+        kind = "embeddings" if job.get("embed") is not None else "completions"
+        prompt, output = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
+        details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+        cached = min(_count(details, "cached_tokens"), prompt)
+        prices = self._prices.get(model)
+        cost = prices.cost(prompt, output, cached) if prices is not None else 0
+        prefix = usage_bucket_prefix(tenant, key_id, job.get("batch") is not None, kind, model)
+        return [prefix, prompt, cached, output, cost, USAGE_BUCKET_SECONDS]
 
 
 def _count(usage: Any, name: str) -> int:

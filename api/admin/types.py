@@ -221,7 +221,9 @@ def project_key(key: ProjectKey, owner: ServiceAccount, active: bool) -> dict[st
         "redacted_value": key.redacted_value,
         "created_at": key.created_at,
         "expires_at": key.expires_at,
-        "last_used_at": None,
+        # The start of the last minute it was used in, as usage history has it (recorded
+        # within USAGE_FLUSH_SECONDS of that minute's end: api/admin/usage_flush.py).
+        "last_used_at": key.last_used_at,
         "owner": {
             "type": "service_account",
             "service_account": {

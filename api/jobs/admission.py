@@ -43,7 +43,7 @@ class Admission:
             await self._quotas.admit(route.tenant, route.key)
         try:
             claim = await self._store.claim(
-                route.key, route.task, job, reply_to, route.tenant.name, route.queue, background
+                route.key, route.task, job, reply_to, route.tenant.name, route.queue, background, route.priority
             )
         except QueueFull:
             await self._quotas.release(route.tenant, route.key)

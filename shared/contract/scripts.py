@@ -35,9 +35,10 @@ end
 # there, its fingerprint first), its hash gone.
 # ARGV[7], when not empty, is the channel the job's result is also published on.
 # ARGV[8], when given and not empty, is the tenant it is run for; ARGV[9] its model's queue;
-# ARGV[10], when '1', marks it queued in the background (no request awaits it).
+# ARGV[10], when '1', marks it queued in the background (no request awaits it); ARGV[11],
+# when given and not empty, its priority.
 # KEYS: job hash, queued set, result. ARGV: fingerprint, task, now, job TTL, job id, max queued, reply_to, tenant,
-# queue, background.
+# queue, background, priority.
 CLAIM = """
 local existing = redis.call('HGET', KEYS[1], 'fingerprint')
 if existing then return existing end
@@ -53,6 +54,7 @@ if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'reply_to', ARGV[7]) end
 if ARGV[8] and ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'tenant', ARGV[8]) end
 if ARGV[9] and ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'queue', ARGV[9]) end
 if ARGV[10] == '1' then redis.call('HSET', KEYS[1], 'background', '1') end
+if ARGV[11] and ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'priority', ARGV[11]) end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -105,6 +107,10 @@ return 'start'
 # the result as published (or ''); the usage fields' prefix ("{tenant}|{model}|"), the
 # count ("jobs" or "failed"), prompt tokens, completion tokens, seconds the usage is
 # kept; the job's id; seconds the minute's usage is kept.
+# An answered job is counted by bucket too (the Administration API's usage and costs) in
+# the minute's `Keys.usage_buckets` hash, KEYS[9] when given; ARGV[12..17]: its fields'
+# prefix (`usage_bucket_prefix`), input tokens (cached ones among them), cached input
+# tokens, output tokens, cost (nano-USD), seconds the hash is kept.
 STORE_ONCE = (
     _PUBLISH_RESULT
     + """
@@ -155,6 +161,14 @@ if #KEYS >= 5 then
       redis.call('HINCRBY', KEYS[8], ARGV[5] .. 'completion_tokens', completion)
     end
     if redis.call('TTL', KEYS[8]) < 0 then redis.call('EXPIRE', KEYS[8], ARGV[11]) end
+  end
+  if #KEYS >= 9 and ARGV[6] == 'jobs' then
+    local counts = {'requests', '1', 'input', ARGV[13], 'cached', ARGV[14], 'output', ARGV[15], 'cost', ARGV[16]}
+    for i = 1, #counts, 2 do
+      local n = tonumber(counts[i + 1])
+      if n > 0 then redis.call('HINCRBY', KEYS[9], ARGV[12] .. counts[i], n) end
+    end
+    if redis.call('TTL', KEYS[9]) < 0 then redis.call('EXPIRE', KEYS[9], ARGV[17]) end
   end
 end
 return 1

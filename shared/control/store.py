@@ -155,7 +155,8 @@ class ControlStore:
             quotas = Quotas(max_priority=max_priority)
             access = _model_access(session)
             projects = {
-                p.id: Tenant(p.id, 1.0, False, quotas, access.get(p.id)) for p in session.scalars(select(Project))
+                p.id: Tenant(p.id, 1.0, False, quotas, models=access.get(p.id))
+                for p in session.scalars(select(Project))
             }
             live = select(ProjectKey).join(Project, Project.id == ProjectKey.project_id)
             live = live.where(ProjectKey.deleted_at.is_(None), Project.archived_at.is_(None))

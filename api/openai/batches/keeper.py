@@ -413,8 +413,10 @@ class BatchKeeper:
 
 
 def batch_tenant(batch: dict[str, Any], tenants: Tenants | None = None) -> Tenant:
-    """The tenant a batch's lines are run for (their usage counted to it), without the
-    tenant's quotas: a batch runs at its own pace, beneath interactive traffic; with the
-    models it may use now (as `tenants` has them), so no line runs on another."""
+    """The tenant a batch's lines are run for (their usage counted to it, and to the key
+    that made the batch), without the tenant's quotas: a batch runs at its own pace,
+    beneath interactive traffic; with the models it may use now (as `tenants` has them),
+    so no line runs on another."""
     name = str(batch.get("tenant") or DEFAULT_TENANT)
-    return Tenant(name, models=tenants.get(name).models if tenants is not None else None)
+    models = tenants.get(name).models if tenants is not None else None
+    return Tenant(name, key_id=str(batch.get("key_id") or ""), models=models)

@@ -44,7 +44,7 @@ def batches_router(batches: Batches, route_class: type[OpenAIRoute]) -> APIRoute
         """Run every request of an uploaded file (purpose ``batch``) as a job, below interactive traffic."""
         batch = await batches.create(
             body.input_file_id, body.endpoint, body.completion_window, body.metadata, owner, tenant.name,
-            tenant.quotas.batches_in_flight,
+            tenant.quotas.batches_in_flight, tenant.key_id,
         )  # fmt: skip
         return public(batch)
 

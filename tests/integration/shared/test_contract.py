@@ -232,6 +232,24 @@ def test_a_job_stored_twice_is_counted_to_its_tenant_once(keys_and_store: tuple[
     assert 0 < store.ttl(counts[1]) <= 120 and 0 < store.ttl(counts[0]) <= 3600 and 3600 < store.ttl(ended[2]) <= 7200
 
 
+@pytest.mark.integration
+def test_an_answer_is_counted_by_bucket_once_and_a_failure_not_at_all(keys_and_store: tuple[Keys, redis.Redis]) -> None:
+    keys, store = keys_and_store
+    store_once = store.register_script(STORE_ONCE)
+    bucket = keys.usage_buckets(30_000_000)
+    counts = [keys.usage("2026-12-01"), *keys.token_windows("proj_a", 2 * 86_400 + 60)]
+    for job, count in (("answered", "jobs"), ("failed", "failed")):
+        ended = [keys.in_flight("proj_a"), keys.lease(job), keys.usage_of_minute("2026-12-01T10:00Z"), bucket]
+        given = ["proj_a|m1|", count, 7, 3, 3600, job, 7200, "proj_a|key_1|0|completions|m1|", 7, 4, 3, 2500, 7200]
+        for run in ("first", "second"):  # run twice (redelivered): counted once
+            store_once(keys=[keys.result(job), keys.job(job), *counts, *ended], args=[run, 60, "", "", *given])
+    usage = {k.decode(): int(v) for k, v in store.hgetall(bucket).items()}
+    prefix = "proj_a|key_1|0|completions|m1|"
+    assert usage == {f"{prefix}requests": 1, f"{prefix}input": 7, f"{prefix}cached": 4, f"{prefix}output": 3,
+                     f"{prefix}cost": 2500}  # fmt: skip
+    assert 3600 < store.ttl(bucket) <= 7200
+
+
 def _messages(listener: Any, count: int) -> list[bytes]:
     got: list[bytes] = []
     deadline = time.monotonic() + 5

@@ -11,6 +11,8 @@ from shared.contract.keys import (
     TokenWindow,
     capacity_field,
     capacity_queue,
+    usage_bucket_field,
+    usage_bucket_prefix,
     usage_day,
     usage_field,
     usage_minute,
@@ -43,6 +45,16 @@ def test_usage_fields_read_back_their_tenant_model_and_count() -> None:
     assert usage_minute(NOON) == "2026-12-07T12:00Z"
     field = usage_prefix("acme", "org|model") + "prompt_tokens"
     assert usage_field(field) == ("acme", "org|model", "prompt_tokens")
+
+
+def test_usage_bucket_fields_read_back_their_tenant_key_batch_kind_model_and_count() -> None:
+    field = usage_bucket_prefix("proj_a", "key_1", True, "completions", "org|model") + "cached"
+    assert usage_bucket_field(field) == ("proj_a", "key_1", True, "completions", "org|model", "cached")
+    field = usage_bucket_prefix("research", "", False, "embeddings", "e") + "requests"
+    assert usage_bucket_field(field) == ("research", "", False, "embeddings", "e", "requests")
+    assert Keys("p:").usage_buckets(int(NOON // 60)) == f"p:usage-buckets:{int(NOON // 60)}"
+    with pytest.raises(ValueError):
+        usage_bucket_field("not|ours")
 
 
 def test_capacity_and_webhook_count_fields_read_back_what_was_written() -> None:

@@ -115,7 +115,10 @@ def test_a_batch_whose_lines_are_for_another_endpoint_fails_naming_them(tmp_path
 
 def test_a_batchs_lines_are_run_for_its_tenant_with_the_models_it_may_use_now() -> None:
     assert batch_tenant({"tenant": "alpha"}).name == "alpha" and batch_tenant({}).name == "default"
+    # Its lines' usage is counted to the key that made the batch, where that key has an id.
+    assert batch_tenant({"tenant": "proj_a", "key_id": "key_1"}).key_id == "key_1"
+    assert batch_tenant({"tenant": "alpha"}).key_id == ""
     access = ModelAccess("deny_list", frozenset({"large"}))
     tenants = Tenants(runtime=Directory(1, {"proj_a": Tenant("proj_a", models=access)}))
-    assert batch_tenant({"tenant": "proj_a"}, tenants) == Tenant("proj_a", models=access)
+    assert batch_tenant({"tenant": "proj_a"}, tenants).models == access
     assert batch_tenant({"tenant": "alpha"}, tenants).models is None
