@@ -22,6 +22,11 @@ class GatewayError(Exception):
     succeed later; `location` is where the job it concerns can be followed.
     """
 
+    # OpenAI's error `type` and `code` for this failure, where they are not its status's
+    # (api/http/statuses.py ERROR_TYPES, and the status itself).
+    error_type: str | None = None
+    error_code: str | None = None
+
     def __init__(self, message: str, *, retry_after: int | None = None, location: str | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -148,6 +153,18 @@ class TooManyRequests(GatewayError):
 
 class QueueFull(TooManyRequests):
     """Too many jobs wait to start already (MAX_QUEUED_JOBS)."""
+
+
+class RateLimitExceeded(TooManyRequests):
+    """A project's rate limit on a model is reached: OpenAI's error of code
+    ``rate_limit_exceeded`` and type ``requests`` or ``tokens`` (`kind`), as its clients
+    tell the two apart."""
+
+    error_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, kind: str = "requests", retry_after: int | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.error_type = kind
 
 
 # A part the job needs is down: named in the message.

@@ -29,6 +29,7 @@ from api.observability.scrape import Scrape
 from api.openai.batches.doorbell import Doorbell
 from api.openai.batches.keeper import BatchKeeper
 from api.openai.batches.store import Batches
+from api.openai.batches.token_limits import BatchTokenLimits
 from api.openai.files.store import Files
 from api.openai.responses.input_tokens import TokenCounter
 from api.stopping import stop
@@ -122,9 +123,12 @@ class Services:
         files = Files(config, file_store, registry, models)
         doorbell = Doorbell()
         batches = Batches(files, doorbell)
+        token_limits = BatchTokenLimits(
+            config, redis, lambda tenant: guard.tenants.get(tenant).model_limits, routing.label
+        )
         keeper = BatchKeeper(
             config, batches, files, runner, routing, lost, redis, registry, models, doorbell, events.emit,
-            fair.held_back, guard.tenants,
+            fair.held_back, token_limits, guard.tenants,
         )  # fmt: skip
         scaling = Scaling(config, registry, queue, fair, redis)
         readiness = Readiness(redis, queue, registry)

@@ -111,6 +111,23 @@ class _TenantsFile(BaseModel):
 
 
 @dataclass(frozen=True)
+class ModelLimits:
+    """A project's rate limits on one model of the registry (the Administration API's
+    ``project.rate_limit``); 0: that limit is not set. Counted in Redis across API
+    processes (api/tenancy/quotas.py, the batch keeper for batches' input tokens)."""
+
+    requests_per_minute: int = 0  # max_requests_per_1_minute
+    tokens_per_minute: int = 0  # max_tokens_per_1_minute: prompt and completion, as the model server counted
+    requests_per_day: int = 0  # max_requests_per_1_day: a UTC day
+    batch_input_tokens_per_day: int = 0  # batch_1_day_max_input_tokens: its batches' input, estimated
+
+    @property
+    def interactive(self) -> bool:
+        """Whether a limit on requests or tokens is set (those admission checks)."""
+        return bool(self.requests_per_minute or self.tokens_per_minute or self.requests_per_day)
+
+
+@dataclass(frozen=True)
 class Tenant:
     """One tenant: its name, weight, quotas, and whether it is an admin."""
 
@@ -121,6 +138,8 @@ class Tenant:
     # The id of the key a request presented, where its key has one (a project's key made
     # at runtime: each has its tenant so marked, `Grant`); its jobs' usage is counted to it.
     key_id: str = ""
+    # A project's rate limits, by the registry's name of the model (only models with one set).
+    model_limits: Mapping[str, ModelLimits] = field(default_factory=dict, hash=False)
     # The models it may use (a project's model permissions); None: every model.
     models: ModelAccess | None = None
 

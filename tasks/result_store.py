@@ -27,6 +27,8 @@ from shared.contract import KEPT_CLAIM, STORE_ONCE, Keys, kept_answer, stored_an
 from shared.contract.keys import (
     USAGE_BUCKET_SECONDS,
     USAGE_MINUTE_SECONDS,
+    TokenWindow,
+    model_use_prefix,
     usage_bucket_prefix,
     usage_day,
     usage_minute,
@@ -136,7 +138,8 @@ class ResultStore(RedisBackend):
         """Count a job's result to its tenant, as STORE_ONCE stores it (the first only):
         the job and its tokens, as the model server reported them, in the day's and the
         minute's usage (per tenant and model) and in the tenant's tokens of the minute and of the day
-        (its quotas, api/tenancy/quotas.py); an answer also in the minute's usage by bucket
+        (its quotas, api/tenancy/quotas.py), and in the tenant's tokens of the minute of
+        the model it asked for (its rate limits per model); an answer also in the minute's usage by bucket
         (the Administration API's usage and costs, api/admin/usage.py); and the job, ended,
         leaves its tenant's jobs in flight (whatever is deleted of it later: its place is free now)."""
         if not job or "meta" not in job:  # not a model's job (a webhook delivery, llm.models)
@@ -146,7 +149,7 @@ class ResultStore(RedisBackend):
         # default model its worker ran it on. Never the request's own name for it (with
         # one model server, any name goes to it): each name made up would be a row of
         # the day's usage, kept USAGE_DAYS, read by every tenant's GET /usage.
-        model = str(job.get("route") or self._default_model)
+        model = asked = str(job.get("route") or self._default_model)
         if state == states.SUCCESS and isinstance(result, dict) and isinstance(result.get("served_model"), str):
             model = result["served_model"]  # a fallback model served it (tasks/model/pooled.py)
         usage = result.get("usage") if state == states.SUCCESS and isinstance(result, dict) else None
@@ -166,6 +169,11 @@ class ResultStore(RedisBackend):
         # And by bucket, for the Administration API's usage and costs (counted when answered).
         keys.append(self._keys.usage_buckets(int(now // 60)))
         args += self._bucket_args(tenant, model, job, usage)
+        if not job.get("batch"):
+            # Its tokens to the model it asked for, this minute: its project's rate limit on
+            # that model's tokens is checked on them (a batch's lines have their own limit).
+            keys.append(self._keys.model_use(tenant, TokenWindow.MINUTE, now))
+            args.append(model_use_prefix(asked))
 
     def _bucket_args(self, tenant: str, model: str, job: dict[str, Any], usage: Any) -> list[Any]:
         """STORE_ONCE's ARGV of a job's usage by bucket: its bucket (tenant, key, batch or

@@ -103,6 +103,8 @@ class Refusal:
     cause: str
     headers: dict[str, str] = field(default_factory=dict)
     param: str | None = None
+    error_type: str | None = None  # OpenAI's `type`, when not the status's
+    error_code: str | None = None  # OpenAI's `code`, when not the status
 
 
 def refusal(exc: GatewayError | StarletteHTTPException | RequestValidationError) -> Refusal:
@@ -120,7 +122,9 @@ def refusal(exc: GatewayError | StarletteHTTPException | RequestValidationError)
         headers["Location"] = exc.location
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
-    return Refusal(status_of(exc), exc.message, cause(exc), headers)
+    return Refusal(
+        status_of(exc), exc.message, cause(exc), headers, error_type=exc.error_type, error_code=exc.error_code
+    )
 
 
 def _telling(errors: Any) -> dict[str, Any]:

@@ -64,6 +64,12 @@ def usage_prefix(tenant: str, model: str) -> str:
     return f"{tenant}|{model}|"
 
 
+def model_use_prefix(model: str) -> str:
+    """The start of a `Keys.model_use` hash's fields of one model; the count's name ends them
+    ("requests", "tokens", "batch_input_tokens")."""
+    return f"{model}|"
+
+
 def usage_field(field: str) -> tuple[str, str, str]:
     """The tenant, model and count's name of a usage hash's field (a model's name may hold "|")."""
     tenant, _, rest = field.partition("|")
@@ -188,6 +194,18 @@ class Keys:
         """The tenant's tokens of the minute and of the UTC day of `now`, in that order (the
         scripts ADMIT and STORE_ONCE take them so)."""
         return [self.tokens(tenant, TokenWindow.MINUTE, now), self.tokens(tenant, TokenWindow.DAY, now)]
+
+    def model_use(self, tenant: str, window: TokenWindow, now: float) -> str:
+        """A hash of what a tenant used of each model in the `window` (its minute or UTC day)
+        of `now`, by "{model}|{count}" (`model_use_prefix`): its requests admitted (both
+        windows), its tokens (the minute's; counted by the workers as its jobs' results are
+        stored, not a batch's) and its batches' input tokens (the day's). Its rate limits
+        per model are checked on them (api/tenancy/quotas.py, the batch keeper)."""
+        return f"{self.prefix}model-use:{tenant}:{window.tag}{window.index(now)}"
+
+    def model_use_windows(self, tenant: str, now: float) -> list[str]:
+        """The tenant's `model_use` of the minute and of the UTC day of `now`, in that order."""
+        return [self.model_use(tenant, TokenWindow.MINUTE, now), self.model_use(tenant, TokenWindow.DAY, now)]
 
     def usage(self, day: str) -> str:
         """A hash of one UTC day's usage (`usage_day`): "{tenant}|{model}|{count}" -> n

@@ -258,3 +258,58 @@ def _messages(listener: Any, count: int) -> list[bytes]:
         if message:
             got.append(message["data"])
     return got
+
+
+@pytest.mark.integration
+def test_a_models_rate_limits_admit_exactly_their_count_and_a_refusal_counts_nothing(
+    keys_and_store: tuple[Keys, redis.Redis],
+) -> None:
+    keys, store = keys_and_store
+    admit, store_once = store.register_script(contract.ADMIT), store.register_script(STORE_ONCE)
+    now = 2 * 86_400 + 30.0
+    tenant = [keys.in_flight("proj_a"), *keys.token_windows("proj_a", now)]
+    windows = keys.model_use_windows("proj_a", now)
+
+    def asked(job: str, rpm: int = 3, tpm: int = 0, rpd: int = 0, model: str = "big|") -> Any:
+        args = [job, repr(now), 0, 0, 0, keys.result(""), 3600, model, rpm, tpm, rpd]
+        return admit(keys=[*tenant, *windows], args=args)
+
+    refused = [b"max_requests_per_1_minute", 3]
+    assert [asked(f"j{n}") for n in range(5)] == [None, None, None, refused, refused]
+    minute = {k.decode(): int(v) for k, v in store.hgetall(windows[0]).items()}
+    assert minute == {"big|requests": 3}  # the refused counted nothing
+    assert 60 < store.ttl(windows[0]) <= 120 and 86_400 < store.ttl(windows[1]) <= 172_800
+    # Another model of the same project has its own count; a day's limit counts the same requests.
+    assert asked("j5", model="small|") is None
+    assert asked("j6", rpm=0, rpd=3) == [b"max_requests_per_1_day", 3]
+    # Tokens as a worker stores a job's result (STORE_ONCE, the same minute's hash): past
+    # the model's tokens per minute, the next job is refused.
+    usage = [keys.usage("1970-01-03"), *keys.token_windows("proj_a", now)]
+    ended = [keys.in_flight("proj_a"), keys.lease("j0"), keys.usage_of_minute("1970-01-03T00:00Z"), windows[0]]
+    given = ["proj_a|big|", "jobs", 70, 40, 3600, "j0", 7200, "big|"]
+    assert store_once(keys=[keys.result("j0"), keys.job("j0"), *usage, *ended], args=["r", 60, "", "", *given]) == 1
+    assert int(store.hget(windows[0], "big|tokens") or 0) == 110
+    assert asked("j7", rpm=0, tpm=110) == [b"max_tokens_per_1_minute", 110]
+    assert asked("j8", rpm=0, tpm=111) is None
+
+
+@pytest.mark.integration
+def test_a_batch_is_charged_to_its_models_days_all_or_nothing_and_once(
+    keys_and_store: tuple[Keys, redis.Redis],
+) -> None:
+    keys, store = keys_and_store
+    charge = store.register_script(contract.scripts.BATCH_CHARGE)
+    day = keys.model_use("proj_a", contract.keys.TokenWindow.DAY, 2 * 86_400)
+
+    def charged() -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in store.hgetall(day).items() if not k.startswith(b"batch:")}
+
+    assert charge(keys=[day], args=["batch_1", 172_800, "big|", 60, 100, "small|", 5, 10]) is None
+    assert charged() == {"big|batch_input_tokens": 60, "small|batch_input_tokens": 5}
+    # Driven again (its process died): not charged twice.
+    assert charge(keys=[day], args=["batch_1", 172_800, "big|", 60, 100, "small|", 5, 10]) is None
+    # Past one model's limit: refused whole, nothing charged to the other either.
+    assert charge(keys=[day], args=["batch_2", 172_800, "small|", 1, 10, "big|", 41, 100]) == [b"big|", 60]
+    assert charged() == {"big|batch_input_tokens": 60, "small|batch_input_tokens": 5}
+    assert charge(keys=[day], args=["batch_3", 172_800, "big|", 40, 100]) is None
+    assert charged()["big|batch_input_tokens"] == 100 and 86_400 < store.ttl(day) <= 172_800

@@ -134,6 +134,13 @@ class FakeRedis:
             stored[_bytes(name)] = _bytes(item)
         return len(fields)
 
+    async def hincrby(self, key: str, field: Any, amount: int = 1) -> int:
+        self._check()
+        fields = self.hashes.setdefault(key, {})
+        value = int(fields.get(_bytes(field), b"0")) + amount
+        fields[_bytes(field)] = str(value).encode()
+        return value
+
     async def hget(self, key: str, field: Any) -> bytes | None:
         self._check()
         return self.hashes.get(key, {}).get(_bytes(field))

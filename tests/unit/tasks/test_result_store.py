@@ -14,7 +14,11 @@ import pytest
 from celery import Celery, states
 
 from shared.contract import Keys
+<<<<<<< HEAD
 from shared.contract.keys import USAGE_BUCKET_SECONDS, USAGE_MINUTE_SECONDS, usage_day, usage_minute
+=======
+from shared.contract.keys import USAGE_MINUTE_SECONDS, TokenWindow, usage_day, usage_minute
+>>>>>>> h/limits
 from tasks.result_store import ResultStore, job_of, reply_channel
 from testing.scripted_redis import ScriptedRedis, arity
 
@@ -90,9 +94,25 @@ def test_a_model_jobs_result_counts_its_tokens_to_its_tenant_and_the_model_that_
     # The minute's usage too (GET /usage?per=minute), kept two hours.
     assert call.keys[7] in {KEYS.usage_of_minute(usage_minute(at)) for at in (now - 60, now)}
     assert call.argv[4:11] == ["acme|fallback|", "jobs", 3, 4, 10 * 86_400, "acme~j1", USAGE_MINUTE_SECONDS]
+<<<<<<< HEAD
     # And by bucket (the Administration API's usage): a key without an id, not a batch's, a completion.
     assert call.keys[8] in {KEYS.usage_buckets(int(at // 60)) for at in (now - 60, now)}
     assert call.argv[11:] == ["acme||0|completions|fallback|", 3, 0, 4, 0, USAGE_BUCKET_SECONDS]
+=======
+    # Its tokens to the model it asked for, this minute: its project's rate limit on that
+    # model is checked on them (in the same call).
+    assert call.keys[8] in {KEYS.model_use("acme", TokenWindow.MINUTE, at) for at in (now - 60, now)}
+    assert call.argv[11] == "big|"
+
+
+def test_a_batch_lines_tokens_are_not_counted_to_its_models_limit_per_minute() -> None:
+    backend, fake = store()
+    job = {"meta": {}, "route": "big", "tenant": "acme", "batch": {"id": "batch_1", "line": 0}}
+    backend._store_result("acme~j1", dict(ANSWER), states.SUCCESS, request=request(job))
+    (call,) = fake.named("STORE_ONCE")
+    assert len(call.keys) == 8 and len(call.argv) == 11  # its usage counted, not the model's minute
+    assert call.argv[4] == "acme|big|"
+>>>>>>> h/limits
 
 
 def test_a_failure_counts_as_failed_on_the_jobs_route_with_no_tokens() -> None:
@@ -101,8 +121,14 @@ def test_a_failure_counts_as_failed_on_the_jobs_route_with_no_tokens() -> None:
     backend._store_result("j1", failure, states.FAILURE, request=request({"meta": {}}))
     (call,) = fake.named("STORE_ONCE")
     assert call.argv[1] == backend.failure_expires
+<<<<<<< HEAD
     assert call.argv[4:11] == ["default|default-model|", "failed", 0, 0, 10 * 86_400, "j1", USAGE_MINUTE_SECONDS]
     assert call.argv[12:16] == [0, 0, 0, 0]  # by bucket, STORE_ONCE counts answers only
+=======
+    assert call.argv[4:] == [
+        "default|default-model|", "failed", 0, 0, 10 * 86_400, "j1", USAGE_MINUTE_SECONDS, "default-model|",
+    ]  # fmt: skip
+>>>>>>> h/limits
     assert call.keys[5] == KEYS.in_flight("default")
 
 

@@ -11,6 +11,7 @@ from shared.contract.keys import (
     TokenWindow,
     capacity_field,
     capacity_queue,
+    model_use_prefix,
     usage_bucket_field,
     usage_bucket_prefix,
     usage_day,
@@ -60,3 +61,14 @@ def test_usage_bucket_fields_read_back_their_tenant_key_batch_kind_model_and_cou
 def test_capacity_and_webhook_count_fields_read_back_what_was_written() -> None:
     assert capacity_queue(capacity_field("jobs.big", "celery@host-1")) == "jobs.big"
     assert webhook_count_of(webhook_count_field("billing", "gave_up")) == ("billing", "gave_up")
+
+
+def test_a_projects_use_of_models_is_one_hash_a_minute_and_one_a_utc_day_by_model() -> None:
+    keys = Keys("p:")
+    assert keys.model_use_windows("proj_a", NOON) == [
+        f"p:model-use:proj_a:m{int(NOON // 60)}",
+        f"p:model-use:proj_a:d{int(NOON // 86_400)}",
+    ]
+    assert keys.model_use("proj_a", TokenWindow.DAY, NOON) == keys.model_use_windows("proj_a", NOON)[1]
+    # A model's name may hold ":" and "/": its fields end with the count's name after "|".
+    assert model_use_prefix("org/big:8b") + "requests" == "org/big:8b|requests"
