@@ -174,6 +174,7 @@ if #KEYS >= 5 then
       if n > 0 then redis.call('HINCRBY', KEYS[9], ARGV[12] .. counts[i], n) end
     end
     if redis.call('TTL', KEYS[9]) < 0 then redis.call('EXPIRE', KEYS[9], ARGV[17]) end
+  end
   if #KEYS >= 10 and prompt + completion > 0 then
     redis.call('HINCRBY', KEYS[10], ARGV[18] .. 'tokens', prompt + completion)
     redis.call('EXPIRE', KEYS[10], 120)

@@ -285,8 +285,9 @@ def test_a_models_rate_limits_admit_exactly_their_count_and_a_refusal_counts_not
     # Tokens as a worker stores a job's result (STORE_ONCE, the same minute's hash): past
     # the model's tokens per minute, the next job is refused.
     usage = [keys.usage("1970-01-03"), *keys.token_windows("proj_a", now)]
-    ended = [keys.in_flight("proj_a"), keys.lease("j0"), keys.usage_of_minute("1970-01-03T00:00Z"), windows[0]]
-    given = ["proj_a|big|", "jobs", 70, 40, 3600, "j0", 7200, "big|"]
+    ended = [keys.in_flight("proj_a"), keys.lease("j0"), keys.usage_of_minute("1970-01-03T00:00Z")]
+    ended += [keys.usage_buckets(int(now // 60)), windows[0]]
+    given = ["proj_a|big|", "jobs", 70, 40, 3600, "j0", 7200, "proj_a||0|completions|big|", 70, 0, 40, 0, 60, "big|"]
     assert store_once(keys=[keys.result("j0"), keys.job("j0"), *usage, *ended], args=["r", 60, "", "", *given]) == 1
     assert int(store.hget(windows[0], "big|tokens") or 0) == 110
     assert asked("j7", rpm=0, tpm=110) == [b"max_tokens_per_1_minute", 110]

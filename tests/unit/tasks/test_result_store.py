@@ -14,11 +14,7 @@ import pytest
 from celery import Celery, states
 
 from shared.contract import Keys
-<<<<<<< HEAD
-from shared.contract.keys import USAGE_BUCKET_SECONDS, USAGE_MINUTE_SECONDS, usage_day, usage_minute
-=======
-from shared.contract.keys import USAGE_MINUTE_SECONDS, TokenWindow, usage_day, usage_minute
->>>>>>> h/limits
+from shared.contract.keys import USAGE_BUCKET_SECONDS, USAGE_MINUTE_SECONDS, TokenWindow, usage_day, usage_minute
 from tasks.result_store import ResultStore, job_of, reply_channel
 from testing.scripted_redis import ScriptedRedis, arity
 
@@ -94,15 +90,13 @@ def test_a_model_jobs_result_counts_its_tokens_to_its_tenant_and_the_model_that_
     # The minute's usage too (GET /usage?per=minute), kept two hours.
     assert call.keys[7] in {KEYS.usage_of_minute(usage_minute(at)) for at in (now - 60, now)}
     assert call.argv[4:11] == ["acme|fallback|", "jobs", 3, 4, 10 * 86_400, "acme~j1", USAGE_MINUTE_SECONDS]
-<<<<<<< HEAD
     # And by bucket (the Administration API's usage): a key without an id, not a batch's, a completion.
     assert call.keys[8] in {KEYS.usage_buckets(int(at // 60)) for at in (now - 60, now)}
-    assert call.argv[11:] == ["acme||0|completions|fallback|", 3, 0, 4, 0, USAGE_BUCKET_SECONDS]
-=======
+    assert call.argv[11:17] == ["acme||0|completions|fallback|", 3, 0, 4, 0, USAGE_BUCKET_SECONDS]
     # Its tokens to the model it asked for, this minute: its project's rate limit on that
     # model is checked on them (in the same call).
-    assert call.keys[8] in {KEYS.model_use("acme", TokenWindow.MINUTE, at) for at in (now - 60, now)}
-    assert call.argv[11] == "big|"
+    assert call.keys[9] in {KEYS.model_use("acme", TokenWindow.MINUTE, at) for at in (now - 60, now)}
+    assert call.argv[17] == "big|"
 
 
 def test_a_batch_lines_tokens_are_not_counted_to_its_models_limit_per_minute() -> None:
@@ -110,9 +104,8 @@ def test_a_batch_lines_tokens_are_not_counted_to_its_models_limit_per_minute() -
     job = {"meta": {}, "route": "big", "tenant": "acme", "batch": {"id": "batch_1", "line": 0}}
     backend._store_result("acme~j1", dict(ANSWER), states.SUCCESS, request=request(job))
     (call,) = fake.named("STORE_ONCE")
-    assert len(call.keys) == 8 and len(call.argv) == 11  # its usage counted, not the model's minute
+    assert len(call.keys) == 9 and len(call.argv) == 17  # its usage counted, not the model's minute
     assert call.argv[4] == "acme|big|"
->>>>>>> h/limits
 
 
 def test_a_failure_counts_as_failed_on_the_jobs_route_with_no_tokens() -> None:
@@ -121,14 +114,9 @@ def test_a_failure_counts_as_failed_on_the_jobs_route_with_no_tokens() -> None:
     backend._store_result("j1", failure, states.FAILURE, request=request({"meta": {}}))
     (call,) = fake.named("STORE_ONCE")
     assert call.argv[1] == backend.failure_expires
-<<<<<<< HEAD
     assert call.argv[4:11] == ["default|default-model|", "failed", 0, 0, 10 * 86_400, "j1", USAGE_MINUTE_SECONDS]
     assert call.argv[12:16] == [0, 0, 0, 0]  # by bucket, STORE_ONCE counts answers only
-=======
-    assert call.argv[4:] == [
-        "default|default-model|", "failed", 0, 0, 10 * 86_400, "j1", USAGE_MINUTE_SECONDS, "default-model|",
-    ]  # fmt: skip
->>>>>>> h/limits
+    assert call.argv[17] == "default-model|"
     assert call.keys[5] == KEYS.in_flight("default")
 
 
@@ -139,7 +127,7 @@ def test_an_answer_is_counted_by_bucket_with_its_key_cached_tokens_and_cost_at_i
     backend._store_result("proj_a~j1", {**ANSWER, "usage": usage}, states.SUCCESS, request=request(job))
     (call,) = fake.named("STORE_ONCE")
     # 600 uncached at $2, 400 cached at $0.50, 200 out at $8 per million: 1200 + 200 + 1600 micro-USD.
-    assert call.argv[11:] == ["proj_a|key_1|1|completions|priced|", 1000, 400, 200, 3_000_000, USAGE_BUCKET_SECONDS]
+    assert call.argv[11:17] == ["proj_a|key_1|1|completions|priced|", 1000, 400, 200, 3_000_000, USAGE_BUCKET_SECONDS]
 
 
 def test_an_embedding_is_counted_as_one_with_input_tokens_only_and_cached_at_the_input_price() -> None:
@@ -148,7 +136,7 @@ def test_an_embedding_is_counted_as_one_with_input_tokens_only_and_cached_at_the
     answer = {"embeddings": ["AAAA"], "model": "m", "usage": {"prompt_tokens": 7, "total_tokens": 7}}
     backend._store_result("t~j1", answer, states.SUCCESS, request=request(job, "llm.embed"))
     (call,) = fake.named("STORE_ONCE")
-    assert call.argv[11:] == ["t||0|embeddings|flat|", 7, 0, 0, 7000, USAGE_BUCKET_SECONDS]
+    assert call.argv[11:17] == ["t||0|embeddings|flat|", 7, 0, 0, 7000, USAGE_BUCKET_SECONDS]
 
 
 def test_more_cached_tokens_than_input_are_counted_as_the_input_and_an_unpriced_model_costs_nothing() -> None:
@@ -156,7 +144,7 @@ def test_more_cached_tokens_than_input_are_counted_as_the_input_and_an_unpriced_
     usage = {"prompt_tokens": 5, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 9}}
     backend._store_result("j1", {**ANSWER, "usage": usage}, states.SUCCESS, request=request({"meta": {}}))
     (call,) = fake.named("STORE_ONCE")
-    assert call.argv[11:] == ["default||0|completions|default-model|", 5, 5, 1, 0, USAGE_BUCKET_SECONDS]
+    assert call.argv[11:17] == ["default||0|completions|default-model|", 5, 5, 1, 0, USAGE_BUCKET_SECONDS]
 
 
 @pytest.mark.parametrize(
