@@ -129,7 +129,7 @@ class Services:
         )
         keeper = BatchKeeper(
             config, batches, files, runner, routing, lost, redis, registry, models, doorbell, events.emit,
-            fair.held_back, token_limits,
+            fair.held_back, token_limits, guard.tenants,
         )  # fmt: skip
         scaling = Scaling(config, registry, queue, fair, redis)
         readiness = Readiness(redis, queue, registry)

@@ -42,6 +42,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from shared.model_access import ModelAccess
+
 DEFAULT_TENANT = "default"
 TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 # Between a tenant's name and its job's id in the id the job has in Redis and on the
@@ -138,6 +140,8 @@ class Tenant:
     key_id: str = ""
     # A project's rate limits, by the registry's name of the model (only models with one set).
     model_limits: Mapping[str, ModelLimits] = field(default_factory=dict, hash=False)
+    # The models it may use (a project's model permissions); None: every model.
+    models: ModelAccess | None = None
 
 
 @dataclass(frozen=True)

@@ -182,12 +182,13 @@ def _embed(task: WorkerTask, job: Job) -> dict[str, Any]:
     job_id = task.request.id
     turn = Turn(job.meta.priority, job.accepted_at, job.tenant or DEFAULT_TENANT, job.weight or 1.0)
     if job_id is None:  # called directly, not by a worker
-        return _embedding_answer(worker.embedder(job.route).embed(inputs, options, job.tenant, turn=turn).embedded)
+        embedded = worker.embedder(job.route, job.fallbacks).embed(inputs, options, job.tenant, turn=turn).embedded
+        return _embedding_answer(embedded)
     with worker.running.running(job_id) as cancel:
         _start(task, job, job_id, started)
         asked = time.monotonic()
         try:
-            shared = worker.embedder(job.route).embed(inputs, options, job.tenant, cancel, turn)
+            shared = worker.embedder(job.route, job.fallbacks).embed(inputs, options, job.tenant, cancel, turn)
         except Cancelled:
             _report_cancelled(task, "while running")
         answer = _embedding_answer(shared.embedded)

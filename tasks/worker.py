@@ -10,6 +10,7 @@ with `WorkerTask.bind_worker(Worker(config, ...))`.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -60,7 +61,7 @@ class Worker:
         self.webhooks: dict[str, Endpoint] = {e.name: e for e in load_endpoints(config)}
         self._reporter: CapacityReporter | None = None
         self._pool_client: Any = None
-        self._embedders: dict[str, Coalescer] = {}  # per model: its embedding jobs' calls, joined
+        self._embedders: dict[str, Coalescer] = {}  # per model (and fallbacks): its embedding jobs' calls, joined
         self._lock = threading.Lock()
 
     def client(self, route: str | None = None) -> ModelClient | PooledModel:
@@ -84,16 +85,23 @@ class Worker:
                 self._default = caller
             return caller
 
-    def embedder(self, route: str | None = None) -> Coalescer:
-        """What embeds the inputs of `route`'s jobs: their calls joined (tasks/model/coalesce.py)."""
+    def embedder(self, route: str | None = None, fallbacks: list[str] | None = None) -> Coalescer:
+        """What embeds the inputs of `route`'s jobs: their calls joined (tasks/model/coalesce.py).
+        Jobs that may fall back only to some of the model's fallbacks (`fallbacks`: their
+        project may not use the others) have calls of their own, which fall back to those
+        alone."""
         name = route or self.registry.default.name
+        if fallbacks is not None:
+            name = json.dumps([name, fallbacks])
         with self._lock:
             embedder = self._embedders.get(name)
             if embedder is None:
                 wait = self.config.embed_coalesce_wait_ms / 1000
                 config = self.config
                 embedder = Coalescer(
-                    lambda inputs, options, turn, cancel: self._embed_call(route, inputs, options, turn, cancel),
+                    lambda inputs, options, turn, cancel: self._embed_call(
+                        route, inputs, options, turn, cancel, fallbacks
+                    ),
                     wait,
                     config.embed_coalesce_max_inputs,
                     config.embed_calls_in_flight,
@@ -102,13 +110,19 @@ class Worker:
             return embedder
 
     def _embed_call(
-        self, route: str | None, inputs: Any, options: dict[str, Any], turn: Turn, cancel: Cancel | None
+        self,
+        route: str | None,
+        inputs: Any,
+        options: dict[str, Any],
+        turn: Turn,
+        cancel: Cancel | None,
+        fallbacks: list[str] | None = None,
     ) -> Embedded:
         """One embeddings call of `route`'s model: its server's; with several servers or
         fallbacks, on a slot of one, as a chat job (tasks/model/pooled.py)."""
         caller = self.client(route)
         if isinstance(caller, PooledModel):
-            return caller.embeddings(inputs, options, turn, cancel)
+            return caller.embeddings(inputs, options, turn, cancel, fallbacks)
         return caller.embeddings(inputs, options)
 
     def server_client(self, model: Model, server: Server) -> ModelClient:

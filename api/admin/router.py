@@ -1,9 +1,9 @@
 """OpenAI's Administration API, as the ``openai`` SDK's admin client calls it
 (``OpenAI(admin_api_key=...).admin.organization...``): ``/v1/organization/`` admin API
-keys, projects, their service accounts and API keys, their rate limits per model, and
-the audit log. Only admin API
-keys reach it (api/tenancy/guard.py: 401 without one, 403 for a project's key); errors
-are OpenAI's (400 naming the field at fault, 404 for an id that is not there).
+keys, projects, their service accounts and API keys, their rate limits per model and
+model permissions, and the audit log. Only admin API keys reach it (api/tenancy/guard.py:
+401 without one, 403 for a project's key); errors are OpenAI's (400 naming the field at
+fault, 404 for an id that is not there).
 """
 
 from __future__ import annotations
@@ -141,6 +141,25 @@ def admin_router(plane: ControlPlane, route_class: type[OpenAIRoute]) -> APIRout
     async def delete_project_api_key(project_id: ProjectId, api_key_id: KeyId, by: AdminDep) -> dict[str, Any]:
         """Delete the key: refused (401) on every API process within a second."""
         return await plane.delete_key(by, project_id, api_key_id)
+
+    @router.get("/projects/{project_id}/model_permissions", responses=missing)
+    async def retrieve_project_model_permissions(project_id: ProjectId) -> dict[str, Any]:
+        """The models the project may use: `model_ids` only (allow_list), or all but them (deny_list)."""
+        return await plane.model_permissions(project_id)
+
+    @router.post("/projects/{project_id}/model_permissions", responses=missing)
+    async def update_project_model_permissions(
+        project_id: ProjectId, body: types.UpdateModelPermissions, by: AdminDep
+    ) -> dict[str, Any]:
+        """Set the models the project may use (each a model of the registry, by name or
+        alias): in force on every API process within a second; any other answers as a
+        model the registry does not list."""
+        return await plane.update_model_permissions(by, project_id, body)
+
+    @router.delete("/projects/{project_id}/model_permissions", responses=missing)
+    async def delete_project_model_permissions(project_id: ProjectId, by: AdminDep) -> dict[str, Any]:
+        """Remove the project's model permissions: it may use every model again."""
+        return await plane.delete_model_permissions(by, project_id)
 
     @router.get("/projects/{project_id}/rate_limits", responses=missing)
     async def list_project_rate_limits(

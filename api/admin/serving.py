@@ -22,7 +22,7 @@ from api.tenancy.control_sync import ControlSync
 from shared.config import Config
 from shared.control.models import NAME_MAX
 from shared.control.store import RATE_LIMIT_PREFIX, Actor, Archived, AuditFilter, ControlStore, Missing, rate_limit_id
-from shared.registry import Registry
+from shared.registry import Registry, UnknownModel
 from shared.tenants import AdminGrant, Tenants
 
 log = logging.getLogger(__name__)
@@ -36,13 +36,14 @@ class ControlPlane:
     def __init__(
         self, config: Config, store: ControlStore, sync: ControlSync, tenants: Tenants, registry: Registry
     ) -> None:
-        """`registry`: the models a project's rate limits are set on."""
+        """`registry`: the models a project's rate limits are set on and its model permissions name."""
         self._config = config
         self._models = [model.name for model in registry.models]
         self._store = store
         self._sync = sync
         self._declared = tenants.named  # the keys file's tenants: fixed while the process runs
         self._declared_at = _modified(config.api_keys_file)
+        self._registry = registry  # what model permissions name
 
     async def _call(self, work: Callable[..., T], *args: Any) -> T:
         try:
@@ -174,6 +175,32 @@ class ControlPlane:
         self._read_only(project_id)
         key = await self._change(self._store.delete_key, _actor(by), project_id, key_id)
         return types.deleted("organization.project.api_key", key.id)
+
+    # Model permissions.
+
+    async def model_permissions(self, project_id: str) -> dict[str, Any]:
+        """The project's model permissions; a keys file's tenant, or a project without
+        any, may use every model (a deny_list naming none)."""
+        if project_id in self._declared:
+            return types.model_permissions(None)
+        return types.model_permissions(await self._call(self._store.model_permissions, project_id))
+
+    async def update_model_permissions(
+        self, by: AdminGrant, project_id: str, body: types.UpdateModelPermissions
+    ) -> dict[str, Any]:
+        self._read_only(project_id)
+        for index, name in enumerate(body.model_ids):
+            try:
+                self._registry.route(name)
+            except UnknownModel as exc:
+                raise BadRequest(f"model_ids[{index}]: {exc}") from None
+        found = await self._change(self._store.set_model_permissions, _actor(by), project_id, body.mode, body.model_ids)
+        return types.model_permissions(found)
+
+    async def delete_model_permissions(self, by: AdminGrant, project_id: str) -> dict[str, Any]:
+        self._read_only(project_id)
+        deleted = await self._change(self._store.delete_model_permissions, _actor(by), project_id)
+        return types.model_permissions_deleted(deleted)
 
     # Rate limits per model: one of each model of the registry, by its name (``rl-<model>``).
 

@@ -10,11 +10,22 @@ key, scopes) is refused naming it, never silently dropped.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from shared.control.models import NAME_MAX, AdminKey, AuditEvent, Project, ProjectKey, RateLimit, ServiceAccount
+from api.native.types import MODEL_PATTERN
+from shared.control.models import (
+    NAME_MAX,
+    AdminKey,
+    AuditEvent,
+    ModelPermissions,
+    Project,
+    ProjectKey,
+    RateLimit,
+    ServiceAccount,
+)
+from shared.model_access import DENY_LIST
 from shared.tenants import Tenant
 
 
@@ -105,6 +116,19 @@ class CreateKey(_Body):
         return value
 
 
+# The models one list names at most: each is a model of the registry (or, with
+# INNER_LLM_URL alone, a name requests give), so a longer list repeats itself.
+MAX_MODEL_IDS = 256
+
+
+class UpdateModelPermissions(_Body):
+    """``projects.model_permissions.update``: the project may use `model_ids` only
+    (allow_list), or every model but them (deny_list)."""
+
+    mode: Literal["allow_list", "deny_list"]
+    model_ids: list[Annotated[str, StringConstraints(pattern=MODEL_PATTERN)]] = Field(max_length=MAX_MODEL_IDS)
+
+
 def listing(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     """A page in OpenAI's list format."""
     return {
@@ -162,6 +186,16 @@ def declared_project(tenant: Tenant, created_at: int) -> dict[str, Any]:
         "external_key_id": None,
         "residency": None,
     }
+
+
+def model_permissions(found: ModelPermissions | None) -> dict[str, Any]:
+    """A ``project.model_permissions``; a project without any denies nothing."""
+    mode, model_ids = (found.mode, list(found.model_ids)) if found is not None else (DENY_LIST, [])
+    return {"object": "project.model_permissions", "mode": mode, "model_ids": model_ids}
+
+
+def model_permissions_deleted(deleted: bool) -> dict[str, Any]:
+    return {"object": "project.model_permissions.deleted", "deleted": deleted}
 
 
 def service_account(account: ServiceAccount) -> dict[str, Any]:

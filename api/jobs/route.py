@@ -1,6 +1,10 @@
 """Where a job goes: its model, that model's queue, the name its model server knows it
 by, and whose it is. Computed once, as the request is received (`JobRouting.route`),
-and handed down to admission, the queue, the metrics and the logs."""
+and handed down to admission, the queue, the metrics and the logs.
+
+Every model a request names is found here, in the registry as its tenant sees it
+(shared/model_access.py): a model its project may not use is, for it, a model the
+registry does not list, on every endpoint alike."""
 
 from __future__ import annotations
 
@@ -10,8 +14,13 @@ from typing import Any
 from api.errors import ModelNotFound, QueueMismatch, QueueNotFound
 from shared.config import Config
 from shared.contract import DEFAULT_PRIORITY, INTERNAL_TASKS
-from shared.registry import Registry, UnknownModel, UnknownQueue
+from shared.model_access import ModelAccess, permitted, serves
+from shared.registry import Model, Registry, UnknownModel, UnknownQueue
 from shared.tenants import Tenant, job_key
+
+# Projects' views of the registry kept at once (one per distinct set of model
+# permissions): past it, they are made again.
+VIEWS_KEPT = 1024
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,20 @@ class JobRouting:
     def __init__(self, config: Config, registry: Registry) -> None:
         self._config = config
         self._registry = registry
+        self._views: dict[ModelAccess, Registry] = {}
+
+    def registry_for(self, tenant: Tenant) -> Registry:
+        """The registry as `tenant` sees it: only the models it may use (the registry
+        itself for a tenant without model permissions)."""
+        access = tenant.models
+        if access is None:
+            return self._registry
+        view = self._views.get(access)
+        if view is None:
+            if len(self._views) >= VIEWS_KEPT:
+                self._views.clear()
+            view = self._views[access] = permitted(self._registry, access)
+        return view
 
     def route(self, task: str, job_id: str, job: dict[str, Any], tenant: Tenant) -> tuple[JobRoute, dict[str, Any]]:
         """The job's route, and the job as its model's workers take it (its model named
@@ -51,8 +74,9 @@ class JobRouting:
             route = JobRoute(task, job_id, job_id, tenant, default.name, default.name, default.queue, internal=True)
             return route, job
         requested = meta.get("model")
+        registry = self.registry_for(tenant)
         try:
-            model = self._registry.route(requested)
+            model = registry.route(requested)
         except UnknownModel as exc:
             raise ModelNotFound(str(exc)) from None
         key = job_key(tenant.name, job_id)
@@ -77,16 +101,20 @@ class JobRouting:
         served = model.served_name or model.name
         sent = {**job, "meta": {**meta, "model": served}, "route": model.name, **whose}
         if job.get("fallbacks") is not None:
-            sent["fallbacks"] = self._fallbacks(job["fallbacks"])
+            sent["fallbacks"] = self._fallbacks(job["fallbacks"], registry)
+        elif registry is not self._registry and model.fallbacks:
+            kept = _own_fallbacks(model, registry)
+            if kept is not None:
+                sent["fallbacks"] = kept
         return JobRoute(task, job_id, key, tenant, model.name, model.name, model.queue, priority), sent
 
-    def _fallbacks(self, asked: Any) -> list[str]:
+    def _fallbacks(self, asked: Any, registry: Registry) -> list[str]:
         """The models a request names to fall back to, as the registry names them; 404
-        naming the field for one it does not list."""
+        naming the field for one it does not list (or its tenant may not use)."""
         names = []
         for name in asked:
             try:
-                names.append(self._registry.route(str(name)).name)
+                names.append(registry.route(str(name)).name)
             except UnknownModel as exc:
                 raise ModelNotFound(f"fallbacks: {exc}") from None
         return names
@@ -100,20 +128,21 @@ class JobRouting:
         except UnknownModel:
             return "unknown"
 
-    def meta_for_queue(self, queue_name: str, meta: dict[str, Any]) -> dict[str, Any]:
+    def meta_for_queue(self, queue_name: str, meta: dict[str, Any], tenant: Tenant) -> dict[str, Any]:
         """`meta` of a job sent with ``?queue_name=`` (ProtoLLM's SDK): naming the model
-        served from that queue. 404 for a queue no model is served from; 422 when
-        `meta.model` names a model of another queue."""
+        served from that queue. 404 for a queue no model `tenant` may use is served from;
+        422 when `meta.model` names a model of another queue."""
+        registry = self.registry_for(tenant)
         try:
-            model = self._registry.by_queue(queue_name, self._config.queue_name)
+            model = registry.by_queue(queue_name, self._config.queue_name)
         except UnknownQueue as exc:
             raise QueueNotFound(str(exc)) from None
         requested = meta.get("model")
         if not requested:
-            named = not self._registry.passthrough and model is not self._registry.default
+            named = not registry.passthrough and model is not registry.default
             return {**meta, "model": model.name} if named else meta
         try:
-            chosen = self._registry.route(requested)
+            chosen = registry.route(requested)
         except UnknownModel as exc:
             raise ModelNotFound(str(exc)) from None
         if chosen.queue != model.queue and chosen is not model:
@@ -122,3 +151,11 @@ class JobRouting:
                 f" {requested!r} (queue {chosen.queue!r}); give one of them, or both naming the same model"
             )
         return meta
+
+
+def _own_fallbacks(model: Model, registry: Registry) -> list[str] | None:
+    """The fallbacks of `model` (the registry's) that a tenant seeing `registry` may use,
+    when it may not use them all (None: it may): a job never falls back to a model its
+    tenant may not use."""
+    kept = [registry.route(name).name for name in model.fallbacks if serves(registry, name)]
+    return kept if len(kept) < len(model.fallbacks) else None

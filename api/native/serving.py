@@ -66,7 +66,7 @@ class SpecJobs:
         if body.priority is not None and "priority" not in body.meta.model_fields_set:
             job["meta"]["priority"] = body.priority
         if queue_name is not None:
-            job["meta"] = self._routing.meta_for_queue(queue_name, job["meta"])
+            job["meta"] = self._routing.meta_for_queue(queue_name, job["meta"], tenant)
         route, job = self._routing.route(task, body.job_id, job, tenant)
         timing.ran(route)
         if body.stream or "text/event-stream" in (accept or ""):

@@ -27,11 +27,13 @@ from shared.control.models import (
     AdminKey,
     AuditEvent,
     ControlState,
+    ModelPermissions,
     Project,
     ProjectKey,
     RateLimit,
     ServiceAccount,
 )
+from shared.model_access import ModelAccess
 from shared.tenants import AdminGrant, Directory, Grant, ModelLimits, Quotas, Tenant
 
 T = TypeVar("T")
@@ -145,18 +147,17 @@ class ControlStore:
 
     def directory(self, max_priority: int) -> Directory:
         """Every project (as a tenant: weight 1, no quota but `max_priority`, its rate limits
-        per model), the keys of
-        the active ones and the admin keys, neither deleted nor expired: read in one
-        snapshot, with its version."""
+        per model, its model permissions), the keys of the active ones and the admin keys,
+        neither deleted nor expired: read in one snapshot, with its version."""
         now = self._now()
         with self._sessions() as session, session.begin():
             if self.engine.dialect.name == "postgresql":  # every SELECT below sees the same snapshot
                 session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             version = session.execute(select(ControlState.version)).scalar_one()
             quotas = Quotas(max_priority=max_priority)
-            limits = _model_limits(session)
+            limits, access = _model_limits(session), _model_access(session)
             projects = {
-                p.id: Tenant(p.id, 1.0, False, quotas, model_limits=limits.get(p.id, {}))
+                p.id: Tenant(p.id, 1.0, False, quotas, model_limits=limits.get(p.id, {}), models=access.get(p.id))
                 for p in session.scalars(select(Project))
             }
             live = select(ProjectKey).join(Project, Project.id == ProjectKey.project_id)
@@ -350,6 +351,40 @@ class ControlStore:
             self._audit(session, actor, "api_key.deleted", key.id, {}, project)
         return key
 
+    # Model permissions.
+
+    def model_permissions(self, project_id: str) -> ModelPermissions | None:
+        """The project's model permissions (None: it may use every model)."""
+        with self._read() as session:
+            _project(session, project_id)
+            return _permissions(session, project_id)
+
+    def set_model_permissions(self, actor: Actor, project_id: str, mode: str, model_ids: list[str]) -> ModelPermissions:
+        """Replace the project's model permissions (its models checked by the caller)."""
+        with self._change() as session:
+            project = _project(session, project_id)
+            found = _permissions(session, project_id)
+            if found is None:
+                found = ModelPermissions(project_id=project_id)
+                session.add(found)
+            found.mode, found.model_ids, found.updated_at = mode, list(model_ids), self._now()
+            # OpenAI's audit log has no type of its own for it: a change of the project.
+            changes = {"model_permissions": {"mode": mode, "model_ids": list(model_ids)}}
+            self._audit(session, actor, "project.updated", project.id, {"changes_requested": changes}, project)
+        return found
+
+    def delete_model_permissions(self, actor: Actor, project_id: str) -> bool:
+        """Remove the project's model permissions (it may use every model again); whether it had any."""
+        with self._change() as session:
+            project = _project(session, project_id)
+            found = _permissions(session, project_id)
+            if found is None:
+                return False
+            session.delete(found)
+            changes = {"model_permissions": None}
+            self._audit(session, actor, "project.updated", project.id, {"changes_requested": changes}, project)
+        return True
+
     # Rate limits per model.
 
     def rate_limits(self, project_id: str) -> list[RateLimit]:
@@ -450,6 +485,16 @@ def _model_limits(session: Session) -> dict[str, dict[str, ModelLimits]]:
         if limits != ModelLimits():
             found.setdefault(row.project_id, {})[row.model] = limits
     return found
+
+
+def _permissions(session: Session, project_id: str) -> ModelPermissions | None:
+    return session.scalars(select(ModelPermissions).where(ModelPermissions.project_id == project_id)).one_or_none()
+
+
+def _model_access(session: Session) -> dict[str, ModelAccess]:
+    """Every project's model permissions, by project id, as the request path checks them."""
+    rows = session.scalars(select(ModelPermissions))
+    return {row.project_id: ModelAccess(row.mode, frozenset(row.model_ids)) for row in rows}
 
 
 def _project(session: Session, project_id: str) -> Project:

@@ -93,10 +93,16 @@ class PooledModel:
         return completion
 
     def embeddings(
-        self, inputs: list[str] | list[list[int]], options: dict[str, Any], turn: Turn, cancel: Cancel | None = None
+        self,
+        inputs: list[str] | list[list[int]],
+        options: dict[str, Any],
+        turn: Turn,
+        cancel: Cancel | None = None,
+        fallbacks: list[str] | None = None,
     ) -> Embedded:
         """An embeddings call on a slot of one of the model's servers (or a fallback's), as
-        a chat job runs: it waits for one within LLM_DEADLINE, fails over, falls back."""
+        a chat job runs: it waits for one within LLM_DEADLINE, fails over, falls back (to
+        `fallbacks`; None: the model's own)."""
 
         def call(slot: Slot, give_up_at: float) -> Embedded:
             asked = options
@@ -106,7 +112,7 @@ class PooledModel:
                 tracing.annotate(server=slot.server.name, served_model=slot.model.name)
             return self._clients(slot.model, slot.server).embeddings(inputs, asked, give_up_at=give_up_at)
 
-        embedded, slot, _ = self._on_servers(call, turn, None, cancel, None, lambda: True)
+        embedded, slot, _ = self._on_servers(call, turn, fallbacks, cancel, None, lambda: True)
         embedded.served_by = (slot.model.name, slot.server.name)
         return embedded
 

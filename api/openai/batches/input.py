@@ -151,16 +151,17 @@ def _read_line(
     except InvalidInput as exc:
         raise _BadLine(f"body: {exc}") from None
     model = job["meta"].get("model")
-    if not registry.passthrough:
+    # `registry` as the batch's tenant sees it: a model it may not use is an unknown one.
+    # (With INNER_LLM_URL alone, every name is served, unless the tenant may not use it.)
+    try:
+        registry.route(model)
+    except UnknownModel as exc:
+        raise _BadLine(f"body.model: {exc}") from None
+    for name in job.get("fallbacks") or []:
         try:
-            registry.route(model)
+            registry.route(name)
         except UnknownModel as exc:
-            raise _BadLine(f"body.model: {exc}") from None
-        for name in job.get("fallbacks") or []:
-            try:
-                registry.route(name)
-            except UnknownModel as exc:
-                raise _BadLine(f"body.fallbacks: {exc}") from None
+            raise _BadLine(f"body.fallbacks: {exc}") from None
     if task == TaskName.EMBED:
         try:
             job = no_embedding_fallbacks(job)

@@ -55,7 +55,7 @@ from shared.config import Config
 from shared.contract.scripts import BATCH_LOCK_RELEASE, BATCH_LOCK_RENEW
 from shared.registry import Registry
 from shared.storage.batch_files import ERR, OK, active_marker, file_data, line_job_id
-from shared.tenants import DEFAULT_TENANT, Tenant
+from shared.tenants import DEFAULT_TENANT, Tenant, Tenants
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +94,13 @@ class BatchKeeper:
         emit: Emit | None = None,
         held_back: Callable[[str], bool] = lambda queue: False,
         token_limits: BatchTokenLimits | None = None,
+        tenants: Tenants | None = None,
     ) -> None:
         """`doorbell` rings when a batch is created or cancelled here; `emit` queues a
         batch's webhook event; `held_back(queue)` says whether tenants' jobs wait for room
         in a model's queue (FairShare.held_back); `token_limits` charges a batch to its
-        project's input tokens per model and day as it starts (none: no such limit)."""
+        project's input tokens per model and day as it starts (none: no such limit);
+        `tenants` says which models each batch's project may use now."""
         self._config = config
         self._batches = batches
         self._files = files
@@ -111,6 +113,7 @@ class BatchKeeper:
         self._registry = registry
         self._models = models
         self._doorbell = doorbell
+        self._tenants = tenants
         self._emit = emit
         self._token_limits = token_limits
         self._me = uuid.uuid4().hex  # this process, as the batches' locks name it
@@ -188,8 +191,14 @@ class BatchKeeper:
                 opened = self._files.store.open(file_data(batch["input_file_id"]))
             except FileNotFoundError:
                 return ReadInput([], [(0, f"input file {batch['input_file_id']} was deleted")])
+            # Checked against the models its project may use as the batch starts; read
+            # again later (driven by another process) every line is kept, and one whose
+            # model its project may no longer use fails as it is run.
+            registry = self._registry
+            if batch["status"] == "validating":
+                registry = self._routing.registry_for(batch_tenant(batch, self._tenants))
             with opened:
-                return read_input(opened, self._config, self._registry, self._models)
+                return read_input(opened, self._config, registry, self._models)
 
         return await self._files.blocking(read)
 
@@ -258,7 +267,7 @@ class BatchKeeper:
             await self._write_counts(batch, progress)
 
     async def _take_lines(self, batch: dict[str, Any], pending: deque[InputLine], progress: Progress) -> None:
-        tenant = batch_tenant(batch)
+        tenant = batch_tenant(batch, self._tenants)
         while pending and not progress.stop:
             line = pending.popleft()
             job_id = line_job_id(batch["id"], line.custom_id)
@@ -420,8 +429,11 @@ class BatchKeeper:
             await self._emit(kind, batch_id)
 
 
-def batch_tenant(batch: dict[str, Any]) -> Tenant:
+def batch_tenant(batch: dict[str, Any], tenants: Tenants | None = None) -> Tenant:
     """The tenant a batch's lines are run for (their usage counted to it, and to the key
     that made the batch), without the tenant's quotas: a batch runs at its own pace,
-    beneath interactive traffic."""
-    return Tenant(str(batch.get("tenant") or DEFAULT_TENANT), key_id=str(batch.get("key_id") or ""))
+    beneath interactive traffic; with the models it may use now (as `tenants` has them),
+    so no line runs on another."""
+    name = str(batch.get("tenant") or DEFAULT_TENANT)
+    models = tenants.get(name).models if tenants is not None else None
+    return Tenant(name, key_id=str(batch.get("key_id") or ""), models=models)

@@ -23,13 +23,14 @@ def embedding_job(body: EmbeddingsRequest) -> dict[str, Any]:
     job = {"meta": meta, "embed": {k: v for k, v in embed.items() if v is not None}}
     # Checked as any request's (404 naming the field for a model the registry does not
     # list); an embedding is its model's alone, so none is sent on (Embeddings.embed).
-    return body.with_fallbacks(job)
+    # None asked ([]) is as good as not asking: its model's own fallbacks (the registry's,
+    # those of the same vectors) still stand in.
+    return body.with_fallbacks(job) if body.fallbacks_asked() else job
 
 
 def no_embedding_fallbacks(job: dict[str, Any]) -> dict[str, Any]:
-    """An embedding job, routed (its fallbacks known to the registry): InvalidInput when it
-    names a fallback model (vectors of another model are not the same space), else
-    without them."""
+    """An embedding job as asked: InvalidInput when it names a fallback model (vectors of
+    another model are not the same space), else without them."""
     if job.get("fallbacks"):
         raise InvalidInput("fallbacks: an embedding is its model's alone; no other model's vectors stand in for it")
     return {key: value for key, value in job.items() if key != "fallbacks"}
@@ -60,8 +61,12 @@ class Embeddings:
 
     async def embed(self, tenant: Tenant, job_id: str, body: EmbeddingsRequest, timing: Timing) -> dict[str, Any]:
         """OpenAI's embeddings of `body`'s inputs, run as an ``llm.embed`` job."""
-        route, job = self._routing.route(TaskName.EMBED, job_id, embedding_job(body), tenant)
-        job = no_embedding_fallbacks(job)
+        asked = embedding_job(body)
+        # Routed first: a fallback the registry does not list is a 404, as on every endpoint.
+        route, job = self._routing.route(TaskName.EMBED, job_id, asked, tenant)
+        # What stays of "fallbacks" is the route's: its model's own, less those its tenant
+        # may not use.
+        no_embedding_fallbacks(asked)
         timing.ran(route)
         result = await self._runner.run(route, job, self._config.wait_timeout)
         timing.ran(route, result)

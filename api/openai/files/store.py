@@ -25,6 +25,7 @@ from api.errors import BadRequest, FileNotFound, FileStoreUnavailable, FileTooLa
 from api.limits import RequestModels
 from api.openai.batches.input import read_input
 from shared.config import Config
+from shared.model_access import permitted
 from shared.registry import Registry
 from shared.storage.batch_files import file_data, file_object, indexed_mark, owner_entry, owner_folder
 from shared.storage.file_store import FileStore
@@ -82,7 +83,9 @@ class Files:
                     f"quota file_bytes: tenant {tenant.name!r} keeps {used} bytes of files, at most {quota};"
                     f" delete some (DELETE /v1/files/{{file_id}}) to upload this one of {size} bytes"
                 )
-        read = await self.blocking(read_input, _lines(upload), self._config, self._registry, self._models)
+        # Its lines may name only models its tenant may use (another is an unknown model).
+        registry = permitted(self._registry, tenant.models if tenant is not None else None)
+        read = await self.blocking(read_input, _lines(upload), self._config, registry, self._models)
         if read.problems or read.too_many:
             raise BadRequest(read.refusal(self._config.batch_max_lines))
         file_id = f"file-{sortable_id()}"

@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -220,7 +221,9 @@ class Responses:
             return self._object(record, status)
         # Followed as its owner's job (an admin may read another tenant's), never queued
         # again; a reader that leaves does not cancel it (not the response's own request).
-        owner = self._tenants.get(record["tenant"])
+        # Its model as it was made: reading it back is no new use of the model, which its
+        # project may have been denied since.
+        owner = replace(self._tenants.get(record["tenant"]), models=None)
         route, _ = self._routing.route(TaskName.CHAT, response_id, {"meta": {"model": record["model"]}}, owner)
         if status.get("kept") and JobStatus(status["status"]).finished:
             events = _kept_end(status)  # Redis lost its job: its end, as the file store kept it

@@ -31,7 +31,8 @@ def test_every_endpoint_but_the_probes_asks_for_a_key_and_v1_answers_in_openais_
     app = create_app(config(api_keys="the-key", file_store_url=str(tmp_path)))
     paths = app.openapi()["paths"]
     assert {"/generate", "/chat_completion", "/jobs/{job_id}", "/models", "/v1/chat/completions", "/v1/completions",
-            "/v1/embeddings", "/v1/models", "/v1/responses", "/v1/responses/input_tokens", "/v1/responses/compact",
+            "/v1/embeddings", "/v1/models", "/v1/models/{model}", "/v1/responses", "/v1/responses/input_tokens",
+            "/v1/responses/compact",
             "/v1/messages", "/v1/messages/count_tokens",
             "/v1/conversations", "/v1/conversations/{conversation_id}/items/{item_id}", "/v1/files", "/v1/batches",
             "/usage", "/metrics", "/scaling", "/health", "/ready"} <= set(paths)  # fmt: skip
@@ -60,6 +61,7 @@ PATH_VALUES = {
     "api_key_id": "key_x",
     "rate_limit_id": "rl-x",
     "key_id": "key_x",
+    "model": "small",
 }
 
 

@@ -41,3 +41,15 @@ def test_a_task_reaches_the_worker_bound_and_binding_another_closes_it(unbound: 
     assert llm.generate.worker is first
     WorkerTask.bind_worker(second)
     assert llm.chat.worker is second and closed == [first]
+
+
+def test_embedding_jobs_join_calls_only_with_jobs_of_the_same_fallbacks() -> None:
+    worker = Worker(Config(_env_file=None, inner_llm_url="model:8000"))  # type: ignore[call-arg]
+    try:
+        own = worker.embedder("default")
+        assert worker.embedder("default", None) is own and worker.embedder(None) is own
+        fewer = worker.embedder("default", [])
+        assert fewer is not own and worker.embedder("default", []) is fewer
+        assert worker.embedder("default", ["other"]) not in (own, fewer)
+    finally:
+        worker.close()

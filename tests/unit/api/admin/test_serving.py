@@ -24,7 +24,7 @@ from api.tenancy.guard import Guard
 from shared.config import Config
 from shared.control.database import engine_for
 from shared.control.store import ControlStore
-from shared.registry import Model, Registry
+from shared.registry import Model, Registry, load_registry
 from shared.tenants import AdminGrant, ModelLimits, digest
 from testing.fake_model_server import free_port
 
@@ -133,6 +133,42 @@ def test_a_database_away_is_a_503_not_a_500(plane: tuple[ControlPlane, Guard], t
     (tmp_path / "control.db").mkdir()
     with pytest.raises(ControlPlaneUnavailable):
         asyncio.run(control.create_project(ADMIN, types.CreateProject(name="p")))
+
+
+def test_model_permissions_name_models_of_the_registry_and_are_held_before_the_answer(
+    plane: tuple[ControlPlane, Guard], tmp_path: Path
+) -> None:
+    control, guard = plane
+    models = '{"models": [{"name": "small", "aliases": ["quick"], "url": "http://a:1"}, {"name": "large", "url": "http://b:1"}]}'
+    control._registry = load_registry(Config(_env_file=None, models=models))  # type: ignore[call-arg]
+
+    async def main() -> None:
+        project = (await control.create_project(ADMIN, types.CreateProject(name="p")))["id"]
+        every = {"object": "project.model_permissions", "mode": "deny_list", "model_ids": []}
+        assert await control.model_permissions(project) == every  # none set: every model
+        assert await control.model_permissions("research") == every  # a keys file's tenant: every model
+        body = types.UpdateModelPermissions(mode="allow_list", model_ids=["quick", "made-up"])
+        with pytest.raises(BadRequest, match=r"^model_ids\[1\]: model 'made-up' is not served here"):
+            await control.update_model_permissions(ADMIN, project, body)
+        assert await control.model_permissions(project) == every  # nothing stored
+        body = types.UpdateModelPermissions(mode="allow_list", model_ids=["quick"])
+        answer = await control.update_model_permissions(ADMIN, project, body)
+        assert answer == {"object": "project.model_permissions", "mode": "allow_list", "model_ids": ["quick"]}
+        assert await control.model_permissions(project) == answer
+        held = guard.tenants.runtime.projects[project].models  # held by this process as it answered
+        assert held is not None and held.mode == "allow_list" and held.model_ids == {"quick"}
+        with pytest.raises(ReadOnly, match="API_KEYS_FILE"):
+            await control.update_model_permissions(ADMIN, "research", body)
+        with pytest.raises(ReadOnly):
+            await control.delete_model_permissions(ADMIN, "research")
+        with pytest.raises(NotFound):
+            await control.update_model_permissions(ADMIN, "proj_none", body)
+        deleted = await control.delete_model_permissions(ADMIN, project)
+        assert deleted == {"object": "project.model_permissions.deleted", "deleted": True}
+        assert guard.tenants.runtime.projects[project].models is None
+        assert (await control.delete_model_permissions(ADMIN, project))["deleted"] is False
+
+    asyncio.run(main())
 
 
 def test_a_projects_rate_limits_are_one_per_model_set_field_by_field_and_held_before_the_answer(

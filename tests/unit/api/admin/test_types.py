@@ -8,10 +8,14 @@ from typing import Any
 import pytest
 from openai.types.admin.organization import AdminAPIKey, AdminAPIKeyCreateResponse, AuditLogListResponse, Project
 from openai.types.admin.organization.projects import ProjectAPIKey, ProjectServiceAccount, ServiceAccountCreateResponse
+from openai.types.admin.organization.projects.project_model_permissions import ProjectModelPermissions
+from openai.types.admin.organization.projects.project_model_permissions_deleted import (
+    ProjectModelPermissionsDeleted,
+)
 from pydantic import ValidationError
 
 from api.admin import types
-from shared.control.models import AdminKey, AuditEvent, ProjectKey, ServiceAccount
+from shared.control.models import AdminKey, AuditEvent, ModelPermissions, ProjectKey, ServiceAccount
 from shared.control.models import Project as ProjectRow
 from shared.tenants import Tenant
 
@@ -79,6 +83,9 @@ def test_each_answer_is_the_sdks_type_field_for_field() -> None:
         (AdminAPIKey, types.admin_key(admin)),
         (AdminAPIKeyCreateResponse, types.admin_key(admin, "sk-admin-x")),
         (AuditLogListResponse, types.audit_event(event)),
+        (ProjectModelPermissions, types.model_permissions(None)),
+        (ProjectModelPermissions, types.model_permissions(ModelPermissions(mode="allow_list", model_ids=["a"]))),
+        (ProjectModelPermissionsDeleted, types.model_permissions_deleted(True)),
     ]
     for sdk_type, answer in checked:
         parsed = sdk_type.model_validate(answer)  # pydantic's validation: every field of its type
@@ -86,3 +93,34 @@ def test_each_answer_is_the_sdks_type_field_for_field() -> None:
     audit = AuditLogListResponse.model_validate(types.audit_event(event))
     assert audit.project_created and audit.project_created.data and audit.project_created.data.name == "p"
     assert audit.project and audit.project.id == "proj_1"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"mode": "allow_list"}, "model_ids"),
+        ({"model_ids": []}, "mode"),
+        ({"mode": "only", "model_ids": []}, "mode"),
+        ({"mode": "allow_list", "model_ids": "small"}, "model_ids"),
+        ({"mode": "allow_list", "model_ids": {"small": 1}}, "model_ids"),
+        ({"mode": "allow_list", "model_ids": ["small"] * 1000}, "model_ids"),
+        ({"mode": "allow_list", "model_ids": ["small", "\ud800"]}, "model_ids.1"),
+        ({"mode": "allow_list", "model_ids": ["small", "a\x00b"]}, "model_ids.1"),
+        ({"mode": "allow_list", "model_ids": ["x" * 300]}, "model_ids.0"),
+        ({"mode": "allow_list", "model_ids": [12]}, "model_ids.0"),
+        ({"mode": "allow_list", "model_ids": [""]}, "model_ids.0"),
+    ],
+)
+def test_model_permissions_are_a_mode_and_a_list_of_model_names(body: dict[str, Any], field: str) -> None:
+    assert refusal(types.UpdateModelPermissions, body)[0] == field
+
+
+def test_a_model_permissions_change_is_an_audit_event_the_sdk_reads() -> None:
+    changes = {"model_permissions": {"mode": "deny_list", "model_ids": ["large"]}}
+    event = AuditEvent(
+        id="audit_log-2", type="project.updated", effective_at=15, actor_id="key_cfg_0", project_id="proj_1",
+        project_name="p", resource_id="proj_1", details={"id": "proj_1", "changes_requested": changes},
+    )  # fmt: skip
+    audit = AuditLogListResponse.model_validate(types.audit_event(event))
+    assert audit.project_updated and audit.project_updated.changes_requested
+    assert audit.project_updated.changes_requested.model_extra == changes

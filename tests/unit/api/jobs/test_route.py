@@ -11,6 +11,7 @@ from api.errors import ModelNotFound, QueueMismatch, QueueNotFound
 from api.jobs.route import JobRouting
 from shared.config import Config
 from shared.contract import TaskName
+from shared.model_access import ModelAccess
 from shared.registry import load_registry
 from shared.tenants import Quotas, Tenant
 
@@ -80,12 +81,12 @@ def test_metrics_never_name_a_model_a_client_made_up() -> None:
 
 def test_a_queue_name_names_its_model_unless_meta_model_names_another() -> None:
     jobs = routing(models=json.dumps(MODELS))
-    assert jobs.meta_for_queue("llm-large", {})["model"] == "large"
-    assert jobs.meta_for_queue("llm-large", {"model": "large"}) == {"model": "large"}
+    assert jobs.meta_for_queue("llm-large", {}, ALPHA)["model"] == "large"
+    assert jobs.meta_for_queue("llm-large", {"model": "large"}, ALPHA) == {"model": "large"}
     with pytest.raises(QueueMismatch, match="llm-large"):
-        jobs.meta_for_queue("llm-large", {"model": "small"})
+        jobs.meta_for_queue("llm-large", {"model": "small"}, ALPHA)
     with pytest.raises(QueueNotFound):
-        jobs.meta_for_queue("no-such-queue", {})
+        jobs.meta_for_queue("no-such-queue", {}, ALPHA)
 
 
 def test_a_priority_above_the_tenants_highest_runs_at_its_highest() -> None:
@@ -103,3 +104,68 @@ def test_a_priority_above_the_tenants_highest_runs_at_its_highest() -> None:
     # A tenant with no highest (a deployment of one tenant) has every priority.
     route, _ = routing().route(TaskName.CHAT, "j4", {"meta": {"priority": 9}, "messages": []}, ALPHA)
     assert route.priority == 9
+
+
+# "large" falls back to "medium", then "small" (by its alias).
+FALLING = {
+    "models": [
+        {"name": "small", "aliases": ["qwen-1.5b"], "url": "http://gpu-a:8000"},
+        {"name": "large", "url": "http://gpu-b:8000", "fallbacks": ["medium", "qwen-1.5b"]},
+        {"name": "medium", "url": "http://gpu-c:8000"},
+    ],
+    "default": "small",
+}
+
+
+def limited(mode: str, *names: str) -> Tenant:
+    return Tenant("proj_limited", models=ModelAccess(mode, frozenset(names)))
+
+
+def test_a_model_a_tenant_may_not_use_is_refused_as_one_the_registry_does_not_list() -> None:
+    jobs, tenant = routing(models=json.dumps(FALLING)), limited("deny_list", "qwen-1.5b")
+    with pytest.raises(ModelNotFound) as forbidden:
+        jobs.route(TaskName.CHAT, "j1", {"meta": {"model": "small"}}, tenant)
+    with pytest.raises(ModelNotFound) as unknown:
+        jobs.route(TaskName.CHAT, "j2", {"meta": {"model": "made-up"}}, tenant)
+    assert forbidden.value.message == "model 'small' is not served here; the models are: large, medium"
+    assert forbidden.value.message.replace("'small'", "'made-up'") == unknown.value.message
+    with pytest.raises(ModelNotFound, match="'small'"):  # naming none: the default, which it may not use
+        jobs.route(TaskName.GENERATE, "j3", {"meta": {}, "content": "x"}, tenant)
+    route, _ = jobs.route(TaskName.CHAT, "j4", {"meta": {"model": "medium"}}, tenant)
+    assert route.label == "medium"
+    # Another tenant is not concerned.
+    assert jobs.route(TaskName.CHAT, "j5", {"meta": {"model": "small"}}, ALPHA)[0].label == "small"
+
+
+def test_a_fallback_a_tenant_may_not_use_is_refused_as_one_the_registry_does_not_list() -> None:
+    jobs, tenant = routing(models=json.dumps(FALLING)), limited("deny_list", "medium")
+    with pytest.raises(ModelNotFound) as refused:
+        jobs.route(TaskName.CHAT, "j1", {"meta": {"model": "large"}, "fallbacks": ["small", "medium"]}, tenant)
+    assert (
+        refused.value.message == "fallbacks: model 'medium' is not served here; the models are: small, qwen-1.5b, large"
+    )
+    _, job = jobs.route(TaskName.CHAT, "j2", {"meta": {"model": "large"}, "fallbacks": ["qwen-1.5b"]}, tenant)
+    assert job["fallbacks"] == ["small"]
+
+
+def test_a_job_falls_back_only_to_the_models_its_tenant_may_use() -> None:
+    jobs = routing(models=json.dumps(FALLING))
+    _, job = jobs.route(TaskName.CHAT, "j1", {"meta": {"model": "large"}}, limited("deny_list", "medium"))
+    assert job["fallbacks"] == ["small"]
+    _, job = jobs.route(TaskName.EMBED, "j2", {"meta": {"model": "large"}}, limited("allow_list", "large"))
+    assert job["fallbacks"] == []  # none left: it runs on its model alone
+    # A tenant that may use them all, or has no permissions: the model's own, as the worker reads them.
+    assert "fallbacks" not in jobs.route(TaskName.CHAT, "j3", {"meta": {"model": "large"}}, limited("deny_list"))[1]
+    assert "fallbacks" not in jobs.route(TaskName.CHAT, "j4", {"meta": {"model": "large"}}, ALPHA)[1]
+
+
+def test_a_queue_of_a_model_a_tenant_may_not_use_is_a_queue_not_served() -> None:
+    jobs = routing(models=json.dumps(MODELS))
+    with pytest.raises(QueueNotFound) as refused:
+        jobs.meta_for_queue("llm-large", {}, limited("deny_list", "large"))
+    with pytest.raises(QueueNotFound) as unknown:
+        jobs.meta_for_queue("made-up", {}, limited("deny_list", "large"))
+    assert str(refused.value) == "no queue named 'llm-large' here; the queues are: q, q.small"
+    assert str(refused.value).replace("'llm-large'", "'made-up'") == str(unknown.value)
+    assert jobs.meta_for_queue("llm-large", {}, limited("allow_list", "large"))["model"] == "large"
+    assert jobs.registry_for(limited("deny_list", "large")) is jobs.registry_for(limited("deny_list", "large"))

@@ -195,6 +195,39 @@ def ids(page: Page[AuditEvent]) -> list[str]:
     return [event.id for event in page.items]
 
 
+def test_model_permissions_are_set_replaced_and_deleted_each_a_version_with_its_audit_event(
+    store: ControlStore,
+) -> None:
+    project, other = store.create_project(ADMIN, "limited"), store.create_project(ADMIN, "free")
+    assert store.model_permissions(project.id) is None  # none: every model
+    version = store.version()
+    made = store.set_model_permissions(ADMIN, project.id, "allow_list", ["small", "qwen-1.5b"])
+    assert (made.mode, made.model_ids) == ("allow_list", ["small", "qwen-1.5b"])
+    store.set_model_permissions(ADMIN, project.id, "deny_list", ["large"])
+    found = store.model_permissions(project.id)
+    assert found is not None and (found.mode, found.model_ids) == ("deny_list", ["large"])
+    assert store.version() == version + 2
+    held = store.directory(9)
+    access = held.projects[project.id].models
+    assert access is not None and (access.mode, access.model_ids) == ("deny_list", frozenset({"large"}))
+    assert held.projects[other.id].models is None
+
+    assert store.delete_model_permissions(ADMIN, project.id) is True
+    assert store.model_permissions(project.id) is None and store.directory(9).projects[project.id].models is None
+    assert store.delete_model_permissions(ADMIN, project.id) is False  # had none: nothing audited
+    events = store.audit_events(AuditFilter(resource_ids=[project.id], event_types=["project.updated"]), 10).items
+    assert [event.details["changes_requested"] for event in events] == [
+        {"model_permissions": None},
+        {"model_permissions": {"mode": "deny_list", "model_ids": ["large"]}},
+        {"model_permissions": {"mode": "allow_list", "model_ids": ["small", "qwen-1.5b"]}},
+    ]
+    assert all(event.actor_id == ADMIN.id and event.project_id == project.id for event in events)
+    with pytest.raises(Missing):
+        store.set_model_permissions(ADMIN, "proj_missing", "deny_list", [])
+    with pytest.raises(Missing):
+        store.model_permissions("proj_missing")
+
+
 def test_a_rate_limit_set_is_one_version_more_its_audit_event_and_the_directorys(store: ControlStore) -> None:
     project = store.create_project(ADMIN, "limited")
     other = store.create_project(ADMIN, "free")

@@ -220,3 +220,13 @@ def test_the_models_served_are_listed_by_the_first_server_that_answers() -> None
     pool.models["a"].answers = [ConnectionRefusedError("refused")]
     pool.models["b"].models = ["m-served", "other"]
     assert pool.pooled().served_models() == ["m-served", "other"]
+
+
+def test_embeddings_fall_back_only_to_the_fallbacks_the_job_may_use() -> None:
+    pool = Pool(llm_deadline=0.05)
+    pool.state = {"a": "down", "b": "down"}
+    pool.down_since = time.time() - 60
+    # Its project may not use "small", m's fallback: none left, it waits for m alone.
+    with pytest.raises(ModelServerUnavailable):
+        pool.pooled().embeddings(["hi"], {}, Turn(), None, [])
+    assert pool.models["c:1"].sent == []

@@ -22,9 +22,10 @@ from api.openai.batches.doorbell import Doorbell
 from api.openai.batches.keeper import BatchKeeper, batch_tenant
 from api.openai.batches.store import Batches
 from api.openai.files.store import Files
+from shared.model_access import ModelAccess
 from shared.registry import load_registry
 from shared.storage.file_store import FileStore
-from shared.tenants import EVERYONE
+from shared.tenants import EVERYONE, Directory, Tenant, Tenants
 from tests.unit.api.edge import Parts, Sent, config, running_parts
 
 pytestmark = pytest.mark.unit
@@ -112,8 +113,12 @@ def test_a_batch_whose_lines_are_for_another_endpoint_fails_naming_them(tmp_path
     asyncio.run(main())
 
 
-def test_a_batchs_lines_are_run_for_its_tenant() -> None:
+def test_a_batchs_lines_are_run_for_its_tenant_with_the_models_it_may_use_now() -> None:
     assert batch_tenant({"tenant": "alpha"}).name == "alpha" and batch_tenant({}).name == "default"
     # Its lines' usage is counted to the key that made the batch, where that key has an id.
     assert batch_tenant({"tenant": "proj_a", "key_id": "key_1"}).key_id == "key_1"
     assert batch_tenant({"tenant": "alpha"}).key_id == ""
+    access = ModelAccess("deny_list", frozenset({"large"}))
+    tenants = Tenants(runtime=Directory(1, {"proj_a": Tenant("proj_a", models=access)}))
+    assert batch_tenant({"tenant": "proj_a"}, tenants).models == access
+    assert batch_tenant({"tenant": "alpha"}, tenants).models is None
