@@ -426,7 +426,10 @@ class _Dispatcher:
                             found.append(tenant)
                             break
                     except ChannelError:  # never declared (the Redis broker: empty)
-                        probe = connection.channel()
+                        if self._rabbit:  # RabbitMQ closed the channel
+                            with contextlib.suppress(Exception):
+                                probe.close()
+                            probe = connection.channel()
         finally:
             with contextlib.suppress(Exception):
                 probe.close()

@@ -64,18 +64,19 @@ def test_projects_made_at_runtime_take_turns_beside_one_flooding_the_model(
     hostile = project(stack, "hostile", stack.url, second)
     light = project(stack, "light", stack.url, second)
     saturate(stack, fake, key=hostile)
-    # The flood: held at the workers while it is sent, so it waits as one backlog.
+    # The flood: held at the workers while it is sent (and while the late project is
+    # made), so it waits as one backlog whatever the machine's speed.
     flood = [f"flood-{n}" for n in range(60)]
     fake.latency = 3.0
     for job_id in flood:
         submit(stack.url, hostile, job_id)
-    fake.latency = 0.2
     before = len(fake.completions)
     submit(second, light, "light-1")  # through the other API process
     # A project made while the flood waits: it takes turns too, on both processes.
     late = project(stack, "late", stack.url, second)
     made = len(fake.completions)
     submit(stack.url, late, "late-1")
+    fake.latency = 0.2
     assert set(wait_all(stack.url, ["light-1"], key=light).values()) == {"succeeded"}
     assert set(wait_all(second, ["late-1"], key=late).values()) == {"succeeded"}
     assert set(wait_all(stack.url, flood, key=hostile).values()) == {"succeeded"}
