@@ -5,6 +5,7 @@ timed: the order the jobs reach the model server."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections import Counter
 
@@ -14,6 +15,7 @@ import pytest
 from testing.fake_model_server import FakeModelServer, free_port
 from testing.openai_sdk import admin_client
 from tests.conftest import Stack, StackFactory
+from tests.faults.test_fair_share import _dispatcher as dispatcher
 from tests.faults.test_fair_share import auth, saturate, started, submit, wait_all
 
 pytestmark = pytest.mark.integration
@@ -126,3 +128,39 @@ def test_two_projects_backlogs_share_the_model_by_turns_and_an_archived_ones_job
     window = order[4:28]
     share = sum(job.startswith("one-") for job in window) / len(window)
     assert 0.4 <= share <= 0.6, (share, window)
+
+
+@pytest.mark.fault
+def test_an_archived_projects_waiting_jobs_are_moved_by_the_dispatcher_that_takes_over(
+    make_stack: StackFactory, fake: FakeModelServer
+) -> None:
+    fake.latency = 0.2
+    # A short lease: on a Redis broker the killed process's messages come back once it lapses.
+    stack, second = projects_stack(make_stack, JOB_LEASE="6")
+    one = project(stack, "one", stack.url, second)
+    two = project(stack, "two", stack.url, second)
+    saturate(stack, fake, key=one)
+    ones = [f"one-{n}" for n in range(30)]
+    twos = [f"two-{n}" for n in range(10)]
+    fake.latency = 3.0  # the workers held: the backlogs wait in the projects' queues
+    for job_id in ones:
+        submit(stack.url, one, job_id)
+    for job_id in twos:
+        submit(second, two, job_id)
+    admin = admin_client(stack.url, ADMIN_KEY).admin.organization
+    (archived,) = [p.id for p in admin.projects.list() if p.name == "one"]
+    admin.projects.archive(archived)
+    # The dispatcher killed: the one that takes over has never known "one" as a tenant,
+    # and finds its jobs in its queue all the same.
+    leader = dispatcher(stack)
+    survivor = second if leader is stack.processes.started[1] else stack.url
+    leader.stop(signal.SIGKILL)
+    assert sum(job in ones for job in started(fake)) < 20  # most still waited
+    fake.latency = 0.2
+    assert set(wait_all(survivor, twos, key=two).values()) == {"succeeded"}
+    deadline = time.monotonic() + 90
+    while not set(ones) <= set(started(fake)):
+        assert time.monotonic() < deadline, sorted(set(ones) - set(started(fake)))
+        time.sleep(0.2)
+    runs = Counter(started(fake))
+    assert all(runs[job_id] == 1 for job_id in [*ones, *twos]), runs
