@@ -133,7 +133,7 @@ class Services:
         )  # fmt: skip
         scaling = Scaling(config, registry, queue, fair, redis)
         readiness = Readiness(redis, queue, registry)
-        scrape = Scrape(config, metrics, queue, [*registry.queues, *fair.tenant_queues], redis, scaling,
+        scrape = Scrape(config, metrics, queue, lambda: [*registry.queues, *fair.tenant_queues], redis, scaling,
                         keeper.line_counts, readiness, lambda: control_sync.database_up)  # fmt: skip
         return cls(
             config, registry, metrics, redis, stream_reader, queue, store, waiter, routing, runner, lost, guard,
@@ -167,7 +167,7 @@ class Services:
         tasks = [
             asyncio.create_task(self.lost.run(), name="lost jobs"),  # on a Redis broker
             asyncio.create_task(self.keeper.run_forever(), name="batch keeper"),
-            asyncio.create_task(self.fair.run(self.queue.celery), name="fair share"),
+            asyncio.create_task(self.fair.run(self.queue.celery, self.queue.add_queues), name="fair share"),
             asyncio.create_task(self.quotas.keep_streams(), name="streams' places"),
             asyncio.create_task(self._sweep_responses(), name="responses' sweep"),
             asyncio.create_task(self.control_sync.run(), name="control plane"),

@@ -212,6 +212,7 @@ class Directory:
     projects: Mapping[str, Tenant] = field(default_factory=dict)
     keys: Mapping[bytes, Grant] = field(default_factory=dict)  # by digest: active projects' keys, not deleted
     admin_keys: Mapping[bytes, AdminGrant] = field(default_factory=dict)  # by digest: those not deleted
+    archived: frozenset[str] = frozenset()  # the ids of the archived projects (they take no turns)
 
 
 @dataclass

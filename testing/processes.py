@@ -19,6 +19,8 @@ from api.tenancy.fair_share import tenant_queue
 from local_stack.valkey import command as valkey_command
 from shared.broker.queues import bands
 from shared.config import Config
+from shared.control.database import engine_for
+from shared.control.store import ControlStore
 from shared.registry import load_registry
 from shared.storage import redis_clients
 from shared.tenants import load_tenants
@@ -197,8 +199,24 @@ def stack_queues(config: Config) -> list[str]:
         tenants = list(load_tenants(keys, config.api_keys_file).named)
     except Exception:  # noqa: BLE001 - a test of a bad registry or keys file: its queue alone
         pass
+    tenants += runtime_projects(config)
     named = [*models, *(tenant_queue(queue, tenant) for queue in models for tenant in tenants)]
     return [*(band for name in named for band in bands(config, name)), config.dead_letter_queue, config.webhook_queue]
+
+
+def runtime_projects(config: Config) -> list[str]:
+    """The ids of the projects made at runtime in the stack's control plane (each a tenant
+    with queues of its own: api/tenancy/fair_share.py), archived ones too."""
+    url = config.control_database
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return []  # no API ever started: nothing made, and no file to make now
+    engine = engine_for(url, connect_timeout=2)
+    try:
+        return list(ControlStore(engine).directory(config.tenant_max_priority).projects)
+    except Exception:  # noqa: BLE001 - never migrated, or a test's database already dropped
+        return []
+    finally:
+        engine.dispose()
 
 
 def remove_traces(config: Config) -> None:

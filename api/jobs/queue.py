@@ -69,6 +69,21 @@ class JobQueue:
         """The API's Celery app (its broker connections), for the fair-share dispatchers."""
         return self._celery
 
+    def add_queues(self, names: list[str]) -> None:
+        """Publish to the queues `names` too (a tenant's queues of each model, as tenants
+        join: api/tenancy/fair_share.py), declared as those of the start are, with their
+        priority bands on quorum queues. Celery's send_task looks a queue up in the app's
+        queues and, not finding it, makes one of its own kind: a classic queue without
+        priorities, which RabbitMQ refuses to declare where the dispatcher declared it
+        with priorities (or the reverse). Each band is declared by the first publish to it
+        on each connection (Kombu's maybe_declare). Called on the event loop; the
+        publishing threads only look queues up."""
+        queues = self._celery.amqp.queues
+        for name in names:
+            for band in bands(self._config, name):
+                if band not in queues:
+                    queues.add(declared(band, self._config))
+
     async def submit(
         self,
         task_name: str,

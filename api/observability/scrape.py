@@ -36,17 +36,18 @@ class Scrape:
         config: Config,
         metrics: Metrics,
         queue: JobQueue,
-        queues: list[str],
+        queues: Callable[[], list[str]],
         redis: aioredis.Redis,
         scaling: Scaling,
         batch_lines: LineCounts,
         readiness: Readiness,
         database_up: Callable[[], bool] | None = None,
     ) -> None:
-        """`queues` are those whose depth is shown (every model's, and tenants' of busy
-        models); `batch_lines()` counts the lines of the batches this process drives;
-        `database_up()` whether the control plane's database answered its last poll (a
-        part shown beside the readiness checks, not one of them: no request waits for it)."""
+        """`queues()` are those whose depth is shown (every model's, and the tenants' of
+        each model, as tenants come and go); `batch_lines()` counts the lines of the
+        batches this process drives; `database_up()` whether the control plane's database
+        answered its last poll (a part shown beside the readiness checks, not one of them:
+        no request waits for it)."""
         self._config = config
         self._metrics = metrics
         self._queue = queue
@@ -60,7 +61,7 @@ class Scrape:
     async def render(self) -> bytes:
         """The text format, read now."""
         dead = self._config.dead_letter_queue
-        count = partial(self._queue.depths, self._queues, whole=[dead])
+        count = partial(self._queue.depths, self._queues(), whole=[dead])
         waiting = await asyncio.get_running_loop().run_in_executor(None, count)
         dead_letters = {dead: waiting.pop(dead)}
         if dead_letters[dead] < 0:  # the broker did not answer: no figure (llm_api_part_up says why)

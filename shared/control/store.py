@@ -156,10 +156,12 @@ class ControlStore:
             version = session.execute(select(ControlState.version)).scalar_one()
             quotas = Quotas(max_priority=max_priority)
             limits, access = _model_limits(session), _model_access(session)
+            every = list(session.scalars(select(Project)))
             projects = {
                 p.id: Tenant(p.id, 1.0, False, quotas, model_limits=limits.get(p.id, {}), models=access.get(p.id))
-                for p in session.scalars(select(Project))
+                for p in every
             }
+            archived = frozenset(p.id for p in every if p.archived_at is not None)
             live = select(ProjectKey).join(Project, Project.id == ProjectKey.project_id)
             live = live.where(ProjectKey.deleted_at.is_(None), Project.archived_at.is_(None))
             keys = {
@@ -172,7 +174,7 @@ class ControlStore:
                 for key in session.scalars(select(AdminKey).where(AdminKey.deleted_at.is_(None)))
                 if key.expires_at is None or key.expires_at > now
             }
-        return Directory(version, projects, keys, admins)
+        return Directory(version, projects, keys, admins, archived)
 
     # Admin API keys.
 

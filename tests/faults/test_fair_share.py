@@ -55,8 +55,8 @@ def contended(stack: Stack) -> bool:
         client.close()
 
 
-def saturate(stack: Stack, fake: FakeModelServer) -> None:
-    """Keep the workers busy until the model counts as contended.
+def saturate(stack: Stack, fake: FakeModelServer, key: str = "key-heavy") -> None:
+    """Keep the workers busy (with `key`'s jobs) until the model counts as contended.
 
     The model is slowed meanwhile: at a test's own latency (0.1 s, two slots) the
     workers drain jobs about as fast as one client sends them on a loaded machine, and
@@ -68,7 +68,7 @@ def saturate(stack: Stack, fake: FakeModelServer) -> None:
         while not contended(stack):
             assert time.monotonic() < deadline, "the model never became contended"
             for _ in range(6):
-                submit(stack.url, "key-heavy", f"warm-{n}")
+                submit(stack.url, key, f"warm-{n}")
                 n += 1
             time.sleep(0.05)
     finally:

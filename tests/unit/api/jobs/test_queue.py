@@ -53,3 +53,20 @@ def test_a_busy_models_tenant_queues_come_in_bands_too() -> None:
         assert [queue.name for queue in classic.celery.conf.task_queues if queue.name.startswith(tenant)] == [tenant]
     finally:
         classic.close()
+
+
+def test_a_tenants_queue_added_later_is_declared_as_the_starts_are() -> None:
+    # A project made at runtime: its queue joins the app's, with priorities, where
+    # Celery's own for a queue it does not know would have none (and RabbitMQ would
+    # refuse it beside the dispatcher's declaration).
+    queue = JobQueue(config(rabbit_mq_host="r"))
+    try:
+        queue.add_queues(["llm-api-queue.tenant.proj_a"])
+        app = queue.celery.amqp
+        added = app.queues["llm-api-queue.tenant.proj_a"]
+        assert added.queue_arguments == {"x-max-priority": 10} and added.durable
+        assert app.router.queues is app.queues  # where send_task looks a queue up
+        queue.add_queues(["llm-api-queue.tenant.proj_a"])
+        assert app.queues["llm-api-queue.tenant.proj_a"] is added  # added once
+    finally:
+        queue.close()

@@ -65,7 +65,7 @@ def test_the_operators_endpoints_are_behind_the_operators_route_class(monkeypatc
             parts.broker.depths[parts.config.queue_name] = 2
             scaling = Scaling(parts.config, load_registry(parts.config), parts.queue, parts.fair, parts.redis)  # type: ignore[arg-type]
             checking = Readiness(parts.redis, parts.queue, load_registry(parts.config))  # type: ignore[arg-type]
-            scrape = Scrape(parts.config, parts.metrics, parts.queue, [parts.config.queue_name], parts.redis,  # type: ignore[arg-type]
+            scrape = Scrape(parts.config, parts.metrics, parts.queue, lambda: [parts.config.queue_name], parts.redis,  # type: ignore[arg-type]
                             scaling, dict, checking)  # fmt: skip
             route_class = GatewayRoute.at(http_edge(parts.config), Access.OPERATOR)
             router = operators_router(scrape, scaling, route_class)

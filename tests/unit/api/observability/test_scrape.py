@@ -34,7 +34,7 @@ def test_a_scrape_reads_each_part_now_and_renders_them(monkeypatch: pytest.Monke
                 webhook_count_field("https://hooks", "gave_up").encode(): b"2"}  # fmt: skip
             scaling = Scaling(parts.config, load_registry(parts.config), parts.queue, parts.fair, parts.redis)  # type: ignore[arg-type]
             checking = Readiness(parts.redis, parts.queue, load_registry(parts.config))  # type: ignore[arg-type]
-            scrape = Scrape(parts.config, parts.metrics, parts.queue, [queue], parts.redis, scaling,  # type: ignore[arg-type]
+            scrape = Scrape(parts.config, parts.metrics, parts.queue, lambda: [queue], parts.redis, scaling,  # type: ignore[arg-type]
                             lambda: {("default", "waiting"): 9}, checking)  # fmt: skip
             text = (await scrape.render()).decode()
             assert f'llm_api_jobs_waiting{{queue="{queue}"}} 4.0' in text
