@@ -69,7 +69,7 @@ def test_the_control_plane_database_is_a_part_shown_as_its_last_poll_found_it() 
             scaling = Scaling(parts.config, load_registry(parts.config), parts.queue, parts.fair, parts.redis)  # type: ignore[arg-type]
             checking = Readiness(parts.redis, parts.queue, load_registry(parts.config))  # type: ignore[arg-type]
             up = [True]
-            scrape = Scrape(parts.config, parts.metrics, parts.queue, [], parts.redis, scaling,  # type: ignore[arg-type]
+            scrape = Scrape(parts.config, parts.metrics, parts.queue, list, parts.redis, scaling,  # type: ignore[arg-type]
                             dict, checking, lambda: up[0])  # fmt: skip
             # Shown from the first scrape (no round of readiness checks needed), as it changes.
             assert 'llm_api_part_up{model="",part="database"} 1.0' in (await scrape.render()).decode()
