@@ -22,6 +22,12 @@ class GatewayError(Exception):
     succeed later; `location` is where the job it concerns can be followed.
     """
 
+    # OpenAI's error code (and type) for it, where it has one of its own beyond its status's.
+    code: str | None = None
+    # Whether the same request may succeed if sent again at once (OpenAI's SDKs read it
+    # from ``x-should-retry``); None: as its status says.
+    should_retry: bool | None = None
+
     def __init__(self, message: str, *, retry_after: int | None = None, location: str | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -148,6 +154,14 @@ class TooManyRequests(GatewayError):
 
 class QueueFull(TooManyRequests):
     """Too many jobs wait to start already (MAX_QUEUED_JOBS)."""
+
+
+class SpendLimitReached(GatewayError):
+    """A project's spend this month reached its hard spend limit: nothing more is accepted
+    until the limit is raised or the month ends (OpenAI's 429 ``insufficient_quota``)."""
+
+    code = "insufficient_quota"
+    should_retry = False
 
 
 # A part the job needs is down: named in the message.

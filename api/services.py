@@ -35,6 +35,7 @@ from api.tenancy.control_sync import ControlSync
 from api.tenancy.fair_share import FairShare
 from api.tenancy.guard import Guard
 from api.tenancy.quotas import Quotas
+from api.tenancy.spend import MonthSpend
 from shared.config import Config
 from shared.contract.responses import record_ttl
 from shared.control.database import engine_for
@@ -80,6 +81,7 @@ class Services:
     conversations: ConversationFiles  # conversations, in the file store
     control: ControlStore  # the control plane's database: projects, keys, audit log
     control_sync: ControlSync  # the guard's projects and keys, kept as the database has them
+    spend: MonthSpend  # what projects with a spend limit spent this month, as the usage history says
 
     @classmethod
     def build(cls, config: Config) -> Services:
@@ -104,7 +106,8 @@ class Services:
         waiter = ResultWaiter(config, redis)
         events = WebhookEvents(config, queue)
         routing = JobRouting(config, registry)
-        quotas = Quotas(config, redis, metrics, shared=len(guard.tenants.named) > 1)
+        spend = MonthSpend(config, control, guard.tenants, redis)
+        quotas = Quotas(config, redis, metrics, shared=len(guard.tenants.named) > 1, spent=spend)
         admission = Admission(config, store, quotas)
         published, requeues = Published(), Requeues(metrics)
         runner = JobRunner(
@@ -129,7 +132,7 @@ class Services:
             config, registry, metrics, redis, stream_reader, queue, store, waiter, routing, runner, lost, guard,
             models, files, batches, keeper, events, fair, scaling, scrape, readiness, quotas, TokenCounter(config),
             KeptResponses(file_store, record_ttl(config)), ConversationFiles(file_store),
-            control, control_sync,
+            control, control_sync, spend,
         )  # fmt: skip
 
     async def _sweep_responses(self) -> None:
@@ -151,6 +154,7 @@ class Services:
         """Connect at start-up (the broker's first connection made now, not by the first
         request; the control plane's database migrated and read), disconnect at shut-down."""
         await self.control_sync.start()
+        await self.spend.refresh()
         await self.waiter.start()
         await asyncio.get_running_loop().run_in_executor(None, self.queue.warm_up)
         tasks = [
@@ -160,6 +164,7 @@ class Services:
             asyncio.create_task(self.quotas.keep_streams(), name="streams' places"),
             asyncio.create_task(self._sweep_responses(), name="responses' sweep"),
             asyncio.create_task(self.control_sync.run(), name="control plane"),
+            asyncio.create_task(self.spend.run(), name="month's spend"),
         ]
         try:
             yield self

@@ -116,6 +116,9 @@ class Tenant:
     weight: float = 1.0
     admin: bool = False
     quotas: Quotas = field(default_factory=Quotas)
+    # A project's hard spend limit, in cents of USD a UTC month (None: none): its requests
+    # are refused once its month's spend reaches it (api/tenancy/quotas.py).
+    spend_limit: int | None = None
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from kombu.utils import json as kombu_json
 from kombu.utils.encoding import bytes_to_str
 
 from shared.contract import KEPT_CLAIM, STORE_ONCE, Keys, kept_answer, stored_answer, whole_answer
-from shared.contract.keys import USAGE_MINUTE_SECONDS, usage_day, usage_minute, usage_prefix
+from shared.contract.keys import USAGE_MINUTE_SECONDS, usage_day, usage_minute, usage_month, usage_prefix
+from shared.registry import Prices
 from shared.storage import redis_clients
 from shared.telemetry import tracing
 from shared.tenants import DEFAULT_TENANT, tenant_of
@@ -48,6 +49,10 @@ class ResultStore(RedisBackend):
         self.usage_days = int(self.app.conf.get("usage_days") or 400)
         self._default_model = str(self.app.conf.get("usage_default_model") or "default")
         self._replica_acks = int(self.app.conf.get("redis_replica_acks") or 0)
+        # Each model's prices (the registry's, shared/broker/settings.py): a job's cost.
+        self._prices = {
+            str(name): Prices(*prices) for name, prices in (self.app.conf.get("model_prices") or {}).items()
+        }
 
     def _store_result(
         self,
@@ -149,6 +154,20 @@ class ResultStore(RedisBackend):
         # The minute's usage too (the console's last hour, GET /usage?per=minute).
         keys.append(self._keys.usage_of_minute(usage_minute(now)))
         args.append(USAGE_MINUTE_SECONDS)
+        # And its cost to its tenant's spend of the month (a project's spend limit).
+        keys.append(self._keys.spend(tenant, usage_month(now)[0]))
+        args.append(self.cost(model, usage))
+
+    def cost(self, model: str, usage: Any) -> int:
+        """What a job's usage cost at its model's prices, nano-USD: the prompt and completion
+        tokens the model server reported, those it had cached (when it said) at the
+        cached price; 0 for a model without prices."""
+        prices = self._prices.get(model)
+        if prices is None or prices.free:
+            return 0
+        details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+        cached = _count(details, "cached_tokens")
+        return prices.cost(_count(usage, "prompt_tokens"), _count(usage, "completion_tokens"), cached)
 
 
 def _count(usage: Any, name: str) -> int:

@@ -10,11 +10,11 @@ key, scopes) is refused naming it, never silently dropped.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from shared.control.models import NAME_MAX, AdminKey, AuditEvent, Project, ProjectKey, ServiceAccount
+from shared.control.models import NAME_MAX, AdminKey, AuditEvent, Project, ProjectKey, ServiceAccount, SpendLimit
 from shared.tenants import Tenant
 
 
@@ -103,6 +103,32 @@ class CreateKey(_Body):
     def _every_scope(cls, value: Any) -> Any:
         _unsupported("scopes (a key may do whatever its project may)", value)
         return value
+
+
+# The most cents a spend limit may be (a hundred million USD): its nano-USD fit Redis's
+# integers many times over.
+SPEND_LIMIT_MAX = 10_000_000_000
+
+
+class UpdateSpendLimit(_Body):
+    """``projects.spend_limit.update``: a hard limit of `threshold_amount` cents of USD a
+    UTC month (0: the project may spend nothing, free models' requests refused too)."""
+
+    threshold_amount: int = Field(ge=0, le=SPEND_LIMIT_MAX)
+    currency: Literal["USD"]
+    interval: Literal["month"]
+
+
+def spend_limit(limit: SpendLimit, enforcing: bool) -> dict[str, Any]:
+    """A ``project.spend_limit``; `enforcing`: the project's spend this month reached it
+    (its requests are refused now)."""
+    return {
+        "object": "project.spend_limit",
+        "threshold_amount": limit.threshold_amount,
+        "currency": limit.currency,
+        "interval": limit.interval,
+        "enforcement": {"status": "enforcing" if enforcing else "inactive"},
+    }
 
 
 def listing(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from api.errors import (
     ModelServerUnanswered,
     NotFound,
     NotServedByModelServer,
+    SpendLimitReached,
     TooManyRequests,
     Unauthorized,
     Unavailable,
@@ -40,6 +41,7 @@ STATUSES: dict[type[GatewayError], int] = {
     BodyTooLarge: 413,
     InvalidInput: 422,
     TooManyRequests: 429,
+    SpendLimitReached: 429,
     NotServedByModelServer: 501,
     ModelServerUnanswered: 502,
     Unavailable: 503,
@@ -103,6 +105,7 @@ class Refusal:
     cause: str
     headers: dict[str, str] = field(default_factory=dict)
     param: str | None = None
+    code: str | None = None  # OpenAI's error code and type, when the failure has its own (GatewayError.code)
 
 
 def refusal(exc: GatewayError | StarletteHTTPException | RequestValidationError) -> Refusal:
@@ -120,7 +123,9 @@ def refusal(exc: GatewayError | StarletteHTTPException | RequestValidationError)
         headers["Location"] = exc.location
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
-    return Refusal(status_of(exc), exc.message, cause(exc), headers)
+    if exc.should_retry is not None:
+        headers["x-should-retry"] = "true" if exc.should_retry else "false"
+    return Refusal(status_of(exc), exc.message, cause(exc), headers, code=exc.code)
 
 
 def _telling(errors: Any) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 {"message", "type", "param", "code"}}``, with the status codes the ``openai`` client maps
 to its exception classes), the route class answering them, the headers its requests take."""
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import Header, Request, Response
@@ -25,9 +26,11 @@ LastEventId = Annotated[
 
 
 def openai_error(refused: Refusal) -> dict[str, Any]:
-    """An error in OpenAI's format."""
-    kind = ERROR_TYPES.get(refused.status, "api_error")
-    return {"error": {"message": refused.message, "type": kind, "param": refused.param, "code": refused.status}}
+    """An error in OpenAI's format; one with a code of its own (``insufficient_quota``) is
+    of that type too, as OpenAI answers it."""
+    kind = refused.code or ERROR_TYPES.get(refused.status, "api_error")
+    code = refused.code or refused.status
+    return {"error": {"message": refused.message, "type": kind, "param": refused.param, "code": code}}
 
 
 class OpenAIRoute(GatewayRoute):
@@ -36,7 +39,7 @@ class OpenAIRoute(GatewayRoute):
 
     def answer_error(self, request: Request, refused: Refusal, exc: Refused) -> Response:
         status = 400 if isinstance(exc, RequestValidationError) else refused.status
-        refused = Refusal(status, refused.message, refused.cause, refused.headers, refused.param)
+        refused = replace(refused, status=status)
         return JSONResponse(openai_error(refused), status_code=status, headers=refused.headers)
 
 

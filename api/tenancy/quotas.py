@@ -17,18 +17,37 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import replace
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from api.errors import ResultStoreUnavailable, TooManyRequests
+from api.errors import ResultStoreUnavailable, SpendLimitReached, TooManyRequests
 from api.observability.metrics import Metrics
 from shared.config import Config
 from shared.contract import ADMIT, STREAM_JOIN, STREAM_LEAVE
-from shared.contract.keys import TokenWindow
+from shared.contract.keys import NANO_PER_CENT, TokenWindow, usage_month
+from shared.tenants import Quotas as TenantQuotas
 from shared.tenants import Tenant
 
 log = logging.getLogger(__name__)
+
+# A tenant's quotas left out: only its spend limit checked (Quotas.check_spend).
+NO_QUOTAS = TenantQuotas()
+
+
+def spend_refusal(project: str, spent: int, limit_cents: int) -> str:
+    """The message of a request refused for its project's monthly spend limit."""
+    return (
+        f"project {project!r} reached its monthly spend limit: it spent {_usd(spent)} this UTC month, its limit is"
+        f" {limit_cents / 100:.2f} USD; requests are refused until the limit is raised or the month ends"
+    )
+
+
+def _usd(nano: int) -> str:
+    return f"{nano / 1e9:.4f} USD"
+
 
 # A reader's place among its tenant's streams lapses this long after its API process
 # last renewed it (every STREAM_RENEW seconds): a process that died gives its places back.
@@ -39,10 +58,21 @@ STREAM_RENEW = 20.0
 class Quotas:
     """Admits a tenant's jobs under its quotas; one per API process."""
 
-    def __init__(self, config: Config, store: aioredis.Redis, metrics: Metrics, shared: bool = True) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: aioredis.Redis,
+        metrics: Metrics,
+        shared: bool = True,
+        spent: Callable[[str, str], int] | None = None,
+    ) -> None:
         """`shared`: several tenants share the gateway (the deployment's STREAMS_IN_FLIGHT
-        is then every tenant's unless its own says; alone, a tenant has only its own)."""
+        is then every tenant's unless its own says; alone, a tenant has only its own).
+        `spent(project, month)`: what the project spent that UTC month as the usage history
+        says (api/tenancy/spend.py), nano-USD, where its count in Redis starts when Redis
+        holds none (0 without it)."""
         self._config = config
+        self._spent = spent or (lambda _project, _month: 0)
         self._shared = shared
         self._store = store
         self._metrics = metrics
@@ -54,7 +84,8 @@ class Quotas:
     @staticmethod
     def applies(tenant: Tenant) -> bool:
         quotas = tenant.quotas
-        return bool(quotas.tokens_per_minute or quotas.tokens_per_day or quotas.jobs_in_flight)
+        limited = quotas.tokens_per_minute or quotas.tokens_per_day or quotas.jobs_in_flight
+        return bool(limited) or tenant.spend_limit is not None
 
     async def admit(self, tenant: Tenant, job_id: str) -> None:
         """Count the job among the tenant's, or refuse it (429 naming the quota, with Retry-After)."""
@@ -67,6 +98,11 @@ class Quotas:
             job_id, repr(now), quotas.jobs_in_flight or 0, quotas.tokens_per_minute or 0,
             quotas.tokens_per_day or 0, keys.result(""), self._config.job_ttl,
         ]  # fmt: skip
+        if tenant.spend_limit is not None:
+            month, _, ends = usage_month(now)
+            names.append(keys.spend(tenant.name, month))
+            # Kept a day past the month's end: a job finishing then still finds it.
+            args += [tenant.spend_limit * NANO_PER_CENT, self._spent(tenant.name, month), int(ends - now) + 86_400]
         try:
             refused = await self._admit(keys=names, args=args)
         except (RedisError, OSError):
@@ -75,6 +111,8 @@ class Quotas:
             return
         quota, used = refused[0].decode(), int(refused[1])
         self._metrics.quota_refusals.labels(tenant.name, quota).inc()
+        if quota == "spend_limit":
+            raise SpendLimitReached(spend_refusal(tenant.name, used, tenant.spend_limit or 0))
         if quota == "jobs_in_flight":
             raise TooManyRequests(
                 f"quota jobs_in_flight: tenant {tenant.name!r} has {used} jobs queued or running, at most"
@@ -89,6 +127,13 @@ class Quotas:
             f" try again in {retry}s",
             retry_after=retry,
         )
+
+    async def check_spend(self, tenant: Tenant) -> None:
+        """Refuse what would spend (a batch made) once the tenant's spend this month reached
+        its spend limit (429 insufficient_quota); no call when it has none."""
+        if tenant.spend_limit is None:
+            return
+        await self.admit(replace(tenant, quotas=NO_QUOTAS), "")
 
     async def release(self, tenant: Tenant, job_id: str) -> None:
         """A job admitted, then not queued (refused): no longer counted in flight."""

@@ -101,10 +101,13 @@ return 'start'
 # Its lease goes too (KEYS[7], when given: a second delivery finds the result first).
 # KEYS: result, job hash; the day's usage, the tenant's tokens of the minute and of
 # the day, its jobs in flight; its lease; the minute's usage (KEYS[8], counted as the
-# day's, when given). ARGV: result, seconds, the message's reply_to (or ''),
+# day's, when given); the tenant's spend of the month (KEYS[9], when given: its cost,
+# ARGV[12] nano-USD, is added only if the key exists, made by ADMIT for a project with
+# a spend limit, so a Redis that lost it is seeded from the usage history, not from 0).
+# ARGV: result, seconds, the message's reply_to (or ''),
 # the result as published (or ''); the usage fields' prefix ("{tenant}|{model}|"), the
 # count ("jobs" or "failed"), prompt tokens, completion tokens, seconds the usage is
-# kept; the job's id; seconds the minute's usage is kept.
+# kept; the job's id; seconds the minute's usage is kept; the job's cost.
 STORE_ONCE = (
     _PUBLISH_RESULT
     + """
@@ -156,6 +159,9 @@ if #KEYS >= 5 then
     end
     if redis.call('TTL', KEYS[8]) < 0 then redis.call('EXPIRE', KEYS[8], ARGV[11]) end
   end
+  if #KEYS >= 9 and tonumber(ARGV[12]) > 0 and redis.call('EXISTS', KEYS[9]) == 1 then
+    redis.call('INCRBY', KEYS[9], ARGV[12])
+  end
 end
 return 1
 """
@@ -177,10 +183,22 @@ return 1
 # the ids admitted; a job leaves it as it ends (STORE_ONCE, CANCEL); one whose result
 # is stored, or older than a job's TTL, is dropped too when the set is full (a job
 # that ended before its tenant's set was written so). A quota of 0 is none.
-# KEYS: in-flight set, tokens of the minute, tokens of the day.
+# A project with a spend limit (KEYS[4], when given: its month's spend, nano-USD) is
+# refused ({'spend_limit', spent}) once that reaches the limit (ARGV[8]); a spend that
+# Redis does not hold (lost, or a new month) starts from ARGV[9], the month's spend as
+# the usage history has it, for ARGV[10] seconds.
+# KEYS: in-flight set, tokens of the minute, tokens of the day; the month's spend.
 # ARGV: job id, now, jobs in flight, tokens per minute, tokens per day, the result
-#       keys' prefix (`Keys.result` of ''), job TTL.
+#       keys' prefix (`Keys.result` of ''), job TTL; spend limit, spend so far, its TTL.
 ADMIT = """
+if #KEYS >= 4 then
+  local spent = redis.call('GET', KEYS[4])
+  if not spent then
+    spent = ARGV[9]
+    redis.call('SET', KEYS[4], spent, 'EX', ARGV[10])
+  end
+  if tonumber(spent) >= tonumber(ARGV[8]) then return {'spend_limit', spent} end
+end
 local function over(key, quota)
   local used = tonumber(redis.call('GET', key) or '0')
   return quota > 0 and used >= quota, used

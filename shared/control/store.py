@@ -15,14 +15,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Engine, Select, select, update
+from sqlalchemy import Engine, Select, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.control import ids
-from shared.control.models import AdminKey, AuditEvent, ControlState, Project, ProjectKey, ServiceAccount
+from shared.control.models import (
+    AdminKey,
+    AuditEvent,
+    ControlState,
+    Project,
+    ProjectKey,
+    ServiceAccount,
+    SpendLimit,
+    UsageBucket,
+)
 from shared.tenants import AdminGrant, Directory, Grant, Quotas, Tenant
 
 T = TypeVar("T")
@@ -145,6 +154,9 @@ class ControlStore:
             version = session.execute(select(ControlState.version)).scalar_one()
             quotas = Quotas(max_priority=max_priority)
             projects = {p.id: Tenant(p.id, 1.0, False, quotas) for p in session.scalars(select(Project))}
+            for limit in session.scalars(select(SpendLimit)):
+                if limit.project_id in projects:
+                    projects[limit.project_id] = replace(projects[limit.project_id], spend_limit=limit.threshold_amount)
             live = select(ProjectKey).join(Project, Project.id == ProjectKey.project_id)
             live = live.where(ProjectKey.deleted_at.is_(None), Project.archived_at.is_(None))
             keys = {
@@ -225,6 +237,67 @@ class ControlStore:
                 project.archived_at = self._now()
                 self._audit(session, actor, "project.archived", project.id, {}, project)
         return project
+
+    # Spend limits.
+
+    def spend_limit(self, project_id: str) -> SpendLimit:
+        """The project's hard spend limit (Missing: the project has none, or is not there)."""
+        with self._read() as session:
+            _project(session, project_id)
+            return _spend_limit(session, project_id)
+
+    def set_spend_limit(
+        self, actor: Actor, project_id: str, threshold_amount: int, currency: str, interval: str
+    ) -> SpendLimit:
+        """Make or replace the project's hard spend limit (`threshold_amount` cents of
+        `currency` each `interval`); an archived project's too (its jobs may still run)."""
+        with self._change() as session:
+            project = _project(session, project_id)
+            limit = session.scalars(select(SpendLimit).where(SpendLimit.project_id == project_id)).one_or_none()
+            if limit is None:
+                limit = SpendLimit(project_id=project_id)
+                session.add(limit)
+            limit.threshold_amount, limit.currency, limit.interval = threshold_amount, currency, interval
+            limit.updated_at = self._now()
+            asked = {"threshold_amount": threshold_amount, "currency": currency, "interval": interval}
+            # OpenAI's audit log has no type of its own for it: a change of the project.
+            self._audit(
+                session, actor, "project.updated", project.id, {"changes_requested": {"spend_limit": asked}}, project
+            )
+        return limit
+
+    def delete_spend_limit(self, actor: Actor, project_id: str) -> SpendLimit:
+        """Remove the project's hard spend limit (Missing when it has none): the limit removed."""
+        with self._change() as session:
+            project = _project(session, project_id)
+            limit = _spend_limit(session, project_id)
+            session.delete(limit)
+            self._audit(
+                session, actor, "project.updated", project.id, {"changes_requested": {"spend_limit": None}}, project
+            )
+        return limit
+
+    def month_costs(self, start: int, end: int, project_ids: Sequence[str]) -> dict[str, int]:
+        """What each of `project_ids` spent from `start` to `end` (Unix seconds: a UTC
+        month) as the usage history holds it, in nano-USD. Buckets of each width cover the
+        same usage: the width whose sum is the largest (the one written furthest) is taken,
+        so a width whose buckets are rolled up later, or kept less long, counts nothing twice."""
+        if not project_ids:
+            return {}
+        query = (
+            select(UsageBucket.project_id, UsageBucket.width, func.sum(UsageBucket.cost))
+            .where(
+                UsageBucket.start_time >= start,
+                UsageBucket.start_time < end,
+                UsageBucket.project_id.in_(list(project_ids)),
+            )
+            .group_by(UsageBucket.project_id, UsageBucket.width)
+        )
+        found: dict[str, int] = {}
+        with self._read() as session:
+            for project_id, _width, cost in session.execute(query):
+                found[project_id] = max(found.get(project_id, 0), int(cost or 0))
+        return found
 
     # Service accounts and their keys.
 
@@ -393,6 +466,13 @@ def _active_project(session: Session, project_id: str) -> Project:
     if project.archived_at is not None:
         raise Archived(project_id)
     return project
+
+
+def _spend_limit(session: Session, project_id: str) -> SpendLimit:
+    limit = session.scalars(select(SpendLimit).where(SpendLimit.project_id == project_id)).one_or_none()
+    if limit is None:
+        raise Missing("spend limit for the project", project_id)
+    return limit
 
 
 def _service_account(session: Session, project_id: str, account_id: str) -> ServiceAccount:

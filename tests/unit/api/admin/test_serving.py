@@ -21,6 +21,7 @@ from api.errors import Conflict, ControlPlaneUnavailable, NotFound, ReadOnly
 from api.observability.metrics import Metrics
 from api.tenancy.control_sync import ControlSync
 from api.tenancy.guard import Guard
+from api.tenancy.spend import MonthSpend
 from shared.config import Config
 from shared.control.database import engine_for
 from shared.control.store import ControlStore
@@ -53,7 +54,8 @@ def plane(tmp_path: Path) -> Iterator[tuple[ControlPlane, Guard]]:
     guard = Guard(config, nowhere, Metrics())
     sync = ControlSync(config, store, guard, nowhere)
     asyncio.run(sync.start())
-    yield ControlPlane(config, store, sync, guard.tenants), guard
+    spend = MonthSpend(config, store, guard.tenants, nowhere)
+    yield ControlPlane(config, store, sync, guard.tenants, spend), guard
     store.engine.dispose()
 
 
@@ -126,3 +128,36 @@ def test_a_database_away_is_a_503_not_a_500(plane: tuple[ControlPlane, Guard], t
     (tmp_path / "control.db").mkdir()
     with pytest.raises(ControlPlaneUnavailable):
         asyncio.run(control.create_project(ADMIN, types.CreateProject(name="p")))
+
+
+def test_a_spend_limit_is_set_read_held_by_the_process_and_removed(plane: tuple[ControlPlane, Guard]) -> None:
+    control, guard = plane
+
+    async def main() -> None:
+        project = (await control.create_project(ADMIN, types.CreateProject(name="budgeted")))["id"]
+        with pytest.raises(NotFound, match="no spend limit"):
+            await control.spend_limit(project)
+        asked = types.UpdateSpendLimit(threshold_amount=2500, currency="USD", interval="month")
+        made = await control.update_spend_limit(ADMIN, project, asked)
+        assert made == {
+            "object": "project.spend_limit", "threshold_amount": 2500, "currency": "USD", "interval": "month",
+            "enforcement": {"status": "inactive"},
+        }  # fmt: skip
+        assert await control.spend_limit(project) == made
+        # Held before the answer: this process's next request is checked against it.
+        assert guard.tenants.runtime.projects[project].spend_limit == 2500
+        replaced = await control.update_spend_limit(ADMIN, project, asked.model_copy(update={"threshold_amount": 7}))
+        assert replaced["threshold_amount"] == 7
+        assert await control.delete_spend_limit(ADMIN, project) == {"object": "project.spend_limit.deleted",
+                                                                   "deleted": True}  # fmt: skip
+        assert guard.tenants.runtime.projects[project].spend_limit is None
+        with pytest.raises(NotFound):
+            await control.delete_spend_limit(ADMIN, project)
+        with pytest.raises(NotFound):
+            await control.update_spend_limit(ADMIN, "proj_000000000000000000000000", asked)
+        with pytest.raises(ReadOnly, match="keys file"):
+            await control.update_spend_limit(ADMIN, "research", asked)
+        with pytest.raises(NotFound, match="no spend limit"):
+            await control.spend_limit("research")
+
+    asyncio.run(main())
