@@ -14,7 +14,8 @@ import pytest
 from celery import Celery, states
 
 from shared.contract import Keys
-from shared.contract.keys import USAGE_MINUTE_SECONDS, usage_day, usage_minute
+from shared.contract.keys import USAGE_MINUTE_SECONDS, usage_day, usage_minute, usage_month
+from shared.registry import Prices
 from tasks.result_store import ResultStore, job_of, reply_channel
 from testing.scripted_redis import ScriptedRedis, arity
 
@@ -47,6 +48,8 @@ def store(replica_acks: int = 0, **answers: Any) -> tuple[ResultStore, ScriptedR
         usage_days=10,
         usage_default_model="default-model",
         redis_replica_acks=replica_acks,
+        # USD per million input, cached input and output tokens (shared/broker/settings.py).
+        model_prices={"priced": [2.0, 0.5, 8.0], "uncached": [2.0, None, 8.0]},
     )
     fake = ScriptedRedis({"STORE_ONCE": 1, **answers})
     backend = type("Store", (Scripted,), {"fake": fake})(app=app, url="redis://127.0.0.1:1/0")
@@ -87,7 +90,9 @@ def test_a_model_jobs_result_counts_its_tokens_to_its_tenant_and_the_model_that_
     assert call.keys[5:7] == [KEYS.in_flight("acme"), KEYS.lease("acme~j1")]
     # The minute's usage too (GET /usage?per=minute), kept two hours.
     assert call.keys[7] in {KEYS.usage_of_minute(usage_minute(at)) for at in (now - 60, now)}
-    assert call.argv[4:] == ["acme|fallback|", "jobs", 3, 4, 10 * 86_400, "acme~j1", USAGE_MINUTE_SECONDS]
+    assert call.argv[4:] == ["acme|fallback|", "jobs", 3, 4, 10 * 86_400, "acme~j1", USAGE_MINUTE_SECONDS, 0]
+    # Its cost (none: the model has no prices) to the tenant's spend of the month.
+    assert call.keys[8] in {KEYS.spend("acme", usage_month(at)[0]) for at in (now - 60, now)}
 
 
 def test_a_failure_counts_as_failed_on_the_jobs_route_with_no_tokens() -> None:
@@ -96,7 +101,7 @@ def test_a_failure_counts_as_failed_on_the_jobs_route_with_no_tokens() -> None:
     backend._store_result("j1", failure, states.FAILURE, request=request({"meta": {}}))
     (call,) = fake.named("STORE_ONCE")
     assert call.argv[1] == backend.failure_expires
-    assert call.argv[4:] == ["default|default-model|", "failed", 0, 0, 10 * 86_400, "j1", USAGE_MINUTE_SECONDS]
+    assert call.argv[4:] == ["default|default-model|", "failed", 0, 0, 10 * 86_400, "j1", USAGE_MINUTE_SECONDS, 0]
     assert call.keys[5] == KEYS.in_flight("default")
 
 
@@ -127,3 +132,29 @@ def test_the_job_and_its_reply_channel_are_read_off_any_request() -> None:
     assert job_of(SimpleNamespace(args=["not a job"])) == {} and job_of(None) == {}
     assert reply_channel(SimpleNamespace(args=[{"reply_to": "replies:a"}])) == "replies:a"
     assert reply_channel(SimpleNamespace(args=[{"reply_to": 7}])) == ""
+
+
+@pytest.mark.parametrize(
+    ("model", "usage", "cost"),
+    [
+        # 1000 prompt tokens at 2 USD, 500 completion at 8 USD per million: 0.006 USD.
+        ("priced", {"prompt_tokens": 1000, "completion_tokens": 500}, 6_000_000),
+        # 400 of the prompt's tokens cached: at 0.5 USD per million.
+        ("priced", {"prompt_tokens": 1000, "completion_tokens": 500, "prompt_tokens_details": {"cached_tokens": 400}},
+         Prices(2.0, 0.5, 8.0).cost(1000, 500, 400)),
+        # Without a cached price: cached tokens at the input's.
+        ("uncached", {"prompt_tokens": 1000, "completion_tokens": 500,
+                      "prompt_tokens_details": {"cached_tokens": 400}}, 6_000_000),
+        # An embedding's usage: prompt tokens only.
+        ("priced", {"prompt_tokens": 10, "total_tokens": 10}, 20_000),
+        ("priced", {"prompt_tokens": -5, "completion_tokens": "many", "prompt_tokens_details": None}, 0),
+        ("free", {"prompt_tokens": 1000, "completion_tokens": 500}, 0),
+    ],
+)  # fmt: skip
+def test_a_jobs_cost_is_its_reported_tokens_at_its_models_prices(model: str, usage: Any, cost: int) -> None:
+    backend, fake = store()
+    job = {"meta": {}, "route": model, "tenant": "proj_1"}
+    backend._store_result("proj_1~j1", {**ANSWER, "usage": usage}, states.SUCCESS, request=request(job))
+    (call,) = fake.named("STORE_ONCE")
+    assert call.argv[-1] == cost and call.keys[-1].startswith(KEYS.spend("proj_1", ""))
+    assert (len(call.keys), len(call.argv)) == arity("STORE_ONCE")

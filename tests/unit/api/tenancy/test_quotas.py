@@ -5,12 +5,14 @@ at once; the contract's scripts answer in a fake Redis (tests/unit/api/edge.py).
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
-from api.errors import ResultStoreUnavailable, TooManyRequests
+from api.errors import ResultStoreUnavailable, SpendLimitReached, TooManyRequests
 from api.observability.metrics import Metrics
 from api.tenancy.quotas import Quotas
+from shared.contract.keys import usage_month
 from shared.contract.scripts import ADMIT
 from shared.tenants import Quotas as TenantQuotas
 from shared.tenants import Tenant
@@ -85,3 +87,44 @@ def test_the_deployments_streams_limit_is_every_tenants_only_when_tenants_share_
     alone, _, _ = quotas_of(shared=False, streams_in_flight=7)
     assert shared.streams_limit(Tenant("free")) == 7 and alone.streams_limit(Tenant("free")) == 0
     assert shared.streams_limit(CAPPED) == 1
+
+
+def test_a_project_at_its_spend_limit_is_refused_in_the_same_script_and_its_month_seeded() -> None:
+    redis, metrics = FakeRedis(), Metrics()
+    seeds = {("proj_1", usage_month(time.time())[0]): 123_456}
+    quotas = Quotas(config(), redis, metrics, spent=lambda project, month: seeds.get((project, month), 0))  # type: ignore[arg-type]
+    limited = Tenant("proj_1", spend_limit=250)
+    assert Quotas.applies(limited)
+    redis.scripts[ADMIT] = lambda *_: False
+    asyncio.run(quotas.admit(limited, "proj_1~j1"))
+    ((_, keys, args),) = redis.ran
+    month, _, ends = usage_month(time.time())
+    # One call: its quotas (none) and its spend: the limit in nano-USD, where its month starts.
+    assert keys[3] == config().keys.spend("proj_1", month) and args[7:9] == [250 * 10_000_000, 123_456]
+    assert 86_400 < args[9] <= ends - time.time() + 86_401
+    redis.scripts[ADMIT] = lambda *_: [b"spend_limit", b"2500000001"]
+    with pytest.raises(SpendLimitReached) as raised:
+        asyncio.run(quotas.admit(limited, "proj_1~j2"))
+    assert raised.value.message == (
+        "project 'proj_1' reached its monthly spend limit: it spent 2.5000 USD this UTC month, its limit is"
+        " 2.50 USD; requests are refused until the limit is raised or the month ends"
+    )
+    assert metrics.registry.get_sample_value("llm_api_quota_refusals_total", {"tenant": "proj_1",
+                                                                              "quota": "spend_limit"}) == 1  # fmt: skip
+    # A batch: its spend checked alone, none of its quotas counted.
+    capped = Tenant("proj_1", quotas=TenantQuotas(jobs_in_flight=2), spend_limit=250)
+    redis.ran.clear()
+    with pytest.raises(SpendLimitReached):
+        asyncio.run(quotas.check_spend(capped))
+    ((_, keys, args),) = redis.ran
+    assert args[0] == "" and args[2:5] == [0, 0, 0] and len(keys) == 4
+
+
+def test_a_tenant_without_a_spend_limit_has_no_months_spend_in_its_admission() -> None:
+    quotas, redis, _ = quotas_of()
+    redis.scripts[ADMIT] = lambda *_: False
+    asyncio.run(quotas.admit(CAPPED, "alpha~j1"))
+    ((_, keys, args),) = redis.ran
+    assert len(keys) == 3 and len(args) == 7
+    asyncio.run(quotas.check_spend(CAPPED))
+    assert len(redis.ran) == 1
