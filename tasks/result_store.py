@@ -51,7 +51,7 @@ class ResultStore(RedisBackend):
         self._replica_acks = int(self.app.conf.get("redis_replica_acks") or 0)
         # Each model's prices (the registry's, shared/broker/settings.py): a job's cost.
         self._prices = {
-            str(name): Prices(*prices) for name, prices in (self.app.conf.get("model_prices") or {}).items()
+            str(name): Prices(*prices) for name, prices in (self.app.conf.get("usage_prices") or {}).items()
         }
 
     def _store_result(

@@ -71,7 +71,7 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "usage_default_model": registry.default.name,
         # Each model's prices (USD per million input, cached input, output tokens): the
         # result store counts each job's cost to its project's spend of the month.
-        "model_prices": {
+        "usage_prices": {
             model.name: [model.prices.input, model.prices.cached_input, model.prices.output]
             for model in registry.models
             if not model.prices.free

@@ -49,7 +49,7 @@ def store(replica_acks: int = 0, **answers: Any) -> tuple[ResultStore, ScriptedR
         usage_default_model="default-model",
         redis_replica_acks=replica_acks,
         # USD per million input, cached input and output tokens (shared/broker/settings.py).
-        model_prices={"priced": [2.0, 0.5, 8.0], "uncached": [2.0, None, 8.0]},
+        usage_prices={"priced": [2.0, 0.5, 8.0], "uncached": [2.0, None, 8.0]},
     )
     fake = ScriptedRedis({"STORE_ONCE": 1, **answers})
     backend = type("Store", (Scripted,), {"fake": fake})(app=app, url="redis://127.0.0.1:1/0")
