@@ -6,6 +6,9 @@ so the counts hold across API processes. Tokens are those the model server repor
 (prompt and completion), counted by the worker as it stores a job's first result
 (tasks/result_store.py): a tenant's jobs in flight when its quota is reached still
 finish, so it may go over by what they use. Requests per minute are the guard's.
+A project with a spend limit is refused (429 insufficient_quota) by the same script once
+its spend this UTC month reached it: its cost counted by the worker with its tokens, its
+month started from the usage history when Redis holds none (api/tenancy/spend.py).
 Streams are counted as a client begins reading one (the contract's STREAM_JOIN, which
 counts the job's readers too: no round trip more), before anything is queued for it.
 """
@@ -27,7 +30,7 @@ from api.errors import ResultStoreUnavailable, SpendLimitReached, TooManyRequest
 from api.observability.metrics import Metrics
 from shared.config import Config
 from shared.contract import ADMIT, STREAM_JOIN, STREAM_LEAVE
-from shared.contract.keys import NANO_PER_CENT, TokenWindow, usage_month
+from shared.contract.keys import NANO_PER_CENT, SPEND_KEPT_AFTER_MONTH, TokenWindow, usage_month
 from shared.tenants import Quotas as TenantQuotas
 from shared.tenants import Tenant
 
@@ -101,8 +104,8 @@ class Quotas:
         if tenant.spend_limit is not None:
             month, _, ends = usage_month(now)
             names.append(keys.spend(tenant.name, month))
-            # Kept a day past the month's end: a job finishing then still finds it.
-            args += [tenant.spend_limit * NANO_PER_CENT, self._spent(tenant.name, month), int(ends - now) + 86_400]
+            ttl = int(ends - now) + SPEND_KEPT_AFTER_MONTH
+            args += [tenant.spend_limit * NANO_PER_CENT, self._spent(tenant.name, month), ttl]
         try:
             refused = await self._admit(keys=names, args=args)
         except (RedisError, OSError):

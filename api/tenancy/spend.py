@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from shared.config import Config
-from shared.contract.keys import usage_month
+from shared.contract.keys import SPEND_KEPT_AFTER_MONTH, usage_month
 from shared.control.store import ControlStore
 from shared.tenants import Tenants
 
@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 
 # Seconds between two looks at whether the control plane changed (a limit set or removed).
 LOOK_SECONDS = 1.0
-# A month's count is kept this long past the month's end: a job finishing then finds it.
-KEPT_AFTER_MONTH = 86_400
 
 
 class MonthSpend:
@@ -101,7 +99,7 @@ class MonthSpend:
         spent = (await asyncio.to_thread(self._store.month_costs, start, end, [project])).get(project, 0)
         key = self._config.keys.spend(project, month)
         try:
-            await self._redis.set(key, spent, nx=True, ex=int(end - now) + KEPT_AFTER_MONTH)
+            await self._redis.set(key, spent, nx=True, ex=int(end - now) + SPEND_KEPT_AFTER_MONTH)
         except (RedisError, OSError) as exc:  # admissions fail too while Redis is away
             log.warning("could not start counting project %s's spend in Redis: %s", project, exc)
 

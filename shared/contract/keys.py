@@ -61,6 +61,9 @@ def usage_month(now: float) -> tuple[str, int, int]:
 
 # Nano-USD (what costs are counted in) in a cent (what spend limits are set in).
 NANO_PER_CENT = 10_000_000
+# A project's spend of a month (`Keys.spend`) is kept this long past the month's end: a
+# job accepted in it and finishing then still finds it.
+SPEND_KEPT_AFTER_MONTH = 86_400
 
 
 # A minute's usage is kept two hours: the last hour whole, whichever minute it is read in.
