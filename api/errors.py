@@ -22,8 +22,10 @@ class GatewayError(Exception):
     succeed later; `location` is where the job it concerns can be followed.
     """
 
-    # OpenAI's error code (and type) for it, where it has one of its own beyond its status's.
-    code: str | None = None
+    # OpenAI's error `type` and `code` for this failure, where they are not its status's
+    # (api/http/statuses.py ERROR_TYPES, and the status itself).
+    error_type: str | None = None
+    error_code: str | None = None
     # Whether the same request may succeed if sent again at once (OpenAI's SDKs read it
     # from ``x-should-retry``); None: as its status says.
     should_retry: bool | None = None
@@ -158,10 +160,24 @@ class QueueFull(TooManyRequests):
 
 class SpendLimitReached(GatewayError):
     """A project's spend this month reached its hard spend limit: nothing more is accepted
-    until the limit is raised or the month ends (OpenAI's 429 ``insufficient_quota``)."""
+    until the limit is raised or the month ends (OpenAI's 429 ``insufficient_quota``, of
+    that type and code both)."""
 
-    code = "insufficient_quota"
+    error_type = "insufficient_quota"
+    error_code = "insufficient_quota"
     should_retry = False
+
+
+class RateLimitExceeded(TooManyRequests):
+    """A project's rate limit on a model is reached: OpenAI's error of code
+    ``rate_limit_exceeded`` and type ``requests`` or ``tokens`` (`kind`), as its clients
+    tell the two apart."""
+
+    error_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, kind: str = "requests", retry_after: int | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.error_type = kind
 
 
 # A part the job needs is down: named in the message.

@@ -15,6 +15,8 @@ from fastapi.staticfiles import StaticFiles
 
 from api.admin.router import admin_router
 from api.admin.serving import ControlPlane
+from api.admin.usage import UsageReports
+from api.admin.usage_router import usage_reports_router
 from api.anthropic.http import AnthropicRoute
 from api.anthropic.messages.router import messages_router
 from api.anthropic.messages.serving import Messages
@@ -105,8 +107,11 @@ def get_router(config: Config) -> APIRouter:
         operators_router(parts.scrape, parts.scaling, GatewayRoute.at(edge, Access.OPERATOR)),
         dead_letters_router(config, GatewayRoute.at(edge, Access.TENANT_ADMIN)),
         admin_router(
-            ControlPlane(config, parts.control, parts.control_sync, parts.guard.tenants, parts.spend),
+            ControlPlane(config, parts.control, parts.control_sync, parts.guard.tenants, parts.registry, parts.spend),
             OpenAIRoute.at(edge, Access.ADMIN),
+        ),
+        usage_reports_router(
+            UsageReports(config, parts.usage_history, parts.redis, parts.registry), OpenAIRoute.at(edge, Access.ADMIN)
         ),
     ]
     for router in routers:

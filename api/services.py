@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from api.admin.usage_flush import UsageFlush
 from api.jobs.admission import Admission
 from api.jobs.queue import JobQueue
 from api.jobs.recovery import LostJobs
@@ -28,6 +29,7 @@ from api.observability.scrape import Scrape
 from api.openai.batches.doorbell import Doorbell
 from api.openai.batches.keeper import BatchKeeper
 from api.openai.batches.store import Batches
+from api.openai.batches.token_limits import BatchTokenLimits
 from api.openai.files.store import Files
 from api.openai.responses.input_tokens import TokenCounter
 from api.stopping import stop
@@ -40,6 +42,7 @@ from shared.config import Config
 from shared.contract.responses import record_ttl
 from shared.control.database import engine_for
 from shared.control.store import ControlStore
+from shared.control.usage import UsageHistory
 from shared.registry import Registry, load_registry
 from shared.storage import redis_clients
 from shared.storage.conversation_files import ConversationFiles
@@ -82,6 +85,8 @@ class Services:
     control: ControlStore  # the control plane's database: projects, keys, audit log
     control_sync: ControlSync  # the guard's projects and keys, kept as the database has them
     spend: MonthSpend  # what projects with a spend limit spent this month, as the usage history says
+    usage_history: UsageHistory  # usage by minute, hour and day, in the control plane's database
+    usage_flush: UsageFlush  # moves the workers' counts of finished minutes there from Redis
 
     @classmethod
     def build(cls, config: Config) -> Services:
@@ -94,6 +99,7 @@ class Services:
         guard = Guard(config, redis, metrics)
         control = ControlStore(engine_for(config.control_database, config.redis_connect_timeout))
         control_sync = ControlSync(config, control, guard, redis)
+        usage_history = UsageHistory(control.engine)
         for tenant in guard.tenants.named.values():  # each tenant's refusals, from 0
             if Quotas.applies(tenant):
                 for quota in ("tokens_per_minute", "tokens_per_day", "jobs_in_flight", "streams_in_flight"):
@@ -120,9 +126,12 @@ class Services:
         files = Files(config, file_store, registry, models)
         doorbell = Doorbell()
         batches = Batches(files, doorbell)
+        token_limits = BatchTokenLimits(
+            config, redis, lambda tenant: guard.tenants.get(tenant).model_limits, routing.label
+        )
         keeper = BatchKeeper(
             config, batches, files, runner, routing, lost, redis, registry, models, doorbell, events.emit,
-            fair.held_back,
+            fair.held_back, token_limits,
         )  # fmt: skip
         scaling = Scaling(config, registry, queue, fair, redis)
         readiness = Readiness(redis, queue, registry)
@@ -132,7 +141,7 @@ class Services:
             config, registry, metrics, redis, stream_reader, queue, store, waiter, routing, runner, lost, guard,
             models, files, batches, keeper, events, fair, scaling, scrape, readiness, quotas, TokenCounter(config),
             KeptResponses(file_store, record_ttl(config)), ConversationFiles(file_store),
-            control, control_sync, spend,
+            control, control_sync, spend, usage_history, UsageFlush(config, usage_history, redis),
         )  # fmt: skip
 
     async def _sweep_responses(self) -> None:
@@ -165,6 +174,7 @@ class Services:
             asyncio.create_task(self._sweep_responses(), name="responses' sweep"),
             asyncio.create_task(self.control_sync.run(), name="control plane"),
             asyncio.create_task(self.spend.run(), name="month's spend"),
+            asyncio.create_task(self.usage_flush.run(), name="usage history"),
         ]
         try:
             yield self

@@ -136,6 +136,12 @@ class Config(BaseSettings):
         description="WebSocket connections to /v1/responses one tenant may hold open on one API process; past"
         " it, the upgrade is refused with 429. 0: no limit",
     )
+    token_counts_per_tenant: int = Field(
+        4,
+        ge=0,
+        description="token counts (/v1/responses/input_tokens, /v1/messages/count_tokens) one tenant may have asked"
+        " of the model servers at once on one API process; past it, 429. 0: no limit",
+    )
     streams_in_flight: int = Field(
         100,
         ge=0,
@@ -245,6 +251,13 @@ class Config(BaseSettings):
         le=3600,
         description="how often each API process reads what projects with a spend limit spent this month in the"
         " usage history: where their count starts again if Redis comes back empty",
+    )
+    usage_flush_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=50,
+        description="how often an API process moves the finished minutes' usage from Redis into the control"
+        " plane's database (the usage and costs endpoints' history)",
     )
     tenant_max_priority: int = Field(
         DEFAULT_PRIORITY,

@@ -8,6 +8,17 @@ from typing import Any
 from shared.registry import Model
 
 STATES = ("healthy", "draining", "down")
+# A waiter's score in a model's line for a server slot (`Keys.server_waiting`): (9 - its
+# priority) steps of this, plus the millisecond it was accepted; the most urgent first,
+# then the oldest (the slot scripts' BAND, shared/contract/scripts.py).
+PRIORITY_STEP = 1e13
+
+
+def line_priorities() -> list[tuple[int, float, float]]:
+    """Each priority (9 to 0) and the scores of its waiters in a server line: from, below."""
+    return [
+        (priority, (9 - priority) * PRIORITY_STEP, (10 - priority) * PRIORITY_STEP) for priority in range(9, -1, -1)
+    ]
 
 
 def servers_state(model: Model, raw: dict[Any, Any] | None = None) -> list[dict[str, Any]]:

@@ -109,6 +109,23 @@ class _TenantsFile(BaseModel):
 
 
 @dataclass(frozen=True)
+class ModelLimits:
+    """A project's rate limits on one model of the registry (the Administration API's
+    ``project.rate_limit``); 0: that limit is not set. Counted in Redis across API
+    processes (api/tenancy/quotas.py, the batch keeper for batches' input tokens)."""
+
+    requests_per_minute: int = 0  # max_requests_per_1_minute
+    tokens_per_minute: int = 0  # max_tokens_per_1_minute: prompt and completion, as the model server counted
+    requests_per_day: int = 0  # max_requests_per_1_day: a UTC day
+    batch_input_tokens_per_day: int = 0  # batch_1_day_max_input_tokens: its batches' input, estimated
+
+    @property
+    def interactive(self) -> bool:
+        """Whether a limit on requests or tokens is set (those admission checks)."""
+        return bool(self.requests_per_minute or self.tokens_per_minute or self.requests_per_day)
+
+
+@dataclass(frozen=True)
 class Tenant:
     """One tenant: its name, weight, quotas, and whether it is an admin."""
 
@@ -116,6 +133,11 @@ class Tenant:
     weight: float = 1.0
     admin: bool = False
     quotas: Quotas = field(default_factory=Quotas)
+    # The id of the key a request presented, where its key has one (a project's key made
+    # at runtime: each has its tenant so marked, `Grant`); its jobs' usage is counted to it.
+    key_id: str = ""
+    # A project's rate limits, by the registry's name of the model (only models with one set).
+    model_limits: Mapping[str, ModelLimits] = field(default_factory=dict, hash=False)
     # A project's hard spend limit, in cents of USD a UTC month (None: none): its requests
     # are refused once its month's spend reaches it (api/tenancy/quotas.py).
     spend_limit: int | None = None
@@ -155,6 +177,12 @@ class Grant:
     tenant: Tenant
     key_id: str
     expires_at: float | None = None
+
+    def __post_init__(self) -> None:
+        # The tenant its requests are for names this key, so their jobs carry its id
+        # (made once, as the directory is read, not per request).
+        if self.tenant.key_id != self.key_id:
+            object.__setattr__(self, "tenant", replace(self.tenant, key_id=self.key_id))
 
     def live(self, now: float) -> bool:
         return self.expires_at is None or now < self.expires_at

@@ -24,7 +24,17 @@ from kombu.utils import json as kombu_json
 from kombu.utils.encoding import bytes_to_str
 
 from shared.contract import KEPT_CLAIM, STORE_ONCE, Keys, kept_answer, stored_answer, whole_answer
-from shared.contract.keys import USAGE_MINUTE_SECONDS, usage_day, usage_minute, usage_month, usage_prefix
+from shared.contract.keys import (
+    USAGE_BUCKET_SECONDS,
+    USAGE_MINUTE_SECONDS,
+    TokenWindow,
+    model_use_prefix,
+    usage_bucket_prefix,
+    usage_day,
+    usage_minute,
+    usage_month,
+    usage_prefix,
+)
 from shared.registry import Prices
 from shared.storage import redis_clients
 from shared.telemetry import tracing
@@ -49,9 +59,10 @@ class ResultStore(RedisBackend):
         self.usage_days = int(self.app.conf.get("usage_days") or 400)
         self._default_model = str(self.app.conf.get("usage_default_model") or "default")
         self._replica_acks = int(self.app.conf.get("redis_replica_acks") or 0)
-        # Each model's prices (the registry's, shared/broker/settings.py): a job's cost.
+        # The models' prices (shared/broker/settings.py): an answer's cost is counted with its tokens.
         self._prices = {
-            str(name): Prices(*prices) for name, prices in (self.app.conf.get("usage_prices") or {}).items()
+            str(name): Prices(float(given[0]), None if given[1] is None else float(given[1]), float(given[2]))
+            for name, given in (self.app.conf.get("usage_prices") or {}).items()
         }
 
     def _store_result(
@@ -128,8 +139,10 @@ class ResultStore(RedisBackend):
         """Count a job's result to its tenant, as STORE_ONCE stores it (the first only):
         the job and its tokens, as the model server reported them, in the day's and the
         minute's usage (per tenant and model) and in the tenant's tokens of the minute and of the day
-        (its quotas, api/tenancy/quotas.py); and the job, ended, leaves its tenant's jobs
-        in flight (whatever is deleted of it later: its place is free now)."""
+        (its quotas, api/tenancy/quotas.py), and in the tenant's tokens of the minute of
+        the model it asked for (its rate limits per model); an answer also in the minute's usage by bucket
+        (the Administration API's usage and costs, api/admin/usage.py); and the job, ended,
+        leaves its tenant's jobs in flight (whatever is deleted of it later: its place is free now)."""
         if not job or "meta" not in job:  # not a model's job (a webhook delivery, llm.models)
             return
         tenant = job.get("tenant") if isinstance(job.get("tenant"), str) else DEFAULT_TENANT
@@ -137,7 +150,7 @@ class ResultStore(RedisBackend):
         # default model its worker ran it on. Never the request's own name for it (with
         # one model server, any name goes to it): each name made up would be a row of
         # the day's usage, kept USAGE_DAYS, read by every tenant's GET /usage.
-        model = str(job.get("route") or self._default_model)
+        model = asked = str(job.get("route") or self._default_model)
         if state == states.SUCCESS and isinstance(result, dict) and isinstance(result.get("served_model"), str):
             model = result["served_model"]  # a fallback model served it (tasks/model/pooled.py)
         usage = result.get("usage") if state == states.SUCCESS and isinstance(result, dict) else None
@@ -154,20 +167,31 @@ class ResultStore(RedisBackend):
         # The minute's usage too (the console's last hour, GET /usage?per=minute).
         keys.append(self._keys.usage_of_minute(usage_minute(now)))
         args.append(USAGE_MINUTE_SECONDS)
-        # And its cost to its tenant's spend of the month (a project's spend limit).
+        # And by bucket, for the Administration API's usage and costs (counted when answered).
+        keys.append(self._keys.usage_buckets(int(now // 60)))
+        args += self._bucket_args(tenant, model, job, usage)
+        # Its tokens to the model it asked for, this minute: its project's rate limit on
+        # that model's tokens is checked on them (a batch's lines have their own limit: '').
+        batch = bool(job.get("batch"))
+        keys.append("" if batch else self._keys.model_use(tenant, TokenWindow.MINUTE, now))
+        args.append("" if batch else model_use_prefix(asked))
+        # And its cost (its buckets', ARGV[16]) to its tenant's spend of the month (a
+        # project's spend limit: counted only where ADMIT made that count).
         keys.append(self._keys.spend(tenant, usage_month(now)[0]))
-        args.append(self.cost(model, usage))
 
-    def cost(self, model: str, usage: Any) -> int:
-        """What a job's usage cost at its model's prices, nano-USD: the prompt and completion
-        tokens the model server reported, those it had cached (when it said) at the
-        cached price; 0 for a model without prices."""
-        prices = self._prices.get(model)
-        if prices is None or prices.free:
-            return 0
+    def _bucket_args(self, tenant: str, model: str, job: dict[str, Any], usage: Any) -> list[Any]:
+        """STORE_ONCE's ARGV of a job's usage by bucket: its bucket (tenant, key, batch or
+        not, kind, model), its input, cached input and output tokens as the model server
+        reported them (an embedding's are input only), and their cost at `model`'s prices."""
+        key_id = job.get("key_id") if isinstance(job.get("key_id"), str) else ""
+        kind = "embeddings" if job.get("embed") is not None else "completions"
+        prompt, output = _count(usage, "prompt_tokens"), _count(usage, "completion_tokens")
         details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
-        cached = _count(details, "cached_tokens")
-        return prices.cost(_count(usage, "prompt_tokens"), _count(usage, "completion_tokens"), cached)
+        cached = min(_count(details, "cached_tokens"), prompt)
+        prices = self._prices.get(model)
+        cost = prices.cost(prompt, output, cached) if prices is not None else 0
+        prefix = usage_bucket_prefix(tenant, key_id, job.get("batch") is not None, kind, model)
+        return [prefix, prompt, cached, output, cost, USAGE_BUCKET_SECONDS]
 
 
 def _count(usage: Any, name: str) -> int:

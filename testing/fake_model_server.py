@@ -86,10 +86,15 @@ class FakeModelServer:
         # Usage in its answers (a stream's when stream_options.include_usage asks): False
         # for a server that counts nothing, or ignores stream_options.
         self.sends_usage = True
+        # Prompt tokens it says it read from its prefix cache, as vLLM with prefix caching
+        # does (usage.prompt_tokens_details.cached_tokens), at most the prompt's; 0: it says nothing.
+        self.cached_tokens = 0
         self.reasoning = False  # reasons unless a request's chat_template_kwargs.enable_thinking is false
         # How it counts tokens: "vllm", "llama.cpp", or None (it cannot: /tokenize is 404).
         self.tokenizer: str | None = "vllm"
         self.tokenized: list[dict[str, Any]] = []  # bodies of /tokenize and /apply-template, in turn
+        self.tokenize_held = False  # /tokenize answers only once this is False again
+        self.tokenizing = 0  # /tokenize calls being answered right now
         self.messages_asked: list[dict[str, Any]] = []  # bodies of /v1/messages, in turn
         self.completed_streams = 0
         self.disconnects = 0  # streams the client closed before the end
@@ -228,6 +233,14 @@ class FakeModelServer:
     async def _tokenize(self, request: Request) -> Response:
         body = await request.json()
         self.tokenized.append(body)
+        self.tokenizing += 1
+        try:
+            # A tokenizer busy with other work, until the test's thread says (a flag, as
+            # an asyncio.Event of this server's loop cannot be set from that thread).
+            while self.tokenize_held:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        finally:
+            self.tokenizing -= 1
         if self.tokenizer is None:
             return JSONResponse({"detail": "Not Found"}, status_code=404)
         if self.broken:
@@ -368,7 +381,7 @@ class FakeModelServer:
         self.busy_seconds += time.monotonic() - started
 
     async def _stream(
-        self, body: dict[str, Any], content: str, finish: str, usage: dict[str, int], stopped_by: str | None
+        self, body: dict[str, Any], content: str, finish: str, usage: dict[str, Any], stopped_by: str | None
     ) -> Any:
         base = {
             "id": f"chatcmpl-{len(self.requests)}",
@@ -424,7 +437,7 @@ class FakeModelServer:
         finally:
             self.stalling -= 1
 
-    def _answer(self, body: dict[str, Any]) -> Response | tuple[str, str, dict[str, int], str | None]:
+    def _answer(self, body: dict[str, Any]) -> Response | tuple[str, str, dict[str, Any], str | None]:
         """An error response, or the (content, finish_reason, usage, the stop word that
         ended it) to send."""
         if self.failures:
@@ -458,11 +471,13 @@ class FakeModelServer:
         if self.extra_words:
             content += " " + " ".join(f"word{i}" for i in range(self.extra_words))
         completion_tokens = len(content.split())
-        usage = {
+        usage: dict[str, Any] = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         }
+        if self.cached_tokens:
+            usage["prompt_tokens_details"] = {"cached_tokens": min(self.cached_tokens, prompt_tokens)}
         return content, finish, usage, stopped_by if finish == "stop" else None
 
 
@@ -707,7 +722,7 @@ def _event(chunk: dict[str, Any]) -> str:
 
 
 def _whole(
-    model: str, content: str, finish: str, usage: dict[str, int] | None, stopped_by: str | None = None
+    model: str, content: str, finish: str, usage: dict[str, Any] | None, stopped_by: str | None = None
 ) -> Response:
     message = {"role": "assistant", "content": content}
     return JSONResponse(

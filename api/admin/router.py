@@ -1,6 +1,7 @@
 """OpenAI's Administration API, as the ``openai`` SDK's admin client calls it
 (``OpenAI(admin_api_key=...).admin.organization...``): ``/v1/organization/`` admin API
-keys, projects, their service accounts and API keys, and the audit log. Only admin API
+keys, projects, their service accounts and API keys, their rate limits per model, and
+the audit log. Only admin API
 keys reach it (api/tenancy/guard.py: 401 without one, 403 for a project's key); errors
 are OpenAI's (400 naming the field at fault, 404 for an id that is not there).
 """
@@ -32,6 +33,11 @@ Id = Annotated[str, StringConstraints(pattern=CURSOR)]
 EventType = Annotated[str, StringConstraints(pattern=r"^[a-z_]+(\.[a-z_]+){1,4}$")]
 Email = Annotated[str, StringConstraints(max_length=320)]
 Seconds = Annotated[int, Field(ge=0, le=2**53)]
+# A rate limit's id: ``rl-`` and a model's name (any printable characters, "/" too; no control
+# character; bytes that are not UTF-8, read as U+FFFD, are refused by the control plane).
+RATE_LIMIT_ID = r"^rl-[^\x00-\x1f\x7f-\x9f]{1,256}$"
+RateLimitId = Annotated[str, Path(pattern=RATE_LIMIT_ID)]
+RateLimitCursor = Annotated[str | None, Query(pattern=RATE_LIMIT_ID)]
 
 
 def admin_router(plane: ControlPlane, route_class: type[OpenAIRoute]) -> APIRouter:
@@ -154,6 +160,25 @@ def admin_router(plane: ControlPlane, route_class: type[OpenAIRoute]) -> APIRout
     async def delete_project_api_key(project_id: ProjectId, api_key_id: KeyId, by: AdminDep) -> dict[str, Any]:
         """Delete the key: refused (401) on every API process within a second."""
         return await plane.delete_key(by, project_id, api_key_id)
+
+    @router.get("/projects/{project_id}/rate_limits", responses=missing)
+    async def list_project_rate_limits(
+        project_id: ProjectId,
+        after: RateLimitCursor = None,
+        before: RateLimitCursor = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 100,
+    ) -> dict[str, Any]:
+        """The project's rate limits, one per model of the registry (``rl-<model>``): 0
+        requests or tokens per minute, or null for the others, where none is set."""
+        return await plane.rate_limits(project_id, after, before, limit)
+
+    @router.post("/projects/{project_id}/rate_limits/{rate_limit_id:path}", responses=missing)
+    async def update_project_rate_limit(
+        project_id: ProjectId, rate_limit_id: RateLimitId, body: types.UpdateRateLimit, by: AdminDep
+    ) -> dict[str, Any]:
+        """Set the project's limits on a model (0 clears one): held on every API process
+        within a second; past one, its requests get 429 ``rate_limit_exceeded``."""
+        return await plane.update_rate_limit(by, project_id, rate_limit_id, body)
 
     @router.get("/audit_logs")
     async def list_audit_logs(

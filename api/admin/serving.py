@@ -18,12 +18,14 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.admin import types
-from api.errors import Conflict, ControlPlaneUnavailable, NotFound, ReadOnly
+from api.errors import BadRequest, Conflict, ControlPlaneUnavailable, NotFound, ReadOnly
 from api.tenancy.control_sync import ControlSync
 from api.tenancy.spend import MonthSpend
 from shared.config import Config
 from shared.contract.keys import NANO_PER_CENT
-from shared.control.store import Actor, Archived, AuditFilter, ControlStore, Missing
+from shared.control.models import NAME_MAX
+from shared.control.store import RATE_LIMIT_PREFIX, Actor, Archived, AuditFilter, ControlStore, Missing, rate_limit_id
+from shared.registry import Registry
 from shared.tenants import AdminGrant, Tenants
 
 log = logging.getLogger(__name__)
@@ -35,9 +37,18 @@ class ControlPlane:
     """What the admin endpoints do, for one API process."""
 
     def __init__(
-        self, config: Config, store: ControlStore, sync: ControlSync, tenants: Tenants, spend: MonthSpend
+        self,
+        config: Config,
+        store: ControlStore,
+        sync: ControlSync,
+        tenants: Tenants,
+        registry: Registry,
+        spend: MonthSpend,
     ) -> None:
+        """`registry`: the models a project's rate limits are set on; `spend`: what projects
+        with a spend limit spent this month (a limit set makes its project's count first)."""
         self._config = config
+        self._models = [model.name for model in registry.models]
         self._store = store
         self._sync = sync
         self._spend = spend
@@ -210,6 +221,48 @@ class ControlPlane:
         self._read_only(project_id)
         key = await self._change(self._store.delete_key, _actor(by), project_id, key_id)
         return types.deleted("organization.project.api_key", key.id)
+
+    # Rate limits per model: one of each model of the registry, by its name (``rl-<model>``).
+
+    async def rate_limits(self, project_id: str, after: str | None, before: str | None, limit: int) -> dict[str, Any]:
+        """A page of the project's rate limits, in the registry's order of its models: those
+        after `after`, or the `limit` before `before`; a cursor naming no model gives nothing."""
+        if project_id in self._declared:
+            tenant = self._declared[project_id]
+            found = [types.declared_rate_limit(rate_limit_id(model), model, tenant) for model in self._models]
+        else:
+            rows = {row.model: row for row in await self._call(self._store.rate_limits, project_id)}
+            found = [types.rate_limit(rate_limit_id(model), model, rows.get(model)) for model in self._models]
+        ids = [each["id"] for each in found]
+        for cursor in (after, before):
+            if cursor is not None and cursor not in ids:
+                return types.listing([], False)
+        if before is not None:
+            end = ids.index(before)
+            start = max(0, end - limit)
+            return types.listing(found[start:end], start > 0)
+        start = ids.index(after) + 1 if after is not None else 0
+        return types.listing(found[start : start + limit], start + limit < len(found))
+
+    async def update_rate_limit(
+        self, by: AdminGrant, project_id: str, limit_id: str, body: types.UpdateRateLimit
+    ) -> dict[str, Any]:
+        """Set the project's limits on the model of `limit_id`: held by this process before
+        the answer, by every other within a second."""
+        if "\ufffd" in limit_id:  # how the path's bytes that are not UTF-8 (a lone surrogate's) are read
+            raise BadRequest("rate_limit_id: holds bytes that are not UTF-8 text")
+        self._read_only(project_id)
+        model = limit_id.removeprefix(RATE_LIMIT_PREFIX)
+        if not limit_id.startswith(RATE_LIMIT_PREFIX) or model not in self._models:
+            raise NotFound(f"no rate limit with id {limit_id!r}: each model of the registry has one, rl-<model>")
+        if len(model) > NAME_MAX:
+            raise BadRequest(f"rate_limit_id: model {model[:40]!r}... is named in over {NAME_MAX} characters")
+        changes = body.changes()
+        if not changes:
+            rows = {row.model: row for row in await self._call(self._store.rate_limits, project_id)}
+            return types.rate_limit(limit_id, model, rows.get(model))
+        found = await self._change(self._store.update_rate_limit, _actor(by), project_id, model, changes)
+        return types.rate_limit(limit_id, model, found)
 
     # The audit log.
 

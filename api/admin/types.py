@@ -14,7 +14,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from shared.control.models import NAME_MAX, AdminKey, AuditEvent, Project, ProjectKey, ServiceAccount, SpendLimit
+from shared.control.models import (
+    NAME_MAX,
+    AdminKey,
+    AuditEvent,
+    Project,
+    ProjectKey,
+    RateLimit,
+    ServiceAccount,
+    SpendLimit,
+)
 from shared.tenants import Tenant
 
 
@@ -222,7 +231,9 @@ def project_key(key: ProjectKey, owner: ServiceAccount, active: bool) -> dict[st
         "redacted_value": key.redacted_value,
         "created_at": key.created_at,
         "expires_at": key.expires_at,
-        "last_used_at": None,
+        # The start of the last minute it was used in, as usage history has it (recorded
+        # within USAGE_FLUSH_SECONDS of that minute's end: api/admin/usage_flush.py).
+        "last_used_at": key.last_used_at,
         "owner": {
             "type": "service_account",
             "service_account": {
@@ -249,3 +260,64 @@ def audit_event(event: AuditEvent) -> dict[str, Any]:
     if event.project_id is not None:
         found["project"] = {"id": event.project_id, "name": event.project_name}
     return found
+
+
+# Rate limits per model. A limit is a whole number from 0 (not set: no limit of its own)
+# up to 2**53 - 1 (what Redis's Lua, which counts them, holds exactly).
+LIMIT_MAX = 2**53 - 1
+Limit = Annotated[int, Field(ge=0, le=LIMIT_MAX)]
+# The body's names of the limits, as the store's columns name them.
+RATE_LIMITS = (
+    "max_requests_per_1_minute", "max_tokens_per_1_minute", "max_requests_per_1_day", "batch_1_day_max_input_tokens",
+)  # fmt: skip
+
+
+class UpdateRateLimit(_Body):
+    """``projects.rate_limits.update_rate_limit``: the limits given (0 clears one), the
+    others as they were. Images and audio are not served here: a limit on them is refused."""
+
+    max_requests_per_1_minute: Limit | None = None
+    max_tokens_per_1_minute: Limit | None = None
+    max_requests_per_1_day: Limit | None = None
+    batch_1_day_max_input_tokens: Limit | None = None
+    max_images_per_1_minute: int | None = None
+    max_audio_megabytes_per_1_minute: int | None = None
+
+    @field_validator("max_images_per_1_minute", "max_audio_megabytes_per_1_minute")
+    @classmethod
+    def _not_here(cls, value: Any) -> Any:
+        _unsupported("limits on images and audio (this gateway serves neither)", value)
+        return value
+
+    def changes(self) -> dict[str, int]:
+        """The limits given, by name."""
+        return {name: getattr(self, name) for name in RATE_LIMITS if getattr(self, name) is not None}
+
+
+def rate_limit(limit_id: str, model: str, found: RateLimit | None) -> dict[str, Any]:
+    """A ``project.rate_limit``: the project's limits on `model` (`found`, None: none set).
+    The SDK's type needs a number for requests and tokens per minute: 0 says none is set
+    (as 0 clears one); the others are null when not set."""
+    return {
+        "object": "project.rate_limit",
+        "id": limit_id,
+        "model": model,
+        "max_requests_per_1_minute": (found.max_requests_per_1_minute or 0) if found else 0,
+        "max_tokens_per_1_minute": (found.max_tokens_per_1_minute or 0) if found else 0,
+        "max_requests_per_1_day": found.max_requests_per_1_day if found else None,
+        "batch_1_day_max_input_tokens": found.batch_1_day_max_input_tokens if found else None,
+    }
+
+
+def declared_rate_limit(limit_id: str, model: str, tenant: Tenant) -> dict[str, Any]:
+    """A keys file's tenant's limits on `model`: its own requests and tokens per minute
+    (over every model: none of its models may take more), 0 when it has none."""
+    return {
+        "object": "project.rate_limit",
+        "id": limit_id,
+        "model": model,
+        "max_requests_per_1_minute": tenant.quotas.requests_per_minute or 0,
+        "max_tokens_per_1_minute": tenant.quotas.tokens_per_minute or 0,
+        "max_requests_per_1_day": None,
+        "batch_1_day_max_input_tokens": None,
+    }

@@ -105,7 +105,8 @@ class Refusal:
     cause: str
     headers: dict[str, str] = field(default_factory=dict)
     param: str | None = None
-    code: str | None = None  # OpenAI's error code and type, when the failure has its own (GatewayError.code)
+    error_type: str | None = None  # OpenAI's `type`, when not the status's
+    error_code: str | None = None  # OpenAI's `code`, when not the status
 
 
 def refusal(exc: GatewayError | StarletteHTTPException | RequestValidationError) -> Refusal:
@@ -125,7 +126,9 @@ def refusal(exc: GatewayError | StarletteHTTPException | RequestValidationError)
         headers["WWW-Authenticate"] = "Bearer"
     if exc.should_retry is not None:
         headers["x-should-retry"] = "true" if exc.should_retry else "false"
-    return Refusal(status_of(exc), exc.message, cause(exc), headers, code=exc.code)
+    return Refusal(
+        status_of(exc), exc.message, cause(exc), headers, error_type=exc.error_type, error_code=exc.error_code
+    )
 
 
 def _telling(errors: Any) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 In order: the limits on what a job may hold (``MAX_*``, whichever endpoint it came
 through), that it is a job the workers take (the contract's `Job`), its tenant's
-quotas (api/tenancy/quotas.py), and the claim of its key (api/jobs/store.py: a new
-job, the same job again, another job's id: 409, or too many waiting: 429). Nothing is
-queued before all of them passed.
+quotas and its project's rate limits on the job's model (api/tenancy/quotas.py), and
+the claim of its key (api/jobs/store.py: a new job, the same job again, another job's
+id: 409, or too many waiting: 429). Nothing is queued before all of them passed.
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ class Admission:
         typed = Job.parse(job)
         # A model's job counts to its tenant's quotas; the gateway's own (llm.models) does not.
         if not route.internal:
-            await self._quotas.admit(route.tenant, route.key)
+            await self._quotas.admit(route.tenant, route.key, route.label)
         try:
             claim = await self._store.claim(
-                route.key, route.task, job, reply_to, route.tenant.name, route.queue, background
+                route.key, route.task, job, reply_to, route.tenant.name, route.queue, background, route.priority
             )
         except QueueFull:
-            await self._quotas.release(route.tenant, route.key)
+            await self._quotas.release(route.tenant, route.key, route.label)
             raise
         if not claim.same:
             raise JobConflict(f"job_id {route.job_id!r} is already used by a job with another body")
@@ -67,7 +67,7 @@ class Admission:
         claim stays until its TTL)."""
         if not await self._store.release(route.key):
             return False
-        await self._quotas.release(route.tenant, route.key)
+        await self._quotas.release(route.tenant, route.key, route.label)
         return True
 
 

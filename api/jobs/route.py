@@ -66,6 +66,8 @@ class JobRouting:
         whose: dict[str, Any] = {"tenant": tenant.name}
         if tenant.weight != 1.0:  # its share of the turns for a model's server slots
             whose["weight"] = tenant.weight
+        if tenant.key_id:  # its usage is counted to the key it was sent with
+            whose["key_id"] = tenant.key_id
         if self._registry.passthrough:
             # One model server without a registry: the request's name goes to it as given
             # (and names it in the logs), and every name is counted as the one model.

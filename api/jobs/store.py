@@ -46,7 +46,7 @@ def fingerprint(task_name: str, job: dict[str, Any]) -> str:
     Whether the answer is streamed is not part of it: a job asked for again may be
     streamed or not, whichever way it first ran; nor is a response's record (its time)."""
     same = {key: value for key, value in job.items()
-            if key not in ("stream", "accepted_at", "notify", "tenant", "weight", "record")}  # fmt: skip
+            if key not in ("stream", "accepted_at", "notify", "tenant", "weight", "record", "key_id")}  # fmt: skip
     canonical = json.dumps([task_name, same], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -85,10 +85,12 @@ class JobStore:
         tenant: str = "",
         queue: str = "",
         background: bool = False,
+        priority: int | None = None,
     ) -> Claim:
         """Claim `job_id` for this request, atomically across API processes; its result
         will be published on `reply_to` too, when given. `tenant` is whose job it is,
-        `queue` its model's; `background`, queued without a request awaiting it."""
+        `queue` its model's; `background`, queued without a request awaiting it;
+        `priority` its own (None: the default)."""
         mine = fingerprint(task_name, job)
         # An ended job's claim is kept in its result (STORE_ONCE): CLAIM reads it there.
         keys = [self._config.keys.job(job_id), self._config.keys.queued, self._config.keys.result(job_id)]
@@ -106,6 +108,7 @@ class JobStore:
             tenant if tenant != tenant_of(job_id) else "",
             queue,
             "1" if background else "",
+            "" if priority is None else str(priority),
         ]
         try:
             first = await self._claim_replicated(keys, args)

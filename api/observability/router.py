@@ -68,11 +68,11 @@ def operators_router(scrape: Scrape, scaling: Scaling, route_class: type[APIRout
         return Response(await scrape.render(), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/scaling", responses={503: {"description": "The broker or the result store is unavailable; named"}})
-    async def scaling_signals() -> dict[str, Any]:
+    async def scaling_signals(bands: bool = False) -> dict[str, Any]:
         """Per model, the signals to scale its workers on (api/observability/scaling.py):
         jobs waiting, the oldest one's age, jobs running, worker slots and busy slots,
-        and the demand."""
-        signals = await scaling.read()
+        and the demand; with ``?bands=true``, its waiting jobs by priority band too."""
+        signals = await scaling.read(bands=bands)
         return {"object": "scaling", "at": round(time.time(), 3),
                 "models": {model: each.as_dict() for model, each in signals.items()}}  # fmt: skip
 

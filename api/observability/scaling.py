@@ -13,7 +13,14 @@ Per model (its queue's figures; models sharing a queue share them):
 - ``demand``: ``waiting + busy_slots``, the slots the model needs now;
 - ``servers`` (a model with several servers or fallbacks, docs/servers.md): each
   server's state (healthy, draining, down), slots, busy slots, failures and jobs;
-  ``waiting_for_server``: jobs a worker holds that wait for a free server slot.
+  ``waiting_for_server``: jobs a worker holds that wait for a free server slot (and
+  asked for, ``waiting_for_server_by_band``: by priority band, from the slots' line);
+- ``waiting_by_band`` (asked for: ``?bands=true``): the jobs accepted and not started,
+  by priority band (high 7-9, normal 4-6, low 0-3), counted from their claims in Redis
+  (each holds its queue and priority), so the same on every broker: a classic
+  RabbitMQ priority queue counts its messages but not per priority. It reads every
+  claim (up to ``MAX_QUEUED_JOBS``), so it is not read unless asked; jobs that start
+  while it is read may be counted in their band or not.
 
 Queue length alone scales too late for long generations: a running job has left
 the queue, so a queue of 0 says nothing of 64 slots busy for minutes. ``demand``
@@ -37,11 +44,12 @@ from redis.exceptions import RedisError
 from api.errors import BrokerUnavailable, ResultStoreUnavailable
 from api.jobs.queue import JobQueue
 from api.tenancy.fair_share import FairShare
+from shared.broker.queues import BANDS, band_of
 from shared.config import Config
 from shared.contract import JobField
 from shared.contract.keys import capacity_queue
 from shared.registry import Registry
-from shared.servers import servers_state
+from shared.servers import line_priorities, servers_state
 
 PAGE = 200  # claims read at a time when looking for the oldest job waiting for each queue
 
@@ -59,6 +67,8 @@ class Signals:
     workers: int
     servers: tuple[dict[str, Any], ...] | None = None
     waiting_for_server: int | None = None
+    waiting_by_band: dict[str, int] | None = None
+    waiting_for_server_by_band: dict[str, int] | None = None
 
     @property
     def demand(self) -> int:
@@ -70,6 +80,9 @@ class Signals:
             del shown["servers"], shown["waiting_for_server"]
         else:
             shown["servers"] = list(self.servers)
+        for asked in ("waiting_by_band", "waiting_for_server_by_band"):
+            if shown[asked] is None:
+                del shown[asked]
         return shown
 
 
@@ -94,9 +107,10 @@ class Scaling:
         self._fair = fair
         self._redis = redis
 
-    async def read(self, depths: dict[str, int] | None = None) -> dict[str, Signals]:
-        """The signals by model name; `depths` (messages per queue) when read already.
-        BrokerUnavailable or ResultStoreUnavailable when a part cannot be asked."""
+    async def read(self, depths: dict[str, int] | None = None, bands: bool = False) -> dict[str, Signals]:
+        """The signals by model name; `depths` (messages per queue) when read already;
+        with `bands`, each model's waiting jobs by priority band too. BrokerUnavailable or
+        ResultStoreUnavailable when a part cannot be asked."""
         queues = self._registry.queues
         if depths is None:
             asked = [*queues, *self._fair.tenant_queues]
@@ -113,7 +127,8 @@ class Scaling:
             capacity = await self._capacity()
             waiting = {queue: queued[queue] + max(0, capacity[queue].held - capacity[queue].busy) for queue in queues}
             oldest = await self._oldest([queue for queue in queues if waiting[queue] > 0])
-            pools = await self._pools()
+            pools = await self._pools(bands)
+            by_band = await self._by_band(queues) if bands else {}
         except (RedisError, OSError):
             raise ResultStoreUnavailable("result store (Redis) unavailable: worker slots cannot be read") from None
         now = time.time()
@@ -129,11 +144,13 @@ class Scaling:
                 busy_slots=held.busy,
                 workers=held.workers,
                 **pools.get(model.name, {}),
+                waiting_by_band=dict(by_band[queue]) if bands else None,
             )
         return signals
 
-    async def _pools(self) -> dict[str, dict[str, Any]]:
-        """The servers of each model with a pool (tasks/model/servers.py), as workers left them."""
+    async def _pools(self, bands: bool = False) -> dict[str, dict[str, Any]]:
+        """The servers of each model with a pool (tasks/model/servers.py), as workers left
+        them; with `bands`, the jobs in line for a slot by priority band."""
         pooled = [model for model in self._registry.models if model.pooled]
         if not pooled:
             return {}
@@ -142,11 +159,20 @@ class Scaling:
         for model in pooled:
             pipe.hgetall(keys.servers(model.name))
             pipe.zcard(keys.server_waiting(model.name))
+            for _, low, high in line_priorities() if bands else ():
+                pipe.zcount(keys.server_waiting(model.name), low, f"({high}")
         read = await pipe.execute()
-        return {
-            model.name: {"servers": tuple(servers_state(model, raw)), "waiting_for_server": int(count)}
-            for model, raw, count in zip(pooled, read[::2], read[1::2], strict=True)
-        }
+        found = {}
+        width = 2 + (len(line_priorities()) if bands else 0)
+        for n, model in enumerate(pooled):
+            raw, count, *per_priority = read[n * width : (n + 1) * width]
+            found[model.name] = {"servers": tuple(servers_state(model, raw)), "waiting_for_server": int(count)}
+            if bands:
+                by_band = dict.fromkeys(BANDS, 0)
+                for (priority, _, _), counted in zip(line_priorities(), per_priority, strict=True):
+                    by_band[band_of(priority)] += int(counted)
+                found[model.name]["waiting_for_server_by_band"] = by_band
+        return found
 
     async def _capacity(self) -> dict[str, _Capacity]:
         """The workers' reports summed by queue; stale reports (dead workers') removed."""
@@ -175,6 +201,26 @@ class Scaling:
         if stale:
             await self._redis.hdel(key, *stale)
         return by_queue
+
+    async def _by_band(self, queues: list[str]) -> dict[str, dict[str, int]]:
+        """The jobs accepted and not started of each of `queues`, by priority band, read
+        from every claim (its queue and priority)."""
+        counts = {queue: dict.fromkeys(BANDS, 0) for queue in queues}
+        keys = self._config.keys
+        start = 0
+        while start < self._config.max_queued_jobs:
+            page = await self._redis.zrange(keys.queued, start, start + PAGE - 1)
+            if not page:
+                break
+            pipe = self._redis.pipeline(transaction=False)
+            for job_id in page:
+                pipe.hmget(keys.job(job_id.decode()), JobField.QUEUE, JobField.PRIORITY)
+            for queue, priority in await pipe.execute():
+                counted = counts.get(queue.decode()) if queue else None
+                if counted is not None:
+                    counted[band_of(int(priority) if priority else None)] += 1
+            start += PAGE
+        return counts
 
     async def _oldest(self, queues: list[str]) -> dict[str, float]:
         """When the oldest job not started of each of `queues` was accepted, read from

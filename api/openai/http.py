@@ -26,10 +26,9 @@ LastEventId = Annotated[
 
 
 def openai_error(refused: Refusal) -> dict[str, Any]:
-    """An error in OpenAI's format; one with a code of its own (``insufficient_quota``) is
-    of that type too, as OpenAI answers it."""
-    kind = refused.code or ERROR_TYPES.get(refused.status, "api_error")
-    code = refused.code or refused.status
+    """An error in OpenAI's format."""
+    kind = refused.error_type or ERROR_TYPES.get(refused.status, "api_error")
+    code = refused.error_code or refused.status
     return {"error": {"message": refused.message, "type": kind, "param": refused.param, "code": code}}
 
 

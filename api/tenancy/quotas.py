@@ -1,14 +1,20 @@
 """A tenant's quotas on its jobs: tokens per minute and per UTC day, jobs in flight,
 and the streams its clients read at once.
 
-Checked as a job is accepted, before its claim, by one script (the contract's ADMIT),
-so the counts hold across API processes. Tokens are those the model server reported
-(prompt and completion), counted by the worker as it stores a job's first result
-(tasks/result_store.py): a tenant's jobs in flight when its quota is reached still
-finish, so it may go over by what they use. Requests per minute are the guard's.
-A project with a spend limit is refused (429 insufficient_quota) by the same script once
-its spend this UTC month reached it: its cost counted by the worker with its tokens, its
-month started from the usage history when Redis holds none (api/tenancy/spend.py).
+And a project's rate limits on each model (set through the Administration API,
+``projects.rate_limits``; shared/tenants.py `ModelLimits`): requests per minute and
+per UTC day, and tokens per minute, counted per project and model; and its spend limit
+(``projects.spend_limit``): 429 insufficient_quota once its spend this UTC month reached
+it, its cost counted by the worker with its tokens, its month started from the usage
+history when Redis holds none (api/tenancy/spend.py).
+
+Checked as a job is accepted, before its claim, by one script (the contract's ADMIT:
+the quotas, the model's limits and the spend limit in the one call), so the counts hold
+across API processes; a job refused leaves nothing counted. Tokens are those the model
+server reported (prompt and completion), counted by the worker as it stores a job's
+first result (tasks/result_store.py; a model's, to the model the job asked for): a
+tenant's jobs in flight when its quota is reached still finish, so it may go over by
+what they use. A tenant's requests per minute are the guard's; a model's, admitted jobs here.
 Streams are counted as a client begins reading one (the contract's STREAM_JOIN, which
 counts the job's readers too: no round trip more), before anything is queued for it.
 """
@@ -22,15 +28,16 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from api.errors import ResultStoreUnavailable, SpendLimitReached, TooManyRequests
+from api.errors import RateLimitExceeded, ResultStoreUnavailable, SpendLimitReached, TooManyRequests
 from api.observability.metrics import Metrics
 from shared.config import Config
 from shared.contract import ADMIT, STREAM_JOIN, STREAM_LEAVE
-from shared.contract.keys import NANO_PER_CENT, SPEND_KEPT_AFTER_MONTH, TokenWindow, usage_month
+from shared.contract.keys import NANO_PER_CENT, SPEND_KEPT_AFTER_MONTH, TokenWindow, model_use_prefix, usage_month
 from shared.tenants import Quotas as TenantQuotas
 from shared.tenants import Tenant
 
@@ -56,6 +63,19 @@ def _usd(nano: int) -> str:
 # last renewed it (every STREAM_RENEW seconds): a process that died gives its places back.
 STREAM_LAPSE = 60.0
 STREAM_RENEW = 20.0
+
+# A project's rate limits per model, as ADMIT names the one reached: the `ModelLimits`
+# field it is, and how OpenAI's refusal words it (its `type`, its name in a message).
+RATE_LIMITS = {
+    "max_requests_per_1_minute": "requests_per_minute",
+    "max_tokens_per_1_minute": "tokens_per_minute",
+    "max_requests_per_1_day": "requests_per_day",
+}
+SAID = {
+    "max_requests_per_1_minute": ("requests", "requests per min (RPM)", TokenWindow.MINUTE),
+    "max_tokens_per_1_minute": ("tokens", "tokens per min (TPM)", TokenWindow.MINUTE),
+    "max_requests_per_1_day": ("requests", "requests per day (RPD)", TokenWindow.DAY),
+}
 
 
 class Quotas:
@@ -90,18 +110,31 @@ class Quotas:
         limited = quotas.tokens_per_minute or quotas.tokens_per_day or quotas.jobs_in_flight
         return bool(limited) or tenant.spend_limit is not None
 
-    async def admit(self, tenant: Tenant, job_id: str) -> None:
-        """Count the job among the tenant's, or refuse it (429 naming the quota, with Retry-After)."""
-        if not self.applies(tenant):
+    async def admit(self, tenant: Tenant, job_id: str, model: str = "") -> None:
+        """Count the job among the tenant's, or refuse it (429 naming the quota, with
+        Retry-After); and among its requests of `model` (the registry's name), under its
+        project's rate limits on it (429 ``rate_limit_exceeded`` naming the limit and the
+        model). A tenant with neither costs one dict lookup, and no call to Redis."""
+        limits = tenant.model_limits.get(model)
+        if limits is not None and not limits.interactive:
+            limits = None  # a limit on its batches only (api/openai/batches/keeper.py)
+        if limits is None and not self.applies(tenant):
             return
         quotas, keys = tenant.quotas, self._config.keys
         now = time.time()
         names = [keys.in_flight(tenant.name), *keys.token_windows(tenant.name, now)]
-        args = [
+        args: list[Any] = [
             job_id, repr(now), quotas.jobs_in_flight or 0, quotas.tokens_per_minute or 0,
             quotas.tokens_per_day or 0, keys.result(""), self._config.job_ttl,
         ]  # fmt: skip
+        if limits is not None:
+            names += keys.model_use_windows(tenant.name, now)
+            args += [model_use_prefix(model), limits.requests_per_minute, limits.tokens_per_minute,
+                     limits.requests_per_day]  # fmt: skip
         if tenant.spend_limit is not None:
+            if limits is None:  # the model's keys and arguments are ADMIT's before the spend's
+                names += ["", ""]
+                args += ["", 0, 0, 0]
             month, _, ends = usage_month(now)
             names.append(keys.spend(tenant.name, month))
             ttl = int(ends - now) + SPEND_KEPT_AFTER_MONTH
@@ -116,6 +149,8 @@ class Quotas:
         self._metrics.quota_refusals.labels(tenant.name, quota).inc()
         if quota == "spend_limit":
             raise SpendLimitReached(spend_refusal(tenant.name, used, tenant.spend_limit or 0))
+        if limits is not None and quota in RATE_LIMITS:
+            raise rate_limited(tenant.name, model, quota, getattr(limits, RATE_LIMITS[quota]), used, now)
         if quota == "jobs_in_flight":
             raise TooManyRequests(
                 f"quota jobs_in_flight: tenant {tenant.name!r} has {used} jobs queued or running, at most"
@@ -138,13 +173,24 @@ class Quotas:
             return
         await self.admit(replace(tenant, quotas=NO_QUOTAS), "")
 
-    async def release(self, tenant: Tenant, job_id: str) -> None:
-        """A job admitted, then not queued (refused): no longer counted in flight."""
-        if not tenant.quotas.jobs_in_flight:
+    async def release(self, tenant: Tenant, job_id: str, model: str = "") -> None:
+        """A job admitted, then not queued (refused): no longer counted in flight, nor
+        among its requests of `model` (those of the minute and day it is released in)."""
+        limits = tenant.model_limits.get(model)
+        counted = limits is not None and limits.interactive
+        if not tenant.quotas.jobs_in_flight and not counted:
             return
-        # If Redis cannot be told, it is dropped once older than a job's TTL.
+        keys, now = self._config.keys, time.time()
+        # If Redis cannot be told, it is dropped once older than a job's TTL (and its
+        # request stays counted until its window ends).
         with contextlib.suppress(RedisError, OSError):
-            await self._store.zrem(self._config.keys.in_flight(tenant.name), job_id)
+            async with self._store.pipeline(transaction=False) as pipe:
+                if tenant.quotas.jobs_in_flight:
+                    pipe.zrem(keys.in_flight(tenant.name), job_id)
+                if counted:
+                    for window in keys.model_use_windows(tenant.name, now):
+                        pipe.hincrby(window, f"{model_use_prefix(model)}requests", -1)
+                await pipe.execute()
 
     def streams_limit(self, tenant: Tenant) -> int:
         """How many streams the tenant's clients may read at once (0: no limit)."""
@@ -201,3 +247,18 @@ class Quotas:
                     await pipe.execute()
             except (RedisError, OSError) as exc:
                 log.warning("could not renew %d stream readers' places: %s", len(reading), exc)
+
+
+def rate_limited(project: str, model: str, name: str, limit: int, used: int, now: float) -> RateLimitExceeded:
+    """OpenAI's refusal of a rate limit reached (its words, the limit's name in the
+    Administration API, and when its window ends)."""
+    kind, said, window = SAID[name]
+    retry = max(1, int(window.ends_at(now) - now) + 1)
+    # A request is one; its tokens are known only once it has run, so none is said asked.
+    requested = ", Requested 1" if kind == "requests" else ""
+    return RateLimitExceeded(
+        f"Rate limit reached for {model} in project {project} on {said}: Limit {limit}, Used {used}{requested}"
+        f" ({name}). Please try again in {retry}s.",
+        kind=kind,
+        retry_after=retry,
+    )

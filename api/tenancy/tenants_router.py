@@ -1,7 +1,8 @@
 """``GET /tenants``: the tenants of the keys file as a key may see them (read-only), and
-who the key is. The console signs in with it and shows it under "Projects and keys"
-until the control plane's projects (``/v1/organization/projects``) replace the keys
-file; never a key, only how many each tenant has."""
+who the key is. The console signs in with it, and shows it under "Projects and keys" to
+every key but an admin API key (which this endpoint refuses, and which reads the
+control plane's projects, ``/v1/organization/projects``); never a key, only how many
+each tenant has."""
 
 from __future__ import annotations
 

@@ -60,6 +60,17 @@ def band_queue(config: Config, queue: str, priority: int | None) -> str:
     return queue + LOW if priority <= LOW_UP_TO else queue
 
 
+BANDS = ("high", "normal", "low")  # the bands' names, highest first
+
+
+def band_of(priority: int | None) -> str:
+    """The name of the band of `priority` (0-9; None: the default, 5): high, normal or low.
+    The same bands on every broker, whether its queues have them or not."""
+    if priority is None:
+        return "normal"
+    return "high" if priority >= HIGH_FROM else "low" if priority <= LOW_UP_TO else "normal"
+
+
 def bands(config: Config, queue: str) -> list[str]:
     """Every queue jobs of `queue` wait in, highest band first (`queue` alone but with quorum queues)."""
     return [queue + HIGH, queue, queue + LOW] if config.quorum_queues else [queue]

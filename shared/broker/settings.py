@@ -69,8 +69,8 @@ def celery_settings(config: Config) -> dict[str, Any]:
         # The model a job without a route ran on (the one model without a registry): its
         # usage is counted to it, not to a name the client made up.
         "usage_default_model": registry.default.name,
-        # Each model's prices (USD per million input, cached input, output tokens): the
-        # result store counts each job's cost to its project's spend of the month.
+        # Each model's prices (USD per million input, cached input and output tokens; None:
+        # input's): the result store counts each answer's cost with its tokens.
         "usage_prices": {
             model.name: [model.prices.input, model.prices.cached_input, model.prices.output]
             for model in registry.models

@@ -142,6 +142,10 @@ class Job(msgspec.Struct, omit_defaults=True):
     # Its tenant's weight, where not 1: its share of a busy model's server slots while
     # several tenants' jobs wait for one (tasks/model/servers.py). Not part of its fingerprint.
     weight: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    # The id of the API key it was sent with, where its key has one (a project's key,
+    # ``key_…``): its usage is counted to that key (the Administration API's usage by
+    # api_key_id, a key's last_used_at). Not part of its fingerprint.
+    key_id: str | None = None
 
     @classmethod
     def parse(cls, raw: Any) -> Job:

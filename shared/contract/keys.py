@@ -20,6 +20,7 @@ class JobField(StrEnum):
     TENANT = "tenant"  # the tenant it is run for
     QUEUE = "queue"  # its model's queue (the age of the oldest job waiting for a model, GET /scaling)
     BACKGROUND = "background"  # queued without a request awaiting it: no reader that leaves cancels it
+    PRIORITY = "priority"  # 0-9, when it gave one (its queue's waiting jobs by priority band, GET /scaling?bands=true)
 
 
 class TokenWindow(Enum):
@@ -81,11 +82,40 @@ def usage_prefix(tenant: str, model: str) -> str:
     return f"{tenant}|{model}|"
 
 
+def model_use_prefix(model: str) -> str:
+    """The start of a `Keys.model_use` hash's fields of one model; the count's name ends them
+    ("requests", "tokens", "batch_input_tokens")."""
+    return f"{model}|"
+
+
 def usage_field(field: str) -> tuple[str, str, str]:
     """The tenant, model and count's name of a usage hash's field (a model's name may hold "|")."""
     tenant, _, rest = field.partition("|")
     model, _, count = rest.rpartition("|")
     return tenant, model, count
+
+
+# Usage by bucket (the Administration API's usage and costs): one hash per UTC minute
+# (`Keys.usage_buckets`), counted by the workers with each job's result, moved into the
+# control plane's `usage_buckets` table soon after the minute ends (api/admin/usage_flush.py)
+# and kept here two hours, so history survives Redis coming back empty but for a minute.
+USAGE_BUCKET_SECONDS = 7200
+USAGE_BUCKET_COUNTS = ("requests", "input", "cached", "output", "cost")  # cost: nano-USD
+
+
+def usage_bucket_prefix(tenant: str, key_id: str, batch: bool, kind: str, model: str) -> str:
+    """The start of a `Keys.usage_buckets` hash's fields of one tenant (project), API key
+    id ("" for a key without one), batch or not, kind (completions, embeddings) and model;
+    a count of `USAGE_BUCKET_COUNTS` ends them."""
+    return f"{tenant}|{key_id}|{'1' if batch else '0'}|{kind}|{model}|"
+
+
+def usage_bucket_field(field: str) -> tuple[str, str, bool, str, str, str]:
+    """The tenant, key id, batch, kind, model and count of a `Keys.usage_buckets` field (a
+    model's name may hold "|"; the others never do)."""
+    tenant, key_id, batch, kind, rest = field.split("|", 4)
+    model, _, count = rest.rpartition("|")
+    return tenant, key_id, batch == "1", kind, model, count
 
 
 def capacity_field(queue: str, worker: str) -> str:
@@ -183,6 +213,18 @@ class Keys:
         scripts ADMIT and STORE_ONCE take them so)."""
         return [self.tokens(tenant, TokenWindow.MINUTE, now), self.tokens(tenant, TokenWindow.DAY, now)]
 
+    def model_use(self, tenant: str, window: TokenWindow, now: float) -> str:
+        """A hash of what a tenant used of each model in the `window` (its minute or UTC day)
+        of `now`, by "{model}|{count}" (`model_use_prefix`): its requests admitted (both
+        windows), its tokens (the minute's; counted by the workers as its jobs' results are
+        stored, not a batch's) and its batches' input tokens (the day's). Its rate limits
+        per model are checked on them (api/tenancy/quotas.py, the batch keeper)."""
+        return f"{self.prefix}model-use:{tenant}:{window.tag}{window.index(now)}"
+
+    def model_use_windows(self, tenant: str, now: float) -> list[str]:
+        """The tenant's `model_use` of the minute and of the UTC day of `now`, in that order."""
+        return [self.model_use(tenant, TokenWindow.MINUTE, now), self.model_use(tenant, TokenWindow.DAY, now)]
+
     def spend(self, project: str, month: str) -> str:
         """What a project spent in one UTC month (`usage_month`), nano-USD: made by the API
         as it admits a job of a project with a spend limit (from the usage history when
@@ -198,6 +240,22 @@ class Keys:
         """A hash of one UTC minute's usage (`usage_minute`), its fields as `usage`'s; kept
         `USAGE_MINUTE_SECONDS`."""
         return f"{self.prefix}usage-minute:{minute}"
+
+    def usage_buckets(self, minute: int) -> str:
+        """A hash of one minute's usage by bucket (`minute`: Unix seconds // 60):
+        `usage_bucket_prefix` + count -> n, kept `USAGE_BUCKET_SECONDS`."""
+        return f"{self.prefix}usage-buckets:{minute}"
+
+    @property
+    def usage_flushed(self) -> str:
+        """The last minute (Unix seconds // 60) whose `usage_buckets` hash is in the control
+        plane's database (api/admin/usage_flush.py)."""
+        return f"{self.prefix}usage-flushed"
+
+    @property
+    def usage_flush_lock(self) -> str:
+        """Held (with a TTL) by the API process moving finished minutes into the database."""
+        return f"{self.prefix}usage-flush-lock"
 
     def fair_lock(self, queue: str) -> str:
         """Held (with a TTL, renewed) by the API process dispatching the queue's jobs by tenant."""

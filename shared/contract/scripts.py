@@ -1,8 +1,9 @@
 """Every Lua script the gateway runs on Redis, beside the keys they touch (keys.py).
 
 Each names its KEYS and ARGV in a comment. The job's own: CLAIM, MARK_STARTED,
-STORE_ONCE, CANCEL, MARK_NOTIFIED; the tenants': ADMIT (quotas), STREAM_JOIN and
-STREAM_LEAVE (streams read), RATE_COUNT (rate limits); RELAY_ADD (a streamed job's
+STORE_ONCE, CANCEL, MARK_NOTIFIED; the tenants': ADMIT (quotas, and a project's rate
+limits per model), BATCH_CHARGE (a project's batches' input tokens per model and day),
+STREAM_JOIN and STREAM_LEAVE (streams read), RATE_COUNT (rate limits); RELAY_ADD (a streamed job's
 pieces); the locks one process holds at a time: FAIR_LOCK_RENEW (a busy model's
 dispatcher), BATCH_LOCK_RENEW and BATCH_LOCK_RELEASE (the process driving a batch); the slots of
 a model's servers (tasks/model/servers.py): SERVER_TAKE, SERVER_RELEASE, SERVER_PROBES,
@@ -35,9 +36,10 @@ end
 # there, its fingerprint first), its hash gone.
 # ARGV[7], when not empty, is the channel the job's result is also published on.
 # ARGV[8], when given and not empty, is the tenant it is run for; ARGV[9] its model's queue;
-# ARGV[10], when '1', marks it queued in the background (no request awaits it).
+# ARGV[10], when '1', marks it queued in the background (no request awaits it); ARGV[11],
+# when given and not empty, its priority.
 # KEYS: job hash, queued set, result. ARGV: fingerprint, task, now, job TTL, job id, max queued, reply_to, tenant,
-# queue, background.
+# queue, background, priority.
 CLAIM = """
 local existing = redis.call('HGET', KEYS[1], 'fingerprint')
 if existing then return existing end
@@ -53,6 +55,7 @@ if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'reply_to', ARGV[7]) end
 if ARGV[8] and ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'tenant', ARGV[8]) end
 if ARGV[9] and ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'queue', ARGV[9]) end
 if ARGV[10] == '1' then redis.call('HSET', KEYS[1], 'background', '1') end
+if ARGV[11] and ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'priority', ARGV[11]) end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -101,13 +104,19 @@ return 'start'
 # Its lease goes too (KEYS[7], when given: a second delivery finds the result first).
 # KEYS: result, job hash; the day's usage, the tenant's tokens of the minute and of
 # the day, its jobs in flight; its lease; the minute's usage (KEYS[8], counted as the
-# day's, when given); the tenant's spend of the month (KEYS[9], when given: its cost,
-# ARGV[12] nano-USD, is added only if the key exists, made by ADMIT for a project with
-# a spend limit, so a Redis that lost it is seeded from the usage history, not from 0).
-# ARGV: result, seconds, the message's reply_to (or ''),
+# day's, when given). ARGV: result, seconds, the message's reply_to (or ''),
 # the result as published (or ''); the usage fields' prefix ("{tenant}|{model}|"), the
 # count ("jobs" or "failed"), prompt tokens, completion tokens, seconds the usage is
-# kept; the job's id; seconds the minute's usage is kept; the job's cost.
+# kept; the job's id; seconds the minute's usage is kept.
+# An answered job is counted by bucket too (the Administration API's usage and costs) in
+# the minute's `Keys.usage_buckets` hash, KEYS[9] when given; ARGV[12..17]: its fields'
+# prefix (`usage_bucket_prefix`), input tokens (cached ones among them), cached input
+# tokens, output tokens, cost (nano-USD), seconds the hash is kept. The tenant's use of
+# models this minute is KEYS[10] (when given, '' for a job not counted so: a batch's),
+# ARGV[18] the model's prefix in it (`model_use_prefix`). The tenant's spend of the month
+# is KEYS[11] (when given): an answered job's cost (ARGV[16], nano-USD, as its buckets
+# have it) is added only if the key exists, made by ADMIT for a project with a spend
+# limit, so a Redis that lost it is seeded from the usage history, not from 0.
 STORE_ONCE = (
     _PUBLISH_RESULT
     + """
@@ -159,8 +168,20 @@ if #KEYS >= 5 then
     end
     if redis.call('TTL', KEYS[8]) < 0 then redis.call('EXPIRE', KEYS[8], ARGV[11]) end
   end
-  if #KEYS >= 9 and tonumber(ARGV[12]) > 0 and redis.call('EXISTS', KEYS[9]) == 1 then
-    redis.call('INCRBY', KEYS[9], ARGV[12])
+  if #KEYS >= 9 and ARGV[6] == 'jobs' then
+    local counts = {'requests', '1', 'input', ARGV[13], 'cached', ARGV[14], 'output', ARGV[15], 'cost', ARGV[16]}
+    for i = 1, #counts, 2 do
+      local n = tonumber(counts[i + 1])
+      if n > 0 then redis.call('HINCRBY', KEYS[9], ARGV[12] .. counts[i], n) end
+    end
+    if redis.call('TTL', KEYS[9]) < 0 then redis.call('EXPIRE', KEYS[9], ARGV[17]) end
+  end
+  if #KEYS >= 10 and KEYS[10] ~= '' and prompt + completion > 0 then
+    redis.call('HINCRBY', KEYS[10], ARGV[18] .. 'tokens', prompt + completion)
+    redis.call('EXPIRE', KEYS[10], 120)
+  end
+  if #KEYS >= 11 and ARGV[6] == 'jobs' and tonumber(ARGV[16]) > 0 and redis.call('EXISTS', KEYS[11]) == 1 then
+    redis.call('INCRBY', KEYS[11], ARGV[16])
   end
 end
 return 1
@@ -183,21 +204,30 @@ return 1
 # the ids admitted; a job leaves it as it ends (STORE_ONCE, CANCEL); one whose result
 # is stored, or older than a job's TTL, is dropped too when the set is full (a job
 # that ended before its tenant's set was written so). A quota of 0 is none.
-# A project with a spend limit (KEYS[4], when given: its month's spend, nano-USD) is
-# refused ({'spend_limit', spent}) once that reaches the limit (ARGV[8]); a spend that
-# Redis does not hold (lost, or a new month) starts from ARGV[9], the month's spend as
-# the usage history has it, for ARGV[10] seconds.
-# KEYS: in-flight set, tokens of the minute, tokens of the day; the month's spend.
+# With a model (ARGV[8], when given and not '': its fields' prefix, `model_use_prefix`),
+# its project's rate limits on that model too: refused ({limit, n}) when the model's
+# tokens this minute, or its requests admitted this minute or this UTC day, reached
+# their limit; admitted, the job is one request more of the model in both windows.
+# A project with a spend limit (KEYS[6], when given: its month's spend, nano-USD) is
+# refused ({'spend_limit', spent}) first, once that reaches the limit (ARGV[12]); a spend
+# that Redis does not hold (lost, or a new month) starts from ARGV[13], the month's spend
+# as the usage history has it, for ARGV[14] seconds. With a spend limit and no model,
+# KEYS[4..5] and ARGV[8..11] are '' (each check reads only its own keys).
+# KEYS: in-flight set, tokens of the minute, tokens of the day; the tenant's use of
+#       models this minute and this UTC day (`Keys.model_use`, with a model); the
+#       month's spend (with a spend limit).
 # ARGV: job id, now, jobs in flight, tokens per minute, tokens per day, the result
-#       keys' prefix (`Keys.result` of ''), job TTL; spend limit, spend so far, its TTL.
+#       keys' prefix (`Keys.result` of ''), job TTL; with a model: its prefix, its
+#       requests per minute, tokens per minute, requests per day; with a spend limit:
+#       the limit, spend so far, its TTL.
 ADMIT = """
-if #KEYS >= 4 then
-  local spent = redis.call('GET', KEYS[4])
+if #KEYS >= 6 then
+  local spent = redis.call('GET', KEYS[6])
   if not spent then
-    spent = ARGV[9]
-    redis.call('SET', KEYS[4], spent, 'EX', ARGV[10])
+    spent = ARGV[13]
+    redis.call('SET', KEYS[6], spent, 'EX', ARGV[14])
   end
-  if tonumber(spent) >= tonumber(ARGV[8]) then return {'spend_limit', spent} end
+  if tonumber(spent) >= tonumber(ARGV[12]) then return {'spend_limit', spent} end
 end
 local function over(key, quota)
   local used = tonumber(redis.call('GET', key) or '0')
@@ -207,19 +237,59 @@ local full, used = over(KEYS[2], tonumber(ARGV[4]))
 if full then return {'tokens_per_minute', used} end
 full, used = over(KEYS[3], tonumber(ARGV[5]))
 if full then return {'tokens_per_day', used} end
-local limit = tonumber(ARGV[3])
-if limit == 0 or redis.call('ZSCORE', KEYS[1], ARGV[1]) then return false end
-local now = tonumber(ARGV[2])
-if redis.call('ZCARD', KEYS[1]) >= limit then
-  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-    if redis.call('EXISTS', ARGV[6] .. id) == 1 then redis.call('ZREM', KEYS[1], id) end
-  end
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[7]))
-  local count = redis.call('ZCARD', KEYS[1])
-  if count >= limit then return {'jobs_in_flight', count} end
+local model = ARGV[8]
+if model == '' then model = nil end
+if model then
+  local minute = redis.call('HMGET', KEYS[4], model .. 'requests', model .. 'tokens')
+  local requests, tokens = tonumber(minute[1] or '0'), tonumber(minute[2] or '0')
+  local today = tonumber(redis.call('HGET', KEYS[5], model .. 'requests') or '0')
+  local rpm, tpm, rpd = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+  if tpm > 0 and tokens >= tpm then return {'max_tokens_per_1_minute', tokens} end
+  if rpm > 0 and requests >= rpm then return {'max_requests_per_1_minute', requests} end
+  if rpd > 0 and today >= rpd then return {'max_requests_per_1_day', today} end
 end
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[7])
+local limit = tonumber(ARGV[3])
+if limit > 0 and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  local now = tonumber(ARGV[2])
+  if redis.call('ZCARD', KEYS[1]) >= limit then
+    for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+      if redis.call('EXISTS', ARGV[6] .. id) == 1 then redis.call('ZREM', KEYS[1], id) end
+    end
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[7]))
+    local count = redis.call('ZCARD', KEYS[1])
+    if count >= limit then return {'jobs_in_flight', count} end
+  end
+  redis.call('ZADD', KEYS[1], now, ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[7])
+end
+if model then
+  redis.call('HINCRBY', KEYS[4], model .. 'requests', 1)
+  redis.call('EXPIRE', KEYS[4], 120)
+  redis.call('HINCRBY', KEYS[5], model .. 'requests', 1)
+  redis.call('EXPIRE', KEYS[5], 172800)
+end
+return false
+"""
+
+# Charges a batch's input tokens (estimated) to its project's UTC day, per model,
+# under each model's batch_1_day_max_input_tokens: all of them, or none when one
+# would go past its limit (refused: {that model's prefix, its tokens used today}). A
+# batch charged already (driven again after its process died) is admitted as it is.
+# KEYS: the tenant's use of models this UTC day (`Keys.model_use`).
+# ARGV: the batch's id, the day's TTL; then for each model: its prefix
+#       (`model_use_prefix`), the batch's tokens, its limit.
+BATCH_CHARGE = """
+local charged = 'batch:' .. ARGV[1]
+if redis.call('HEXISTS', KEYS[1], charged) == 1 then return false end
+for i = 3, #ARGV, 3 do
+  local used = tonumber(redis.call('HGET', KEYS[1], ARGV[i] .. 'batch_input_tokens') or '0')
+  if used + tonumber(ARGV[i + 1]) > tonumber(ARGV[i + 2]) then return {ARGV[i], used} end
+end
+for i = 3, #ARGV, 3 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i] .. 'batch_input_tokens', ARGV[i + 1])
+end
+redis.call('HSET', KEYS[1], charged, '1')
+redis.call('EXPIRE', KEYS[1], ARGV[2])
 return false
 """
 

@@ -12,10 +12,11 @@ Calls block (SQLAlchemy's synchronous engine): the API runs them on a thread
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine, Select, func, select, update
@@ -28,11 +29,12 @@ from shared.control.models import (
     ControlState,
     Project,
     ProjectKey,
+    RateLimit,
     ServiceAccount,
     SpendLimit,
     UsageBucket,
 )
-from shared.tenants import AdminGrant, Directory, Grant, Quotas, Tenant
+from shared.tenants import AdminGrant, Directory, Grant, ModelLimits, Quotas, Tenant
 
 T = TypeVar("T")
 
@@ -144,7 +146,8 @@ class ControlStore:
             return session.execute(select(ControlState.version)).scalar_one()
 
     def directory(self, max_priority: int) -> Directory:
-        """Every project (as a tenant: weight 1, no quota but `max_priority`), the keys of
+        """Every project (as a tenant: weight 1, no quota but `max_priority`, its rate limits
+        per model), the keys of
         the active ones and the admin keys, neither deleted nor expired: read in one
         snapshot, with its version."""
         now = self._now()
@@ -153,10 +156,12 @@ class ControlStore:
                 session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             version = session.execute(select(ControlState.version)).scalar_one()
             quotas = Quotas(max_priority=max_priority)
-            projects = {p.id: Tenant(p.id, 1.0, False, quotas) for p in session.scalars(select(Project))}
-            for limit in session.scalars(select(SpendLimit)):
-                if limit.project_id in projects:
-                    projects[limit.project_id] = replace(projects[limit.project_id], spend_limit=limit.threshold_amount)
+            limits = _model_limits(session)
+            spend = {limit.project_id: limit.threshold_amount for limit in session.scalars(select(SpendLimit))}
+            projects = {
+                p.id: Tenant(p.id, quotas=quotas, model_limits=limits.get(p.id, {}), spend_limit=spend.get(p.id))
+                for p in session.scalars(select(Project))
+            }
             live = select(ProjectKey).join(Project, Project.id == ProjectKey.project_id)
             live = live.where(ProjectKey.deleted_at.is_(None), Project.archived_at.is_(None))
             keys = {
@@ -409,6 +414,33 @@ class ControlStore:
             self._audit(session, actor, "api_key.deleted", key.id, {}, project)
         return key
 
+    # Rate limits per model.
+
+    def rate_limits(self, project_id: str) -> list[RateLimit]:
+        """The project's rate limits set, one per model (a model without one has no row)."""
+        with self._read() as session:
+            _project(session, project_id)
+            return list(session.scalars(select(RateLimit).where(RateLimit.project_id == project_id)))
+
+    def update_rate_limit(self, actor: Actor, project_id: str, model: str, changes: dict[str, int]) -> RateLimit:
+        """Set the limits of `changes` (0: not set) on the project's use of `model`, the
+        others as they were; a change with nothing in it changes nothing."""
+        with self._change() as session:
+            project = _active_project(session, project_id)
+            found = session.scalars(
+                select(RateLimit).where(RateLimit.project_id == project_id, RateLimit.model == model)
+            ).one_or_none()
+            if found is None:
+                found = RateLimit(project_id=project_id, model=model)
+                session.add(found)
+            for name, value in changes.items():
+                setattr(found, name, value or None)
+            found.updated_at = self._now()
+            limit_id = rate_limit_id(model)
+            details = {"id": limit_id, "changes_requested": changes}
+            self._audit(session, actor, "rate_limit.updated", _resource(limit_id), details, project)
+        return found
+
     # The audit log.
 
     def audit_events(
@@ -452,6 +484,36 @@ def _page(
     order = model.seq.desc() if newest_first else model.seq.asc()
     rows = list(session.scalars(query.order_by(order).limit(limit + 1)))
     return Page(rows[:limit], len(rows) > limit)
+
+
+RATE_LIMIT_PREFIX = "rl-"
+RESOURCE_MAX = 64  # characters of an audit event's resource_id
+
+
+def rate_limit_id(model: str) -> str:
+    """A rate limit's id, as OpenAI names them: ``rl-`` and its model's name."""
+    return f"{RATE_LIMIT_PREFIX}{model}"
+
+
+def _resource(object_id: str) -> str:
+    """`object_id` as an audit event's resource_id: itself, or (a model's name too long for
+    the column) ``rl-`` and its SHA-256's first 32 hex digits; the event's details keep it whole."""
+    if len(object_id) <= RESOURCE_MAX:
+        return object_id
+    return RATE_LIMIT_PREFIX + hashlib.sha256(object_id.encode()).hexdigest()[:32]
+
+
+def _model_limits(session: Session) -> dict[str, dict[str, ModelLimits]]:
+    """Every project's rate limits set, by project and model."""
+    found: dict[str, dict[str, ModelLimits]] = {}
+    for row in session.scalars(select(RateLimit)):
+        limits = ModelLimits(
+            row.max_requests_per_1_minute or 0, row.max_tokens_per_1_minute or 0, row.max_requests_per_1_day or 0,
+            row.batch_1_day_max_input_tokens or 0,
+        )  # fmt: skip
+        if limits != ModelLimits():
+            found.setdefault(row.project_id, {})[row.model] = limits
+    return found
 
 
 def _project(session: Session, project_id: str) -> Project:

@@ -35,6 +35,7 @@ from shared.contract import (
     ModelServerUnavailable,
 )
 from shared.registry import Model, Registry, Server
+from shared.servers import PRIORITY_STEP
 from shared.storage import redis_clients
 from shared.telemetry import tracing
 from tasks.model.cancel import Cancel, Cancelled
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 
 SERVER_FAULTS = (ModelServerUnavailable, ModelServerFailed, ModelServerTimeout)
 _Answer = TypeVar("_Answer")
-PRIORITY_STEP = 1e13  # ms: a waiter's place in line is by priority, then by the time it was accepted
 REDIS_WAIT = 0.25  # seconds between looks for a slot while Redis is away
 
 

@@ -36,11 +36,14 @@ tenants:
     quotas: {requests_per_minute: 6000, tokens_per_day: 5000000, jobs_in_flight: 200}
   - name: beta
     keys: ["beta-key", "beta-key-2"]
+    quotas: {max_priority: 9}
   - name: ops
     admin: true
     keys: ["ops-key"]
 """
 KEYS = {"alpha": "alpha-key", "beta": "beta-key", "ops": "ops-key"}
+# The organization's admin API key (ADMIN_API_KEYS): /v1/organization/*, /scaling and /metrics only.
+ADMIN_API_KEY = "sk-admin-console-test"
 
 
 def auth(key: str) -> dict[str, str]:
@@ -91,8 +94,9 @@ def console(
     }  # fmt: skip
     fake_server.reset()
     try:
-        stack = make(API_KEYS_FILE=str(keys_file), MODELS=json.dumps(models), LLM_MAX_RETRIES="1",
-                     BATCH_POLL_SECONDS="0.2", METRICS_TOKEN="scrape-token")  # fmt: skip
+        # Four worker slots: the Live view's test fills them, and more jobs wait.
+        stack = make(concurrency=4, API_KEYS_FILE=str(keys_file), MODELS=json.dumps(models), LLM_MAX_RETRIES="1",
+                     BATCH_POLL_SECONDS="0.2", METRICS_TOKEN="scrape-token", ADMIN_API_KEYS=ADMIN_API_KEY)  # fmt: skip
         made = Console(stack, fake_server, second)
         _put_traffic_through(made)
         _seed_history(made)
@@ -252,9 +256,13 @@ def open_page(browser: Any, console: Console) -> Iterator[Callable[..., Page]]:
     test ends, every request each tab made is checked to have gone to the gateway alone."""
     opened: list[tuple[Any, Page]] = []
 
-    def open_one(width: int = 1280, height: int = 860, scheme: str = "light", clock: bool = False) -> Page:
+    def open_one(
+        width: int = 1280, height: int = 860, scheme: str = "light", clock: bool = False, clipboard: bool = False
+    ) -> Page:
         context = browser.new_context(viewport={"width": width, "height": height}, color_scheme=scheme,
                                       accept_downloads=True)  # fmt: skip
+        if clipboard:  # the page may write to the clipboard, and the test read it
+            context.grant_permissions(["clipboard-read", "clipboard-write"], origin=console.url)
         if clock:  # the page's timers run when the test says (context.clock)
             context.clock.install()
         page = context.new_page()

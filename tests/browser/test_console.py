@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from testing.load import wait_until
-from tests.browser.conftest import KEYS, Console, Page, auth
+from tests.browser.conftest import ADMIN_API_KEY, KEYS, Console, Page, auth
 
 pytestmark = pytest.mark.integration
 
@@ -209,7 +209,7 @@ def test_a_tenants_key_sees_its_own_tenant_and_no_admins_view_or_action(
     page.wait_for_selector("#view-dead-letters[data-state='refused']")
     assert "admin keys only" in page.text_content("#dead-table")
     assert page.query_selector("#dead-table button") is None and console.dead_job not in page.text_content("body")
-    assert "/scaling" in tab.api_paths() and "/dead_letters?limit=200" in tab.api_paths()
+    assert "/scaling?bands=true" in tab.api_paths() and "/dead_letters?limit=200" in tab.api_paths()
     # Another tenant's job is one it does not have; its own is shown.
     tab.go("jobs")
     assert page.is_hidden("#job-tenant")
@@ -239,7 +239,7 @@ def test_live_shows_each_models_signals_as_scaling_answers_them_and_refreshes_it
     tab = open_page(clock=True).open().sign_in("ops-key").go("live")
     page = tab.page
     page.wait_for_selector("#live-models .card")
-    scaling = console.get("/scaling", "ops").json()["models"]
+    scaling = console.get("/scaling?bands=true", "ops").json()["models"]
     assert page.eval_on_selector_all(".card", "cs => cs.map(c => c.dataset.model)") == sorted(scaling)
     for model, signals in scaling.items():
         for field in ("waiting", "running", "slots", "busy_slots", "workers", "demand"):
@@ -259,26 +259,32 @@ def test_live_shows_each_models_signals_as_scaling_answers_them_and_refreshes_it
     # The page's clock is the test's: five seconds on, it asks again by itself.
     first = page.get_attribute("#view-live", "data-at")
     page.clock.pause_at(time.time() + 1)
-    with page.expect_request(lambda request: request.url.endswith("/scaling")):
+    with page.expect_request(lambda request: request.url.endswith("/scaling?bands=true")):
         page.clock.run_for(5000)
     page.wait_for_selector(f"#view-live:not([data-at='{first}'])", state="attached")
     # Paused, it asks no more, however long it waits.
     page.click("#live-pause")
     assert page.get_attribute("#live-pause", "aria-pressed") == "true"
-    asked = tab.api_paths().count("/scaling")
+    asked = tab.api_paths().count("/scaling?bands=true")
     page.clock.run_for(60_000)
     page.evaluate("fetch('/health')")  # a request after the minute: any the page made is recorded by now
-    assert tab.api_paths().count("/scaling") == asked
-    # Resumed while jobs run: it shows them running on the model's servers.
-    console.fake.latency = console.second.latency = 4.0
+    assert tab.api_paths().count("/scaling?bands=true") == asked
+    # Resumed while jobs run and more wait: it shows them running on the model's servers,
+    # and those waiting by priority band.
+    console.fake.latency = console.second.latency = 8.0
+    sent = [("slow-0", None), ("slow-1", None), ("slow-2", None), ("slow-3", None)]  # the 4 worker slots'
+    waiting = [("urgent-0", 9), ("urgent-1", 7), ("usual-0", 5), ("usual-1", None), ("batchy-0", 0)]
     try:
-        for n in range(3):
-            slow = {"job_id": f"slow-{n}", "content": "slow", "meta": {"model": "large"}}
-            queued = httpx.post(f"{console.url}/generate?wait=0", headers=auth("beta-key"), json=slow, timeout=30)
-            assert queued.status_code == 202
+        for job_id, priority in sent:
+            queue_job(console, job_id, priority)
+        wait_until(lambda: console.get("/scaling", "ops").json()["models"]["large"]["running"] == 4, 20, "4 running")
+        for job_id, priority in waiting:
+            queue_job(console, job_id, priority)
+        expected = {"high": 2, "normal": 2, "low": 1}
+        assert console.get("/scaling?bands=true", "ops").json()["models"]["large"]["waiting_by_band"] == expected
         at = page.get_attribute("#view-live", "data-at")
         page.click("#live-pause")  # resumed: it asks at once
-        running = ".card[data-model='large'] [data-field='running']:not([data-value='0'])"
+        running = ".card[data-model='large'] [data-field='running'][data-value='4']"
         deadline = time.monotonic() + 20
         while True:
             page.wait_for_selector(f"#view-live:not([data-at='{at}'])", state="attached")
@@ -286,13 +292,33 @@ def test_live_shows_each_models_signals_as_scaling_answers_them_and_refreshes_it
                 break
             assert time.monotonic() < deadline, "the running jobs were never shown"
             at = page.get_attribute("#view-live", "data-at")
-            with page.expect_request(lambda request: request.url.endswith("/scaling")):
+            with page.expect_request(lambda request: request.url.endswith("/scaling?bands=true")):
                 page.clock.run_for(5000)
+        shown = page.eval_on_selector_all(
+            ".card[data-model='large'] [data-band]", "dds => dds.map(dd => [dd.dataset.band, Number(dd.dataset.value)])"
+        )
+        assert dict(shown) == expected and [band for band, _ in shown] == ["high", "normal", "low"]
+        assert page.get_attribute(".card[data-model='small'] [data-band='high']", "data-value") == "0"
+        # Nothing waits for a server's slot (12 of them, for 4 worker slots), and the page says so.
+        line = page.eval_on_selector_all(
+            ".card[data-model='large'] [data-server-band]",
+            "dds => dds.map(dd => [dd.dataset.serverBand, Number(dd.dataset.value)])",
+        )
+        assert line == [["high", 0], ["normal", 0], ["low", 0]]
+        assert page.query_selector(".card[data-model='small'] [data-server-band]") is None
         tab.screenshot("live")
     finally:
         console.fake.latency = console.second.latency = 0.0
-    for n in range(3):
-        wait_until(lambda n=n: console.get(f"/jobs/slow-{n}", "beta").json()["status"] == "succeeded", 30, "slow jobs")
+    for job_id, _ in sent + waiting:
+        wait_until(lambda j=job_id: console.get(f"/jobs/{j}", "beta").json()["status"] == "succeeded", 40, job_id)
+
+
+def queue_job(console: Console, job_id: str, priority: int | None) -> None:
+    """A job of beta's for the large model, queued without waiting for it."""
+    meta: dict[str, Any] = {"model": "large"} if priority is None else {"model": "large", "priority": priority}
+    job = {"job_id": job_id, "content": "slow", "meta": meta}
+    queued = httpx.post(f"{console.url}/generate?wait=0", headers=auth("beta-key"), json=job, timeout=30)
+    assert queued.status_code == 202, queued.text
 
 
 def test_a_job_looked_up_shows_what_its_status_says(open_page: Callable[..., Page], console: Console) -> None:
@@ -349,7 +375,9 @@ def test_batches_show_their_progress_and_their_error_file(
     tab.screenshot("batches")
 
 
-def test_the_projects_are_the_keys_files_tenants_read_only(open_page: Callable[..., Page], console: Console) -> None:
+def test_a_keys_file_admin_sees_the_keys_files_tenants_read_only(
+    open_page: Callable[..., Page], console: Console
+) -> None:
     tenants = console.get("/tenants", "ops").json()["data"]
     tab = open_page().open().sign_in("ops-key").go("projects")
     page = tab.page
@@ -359,9 +387,11 @@ def test_the_projects_are_the_keys_files_tenants_read_only(open_page: Callable[.
         "trs => trs.map(tr => [tr.dataset.project, tr.querySelector('[data-field=keys]').textContent])",
     )
     assert rows == [[t["name"], str(t["keys"])] for t in tenants] == [["alpha", "1"], ["beta", "2"], ["ops", "1"]]
-    assert page.query_selector("#projects-actions button") is None  # nothing to create or revoke yet
-    assert "read-only" in page.text_content("#projects-source")
-    tab.screenshot("projects")
+    # Nothing to create or revoke: a keys file admin is not the organization's (its admin API keys).
+    assert page.is_hidden("#project-new") and page.query_selector("[data-manage]") is None
+    assert page.is_hidden("#project") and "read-only" in page.text_content("#projects-source")
+    assert httpx.get(f"{console.url}/v1/organization/projects", headers=auth("ops-key")).status_code == 403
+    tab.screenshot("projects-keys-file")
 
 
 def test_a_narrow_dark_window_fits_and_the_charts_read_by_keyboard(
@@ -443,3 +473,177 @@ def test_a_dead_letter_is_replayed_only_once_the_admin_confirms(
         lambda: console.get("/jobs/alpha-doomed", "alpha").json()["status"] == "succeeded", 30, "the replayed job"
     )
     assert KEYS["alpha"] not in page.content()
+
+
+ORG = "/v1/organization/projects"
+
+
+def chat(console: Console, key: str) -> httpx.Response:
+    body = {"model": "small", "messages": [{"role": "user", "content": "hello"}]}
+    return httpx.post(f"{console.url}/v1/chat/completions", headers=auth(key), json=body, timeout=30)
+
+
+def organization(console: Console, method: str, path: str, **body: Any) -> httpx.Response:
+    """The Administration API, asked with the admin API key."""
+    return httpx.request(
+        method, f"{console.url}{ORG}{path}", headers=auth(ADMIN_API_KEY), json=body or None, timeout=30
+    )
+
+
+def test_an_admin_api_key_makes_a_project_and_a_key_that_works_until_it_is_revoked(
+    open_page: Callable[..., Page], console: Console
+) -> None:
+    tab = open_page(clipboard=True).open().sign_in(ADMIN_API_KEY)
+    page = tab.page
+    assert page.text_content("#who-name") == "organization" and page.text_content("#who-admin") == "admin API key"
+    # Offered what its endpoints answer: the organization's projects and the operators' Live.
+    offered = page.eval_on_selector_all("#nav li:not([hidden]) a", "as => as.map(a => a.dataset.view)")
+    assert offered == ["live", "projects"]
+    # The others' endpoints refuse it: asked for by address, the view shows the refusal.
+    assert chat(console, ADMIN_API_KEY).status_code == 403
+    page.goto(f"{console.url}/console#overview")
+    page.wait_for_selector("#view-overview[data-state='refused']")
+    assert "403" in page.text_content("#view-overview .refused")
+    tab.go("projects")
+    page.wait_for_selector("#view-projects[data-state='ready']")
+    # The keys file's tenants beside the projects, read-only: nothing to manage in them.
+    rows = page.eval_on_selector_all("tr[data-project]", "trs => trs.map(tr => tr.dataset.project)")
+    listed = organization(console, "GET", "?limit=100").json()["data"]
+    assert rows == [p["id"] for p in listed] and {"alpha", "beta", "ops"} <= set(rows)
+    assert page.query_selector("tr[data-project='alpha'] [data-manage]") is None
+    # A project, made in the console: shown with its keys (none yet).
+    page.fill("#project-name", "Research")
+    page.press("#project-name", "Enter")
+    page.wait_for_selector("#project:not([hidden]) #keys-table td.empty")
+    project_id = page.text_content("#project-id") or ""
+    assert re.fullmatch(r"proj_[0-9a-f]{24}", project_id), project_id
+    assert (
+        organization(console, "GET", f"/{project_id}").json()["name"]
+        == page.text_content("#project-title")
+        == "Research"
+    )
+    assert page.text_content("#status") == f"Project Research made ({project_id})."
+    assert page.evaluate("document.activeElement.id") == "project-title"
+    page.keyboard.press("Tab")  # on to its first control: the new key's name
+    assert page.evaluate("document.activeElement.id") == "key-name"
+    # A key: its value shown once, with a copy button.
+    page.fill("#key-name", "nightly-eval")
+    page.press("#key-name", "Enter")
+    page.wait_for_selector("#key-made:not([hidden])")
+    value = page.text_content("#key-value") or ""
+    assert value.startswith("sk-proj-")
+    assert page.evaluate("document.activeElement.id") == "key-copy"
+    page.click("#key-copy")
+    page.wait_for_selector("#key-copied:has-text('Copied')")
+    assert page.evaluate("navigator.clipboard.readText()") == value
+    keys = organization(console, "GET", f"/{project_id}/api_keys").json()["data"]
+    assert len(keys) == 1 and value.endswith(keys[0]["redacted_value"].split("...")[-1])
+    row = f"#keys-table tr[data-key='{keys[0]['id']}']"
+    page.wait_for_selector(row)
+    assert page.text_content(f"{row} td:nth-of-type(1)") == keys[0]["redacted_value"]
+    assert page.text_content(f"{row} td:nth-of-type(2)") == "nightly-eval"
+    tab.screenshot("projects")
+    # The key calls the model, as its project.
+    answer = chat(console, value)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"]
+    # Shown once: the page, opened again, has it nowhere.
+    page.reload()
+    page.wait_for_selector(f"#view-projects[data-state='ready'] {row}")
+    assert page.is_hidden("#key-made") and value not in page.content()
+    # Revoking asks first, the safe choice focused; cancelled, the key still works.
+    page.click(f"{row} button")
+    page.wait_for_selector("#confirm[open]")
+    assert page.evaluate("document.activeElement.id") == "confirm-cancel"
+    assert keys[0]["redacted_value"] in page.text_content("#confirm-text")
+    tab.screenshot("projects-revoke-confirm")
+    page.click("#confirm-cancel")
+    assert chat(console, value).status_code == 200
+    assert len(organization(console, "GET", f"/{project_id}/api_keys").json()["data"]) == 1
+    page.click(f"{row} button")
+    page.click("#confirm-ok")
+    page.wait_for_selector(f"#status:has-text('Key {keys[0]['redacted_value']} revoked')")
+    page.wait_for_selector("#keys-table td.empty")
+    assert organization(console, "GET", f"/{project_id}/api_keys").json()["data"] == []
+    refused = chat(console, value)
+    assert refused.status_code == 401, refused.text
+    # Archived, after asking: gone from the list, and archived in the API.
+    page.click("#project-archive")
+    page.wait_for_selector("#confirm[open]")
+    page.click("#confirm-ok")
+    page.wait_for_selector("#status:has-text('Project Research archived')")
+    page.wait_for_selector("#view-projects[data-state='ready']")
+    assert page.query_selector(f"tr[data-project='{project_id}']") is None and page.is_hidden("#project")
+    assert organization(console, "GET", f"/{project_id}").json()["archived_at"] is not None
+    # Its Live view is the operators' (GET /scaling answers an admin API key).
+    tab.go("live")
+    page.wait_for_selector("#live-models .card")
+    assert value not in page.content() and ADMIN_API_KEY not in page.content()
+
+
+def test_a_project_key_sees_its_own_project_and_no_admin_action(
+    open_page: Callable[..., Page], console: Console
+) -> None:
+    project = organization(console, "POST", "", name="Product").json()
+    made = organization(console, "POST", f"/{project['id']}/service_accounts", name="app").json()
+    key = made["api_key"]["value"]
+    assert chat(console, key).status_code == 200
+    tab = open_page().open().sign_in(key)
+    page = tab.page
+    assert page.text_content("#who-name") == project["id"] and page.is_hidden("#who-admin")
+    offered = page.eval_on_selector_all("#nav li:not([hidden]) a", "as => as.map(a => a.dataset.view)")
+    assert offered == ["overview", "jobs", "batches", "projects"]
+    tab.go("projects")
+    page.wait_for_selector("#view-projects[data-state='ready']")
+    assert page.eval_on_selector_all("tr[data-project]", "trs => trs.map(tr => tr.dataset.project)") == [project["id"]]
+    # No action offered, even asked for by address; and the API refuses them to this key.
+    page.goto(f"{console.url}/console#projects?id={project['id']}")
+    page.wait_for_selector("#view-projects[data-state='ready']")
+    assert page.is_hidden("#project-new") and page.is_hidden("#project")
+    assert page.locator("#view-projects button:visible").count() == 0
+    for method, path in (("GET", ""), ("POST", f"/{project['id']}/service_accounts"),
+                         ("DELETE", f"/{project['id']}/api_keys/{made['api_key']['id']}"),
+                         ("POST", f"/{project['id']}/archive")):  # fmt: skip
+        refused = httpx.request(method, f"{console.url}{ORG}{path}", headers=auth(key), json={"name": "x"}, timeout=30)
+        assert refused.status_code == 403, (method, path, refused.text)
+    assert "/v1/organization/projects" not in " ".join(tab.api_paths())
+    assert chat(console, key).status_code == 200  # nothing was revoked
+
+
+@pytest.mark.parametrize("form, path", [("rate-limits", "rate_limits"), ("model-permissions", "model_permissions"),
+                                        ("spend-limit", "spend_limit")])  # fmt: skip
+def test_a_projects_limit_form_shows_once_its_endpoint_is_served(
+    open_page: Callable[..., Page], console: Console, form: str, path: str
+) -> None:
+    project = organization(console, "POST", "", name=f"Limits {form}").json()
+    answer = organization(console, "GET", f"/{project['id']}/{path}")
+    tab = open_page().open(f"#projects?id={project['id']}").sign_in(ADMIN_API_KEY)
+    page = tab.page
+    page.wait_for_selector("#view-projects[data-state='ready'] #project:not([hidden])")
+    if answer.status_code == 404 and "error" not in answer.json():
+        # Not served by this gateway yet: the form is not offered, and nothing else breaks.
+        assert page.is_hidden(f"#{form}") and page.is_visible("#key-new")
+        pytest.skip(f"{ORG}/{{id}}/{path} is not served yet")
+    assert page.is_visible(f"#{form}")
+    if form == "spend-limit":
+        page.fill("#spend-amount", "125.50")
+        page.click("#spend-limit button[type=submit]")
+        page.wait_for_selector("#status:has-text('Budget saved')")
+        saved = organization(console, "GET", f"/{project['id']}/spend_limit").json()
+        assert (saved["threshold_amount"], saved["currency"], saved["interval"]) == (12550, "USD", "month")
+        assert page.input_value("#spend-amount") == "125.50"
+    elif form == "model-permissions":
+        page.check("#model-permissions input[value=allow_list]")
+        page.fill("#model-ids", "small")
+        page.click("#model-permissions button[type=submit]")
+        page.wait_for_selector("#status:has-text('Model access saved')")
+        saved = organization(console, "GET", f"/{project['id']}/model_permissions").json()
+        assert (saved["mode"], saved["model_ids"]) == ("allow_list", ["small"])
+    else:
+        page.wait_for_selector("#rate-limits-table tr[data-rate-limit]")
+        first = page.get_attribute("#rate-limits-table tr[data-rate-limit]", "data-rate-limit")
+        page.fill(f"tr[data-rate-limit='{first}'] input[name=max_requests_per_1_minute]", "42")
+        page.click("#rate-limits button[type=submit]")
+        page.wait_for_selector("#status:has-text('Rate limits saved')")
+        limits = organization(console, "GET", f"/{project['id']}/rate_limits").json()["data"]
+        assert next(rl for rl in limits if rl["id"] == first)["max_requests_per_1_minute"] == 42

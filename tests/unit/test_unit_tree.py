@@ -39,6 +39,8 @@ EXEMPT = {
     "test_database.py checks the steps make exactly the models' tables",
     "api/admin/router.py": "routes only, each calling the control plane's serving (tests/unit/api/admin/"
     "test_serving.py); every route through the openai SDK's admin client in tests/integration/api/test_organization.py",
+    "api/admin/usage_router.py": "routes only, each calling the usage reports (tests/unit/api/admin/test_usage.py); "
+    "every route through the openai SDK's admin client in tests/integration/api/test_organization_usage.py",
 }
 
 

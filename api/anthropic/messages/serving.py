@@ -89,5 +89,5 @@ class Messages:
         check_job(self._config, {"openai": request}, given_as="messages")
         served = routed["meta"].get("model") or self._config.default_model or None
         model = self._registry.by_name(route.label)
-        count = await self._counter.count(model, served, request["messages"], request.get("tools"))
+        count = await self._counter.count(tenant.name, model, served, request["messages"], request.get("tools"))
         return {"input_tokens": count}

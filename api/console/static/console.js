@@ -19,9 +19,10 @@
   // ---- The API, asked with the signed-in key.
 
   class Refused extends Error {
-    constructor(status, message) {
+    constructor(status, message, body = null) {
       super(message);
       this.status = status;
+      this.body = body; // the answer's JSON, when it was JSON
     }
   }
 
@@ -40,15 +41,16 @@
     }
     if (!response.ok) {
       let message = `${response.status} ${response.statusText}`;
+      let body = null;
       try {
-        const body = await response.json();
+        body = await response.json();
         const said = body.detail ?? body.error?.message;
         if (typeof said === "string") message = said;
         else if (Array.isArray(said)) message = said.map((each) => each.msg).join("; ");
       } catch (_) {
         // not JSON: the status says it
       }
-      throw new Refused(response.status, message);
+      throw new Refused(response.status, message, body);
     }
     return response;
   }
@@ -109,15 +111,43 @@
 
   // ---- Who is signed in.
 
-  let who = null; // GET /tenants: {tenant, admin, keyed, data}
+  // GET /tenants: {tenant, admin, keyed, data}, and the key's role: "tenant" (a project's
+  // or a keys file tenant's key), "admin" (a keys file admin's) or "organization" (an
+  // admin API key: /v1/organization/*, /scaling and /metrics, and no tenant's endpoint).
+  let who = null;
+
+  async function whoIs(key) {
+    try {
+      const tenants = await json("/tenants", {}, key);
+      return { ...tenants, role: tenants.admin ? "admin" : "tenant" };
+    } catch (refused) {
+      // An admin API key calls no tenant's endpoint (403): it is one if the organization's answer it.
+      if (refused.status !== 403) throw refused;
+      try {
+        await json("/v1/organization/projects?limit=1", {}, key);
+      } catch (_) {
+        throw refused;
+      }
+      return { tenant: "organization", admin: false, keyed: true, data: [], role: "organization" };
+    }
+  }
 
   function showWho() {
     const signedIn = who !== null;
     $("#who").hidden = !signedIn;
     $("#nav").hidden = !signedIn;
     $("#who-name").textContent = signedIn ? `${who.tenant}` : "";
-    $("#who-admin").hidden = !(signedIn && who.admin);
+    const organization = signedIn && who.role === "organization";
+    $("#who-admin").hidden = !(signedIn && (who.admin || organization));
+    $("#who-admin").textContent = organization ? "admin API key" : "admin";
     for (const node of $$("[data-admin]")) node.hidden = !(signedIn && who.admin);
+    // The views a key is offered: those whose endpoints answer it.
+    for (const node of $$("[data-for]")) node.hidden = !(signedIn && node.dataset.for.split(" ").includes(who.role));
+  }
+
+  function firstView() {
+    const offered = $$("#nav li").find((item) => !item.hidden);
+    return offered ? $("a", offered).dataset.view : "overview";
   }
 
   async function signIn(event) {
@@ -127,7 +157,7 @@
     const error = $("#signin-error");
     error.textContent = "";
     try {
-      who = await json("/tenants", {}, key);
+      who = await whoIs(key);
     } catch (refused) {
       error.textContent = `Not signed in: ${refused.message}`;
       input.focus();
@@ -136,13 +166,14 @@
     sessionStorage.setItem(KEY, key);
     input.value = "";
     showWho();
-    if (!location.hash || location.hash === "#signin") location.hash = "#overview";
+    if (!location.hash || location.hash === "#signin") location.hash = `#${firstView()}`;
     else route();
   }
 
   function signOut() {
     sessionStorage.removeItem(KEY);
     who = null;
+    forgetProject();
     showWho();
     say("");
     location.hash = "";
@@ -160,13 +191,14 @@
     projects: showProjects,
   };
   let current = null;
+  let told = ""; // what the next view says first (an action that moved to it)
 
   function route() {
     stopLive();
     hideTip();
     const signedIn = storedKey() !== null && who !== null;
     const [name, query] = location.hash.slice(1).split("?");
-    const view = !signedIn ? "signin" : VIEWS[name] ? name : "overview";
+    const view = !signedIn ? "signin" : VIEWS[name] ? name : firstView();
     for (const section of $$(".view")) section.hidden = section.id !== `view-${view}`;
     for (const link of $$("#nav a")) {
       if (link.dataset.view === view) link.setAttribute("aria-current", "page");
@@ -180,7 +212,10 @@
       $("#signin-key").focus();
       return;
     }
-    say("");
+    // A key's value is shown once, in the view it was made in; leaving it forgets it.
+    if (view !== "projects") forgetProject();
+    say(told);
+    told = "";
     VIEWS[view](new URLSearchParams(query || ""));
   }
 
@@ -511,7 +546,7 @@
     stopLive();
     const box = $("#live-models");
     try {
-      const scaling = await json("/scaling");
+      const scaling = await json("/scaling?bands=true");
       if (current !== "live") return;
       const models = Object.entries(scaling.models).sort(([a], [b]) => a.localeCompare(b));
       box.replaceChildren(...models.map(([name, signals]) => liveCard(name, signals)));
@@ -546,6 +581,7 @@
         s.waiting_for_server !== undefined ? figure("Waiting for a server", "waiting_for_server", s.waiting_for_server) : []));
     // Width set through the CSSOM: the page allows no inline style attribute.
     $(".bar", card).style.width = `${busy}%`;
+    if (s.waiting_by_band) card.append(bandsOf(s.waiting_by_band, "Waiting, by priority", "band"));
     if (s.servers) {
       card.append(el("h4", {}, "Servers"), el("ul", { class: "servers" }, s.servers.map((server) =>
         el("li", { "data-server": server.name },
@@ -556,8 +592,29 @@
           el("span", { class: "detail" },
             `${counted(server.jobs, "job")}, ${counted(server.failures_in_a_row, "failure")} in a row` +
             (server.last_failure ? `; last: ${server.last_failure}` : ""))))));
+      if (s.waiting_for_server_by_band) {
+        card.append(bandsOf(s.waiting_for_server_by_band, "In line for a server's slot, by priority", "server-band"));
+      }
     }
     return card;
+  }
+
+  const BANDS = [["high", "High (7–9)"], ["normal", "Normal (4–6)"], ["low", "Low (0–3)"]];
+
+  function bandsOf(waiting, title, attribute) {
+    // The jobs waiting in each priority band: a bar of the three, and their figures.
+    const total = BANDS.reduce((sum, [band]) => sum + (waiting[band] || 0), 0);
+    const bar = el("div", { class: "bands", role: "img",
+      "aria-label": BANDS.map(([band, label]) => `${label}: ${waiting[band] || 0}`).join(", ") },
+      BANDS.map(([band]) => el("span", { class: `band band-${band}` })));
+    BANDS.forEach(([band], n) => {
+      bar.children[n].style.width = `${total ? ((waiting[band] || 0) / total) * 100 : 0}%`;
+    });
+    return el("section", { class: "by-band", "aria-label": title },
+      el("h4", {}, title),
+      bar,
+      el("dl", {}, BANDS.flatMap(([band, label]) =>
+        [el("dt", {}, label), el("dd", { [`data-${attribute}`]: band, "data-value": waiting[band] || 0 }, number.format(waiting[band] || 0))])));
   }
 
   // ---- Jobs: one looked up by id (GET /jobs/{id}).
@@ -762,43 +819,378 @@
 
   // ---- Projects and keys.
   //
-  // Where they come from. Today: the keys file's tenants, read-only (GET /tenants). When
-  // the control plane's projects and keys (/v1/organization/projects, its service
-  // accounts and API keys) are served, a source that lists them there and has `actions`
-  // (createProject(name), createKey(projectId) -> the key's value, shown once,
-  // revokeKey(projectId, keyId)) takes this one's place: the view shows the actions its
-  // source has, and nothing else changes.
+  // Where they come from, by the key: an admin API key's, the control plane's
+  // (/v1/organization/projects, with the keys file's tenants among them, read-only), with
+  // its actions; any other key's, the keys file's tenants it may see (GET /tenants),
+  // read-only. The view shows the actions its source has, and nothing else.
+
+  const ORG = "/v1/organization/projects";
+  const MADE_HERE = /^proj_[0-9a-f]{24}$/; // a project made here; any other id is a keys file tenant's
+  const limit = (value) => (value === null || value === undefined ? "—" : number.format(value));
+
   const keysFileProjects = {
-    describe: "The tenants of the keys file (API_KEYS_FILE), read-only: to add a tenant or a key, edit the file and restart the API.",
+    describe: "The tenants of the keys file (API_KEYS_FILE) this key may see, read-only: they are changed in the file.",
+    head: ["Project", "Admin", "Weight", "Keys", "Requests/min", "Tokens/min", "Tokens/day", "Jobs in flight", "Top priority"],
+    numeric: (n) => n >= 2,
     async list() {
       const answer = await json("/tenants");
       return answer.data.map((tenant) => ({ id: tenant.name, name: tenant.name, admin: tenant.admin,
         weight: tenant.weight, keys: tenant.keys, quotas: tenant.quotas }));
     },
-    actions: null,
+    row: (p) => [
+      el("th", { scope: "row" }, p.name),
+      el("td", {}, p.admin ? "yes" : "no"),
+      el("td", { class: "num" }, number.format(p.weight)),
+      el("td", { class: "num", "data-field": "keys" }, number.format(p.keys)),
+      ...["requests_per_minute", "tokens_per_minute", "tokens_per_day", "jobs_in_flight", "max_priority"]
+        .map((name) => el("td", { class: "num" }, limit(p.quotas[name]))),
+    ],
+    actions: false,
   };
-  const projectsSource = keysFileProjects;
 
-  async function showProjects() {
-    const body = $("#projects-table tbody");
-    $("#projects-source").textContent = projectsSource.describe;
-    $("#projects-actions").replaceChildren(); // the source's actions, when it has any
-    const limit = (value) => (value === null || value === undefined ? "—" : number.format(value));
-    try {
-      const projects = await projectsSource.list();
-      body.replaceChildren(...projects.map((p) => el("tr", { "data-project": p.id },
-        el("th", { scope: "row" }, p.name),
-        el("td", {}, p.admin ? "yes" : "no"),
-        el("td", { class: "num" }, number.format(p.weight)),
-        el("td", { class: "num", "data-field": "keys" }, number.format(p.keys)),
-        el("td", { class: "num" }, limit(p.quotas.requests_per_minute)),
-        el("td", { class: "num" }, limit(p.quotas.tokens_per_minute)),
-        el("td", { class: "num" }, limit(p.quotas.tokens_per_day)),
-        el("td", { class: "num" }, limit(p.quotas.jobs_in_flight)),
-        el("td", { class: "num" }, limit(p.quotas.max_priority)))));
-    } catch (error) {
-      body.replaceChildren(el("tr", {}, el("td", { colspan: 9 }, refusedBox(error))));
+  async function everyPage(path, first = null) {
+    // Every item of a list, page after page (from `first`, the first page, when it was read already).
+    const found = [];
+    let after = null;
+    if (first) {
+      found.push(...first.data);
+      if (!first.has_more || !first.data.length) return found;
+      after = first.data[first.data.length - 1].id;
     }
+    for (;;) {
+      const page = await json(`${path}${path.includes("?") ? "&" : "?"}limit=100${after ? `&after=${encodeURIComponent(after)}` : ""}`);
+      found.push(...page.data);
+      if (!page.has_more || !page.data.length) return found;
+      after = page.data[page.data.length - 1].id;
+    }
+  }
+
+  const controlPlaneProjects = {
+    describe: "The projects of the control plane (/v1/organization/projects): those made here, with their keys;"
+      + " the keys file's tenants among them, read-only (they are changed in the file).",
+    head: ["Project", "Id", "From", "Keys", ""],
+    numeric: (n) => n === 3,
+    async list() {
+      const projects = await everyPage(ORG);
+      const keys = await Promise.all(projects.map((p) =>
+        MADE_HERE.test(p.id) ? json(`${ORG}/${p.id}/api_keys?limit=100`) : null));
+      return projects.map((p, n) => ({ ...p, readOnly: !MADE_HERE.test(p.id),
+        keys: keys[n] ? `${keys[n].data.length}${keys[n].has_more ? "+" : ""}` : "—" }));
+    },
+    row: (p) => [
+      el("th", { scope: "row" }, p.name),
+      el("td", { class: "mono" }, p.id),
+      el("td", {}, p.readOnly ? "the keys file (read-only)" : `made ${utc(p.created_at)}`),
+      el("td", { class: "num", "data-field": "keys" }, p.keys),
+      el("td", {}, p.readOnly ? "" : el("a", { href: `#projects?id=${encodeURIComponent(p.id)}`, "data-manage": p.id,
+        "aria-label": `Keys and limits of ${p.name}` }, "Keys and limits")),
+    ],
+    actions: true,
+  };
+
+  const projectsSource = () => (who.role === "organization" ? controlPlaneProjects : keysFileProjects);
+
+  async function showProjects(params) {
+    const source = projectsSource();
+    const view = $("#view-projects");
+    const body = $("#projects-table tbody");
+    view.dataset.state = "loading";
+    $("#projects-source").textContent = source.describe;
+    $("#project-new").hidden = !source.actions;
+    $("#projects-table thead").replaceChildren(el("tr", {}, source.head.map((name, n) =>
+      el("th", { scope: "col", class: source.numeric(n) ? "num" : null }, name || el("span", { class: "sr" }, "Actions")))));
+    const chosen = source.actions ? params.get("id") : null;
+    let projects;
+    try {
+      projects = await source.list();
+    } catch (error) {
+      body.replaceChildren(el("tr", {}, el("td", { colspan: source.head.length }, refusedBox(error))));
+      $("#project").hidden = true;
+      view.dataset.state = "refused";
+      return;
+    }
+    body.replaceChildren(...projects.map((p) => el("tr", { "data-project": p.id }, source.row(p))));
+    if (!projects.length) body.append(el("tr", {}, el("td", { colspan: source.head.length, class: "empty" }, "No project yet.")));
+    const project = projects.find((p) => p.id === chosen && !p.readOnly);
+    $("#project").hidden = !project;
+    if (project) {
+      const opened = !shownProject || shownProject.id !== project.id;
+      await showProject(project);
+      if (opened) $("#project-title").focus(); // the keyboard goes on from the project's heading
+    }
+    view.dataset.state = "ready";
+  }
+
+  async function createProject(event) {
+    event.preventDefault();
+    const name = $("#project-name").value.trim();
+    if (!name) return;
+    try {
+      const made = await json(ORG, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ name }) });
+      $("#project-name").value = "";
+      told = `Project ${made.name} made (${made.id}).`;
+      location.hash = `#projects?id=${encodeURIComponent(made.id)}`;
+    } catch (error) {
+      say(`No project made: ${error.message}`, true);
+    }
+  }
+
+  let shownProject = null; // the project whose keys and limits are shown
+
+  async function showProject(project) {
+    if (!shownProject || shownProject.id !== project.id) hideSecret();
+    shownProject = project;
+    $("#project-title").textContent = project.name;
+    $("#project-id").textContent = project.id;
+    const at = `${ORG}/${project.id}`;
+    await Promise.all([showKeys(at), showRateLimits(at), showModelPermissions(at), showSpendLimit(at)]);
+  }
+
+  function forgetProject() {
+    shownProject = null;
+    hideSecret();
+  }
+
+  function hideSecret() {
+    $("#key-made").hidden = true;
+    $("#key-value").textContent = "";
+    $("#key-copied").textContent = "";
+  }
+
+  async function showKeys(at) {
+    const body = $("#keys-table tbody");
+    try {
+      const keys = await everyPage(`${at}/api_keys`);
+      body.replaceChildren(...keys.map((key) => el("tr", { "data-key": key.id },
+        el("th", { scope: "row" }, key.name || key.id),
+        el("td", { class: "mono" }, key.redacted_value),
+        el("td", {}, key.owner?.service_account?.name || "—"),
+        el("td", {}, utc(key.created_at)),
+        el("td", {}, key.expires_at ? utc(key.expires_at) : "never"),
+        el("td", {}, el("button", { type: "button", class: "danger", "aria-label": `Revoke ${key.redacted_value}`,
+          onclick: () => revokeKey(key) }, "Revoke")))));
+      if (!keys.length) body.append(el("tr", {}, el("td", { colspan: 6, class: "empty" }, "No key.")));
+    } catch (error) {
+      body.replaceChildren(el("tr", {}, el("td", { colspan: 6 }, refusedBox(error))));
+    }
+  }
+
+  async function createKey(event) {
+    event.preventDefault();
+    const name = $("#key-name").value.trim();
+    const project = shownProject;
+    if (!name || !project) return;
+    try {
+      // A service account and its key: the key's value is in this answer, and never again.
+      const made = await json(`${ORG}/${project.id}/service_accounts`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ name }),
+      });
+      $("#key-name").value = "";
+      $("#key-value").textContent = made.api_key.value;
+      $("#key-made").hidden = false;
+      $("#key-made").dataset.key = made.api_key.id;
+      $("#key-copy").focus();
+      say(`Key made for ${made.name}: copy it now, it is not shown again.`);
+      await showKeys(`${ORG}/${project.id}`);
+    } catch (error) {
+      say(`No key made: ${error.message}`, true);
+    }
+  }
+
+  async function copyKey() {
+    const value = $("#key-value").textContent;
+    try {
+      await navigator.clipboard.writeText(value);
+    } catch (_) {
+      // No clipboard for this page (an address that is not localhost nor https): the key
+      // is selected, for the person to copy.
+      const range = document.createRange();
+      range.selectNodeContents($("#key-value"));
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+      $("#key-copied").textContent = "Selected: copy it with your keyboard.";
+      return;
+    }
+    $("#key-copied").textContent = "Copied.";
+  }
+
+  async function revokeKey(key) {
+    const project = shownProject;
+    const ok = await confirmed("Revoke this key?",
+      `The key ${key.redacted_value} (${key.name || key.id}) of project ${project.name} is refused from now on, by every API process.`,
+      "Revoke");
+    if (!ok) return;
+    try {
+      await json(`${ORG}/${project.id}/api_keys/${encodeURIComponent(key.id)}`, { method: "DELETE" });
+      say(`Key ${key.redacted_value} revoked.`);
+      if ($("#key-made").dataset.key === key.id) hideSecret();
+    } catch (error) {
+      say(`Not revoked: ${error.message}`, true);
+    }
+    await showKeys(`${ORG}/${project.id}`);
+  }
+
+  async function archiveProject() {
+    const project = shownProject;
+    const ok = await confirmed("Archive this project?",
+      `Project ${project.name} (${project.id}) is archived: every key of it is refused from now on, and nothing more is made in it.`,
+      "Archive");
+    if (!ok) return;
+    try {
+      await json(`${ORG}/${project.id}/archive`, { method: "POST" });
+      told = `Project ${project.name} archived.`;
+      location.hash = "#projects";
+    } catch (error) {
+      say(`Not archived: ${error.message}`, true);
+    }
+  }
+
+  // Rate limits, model access and the monthly budget: each form shown once its endpoint
+  // is served (a gateway that has no such route answers 404 without OpenAI's error body).
+
+  async function served(path) {
+    try {
+      return { served: true, value: await json(path) };
+    } catch (error) {
+      if (error.status === 404 && !(error.body && error.body.error)) return { served: false, value: null };
+      if (error.status === 404) return { served: true, value: null }; // served; nothing set
+      throw error;
+    }
+  }
+
+  const RATE_FIELDS = ["max_requests_per_1_minute", "max_tokens_per_1_minute", "max_requests_per_1_day", "batch_1_day_max_input_tokens"];
+
+  async function showRateLimits(at) {
+    const form = $("#rate-limits");
+    const body = $("#rate-limits-table tbody");
+    try {
+      const { served: here, value } = await served(`${at}/rate_limits?limit=100`);
+      form.hidden = !here;
+      if (!here) return;
+      const limits = await everyPage(`${at}/rate_limits`, value);
+      body.replaceChildren(...limits.map((rl) => el("tr", { "data-rate-limit": rl.id, "data-model": rl.model },
+        el("th", { scope: "row" }, rl.model),
+        RATE_FIELDS.map((name) => el("td", { class: "num" }, el("input", {
+          type: "number", min: 0, step: 1, name, "data-was": rl[name] ?? "", value: rl[name] ?? "",
+          "aria-label": `${rl.model}: ${name.replaceAll("_", " ")}`, class: "num",
+        }))))));
+      if (!limits.length) body.append(el("tr", {}, el("td", { colspan: 5, class: "empty" }, "No model to limit.")));
+    } catch (error) {
+      form.hidden = false;
+      body.replaceChildren(el("tr", {}, el("td", { colspan: 5 }, refusedBox(error))));
+    }
+  }
+
+  async function saveRateLimits(event) {
+    event.preventDefault();
+    const at = `${ORG}/${shownProject.id}`;
+    const changed = [];
+    for (const row of $$("#rate-limits-table tr[data-rate-limit]")) {
+      const body = {};
+      for (const input of $$("input", row)) {
+        if (input.value !== "" && input.value !== input.dataset.was) body[input.name] = Number(input.value);
+      }
+      if (Object.keys(body).length) changed.push([row.dataset.rateLimit, row.dataset.model, body]);
+    }
+    try {
+      for (const [id, , body] of changed) {
+        await json(`${at}/rate_limits/${encodeURIComponent(id)}`, {
+          method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+        });
+      }
+      say(changed.length ? `Rate limits saved: ${changed.map(([, model]) => model).join(", ")}.` : "No rate limit changed.");
+    } catch (error) {
+      say(`Rate limits not saved: ${error.message}`, true);
+    }
+    await showRateLimits(at);
+  }
+
+  async function showModelPermissions(at) {
+    const form = $("#model-permissions");
+    try {
+      const { served: here, value } = await served(`${at}/model_permissions`);
+      form.hidden = !here;
+      if (!here) return;
+      const mode = value ? value.mode : "deny_list";
+      for (const radio of $$("input[name=mode]", form)) radio.checked = radio.value === mode;
+      $("#model-ids").value = value ? value.model_ids.join(", ") : "";
+      form.dataset.set = value ? "true" : "false";
+    } catch (error) {
+      form.hidden = true;
+      say(`Model access not read: ${error.message}`, true);
+    }
+  }
+
+  async function saveModelPermissions(event) {
+    event.preventDefault();
+    const at = `${ORG}/${shownProject.id}`;
+    const mode = ($("#model-permissions input[name=mode]:checked") || {}).value || "deny_list";
+    const ids = $("#model-ids").value.split(",").map((id) => id.trim()).filter(Boolean);
+    try {
+      await json(`${at}/model_permissions`, {
+        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ mode, model_ids: ids }),
+      });
+      say("Model access saved.");
+    } catch (error) {
+      say(`Model access not saved: ${error.message}`, true);
+    }
+    await showModelPermissions(at);
+  }
+
+  async function clearModelPermissions() {
+    const at = `${ORG}/${shownProject.id}`;
+    try {
+      await json(`${at}/model_permissions`, { method: "DELETE" });
+      say("Every model allowed.");
+    } catch (error) {
+      say(`Model access not changed: ${error.message}`, true);
+    }
+    await showModelPermissions(at);
+  }
+
+  async function showSpendLimit(at) {
+    const form = $("#spend-limit");
+    try {
+      const { served: here, value } = await served(`${at}/spend_limit`);
+      form.hidden = !here;
+      if (!here) return;
+      // OpenAI's shape: threshold_amount in cents, USD, per month.
+      $("#spend-amount").value = value ? (value.threshold_amount / 100).toFixed(2) : "";
+      $("#spend-state").textContent = value
+        ? `${value.enforcement?.status === "enforcing" ? "reached: its requests are refused" : "not reached"} this month`
+        : "none set";
+      form.dataset.set = value ? "true" : "false";
+    } catch (error) {
+      form.hidden = true;
+      say(`Budget not read: ${error.message}`, true);
+    }
+  }
+
+  async function saveSpendLimit(event) {
+    event.preventDefault();
+    const at = `${ORG}/${shownProject.id}`;
+    const cents = Math.round(Number($("#spend-amount").value) * 100);
+    try {
+      await json(`${at}/spend_limit`, {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ currency: "USD", interval: "month", threshold_amount: cents }),
+      });
+      say(`Budget saved: ${number.format(cents / 100)} USD a month.`);
+    } catch (error) {
+      say(`Budget not saved: ${error.message}`, true);
+    }
+    await showSpendLimit(at);
+  }
+
+  async function clearSpendLimit() {
+    const at = `${ORG}/${shownProject.id}`;
+    try {
+      await json(`${at}/spend_limit`, { method: "DELETE" });
+      say("No budget.");
+    } catch (error) {
+      say(`Budget not changed: ${error.message}`, true);
+    }
+    await showSpendLimit(at);
   }
 
   // ---- Start.
@@ -813,6 +1205,15 @@
     $("#batches-refresh").addEventListener("click", showBatches);
     $("#batches-more").addEventListener("click", moreBatches);
     $("#dead-refresh").addEventListener("click", showDeadLetters);
+    $("#project-new").addEventListener("submit", createProject);
+    $("#key-new").addEventListener("submit", createKey);
+    $("#key-copy").addEventListener("click", copyKey);
+    $("#project-archive").addEventListener("click", archiveProject);
+    $("#rate-limits").addEventListener("submit", saveRateLimits);
+    $("#model-permissions").addEventListener("submit", saveModelPermissions);
+    $("#model-permissions-clear").addEventListener("click", clearModelPermissions);
+    $("#spend-limit").addEventListener("submit", saveSpendLimit);
+    $("#spend-clear").addEventListener("click", clearSpendLimit);
     $("#live-pause").addEventListener("click", (event) => {
       livePaused = !livePaused;
       event.currentTarget.setAttribute("aria-pressed", String(livePaused));
@@ -827,7 +1228,7 @@
     window.addEventListener("scroll", hideTip, { passive: true });
     if (storedKey() !== null) {
       try {
-        who = await json("/tenants");
+        who = await whoIs(storedKey());
       } catch (error) {
         sessionStorage.removeItem(KEY);
         $("#signin-error").textContent = `Signed out: ${error.message}`;

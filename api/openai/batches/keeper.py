@@ -48,6 +48,7 @@ from api.openai.batches.input import InputLine, ReadInput, read_input
 from api.openai.batches.output import render_output
 from api.openai.batches.scheduling import LineScheduler
 from api.openai.batches.store import UNFINISHED, Batches
+from api.openai.batches.token_limits import BatchTokenLimits
 from api.openai.files.store import Files
 from api.stopping import stop
 from shared.config import Config
@@ -92,10 +93,12 @@ class BatchKeeper:
         doorbell: Doorbell,
         emit: Emit | None = None,
         held_back: Callable[[str], bool] = lambda queue: False,
+        token_limits: BatchTokenLimits | None = None,
     ) -> None:
         """`doorbell` rings when a batch is created or cancelled here; `emit` queues a
         batch's webhook event; `held_back(queue)` says whether tenants' jobs wait for room
-        in a model's queue (FairShare.held_back)."""
+        in a model's queue (FairShare.held_back); `token_limits` charges a batch to its
+        project's input tokens per model and day as it starts (none: no such limit)."""
         self._config = config
         self._batches = batches
         self._files = files
@@ -109,6 +112,7 @@ class BatchKeeper:
         self._models = models
         self._doorbell = doorbell
         self._emit = emit
+        self._token_limits = token_limits
         self._me = uuid.uuid4().hex  # this process, as the batches' locks name it
         self._driving: dict[str, asyncio.Task[None]] = {}
         self._scheduler = LineScheduler(
@@ -190,7 +194,8 @@ class BatchKeeper:
         return await self._files.blocking(read)
 
     async def _start(self, batch: dict[str, Any], read: ReadInput) -> bool:
-        """From validating to in_progress; or failed, with what is wrong."""
+        """From validating to in_progress; or failed, with what is wrong (or the input
+        tokens its project may still send its models today, api/openai/batches/token_limits.py)."""
         problems = list(read.problems)
         problems += [
             (line.number, f"url {line.url} is not the batch's endpoint {batch['endpoint']}")
@@ -209,6 +214,18 @@ class BatchKeeper:
             await self._event("batch.failed", batch["id"])
             await self._files.blocking(self._files.store.delete, active_marker(batch["id"]))
             return False
+        if self._token_limits is not None:
+            tenant = batch_tenant(batch).name
+            refused = await self._token_limits.charge(batch["id"], tenant, read.lines, time.time())
+            if refused is not None:
+                # Before any line ran: refused whole, as OpenAI refuses a batch past its queue limit.
+                errors = [{"code": "token_limit_exceeded", "message": refused, "param": None, "line": None}]
+                batch.update(status="failed", failed_at=now, errors={"object": "list", "data": errors})
+                await self._batches.write(batch)
+                log.info("batch %s failed: %s", batch["id"], refused, extra={"batch": batch["id"]})
+                await self._event("batch.failed", batch["id"])
+                await self._files.blocking(self._files.store.delete, active_marker(batch["id"]))
+                return False
         models = {line.model for line in read.lines}
         batch.update(status="in_progress", in_progress_at=now, model=models.pop() if len(models) == 1 else None)
         batch["request_counts"] = {"total": len(read.lines), "completed": 0, "failed": 0}
@@ -404,6 +421,7 @@ class BatchKeeper:
 
 
 def batch_tenant(batch: dict[str, Any]) -> Tenant:
-    """The tenant a batch's lines are run for (their usage counted to it), without the
-    tenant's quotas: a batch runs at its own pace, beneath interactive traffic."""
-    return Tenant(str(batch.get("tenant") or DEFAULT_TENANT))
+    """The tenant a batch's lines are run for (their usage counted to it, and to the key
+    that made the batch), without the tenant's quotas: a batch runs at its own pace,
+    beneath interactive traffic."""
+    return Tenant(str(batch.get("tenant") or DEFAULT_TENANT), key_id=str(batch.get("key_id") or ""))

@@ -47,7 +47,7 @@ def batches_router(batches: Batches, route_class: type[OpenAIRoute], quotas: Quo
         await quotas.check_spend(tenant)
         batch = await batches.create(
             body.input_file_id, body.endpoint, body.completion_window, body.metadata, owner, tenant.name,
-            tenant.quotas.batches_in_flight,
+            tenant.quotas.batches_in_flight, tenant.key_id,
         )  # fmt: skip
         return public(batch)
 

@@ -74,9 +74,11 @@ class Batches:
         owner: Owner,
         tenant: str = DEFAULT_TENANT,
         most: int | None = None,
+        key_id: str = "",
     ) -> dict[str, Any]:
         """A new batch (``validating``): its lines are queued by the keeper, run for
-        `tenant`; 429 when `owner` has `most` batches not finished (quota batches_in_flight)."""
+        `tenant` (their usage counted to the key `key_id`, when its key has an id); 429
+        when `owner` has `most` batches not finished (quota batches_in_flight)."""
         seconds = window_seconds(window)
         if seconds is None:
             raise BadRequest("completion_window: '24h' (or, beyond OpenAI, a duration such as '90m')")
@@ -113,6 +115,8 @@ class Batches:
             "request_counts": {"total": int(source.get("lines") or 0), "completed": 0, "failed": 0},
             "metadata": metadata, "model": None, "usage": None, "owner": owner.name, "tenant": tenant,
         }  # fmt: skip
+        if key_id:
+            batch["key_id"] = key_id
         await self.write(batch)
         if owner.name is not None:  # its entry among its owner's (none without keys)
             await self._files.blocking(self._store.put, owner_entry(owner.name, "batches", batch["id"]), b"")

@@ -29,12 +29,19 @@ def chat_job(body: OpenAIChatRequest) -> dict[str, Any]:
 
 
 def usage(result: dict[str, Any]) -> dict[str, Any]:
+    """The answer's usage: its tokens, and the prompt's cached ones where the model server
+    told them (``prompt_tokens_details.cached_tokens``: what usage and costs count at the
+    cached input price)."""
     usage = result.get("usage") or {}
-    return {
+    counted = {
         "prompt_tokens": int(usage.get("prompt_tokens") or 0),
         "completion_tokens": int(usage.get("completion_tokens") or 0),
         "total_tokens": int(usage.get("total_tokens") or 0),
     }
+    details = usage.get("prompt_tokens_details")
+    if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
+        counted["prompt_tokens_details"] = {"cached_tokens": details["cached_tokens"]}
+    return counted
 
 
 def choices(result: dict[str, Any]) -> list[dict[str, Any]]:

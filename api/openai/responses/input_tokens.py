@@ -11,6 +11,11 @@ The servers' own ways, tried in turn and remembered per server:
   prompt counted by ``/tokenize`` as the server tokenizes a chat's (special tokens added
   and parsed).
 A server serving neither (Ollama, TGI: 404) cannot count: NotServedByModelServer (501).
+
+The model servers' tokenizers are shared by every tenant, and a count is not queued: so
+each tenant may have at most TOKEN_COUNTS_PER_TENANT counts asked at once per API
+process; one more is refused (429 naming that bound) at once, before any server is asked,
+and another tenant's counts go on as before.
 """
 
 from __future__ import annotations
@@ -20,7 +25,13 @@ from typing import Any
 
 import httpx
 
-from api.errors import ModelNotFound, ModelServerRefused, ModelServerUnanswered, NotServedByModelServer
+from api.errors import (
+    ModelNotFound,
+    ModelServerRefused,
+    ModelServerUnanswered,
+    NotServedByModelServer,
+    TooManyRequests,
+)
 from shared.config import Config
 from shared.registry import Model, Server
 
@@ -47,15 +58,43 @@ class TokenCounter:
         timeout = httpx.Timeout(min(config.llm_timeout, COUNT_TIMEOUT), connect=config.llm_connect_timeout)
         self._client = client or httpx.AsyncClient(timeout=timeout)
         self._ways: dict[tuple[str, str], str] = {}  # (model, server) → the way it counted last
+        self._per_tenant = config.token_counts_per_tenant  # 0: no bound
+        self._counting: dict[str, int] = {}  # tenant → its counts asked now, on this process
 
     async def close(self) -> None:
         await self._client.aclose()
 
     async def count(
-        self, model: Model, served: str | None, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+        self,
+        tenant: str,
+        model: Model,
+        served: str | None,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
     ) -> int:
         """The tokens of `messages` (with `tools`) as a prompt to `model` (its server's name
-        for it: `served`), counted by the first of its servers that answers."""
+        for it: `served`), counted by the first of its servers that answers; for `tenant`,
+        refused (429) while it has TOKEN_COUNTS_PER_TENANT counts asked already."""
+        counting = self._counting.get(tenant, 0)
+        if self._per_tenant and counting >= self._per_tenant:
+            raise TooManyRequests(
+                f"token_counts_in_flight: tenant {tenant!r} has {counting} token counts asked at once, at most"
+                f" {self._per_tenant} (TOKEN_COUNTS_PER_TENANT); try again when one has been answered",
+                retry_after=1,
+            )
+        self._counting[tenant] = counting + 1
+        try:
+            return await self._count(model, served, messages, tools)
+        finally:
+            left = self._counting[tenant] - 1
+            if left:
+                self._counting[tenant] = left
+            else:
+                del self._counting[tenant]
+
+    async def _count(
+        self, model: Model, served: str | None, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    ) -> int:
         failures: list[str] = []
         not_served = 0
         for n, server in enumerate(model.servers, 1):

@@ -123,7 +123,7 @@ class Responses:
         tools = chat_tools([tool.model_dump(exclude_none=True) for tool in body.tools or []])
         check_job(self._config, {"openai": {"messages": messages, "tools": tools}}, given_as="input")
         served = routed["meta"].get("model") or self._config.default_model or None
-        count = await self._counter.count(self._registry.by_name(route.label), served, messages, tools)
+        count = await self._counter.count(tenant.name, self._registry.by_name(route.label), served, messages, tools)
         return {"object": "response.input_tokens", "input_tokens": count}
 
     async def _made(

@@ -263,9 +263,13 @@ def usage(answer: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(used, dict) or not ({"prompt_tokens", "completion_tokens"} & used.keys()):
         return None
     prompt, completion = int(used.get("prompt_tokens") or 0), int(used.get("completion_tokens") or 0)
+    # The prompt's tokens the server read from its prefix cache, where it told them (as
+    # the organization's usage and costs count them).
+    details = used.get("prompt_tokens_details") if isinstance(used.get("prompt_tokens_details"), dict) else {}
+    cached = min(prompt, int(details.get("cached_tokens") or 0))
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": prompt + completion,

@@ -233,7 +233,8 @@ def test_the_audit_log_records_each_action_and_never_a_key(organization: Stack) 
 def admin_routes(stack: Stack) -> list[tuple[str, str]]:
     """Every route of /v1/organization, from the API's own schema, with ids filled in."""
     schema = httpx.get(f"{stack.url}/openapi.json", timeout=10).json()
-    ids = {"{project_id}": "proj_0", "{service_account_id}": "svc_acct_0", "{key_id}": "key_0", "{api_key_id}": "key_0"}
+    ids = {"{project_id}": "proj_0", "{service_account_id}": "svc_acct_0", "{key_id}": "key_0", "{api_key_id}": "key_0",
+           "{rate_limit_id}": "rl-x"}  # fmt: skip
     routes = []
     for path, methods in schema["paths"].items():
         if path.startswith("/v1/organization"):
@@ -245,7 +246,9 @@ def admin_routes(stack: Stack) -> list[tuple[str, str]]:
 
 def test_only_admin_api_keys_reach_the_organization(organization: Stack) -> None:
     routes = admin_routes(organization)
-    assert len(routes) == 21  # 18, and a project's spend_limit: retrieve, update, delete
+    # 18 of projects, keys and the audit log; 2 of rate limits; usage.completions, usage.embeddings, costs;
+    # a project's spend_limit: retrieve, update, delete
+    assert len(routes) == 26
     project = org(organization).projects.create(name="caller")
     account = org(organization).projects.service_accounts.create(project.id, name="caller")
     assert account.api_key

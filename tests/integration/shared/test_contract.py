@@ -232,6 +232,24 @@ def test_a_job_stored_twice_is_counted_to_its_tenant_once(keys_and_store: tuple[
     assert 0 < store.ttl(counts[1]) <= 120 and 0 < store.ttl(counts[0]) <= 3600 and 3600 < store.ttl(ended[2]) <= 7200
 
 
+@pytest.mark.integration
+def test_an_answer_is_counted_by_bucket_once_and_a_failure_not_at_all(keys_and_store: tuple[Keys, redis.Redis]) -> None:
+    keys, store = keys_and_store
+    store_once = store.register_script(STORE_ONCE)
+    bucket = keys.usage_buckets(30_000_000)
+    counts = [keys.usage("2026-12-01"), *keys.token_windows("proj_a", 2 * 86_400 + 60)]
+    for job, count in (("answered", "jobs"), ("failed", "failed")):
+        ended = [keys.in_flight("proj_a"), keys.lease(job), keys.usage_of_minute("2026-12-01T10:00Z"), bucket]
+        given = ["proj_a|m1|", count, 7, 3, 3600, job, 7200, "proj_a|key_1|0|completions|m1|", 7, 4, 3, 2500, 7200]
+        for run in ("first", "second"):  # run twice (redelivered): counted once
+            store_once(keys=[keys.result(job), keys.job(job), *counts, *ended], args=[run, 60, "", "", *given])
+    usage = {k.decode(): int(v) for k, v in store.hgetall(bucket).items()}
+    prefix = "proj_a|key_1|0|completions|m1|"
+    assert usage == {f"{prefix}requests": 1, f"{prefix}input": 7, f"{prefix}cached": 4, f"{prefix}output": 3,
+                     f"{prefix}cost": 2500}  # fmt: skip
+    assert 3600 < store.ttl(bucket) <= 7200
+
+
 def _messages(listener: Any, count: int) -> list[bytes]:
     got: list[bytes] = []
     deadline = time.monotonic() + 5
@@ -251,14 +269,20 @@ def test_a_projects_month_is_made_by_its_admission_counted_by_its_results_and_re
     now, month = time.time(), "2026-12"
     spend = keys.spend("proj_1", month)
     quotas = keys.in_flight("proj_1"), *keys.token_windows("proj_1", now)
+    windows = keys.model_use_windows("proj_1", now)
 
-    def admitted(job: str, limit: int, seed: int) -> Any:
-        return admit(keys=[*quotas, spend], args=[job, repr(now), 0, 0, 0, keys.result(""), 600, limit, seed, 3600])
+    def admitted(job: str, limit: int, seed: int, model: str = "") -> Any:
+        # No model's limits: '' in their places (KEYS[4..5], ARGV[8..11]), the spend's after them.
+        names = [*quotas, *(windows if model else ["", ""]), spend]
+        args = [job, repr(now), 0, 0, 0, keys.result(""), 600, model, 2 if model else 0, 0, 0, limit, seed, 3600]
+        return admit(keys=names, args=args)
 
-    def stored(job: str, cost: int, first: bool = True) -> None:
+    def stored(job: str, cost: int, first: bool = True, count: str = "jobs") -> None:
         usage = [keys.usage("2026-12-07"), *keys.token_windows("proj_1", now), keys.in_flight("proj_1"),
-                 keys.lease(job), keys.usage_of_minute("2026-12-07T12:00Z"), spend]  # fmt: skip
-        args = ['{"status":"SUCCESS"}', 60, "", "", "proj_1|m|", "jobs", 3, 4, 86_400, job, 7200, cost]
+                 keys.lease(job), keys.usage_of_minute("2026-12-07T12:00Z"), keys.usage_buckets(int(now // 60)),
+                 "", spend]  # fmt: skip
+        args = ['{"status":"SUCCESS"}', 60, "", "", "proj_1|m|", count, 3, 4, 86_400, job, 7200,
+                "proj_1||0|completions|m|", 3, 0, 4, cost, 60, ""]  # fmt: skip
         assert store_once(keys=[keys.result(job), keys.job(job), *usage], args=args) == int(first)
 
     # A result stored while Redis holds no count of the month adds nothing: the month is
@@ -269,10 +293,74 @@ def test_a_projects_month_is_made_by_its_admission_counted_by_its_results_and_re
     assert store.get(spend) == b"4000" and 0 < store.ttl(spend) <= 3600
     stored("j1", 5_000)
     assert store.get(spend) == b"9000"
+    stored("failed", 5_000, count="failed")  # a failed job is not counted, as in its buckets
+    assert store.get(spend) == b"9000"
     assert admitted("j2", 10_000, 0) is None  # the seed is only where Redis holds nothing
     stored("j2", 1_500)
     stored("j2", 1_500, first=False)  # a result stored again is not counted again
     assert admitted("j3", 10_000, 0) == [b"spend_limit", b"10500"]
+    # With a model's limits too: refused for its spend first, no request of the model counted.
+    assert admitted("j3", 10_000, 0, model="big|") == [b"spend_limit", b"10500"]
+    assert store.hgetall(windows[0]) == {}
     assert admitted("j3", 20_000, 0) is None  # a limit raised lets it through
+    assert admitted("j4", 20_000, 0, model="big|") is None
+    assert admitted("j5", 20_000, 0, model="big|") is None
+    assert admitted("j6", 20_000, 0, model="big|") == [b"max_requests_per_1_minute", 2]
     # Without the month's key (a project without a limit), admission reads no spend.
-    assert admit(keys=list(quotas), args=["j4", repr(now), 0, 0, 0, keys.result(""), 600]) is None
+    assert admit(keys=list(quotas), args=["j7", repr(now), 0, 0, 0, keys.result(""), 600]) is None
+
+
+@pytest.mark.integration
+def test_a_models_rate_limits_admit_exactly_their_count_and_a_refusal_counts_nothing(
+    keys_and_store: tuple[Keys, redis.Redis],
+) -> None:
+    keys, store = keys_and_store
+    admit, store_once = store.register_script(contract.ADMIT), store.register_script(STORE_ONCE)
+    now = 2 * 86_400 + 30.0
+    tenant = [keys.in_flight("proj_a"), *keys.token_windows("proj_a", now)]
+    windows = keys.model_use_windows("proj_a", now)
+
+    def asked(job: str, rpm: int = 3, tpm: int = 0, rpd: int = 0, model: str = "big|") -> Any:
+        args = [job, repr(now), 0, 0, 0, keys.result(""), 3600, model, rpm, tpm, rpd]
+        return admit(keys=[*tenant, *windows], args=args)
+
+    refused = [b"max_requests_per_1_minute", 3]
+    assert [asked(f"j{n}") for n in range(5)] == [None, None, None, refused, refused]
+    minute = {k.decode(): int(v) for k, v in store.hgetall(windows[0]).items()}
+    assert minute == {"big|requests": 3}  # the refused counted nothing
+    assert 60 < store.ttl(windows[0]) <= 120 and 86_400 < store.ttl(windows[1]) <= 172_800
+    # Another model of the same project has its own count; a day's limit counts the same requests.
+    assert asked("j5", model="small|") is None
+    assert asked("j6", rpm=0, rpd=3) == [b"max_requests_per_1_day", 3]
+    # Tokens as a worker stores a job's result (STORE_ONCE, the same minute's hash): past
+    # the model's tokens per minute, the next job is refused.
+    usage = [keys.usage("1970-01-03"), *keys.token_windows("proj_a", now)]
+    ended = [keys.in_flight("proj_a"), keys.lease("j0"), keys.usage_of_minute("1970-01-03T00:00Z")]
+    ended += [keys.usage_buckets(int(now // 60)), windows[0]]
+    given = ["proj_a|big|", "jobs", 70, 40, 3600, "j0", 7200, "proj_a||0|completions|big|", 70, 0, 40, 0, 60, "big|"]
+    assert store_once(keys=[keys.result("j0"), keys.job("j0"), *usage, *ended], args=["r", 60, "", "", *given]) == 1
+    assert int(store.hget(windows[0], "big|tokens") or 0) == 110
+    assert asked("j7", rpm=0, tpm=110) == [b"max_tokens_per_1_minute", 110]
+    assert asked("j8", rpm=0, tpm=111) is None
+
+
+@pytest.mark.integration
+def test_a_batch_is_charged_to_its_models_days_all_or_nothing_and_once(
+    keys_and_store: tuple[Keys, redis.Redis],
+) -> None:
+    keys, store = keys_and_store
+    charge = store.register_script(contract.scripts.BATCH_CHARGE)
+    day = keys.model_use("proj_a", contract.keys.TokenWindow.DAY, 2 * 86_400)
+
+    def charged() -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in store.hgetall(day).items() if not k.startswith(b"batch:")}
+
+    assert charge(keys=[day], args=["batch_1", 172_800, "big|", 60, 100, "small|", 5, 10]) is None
+    assert charged() == {"big|batch_input_tokens": 60, "small|batch_input_tokens": 5}
+    # Driven again (its process died): not charged twice.
+    assert charge(keys=[day], args=["batch_1", 172_800, "big|", 60, 100, "small|", 5, 10]) is None
+    # Past one model's limit: refused whole, nothing charged to the other either.
+    assert charge(keys=[day], args=["batch_2", 172_800, "small|", 1, 10, "big|", 41, 100]) == [b"big|", 60]
+    assert charged() == {"big|batch_input_tokens": 60, "small|batch_input_tokens": 5}
+    assert charge(keys=[day], args=["batch_3", 172_800, "big|", 40, 100]) is None
+    assert charged()["big|batch_input_tokens"] == 100 and 86_400 < store.ttl(day) <= 172_800

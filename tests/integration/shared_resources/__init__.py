@@ -24,4 +24,5 @@ SHARED_RESOURCES: dict[str, str] = {
     "connections": "test_connections",
     "file store": "test_file_store",
     "batch lines": "test_batch_lines",
+    "token counts": "test_token_counts",
 }

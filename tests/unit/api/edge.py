@@ -134,9 +134,20 @@ class FakeRedis:
             stored[_bytes(name)] = _bytes(item)
         return len(fields)
 
+    async def hincrby(self, key: str, field: Any, amount: int = 1) -> int:
+        self._check()
+        fields = self.hashes.setdefault(key, {})
+        value = int(fields.get(_bytes(field), b"0")) + amount
+        fields[_bytes(field)] = str(value).encode()
+        return value
+
     async def hget(self, key: str, field: Any) -> bytes | None:
         self._check()
         return self.hashes.get(key, {}).get(_bytes(field))
+
+    async def hmget(self, key: str, *fields: Any) -> list[bytes | None]:
+        self._check()
+        return [self.hashes.get(key, {}).get(_bytes(field)) for field in fields]
 
     async def hgetall(self, key: str) -> dict[bytes, bytes]:
         self._check()
@@ -171,6 +182,12 @@ class FakeRedis:
     async def zcard(self, key: str) -> int:
         self._check()
         return len(self.zsets.get(key, {}))
+
+    async def zcount(self, key: str, low: float, high: float | str) -> int:
+        self._check()
+        top = str(high)
+        below = (lambda score: score < float(top[1:])) if top.startswith("(") else (lambda score: score <= float(top))
+        return sum(1 for score in self.zsets.get(key, {}).values() if score >= float(low) and below(score))
 
     async def zrank(self, key: str, member: Any) -> int | None:
         self._check()
@@ -434,6 +451,8 @@ def _claim(redis: FakeRedis, keys: list[str], args: list[Any]) -> Any:
             fields[name] = value
     if args[9] == "1":
         fields[b"background"] = "1"
+    if len(args) > 10 and args[10] != "":
+        fields[b"priority"] = args[10]
     redis.hashes[job] = {name: _bytes(value) for name, value in fields.items()}
     redis.zsets.setdefault(queued, {})[_bytes(args[4])] = float(args[2])
     return None

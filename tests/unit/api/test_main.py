@@ -58,6 +58,7 @@ PATH_VALUES = {
     "project_id": "proj_x",
     "service_account_id": "svc_acct_x",
     "api_key_id": "key_x",
+    "rate_limit_id": "rl-x",
     "key_id": "key_x",
 }
 

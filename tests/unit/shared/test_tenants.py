@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -122,7 +123,8 @@ def test_projects_made_at_runtime_are_found_beside_the_files_tenants_until_their
     tenants.runtime = Directory(
         1, {project.name: project}, {digest("sk-proj-a"): Grant(project, "key_a", expires_at=100.0)}
     )
-    assert tenants.find(digest("sk-proj-a"), 99.9) == project
+    # Its project's tenant, naming the key (its jobs' usage is counted to it).
+    assert tenants.find(digest("sk-proj-a"), 99.9) == replace(project, key_id="key_a")
     assert tenants.find(digest("sk-proj-a"), 100.0) is None  # expired as it is presented, not at a reload
     assert tenants.find(digest("key-default"), 0).name == DEFAULT_TENANT  # type: ignore[union-attr]
     assert tenants.get(project.name) == project

@@ -14,7 +14,14 @@ import pytest
 from celery import Celery, states
 
 from shared.contract import Keys
-from shared.contract.keys import USAGE_MINUTE_SECONDS, usage_day, usage_minute, usage_month
+from shared.contract.keys import (
+    USAGE_BUCKET_SECONDS,
+    USAGE_MINUTE_SECONDS,
+    TokenWindow,
+    usage_day,
+    usage_minute,
+    usage_month,
+)
 from shared.registry import Prices
 from tasks.result_store import ResultStore, job_of, reply_channel
 from testing.scripted_redis import ScriptedRedis, arity
@@ -48,8 +55,8 @@ def store(replica_acks: int = 0, **answers: Any) -> tuple[ResultStore, ScriptedR
         usage_days=10,
         usage_default_model="default-model",
         redis_replica_acks=replica_acks,
-        # USD per million input, cached input and output tokens (shared/broker/settings.py).
-        usage_prices={"priced": [2.0, 0.5, 8.0], "uncached": [2.0, None, 8.0]},
+        # USD per million input, cached input (None: input's) and output tokens.
+        usage_prices={"priced": [2.0, 0.5, 8.0], "flat": [1.0, None, 3.0], "uncached": [2.0, None, 8.0]},
     )
     fake = ScriptedRedis({"STORE_ONCE": 1, **answers})
     backend = type("Store", (Scripted,), {"fake": fake})(app=app, url="redis://127.0.0.1:1/0")
@@ -90,9 +97,28 @@ def test_a_model_jobs_result_counts_its_tokens_to_its_tenant_and_the_model_that_
     assert call.keys[5:7] == [KEYS.in_flight("acme"), KEYS.lease("acme~j1")]
     # The minute's usage too (GET /usage?per=minute), kept two hours.
     assert call.keys[7] in {KEYS.usage_of_minute(usage_minute(at)) for at in (now - 60, now)}
-    assert call.argv[4:] == ["acme|fallback|", "jobs", 3, 4, 10 * 86_400, "acme~j1", USAGE_MINUTE_SECONDS, 0]
-    # Its cost (none: the model has no prices) to the tenant's spend of the month.
-    assert call.keys[8] in {KEYS.spend("acme", usage_month(at)[0]) for at in (now - 60, now)}
+    assert call.argv[4:11] == ["acme|fallback|", "jobs", 3, 4, 10 * 86_400, "acme~j1", USAGE_MINUTE_SECONDS]
+    # And by bucket (the Administration API's usage): a key without an id, not a batch's, a completion.
+    assert call.keys[8] in {KEYS.usage_buckets(int(at // 60)) for at in (now - 60, now)}
+    assert call.argv[11:17] == ["acme||0|completions|fallback|", 3, 0, 4, 0, USAGE_BUCKET_SECONDS]
+    # Its tokens to the model it asked for, this minute: its project's rate limit on that
+    # model is checked on them (in the same call).
+    assert call.keys[9] in {KEYS.model_use("acme", TokenWindow.MINUTE, at) for at in (now - 60, now)}
+    assert call.argv[17] == "big|"
+    # Its cost (its buckets', none: the model has no prices) to the tenant's spend of the month.
+    assert call.keys[10] in {KEYS.spend("acme", usage_month(at)[0]) for at in (now - 60, now)}
+    assert (len(call.keys), len(call.argv)) == arity("STORE_ONCE")
+
+
+def test_a_batch_lines_tokens_are_not_counted_to_its_models_limit_per_minute() -> None:
+    backend, fake = store()
+    job = {"meta": {}, "route": "big", "tenant": "acme", "batch": {"id": "batch_1", "line": 0}}
+    backend._store_result("acme~j1", dict(ANSWER), states.SUCCESS, request=request(job))
+    (call,) = fake.named("STORE_ONCE")
+    # Its usage counted, not the model's minute ('' in its place), and its cost to its month.
+    assert (len(call.keys), len(call.argv)) == arity("STORE_ONCE")
+    assert call.keys[9] == "" and call.argv[17] == "" and call.keys[10].startswith(KEYS.spend("acme", ""))
+    assert call.argv[4] == "acme|big|"
 
 
 def test_a_failure_counts_as_failed_on_the_jobs_route_with_no_tokens() -> None:
@@ -101,8 +127,37 @@ def test_a_failure_counts_as_failed_on_the_jobs_route_with_no_tokens() -> None:
     backend._store_result("j1", failure, states.FAILURE, request=request({"meta": {}}))
     (call,) = fake.named("STORE_ONCE")
     assert call.argv[1] == backend.failure_expires
-    assert call.argv[4:] == ["default|default-model|", "failed", 0, 0, 10 * 86_400, "j1", USAGE_MINUTE_SECONDS, 0]
+    assert call.argv[4:11] == ["default|default-model|", "failed", 0, 0, 10 * 86_400, "j1", USAGE_MINUTE_SECONDS]
+    assert call.argv[12:16] == [0, 0, 0, 0]  # by bucket, STORE_ONCE counts answers only
+    assert call.argv[17] == "default-model|"
     assert call.keys[5] == KEYS.in_flight("default")
+
+
+def test_an_answer_is_counted_by_bucket_with_its_key_cached_tokens_and_cost_at_its_models_prices() -> None:
+    backend, fake = store()
+    usage = {"prompt_tokens": 1000, "completion_tokens": 200, "prompt_tokens_details": {"cached_tokens": 400}}
+    job = {"meta": {}, "route": "priced", "tenant": "proj_a", "key_id": "key_1", "batch": {"id": "b", "line": 3}}
+    backend._store_result("proj_a~j1", {**ANSWER, "usage": usage}, states.SUCCESS, request=request(job))
+    (call,) = fake.named("STORE_ONCE")
+    # 600 uncached at $2, 400 cached at $0.50, 200 out at $8 per million: 1200 + 200 + 1600 micro-USD.
+    assert call.argv[11:17] == ["proj_a|key_1|1|completions|priced|", 1000, 400, 200, 3_000_000, USAGE_BUCKET_SECONDS]
+
+
+def test_an_embedding_is_counted_as_one_with_input_tokens_only_and_cached_at_the_input_price() -> None:
+    backend, fake = store()
+    job = {"meta": {}, "route": "flat", "tenant": "t", "embed": {"input": ["a"]}}
+    answer = {"embeddings": ["AAAA"], "model": "m", "usage": {"prompt_tokens": 7, "total_tokens": 7}}
+    backend._store_result("t~j1", answer, states.SUCCESS, request=request(job, "llm.embed"))
+    (call,) = fake.named("STORE_ONCE")
+    assert call.argv[11:17] == ["t||0|embeddings|flat|", 7, 0, 0, 7000, USAGE_BUCKET_SECONDS]
+
+
+def test_more_cached_tokens_than_input_are_counted_as_the_input_and_an_unpriced_model_costs_nothing() -> None:
+    backend, fake = store()
+    usage = {"prompt_tokens": 5, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 9}}
+    backend._store_result("j1", {**ANSWER, "usage": usage}, states.SUCCESS, request=request({"meta": {}}))
+    (call,) = fake.named("STORE_ONCE")
+    assert call.argv[11:17] == ["default||0|completions|default-model|", 5, 5, 1, 0, USAGE_BUCKET_SECONDS]
 
 
 @pytest.mark.parametrize(
@@ -156,5 +211,6 @@ def test_a_jobs_cost_is_its_reported_tokens_at_its_models_prices(model: str, usa
     job = {"meta": {}, "route": model, "tenant": "proj_1"}
     backend._store_result("proj_1~j1", {**ANSWER, "usage": usage}, states.SUCCESS, request=request(job))
     (call,) = fake.named("STORE_ONCE")
-    assert call.argv[-1] == cost and call.keys[-1].startswith(KEYS.spend("proj_1", ""))
+    # Its buckets' cost (ARGV[16]) is what STORE_ONCE adds to the tenant's spend of the month.
+    assert call.argv[15] == cost and call.keys[-1].startswith(KEYS.spend("proj_1", ""))
     assert (len(call.keys), len(call.argv)) == arity("STORE_ONCE")

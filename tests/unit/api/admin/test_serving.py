@@ -17,7 +17,7 @@ from redis.backoff import NoBackoff
 
 from api.admin import types
 from api.admin.serving import ControlPlane
-from api.errors import Conflict, ControlPlaneUnavailable, NotFound, ReadOnly
+from api.errors import BadRequest, Conflict, ControlPlaneUnavailable, NotFound, ReadOnly
 from api.observability.metrics import Metrics
 from api.tenancy.control_sync import ControlSync
 from api.tenancy.guard import Guard
@@ -25,7 +25,8 @@ from api.tenancy.spend import MonthSpend
 from shared.config import Config
 from shared.control.database import engine_for
 from shared.control.store import ControlStore
-from shared.tenants import AdminGrant, digest
+from shared.registry import Model, Registry
+from shared.tenants import AdminGrant, ModelLimits, digest
 from testing.fake_model_server import free_port
 
 pytestmark = pytest.mark.unit
@@ -37,7 +38,13 @@ tenants:
     keys: ["key-research"]
   - name: product
     keys: ["key-product"]
+    quotas: {requests_per_minute: 600, tokens_per_minute: 90000}
 """
+# Two models: a project's rate limits are one per model, named by it (a "/" and a ":" too).
+REGISTRY = Registry(
+    (Model("small", "http://127.0.0.1:1", "q.small"), Model("org/big:8b", "http://127.0.0.1:2", "q.big")),
+    Model("small", "http://127.0.0.1:1", "q.small"),
+)
 
 
 @pytest.fixture
@@ -55,7 +62,7 @@ def plane(tmp_path: Path) -> Iterator[tuple[ControlPlane, Guard]]:
     sync = ControlSync(config, store, guard, nowhere)
     asyncio.run(sync.start())
     spend = MonthSpend(config, store, guard.tenants, nowhere)
-    yield ControlPlane(config, store, sync, guard.tenants, spend), guard
+    yield ControlPlane(config, store, sync, guard.tenants, REGISTRY, spend), guard
     store.engine.dispose()
 
 
@@ -159,5 +166,92 @@ def test_a_spend_limit_is_set_read_held_by_the_process_and_removed(plane: tuple[
             await control.update_spend_limit(ADMIN, "research", asked)
         with pytest.raises(NotFound, match="no spend limit"):
             await control.spend_limit("research")
+
+    asyncio.run(main())
+
+
+def test_a_projects_rate_limits_are_one_per_model_set_field_by_field_and_held_before_the_answer(
+    plane: tuple[ControlPlane, Guard],
+) -> None:
+    control, guard = plane
+
+    async def main() -> None:
+        project = (await control.create_project(ADMIN, types.CreateProject(name="p")))["id"]
+        made = await control.create_service_account(ADMIN, project, types.CreateServiceAccount(name="bot"))
+        listed = await control.rate_limits(project, None, None, 100)
+        assert ids(listed) == ["rl-small", "rl-org/big:8b"] and not listed["has_more"]
+        assert listed["data"][1] == {
+            "object": "project.rate_limit", "id": "rl-org/big:8b", "model": "org/big:8b",
+            "max_requests_per_1_minute": 0, "max_tokens_per_1_minute": 0, "max_requests_per_1_day": None,
+            "batch_1_day_max_input_tokens": None,
+        }  # fmt: skip
+
+        body = types.UpdateRateLimit(max_requests_per_1_minute=20, max_requests_per_1_day=500)
+        updated = await control.update_rate_limit(ADMIN, project, "rl-org/big:8b", body)
+        assert (updated["max_requests_per_1_minute"], updated["max_tokens_per_1_minute"]) == (20, 0)
+        assert updated["max_requests_per_1_day"] == 500 and updated["batch_1_day_max_input_tokens"] is None
+        # Held by this process before it answered: the key's tenant carries it.
+        tenant = guard.tenants.find(digest(made["api_key"]["value"]), time.time())
+        assert tenant is not None and tenant.model_limits == {"org/big:8b": ModelLimits(20, 0, 500, 0)}
+        # Another field later leaves the first as it was; 0 clears one.
+        body = types.UpdateRateLimit(max_tokens_per_1_minute=1000, max_requests_per_1_minute=0)
+        updated = await control.update_rate_limit(ADMIN, project, "rl-org/big:8b", body)
+        assert (updated["max_requests_per_1_minute"], updated["max_tokens_per_1_minute"]) == (0, 1000)
+        assert updated["max_requests_per_1_day"] == 500
+        tenant = guard.tenants.find(digest(made["api_key"]["value"]), time.time())
+        assert tenant is not None and tenant.model_limits == {"org/big:8b": ModelLimits(0, 1000, 500, 0)}
+        # Nothing asked: nothing changed.
+        same = await control.update_rate_limit(ADMIN, project, "rl-small", types.UpdateRateLimit())
+        assert same["max_requests_per_1_minute"] == 0 and same["max_requests_per_1_day"] is None
+
+    asyncio.run(main())
+
+
+def test_rate_limits_page_after_and_before_and_a_cursor_naming_no_model_gives_nothing(
+    plane: tuple[ControlPlane, Guard],
+) -> None:
+    control, _ = plane
+
+    async def main() -> None:
+        project = (await control.create_project(ADMIN, types.CreateProject(name="p")))["id"]
+        first = await control.rate_limits(project, None, None, 1)
+        assert ids(first) == ["rl-small"] and first["has_more"] and first["last_id"] == "rl-small"
+        second = await control.rate_limits(project, "rl-small", None, 1)
+        assert ids(second) == ["rl-org/big:8b"] and not second["has_more"]
+        back = await control.rate_limits(project, None, "rl-org/big:8b", 1)
+        assert ids(back) == ["rl-small"] and not back["has_more"]
+        assert ids(await control.rate_limits(project, "rl-gone", None, 10)) == []
+
+    asyncio.run(main())
+
+
+def test_rate_limits_refused_as_the_api_refuses_and_a_keys_files_tenant_shows_its_own_quotas(
+    plane: tuple[ControlPlane, Guard],
+) -> None:
+    control, _ = plane
+
+    async def main() -> None:
+        some = types.UpdateRateLimit(max_requests_per_1_minute=5)
+        with pytest.raises(NotFound, match="no project with id 'proj_none'"):
+            await control.rate_limits("proj_none", None, None, 10)
+        with pytest.raises(NotFound, match="no project"):
+            await control.update_rate_limit(ADMIN, "proj_none", "rl-small", some)
+        project = (await control.create_project(ADMIN, types.CreateProject(name="p")))["id"]
+        for unknown in ("rl-nothing", "small", "rl-"):
+            with pytest.raises(NotFound, match="no rate limit"):
+                await control.update_rate_limit(ADMIN, project, unknown, some)
+        with pytest.raises(BadRequest, match="rate_limit_id: holds bytes that are not UTF-8"):
+            await control.update_rate_limit(ADMIN, project, "rl-\ufffd\ufffd", some)
+        with pytest.raises(ReadOnly, match="API_KEYS_FILE"):
+            await control.update_rate_limit(ADMIN, "product", "rl-small", some)
+        declared = (await control.rate_limits("product", None, None, 10))["data"]
+        assert [(found["max_requests_per_1_minute"], found["max_tokens_per_1_minute"]) for found in declared] == [
+            (600, 90000), (600, 90000),
+        ]  # fmt: skip
+        assert (await control.rate_limits("research", None, None, 10))["data"][0]["max_requests_per_1_minute"] == 0
+        await control.archive_project(ADMIN, project)
+        with pytest.raises(Conflict, match="archived"):
+            await control.update_rate_limit(ADMIN, project, "rl-small", some)
+        assert ids(await control.rate_limits(project, None, None, 10)) == ["rl-small", "rl-org/big:8b"]
 
     asyncio.run(main())

@@ -49,7 +49,7 @@ def test_headers_say_when_to_try_again_where_a_job_goes_on_and_how_to_authentica
 
 def test_a_spend_limit_reached_is_openais_insufficient_quota_and_not_to_be_retried() -> None:
     refused = refusal(errors.SpendLimitReached("project 'p' reached its monthly spend limit"))
-    assert (refused.status, refused.code) == (429, "insufficient_quota")
+    assert (refused.status, refused.error_type, refused.error_code) == (429, "insufficient_quota", "insufficient_quota")
     # OpenAI's SDKs retry a 429 unless told not to: the same request would be refused again.
     assert refused.headers == {"x-should-retry": "false"}
-    assert refusal(errors.TooManyRequests("busy", retry_after=2)).code is None
+    assert refusal(errors.TooManyRequests("busy", retry_after=2)).error_code is None

@@ -47,6 +47,15 @@ def test_a_job_naming_no_model_goes_to_the_default_and_the_default_tenant_keeps_
     assert (route.key, route.model, route.queue, route.priority) == ("j2", "small", "q.small", None)
 
 
+def test_a_job_sent_with_a_projects_key_carries_the_keys_id_for_its_usage() -> None:
+    _, job = routing(models=json.dumps(MODELS)).route(
+        TaskName.CHAT, "j5", {"meta": {}, "messages": []}, Tenant("proj_a", key_id="key_1")
+    )
+    assert (job["tenant"], job["key_id"]) == ("proj_a", "key_1")
+    _, job = routing().route(TaskName.CHAT, "j6", {"meta": {}, "messages": []}, ALPHA)  # a key without an id
+    assert "key_id" not in job
+
+
 def test_a_model_the_registry_does_not_list_is_refused_before_anything_is_queued() -> None:
     with pytest.raises(ModelNotFound, match="made-up"):
         routing(models=json.dumps(MODELS)).route(TaskName.CHAT, "j3", {"meta": {"model": "made-up"}}, ALPHA)

@@ -17,7 +17,8 @@ JOB = {"meta": {"model": "m"}, "content": "hi"}
 
 
 def test_the_same_body_is_the_same_job_however_it_was_sent_and_whoever_ran_it() -> None:
-    same = {**JOB, "stream": True, "accepted_at": 1.0, "notify": True, "tenant": "a", "weight": 2.0, "record": {}}
+    same = {**JOB, "stream": True, "accepted_at": 1.0, "notify": True, "tenant": "a", "weight": 2.0, "record": {},
+            "key_id": "key_1"}  # fmt: skip
     assert fingerprint("llm.generate", JOB) == fingerprint("llm.generate", same)
     assert fingerprint("llm.generate", JOB) != fingerprint("llm.chat", JOB)
     assert fingerprint("llm.generate", JOB) != fingerprint("llm.generate", {**JOB, "content": "ho"})
@@ -31,8 +32,13 @@ def store_of(**settings: object) -> tuple[JobStore, FakeRedis]:
 
 def test_a_claim_is_new_then_the_same_then_refused_past_the_queues_bound() -> None:
     async def main() -> None:
-        store, _ = store_of(max_queued_jobs=2)
-        first = await store.claim("j1", "llm.generate", JOB, tenant="alpha", queue="q")
+        store, redis = store_of(max_queued_jobs=2)
+        first = await store.claim("j1", "llm.generate", JOB, tenant="alpha", queue="q", priority=8)
+        # Its queue and priority are kept with the claim (its band's count, GET /scaling?bands=true).
+        assert {k: redis.hashes[store._config.keys.job("j1")][k] for k in (b"queue", b"priority")} == {
+            b"queue": b"q",
+            b"priority": b"8",
+        }
         again = await store.claim("j1", "llm.generate", {**JOB, "stream": True})
         other = await store.claim("j1", "llm.generate", {**JOB, "content": "ho"})
         assert (first.new, again.new, again.same, other.same) == (True, False, True, False)

@@ -17,6 +17,7 @@ from api.tenancy.guard import load_tenants_of
 from shared.config import Config
 from shared.contract.keys import capacity_field
 from shared.registry import load_registry
+from shared.servers import PRIORITY_STEP
 from tests.unit.api.edge import FakeRedis, config
 
 pytestmark = pytest.mark.unit
@@ -71,6 +72,42 @@ def test_a_tenants_queue_counts_to_its_models_waiting_jobs(tmp_path: Path) -> No
     scaling = scaling_of(settings, FakeRedis())
     (model,) = asyncio.run(scaling.read({"q": 1, "q.tenant.alpha": 2, "q.tenant.beta": 3})).values()
     assert model.waiting == 6
+
+
+def test_waiting_jobs_are_counted_by_priority_band_only_when_asked() -> None:
+    settings = config(models=MODELS, queue_name="q")
+    redis = FakeRedis()
+    now = time.time()
+    claims = {"a": ("q.small", b"9"), "b": ("q.small", b"7"), "c": ("q.small", None), "d": ("q.small", b"0"),
+              "e": ("q.large", b"3"), "f": ("elsewhere", b"9")}  # fmt: skip
+    redis.zsets[settings.keys.queued] = {job.encode(): now - n for n, job in enumerate(claims)}
+    for job, (queue, priority) in claims.items():
+        redis.hashes[settings.keys.job(job)] = {
+            b"queue": queue.encode(),
+            **({b"priority": priority} if priority else {}),
+        }
+    depths = {"q.small": 4, "q.large": 1}
+    plain = asyncio.run(scaling_of(settings, redis).read(depths))
+    assert "waiting_by_band" not in plain["small"].as_dict()
+    banded = asyncio.run(scaling_of(settings, redis).read(depths, bands=True))
+    # No priority given: the default's band (5, normal).
+    assert banded["small"].as_dict()["waiting_by_band"] == {"high": 2, "normal": 1, "low": 1}
+    assert banded["large"].waiting_by_band == {"high": 0, "normal": 0, "low": 1}
+
+
+def test_jobs_in_line_for_a_server_slot_are_counted_by_priority_band_when_asked() -> None:
+    pooled = {"name": "large", "servers": [{"url": "http://a:1", "name": "a"}, {"url": "http://b:1", "name": "b"}]}
+    settings = config(models=json.dumps({"models": [pooled]}), queue_name="q")
+    redis = FakeRedis()
+    accepted = int(time.time() * 1000)
+    # As the workers score their waiters (tasks/model/pooled.py): 9 - priority steps, then the time.
+    line = {b"p9": 9, b"p7": 7, b"p6": 6, b"p4": 4, b"p3": 3, b"p0": 0}
+    waiting = {waiter: (9 - priority) * PRIORITY_STEP + accepted for waiter, priority in line.items()}
+    redis.zsets[settings.keys.server_waiting("large")] = waiting
+    (plain,) = asyncio.run(scaling_of(settings, redis).read({"q.large": 0})).values()
+    assert plain.waiting_for_server == 6 and "waiting_for_server_by_band" not in plain.as_dict()
+    (banded,) = asyncio.run(scaling_of(settings, redis).read({"q.large": 0}, bands=True)).values()
+    assert banded.as_dict()["waiting_for_server_by_band"] == {"high": 2, "normal": 2, "low": 2}
 
 
 def test_a_result_store_that_cannot_be_read_is_named() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -49,7 +50,8 @@ def bearer(key: str) -> str:
 
 def test_a_projects_key_is_its_projects_tenant_beside_the_files_keys() -> None:
     keyed = guard(api_keys="key-default", admin_api_keys=ADMIN_KEY)
-    assert asyncio.run(keyed.admit(bearer(PROJECT_KEY), "10.0.0.1")) == PROJECT
+    # Its project's tenant, naming the key (its jobs' usage is counted to it).
+    assert asyncio.run(keyed.admit(bearer(PROJECT_KEY), "10.0.0.1")) == replace(PROJECT, key_id="key_live")
     assert asyncio.run(keyed.admit(bearer("key-default"), "10.0.0.1")).name == DEFAULT_TENANT
     assert keyed.owner(PROJECT).name == f"tenant:{PROJECT.name}" and not keyed.owner(PROJECT).every
     assert keyed.tenants.get(PROJECT.name) == PROJECT  # a stored job of the project finds its tenant
@@ -90,7 +92,7 @@ def test_without_keys_configured_a_projects_key_is_still_its_own_and_a_dead_one_
     for anyone in ("", bearer("not-needed"), "Basic xyz"):
         tenant = asyncio.run(open_gateway.admit(anyone, "10.0.0.1"))
         assert tenant.name == DEFAULT_TENANT and open_gateway.owner(tenant).every
-    assert asyncio.run(open_gateway.admit(bearer(PROJECT_KEY), "10.0.0.1")) == PROJECT
+    assert asyncio.run(open_gateway.admit(bearer(PROJECT_KEY), "10.0.0.1")) == replace(PROJECT, key_id="key_live")
     assert not open_gateway.owner(PROJECT).every  # a project sees its own files, not everyone's
     for dead in (EXPIRED_KEY, "sk-proj-deleted"):  # a project's key that no longer works is no one's
         with pytest.raises(Unauthorized):

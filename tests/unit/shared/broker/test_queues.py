@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from shared.broker.queues import MAX_PRIORITY, band_queue, bands, declared, model_queue, queue_arguments
+from shared.broker.queues import MAX_PRIORITY, band_of, band_queue, bands, declared, model_queue, queue_arguments
 from shared.config import Config
 
 pytestmark = pytest.mark.unit
@@ -25,6 +25,14 @@ def test_quorum_queues_come_in_three_priority_bands() -> None:
     assert {model_queue(name) for name in bands(quorum, "q")} == {"q"}
     # Classic queues: one queue per model, as before.
     assert bands(config(rabbit_mq_host="r"), "q") == ["q"] and band_queue(config(rabbit_mq_host="r"), "q", 9) == "q"
+
+
+def test_a_priority_is_named_by_the_band_it_waits_in_on_quorum_queues() -> None:
+    quorum = config(rabbit_mq_host="r1,r2,r3", rabbit_mq_queue_type="quorum")
+    suffix = {"high": ".high", "normal": "", "low": ".low"}
+    for priority in [*range(10), None]:
+        assert band_queue(quorum, "q", priority) == "q" + suffix[band_of(priority)]
+    assert band_of(None) == band_of(5) == "normal" and band_of(9) == "high" and band_of(0) == "low"
 
 
 def test_a_queue_is_declared_durable_with_the_arguments_of_its_kind() -> None:

@@ -11,6 +11,9 @@ from shared.contract.keys import (
     TokenWindow,
     capacity_field,
     capacity_queue,
+    model_use_prefix,
+    usage_bucket_field,
+    usage_bucket_prefix,
     usage_day,
     usage_field,
     usage_minute,
@@ -46,6 +49,16 @@ def test_usage_fields_read_back_their_tenant_model_and_count() -> None:
     assert usage_field(field) == ("acme", "org|model", "prompt_tokens")
 
 
+def test_usage_bucket_fields_read_back_their_tenant_key_batch_kind_model_and_count() -> None:
+    field = usage_bucket_prefix("proj_a", "key_1", True, "completions", "org|model") + "cached"
+    assert usage_bucket_field(field) == ("proj_a", "key_1", True, "completions", "org|model", "cached")
+    field = usage_bucket_prefix("research", "", False, "embeddings", "e") + "requests"
+    assert usage_bucket_field(field) == ("research", "", False, "embeddings", "e", "requests")
+    assert Keys("p:").usage_buckets(int(NOON // 60)) == f"p:usage-buckets:{int(NOON // 60)}"
+    with pytest.raises(ValueError):
+        usage_bucket_field("not|ours")
+
+
 def test_capacity_and_webhook_count_fields_read_back_what_was_written() -> None:
     assert capacity_queue(capacity_field("jobs.big", "celery@host-1")) == "jobs.big"
     assert webhook_count_of(webhook_count_field("billing", "gave_up")) == ("billing", "gave_up")
@@ -61,3 +74,14 @@ def test_a_utc_month_is_named_and_bounded_december_into_january() -> None:
     assert february == ("2028-02", calendar.timegm((2028, 2, 1, 0, 0, 0)), calendar.timegm((2028, 3, 1, 0, 0, 0)))
     assert usage_month(february[2])[0] == "2028-03"  # its end is the next month's start
     assert Keys("p:").spend("proj_1", "2026-12") == "p:spend:proj_1:2026-12"
+
+
+def test_a_projects_use_of_models_is_one_hash_a_minute_and_one_a_utc_day_by_model() -> None:
+    keys = Keys("p:")
+    assert keys.model_use_windows("proj_a", NOON) == [
+        f"p:model-use:proj_a:m{int(NOON // 60)}",
+        f"p:model-use:proj_a:d{int(NOON // 86_400)}",
+    ]
+    assert keys.model_use("proj_a", TokenWindow.DAY, NOON) == keys.model_use_windows("proj_a", NOON)[1]
+    # A model's name may hold ":" and "/": its fields end with the count's name after "|".
+    assert model_use_prefix("org/big:8b") + "requests" == "org/big:8b|requests"

@@ -35,7 +35,8 @@ def test_api_processes_starting_together_migrate_once(tmp_path: Path) -> None:
     with engine.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).all() == [("0002",)]
         assert connection.execute(select(ControlState.id, ControlState.version)).all() == [(1, 0)]
-        assert set(inspect(connection).get_table_names()) >= {"projects", "project_api_keys", "audit_logs", "project_rate_limits", "usage_buckets"}
+        tables = set(inspect(connection).get_table_names())
+        assert tables >= {"projects", "project_api_keys", "audit_logs", "project_rate_limits", "usage_buckets"}
     engine.dispose()
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from shared.control.database import engine_for, migrate
 from shared.control.models import AuditEvent, ProjectKey, UsageBucket
 from shared.control.store import Actor, Archived, AuditFilter, ControlStore, Missing, Page
-from shared.tenants import digest
+from shared.tenants import ModelLimits, digest
 
 pytestmark = pytest.mark.unit
 
@@ -243,3 +243,52 @@ def test_a_months_costs_are_read_from_the_usage_history_each_width_counted_once(
         session.add_all(rows)
     assert store.month_costs(start, end, ["a", "b", "nobody"]) == {"a": 750, "b": 5}
     assert store.month_costs(start, end, []) == {}
+
+
+def test_a_rate_limit_set_is_one_version_more_its_audit_event_and_the_directorys(store: ControlStore) -> None:
+    project = store.create_project(ADMIN, "limited")
+    other = store.create_project(ADMIN, "free")
+    assert store.rate_limits(project.id) == []
+    version = store.version()
+    found = store.update_rate_limit(ADMIN, project.id, "big", {"max_requests_per_1_minute": 20})
+    assert store.version() == version + 1
+    assert (found.model, found.max_requests_per_1_minute, found.max_tokens_per_1_minute) == ("big", 20, None)
+    store.update_rate_limit(ADMIN, project.id, "big", {"max_tokens_per_1_minute": 900, "max_requests_per_1_day": 0})
+    (row,) = store.rate_limits(project.id)
+    assert (row.max_requests_per_1_minute, row.max_tokens_per_1_minute, row.max_requests_per_1_day) == (20, 900, None)
+
+    directory = store.directory(max_priority=9)
+    assert directory.projects[project.id].model_limits == {"big": ModelLimits(20, 900, 0, 0)}
+    assert directory.projects[other.id].model_limits == {}
+    # Cleared whole: the model has no limit of its own any more (its row stays, empty).
+    store.update_rate_limit(ADMIN, project.id, "big", {"max_requests_per_1_minute": 0, "max_tokens_per_1_minute": 0})
+    assert store.directory(max_priority=9).projects[project.id].model_limits == {}
+
+    events = store.audit_events(AuditFilter(event_types=["rate_limit.updated"]), 10).items
+    assert [event.resource_id for event in events] == ["rl-big"] * 3 and events[0].project_id == project.id
+    assert events[-1].details == {"id": "rl-big", "changes_requested": {"max_requests_per_1_minute": 20}}
+
+
+def test_a_rate_limit_is_refused_on_a_project_missing_or_archived_and_nothing_is_stored(store: ControlStore) -> None:
+    with pytest.raises(Missing):
+        store.update_rate_limit(ADMIN, "proj_none", "big", {"max_requests_per_1_minute": 1})
+    with pytest.raises(Missing):
+        store.rate_limits("proj_none")
+    project = store.create_project(ADMIN, "gone")
+    store.archive_project(ADMIN, project.id)
+    version = store.version()
+    with pytest.raises(Archived):
+        store.update_rate_limit(ADMIN, project.id, "big", {"max_requests_per_1_minute": 1})
+    assert store.version() == version and store.rate_limits(project.id) == []
+    assert store.audit_events(AuditFilter(event_types=["rate_limit.updated"]), 10).items == []
+
+
+def test_a_rate_limit_of_a_model_named_past_the_audit_logs_column_is_audited_by_its_digest(
+    store: ControlStore,
+) -> None:
+    project = store.create_project(ADMIN, "long")
+    model = "org/" + "m" * 100
+    store.update_rate_limit(ADMIN, project.id, model, {"max_requests_per_1_minute": 3})
+    (event,) = store.audit_events(AuditFilter(event_types=["rate_limit.updated"]), 10).items
+    assert len(event.resource_id) <= 64 and event.resource_id.startswith("rl-")
+    assert event.details["id"] == f"rl-{model}"

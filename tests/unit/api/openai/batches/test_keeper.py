@@ -114,3 +114,6 @@ def test_a_batch_whose_lines_are_for_another_endpoint_fails_naming_them(tmp_path
 
 def test_a_batchs_lines_are_run_for_its_tenant() -> None:
     assert batch_tenant({"tenant": "alpha"}).name == "alpha" and batch_tenant({}).name == "default"
+    # Its lines' usage is counted to the key that made the batch, where that key has an id.
+    assert batch_tenant({"tenant": "proj_a", "key_id": "key_1"}).key_id == "key_1"
+    assert batch_tenant({"tenant": "alpha"}).key_id == ""

@@ -51,6 +51,10 @@ def test_a_result_is_openais_chat_completion_with_its_choices_and_usage() -> Non
     assert second["message"] == {"role": "assistant", "content": None, "tool_calls": [CALL]}
     assert second["finish_reason"] == "tool_calls"
     assert answer["usage"] == {"prompt_tokens": 3, "completion_tokens": 0, "total_tokens": 0}
+    # The prompt's cached tokens, where the model server told them (usage and costs count them).
+    cached = whole_answer("chat", "j3", {**result, "usage": {"prompt_tokens": 9, "prompt_tokens_details":
+                                                              {"cached_tokens": 4, "other": 1}}}, None)  # fmt: skip
+    assert cached["usage"]["prompt_tokens_details"] == {"cached_tokens": 4}
     text = whole_answer("completion", "j2", {"content": "b", "finish_reason": "length"}, None)
     assert text["object"] == "text_completion" and text["id"] == "cmpl-j2" and text["model"] == ""
     assert text["choices"] == [{"index": 0, "text": "b", "finish_reason": "length", "logprobs": None}]

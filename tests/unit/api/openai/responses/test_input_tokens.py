@@ -11,7 +11,13 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from api.errors import ModelNotFound, ModelServerRefused, ModelServerUnanswered, NotServedByModelServer
+from api.errors import (
+    ModelNotFound,
+    ModelServerRefused,
+    ModelServerUnanswered,
+    NotServedByModelServer,
+    TooManyRequests,
+)
 from api.openai.responses.input_tokens import TokenCounter
 from shared.config import Config
 from shared.registry import Model, Server
@@ -36,7 +42,7 @@ def counter(answer: Callable[[httpx.Request], httpx.Response], seen: list[httpx.
 
 
 def count(tokens: TokenCounter, of: Model, served: str | None = "served-name") -> int:
-    return asyncio.run(tokens.count(of, served, CHAT, TOOLS))
+    return asyncio.run(tokens.count("alpha", of, served, CHAT, TOOLS))
 
 
 def test_vllm_is_asked_the_chat_with_its_tools_and_the_generation_prompt() -> None:
@@ -102,3 +108,36 @@ def test_each_way_of_failing_is_its_own_answer(status: int, body: object, raised
     assert "'small'" in str(failed.value)
     if raised in (ModelNotFound, ModelServerRefused):  # the server's own words, for the client to act on
         assert str((body or {}).get("message")) in str(failed.value)  # type: ignore[union-attr]
+
+
+def test_a_tenant_has_at_most_its_bound_of_counts_asked_at_once_and_another_tenant_none_of_its() -> None:
+    async def run() -> None:
+        release = asyncio.Event()
+        asked: asyncio.Queue[str] = asyncio.Queue()
+
+        async def held(request: httpx.Request) -> httpx.Response:
+            await asked.put(json.loads(request.content)["messages"][0]["content"])
+            await release.wait()
+            return httpx.Response(200, json={"count": 2, "max_model_len": 9, "tokens": [0, 0]})
+
+        config = Config(_env_file=None, token_counts_per_tenant=2)  # type: ignore[call-arg]
+        tokens = TokenCounter(config, httpx.AsyncClient(transport=httpx.MockTransport(held)))
+        of = model("http://a")
+
+        def ask(tenant: str) -> asyncio.Task[int]:
+            chat = [{"role": "user", "content": tenant}]
+            return asyncio.create_task(tokens.count(tenant, of, None, chat, None))
+
+        hostile = [ask("hostile") for _ in range(2)]
+        assert [await asked.get(), await asked.get()] == ["hostile", "hostile"]
+        with pytest.raises(TooManyRequests, match=r"token_counts_in_flight: tenant 'hostile' .* at most 2"):
+            await tokens.count("hostile", of, None, CHAT, None)
+        normal = ask("normal")  # another tenant's count is asked at once
+        assert await asked.get() == "normal"
+        assert asked.empty()  # the refused one never reached the server
+        release.set()
+        assert [await task for task in (*hostile, normal)] == [2, 2, 2]
+        assert await ask("hostile") == 2  # its places came back when answered
+        assert tokens._counting == {}
+
+    asyncio.run(run())

@@ -110,6 +110,9 @@ def test_an_answer_is_its_message_then_its_calls_and_one_cut_short_is_incomplete
     (message,) = output_items("resp_r", {"content": "", "finish_reason": "stop"})  # an empty answer: one message
     assert message["content"] == [{"type": "output_text", "text": "", "annotations": [], "logprobs": []}]
     assert usage(answer)["total_tokens"] == 6 and usage({}) is None  # no usage sent: null, not zeros
+    assert usage(answer)["input_tokens_details"]["cached_tokens"] == 0
+    cached = {"prompt_tokens": 4, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 3}}
+    assert usage({"usage": cached})["input_tokens_details"] == {"cached_tokens": 3, "cache_write_tokens": 0}
     assert finished_status({"finish_reason": "length"}) == ("incomplete", {"reason": "max_output_tokens"})
     assert finished_status(answer) == ("completed", None)
     assert as_messages([message, call, {"type": "function_call_output"}]) == [message, call]
