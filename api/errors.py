@@ -26,6 +26,9 @@ class GatewayError(Exception):
     # (api/http/statuses.py ERROR_TYPES, and the status itself).
     error_type: str | None = None
     error_code: str | None = None
+    # Whether the same request may succeed if sent again at once (OpenAI's SDKs read it
+    # from ``x-should-retry``); None: as its status says.
+    should_retry: bool | None = None
 
     def __init__(self, message: str, *, retry_after: int | None = None, location: str | None = None) -> None:
         super().__init__(message)
@@ -153,6 +156,16 @@ class TooManyRequests(GatewayError):
 
 class QueueFull(TooManyRequests):
     """Too many jobs wait to start already (MAX_QUEUED_JOBS)."""
+
+
+class SpendLimitReached(GatewayError):
+    """A project's spend this month reached its hard spend limit: nothing more is accepted
+    until the limit is raised or the month ends (OpenAI's 429 ``insufficient_quota``, of
+    that type and code both)."""
+
+    error_type = "insufficient_quota"
+    error_code = "insufficient_quota"
+    should_retry = False
 
 
 class RateLimitExceeded(TooManyRequests):

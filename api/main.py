@@ -99,7 +99,7 @@ def get_router(config: Config) -> APIRouter:
         conversations_router(conversations, openai),
         messages_router(parts.models, messages, AnthropicRoute.at(edge)),
         files_router(parts.files, FilesRoute.at(edge)),
-        batches_router(parts.batches, openai),
+        batches_router(parts.batches, openai, parts.quotas),
         jobs_router(parts.store, parts.events, parts.guard.tenants, native),
         models_router(parts.routing, native),
         usage_router(config, parts.guard.tenants, parts.redis, native),
@@ -107,7 +107,7 @@ def get_router(config: Config) -> APIRouter:
         operators_router(parts.scrape, parts.scaling, GatewayRoute.at(edge, Access.OPERATOR)),
         dead_letters_router(config, GatewayRoute.at(edge, Access.TENANT_ADMIN)),
         admin_router(
-            ControlPlane(config, parts.control, parts.control_sync, parts.guard.tenants, parts.registry),
+            ControlPlane(config, parts.control, parts.control_sync, parts.guard.tenants, parts.registry, parts.spend),
             OpenAIRoute.at(edge, Access.ADMIN),
         ),
         usage_reports_router(

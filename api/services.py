@@ -38,6 +38,7 @@ from api.tenancy.control_sync import ControlSync
 from api.tenancy.fair_share import FairShare
 from api.tenancy.guard import Guard
 from api.tenancy.quotas import Quotas
+from api.tenancy.spend import MonthSpend
 from shared.config import Config
 from shared.contract.responses import record_ttl
 from shared.control.database import engine_for
@@ -84,6 +85,7 @@ class Services:
     conversations: ConversationFiles  # conversations, in the file store
     control: ControlStore  # the control plane's database: projects, keys, audit log
     control_sync: ControlSync  # the guard's projects and keys, kept as the database has them
+    spend: MonthSpend  # what projects with a spend limit spent this month, as the usage history says
     usage_history: UsageHistory  # usage by minute, hour and day, in the control plane's database
     usage_flush: UsageFlush  # moves the workers' counts of finished minutes there from Redis
 
@@ -111,7 +113,8 @@ class Services:
         waiter = ResultWaiter(config, redis)
         events = WebhookEvents(config, queue)
         routing = JobRouting(config, registry)
-        quotas = Quotas(config, redis, metrics, shared=len(guard.tenants.named) > 1)
+        spend = MonthSpend(config, control, guard.tenants, redis)
+        quotas = Quotas(config, redis, metrics, shared=len(guard.tenants.named) > 1, spent=spend)
         admission = Admission(config, store, quotas)
         published, requeues = Published(), Requeues(metrics)
         runner = JobRunner(
@@ -139,7 +142,7 @@ class Services:
             config, registry, metrics, redis, stream_reader, queue, store, waiter, routing, runner, lost, guard,
             models, files, batches, keeper, events, fair, scaling, scrape, readiness, quotas, TokenCounter(config),
             KeptResponses(file_store, record_ttl(config)), ConversationFiles(file_store),
-            control, control_sync, usage_history,
+            control, control_sync, spend, usage_history,
             UsageFlush(config, usage_history, redis, partial(control_sync.call, bounded=False)),
         )  # fmt: skip
 
@@ -162,6 +165,7 @@ class Services:
         """Connect at start-up (the broker's first connection made now, not by the first
         request; the control plane's database migrated and read), disconnect at shut-down."""
         await self.control_sync.start()
+        await self.spend.refresh()
         await self.waiter.start()
         await asyncio.get_running_loop().run_in_executor(None, self.queue.warm_up)
         tasks = [
@@ -171,6 +175,7 @@ class Services:
             asyncio.create_task(self.quotas.keep_streams(), name="streams' places"),
             asyncio.create_task(self._sweep_responses(), name="responses' sweep"),
             asyncio.create_task(self.control_sync.run(), name="control plane"),
+            asyncio.create_task(self.spend.run(), name="month's spend"),
             asyncio.create_task(self.usage_flush.run(), name="usage history"),
         ]
         try:

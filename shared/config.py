@@ -245,6 +245,13 @@ class Config(BaseSettings):
         description="how often each API process compares its projects and keys with the database's, in case"
         " a change notice (Redis pub/sub) was lost",
     )
+    spend_seed_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="how often each API process reads what projects with a spend limit spent this month in the"
+        " usage history: where their count starts again if Redis comes back empty",
+    )
     usage_flush_seconds: float = Field(
         10.0,
         gt=0,

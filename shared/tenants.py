@@ -142,6 +142,9 @@ class Tenant:
     model_limits: Mapping[str, ModelLimits] = field(default_factory=dict, hash=False)
     # The models it may use (a project's model permissions); None: every model.
     models: ModelAccess | None = None
+    # A project's hard spend limit, in cents of USD a UTC month (None: none): its requests
+    # are refused once its month's spend reaches it (api/tenancy/quotas.py).
+    spend_limit: int | None = None
 
 
 @dataclass(frozen=True)

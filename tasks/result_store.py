@@ -32,6 +32,7 @@ from shared.contract.keys import (
     usage_bucket_prefix,
     usage_day,
     usage_minute,
+    usage_month,
     usage_prefix,
 )
 from shared.registry import Prices
@@ -169,11 +170,14 @@ class ResultStore(RedisBackend):
         # And by bucket, for the Administration API's usage and costs (counted when answered).
         keys.append(self._keys.usage_buckets(int(now // 60)))
         args += self._bucket_args(tenant, model, job, usage)
-        if not job.get("batch"):
-            # Its tokens to the model it asked for, this minute: its project's rate limit on
-            # that model's tokens is checked on them (a batch's lines have their own limit).
-            keys.append(self._keys.model_use(tenant, TokenWindow.MINUTE, now))
-            args.append(model_use_prefix(asked))
+        # Its tokens to the model it asked for, this minute: its project's rate limit on
+        # that model's tokens is checked on them (a batch's lines have their own limit: '').
+        batch = bool(job.get("batch"))
+        keys.append("" if batch else self._keys.model_use(tenant, TokenWindow.MINUTE, now))
+        args.append("" if batch else model_use_prefix(asked))
+        # And its cost (its buckets', ARGV[16]) to its tenant's spend of the month (a
+        # project's spend limit: counted only where ADMIT made that count).
+        keys.append(self._keys.spend(tenant, usage_month(now)[0]))
 
     def _bucket_args(self, tenant: str, model: str, job: dict[str, Any], usage: Any) -> list[Any]:
         """STORE_ONCE's ARGV of a job's usage by bucket: its bucket (tenant, key, batch or

@@ -95,6 +95,25 @@ def admin_router(plane: ControlPlane, route_class: type[OpenAIRoute]) -> APIRout
         """Archive the project: its keys are refused on every API process within a second."""
         return await plane.archive_project(by, project_id)
 
+    @router.get("/projects/{project_id}/spend_limit", responses=missing)
+    async def retrieve_project_spend_limit(project_id: ProjectId) -> dict[str, Any]:
+        """The project's hard spend limit, and whether it is refusing requests now (404: none set)."""
+        return await plane.spend_limit(project_id)
+
+    @router.post("/projects/{project_id}/spend_limit", responses=missing)
+    async def update_project_spend_limit(
+        project_id: ProjectId, body: types.UpdateSpendLimit, by: AdminDep
+    ) -> dict[str, Any]:
+        """Set (or replace) the project's hard spend limit, in cents of USD a UTC month: once
+        its spend this month reaches it, its requests get 429 insufficient_quota on every
+        API process (within a second of this answer) until it is raised or the month ends."""
+        return await plane.update_spend_limit(by, project_id, body)
+
+    @router.delete("/projects/{project_id}/spend_limit", responses=missing)
+    async def delete_project_spend_limit(project_id: ProjectId, by: AdminDep) -> dict[str, Any]:
+        """Remove the project's hard spend limit (404: none set)."""
+        return await plane.delete_spend_limit(by, project_id)
+
     @router.post("/projects/{project_id}/service_accounts", responses=missing)
     async def create_service_account(
         project_id: ProjectId, body: types.CreateServiceAccount, by: AdminDep

@@ -19,7 +19,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.admin import types
 from api.errors import BadRequest, Conflict, ControlPlaneUnavailable, NotFound, ReadOnly
 from api.tenancy.control_sync import ControlSync
+from api.tenancy.spend import MonthSpend
 from shared.config import Config
+from shared.contract.keys import NANO_PER_CENT
 from shared.control.models import NAME_MAX
 from shared.control.store import RATE_LIMIT_PREFIX, Actor, Archived, AuditFilter, ControlStore, Missing, rate_limit_id
 from shared.registry import Registry, UnknownModel
@@ -34,13 +36,22 @@ class ControlPlane:
     """What the admin endpoints do, for one API process."""
 
     def __init__(
-        self, config: Config, store: ControlStore, sync: ControlSync, tenants: Tenants, registry: Registry
+        self,
+        config: Config,
+        store: ControlStore,
+        sync: ControlSync,
+        tenants: Tenants,
+        registry: Registry,
+        spend: MonthSpend,
     ) -> None:
-        """`registry`: the models a project's rate limits are set on and its model permissions name."""
+        """`registry`: the models a project's rate limits are set on and its model permissions
+        name; `spend`: what projects with a spend limit spent this month (a limit set makes
+        its project's count first)."""
         self._config = config
         self._models = [model.name for model in registry.models]
         self._store = store
         self._sync = sync
+        self._spend = spend
         self._declared = tenants.named  # the keys file's tenants: fixed while the process runs
         self._declared_at = _modified(config.api_keys_file)
         self._registry = registry  # what model permissions name
@@ -118,6 +129,42 @@ class ControlPlane:
     async def archive_project(self, by: AdminGrant, project_id: str) -> dict[str, Any]:
         self._read_only(project_id)
         return types.project(await self._change(self._store.archive_project, _actor(by), project_id))
+
+    # Spend limits.
+
+    async def spend_limit(self, project_id: str) -> dict[str, Any]:
+        if project_id in self._declared:
+            raise NotFound(f"project {project_id!r} (a tenant of the keys file) has no spend limit")
+        limit = await self._call(self._store.spend_limit, project_id)
+        return types.spend_limit(limit, await self._enforcing(project_id, limit.threshold_amount))
+
+    async def update_spend_limit(self, by: AdminGrant, project_id: str, body: types.UpdateSpendLimit) -> dict[str, Any]:
+        """Set the limit, its project's count of this month made first (from the usage
+        history, unless Redis holds one): no process counts the month from 0."""
+        self._read_only(project_id)
+        await self._call(self._store.project, project_id)
+        try:
+            await self._spend.start_counting(project_id)
+        except SQLAlchemyError as exc:
+            log.warning("control plane database: %s", exc)
+            raise ControlPlaneUnavailable("control plane database unavailable") from None
+        limit = await self._change(
+            self._store.set_spend_limit, _actor(by), project_id, body.threshold_amount, body.currency, body.interval
+        )
+        return types.spend_limit(limit, await self._enforcing(project_id, limit.threshold_amount))
+
+    async def delete_spend_limit(self, by: AdminGrant, project_id: str) -> dict[str, Any]:
+        self._read_only(project_id)
+        await self._change(self._store.delete_spend_limit, _actor(by), project_id)
+        return {"object": "project.spend_limit.deleted", "deleted": True}
+
+    async def _enforcing(self, project_id: str, cents: int) -> bool:
+        """Whether the project's spend this month reached `cents` (its requests refused)."""
+        try:
+            spent = await self._spend.spent_now(project_id)
+        except SQLAlchemyError:  # Redis and the database both away: said as not enforcing
+            return False
+        return spent >= cents * NANO_PER_CENT
 
     # Service accounts and their keys.
 

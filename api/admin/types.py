@@ -24,6 +24,7 @@ from shared.control.models import (
     ProjectKey,
     RateLimit,
     ServiceAccount,
+    SpendLimit,
 )
 from shared.model_access import DENY_LIST
 from shared.tenants import Tenant
@@ -127,6 +128,32 @@ class UpdateModelPermissions(_Body):
 
     mode: Literal["allow_list", "deny_list"]
     model_ids: list[Annotated[str, StringConstraints(pattern=MODEL_PATTERN)]] = Field(max_length=MAX_MODEL_IDS)
+
+
+# The most cents a spend limit may be (a hundred million USD): its nano-USD fit Redis's
+# integers many times over.
+SPEND_LIMIT_MAX = 10_000_000_000
+
+
+class UpdateSpendLimit(_Body):
+    """``projects.spend_limit.update``: a hard limit of `threshold_amount` cents of USD a
+    UTC month (0: the project may spend nothing, free models' requests refused too)."""
+
+    threshold_amount: int = Field(ge=0, le=SPEND_LIMIT_MAX)
+    currency: Literal["USD"]
+    interval: Literal["month"]
+
+
+def spend_limit(limit: SpendLimit, enforcing: bool) -> dict[str, Any]:
+    """A ``project.spend_limit``; `enforcing`: the project's spend this month reached it
+    (its requests are refused now)."""
+    return {
+        "object": "project.spend_limit",
+        "threshold_amount": limit.threshold_amount,
+        "currency": limit.currency,
+        "interval": limit.interval,
+        "enforcement": {"status": "enforcing" if enforcing else "inactive"},
+    }
 
 
 def listing(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from api.errors import (
     ModelServerUnanswered,
     NotFound,
     NotServedByModelServer,
+    SpendLimitReached,
     TooManyRequests,
     Unauthorized,
     Unavailable,
@@ -40,6 +41,7 @@ STATUSES: dict[type[GatewayError], int] = {
     BodyTooLarge: 413,
     InvalidInput: 422,
     TooManyRequests: 429,
+    SpendLimitReached: 429,
     NotServedByModelServer: 501,
     ModelServerUnanswered: 502,
     Unavailable: 503,
@@ -122,6 +124,8 @@ def refusal(exc: GatewayError | StarletteHTTPException | RequestValidationError)
         headers["Location"] = exc.location
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
+    if exc.should_retry is not None:
+        headers["x-should-retry"] = "true" if exc.should_retry else "false"
     return Refusal(
         status_of(exc), exc.message, cause(exc), headers, error_type=exc.error_type, error_code=exc.error_code
     )

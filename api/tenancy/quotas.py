@@ -3,15 +3,18 @@ and the streams its clients read at once.
 
 And a project's rate limits on each model (set through the Administration API,
 ``projects.rate_limits``; shared/tenants.py `ModelLimits`): requests per minute and
-per UTC day, and tokens per minute, counted per project and model.
+per UTC day, and tokens per minute, counted per project and model; and its spend limit
+(``projects.spend_limit``): 429 insufficient_quota once its spend this UTC month reached
+it, its cost counted by the worker with its tokens, its month started from the usage
+history when Redis holds none (api/tenancy/spend.py).
 
 Checked as a job is accepted, before its claim, by one script (the contract's ADMIT:
-the quotas and the model's limits in the one call), so the counts hold across API
-processes; a job refused leaves nothing counted. Tokens are those the model server
-reported (prompt and completion), counted by the worker as it stores a job's first
-result (tasks/result_store.py; a model's, to the model the job asked for): a tenant's
-jobs in flight when its quota is reached still finish, so it may go over by what they
-use. A tenant's requests per minute are the guard's; a model's, admitted jobs here.
+the quotas, the model's limits and the spend limit in the one call), so the counts hold
+across API processes; a job refused leaves nothing counted. Tokens are those the model
+server reported (prompt and completion), counted by the worker as it stores a job's
+first result (tasks/result_store.py; a model's, to the model the job asked for): a
+tenant's jobs in flight when its quota is reached still finish, so it may go over by
+what they use. A tenant's requests per minute are the guard's; a model's, admitted jobs here.
 Streams are counted as a client begins reading one (the contract's STREAM_JOIN, which
 counts the job's readers too: no round trip more), before anything is queued for it.
 """
@@ -23,19 +26,38 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from api.errors import RateLimitExceeded, ResultStoreUnavailable, TooManyRequests
+from api.errors import RateLimitExceeded, ResultStoreUnavailable, SpendLimitReached, TooManyRequests
 from api.observability.metrics import Metrics
 from shared.config import Config
 from shared.contract import ADMIT, STREAM_JOIN, STREAM_LEAVE
-from shared.contract.keys import TokenWindow, model_use_prefix
+from shared.contract.keys import NANO_PER_CENT, SPEND_KEPT_AFTER_MONTH, TokenWindow, model_use_prefix, usage_month
+from shared.tenants import Quotas as TenantQuotas
 from shared.tenants import Tenant
 
 log = logging.getLogger(__name__)
+
+# A tenant's quotas left out: only its spend limit checked (Quotas.check_spend).
+NO_QUOTAS = TenantQuotas()
+
+
+def spend_refusal(project: str, spent: int, limit_cents: int) -> str:
+    """The message of a request refused for its project's monthly spend limit."""
+    return (
+        f"project {project!r} reached its monthly spend limit: it spent {_usd(spent)} this UTC month, its limit is"
+        f" {limit_cents / 100:.2f} USD; requests are refused until the limit is raised or the month ends"
+    )
+
+
+def _usd(nano: int) -> str:
+    return f"{nano / 1e9:.4f} USD"
+
 
 # A reader's place among its tenant's streams lapses this long after its API process
 # last renewed it (every STREAM_RENEW seconds): a process that died gives its places back.
@@ -59,10 +81,21 @@ SAID = {
 class Quotas:
     """Admits a tenant's jobs under its quotas; one per API process."""
 
-    def __init__(self, config: Config, store: aioredis.Redis, metrics: Metrics, shared: bool = True) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: aioredis.Redis,
+        metrics: Metrics,
+        shared: bool = True,
+        spent: Callable[[str, str], int] | None = None,
+    ) -> None:
         """`shared`: several tenants share the gateway (the deployment's STREAMS_IN_FLIGHT
-        is then every tenant's unless its own says; alone, a tenant has only its own)."""
+        is then every tenant's unless its own says; alone, a tenant has only its own).
+        `spent(project, month)`: what the project spent that UTC month as the usage history
+        says (api/tenancy/spend.py), nano-USD, where its count in Redis starts when Redis
+        holds none (0 without it)."""
         self._config = config
+        self._spent = spent or (lambda _project, _month: 0)
         self._shared = shared
         self._store = store
         self._metrics = metrics
@@ -74,7 +107,8 @@ class Quotas:
     @staticmethod
     def applies(tenant: Tenant) -> bool:
         quotas = tenant.quotas
-        return bool(quotas.tokens_per_minute or quotas.tokens_per_day or quotas.jobs_in_flight)
+        limited = quotas.tokens_per_minute or quotas.tokens_per_day or quotas.jobs_in_flight
+        return bool(limited) or tenant.spend_limit is not None
 
     async def admit(self, tenant: Tenant, job_id: str, model: str = "") -> None:
         """Count the job among the tenant's, or refuse it (429 naming the quota, with
@@ -97,6 +131,14 @@ class Quotas:
             names += keys.model_use_windows(tenant.name, now)
             args += [model_use_prefix(model), limits.requests_per_minute, limits.tokens_per_minute,
                      limits.requests_per_day]  # fmt: skip
+        if tenant.spend_limit is not None:
+            if limits is None:  # the model's keys and arguments are ADMIT's before the spend's
+                names += ["", ""]
+                args += ["", 0, 0, 0]
+            month, _, ends = usage_month(now)
+            names.append(keys.spend(tenant.name, month))
+            ttl = int(ends - now) + SPEND_KEPT_AFTER_MONTH
+            args += [tenant.spend_limit * NANO_PER_CENT, self._spent(tenant.name, month), ttl]
         try:
             refused = await self._admit(keys=names, args=args)
         except (RedisError, OSError):
@@ -105,6 +147,8 @@ class Quotas:
             return
         quota, used = refused[0].decode(), int(refused[1])
         self._metrics.quota_refusals.labels(tenant.name, quota).inc()
+        if quota == "spend_limit":
+            raise SpendLimitReached(spend_refusal(tenant.name, used, tenant.spend_limit or 0))
         if limits is not None and quota in RATE_LIMITS:
             raise rate_limited(tenant.name, model, quota, getattr(limits, RATE_LIMITS[quota]), used, now)
         if quota == "jobs_in_flight":
@@ -121,6 +165,13 @@ class Quotas:
             f" try again in {retry}s",
             retry_after=retry,
         )
+
+    async def check_spend(self, tenant: Tenant) -> None:
+        """Refuse what would spend (a batch made) once the tenant's spend this month reached
+        its spend limit (429 insufficient_quota); no call when it has none."""
+        if tenant.spend_limit is None:
+            return
+        await self.admit(replace(tenant, quotas=NO_QUOTAS), "")
 
     async def release(self, tenant: Tenant, job_id: str, model: str = "") -> None:
         """A job admitted, then not queued (refused): no longer counted in flight, nor

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import time
 from enum import Enum, StrEnum
 
@@ -47,6 +48,23 @@ class TokenWindow(Enum):
 def usage_day(now: float) -> str:
     """The UTC day of `now` as `Keys.usage` names it (YYYY-MM-DD)."""
     return time.strftime("%Y-%m-%d", time.gmtime(now))
+
+
+def usage_month(now: float) -> tuple[str, int, int]:
+    """The UTC month of `now`: as `Keys.spend` names it (YYYY-MM), and when it starts and
+    ends (Unix seconds), what a project's spend limit is counted over."""
+    year, month = time.gmtime(now)[:2]
+    following = (year + 1, 1) if month == 12 else (year, month + 1)
+    start = calendar.timegm((year, month, 1, 0, 0, 0))
+    end = calendar.timegm((*following, 1, 0, 0, 0))
+    return f"{year:04d}-{month:02d}", start, end
+
+
+# Nano-USD (what costs are counted in) in a cent (what spend limits are set in).
+NANO_PER_CENT = 10_000_000
+# A project's spend of a month (`Keys.spend`) is kept this long past the month's end: a
+# job accepted in it and finishing then still finds it.
+SPEND_KEPT_AFTER_MONTH = 86_400
 
 
 # A minute's usage is kept two hours: the last hour whole, whichever minute it is read in.
@@ -206,6 +224,12 @@ class Keys:
     def model_use_windows(self, tenant: str, now: float) -> list[str]:
         """The tenant's `model_use` of the minute and of the UTC day of `now`, in that order."""
         return [self.model_use(tenant, TokenWindow.MINUTE, now), self.model_use(tenant, TokenWindow.DAY, now)]
+
+    def spend(self, project: str, month: str) -> str:
+        """What a project spent in one UTC month (`usage_month`), nano-USD: made by the API
+        as it admits a job of a project with a spend limit (from the usage history when
+        Redis lost it), added to by the workers as they store a result (only once made)."""
+        return f"{self.prefix}spend:{project}:{month}"
 
     def usage(self, day: str) -> str:
         """A hash of one UTC day's usage (`usage_day`): "{tenant}|{model}|{count}" -> n

@@ -104,9 +104,7 @@ return 'start'
 # Its lease goes too (KEYS[7], when given: a second delivery finds the result first).
 # KEYS: result, job hash; the day's usage, the tenant's tokens of the minute and of
 # the day, its jobs in flight; its lease; the minute's usage (KEYS[8], counted as the
-# day's, when given); the tenant's use of models this minute (KEYS[9], when given:
-# the tokens of the model the job asked for, which its project's rate limits are
-# checked on, ADMIT). ARGV: result, seconds, the message's reply_to (or ''),
+# day's, when given). ARGV: result, seconds, the message's reply_to (or ''),
 # the result as published (or ''); the usage fields' prefix ("{tenant}|{model}|"), the
 # count ("jobs" or "failed"), prompt tokens, completion tokens, seconds the usage is
 # kept; the job's id; seconds the minute's usage is kept.
@@ -114,8 +112,11 @@ return 'start'
 # the minute's `Keys.usage_buckets` hash, KEYS[9] when given; ARGV[12..17]: its fields'
 # prefix (`usage_bucket_prefix`), input tokens (cached ones among them), cached input
 # tokens, output tokens, cost (nano-USD), seconds the hash is kept. The tenant's use of
-# models this minute is KEYS[10] (when given), ARGV[18] the model's prefix in it
-# (`model_use_prefix`).
+# models this minute is KEYS[10] (when given, '' for a job not counted so: a batch's),
+# ARGV[18] the model's prefix in it (`model_use_prefix`). The tenant's spend of the month
+# is KEYS[11] (when given): an answered job's cost (ARGV[16], nano-USD, as its buckets
+# have it) is added only if the key exists, made by ADMIT for a project with a spend
+# limit, so a Redis that lost it is seeded from the usage history, not from 0.
 STORE_ONCE = (
     _PUBLISH_RESULT
     + """
@@ -175,9 +176,12 @@ if #KEYS >= 5 then
     end
     if redis.call('TTL', KEYS[9]) < 0 then redis.call('EXPIRE', KEYS[9], ARGV[17]) end
   end
-  if #KEYS >= 10 and prompt + completion > 0 then
+  if #KEYS >= 10 and KEYS[10] ~= '' and prompt + completion > 0 then
     redis.call('HINCRBY', KEYS[10], ARGV[18] .. 'tokens', prompt + completion)
     redis.call('EXPIRE', KEYS[10], 120)
+  end
+  if #KEYS >= 11 and ARGV[6] == 'jobs' and tonumber(ARGV[16]) > 0 and redis.call('EXISTS', KEYS[11]) == 1 then
+    redis.call('INCRBY', KEYS[11], ARGV[16])
   end
 end
 return 1
@@ -200,16 +204,31 @@ return 1
 # the ids admitted; a job leaves it as it ends (STORE_ONCE, CANCEL); one whose result
 # is stored, or older than a job's TTL, is dropped too when the set is full (a job
 # that ended before its tenant's set was written so). A quota of 0 is none.
-# With a model (ARGV[8], when given: its fields' prefix, `model_use_prefix`), its
-# project's rate limits on that model too: refused ({limit, n}) when the model's
+# With a model (ARGV[8], when given and not '': its fields' prefix, `model_use_prefix`),
+# its project's rate limits on that model too: refused ({limit, n}) when the model's
 # tokens this minute, or its requests admitted this minute or this UTC day, reached
 # their limit; admitted, the job is one request more of the model in both windows.
+# A project with a spend limit (KEYS[6], when given: its month's spend, nano-USD) is
+# refused ({'spend_limit', spent}) first, once that reaches the limit (ARGV[12]); a spend
+# that Redis does not hold (lost, or a new month) starts from ARGV[13], the month's spend
+# as the usage history has it, for ARGV[14] seconds. With a spend limit and no model,
+# KEYS[4..5] and ARGV[8..11] are '' (each check reads only its own keys).
 # KEYS: in-flight set, tokens of the minute, tokens of the day; the tenant's use of
-#       models this minute and this UTC day (`Keys.model_use`, with a model).
+#       models this minute and this UTC day (`Keys.model_use`, with a model); the
+#       month's spend (with a spend limit).
 # ARGV: job id, now, jobs in flight, tokens per minute, tokens per day, the result
 #       keys' prefix (`Keys.result` of ''), job TTL; with a model: its prefix, its
-#       requests per minute, tokens per minute, requests per day.
+#       requests per minute, tokens per minute, requests per day; with a spend limit:
+#       the limit, spend so far, its TTL.
 ADMIT = """
+if #KEYS >= 6 then
+  local spent = redis.call('GET', KEYS[6])
+  if not spent then
+    spent = ARGV[13]
+    redis.call('SET', KEYS[6], spent, 'EX', ARGV[14])
+  end
+  if tonumber(spent) >= tonumber(ARGV[12]) then return {'spend_limit', spent} end
+end
 local function over(key, quota)
   local used = tonumber(redis.call('GET', key) or '0')
   return quota > 0 and used >= quota, used
@@ -219,6 +238,7 @@ if full then return {'tokens_per_minute', used} end
 full, used = over(KEYS[3], tonumber(ARGV[5]))
 if full then return {'tokens_per_day', used} end
 local model = ARGV[8]
+if model == '' then model = nil end
 if model then
   local minute = redis.call('HMGET', KEYS[4], model .. 'requests', model .. 'tokens')
   local requests, tokens = tonumber(minute[1] or '0'), tonumber(minute[2] or '0')

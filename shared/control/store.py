@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Engine, Select, select, update
+from sqlalchemy import Engine, Select, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.control import ids
@@ -32,6 +32,8 @@ from shared.control.models import (
     ProjectKey,
     RateLimit,
     ServiceAccount,
+    SpendLimit,
+    UsageBucket,
 )
 from shared.model_access import ModelAccess
 from shared.tenants import AdminGrant, Directory, Grant, ModelLimits, Quotas, Tenant
@@ -156,9 +158,16 @@ class ControlStore:
             version = session.execute(select(ControlState.version)).scalar_one()
             quotas = Quotas(max_priority=max_priority)
             limits, access = _model_limits(session), _model_access(session)
+            spend = {limit.project_id: limit.threshold_amount for limit in session.scalars(select(SpendLimit))}
             every = list(session.scalars(select(Project)))
             projects = {
-                p.id: Tenant(p.id, 1.0, False, quotas, model_limits=limits.get(p.id, {}), models=access.get(p.id))
+                p.id: Tenant(
+                    p.id,
+                    quotas=quotas,
+                    model_limits=limits.get(p.id, {}),
+                    models=access.get(p.id),
+                    spend_limit=spend.get(p.id),
+                )
                 for p in every
             }
             archived = frozenset(p.id for p in every if p.archived_at is not None)
@@ -242,6 +251,67 @@ class ControlStore:
                 project.archived_at = self._now()
                 self._audit(session, actor, "project.archived", project.id, {}, project)
         return project
+
+    # Spend limits.
+
+    def spend_limit(self, project_id: str) -> SpendLimit:
+        """The project's hard spend limit (Missing: the project has none, or is not there)."""
+        with self._read() as session:
+            _project(session, project_id)
+            return _spend_limit(session, project_id)
+
+    def set_spend_limit(
+        self, actor: Actor, project_id: str, threshold_amount: int, currency: str, interval: str
+    ) -> SpendLimit:
+        """Make or replace the project's hard spend limit (`threshold_amount` cents of
+        `currency` each `interval`); an archived project's too (its jobs may still run)."""
+        with self._change() as session:
+            project = _project(session, project_id)
+            limit = session.scalars(select(SpendLimit).where(SpendLimit.project_id == project_id)).one_or_none()
+            if limit is None:
+                limit = SpendLimit(project_id=project_id)
+                session.add(limit)
+            limit.threshold_amount, limit.currency, limit.interval = threshold_amount, currency, interval
+            limit.updated_at = self._now()
+            asked = {"threshold_amount": threshold_amount, "currency": currency, "interval": interval}
+            # OpenAI's audit log has no type of its own for it: a change of the project.
+            self._audit(
+                session, actor, "project.updated", project.id, {"changes_requested": {"spend_limit": asked}}, project
+            )
+        return limit
+
+    def delete_spend_limit(self, actor: Actor, project_id: str) -> SpendLimit:
+        """Remove the project's hard spend limit (Missing when it has none): the limit removed."""
+        with self._change() as session:
+            project = _project(session, project_id)
+            limit = _spend_limit(session, project_id)
+            session.delete(limit)
+            self._audit(
+                session, actor, "project.updated", project.id, {"changes_requested": {"spend_limit": None}}, project
+            )
+        return limit
+
+    def month_costs(self, start: int, end: int, project_ids: Sequence[str]) -> dict[str, int]:
+        """What each of `project_ids` spent from `start` to `end` (Unix seconds: a UTC
+        month) as the usage history holds it, in nano-USD. Buckets of each width cover the
+        same usage: the width whose sum is the largest (the one written furthest) is taken,
+        so a width whose buckets are rolled up later, or kept less long, counts nothing twice."""
+        if not project_ids:
+            return {}
+        query = (
+            select(UsageBucket.project_id, UsageBucket.width, func.sum(UsageBucket.cost))
+            .where(
+                UsageBucket.start_time >= start,
+                UsageBucket.start_time < end,
+                UsageBucket.project_id.in_(list(project_ids)),
+            )
+            .group_by(UsageBucket.project_id, UsageBucket.width)
+        )
+        found: dict[str, int] = {}
+        with self._read() as session:
+            for project_id, _width, cost in session.execute(query):
+                found[project_id] = max(found.get(project_id, 0), int(cost or 0))
+        return found
 
     # Service accounts and their keys.
 
@@ -511,6 +581,13 @@ def _active_project(session: Session, project_id: str) -> Project:
     if project.archived_at is not None:
         raise Archived(project_id)
     return project
+
+
+def _spend_limit(session: Session, project_id: str) -> SpendLimit:
+    limit = session.scalars(select(SpendLimit).where(SpendLimit.project_id == project_id)).one_or_none()
+    if limit is None:
+        raise Missing("spend limit for the project", project_id)
+    return limit
 
 
 def _service_account(session: Session, project_id: str, account_id: str) -> ServiceAccount:

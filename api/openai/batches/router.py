@@ -13,6 +13,7 @@ from api.openai.batches.store import Batches, public
 from api.openai.files.router import listing
 from api.openai.http import OpenAIRoute
 from api.openai.types import ErrorBody
+from api.tenancy.quotas import Quotas
 
 BatchId = Annotated[str, Path(pattern=r"^batch_[A-Za-z0-9]{1,100}$")]
 
@@ -35,13 +36,15 @@ class CreateBatch(BaseModel):
     metadata: dict[MetadataKey, MetadataValue] | None = Field(None, max_length=16)
 
 
-def batches_router(batches: Batches, route_class: type[OpenAIRoute]) -> APIRouter:
-    """OpenAI's Batch API over the batches resource."""
+def batches_router(batches: Batches, route_class: type[OpenAIRoute], quotas: Quotas) -> APIRouter:
+    """OpenAI's Batch API over the batches resource; a batch is not made for a project
+    whose spend this month reached its spend limit (`quotas`)."""
     router = APIRouter(prefix="/v1", route_class=route_class, tags=["batches"], responses={400: {"model": ErrorBody}})
 
     @router.post("/batches")
     async def create_batch(body: CreateBatch, owner: OwnerDep, tenant: TenantDep) -> dict[str, Any]:
         """Run every request of an uploaded file (purpose ``batch``) as a job, below interactive traffic."""
+        await quotas.check_spend(tenant)
         batch = await batches.create(
             body.input_file_id, body.endpoint, body.completion_window, body.metadata, owner, tenant.name,
             tenant.quotas.batches_in_flight, tenant.key_id,

@@ -314,8 +314,8 @@ def _message(data: dict[str, Any], stream_id: Any) -> str:
 def _error_event(refused: Refusal, code: str | None, stream_id: Any) -> str:
     """A failure as the WebSocket mode's ``error`` event."""
     error = {
-        "type": ERROR_TYPES.get(refused.status, "api_error"),
-        "code": code or CODES.get(refused.status, "server_error"),
+        "type": refused.error_type or ERROR_TYPES.get(refused.status, "api_error"),
+        "code": code or refused.error_code or CODES.get(refused.status, "server_error"),
         "message": refused.message,
         "param": refused.param,
     }

@@ -247,8 +247,8 @@ def admin_routes(stack: Stack) -> list[tuple[str, str]]:
 def test_only_admin_api_keys_reach_the_organization(organization: Stack) -> None:
     routes = admin_routes(organization)
     # 18 of projects, keys and the audit log; 2 of rate limits; usage.completions,
-    # usage.embeddings, costs; model_permissions' retrieve, update, delete.
-    assert len(routes) == 26
+    # usage.embeddings, costs; model_permissions' and spend_limit's retrieve, update, delete.
+    assert len(routes) == 29
     project = org(organization).projects.create(name="caller")
     account = org(organization).projects.service_accounts.create(project.id, name="caller")
     assert account.api_key

@@ -261,6 +261,56 @@ def _messages(listener: Any, count: int) -> list[bytes]:
 
 
 @pytest.mark.integration
+def test_a_projects_month_is_made_by_its_admission_counted_by_its_results_and_refused_at_its_limit(
+    keys_and_store: tuple[Keys, redis.Redis],
+) -> None:
+    keys, store = keys_and_store
+    admit, store_once = store.register_script(contract.ADMIT), store.register_script(STORE_ONCE)
+    now, month = time.time(), "2026-12"
+    spend = keys.spend("proj_1", month)
+    quotas = keys.in_flight("proj_1"), *keys.token_windows("proj_1", now)
+    windows = keys.model_use_windows("proj_1", now)
+
+    def admitted(job: str, limit: int, seed: int, model: str = "") -> Any:
+        # No model's limits: '' in their places (KEYS[4..5], ARGV[8..11]), the spend's after them.
+        names = [*quotas, *(windows if model else ["", ""]), spend]
+        args = [job, repr(now), 0, 0, 0, keys.result(""), 600, model, 2 if model else 0, 0, 0, limit, seed, 3600]
+        return admit(keys=names, args=args)
+
+    def stored(job: str, cost: int, first: bool = True, count: str = "jobs") -> None:
+        usage = [keys.usage("2026-12-07"), *keys.token_windows("proj_1", now), keys.in_flight("proj_1"),
+                 keys.lease(job), keys.usage_of_minute("2026-12-07T12:00Z"), keys.usage_buckets(int(now // 60)),
+                 "", spend]  # fmt: skip
+        args = ['{"status":"SUCCESS"}', 60, "", "", "proj_1|m|", count, 3, 4, 86_400, job, 7200,
+                "proj_1||0|completions|m|", 3, 0, 4, cost, 60, ""]  # fmt: skip
+        assert store_once(keys=[keys.result(job), keys.job(job), *usage], args=args) == int(first)
+
+    # A result stored while Redis holds no count of the month adds nothing: the month is
+    # made by an admission, from the usage history (the seed), never from 0.
+    stored("early", 5_000)
+    assert store.get(spend) is None
+    assert admitted("j1", 10_000, 4_000) is None
+    assert store.get(spend) == b"4000" and 0 < store.ttl(spend) <= 3600
+    stored("j1", 5_000)
+    assert store.get(spend) == b"9000"
+    stored("failed", 5_000, count="failed")  # a failed job is not counted, as in its buckets
+    assert store.get(spend) == b"9000"
+    assert admitted("j2", 10_000, 0) is None  # the seed is only where Redis holds nothing
+    stored("j2", 1_500)
+    stored("j2", 1_500, first=False)  # a result stored again is not counted again
+    assert admitted("j3", 10_000, 0) == [b"spend_limit", b"10500"]
+    # With a model's limits too: refused for its spend first, no request of the model counted.
+    assert admitted("j3", 10_000, 0, model="big|") == [b"spend_limit", b"10500"]
+    assert store.hgetall(windows[0]) == {}
+    assert admitted("j3", 20_000, 0) is None  # a limit raised lets it through
+    assert admitted("j4", 20_000, 0, model="big|") is None
+    assert admitted("j5", 20_000, 0, model="big|") is None
+    assert admitted("j6", 20_000, 0, model="big|") == [b"max_requests_per_1_minute", 2]
+    # Without the month's key (a project without a limit), admission reads no spend.
+    assert admit(keys=list(quotas), args=["j7", repr(now), 0, 0, 0, keys.result(""), 600]) is None
+
+
+@pytest.mark.integration
 def test_a_models_rate_limits_admit_exactly_their_count_and_a_refusal_counts_nothing(
     keys_and_store: tuple[Keys, redis.Redis],
 ) -> None:

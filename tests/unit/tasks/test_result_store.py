@@ -14,7 +14,15 @@ import pytest
 from celery import Celery, states
 
 from shared.contract import Keys
-from shared.contract.keys import USAGE_BUCKET_SECONDS, USAGE_MINUTE_SECONDS, TokenWindow, usage_day, usage_minute
+from shared.contract.keys import (
+    USAGE_BUCKET_SECONDS,
+    USAGE_MINUTE_SECONDS,
+    TokenWindow,
+    usage_day,
+    usage_minute,
+    usage_month,
+)
+from shared.registry import Prices
 from tasks.result_store import ResultStore, job_of, reply_channel
 from testing.scripted_redis import ScriptedRedis, arity
 
@@ -48,7 +56,7 @@ def store(replica_acks: int = 0, **answers: Any) -> tuple[ResultStore, ScriptedR
         usage_default_model="default-model",
         redis_replica_acks=replica_acks,
         # USD per million input, cached input (None: input's) and output tokens.
-        usage_prices={"priced": [2.0, 0.5, 8.0], "flat": [1.0, None, 3.0]},
+        usage_prices={"priced": [2.0, 0.5, 8.0], "flat": [1.0, None, 3.0], "uncached": [2.0, None, 8.0]},
     )
     fake = ScriptedRedis({"STORE_ONCE": 1, **answers})
     backend = type("Store", (Scripted,), {"fake": fake})(app=app, url="redis://127.0.0.1:1/0")
@@ -97,6 +105,9 @@ def test_a_model_jobs_result_counts_its_tokens_to_its_tenant_and_the_model_that_
     # model is checked on them (in the same call).
     assert call.keys[9] in {KEYS.model_use("acme", TokenWindow.MINUTE, at) for at in (now - 60, now)}
     assert call.argv[17] == "big|"
+    # Its cost (its buckets', none: the model has no prices) to the tenant's spend of the month.
+    assert call.keys[10] in {KEYS.spend("acme", usage_month(at)[0]) for at in (now - 60, now)}
+    assert (len(call.keys), len(call.argv)) == arity("STORE_ONCE")
 
 
 def test_a_batch_lines_tokens_are_not_counted_to_its_models_limit_per_minute() -> None:
@@ -104,7 +115,9 @@ def test_a_batch_lines_tokens_are_not_counted_to_its_models_limit_per_minute() -
     job = {"meta": {}, "route": "big", "tenant": "acme", "batch": {"id": "batch_1", "line": 0}}
     backend._store_result("acme~j1", dict(ANSWER), states.SUCCESS, request=request(job))
     (call,) = fake.named("STORE_ONCE")
-    assert len(call.keys) == 9 and len(call.argv) == 17  # its usage counted, not the model's minute
+    # Its usage counted, not the model's minute ('' in its place), and its cost to its month.
+    assert (len(call.keys), len(call.argv)) == arity("STORE_ONCE")
+    assert call.keys[9] == "" and call.argv[17] == "" and call.keys[10].startswith(KEYS.spend("acme", ""))
     assert call.argv[4] == "acme|big|"
 
 
@@ -174,3 +187,30 @@ def test_the_job_and_its_reply_channel_are_read_off_any_request() -> None:
     assert job_of(SimpleNamespace(args=["not a job"])) == {} and job_of(None) == {}
     assert reply_channel(SimpleNamespace(args=[{"reply_to": "replies:a"}])) == "replies:a"
     assert reply_channel(SimpleNamespace(args=[{"reply_to": 7}])) == ""
+
+
+@pytest.mark.parametrize(
+    ("model", "usage", "cost"),
+    [
+        # 1000 prompt tokens at 2 USD, 500 completion at 8 USD per million: 0.006 USD.
+        ("priced", {"prompt_tokens": 1000, "completion_tokens": 500}, 6_000_000),
+        # 400 of the prompt's tokens cached: at 0.5 USD per million.
+        ("priced", {"prompt_tokens": 1000, "completion_tokens": 500, "prompt_tokens_details": {"cached_tokens": 400}},
+         Prices(2.0, 0.5, 8.0).cost(1000, 500, 400)),
+        # Without a cached price: cached tokens at the input's.
+        ("uncached", {"prompt_tokens": 1000, "completion_tokens": 500,
+                      "prompt_tokens_details": {"cached_tokens": 400}}, 6_000_000),
+        # An embedding's usage: prompt tokens only.
+        ("priced", {"prompt_tokens": 10, "total_tokens": 10}, 20_000),
+        ("priced", {"prompt_tokens": -5, "completion_tokens": "many", "prompt_tokens_details": None}, 0),
+        ("free", {"prompt_tokens": 1000, "completion_tokens": 500}, 0),
+    ],
+)  # fmt: skip
+def test_a_jobs_cost_is_its_reported_tokens_at_its_models_prices(model: str, usage: Any, cost: int) -> None:
+    backend, fake = store()
+    job = {"meta": {}, "route": model, "tenant": "proj_1"}
+    backend._store_result("proj_1~j1", {**ANSWER, "usage": usage}, states.SUCCESS, request=request(job))
+    (call,) = fake.named("STORE_ONCE")
+    # Its buckets' cost (ARGV[16]) is what STORE_ONCE adds to the tenant's spend of the month.
+    assert call.argv[15] == cost and call.keys[-1].startswith(KEYS.spend("proj_1", ""))
+    assert (len(call.keys), len(call.argv)) == arity("STORE_ONCE")

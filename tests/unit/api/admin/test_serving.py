@@ -21,6 +21,7 @@ from api.errors import BadRequest, Conflict, ControlPlaneUnavailable, NotFound, 
 from api.observability.metrics import Metrics
 from api.tenancy.control_sync import ControlSync
 from api.tenancy.guard import Guard
+from api.tenancy.spend import MonthSpend
 from shared.config import Config
 from shared.control.database import engine_for
 from shared.control.store import ControlStore
@@ -60,7 +61,8 @@ def plane(tmp_path: Path) -> Iterator[tuple[ControlPlane, Guard]]:
     guard = Guard(config, nowhere, Metrics())
     sync = ControlSync(config, store, guard, nowhere)
     asyncio.run(sync.start())
-    yield ControlPlane(config, store, sync, guard.tenants, REGISTRY), guard
+    spend = MonthSpend(config, store, guard.tenants, nowhere)
+    yield ControlPlane(config, store, sync, guard.tenants, REGISTRY, spend), guard
     store.engine.dispose()
 
 
@@ -167,6 +169,37 @@ def test_model_permissions_name_models_of_the_registry_and_are_held_before_the_a
         assert deleted == {"object": "project.model_permissions.deleted", "deleted": True}
         assert guard.tenants.runtime.projects[project].models is None
         assert (await control.delete_model_permissions(ADMIN, project))["deleted"] is False
+
+
+def test_a_spend_limit_is_set_read_held_by_the_process_and_removed(plane: tuple[ControlPlane, Guard]) -> None:
+    control, guard = plane
+
+    async def main() -> None:
+        project = (await control.create_project(ADMIN, types.CreateProject(name="budgeted")))["id"]
+        with pytest.raises(NotFound, match="no spend limit"):
+            await control.spend_limit(project)
+        asked = types.UpdateSpendLimit(threshold_amount=2500, currency="USD", interval="month")
+        made = await control.update_spend_limit(ADMIN, project, asked)
+        assert made == {
+            "object": "project.spend_limit", "threshold_amount": 2500, "currency": "USD", "interval": "month",
+            "enforcement": {"status": "inactive"},
+        }  # fmt: skip
+        assert await control.spend_limit(project) == made
+        # Held before the answer: this process's next request is checked against it.
+        assert guard.tenants.runtime.projects[project].spend_limit == 2500
+        replaced = await control.update_spend_limit(ADMIN, project, asked.model_copy(update={"threshold_amount": 7}))
+        assert replaced["threshold_amount"] == 7
+        assert await control.delete_spend_limit(ADMIN, project) == {"object": "project.spend_limit.deleted",
+                                                                   "deleted": True}  # fmt: skip
+        assert guard.tenants.runtime.projects[project].spend_limit is None
+        with pytest.raises(NotFound):
+            await control.delete_spend_limit(ADMIN, project)
+        with pytest.raises(NotFound):
+            await control.update_spend_limit(ADMIN, "proj_000000000000000000000000", asked)
+        with pytest.raises(ReadOnly, match="keys file"):
+            await control.update_spend_limit(ADMIN, "research", asked)
+        with pytest.raises(NotFound, match="no spend limit"):
+            await control.spend_limit("research")
 
     asyncio.run(main())
 

@@ -18,7 +18,7 @@ EXPECTED = {
     "BatchConflict": 409, "BodyTooLarge": 413, "FileTooLarge": 413, "InvalidInput": 422, "LimitExceeded": 422,
     "InvalidJson": 422, "QueueMismatch": 422, "TooManyRequests": 429, "QueueFull": 429, "BrokerUnavailable": 503,
     "ResultStoreUnavailable": 503, "FileStoreUnavailable": 503, "JobTimedOut": 504, "ModelServerRefused": 400,
-    "NotServedByModelServer": 501, "ModelServerUnanswered": 502,
+    "NotServedByModelServer": 501, "ModelServerUnanswered": 502, "SpendLimitReached": 429,
 }  # fmt: skip
 
 
@@ -45,3 +45,11 @@ def test_headers_say_when_to_try_again_where_a_job_goes_on_and_how_to_authentica
     assert refusal(Unauthorized("no key")).headers == {"WWW-Authenticate": "Bearer"}
     refused = refusal(JobFailed("bad", 422, "ModelServerRejected"))
     assert (refused.status, refused.message, refused.cause) == (422, "bad", "ModelServerRejected")
+
+
+def test_a_spend_limit_reached_is_openais_insufficient_quota_and_not_to_be_retried() -> None:
+    refused = refusal(errors.SpendLimitReached("project 'p' reached its monthly spend limit"))
+    assert (refused.status, refused.error_type, refused.error_code) == (429, "insufficient_quota", "insufficient_quota")
+    # OpenAI's SDKs retry a 429 unless told not to: the same request would be refused again.
+    assert refused.headers == {"x-should-retry": "false"}
+    assert refusal(errors.TooManyRequests("busy", retry_after=2)).error_code is None

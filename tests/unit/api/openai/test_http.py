@@ -9,7 +9,7 @@ import pytest
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 
-from api.errors import ModelNotFound, QueueFull
+from api.errors import ModelNotFound, QueueFull, SpendLimitReached
 from api.http.statuses import Refusal
 from api.openai.http import OpenAIRoute, openai_error
 from tests.unit.api.edge import http_edge
@@ -31,6 +31,8 @@ def app() -> FastAPI:
             raise ModelNotFound("no model 'x'")
         if body.n == 429:
             raise QueueFull("queue full", retry_after=3)
+        if body.n == 402:
+            raise SpendLimitReached("project 'p' reached its monthly spend limit")
         return {"n": body.n}
 
     built = FastAPI()
@@ -55,3 +57,11 @@ def test_errors_are_openais_objects_with_their_type_param_and_code() -> None:
 def test_a_status_openai_has_no_type_for_is_an_api_error() -> None:
     assert openai_error(Refusal(500, "bug", "RuntimeError"))["error"]["type"] == "api_error"
     assert openai_error(Refusal(502, "down", "ModelServerFailed"))["error"]["type"] == "model_server_error"
+
+
+def test_a_spend_limit_reached_is_a_429_of_type_and_code_insufficient_quota() -> None:
+    answer = asyncio.run(request(app(), "POST", "/v1/things", b'{"n": 402}'))
+    assert answer.status == 429 and answer.headers["x-should-retry"] == "false"
+    assert answer.json() == {"error": {"message": "project 'p' reached its monthly spend limit",
+                                       "type": "insufficient_quota", "param": None,
+                                       "code": "insufficient_quota"}}  # fmt: skip

@@ -10,9 +10,10 @@ import time
 
 import pytest
 
-from api.errors import RateLimitExceeded, ResultStoreUnavailable, TooManyRequests
+from api.errors import RateLimitExceeded, ResultStoreUnavailable, SpendLimitReached, TooManyRequests
 from api.observability.metrics import Metrics
 from api.tenancy.quotas import Quotas
+from shared.contract.keys import usage_month
 from shared.contract.scripts import ADMIT
 from shared.tenants import ModelLimits, Tenant
 from shared.tenants import Quotas as TenantQuotas
@@ -90,6 +91,50 @@ def test_the_deployments_streams_limit_is_every_tenants_only_when_tenants_share_
     assert shared.streams_limit(CAPPED) == 1
 
 
+def test_a_project_at_its_spend_limit_is_refused_in_the_same_script_and_its_month_seeded() -> None:
+    redis, metrics = FakeRedis(), Metrics()
+    seeds = {("proj_1", usage_month(time.time())[0]): 123_456}
+    quotas = Quotas(config(), redis, metrics, spent=lambda project, month: seeds.get((project, month), 0))  # type: ignore[arg-type]
+    limited = Tenant("proj_1", spend_limit=250)
+    assert Quotas.applies(limited)
+    redis.scripts[ADMIT] = lambda *_: False
+    asyncio.run(quotas.admit(limited, "proj_1~j1"))
+    ((_, keys, args),) = redis.ran
+    month, _, ends = usage_month(time.time())
+    # One call: its quotas (none), no model's limits ('' in their places) and its spend: the
+    # limit in nano-USD, where its month starts.
+    assert keys[3:5] == ["", ""] and args[7:11] == ["", 0, 0, 0]
+    assert keys[5] == config().keys.spend("proj_1", month) and args[11:13] == [250 * 10_000_000, 123_456]
+    assert (len(keys), len(args)) == arity("ADMIT")
+    assert 86_400 < args[13] <= ends - time.time() + 86_401
+    redis.scripts[ADMIT] = lambda *_: [b"spend_limit", b"2500000001"]
+    with pytest.raises(SpendLimitReached) as raised:
+        asyncio.run(quotas.admit(limited, "proj_1~j2"))
+    assert raised.value.message == (
+        "project 'proj_1' reached its monthly spend limit: it spent 2.5000 USD this UTC month, its limit is"
+        " 2.50 USD; requests are refused until the limit is raised or the month ends"
+    )
+    assert metrics.registry.get_sample_value("llm_api_quota_refusals_total", {"tenant": "proj_1",
+                                                                              "quota": "spend_limit"}) == 1  # fmt: skip
+    # A batch: its spend checked alone, none of its quotas counted.
+    capped = Tenant("proj_1", quotas=TenantQuotas(jobs_in_flight=2), spend_limit=250)
+    redis.ran.clear()
+    with pytest.raises(SpendLimitReached):
+        asyncio.run(quotas.check_spend(capped))
+    ((_, keys, args),) = redis.ran
+    assert args[0] == "" and args[2:5] == [0, 0, 0] and len(keys) == 6
+
+
+def test_a_tenant_without_a_spend_limit_has_no_months_spend_in_its_admission() -> None:
+    quotas, redis, _ = quotas_of()
+    redis.scripts[ADMIT] = lambda *_: False
+    asyncio.run(quotas.admit(CAPPED, "alpha~j1"))
+    ((_, keys, args),) = redis.ran
+    assert len(keys) == 3 and len(args) == 7
+    asyncio.run(quotas.check_spend(CAPPED))
+    assert len(redis.ran) == 1
+
+
 LIMITED = Tenant("proj_a", model_limits={"big": ModelLimits(20, 1000, 500, 0), "batchy": ModelLimits(0, 0, 0, 9)})
 
 
@@ -109,8 +154,20 @@ def test_a_projects_limits_on_a_model_go_to_the_one_admit_call_with_the_models_w
     keys_of = config().keys
     assert keys[:3] == [keys_of.in_flight("proj_a"), *keys_of.token_windows("proj_a", now)]
     assert keys[3:] in ([*keys_of.model_use_windows("proj_a", at)] for at in (now - 60, now))
-    assert (len(keys), len(args)) == arity("ADMIT")
+    assert (len(keys), len(args)) == (5, 11)  # no spend limit: none of its key and arguments
     assert args[2:5] == [0, 0, 0] and args[7:] == ["big|", 20, 1000, 500]
+
+
+def test_a_project_with_a_models_limits_and_a_spend_limit_has_both_checked_in_the_one_call() -> None:
+    quotas, redis, _ = quotas_of()
+    both = Tenant("proj_a", model_limits={"big": ModelLimits(20, 1000, 500, 0)}, spend_limit=100)
+    asyncio.run(quotas.admit(both, "proj_a~j1", "big"))
+    ((_, keys, args),) = redis.ran
+    now = time.time()
+    assert keys[3:5] in ([*config().keys.model_use_windows("proj_a", at)] for at in (now - 60, now))
+    assert keys[5] == config().keys.spend("proj_a", usage_month(now)[0])
+    assert args[7:11] == ["big|", 20, 1000, 500] and args[11:13] == [100 * 10_000_000, 0]
+    assert (len(keys), len(args)) == arity("ADMIT")
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from shared.contract.keys import (
     usage_day,
     usage_field,
     usage_minute,
+    usage_month,
     usage_prefix,
     webhook_count_field,
     webhook_count_of,
@@ -61,6 +62,18 @@ def test_usage_bucket_fields_read_back_their_tenant_key_batch_kind_model_and_cou
 def test_capacity_and_webhook_count_fields_read_back_what_was_written() -> None:
     assert capacity_queue(capacity_field("jobs.big", "celery@host-1")) == "jobs.big"
     assert webhook_count_of(webhook_count_field("billing", "gave_up")) == ("billing", "gave_up")
+
+
+def test_a_utc_month_is_named_and_bounded_december_into_january() -> None:
+    assert usage_month(NOON) == (
+        "2026-12",
+        calendar.timegm((2026, 12, 1, 0, 0, 0)),
+        calendar.timegm((2027, 1, 1, 0, 0, 0)),
+    )
+    february = usage_month(calendar.timegm((2028, 2, 29, 23, 59, 59)))
+    assert february == ("2028-02", calendar.timegm((2028, 2, 1, 0, 0, 0)), calendar.timegm((2028, 3, 1, 0, 0, 0)))
+    assert usage_month(february[2])[0] == "2028-03"  # its end is the next month's start
+    assert Keys("p:").spend("proj_1", "2026-12") == "p:spend:proj_1:2026-12"
 
 
 def test_a_projects_use_of_models_is_one_hash_a_minute_and_one_a_utc_day_by_model() -> None:

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from shared.control.database import engine_for, migrate
-from shared.control.models import AuditEvent, ProjectKey
+from shared.control.models import AuditEvent, ProjectKey, UsageBucket
 from shared.control.store import Actor, Archived, AuditFilter, ControlStore, Missing, Page
 from shared.tenants import ModelLimits, digest
 
@@ -226,6 +226,56 @@ def test_model_permissions_are_set_replaced_and_deleted_each_a_version_with_its_
         store.set_model_permissions(ADMIN, "proj_missing", "deny_list", [])
     with pytest.raises(Missing):
         store.model_permissions("proj_missing")
+
+
+def test_a_spend_limit_is_set_replaced_and_removed_each_a_version_and_an_audit_event(store: ControlStore) -> None:
+    project = store.create_project(ADMIN, "budgeted")
+    with pytest.raises(Missing, match="spend limit"):
+        store.spend_limit(project.id)
+    version = store.version()
+    made = store.set_spend_limit(ADMIN, project.id, 500, "USD", "month")
+    assert (made.threshold_amount, made.currency, made.interval) == (500, "USD", "month")
+    store.set_spend_limit(ADMIN, project.id, 900, "USD", "month")  # replaced, not a second row
+    assert store.spend_limit(project.id).threshold_amount == 900 and store.version() == version + 2
+    assert store.directory(max_priority=9).projects[project.id].spend_limit == 900
+    removed = store.delete_spend_limit(ADMIN, project.id)
+    assert removed.threshold_amount == 900 and store.version() == version + 3
+    assert store.directory(max_priority=9).projects[project.id].spend_limit is None
+    with pytest.raises(Missing):
+        store.delete_spend_limit(ADMIN, project.id)
+    with pytest.raises(Missing, match="project"):
+        store.set_spend_limit(ADMIN, "proj_missing", 1, "USD", "month")
+    assert store.version() == version + 3
+    events = store.audit_events(AuditFilter(resource_ids=[project.id], event_types=["project.updated"]), 10).items
+    assert [event.details["changes_requested"]["spend_limit"] for event in events] == [
+        None,
+        {"threshold_amount": 900, "currency": "USD", "interval": "month"},
+        {"threshold_amount": 500, "currency": "USD", "interval": "month"},
+    ]
+    assert all(event.actor_id == ADMIN.id and event.project_id == project.id for event in events)
+
+
+def test_a_months_costs_are_read_from_the_usage_history_each_width_counted_once(store: ControlStore) -> None:
+    start, end = 1_800_000_000, 1_800_000_000 + 30 * 86_400
+
+    def bucket(project: str, width: str, at: int, cost: int, model: str = "m") -> UsageBucket:
+        return UsageBucket(width=width, start_time=at, project_id=project, model=model, api_key_id="", batch=False,
+                           kind="completions", num_model_requests=1, input_tokens=1, input_cached_tokens=0,
+                           output_tokens=1, cost=cost)  # fmt: skip
+
+    rows = [
+        # The same usage in buckets of each width: the minutes' lag behind (not yet rolled up).
+        bucket("a", "1d", start, 700), bucket("a", "1h", start, 300), bucket("a", "1h", start + 3600, 400),
+        bucket("a", "1m", start + 60, 100), bucket("a", "1d", start, 50, model="other"),
+        bucket("b", "1d", start - 86_400, 10_000),  # the month before
+        bucket("b", "1d", end, 20_000),  # the month after
+        bucket("b", "1h", end - 3600, 5),
+        bucket("c", "1d", start, 1),  # not asked for
+    ]  # fmt: skip
+    with store._sessions.begin() as session:
+        session.add_all(rows)
+    assert store.month_costs(start, end, ["a", "b", "nobody"]) == {"a": 750, "b": 5}
+    assert store.month_costs(start, end, []) == {}
 
 
 def test_a_rate_limit_set_is_one_version_more_its_audit_event_and_the_directorys(store: ControlStore) -> None:

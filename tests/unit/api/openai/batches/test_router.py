@@ -12,17 +12,20 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from api.errors import BatchNotFound, TooManyRequests
+from api.errors import BatchNotFound, SpendLimitReached, TooManyRequests
 from api.limits import request_models
+from api.observability.metrics import Metrics
 from api.openai.batches.doorbell import Doorbell
 from api.openai.batches.router import CreateBatch, batches_router
 from api.openai.batches.store import Batches
 from api.openai.files.store import Files
 from api.openai.http import OpenAIRoute
+from api.tenancy.quotas import Quotas as SpendQuotas
+from shared.contract.scripts import ADMIT
 from shared.registry import load_registry
 from shared.storage.file_store import FileStore
 from shared.tenants import Owner, Quotas, Tenant
-from tests.unit.api.edge import config, http_edge
+from tests.unit.api.edge import FakeRedis, config, http_edge
 
 pytestmark = pytest.mark.unit
 
@@ -31,10 +34,11 @@ LINE = json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/chat/completi
                    "body": {"messages": [{"role": "user", "content": "x"}]}}).encode()  # fmt: skip
 
 
-def endpoints(tmp_path: Path) -> tuple[Files, dict[str, Any]]:
+def endpoints(tmp_path: Path, redis: FakeRedis | None = None) -> tuple[Files, dict[str, Any]]:
     settings = config(file_store_url=str(tmp_path))
     files = Files(settings, FileStore(str(tmp_path)), load_registry(settings), request_models(settings))
-    router = batches_router(Batches(files, Doorbell()), OpenAIRoute.at(http_edge(settings)))
+    quotas = SpendQuotas(settings, redis or FakeRedis(), Metrics())  # type: ignore[arg-type]
+    router = batches_router(Batches(files, Doorbell()), OpenAIRoute.at(http_edge(settings)), quotas)
     return files, {route.name: route.endpoint for route in router.routes}  # type: ignore[attr-defined]
 
 
@@ -66,3 +70,21 @@ def test_a_batchs_body_is_openais() -> None:
                   {"endpoint": "/v1/completions", "completion_window": "1d"}):  # fmt: skip
         with pytest.raises(ValidationError):
             CreateBatch.model_validate({"input_file_id": "f", **wrong})
+
+
+def test_no_batch_is_made_for_a_project_whose_spend_reached_its_limit(tmp_path: Path) -> None:
+    async def main() -> None:
+        redis = FakeRedis()
+        redis.scripts[ADMIT] = lambda *_: [b"spend_limit", 2_000_000_000]
+        files, found = endpoints(tmp_path, redis)
+        upload = await files.create(io.BytesIO(LINE), "in.jsonl", "batch", ALPHA)
+        body = CreateBatch(input_file_id=upload["id"], endpoint="/v1/chat/completions")
+        with pytest.raises(SpendLimitReached, match="monthly spend limit"):
+            await found["create_batch"](body, ALPHA, Tenant("alpha", spend_limit=100))
+        assert (await found["list_batches"](ALPHA))["data"] == []
+        # Without a limit, nothing is asked of Redis.
+        redis.ran.clear()
+        await found["create_batch"](body, ALPHA, Tenant("alpha"))
+        assert not redis.ran
+
+    asyncio.run(main())
