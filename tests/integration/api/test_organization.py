@@ -250,6 +250,9 @@ def test_the_audit_logs_filters_hold_written_plainly_as_curl_sends_them(organiza
     # A range is given by its bounds; a bare effective_at is refused, naming it, not dropped.
     answer = httpx.get(f"{url}?effective_at=1764547200", headers=auth(ADMIN_KEY), timeout=10)
     assert answer.status_code == 400 and "effective_at" in answer.json()["error"]["param"], answer.text
+    # Nor is a list written with indices (as qs and PHP write it) dropped.
+    answer = httpx.get(f"{url}?project_ids[0]={mine.id}", headers=auth(ADMIN_KEY), timeout=10)
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "project_ids[0]", answer.text
     answer = httpx.get(f"{url}?project_ids=%25", headers=auth(ADMIN_KEY), timeout=10)
     assert answer.status_code == 400 and answer.json()["error"]["param"].startswith("project_ids"), answer.text
 
