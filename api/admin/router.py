@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import Field, StringConstraints
 
 from api.admin import types
 from api.admin.serving import ControlPlane
+from api.admin.usage import refuse_indexed
 from api.deps import AdminDep
 from api.openai.http import OpenAIRoute
 from api.openai.types import ErrorBody
@@ -33,6 +35,8 @@ Id = Annotated[str, StringConstraints(pattern=CURSOR)]
 EventType = Annotated[str, StringConstraints(pattern=r"^[a-z_]+(\.[a-z_]+){1,4}$")]
 Email = Annotated[str, StringConstraints(max_length=320)]
 Seconds = Annotated[int, Field(ge=0, le=2**53)]
+AUDIT_LISTS = frozenset({"event_types", "project_ids", "resource_ids", "actor_ids", "actor_emails"})
+AUDIT_SINGLES = frozenset({"tenant_only", "after", "before", "limit"})
 # A rate limit's id: ``rl-`` and a model's name (any printable characters, "/" too; no control
 # character; bytes that are not UTF-8, read as U+FFFD, are refused by the control plane).
 RATE_LIMIT_ID = r"^rl-[^\x00-\x1f\x7f-\x9f]{1,256}$"
@@ -201,26 +205,50 @@ def admin_router(plane: ControlPlane, route_class: type[OpenAIRoute]) -> APIRout
 
     @router.get("/audit_logs")
     async def list_audit_logs(
+        request: Request,
         event_types: Annotated[list[EventType], Query(alias="event_types[]", max_length=100)] = [],  # noqa: B006
         project_ids: Annotated[list[Id], Query(alias="project_ids[]", max_length=100)] = [],  # noqa: B006
         resource_ids: Annotated[list[Id], Query(alias="resource_ids[]", max_length=100)] = [],  # noqa: B006
         actor_ids: Annotated[list[Id], Query(alias="actor_ids[]", max_length=100)] = [],  # noqa: B006
         actor_emails: Annotated[list[Email], Query(alias="actor_emails[]", max_length=100)] = [],  # noqa: B006
+        # The same lists written plainly (name=a&name=b), as curl users and the usage
+        # endpoints write them: dropped, they would show every project's events.
+        event_types_plain: Annotated[list[EventType], Query(alias="event_types", max_length=100)] = [],  # noqa: B006
+        project_ids_plain: Annotated[list[Id], Query(alias="project_ids", max_length=100)] = [],  # noqa: B006
+        resource_ids_plain: Annotated[list[Id], Query(alias="resource_ids", max_length=100)] = [],  # noqa: B006
+        actor_ids_plain: Annotated[list[Id], Query(alias="actor_ids", max_length=100)] = [],  # noqa: B006
+        actor_emails_plain: Annotated[list[Email], Query(alias="actor_emails", max_length=100)] = [],  # noqa: B006
         tenant_only: bool = False,
         gt: Annotated[Seconds | None, Query(alias="effective_at[gt]")] = None,
         gte: Annotated[Seconds | None, Query(alias="effective_at[gte]")] = None,
         lt: Annotated[Seconds | None, Query(alias="effective_at[lt]")] = None,
         lte: Annotated[Seconds | None, Query(alias="effective_at[lte]")] = None,
+        effective_at: Annotated[str | None, Query(include_in_schema=False)] = None,
         after: After = None,
         before: After = None,
         limit: Limit = 20,
     ) -> dict[str, Any]:
         """Admin actions, newest first: who (the admin key), what, when, on which object.
         Never a key's value."""
+        refuse_indexed(request.query_params, AUDIT_LISTS, AUDIT_SINGLES)
+        if effective_at is not None:
+            # A range has no one value: refused, not read as no bound at all.
+            raise RequestValidationError([{
+                "loc": ("query", "effective_at"), "type": "value_error",
+                "msg": "a range: give its bounds as effective_at[gt], [gte], [lt] or [lte], Unix seconds",
+            }])  # fmt: skip
         bounds = {
             name: value for name, value in (("gt", gt), ("gte", gte), ("lt", lt), ("lte", lte)) if value is not None
         }
-        chosen = AuditFilter(event_types, project_ids, resource_ids, actor_ids, actor_emails, tenant_only, bounds)
+        chosen = AuditFilter(
+            event_types + event_types_plain,
+            project_ids + project_ids_plain,
+            resource_ids + resource_ids_plain,
+            actor_ids + actor_ids_plain,
+            actor_emails + actor_emails_plain,
+            tenant_only,
+            bounds,
+        )
         return await plane.audit_logs(chosen, limit, after, before)
 
     return router

@@ -76,6 +76,10 @@ REPORTS = {"completions": COMPLETIONS, "embeddings": EMBEDDINGS, "costs": COSTS}
 LATEST = 2**40  # seconds: later than any time asked of (year 36812)
 FILTER_ITEMS = 1000  # values a filter takes at most
 PAGE = re.compile(r"^page_([0-9]{1,13})$")
+# A parameter's name with brackets (``project_ids[0]``), and the names a report reads.
+INDEXED = re.compile(r"^([a-z_]+)\[(.*)\]$")
+LISTS = frozenset({"group_by", "project_ids", "models", "api_key_ids", "user_ids", "line_items"})
+KNOWN = LISTS | {"start_time", "end_time", "bucket_width", "limit", "page", "batch"}
 # Printable text: no control characters, no lone surrogates, no U+FFFD (what a query's
 # bytes that are not UTF-8 are read as).
 TEXT = re.compile(r"^[^\x00-\x1f\x7f\ud800-\udfff\ufffd]{1,256}$")
@@ -127,8 +131,24 @@ def _texts(params: QueryParams, name: str) -> list[str]:
     return given
 
 
+def refuse_indexed(params: QueryParams, lists: frozenset[str], singles: frozenset[str]) -> None:
+    """A 400 for a known parameter written with brackets it does not take (``project_ids[0]``,
+    ``batch[]``): taken for an unknown parameter, a filter written so would be dropped, and
+    every project's figures answered as though they were the ones asked for."""
+    for name in params:
+        written = INDEXED.fullmatch(name)
+        if not written or (name == f"{written[1]}[]" and written[1] in lists):
+            continue
+        given = written[1]
+        if given in lists:
+            raise _bad(name, f"give a list as {given}[]=a&{given}[]=b, or {given}=a&{given}=b")
+        if given in singles:
+            raise _bad(name, f"give one value, as {given}=…")
+
+
 def parse(report: Report, params: QueryParams, now: float) -> Asked:
     """`params` checked as `report` takes them; a 400 naming the parameter at fault."""
+    refuse_indexed(params, LISTS, KNOWN - LISTS)
     start = _seconds(params, "start_time")
     if start is None:
         raise _bad("start_time", "required: the range's start, Unix seconds (inclusive)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -92,6 +93,17 @@ def migrate(engine: Engine) -> None:
         command.upgrade(settings, "head")
 
 
+# libpq's connection parameters that hold a secret: a URI may give them as query parameters
+# (``?password=…``) as well as in its user part.
+SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
+HIDDEN = "***"
+
+
 def shown(url: str) -> str:
-    """A database URL as logs and messages may show it: without its password."""
-    return make_url(url).render_as_string(hide_password=True)
+    """A database URL as logs and messages may show it: without its password, wherever
+    in the URL it was written."""
+    parsed = make_url(url)
+    hidden = {name: HIDDEN for name in parsed.query if name.lower() in SECRET_PARAMETERS}
+    rendered = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+    # Rendering quotes a query's value: the mark is shown as the user part's is.
+    return rendered.replace(quote(HIDDEN, safe=""), HIDDEN)

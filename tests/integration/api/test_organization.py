@@ -230,6 +230,33 @@ def test_the_audit_log_records_each_action_and_never_a_key(organization: Stack) 
     assert account.api_key.value not in logged and admin_key.value not in logged and ADMIN_KEY not in logged
 
 
+def test_the_audit_logs_filters_hold_written_plainly_as_curl_sends_them(organization: Stack) -> None:
+    """``project_ids=…`` (as a curl user writes it, and as the usage endpoints take it) filters
+    as ``project_ids[]=…`` (the SDK's) does: it was dropped, and every project's events shown."""
+    admin = org(organization)
+    mine, other = admin.projects.create(name="filtered"), admin.projects.create(name="not asked for")
+    url = f"{organization.url}/v1/organization/audit_logs"
+
+    def events(query: str) -> list[dict[str, Any]]:
+        answer = httpx.get(f"{url}?{query}", headers=auth(ADMIN_KEY), timeout=10)
+        assert answer.status_code == 200, (query, answer.text)
+        return answer.json()["data"]
+
+    for query in (f"project_ids={mine.id}", f"project_ids[]={mine.id}", f"resource_ids={mine.id}"):
+        assert {(event.get("project") or {}).get("id") for event in events(f"{query}&limit=100")} == {mine.id}, query
+    assert events(f"project_ids={mine.id}&project_ids[]={other.id}&limit=100")  # both forms, together
+    assert events("event_types=project.nothing_like_it") == []
+    assert events(f"actor_ids=key_0&project_ids={mine.id}") == []
+    # A range is given by its bounds; a bare effective_at is refused, naming it, not dropped.
+    answer = httpx.get(f"{url}?effective_at=1764547200", headers=auth(ADMIN_KEY), timeout=10)
+    assert answer.status_code == 400 and "effective_at" in answer.json()["error"]["param"], answer.text
+    # Nor is a list written with indices (as qs and PHP write it) dropped.
+    answer = httpx.get(f"{url}?project_ids[0]={mine.id}", headers=auth(ADMIN_KEY), timeout=10)
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "project_ids[0]", answer.text
+    answer = httpx.get(f"{url}?project_ids=%25", headers=auth(ADMIN_KEY), timeout=10)
+    assert answer.status_code == 400 and answer.json()["error"]["param"].startswith("project_ids"), answer.text
+
+
 def admin_routes(stack: Stack) -> list[tuple[str, str]]:
     """Every route of /v1/organization, from the API's own schema, with ids filled in."""
     schema = httpx.get(f"{stack.url}/openapi.json", timeout=10).json()

@@ -83,6 +83,12 @@ def report(reports: UsageReports, name: str, query: str) -> dict[str, Any]:
         (COMPLETIONS, "start_time=1&page=nonsense", "page"),
         (COMPLETIONS, "start_time=86400&end_time=172800&page=page_259200", "page"),  # past the range
         (COMPLETIONS, "start_time=1&start_time=2", "start_time"),
+        # A list written with indices (as qs and PHP write it) was dropped, and every
+        # project's usage answered as if it were the one asked for.
+        (COMPLETIONS, "start_time=1&project_ids[0]=proj_a", "project_ids[0]"),
+        (COSTS, "start_time=1&api_key_ids[1]=key_a", "api_key_ids[1]"),
+        (COMPLETIONS, "start_time=1&group_by[0]=model", "group_by[0]"),
+        (COMPLETIONS, "start_time=1&batch[]=true", "batch[]"),
     ],
 )
 def test_a_query_it_does_not_take_is_refused_naming_the_parameter(report: Any, query: str, param: str) -> None:

@@ -69,3 +69,11 @@ def connection_options(engine: Engine) -> dict[str, Any]:
         engine.connect()
     engine.dispose()
     return seen
+
+
+def test_a_password_given_as_a_query_parameter_is_never_shown_either() -> None:
+    # libpq takes the password (and a client key's passphrase) as a URI's query
+    # parameters too: a URL written so must not show them in the log a failed start writes.
+    url = "postgresql://gateway@db.internal:5432/control?password=s3cret&sslmode=require&SSLPassword=k3y"
+    assert shown(url) == "postgresql://gateway@db.internal:5432/control?SSLPassword=***&password=***&sslmode=require"
+    assert "s3cret" not in shown(url) and "k3y" not in shown(url)
