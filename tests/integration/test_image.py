@@ -30,6 +30,7 @@ import httpx
 import pytest
 import yaml
 
+from testing.control_databases import POSTGRES, ControlDatabases
 from testing.fake_model_server import FakeModelServer, free_port
 from testing.processes import (
     RABBIT,
@@ -176,9 +177,14 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
 
 
 @pytest.fixture
-def started(image: Image, fake: FakeModelServer, redis_address: tuple[str, int]) -> Iterator[dict[str, Any]]:
+def started(
+    image: Image, fake: FakeModelServer, redis_address: tuple[str, int], tmp_path: Path
+) -> Iterator[dict[str, Any]]:
     if not reachable(RABBIT):
         pytest.skip("RabbitMQ is not running on 127.0.0.1:5672")
+    if not reachable(POSTGRES):
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432 (compose's control plane database)")
+    databases = ControlDatabases("postgresql", tmp_path)
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     run = uuid.uuid4().hex[:10]
     values = {
@@ -194,6 +200,8 @@ def started(image: Image, fake: FakeModelServer, redis_address: tuple[str, int])
     }
     # The compose network's host names are this machine's services.
     hosts = {"RABBIT_MQ_HOST": RABBIT[0], "REDIS_HOST": redis_address[0], "REDIS_PORT": str(redis_address[1])}
+    # Compose's postgres service: this machine's PostgreSQL, in a schema of the test's own.
+    hosts["CONTROL_DATABASE_URL"] = databases.fresh()
     processes = Processes(image.root)
     ports = {"api": free_port(), "flower": free_port()}
     started = {"ports": ports, "processes": processes, "data": image.root / "data"}
@@ -216,6 +224,7 @@ def started(image: Image, fake: FakeModelServer, redis_address: tuple[str, int])
         started[name] = processes.spawn(name, [str(image.bin / command[0]), *command[1:]], env, image.workdir, True)
     yield started
     processes.stop_all()
+    databases.drop()
     remove_traces(config_from_env({**values, **hosts, "RABBIT_MQ_PORT": "5672"}))
 
 

@@ -97,8 +97,9 @@ def test_scrapes_alone_keep_the_parts_gauges_and_count_the_dead_letters(
     try:
         stack = make_stack(workers=1, REDIS_HOST="127.0.0.1", REDIS_PORT=str(server.port))
         # Nobody asks /ready: Prometheus scraping alone starts the checks and keeps them going.
+        # The control plane's database as its last poll found it (beside the checks, not one).
         everything = {("broker", ""): 1, ("result_store", ""): 1, ("model_server", "default"): 1,
-                      ("workers", "default"): 1}  # fmt: skip
+                      ("workers", "default"): 1, ("database", ""): 1}  # fmt: skip
         wait_until(lambda: _parts(stack.url) == everything, 30, "every part up on /metrics")
         dead = f"{stack.env['QUEUE_NAME']}.dead"
         assert value(samples(stack.url), "llm_api_dead_letters", queue=dead) == 0

@@ -187,7 +187,9 @@ def test_background_responses_send_openais_response_events(
     fake.strict_models = False
     fake.chunk_delay, fake.extra_words = 0.05, 400  # a 20 s answer
     long = sdk.responses.create(model="fake-model", input="long", background=True)
-    wait_until(lambda: fake.in_flight == 1, 10, "the long response to run")
+    # Running once its call reached the model server (not fake.in_flight: a call of an
+    # earlier test may still be counted out of it after the reset between tests).
+    wait_until(lambda: any("long" in json.dumps(body) for body in fake.completions), 30, "the long response to run")
     assert sdk.responses.cancel(long.id).status == "cancelled"
     (cancelled,) = receiver.wait_for(1, "response.cancelled")
     assert verified(cancelled)["data"] == {"id": long.id}

@@ -4,6 +4,7 @@ them, those the request's project may use."""
 from typing import Annotated
 
 from fastapi import APIRouter, Path
+from starlette.convertors import Convertor, register_url_convertor
 
 from api.deps import TenantDep, TimingDep
 from api.native.types import MODEL_PATTERN
@@ -13,6 +14,23 @@ from api.openai.models.types import ModelCard, ModelList
 from api.openai.types import ErrorBody
 
 ModelId = Annotated[str, Path(pattern=MODEL_PATTERN)]
+
+
+class _AnyPath(Convertor[str]):
+    """The rest of the path, whatever it holds: Starlette's `path` stops at a line break, so
+    a name holding one matched no route and was answered Starlette's 404 (not OpenAI's
+    error); matched, the name is checked as any other (400 naming `model`)."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("any_path", _AnyPath())
 
 
 def models_router(served: ServedModels, route_class: type[OpenAIRoute]) -> APIRouter:
@@ -26,7 +44,7 @@ def models_router(served: ServedModels, route_class: type[OpenAIRoute]) -> APIRo
         return ModelList(data=[ModelCard(id=name) for name in await served.served_models(tenant, timing)])
 
     @router.get(
-        "/models/{model:path}",
+        "/models/{model:any_path}",
         response_model=ModelCard,
         summary="Model",
         operation_id="model_v1_models_get",
